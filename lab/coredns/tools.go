@@ -1,0 +1,6 @@
+//go:build tools
+
+// Package tools pins the command the lab builds from this module; build.sh compiles it.
+package tools
+
+import _ "github.com/coredns/coredns"

@@ -1,0 +1,82 @@
+// The one logger of tp. Daemons log to a file under the user's state directory; commands log to stderr.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export type Level = 'error' | 'warn' | 'info' | 'debug' | 'trace';
+const ranks: Record<Level, number> = { error: 0, warn: 1, info: 2, debug: 3, trace: 4 };
+
+export interface Logger {
+  error(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  trace(msg: string, fields?: Record<string, unknown>): void;
+  child(component: string): Logger;
+  enabled(level: Level): boolean;
+}
+
+interface Sink {
+  level: number;
+  write(line: string): void;
+}
+
+const sink: Sink = { level: ranks.info, write: (line) => process.stderr.write(line) };
+
+export function parseLevel(value: string | undefined, fallback: Level = 'info'): Level {
+  const v = (value ?? '').toLowerCase();
+  if (v === '') return fallback;
+  if (v in ranks) return v as Level;
+  throw new Error(`unknown log level "${value}": use one of ${Object.keys(ranks).join(', ')}`);
+}
+
+/** Sets the level of every logger (from --log-level or TP_LOG_LEVEL). */
+export function setLevel(level: Level): void {
+  sink.level = ranks[level];
+}
+
+/** Sends every logger's output to a file (appending), creating its directory. */
+export function logToFile(file: string): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const fd = fs.openSync(file, 'a', 0o600);
+  sink.write = (line) => {
+    try {
+      fs.writeSync(fd, line);
+    } catch {
+      // A full disk must not take the daemon down.
+    }
+  };
+}
+
+/** Where daemons keep their logs: $TP_LOG_DIR, else $XDG_STATE_HOME/tp, else ~/.local/state/tp. */
+export function logDir(): string {
+  if (process.env.TP_LOG_DIR) return process.env.TP_LOG_DIR;
+  const state = process.env.XDG_STATE_HOME || path.join(os.homedir(), '.local', 'state');
+  return path.join(state, 'tp');
+}
+
+function render(value: unknown): string {
+  if (value instanceof Error) return JSON.stringify(value.message);
+  if (typeof value === 'string')
+    return /^[\w.:/@+-]*$/.test(value) && value !== '' ? value : JSON.stringify(value);
+  return JSON.stringify(value) ?? String(value);
+}
+
+export function createLogger(component: string): Logger {
+  const emit = (level: Level, msg: string, fields?: Record<string, unknown>) => {
+    if (ranks[level] > sink.level) return;
+    let line = `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${component}: ${msg}`;
+    if (fields)
+      for (const [k, v] of Object.entries(fields)) if (v !== undefined) line += ` ${k}=${render(v)}`;
+    sink.write(`${line}\n`);
+  };
+  return {
+    error: (m, f) => emit('error', m, f),
+    warn: (m, f) => emit('warn', m, f),
+    info: (m, f) => emit('info', m, f),
+    debug: (m, f) => emit('debug', m, f),
+    trace: (m, f) => emit('trace', m, f),
+    child: (sub) => createLogger(`${component}/${sub}`),
+    enabled: (level) => ranks[level] <= sink.level,
+  };
+}

@@ -1,0 +1,47 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import {
+  cidrContains,
+  cidrsOverlap,
+  parseCidr,
+  parseHostPort,
+  parsePortList,
+  parsePortMappings,
+  UsageError,
+} from './parse.js';
+
+test('ports and host:port', () => {
+  assert.equal(parsePortList('8080,9090'), [8080, 9090]);
+  assert.throws(() => parsePortList('8080,x'), /invalid port "x"/);
+  assert.throws(() => parsePortList('8080,8080'), /listed twice/);
+  assert.equal(parseHostPort('127.0.0.1:18081'), { host: '127.0.0.1', port: 18081 });
+  assert.equal(parseHostPort('[::1]:80'), { host: '::1', port: 80 });
+  assert.throws(
+    () => parseHostPort('localhost'),
+    (e: unknown) => e instanceof UsageError,
+  );
+});
+
+test('TP_PORTS mappings', () => {
+  assert.equal(parsePortMappings('18080:15001,9090:15002'), [
+    { appPort: 18080, agentPort: 15001 },
+    { appPort: 9090, agentPort: 15002 },
+  ]);
+  assert.throws(() => parsePortMappings('8080'), /expected appPort:agentPort/);
+  assert.throws(() => parsePortMappings('8080:15001,9090:8080'), /collides with an app port/);
+  assert.throws(() => parsePortMappings('8080:8080'), /must differ/);
+});
+
+test('CIDRs normalize, contain and overlap', () => {
+  const c = parseCidr('10.96.3.7/12');
+  assert.is(c.text, '10.96.0.0/12');
+  assert.ok(cidrContains(c, '10.111.255.1'));
+  assert.not.ok(cidrContains(c, '10.112.0.1'));
+  assert.ok(cidrsOverlap(c, parseCidr('10.100.0.0/16')));
+  assert.not.ok(cidrsOverlap(c, parseCidr('10.244.0.0/16')));
+  assert.is(parseCidr('fd00:10:96::1/112').text, 'fd00:10:96::/112');
+  assert.throws(() => parseCidr('10.0.0.0/33'), /invalid CIDR/);
+  assert.throws(() => parseCidr('nonsense'), /expected ADDRESS\/PREFIX/);
+});
+
+test.run();

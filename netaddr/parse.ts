@@ -1,0 +1,160 @@
+// The one place that parses ports, host:port pairs and CIDRs from flags, env and config.
+import * as net from 'node:net';
+
+/** A user-facing error: its message names the problem and the fix; the CLI prints it without a stack. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export function parsePort(value: string, what = 'port'): number {
+  const s = value.trim();
+  if (!/^\d+$/.test(s)) throw new UsageError(`invalid ${what} "${value}": expected a number from 1 to 65535`);
+  const n = Number(s);
+  if (n < 1 || n > 65535)
+    throw new UsageError(`invalid ${what} "${value}": expected a number from 1 to 65535`);
+  return n;
+}
+
+/** A comma-separated list of ports, e.g. "8080,9090"; empty input gives []. */
+export function parsePortList(value: string, what = 'port'): number[] {
+  if (value.trim() === '') return [];
+  const ports = value.split(',').map((p) => parsePort(p, what));
+  const seen = new Set<number>();
+  for (const p of ports) {
+    if (seen.has(p)) throw new UsageError(`${what} ${p} is listed twice in "${value}"`);
+    seen.add(p);
+  }
+  return ports;
+}
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** HOST:PORT or [IPv6]:PORT. */
+export function parseHostPort(value: string, what = 'address'): HostPort {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(value) ?? /^([^:[\]]+):(\d+)$/.exec(value);
+  if (!m) throw new UsageError(`invalid ${what} "${value}": expected HOST:PORT, e.g. 127.0.0.1:8081`);
+  return { host: m[1]!, port: parsePort(m[2]!, `${what} port`) };
+}
+
+export interface PortMapping {
+  appPort: number;
+  agentPort: number;
+}
+
+/** TP_PORTS: appPort:agentPort[,appPort:agentPort…]. */
+export function parsePortMappings(value: string, what = 'TP_PORTS'): PortMapping[] {
+  if (value.trim() === '')
+    throw new UsageError(
+      `${what} is empty: expected appPort:agentPort[,appPort:agentPort…], e.g. 8080:15001`,
+    );
+  const out: PortMapping[] = [];
+  for (const part of value.split(',')) {
+    const m = /^\s*(\d+):(\d+)\s*$/.exec(part);
+    if (!m)
+      throw new UsageError(`invalid ${what} entry "${part}": expected appPort:agentPort, e.g. 8080:15001`);
+    const appPort = parsePort(m[1]!, `${what} app port`);
+    const agentPort = parsePort(m[2]!, `${what} agent port`);
+    if (appPort === agentPort)
+      throw new UsageError(`invalid ${what} entry "${part}": the agent port must differ from the app port`);
+    out.push({ appPort, agentPort });
+  }
+  const apps = new Set(out.map((m) => m.appPort));
+  const agents = new Set(out.map((m) => m.agentPort));
+  if (apps.size !== out.length)
+    throw new UsageError(`invalid ${what} "${value}": an app port is listed twice`);
+  if (agents.size !== out.length)
+    throw new UsageError(`invalid ${what} "${value}": an agent port is listed twice`);
+  for (const a of agents)
+    if (apps.has(a))
+      throw new UsageError(`invalid ${what} "${value}": agent port ${a} collides with an app port`);
+  return out;
+}
+
+export interface Cidr {
+  family: 4 | 6;
+  /** The network address, normalized (host bits cleared). */
+  address: string;
+  prefix: number;
+  text: string;
+}
+
+function ipToBigInt(ip: string): { value: bigint; family: 4 | 6 } {
+  if (net.isIPv4(ip)) {
+    return { value: ip.split('.').reduce((acc, o) => (acc << 8n) | BigInt(Number(o)), 0n), family: 4 };
+  }
+  if (net.isIPv6(ip)) {
+    let s = ip;
+    const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(s);
+    if (v4) {
+      const n = ipToBigInt(v4[1]!).value;
+      s = `${s.slice(0, -v4[1]!.length)}${(n >> 16n).toString(16)}:${(n & 0xffffn).toString(16)}`;
+    }
+    const [head, tail] = s.split('::') as [string, string | undefined];
+    const h = head ? head.split(':') : [];
+    const t = tail ? tail.split(':') : [];
+    const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+    return { value: groups.reduce((acc, g) => (acc << 16n) | BigInt(Number.parseInt(g, 16)), 0n), family: 6 };
+  }
+  throw new UsageError(`invalid IP address "${ip}"`);
+}
+
+function bigIntToIp(value: bigint, family: 4 | 6): string {
+  if (family === 4) return [24n, 16n, 8n, 0n].map((s) => Number((value >> s) & 0xffn)).join('.');
+  const groups: string[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(((value >> BigInt(i * 16)) & 0xffffn).toString(16));
+  // Canonical form: compress the longest run of zero groups.
+  let best = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === '0') j++;
+    if (j - i > bestLen && j - i > 1) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  if (best < 0) return groups.join(':');
+  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+}
+
+export function parseCidr(value: string, what = 'CIDR'): Cidr {
+  const m = /^([^/]+)\/(\d+)$/.exec(value.trim());
+  const bad = () => new UsageError(`invalid ${what} "${value}": expected ADDRESS/PREFIX, e.g. 10.96.0.0/12`);
+  if (!m || !net.isIP(m[1]!)) throw bad();
+  const { value: ip, family } = ipToBigInt(m[1]!);
+  const prefix = Number(m[2]);
+  const bits = family === 4 ? 32 : 128;
+  if (prefix > bits) throw bad();
+  const mask = prefix === 0 ? 0n : ((1n << BigInt(prefix)) - 1n) << BigInt(bits - prefix);
+  const address = bigIntToIp(ip & mask, family);
+  return { family, address, prefix, text: `${address}/${prefix}` };
+}
+
+function range(c: Cidr): [bigint, bigint] {
+  const bits = c.family === 4 ? 32 : 128;
+  const start = ipToBigInt(c.address).value;
+  return [start, start + (1n << BigInt(bits - c.prefix)) - 1n];
+}
+
+export function cidrContains(c: Cidr, ip: string): boolean {
+  if (!net.isIP(ip)) return false;
+  const v = ipToBigInt(ip);
+  if (v.family !== c.family) return false;
+  const [lo, hi] = range(c);
+  return v.value >= lo && v.value <= hi;
+}
+
+export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
+  if (a.family !== b.family) return false;
+  const [alo, ahi] = range(a);
+  const [blo, bhi] = range(b);
+  return alo <= bhi && blo <= ahi;
+}
