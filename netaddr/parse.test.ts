@@ -30,6 +30,8 @@ test('TP_PORTS mappings', () => {
   assert.throws(() => parsePortMappings('8080'), /expected appPort:agentPort/);
   assert.throws(() => parsePortMappings('8080:15001,9090:8080'), /collides with an app port/);
   assert.throws(() => parsePortMappings('8080:8080'), /must differ/);
+  assert.throws(() => parsePortMappings('8080:15001,8080:15002'), /app port is listed twice/);
+  assert.equal(parsePortMappings('8080:15001,9090:15001').length, 2);
 });
 
 test('CIDRs normalize, contain and overlap', () => {
