@@ -61,15 +61,15 @@ export function parsePortMappings(value: string, what = 'TP_PORTS'): PortMapping
       throw new UsageError(`invalid ${what} entry "${part}": the agent port must differ from the app port`);
     out.push({ appPort, agentPort });
   }
+  // Several app ports may share one agent port (the agent then reads SO_ORIGINAL_DST); each app port once.
   const apps = new Set(out.map((m) => m.appPort));
-  const agents = new Set(out.map((m) => m.agentPort));
   if (apps.size !== out.length)
     throw new UsageError(`invalid ${what} "${value}": an app port is listed twice`);
-  if (agents.size !== out.length)
-    throw new UsageError(`invalid ${what} "${value}": an agent port is listed twice`);
-  for (const a of agents)
-    if (apps.has(a))
-      throw new UsageError(`invalid ${what} "${value}": agent port ${a} collides with an app port`);
+  for (const m of out) {
+    if (apps.has(m.agentPort)) {
+      throw new UsageError(`invalid ${what} "${value}": agent port ${m.agentPort} collides with an app port`);
+    }
+  }
   return out;
 }
 
