@@ -4,6 +4,7 @@ import {
   cidrContains,
   cidrsOverlap,
   parseCidr,
+  parseDuration,
   parseHostPort,
   parsePortList,
   parsePortMappings,
@@ -44,6 +45,16 @@ test('CIDRs normalize, contain and overlap', () => {
   assert.is(parseCidr('fd00:10:96::1/112').text, 'fd00:10:96::/112');
   assert.throws(() => parseCidr('10.0.0.0/33'), /invalid CIDR/);
   assert.throws(() => parseCidr('nonsense'), /expected ADDRESS\/PREFIX/);
+});
+
+test('durations', () => {
+  assert.is(parseDuration('15s'), 15_000);
+  assert.is(parseDuration('500ms'), 500);
+  assert.is(parseDuration('1m30s'), 90_000);
+  assert.is(parseDuration('1.5s'), 1500);
+  assert.throws(() => parseDuration('15'), /expected a duration such as 15s/);
+  assert.throws(() => parseDuration('0s'), /expected a duration/);
+  assert.throws(() => parseDuration('5 minutes', '--client-ttl'), /invalid --client-ttl "5 minutes"/);
 });
 
 test.run();

@@ -158,3 +158,46 @@ export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
   const [blo, bhi] = range(b);
   return alo <= bhi && blo <= ahi;
 }
+
+/** The address as network-order bytes: 4 for IPv4, 16 for IPv6 (packet code compares and copies these). */
+export function ipToBytes(ip: string): Buffer {
+  const { value, family } = ipToBigInt(ip);
+  const out = Buffer.alloc(family === 4 ? 4 : 16);
+  let v = value;
+  for (let i = out.length - 1; i >= 0; i--) {
+    out[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  return out;
+}
+
+/** The canonical text of a 4- or 16-byte address (IPv6 with the longest zero run compressed). */
+export function bytesToIp(bytes: Uint8Array): string {
+  if (bytes.length !== 4 && bytes.length !== 16)
+    throw new RangeError(`an address has 4 or 16 bytes, not ${bytes.length}`);
+  let v = 0n;
+  for (const b of bytes) v = (v << 8n) | BigInt(b);
+  return bigIntToIp(v, bytes.length === 4 ? 4 : 6);
+}
+
+/** The address at offset n from the start of the CIDR (n = 1: the first host address of 10.0.0.0/24). */
+export function cidrAddress(c: Cidr, n: number): string {
+  const [lo, hi] = range(c);
+  const v = lo + BigInt(n);
+  if (n < 0 || v > hi) throw new RangeError(`${c.text} has no address at offset ${n}`);
+  return bigIntToIp(v, c.family);
+}
+
+const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** A duration flag such as 15s, 500ms, 2m or 1m30s, in milliseconds. */
+export function parseDuration(value: string, what = 'duration'): number {
+  const s = value.trim();
+  const bad = () =>
+    new UsageError(`invalid ${what} "${value}": expected a duration such as 15s, 500ms or 2m`);
+  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(s)) throw bad();
+  let total = 0;
+  for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) total += Number(m[1]) * durationUnits[m[2]!]!;
+  if (total <= 0) throw bad();
+  return Math.round(total);
+}

@@ -168,6 +168,8 @@ export interface VersionInfo {
 
 export interface SessionInfo {
   sessionId: string;
+  /** Set by the manager in the answer to ArriveAs*: call Remain at least this often (the session's TTL / 3, at most 5 s). */
+  remainIntervalMs: number;
 }
 
 export interface RemainRequest {
@@ -245,6 +247,8 @@ export interface WorkloadInfo {
   replicas: number;
   mechanism: string;
   intercepts: InterceptInfo[];
+  /** the agents serving this workload, one per pod */
+  agents: AgentInfo[];
 }
 
 export interface WorkloadInfoSnapshot {
@@ -528,13 +532,16 @@ export const VersionInfo: MessageFns<VersionInfo> = {
 };
 
 function createBaseSessionInfo(): SessionInfo {
-  return { sessionId: "" };
+  return { sessionId: "", remainIntervalMs: 0 };
 }
 
 export const SessionInfo: MessageFns<SessionInfo> = {
   encode(message: SessionInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.sessionId !== "") {
       writer.uint32(10).string(message.sessionId);
+    }
+    if (message.remainIntervalMs !== 0) {
+      writer.uint32(16).uint32(message.remainIntervalMs);
     }
     return writer;
   },
@@ -560,6 +567,14 @@ export const SessionInfo: MessageFns<SessionInfo> = {
             message.sessionId = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.remainIntervalMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -579,6 +594,11 @@ export const SessionInfo: MessageFns<SessionInfo> = {
         : isSet(object.session_id)
         ? globalThis.String(object.session_id)
         : "",
+      remainIntervalMs: isSet(object.remainIntervalMs)
+        ? globalThis.Number(object.remainIntervalMs)
+        : isSet(object.remain_interval_ms)
+        ? globalThis.Number(object.remain_interval_ms)
+        : 0,
     };
   },
 
@@ -586,6 +606,9 @@ export const SessionInfo: MessageFns<SessionInfo> = {
     const obj: any = {};
     if (message.sessionId !== "") {
       obj.sessionId = message.sessionId;
+    }
+    if (message.remainIntervalMs !== 0) {
+      obj.remainIntervalMs = Math.round(message.remainIntervalMs);
     }
     return obj;
   },
@@ -596,6 +619,7 @@ export const SessionInfo: MessageFns<SessionInfo> = {
   fromPartial(object: DeepPartial<SessionInfo>): SessionInfo {
     const message = createBaseSessionInfo();
     message.sessionId = object.sessionId ?? "";
+    message.remainIntervalMs = object.remainIntervalMs ?? 0;
     return message;
   },
 };
@@ -1490,6 +1514,7 @@ function createBaseWorkloadInfo(): WorkloadInfo {
     replicas: 0,
     mechanism: "",
     intercepts: [],
+    agents: [],
   };
 }
 
@@ -1524,6 +1549,9 @@ export const WorkloadInfo: MessageFns<WorkloadInfo> = {
     }
     for (const v of message.intercepts) {
       InterceptInfo.encode(v!, writer.uint32(82).fork()).join();
+    }
+    for (const v of message.agents) {
+      AgentInfo.encode(v!, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -1621,6 +1649,14 @@ export const WorkloadInfo: MessageFns<WorkloadInfo> = {
             message.intercepts.push(InterceptInfo.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.agents.push(AgentInfo.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1659,6 +1695,7 @@ export const WorkloadInfo: MessageFns<WorkloadInfo> = {
       intercepts: globalThis.Array.isArray(object?.intercepts)
         ? object.intercepts.map((e: any) => InterceptInfo.fromJSON(e))
         : [],
+      agents: globalThis.Array.isArray(object?.agents) ? object.agents.map((e: any) => AgentInfo.fromJSON(e)) : [],
     };
   },
 
@@ -1694,6 +1731,9 @@ export const WorkloadInfo: MessageFns<WorkloadInfo> = {
     if (message.intercepts?.length) {
       obj.intercepts = message.intercepts.map((e) => InterceptInfo.toJSON(e));
     }
+    if (message.agents?.length) {
+      obj.agents = message.agents.map((e) => AgentInfo.toJSON(e));
+    }
     return obj;
   },
 
@@ -1712,6 +1752,7 @@ export const WorkloadInfo: MessageFns<WorkloadInfo> = {
     message.replicas = object.replicas ?? 0;
     message.mechanism = object.mechanism ?? "";
     message.intercepts = object.intercepts?.map((e) => InterceptInfo.fromPartial(e)) || [];
+    message.agents = object.agents?.map((e) => AgentInfo.fromPartial(e)) || [];
     return message;
   },
 };

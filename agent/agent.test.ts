@@ -1,0 +1,118 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { InterceptDisposition as D, type InterceptInfo } from '../rpc/gen/manager.js';
+import { appEnvironment, parseEnvFile } from './app-env.js';
+import { agentConfigFromEnv, listenersOf } from './config.js';
+import { plan } from './intercept-routes.js';
+import { parseSockaddr } from './original-dst.js';
+
+const env = {
+  TP_MANAGER_ADDRESS: '127.0.0.1:18081',
+  TP_WORKLOAD_NAME: 'echo',
+  TP_NAMESPACE: 'default',
+  TP_POD_NAME: 'echo-0',
+  TP_POD_IP: '127.0.0.1',
+  TP_PORTS: '18080:15001',
+};
+
+test('configuration from the environment', () => {
+  const c = agentConfigFromEnv(env);
+  assert.equal(c.managerAddress, { host: '127.0.0.1', port: 18081 });
+  assert.equal(c.ports, [{ appPort: 18080, agentPort: 15001 }]);
+  assert.is(c.mechanism, 'none');
+  assert.is(c.hostIp, undefined);
+  assert.is(agentConfigFromEnv({ ...env, TP_HOST_IP: '10.0.0.1' }).hostIp, '10.0.0.1');
+  assert.throws(() => agentConfigFromEnv({ ...env, TP_WORKLOAD_NAME: '' }), /TP_WORKLOAD_NAME is not set/);
+  assert.throws(() => agentConfigFromEnv({ ...env, TP_MECHANISM: 'magic' }), /use iptables, ebpf, none/);
+  assert.throws(() => agentConfigFromEnv({ ...env, TP_POD_IP: 'pod' }), /TP_POD_IP="pod" is not an IP/);
+  assert.throws(() => agentConfigFromEnv({ ...env, TP_LOG_LEVEL: 'loud' }), /TP_LOG_LEVEL: unknown log level/);
+});
+
+test('one listener per agent port; app ports may share one', () => {
+  const l = listenersOf([
+    { appPort: 8080, agentPort: 15001 },
+    { appPort: 9090, agentPort: 15001 },
+    { appPort: 7070, agentPort: 15002 },
+  ]);
+  assert.equal([...l], [
+    [15001, [8080, 9090]],
+    [15002, [7070]],
+  ]);
+});
+
+test('the app environment: a KEY=VALUE file, or the agent env without TP_*', () => {
+  assert.equal(parseEnvFile('# comment\nA=1\n\nexport B="two words"\nC=\'x=y\'\n'), {
+    A: '1',
+    B: 'two words',
+    C: 'x=y',
+  });
+  assert.throws(() => parseEnvFile('A=1\nnonsense\n'), /line 2 is not KEY=VALUE/);
+  assert.equal(appEnvironment(undefined, { TP_PORTS: '1:2', HOME: '/root' }), { HOME: '/root' });
+  assert.throws(() => appEnvironment('/nonexistent/env', {}), /TP_APP_ENV_FILE=\/nonexistent\/env cannot be read/);
+});
+
+test('SO_ORIGINAL_DST sockaddrs', () => {
+  const v4 = Buffer.alloc(28);
+  v4.writeUInt16LE(2, 0);
+  v4.writeUInt16BE(8080, 2);
+  Buffer.from([10, 0, 0, 7]).copy(v4, 4);
+  assert.equal(parseSockaddr(v4), { address: '10.0.0.7', port: 8080 });
+  const v6 = Buffer.alloc(28);
+  v6.writeUInt16LE(10, 0);
+  v6.writeUInt16BE(9090, 2);
+  v6.writeUInt16BE(0xfd00, 8);
+  v6.writeUInt16BE(7, 22);
+  assert.equal(parseSockaddr(v6), { address: 'fd00:0:0:0:0:0:0:7', port: 9090 });
+});
+
+const intercept = (id: string, port: number, pods: InterceptInfo['pods'] = []): InterceptInfo => ({
+  id,
+  spec: {
+    name: id,
+    workload: 'echo',
+    namespace: 'default',
+    workloadKind: '',
+    mechanism: 'tcp',
+    remotePort: port,
+    portName: '',
+    targetHost: '127.0.0.1',
+    targetPort: 1,
+    client: 'a@b',
+  },
+  clientSessionId: 'c',
+  disposition: D.WAITING,
+  message: '',
+  pods,
+  environment: {},
+  createdUnixMs: 0,
+});
+
+test('the agent accepts intercepts of ports it captures, refuses others, routes the accepted', () => {
+  const sent = new Map<string, D>();
+  const p = plan([intercept('i1', 18080), intercept('i2', 9999)], 'echo-0', [18080], sent);
+  assert.equal(
+    p.reviews.map((r) => [r.interceptId, r.disposition]),
+    [
+      ['i1', D.ACTIVE],
+      ['i2', D.AGENT_ERROR],
+    ],
+  );
+  assert.match(p.reviews[1]!.message, /does not capture port 9999: it captures 18080/);
+  assert.equal([...p.routes], [[18080, 'i1']]);
+  // The next snapshot, before the manager shows the reviews: nothing is sent twice.
+  assert.equal(plan([intercept('i1', 18080), intercept('i2', 9999)], 'echo-0', [18080], sent).reviews, []);
+  // The intercept is gone: no route, and the memory of the review goes too.
+  const gone = plan([], 'echo-0', [18080], sent);
+  assert.equal(gone.routes.size, 0);
+  assert.is(sent.size, 0);
+});
+
+test('a pod already reviewed ACTIVE by the manager is not reviewed again', () => {
+  const sent = new Map<string, D>();
+  const reviewed = intercept('i1', 18080, [{ podName: 'echo-0', podIp: '', disposition: D.ACTIVE, message: '' }]);
+  const p = plan([reviewed], 'echo-0', [18080], sent);
+  assert.equal(p.reviews, []);
+  assert.equal([...p.routes], [[18080, 'i1']]);
+});
+
+test.run();

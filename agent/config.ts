@@ -1,0 +1,72 @@
+// The agent's configuration, all from the environment (it runs as a sidecar; the injector sets these).
+import * as net from 'node:net';
+import { type Level, parseLevel } from '../logging/logger.js';
+import { type HostPort, type PortMapping, parseHostPort, parsePortMappings, UsageError } from '../netaddr/parse.js';
+
+export type Mechanism = 'iptables' | 'ebpf' | 'none';
+
+export interface AgentConfig {
+  managerAddress: HostPort;
+  workloadName: string;
+  workloadKind: string;
+  namespace: string;
+  podName: string;
+  podIp: string;
+  ports: PortMapping[];
+  /** Connections from this address (the node: kubelet probes) always pass through. */
+  hostIp: string | undefined;
+  mechanism: Mechanism;
+  /** Where the agent listens; empty: every address (dual-stack when IPv6 is there). */
+  listenAddress: string;
+  /** A KEY=VALUE file with the app container's environment, sent to intercepting clients. */
+  appEnvFile: string | undefined;
+  logLevel: Level;
+}
+
+const mechanisms: Mechanism[] = ['iptables', 'ebpf', 'none'];
+
+export function agentConfigFromEnv(env: NodeJS.ProcessEnv): AgentConfig {
+  const required = (name: string, example: string): string => {
+    const v = env[name]?.trim();
+    if (!v) throw new UsageError(`${name} is not set: the agent needs it, e.g. ${name}=${example}`);
+    return v;
+  };
+  const mechanism = (env.TP_MECHANISM?.trim() || 'none') as Mechanism;
+  if (!mechanisms.includes(mechanism))
+    throw new UsageError(`TP_MECHANISM="${env.TP_MECHANISM}" is not known: use ${mechanisms.join(', ')}`);
+  const optionalIp = (name: string): string | undefined => {
+    const v = env[name]?.trim();
+    if (!v) return undefined;
+    if (!net.isIP(v)) throw new UsageError(`${name}="${v}" is not an IP address`);
+    return v;
+  };
+  const podIp = required('TP_POD_IP', '10.244.0.7');
+  if (!net.isIP(podIp)) throw new UsageError(`TP_POD_IP="${podIp}" is not an IP address`);
+  let logLevel: Level;
+  try {
+    logLevel = parseLevel(env.TP_LOG_LEVEL);
+  } catch (e) {
+    throw new UsageError(`TP_LOG_LEVEL: ${(e as Error).message}`);
+  }
+  return {
+    managerAddress: parseHostPort(required('TP_MANAGER_ADDRESS', 'traffic-manager.tp:8081'), 'TP_MANAGER_ADDRESS'),
+    workloadName: required('TP_WORKLOAD_NAME', 'echo'),
+    workloadKind: env.TP_WORKLOAD_KIND?.trim() || 'Standalone',
+    namespace: env.TP_NAMESPACE?.trim() || 'default',
+    podName: required('TP_POD_NAME', 'echo-0'),
+    podIp,
+    ports: parsePortMappings(required('TP_PORTS', '8080:15001')),
+    hostIp: optionalIp('TP_HOST_IP'),
+    mechanism,
+    listenAddress: optionalIp('TP_LISTEN_ADDRESS') ?? '',
+    appEnvFile: env.TP_APP_ENV_FILE?.trim() || undefined,
+    logLevel,
+  };
+}
+
+/** The agent ports and the app ports each one serves (several app ports may share one agent port). */
+export function listenersOf(ports: PortMapping[]): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  for (const p of ports) out.set(p.agentPort, [...(out.get(p.agentPort) ?? []), p.appPort]);
+  return out;
+}

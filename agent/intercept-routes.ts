@@ -1,0 +1,48 @@
+// What the agent does with a snapshot of its workload's intercepts, as a pure function: which reviews to
+// send (ACTIVE for a port it captures, AGENT_ERROR for one it does not) and which app ports to forward.
+import { type InterceptInfo, InterceptDisposition as D } from '../rpc/gen/manager.js';
+
+export interface ReviewToSend {
+  interceptId: string;
+  disposition: D.ACTIVE | D.AGENT_ERROR;
+  message: string;
+}
+
+export interface InterceptPlan {
+  reviews: ReviewToSend[];
+  /** app port -> intercept id: new connections to these ports go to the intercepting client. */
+  routes: Map<number, string>;
+}
+
+/**
+ * @param sent the reviews this agent already sent in this session (intercept id -> disposition), so a
+ *   snapshot that does not show them yet does not trigger them again; plan() prunes vanished intercepts.
+ */
+export function plan(
+  intercepts: InterceptInfo[],
+  podName: string,
+  capturedAppPorts: number[],
+  sent: Map<string, D>,
+): InterceptPlan {
+  const reviews: ReviewToSend[] = [];
+  const routes = new Map<number, string>();
+  const present = new Set<string>();
+  for (const i of intercepts) {
+    present.add(i.id);
+    const port = i.spec?.remotePort ?? 0;
+    const captured = capturedAppPorts.includes(port);
+    const want = captured ? D.ACTIVE : D.AGENT_ERROR;
+    const mine = i.pods.find((p) => p.podName === podName)?.disposition;
+    if (mine !== want && sent.get(i.id) !== want) {
+      reviews.push({
+        interceptId: i.id,
+        disposition: want,
+        message: captured ? '' : `this agent does not capture port ${port}: it captures ${capturedAppPorts.join(', ')}`,
+      });
+      sent.set(i.id, want);
+    }
+    if (captured && !routes.has(port)) routes.set(port, i.id);
+  }
+  for (const id of [...sent.keys()]) if (!present.has(id)) sent.delete(id);
+  return { reviews, routes };
+}

@@ -1,0 +1,207 @@
+// Bench of the eBPF capture mechanism: wrk from a client namespace to a Node app in a pod namespace, in
+// three states measured in the same run, interleaved round by round:
+//   direct          no program attached (the baseline)
+//   ebpf idle       tp_steer attached, the port captured, no intercept: the kernel's lookup finds the app
+//   ebpf steered    the port steered to a Node passthrough listener (the agent's hop, without the tunnel)
+// Each in two modes: keep-alive (the sk_lookup program runs once per connection, so this shows the data path)
+// and a new connection per request (the program runs for every request).
+// The mark: ebpf idle within 5% of direct. Prints ratios to direct (median of the per-round ratios).
+// Usage: node dist/bench/capture-ebpf.js [--seconds 5] [--rounds 5] [--connections 16] [--strict]
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { apply, cleanup } from '../bpf/mechanism.js';
+import { ensureBpffs } from '../bpf/test/bpffs.js';
+import { createPodTestbed, RESPONDER, STEERING_LISTENER, waitForLine } from '../bpf/test/pod-testbed.js';
+
+export type EbpfBenchCase = 'direct' | 'ebpf idle' | 'ebpf steered';
+export type EbpfBenchMode = 'keep-alive' | 'connection per request';
+const CASES: EbpfBenchCase[] = ['direct', 'ebpf idle', 'ebpf steered'];
+const MODES: EbpfBenchMode[] = ['keep-alive', 'connection per request'];
+
+export interface EbpfBenchOptions {
+  seconds: number;
+  rounds: number;
+  connections: number;
+  /** Printed as the bench goes; silent when absent. */
+  progress?: (line: string) => void;
+}
+
+export interface EbpfBenchRow {
+  mode: EbpfBenchMode;
+  case: EbpfBenchCase;
+  /** Median requests per second over the rounds. */
+  requestsPerSecond: number;
+  /** Median over the rounds of (this case / direct in the same round). */
+  ratioToDirect: number;
+  p50Micros: number;
+}
+
+export interface EbpfBenchResult {
+  rows: EbpfBenchRow[];
+  /** The mark: not intercepting within 5% of direct, per mode. */
+  idleWithin5Percent: Record<EbpfBenchMode, boolean>;
+}
+
+const APP_PORT = 8080;
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+interface WrkRun {
+  requestsPerSecond: number;
+  p50Micros: number;
+}
+
+/** Parses wrk's report: "Requests/sec: 12345.67" and the latency distribution's 50% line. */
+export function parseWrk(output: string): WrkRun {
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(output);
+  const p50 = /^\s+50%\s+([\d.]+)(us|ms|s)\b/m.exec(output);
+  if (!rps) throw new Error(`wrk printed no Requests/sec:\n${output}`);
+  const scale = { us: 1, ms: 1000, s: 1_000_000 } as const;
+  return {
+    requestsPerSecond: Number(rps[1]),
+    p50Micros: p50 ? Number(p50[1]) * scale[p50[2] as keyof typeof scale] : Number.NaN,
+  };
+}
+
+export async function runEbpfCaptureBench(o: EbpfBenchOptions): Promise<EbpfBenchResult> {
+  const say = o.progress ?? (() => {});
+  const prefix = `tpe-b${process.pid % 10000}`;
+  const pinRoot = `/sys/fs/bpf/${prefix}`;
+  const bpffs = ensureBpffs();
+  const bed = createPodTestbed(prefix, '10.253.0');
+  const netnsPath = bed.podNetnsPath;
+  const teardown = () => {
+    try {
+      cleanup({ netnsPath, pinRoot });
+    } catch {
+      // the namespace goes next, which detaches the link anyway
+    }
+    bed.destroy();
+    fs.rmSync(pinRoot, { recursive: true, force: true });
+    bpffs.release();
+  };
+  process.once('exit', teardown);
+  try {
+    const app = bed.spawnInPod(process.execPath, [RESPONDER, 'app', String(APP_PORT)]);
+    await waitForLine(app, /^ready/);
+    apply({ ports: [APP_PORT], netnsPath, pinRoot });
+    const agent = bed.spawnInPod(process.execPath, [STEERING_LISTENER, pinRoot, '', 'passthrough']);
+    await waitForLine(agent, /^ready/);
+    cleanup({ netnsPath, pinRoot });
+
+    const steer = async (ports: string) => {
+      agent.stdin!.write(`steer ${ports}\n`);
+      const line = await waitForLine(agent, /^(steering|error)/);
+      if (line.startsWith('error')) throw new Error(line);
+    };
+    const enter = async (c: EbpfBenchCase) => {
+      // Like the agent when an intercept ends: out of the map before the maps go.
+      await steer('');
+      if (c === 'direct') {
+        cleanup({ netnsPath, pinRoot });
+        return;
+      }
+      apply({ ports: [APP_PORT], netnsPath, pinRoot });
+      if (c === 'ebpf steered') await steer(String(APP_PORT));
+    };
+
+    const url = `http://${bed.podIp}:${APP_PORT}/`;
+    const runs = new Map<string, WrkRun[]>();
+    for (let round = 0; round < o.rounds; round++) {
+      // Rotate the order so that drift on a shared machine does not favour one case.
+      const order = CASES.map((_, i) => CASES[(i + round) % CASES.length]!);
+      for (const mode of MODES) {
+        for (const c of order) {
+          await enter(c);
+          const r = await wrk(bed.clientNetns, url, o, mode);
+          runs.set(`${mode}|${c}`, [...(runs.get(`${mode}|${c}`) ?? []), r]);
+          say(
+            `round ${round + 1}/${o.rounds} ${mode.padEnd(22)} ${c.padEnd(12)} ${r.requestsPerSecond.toFixed(0)} req/s`,
+          );
+        }
+      }
+    }
+    agent.kill('SIGKILL');
+    app.kill('SIGKILL');
+
+    const rows: EbpfBenchRow[] = [];
+    for (const mode of MODES) {
+      const direct = runs.get(`${mode}|direct`)!;
+      for (const c of CASES) {
+        const these = runs.get(`${mode}|${c}`)!;
+        rows.push({
+          mode,
+          case: c,
+          requestsPerSecond: median(these.map((r) => r.requestsPerSecond)),
+          ratioToDirect: median(these.map((r, i) => r.requestsPerSecond / direct[i]!.requestsPerSecond)),
+          p50Micros: median(these.map((r) => r.p50Micros)),
+        });
+      }
+    }
+    const idle = (mode: EbpfBenchMode) => rows.find((r) => r.mode === mode && r.case === 'ebpf idle')!;
+    return {
+      rows,
+      idleWithin5Percent: {
+        'keep-alive': idle('keep-alive').ratioToDirect >= 0.95,
+        'connection per request': idle('connection per request').ratioToDirect >= 0.95,
+      },
+    };
+  } finally {
+    process.off('exit', teardown);
+    teardown();
+  }
+}
+
+function wrk(netns: string, url: string, o: EbpfBenchOptions, mode: EbpfBenchMode): Promise<WrkRun> {
+  const args = [
+    `--net=/run/netns/${netns}`,
+    'wrk',
+    '-t2',
+    `-c${o.connections}`,
+    `-d${o.seconds}s`,
+    '--latency',
+  ];
+  if (mode === 'connection per request') args.push('-H', 'Connection: close');
+  args.push(url);
+  return new Promise((resolve, reject) => {
+    execFile('nsenter', args, { timeout: (o.seconds + 30) * 1000 }, (err, stdout) => {
+      if (err) reject(new Error(`wrk failed: ${err.message}`));
+      else resolve(parseWrk(stdout));
+    });
+  });
+}
+
+export function formatEbpfBench(r: EbpfBenchResult): string {
+  const lines = ['mode                    case          req/s     ratio to direct  p50'];
+  for (const row of r.rows) {
+    lines.push(
+      `${row.mode.padEnd(23)} ${row.case.padEnd(13)} ${row.requestsPerSecond.toFixed(0).padStart(8)}  ${row.ratioToDirect.toFixed(3).padStart(15)}  ${row.p50Micros.toFixed(0)} µs`,
+    );
+  }
+  for (const [mode, ok] of Object.entries(r.idleWithin5Percent)) {
+    lines.push(`mark (${mode}): ebpf idle within 5% of direct: ${ok ? 'MET' : 'MISSED'}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function flag(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const result = await runEbpfCaptureBench({
+    seconds: flag('seconds', 5),
+    rounds: flag('rounds', 5),
+    connections: flag('connections', 16),
+    progress: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(formatEbpfBench(result));
+  if (process.argv.includes('--strict') && !Object.values(result.idleWithin5Percent).every(Boolean)) {
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,335 @@
+// Bench of pod capture: wrk from a client namespace to a Node app in a pod namespace (joined by a veth),
+// through each capture mechanism, all set up side by side and measured in the same run, round by round:
+//   direct            the app itself (the baseline)
+//   iptables + agent  tp-init's REDIRECT rules and the tp agent's passthrough (no intercept)
+//   haproxy (tcp)     Debian's HAProxy in TCP mode, one thread, as a reference userspace proxy
+// Each mechanism reaches the app on its own port, so none disturbs another. Two modes: keep-alive, and a new
+// connection per request. Prints requests/s, p50/p99 and the ratio to direct (medians over the rounds).
+// The mark: the agent at least 0.6 of direct with keep-alive, and at least 2/3 of HAProxy.
+// Another mechanism (eBPF) is one more entry in MECHANISMS.
+// Usage (root): node dist/bench/capture.js [--seconds 5] [--rounds 3] [--connections 16] [--strict]
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { type NamespaceProcess, PodNetwork, waitFor } from '../init-container/test/pod-network.js';
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+const APP = path.join(root, 'dist/bench/capture-app.js');
+const TP_INIT = path.join(root, 'dist/init-container/main.js');
+const AGENT = path.join(root, 'dist/bundle/tp-agent.cjs');
+const MANAGER = path.join(root, 'dist/manager/main.js');
+
+/** The app's ports: one per mechanism, so they can all be in place at once. */
+const DIRECT_PORT = 8080;
+const CAPTURED_PORT = 8090;
+const HAPROXY_PORT = 8081;
+
+interface Target {
+  host: string;
+  port: number;
+}
+
+export interface CaptureMechanism {
+  name: string;
+  /** Puts the mechanism in place in the pod namespace; returns where the client sends its requests. */
+  start(net: PodNetwork): Promise<Target>;
+  stop(net: PodNetwork): Promise<void>;
+}
+
+async function mustSucceed(net: PodNetwork, ns: string, command: string, args: string[]): Promise<string> {
+  const out = await net.exec(ns, command, args);
+  if (out.code !== 0) throw new Error(`${command} ${args.join(' ')} failed: ${out.stderr}`);
+  return out.stdout;
+}
+
+const direct: CaptureMechanism = {
+  name: 'direct',
+  start: async (net) => ({ host: net.podIp, port: DIRECT_PORT }),
+  stop: async () => {},
+};
+
+function iptablesAgent(): CaptureMechanism {
+  let processes: NamespaceProcess[] = [];
+  const flags = ['--ports', String(CAPTURED_PORT), '--agent-port', '15001', '--agent-uid', '7777', '--ipv6', 'off'];
+  return {
+    name: 'iptables + agent',
+    async start(net) {
+      await mustSucceed(net, net.pod, process.execPath, [TP_INIT, 'apply', ...flags]);
+      const manager = net.start(net.pod, process.execPath, [MANAGER, '--standalone', '--listen', '127.0.0.1:18081']);
+      const agent = net.start(
+        net.pod,
+        'setpriv',
+        ['--reuid', '7777', '--regid', '7777', '--clear-groups', process.execPath, AGENT],
+        {
+          ...process.env,
+          TP_LOG_LEVEL: 'warn',
+          TP_MANAGER_ADDRESS: '127.0.0.1:18081',
+          TP_WORKLOAD_NAME: 'bench',
+          TP_NAMESPACE: 'default',
+          TP_POD_NAME: 'bench-0',
+          TP_POD_IP: net.podIp,
+          TP_PORTS: `${CAPTURED_PORT}:15001`,
+        },
+      );
+      processes = [agent, manager];
+      await waitFor(() => `the agent to listen (agent output: ${agent.output()})`, async () => {
+        const out = await net.exec(net.client, 'curl', ['-sS', '--max-time', '2', `http://${net.podIp}:${CAPTURED_PORT}/`]);
+        return out.code === 0 ? true : undefined;
+      });
+      return { host: net.podIp, port: CAPTURED_PORT };
+    },
+    async stop(net) {
+      for (const p of processes) await p.stop();
+      await net.exec(net.pod, process.execPath, [TP_INIT, 'cleanup']);
+    },
+  };
+}
+
+function haproxy(): CaptureMechanism {
+  let proc: NamespaceProcess | undefined;
+  let dir = '';
+  return {
+    name: 'haproxy (tcp)',
+    async start(net) {
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpc-bench-'));
+      const config = path.join(dir, 'haproxy.cfg');
+      // One thread: the agent is one Node thread too.
+      fs.writeFileSync(
+        config,
+        [
+          'global',
+          '  nbthread 1',
+          '  maxconn 4000',
+          'defaults',
+          '  mode tcp',
+          '  timeout connect 5s',
+          '  timeout client 60s',
+          '  timeout server 60s',
+          'frontend capture',
+          `  bind ${net.podIp}:${HAPROXY_PORT}`,
+          '  default_backend app',
+          'backend app',
+          `  server app 127.0.0.1:${DIRECT_PORT}`,
+          '',
+        ].join('\n'),
+      );
+      proc = net.start(net.pod, 'haproxy', ['-db', '-f', config]);
+      await waitFor(() => `haproxy to listen (output: ${proc?.output()})`, async () => {
+        const out = await net.exec(net.client, 'curl', ['-sS', '--max-time', '2', `http://${net.podIp}:${HAPROXY_PORT}/`]);
+        return out.code === 0 ? true : undefined;
+      });
+      return { host: net.podIp, port: HAPROXY_PORT };
+    },
+    async stop() {
+      await proc?.stop();
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export type Mode = 'keep-alive' | 'new connection';
+const MODES: Mode[] = ['keep-alive', 'new connection'];
+
+interface WrkRun {
+  requestsPerSecond: number;
+  p50Micros: number;
+  p99Micros: number;
+  errors: number;
+}
+
+/** wrk's report: "Requests/sec:", the latency distribution's 50% and 99% lines, socket errors. */
+export function parseWrk(output: string): WrkRun {
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(output);
+  if (!rps) throw new Error(`wrk printed no Requests/sec:\n${output}`);
+  const scale = { us: 1, ms: 1000, s: 1_000_000 } as const;
+  const percentile = (p: number) => {
+    const m = new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s)\\b`, 'm').exec(output);
+    return m ? Number(m[1]) * scale[m[2] as keyof typeof scale] : Number.NaN;
+  };
+  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(output);
+  const errors =
+    (socketErrors ? socketErrors.slice(1).reduce((n, v) => n + Number(v), 0) : 0) + (non2xx ? Number(non2xx[1]) : 0);
+  return { requestsPerSecond: Number(rps[1]), p50Micros: percentile(50), p99Micros: percentile(99), errors };
+}
+
+function wrk(net: PodNetwork, target: Target, mode: Mode, o: BenchOptions): Promise<WrkRun> {
+  const args = ['-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--latency', `http://${target.host}:${target.port}/`];
+  if (mode === 'new connection') args.unshift('-H', 'Connection: close');
+  return new Promise((resolve, reject) => {
+    execFile(
+      'ip',
+      ['netns', 'exec', net.client, 'wrk', ...args],
+      { timeout: (o.seconds + 30) * 1000 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`wrk failed: ${err.message}\n${stderr}`));
+        else resolve(parseWrk(stdout));
+      },
+    );
+  });
+}
+
+export interface BenchOptions {
+  seconds: number;
+  rounds: number;
+  connections: number;
+}
+
+export interface BenchRow {
+  mode: Mode;
+  mechanism: string;
+  requestsPerSecond: number;
+  p50Micros: number;
+  p99Micros: number;
+  /** Median over the rounds of (this mechanism / direct in the same round). */
+  ratioToDirect: number;
+  errors: number;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/** tp's listening sockets and a busy new-connection run need ports and quick reuse, in these namespaces only. */
+async function tuneNamespaces(net: PodNetwork): Promise<void> {
+  for (const ns of [net.pod, net.client]) {
+    await mustSucceed(net, ns, 'sysctl', ['-q', '-w', 'net.ipv4.tcp_tw_reuse=1']);
+    await mustSucceed(net, ns, 'sysctl', ['-q', '-w', 'net.ipv4.ip_local_port_range=10000 65000']);
+  }
+}
+
+export async function runCaptureBench(
+  o: BenchOptions,
+  mechanisms: CaptureMechanism[],
+  say: (line: string) => void,
+): Promise<BenchRow[]> {
+  const net = new PodNetwork('bench', 210);
+  const started: CaptureMechanism[] = [];
+  try {
+    await tuneNamespaces(net);
+    const app = net.start(net.pod, process.execPath, [APP, String(DIRECT_PORT), String(CAPTURED_PORT)]);
+    await waitFor('the app to listen', async () => (/listening on 8090/.test(app.output()) ? true : undefined));
+    const targets = new Map<CaptureMechanism, Target>();
+    for (const m of mechanisms) {
+      targets.set(m, await m.start(net));
+      started.push(m);
+    }
+
+    const runs = new Map<string, WrkRun[]>();
+    const ratios = new Map<string, number[]>();
+    for (let round = 0; round < o.rounds; round++) {
+      for (const mode of MODES) {
+        const results = new Map<CaptureMechanism, WrkRun>();
+        // Rotate the order each round, so no mechanism always runs first (or last) on a warming machine.
+        const order = mechanisms.map((_, i) => mechanisms[(i + round) % mechanisms.length]!);
+        for (const m of order) {
+          const r = await wrk(net, targets.get(m)!, mode, o);
+          results.set(m, r);
+          say(`round ${round + 1}/${o.rounds} ${mode.padEnd(14)} ${m.name.padEnd(17)} ${r.requestsPerSecond.toFixed(0)} req/s`);
+        }
+        const baseline = results.get(mechanisms[0]!)!.requestsPerSecond;
+        for (const [m, r] of results) {
+          const key = `${mode}\u0000${m.name}`;
+          runs.set(key, [...(runs.get(key) ?? []), r]);
+          ratios.set(key, [...(ratios.get(key) ?? []), r.requestsPerSecond / baseline]);
+        }
+      }
+    }
+
+    const rows: BenchRow[] = [];
+    for (const mode of MODES) {
+      for (const m of mechanisms) {
+        const key = `${mode}\u0000${m.name}`;
+        const rs = runs.get(key)!;
+        rows.push({
+          mode,
+          mechanism: m.name,
+          requestsPerSecond: median(rs.map((r) => r.requestsPerSecond)),
+          p50Micros: median(rs.map((r) => r.p50Micros)),
+          p99Micros: median(rs.map((r) => r.p99Micros)),
+          ratioToDirect: median(ratios.get(key)!),
+          errors: rs.reduce((n, r) => n + r.errors, 0),
+        });
+      }
+    }
+    return rows;
+  } finally {
+    for (const m of started.reverse()) await m.stop(net).catch(() => {});
+    await net.destroy();
+  }
+}
+
+function micros(us: number): string {
+  return us >= 1000 ? `${(us / 1000).toFixed(2)}ms` : `${us.toFixed(0)}us`;
+}
+
+export function formatRows(rows: BenchRow[]): string {
+  const lines = [
+    `${'mode'.padEnd(15)}${'mechanism'.padEnd(18)}${'req/s'.padStart(9)}${'p50'.padStart(10)}${'p99'.padStart(10)}${'x direct'.padStart(10)}${'errors'.padStart(8)}`,
+  ];
+  for (const r of rows) {
+    lines.push(
+      `${r.mode.padEnd(15)}${r.mechanism.padEnd(18)}${r.requestsPerSecond.toFixed(0).padStart(9)}` +
+        `${micros(r.p50Micros).padStart(10)}${micros(r.p99Micros).padStart(10)}${r.ratioToDirect.toFixed(2).padStart(10)}${String(r.errors).padStart(8)}`,
+    );
+  }
+  return lines.join('\n');
+}
+
+export interface Marks {
+  agentVsDirect: number;
+  agentVsHaproxy: number;
+  met: boolean;
+}
+
+/** The first mark, on keep-alive: agent >= 0.6 x direct, and no worse than HAProxy by more than a third. */
+export function marks(rows: BenchRow[]): Marks {
+  const keepAlive = (name: string) => rows.find((r) => r.mode === 'keep-alive' && r.mechanism === name)!;
+  const agent = keepAlive('iptables + agent');
+  const agentVsDirect = agent.ratioToDirect;
+  const agentVsHaproxy = agent.requestsPerSecond / keepAlive('haproxy (tcp)').requestsPerSecond;
+  return { agentVsDirect, agentVsHaproxy, met: agentVsDirect >= 0.6 && agentVsHaproxy >= 2 / 3 };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '5' },
+      rounds: { type: 'string', default: '3' },
+      connections: { type: 'string', default: '16' },
+      strict: { type: 'boolean', default: false },
+    },
+  });
+  const o: BenchOptions = {
+    seconds: Number(values.seconds),
+    rounds: Number(values.rounds),
+    connections: Number(values.connections),
+  };
+  for (const [k, v] of Object.entries(o))
+    if (!Number.isInteger(v) || v < 1) throw new Error(`--${k} must be a positive whole number`);
+  if (process.getuid?.() !== 0) throw new Error('the capture bench creates network namespaces: run it as root');
+  for (const f of [APP, TP_INIT, AGENT, MANAGER])
+    if (!fs.existsSync(f)) throw new Error(`${f} is missing: run node build.mjs first`);
+
+  const say = (line: string) => process.stderr.write(`${line}\n`);
+  const mechanisms = [direct, iptablesAgent(), haproxy()];
+  say(`capture bench: wrk -t1 -c${o.connections} -d${o.seconds}s, ${o.rounds} rounds, medians; ${os.cpus().length} CPUs`);
+  const rows = await runCaptureBench(o, mechanisms, say);
+  const m = marks(rows);
+  process.stdout.write(
+    `${formatRows(rows)}\n` +
+      `mark (keep-alive): agent ${m.agentVsDirect.toFixed(2)} x direct (>= 0.60), ${m.agentVsHaproxy.toFixed(2)} x haproxy (>= 0.67): ${m.met ? 'met' : 'NOT met'}\n`,
+  );
+  if (values.strict && !m.met) process.exitCode = 1;
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === new URL(import.meta.url).pathname) {
+  main().catch((e: Error) => {
+    process.stderr.write(`capture bench: ${e.message}\n`);
+    process.exitCode = 1;
+  });
+}

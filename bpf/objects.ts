@@ -1,0 +1,134 @@
+// Pinned BPF objects reached by path: their kernel info (ids, names, tags, attachment) and map access.
+// Free of anything but libbpf, so the agent can bundle it (bpf/steering-map.ts).
+import { BPF_ANY, BpfError, check, libbpf } from './libbpf.js';
+
+export interface ProgramInfo {
+  id: number;
+  name: string;
+  /** The kernel's hash of the program's instructions: equal tags mean the same program. */
+  tag: string;
+}
+
+export interface LinkInfo {
+  id: number;
+  progId: number;
+  /** The inode of the network namespace the link is attached to; 0 once that namespace is gone. */
+  netnsInode: number;
+}
+
+export interface MapInfo {
+  id: number;
+  name: string;
+  keySize: number;
+  valueSize: number;
+}
+
+function objectInfo(fd: number, size: number, what: string): Buffer {
+  const info = Buffer.alloc(size);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(size);
+  check(libbpf().objInfo(fd, info, len), `reading the ${what} info`);
+  return info;
+}
+
+const cString = (b: Buffer) => b.toString('utf8').replace(/\0.*$/s, '');
+
+export function programInfo(fd: number): ProgramInfo {
+  // struct bpf_prog_info: id at 4, tag[8] at 8, name[16] at 64.
+  const info = objectInfo(fd, 80, 'program');
+  return {
+    id: info.readUInt32LE(4),
+    tag: info.subarray(8, 16).toString('hex'),
+    name: cString(info.subarray(64, 80)),
+  };
+}
+
+export function linkInfo(fd: number): LinkInfo {
+  // struct bpf_link_info: id at 4, prog_id at 8; the netns member of the union: netns_ino at 16.
+  const info = objectInfo(fd, 24, 'link');
+  return { id: info.readUInt32LE(4), progId: info.readUInt32LE(8), netnsInode: info.readUInt32LE(16) };
+}
+
+export function mapInfo(fd: number): MapInfo {
+  // struct bpf_map_info: id at 4, key_size at 8, value_size at 12, name[16] at 24.
+  const info = objectInfo(fd, 40, 'map');
+  return {
+    id: info.readUInt32LE(4),
+    keySize: info.readUInt32LE(8),
+    valueSize: info.readUInt32LE(12),
+    name: cString(info.subarray(24, 40)),
+  };
+}
+
+/** Opens a pinned object; returns undefined when nothing is pinned at that path. */
+export function openPinned(path: string): number | undefined {
+  const fd = libbpf().objGet(path);
+  if (fd === -2 /* ENOENT */) return undefined;
+  return check(fd, `opening the pinned object ${path}`);
+}
+
+export function closeFd(fd: number): void {
+  libbpf().close(fd);
+}
+
+/** A BPF map reached through a file descriptor this object owns. */
+export class BpfMap {
+  constructor(
+    readonly fd: number,
+    readonly name: string,
+    readonly keySize: number,
+    readonly valueSize: number,
+  ) {}
+
+  /** Opens a pinned map and checks its layout, so a stale pin from another version is not misread. */
+  static openPinned(path: string, name: string, keySize: number, valueSize: number): BpfMap | undefined {
+    const fd = openPinned(path);
+    if (fd === undefined) return undefined;
+    const info = mapInfo(fd);
+    if (info.keySize !== keySize || info.valueSize !== valueSize) {
+      closeFd(fd);
+      throw new BpfError(
+        `the map pinned at ${path} has ${info.keySize}-byte keys and ${info.valueSize}-byte values, expected ${keySize} and ${valueSize}: it was pinned by another version of tp; remove it with \`tp-init cleanup --mechanism ebpf\``,
+        22,
+      );
+    }
+    return new BpfMap(fd, name, keySize, valueSize);
+  }
+
+  keys(): Buffer[] {
+    const keys: Buffer[] = [];
+    let prev: Buffer | null = null;
+    for (;;) {
+      const next = Buffer.alloc(this.keySize);
+      const rc = libbpf().mapNextKey(this.fd, prev, next);
+      if (rc === -2 /* ENOENT: no more keys */) return keys;
+      check(rc, `listing the keys of ${this.name}`);
+      keys.push(next);
+      prev = next;
+    }
+  }
+
+  lookup(key: Buffer): Buffer | undefined {
+    const value = Buffer.alloc(this.valueSize);
+    const rc = libbpf().mapLookup(this.fd, key, value);
+    if (rc === -2 /* ENOENT */) return undefined;
+    check(rc, `reading ${this.name}`);
+    return value;
+  }
+
+  update(key: Buffer, value: Buffer, flags = BPF_ANY): void {
+    check(libbpf().mapUpdate(this.fd, key, value, flags), `updating ${this.name}`);
+  }
+
+  /** Returns false when the key was not there. */
+  delete(key: Buffer): boolean {
+    const rc = libbpf().mapDelete(this.fd, key);
+    if (rc === -2 /* ENOENT */) return false;
+    check(rc, `deleting from ${this.name}`);
+    return true;
+  }
+
+  close(): void {
+    closeFd(this.fd);
+  }
+}

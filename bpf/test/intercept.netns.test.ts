@@ -1,0 +1,240 @@
+// End to end with eBPF capture and the real tp binaries: the manager, the tp CLI, its user daemon and a
+// "laptop" app run in the client namespace (the cluster network and the workstation at once); the app and
+// tp-agent (TP_MECHANISM=ebpf) run in the pod namespace, where tp_steer is attached.
+//   no intercept      -> the app answers, and sees the client itself as its peer (no hop)
+//   intercept active  -> the agent gets the connection with localPort 8080 and sends it to the laptop
+//   tp leave          -> the app answers directly again
+//   agent killed      -> the app answers the next request (fail-open)
+import { type ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { apply, cleanup, status } from '../mechanism.js';
+import { type BpffsMount, ensureBpffs } from './bpffs.js';
+import { createPodTestbed, type PodTestbed, RESPONDER, waitForLine } from './pod-testbed.js';
+
+const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const bins = {
+  manager: path.join(dist, 'manager/main.js'),
+  cli: path.join(dist, 'cli/main.js'),
+  // TP_E2E_AGENT_BUNDLE: try another agent build (e.g. one with the eBPF integration before it lands).
+  agent: process.env.TP_E2E_AGENT_BUNDLE || path.join(dist, 'bundle/tp-agent.cjs'),
+};
+const APP_PORT = 8080;
+const AGENT_PORT = 15001;
+const LAPTOP_PORT = 18080;
+const MANAGER_PORT = 18081;
+const prefix = `tpe-${process.pid % 100000}`;
+const pinRoot = `/sys/fs/bpf/${prefix}`;
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpe-e2e-'));
+const env = { ...process.env, TP_RUN_DIR: path.join(dir, 'run'), TP_LOG_DIR: path.join(dir, 'log') };
+
+/** Why this file cannot run here, if it cannot: the binaries are built by other parts of tp. */
+function missingPrerequisite(): string | undefined {
+  for (const [name, file] of Object.entries(bins))
+    if (!fs.existsSync(file)) return `${name} (${file}) is not built`;
+  if (!fs.readFileSync(bins.agent, 'utf8').includes('tp_listeners')) {
+    return `the agent ${bins.agent} does not steer with eBPF yet (TP_MECHANISM=ebpf integration pending)`;
+  }
+  return undefined;
+}
+
+let bpffs: BpffsMount | undefined;
+let bed: PodTestbed;
+let agent: ChildProcess | undefined;
+const processes: ChildProcess[] = [];
+let daemonPid: number | undefined;
+
+interface Answer {
+  who: string;
+  peer: string;
+  localPort: number;
+}
+const ask = async (): Promise<Answer> =>
+  JSON.parse(await bed.curlFromClient(`http://${bed.podIp}:${APP_PORT}/`)) as Answer;
+
+async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? ` (last: ${last})` : ''}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function inNetns(
+  netns: string,
+  args: string[],
+  extraEnv: NodeJS.ProcessEnv = {},
+  log?: string,
+): ChildProcess {
+  const out = log ? fs.openSync(path.join(dir, log), 'a') : 'ignore';
+  const child = spawn('nsenter', [`--net=/run/netns/${netns}`, process.execPath, ...args], {
+    env: { ...env, ...extraEnv },
+    stdio: ['ignore', log ? out : 'pipe', log ? out : 'inherit'],
+  });
+  if (typeof out === 'number') fs.closeSync(out);
+  processes.push(child);
+  return child;
+}
+
+/** The tp CLI in the client namespace (its user daemon stays there). */
+function tp(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      'nsenter',
+      [`--net=/run/netns/${bed.clientNetns}`, process.execPath, bins.cli, ...args],
+      {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+function startAgent(): ChildProcess {
+  return inNetns(
+    bed.podNetns,
+    [bins.agent],
+    {
+      TP_MANAGER_ADDRESS: `${bed.clientIp}:${MANAGER_PORT}`,
+      TP_WORKLOAD_NAME: 'echo',
+      TP_NAMESPACE: 'default',
+      TP_POD_NAME: 'echo-0',
+      TP_POD_IP: bed.podIp,
+      TP_PORTS: `${APP_PORT}:${AGENT_PORT}`,
+      TP_MECHANISM: 'ebpf',
+      TP_BPF_PIN_ROOT: pinRoot,
+      TP_LOG_LEVEL: 'debug',
+    },
+    'agent.log',
+  );
+}
+
+function logs(): string {
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.log'))
+    .map((f) => `--- ${f}\n${fs.readFileSync(path.join(dir, f), 'utf8').slice(-3000)}`)
+    .join('\n');
+}
+
+function teardown(): void {
+  for (const pid of daemonPid ? [daemonPid] : []) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  for (const child of processes)
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  try {
+    if (bed && fs.existsSync(bed.podNetnsPath)) cleanup({ netnsPath: bed.podNetnsPath, pinRoot });
+  } catch {
+    // the namespace goes next, which detaches the link anyway
+  }
+  bed?.destroy();
+  if (fs.existsSync(pinRoot)) fs.rmdirSync(pinRoot);
+  bpffs?.release();
+  if (process.env.TP_KEEP_TEST_DIRS !== '1') fs.rmSync(dir, { recursive: true, force: true });
+}
+
+const missing = missingPrerequisite();
+if (missing) {
+  console.log(`# skipped: ${missing}`);
+  test.skip('intercept through eBPF capture, end to end', () => {});
+} else {
+  process.on('exit', teardown);
+
+  test.before(async () => {
+    bpffs = ensureBpffs();
+    bed = createPodTestbed(prefix, '10.250.0');
+    await waitForLine(bed.spawnInPod(process.execPath, [RESPONDER, 'app', String(APP_PORT)]), /^ready/);
+    await waitForLine(inNetns(bed.clientNetns, [RESPONDER, 'laptop', String(LAPTOP_PORT)]), /^ready/);
+    inNetns(
+      bed.clientNetns,
+      [bins.manager, '--standalone', '--listen', `${bed.clientIp}:${MANAGER_PORT}`],
+      {},
+      'manager.log',
+    );
+    apply({ ports: [APP_PORT], netnsPath: bed.podNetnsPath, pinRoot });
+    agent = startAgent();
+  });
+  test.after(teardown);
+
+  test('intercept through eBPF capture, end to end', async () => {
+    try {
+      // No intercept: straight to the app, which sees the client itself.
+      assert.equal(await ask(), { who: 'app', peer: bed.clientIp, localPort: APP_PORT });
+
+      const connect = await tp('connect', '--manager-address', `${bed.clientIp}:${MANAGER_PORT}`);
+      assert.is(connect.code, 0, connect.stderr);
+      daemonPid = JSON.parse((await tp('status', '-o', 'json')).stdout).daemon?.pid;
+      await eventually('the agent in tp list', async () => {
+        const list = JSON.parse((await tp('list', '-o', 'json')).stdout);
+        return list.workloads?.length > 0 ? true : undefined;
+      });
+      const intercept = await tp('intercept', 'echo', '--port', `${LAPTOP_PORT}:${APP_PORT}`);
+      assert.is(intercept.code, 0, intercept.stderr);
+
+      // Intercept active: steered to the agent (no NAT: it learns the port from localPort) and on to the laptop.
+      const laptop = await eventually('the laptop to answer', async () => {
+        const a = await ask();
+        return a.who === 'laptop' ? a : undefined;
+      });
+      assert.is(laptop.who, 'laptop');
+      const steered = status({ netnsPath: bed.podNetnsPath, pinRoot }).ports[0]!;
+      assert.is(steered.steering, true);
+      assert.ok(steered.stats.steered >= 1n);
+
+      // Leave: the agent takes its listener out, the app answers directly again.
+      assert.is((await tp('leave', 'echo')).code, 0);
+      const back = await eventually('the app to answer again', async () => {
+        const a = await ask();
+        return a.who === 'app' ? a : undefined;
+      });
+      assert.equal(back, { who: 'app', peer: bed.clientIp, localPort: APP_PORT });
+
+      // Intercept again, then kill the agent: the next request reaches the app.
+      assert.is((await tp('intercept', 'echo', '--port', `${LAPTOP_PORT}:${APP_PORT}`)).code, 0);
+      await eventually('the laptop to answer again', async () =>
+        (await ask()).who === 'laptop' ? true : undefined,
+      );
+      const exited = new Promise((r) => agent!.once('exit', r));
+      agent!.kill('SIGKILL');
+      await exited;
+      assert.equal(await ask(), { who: 'app', peer: bed.clientIp, localPort: APP_PORT });
+      assert.is(status({ netnsPath: bed.podNetnsPath, pinRoot }).ports[0]!.steering, false);
+
+      assert.is((await tp('quit')).code, 0);
+    } catch (e) {
+      console.error(logs());
+      throw e;
+    }
+  });
+}
+
+test.run();

@@ -1,0 +1,178 @@
+// The CLI's side of the Connector API: find the user daemon on its unix socket, start it when needed,
+// call it. The CLI talks to the daemon only through this gRPC contract, never through its code.
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { logDir } from '../logging/logger.js';
+import { UsageError } from '../netaddr/parse.js';
+import { connectorSocketPath, connectorTarget } from '../rpc/connector-socket.js';
+import {
+  type ConnectInfo,
+  ConnectorClient,
+  type InterceptProgress,
+  type ListRequest,
+} from '../rpc/gen/connector.js';
+import type { InterceptInfo, InterceptSpec, VersionInfo, WorkloadInfoSnapshot } from '../rpc/gen/manager.js';
+import { localChannelOptions } from '../rpc/grpc-options.js';
+import { errorDetails, unary } from '../rpc/unary-call.js';
+
+const CALL_TIMEOUT_MS = 15_000;
+const START_TIMEOUT_MS = 15_000;
+
+export const NOT_CONNECTED = 'not connected: run tp connect';
+
+/** Turns a failed daemon call into the one line the user sees. */
+function userError(e: unknown): UsageError {
+  return new UsageError(errorDetails(e));
+}
+
+export class DaemonClient {
+  private constructor(private readonly client: ConnectorClient) {}
+
+  /** The running daemon, or undefined when none answers on the socket. */
+  static async find(): Promise<DaemonClient | undefined> {
+    if (!fs.existsSync(connectorSocketPath())) return undefined;
+    const client = new ConnectorClient(connectorTarget(), grpc.credentials.createInsecure(), localChannelOptions());
+    try {
+      await unary<VersionInfo>((md, o, cb) => client.version({}, md, o, cb), 2_000);
+      return new DaemonClient(client);
+    } catch {
+      client.close();
+      return undefined;
+    }
+  }
+
+  /** The running daemon, or a UsageError telling the user to connect. */
+  static async require(): Promise<DaemonClient> {
+    const d = await DaemonClient.find();
+    if (!d) throw new UsageError(NOT_CONNECTED);
+    return d;
+  }
+
+  /** Starts the daemon as a detached process and waits for its socket. */
+  static async launch(progress: (line: string) => void): Promise<DaemonClient> {
+    const main = fileURLToPath(new URL('../daemons/user/main.js', import.meta.url));
+    const logFile = path.join(logDir(), 'connector.log');
+    fs.mkdirSync(logDir(), { recursive: true });
+    // The daemon's own stdout/stderr go to its log too: a crash at start leaves its reason there.
+    const out = fs.openSync(logFile, 'a', 0o600);
+    progress('Launching the tp user daemon');
+    const child = spawn(process.execPath, [main], { detached: true, stdio: ['ignore', out, out], env: process.env });
+    fs.closeSync(out);
+    let exited: number | null | undefined;
+    child.once('exit', (code) => {
+      exited = code;
+    });
+    child.unref();
+    const until = Date.now() + START_TIMEOUT_MS;
+    while (Date.now() < until) {
+      if (exited !== undefined)
+        throw new UsageError(`the tp user daemon exited at start (code ${exited}): see ${logFile}`);
+      const d = await DaemonClient.find();
+      if (d) return d;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new UsageError(`the tp user daemon did not start within ${START_TIMEOUT_MS / 1000} s: see ${logFile}`);
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  version(): Promise<VersionInfo> {
+    return this.call((md, o, cb) => this.client.version({}, md, o, cb));
+  }
+
+  status(): Promise<ConnectInfo> {
+    return this.call((md, o, cb) => this.client.status({}, md, o, cb));
+  }
+
+  connect(managerAddress: string): Promise<ConnectInfo> {
+    return this.call((md, o, cb) =>
+      this.client.connect(
+        {
+          managerAddress,
+          kubeconfig: '',
+          context: '',
+          namespace: '',
+          managerNamespace: '',
+          alsoProxy: [],
+          neverProxy: [],
+          allowConflictingSubnets: false,
+          noVif: true,
+        },
+        md,
+        o,
+        cb,
+      ),
+    );
+  }
+
+  list(req: ListRequest): Promise<WorkloadInfoSnapshot> {
+    return this.call((md, o, cb) => this.client.list(req, md, o, cb));
+  }
+
+  /** Creates an intercept, showing the daemon's progress lines; resolves with the active intercept. */
+  createIntercept(spec: InterceptSpec, progress: (line: string) => void): Promise<InterceptInfo> {
+    return new Promise((resolve, reject) => {
+      const call = this.client.createIntercept({ spec });
+      let result: InterceptInfo | undefined;
+      call.on('data', (p: InterceptProgress) => {
+        if (p.message) progress(p.message);
+        if (p.error) reject(new UsageError(p.error));
+        if (p.result) result = p.result;
+      });
+      call.on('error', (e) => reject(userError(e)));
+      call.on('end', () => (result ? resolve(result) : reject(new UsageError('the user daemon gave no result'))));
+    });
+  }
+
+  removeIntercept(name: string): Promise<void> {
+    return this.call((md, o, cb) => this.client.removeIntercept({ name }, md, o, cb)).then(() => {});
+  }
+
+  quit(): Promise<void> {
+    return this.call((md, o, cb) => this.client.quit({}, md, o, cb)).then(() => {});
+  }
+
+  private async call<Res>(
+    start: (
+      md: grpc.Metadata,
+      o: Partial<grpc.CallOptions>,
+      cb: (e: grpc.ServiceError | null, r: Res) => void,
+    ) => unknown,
+  ): Promise<Res> {
+    try {
+      return await unary(start, CALL_TIMEOUT_MS);
+    } catch (e) {
+      throw userError(e);
+    }
+  }
+}
+
+/** Waits until the process is gone; false if it is still there after timeoutMs. */
+export async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (!isRunning(pid)) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
+/** A zombie (exited, not yet reaped by whoever adopted the detached daemon) counts as gone. */
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true; // no /proc: trust kill(0)
+  }
+}

@@ -1,0 +1,246 @@
+// tp: the command line. Every command talks to the user daemon over its unix socket (Connector API);
+// `tp connect` starts the daemon when it is not running.
+import * as fs from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { parseHostPort, UsageError } from '../netaddr/parse.js';
+import { errorDetails } from '../rpc/unary-call.js';
+import { TUNNEL_VERSION, VERSION } from '../version/version.js';
+import { DaemonClient, waitForExit } from './daemon-client.js';
+import { renderEnvFile } from './env-file.js';
+import { parseInterceptPort } from './intercept-port.js';
+import {
+  interceptView,
+  listText,
+  type OutputFormat,
+  parseOutputFormat,
+  print,
+  statusText,
+  statusView,
+  workloadView,
+} from './output.js';
+
+// Progress goes to stdout with the result; stderr carries only the one-line error of a failure. With -o
+// json|yaml, stdout is the document alone.
+const progress = (line: string) => process.stdout.write(`${line}\n`);
+const quiet = () => {};
+
+function outputOption(): Option {
+  return new Option('-o, --output <format>', 'json or yaml').argParser((v) => {
+    try {
+      return parseOutputFormat(v);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  });
+}
+
+/** Runs a command body; a failure prints one line and exits non-zero. */
+function action<A extends unknown[]>(name: string, body: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await body(...args);
+      process.exit(0);
+    } catch (e) {
+      const message = e instanceof UsageError ? e.message : errorDetails(e);
+      process.stderr.write(`tp ${name}: ${message}\n`);
+      process.exit(1);
+    }
+  };
+}
+
+const program = new Command('tp')
+  .description('run one service of a Kubernetes application on your workstation as if it ran in the cluster')
+  .showHelpAfterError(false)
+  .configureOutput({ outputError: (s, write) => write(s) });
+
+program
+  .command('connect')
+  .description('start the user daemon (if needed) and connect to the traffic manager')
+  .option('--manager-address <HOST:PORT>', 'reach the traffic manager at this address')
+  .action(
+    action('connect', async (opts: { managerAddress?: string }) => {
+      if (!opts.managerAddress)
+        throw new UsageError(
+          'the manager address is missing: use --manager-address HOST:PORT (port-forwarding to the cluster comes with the Kubernetes integration)',
+        );
+      const address = parseHostPort(opts.managerAddress, '--manager-address');
+      const target = address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+      let daemon = await DaemonClient.find();
+      let launched = false;
+      if (!daemon) {
+        daemon = await DaemonClient.launch(progress);
+        launched = true;
+      } else {
+        const st = await daemon.status();
+        if (st.state !== 'DISCONNECTED' && st.managerAddress === target) {
+          process.stdout.write(`Already connected to the traffic manager at ${target}\n`);
+          return;
+        }
+      }
+      try {
+        const info = await daemon.connect(target);
+        process.stdout.write(
+          `Connected to the traffic manager at ${info.managerAddress} (tp-manager ${info.managerVersion}, session ${info.sessionId})\n`,
+        );
+      } catch (e) {
+        // Leave nothing half-done: a daemon started just for this connect goes away again.
+        if (launched) {
+          const pid = (await daemon.status().catch(() => undefined))?.daemonPid;
+          await daemon.quit().catch(() => {});
+          if (pid) await waitForExit(pid, 5_000);
+        }
+        throw e;
+      }
+    }),
+  );
+
+program
+  .command('status')
+  .description('show the connection and the intercepts')
+  .addOption(outputOption())
+  .action(
+    action('status', async (opts: { output?: OutputFormat }) => {
+      const daemon = await DaemonClient.find();
+      const view = statusView(daemon ? await daemon.status() : undefined);
+      print(opts.output ?? 'text', view, () => statusText(view));
+    }),
+  );
+
+program
+  .command('list')
+  .description('list the workloads that can be intercepted')
+  .option('-n, --namespace <namespace>', 'only this namespace (default: all)', '')
+  .option('--intercepts', 'only workloads with intercepts')
+  .addOption(outputOption())
+  .action(
+    action('list', async (opts: { namespace: string; intercepts?: boolean; output?: OutputFormat }) => {
+      const daemon = await DaemonClient.require();
+      const snapshot = await daemon.list({
+        namespace: opts.namespace,
+        interceptsOnly: Boolean(opts.intercepts),
+        agentsOnly: false,
+      });
+      const workloads = snapshot.workloads.map(workloadView);
+      print(opts.output ?? 'text', { workloads }, () => listText(workloads));
+    }),
+  );
+
+program
+  .command('intercept')
+  .description('send the traffic of a workload port to a local port')
+  .argument('<workload>', 'the workload to intercept')
+  .requiredOption('--port <LOCAL[:REMOTE]>', 'the local port, and the workload port when it has several')
+  .option('--mechanism <mechanism>', 'how to intercept: tcp', 'tcp')
+  .option('-n, --namespace <namespace>', "the workload's namespace", 'default')
+  .option('--name <name>', 'the intercept name (default: the workload name)')
+  .option('--address <host>', 'the local host to send the traffic to', '127.0.0.1')
+  .option('--env-file <path>', "write the intercepted container's environment to this file (KEY=VALUE lines)")
+  .option('--env-json <path>', "write the intercepted container's environment to this file as JSON")
+  .addOption(outputOption())
+  .action(
+    action(
+      'intercept',
+      async (
+        workload: string,
+        opts: {
+          port: string;
+          mechanism: string;
+          namespace: string;
+          name?: string;
+          address: string;
+          envFile?: string;
+          envJson?: string;
+          output?: OutputFormat;
+        },
+      ) => {
+        const port = parseInterceptPort(opts.port);
+        if (opts.mechanism !== 'tcp')
+          throw new UsageError(`mechanism "${opts.mechanism}" is not supported: use --mechanism tcp`);
+        const daemon = await DaemonClient.require();
+        const result = await daemon.createIntercept(
+          {
+            name: opts.name ?? workload,
+            workload,
+            namespace: opts.namespace,
+            workloadKind: '',
+            mechanism: opts.mechanism,
+            remotePort: port.remote,
+            portName: '',
+            targetHost: opts.address,
+            targetPort: port.local,
+            client: '',
+          },
+          opts.output ? quiet : progress,
+        );
+        if (opts.envFile) fs.writeFileSync(opts.envFile, renderEnvFile(result.environment), { mode: 0o600 });
+        if (opts.envJson)
+          fs.writeFileSync(opts.envJson, `${JSON.stringify(result.environment, null, 2)}\n`, { mode: 0o600 });
+        const view = interceptView(result);
+        print(
+          opts.output ?? 'text',
+          view,
+          () =>
+            `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress} (intercept "${view.name}", ${view.disposition})\n`,
+        );
+      },
+    ),
+  );
+
+program
+  .command('leave')
+  .description('end an intercept: traffic goes back to the workload')
+  .argument('<name>', 'the intercept name')
+  .action(
+    action('leave', async (name: string) => {
+      const daemon = await DaemonClient.require();
+      await daemon.removeIntercept(name);
+      process.stdout.write(`Left intercept ${name}\n`);
+    }),
+  );
+
+program
+  .command('quit')
+  .description('end the session and stop the user daemon')
+  .action(
+    action('quit', async () => {
+      const daemon = await DaemonClient.find();
+      if (!daemon) {
+        process.stdout.write('tp is not running\n');
+        return;
+      }
+      const { daemonPid, logFile } = await daemon.status();
+      await daemon.quit();
+      daemon.close();
+      if (!(await waitForExit(daemonPid, 10_000)))
+        throw new UsageError(`the user daemon (pid ${daemonPid}) did not exit within 10 s: see ${logFile}`);
+      process.stdout.write('Disconnected; the tp user daemon has stopped\n');
+    }),
+  );
+
+program
+  .command('version')
+  .description('show the versions of tp, the user daemon and the traffic manager')
+  .addOption(outputOption())
+  .action(
+    action('version', async (opts: { output?: OutputFormat }) => {
+      const daemon = await DaemonClient.find();
+      const st = daemon ? await daemon.status().catch(() => undefined) : undefined;
+      const daemonVersion = daemon ? (await daemon.version().catch(() => undefined))?.version : undefined;
+      const view = {
+        client: VERSION,
+        tunnelProtocol: TUNNEL_VERSION,
+        userDaemon: daemonVersion ?? null,
+        trafficManager: st?.state === 'CONNECTED' ? st.managerVersion : null,
+      };
+      print(opts.output ?? 'text', view, () =>
+        [
+          `tp ${VERSION} (tunnel protocol ${TUNNEL_VERSION})`,
+          `user daemon: ${daemonVersion ?? 'not running'}`,
+          `traffic manager: ${view.trafficManager ?? (st?.state === 'RECONNECTING' ? 'unreachable (reconnecting)' : 'not connected')}`,
+          '',
+        ].join('\n'),
+      );
+    }),
+  );
+
+await program.parseAsync();

@@ -1,0 +1,368 @@
+// One connected session of the root daemon: the VIF, the routes of the cluster's subnets, tp's DNS server
+// and the system resolver pointing at it, all for one client session of the traffic manager.
+//
+// Bringing it up validates everything that can be wrong first (CIDRs, conflicts, the manager's address)
+// and then takes each step with its undo; a failing step undoes the ones before, so a refused connect
+// leaves no TUN, no route and the resolver as it was.
+import * as dns from 'node:dns/promises';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { clusterNameFor } from '../../dns/cluster-names.js';
+import { parseResolvConf } from '../../dns/resolv-conf.js';
+import { DnsResolver } from '../../dns/resolver.js';
+import {
+  configureSystemResolver,
+  type DnsMode,
+  type ResolverTarget,
+  type SystemResolverConfig,
+} from '../../dns/system-resolver.js';
+import type { Logger } from '../../logging/logger.js';
+import { type Cidr, parseCidr, parseHostPort, UsageError } from '../../netaddr/parse.js';
+import type { DaemonStatus } from '../../rpc/gen/connector.js';
+import type { ConnectRequest } from '../../rpc/gen/daemon.js';
+import { type ClusterInfo, ManagerClient } from '../../rpc/gen/manager.js';
+import { managerChannelOptions } from '../../rpc/grpc-options.js';
+import { errorDetails, unary } from '../../rpc/unary-call.js';
+import { VERSION } from '../../version/version.js';
+import type { CommandRunner } from '../../vif/ip-command.js';
+import { type ProxiedSubnet, planRoutes, type RoutePlan, RouteTable, readRoutes } from '../../vif/routes.js';
+import {
+  chooseLinkSubnet,
+  LINK_SUBNET_CANDIDATES_V4,
+  LINK_SUBNET_CANDIDATES_V6,
+  VirtualInterface,
+} from '../../vif/vif.js';
+import { TunnelFlowDialer } from './tunnel-dialer.js';
+
+export interface DaemonSettings {
+  vifName: string;
+  mtu: number;
+  stateDir: string;
+  resolvConfPath: string;
+  dnsMode: DnsMode;
+  /** Port of tp's DNS server (53: resolv.conf cannot name another). */
+  dnsPort: number;
+  run: CommandRunner;
+  log: Logger;
+}
+
+interface ValidatedRequest {
+  managerHost: string;
+  managerIp: string;
+  managerPort: number;
+  sessionId: string;
+  namespace: string;
+  alsoProxy: Cidr[];
+  neverProxy: Cidr[];
+  allowConflicts: boolean;
+}
+
+const CLUSTER_DOMAIN_DEFAULT = 'cluster.local';
+const LOOKUP_DNS_TIMEOUT_MS = 4_000;
+const WATCH_RETRY_MS = 2_000;
+
+function parseList(values: string[], what: string): Cidr[] {
+  return values.filter((v) => v.trim() !== '').map((v) => parseCidr(v, what));
+}
+
+function clusterSubnets(info: ClusterInfo | undefined): ProxiedSubnet[] {
+  if (!info) return [];
+  return [
+    ...info.podSubnets.map((s) => ({
+      cidr: parseCidr(s, 'pod subnet reported by the traffic manager'),
+      source: 'pod subnet',
+    })),
+    ...info.serviceSubnets.map((s) => ({
+      cidr: parseCidr(s, 'service subnet reported by the traffic manager'),
+      source: 'service subnet',
+    })),
+  ];
+}
+
+async function validate(req: ConnectRequest): Promise<ValidatedRequest> {
+  if (!req.sessionId)
+    throw new UsageError('Connect needs the session id of the client session with the traffic manager');
+  const { host, port } = parseHostPort(req.managerAddress, 'traffic manager address');
+  let managerIp = host;
+  if (!net.isIP(host)) {
+    try {
+      managerIp = (await dns.lookup(host)).address;
+    } catch (e) {
+      throw new UsageError(`cannot resolve the traffic manager's host ${host}: ${(e as Error).message}`);
+    }
+  }
+  return {
+    managerHost: host,
+    managerIp,
+    managerPort: port,
+    sessionId: req.sessionId,
+    namespace: req.namespace || 'default',
+    alsoProxy: parseList(req.alsoProxy, '--also-proxy CIDR'),
+    neverProxy: parseList(req.neverProxy, '--never-proxy CIDR'),
+    allowConflicts: req.allowConflictingSubnets,
+  };
+}
+
+/** The nameservers of a resolv.conf (they must keep their path, whatever the cluster's subnets are). */
+function currentNameservers(file: string): string[] {
+  try {
+    return parseResolvConf(fs.readFileSync(file, 'utf8')).nameservers;
+  } catch {
+    return [];
+  }
+}
+
+export class ConnectedSession {
+  private cluster: ClusterInfo | undefined;
+  private health = 'connected';
+  private watchCall: grpc.ClientReadableStream<ClusterInfo> | undefined;
+  private watchTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  private constructor(
+    private readonly settings: DaemonSettings,
+    private readonly req: ValidatedRequest,
+    private readonly client: ManagerClient,
+    private readonly vif: VirtualInterface,
+    private readonly routes: RouteTable,
+    private readonly resolver: DnsResolver,
+    private readonly system: SystemResolverConfig,
+    cluster: ClusterInfo | undefined,
+  ) {
+    this.cluster = cluster;
+  }
+
+  /** Brings the session up, or throws with everything undone. */
+  static async start(settings: DaemonSettings, request: ConnectRequest): Promise<ConnectedSession> {
+    const { run, log } = settings;
+    const req = await validate(request);
+    const subnets = clusterSubnets(request.cluster);
+    const existing = await readRoutes(run);
+    const keepOut = [req.managerIp, ...currentNameservers(settings.resolvConfPath)].filter(
+      (ip) => !ip.startsWith('127.') && ip !== '::1',
+    );
+    // Planning checks the subnets against the namespace's routes before anything is touched.
+    const plan = planRoutes({
+      vifName: settings.vifName,
+      clusterSubnets: subnets,
+      alsoProxy: req.alsoProxy,
+      neverProxy: req.neverProxy,
+      keepOut,
+      existing,
+      allowConflicts: req.allowConflicts,
+    });
+    for (const c of plan.conflicts)
+      log.warn('routing a conflicting subnet (--allow-conflicting-subnets)', { conflict: c });
+    const wanted = [...plan.routes, ...subnets.map((s) => s.cidr)];
+    const link4 = chooseLinkSubnet(LINK_SUBNET_CANDIDATES_V4, existing, wanted, settings.vifName);
+    if (!link4)
+      throw new UsageError(
+        `every candidate subnet for the VIF's own address (${LINK_SUBNET_CANDIDATES_V4.join(', ')}) is in use in this network namespace`,
+      );
+    const link6 = wanted.some((c) => c.family === 6)
+      ? chooseLinkSubnet(LINK_SUBNET_CANDIDATES_V6, existing, wanted, settings.vifName)
+      : undefined;
+
+    const undo: Array<() => Promise<void> | void> = [];
+    try {
+      const target = req.managerIp.includes(':')
+        ? `[${req.managerIp}]:${req.managerPort}`
+        : `${req.managerIp}:${req.managerPort}`;
+      const client = new ManagerClient(target, grpc.credentials.createInsecure(), managerChannelOptions());
+      undo.push(() => client.close());
+      const sessionId = req.sessionId;
+      const dialer = new TunnelFlowDialer({ client, sessionId: () => sessionId, log: log.child('tunnel') });
+      const vif = await VirtualInterface.create({
+        name: settings.vifName,
+        mtu: settings.mtu,
+        link4,
+        link6,
+        dialer,
+        run,
+        log: log.child('vif'),
+      });
+      undo.push(() => vif.close());
+      const routes = new RouteTable(run, vif.name, { 4: vif.address4, 6: vif.address6 });
+      undo.push(() => routes.removeAll());
+      await routes.apply(plan);
+
+      let session: ConnectedSession | undefined;
+      const resolver = new DnsResolver({
+        listen: [{ address: vif.address4, port: settings.dnsPort }],
+        scope: () => session!.dnsScope(),
+        cluster: {
+          lookup: async (fqdn, qtype) => {
+            const r = await unary<{ rcode: number; ips: string[]; ttlSeconds: number; raw: Buffer }>(
+              (md, opts, cb) =>
+                client.lookupDns(
+                  { session: { sessionId, remainIntervalMs: 0 }, name: fqdn, qtype },
+                  md,
+                  opts,
+                  cb,
+                ),
+              LOOKUP_DNS_TIMEOUT_MS,
+            );
+            return r;
+          },
+        },
+        upstream: () => session!.system.upstream,
+        log: log.child('dns'),
+      });
+      await resolver.start();
+      undo.push(() => resolver.stop());
+      const system = await configureSystemResolver(
+        { mode: settings.dnsMode, resolvConfPath: settings.resolvConfPath, stateDir: settings.stateDir, log },
+        resolverTarget(vif.name, vif.address4, req.namespace, request.cluster),
+      );
+      session = new ConnectedSession(settings, req, client, vif, routes, resolver, system, request.cluster);
+      session.watchClusterInfo();
+      log.info('connected', {
+        vif: vif.name,
+        address: vif.address4,
+        routes: plan.routes.map((c) => c.text).join(','),
+        throws: plan.throws.map((c) => c.text).join(','),
+        dns: system.description,
+      });
+      return session;
+    } catch (e) {
+      for (const step of undo.reverse()) {
+        try {
+          await step();
+        } catch (u) {
+          log.warn('undoing a connect step failed', { error: (u as Error).message });
+        }
+      }
+      throw e;
+    }
+  }
+
+  private dnsScope() {
+    const clusterDomain = this.cluster?.clusterDomain || CLUSTER_DOMAIN_DEFAULT;
+    const namespaces = [...new Set([this.req.namespace, ...(this.cluster?.managedNamespaces ?? [])])];
+    return { clusterDomain, namespace: this.req.namespace, namespaces, subnets: this.routes.current.routes };
+  }
+
+  /** Follows the manager's cluster info: new subnets are routed, gone ones unrouted, namespaces updated. */
+  private watchClusterInfo(): void {
+    if (this.stopped) return;
+    const call = this.client.watchClusterInfo({ sessionId: this.req.sessionId, remainIntervalMs: 0 });
+    this.watchCall = call;
+    call.on('data', (info: ClusterInfo) => {
+      void this.applyClusterInfo(info).catch((e: Error) => {
+        this.health = `the cluster's new subnets were not routed: ${e.message}`;
+        this.settings.log.error('cluster info update failed', { error: e.message });
+      });
+    });
+    const again = (e?: Error) => {
+      if (this.stopped || this.watchCall !== call) return;
+      this.watchCall = undefined;
+      if (e && (e as grpc.ServiceError).code === grpc.status.UNIMPLEMENTED) return;
+      this.watchTimer = setTimeout(() => this.watchClusterInfo(), WATCH_RETRY_MS);
+      this.watchTimer.unref();
+    };
+    call.on('error', (e) => {
+      this.settings.log.debug('cluster info watch ended', { error: errorDetails(e) });
+      again(e);
+    });
+    call.on('end', () => again());
+  }
+
+  private async applyClusterInfo(info: ClusterInfo): Promise<void> {
+    // A manager that knows no subnets (standalone mode) does not take away the ones Connect gave.
+    if (info.podSubnets.length === 0 && info.serviceSubnets.length === 0) {
+      this.cluster = {
+        ...info,
+        podSubnets: this.cluster?.podSubnets ?? [],
+        serviceSubnets: this.cluster?.serviceSubnets ?? [],
+      };
+      this.resolver.flush();
+      return;
+    }
+    const existing = await readRoutes(this.settings.run);
+    const plan = planRoutes({
+      vifName: this.vif.name,
+      clusterSubnets: clusterSubnets(info),
+      alsoProxy: this.req.alsoProxy,
+      neverProxy: this.req.neverProxy,
+      keepOut: [this.req.managerIp, ...this.system.upstream.map((u) => u.address)].filter(
+        (ip) => !ip.startsWith('127.'),
+      ),
+      existing,
+      allowConflicts: this.req.allowConflicts,
+    });
+    await this.routes.apply(plan);
+    this.cluster = info;
+    this.resolver.flush();
+    await this.system.update(resolverTarget(this.vif.name, this.vif.address4, this.req.namespace, info));
+    this.health = 'connected';
+    this.settings.log.info('cluster subnets updated', { routes: plan.routes.map((c) => c.text).join(',') });
+  }
+
+  /** Whether a name would be answered from the cluster (for status and tests). */
+  isClusterName(name: string): boolean {
+    return clusterNameFor(name, this.dnsScope()) !== undefined;
+  }
+
+  status(): DaemonStatus {
+    const state = this.client.getChannel().getConnectivityState(false);
+    const s = this.vif.stats();
+    const managerOk =
+      state !== grpc.connectivityState.TRANSIENT_FAILURE && state !== grpc.connectivityState.SHUTDOWN;
+    const health = managerOk
+      ? this.health
+      : `the traffic manager at ${this.req.managerHost}:${this.req.managerPort} is unreachable`;
+    const plan: RoutePlan = this.routes.current;
+    return {
+      running: true,
+      version: VERSION,
+      vifName: this.vif.name,
+      subnets: plan.routes.map((c) => c.text),
+      dns: this.system.description,
+      message:
+        `${health}; ${s.tcpFlowsOpen} TCP and ${s.udpFlowsOpen} UDP flows open; ` +
+        `DNS ${this.resolver.stats.clusterQueries} cluster / ${this.resolver.stats.forwarded} forwarded queries` +
+        (plan.throws.length ? `; never proxied: ${plan.throws.map((c) => c.text).join(', ')}` : '') +
+        (plan.conflicts.length ? `; conflicts allowed: ${plan.conflicts.join('; ')}` : ''),
+    };
+  }
+
+  /** Undoes everything, in reverse: resolver config, DNS server, routes, VIF, manager channel. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearTimeout(this.watchTimer);
+    this.watchCall?.cancel();
+    const steps: Array<[string, () => Promise<void> | void]> = [
+      ['restore the system resolver', () => this.system.restore()],
+      ['stop the DNS server', () => this.resolver.stop()],
+      ['remove the routes', () => this.routes.removeAll()],
+      ['remove the VIF', () => this.vif.close()],
+      ['close the manager channel', () => this.client.close()],
+    ];
+    for (const [what, step] of steps) {
+      try {
+        await step();
+      } catch (e) {
+        this.settings.log.error(`disconnect: cannot ${what}`, { error: (e as Error).message });
+      }
+    }
+    this.settings.log.info('disconnected', { vif: this.vif.name });
+  }
+}
+
+function resolverTarget(
+  vifName: string,
+  address: string,
+  namespace: string,
+  cluster: ClusterInfo | undefined,
+): ResolverTarget {
+  const domain = cluster?.clusterDomain || CLUSTER_DOMAIN_DEFAULT;
+  const namespaces = [...new Set([namespace, ...(cluster?.managedNamespaces ?? [])])];
+  return {
+    vifName,
+    dnsAddress: address,
+    routingDomains: [domain, 'svc', ...namespaces],
+    searchDomain: `${namespace}.svc.${domain}`,
+  };
+}

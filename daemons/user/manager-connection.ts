@@ -1,0 +1,472 @@
+// The user daemon's session with the traffic manager: arrive, heartbeat, follow this client's intercepts,
+// dial the local targets of intercepted connections (WatchDial), and survive the manager going away:
+// reconnect with backoff, then re-create the intercepts ("restored") or report each one gone with the
+// reason. The state the CLI shows is never silently half-alive: while the manager is unreachable, status
+// says so and every intercept says it waits to be restored.
+import * as crypto from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import * as os from 'node:os';
+import * as grpc from '@grpc/grpc-js';
+import { createLogger } from '../../logging/logger.js';
+import {
+  type DialRequest,
+  InterceptDisposition as D,
+  type InterceptInfo,
+  type InterceptInfoSnapshot,
+  type InterceptSpec,
+  ManagerClient,
+  type SessionInfo,
+  type VersionInfo,
+  type WorkloadInfoSnapshot,
+} from '../../rpc/gen/manager.js';
+import { managerChannelOptions } from '../../rpc/grpc-options.js';
+import { errorDetails, hasStatus, isServiceError, unary } from '../../rpc/unary-call.js';
+import { dialTcp } from '../../tunnel/dial.js';
+import { serveDial } from '../../tunnel/flow.js';
+import { DEFAULT_DIAL_TIMEOUT_MS, formatConnectionId, msg, streamInfo } from '../../tunnel/messages.js';
+import { TunnelStream } from '../../tunnel/stream.js';
+import { VERSION } from '../../version/version.js';
+
+const log = createLogger('connector/session');
+const CALL_TIMEOUT_MS = 5_000;
+const MAX_BACKOFF_MS = 5_000;
+/** How long an intercept may wait for an agent to accept it. */
+const ACCEPT_TIMEOUT_MS = 30_000;
+/** After a reconnect, how long restoring keeps retrying a workload whose agent has not re-arrived yet. */
+const RESTORE_GRACE_MS = 30_000;
+
+export type ConnectionState = 'DISCONNECTED' | 'CONNECTED' | 'RECONNECTING';
+
+/** An error for the CLI: a gRPC status and a message that names the problem and the fix. */
+export class UserFacingError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface InterceptRecord {
+  name: string;
+  /** As the manager resolved it (remote port filled in): what a restore re-creates. */
+  spec: InterceptSpec;
+  /** The manager's view in the current session; undefined until (re-)created in it. */
+  info: InterceptInfo | undefined;
+  /** Seen in a snapshot of the current session (so its absence later means the manager removed it). */
+  seen: boolean;
+  /** Why it no longer exists at the manager; shown until the user leaves it. */
+  gone: string | undefined;
+  note: string;
+}
+
+interface Session {
+  sessionId: string;
+  remainIntervalMs: number;
+}
+
+export function clientName(): string {
+  return `${os.userInfo().username}@${os.hostname()}`;
+}
+
+export class ManagerConnection extends EventEmitter {
+  state: ConnectionState = 'DISCONNECTED';
+  address = '';
+  sessionId = '';
+  managerVersion = '';
+  error = '';
+  /** Why the manager is unreachable, while RECONNECTING. */
+  private lostReason = '';
+  private client: ManagerClient | undefined;
+  private readonly records = new Map<string, InterceptRecord>();
+  private lastSnapshot: InterceptInfo[] = [];
+  private stopped = true;
+  private endSession: ((reason: string) => void) | undefined;
+  private wakeUp: (() => void) | undefined;
+  private loopDone: Promise<void> = Promise.resolve();
+
+  /** Arrives at the manager at address and keeps the session until disconnect(). */
+  async connect(address: string): Promise<void> {
+    if (this.state !== 'DISCONNECTED') {
+      if (address === this.address) return;
+      throw new UserFacingError(
+        grpc.status.FAILED_PRECONDITION,
+        `already connected to the traffic manager at ${this.address}: run tp quit first to connect elsewhere`,
+      );
+    }
+    const client = new ManagerClient(address, grpc.credentials.createInsecure(), managerChannelOptions());
+    let session: Session;
+    try {
+      session = await this.arrive(client);
+    } catch (e) {
+      client.close();
+      throw new UserFacingError(
+        grpc.status.UNAVAILABLE,
+        `cannot reach the traffic manager at ${address}: ${errorDetails(e)} (is tp-manager running there?)`,
+      );
+    }
+    this.client = client;
+    this.address = address;
+    this.stopped = false;
+    this.loopDone = this.run(session);
+  }
+
+  /** Departs and forgets everything. */
+  async disconnect(): Promise<void> {
+    if (this.state === 'DISCONNECTED') return;
+    this.stopped = true;
+    const id = this.sessionId;
+    this.endSession?.('disconnecting');
+    this.wakeUp?.();
+    await this.loopDone;
+    if (id) await this.depart(id);
+    this.client?.close();
+    this.client = undefined;
+    this.state = 'DISCONNECTED';
+    this.sessionId = '';
+    this.error = '';
+    this.records.clear();
+    log.info('disconnected', { manager: this.address });
+  }
+
+  async list(namespace: string): Promise<WorkloadInfoSnapshot> {
+    const client = this.requireSession();
+    return new Promise((resolve, reject) => {
+      const call = client.watchWorkloads(
+        { session: { sessionId: this.sessionId, remainIntervalMs: 0 }, namespace },
+        { deadline: new Date(Date.now() + CALL_TIMEOUT_MS) },
+      );
+      call.once('data', (snapshot: WorkloadInfoSnapshot) => {
+        resolve(snapshot);
+        call.cancel();
+      });
+      call.on('error', (e) => {
+        if (!hasStatus(e, grpc.status.CANCELLED)) reject(this.managerError(e));
+      });
+    });
+  }
+
+  /** Creates an intercept and waits until an agent accepts it (or refuses it, or time runs out). */
+  async createIntercept(spec: InterceptSpec, progress: (line: string) => void): Promise<InterceptInfo> {
+    const client = this.requireSession();
+    const name = spec.name || spec.workload;
+    const existing = this.records.get(name);
+    if (existing && !existing.gone)
+      throw new UserFacingError(
+        grpc.status.ALREADY_EXISTS,
+        `you already have an intercept named "${name}": tp leave ${name} first, or choose another --name`,
+      );
+    const remote = spec.remotePort ? `port ${spec.remotePort}` : 'the port';
+    progress(
+      `Creating intercept ${name}: ${remote} of ${spec.namespace}/${spec.workload} -> ${spec.targetHost || '127.0.0.1'}:${spec.targetPort}`,
+    );
+    let info: InterceptInfo;
+    try {
+      info = await unary<InterceptInfo>(
+        (md, o, cb) => client.createIntercept({ session: this.session(), spec: { ...spec, name } }, md, o, cb),
+        CALL_TIMEOUT_MS,
+      );
+    } catch (e) {
+      throw this.managerError(e);
+    }
+    const record: InterceptRecord = { name, spec: info.spec!, info, seen: false, gone: undefined, note: '' };
+    this.records.set(name, record);
+    this.applySnapshot(this.lastSnapshot);
+    progress(`Waiting for an agent of ${spec.workload} to accept the intercept`);
+    const settled = await this.waitForAgent(record);
+    if (settled.disposition === D.ACTIVE) {
+      log.info('intercept active', { intercept: name, port: info.spec!.remotePort });
+      return settled;
+    }
+    // Refused or no answer: nothing is left behind.
+    await this.removeIntercept(name).catch(() => {});
+    if (settled.disposition === D.AGENT_ERROR)
+      throw new UserFacingError(grpc.status.FAILED_PRECONDITION, `the agent refused the intercept: ${settled.message}`);
+    if (settled.disposition === D.REMOVED)
+      throw new UserFacingError(grpc.status.ABORTED, `the intercept went away while waiting: ${settled.message}`);
+    throw new UserFacingError(
+      grpc.status.DEADLINE_EXCEEDED,
+      `no agent of ${spec.namespace}/${spec.workload} accepted the intercept within ${ACCEPT_TIMEOUT_MS / 1000} s: ` +
+        'is its tp-agent running and connected to the traffic manager?',
+    );
+  }
+
+  async removeIntercept(name: string): Promise<void> {
+    const record = this.records.get(name);
+    if (!record) throw new UserFacingError(grpc.status.NOT_FOUND, `no intercept named "${name}": see tp status`);
+    if (!record.gone && this.state === 'CONNECTED' && this.client && record.info) {
+      const client = this.client;
+      try {
+        await unary((md, o, cb) => client.removeIntercept({ session: this.session(), name }, md, o, cb), CALL_TIMEOUT_MS);
+      } catch (e) {
+        if (!hasStatus(e, grpc.status.NOT_FOUND)) throw this.managerError(e);
+      }
+    }
+    this.records.delete(name);
+    this.emit('intercepts');
+    log.info('intercept removed', { intercept: name });
+  }
+
+  /** The intercepts as the user should see them, including the ones waiting to be restored or gone. */
+  intercepts(): InterceptInfo[] {
+    return [...this.records.values()].map((r) => {
+      const base: InterceptInfo = {
+        id: r.info?.id ?? '',
+        spec: r.spec,
+        clientSessionId: r.info?.clientSessionId ?? '',
+        disposition: D.WAITING,
+        message: '',
+        pods: r.info?.pods ?? [],
+        environment: r.info?.environment ?? {},
+        createdUnixMs: r.info?.createdUnixMs ?? 0,
+      };
+      if (r.gone) return { ...base, id: '', pods: [], disposition: D.REMOVED, message: r.gone };
+      if (this.state === 'RECONNECTING')
+        return {
+          ...base,
+          pods: [],
+          message: 'the traffic manager is unreachable: the intercept is restored when it is back',
+        };
+      if (!r.info) return { ...base, message: 'being restored after the connection to the traffic manager was lost' };
+      const message = [r.info.message, r.note].filter(Boolean).join('; ');
+      return { ...r.info, message };
+    });
+  }
+
+  // --- the session loop
+
+  private async run(first: Session): Promise<void> {
+    let session: Session | undefined = first;
+    let previous = '';
+    let backoff = 250;
+    while (!this.stopped) {
+      if (session) {
+        this.state = 'CONNECTED';
+        this.error = '';
+        this.sessionId = session.sessionId;
+        backoff = 250;
+        // Our old session may still hold our intercepts (a network blip, not a restart): end it first,
+        // or restoring would conflict with ourselves.
+        if (previous) await this.depart(previous);
+        previous = '';
+        void this.restore(session.sessionId);
+        this.emit('intercepts');
+        const reason = await this.serve(session);
+        if (this.stopped) break;
+        previous = session.sessionId;
+        this.sessionId = '';
+        this.state = 'RECONNECTING';
+        this.lostReason = reason;
+        this.error = `lost the traffic manager at ${this.address}: ${reason}`;
+        log.warn('lost the traffic manager; reconnecting', { manager: this.address, reason });
+        for (const r of this.records.values()) {
+          r.info = undefined;
+          r.seen = false;
+        }
+        this.lastSnapshot = [];
+        this.emit('intercepts');
+        session = undefined;
+      }
+      await this.sleep(backoff);
+      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      if (this.stopped) break;
+      try {
+        session = await this.arrive(this.client!);
+        log.info('reconnected to the traffic manager', { manager: this.address, session: session.sessionId });
+      } catch (e) {
+        this.lostReason = errorDetails(e);
+        this.error = `lost the traffic manager at ${this.address}: ${this.lostReason}; reconnecting`;
+        log.debug('reconnect failed', { reason: errorDetails(e) });
+      }
+    }
+  }
+
+  private async arrive(client: ManagerClient): Promise<Session> {
+    const version = await unary<VersionInfo>((md, o, cb) => client.version({}, md, o, cb), CALL_TIMEOUT_MS);
+    const session = await unary<SessionInfo>(
+      (md, o, cb) =>
+        client.arriveAsClient(
+          {
+            name: clientName(),
+            installId: crypto
+              .createHash('sha256')
+              .update(`${os.hostname()}:${process.getuid?.()}`)
+              .digest('hex')
+              .slice(0, 16),
+            version: VERSION,
+            namespace: '',
+          },
+          md,
+          o,
+          cb,
+        ),
+      CALL_TIMEOUT_MS,
+    );
+    this.managerVersion = version.version;
+    log.info('arrived at the traffic manager', { manager: client.getChannel().getTarget(), session: session.sessionId });
+    return { sessionId: session.sessionId, remainIntervalMs: session.remainIntervalMs || 5_000 };
+  }
+
+  /** Heartbeats, the intercept watch and the dial watch of one session; resolves when it is lost. */
+  private serve(session: Session): Promise<string> {
+    const client = this.client!;
+    const sessionInfo = { sessionId: session.sessionId, remainIntervalMs: 0 };
+    return new Promise((resolve) => {
+      let over = false;
+      const watch = client.watchIntercepts(sessionInfo);
+      const dials = client.watchDial(sessionInfo);
+      const end = (reason: string) => {
+        if (over) return;
+        over = true;
+        this.endSession = undefined;
+        clearInterval(heartbeat);
+        watch.cancel();
+        dials.cancel();
+        resolve(reason);
+      };
+      this.endSession = end;
+      const heartbeat = setInterval(() => {
+        unary((md, o, cb) => client.remain({ session: sessionInfo }, md, o, cb), CALL_TIMEOUT_MS).catch((e) => {
+          if (hasStatus(e, grpc.status.NOT_FOUND)) end('the traffic manager no longer knows this session');
+          else log.debug('heartbeat failed', { reason: errorDetails(e) });
+        });
+      }, session.remainIntervalMs);
+      watch.on('data', (s: InterceptInfoSnapshot) => this.applySnapshot(s.intercepts));
+      watch.on('error', (e) => end(errorDetails(e)));
+      watch.on('end', () => end('the traffic manager ended the intercept watch'));
+      dials.on('data', (req: DialRequest) => this.dial(client, session.sessionId, req));
+      dials.on('error', (e) => end(`the dial stream failed: ${errorDetails(e)}`));
+      dials.on('end', () => end('the traffic manager ended the dial stream'));
+    });
+  }
+
+  private applySnapshot(intercepts: InterceptInfo[]): void {
+    this.lastSnapshot = intercepts;
+    for (const r of this.records.values()) {
+      if (r.gone || !r.info) continue;
+      const info = intercepts.find((i) => i.id === r.info!.id);
+      if (info) {
+        r.info = info;
+        r.seen = true;
+      } else if (r.seen) {
+        r.gone = 'removed by the traffic manager';
+        r.info = undefined;
+        log.warn('intercept removed by the traffic manager', { intercept: r.name });
+      }
+    }
+    this.emit('intercepts');
+  }
+
+  /** Re-creates the intercepts of a lost session in the new one. */
+  private async restore(sessionId: string): Promise<void> {
+    const until = Date.now() + RESTORE_GRACE_MS;
+    for (const r of [...this.records.values()]) {
+      if (r.gone || r.info) continue;
+      for (;;) {
+        if (this.sessionId !== sessionId || this.records.get(r.name) !== r) return;
+        try {
+          r.info = await unary<InterceptInfo>(
+            (md, o, cb) => this.client!.createIntercept({ session: this.session(), spec: r.spec }, md, o, cb),
+            CALL_TIMEOUT_MS,
+          );
+          r.note = 'restored after the connection to the traffic manager was lost';
+          log.info('intercept restored', { intercept: r.name });
+          this.applySnapshot(this.lastSnapshot);
+          break;
+        } catch (e) {
+          // The workload's agent may not have re-arrived yet after a manager restart: give it time.
+          if (hasStatus(e, grpc.status.NOT_FOUND) && Date.now() < until) {
+            await new Promise((res) => setTimeout(res, 500));
+            continue;
+          }
+          if (hasStatus(e, grpc.status.UNAVAILABLE)) return; // the session loop reconnects and retries
+          r.gone = `not restored after the connection to the traffic manager was lost: ${errorDetails(e)}`;
+          log.warn('intercept not restored', { intercept: r.name, reason: errorDetails(e) });
+          this.emit('intercepts');
+          break;
+        }
+      }
+    }
+  }
+
+  /** An intercepted connection: open a tunnel for it and dial the local target. */
+  private dial(client: ManagerClient, sessionId: string, req: DialRequest): void {
+    const timeoutMs = req.dialTimeoutMs || DEFAULT_DIAL_TIMEOUT_MS;
+    const info = streamInfo({ connId: req.connId, sessionId, relayId: req.relayId, dialTimeoutMs: timeoutMs });
+    const label = formatConnectionId(req.connId);
+    const stream = new TunnelStream(client.tunnel());
+    stream.send(msg.open(info));
+    void serveDial(stream, info, (signal) => dialTcp(req.targetHost, req.targetPort, timeoutMs, signal), {
+      log,
+    }).then((o) => {
+      if (o.kind === 'rejected')
+        log.warn('could not dial the local target of an intercepted connection', {
+          flow: label,
+          target: `${req.targetHost}:${req.targetPort}`,
+          reason: o.reason,
+        });
+      else log.debug('intercepted connection ended', { flow: label, outcome: o.kind });
+    });
+  }
+
+  private waitForAgent(record: InterceptRecord): Promise<InterceptInfo> {
+    return new Promise((resolve) => {
+      const check = () => {
+        const info = record.info;
+        if (record.gone || this.records.get(record.name) !== record)
+          return done({ disposition: D.REMOVED, message: record.gone ?? 'removed' });
+        if (info && (info.disposition === D.ACTIVE || info.disposition === D.AGENT_ERROR)) done(info);
+      };
+      const done = (info: InterceptInfo | { disposition: D; message?: string }) => {
+        clearTimeout(timer);
+        this.off('intercepts', check);
+        resolve(info as InterceptInfo);
+      };
+      const timer = setTimeout(() => done({ disposition: D.WAITING }), ACCEPT_TIMEOUT_MS);
+      this.on('intercepts', check);
+      check();
+    });
+  }
+
+  private requireSession(): ManagerClient {
+    if (this.state === 'DISCONNECTED' || !this.client)
+      throw new UserFacingError(grpc.status.FAILED_PRECONDITION, 'not connected: run tp connect');
+    if (this.state === 'RECONNECTING')
+      throw new UserFacingError(
+        grpc.status.UNAVAILABLE,
+        `the traffic manager at ${this.address} is unreachable (${this.lostReason}); tp keeps reconnecting`,
+      );
+    return this.client;
+  }
+
+  private session(): SessionInfo {
+    return { sessionId: this.sessionId, remainIntervalMs: 0 };
+  }
+
+  /** A manager error, with its status, for the CLI; a lost manager is said plainly. */
+  private managerError(e: unknown): UserFacingError {
+    if (!isServiceError(e)) return new UserFacingError(grpc.status.INTERNAL, errorDetails(e));
+    if (e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.DEADLINE_EXCEEDED)
+      return new UserFacingError(
+        grpc.status.UNAVAILABLE,
+        `the traffic manager at ${this.address} is unreachable: ${errorDetails(e)}`,
+      );
+    return new UserFacingError(e.code, errorDetails(e));
+  }
+
+  private async depart(sessionId: string): Promise<void> {
+    const client = this.client;
+    if (!client) return;
+    await unary((md, o, cb) => client.depart({ sessionId, remainIntervalMs: 0 }, md, o, cb), 2_000).catch(() => {});
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wakeUp = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+}

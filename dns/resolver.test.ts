@@ -1,0 +1,132 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createLogger } from '../logging/logger.js';
+import { parseCidr } from '../netaddr/parse.js';
+import { lookupInCluster } from './cluster-lookup.js';
+import { type ClusterAnswer, DnsResolver } from './resolver.js';
+import { startZoneServer } from './test/zone-server.js';
+import { buildQuery, decodeMessage, flags, RCODE, recordAddress, TYPE } from './wire.js';
+
+const log = createLogger('test');
+
+// The cluster's DNS and the workstation's original resolver: real DNS servers on loopback.
+const clusterZone = {
+  'echo.default.svc.cluster.local.': { A: ['10.96.0.10'] },
+  'db.team.svc.cluster.local.': { A: ['10.96.0.11'], AAAA: ['fd00:96::11'], TXT: ['hello'] },
+};
+const outsideZone = { 'outside.example.': { A: ['192.0.2.7'] }, 'printer.': { A: ['192.0.2.9'] } };
+
+async function setup() {
+  const clusterDns = await startZoneServer('127.0.0.1', 0, clusterZone);
+  const original = await startZoneServer('127.0.0.1', 0, outsideZone);
+  const asked: string[] = [];
+  const resolver = new DnsResolver({
+    listen: [],
+    scope: () => ({
+      clusterDomain: 'cluster.local',
+      namespace: 'default',
+      namespaces: ['default', 'team'],
+      subnets: [parseCidr('10.96.0.0/12')],
+    }),
+    // The manager's side of LookupDNS, called directly (the gRPC hop is covered by the netns test).
+    cluster: {
+      lookup: async (fqdn, qtype): Promise<ClusterAnswer> => {
+        asked.push(`${qtype} ${fqdn}`);
+        return lookupInCluster(fqdn, qtype, [{ address: '127.0.0.1', port: clusterDns.port }]);
+      },
+    },
+    upstream: () => [{ address: '127.0.0.1', port: original.port }],
+    log,
+  });
+  return {
+    resolver,
+    asked,
+    original,
+    close: () => {
+      clusterDns.close();
+      original.close();
+      resolver.stop();
+    },
+  };
+}
+
+async function ask(r: DnsResolver, name: string, type: number = TYPE.A, transport: 'udp' | 'tcp' = 'udp') {
+  const m = decodeMessage((await r.answer(buildQuery(4242, name, type), transport))!);
+  assert.is(m.id, 4242);
+  return {
+    rcode: flags.rcode(m.flags),
+    ips: m.answers.map(recordAddress),
+    names: m.answers.map((a) => a.name),
+    m,
+  };
+}
+
+test('cluster names resolve through the cluster, in every short form, answered under the asked name', async () => {
+  const s = await setup();
+  try {
+    for (const name of ['echo.', 'echo.default.', 'echo.default.svc.', 'echo.default.svc.cluster.local.']) {
+      const a = await ask(s.resolver, name);
+      assert.equal([a.rcode, a.ips, a.names], [RCODE.NOERROR, ['10.96.0.10'], [name]], name);
+    }
+    const v6 = await ask(s.resolver, 'db.team.', TYPE.AAAA, 'tcp');
+    assert.equal(v6.ips, ['fd00:96::11']);
+    const none = await ask(s.resolver, 'echo.', TYPE.AAAA);
+    assert.equal([none.rcode, none.ips], [RCODE.NOERROR, []], 'no AAAA: NOERROR without records');
+    const txt = await ask(s.resolver, 'db.team.', TYPE.TXT);
+    assert.is(txt.m.answers[0]?.data.toString('latin1', 1), 'hello');
+    assert.is(txt.names[0], 'db.team.');
+    const missing = await ask(s.resolver, 'nope.team.');
+    assert.is(missing.rcode, RCODE.NXDOMAIN);
+  } finally {
+    s.close();
+  }
+});
+
+test('answers are cached briefly: a burst costs one lookup', async () => {
+  const s = await setup();
+  try {
+    await Promise.all(Array.from({ length: 20 }, () => ask(s.resolver, 'echo.default.')));
+    await ask(s.resolver, 'echo.default.svc.cluster.local.');
+    assert.equal(s.asked, ['1 echo.default.svc.cluster.local.']);
+  } finally {
+    s.close();
+  }
+});
+
+test('other names, and single labels the cluster does not know, go to the original resolver', async () => {
+  const s = await setup();
+  try {
+    const out = await ask(s.resolver, 'outside.example.');
+    assert.equal([out.rcode, out.ips], [RCODE.NOERROR, ['192.0.2.7']]);
+    const printer = await ask(s.resolver, 'printer.', TYPE.A, 'tcp');
+    assert.equal(printer.ips, ['192.0.2.9']);
+    assert.equal(s.original.seen, ['A outside.example.', 'A printer.']);
+    const gone = await ask(s.resolver, 'nothing.example.');
+    assert.is(gone.rcode, RCODE.NXDOMAIN);
+  } finally {
+    s.close();
+  }
+});
+
+test('a dead upstream or cluster gives SERVFAIL, garbage gives FORMERR or nothing', async () => {
+  const s = await setup();
+  try {
+    const dead = new DnsResolver({
+      listen: [],
+      scope: () => ({ clusterDomain: 'cluster.local', namespace: 'default', namespaces: [], subnets: [] }),
+      cluster: { lookup: () => Promise.reject(new Error('manager unavailable')) },
+      upstream: () => [{ address: '127.0.0.1', port: 9 }],
+      log,
+    });
+    assert.is((await ask(dead, 'echo.')).rcode, RCODE.SERVFAIL);
+    assert.is((await ask(dead, 'x.example.')).rcode, RCODE.SERVFAIL);
+    const garbage = Buffer.from([0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0]);
+    const r = decodeMessage((await s.resolver.answer(garbage, 'udp'))!);
+    assert.equal([r.id, flags.rcode(r.flags)], [0xabcd, RCODE.FORMERR]);
+    assert.is(await s.resolver.answer(Buffer.from([1, 2, 3]), 'udp'), undefined);
+  } finally {
+    s.close();
+  }
+});
+
+test.run();

@@ -1,0 +1,48 @@
+// The names tp writes into Kubernetes objects: annotations on pod templates and pods, the names of
+// the containers it injects, and the environment contract between the webhook and the agent.
+// Everything an admin may meet in `kubectl get -o yaml` is defined here, in one place.
+
+/** On a workload's pod template: "enabled" asks the webhook to inject the agent (the OnDemand policy). */
+export const INJECT_ANNOTATION = 'tp.dev/inject-agent';
+/** On a workload's pod template: the capture mechanism, iptables (default) or ebpf. */
+export const MECHANISM_ANNOTATION = 'tp.dev/mechanism';
+/** On a workload's pod template: changed to roll the pods when the agent is installed or removed. */
+export const RESTARTED_AT_ANNOTATION = 'tp.dev/restartedAt';
+/**
+ * On a workload's pod template, optional: extra ports to capture, comma-separated, for a Service whose
+ * numeric targetPort no container declares. Set by EnsureAgent when it finds such a Service.
+ */
+export const CAPTURE_PORTS_ANNOTATION = 'tp.dev/capture-ports';
+
+/** On an injected pod: the tp version that injected it. */
+export const INJECTED_ANNOTATION = 'tp.dev/injected';
+/** On an injected pod: the captured ports as appPort:agentPort[,…] (the agent's TP_PORTS). */
+export const PORTS_ANNOTATION = 'tp.dev/ports';
+/** On a pod the webhook saw but could not inject: why (no owner, no ports). */
+export const NOT_INJECTED_ANNOTATION = 'tp.dev/not-injected';
+
+/** The value of INJECT_ANNOTATION that turns injection on. */
+export const INJECT_ENABLED = 'enabled';
+
+export const AGENT_CONTAINER = 'tp-agent';
+export const INIT_CONTAINER = 'tp-init';
+
+export const MECHANISMS = ['iptables', 'ebpf'] as const;
+export type Mechanism = (typeof MECHANISMS)[number];
+
+export function isMechanism(value: string): value is Mechanism {
+  return (MECHANISMS as readonly string[]).includes(value);
+}
+
+/**
+ * The agent sidecar reads the app containers' environment under this prefix (the webhook copies each
+ * app container's env and envFrom with the prefix added), strips it, and reports it to the intercepting
+ * client. A prefix keeps the agent's own process environment free of the app's settings.
+ */
+export const APP_ENV_PREFIX = 'TP_APPENV_';
+
+/** Label selecting the traffic manager's pods (set by the chart). */
+export const MANAGER_LABEL_SELECTOR = 'app.kubernetes.io/name=traffic-manager';
+export const MANAGER_SERVICE = 'traffic-manager';
+export const DEFAULT_MANAGER_NAMESPACE = 'tp-system';
+export const DEFAULT_MANAGER_GRPC_PORT = 8081;

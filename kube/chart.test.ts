@@ -1,0 +1,215 @@
+// The Helm chart, rendered by the real helm: lint passes, the certificates the chart generates are the
+// ones the webhook configuration trusts, RBAC follows managedNamespaces, the values schema refuses bad
+// input, and the manager's environment parses with the code that reads it in the cluster.
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { V1Deployment, V1Job, V1MutatingWebhookConfiguration, V1Secret } from '@kubernetes/client-node';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import YAML from 'yaml';
+import { findHelm, helmArgs, shippedChart } from './helm.js';
+import { kubeManagerConfigFromEnv } from './manager-config.js';
+
+function locateHelm(): string | undefined {
+  try {
+    return findHelm();
+  } catch {
+    // The lab's build caches helm; use it when it is not on PATH.
+    const cache = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'tp-lab');
+    if (!fs.existsSync(cache)) return undefined;
+    for (const d of fs.readdirSync(cache)) {
+      const candidate = path.join(cache, d, 'bin', 'helm');
+      if (fs.existsSync(candidate)) return candidate;
+    }
+    return undefined;
+  }
+}
+
+const helm = locateHelm();
+const chart = shippedChart();
+
+interface K8sObject {
+  kind: string;
+  metadata: { name: string; namespace?: string; annotations?: Record<string, string> };
+  [k: string]: unknown;
+}
+
+function render(...set: string[]): K8sObject[] {
+  const args = ['template', 'traffic-manager', chart, '-n', 'tp-system', '--kube-version', '1.34.0'];
+  for (const s of set) args.push('--set', s);
+  const out = execFileSync(helm!, args, { encoding: 'utf8' });
+  return YAML.parseAllDocuments(out)
+    .map((d) => d.toJSON() as K8sObject | null)
+    .filter((d): d is K8sObject => d !== null);
+}
+
+function one<T>(objs: K8sObject[], kind: string, name?: string): T {
+  const found = objs.filter((o) => o.kind === kind && (!name || o.metadata.name === name));
+  assert.is(found.length, 1, `exactly one ${kind} ${name ?? ''}`);
+  return found[0] as unknown as T;
+}
+
+test('helm lint --strict passes, cluster-wide and namespaced', () => {
+  if (!helm) return console.log('# skipped: helm not found (install it or build the lab)');
+  execFileSync(helm, ['lint', '--strict', chart], { stdio: 'pipe' });
+  execFileSync(helm, ['lint', '--strict', chart, '--set', 'managedNamespaces={a,b}'], { stdio: 'pipe' });
+});
+
+test('the webhook trusts exactly the certificate the manager serves, for the Service name it calls', () => {
+  if (!helm) return;
+  const objs = render();
+  const secret = one<V1Secret>(objs, 'Secret', 'traffic-manager-webhook-tls');
+  const hook = one<V1MutatingWebhookConfiguration>(objs, 'MutatingWebhookConfiguration');
+  const webhook = hook.webhooks![0]!;
+  assert.is(webhook.failurePolicy, 'Ignore');
+  assert.is(webhook.sideEffects, 'None');
+  assert.equal(webhook.clientConfig.service, {
+    name: 'traffic-manager-webhook',
+    namespace: 'tp-system',
+    path: '/mutate-pods',
+    port: 443,
+  });
+  assert.is(webhook.clientConfig.caBundle, secret.data!['ca.crt']);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-chart-test-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'ca.crt'), Buffer.from(secret.data!['ca.crt']!, 'base64'));
+    fs.writeFileSync(path.join(dir, 'tls.crt'), Buffer.from(secret.data!['tls.crt']!, 'base64'));
+    const verify = spawnSync('openssl', ['verify', '-CAfile', 'ca.crt', 'tls.crt'], {
+      cwd: dir,
+      encoding: 'utf8',
+    });
+    assert.is(verify.status, 0, verify.stderr);
+    const san = execFileSync('openssl', ['x509', '-in', 'tls.crt', '-noout', '-ext', 'subjectAltName'], {
+      cwd: dir,
+      encoding: 'utf8',
+    });
+    assert.match(san, 'DNS:traffic-manager-webhook.tp-system.svc');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  // The webhook never sees the manager's own namespace nor kube-system.
+  const excluded = webhook.namespaceSelector!.matchExpressions!.find((e) => e.operator === 'NotIn')!;
+  assert.ok(excluded.values!.includes('tp-system') && excluded.values!.includes('kube-system'));
+});
+
+test('the manager Deployment runs the tp image and its environment parses', () => {
+  if (!helm) return;
+  const objs = render('agent.uid=9999', 'agent.mechanism=ebpf', 'logLevel=debug', 'serviceCIDR=10.96.0.0/12');
+  const deploy = one<V1Deployment>(objs, 'Deployment', 'traffic-manager');
+  const c = deploy.spec!.template.spec!.containers[0]!;
+  assert.is(c.image, 'tp/tp:0.1.0');
+  assert.equal(c.command, ['tp-manager']);
+  const env: NodeJS.ProcessEnv = {};
+  for (const e of c.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
+  env.TP_MANAGER_NAMESPACE = 'tp-system';
+  const config = kubeManagerConfigFromEnv(env);
+  assert.is(config.injection.agentUid, 9999);
+  assert.is(config.injection.defaultMechanism, 'ebpf');
+  assert.is(config.injection.logLevel, 'debug');
+  assert.is(config.injection.managerAddress, 'traffic-manager.tp-system:8081');
+  assert.is(config.injection.agentImage, 'tp/tp:0.1.0');
+  assert.is(config.serviceCidr, '10.96.0.0/12');
+  assert.is(config.agentArrivalTimeoutMs, 120_000);
+  assert.equal(config.managedNamespaces, []);
+  assert.equal(config.injection.agentResources?.requests, { cpu: '10m', memory: '32Mi' });
+  const services = objs.filter((o) => o.kind === 'Service').map((o) => o.metadata.name);
+  assert.equal(services.sort(), ['traffic-manager', 'traffic-manager-webhook']);
+});
+
+test('RBAC: cluster-wide by default, only the listed namespaces otherwise', () => {
+  if (!helm) return;
+  type Rule = { resources?: string[]; verbs?: string[] };
+  const clusterRules = (objs: K8sObject[]) =>
+    (one<{ rules: Rule[] }>(objs, 'ClusterRole').rules ?? []).flatMap((r) => r.resources ?? []);
+  const wide = render();
+  assert.ok(clusterRules(wide).includes('deployments'));
+  assert.ok(!wide.some((o) => o.kind === 'Role' && ['a', 'b'].includes(o.metadata.namespace ?? '')));
+
+  const limited = render('managedNamespaces={a,b}');
+  assert.ok(!clusterRules(limited).includes('deployments'), 'no cluster-wide workload access');
+  assert.ok(clusterRules(limited).includes('nodes'));
+  for (const ns of ['a', 'b']) {
+    const role = limited.find((o) => o.kind === 'Role' && o.metadata.namespace === ns) as unknown as {
+      rules: Rule[];
+    };
+    assert.ok(role, `a Role in ${ns}`);
+    const deployRule = role.rules.find((r) => r.resources?.includes('deployments'))!;
+    assert.equal(deployRule.verbs, ['get', 'list', 'watch', 'patch']);
+    assert.ok(limited.some((o) => o.kind === 'RoleBinding' && o.metadata.namespace === ns));
+  }
+  const webhook = one<V1MutatingWebhookConfiguration>(limited, 'MutatingWebhookConfiguration').webhooks![0]!;
+  const only = webhook.namespaceSelector!.matchExpressions!.find((e) => e.operator === 'In')!;
+  assert.equal(only.values, ['a', 'b']);
+  const env = one<V1Deployment>(limited, 'Deployment').spec!.template.spec!.containers[0]!.env!;
+  assert.is(env.find((e) => e.name === 'TP_MANAGED_NAMESPACES')!.value, 'a,b');
+});
+
+test('helm uninstall removes the agents first: a pre-delete hook Job running the manager', () => {
+  if (!helm) return;
+  const job = one<V1Job>(render(), 'Job');
+  assert.is(job.metadata!.annotations!['helm.sh/hook'], 'pre-delete');
+  const c = job.spec!.template.spec!.containers[0]!;
+  assert.equal([...c.command!, ...c.args!], ['tp-manager', 'uninstall-agents']);
+  assert.ok(!render('uninstallAgentsOnDelete=false').some((o) => o.kind === 'Job'));
+});
+
+test('the values schema refuses what would break the cluster, naming the value', () => {
+  if (!helm) return;
+  for (const [set, field] of [
+    ['agent.mechanism=magic', 'mechanism'],
+    ['agent.uid=0', 'uid'],
+    ['logLevel=loud', 'logLevel'],
+    ['serviceCIDR=banana', 'serviceCIDR'],
+  ] as const) {
+    const r = spawnSync(helm, ['template', 'x', chart, '--kube-version', '1.34.0', '--set', set], {
+      encoding: 'utf8',
+    });
+    assert.is.not(r.status, 0, set);
+    assert.match(r.stderr, field, set);
+  }
+});
+
+test('tp helm command lines', () => {
+  assert.equal(helmArgs('install', { kubeconfig: '/k', context: 'lab', set: ['logLevel=debug'] }, '/c'), [
+    'install',
+    'traffic-manager',
+    '/c',
+    '--create-namespace',
+    '--namespace',
+    'tp-system',
+    '--kubeconfig',
+    '/k',
+    '--kube-context',
+    'lab',
+    '--set',
+    'logLevel=debug',
+    '--wait',
+    '--timeout',
+    '5m',
+  ]);
+  assert.equal(helmArgs('upgrade', { namespace: 'tools', valuesFiles: ['v.yaml'] }, '/c'), [
+    'upgrade',
+    'traffic-manager',
+    '/c',
+    '--reset-then-reuse-values',
+    '--namespace',
+    'tools',
+    '--values',
+    'v.yaml',
+    '--wait',
+    '--timeout',
+    '5m',
+  ]);
+  assert.equal(helmArgs('uninstall', { set: ['ignored=1'], wait: false, timeout: '2m' }, '/c'), [
+    'uninstall',
+    'traffic-manager',
+    '--namespace',
+    'tp-system',
+    '--timeout',
+    '2m',
+  ]);
+});
+
+test.run();

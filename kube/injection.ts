@@ -1,0 +1,377 @@
+// Agent injection as a pure function: from a pod that is being created (and the workload that owns it)
+// to the JSON Patch the mutating webhook returns. The webhook server, the owner lookup and the API
+// calls live elsewhere; everything here is data in, data out, and checked against golden files.
+//
+// What injection adds, and why:
+// - the `tp-init` init container (NET_ADMIN, NET_RAW: iptables-restore needs both) that redirects the
+//   app's ports to the agent inside the pod's network namespace, so the container ports and the
+//   Service's targetPort stay exactly as the user wrote them;
+// - the `tp-agent` sidecar, running as its own UID (the capture rules exempt that UID so the agent's
+//   own dials to the app are never captured again), configured through the downward API;
+// - annotations on the pod saying what was done (or why nothing was), for `tp describe` and for the
+//   manager to report a clear error instead of a silent missing agent.
+import type { V1Container, V1EnvFromSource, V1EnvVar, V1Pod } from '@kubernetes/client-node';
+import type { PortMapping } from '../netaddr/parse.js';
+import {
+  AGENT_CONTAINER,
+  APP_ENV_PREFIX,
+  CAPTURE_PORTS_ANNOTATION,
+  INIT_CONTAINER,
+  INJECT_ANNOTATION,
+  INJECT_ENABLED,
+  INJECTED_ANNOTATION,
+  isMechanism,
+  MECHANISM_ANNOTATION,
+  type Mechanism,
+  NOT_INJECTED_ANNOTATION,
+  PORTS_ANNOTATION,
+} from './annotations.js';
+
+/** What the manager's chart values say about the agent and the init container. */
+export interface InjectionConfig {
+  /** The tp version doing the injection (recorded on the pod). */
+  version: string;
+  agentImage: string;
+  initImage: string;
+  imagePullPolicy: string;
+  /** The UID the agent runs as; the capture rules never capture its traffic. */
+  agentUid: number;
+  /** The first port the agent may listen on; moved up past any port a container of the pod uses. */
+  agentPort: number;
+  /** HOST:PORT where agents reach the traffic manager (its Service). */
+  managerAddress: string;
+  logLevel: string;
+  defaultMechanism: Mechanism;
+  agentResources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+}
+
+/** The Deployment, ReplicaSet or StatefulSet that owns a pod (found by the caller through ownerReferences). */
+export interface OwnerWorkload {
+  kind: 'Deployment' | 'ReplicaSet' | 'StatefulSet';
+  name: string;
+}
+
+export interface JsonPatchOperation {
+  op: 'add' | 'replace' | 'remove';
+  path: string;
+  value?: unknown;
+}
+
+/** One app container whose ports the agent captures, as the agent learns it from TP_CONTAINERS. */
+export interface CapturedContainer {
+  name: string;
+  /** The prefix under which the agent finds this container's environment. */
+  envPrefix: string;
+  ports: { name: string; appPort: number; agentPort: number; protocol: 'TCP' }[];
+}
+
+export type InjectionPlan =
+  /** Nothing to do and nothing to say: injection not requested, or already done. */
+  | { action: 'skip'; reason: string }
+  /** Injection was requested but cannot be done: the pod starts unchanged, annotated with the reason. */
+  | { action: 'refuse'; reason: string; patch: JsonPatchOperation[] }
+  | {
+      action: 'inject';
+      mechanism: Mechanism;
+      ports: PortMapping[];
+      containers: CapturedContainer[];
+      patch: JsonPatchOperation[];
+    };
+
+/** Whether the pod (or pod template) metadata asks for the agent. */
+export function injectionRequested(annotations: Record<string, string> | undefined): boolean {
+  return annotations?.[INJECT_ANNOTATION] === INJECT_ENABLED;
+}
+
+/** RFC 6901: "~" and "/" inside a JSON Pointer segment. */
+export function escapeJsonPointer(segment: string): string {
+  return segment.replaceAll('~', '~0').replaceAll('/', '~1');
+}
+
+/**
+ * The ports the agent captures: every TCP port the pod's containers declare, plus the ports listed in
+ * the capture-ports annotation (numeric Service targetPorts no container declares). Each app port
+ * once, in declaration order; the first container declaring a port owns it.
+ */
+export function capturedPorts(pod: V1Pod): { container: string; name: string; port: number }[] {
+  const out: { container: string; name: string; port: number }[] = [];
+  const seen = new Set<number>();
+  const containers = (pod.spec?.containers ?? []).filter((c) => c.name !== AGENT_CONTAINER);
+  for (const c of containers) {
+    for (const p of c.ports ?? []) {
+      if ((p.protocol ?? 'TCP') !== 'TCP' || seen.has(p.containerPort)) continue;
+      seen.add(p.containerPort);
+      out.push({ container: c.name, name: p.name ?? '', port: p.containerPort });
+    }
+  }
+  const extra = pod.metadata?.annotations?.[CAPTURE_PORTS_ANNOTATION] ?? '';
+  const first = containers[0]?.name ?? '';
+  for (const part of extra.split(',')) {
+    const s = part.trim();
+    if (!/^\d+$/.test(s)) continue;
+    const port = Number(s);
+    if (port < 1 || port > 65535 || seen.has(port)) continue;
+    seen.add(port);
+    out.push({ container: first, name: '', port });
+  }
+  return out;
+}
+
+/** The agent's listen port: the configured one, or the next free one when a container uses it. */
+export function chooseAgentPort(pod: V1Pod, configured: number, captured: number[]): number {
+  const used = new Set<number>(captured);
+  for (const c of [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])]) {
+    for (const p of c.ports ?? []) used.add(p.containerPort);
+  }
+  let port = configured;
+  while (used.has(port)) port++;
+  return port;
+}
+
+/**
+ * Renames a container's env for the agent: NAME becomes PREFIX+NAME, and `$(NAME)` references to
+ * variables defined earlier in the same list follow the rename (Kubernetes expands them in order;
+ * `$$(X)` is the escape for a literal `$(X)` and stays as it is).
+ */
+export function prefixEnv(env: V1EnvVar[], prefix: string, containerName: string): V1EnvVar[] {
+  const defined = new Set<string>();
+  return env.map((e) => {
+    const out: V1EnvVar = { name: `${prefix}${e.name}` };
+    if (e.value !== undefined) {
+      out.value = e.value.replace(/\$\$|\$\(([^)]*)\)/g, (m, ref: string | undefined) =>
+        ref !== undefined && defined.has(ref) ? `$(${prefix}${ref})` : m,
+      );
+    }
+    if (e.valueFrom) {
+      out.valueFrom = e.valueFrom;
+      // A resourceFieldRef without containerName means "this container": in the agent that would read
+      // the agent's own limits, so name the app container.
+      if (e.valueFrom.resourceFieldRef && !e.valueFrom.resourceFieldRef.containerName) {
+        out.valueFrom = {
+          ...e.valueFrom,
+          resourceFieldRef: { ...e.valueFrom.resourceFieldRef, containerName },
+        };
+      }
+    }
+    defined.add(e.name);
+    return out;
+  });
+}
+
+function prefixEnvFrom(envFrom: V1EnvFromSource[], prefix: string): V1EnvFromSource[] {
+  return envFrom.map((e) => ({ ...e, prefix: `${prefix}${e.prefix ?? ''}` }));
+}
+
+function field(name: string, fieldPath: string): V1EnvVar {
+  return { name, valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath } } };
+}
+
+function formatPorts(ports: PortMapping[]): string {
+  return ports.map((p) => `${p.appPort}:${p.agentPort}`).join(',');
+}
+
+function annotationPatch(pod: V1Pod, values: Record<string, string>): JsonPatchOperation[] {
+  if (!pod.metadata?.annotations) return [{ op: 'add', path: '/metadata/annotations', value: values }];
+  return Object.entries(values).map(([k, v]) => ({
+    op: 'add' as const,
+    path: `/metadata/annotations/${escapeJsonPointer(k)}`,
+    value: v,
+  }));
+}
+
+function refuse(pod: V1Pod, reason: string): InjectionPlan {
+  return { action: 'refuse', reason, patch: annotationPatch(pod, { [NOT_INJECTED_ANNOTATION]: reason }) };
+}
+
+function initContainer(
+  config: InjectionConfig,
+  mechanism: Mechanism,
+  ports: number[],
+  agentPort: number,
+): V1Container {
+  const args = ['apply', '--ports', ports.join(','), '--agent-port', String(agentPort)];
+  args.push('--agent-uid', String(config.agentUid));
+  if (mechanism !== 'iptables') args.push('--mechanism', mechanism);
+  return {
+    name: INIT_CONTAINER,
+    image: config.initImage,
+    imagePullPolicy: config.imagePullPolicy,
+    command: ['tp-init'],
+    args,
+    env: [{ name: 'TP_LOG_LEVEL', value: config.logLevel }],
+    securityContext: {
+      runAsUser: 0,
+      runAsNonRoot: false,
+      allowPrivilegeEscalation: false,
+      capabilities: {
+        add: mechanism === 'ebpf' ? ['NET_ADMIN', 'NET_RAW', 'BPF', 'SYS_ADMIN'] : ['NET_ADMIN', 'NET_RAW'],
+        drop: ['ALL'],
+      },
+    },
+  };
+}
+
+function agentContainer(
+  config: InjectionConfig,
+  pod: V1Pod,
+  owner: OwnerWorkload,
+  mechanism: Mechanism,
+  ports: PortMapping[],
+  containers: CapturedContainer[],
+): V1Container {
+  const env: V1EnvVar[] = [
+    field('TP_POD_NAME', 'metadata.name'),
+    field('TP_POD_IP', 'status.podIP'),
+    field('TP_NAMESPACE', 'metadata.namespace'),
+    field('TP_HOST_IP', 'status.hostIP'),
+    { name: 'TP_WORKLOAD_NAME', value: owner.name },
+    { name: 'TP_WORKLOAD_KIND', value: owner.kind },
+    { name: 'TP_MANAGER_ADDRESS', value: config.managerAddress },
+    { name: 'TP_PORTS', value: formatPorts(ports) },
+    { name: 'TP_MECHANISM', value: mechanism },
+    { name: 'TP_CONTAINERS', value: JSON.stringify(containers) },
+    { name: 'TP_LOG_LEVEL', value: config.logLevel },
+  ];
+  const envFrom: V1EnvFromSource[] = [];
+  for (const captured of containers) {
+    const app = pod.spec?.containers.find((c) => c.name === captured.name);
+    if (!app) continue;
+    env.push(...prefixEnv(app.env ?? [], captured.envPrefix, app.name));
+    envFrom.push(...prefixEnvFrom(app.envFrom ?? [], captured.envPrefix));
+  }
+  const container: V1Container = {
+    name: AGENT_CONTAINER,
+    image: config.agentImage,
+    imagePullPolicy: config.imagePullPolicy,
+    command: ['tp-agent'],
+    env,
+    securityContext: {
+      runAsUser: config.agentUid,
+      runAsGroup: config.agentUid,
+      runAsNonRoot: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+    },
+  };
+  if (envFrom.length > 0) container.envFrom = envFrom;
+  if (config.agentResources) container.resources = config.agentResources;
+  return container;
+}
+
+/**
+ * Decides what the webhook does with a pod being created. `owner` is the workload found through the
+ * pod's ownerReferences (undefined when it has none we support). Never fails: a pod that cannot be
+ * injected starts as it is, annotated with the reason.
+ */
+export function planInjection(
+  pod: V1Pod,
+  owner: OwnerWorkload | undefined,
+  config: InjectionConfig,
+): InjectionPlan {
+  const annotations = pod.metadata?.annotations;
+  if (!injectionRequested(annotations))
+    return { action: 'skip', reason: `${INJECT_ANNOTATION} is not "${INJECT_ENABLED}"` };
+  const spec = pod.spec;
+  if (!spec) return { action: 'skip', reason: 'the pod has no spec' };
+  if (spec.containers.some((c) => c.name === AGENT_CONTAINER))
+    return { action: 'skip', reason: 'the agent is already injected' };
+
+  if (!owner) {
+    return refuse(
+      pod,
+      'agent not injected: the pod has no owning Deployment, ReplicaSet or StatefulSet; tp intercepts workloads, not bare pods',
+    );
+  }
+  if (spec.hostNetwork) {
+    return refuse(
+      pod,
+      "agent not injected: the pod uses hostNetwork, so capture rules would change the node's network",
+    );
+  }
+  const requested = annotations?.[MECHANISM_ANNOTATION] ?? config.defaultMechanism;
+  if (!isMechanism(requested)) {
+    return refuse(
+      pod,
+      `agent not injected: unknown mechanism "${requested}" in ${MECHANISM_ANNOTATION}; use iptables or ebpf`,
+    );
+  }
+  const mechanism = requested;
+  const captured = capturedPorts(pod);
+  if (captured.length === 0) {
+    return refuse(
+      pod,
+      `agent not injected: no container of ${owner.kind} ${owner.name} declares a TCP port; declare the port in the container's ports or in ${CAPTURE_PORTS_ANNOTATION}`,
+    );
+  }
+  const agentPort = chooseAgentPort(
+    pod,
+    config.agentPort,
+    captured.map((c) => c.port),
+  );
+  // One agent listener serves every captured port: the agent reads the original port from the socket.
+  const ports: PortMapping[] = captured.map((c) => ({ appPort: c.port, agentPort }));
+
+  const containers: CapturedContainer[] = [];
+  for (const c of captured) {
+    let entry = containers.find((e) => e.name === c.container);
+    if (!entry) {
+      entry = { name: c.container, envPrefix: `${APP_ENV_PREFIX}${containers.length}_`, ports: [] };
+      containers.push(entry);
+    }
+    entry.ports.push({ name: c.name, appPort: c.port, agentPort, protocol: 'TCP' });
+  }
+
+  const patch: JsonPatchOperation[] = annotationPatch(pod, {
+    [INJECTED_ANNOTATION]: config.version,
+    [PORTS_ANNOTATION]: formatPorts(ports),
+    [MECHANISM_ANNOTATION]: mechanism,
+  });
+  const init = initContainer(
+    config,
+    mechanism,
+    captured.map((c) => c.port),
+    agentPort,
+  );
+  // First, so the rules are in place before any other init container or app container starts.
+  if (spec.initContainers && spec.initContainers.length > 0)
+    patch.push({ op: 'add', path: '/spec/initContainers/0', value: init });
+  else patch.push({ op: 'add', path: '/spec/initContainers', value: [init] });
+  patch.push({
+    op: 'add',
+    path: '/spec/containers/-',
+    value: agentContainer(config, pod, owner, mechanism, ports, containers),
+  });
+  return { action: 'inject', mechanism, ports, containers, patch };
+}
+
+/**
+ * Applies a JSON Patch made of the operations planInjection emits (add to objects and arrays,
+ * replace, remove) to a copy of a document. Used by the tests and by `tp describe --dry-run`-style
+ * previews; the API server applies the real patch.
+ */
+export function applyJsonPatch<T>(doc: T, patch: JsonPatchOperation[]): T {
+  const root = structuredClone(doc) as unknown;
+  for (const op of patch) {
+    const segments = op.path
+      .split('/')
+      .slice(1)
+      .map((s) => s.replaceAll('~1', '/').replaceAll('~0', '~'));
+    const last = segments.pop();
+    if (last === undefined) throw new Error(`JSON Patch path "${op.path}" names the whole document`);
+    let parent = root as Record<string, unknown> | unknown[];
+    for (const s of segments) {
+      const next = Array.isArray(parent) ? parent[Number(s)] : parent[s];
+      if (next === null || typeof next !== 'object')
+        throw new Error(`JSON Patch path "${op.path}": "${s}" does not exist`);
+      parent = next as Record<string, unknown> | unknown[];
+    }
+    if (Array.isArray(parent)) {
+      const index = last === '-' ? parent.length : Number(last);
+      if (op.op === 'add') parent.splice(index, 0, op.value);
+      else if (op.op === 'replace') parent[index] = op.value;
+      else parent.splice(index, 1);
+    } else if (op.op === 'remove') delete parent[last];
+    else parent[last] = op.value;
+  }
+  return root as T;
+}

@@ -1,0 +1,105 @@
+// The in-cluster manager's configuration, from the environment the chart's Deployment sets (one place
+// reads it, so the chart and the code cannot drift apart silently: kube/chart.test.ts renders the chart
+// and parses its env with this function).
+import * as path from 'node:path';
+import { parseLevel } from '../logging/logger.js';
+import { parseCidr, parseDuration, parseHostPort, parsePort, UsageError } from '../netaddr/parse.js';
+import { VERSION } from '../version/version.js';
+import {
+  DEFAULT_MANAGER_GRPC_PORT,
+  DEFAULT_MANAGER_NAMESPACE,
+  isMechanism,
+  type Mechanism,
+} from './annotations.js';
+import type { InjectionConfig } from './injection.js';
+
+export interface KubeManagerConfig {
+  namespace: string;
+  podIP: string;
+  /** Empty: every namespace. */
+  managedNamespaces: string[];
+  grpcPort: number;
+  webhookPort: number;
+  webhookCertFile: string;
+  webhookKeyFile: string;
+  injection: InjectionConfig;
+  agentArrivalTimeoutMs: number;
+  clientSessionTtlMs: number;
+  agentSessionTtlMs: number;
+  dialTimeoutMs: number;
+  serviceCidr: string;
+  clusterDomain: string;
+}
+
+function num(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  fallback: number,
+  parse: (v: string, what: string) => number,
+) {
+  const v = env[name];
+  return v === undefined || v === '' ? fallback : parse(v, name);
+}
+
+function uid(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) === 0)
+    throw new UsageError(`invalid TP_AGENT_UID "${value}": expected a non-zero numeric UID, e.g. 7777`);
+  return Number(value);
+}
+
+export function kubeManagerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): KubeManagerConfig {
+  const namespace = env.TP_MANAGER_NAMESPACE || DEFAULT_MANAGER_NAMESPACE;
+  const grpcPort = num(env, 'TP_GRPC_PORT', DEFAULT_MANAGER_GRPC_PORT, parsePort);
+  const mechanism = env.TP_AGENT_MECHANISM || 'iptables';
+  if (!isMechanism(mechanism))
+    throw new UsageError(
+      `invalid TP_AGENT_MECHANISM "${mechanism}": use iptables or ebpf (chart value agent.mechanism)`,
+    );
+  const agentAddress = env.TP_AGENT_MANAGER_ADDRESS || `traffic-manager.${namespace}:${grpcPort}`;
+  parseHostPort(agentAddress, 'TP_AGENT_MANAGER_ADDRESS');
+  const image = env.TP_AGENT_IMAGE || `tp/tp:${VERSION}`;
+  let agentResources: InjectionConfig['agentResources'];
+  if (env.TP_AGENT_RESOURCES) {
+    try {
+      agentResources = JSON.parse(env.TP_AGENT_RESOURCES) as InjectionConfig['agentResources'];
+    } catch {
+      throw new UsageError(
+        `invalid TP_AGENT_RESOURCES: expected JSON resource requirements (chart value agent.resources)`,
+      );
+    }
+  }
+  const serviceCidr = env.TP_SERVICE_CIDR ?? '';
+  for (const c of serviceCidr.split(',').filter((s) => s.trim() !== '')) parseCidr(c.trim(), 'serviceCIDR');
+  const certDir = env.TP_WEBHOOK_CERT_DIR || '/var/run/tp/webhook';
+  const logLevel = parseLevel(env.TP_LOG_LEVEL, 'info');
+  return {
+    namespace,
+    podIP: env.TP_POD_IP ?? '',
+    managedNamespaces: (env.TP_MANAGED_NAMESPACES ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== ''),
+    grpcPort,
+    webhookPort: num(env, 'TP_WEBHOOK_PORT', 8443, parsePort),
+    webhookCertFile: path.join(certDir, 'tls.crt'),
+    webhookKeyFile: path.join(certDir, 'tls.key'),
+    injection: {
+      version: VERSION,
+      agentImage: image,
+      initImage: image,
+      imagePullPolicy: env.TP_AGENT_IMAGE_PULL_POLICY || 'IfNotPresent',
+      agentUid: env.TP_AGENT_UID ? uid(env.TP_AGENT_UID) : 7777,
+      agentPort: num(env, 'TP_AGENT_PORT', 15001, parsePort),
+      managerAddress: agentAddress,
+      logLevel,
+      defaultMechanism: mechanism as Mechanism,
+      agentResources,
+    },
+    agentArrivalTimeoutMs: num(env, 'TP_AGENT_ARRIVAL_TIMEOUT', 120_000, parseDuration),
+    clientSessionTtlMs: num(env, 'TP_CLIENT_SESSION_TTL', 30_000, parseDuration),
+    agentSessionTtlMs: num(env, 'TP_AGENT_SESSION_TTL', 15_000, parseDuration),
+    dialTimeoutMs: num(env, 'TP_DIAL_TIMEOUT', 10_000, parseDuration),
+    serviceCidr,
+    clusterDomain: env.TP_CLUSTER_DOMAIN || '',
+  };
+}

@@ -1,0 +1,204 @@
+// The traffic manager's Kubernetes side, assembled: the workload source (informers), the agent
+// installer, the webhook server, cluster network info and cluster DNS, behind the small surface the
+// manager's core uses (its WorkloadSource, plus EnsureAgent, UninstallAgents, ClusterInfo, LookupDNS).
+// tp-manager's in-cluster mode calls startKubeIntegration and hands the result to its core.
+import * as fs from 'node:fs';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from '../logging/logger.js';
+import type { Workload as ManagerWorkload, WorkloadSource } from '../manager/workloads.js';
+import type { AgentInfo, AgentPort, ClusterInfo, DNSResponse } from '../rpc/gen/manager.js';
+import { AgentInstaller, agentsReady } from './agent-installer.js';
+import { isMechanism, type Mechanism } from './annotations.js';
+import { ClusterResolver } from './cluster-dns.js';
+import { ClusterInfoSource } from './cluster-info.js';
+import type { KubeManagerConfig } from './manager-config.js';
+import { startWebhookServer, type WebhookServer } from './webhook-server.js';
+import { KubeWorkloadSource } from './workload-source.js';
+import type { Workload } from './workload-state.js';
+
+/** The manager's view of one workload: the cluster's facts merged with the agents that arrived. */
+export function toManagerWorkload(w: Workload, agents: AgentInfo[]): ManagerWorkload {
+  const arrived = new Set(agents.map((a) => a.podName));
+  let agentState = w.agentState;
+  let agentMessage = w.agentMessage;
+  if (w.agentState === 'INSTALLED') {
+    const { ready, waitingFor } = agentsReady(w, arrived);
+    if (!ready) {
+      agentState = 'INSTALLING';
+      agentMessage = `waiting for the agents of ${waitingFor.join(', ')} to connect to the traffic manager`;
+    }
+  }
+  // The agent port each app port is redirected to, as the webhook recorded it on the pods.
+  const agentPorts = new Map<number, number>();
+  for (const p of w.pods) {
+    for (const m of p.capturedPorts.split(',')) {
+      const [app, agent] = m.split(':').map(Number);
+      if (app && agent) agentPorts.set(app, agent);
+    }
+  }
+  const ports: AgentPort[] = w.ports.map((p) => ({
+    name: p.name,
+    appPort: p.port,
+    agentPort: agentPorts.get(p.port) ?? 0,
+    protocol: p.protocol,
+  }));
+  return {
+    name: w.name,
+    namespace: w.namespace,
+    kind: w.kind,
+    agentState,
+    agentMessage,
+    ports,
+    agents: [...agents].sort((a, b) => a.podName.localeCompare(b.podName)),
+    replicas: w.replicas,
+    readyReplicas: w.readyReplicas,
+    mechanism: w.agentRequested || w.pods.some((p) => p.hasAgent) ? w.mechanism : '',
+  };
+}
+
+/** Kubernetes-backed workloads for the manager core; agents are added and removed as sessions come and go. */
+export class KubeManagerWorkloads implements WorkloadSource {
+  private readonly agentsBySession = new Map<string, AgentInfo>();
+
+  constructor(
+    private readonly source: KubeWorkloadSource,
+    private readonly installer: AgentInstaller,
+  ) {}
+
+  addAgent(sessionId: string, info: AgentInfo): void {
+    this.agentsBySession.set(sessionId, info);
+  }
+
+  removeAgent(sessionId: string): AgentInfo | undefined {
+    const info = this.agentsBySession.get(sessionId);
+    this.agentsBySession.delete(sessionId);
+    return info;
+  }
+
+  agentsOf(namespace: string, name: string): AgentInfo[] {
+    return [...this.agentsBySession.values()].filter((a) => a.namespace === namespace && a.name === name);
+  }
+
+  arrivedPods(namespace: string, name: string): Set<string> {
+    return new Set(this.agentsOf(namespace, name).map((a) => a.podName));
+  }
+
+  list(namespace: string): ManagerWorkload[] {
+    return this.source
+      .list(namespace || undefined)
+      .map((w) => toManagerWorkload(w, this.agentsOf(w.namespace, w.name)));
+  }
+
+  get(name: string, namespace: string): ManagerWorkload | undefined {
+    const w = this.source.get(namespace, name);
+    return w ? toManagerWorkload(w, this.agentsOf(namespace, name)) : undefined;
+  }
+
+  subscribe(listener: () => void): () => void {
+    return this.source.onChange(listener);
+  }
+
+  describeMissing(name: string, namespace: string): string {
+    return this.installer.describeMissing(name, namespace);
+  }
+}
+
+export interface KubeIntegration {
+  workloads: KubeManagerWorkloads;
+  /** Installs the agent if needed and waits for it; throws AgentInstallError with the reason. */
+  ensureAgent(name: string, namespace: string, mechanism: string): Promise<AgentInfo[]>;
+  uninstallAgents(names: string[], namespace: string, all: boolean): Promise<string[]>;
+  clusterInfo(): ClusterInfo;
+  /** Called when the pod subnets change (nodes come and go). */
+  onClusterInfoChange(listener: () => void): () => void;
+  lookupDns(name: string, qtype: number): Promise<DNSResponse>;
+  stop(): Promise<void>;
+}
+
+export async function startKubeIntegration(
+  kc: KubeConfig,
+  config: KubeManagerConfig,
+  log: Logger,
+): Promise<KubeIntegration> {
+  const source = new KubeWorkloadSource({
+    kc,
+    namespaces: config.managedNamespaces,
+    defaultMechanism: config.injection.defaultMechanism,
+    log: log.child('workloads'),
+  });
+  let workloads: KubeManagerWorkloads | undefined;
+  const installer = new AgentInstaller({
+    kc,
+    source,
+    defaultMechanism: config.injection.defaultMechanism,
+    arrivalTimeoutMs: config.agentArrivalTimeoutMs,
+    arrivedPods: (ns, name) => workloads?.arrivedPods(ns, name) ?? new Set(),
+    log: log.child('agents'),
+  });
+  workloads = new KubeManagerWorkloads(source, installer);
+  await source.start();
+
+  const cluster = new ClusterInfoSource({
+    kc,
+    namespace: config.namespace,
+    configured: config.serviceCidr,
+    clusterDomain: config.clusterDomain,
+    log: log.child('cluster'),
+    pods: () => source.pods(),
+  });
+  await cluster.start();
+  const resolver = new ClusterResolver(cluster.current().dnsIPs);
+
+  let webhook: WebhookServer | undefined;
+  if (fs.existsSync(config.webhookCertFile) && fs.existsSync(config.webhookKeyFile)) {
+    webhook = await startWebhookServer({
+      host: '0.0.0.0',
+      port: config.webhookPort,
+      certFile: config.webhookCertFile,
+      keyFile: config.webhookKeyFile,
+      config: config.injection,
+      owners: source,
+      log: log.child('webhook'),
+    });
+    // The kubelet refreshes a mounted Secret in place: pick the new certificate up without a restart.
+    fs.watchFile(config.webhookCertFile, { interval: 60_000 }, () => {
+      try {
+        webhook?.reloadCertificates();
+        log.info('webhook certificate reloaded');
+      } catch (err) {
+        log.warn('cannot reload the webhook certificate', { error: err });
+      }
+    });
+  } else {
+    log.warn('no webhook certificate: agents cannot be injected (install tp with its Helm chart)', {
+      certFile: config.webhookCertFile,
+    });
+  }
+
+  return {
+    workloads,
+    async ensureAgent(name, namespace, mechanism) {
+      const m: Mechanism | undefined = mechanism && isMechanism(mechanism) ? mechanism : undefined;
+      await installer.ensureAgent(namespace, name, m);
+      return workloads.agentsOf(namespace, name);
+    },
+    uninstallAgents: (names, namespace, all) => installer.uninstall(namespace, names, all),
+    clusterInfo() {
+      const n = cluster.current();
+      return {
+        podSubnets: n.podSubnets,
+        serviceSubnets: n.serviceSubnets,
+        clusterDomain: n.clusterDomain,
+        dnsIps: n.dnsIPs,
+        managerPodIp: config.podIP,
+        managedNamespaces: config.managedNamespaces,
+      };
+    },
+    onClusterInfoChange: (listener) => cluster.onChange(() => listener()),
+    lookupDns: (name, qtype) => resolver.lookup(name, qtype),
+    async stop() {
+      fs.unwatchFile(config.webhookCertFile);
+      await Promise.all([webhook?.close(), source.stop(), cluster.stop()]);
+    },
+  };
+}

@@ -1,0 +1,50 @@
+// Starts the traffic manager's gRPC server (used by main.ts and by tests that need a manager in-process).
+import * as grpc from '@grpc/grpc-js';
+import { createLogger } from '../logging/logger.js';
+import { ManagerService } from '../rpc/gen/manager.js';
+import { managerServerOptions } from '../rpc/grpc-options.js';
+import { ManagerCore, managerService } from './service.js';
+import type { SessionTtls } from './sessions.js';
+import { AgentWorkloads } from './workloads.js';
+
+export interface ManagerOptions extends SessionTtls {
+  host: string;
+  port: number;
+}
+
+export interface RunningManager {
+  port: number;
+  core: ManagerCore;
+  stop(): Promise<void>;
+}
+
+export async function startManager(options: ManagerOptions): Promise<RunningManager> {
+  const log = createLogger('manager');
+  const core = new ManagerCore(options, new AgentWorkloads(), log);
+  const server = new grpc.Server(managerServerOptions());
+  server.addService(ManagerService, managerService(core));
+  const address = options.host.includes(':') ? `[${options.host}]:${options.port}` : `${options.host}:${options.port}`;
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  ).catch((e: Error) => {
+    core.stop();
+    throw new Error(`cannot listen on ${address}: ${e.message}`);
+  });
+  log.info('traffic manager listening', { address, mode: 'standalone' });
+  return {
+    port,
+    core,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        core.stop();
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2000);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      }),
+  };
+}

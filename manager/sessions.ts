@@ -1,0 +1,107 @@
+// Client and agent sessions: arrival, heartbeats (Remain) and expiry after a TTL of silence.
+// Pure apart from the clock, which tests replace.
+import * as crypto from 'node:crypto';
+import type { AgentInfo, ClientInfo } from '../rpc/gen/manager.js';
+
+export interface ClientSession {
+  kind: 'client';
+  id: string;
+  info: ClientInfo;
+  arrivedAt: number;
+  lastSeen: number;
+}
+
+export interface AgentSession {
+  kind: 'agent';
+  id: string;
+  info: AgentInfo;
+  arrivedAt: number;
+  lastSeen: number;
+}
+
+export type Session = ClientSession | AgentSession;
+
+export interface SessionTtls {
+  clientTtlMs: number;
+  agentTtlMs: number;
+}
+
+/** Heartbeats come every 5 s, or faster when a short TTL needs it (three chances before expiry). */
+export function remainIntervalMs(ttlMs: number): number {
+  return Math.max(100, Math.min(5_000, Math.floor(ttlMs / 3)));
+}
+
+export class SessionRegistry {
+  private readonly sessions = new Map<string, Session>();
+
+  constructor(
+    readonly ttls: SessionTtls,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  arriveClient(info: ClientInfo): ClientSession {
+    const t = this.now();
+    const s: ClientSession = { kind: 'client', id: `c-${crypto.randomUUID()}`, info, arrivedAt: t, lastSeen: t };
+    this.sessions.set(s.id, s);
+    return s;
+  }
+
+  arriveAgent(info: AgentInfo): AgentSession {
+    const t = this.now();
+    const s: AgentSession = { kind: 'agent', id: `a-${crypto.randomUUID()}`, info, arrivedAt: t, lastSeen: t };
+    this.sessions.set(s.id, s);
+    return s;
+  }
+
+  /** A heartbeat; false when the session is unknown (expired, departed, or the manager restarted). */
+  remain(id: string): boolean {
+    const s = this.sessions.get(id);
+    if (!s) return false;
+    s.lastSeen = this.now();
+    return true;
+  }
+
+  depart(id: string): Session | undefined {
+    const s = this.sessions.get(id);
+    this.sessions.delete(id);
+    return s;
+  }
+
+  /** Removes and returns the sessions silent for longer than their TTL. */
+  expire(): Session[] {
+    const t = this.now();
+    const gone: Session[] = [];
+    for (const s of this.sessions.values()) {
+      const ttl = s.kind === 'client' ? this.ttls.clientTtlMs : this.ttls.agentTtlMs;
+      if (t - s.lastSeen > ttl) gone.push(s);
+    }
+    for (const s of gone) this.sessions.delete(s.id);
+    return gone;
+  }
+
+  get(id: string): Session | undefined {
+    return this.sessions.get(id);
+  }
+
+  client(id: string): ClientSession | undefined {
+    const s = this.sessions.get(id);
+    return s?.kind === 'client' ? s : undefined;
+  }
+
+  agent(id: string): AgentSession | undefined {
+    const s = this.sessions.get(id);
+    return s?.kind === 'agent' ? s : undefined;
+  }
+
+  agents(): AgentSession[] {
+    return [...this.sessions.values()].filter((s): s is AgentSession => s.kind === 'agent');
+  }
+
+  clients(): ClientSession[] {
+    return [...this.sessions.values()].filter((s): s is ClientSession => s.kind === 'client');
+  }
+
+  remainIntervalFor(kind: Session['kind']): number {
+    return remainIntervalMs(kind === 'client' ? this.ttls.clientTtlMs : this.ttls.agentTtlMs);
+  }
+}

@@ -1,0 +1,186 @@
+// Routes each Tunnel stream by its OPEN:
+//   agent, intercept_id set   -> an intercepted connection: ask the intercepting client to dial (a
+//                                DialRequest on its WatchDial stream) and wait for its stream;
+//   client, relay_id set      -> that client's answer to a DialRequest: pair it with the waiting agent
+//                                stream and relay;
+//   client, neither set       -> an outbound flow: the manager dials conn_id.dst itself.
+import * as crypto from 'node:crypto';
+import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
+import type { Logger } from '../logging/logger.js';
+import type { DialRequest, SessionInfo, TunnelMessage } from '../rpc/gen/manager.js';
+import { dialTcp } from '../tunnel/dial.js';
+import { readOpen, serveDial } from '../tunnel/flow.js';
+import { formatConnectionId, msg, type StreamInfo } from '../tunnel/messages.js';
+import { relay } from '../tunnel/relay.js';
+import { TunnelStream } from '../tunnel/stream.js';
+import type { InterceptTable } from './intercepts.js';
+import type { SessionRegistry } from './sessions.js';
+
+/** How long a new Tunnel stream may take to send its OPEN. */
+const OPEN_TIMEOUT_MS = 10_000;
+
+interface PendingRelay {
+  originator: TunnelStream;
+  clientSessionId: string;
+  label: string;
+  timer: NodeJS.Timeout;
+}
+
+export class TunnelRouter {
+  private readonly pending = new Map<string, PendingRelay>();
+  private readonly dialStreams = new Map<string, ServerWritableStream<SessionInfo, DialRequest>>();
+  private readonly flows = new Set<TunnelStream>();
+
+  constructor(
+    private readonly sessions: SessionRegistry,
+    private readonly intercepts: InterceptTable,
+    private readonly log: Logger,
+  ) {}
+
+  /** Number of tunnel streams open now (for logs and tests). */
+  get openStreams(): number {
+    return this.flows.size;
+  }
+
+  /** A client's WatchDial stream: intercepted connections are announced there. */
+  addDialStream(sessionId: string, call: ServerWritableStream<SessionInfo, DialRequest>): void {
+    const name = this.sessions.client(sessionId)?.info.name ?? sessionId;
+    this.dialStreams.get(sessionId)?.end();
+    this.dialStreams.set(sessionId, call);
+    const dropped = () => {
+      if (this.dialStreams.get(sessionId) !== call) return;
+      this.dialStreams.delete(sessionId);
+      if (this.sessions.client(sessionId))
+        this.log.warn('client dial stream dropped: its intercepted connections are refused until it reopens it', {
+          client: name,
+          session: sessionId,
+        });
+    };
+    call.on('cancelled', dropped);
+    call.on('close', dropped);
+    call.on('error', dropped);
+  }
+
+  /** The client session ended: close its dial stream and refuse the connections waiting for it. */
+  sessionGone(sessionId: string): void {
+    const call = this.dialStreams.get(sessionId);
+    this.dialStreams.delete(sessionId);
+    call?.end();
+    for (const [id, p] of this.pending)
+      if (p.clientSessionId === sessionId) this.refusePending(id, 'the intercepting client went away');
+  }
+
+  handle(call: ServerDuplexStream<TunnelMessage, TunnelMessage>): void {
+    const stream = new TunnelStream(call);
+    this.flows.add(stream);
+    const forget = () => this.flows.delete(stream);
+    stream.on('peer-end', forget);
+    stream.on('failure', forget);
+    readOpen(stream, OPEN_TIMEOUT_MS).then(
+      (info) => this.route(stream, info),
+      (e: Error) => this.log.debug('tunnel stream without a valid OPEN', { peer: stream.peer, reason: e.message }),
+    );
+  }
+
+  private route(stream: TunnelStream, info: StreamInfo): void {
+    const label = formatConnectionId(info.connId);
+    const session = this.sessions.get(info.sessionId);
+    if (!session)
+      return this.refuse(
+        stream,
+        `session ${info.sessionId || '(none)'} is unknown to the traffic manager (it expired or the manager restarted)`,
+        label,
+      );
+    if (info.relayId) {
+      if (session.kind !== 'client') return this.refuse(stream, 'only clients answer dial requests', label);
+      const p = this.pending.get(info.relayId);
+      if (!p || p.clientSessionId !== session.id) {
+        stream.send(msg.reset(`relay ${info.relayId} is unknown or timed out`));
+        stream.end();
+        return;
+      }
+      clearTimeout(p.timer);
+      this.pending.delete(info.relayId);
+      this.log.debug('relaying intercepted connection', { flow: p.label, client: session.info.name });
+      void relay(p.originator, stream, { label: p.label, log: this.log }).then((o) =>
+        this.log.debug('intercepted connection ended', { flow: p.label, outcome: o.kind }),
+      );
+      return;
+    }
+    if (info.interceptId) {
+      if (session.kind !== 'agent') return this.refuse(stream, 'only agents open intercepted connections', label);
+      return this.requestDial(stream, info, label, session.info.name, session.info.namespace);
+    }
+    if (session.kind !== 'client') return this.refuse(stream, 'agents open only intercepted connections', label);
+    const dst = info.connId;
+    if (!dst?.dstIp || !dst.dstPort) return this.refuse(stream, 'OPEN names no destination', label);
+    void serveDial(stream, info, (signal) => dialTcp(dst.dstIp, dst.dstPort, info.dialTimeoutMs, signal), {
+      log: this.log,
+    }).then((o) => this.log.debug('outbound flow ended', { flow: label, outcome: o.kind }));
+  }
+
+  private requestDial(
+    stream: TunnelStream,
+    info: StreamInfo,
+    label: string,
+    workload: string,
+    namespace: string,
+  ): void {
+    const intercept = this.intercepts.get(info.interceptId);
+    if (!intercept || intercept.spec!.workload !== workload || intercept.spec!.namespace !== namespace)
+      return this.refuse(stream, `intercept ${info.interceptId} is gone`, label);
+    const client = this.sessions.client(intercept.clientSessionId);
+    const dialStream = this.dialStreams.get(intercept.clientSessionId);
+    if (!client || !dialStream)
+      return this.refuse(
+        stream,
+        `the intercepting client ${intercept.spec!.client} is not receiving connections (its dial stream is down)`,
+        label,
+      );
+    const relayId = crypto.randomUUID();
+    const timeoutMs = info.dialTimeoutMs;
+    const timer = setTimeout(
+      () => this.refusePending(relayId, `client ${client.info.name} did not answer within ${timeoutMs} ms`),
+      timeoutMs,
+    );
+    this.pending.set(relayId, { originator: stream, clientSessionId: client.id, label, timer });
+    const cancel = () => {
+      const p = this.pending.get(relayId);
+      if (p?.originator !== stream) return;
+      clearTimeout(p.timer);
+      this.pending.delete(relayId);
+    };
+    stream.once('peer-end', cancel);
+    stream.once('failure', cancel);
+    dialStream.write({
+      relayId,
+      connId: info.connId,
+      interceptId: intercept.id,
+      targetHost: intercept.spec!.targetHost,
+      targetPort: intercept.spec!.targetPort,
+      dialTimeoutMs: timeoutMs,
+    } satisfies DialRequest);
+  }
+
+  private refusePending(relayId: string, reason: string): void {
+    const p = this.pending.get(relayId);
+    if (!p) return;
+    clearTimeout(p.timer);
+    this.pending.delete(relayId);
+    this.refuse(p.originator, reason, p.label);
+  }
+
+  private refuse(stream: TunnelStream, reason: string, label: string): void {
+    this.log.debug('refusing tunnel stream', { flow: label, reason });
+    stream.send(msg.dialReject(reason));
+    stream.end();
+  }
+
+  /** Shutdown: reset every flow. */
+  closeAll(): void {
+    for (const id of [...this.pending.keys()]) this.refusePending(id, 'the traffic manager is shutting down');
+    for (const s of this.flows) s.abort('the traffic manager is shutting down');
+    for (const c of this.dialStreams.values()) c.end();
+    this.dialStreams.clear();
+  }
+}

@@ -1,0 +1,66 @@
+// Which cluster the e2e scenarios run against, and how to reach it:
+// - TP_E2E_KUBECONFIG set: that cluster (a kind cluster on a host with Docker; see kind/run.sh);
+//   the "workstation" is this host and kubectl comes from PATH (or TP_E2E_KUBECTL).
+// - otherwise the lab (tp-lab) on this machine: kubectl from the lab's bin directory, the host
+//   kubeconfig for the test's own calls, and the tplab-ws namespace as the workstation.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { cachedBinDir, missingBinaries } from '../../lab/binaries.js';
+import { onPath } from '../../lab/command.js';
+import { labPaths } from '../../lab/paths.js';
+import { labHostProblem } from '../../lab/preflight.js';
+
+export interface Cluster {
+  kind: 'lab' | 'external';
+  /** For the test's own kubectl calls (from the host). */
+  kubeconfig: string;
+  kubectl: string;
+  /** Prefix that runs a command "on the workstation" (tplab-ws for the lab, nothing elsewhere). */
+  workstationPrefix: string[];
+  /** Image names of the test workloads (lab: the node agent's table; kind: images the script built). */
+  images: { echo: string; shell: string };
+}
+
+/** The repository root (this file is dist/test/e2e/cluster.js). */
+export const repoRoot = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', '..');
+export const tpLabMain = path.join(repoRoot, 'dist', 'lab', 'main.js');
+
+/** Why the lab cannot run on this machine, or null. (An external cluster makes this moot.) */
+export function labUnavailableReason(): string | null {
+  const host = labHostProblem();
+  if (host) return host;
+  if (missingBinaries(cachedBinDir()).length > 0 && !onPath('go')) {
+    return "Go is not installed and the lab's Kubernetes binaries are not built (install Go 1.24+, then tp-lab build)";
+  }
+  return null;
+}
+
+export function externalKubeconfig(): string | null {
+  return process.env.TP_E2E_KUBECONFIG || null;
+}
+
+/** The cluster description for a lab that is up (or for the external cluster). */
+export function describeCluster(): Cluster {
+  const images = {
+    echo: process.env.TP_E2E_IMAGE_ECHO || 'lab/echo',
+    shell: process.env.TP_E2E_IMAGE_SHELL || 'lab/shell',
+  };
+  const external = externalKubeconfig();
+  if (external) {
+    if (!fs.existsSync(external)) throw new Error(`TP_E2E_KUBECONFIG=${external} does not exist`);
+    return {
+      kind: 'external',
+      kubeconfig: external,
+      kubectl: process.env.TP_E2E_KUBECTL || 'kubectl',
+      workstationPrefix: [],
+      images,
+    };
+  }
+  return {
+    kind: 'lab',
+    kubeconfig: labPaths().kubeconfig,
+    kubectl: path.join(cachedBinDir(), 'kubectl'),
+    workstationPrefix: [process.execPath, tpLabMain, 'exec', '--'],
+    images,
+  };
+}

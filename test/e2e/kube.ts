@@ -1,0 +1,166 @@
+// What the scenarios do to a cluster: kubectl (the real one), apply manifests, wait for conditions,
+// run commands on the workstation (tplab-ws for the lab) or in a client pod.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { stringify } from 'yaml';
+import { type CommandResult, runCommand } from '../../lab/command.js';
+import type { Cluster } from './cluster.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls probe until it returns something truthy; the error names what was awaited and the last failure. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | null | undefined | false> | T | null | undefined | false,
+  timeoutMs = 120_000,
+  intervalMs = 1_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}${last ? `: ${last}` : ''}`);
+    }
+    await sleep(intervalMs);
+  }
+}
+
+export function kubectl(
+  c: Cluster,
+  args: string[],
+  options: { input?: string; check?: boolean; timeoutMs?: number } = {},
+): Promise<CommandResult> {
+  return runCommand([c.kubectl, ...args], {
+    ...options,
+    timeoutMs: options.timeoutMs ?? 120_000,
+    env: { ...process.env, KUBECONFIG: c.kubeconfig },
+  });
+}
+
+export async function kubectlJson<T>(c: Cluster, args: string[]): Promise<T> {
+  const r = await kubectl(c, [...args, '-o', 'json']);
+  return JSON.parse(r.stdout) as T;
+}
+
+/** kubectl apply -f - with the objects as one YAML stream. */
+export async function apply(c: Cluster, objects: object[], namespace?: string): Promise<void> {
+  const yaml = objects.map((o) => stringify(o)).join('---\n');
+  await kubectl(c, ['apply', ...(namespace ? ['-n', namespace] : []), '-f', '-'], { input: yaml });
+}
+
+/** A fresh namespace for one test file (deleted first if a previous run left it). */
+export async function freshNamespace(c: Cluster, name: string): Promise<void> {
+  await kubectl(c, ['delete', 'namespace', name, '--ignore-not-found', '--wait=true', '--timeout=180s']);
+  await kubectl(c, ['create', 'namespace', name]);
+  // Pods need the namespace's default ServiceAccount, which a controller creates asynchronously.
+  await waitFor(`the default ServiceAccount in ${name}`, async () => {
+    const r = await kubectl(c, ['get', 'serviceaccount', 'default', '-n', name], { check: false });
+    return r.code === 0;
+  });
+}
+
+/** Runs a command on the workstation: in tplab-ws through `tp-lab exec`, or on this host. */
+export function onWorkstation(
+  c: Cluster,
+  argv: string[],
+  options: { check?: boolean; timeoutMs?: number } = {},
+): Promise<CommandResult> {
+  return runCommand([...c.workstationPrefix, ...argv], {
+    ...options,
+    timeoutMs: options.timeoutMs ?? 60_000,
+    env: c.kind === 'external' ? { ...process.env, KUBECONFIG: c.kubeconfig } : process.env,
+  });
+}
+
+export interface Background {
+  child: ChildProcess;
+  output(): string;
+  /** Resolves when the combined output matches; rejects if the process exits first. */
+  waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts a long-running command on the workstation (e.g. kubectl port-forward). */
+export function startOnWorkstation(c: Cluster, argv: string[]): Background {
+  const full = [...c.workstationPrefix, ...argv];
+  const child = spawn(full[0]!, full.slice(1), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: c.kind === 'external' ? { ...process.env, KUBECONFIG: c.kubeconfig } : process.env,
+  });
+  let out = '';
+  let exited = false;
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  const closed = new Promise<void>((resolve) =>
+    child.on('close', () => {
+      exited = true;
+      resolve();
+    }),
+  );
+  return {
+    child,
+    output: () => out,
+    waitForOutput: (pattern, timeoutMs = 60_000) =>
+      waitFor(
+        `\`${argv.join(' ')}\` to print ${pattern}`,
+        () => {
+          if (pattern.test(out)) return true;
+          if (exited) throw new Error(`it exited: ${out.trim()}`);
+          return false;
+        },
+        timeoutMs,
+        200,
+      ).then(() => undefined),
+    stop: async () => {
+      if (exited) return;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await closed;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Runs a command in a pod's container through `kubectl exec` (the API server -> node streaming path). */
+export function execInPod(
+  c: Cluster,
+  namespace: string,
+  pod: string,
+  argv: string[],
+  options: { check?: boolean } = {},
+): Promise<CommandResult> {
+  return kubectl(c, ['exec', '-n', namespace, pod, '--', ...argv], options);
+}
+
+export interface PodSummary {
+  name: string;
+  phase: string;
+  ip: string;
+  ready: boolean;
+  deleting: boolean;
+}
+
+interface PodJson {
+  metadata: { name: string; deletionTimestamp?: string };
+  status?: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
+}
+
+export async function listPods(c: Cluster, namespace: string, selector: string): Promise<PodSummary[]> {
+  const list = await kubectlJson<{ items: PodJson[] }>(c, ['get', 'pods', '-n', namespace, '-l', selector]);
+  return list.items.map((p) => ({
+    name: p.metadata.name,
+    phase: p.status?.phase ?? '',
+    ip: p.status?.podIP ?? '',
+    ready: p.status?.conditions?.some((x) => x.type === 'Ready' && x.status === 'True') ?? false,
+    deleting: Boolean(p.metadata.deletionTimestamp),
+  }));
+}

@@ -1,0 +1,79 @@
+// The lab's lifetime around a test run. `node test/run.mjs` brings the lab up once before the e2e
+// files and takes it down after them (also when they fail), and tells each file the outcome through
+// TP_E2E_LAB. A file run on its own brings the lab up itself and leaves it running.
+import { spawn } from 'node:child_process';
+import { labStatus } from '../../lab/status.js';
+import { externalKubeconfig, labUnavailableReason, tpLabMain } from './cluster.js';
+
+/** up | external | skip:<why the lab cannot run here> | failed:<why `tp-lab up` failed>. */
+export const LAB_STATE_ENV = 'TP_E2E_LAB';
+/** Set when the lab was already running before the test run: the run must leave it running. */
+export const KEEP_LAB_ENV = 'TP_E2E_KEEP_LAB';
+
+export interface E2eRun {
+  state: string;
+  ownsLab: boolean;
+}
+
+/** Runs tp-lab with its progress on stderr; resolves to the exit code and the last stderr line. */
+export function runTpLab(args: string[]): Promise<{ code: number; lastLine: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [tpLabMain, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let lastLine = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      process.stderr.write(d);
+      const lines = d.trimEnd().split('\n');
+      lastLine = lines[lines.length - 1] ?? lastLine;
+    });
+    child.on('close', (code) => resolve({ code: code ?? 1, lastLine: lastLine.replace(/^tp-lab: /, '') }));
+  });
+}
+
+async function labRunning(): Promise<boolean> {
+  try {
+    return (await labStatus()).state === 'running';
+  } catch {
+    return false;
+  }
+}
+
+/** Before the e2e files: make the lab available (or record why it is not). */
+export async function beginE2eRun(): Promise<E2eRun> {
+  if (externalKubeconfig()) return { state: 'external', ownsLab: false };
+  const reason = labUnavailableReason();
+  if (reason) return { state: `skip:${reason}`, ownsLab: false };
+  if (await labRunning()) return { state: 'up', ownsLab: false };
+  process.stderr.write('# e2e: bringing the lab up (tp-lab up) once for all e2e files\n');
+  const up = await runTpLab(['up']);
+  if (up.code !== 0) return { state: `failed:tp-lab up failed: ${up.lastLine}`, ownsLab: true };
+  return { state: 'up', ownsLab: true };
+}
+
+/** After the e2e files (also on failure): take down the lab this run brought up. */
+export async function endE2eRun(run: E2eRun): Promise<void> {
+  if (!run.ownsLab) return;
+  process.stderr.write('# e2e: taking the lab down (tp-lab down)\n');
+  await runTpLab(['down']);
+}
+
+export function e2eEnv(run: E2eRun): Record<string, string> {
+  return {
+    [LAB_STATE_ENV]: run.state,
+    ...(run.ownsLab || run.state !== 'up' ? {} : { [KEEP_LAB_ENV]: '1' }),
+  };
+}
+
+/**
+ * For one test file: the cluster state, bringing the lab up when the file runs on its own.
+ * Returns { ok } or why not, and whether that is a skip (cannot run here) or a failure.
+ */
+export async function clusterState(): Promise<{ ok: true } | { ok: false; skip: boolean; reason: string }> {
+  const given = process.env[LAB_STATE_ENV];
+  if (given === 'up' || given === 'external') return { ok: true };
+  if (given?.startsWith('skip:')) return { ok: false, skip: true, reason: given.slice(5) };
+  if (given?.startsWith('failed:')) return { ok: false, skip: false, reason: given.slice(7) };
+  const run = await beginE2eRun();
+  if (run.state === 'up' || run.state === 'external') return { ok: true };
+  if (run.state.startsWith('skip:')) return { ok: false, skip: true, reason: run.state.slice(5) };
+  return { ok: false, skip: false, reason: run.state.replace(/^failed:/, '') };
+}

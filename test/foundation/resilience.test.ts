@@ -1,0 +1,115 @@
+// What happens when a part dies: the manager restarted mid-intercept, the user daemon killed.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { eventually, freePort, httpApp, httpGet, isRunning, Rig } from './harness.js';
+
+interface StatusJson {
+  state: string;
+  error: string;
+  intercepts: { name: string; disposition: string; message: string }[];
+}
+
+async function setUp(rig: Rig, managerArgs: string[] = []) {
+  const ports = {
+    manager: await freePort(),
+    app: await freePort(),
+    laptop: await freePort(),
+    agent: await freePort(),
+  };
+  const apps = [await httpApp(ports.app, 'cluster'), await httpApp(ports.laptop, 'laptop')];
+  rig.startManager(ports.manager, managerArgs);
+  rig.startAgent(ports.manager, ports.app, ports.agent);
+  await eventually('passthrough', () => httpGet(ports.agent));
+  const c = await rig.tp('connect', '--manager-address', `127.0.0.1:${ports.manager}`);
+  assert.is(c.code, 0, c.stderr);
+  const daemonPid = await rig.noteDaemon();
+  await eventually('the agent in tp list', async () => {
+    const l = await rig.tpJson<{ workloads: unknown[] }>('list');
+    return l.workloads.length > 0;
+  });
+  const i = await rig.tp('intercept', 'echo', '--port', `${ports.laptop}:${ports.app}`);
+  assert.is(i.code, 0, i.stderr);
+  assert.is(await httpGet(ports.agent), 'laptop');
+  return { ports, daemonPid, closeApps: () => Promise.all(apps.map((a) => a.close())) };
+}
+
+test('the manager killed and restarted mid-intercept: everyone reconnects, the intercept is restored', async () => {
+  const rig = new Rig();
+  let closeApps = async () => {};
+  try {
+    const s = await setUp(rig);
+    closeApps = async () => void (await s.closeApps());
+
+    await rig.kill('manager', 'SIGKILL');
+    // While the manager is away: the agent passes through, status says what is going on.
+    assert.is(await eventually('passthrough without the manager', async () => ((await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined)), 'cluster');
+    const away = await eventually('status to report the loss', async () => {
+      const st = await rig.tpJson<StatusJson>('status');
+      return st.state === 'RECONNECTING' ? st : undefined;
+    });
+    assert.match(away.error, /lost the traffic manager/);
+    assert.match(away.intercepts[0]!.message, /restored when it is back/);
+    assert.is.not(away.intercepts[0]!.disposition, 'ACTIVE', 'never shown active while the manager is away');
+
+    rig.startManager(s.ports.manager);
+    const restartedAt = Date.now();
+    // Passthrough works again within 10 s (it never stopped), and the intercept comes back.
+    await eventually('passthrough after the restart', () => httpGet(s.ports.agent), 10_000);
+    const back = await eventually(
+      'the intercept restored',
+      async () => {
+        const st = await rig.tpJson<StatusJson>('status');
+        return st.state === 'CONNECTED' && st.intercepts[0]?.disposition === 'ACTIVE' ? st : undefined;
+      },
+      15_000,
+    );
+    assert.match(back.intercepts[0]!.message, /restored/);
+    assert.is(
+      await eventually('intercepted traffic again', async () => ((await httpGet(s.ports.agent)) === 'laptop' ? 'laptop' : undefined)),
+      'laptop',
+    );
+    assert.ok(Date.now() - restartedAt < 15_000);
+
+    assert.is((await rig.tp('leave', 'echo')).code, 0);
+    assert.is(await eventually('passthrough after leave', async () => ((await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined)), 'cluster');
+    assert.is((await rig.tp('quit')).code, 0);
+  } catch (e) {
+    console.error(rig.dump());
+    throw e;
+  } finally {
+    await rig.close();
+    await closeApps();
+  }
+});
+
+test('the user daemon killed: its intercept expires and traffic returns to the app', async () => {
+  const rig = new Rig();
+  let closeApps = async () => {};
+  try {
+    const s = await setUp(rig, ['--client-ttl', '2s']);
+    closeApps = async () => void (await s.closeApps());
+
+    process.kill(s.daemonPid, 'SIGKILL');
+    await eventually('the daemon to die', () => !isRunning(s.daemonPid));
+    assert.is(
+      await eventually('traffic back at the app', async () => ((await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined), 10_000),
+      'cluster',
+    );
+    assert.match(rig.log('manager'), /WARN {2}manager\/tunnel: client dial stream dropped/);
+    assert.match(rig.log('manager'), /client expired .*removedIntercepts=echo/);
+
+    // The CLI finds no daemon (a stale socket is not a daemon) and a new connect works.
+    assert.is((await rig.tpJson<{ state: string }>('status')).state, 'NOT_RUNNING');
+    assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${s.ports.manager}`)).code, 0);
+    await rig.noteDaemon();
+    assert.is((await rig.tp('quit')).code, 0);
+  } catch (e) {
+    console.error(rig.dump());
+    throw e;
+  } finally {
+    await rig.close();
+    await closeApps();
+  }
+});
+
+test.run();

@@ -1,0 +1,420 @@
+// One TCP connection carried over one tunnel stream: the socket pump and the two ways a flow starts.
+//
+//   originate(socket, stream, info)  the side that accepted a connection: OPEN, wait for DIAL_OK, pump.
+//   answer(stream, dial)             the side that dials: read OPEN, dial, DIAL_OK or DIAL_REJECT, pump.
+//   serveDial(stream, info, dial)    the same once OPEN has been read (the manager routes on it first).
+//
+// The pump moves bytes both ways with backpressure (the socket pauses while the stream's send budget is
+// spent; the stream pauses while the socket's write buffer is full), coalesces socket reads into large
+// DATA messages, carries half-close (FIN <-> CLOSE_SEND) and reset (RST <-> RESET), resets idle flows
+// and sends KEEPALIVE on quiet ones.
+import type * as net from 'node:net';
+import { createLogger, type Logger } from '../logging/logger.js';
+import { Coalescer } from './coalescer.js';
+import type { Dialer } from './dial.js';
+import {
+  abort,
+  dialed,
+  type FlowAction,
+  type FlowState,
+  initialFlowState,
+  receive,
+  sendCloseSend,
+} from './flow-state.js';
+import {
+  DEFAULT_KEEPALIVE_INTERVAL_MS,
+  formatConnectionId,
+  MAX_DATA_BYTES,
+  msg,
+  type StreamInfo,
+  type TunnelMessage,
+} from './messages.js';
+import type { TunnelStream } from './stream.js';
+
+export type FlowOutcome =
+  /** Both directions closed with FIN. */
+  | { kind: 'closed'; bytesIn: number; bytesOut: number }
+  /** Aborted: by this side (socket error, idle, protocol error) or by the peer (RESET, stream lost). */
+  | { kind: 'reset'; by: 'local' | 'peer'; reason: string; bytesIn: number; bytesOut: number }
+  /** The dial failed or timed out: the accepted socket was reset. */
+  | { kind: 'rejected'; reason: string };
+
+export interface FlowOptions {
+  /** Sends KEEPALIVE after this long without sending anything. */
+  keepaliveIntervalMs?: number;
+  /** Largest DATA message. */
+  maxDataBytes?: number;
+  log?: Logger;
+}
+
+const defaultLog = createLogger('tunnel');
+
+/** The accepting side: sends OPEN, waits for DIAL_OK (at most info.dialTimeoutMs), then pumps. */
+export function originate(
+  socket: net.Socket,
+  stream: TunnelStream,
+  info: StreamInfo,
+  options: FlowOptions = {},
+): Promise<FlowOutcome> {
+  return new Flow(stream, info, options).originate(socket);
+}
+
+/** The dialing side: reads OPEN (at most openTimeoutMs), then serveDial. */
+export async function answer(
+  stream: TunnelStream,
+  dial: (info: StreamInfo) => Dialer,
+  openTimeoutMs: number,
+  options: FlowOptions = {},
+): Promise<FlowOutcome> {
+  let info: StreamInfo;
+  try {
+    info = await readOpen(stream, openTimeoutMs);
+  } catch (e) {
+    return { kind: 'rejected', reason: (e as Error).message };
+  }
+  return serveDial(stream, info, dial(info), options);
+}
+
+/** The dialing side after OPEN: dials (at most info.dialTimeoutMs), answers DIAL_OK or DIAL_REJECT, pumps. */
+export function serveDial(
+  stream: TunnelStream,
+  info: StreamInfo,
+  dial: Dialer,
+  options: FlowOptions = {},
+): Promise<FlowOutcome> {
+  return new Flow(stream, info, options).serveDial(dial);
+}
+
+/**
+ * Waits for the stream's first message, which must be OPEN. Anything else, or nothing in time, resets the
+ * stream and rejects. After it resolves, the next messages wait for the next onMessage handler.
+ */
+export function readOpen(stream: TunnelStream, timeoutMs: number): Promise<StreamInfo> {
+  return new Promise((resolve, reject) => {
+    let state = initialFlowState('awaiting-open');
+    const done = (error?: string, info?: StreamInfo) => {
+      clearTimeout(timer);
+      stream.onMessage(undefined);
+      stream.off('peer-end', onGone);
+      stream.off('failure', onGone);
+      if (info) return resolve(info);
+      reject(new Error(error));
+    };
+    const refuse = (reason: string) => {
+      stream.send(msg.reset(reason));
+      stream.end();
+      done(reason);
+    };
+    const timer = setTimeout(() => refuse(`no OPEN within ${timeoutMs} ms`), timeoutMs);
+    const onGone = (reason?: string) => done(`the stream ended before OPEN${reason ? `: ${reason}` : ''}`);
+    stream.once('peer-end', onGone);
+    stream.once('failure', onGone);
+    stream.onMessage((m) => {
+      const t = receive(state, m);
+      state = t.state;
+      if (t.action.kind === 'open') done(undefined, t.action.info);
+      else if (t.action.kind === 'protocol-error') refuse(t.action.reason);
+      else if (t.action.kind === 'reset') done(`the peer reset the stream before OPEN: ${t.action.reason}`);
+    });
+  });
+}
+
+class Flow {
+  private state: FlowState = initialFlowState('awaiting-open');
+  private socket: net.Socket | undefined;
+  private readonly coalescer: Coalescer;
+  private readonly log: Logger;
+  private readonly label: string;
+  private flushScheduled = false;
+  /** The socket is paused because the stream's send budget is spent. */
+  private socketWaitsForStream = false;
+  /** The stream is paused because the socket's write buffer is full. */
+  private streamWaitsForSocket = false;
+  private bytesIn = 0;
+  private bytesOut = 0;
+  private lastSendAt = Date.now();
+  private idleTimer: NodeJS.Timeout | undefined;
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private phaseTimer: NodeJS.Timeout | undefined;
+  private dialAbort: AbortController | undefined;
+  private resolve!: (o: FlowOutcome) => void;
+  private readonly outcome = new Promise<FlowOutcome>((r) => {
+    this.resolve = r;
+  });
+  private done = false;
+
+  constructor(
+    private readonly stream: TunnelStream,
+    private readonly info: StreamInfo,
+    private readonly options: FlowOptions,
+  ) {
+    this.coalescer = new Coalescer(options.maxDataBytes ?? MAX_DATA_BYTES);
+    this.log = options.log ?? defaultLog;
+    this.label = formatConnectionId(info.connId);
+    stream.on('drain', this.onStreamDrain);
+    stream.on('peer-end', this.onStreamEnd);
+    stream.on('failure', this.onStreamFailure);
+    // The stream may have ended while its OPEN was being routed: act on it once the flow has started.
+    const ending = stream.ending;
+    if (ending)
+      queueMicrotask(() =>
+        ending.event === 'peer-end' ? this.onStreamEnd() : this.onStreamFailure(ending.reason),
+      );
+  }
+
+  originate(socket: net.Socket): Promise<FlowOutcome> {
+    this.state = initialFlowState('awaiting-dial');
+    this.socket = socket;
+    // Nothing is read from the client until the far side has dialed: the kernel holds it meanwhile.
+    socket.pause();
+    socket.on('error', this.onSocketError);
+    socket.on('close', this.onSocketClose);
+    this.stream.onMessage(this.onMessage);
+    this.stream.send(msg.open(this.info));
+    this.phaseTimer = setTimeout(() => {
+      this.reject(`no DIAL_OK within ${this.info.dialTimeoutMs} ms`, true);
+    }, this.info.dialTimeoutMs);
+    return this.outcome;
+  }
+
+  serveDial(dial: Dialer): Promise<FlowOutcome> {
+    this.state = initialFlowState('dialing');
+    this.stream.onMessage(this.onMessage);
+    this.dialAbort = new AbortController();
+    dial(this.dialAbort.signal).then(
+      (socket) => {
+        if (this.done) {
+          socket.destroy();
+          return;
+        }
+        this.dialAbort = undefined;
+        this.socket = socket;
+        socket.on('error', this.onSocketError);
+        socket.on('close', this.onSocketClose);
+        this.state = dialed(this.state);
+        this.stream.send(msg.dialOk());
+        this.startPump();
+      },
+      (e: Error) => {
+        if (this.done) return;
+        this.dialAbort = undefined;
+        this.log.debug('dial failed', { flow: this.label, reason: e.message });
+        this.stream.send(msg.dialReject(e.message));
+        this.stream.end();
+        this.finish({ kind: 'rejected', reason: e.message });
+      },
+    );
+    return this.outcome;
+  }
+
+  private startPump(): void {
+    const socket = this.socket!;
+    clearTimeout(this.phaseTimer);
+    socket.on('data', this.onSocketData);
+    socket.on('end', this.onSocketEnd);
+    socket.on('drain', this.onSocketDrain);
+    const idle = this.info.idleTimeoutMs;
+    if (idle > 0) {
+      this.idleTimer = setTimeout(() => this.resetLocally(`idle for ${idle} ms`), idle);
+      this.idleTimer.unref();
+    }
+    const keepalive = this.options.keepaliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS;
+    if (keepalive > 0) {
+      this.keepaliveTimer = setInterval(() => {
+        if (Date.now() - this.lastSendAt >= keepalive) this.send(msg.keepalive());
+      }, keepalive);
+      this.keepaliveTimer.unref();
+    }
+    socket.resume();
+  }
+
+  // --- messages from the peer
+
+  private readonly onMessage = (m: TunnelMessage): void => {
+    const t = receive(this.state, m);
+    this.state = t.state;
+    this.act(t.action);
+  };
+
+  private act(a: FlowAction): void {
+    switch (a.kind) {
+      case 'dial-ok':
+        this.log.trace('dial ok', { flow: this.label });
+        this.startPump();
+        return;
+      case 'dial-reject':
+        this.reject(a.reason, false);
+        return;
+      case 'data': {
+        this.idleTimer?.refresh();
+        this.bytesOut += a.data.length;
+        const socket = this.socket!;
+        if (!socket.write(a.data) && !this.streamWaitsForSocket) {
+          this.streamWaitsForSocket = true;
+          this.stream.pause();
+        }
+        return;
+      }
+      case 'close-send':
+        if (!this.socket!.destroyed) this.socket!.end();
+        this.finishIfClosed();
+        return;
+      case 'reset':
+        this.log.debug('peer reset the flow', { flow: this.label, reason: a.reason });
+        this.abortSocket();
+        this.stream.end();
+        this.finish(this.resetOutcome('peer', a.reason || 'reset by peer'));
+        return;
+      case 'protocol-error':
+        this.log.warn('tunnel protocol error', { flow: this.label, reason: a.reason, peer: this.stream.peer });
+        this.stream.send(msg.reset(a.reason));
+        this.stream.end();
+        this.abortSocket();
+        this.finish(this.resetOutcome('local', a.reason));
+        return;
+      case 'open': // receive() only yields OPEN in awaiting-open, which a Flow never is in.
+      case 'keepalive':
+      case 'ignore':
+        return;
+    }
+  }
+
+  // --- the socket
+
+  private readonly onSocketData = (chunk: Buffer): void => {
+    this.bytesIn += chunk.length;
+    for (const full of this.coalescer.push(chunk)) this.sendData(full);
+    if (!this.flushScheduled && this.coalescer.pendingBytes > 0) {
+      this.flushScheduled = true;
+      // setImmediate runs after the poll phase: the reads of this loop turn go out as one message.
+      setImmediate(this.flush);
+    }
+  };
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    if (this.state.phase !== 'established' || this.state.sentCloseSend) return;
+    const data = this.coalescer.take();
+    if (data) this.sendData(data);
+  };
+
+  private sendData(data: Buffer): void {
+    this.idleTimer?.refresh();
+    if (!this.send(msg.data(data)) && !this.socketWaitsForStream) {
+      this.socketWaitsForStream = true;
+      this.socket!.pause();
+    }
+  }
+
+  private send(m: TunnelMessage): boolean {
+    this.lastSendAt = Date.now();
+    return this.stream.send(m);
+  }
+
+  private readonly onSocketEnd = (): void => {
+    if (this.state.phase !== 'established') return;
+    this.flush();
+    this.send(msg.closeSend());
+    this.state = sendCloseSend(this.state);
+    this.finishIfClosed();
+  };
+
+  private readonly onSocketError = (e: Error): void => {
+    this.resetLocally(e.message);
+  };
+
+  private readonly onSocketClose = (): void => {
+    if (this.state.phase === 'awaiting-dial') this.reject('the connection closed before the dial completed', true);
+    else this.resetLocally('the connection closed');
+  };
+
+  private readonly onSocketDrain = (): void => {
+    if (!this.streamWaitsForSocket) return;
+    this.streamWaitsForSocket = false;
+    this.stream.resume();
+  };
+
+  // --- the stream
+
+  private readonly onStreamDrain = (): void => {
+    if (!this.socketWaitsForStream) return;
+    this.socketWaitsForStream = false;
+    this.socket?.resume();
+  };
+
+  private readonly onStreamEnd = (): void => {
+    if (this.state.phase === 'closed') {
+      // Normal end after both CLOSE_SENDs or a RESET: make sure our side is finished too.
+      this.stream.end();
+      return;
+    }
+    this.failFromPeer('the peer ended the stream without closing the flow');
+  };
+
+  private readonly onStreamFailure = (reason?: string): void => {
+    if (this.state.phase === 'closed') return;
+    this.failFromPeer(`the stream failed: ${reason ?? 'unknown'}`);
+  };
+
+  private failFromPeer(reason: string): void {
+    this.log.debug('tunnel stream lost', { flow: this.label, reason });
+    const wasDialing = this.state.phase === 'awaiting-dial' || this.state.phase === 'dialing';
+    this.state = abort(this.state);
+    this.abortSocket();
+    this.stream.end();
+    this.finish(wasDialing ? { kind: 'rejected', reason } : this.resetOutcome('peer', reason));
+  }
+
+  // --- endings
+
+  /** Dial failed (reject, timeout, client gone before): reset the accepted socket. */
+  private reject(reason: string, sendReset: boolean): void {
+    if (this.done) return;
+    this.state = abort(this.state);
+    if (sendReset) this.stream.send(msg.reset(reason));
+    this.stream.end();
+    this.abortSocket();
+    this.finish({ kind: 'rejected', reason });
+  }
+
+  private resetLocally(reason: string): void {
+    if (this.state.phase === 'closed' || this.done) return;
+    this.log.debug('resetting the flow', { flow: this.label, reason });
+    this.state = abort(this.state);
+    this.stream.send(msg.reset(reason));
+    this.stream.end();
+    this.abortSocket();
+    this.finish(this.resetOutcome('local', reason));
+  }
+
+  private finishIfClosed(): void {
+    if (this.state.phase !== 'closed') return;
+    this.stream.end();
+    this.finish({ kind: 'closed', bytesIn: this.bytesIn, bytesOut: this.bytesOut });
+  }
+
+  private abortSocket(): void {
+    this.dialAbort?.abort();
+    const s = this.socket;
+    if (s && !s.destroyed) s.resetAndDestroy();
+  }
+
+  private resetOutcome(by: 'local' | 'peer', reason: string): FlowOutcome {
+    return { kind: 'reset', by, reason, bytesIn: this.bytesIn, bytesOut: this.bytesOut };
+  }
+
+  private finish(outcome: FlowOutcome): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.phaseTimer);
+    clearTimeout(this.idleTimer);
+    clearInterval(this.keepaliveTimer);
+    this.stream.off('drain', this.onStreamDrain);
+    // The socket may still flush its last bytes after a clean close; 'close' must not count as a reset.
+    this.socket?.off('close', this.onSocketClose);
+    this.socket?.off('error', this.onSocketError);
+    this.socket?.on('error', () => {});
+    this.log.trace('flow finished', { flow: this.label, outcome: outcome.kind });
+    this.resolve(outcome);
+  }
+}

@@ -1,0 +1,76 @@
+// Builders for the tunnel's messages (rpc/manager.proto: TunnelMessage) and the defaults both ends share.
+import type * as net from 'node:net';
+import { type ConnectionID, type StreamInfo, TunnelCode, type TunnelMessage } from '../rpc/gen/manager.js';
+import { TUNNEL_VERSION } from '../version/version.js';
+
+export { TunnelCode };
+export type { ConnectionID, StreamInfo, TunnelMessage };
+
+/** How long the originator waits for DIAL_OK/DIAL_REJECT when OPEN does not say. */
+export const DEFAULT_DIAL_TIMEOUT_MS = 5_000;
+/** A flow with no DATA either way for this long is reset (both ends). 0 turns it off. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60 * 60_000;
+/** A flow that has sent nothing for this long sends KEEPALIVE, so proxies on the way keep it open. */
+export const DEFAULT_KEEPALIVE_INTERVAL_MS = 30_000;
+/**
+ * Largest DATA payload. Reads from the socket are coalesced up to this size: a tunnel message costs
+ * ~20 µs whatever its size, so 64 KiB reads sent one by one would cap the flow well below the link.
+ */
+export const MAX_DATA_BYTES = 1 << 20;
+
+const EMPTY = Buffer.alloc(0);
+
+function message(code: TunnelCode, fields: Partial<TunnelMessage> = {}): TunnelMessage {
+  return { code, data: EMPTY, open: undefined, error: '', ...fields };
+}
+
+export const msg = {
+  open: (info: StreamInfo) => message(TunnelCode.OPEN, { open: info }),
+  data: (data: Buffer) => message(TunnelCode.DATA, { data }),
+  dialOk: () => message(TunnelCode.DIAL_OK),
+  dialReject: (reason: string) => message(TunnelCode.DIAL_REJECT, { error: reason }),
+  closeSend: () => message(TunnelCode.CLOSE_SEND),
+  reset: (reason: string) => message(TunnelCode.RESET, { error: reason }),
+  keepalive: () => message(TunnelCode.KEEPALIVE),
+};
+
+export function streamInfo(fields: Partial<StreamInfo> & Pick<StreamInfo, 'connId' | 'sessionId'>): StreamInfo {
+  return {
+    version: TUNNEL_VERSION,
+    dialTimeoutMs: DEFAULT_DIAL_TIMEOUT_MS,
+    idleTimeoutMs: DEFAULT_IDLE_TIMEOUT_MS,
+    interceptId: '',
+    relayId: '',
+    ...fields,
+  };
+}
+
+/** A name for a code, for logs and RESET reasons; unknown numbers stay visible. */
+export function codeName(code: number): string {
+  return TunnelCode[code] ?? `code ${code}`;
+}
+
+const TCP = 6;
+
+/** The connection id of a TCP connection a listener accepted: the client is the source. */
+export function connectionIdOf(socket: net.Socket, dst?: { address: string; port: number }): ConnectionID {
+  return {
+    protocol: TCP,
+    srcIp: stripV4Mapped(socket.remoteAddress ?? ''),
+    srcPort: socket.remotePort ?? 0,
+    dstIp: stripV4Mapped(dst?.address ?? socket.localAddress ?? ''),
+    dstPort: dst?.port ?? socket.localPort ?? 0,
+  };
+}
+
+/** "tcp 10.0.0.1:5000 -> 10.0.0.2:8080", for logs. */
+export function formatConnectionId(id: ConnectionID | undefined): string {
+  if (!id) return '(no connection id)';
+  const proto = id.protocol === TCP ? 'tcp' : id.protocol === 17 ? 'udp' : `proto ${id.protocol}`;
+  const hp = (ip: string, port: number) => (ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`);
+  return `${proto} ${hp(id.srcIp, id.srcPort)} -> ${hp(id.dstIp, id.dstPort)}`;
+}
+
+function stripV4Mapped(ip: string): string {
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+}

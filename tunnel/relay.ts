@@ -1,0 +1,124 @@
+// The manager's half of a flow it does not dial itself: two tunnel streams (the originator's, e.g. an
+// agent's, and the dialer's, e.g. the intercepting client's) piped into each other after both OPENs.
+// Every message is checked against the flow's state machine, so a misbehaving end gets a RESET and
+// cannot confuse the other; backpressure is passed through (a slow reader pauses the far writer).
+import { createLogger, type Logger } from '../logging/logger.js';
+import { dialed, type FlowState, initialFlowState, receive } from './flow-state.js';
+import { msg, type TunnelMessage } from './messages.js';
+import type { TunnelStream } from './stream.js';
+
+export type RelayOutcome =
+  | { kind: 'closed'; bytesToDialer: number; bytesToOriginator: number }
+  | { kind: 'rejected'; reason: string }
+  | { kind: 'reset'; reason: string; bytesToDialer: number; bytesToOriginator: number };
+
+/**
+ * Pipes `originator` (sent OPEN, waits for the dial) and `dialer` (dials, answers DIAL_OK/DIAL_REJECT)
+ * until both directions are closed or either end resets or fails. Both OPENs must have been consumed.
+ */
+export function relay(
+  originator: TunnelStream,
+  dialer: TunnelStream,
+  options: { label: string; log?: Logger },
+): Promise<RelayOutcome> {
+  const log = options.log ?? createLogger('tunnel/relay');
+  return new Promise((resolve) => {
+    // What each end has sent so far, as its receiver would validate it.
+    let fromOriginator: FlowState = initialFlowState('dialing');
+    let fromDialer: FlowState = initialFlowState('awaiting-dial');
+    const bytes = { toDialer: 0, toOriginator: 0 };
+    let done = false;
+
+    const finish = (outcome: RelayOutcome) => {
+      if (done) return;
+      done = true;
+      originator.end();
+      dialer.end();
+      log.trace('relay finished', { flow: options.label, outcome: outcome.kind });
+      resolve(outcome);
+    };
+    const resetBoth = (reason: string, except?: TunnelStream) => {
+      for (const s of [originator, dialer]) if (s !== except) s.send(msg.reset(reason));
+      finish({ kind: 'reset', reason, bytesToDialer: bytes.toDialer, bytesToOriginator: bytes.toOriginator });
+    };
+    const maybeClosed = () => {
+      if (fromOriginator.receivedCloseSend && fromDialer.receivedCloseSend)
+        finish({ kind: 'closed', bytesToDialer: bytes.toDialer, bytesToOriginator: bytes.toOriginator });
+    };
+
+    const forward = (from: TunnelStream, to: TunnelStream, m: TunnelMessage) => {
+      if (m.data.length > 0) {
+        if (to === dialer) bytes.toDialer += m.data.length;
+        else bytes.toOriginator += m.data.length;
+      }
+      if (!to.send(m) && !paused.has(from)) {
+        paused.add(from);
+        from.pause();
+        to.once('drain', () => {
+          paused.delete(from);
+          from.resume();
+        });
+      }
+    };
+    const paused = new Set<TunnelStream>();
+
+    originator.onMessage((m) => {
+      const t = receive(fromOriginator, m);
+      fromOriginator = t.state;
+      const a = t.action;
+      if (a.kind === 'data' || a.kind === 'keepalive') forward(originator, dialer, m);
+      else if (a.kind === 'close-send') {
+        forward(originator, dialer, m);
+        maybeClosed();
+      } else if (a.kind === 'reset') {
+        dialer.send(m);
+        finish({ kind: 'reset', reason: a.reason, ...renamed(bytes) });
+      } else if (a.kind === 'protocol-error') {
+        log.warn('tunnel protocol error from the originator', { flow: options.label, reason: a.reason });
+        resetBoth(a.reason);
+      }
+    });
+    dialer.onMessage((m) => {
+      const t = receive(fromDialer, m);
+      fromDialer = t.state;
+      const a = t.action;
+      if (a.kind === 'dial-ok') {
+        fromOriginator = dialed(fromOriginator);
+        forward(dialer, originator, m);
+      } else if (a.kind === 'dial-reject') {
+        originator.send(m);
+        finish({ kind: 'rejected', reason: a.reason });
+      } else if (a.kind === 'data' || a.kind === 'keepalive') forward(dialer, originator, m);
+      else if (a.kind === 'close-send') {
+        forward(dialer, originator, m);
+        maybeClosed();
+      } else if (a.kind === 'reset') {
+        originator.send(m);
+        finish({ kind: 'reset', reason: a.reason, ...renamed(bytes) });
+      } else if (a.kind === 'protocol-error') {
+        log.warn('tunnel protocol error from the dialer', { flow: options.label, reason: a.reason });
+        resetBoth(a.reason);
+      }
+    });
+
+    for (const [stream, name] of [
+      [originator, 'originator'],
+      [dialer, 'dialer'],
+    ] as const) {
+      const lost = (reason?: string) => {
+        if (done) return;
+        const why = `the ${name}'s stream ended: ${reason ?? 'ended without closing the flow'}`;
+        log.debug('relay lost an end', { flow: options.label, reason: why });
+        resetBoth(why, stream);
+      };
+      stream.on('peer-end', () => lost());
+      stream.on('failure', lost);
+      const ending = stream.ending;
+      if (ending) queueMicrotask(() => lost(ending.reason));
+    }
+  });
+}
+
+function renamed(b: { toDialer: number; toOriginator: number }) {
+  return { bytesToDialer: b.toDialer, bytesToOriginator: b.toOriginator };
+}

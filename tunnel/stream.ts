@@ -1,0 +1,151 @@
+// A tunnel flow's gRPC stream, the same on both sides of the bidi RPC: the client call (agents, daemons)
+// and the server call (the manager). It adds what the flow needs on top of grpc-js:
+// - one message handler at a time, and messages that arrive between handlers are queued, so a caller can
+//   read OPEN, decide, then hand the stream on without losing the DATA that follows;
+// - a send budget in bytes: grpc-js buffers 16 messages before write() returns false, i.e. 16 MiB of
+//   1 MiB messages per flow; counting the bytes not yet handed to HTTP/2 keeps it to a few MiB.
+import { EventEmitter } from 'node:events';
+import type { ClientDuplexStream, ServerDuplexStream } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
+import type { TunnelMessage } from './messages.js';
+
+export type TunnelCall =
+  | ClientDuplexStream<TunnelMessage, TunnelMessage>
+  | ServerDuplexStream<TunnelMessage, TunnelMessage>;
+
+/** Bytes a flow may have queued in grpc-js before its producer pauses. */
+export const SEND_BUDGET_BYTES = 2 << 20;
+/** Messages a flow may have queued (small messages: keystrokes, KEEPALIVE). */
+const SEND_BUDGET_MESSAGES = 16;
+
+export type MessageHandler = (m: TunnelMessage) => void;
+
+/**
+ * Events: 'drain' (the send budget has room again), 'peer-end' (the peer finished its side of the gRPC
+ * stream), 'failure' (reason: the stream failed: cancelled, the peer vanished, a transport error).
+ */
+export class TunnelStream extends EventEmitter {
+  private handler: MessageHandler | undefined;
+  private queue: TunnelMessage[] = [];
+  private inflightBytes = 0;
+  private inflightMessages = 0;
+  private blocked = false;
+  private ended = false;
+  private finished = false;
+  private endPending = false;
+  private endedWith: { event: 'peer-end' | 'failure'; reason?: string } | undefined;
+  /** Set when the flow was paused by its consumer (as opposed to by the handler gap). */
+  private consumerPaused = false;
+
+  constructor(readonly call: TunnelCall) {
+    super();
+    call.on('data', (m: TunnelMessage) => this.deliver(m));
+    call.on('end', () => this.finish('peer-end'));
+    call.on('error', (e: Error & { details?: string }) => this.finish('failure', e.details || e.message));
+    // A server call whose client went away (connection lost, call cancelled) emits only 'cancelled'.
+    call.on('cancelled', () => this.finish('failure', 'the peer cancelled the stream'));
+    call.on('close', () => this.finish('failure', 'the stream closed'));
+  }
+
+  /** Where this stream's messages go from now on; messages queued meanwhile are delivered first. */
+  onMessage(handler: MessageHandler | undefined): void {
+    this.handler = handler;
+    if (!handler) return;
+    while (this.queue.length > 0 && this.handler === handler) handler(this.queue.shift()!);
+    if (this.endPending && this.queue.length === 0) {
+      this.endPending = false;
+      this.finish('peer-end');
+      return;
+    }
+    if (!this.consumerPaused) this.call.resume();
+  }
+
+  /** Sends a message; false: over budget, stop producing until 'drain'. */
+  send(m: TunnelMessage): boolean {
+    if (this.ended) return false;
+    const bytes = m.data.length;
+    this.inflightBytes += bytes;
+    this.inflightMessages++;
+    this.call.write(m, () => {
+      this.inflightBytes -= bytes;
+      this.inflightMessages--;
+      if (this.blocked && this.hasRoom()) {
+        this.blocked = false;
+        this.emit('drain');
+      }
+    });
+    if (!this.hasRoom()) this.blocked = true;
+    return !this.blocked;
+  }
+
+  get writable(): boolean {
+    return !this.ended;
+  }
+
+  /** Stop delivering messages (the consumer is full); the peer's sends stall once HTTP/2 windows fill. */
+  pause(): void {
+    this.consumerPaused = true;
+    this.call.pause();
+  }
+
+  resume(): void {
+    this.consumerPaused = false;
+    if (this.handler) this.call.resume();
+  }
+
+  /** This side sends nothing more: finishes the gRPC stream (half close; the server's end sends OK). */
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.call.end();
+  }
+
+  /** Ends the gRPC stream with an error: the client cancels, the server answers ABORTED. */
+  abort(reason: string): void {
+    this.ended = true;
+    if ('cancel' in this.call) this.call.cancel();
+    else if (!this.call.cancelled) this.call.emit('error', { code: status.ABORTED, details: reason });
+    this.finish('failure', reason);
+  }
+
+  /** The peer's address as grpc-js reports it, for logs. */
+  get peer(): string {
+    try {
+      return this.call.getPeer();
+    } catch {
+      return 'unknown';
+    }
+  }
+
+  private hasRoom(): boolean {
+    return this.inflightBytes < SEND_BUDGET_BYTES && this.inflightMessages < SEND_BUDGET_MESSAGES;
+  }
+
+  private deliver(m: TunnelMessage): void {
+    if (this.handler && this.queue.length === 0) {
+      this.handler(m);
+      return;
+    }
+    this.queue.push(m);
+    // No one reads: stop pulling from grpc-js so the queue stays short.
+    if (!this.handler) this.call.pause();
+  }
+
+  /** How the stream ended, once it has: late listeners check this instead of waiting for an event. */
+  get ending(): { event: 'peer-end' | 'failure'; reason?: string } | undefined {
+    return this.endedWith;
+  }
+
+  private finish(event: 'peer-end' | 'failure', reason?: string): void {
+    if (this.finished) return;
+    if (event === 'peer-end' && this.queue.length > 0) {
+      // The queued messages come first (the peer's CLOSE_SEND may be among them): the next handler
+      // drains them, then sees the end.
+      this.endPending = true;
+      return;
+    }
+    this.finished = true;
+    this.endedWith = { event, reason };
+    this.emit(event, reason);
+  }
+}

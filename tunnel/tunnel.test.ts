@@ -1,0 +1,381 @@
+// The tunnel over real gRPC on loopback: a client "front" listener originates flows, a server answers
+// them by dialing local TCP targets (or relays them to a second stream), exactly as agents, the manager
+// and the user daemon do.
+import * as crypto from 'node:crypto';
+import * as net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { setLevel } from '../logging/logger.js';
+import { ManagerClient, ManagerService, type TunnelMessage } from '../rpc/gen/manager.js';
+import { managerChannelOptions, managerServerOptions } from '../rpc/grpc-options.js';
+import { dialTcp } from './dial.js';
+import { type FlowOutcome, originate, readOpen, serveDial } from './flow.js';
+import { msg, streamInfo, TunnelCode } from './messages.js';
+import { relay } from './relay.js';
+import { TunnelStream } from './stream.js';
+
+setLevel('error');
+
+type ServerMode = 'answer' | 'hold' | 'relay';
+
+interface Rig {
+  client: InstanceType<typeof ManagerClient>;
+  front: net.Server;
+  frontPort: number;
+  /** The sockets the front listener accepted (the originating side's sockets). */
+  accepted: net.Socket[];
+  outcomes: Promise<FlowOutcome>[];
+  close(): Promise<void>;
+}
+
+/** A gRPC server whose Tunnel answers by dialing 127.0.0.1:OPEN.conn_id.dst_port, or holds, or relays. */
+async function startServer(mode: ServerMode): Promise<{ server: grpc.Server; port: number }> {
+  const server = new grpc.Server(managerServerOptions());
+  const waiting = new Map<string, TunnelStream>();
+  server.addService(ManagerService, {
+    tunnel: (call: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>) => {
+      const stream = new TunnelStream(call);
+      readOpen(stream, 5000).then(
+        (info) => {
+          if (mode === 'hold') return; // never answers: the originator's dial timeout must fire
+          if (mode === 'relay') {
+            // The first stream with a relay id waits for its partner, which dials.
+            const other = waiting.get(info.relayId);
+            if (!other) waiting.set(info.relayId, stream);
+            else void relay(other, stream, { label: info.relayId });
+            return;
+          }
+          const port = info.connId!.dstPort;
+          void serveDial(stream, info, (signal) => dialTcp('127.0.0.1', port, info.dialTimeoutMs, signal));
+        },
+        () => {},
+      );
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
+  return { server, port };
+}
+
+/** Connections to the front listener are originated towards targetPort with the given stream info. */
+async function rig(
+  mode: ServerMode,
+  targetPort: number,
+  info: Partial<Parameters<typeof streamInfo>[0]> = {},
+): Promise<Rig> {
+  const { server, port } = await startServer(mode);
+  const client = new ManagerClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), managerChannelOptions());
+  const accepted: net.Socket[] = [];
+  const outcomes: Promise<FlowOutcome>[] = [];
+  const front = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+    accepted.push(socket);
+    const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: targetPort };
+    outcomes.push(
+      originate(socket, new TunnelStream(client.tunnel()), streamInfo({ connId, sessionId: 'test', ...info })),
+    );
+  });
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+  const frontPort = (front.address() as net.AddressInfo).port;
+  return {
+    client,
+    front,
+    frontPort,
+    accepted,
+    outcomes,
+    close: async () => {
+      for (const s of accepted) s.destroy();
+      front.close();
+      client.close();
+      server.forceShutdown();
+    },
+  };
+}
+
+async function listen(onConnection: (s: net.Socket) => void): Promise<{ server: net.Server; port: number }> {
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    onConnection(s);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, port: (server.address() as net.AddressInfo).port };
+}
+
+function connect(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+/** Reads until EOF; rejects on a reset. */
+function readAll(s: net.Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c) => chunks.push(c));
+    s.on('end', () => resolve(Buffer.concat(chunks)));
+    s.on('error', reject);
+  });
+}
+
+/** Resolves with the error code when the socket is reset (or 'closed' when it closes without one). */
+function resetOf(s: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    s.on('data', () => {});
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    s.on('close', () => resolve('closed'));
+  });
+}
+
+async function eventually(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+
+test('data both ways arrives byte-exact (8 MiB echoed)', async () => {
+  const echo = await listen((s) => s.pipe(s));
+  const r = await rig('answer', echo.port);
+  try {
+    const payload = crypto.randomBytes(8 << 20);
+    const s = await connect(r.frontPort);
+    const reply = readAll(s);
+    s.end(payload);
+    const got = await reply;
+    assert.is(got.length, payload.length);
+    assert.is(sha(got), sha(payload));
+    const outcome = await r.outcomes[0]!;
+    assert.is(outcome.kind, 'closed');
+  } finally {
+    await r.close();
+    echo.server.close();
+  }
+});
+
+test('half-close: a client that shuts its write side still gets the whole reply', async () => {
+  const target = await listen((s) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c) => chunks.push(c));
+    // Answer only after the client's FIN, then close.
+    s.on('end', () => {
+      const body = Buffer.concat(chunks);
+      s.write(`got ${body.length} bytes: `);
+      setTimeout(() => s.end(Buffer.alloc(300_000, 'z')), 100);
+    });
+  });
+  const r = await rig('answer', target.port);
+  try {
+    const s = await connect(r.frontPort);
+    const reply = readAll(s);
+    s.end('request body');
+    const got = (await reply).toString();
+    assert.ok(got.startsWith('got 12 bytes: '), got.slice(0, 40));
+    assert.is(got.length, 'got 12 bytes: '.length + 300_000);
+  } finally {
+    await r.close();
+    target.server.close();
+  }
+});
+
+test('reset travels both ways', async () => {
+  let targetSocket: net.Socket | undefined;
+  const target = await listen((s) => {
+    targetSocket = s;
+    s.on('data', () => {});
+    s.on('error', () => {});
+  });
+  const r = await rig('answer', target.port);
+  try {
+    // The target resets: the client sees ECONNRESET.
+    const a = await connect(r.frontPort);
+    a.write('hello');
+    await eventually('the target accepted', () => targetSocket !== undefined);
+    const aReset = resetOf(a);
+    targetSocket!.resetAndDestroy();
+    assert.is(await aReset, 'ECONNRESET');
+
+    // The client resets: the target sees ECONNRESET.
+    targetSocket = undefined;
+    const b = await connect(r.frontPort);
+    b.write('hello');
+    await eventually('the target accepted', () => targetSocket !== undefined);
+    const bReset = resetOf(targetSocket!);
+    b.resetAndDestroy();
+    assert.is(await bReset, 'ECONNRESET');
+  } finally {
+    await r.close();
+    target.server.close();
+  }
+});
+
+test('dial reject: a refused destination resets the client at once', async () => {
+  const closed = await listen(() => {});
+  const port = closed.port;
+  await new Promise((r) => closed.server.close(r));
+  const r = await rig('answer', port);
+  try {
+    const s = await connect(r.frontPort);
+    assert.is(await resetOf(s), 'ECONNRESET');
+    const outcome = await r.outcomes[0]!;
+    assert.is(outcome.kind, 'rejected');
+    assert.match((outcome as { reason: string }).reason, /connection refused/);
+  } finally {
+    await r.close();
+  }
+});
+
+test('dial timeout: no DIAL_OK in time resets the client', async () => {
+  const r = await rig('hold', 1, { dialTimeoutMs: 300 });
+  try {
+    const s = await connect(r.frontPort);
+    assert.is(await resetOf(s), 'ECONNRESET');
+    const outcome = await r.outcomes[0]!;
+    assert.equal(outcome, { kind: 'rejected', reason: 'no DIAL_OK within 300 ms' });
+  } finally {
+    await r.close();
+  }
+});
+
+test('idle timeout resets both ends', async () => {
+  let targetSocket: net.Socket | undefined;
+  const target = await listen((s) => {
+    targetSocket = s;
+  });
+  const r = await rig('answer', target.port, { idleTimeoutMs: 300 });
+  try {
+    const s = await connect(r.frontPort);
+    const clientReset = resetOf(s);
+    s.write('one message, then silence');
+    await eventually('the target accepted', () => targetSocket !== undefined);
+    const targetReset = resetOf(targetSocket!);
+    assert.is(await clientReset, 'ECONNRESET');
+    assert.is(await targetReset, 'ECONNRESET');
+    const outcome = await r.outcomes[0]!;
+    assert.is(outcome.kind, 'reset');
+    assert.match((outcome as { reason: string }).reason, /idle for 300 ms/);
+  } finally {
+    await r.close();
+    target.server.close();
+  }
+});
+
+test('backpressure: a reader that stops reading pauses the producer; memory stays bounded', async () => {
+  const target = await listen((s) => s.pause()); // accepts, never reads
+  const r = await rig('answer', target.port);
+  try {
+    const s = await connect(r.frontPort);
+    s.on('error', () => {});
+    const chunk = Buffer.alloc(256 << 10, 'p');
+    let written = 0;
+    let stopped = false;
+    const produce = () => {
+      while (!stopped && s.write(chunk)) written += chunk.length;
+      if (!stopped) {
+        written += chunk.length;
+        s.once('drain', produce);
+      }
+    };
+    produce();
+    // Wait until the pipeline is full: nothing more is accepted for a while.
+    let last = -1;
+    await eventually(
+      'the producer to stall',
+      () => {
+        const stalled = written === last;
+        last = written;
+        return stalled;
+      },
+      30_000,
+    );
+    await new Promise((res) => setTimeout(res, 500));
+    const stalledAt = written;
+    await new Promise((res) => setTimeout(res, 1000));
+    assert.is(written, stalledAt, 'the producer made progress against a reader that does not read');
+    assert.ok(r.accepted[0]!.isPaused(), 'the originating socket is paused');
+    assert.ok(written < 96 << 20, `buffered ${written} bytes before stalling`);
+    assert.ok(written > 1 << 20, 'some data went through before the stall');
+    stopped = true;
+  } finally {
+    await r.close();
+    target.server.close();
+  }
+});
+
+test('malformed messages get a RESET with the reason; the server keeps serving', async () => {
+  const echo = await listen((s) => s.pipe(s));
+  const r = await rig('answer', echo.port);
+  try {
+    const call = r.client.tunnel();
+    const got: TunnelMessage[] = [];
+    call.on('data', (m: TunnelMessage) => got.push(m));
+    call.on('error', () => {});
+    const ended = new Promise((res) => call.on('end', res));
+    call.write(msg.data(Buffer.from('DATA before OPEN')));
+    await ended;
+    assert.is(got[0]?.code, TunnelCode.RESET);
+    assert.match(got[0]!.error, /unexpected DATA while awaiting-open/);
+
+    // An unknown code after a good OPEN.
+    const call2 = r.client.tunnel();
+    const got2: TunnelMessage[] = [];
+    call2.on('data', (m: TunnelMessage) => got2.push(m));
+    call2.on('error', () => {});
+    const ended2 = new Promise((res) => call2.on('end', res));
+    const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: echo.port };
+    call2.write(msg.open(streamInfo({ connId, sessionId: 't' })));
+    await eventually('DIAL_OK', () => got2.length > 0);
+    call2.write({ ...msg.keepalive(), code: 99 as TunnelCode });
+    await ended2;
+    assert.equal(
+      got2.map((m) => m.code),
+      [TunnelCode.DIAL_OK, TunnelCode.RESET],
+    );
+    assert.match(got2[1]!.error, /unexpected code 99/);
+
+    // Still serving.
+    const s = await connect(r.frontPort);
+    const reply = readAll(s);
+    s.end('still alive');
+    assert.is((await reply).toString(), 'still alive');
+  } finally {
+    await r.close();
+    echo.server.close();
+  }
+});
+
+test('relay: two streams paired by the server carry data and half-close', async () => {
+  const target = await listen((s) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c) => chunks.push(c));
+    s.on('end', () => s.end(`echo:${sha(Buffer.concat(chunks))}`));
+  });
+  const r = await rig('relay', target.port, { relayId: 'r1' });
+  try {
+    const s = await connect(r.frontPort);
+    const reply = readAll(s);
+    // The dialing side, as the user daemon does it: OPEN with the relay id, dial, answer.
+    const dialerStream = new TunnelStream(r.client.tunnel());
+    const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: target.port };
+    const info = streamInfo({ connId, sessionId: 'dialer', relayId: 'r1' });
+    await eventually('the originator to open', () => r.accepted.length === 1);
+    dialerStream.send(msg.open(info));
+    const dialerOutcome = serveDial(dialerStream, info, (signal) =>
+      dialTcp('127.0.0.1', target.port, 1000, signal),
+    );
+    const payload = crypto.randomBytes(3 << 20);
+    s.end(payload);
+    assert.is((await reply).toString(), `echo:${sha(payload)}`);
+    assert.is((await dialerOutcome).kind, 'closed');
+    assert.is((await r.outcomes[0]!).kind, 'closed');
+  } finally {
+    await r.close();
+    target.server.close();
+  }
+});
+
+test.run();
