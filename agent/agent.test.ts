@@ -25,7 +25,10 @@ test('configuration from the environment', () => {
   assert.throws(() => agentConfigFromEnv({ ...env, TP_WORKLOAD_NAME: '' }), /TP_WORKLOAD_NAME is not set/);
   assert.throws(() => agentConfigFromEnv({ ...env, TP_MECHANISM: 'magic' }), /use iptables, ebpf, none/);
   assert.throws(() => agentConfigFromEnv({ ...env, TP_POD_IP: 'pod' }), /TP_POD_IP="pod" is not an IP/);
-  assert.throws(() => agentConfigFromEnv({ ...env, TP_LOG_LEVEL: 'loud' }), /TP_LOG_LEVEL: unknown log level/);
+  assert.throws(
+    () => agentConfigFromEnv({ ...env, TP_LOG_LEVEL: 'loud' }),
+    /TP_LOG_LEVEL: unknown log level/,
+  );
 });
 
 test('one listener per agent port; app ports may share one', () => {
@@ -34,10 +37,13 @@ test('one listener per agent port; app ports may share one', () => {
     { appPort: 9090, agentPort: 15001 },
     { appPort: 7070, agentPort: 15002 },
   ]);
-  assert.equal([...l], [
-    [15001, [8080, 9090]],
-    [15002, [7070]],
-  ]);
+  assert.equal(
+    [...l],
+    [
+      [15001, [8080, 9090]],
+      [15002, [7070]],
+    ],
+  );
 });
 
 test('the app environment: a KEY=VALUE file, or the agent env without TP_*', () => {
@@ -48,7 +54,10 @@ test('the app environment: a KEY=VALUE file, or the agent env without TP_*', () 
   });
   assert.throws(() => parseEnvFile('A=1\nnonsense\n'), /line 2 is not KEY=VALUE/);
   assert.equal(appEnvironment(undefined, { TP_PORTS: '1:2', HOME: '/root' }), { HOME: '/root' });
-  assert.throws(() => appEnvironment('/nonexistent/env', {}), /TP_APP_ENV_FILE=\/nonexistent\/env cannot be read/);
+  assert.throws(
+    () => appEnvironment('/nonexistent/env', {}),
+    /TP_APP_ENV_FILE=\/nonexistent\/env cannot be read/,
+  );
 });
 
 test('SO_ORIGINAL_DST sockaddrs', () => {
@@ -109,7 +118,9 @@ test('the agent accepts intercepts of ports it captures, refuses others, routes 
 
 test('a pod already reviewed ACTIVE by the manager is not reviewed again', () => {
   const sent = new Map<string, D>();
-  const reviewed = intercept('i1', 18080, [{ podName: 'echo-0', podIp: '', disposition: D.ACTIVE, message: '' }]);
+  const reviewed = intercept('i1', 18080, [
+    { podName: 'echo-0', podIp: '', disposition: D.ACTIVE, message: '' },
+  ]);
   const p = plan([reviewed], 'echo-0', [18080], sent);
   assert.equal(p.reviews, []);
   assert.equal([...p.routes], [[18080, 'i1']]);

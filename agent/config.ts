@@ -1,7 +1,13 @@
 // The agent's configuration, all from the environment (it runs as a sidecar; the injector sets these).
 import * as net from 'node:net';
 import { type Level, parseLevel } from '../logging/logger.js';
-import { type HostPort, type PortMapping, parseHostPort, parsePortMappings, UsageError } from '../netaddr/parse.js';
+import {
+  type HostPort,
+  type PortMapping,
+  parseHostPort,
+  parsePortMappings,
+  UsageError,
+} from '../netaddr/parse.js';
 
 export type Mechanism = 'iptables' | 'ebpf' | 'none';
 
@@ -49,7 +55,10 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv): AgentConfig {
     throw new UsageError(`TP_LOG_LEVEL: ${(e as Error).message}`);
   }
   return {
-    managerAddress: parseHostPort(required('TP_MANAGER_ADDRESS', 'traffic-manager.tp:8081'), 'TP_MANAGER_ADDRESS'),
+    managerAddress: parseHostPort(
+      required('TP_MANAGER_ADDRESS', 'traffic-manager.tp:8081'),
+      'TP_MANAGER_ADDRESS',
+    ),
     workloadName: required('TP_WORKLOAD_NAME', 'echo'),
     workloadKind: env.TP_WORKLOAD_KIND?.trim() || 'Standalone',
     namespace: env.TP_NAMESPACE?.trim() || 'default',

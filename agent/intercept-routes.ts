@@ -1,6 +1,6 @@
 // What the agent does with a snapshot of its workload's intercepts, as a pure function: which reviews to
 // send (ACTIVE for a port it captures, AGENT_ERROR for one it does not) and which app ports to forward.
-import { type InterceptInfo, InterceptDisposition as D } from '../rpc/gen/manager.js';
+import { InterceptDisposition as D, type InterceptInfo } from '../rpc/gen/manager.js';
 
 export interface ReviewToSend {
   interceptId: string;
@@ -37,7 +37,9 @@ export function plan(
       reviews.push({
         interceptId: i.id,
         disposition: want,
-        message: captured ? '' : `this agent does not capture port ${port}: it captures ${capturedAppPorts.join(', ')}`,
+        message: captured
+          ? ''
+          : `this agent does not capture port ${port}: it captures ${capturedAppPorts.join(', ')}`,
       });
       sent.set(i.id, want);
     }

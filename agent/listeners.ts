@@ -90,8 +90,17 @@ export class PortListener {
   private forward(socket: net.Socket, appPort: number, interceptId: string): void {
     const session = this.o.session;
     const connId = connectionIdOf(socket, { address: unmapped(socket.localAddress), port: appPort });
-    const info = streamInfo({ connId, sessionId: session.sessionId, interceptId, dialTimeoutMs: DEFAULT_DIAL_TIMEOUT_MS });
-    log.debug('forwarding intercepted connection', { from: socket.remoteAddress, appPort, intercept: interceptId });
+    const info = streamInfo({
+      connId,
+      sessionId: session.sessionId,
+      interceptId,
+      dialTimeoutMs: DEFAULT_DIAL_TIMEOUT_MS,
+    });
+    log.debug('forwarding intercepted connection', {
+      from: socket.remoteAddress,
+      appPort,
+      intercept: interceptId,
+    });
     const stream = new TunnelStream(session.client.tunnel());
     void originate(socket, stream, info, { log }).then((o) => {
       if (o.kind === 'rejected') log.info('intercepted connection refused', { appPort, reason: o.reason });

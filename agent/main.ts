@@ -29,7 +29,12 @@ async function main(): Promise<void> {
       containers: [
         {
           name: 'app',
-          ports: config.ports.map((p) => ({ name: '', appPort: p.appPort, agentPort: p.agentPort, protocol: 'TCP' })),
+          ports: config.ports.map((p) => ({
+            name: '',
+            appPort: p.appPort,
+            agentPort: p.agentPort,
+            protocol: 'TCP',
+          })),
           environment: {},
         },
       ],
@@ -39,7 +44,13 @@ async function main(): Promise<void> {
   );
   const listeners = [...listenersOf(config.ports)].map(
     ([agentPort, appPorts]) =>
-      new PortListener({ agentPort, appPorts, listenAddress: config.listenAddress, hostIp: config.hostIp, session }),
+      new PortListener({
+        agentPort,
+        appPorts,
+        listenAddress: config.listenAddress,
+        hostIp: config.hostIp,
+        session,
+      }),
   );
   try {
     for (const l of listeners) await l.listen();

@@ -3,13 +3,9 @@
 // routes are empty: every connection passes through to the app.
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../logging/logger.js';
-import {
-  type AgentInfo,
-  InterceptDisposition,
-  type InterceptInfoSnapshot,
-  ManagerClient,
-} from '../rpc/gen/manager.js';
+import { type AgentInfo, InterceptDisposition, type InterceptInfoSnapshot } from '../rpc/gen/manager.js';
 import { managerChannelOptions } from '../rpc/grpc-options.js';
+import { ManagerClient } from '../rpc/manager-service.js';
 import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
 import { plan } from './intercept-routes.js';
 
@@ -79,11 +75,12 @@ export class AgentManagerSession {
     this.stopped = true;
     this.wakeUp?.();
     const id = this.sessionId;
-    this.current?.end();
     if (id)
-      await unary((md, o, cb) => this.client.depart({ sessionId: id, remainIntervalMs: 0 }, md, o, cb), 2_000).catch(
-        () => {},
-      );
+      await unary(
+        (md, o, cb) => this.client.depart({ sessionId: id, remainIntervalMs: 0 }, md, o, cb),
+        2_000,
+      ).catch(() => {});
+    this.current?.end();
     this.client.close();
   }
 
@@ -103,21 +100,26 @@ export class AgentManagerSession {
       };
       this.current = { end: () => end('stopping') };
       const heartbeat = setInterval(() => {
-        unary((md, o, cb) => this.client.remain({ session: { sessionId, remainIntervalMs: 0 } }, md, o, cb), CALL_TIMEOUT_MS)
-          .catch((e) => {
-            // NOT_FOUND: the manager forgot us (restart, expiry); anything else shows on the watch too.
-            if (hasStatus(e, grpc.status.NOT_FOUND)) end(errorDetails(e));
-            else log.debug('heartbeat failed', { reason: errorDetails(e) });
-          });
+        unary(
+          (md, o, cb) => this.client.remain({ session: { sessionId, remainIntervalMs: 0 } }, md, o, cb),
+          CALL_TIMEOUT_MS,
+        ).catch((e) => {
+          // NOT_FOUND: the manager forgot us (restart, expiry); anything else shows on the watch too.
+          if (hasStatus(e, grpc.status.NOT_FOUND)) end(errorDetails(e));
+          else log.debug('heartbeat failed', { reason: errorDetails(e) });
+        });
       }, remainIntervalMs);
       watch.on('data', (snapshot: InterceptInfoSnapshot) => {
         const p = plan(snapshot.intercepts, this.info.podName, this.capturedAppPorts, sent);
         this.routes = p.routes;
         for (const r of p.reviews) {
-          log.info(r.disposition === InterceptDisposition.ACTIVE ? 'accepting intercept' : 'refusing intercept', {
-            intercept: r.interceptId,
-            reason: r.message || undefined,
-          });
+          log.info(
+            r.disposition === InterceptDisposition.ACTIVE ? 'accepting intercept' : 'refusing intercept',
+            {
+              intercept: r.interceptId,
+              reason: r.message || undefined,
+            },
+          );
           unary(
             (md, o, cb) =>
               this.client.reviewIntercept(

@@ -7,10 +7,12 @@
 // and a new connection per request (the program runs for every request).
 // The mark: ebpf idle within 5% of direct. Prints ratios to direct (median of the per-round ratios).
 // Usage: node dist/bench/capture-ebpf.js [--seconds 5] [--rounds 5] [--connections 16] [--strict]
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { pathToFileURL } from 'node:url';
-import { apply, cleanup } from '../bpf/mechanism.js';
+import { apply, cleanup, status } from '../bpf/mechanism.js';
+import { closeFd, enableRunTimeStats, openPinned, programRunStats } from '../bpf/objects.js';
 import { ensureBpffs } from '../bpf/test/bpffs.js';
 import { createPodTestbed, RESPONDER, STEERING_LISTENER, waitForLine } from '../bpf/test/pod-testbed.js';
 
@@ -35,6 +37,9 @@ export interface EbpfBenchRow {
   /** Median over the rounds of (this case / direct in the same round). */
   ratioToDirect: number;
   p50Micros: number;
+  /** The program's own run time per connection (kernel BPF statistics), for the ebpf cases. */
+  programNsPerRun?: number;
+  programRuns?: number;
 }
 
 export interface EbpfBenchResult {
@@ -84,8 +89,20 @@ export async function runEbpfCaptureBench(o: EbpfBenchOptions): Promise<EbpfBenc
     fs.rmSync(pinRoot, { recursive: true, force: true });
     bpffs.release();
   };
+  const onSignal = () => {
+    teardown();
+    process.exit(130);
+  };
   process.once('exit', teardown);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
+    // One client opening thousands of connections a second runs out of ports within the 60 s a closed
+    // connection stays in TIME_WAIT, and the rate collapses for every case; real clusters spread clients
+    // over many addresses. So: no TIME_WAIT in the bench's two namespaces, for every case alike.
+    for (const ns of [bed.podNetns, bed.clientNetns]) {
+      execFileSync('nsenter', [`--net=/run/netns/${ns}`, 'sysctl', '-qw', 'net.ipv4.tcp_max_tw_buckets=0']);
+    }
     const app = bed.spawnInPod(process.execPath, [RESPONDER, 'app', String(APP_PORT)]);
     await waitForLine(app, /^ready/);
     apply({ ports: [APP_PORT], netnsPath, pinRoot });
@@ -109,6 +126,19 @@ export async function runEbpfCaptureBench(o: EbpfBenchOptions): Promise<EbpfBenc
       if (c === 'ebpf steered') await steer(String(APP_PORT));
     };
 
+    // The kernel times each run of tp_steer meanwhile: the mechanism's own cost, free of the machine's noise.
+    const stats = enableRunTimeStats();
+    const programCounters = () => {
+      const fd = openPinned(`${status({ netnsPath, pinRoot }).pinDir}/prog`);
+      if (fd === undefined) return { runTimeNs: 0n, runCount: 0n };
+      try {
+        return programRunStats(fd);
+      } finally {
+        closeFd(fd);
+      }
+    };
+    const programTime = new Map<string, { ns: bigint; runs: bigint }>();
+
     const url = `http://${bed.podIp}:${APP_PORT}/`;
     const runs = new Map<string, WrkRun[]>();
     for (let round = 0; round < o.rounds; round++) {
@@ -117,14 +147,23 @@ export async function runEbpfCaptureBench(o: EbpfBenchOptions): Promise<EbpfBenc
       for (const mode of MODES) {
         for (const c of order) {
           await enter(c);
+          const before = programCounters();
           const r = await wrk(bed.clientNetns, url, o, mode);
-          runs.set(`${mode}|${c}`, [...(runs.get(`${mode}|${c}`) ?? []), r]);
+          const after = programCounters();
+          const key = `${mode}|${c}`;
+          runs.set(key, [...(runs.get(key) ?? []), r]);
+          const t = programTime.get(key) ?? { ns: 0n, runs: 0n };
+          programTime.set(key, {
+            ns: t.ns + after.runTimeNs - before.runTimeNs,
+            runs: t.runs + after.runCount - before.runCount,
+          });
           say(
             `round ${round + 1}/${o.rounds} ${mode.padEnd(22)} ${c.padEnd(12)} ${r.requestsPerSecond.toFixed(0)} req/s`,
           );
         }
       }
     }
+    stats.close();
     agent.kill('SIGKILL');
     app.kill('SIGKILL');
 
@@ -133,7 +172,9 @@ export async function runEbpfCaptureBench(o: EbpfBenchOptions): Promise<EbpfBenc
       const direct = runs.get(`${mode}|direct`)!;
       for (const c of CASES) {
         const these = runs.get(`${mode}|${c}`)!;
+        const t = programTime.get(`${mode}|${c}`)!;
         rows.push({
+          ...(t.runs > 0n ? { programNsPerRun: Number(t.ns / t.runs), programRuns: Number(t.runs) } : {}),
           mode,
           case: c,
           requestsPerSecond: median(these.map((r) => r.requestsPerSecond)),
@@ -152,6 +193,8 @@ export async function runEbpfCaptureBench(o: EbpfBenchOptions): Promise<EbpfBenc
     };
   } finally {
     process.off('exit', teardown);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     teardown();
   }
 }
@@ -176,10 +219,23 @@ function wrk(netns: string, url: string, o: EbpfBenchOptions, mode: EbpfBenchMod
 }
 
 export function formatEbpfBench(r: EbpfBenchResult): string {
-  const lines = ['mode                    case          req/s     ratio to direct  p50'];
+  const lines = [
+    'mode                    case          req/s     ratio to direct  p50        tp_steer per run',
+  ];
   for (const row of r.rows) {
+    const prog =
+      row.programNsPerRun === undefined ? '' : `${row.programNsPerRun} ns (${row.programRuns} runs)`;
     lines.push(
-      `${row.mode.padEnd(23)} ${row.case.padEnd(13)} ${row.requestsPerSecond.toFixed(0).padStart(8)}  ${row.ratioToDirect.toFixed(3).padStart(15)}  ${row.p50Micros.toFixed(0)} µs`,
+      `${row.mode.padEnd(23)} ${row.case.padEnd(13)} ${row.requestsPerSecond.toFixed(0).padStart(8)}  ${row.ratioToDirect.toFixed(3).padStart(15)}  ${`${row.p50Micros.toFixed(0)} µs`.padEnd(10)} ${prog}`,
+    );
+  }
+  // What the program adds to a connection, against the CPU time a connection costs at the direct rate.
+  const direct = r.rows.find((x) => x.mode === 'connection per request' && x.case === 'direct')!;
+  const idle = r.rows.find((x) => x.mode === 'connection per request' && x.case === 'ebpf idle')!;
+  if (idle.programNsPerRun !== undefined) {
+    const cpuNsPerRequest = (os.cpus().length * 1e9) / direct.requestsPerSecond;
+    lines.push(
+      `tp_steer not steering: ${idle.programNsPerRun} ns per connection = ${((100 * idle.programNsPerRun) / cpuNsPerRequest).toFixed(3)}% of the CPU time per request at the direct rate`,
     );
   }
   for (const [mode, ok] of Object.entries(r.idleWithin5Percent)) {

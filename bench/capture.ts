@@ -25,6 +25,8 @@ const MANAGER = path.join(root, 'dist/manager/main.js');
 const DIRECT_PORT = 8080;
 const CAPTURED_PORT = 8090;
 const HAPROXY_PORT = 8081;
+/** Generous: the machine may be busy with other work while the bench starts. */
+const STARTUP_TIMEOUT_MS = 60_000;
 
 interface Target {
   host: string;
@@ -52,12 +54,26 @@ const direct: CaptureMechanism = {
 
 function iptablesAgent(): CaptureMechanism {
   let processes: NamespaceProcess[] = [];
-  const flags = ['--ports', String(CAPTURED_PORT), '--agent-port', '15001', '--agent-uid', '7777', '--ipv6', 'off'];
+  const flags = [
+    '--ports',
+    String(CAPTURED_PORT),
+    '--agent-port',
+    '15001',
+    '--agent-uid',
+    '7777',
+    '--ipv6',
+    'off',
+  ];
   return {
     name: 'iptables + agent',
     async start(net) {
       await mustSucceed(net, net.pod, process.execPath, [TP_INIT, 'apply', ...flags]);
-      const manager = net.start(net.pod, process.execPath, [MANAGER, '--standalone', '--listen', '127.0.0.1:18081']);
+      const manager = net.start(net.pod, process.execPath, [
+        MANAGER,
+        '--standalone',
+        '--listen',
+        '127.0.0.1:18081',
+      ]);
       const agent = net.start(
         net.pod,
         'setpriv',
@@ -74,10 +90,19 @@ function iptablesAgent(): CaptureMechanism {
         },
       );
       processes = [agent, manager];
-      await waitFor(() => `the agent to listen (agent output: ${agent.output()})`, async () => {
-        const out = await net.exec(net.client, 'curl', ['-sS', '--max-time', '2', `http://${net.podIp}:${CAPTURED_PORT}/`]);
-        return out.code === 0 ? true : undefined;
-      });
+      await waitFor(
+        () => `the agent to listen (agent output: ${agent.output()})`,
+        async () => {
+          const out = await net.exec(net.client, 'curl', [
+            '-sS',
+            '--max-time',
+            '2',
+            `http://${net.podIp}:${CAPTURED_PORT}/`,
+          ]);
+          return out.code === 0 ? true : undefined;
+        },
+        STARTUP_TIMEOUT_MS,
+      );
       return { host: net.podIp, port: CAPTURED_PORT };
     },
     async stop(net) {
@@ -116,10 +141,19 @@ function haproxy(): CaptureMechanism {
         ].join('\n'),
       );
       proc = net.start(net.pod, 'haproxy', ['-db', '-f', config]);
-      await waitFor(() => `haproxy to listen (output: ${proc?.output()})`, async () => {
-        const out = await net.exec(net.client, 'curl', ['-sS', '--max-time', '2', `http://${net.podIp}:${HAPROXY_PORT}/`]);
-        return out.code === 0 ? true : undefined;
-      });
+      await waitFor(
+        () => `haproxy to listen (output: ${proc?.output()})`,
+        async () => {
+          const out = await net.exec(net.client, 'curl', [
+            '-sS',
+            '--max-time',
+            '2',
+            `http://${net.podIp}:${HAPROXY_PORT}/`,
+          ]);
+          return out.code === 0 ? true : undefined;
+        },
+        STARTUP_TIMEOUT_MS,
+      );
       return { host: net.podIp, port: HAPROXY_PORT };
     },
     async stop() {
@@ -151,12 +185,19 @@ export function parseWrk(output: string): WrkRun {
   const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(output);
   const errors =
-    (socketErrors ? socketErrors.slice(1).reduce((n, v) => n + Number(v), 0) : 0) + (non2xx ? Number(non2xx[1]) : 0);
+    (socketErrors ? socketErrors.slice(1).reduce((n, v) => n + Number(v), 0) : 0) +
+    (non2xx ? Number(non2xx[1]) : 0);
   return { requestsPerSecond: Number(rps[1]), p50Micros: percentile(50), p99Micros: percentile(99), errors };
 }
 
 function wrk(net: PodNetwork, target: Target, mode: Mode, o: BenchOptions): Promise<WrkRun> {
-  const args = ['-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--latency', `http://${target.host}:${target.port}/`];
+  const args = [
+    '-t1',
+    `-c${o.connections}`,
+    `-d${o.seconds}s`,
+    '--latency',
+    `http://${target.host}:${target.port}/`,
+  ];
   if (mode === 'new connection') args.unshift('-H', 'Connection: close');
   return new Promise((resolve, reject) => {
     execFile(
@@ -212,7 +253,11 @@ export async function runCaptureBench(
   try {
     await tuneNamespaces(net);
     const app = net.start(net.pod, process.execPath, [APP, String(DIRECT_PORT), String(CAPTURED_PORT)]);
-    await waitFor('the app to listen', async () => (/listening on 8090/.test(app.output()) ? true : undefined));
+    await waitFor(
+      'the app to listen',
+      async () => (/listening on 8090/.test(app.output()) ? true : undefined),
+      STARTUP_TIMEOUT_MS,
+    );
     const targets = new Map<CaptureMechanism, Target>();
     for (const m of mechanisms) {
       targets.set(m, await m.start(net));
@@ -229,7 +274,9 @@ export async function runCaptureBench(
         for (const m of order) {
           const r = await wrk(net, targets.get(m)!, mode, o);
           results.set(m, r);
-          say(`round ${round + 1}/${o.rounds} ${mode.padEnd(14)} ${m.name.padEnd(17)} ${r.requestsPerSecond.toFixed(0)} req/s`);
+          say(
+            `round ${round + 1}/${o.rounds} ${mode.padEnd(14)} ${m.name.padEnd(17)} ${r.requestsPerSecond.toFixed(0)} req/s`,
+          );
         }
         const baseline = results.get(mechanisms[0]!)!.requestsPerSecond;
         for (const [m, r] of results) {
@@ -311,13 +358,16 @@ async function main(): Promise<void> {
   };
   for (const [k, v] of Object.entries(o))
     if (!Number.isInteger(v) || v < 1) throw new Error(`--${k} must be a positive whole number`);
-  if (process.getuid?.() !== 0) throw new Error('the capture bench creates network namespaces: run it as root');
+  if (process.getuid?.() !== 0)
+    throw new Error('the capture bench creates network namespaces: run it as root');
   for (const f of [APP, TP_INIT, AGENT, MANAGER])
     if (!fs.existsSync(f)) throw new Error(`${f} is missing: run node build.mjs first`);
 
   const say = (line: string) => process.stderr.write(`${line}\n`);
   const mechanisms = [direct, iptablesAgent(), haproxy()];
-  say(`capture bench: wrk -t1 -c${o.connections} -d${o.seconds}s, ${o.rounds} rounds, medians; ${os.cpus().length} CPUs`);
+  say(
+    `capture bench: wrk -t1 -c${o.connections} -d${o.seconds}s, ${o.rounds} rounds, medians; ${os.cpus().length} CPUs`,
+  );
   const rows = await runCaptureBench(o, mechanisms, say);
   const m = marks(rows);
   process.stdout.write(

@@ -9,7 +9,7 @@
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { canConnect, freePort, median, Processes, startIntercept, waitFor } from './rig.js';
+import { canConnect, cpuSeconds, freePort, median, Processes, startIntercept, waitFor } from './rig.js';
 
 const MiB = 1 << 20;
 const self = fileURLToPath(import.meta.url);
@@ -147,13 +147,30 @@ async function main(): Promise<void> {
     };
     p.node('app', [self, '--role', 'app', String(ports.app)]);
     // The relay chain: r0 -> r1 -> r2 -> app, the same number of processes between client and app.
-    ports.relays.forEach((port, i) =>
-      p.node(`relay${i}`, [self, '--role', 'relay', String(port), String(ports.relays[i + 1] ?? ports.app)]),
+    const relayPids = ports.relays.map(
+      (port, i) =>
+        p.node(`relay${i}`, [self, '--role', 'relay', String(port), String(ports.relays[i + 1] ?? ports.app)])
+          .pid!,
     );
     await waitFor('the app', () => canConnect(ports.app));
     for (const r of ports.relays) await waitFor('a relay', () => canConnect(r));
     // The intercept: the workload's app port is never dialed (the intercept takes every connection).
-    await startIntercept(p, { manager: ports.manager, app: ports.workloadApp, agent: ports.agent, local: ports.app });
+    const tp = await startIntercept(p, {
+      manager: ports.manager,
+      app: ports.workloadApp,
+      agent: ports.agent,
+      local: ports.app,
+    });
+    const hops = {
+      relays: relayPids.map((pid, i) => [`relay${i}`, pid] as const),
+      intercept: [
+        ['agent', tp.agentPid],
+        ['manager', tp.managerPid],
+        ['user daemon', tp.daemonPid],
+      ] as const,
+    };
+    // CPU seconds each hop spends per transfer: load-independent, shows where the time goes.
+    const cpu: Record<string, number[]> = {};
 
     const data = keystream('upload', bytes);
     const upHash = crypto.createHash('sha256').update(data).digest('hex');
@@ -164,12 +181,36 @@ async function main(): Promise<void> {
       intercept: { up: [], down: [] },
     };
     // Warm up both paths (JIT, connections), then interleave the measured rounds.
-    await upload(paths.relays, data.subarray(0, 8 * MiB), crypto.createHash('sha256').update(data.subarray(0, 8 * MiB)).digest('hex'));
-    await upload(paths.intercept, data.subarray(0, 8 * MiB), crypto.createHash('sha256').update(data.subarray(0, 8 * MiB)).digest('hex'));
+    await upload(
+      paths.relays,
+      data.subarray(0, 8 * MiB),
+      crypto
+        .createHash('sha256')
+        .update(data.subarray(0, 8 * MiB))
+        .digest('hex'),
+    );
+    await upload(
+      paths.intercept,
+      data.subarray(0, 8 * MiB),
+      crypto
+        .createHash('sha256')
+        .update(data.subarray(0, 8 * MiB))
+        .digest('hex'),
+    );
     for (let r = 0; r < rounds; r++) {
       for (const name of ['relays', 'intercept'] as const) {
-        results[name]!.up.push(mib / (await upload(paths[name], data, upHash)));
-        results[name]!.down.push(mib / (await download(paths[name], bytes, downHash)));
+        for (const dir of ['up', 'down'] as const) {
+          const before = hops[name].map(([, pid]) => cpuSeconds(pid));
+          const secs =
+            dir === 'up'
+              ? await upload(paths[name], data, upHash)
+              : await download(paths[name], bytes, downHash);
+          results[name]![dir].push(mib / secs);
+          hops[name].forEach(([hop, pid], i) => {
+            const key = `${dir} ${hop}`;
+            cpu[key] = [...(cpu[key] ?? []), cpuSeconds(pid) - before[i]!];
+          });
+        }
       }
     }
     const fmt = (x: number) => `${x.toFixed(0)} MiB/s`;
@@ -181,7 +222,14 @@ async function main(): Promise<void> {
     console.log(`intercept throughput, ${mib} MiB per transfer, sha256 checked, median of ${rounds}`);
     console.log(line('up', 'client -> app (upload)'));
     console.log(line('down', 'app -> client (download)'));
-    console.log(`all rounds (MiB/s): ${JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, { up: v.up.map(Math.round), down: v.down.map(Math.round) }])))}`);
+    console.log(
+      `CPU seconds per ${mib} MiB (median): ${Object.entries(cpu)
+        .map(([k, v]) => `${k} ${median(v).toFixed(2)}`)
+        .join(', ')}`,
+    );
+    console.log(
+      `all rounds (MiB/s): ${JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, { up: v.up.map(Math.round), down: v.down.map(Math.round) }])))}`,
+    );
     p.tp('quit');
   } finally {
     p.close();

@@ -41,6 +41,13 @@ export function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 
+/** User + system CPU time of a process so far, in seconds. */
+export function cpuSeconds(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export class Processes {
@@ -56,7 +63,10 @@ export class Processes {
 
   node(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
     const out = fs.openSync(path.join(this.dir, `${name}.log`), 'a');
-    const child = spawn(process.execPath, args, { env: { ...this.env, ...env }, stdio: ['ignore', out, out] });
+    const child = spawn(process.execPath, args, {
+      env: { ...this.env, ...env },
+      stdio: ['ignore', out, out],
+    });
     fs.closeSync(out);
     this.children.push(child);
     return child;
@@ -92,8 +102,13 @@ export class Processes {
 export async function startIntercept(
   p: Processes,
   ports: { manager: number; app: number; agent: number; local: number },
-): Promise<{ agentPid: number }> {
-  p.node('manager', [path.join(dist, 'manager/main.js'), '--standalone', '--listen', `127.0.0.1:${ports.manager}`]);
+): Promise<{ agentPid: number; managerPid: number; daemonPid: number }> {
+  const manager = p.node('manager', [
+    path.join(dist, 'manager/main.js'),
+    '--standalone',
+    '--listen',
+    `127.0.0.1:${ports.manager}`,
+  ]);
   const agent = p.node('agent', [path.join(dist, 'bundle/tp-agent.cjs')], {
     TP_MANAGER_ADDRESS: `127.0.0.1:${ports.manager}`,
     TP_WORKLOAD_NAME: 'bench',
@@ -106,8 +121,9 @@ export async function startIntercept(
   await waitFor('the manager', () => canConnect(ports.manager));
   await waitFor('the agent', () => canConnect(ports.agent));
   p.tp('connect', '--manager-address', `127.0.0.1:${ports.manager}`);
-  p.adopt((JSON.parse(p.tp('status', '-o', 'json')) as { daemon: { pid: number } }).daemon.pid);
+  const daemonPid = (JSON.parse(p.tp('status', '-o', 'json')) as { daemon: { pid: number } }).daemon.pid;
+  p.adopt(daemonPid);
   await waitFor('the agent to arrive', () => JSON.parse(p.tp('list', '-o', 'json')).workloads.length > 0);
   p.tp('intercept', 'bench', '--port', `${ports.local}:${ports.app}`);
-  return { agentPid: agent.pid! };
+  return { agentPid: agent.pid!, managerPid: manager.pid!, daemonPid };
 }

@@ -35,6 +35,8 @@ export interface LibBpf {
   mapNextKey(fd: number, key: Buffer | null, next: Buffer): number;
   objInfo(fd: number, info: Buffer, len: Buffer): number;
   probeProgType(type: number): number;
+  /** BPF_ENABLE_STATS: the kernel times every program run while the returned fd is open. */
+  enableStats(type: number): number;
   close(fd: number): number;
   open(path: string, flags: number): number;
 }
@@ -44,6 +46,8 @@ export const BPF_ANY = 0n;
 export const BPF_NOEXIST = 1n;
 // enum bpf_prog_type (linux/bpf.h).
 export const BPF_PROG_TYPE_SK_LOOKUP = 30;
+// enum bpf_stats_type (linux/bpf.h).
+export const BPF_STATS_RUN_TIME = 0;
 // enum bpf_link_type / bpf_attach_type (linux/bpf.h).
 export const BPF_LINK_TYPE_NETNS = 5;
 export const BPF_SK_LOOKUP = 36;
@@ -110,6 +114,7 @@ export function libbpf(): LibBpf {
     mapNextKey: f('int bpf_map_get_next_key(int fd, const void *key, void *next_key)'),
     objInfo: f('int bpf_obj_get_info_by_fd(int fd, void *info, void *info_len)'),
     probeProgType: (type) => probe(type, null),
+    enableStats: f('int bpf_enable_stats(int type)'),
     close: c.func('int close(int fd)'),
     open: c.func('int open(const char *path, int flags)'),
   } as LibBpf;

@@ -1,6 +1,6 @@
 // Pinned BPF objects reached by path: their kernel info (ids, names, tags, attachment) and map access.
 // Free of anything but libbpf, so the agent can bundle it (bpf/steering-map.ts).
-import { BPF_ANY, BpfError, check, libbpf } from './libbpf.js';
+import { BPF_ANY, BPF_STATS_RUN_TIME, BpfError, check, libbpf } from './libbpf.js';
 
 export interface ProgramInfo {
   id: number;
@@ -41,6 +41,28 @@ export function programInfo(fd: number): ProgramInfo {
     tag: info.subarray(8, 16).toString('hex'),
     name: cString(info.subarray(64, 80)),
   };
+}
+
+export interface ProgramRunStats {
+  /** Total time spent in the program, while run-time statistics were enabled. */
+  runTimeNs: bigint;
+  runCount: bigint;
+}
+
+/** The run-time counters of a program (they only move while statistics are enabled). */
+export function programRunStats(fd: number): ProgramRunStats {
+  // struct bpf_prog_info: run_time_ns at 192, run_cnt at 200.
+  const info = objectInfo(fd, 208, 'program');
+  return { runTimeNs: info.readBigUInt64LE(192), runCount: info.readBigUInt64LE(200) };
+}
+
+/**
+ * Turns on the kernel's timing of every BPF program run (BPF_ENABLE_STATS) until close() is called; a
+ * measurement tool, it costs two clock reads per run.
+ */
+export function enableRunTimeStats(): { close(): void } {
+  const fd = check(libbpf().enableStats(BPF_STATS_RUN_TIME), 'enabling BPF run-time statistics');
+  return { close: () => closeFd(fd) };
 }
 
 export function linkInfo(fd: number): LinkInfo {

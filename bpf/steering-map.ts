@@ -198,3 +198,11 @@ export class ListenerSteering {
     return [...this.steered].sort((a, b) => a - b);
   }
 }
+
+/**
+ * Whether tp-init applied eBPF capture to this process's network namespace (it falls back to iptables where
+ * the kernel or the capabilities do not allow it): the agent asks before steering.
+ */
+export function ebpfCaptureApplied(pinRoot = DEFAULT_PIN_ROOT): boolean {
+  return fs.existsSync(`${steeringPinDir(pinRoot)}/${LISTENERS_MAP}`);
+}

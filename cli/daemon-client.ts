@@ -34,7 +34,11 @@ export class DaemonClient {
   /** The running daemon, or undefined when none answers on the socket. */
   static async find(): Promise<DaemonClient | undefined> {
     if (!fs.existsSync(connectorSocketPath())) return undefined;
-    const client = new ConnectorClient(connectorTarget(), grpc.credentials.createInsecure(), localChannelOptions());
+    const client = new ConnectorClient(
+      connectorTarget(),
+      grpc.credentials.createInsecure(),
+      localChannelOptions(),
+    );
     try {
       await unary<VersionInfo>((md, o, cb) => client.version({}, md, o, cb), 2_000);
       return new DaemonClient(client);
@@ -59,7 +63,11 @@ export class DaemonClient {
     // The daemon's own stdout/stderr go to its log too: a crash at start leaves its reason there.
     const out = fs.openSync(logFile, 'a', 0o600);
     progress('Launching the tp user daemon');
-    const child = spawn(process.execPath, [main], { detached: true, stdio: ['ignore', out, out], env: process.env });
+    const child = spawn(process.execPath, [main], {
+      detached: true,
+      stdio: ['ignore', out, out],
+      env: process.env,
+    });
     fs.closeSync(out);
     let exited: number | null | undefined;
     child.once('exit', (code) => {
@@ -74,7 +82,9 @@ export class DaemonClient {
       if (d) return d;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new UsageError(`the tp user daemon did not start within ${START_TIMEOUT_MS / 1000} s: see ${logFile}`);
+    throw new UsageError(
+      `the tp user daemon did not start within ${START_TIMEOUT_MS / 1000} s: see ${logFile}`,
+    );
   }
 
   close(): void {
@@ -125,7 +135,9 @@ export class DaemonClient {
         if (p.result) result = p.result;
       });
       call.on('error', (e) => reject(userError(e)));
-      call.on('end', () => (result ? resolve(result) : reject(new UsageError('the user daemon gave no result'))));
+      call.on('end', () =>
+        result ? resolve(result) : reject(new UsageError('the user daemon gave no result')),
+      );
     });
   }
 

@@ -35,7 +35,10 @@ function outputOption(): Option {
 }
 
 /** Runs a command body; a failure prints one line and exits non-zero. */
-function action<A extends unknown[]>(name: string, body: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+function action<A extends unknown[]>(
+  name: string,
+  body: (...args: A) => Promise<void>,
+): (...args: A) => Promise<void> {
   return async (...args: A) => {
     try {
       await body(...args);
@@ -64,7 +67,9 @@ program
           'the manager address is missing: use --manager-address HOST:PORT (port-forwarding to the cluster comes with the Kubernetes integration)',
         );
       const address = parseHostPort(opts.managerAddress, '--manager-address');
-      const target = address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+      const target = address.host.includes(':')
+        ? `[${address.host}]:${address.port}`
+        : `${address.host}:${address.port}`;
       let daemon = await DaemonClient.find();
       let launched = false;
       if (!daemon) {

@@ -1,9 +1,9 @@
 // How the CLI prints what it shows: text for people, -o json|yaml for scripts. The JSON/YAML shapes are
 // plain views of the gRPC messages (documented in cli/README.md), stable across releases.
 import * as YAML from 'yaml';
-import type { ConnectInfo } from '../rpc/gen/connector.js';
-import { type InterceptInfo, InterceptDisposition, type WorkloadInfo } from '../rpc/gen/manager.js';
 import { UsageError } from '../netaddr/parse.js';
+import type { ConnectInfo } from '../rpc/gen/connector.js';
+import { InterceptDisposition, type InterceptInfo, type WorkloadInfo } from '../rpc/gen/manager.js';
 
 export type OutputFormat = 'text' | 'json' | 'yaml';
 
@@ -72,7 +72,8 @@ export type StatusView =
     };
 
 export function statusView(info: ConnectInfo | undefined): StatusView {
-  if (!info) return { state: 'NOT_RUNNING', message: 'the tp user daemon is not running: tp connect starts it' };
+  if (!info)
+    return { state: 'NOT_RUNNING', message: 'the tp user daemon is not running: tp connect starts it' };
   return {
     state: info.state,
     managerAddress: info.managerAddress,
@@ -89,7 +90,8 @@ export function statusText(v: StatusView): string {
   const lines: string[] = [];
   if (v.state === 'CONNECTED')
     lines.push(`Connected to the traffic manager at ${v.managerAddress} (tp-manager ${v.managerVersion})`);
-  else if (v.state === 'RECONNECTING') lines.push(`Reconnecting to the traffic manager at ${v.managerAddress}`);
+  else if (v.state === 'RECONNECTING')
+    lines.push(`Reconnecting to the traffic manager at ${v.managerAddress}`);
   else lines.push('Not connected (tp connect --manager-address HOST:PORT)');
   if (v.error) lines.push(`  problem:  ${v.error}`);
   if (v.sessionId) lines.push(`  session:  ${v.sessionId}`);
@@ -115,14 +117,25 @@ export function workloadView(w: WorkloadInfo) {
     mechanism: w.mechanism,
     replicas: w.replicas,
     readyReplicas: w.readyReplicas,
-    ports: w.ports.map((p) => ({ name: p.name, appPort: p.appPort, agentPort: p.agentPort, protocol: p.protocol })),
-    agents: w.agents.map((a) => ({ pod: a.podName, podIp: a.podIp, version: a.version, mechanism: a.mechanism })),
+    ports: w.ports.map((p) => ({
+      name: p.name,
+      appPort: p.appPort,
+      agentPort: p.agentPort,
+      protocol: p.protocol,
+    })),
+    agents: w.agents.map((a) => ({
+      pod: a.podName,
+      podIp: a.podIp,
+      version: a.version,
+      mechanism: a.mechanism,
+    })),
     intercepts: w.intercepts.map(interceptView),
   };
 }
 
 export function listText(workloads: ReturnType<typeof workloadView>[]): string {
-  if (workloads.length === 0) return 'No workloads (standalone mode lists the workloads whose agents have arrived)\n';
+  if (workloads.length === 0)
+    return 'No workloads (standalone mode lists the workloads whose agents have arrived)\n';
   const rows = [['NAMESPACE', 'WORKLOAD', 'KIND', 'AGENT', 'PORTS (APP->AGENT)', 'INTERCEPTED']];
   for (const w of workloads)
     rows.push([
@@ -134,5 +147,12 @@ export function listText(workloads: ReturnType<typeof workloadView>[]): string {
       w.intercepts.map((i) => `${i.remotePort} by ${i.client} (${i.disposition})`).join(', ') || '-',
     ]);
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  return `${rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n')}\n`;
+  return `${rows
+    .map((r) =>
+      r
+        .map((cell, c) => cell.padEnd(widths[c]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')}\n`;
 }

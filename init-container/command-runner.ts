@@ -20,9 +20,16 @@ const COMMAND_TIMEOUT_MS = 60_000;
 export class ExecRunner implements CommandRunner {
   run(command: string, args: readonly string[], input?: string): Promise<CommandResult> {
     return new Promise((resolve) => {
-      const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], timeout: COMMAND_TIMEOUT_MS });
+      const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
+      // Our own timer, cleared on every outcome: spawn's `timeout` option stays armed (and keeps the
+      // process alive) when the binary is missing and no exit event comes.
+      const timer = setTimeout(() => child.kill('SIGKILL'), COMMAND_TIMEOUT_MS);
+      const finish = (result: CommandResult) => {
+        clearTimeout(timer);
+        resolve(result);
+      };
       child.stdout.setEncoding('utf8').on('data', (d: string) => {
         stdout += d;
       });
@@ -30,11 +37,11 @@ export class ExecRunner implements CommandRunner {
         stderr += d;
       });
       child.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') resolve({ exitCode: 127, stdout: '', stderr: '', notFound: true });
-        else resolve({ exitCode: 126, stdout, stderr: `${command}: ${err.message}` });
+        if (err.code === 'ENOENT') finish({ exitCode: 127, stdout: '', stderr: '', notFound: true });
+        else finish({ exitCode: 126, stdout, stderr: `${command}: ${err.message}` });
       });
       child.on('close', (code, signal) => {
-        resolve({
+        finish({
           exitCode: code ?? 128,
           stdout,
           stderr: signal ? `${stderr}${command}: killed by ${signal}` : stderr,

@@ -160,21 +160,17 @@ export class AgentInstaller {
     const current = w.agentRequested && w.mechanism === mechanism;
     // Roll unless the agents are there with the right mechanism, or a rollout toward them is under way.
     // An earlier failure (webhook unreachable, tp-init failed) is retried with a fresh rollout.
+    let rollout = w.rollout;
     if (!current || w.agentState === 'ERROR') {
       log.info('installing the agent', { namespace, workload: name, kind: w.kind, mechanism });
       const capturePorts = undeclaredServicePorts(
         source.template(namespace, w.kind, name),
         source.services(namespace),
       );
+      const patch = templateAnnotationPatch({ mechanism, capturePorts }, this.now());
+      rollout = patch.spec.template.metadata.annotations[RESTARTED_AT_ANNOTATION] as string;
       try {
-        await patchWorkloadTemplate(
-          this.opts.kc,
-          w.kind,
-          namespace,
-          name,
-          templateAnnotationPatch({ mechanism, capturePorts }, this.now()),
-          log,
-        );
+        await patchWorkloadTemplate(this.opts.kc, w.kind, namespace, name, patch, log);
       } catch (err) {
         throw new AgentInstallError(
           'unavailable',
@@ -185,8 +181,10 @@ export class AgentInstaller {
       return w;
     }
     return this.waitFor(namespace, name, (x) => {
+      // Until the cache shows our stamp, the state still describes the previous template.
+      if (x.rollout !== rollout || !x.agentRequested) return false;
       if (x.agentState === 'ERROR') throw new AgentInstallError('failed-precondition', x.agentMessage);
-      return x.agentRequested && agentsReady(x, arrived()).ready;
+      return agentsReady(x, arrived()).ready;
     });
   }
 

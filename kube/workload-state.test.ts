@@ -81,6 +81,7 @@ function pod(name: string, over: Partial<WorkloadPod> = {}): WorkloadPod {
     capturedPorts: '',
     mechanism: '',
     failure: '',
+    rollout: '',
     ...over,
   };
 }
@@ -108,6 +109,15 @@ test('agent state: a refused pod and a pod the webhook never saw are errors that
   const missed = agentState(true, 2, [injected('a'), pod('b', { requested: true })]);
   assert.is(missed.state, 'ERROR');
   assert.match(missed.message, /^agent not injected: webhook unreachable: pod b started without the agent/);
+});
+
+test('agent state: errors of an earlier rollout do not count once the template was stamped again', () => {
+  const old = pod('old', { requested: true, rollout: 't1' });
+  assert.is(agentState(true, 1, [old], 't1').state, 'ERROR');
+  assert.equal(agentState(true, 1, [old, injected('new')], 't2'), {
+    state: 'INSTALLING',
+    message: 'rolling out: 1 of 1 pods run the agent',
+  });
 });
 
 test('agent state: removal in progress, and a workload scaled to zero', () => {

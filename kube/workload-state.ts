@@ -22,6 +22,7 @@ import {
   type Mechanism,
   NOT_INJECTED_ANNOTATION,
   PORTS_ANNOTATION,
+  RESTARTED_AT_ANNOTATION,
 } from './annotations.js';
 import { injectionRequested } from './injection.js';
 
@@ -61,6 +62,8 @@ export interface WorkloadPod {
   mechanism: string;
   /** Why tp-init or the agent container fails in this pod (crash loop, non-zero exit), if they do. */
   failure: string;
+  /** The restartedAt stamp of the template the pod was created from. */
+  rollout: string;
 }
 
 export interface Workload {
@@ -72,6 +75,8 @@ export interface Workload {
   readyReplicas: number;
   /** The pod template asks for the agent. */
   agentRequested: boolean;
+  /** The template's restartedAt stamp (tp's last rollout of it), or "". */
+  rollout: string;
   mechanism: Mechanism;
   agentState: AgentState;
   agentMessage: string;
@@ -230,20 +235,27 @@ export function podState(pod: V1Pod): WorkloadPod {
     capturedPorts: annotations[PORTS_ANNOTATION] ?? '',
     mechanism: annotations[MECHANISM_ANNOTATION] ?? '',
     failure,
+    rollout: annotations[RESTARTED_AT_ANNOTATION] ?? '',
   };
 }
 
 export const WEBHOOK_UNREACHABLE =
   'agent not injected: webhook unreachable: pod %POD% started without the agent (the API server could not call the traffic-manager-webhook Service, so failurePolicy Ignore let the pod start unchanged); check that the traffic-manager pod is ready and its logs, then run the intercept again';
 
-/** The agent state of a workload from its template and its pods. */
+/**
+ * The agent state of a workload from its template and its pods. `rollout` is the template's
+ * restartedAt stamp: only pods created from the current template can make the state an error (pods
+ * of an earlier rollout are on their way out); without a stamp every pod counts.
+ */
 export function agentState(
   requested: boolean,
   desiredReplicas: number,
   pods: WorkloadPod[],
+  rollout = '',
 ): { state: AgentState; message: string } {
   const live = pods.filter((p) => !p.terminating && p.phase !== 'Succeeded' && p.phase !== 'Failed');
   const withAgent = live.filter((p) => p.hasAgent);
+  const current = rollout === '' ? live : live.filter((p) => p.rollout === rollout);
   if (!requested) {
     if (withAgent.length > 0) {
       return {
@@ -253,11 +265,11 @@ export function agentState(
     }
     return { state: 'NO_AGENT', message: '' };
   }
-  const refused = live.find((p) => p.requested && !p.hasAgent && p.notInjected !== '');
+  const refused = current.find((p) => p.requested && !p.hasAgent && p.notInjected !== '');
   if (refused) return { state: 'ERROR', message: refused.notInjected };
-  const failed = live.find((p) => p.hasAgent && p.failure !== '');
+  const failed = current.find((p) => p.hasAgent && p.failure !== '');
   if (failed) return { state: 'ERROR', message: failed.failure };
-  const missed = live.find((p) => p.requested && !p.hasAgent);
+  const missed = current.find((p) => p.requested && !p.hasAgent);
   if (missed) return { state: 'ERROR', message: WEBHOOK_UNREACHABLE.replace('%POD%', missed.name) };
   if (desiredReplicas === 0) {
     return { state: 'ERROR', message: 'the workload is scaled to 0 replicas: scale it up to intercept it' };
@@ -290,7 +302,12 @@ export function buildWorkload(
   const m = annotations[MECHANISM_ANNOTATION] ?? '';
   const podStates = pods.map(podState).sort((a, b) => a.name.localeCompare(b.name));
   const replicas = desiredReplicas(obj);
-  const { state, message } = agentState(requested, replicas, podStates);
+  const { state, message } = agentState(
+    requested,
+    replicas,
+    podStates,
+    annotations[RESTARTED_AT_ANNOTATION] ?? '',
+  );
   return {
     kind,
     name: obj.metadata?.name ?? '',
@@ -299,6 +316,7 @@ export function buildWorkload(
     replicas,
     readyReplicas: obj.status?.readyReplicas ?? 0,
     agentRequested: requested,
+    rollout: annotations[RESTARTED_AT_ANNOTATION] ?? '',
     mechanism: isMechanism(m) ? m : defaultMechanism,
     agentState: state,
     agentMessage: message,

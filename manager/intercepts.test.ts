@@ -10,7 +10,12 @@ const workload = (ports: number[]): Workload => ({
   kind: 'Standalone',
   agentState: 'INSTALLED',
   agentMessage: '',
-  ports: ports.map((p, i) => ({ name: i === 0 ? 'http' : `p${p}`, appPort: p, agentPort: 15001 + i, protocol: 'TCP' })),
+  ports: ports.map((p, i) => ({
+    name: i === 0 ? 'http' : `p${p}`,
+    appPort: p,
+    agentPort: 15001 + i,
+    protocol: 'TCP',
+  })),
   agents: [],
   replicas: 1,
   readyReplicas: 1,
@@ -98,7 +103,10 @@ test('the remote port: the only one, by name, or one the agent captures', () => 
   const t = new InterceptTable();
   assert.is(t.prepare(alice, spec(), workload([18080])).remotePort, 18080);
   assert.is(t.prepare(alice, spec({ portName: 'p9090' }), workload([18080, 9090])).remotePort, 9090);
-  assert.match(refusal(() => t.prepare(alice, spec(), workload([18080, 9090]))).message, /say which with --port/);
+  assert.match(
+    refusal(() => t.prepare(alice, spec(), workload([18080, 9090]))).message,
+    /say which with --port/,
+  );
   const e = refusal(() => t.prepare(alice, spec({ remotePort: 9999 }), workload([18080])));
   assert.is(e.code, 'invalid-argument');
   assert.match(e.message, /does not capture port 9999: its agent captures 18080/);
@@ -106,8 +114,14 @@ test('the remote port: the only one, by name, or one the agent captures', () => 
 
 test('only tcp, and a local port is required', () => {
   const t = new InterceptTable();
-  assert.match(refusal(() => t.prepare(alice, spec({ mechanism: 'http' }), workload([1]))).message, /use --mechanism tcp/);
-  assert.match(refusal(() => t.prepare(alice, spec({ targetPort: 0 }), workload([1]))).message, /local port is missing/);
+  assert.match(
+    refusal(() => t.prepare(alice, spec({ mechanism: 'http' }), workload([1]))).message,
+    /use --mechanism tcp/,
+  );
+  assert.match(
+    refusal(() => t.prepare(alice, spec({ targetPort: 0 }), workload([1]))).message,
+    /local port is missing/,
+  );
 });
 
 test('leave removes by name; an unknown name is not found', () => {
@@ -122,7 +136,14 @@ test('leave removes by name; an unknown name is not found', () => {
 test('a review of a removed intercept is ignored', () => {
   const t = new InterceptTable();
   assert.is(
-    t.review({ podName: 'p', podIp: '', interceptId: 'c-x:gone', disposition: D.ACTIVE, message: '', environment: {} }),
+    t.review({
+      podName: 'p',
+      podIp: '',
+      interceptId: 'c-x:gone',
+      disposition: D.ACTIVE,
+      message: '',
+      environment: {},
+    }),
     undefined,
   );
 });

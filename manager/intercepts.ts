@@ -8,8 +8,8 @@
 //
 // One intercept per (namespace, workload, app port): a second one is refused with the holder's name.
 import {
-  type InterceptInfo,
   InterceptDisposition as D,
+  type InterceptInfo,
   type InterceptPodState,
   type InterceptSpec,
 } from '../rpc/gen/manager.js';
@@ -54,7 +54,10 @@ export class InterceptTable {
   prepare(owner: InterceptOwner, spec: InterceptSpec, workload: Workload): InterceptSpec {
     const mechanism = spec.mechanism || 'tcp';
     if (mechanism !== 'tcp')
-      throw new InterceptError('invalid-argument', `mechanism "${mechanism}" is not supported: use --mechanism tcp`);
+      throw new InterceptError(
+        'invalid-argument',
+        `mechanism "${mechanism}" is not supported: use --mechanism tcp`,
+      );
     if (!spec.targetPort)
       throw new InterceptError('invalid-argument', 'the local port is missing: use --port LOCAL[:REMOTE]');
     const remotePort = resolveRemotePort(spec, workload);
@@ -80,7 +83,11 @@ export class InterceptTable {
       );
     for (const other of this.byId.values()) {
       const o = other.spec!;
-      if (o.namespace === resolved.namespace && o.workload === resolved.workload && o.remotePort === remotePort) {
+      if (
+        o.namespace === resolved.namespace &&
+        o.workload === resolved.workload &&
+        o.remotePort === remotePort
+      ) {
         const who = other.clientSessionId === owner.sessionId ? 'you' : o.client;
         throw new InterceptError(
           'already-exists',
@@ -205,10 +212,16 @@ function resolveRemotePort(spec: InterceptSpec, workload: Workload): number {
   if (spec.portName) {
     const byName = workload.ports.find((p) => p.name === spec.portName);
     if (!byName)
-      throw new InterceptError('invalid-argument', `${where} has no port named "${spec.portName}": it captures ${list}`);
+      throw new InterceptError(
+        'invalid-argument',
+        `${where} has no port named "${spec.portName}": it captures ${list}`,
+      );
     return byName.appPort;
   }
   if (captured.length === 1) return captured[0]!;
   if (captured.length === 0) throw new InterceptError('invalid-argument', `${where} captures no port`);
-  throw new InterceptError('invalid-argument', `${where} captures ports ${list}: say which with --port LOCAL:REMOTE`);
+  throw new InterceptError(
+    'invalid-argument',
+    `${where} captures ports ${list}: say which with --port LOCAL:REMOTE`,
+  );
 }

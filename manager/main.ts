@@ -22,9 +22,23 @@ const program = new Command('tp-manager')
   .description('the tp traffic manager')
   .version(VERSION)
   .option('--standalone', 'run without Kubernetes: workloads are known from the agents that arrive')
-  .requiredOption('--listen <HOST:PORT>', 'the address to serve the Manager API on', flag(parseHostPort, '--listen'))
-  .option('--client-ttl <duration>', 'drop a client silent for this long', flag(parseDuration, '--client-ttl'), 15_000)
-  .option('--agent-ttl <duration>', 'drop an agent silent for this long', flag(parseDuration, '--agent-ttl'), 15_000)
+  .requiredOption(
+    '--listen <HOST:PORT>',
+    'the address to serve the Manager API on',
+    flag(parseHostPort, '--listen'),
+  )
+  .option(
+    '--client-ttl <duration>',
+    'drop a client silent for this long',
+    flag(parseDuration, '--client-ttl'),
+    15_000,
+  )
+  .option(
+    '--agent-ttl <duration>',
+    'drop an agent silent for this long',
+    flag(parseDuration, '--agent-ttl'),
+    15_000,
+  )
   .option('--log-level <level>', 'error, warn, info, debug or trace', process.env.TP_LOG_LEVEL ?? 'info')
   .showHelpAfterError(false)
   .configureOutput({ outputError: (s, write) => write(s) });

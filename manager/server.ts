@@ -1,8 +1,8 @@
 // Starts the traffic manager's gRPC server (used by main.ts and by tests that need a manager in-process).
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../logging/logger.js';
-import { ManagerService } from '../rpc/gen/manager.js';
 import { managerServerOptions } from '../rpc/grpc-options.js';
+import { ManagerServiceDefinition } from '../rpc/manager-service.js';
 import { ManagerCore, managerService } from './service.js';
 import type { SessionTtls } from './sessions.js';
 import { AgentWorkloads } from './workloads.js';
@@ -22,10 +22,14 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
   const log = createLogger('manager');
   const core = new ManagerCore(options, new AgentWorkloads(), log);
   const server = new grpc.Server(managerServerOptions());
-  server.addService(ManagerService, managerService(core));
-  const address = options.host.includes(':') ? `[${options.host}]:${options.port}` : `${options.host}:${options.port}`;
+  server.addService(ManagerServiceDefinition, managerService(core));
+  const address = options.host.includes(':')
+    ? `[${options.host}]:${options.port}`
+    : `${options.host}:${options.port}`;
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
   ).catch((e: Error) => {
     core.stop();
     throw new Error(`cannot listen on ${address}: ${e.message}`);

@@ -17,7 +17,13 @@ import {
 import { grpcError } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
 import { InterceptError, type InterceptErrorCode, InterceptTable } from './intercepts.js';
-import { type AgentSession, type ClientSession, type Session, SessionRegistry, type SessionTtls } from './sessions.js';
+import {
+  type AgentSession,
+  type ClientSession,
+  type Session,
+  SessionRegistry,
+  type SessionTtls,
+} from './sessions.js';
 import { SnapshotFeeds, WatcherGone } from './snapshot-feeds.js';
 import { TunnelRouter } from './tunnel-router.js';
 import { AgentWorkloads, type Workload, type WorkloadSource } from './workloads.js';
@@ -65,7 +71,12 @@ export class ManagerCore {
 
   arriveAgent(s: AgentSession): void {
     const a = s.info;
-    this.log.info('agent arrived', { workload: a.name, namespace: a.namespace, pod: a.podName, session: s.id });
+    this.log.info('agent arrived', {
+      workload: a.name,
+      namespace: a.namespace,
+      pod: a.podName,
+      session: s.id,
+    });
     this.workloads.addAgent?.(s.id, a);
     this.feeds.changed();
   }
@@ -84,7 +95,12 @@ export class ManagerCore {
       const a = s.info;
       this.workloads.removeAgent?.(s.id);
       this.intercepts.podGone(a.name, a.namespace, a.podName);
-      this.log.info(`agent ${why}`, { workload: a.name, namespace: a.namespace, pod: a.podName, session: s.id });
+      this.log.info(`agent ${why}`, {
+        workload: a.name,
+        namespace: a.namespace,
+        pod: a.podName,
+        session: s.id,
+      });
     }
     this.feeds.changed();
   }
@@ -131,7 +147,11 @@ export class ManagerCore {
 type Handler<Req, Res> = (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void;
 
 /** Runs a unary handler body; maps the errors the state raises to gRPC statuses. */
-function unary<Req, Res>(log: Logger, name: string, body: (req: Req) => Res | Promise<Res>): Handler<Req, Res> {
+function unary<Req, Res>(
+  log: Logger,
+  name: string,
+  body: (req: Req) => Res | Promise<Res>,
+): Handler<Req, Res> {
   return (call, callback) => {
     Promise.resolve()
       .then(() => body(call.request))
@@ -174,7 +194,11 @@ export function managerService(core: ManagerCore): ManagerServer {
   };
 
   return {
-    version: unary(log, 'Version', () => ({ name: 'tp-manager', version: VERSION, tunnelVersion: TUNNEL_VERSION })),
+    version: unary(log, 'Version', () => ({
+      name: 'tp-manager',
+      version: VERSION,
+      tunnelVersion: TUNNEL_VERSION,
+    })),
 
     arriveAsClient: unary(log, 'ArriveAsClient', (info) => {
       const s = core.sessions.arriveClient(info);
@@ -273,7 +297,14 @@ export function managerService(core: ManagerCore): ManagerServer {
         };
       } catch (e) {
         if (!(e instanceof InterceptError)) throw e;
-        return { error: e.message, workloadKind: '', remotePort: 0, portName: '', containerName: '', agentImage: '' };
+        return {
+          error: e.message,
+          workloadKind: '',
+          remotePort: 0,
+          portName: '',
+          containerName: '',
+          agentImage: '',
+        };
       }
     }),
 
@@ -313,7 +344,11 @@ export function managerService(core: ManagerCore): ManagerServer {
         environment: req.environment,
       });
       if (info) {
-        log.info('intercept reviewed', { intercept: info.spec!.name, pod: s.info.podName, disposition: info.disposition });
+        log.info('intercept reviewed', {
+          intercept: info.spec!.name,
+          pod: s.info.podName,
+          disposition: info.disposition,
+        });
         core.feeds.changed();
       }
       return {};

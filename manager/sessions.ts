@@ -41,14 +41,26 @@ export class SessionRegistry {
 
   arriveClient(info: ClientInfo): ClientSession {
     const t = this.now();
-    const s: ClientSession = { kind: 'client', id: `c-${crypto.randomUUID()}`, info, arrivedAt: t, lastSeen: t };
+    const s: ClientSession = {
+      kind: 'client',
+      id: `c-${crypto.randomUUID()}`,
+      info,
+      arrivedAt: t,
+      lastSeen: t,
+    };
     this.sessions.set(s.id, s);
     return s;
   }
 
   arriveAgent(info: AgentInfo): AgentSession {
     const t = this.now();
-    const s: AgentSession = { kind: 'agent', id: `a-${crypto.randomUUID()}`, info, arrivedAt: t, lastSeen: t };
+    const s: AgentSession = {
+      kind: 'agent',
+      id: `a-${crypto.randomUUID()}`,
+      info,
+      arrivedAt: t,
+      lastSeen: t,
+    };
     this.sessions.set(s.id, s);
     return s;
   }

@@ -17,8 +17,17 @@ export class SnapshotFeeds {
   private scheduled = false;
 
   /** Starts sending snapshots on a server stream until the client cancels or the session goes away. */
-  watch<T>(call: ServerWritableStream<unknown, T>, snapshot: () => T, encode: (value: T) => Uint8Array): void {
-    const w: Watcher = { call: call as ServerWritableStream<unknown, unknown>, snapshot, encode, last: undefined };
+  watch<T>(
+    call: ServerWritableStream<unknown, T>,
+    snapshot: () => T,
+    encode: (value: T) => Uint8Array,
+  ): void {
+    const w: Watcher = {
+      call: call as ServerWritableStream<unknown, unknown>,
+      snapshot,
+      encode,
+      last: undefined,
+    };
     this.watchers.add(w);
     const drop = () => this.watchers.delete(w);
     call.on('cancelled', drop);

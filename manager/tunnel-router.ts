@@ -51,10 +51,13 @@ export class TunnelRouter {
       if (this.dialStreams.get(sessionId) !== call) return;
       this.dialStreams.delete(sessionId);
       if (this.sessions.client(sessionId))
-        this.log.warn('client dial stream dropped: its intercepted connections are refused until it reopens it', {
-          client: name,
-          session: sessionId,
-        });
+        this.log.warn(
+          'client dial stream dropped: its intercepted connections are refused until it reopens it',
+          {
+            client: name,
+            session: sessionId,
+          },
+        );
     };
     call.on('cancelled', dropped);
     call.on('close', dropped);
@@ -78,7 +81,8 @@ export class TunnelRouter {
     stream.on('failure', forget);
     readOpen(stream, OPEN_TIMEOUT_MS).then(
       (info) => this.route(stream, info),
-      (e: Error) => this.log.debug('tunnel stream without a valid OPEN', { peer: stream.peer, reason: e.message }),
+      (e: Error) =>
+        this.log.debug('tunnel stream without a valid OPEN', { peer: stream.peer, reason: e.message }),
     );
   }
 
@@ -86,13 +90,19 @@ export class TunnelRouter {
     const label = formatConnectionId(info.connId);
     const session = this.sessions.get(info.sessionId);
     if (!session)
-      return this.refuse(
+      {
+      this.refuse(
         stream,
         `session ${info.sessionId || '(none)'} is unknown to the traffic manager (it expired or the manager restarted)`,
         label,
       );
+      return;
+    }
     if (info.relayId) {
-      if (session.kind !== 'client') return this.refuse(stream, 'only clients answer dial requests', label);
+      if (session.kind !== 'client') {
+      this.refuse(stream, 'only clients answer dial requests', label);
+      return;
+    }
       const p = this.pending.get(info.relayId);
       if (!p || p.clientSessionId !== session.id) {
         stream.send(msg.reset(`relay ${info.relayId} is unknown or timed out`));
@@ -108,12 +118,23 @@ export class TunnelRouter {
       return;
     }
     if (info.interceptId) {
-      if (session.kind !== 'agent') return this.refuse(stream, 'only agents open intercepted connections', label);
+      if (session.kind !== 'agent')
+        {
+      this.refuse(stream, 'only agents open intercepted connections', label);
+      return;
+    }
       return this.requestDial(stream, info, label, session.info.name, session.info.namespace);
     }
-    if (session.kind !== 'client') return this.refuse(stream, 'agents open only intercepted connections', label);
+    if (session.kind !== 'client')
+      {
+      this.refuse(stream, 'agents open only intercepted connections', label);
+      return;
+    }
     const dst = info.connId;
-    if (!dst?.dstIp || !dst.dstPort) return this.refuse(stream, 'OPEN names no destination', label);
+    if (!dst?.dstIp || !dst.dstPort) {
+      this.refuse(stream, 'OPEN names no destination', label);
+      return;
+    }
     void serveDial(stream, info, (signal) => dialTcp(dst.dstIp, dst.dstPort, info.dialTimeoutMs, signal), {
       log: this.log,
     }).then((o) => this.log.debug('outbound flow ended', { flow: label, outcome: o.kind }));
@@ -128,15 +149,21 @@ export class TunnelRouter {
   ): void {
     const intercept = this.intercepts.get(info.interceptId);
     if (!intercept || intercept.spec!.workload !== workload || intercept.spec!.namespace !== namespace)
-      return this.refuse(stream, `intercept ${info.interceptId} is gone`, label);
+      {
+      this.refuse(stream, `intercept ${info.interceptId} is gone`, label);
+      return;
+    }
     const client = this.sessions.client(intercept.clientSessionId);
     const dialStream = this.dialStreams.get(intercept.clientSessionId);
     if (!client || !dialStream)
-      return this.refuse(
+      {
+      this.refuse(
         stream,
         `the intercepting client ${intercept.spec!.client} is not receiving connections (its dial stream is down)`,
         label,
       );
+      return;
+    }
     const relayId = crypto.randomUUID();
     const timeoutMs = info.dialTimeoutMs;
     const timer = setTimeout(

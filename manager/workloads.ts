@@ -62,7 +62,9 @@ export class AgentWorkloads implements WorkloadSource {
   }
 
   get(name: string, namespace: string): Workload | undefined {
-    const agents = [...this.agentsBySession.values()].filter((a) => a.name === name && a.namespace === namespace);
+    const agents = [...this.agentsBySession.values()].filter(
+      (a) => a.name === name && a.namespace === namespace,
+    );
     return agents.length > 0 ? toWorkload(agents) : undefined;
   }
 

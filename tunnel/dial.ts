@@ -4,7 +4,12 @@ import * as net from 'node:net';
 export type Dialer = (signal: AbortSignal) => Promise<net.Socket>;
 
 /** Connects to host:port with half-close enabled (the tunnel carries FIN both ways). */
-export function dialTcp(host: string, port: number, timeoutMs: number, signal?: AbortSignal): Promise<net.Socket> {
+export function dialTcp(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const where = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
     const socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
@@ -16,7 +21,9 @@ export function dialTcp(host: string, port: number, timeoutMs: number, signal?: 
     const timer = setTimeout(() => fail(`no answer from ${where} within ${timeoutMs} ms`), timeoutMs);
     const onAbort = () => fail(`dial to ${where} cancelled`);
     const onError = (e: NodeJS.ErrnoException) =>
-      fail(e.code === 'ECONNREFUSED' ? `connection refused by ${where}` : `cannot reach ${where}: ${e.message}`);
+      fail(
+        e.code === 'ECONNREFUSED' ? `connection refused by ${where}` : `cannot reach ${where}: ${e.message}`,
+      );
     const onConnect = () => {
       cleanup();
       resolve(socket);

@@ -78,11 +78,10 @@ test('DATA after CLOSE_SEND and CLOSE_SEND twice are protocol errors', () => {
 });
 
 test('messages after the end are ignored', () => {
-  assert.equal(run('established', msg.reset('boom'), msg.data(Buffer.from('x')), msg.reset('again')).actions, [
-    'reset',
-    'ignore',
-    'ignore',
-  ]);
+  assert.equal(
+    run('established', msg.reset('boom'), msg.data(Buffer.from('x')), msg.reset('again')).actions,
+    ['reset', 'ignore', 'ignore'],
+  );
 });
 
 test.run();

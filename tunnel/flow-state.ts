@@ -72,7 +72,8 @@ export function receive(s: FlowState, m: TunnelMessage): Transition {
     case 'dialing':
       return unexpected(s, m);
     case 'awaiting-dial':
-      if (m.code === TunnelCode.DIAL_OK) return { state: { ...s, phase: 'established' }, action: { kind: 'dial-ok' } };
+      if (m.code === TunnelCode.DIAL_OK)
+        return { state: { ...s, phase: 'established' }, action: { kind: 'dial-ok' } };
       if (m.code === TunnelCode.DIAL_REJECT)
         return { state: closed(s), action: { kind: 'dial-reject', reason: m.error || 'dial rejected' } };
       return unexpected(s, m);

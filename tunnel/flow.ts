@@ -266,7 +266,11 @@ class Flow {
         this.finish(this.resetOutcome('peer', a.reason || 'reset by peer'));
         return;
       case 'protocol-error':
-        this.log.warn('tunnel protocol error', { flow: this.label, reason: a.reason, peer: this.stream.peer });
+        this.log.warn('tunnel protocol error', {
+          flow: this.label,
+          reason: a.reason,
+          peer: this.stream.peer,
+        });
         this.stream.send(msg.reset(a.reason));
         this.stream.end();
         this.abortSocket();
@@ -324,7 +328,8 @@ class Flow {
   };
 
   private readonly onSocketClose = (): void => {
-    if (this.state.phase === 'awaiting-dial') this.reject('the connection closed before the dial completed', true);
+    if (this.state.phase === 'awaiting-dial')
+      this.reject('the connection closed before the dial completed', true);
     else this.resetLocally('the connection closed');
   };
 

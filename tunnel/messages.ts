@@ -3,8 +3,8 @@ import type * as net from 'node:net';
 import { type ConnectionID, type StreamInfo, TunnelCode, type TunnelMessage } from '../rpc/gen/manager.js';
 import { TUNNEL_VERSION } from '../version/version.js';
 
-export { TunnelCode };
 export type { ConnectionID, StreamInfo, TunnelMessage };
+export { TunnelCode };
 
 /** How long the originator waits for DIAL_OK/DIAL_REJECT when OPEN does not say. */
 export const DEFAULT_DIAL_TIMEOUT_MS = 5_000;
@@ -34,7 +34,9 @@ export const msg = {
   keepalive: () => message(TunnelCode.KEEPALIVE),
 };
 
-export function streamInfo(fields: Partial<StreamInfo> & Pick<StreamInfo, 'connId' | 'sessionId'>): StreamInfo {
+export function streamInfo(
+  fields: Partial<StreamInfo> & Pick<StreamInfo, 'connId' | 'sessionId'>,
+): StreamInfo {
   return {
     version: TUNNEL_VERSION,
     dialTimeoutMs: DEFAULT_DIAL_TIMEOUT_MS,

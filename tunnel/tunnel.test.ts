@@ -7,8 +7,9 @@ import * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { setLevel } from '../logging/logger.js';
-import { ManagerClient, ManagerService, type TunnelMessage } from '../rpc/gen/manager.js';
+import type { TunnelMessage } from '../rpc/gen/manager.js';
 import { managerChannelOptions, managerServerOptions } from '../rpc/grpc-options.js';
+import { ManagerClient, ManagerServiceDefinition } from '../rpc/manager-service.js';
 import { dialTcp } from './dial.js';
 import { type FlowOutcome, originate, readOpen, serveDial } from './flow.js';
 import { msg, streamInfo, TunnelCode } from './messages.js';
@@ -33,7 +34,7 @@ interface Rig {
 async function startServer(mode: ServerMode): Promise<{ server: grpc.Server; port: number }> {
   const server = new grpc.Server(managerServerOptions());
   const waiting = new Map<string, TunnelStream>();
-  server.addService(ManagerService, {
+  server.addService(ManagerServiceDefinition, {
     tunnel: (call: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>) => {
       const stream = new TunnelStream(call);
       readOpen(stream, 5000).then(
@@ -54,7 +55,9 @@ async function startServer(mode: ServerMode): Promise<{ server: grpc.Server; por
     },
   });
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
   );
   return { server, port };
 }
@@ -66,14 +69,22 @@ async function rig(
   info: Partial<Parameters<typeof streamInfo>[0]> = {},
 ): Promise<Rig> {
   const { server, port } = await startServer(mode);
-  const client = new ManagerClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), managerChannelOptions());
+  const client = new ManagerClient(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createInsecure(),
+    managerChannelOptions(),
+  );
   const accepted: net.Socket[] = [];
   const outcomes: Promise<FlowOutcome>[] = [];
   const front = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
     accepted.push(socket);
     const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: targetPort };
     outcomes.push(
-      originate(socket, new TunnelStream(client.tunnel()), streamInfo({ connId, sessionId: 'test', ...info })),
+      originate(
+        socket,
+        new TunnelStream(client.tunnel()),
+        streamInfo({ connId, sessionId: 'test', ...info }),
+      ),
     );
   });
   await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));

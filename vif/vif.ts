@@ -1,15 +1,17 @@
-// The virtual network interface: the TUN device, its address and MTU, and the packet dispatch to the TCP
-// system stack, the UDP relay and the ICMP echo responder. Routes are not set here (routes.ts).
-
+// The virtual network interface: the TUN device, its address and MTU, and the two threads that serve it.
+//   packet worker (packet-worker.ts): reads the TUN, the TCP NAT, ICMP echo;
+//   main thread: the TCP listener and dials (tcp-listener.ts), the UDP flows (udp-relay.ts).
+// Routes are not set here (routes.ts).
+import { Worker } from 'node:worker_threads';
 import type { Logger } from '../logging/logger.js';
-import { type Cidr, cidrAddress, cidrsOverlap, ipToBytes, parseCidr } from '../netaddr/parse.js';
+import { type Cidr, cidrAddress, cidrsOverlap, parseCidr } from '../netaddr/parse.js';
 import type { FlowDialer } from './flows.js';
 import type { CommandRunner } from './ip-command.js';
-import { PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, parsePacket } from './packet.js';
-import { isEchoRequest, toEchoReply } from './packet-rewrite.js';
+import { parsePacket } from './packet.js';
+import type { PacketStats, PacketWorkerInit, ToMain, ToWorker } from './packet-worker-protocol.js';
 import type { ExistingRoute } from './routes.js';
-import { TcpSystemStack } from './tcp-stack.js';
-import { TunDevice } from './tun-device.js';
+import { TcpListener } from './tcp-listener.js';
+import { closeFd, dupFd, openTun, TunWriter } from './tun-device.js';
 import { UdpRelay } from './udp-relay.js';
 
 /**
@@ -24,12 +26,7 @@ export const DEFAULT_VIF_NAME = 'tp0';
  * server bind there), the others are the fake peers of the TCP stack. The first candidate that overlaps
  * nothing in the namespace and no cluster subnet wins.
  */
-export const LINK_SUBNET_CANDIDATES_V4 = [
-  '198.18.0.0/28',
-  '198.19.255.0/28',
-  '100.127.255.240/28',
-  '10.255.255.0/28',
-];
+export const LINK_SUBNET_CANDIDATES_V4 = ['198.18.0.0/28', '198.19.255.0/28', '100.127.255.240/28', '10.255.255.0/28'];
 export const LINK_SUBNET_CANDIDATES_V6 = ['fd74:7000::/124', 'fd74:7001::/124'];
 
 export function chooseLinkSubnet(
@@ -58,119 +55,156 @@ export interface VifOptions {
   udpIdleMs?: number;
 }
 
-export interface VifStats {
-  packetsIn: number;
-  packetsOut: number;
-  writeErrors: number;
-  tcpFlowsOpen: number;
-  tcpFlowsRejected: number;
+export interface VifStats extends PacketStats {
+  tcpConnections: number;
+  tcpDialsRejected: number;
   udpFlowsOpen: number;
-  echoReplies: number;
-  dropped: number;
 }
 
+const WORKER_START_TIMEOUT_MS = 10_000;
+
 export class VirtualInterface {
-  private echoReplies = 0;
-  private dropped = 0;
+  private packetStats: PacketStats = {
+    packetsIn: 0,
+    packetsOut: 0,
+    writeErrors: 0,
+    tcpFlowsOpen: 0,
+    tcpResetsSent: 0,
+    echoReplies: 0,
+    dropped: 0,
+  };
+  private closed = false;
 
   private constructor(
-    private readonly device: TunDevice,
+    readonly name: string,
+    private readonly fd: number,
     readonly address4: string,
     readonly address6: string | undefined,
-    private readonly tcp: TcpSystemStack,
-    private readonly udp: UdpRelay,
     readonly mtu: number,
+    private readonly writer: TunWriter,
+    private readonly worker: Worker,
+    private readonly tcp: TcpListener,
+    private readonly udp: UdpRelay,
   ) {}
 
-  get name(): string {
-    return this.device.name;
-  }
-
-  /** Creates and configures the interface; on any failure nothing is left behind (the TUN goes with its fd). */
+  /** Creates and configures the interface; on any failure nothing is left behind (the TUN goes with its fds). */
   static async create(o: VifOptions): Promise<VirtualInterface> {
-    const device = TunDevice.open(o.name);
-    let tcp: TcpSystemStack | undefined;
+    const tun = openTun(o.name);
+    let workerFd: number | undefined;
+    let tcp: TcpListener | undefined;
+    let worker: Worker | undefined;
     try {
       const address4 = cidrAddress(o.link4, 1);
       const address6 = o.link6 ? cidrAddress(o.link6, 1) : undefined;
-      await o.run.ip(['link', 'set', 'dev', device.name, 'mtu', String(o.mtu), 'txqueuelen', '1000']);
-      await o.run.ip(['-4', 'addr', 'add', `${address4}/${o.link4.prefix}`, 'dev', device.name]);
+      await o.run.ip(['link', 'set', 'dev', tun.name, 'mtu', String(o.mtu), 'txqueuelen', '1000']);
+      await o.run.ip(['-4', 'addr', 'add', `${address4}/${o.link4.prefix}`, 'dev', tun.name]);
       // nodad: duplicate address detection would keep the address unusable for a second or two.
       if (o.link6 && address6)
-        await o.run.ip(['-6', 'addr', 'add', `${address6}/${o.link6.prefix}`, 'dev', device.name, 'nodad']);
-      await o.run.ip(['link', 'set', 'dev', device.name, 'up']);
-      const write = (p: Buffer) => device.write(p);
-      tcp = await TcpSystemStack.start(
-        {
-          4: { address: address4, fakeAddresses: fakePeers(o.link4) },
-          6: o.link6 && address6 ? { address: address6, fakeAddresses: fakePeers(o.link6) } : undefined,
-        },
-        write,
+        await o.run.ip(['-6', 'addr', 'add', `${address6}/${o.link6.prefix}`, 'dev', tun.name, 'nodad']);
+      await o.run.ip(['link', 'set', 'dev', tun.name, 'up']);
+
+      // The listener first: the worker needs its ports. Its NAT control goes to the worker once it exists.
+      let toWorker: (m: ToWorker) => void = () => {};
+      tcp = await TcpListener.start(
+        { 4: address4, 6: address6 },
         o.dialer,
+        {
+          dialed: (key) => toWorker({ t: 'dialed', key }),
+          rejected: (key) => toWorker({ t: 'rejected', key }),
+          closed: (key) => toWorker({ t: 'closed', key }),
+          abandoned: (key) => toWorker({ t: 'abandoned', key }),
+        },
         o.log.child('tcp'),
-        ipToBytes,
       );
-      const udp = new UdpRelay(write, o.dialer, o.log.child('udp'), o.udpIdleMs);
-      const vif = new VirtualInterface(device, address4, address6, tcp, udp, o.mtu);
-      device.onPacket((p) => vif.onPacket(p));
-      device.onError = (e) =>
-        o.log.error('reading the TUN device failed', { vif: device.name, error: e.message });
+      workerFd = dupFd(tun.fd);
+      const init: PacketWorkerInit = {
+        fd: workerFd,
+        families: {
+          4: { listenerAddress: address4, listenerPort: tcp.ports[4]!, fakeAddresses: fakePeers(o.link4) },
+          6:
+            o.link6 && address6
+              ? { listenerAddress: address6, listenerPort: tcp.ports[6]!, fakeAddresses: fakePeers(o.link6) }
+              : undefined,
+        },
+      };
+      const w = new Worker(new URL('./packet-worker.js', import.meta.url), { workerData: init });
+      worker = w;
+      // The worker owns its fd from here on (it closes it when it stops, or the thread ends).
+      workerFd = undefined;
+      toWorker = (m) => w.postMessage(m);
+      const writer = new TunWriter(tun.fd);
+      const udp = new UdpRelay((p) => writer.write(p), o.dialer, o.log.child('udp'), o.udpIdleMs);
+      const vif = new VirtualInterface(tun.name, tun.fd, address4, address6, o.mtu, writer, w, tcp, udp);
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the VIF packet worker did not start')), WORKER_START_TIMEOUT_MS);
+        w.on('message', (m: ToMain) => {
+          if (m.t === 'ready') {
+            clearTimeout(timer);
+            resolve();
+          } else vif.fromWorker(m, o.log);
+        });
+        w.once('error', (e) => {
+          clearTimeout(timer);
+          reject(e);
+        });
+      });
+      w.on('error', (e) => o.log.error('the VIF packet worker failed', { error: e.message }));
       return vif;
     } catch (e) {
       tcp?.stop();
-      device.close();
+      if (worker) await worker.terminate();
+      if (workerFd !== undefined) closeFd(workerFd);
+      closeFd(tun.fd);
       throw e;
     }
   }
 
-  private onPacket(p: Buffer): void {
-    const info = parsePacket(p);
-    if (!info) {
-      this.dropped++;
-      return;
-    }
-    switch (info.protocol) {
-      case PROTO_TCP:
-        this.tcp.handle(p, info);
+  private fromWorker(m: ToMain, log: Logger): void {
+    switch (m.t) {
+      case 'open':
+        this.tcp.open(m.flow);
         return;
-      case PROTO_UDP:
-        this.udp.handle(p, info);
+      case 'udp': {
+        const p = Buffer.from(m.packet.buffer, m.packet.byteOffset, m.packet.byteLength);
+        const info = parsePacket(p);
+        if (info) this.udp.handle(p, info);
         return;
-      case PROTO_ICMP:
-      case PROTO_ICMPV6:
-        // Echo is answered here: the tunnel carries TCP and UDP only, so "the address is routed to the
-        // cluster" is the most a ping can tell. Other ICMP (router solicitations, MLD) is dropped.
-        if (isEchoRequest(p, info)) {
-          toEchoReply(p, info);
-          this.echoReplies++;
-          this.device.write(p, info.length);
-          return;
-        }
-        this.dropped++;
+      }
+      case 'stats':
+        this.packetStats = m.stats;
         return;
-      default:
-        this.dropped++;
+      case 'error':
+        log.error(m.message, { vif: this.name });
+        return;
+      case 'ready':
+        return;
     }
   }
 
   stats(): VifStats {
     return {
-      packetsIn: this.device.stats.packetsIn,
-      packetsOut: this.device.stats.packetsOut,
-      writeErrors: this.device.stats.writeErrors,
-      tcpFlowsOpen: this.tcp.openFlows,
-      tcpFlowsRejected: this.tcp.stats.flowsRejected,
+      ...this.packetStats,
+      packetsOut: this.packetStats.packetsOut + this.writer.packets,
+      writeErrors: this.packetStats.writeErrors + this.writer.errors,
+      tcpConnections: this.tcp.openConnections,
+      tcpDialsRejected: this.tcp.dialsRejected,
       udpFlowsOpen: this.udp.openFlows,
-      echoReplies: this.echoReplies,
-      dropped: this.dropped + this.tcp.stats.dropped + this.udp.stats.dropped,
     };
   }
 
   /** Resets every flow and removes the interface (with its addresses and routes). */
-  close(): void {
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     this.tcp.stop();
     this.udp.stop();
-    this.device.close();
+    this.writer.stop();
+    closeFd(this.fd);
+    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    this.worker.postMessage({ t: 'stop' } satisfies ToWorker);
+    const timer = setTimeout(() => void this.worker.terminate(), 2_000);
+    await exited;
+    clearTimeout(timer);
   }
 }
 

@@ -11,6 +11,7 @@ import { LISTENERS_MAP, PORTS_MAP, STATS_MAP } from '../steering-keys.js';
 import { type BpffsMount, ensureBpffs } from './bpffs.js';
 import {
   createPodTestbed,
+  onProcessEnd,
   type PodTestbed,
   RESPONDER,
   STEERING_LISTENER,
@@ -87,7 +88,7 @@ function teardown(): void {
   if (fs.existsSync(pinRoot)) fs.rmdirSync(pinRoot);
   bpffs?.release();
 }
-process.on('exit', teardown);
+onProcessEnd(teardown);
 
 test.before(async () => {
   bpffs = ensureBpffs();
@@ -181,6 +182,7 @@ test('a non-root agent steers once apply hands it the maps; another UID is told 
   assert.is(apply({ ports: [APP_PORT], netnsPath, pinRoot, agentUid: AGENT_UID }).changed, false);
   const asUid = (uid: number) =>
     bed.spawnInPod('setpriv', [
+      '--pdeathsig=KILL',
       `--reuid=${uid}`,
       `--regid=${uid}`,
       '--clear-groups',

@@ -8,7 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { cleanup } from '../mechanism.js';
 import { type BpffsMount, ensureBpffs } from './bpffs.js';
-import { createPodTestbed, type PodTestbed, RESPONDER, waitForLine } from './pod-testbed.js';
+import { createPodTestbed, onProcessEnd, type PodTestbed, RESPONDER, waitForLine } from './pod-testbed.js';
 
 const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'main.js');
 const prefix = `tpe-${process.pid % 100000}`;
@@ -34,7 +34,7 @@ function teardown(): void {
   if (fs.existsSync(pinRoot)) fs.rmdirSync(pinRoot);
   bpffs?.release();
 }
-process.on('exit', teardown);
+onProcessEnd(teardown);
 
 test.before(async () => {
   bpffs = ensureBpffs();

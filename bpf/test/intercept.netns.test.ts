@@ -14,7 +14,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { apply, cleanup, status } from '../mechanism.js';
 import { type BpffsMount, ensureBpffs } from './bpffs.js';
-import { createPodTestbed, type PodTestbed, RESPONDER, waitForLine } from './pod-testbed.js';
+import { createPodTestbed, onProcessEnd, type PodTestbed, RESPONDER, waitForLine } from './pod-testbed.js';
 
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bins = {
@@ -29,8 +29,8 @@ const LAPTOP_PORT = 18080;
 const MANAGER_PORT = 18081;
 const prefix = `tpe-${process.pid % 100000}`;
 const pinRoot = `/sys/fs/bpf/${prefix}`;
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpe-e2e-'));
-const env = { ...process.env, TP_RUN_DIR: path.join(dir, 'run'), TP_LOG_DIR: path.join(dir, 'log') };
+let dir: string;
+let env: NodeJS.ProcessEnv;
 
 /** Why this file cannot run here, if it cannot: the binaries are built by other parts of tp. */
 function missingPrerequisite(): string | undefined {
@@ -82,7 +82,8 @@ function inNetns(
   log?: string,
 ): ChildProcess {
   const out = log ? fs.openSync(path.join(dir, log), 'a') : 'ignore';
-  const child = spawn('nsenter', [`--net=/run/netns/${netns}`, process.execPath, ...args], {
+  const argv = [`--net=/run/netns/${netns}`, 'setpriv', '--pdeathsig', 'KILL', process.execPath, ...args];
+  const child = spawn('nsenter', argv, {
     env: { ...env, ...extraEnv },
     stdio: ['ignore', log ? out : 'pipe', log ? out : 'inherit'],
   });
@@ -159,7 +160,7 @@ function teardown(): void {
   bed?.destroy();
   if (fs.existsSync(pinRoot)) fs.rmdirSync(pinRoot);
   bpffs?.release();
-  if (process.env.TP_KEEP_TEST_DIRS !== '1') fs.rmSync(dir, { recursive: true, force: true });
+  if (dir && process.env.TP_KEEP_TEST_DIRS !== '1') fs.rmSync(dir, { recursive: true, force: true });
 }
 
 const missing = missingPrerequisite();
@@ -167,9 +168,11 @@ if (missing) {
   console.log(`# skipped: ${missing}`);
   test.skip('intercept through eBPF capture, end to end', () => {});
 } else {
-  process.on('exit', teardown);
+  onProcessEnd(teardown);
 
   test.before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpe-e2e-'));
+    env = { ...process.env, TP_RUN_DIR: path.join(dir, 'run'), TP_LOG_DIR: path.join(dir, 'log') };
     bpffs = ensureBpffs();
     bed = createPodTestbed(prefix, '10.250.0');
     await waitForLine(bed.spawnInPod(process.execPath, [RESPONDER, 'app', String(APP_PORT)]), /^ready/);

@@ -15,13 +15,27 @@ export interface PodTestbed {
   /** The same pair over IPv6 (ULA addresses, only inside the two namespaces). */
   podIp6: string;
   clientIp6: string;
-  /** Runs a command in the pod's network namespace only (nsenter keeps the mount namespace, so bpffs). */
+  /**
+   * Runs a command in the pod's network namespace only (nsenter keeps the mount namespace, so bpffs);
+   * it is killed when this process dies.
+   */
   spawnInPod(command: string, args: string[]): ChildProcess;
   /** curl from the client namespace; resolves with the body. */
   curlFromClient(url: string): Promise<string>;
   /** curl from inside the pod (e.g. to 127.0.0.1). */
   curlFromPod(url: string): Promise<string>;
   destroy(): void;
+}
+
+/** Runs `teardown` however the process ends: normally, on an uncaught error, or on SIGINT/SIGTERM. */
+export function onProcessEnd(teardown: () => void): void {
+  process.on('exit', teardown);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      teardown();
+      process.exit(130);
+    });
+  }
 }
 
 const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -99,7 +113,9 @@ export function createPodTestbed(prefix: string, subnet = '10.251.0'): PodTestbe
     podIp6,
     clientIp6,
     spawnInPod(command, args) {
-      const child = spawn('nsenter', [`--net=/run/netns/${podNetns}`, command, ...args], {
+      // setpriv --pdeathsig: the child dies with the test process even when that is killed outright.
+      const argv = [`--net=/run/netns/${podNetns}`, 'setpriv', '--pdeathsig', 'KILL', command, ...args];
+      const child = spawn('nsenter', argv, {
         stdio: ['pipe', 'pipe', 'inherit'],
       });
       children.add(child);

@@ -320,7 +320,7 @@ export class ConnectedSession {
       subnets: plan.routes.map((c) => c.text),
       dns: this.system.description,
       message:
-        `${health}; ${s.tcpFlowsOpen} TCP and ${s.udpFlowsOpen} UDP flows open; ` +
+        `${health}; ${s.tcpConnections} TCP and ${s.udpFlowsOpen} UDP flows open; ` +
         `DNS ${this.resolver.stats.clusterQueries} cluster / ${this.resolver.stats.forwarded} forwarded queries` +
         (plan.throws.length ? `; never proxied: ${plan.throws.map((c) => c.text).join(', ')}` : '') +
         (plan.conflicts.length ? `; conflicts allowed: ${plan.conflicts.join('; ')}` : ''),

@@ -1,5 +1,5 @@
 // The Connector gRPC service the CLI talks to, on top of the ManagerConnection.
-import type { sendUnaryData, ServerUnaryCall } from '@grpc/grpc-js';
+import type { ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import { createLogger } from '../../logging/logger.js';
 import type { ConnectInfo, ConnectorServer } from '../../rpc/gen/connector.js';
@@ -50,7 +50,11 @@ export function connectorService(conn: ManagerConnection, daemon: DaemonInfo): C
   });
 
   return {
-    version: unary('Version', () => ({ name: 'tp user daemon', version: VERSION, tunnelVersion: TUNNEL_VERSION })),
+    version: unary('Version', () => ({
+      name: 'tp user daemon',
+      version: VERSION,
+      tunnelVersion: TUNNEL_VERSION,
+    })),
 
     connect: unary('Connect', async (req) => {
       if (!req.managerAddress)

@@ -17,7 +17,11 @@ const log = createLogger('connector');
 /** True when another daemon answers on the socket. */
 async function anotherDaemonAnswers(socketPath: string): Promise<boolean> {
   if (!fs.existsSync(socketPath)) return false;
-  const client = new ConnectorClient(`unix://${socketPath}`, grpc.credentials.createInsecure(), localChannelOptions());
+  const client = new ConnectorClient(
+    `unix://${socketPath}`,
+    grpc.credentials.createInsecure(),
+    localChannelOptions(),
+  );
   try {
     await unary((md, o, cb) => client.version({}, md, o, cb), 1_000);
     return true;
@@ -57,7 +61,9 @@ async function main(): Promise<void> {
   };
   server.addService(ConnectorService, connectorService(conn, { logFile, quit: () => quit('tp quit') }));
   await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())),
+    server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (e) =>
+      e ? reject(e) : resolve(),
+    ),
   );
   fs.chmodSync(socketPath, 0o600);
   log.info('user daemon started', { version: VERSION, pid: process.pid, socket: socketPath });

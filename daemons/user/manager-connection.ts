@@ -9,17 +9,17 @@ import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../../logging/logger.js';
 import {
-  type DialRequest,
   InterceptDisposition as D,
+  type DialRequest,
   type InterceptInfo,
   type InterceptInfoSnapshot,
   type InterceptSpec,
-  ManagerClient,
   type SessionInfo,
   type VersionInfo,
   type WorkloadInfoSnapshot,
 } from '../../rpc/gen/manager.js';
 import { managerChannelOptions } from '../../rpc/grpc-options.js';
+import { ManagerClient } from '../../rpc/manager-service.js';
 import { errorDetails, hasStatus, isServiceError, unary } from '../../rpc/unary-call.js';
 import { dialTcp } from '../../tunnel/dial.js';
 import { serveDial } from '../../tunnel/flow.js';
@@ -115,11 +115,11 @@ export class ManagerConnection extends EventEmitter {
   async disconnect(): Promise<void> {
     if (this.state === 'DISCONNECTED') return;
     this.stopped = true;
-    const id = this.sessionId;
+    // Depart while the watches are still open: the manager ends them, nothing looks like a lost stream.
+    if (this.sessionId) await this.depart(this.sessionId);
     this.endSession?.('disconnecting');
     this.wakeUp?.();
     await this.loopDone;
-    if (id) await this.depart(id);
     this.client?.close();
     this.client = undefined;
     this.state = 'DISCONNECTED';
@@ -163,7 +163,8 @@ export class ManagerConnection extends EventEmitter {
     let info: InterceptInfo;
     try {
       info = await unary<InterceptInfo>(
-        (md, o, cb) => client.createIntercept({ session: this.session(), spec: { ...spec, name } }, md, o, cb),
+        (md, o, cb) =>
+          client.createIntercept({ session: this.session(), spec: { ...spec, name } }, md, o, cb),
         CALL_TIMEOUT_MS,
       );
     } catch (e) {
@@ -181,9 +182,15 @@ export class ManagerConnection extends EventEmitter {
     // Refused or no answer: nothing is left behind.
     await this.removeIntercept(name).catch(() => {});
     if (settled.disposition === D.AGENT_ERROR)
-      throw new UserFacingError(grpc.status.FAILED_PRECONDITION, `the agent refused the intercept: ${settled.message}`);
+      throw new UserFacingError(
+        grpc.status.FAILED_PRECONDITION,
+        `the agent refused the intercept: ${settled.message}`,
+      );
     if (settled.disposition === D.REMOVED)
-      throw new UserFacingError(grpc.status.ABORTED, `the intercept went away while waiting: ${settled.message}`);
+      throw new UserFacingError(
+        grpc.status.ABORTED,
+        `the intercept went away while waiting: ${settled.message}`,
+      );
     throw new UserFacingError(
       grpc.status.DEADLINE_EXCEEDED,
       `no agent of ${spec.namespace}/${spec.workload} accepted the intercept within ${ACCEPT_TIMEOUT_MS / 1000} s: ` +
@@ -193,11 +200,15 @@ export class ManagerConnection extends EventEmitter {
 
   async removeIntercept(name: string): Promise<void> {
     const record = this.records.get(name);
-    if (!record) throw new UserFacingError(grpc.status.NOT_FOUND, `no intercept named "${name}": see tp status`);
+    if (!record)
+      throw new UserFacingError(grpc.status.NOT_FOUND, `no intercept named "${name}": see tp status`);
     if (!record.gone && this.state === 'CONNECTED' && this.client && record.info) {
       const client = this.client;
       try {
-        await unary((md, o, cb) => client.removeIntercept({ session: this.session(), name }, md, o, cb), CALL_TIMEOUT_MS);
+        await unary(
+          (md, o, cb) => client.removeIntercept({ session: this.session(), name }, md, o, cb),
+          CALL_TIMEOUT_MS,
+        );
       } catch (e) {
         if (!hasStatus(e, grpc.status.NOT_FOUND)) throw this.managerError(e);
       }
@@ -227,7 +238,8 @@ export class ManagerConnection extends EventEmitter {
           pods: [],
           message: 'the traffic manager is unreachable: the intercept is restored when it is back',
         };
-      if (!r.info) return { ...base, message: 'being restored after the connection to the traffic manager was lost' };
+      if (!r.info)
+        return { ...base, message: 'being restored after the connection to the traffic manager was lost' };
       const message = [r.info.message, r.note].filter(Boolean).join('; ');
       return { ...r.info, message };
     });
@@ -303,7 +315,10 @@ export class ManagerConnection extends EventEmitter {
       CALL_TIMEOUT_MS,
     );
     this.managerVersion = version.version;
-    log.info('arrived at the traffic manager', { manager: client.getChannel().getTarget(), session: session.sessionId });
+    log.info('arrived at the traffic manager', {
+      manager: client.getChannel().getTarget(),
+      session: session.sessionId,
+    });
     return { sessionId: session.sessionId, remainIntervalMs: session.remainIntervalMs || 5_000 };
   }
 
@@ -326,10 +341,12 @@ export class ManagerConnection extends EventEmitter {
       };
       this.endSession = end;
       const heartbeat = setInterval(() => {
-        unary((md, o, cb) => client.remain({ session: sessionInfo }, md, o, cb), CALL_TIMEOUT_MS).catch((e) => {
-          if (hasStatus(e, grpc.status.NOT_FOUND)) end('the traffic manager no longer knows this session');
-          else log.debug('heartbeat failed', { reason: errorDetails(e) });
-        });
+        unary((md, o, cb) => client.remain({ session: sessionInfo }, md, o, cb), CALL_TIMEOUT_MS).catch(
+          (e) => {
+            if (hasStatus(e, grpc.status.NOT_FOUND)) end('the traffic manager no longer knows this session');
+            else log.debug('heartbeat failed', { reason: errorDetails(e) });
+          },
+        );
       }, session.remainIntervalMs);
       watch.on('data', (s: InterceptInfoSnapshot) => this.applySnapshot(s.intercepts));
       watch.on('error', (e) => end(errorDetails(e)));
@@ -392,7 +409,12 @@ export class ManagerConnection extends EventEmitter {
   /** An intercepted connection: open a tunnel for it and dial the local target. */
   private dial(client: ManagerClient, sessionId: string, req: DialRequest): void {
     const timeoutMs = req.dialTimeoutMs || DEFAULT_DIAL_TIMEOUT_MS;
-    const info = streamInfo({ connId: req.connId, sessionId, relayId: req.relayId, dialTimeoutMs: timeoutMs });
+    const info = streamInfo({
+      connId: req.connId,
+      sessionId,
+      relayId: req.relayId,
+      dialTimeoutMs: timeoutMs,
+    });
     const label = formatConnectionId(req.connId);
     const stream = new TunnelStream(client.tunnel());
     stream.send(msg.open(info));
@@ -457,7 +479,9 @@ export class ManagerConnection extends EventEmitter {
   private async depart(sessionId: string): Promise<void> {
     const client = this.client;
     if (!client) return;
-    await unary((md, o, cb) => client.depart({ sessionId, remainIntervalMs: 0 }, md, o, cb), 2_000).catch(() => {});
+    await unary((md, o, cb) => client.depart({ sessionId, remainIntervalMs: 0 }, md, o, cb), 2_000).catch(
+      () => {},
+    );
   }
 
   private sleep(ms: number): Promise<void> {

@@ -65,7 +65,12 @@ function startApp(net: PodNetwork): Promise<NamespaceProcess> {
 
 /** The tp agent, as its own UID, passing through 8080 and 9090 on one listener (SO_ORIGINAL_DST). */
 async function startAgent(net: PodNetwork): Promise<NamespaceProcess[]> {
-  const manager = net.start(net.pod, process.execPath, [MANAGER, '--standalone', '--listen', `127.0.0.1:${MANAGER_PORT}`]);
+  const manager = net.start(net.pod, process.execPath, [
+    MANAGER,
+    '--standalone',
+    '--listen',
+    `127.0.0.1:${MANAGER_PORT}`,
+  ]);
   const agent = net.start(
     net.pod,
     'setpriv',
@@ -81,10 +86,13 @@ async function startAgent(net: PodNetwork): Promise<NamespaceProcess[]> {
       TP_HOST_IP: net.clientIp.replace(/\.1$/, '.254'),
     },
   );
-  await waitFor(() => `the agent to pass traffic through (agent output: ${agent.output()})`, async () => {
-    const reply = await get(net, net.client, net.podIp, 8080);
-    return reply.peer === '127.0.0.1' ? true : undefined;
-  });
+  await waitFor(
+    () => `the agent to pass traffic through (agent output: ${agent.output()})`,
+    async () => {
+      const reply = await get(net, net.client, net.podIp, 8080);
+      return reply.peer === '127.0.0.1' ? true : undefined;
+    },
+  );
   return [agent, manager];
 }
 
@@ -97,7 +105,9 @@ function packets(status: CounterView, family: number, match: RegExp): number {
   return f.rules.filter((r) => match.test(r.line)).reduce((n, r) => n + (r.packets ?? 0), 0);
 }
 
-async function statusJson(net: PodNetwork): Promise<{ code: number; status: CounterView & { inPlace: boolean } }> {
+async function statusJson(
+  net: PodNetwork,
+): Promise<{ code: number; status: CounterView & { inPlace: boolean } }> {
   const out = await tpInit(net, ['status', ...CAPTURE_FLAGS, '-o', 'json']);
   return { code: out.code, status: JSON.parse(out.stdout) };
 }
@@ -111,14 +121,27 @@ async function lifecycle(backend: Backend, index: number): Promise<void> {
       assert.equal(seed.code, 0, seed.stderr);
     }
     await startApp(net);
-    assert.equal(await get(net, net.client, net.podIp, 8080), { code: 0, peer: net.clientIp }, 'direct before apply');
+    assert.equal(
+      await get(net, net.client, net.podIp, 8080),
+      { code: 0, peer: net.clientIp },
+      'direct before apply',
+    );
 
     // apply: both families (the pod has a global IPv6 address), the rules printed as installed.
     const applied = await tpInit(net, ['apply', ...CAPTURE_FLAGS]);
     assert.equal(applied.code, 0, applied.stderr);
-    assert.match(applied.stdout, `IPv4 capture of app ports 8080,9090 to agent port 15001, agent uid 7777 (${backend} backend)`);
-    assert.match(applied.stdout, `IPv6 capture of app ports 8080,9090 to agent port 15001, agent uid 7777 (${backend} backend)`);
-    assert.match(applied.stdout, /-A TP_REDIRECT -p tcp -m comment --comment "tp:[\d.]+ [^"]+" -j REDIRECT --to-ports 15001/);
+    assert.match(
+      applied.stdout,
+      `IPv4 capture of app ports 8080,9090 to agent port 15001, agent uid 7777 (${backend} backend)`,
+    );
+    assert.match(
+      applied.stdout,
+      `IPv6 capture of app ports 8080,9090 to agent port 15001, agent uid 7777 (${backend} backend)`,
+    );
+    assert.match(
+      applied.stdout,
+      /-A TP_REDIRECT -p tcp -m comment --comment "tp:[\d.]+ [^"]+" -j REDIRECT --to-ports 15001/,
+    );
 
     // apply again: nothing changes.
     const before4 = await natRules(net, backend, 4);
@@ -134,7 +157,11 @@ async function lifecycle(backend: Backend, index: number): Promise<void> {
     }
 
     // Agent down: REDIRECT sends the connection to a port nobody listens on, so it is refused (fails closed).
-    assert.equal((await get(net, net.client, net.podIp, 8080)).code, 7, 'connection refused with the agent down');
+    assert.equal(
+      (await get(net, net.client, net.podIp, 8080)).code,
+      7,
+      'connection refused with the agent down',
+    );
     assert.equal((await get(net, net.client, net.podIp6, 8080)).code, 7, 'IPv6 refused with the agent down');
 
     const processes = await startAgent(net);
@@ -147,8 +174,16 @@ async function lifecycle(backend: Backend, index: number): Promise<void> {
     // Other ports are not captured.
     assert.equal((await get(net, net.client, net.podIp, 8081)).code, 7);
     // In-pod calls to the pod IP are captured; the agent's own are not; loopback calls are not.
-    assert.equal(await get(net, net.pod, net.podIp, 8080), { code: 0, peer: '127.0.0.1' }, 'in-pod call captured');
-    assert.equal(await get(net, net.pod, net.podIp, 8080, AGENT_UID), { code: 0, peer: net.podIp }, 'agent uid not captured');
+    assert.equal(
+      await get(net, net.pod, net.podIp, 8080),
+      { code: 0, peer: '127.0.0.1' },
+      'in-pod call captured',
+    );
+    assert.equal(
+      await get(net, net.pod, net.podIp, 8080, AGENT_UID),
+      { code: 0, peer: net.podIp },
+      'agent uid not captured',
+    );
     assert.equal(await get(net, net.pod, net.podIp6, 8080, AGENT_UID), { code: 0, peer: net.podIp6 });
     const { status: busy } = await statusJson(net);
     const inPod = /capture in-pod calls/;
@@ -159,8 +194,14 @@ async function lifecycle(backend: Backend, index: number): Promise<void> {
     const { code, status } = await statusJson(net);
     assert.equal(code, 0);
     assert.ok(status.inPlace);
-    assert.ok(packets(status, 4, /capture inbound/) >= packets(idle, 4, /capture inbound/) + 2, 'inbound counter');
-    assert.ok(packets(status, 6, /capture inbound/) >= packets(idle, 6, /capture inbound/) + 1, 'IPv6 counter');
+    assert.ok(
+      packets(status, 4, /capture inbound/) >= packets(idle, 4, /capture inbound/) + 2,
+      'inbound counter',
+    );
+    assert.ok(
+      packets(status, 6, /capture inbound/) >= packets(idle, 6, /capture inbound/) + 1,
+      'IPv6 counter',
+    );
     assert.ok(beforeLoopback >= packets(idle, 4, inPod) + 1, 'in-pod counter');
     assert.equal(packets(status, 4, inPod), beforeLoopback, 'a loopback call is not captured');
     assert.ok(packets(status, 4, /never capture connections of the agent/) >= 1, 'agent uid counter');
@@ -200,7 +241,8 @@ class PodRunner implements CommandRunner {
     private readonly failIpv6Commit: boolean,
   ) {}
   run(command: string, args: readonly string[], input?: string): Promise<CommandResult> {
-    const ipv6Commit = command.startsWith('ip6tables') && command.endsWith('-restore') && !args.includes('--test');
+    const ipv6Commit =
+      command.startsWith('ip6tables') && command.endsWith('-restore') && !args.includes('--test');
     if (this.failIpv6Commit && ipv6Commit && input?.includes(':TP_INBOUND'))
       return Promise.resolve({ exitCode: 4, stdout: '', stderr: 'injected failure of the IPv6 commit\n' });
     return this.exec.run('/usr/sbin/ip', ['netns', 'exec', this.ns, command, ...args], input);
@@ -218,7 +260,19 @@ for (const [backend, index] of [
       const env = (fail: boolean): CaptureEnv => ({
         runner: new PodRunner(net.pod, fail),
         log,
-        interfaces: { veth: [{ address: net.podIp6, netmask: '', family: 'IPv6', mac: '', internal: false, cidr: null, scopeid: 0 }] },
+        interfaces: {
+          veth: [
+            {
+              address: net.podIp6,
+              netmask: '',
+              family: 'IPv6',
+              mac: '',
+              internal: false,
+              cidr: null,
+              scopeid: 0,
+            },
+          ],
+        },
       });
       const config = (agentPort: string) =>
         captureConfigFromFlags({ ports: '8080', agentPort, ipv6: 'on', backend });
@@ -229,7 +283,11 @@ for (const [backend, index] of [
         (e: unknown) => e,
       );
       assert.instance(first, UsageError);
-      assert.match((first as Error).message, /applying the IPv6 rules failed .*injected failure/, (first as Error).message);
+      assert.match(
+        (first as Error).message,
+        /applying the IPv6 rules failed .*injected failure/,
+        (first as Error).message,
+      );
       assert.not.match(await natRules(net, backend, 4), /TP_|tp:/);
       assert.not.match(await natRules(net, backend, 6), /TP_|tp:/);
 

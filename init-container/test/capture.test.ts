@@ -39,13 +39,19 @@ class KernelScript {
 }
 
 const notFound: Reply = { exitCode: 127, notFound: true };
-const emptyNat = '*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n';
+const emptyNat =
+  '*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n';
 
 /** What `iptables-save -c -t nat` prints once the rendered rules are installed. */
 function installedSave(config: CaptureConfig, family: Family): string {
   const set = renderRules(config, family);
   const lines = ['*nat', ':PREROUTING ACCEPT [0:0]', ':INPUT ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]'];
-  lines.push(':POSTROUTING ACCEPT [0:0]', ':TP_INBOUND - [0:0]', ':TP_OUTPUT - [0:0]', ':TP_REDIRECT - [0:0]');
+  lines.push(
+    ':POSTROUTING ACCEPT [0:0]',
+    ':TP_INBOUND - [0:0]',
+    ':TP_OUTPUT - [0:0]',
+    ':TP_REDIRECT - [0:0]',
+  );
   for (const rule of [...set.jumps, ...set.rules]) lines.push(`[3:180] ${ruleLine(rule)}`);
   lines.push('COMMIT', '');
   return lines.join('\n');
@@ -98,16 +104,15 @@ test('apply again: -C finds both jumps, so the transaction rewrites the chains a
   const runner = new RecordingRunner(script.respond);
   await applyCapture({ runner, log, interfaces: noIpv6 }, config);
   assertGolden('apply-again-nft.transcript', runner.transcript());
-  const commit = runner.calls.find((c) => c.command === 'iptables-nft-restore' && !c.args.includes('--test'))!;
+  const commit = runner.calls.find(
+    (c) => c.command === 'iptables-nft-restore' && !c.args.includes('--test'),
+  )!;
   assert.not.match(commit.input!, /-A (PREROUTING|OUTPUT) /);
 });
 
 test('apply replaces a jump written by another tp version', async () => {
   const config = captureConfigFromFlags({ ports: '8080', ipv6: 'off' });
-  const old = installedSave(config, 4).replace(
-    /tp:[\d.]+ inbound capture/,
-    'tp:0.0.9 inbound capture',
-  );
+  const old = installedSave(config, 4).replace(/tp:[\d.]+ inbound capture/, 'tp:0.0.9 inbound capture');
   const script = new KernelScript()
     .on('iptables-legacy-save -c', { stdout: '' })
     .on('iptables-nft-save -c', { stdout: old })
@@ -116,7 +121,9 @@ test('apply replaces a jump written by another tp version', async () => {
     .on('iptables-nft -w 30 -t nat -C PREROUTING', { exitCode: 1 }, {});
   const runner = new RecordingRunner(script.respond);
   await applyCapture({ runner, log, interfaces: noIpv6 }, config);
-  const commit = runner.calls.find((c) => c.command === 'iptables-nft-restore' && !c.args.includes('--test'))!;
+  const commit = runner.calls.find(
+    (c) => c.command === 'iptables-nft-restore' && !c.args.includes('--test'),
+  )!;
   assert.match(commit.input!, /^-D PREROUTING .*tp:0\.0\.9 inbound capture.*$/m);
   assert.match(commit.input!, /^-A PREROUTING .* -j TP_INBOUND$/m);
   assert.not.match(commit.input!, /^-A OUTPUT /m);
@@ -140,15 +147,24 @@ test('IPv6 rejected after IPv4 was committed: IPv4 is rolled back and the missin
     .on('ip6tables-nft-restore --noflush -w 30 --test', {});
   const owner = /-m owner/;
   const runner = new RecordingRunner((call) => {
-    if (call.command === 'ip6tables-nft-restore' && call.input?.includes('TP_PROBE') && owner.test(call.input))
-      return { exitCode: 4, stderr: 'line 3: RULE_APPEND failed (No such file or directory): rule in chain TP_PROBE' };
+    if (
+      call.command === 'ip6tables-nft-restore' &&
+      call.input?.includes('TP_PROBE') &&
+      owner.test(call.input)
+    )
+      return {
+        exitCode: 4,
+        stderr: 'line 3: RULE_APPEND failed (No such file or directory): rule in chain TP_PROBE',
+      };
     if (call.command === 'ip6tables-nft-restore' && call.input?.includes('TP_PROBE')) return {};
     return script.respond(call);
   });
   const error = await rejection(applyCapture({ runner, log, interfaces: globalIpv6 }, config));
   assert.match(error.message, /owner match \(xt_owner\)/);
   assert.match(error.message, /--ipv6 off/);
-  const rollback = runner.calls.find((c) => c.command === 'iptables-nft-restore' && c.args.join(' ') === '-c -w 30');
+  const rollback = runner.calls.find(
+    (c) => c.command === 'iptables-nft-restore' && c.args.join(' ') === '-c -w 30',
+  );
   assert.ok(rollback, 'the IPv4 nat table is restored from its snapshot');
   assert.equal(rollback!.input, emptyNat);
   assertGolden('apply-ipv6-fails-rollback.transcript', runner.transcript());
@@ -163,7 +179,9 @@ test('legacy backend chosen when it holds rules; a bare "line N failed" is diagn
     if (line === 'iptables-nft-save -c') return { stdout: '' };
     if (line === 'iptables-legacy-save -c -t nat') return { stdout: emptyNat };
     if (call.command === 'iptables-legacy-restore' && call.input?.includes('TP_PROBE'))
-      return call.input.includes('-m owner') ? { exitCode: 1, stderr: 'iptables-restore: line 4 failed\n' } : {};
+      return call.input.includes('-m owner')
+        ? { exitCode: 1, stderr: 'iptables-restore: line 4 failed\n' }
+        : {};
     if (line === 'iptables-legacy-restore --noflush -w 30')
       return { exitCode: 1, stderr: 'iptables-restore: line 12 failed\n' };
     return {};
@@ -171,7 +189,10 @@ test('legacy backend chosen when it holds rules; a bare "line N failed" is diagn
   const error = await rejection(applyCapture({ runner, log, interfaces: noIpv6 }, config));
   assert.match(error.message, /kernel lacks the owner match \(xt_owner\)/, error.message);
   assert.match(error.message, /load xt_owner on the node/);
-  assert.ok(runner.calls.every((c) => !c.command.startsWith('iptables-nft-restore')), 'nft is never written');
+  assert.ok(
+    runner.calls.every((c) => !c.command.startsWith('iptables-nft-restore')),
+    'nft is never written',
+  );
   // Every probe that succeeded was removed again.
   const probes = runner.calls.filter((c) => c.input?.includes(':TP_PROBE')).length;
   const removals = runner.calls.filter((c) => c.input?.includes('-X TP_PROBE')).length;
@@ -207,7 +228,8 @@ test('no nat table: the error names the kernel module, and nothing is committed'
     .on('iptables-nft-save -c', notFound)
     .on('iptables-legacy-save -c -t nat', {
       exitCode: 1,
-      stderr: "iptables-save v1.8.9 (legacy): can't initialize iptables table `nat': Table does not exist (do you need to insmod?)\n",
+      stderr:
+        "iptables-save v1.8.9 (legacy): can't initialize iptables table `nat': Table does not exist (do you need to insmod?)\n",
     });
   const runner = new RecordingRunner(script.respond);
   const error = await rejection(applyCapture({ runner, log, interfaces: noIpv6 }, config));
@@ -241,7 +263,10 @@ test('status when nothing is installed: every chain missing', async () => {
   const script = new KernelScript().on('iptables-legacy-save -c', { stdout: '' }).on('iptables-nft-save -c', {
     stdout: '',
   });
-  const status = await captureStatus({ runner: new RecordingRunner(script.respond), log, interfaces: noIpv6 }, config);
+  const status = await captureStatus(
+    { runner: new RecordingRunner(script.respond), log, interfaces: noIpv6 },
+    config,
+  );
   assert.not.ok(status.inPlace);
   assert.ok(status.families[0]!.chains.every((c) => !c.present));
 });
@@ -280,7 +305,10 @@ test('backend choice: forced, then the one holding tp, then legacy with rules, t
   assert.equal(chooseBackend([probe('legacy', rules), probe('nft', tp)], 'auto', 4).name, 'nft');
   assert.equal(chooseBackend([probe('legacy', ''), probe('nft', '')], 'legacy', 4).name, 'legacy');
   assert.equal(chooseBackend([probe('legacy', ''), probe('nft', '')], 'auto', 6, 'legacy').name, 'legacy');
-  assert.throws(() => chooseBackend([probe('nft', '')], 'legacy', 4), /legacy backend for IPv4 is not usable/);
+  assert.throws(
+    () => chooseBackend([probe('nft', '')], 'legacy', 4),
+    /legacy backend for IPv4 is not usable/,
+  );
 });
 
 test.run();

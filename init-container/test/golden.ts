@@ -5,7 +5,10 @@ import * as path from 'node:path';
 import * as assert from 'uvu/assert';
 
 // Compiled to dist/init-container/test/: the sources' testdata is three levels up from here.
-const testdata = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../../init-container/testdata');
+const testdata = path.resolve(
+  path.dirname(new URL(import.meta.url).pathname),
+  '../../../init-container/testdata',
+);
 
 export function assertGolden(name: string, actual: string): void {
   const file = path.join(testdata, name);
@@ -16,7 +19,11 @@ export function assertGolden(name: string, actual: string): void {
   }
   if (!fs.existsSync(file))
     assert.unreachable(`golden file ${file} is missing: run the test with REFRESH_GOLDEN=true to create it`);
-  assert.fixture(actual, fs.readFileSync(file, 'utf8'), `differs from ${file} (REFRESH_GOLDEN=true regenerates it)`);
+  assert.fixture(
+    actual,
+    fs.readFileSync(file, 'utf8'),
+    `differs from ${file} (REFRESH_GOLDEN=true regenerates it)`,
+  );
 }
 
 export function readTestdata(name: string): string {

@@ -47,7 +47,20 @@ export class PodNetwork {
     const ip = (...args: string[]) => execFileSync(IP, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     ip('netns', 'add', this.pod);
     ip('netns', 'add', this.client);
-    ip('link', 'add', vethClient, 'netns', this.client, 'type', 'veth', 'peer', 'name', vethPod, 'netns', this.pod);
+    ip(
+      'link',
+      'add',
+      vethClient,
+      'netns',
+      this.client,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      vethPod,
+      'netns',
+      this.pod,
+    );
     for (const [ns, dev, v4, v6] of [
       [this.pod, vethPod, this.podIp, this.podIp6],
       [this.client, vethClient, this.clientIp, this.clientIp6],
@@ -60,7 +73,12 @@ export class PodNetwork {
   }
 
   /** Runs a command in a namespace and waits for it (never throws on a non-zero exit). */
-  exec(ns: string, command: string, args: string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}) {
+  exec(
+    ns: string,
+    command: string,
+    args: string[],
+    options: { input?: string; env?: NodeJS.ProcessEnv } = {},
+  ) {
     return new Promise<CommandOutput>((resolve, reject) => {
       const child = spawn(IP, ['netns', 'exec', ns, command, ...args], {
         stdio: ['pipe', 'pipe', 'pipe'],
@@ -85,7 +103,10 @@ export class PodNetwork {
 
   /** Starts a long-running process in a namespace; `ip netns exec` execs it, so the PID is the process's. */
   start(ns: string, command: string, args: string[], env: NodeJS.ProcessEnv = process.env): NamespaceProcess {
-    const child = spawn(IP, ['netns', 'exec', ns, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const child = spawn(IP, ['netns', 'exec', ns, command, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env,
+    });
     let output = '';
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       output += d;
@@ -137,7 +158,10 @@ export async function waitFor<T>(
   for (;;) {
     const value = await check().catch(() => undefined);
     if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`,
+      );
     await new Promise((r) => setTimeout(r, 100));
   }
 }

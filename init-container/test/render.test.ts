@@ -48,8 +48,14 @@ test('a second apply writes no jump: only the missing jumps are appended', () =>
   const text = renderApplyTransaction(config, set, { missingJumps: [], staleJumpLines: [] });
   assert.not.match(text, /-A (PREROUTING|OUTPUT) /);
   const stale = '-A PREROUTING -p tcp -m comment --comment "tp:0.0.9 inbound capture" -j TP_INBOUND';
-  const replacing = renderApplyTransaction(config, set, { missingJumps: [set.jumps[0]!], staleJumpLines: [stale] });
-  assert.match(replacing, /^-D PREROUTING -p tcp -m comment --comment "tp:0\.0\.9 inbound capture" -j TP_INBOUND$/m);
+  const replacing = renderApplyTransaction(config, set, {
+    missingJumps: [set.jumps[0]!],
+    staleJumpLines: [stale],
+  });
+  assert.match(
+    replacing,
+    /^-D PREROUTING -p tcp -m comment --comment "tp:0\.0\.9 inbound capture" -j TP_INBOUND$/m,
+  );
   assert.match(replacing, /^-A PREROUTING .* -j TP_INBOUND$/m);
 });
 
@@ -93,7 +99,10 @@ test('cleanup removes the jumps, then flushes and deletes every tp chain, in one
   const saved = readTestdata('installed-with-other-rules.save');
   const table = parseSavedTable(saved);
   assertGolden('cleanup.v4.rules', renderCleanupTransaction(table)!);
-  assert.equal(renderCleanupTransaction(parseSavedTable('*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n')), undefined);
+  assert.equal(
+    renderCleanupTransaction(parseSavedTable('*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n')),
+    undefined,
+  );
   // What an admin is shown after apply: tp's lines only, never another component's.
   assert.ok(tpLinesIn(table).every((l) => /TP_/.test(l)));
   assert.equal(table.rules.find((r) => r.chain === 'TP_INBOUND')?.packets, 12);

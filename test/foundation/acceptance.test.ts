@@ -9,7 +9,13 @@ interface StatusJson {
   state: string;
   managerAddress: string;
   daemon?: { pid: number; logFile: string };
-  intercepts: { name: string; workload: string; remotePort: number; localAddress: string; disposition: string }[];
+  intercepts: {
+    name: string;
+    workload: string;
+    remotePort: number;
+    localAddress: string;
+    disposition: string;
+  }[];
 }
 
 interface ListJson {
@@ -41,7 +47,10 @@ test('acceptance: connect, list, intercept, status, leave, quit', async () => {
     assert.is(connect.code, 0, connect.stderr);
     assert.match(connect.stdout, new RegExp(`Connected to the traffic manager at 127.0.0.1:${managerPort}`));
     const daemonPid = await rig.noteDaemon();
-    assert.ok(fs.existsSync(path.join(rig.dir, 'run', 'connector.sock')), 'the daemon serves its socket in TP_RUN_DIR');
+    assert.ok(
+      fs.existsSync(path.join(rig.dir, 'run', 'connector.sock')),
+      'the daemon serves its socket in TP_RUN_DIR',
+    );
     assert.ok(fs.existsSync(path.join(rig.dir, 'log', 'connector.log')), 'the daemon logs to TP_LOG_DIR');
 
     // The agent may arrive a moment after the manager starts: list until it shows.
@@ -80,7 +89,12 @@ test('acceptance: connect, list, intercept, status, leave, quit', async () => {
 
     const leave = await rig.tp('leave', 'echo');
     assert.is(leave.code, 0, leave.stderr);
-    assert.is(await eventually('passthrough again', async () => ((await httpGet(agentPort)) === 'cluster' ? 'cluster' : undefined)), 'cluster');
+    assert.is(
+      await eventually('passthrough again', async () =>
+        (await httpGet(agentPort)) === 'cluster' ? 'cluster' : undefined,
+      ),
+      'cluster',
+    );
 
     const quit = await rig.tp('quit');
     assert.is(quit.code, 0, quit.stderr);
@@ -123,7 +137,10 @@ test('user errors: one line each, non-zero exit, no stack trace', async () => {
     // A dead manager: the error names it, and no daemon is left behind.
     const dead = await rig.tp('connect', '--manager-address', `127.0.0.1:${deadPort}`);
     assert.is.not(dead.code, 0);
-    assert.match(dead.stderr, new RegExp(`cannot reach the traffic manager at 127.0.0.1:${deadPort}: connection refused`));
+    assert.match(
+      dead.stderr,
+      new RegExp(`cannot reach the traffic manager at 127.0.0.1:${deadPort}: connection refused`),
+    );
     assert.ok(!dead.stderr.includes('    at '), 'no stack trace');
     assert.is((await rig.tpJson<{ state: string }>('status')).state, 'NOT_RUNNING');
 
@@ -132,11 +149,23 @@ test('user errors: one line each, non-zero exit, no stack trace', async () => {
     await eventually('passthrough', () => httpGet(agentPort));
     assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${managerPort}`)).code, 0);
     await rig.noteDaemon();
-    await eventually('the agent in tp list', async () => (await rig.tpJson<ListJson>('list')).workloads.length > 0);
+    await eventually(
+      'the agent in tp list',
+      async () => (await rig.tpJson<ListJson>('list')).workloads.length > 0,
+    );
 
-    await expectError(['intercept', 'echo', '--port', `${laptopPort}`, '--mechanism', 'http'], /mechanism "http" is not supported: use --mechanism tcp/);
-    await expectError(['intercept', 'nope', '--port', `${laptopPort}`], /workload "nope" not found in namespace "default"/);
-    await expectError(['intercept', 'echo', '--port', `${laptopPort}:9`], new RegExp(`does not capture port 9: its agent captures ${appPort}`));
+    await expectError(
+      ['intercept', 'echo', '--port', `${laptopPort}`, '--mechanism', 'http'],
+      /mechanism "http" is not supported: use --mechanism tcp/,
+    );
+    await expectError(
+      ['intercept', 'nope', '--port', `${laptopPort}`],
+      /workload "nope" not found in namespace "default"/,
+    );
+    await expectError(
+      ['intercept', 'echo', '--port', `${laptopPort}:9`],
+      new RegExp(`does not capture port 9: its agent captures ${appPort}`),
+    );
     await expectError(['intercept', 'echo', '--port', 'x'], /invalid local port "x"/);
     await expectError(['list', '-o', 'xml'], /invalid output format "xml"/);
     await expectError(['leave', 'nope'], /no intercept named "nope"/);
@@ -144,7 +173,9 @@ test('user errors: one line each, non-zero exit, no stack trace', async () => {
     assert.is((await rig.tp('intercept', 'echo', '--port', `${laptopPort}:${appPort}`)).code, 0);
     await expectError(
       ['intercept', 'echo', '--port', `${laptopPort}:${appPort}`, '--name', 'again'],
-      new RegExp(`port ${appPort} of workload "echo" in namespace "default" is already intercepted by you \\(intercept "echo"\\)`),
+      new RegExp(
+        `port ${appPort} of workload "echo" in namespace "default" is already intercepted by you \\(intercept "echo"\\)`,
+      ),
     );
 
     // A second client meets the conflict with the holder's name.
@@ -162,7 +193,10 @@ test('user errors: one line each, non-zero exit, no stack trace', async () => {
 
     // The manager dies: commands that need it say so.
     await rig.kill('manager', 'SIGKILL');
-    await eventually('the daemon to notice', async () => (await rig.tpJson<{ state: string }>('status')).state === 'RECONNECTING');
+    await eventually(
+      'the daemon to notice',
+      async () => (await rig.tpJson<{ state: string }>('status')).state === 'RECONNECTING',
+    );
     await expectError(['list'], new RegExp(`traffic manager at 127.0.0.1:${managerPort} is unreachable`));
     assert.is((await rig.tp('quit')).code, 0);
   } catch (e) {

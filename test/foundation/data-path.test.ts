@@ -81,7 +81,12 @@ function expectedHash(seed: string, n: number): string {
 
 test('100 MiB each way through an intercept, byte-exact; half-close carried end to end', async () => {
   const rig = new Rig();
-  const ports = { manager: await freePort(), app: await freePort(), laptop: await freePort(), agent: await freePort() };
+  const ports = {
+    manager: await freePort(),
+    app: await freePort(),
+    laptop: await freePort(),
+    agent: await freePort(),
+  };
   const cluster = await httpApp(ports.app, 'cluster');
   const laptop = await hashingApp(ports.laptop, 100 * MiB);
   try {
@@ -91,7 +96,10 @@ test('100 MiB each way through an intercept, byte-exact; half-close carried end 
     await eventually('passthrough', () => httpGet(ports.agent));
     assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${ports.manager}`)).code, 0);
     await rig.noteDaemon();
-    await eventually('the agent in tp list', async () => (await rig.tpJson<{ workloads: unknown[] }>('list')).workloads.length > 0);
+    await eventually(
+      'the agent in tp list',
+      async () => (await rig.tpJson<{ workloads: unknown[] }>('list')).workloads.length > 0,
+    );
     const i = await rig.tp('intercept', 'echo', '--port', `${ports.laptop}:${ports.app}`);
     assert.is(i.code, 0, i.stderr);
 
@@ -101,7 +109,11 @@ test('100 MiB each way through an intercept, byte-exact; half-close carried end 
     assert.is(small.body.length, 100 * MiB);
 
     const big = await exchange(ports.agent, 100 * MiB);
-    assert.is(big.header, `${expectedHash('upload', 100 * MiB)} ${100 * MiB}`, 'the app got the 100 MiB upload intact');
+    assert.is(
+      big.header,
+      `${expectedHash('upload', 100 * MiB)} ${100 * MiB}`,
+      'the app got the 100 MiB upload intact',
+    );
     assert.is(big.body.length, 100 * MiB);
     assert.is(
       crypto.createHash('sha256').update(big.body).digest('hex'),

@@ -40,7 +40,9 @@ export async function eventually<T>(
       last = e;
     }
     if (Date.now() > until)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last})` : ''}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last})` : ''}`,
+      );
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -108,7 +110,10 @@ export class Rig {
   /** Starts a process with its output in <dir>/<name>.log. */
   start(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
     const out = fs.openSync(path.join(this.dir, `${name}.log`), 'a');
-    const child = spawn(process.execPath, args, { env: { ...this.env, ...env }, stdio: ['ignore', out, out] });
+    const child = spawn(process.execPath, args, {
+      env: { ...this.env, ...env },
+      stdio: ['ignore', out, out],
+    });
     fs.closeSync(out);
     this.procs.set(name, child);
     return child;
@@ -118,7 +123,12 @@ export class Rig {
     return this.start('manager', [bins.manager, '--standalone', '--listen', `127.0.0.1:${port}`, ...extra]);
   }
 
-  startAgent(managerPort: number, appPort: number, agentPort: number, env: NodeJS.ProcessEnv = {}): ChildProcess {
+  startAgent(
+    managerPort: number,
+    appPort: number,
+    agentPort: number,
+    env: NodeJS.ProcessEnv = {},
+  ): ChildProcess {
     return this.start('agent', [bins.agent], {
       TP_MANAGER_ADDRESS: `127.0.0.1:${managerPort}`,
       TP_WORKLOAD_NAME: 'echo',
@@ -160,7 +170,10 @@ export class Rig {
   /** Runs the tp CLI. */
   tp(...args: string[]): Promise<CliResult> {
     return new Promise((resolve) => {
-      const child = spawn(process.execPath, [bins.cli, ...args], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [bins.cli, ...args], {
+        env: this.env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (d) => {

@@ -42,7 +42,12 @@ test('the manager killed and restarted mid-intercept: everyone reconnects, the i
 
     await rig.kill('manager', 'SIGKILL');
     // While the manager is away: the agent passes through, status says what is going on.
-    assert.is(await eventually('passthrough without the manager', async () => ((await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined)), 'cluster');
+    assert.is(
+      await eventually('passthrough without the manager', async () =>
+        (await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined,
+      ),
+      'cluster',
+    );
     const away = await eventually('status to report the loss', async () => {
       const st = await rig.tpJson<StatusJson>('status');
       return st.state === 'RECONNECTING' ? st : undefined;
@@ -65,13 +70,20 @@ test('the manager killed and restarted mid-intercept: everyone reconnects, the i
     );
     assert.match(back.intercepts[0]!.message, /restored/);
     assert.is(
-      await eventually('intercepted traffic again', async () => ((await httpGet(s.ports.agent)) === 'laptop' ? 'laptop' : undefined)),
+      await eventually('intercepted traffic again', async () =>
+        (await httpGet(s.ports.agent)) === 'laptop' ? 'laptop' : undefined,
+      ),
       'laptop',
     );
     assert.ok(Date.now() - restartedAt < 15_000);
 
     assert.is((await rig.tp('leave', 'echo')).code, 0);
-    assert.is(await eventually('passthrough after leave', async () => ((await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined)), 'cluster');
+    assert.is(
+      await eventually('passthrough after leave', async () =>
+        (await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined,
+      ),
+      'cluster',
+    );
     assert.is((await rig.tp('quit')).code, 0);
   } catch (e) {
     console.error(rig.dump());
@@ -92,7 +104,11 @@ test('the user daemon killed: its intercept expires and traffic returns to the a
     process.kill(s.daemonPid, 'SIGKILL');
     await eventually('the daemon to die', () => !isRunning(s.daemonPid));
     assert.is(
-      await eventually('traffic back at the app', async () => ((await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined), 10_000),
+      await eventually(
+        'traffic back at the app',
+        async () => ((await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined),
+        10_000,
+      ),
       'cluster',
     );
     assert.match(rig.log('manager'), /WARN {2}manager\/tunnel: client dial stream dropped/);

@@ -8,6 +8,7 @@
 //                                              10.210.0.2:53 the workstation's original resolver
 //           10.211.0.1 --veth-- 10.211.0.2  tpv-pod  (a direct path, only for the bench's baseline)
 //   tpv-cl  10.244.1.1 --veth-- 10.244.1.10 tpv-pod (the pod; 10.96.0.10 "service IP" on its lo)
+//   IPv6 on the same links: ws fd10:210::1, cl fd10:210::2 and fd10:244:1::1, pod fd10:244:1::10.
 //
 // The workstation's /etc/resolv.conf is /etc/netns/tpv-ws/resolv.conf (ip netns exec bind-mounts it), so
 // the host's own resolv.conf is never touched. Everything is removed by down(), also on a crash of the test
@@ -29,8 +30,12 @@ export const ADDR = {
   service: '10.96.0.10',
   wsDirect: '10.211.0.1',
   podDirect: '10.211.0.2',
+  ws6: 'fd10:210::1',
+  clusterGateway6: 'fd10:210::2',
+  pod6: 'fd10:244:1::10',
 } as const;
 export const POD_SUBNET = '10.244.0.0/16';
+export const POD_SUBNET6 = 'fd10:244::/48';
 export const SERVICE_SUBNET = '10.96.0.0/12';
 export const MANAGER_PORT = 18_700;
 export const ORIGINAL_RESOLV_CONF =

@@ -1,5 +1,5 @@
-// Test fixture: "a pod" in the cluster namespace. HTTP on :8080 (GET /bytes?n=N streams N bytes of the
-// deterministic payload, GET / answers a short text, keep-alive) and a UDP echo on :5353.
+// Test fixture: "a pod" in the cluster namespace. HTTP (GET /bytes?n=N streams N bytes of the
+// deterministic payload, GET /zeros?n=N N zero bytes, GET / a short text; keep-alive) and a UDP echo.
 //   node dist/daemons/root/test/pod-server.js [--http PORT] [--udp PORT]
 import * as dgram from 'node:dgram';
 import * as http from 'node:http';
@@ -10,7 +10,26 @@ const arg = (name: string, fallback: number) => {
   return i > 0 ? Number(process.argv[i + 1]) : fallback;
 };
 
+const ZEROS = Buffer.alloc(1 << 20);
+
+/** N zero bytes from one preallocated buffer: the bench's bulk, costing the server next to nothing. */
+function sendZeros(res: http.ServerResponse, n: number): void {
+  res.writeHead(200, { 'content-length': n, 'content-type': 'application/octet-stream' });
+  let left = n;
+  const pump = () => {
+    while (left > 0) {
+      const chunk = ZEROS.subarray(0, Math.min(left, ZEROS.length));
+      left -= chunk.length;
+      if (!res.write(chunk)) return void res.once('drain', pump);
+    }
+    res.end();
+  };
+  pump();
+}
+
 const server = http.createServer((req, res) => {
+  const zeros = /^\/zeros\?n=(\d+)$/.exec(req.url ?? '');
+  if (zeros) return sendZeros(res, Number(zeros[1]));
   const m = /^\/bytes\?n=(\d+)$/.exec(req.url ?? '');
   if (!m) {
     res.end('hello from the pod\n');
@@ -29,7 +48,7 @@ const server = http.createServer((req, res) => {
   pump();
 });
 server.keepAliveTimeout = 60_000;
-server.listen(arg('--http', 8080), '0.0.0.0');
+server.listen(arg('--http', 8080), '::'); // both families
 
 const udp = dgram.createSocket('udp4');
 udp.on('message', (msg, rinfo) =>

@@ -125,6 +125,7 @@ test('a slow reader pauses the connection instead of buffering without bound', a
     serverStream!.on('data', (d: Buffer) => {
       total += d.length;
     });
+    serverStream!.resume(); // explicitly paused streams do not resume on a new 'data' listener
     await new Promise((resolve) => serverStream!.once('end', resolve));
     assert.is(total, 16 * 64 * 1024);
     assert.ok(session);

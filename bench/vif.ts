@@ -1,0 +1,161 @@
+// VIF throughput: from the workstation namespace to a pod through the VIF and the tunnel (TUN -> system
+// stack -> gRPC tunnel -> traffic manager -> pod), against a direct veth route to the same pod, in the same
+// run (interleaved rounds, medians). Prints MB/s (bulk HTTP download) and keep-alive requests/s (wrk), and
+// the ratios. First mark: bulk through the VIF at least a third of direct.
+//
+//   node dist/bench/vif.js [--mib 300] [--rounds 3] [--seconds 5] [--connections 16] [--mtu 65000]
+//
+// Uses the netns topology of the root daemon's tests (namespaces tpv-ws, tpv-cl, tpv-pod); needs root,
+// curl and wrk. Everything it creates is removed at the end.
+import * as path from 'node:path';
+import {
+  connectRootDaemon,
+  type RootDaemonHandle,
+  startRootDaemon,
+  stopRootDaemon,
+} from '../daemons/root/launch.js';
+import {
+  ADDR,
+  MANAGER_PORT,
+  NetnsLab,
+  NS,
+  POD_SUBNET,
+  SERVICE_SUBNET,
+} from '../daemons/root/test/netns-topology.js';
+
+function flag(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+const mib = flag('--mib', 300);
+const rounds = flag('--rounds', 3);
+const seconds = flag('--seconds', 5);
+const connections = flag('--connections', 16);
+const mtu = flag('--mtu', 65_000);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+async function main(): Promise<void> {
+  const lab = new NetnsLab();
+  let daemon: RootDaemonHandle | undefined;
+  const socketPath = path.join(lab.tmp, 'root-daemon.socket');
+  try {
+    await lab.up();
+    const pod = lab.node(NS.pod, 'daemons/root/test/pod-server.js', ['--http', '80', '--udp', '5353']);
+    await lab.waitForLine(pod, /ready/);
+    lab.node(NS.cl, 'manager/main.js', [
+      '--standalone',
+      '--listen',
+      `${ADDR.manager}:${MANAGER_PORT}`,
+      '--log-level',
+      'warn',
+    ]);
+    const keeper = lab.node(NS.ws, 'daemons/root/test/session-keeper.js', [
+      `${ADDR.manager}:${MANAGER_PORT}`,
+    ]);
+    const sessionId = (await lab.waitForLine(keeper, /session (\S+)/))[1]!;
+    daemon = await startRootDaemon({
+      socketPath,
+      stateDir: path.join(lab.tmp, 'state'),
+      logDir: path.join(lab.tmp, 'logs'),
+      wrap: ['ip', 'netns', 'exec', NS.ws],
+      extraArgs: ['--dns-mode', 'resolv.conf', '--mtu', String(mtu), '--log-level', 'warn'],
+    });
+    lab.track(daemon.pid);
+    await connectRootDaemon(daemon.client, {
+      managerAddress: `${ADDR.manager}:${MANAGER_PORT}`,
+      sessionId,
+      namespace: 'default',
+      cluster: {
+        podSubnets: [POD_SUBNET],
+        serviceSubnets: [SERVICE_SUBNET],
+        clusterDomain: 'cluster.local',
+        dnsIps: [],
+        managerPodIp: ADDR.manager,
+        managedNamespaces: [],
+      },
+    });
+
+    const paths = { vif: ADDR.pod, direct: ADDR.podDirect } as const;
+    const bulk = async (host: string): Promise<number> => {
+      const r = await lab.exec(
+        NS.ws,
+        [
+          'curl',
+          '-sS',
+          '-o',
+          '/dev/null',
+          '--max-time',
+          '300',
+          '-w',
+          '%{size_download} %{speed_download}',
+          `http://${host}/zeros?n=${mib << 20}`,
+        ],
+        320_000,
+      );
+      const [size, speed] = r.stdout.trim().split(' ').map(Number);
+      if (r.code !== 0 || size !== mib << 20)
+        throw new Error(`bulk download from ${host} failed: ${r.stderr || r.stdout}`);
+      return speed! / 1e6;
+    };
+    const requests = async (host: string): Promise<number> => {
+      const r = await lab.exec(
+        NS.ws,
+        ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, `http://${host}/`],
+        (seconds + 30) * 1000,
+      );
+      const m = /Requests\/sec:\s+([\d.]+)/.exec(r.stdout);
+      if (r.code !== 0 || !m) throw new Error(`wrk against ${host} failed: ${r.stderr || r.stdout}`);
+      if (/Non-2xx|Socket errors/.test(r.stdout))
+        throw new Error(`wrk against ${host} saw errors:\n${r.stdout}`);
+      return Number(m[1]);
+    };
+
+    // Warm up both paths (connections, JIT), then interleave the rounds so noise hits both alike.
+    await bulk(paths.vif);
+    await bulk(paths.direct);
+    const results = {
+      vifBulk: [] as number[],
+      directBulk: [] as number[],
+      vifReq: [] as number[],
+      directReq: [] as number[],
+    };
+    for (let i = 0; i < rounds; i++) {
+      results.directBulk.push(await bulk(paths.direct));
+      results.vifBulk.push(await bulk(paths.vif));
+      results.directReq.push(await requests(paths.direct));
+      results.vifReq.push(await requests(paths.vif));
+      process.stderr.write(
+        `round ${i + 1}: bulk vif ${results.vifBulk[i]!.toFixed(0)} / direct ${results.directBulk[i]!.toFixed(0)} MB/s; ` +
+          `keep-alive vif ${results.vifReq[i]!.toFixed(0)} / direct ${results.directReq[i]!.toFixed(0)} req/s\n`,
+      );
+    }
+    const vb = median(results.vifBulk);
+    const db = median(results.directBulk);
+    const vr = median(results.vifReq);
+    const dr = median(results.directReq);
+    const bulkRatio = vb / db;
+    process.stdout.write(
+      [
+        `bench/vif: ${mib} MiB bulk x${rounds}, wrk -c${connections} ${seconds}s x${rounds}, TUN MTU ${mtu} (medians)`,
+        `  bulk        VIF+tunnel ${vb.toFixed(0).padStart(6)} MB/s   direct veth ${db.toFixed(0).padStart(6)} MB/s   ratio ${bulkRatio.toFixed(2)}  ${bulkRatio >= 1 / 3 ? 'PASS' : 'BELOW'} (mark: >= 0.33)`,
+        `  keep-alive  VIF+tunnel ${vr.toFixed(0).padStart(6)} req/s  direct veth ${dr.toFixed(0).padStart(6)} req/s  ratio ${(vr / dr).toFixed(2)}`,
+        '',
+      ].join('\n'),
+    );
+  } finally {
+    daemon?.close();
+    await stopRootDaemon(socketPath).catch(() => {});
+    await lab.down();
+  }
+}
+
+main().catch((e: Error) => {
+  process.stderr.write(`bench/vif: ${e.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,102 @@
+// The CLI commands that talk to the Kubernetes API with the user's own credentials, not through the
+// user daemon: `tp helm install|upgrade|uninstall` (the chart shipped with tp) and `tp describe`
+// (works even when the traffic manager is down, which is when an admin needs it most).
+import type { Command, Option } from 'commander';
+import { describeWorkload, renderDescription } from '../kube/describe.js';
+import { type HelmAction, runHelm } from '../kube/helm.js';
+import { loadKubeConfig } from '../kube/kubeconfig.js';
+import { type OutputFormat, print } from './output.js';
+
+type Action = <A extends unknown[]>(
+  name: string,
+  body: (...args: A) => Promise<void>,
+) => (...args: A) => Promise<void>;
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+function kubeOptions(command: Command, namespaceHelp: string): Command {
+  return command
+    .option('--kubeconfig <file>', 'the kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)')
+    .option('--context <name>', 'the kubeconfig context to use')
+    .option('-n, --namespace <namespace>', namespaceHelp);
+}
+
+interface HelmFlags {
+  kubeconfig?: string;
+  context?: string;
+  namespace?: string;
+  set: string[];
+  values: string[];
+  wait: boolean;
+  timeout?: string;
+}
+
+export function addKubeCommands(program: Command, action: Action, outputOption: () => Option): void {
+  const helm = program
+    .command('helm')
+    .description(
+      'install, upgrade or uninstall the traffic manager (runs helm with the chart shipped with tp)',
+    );
+  for (const [verb, description] of [
+    ['install', 'install the traffic manager into the cluster'],
+    ['upgrade', "upgrade the traffic manager to this tp's chart, keeping your values"],
+    ['uninstall', 'remove the agents from every workload, then the traffic manager'],
+  ] as const) {
+    const cmd = kubeOptions(
+      helm.command(verb).description(description),
+      "the traffic manager's namespace (default: tp-system)",
+    );
+    if (verb !== 'uninstall') {
+      cmd
+        .option('--set <key=value>', 'a chart value (repeatable), e.g. --set logLevel=debug', collect, [])
+        .option('-f, --values <file>', 'a values file (repeatable)', collect, []);
+    }
+    cmd
+      .option('--no-wait', 'return without waiting for the manager (or the uninstall hook)')
+      .option('--timeout <duration>', "how long helm waits, in helm's syntax (default 5m)")
+      .action(
+        action(`helm ${verb}`, async (opts: HelmFlags) => {
+          await runHelm(verb as HelmAction, {
+            kubeconfig: opts.kubeconfig,
+            context: opts.context,
+            namespace: opts.namespace,
+            set: opts.set,
+            valuesFiles: opts.values,
+            wait: opts.wait,
+            timeout: opts.timeout,
+          });
+        }),
+      );
+  }
+
+  kubeOptions(
+    program
+      .command('describe')
+      .description(
+        'show a workload as tp sees it: pods, captured ports, mechanism, agent state, capture rules',
+      )
+      .argument('<workload>', 'a Deployment, StatefulSet or ReplicaSet'),
+    "the workload's namespace (default: the context's)",
+  )
+    .option('--no-live', 'skip the live check of the rules in each pod (tp-init status through exec)')
+    .addOption(outputOption())
+    .action(
+      action(
+        'describe',
+        async (
+          workload: string,
+          opts: {
+            kubeconfig?: string;
+            context?: string;
+            namespace?: string;
+            live: boolean;
+            output?: OutputFormat;
+          },
+        ) => {
+          const { kc, namespace } = loadKubeConfig(opts);
+          const d = await describeWorkload(kc, namespace, workload, { live: opts.live });
+          print(opts.output ?? 'text', d, () => renderDescription(d));
+        },
+      ),
+    );
+}

@@ -1,0 +1,85 @@
+// The wire codec of the Tunnel RPC's messages: the same bytes as the generated TunnelMessage codec
+// (rpc/gen/manager.ts; the unit test checks both ways), without its copies of the DATA payload.
+// The generated code copies a payload three times to encode it (writer, finish(), Buffer.from) and once
+// to decode it; at 1 MiB per message that allocation churn made garbage collection the manager's largest
+// cost. Here DATA is copied once when encoding and not at all when decoding (the payload is a view of the
+// buffer grpc-js assembled for that one message). Everything except DATA's framing still goes through the
+// generated code.
+import { BinaryReader } from '@bufbuild/protobuf/wire';
+import { StreamInfo, TunnelCode, TunnelMessage } from './gen/manager.js';
+
+const TAG_CODE = (1 << 3) | 0; // varint
+const TAG_DATA = (2 << 3) | 2; // length-delimited
+const TAG_OPEN = (3 << 3) | 2;
+const TAG_ERROR = (4 << 3) | 2;
+
+function varintLength(n: number): number {
+  let len = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    len++;
+  }
+  return len;
+}
+
+function writeVarint(buf: Buffer, offset: number, n: number): number {
+  while (n >= 0x80) {
+    buf[offset++] = (n & 0x7f) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  buf[offset++] = n;
+  return offset;
+}
+
+export function serializeTunnelMessage(m: TunnelMessage): Buffer {
+  // Only a plain DATA message (no other field set) takes the fast path; the rest is rare and small.
+  if (m.data.length === 0 || m.open !== undefined || m.error !== '' || m.code < 0) {
+    const out = TunnelMessage.encode(m).finish();
+    return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+  }
+  const codeLength = m.code === 0 ? 0 : 1 + varintLength(m.code);
+  const length = codeLength + 1 + varintLength(m.data.length) + m.data.length;
+  const buf = Buffer.allocUnsafe(length);
+  let o = 0;
+  if (codeLength > 0) {
+    buf[o++] = TAG_CODE;
+    o = writeVarint(buf, o, m.code);
+  }
+  buf[o++] = TAG_DATA;
+  o = writeVarint(buf, o, m.data.length);
+  buf.set(m.data, o);
+  return buf;
+}
+
+export function deserializeTunnelMessage(buf: Buffer): TunnelMessage {
+  const reader = new BinaryReader(buf);
+  const m: TunnelMessage = {
+    code: TunnelCode.TUNNEL_UNSPECIFIED,
+    data: Buffer.alloc(0),
+    open: undefined,
+    error: '',
+  };
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    switch (tag) {
+      case TAG_CODE:
+        m.code = reader.int32();
+        break;
+      case TAG_DATA: {
+        const bytes = reader.bytes();
+        m.data = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+        break;
+      }
+      case TAG_OPEN:
+        m.open = StreamInfo.decode(reader, reader.uint32());
+        break;
+      case TAG_ERROR:
+        m.error = reader.string();
+        break;
+      default:
+        if ((tag & 7) === 4 || tag === 0) return m;
+        reader.skip(tag & 7);
+    }
+  }
+  return m;
+}

@@ -1,0 +1,398 @@
+// Issue 5 acceptance: a whole intercept on a real cluster, as a developer and an admin would do it.
+// The chart is installed with `tp helm install`; the workstation (tplab-ws on the lab) runs tp with no
+// flag but its kubeconfig, reaching the manager through a port-forward via the API server; an app on
+// the workstation answers "laptop"; a client pod in the cluster calls the echo Service.
+import { createHash } from 'node:crypto';
+import * as path from 'node:path';
+import * as assert from 'uvu/assert';
+import { cachedBinDir } from '../../lab/binaries.js';
+import { repoRoot } from './cluster.js';
+import {
+  apply,
+  type Background,
+  execInPod,
+  freshNamespace,
+  kubectl,
+  kubectlJson,
+  listPods,
+  onWorkstation,
+  startOnWorkstation,
+  waitFor,
+} from './kube.js';
+import { clusterSuite } from './suite.js';
+import { ECHO_PORT, echoDeployment, echoService } from './workloads.js';
+
+const NS = 'tp-e2e-intercept';
+const MANAGER_NS = 'tp-system';
+const LOCAL_PORT = 18090;
+const MiB = 1024 * 1024;
+const tpMain = path.join(repoRoot, 'dist', 'cli', 'main.js');
+
+const { test, cluster } = await clusterSuite('kubernetes intercept');
+
+/**
+ * The workstation's app: GET / answers "laptop"; GET /bytes?n=N streams N bytes of a fixed pattern;
+ * POST /sink answers the sha256 of what it received.
+ */
+const laptopApp = `
+const http = require('node:http');
+const crypto = require('node:crypto');
+const pattern = Buffer.alloc(65536, 0).map((_, i) => i % 251);
+http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://x');
+  if (url.pathname === '/bytes') {
+    let left = Number(url.searchParams.get('n'));
+    res.writeHead(200, { 'content-length': left });
+    const more = () => {
+      while (left > 0) {
+        const chunk = pattern.subarray(0, Math.min(left, pattern.length));
+        left -= chunk.length;
+        if (!res.write(chunk)) return res.once('drain', more);
+      }
+      res.end();
+    };
+    return more();
+  }
+  if (url.pathname === '/sink') {
+    const h = crypto.createHash('sha256');
+    req.on('data', (d) => h.update(d));
+    req.on('end', () => res.end(h.digest('hex')));
+    return;
+  }
+  res.end('laptop');
+}).listen(${LOCAL_PORT}, '127.0.0.1', () => console.log('laptop app listening'));
+`;
+
+function patternHash(n: number): string {
+  const pattern = Buffer.alloc(65536, 0).map((_, i) => i % 251);
+  const h = createHash('sha256');
+  for (let left = n; left > 0; left -= pattern.length)
+    h.update(pattern.subarray(0, Math.min(left, pattern.length)));
+  return h.digest('hex');
+}
+
+interface Workstation {
+  runDir: string;
+  tp(args: string[], opts?: { check?: boolean; timeoutMs?: number }): ReturnType<typeof onWorkstation>;
+}
+
+if (cluster) {
+  const c = cluster;
+  const helm = c.kind === 'lab' ? path.join(cachedBinDir(), 'helm') : process.env.TP_HELM || 'helm';
+  const workstation = (name: string): Workstation => {
+    const runDir = `/tmp/tpk-e2e-${name}`;
+    return {
+      runDir,
+      tp: (args, opts = {}) =>
+        onWorkstation(
+          c,
+          [
+            'env',
+            `TP_RUN_DIR=${runDir}`,
+            `TP_LOG_DIR=${runDir}/logs`,
+            `TP_HELM=${helm}`,
+            process.execPath,
+            tpMain,
+            ...args,
+          ],
+          { timeoutMs: opts.timeoutMs ?? 180_000, check: opts.check },
+        ),
+    };
+  };
+  const alice = workstation('alice');
+  const bob = workstation('bob');
+  let laptop: Background | undefined;
+
+  const serviceUrl = `http://echo.${NS}.svc.cluster.local`;
+  const curlFromClient = async (urlPath = '/') =>
+    (
+      await execInPod(c, NS, 'client', ['curl', '-s', '--max-time', '10', `${serviceUrl}${urlPath}`], {
+        check: false,
+      })
+    ).stdout.trim();
+  const answersFromCluster = (body: string) => body.startsWith('echo-');
+  const echoPods = async () => (await listPods(c, NS, 'app=echo')).filter((p) => !p.deleting);
+  interface PodJson {
+    metadata: { name: string };
+    spec: { containers: { name: string; ports?: unknown[] }[]; initContainers?: { name: string }[] };
+  }
+  const podSpecs = async () =>
+    (
+      await kubectlJson<{ items: (PodJson & { metadata: { deletionTimestamp?: string } })[] }>(c, [
+        'get',
+        'pods',
+        '-n',
+        NS,
+        '-l',
+        'app=echo',
+      ])
+    ).items.filter((p) => !p.metadata.deletionTimestamp);
+  const injected = (p: PodJson) =>
+    p.spec.containers.some((x) => x.name === 'tp-agent') &&
+    (p.spec.initContainers ?? []).some((x) => x.name === 'tp-init');
+  const interceptOf = async (w: Workstation, name: string) => {
+    const st = JSON.parse((await w.tp(['status', '-o', 'json'])).stdout) as {
+      intercepts?: { name: string; disposition: string; message?: string }[];
+    };
+    return st.intercepts?.find((i) => i.name === name);
+  };
+  let servicesBefore = '';
+  let containersBefore = '';
+  const snapshotApp = async () => {
+    const svc = await kubectlJson<{ spec: object }>(c, ['get', 'service', 'echo', '-n', NS]);
+    const deploy = await kubectlJson<{ spec: { template: { spec: { containers: unknown[] } } } }>(c, [
+      'get',
+      'deployment',
+      'echo',
+      '-n',
+      NS,
+    ]);
+    return {
+      service: JSON.stringify(svc.spec),
+      containers: JSON.stringify(deploy.spec.template.spec.containers),
+    };
+  };
+
+  test.before(async () => {
+    await freshNamespace(c, NS);
+    await apply(c, [echoDeployment(c), echoService()], NS);
+    await kubectl(c, [
+      'run',
+      'client',
+      '-n',
+      NS,
+      `--image=${c.images.shell}`,
+      '--restart=Never',
+      '--',
+      'sh',
+      '-c',
+      'sleep 3600',
+    ]);
+    await kubectl(c, ['rollout', 'status', '-n', NS, 'deploy/echo', '--timeout=180s'], {
+      timeoutMs: 200_000,
+    });
+    await kubectl(c, ['wait', '-n', NS, '--for=condition=Ready', 'pod/client', '--timeout=120s'], {
+      timeoutMs: 130_000,
+    });
+    ({ service: servicesBefore, containers: containersBefore } = await snapshotApp());
+    laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
+    await laptop.waitForOutput(/laptop app listening/);
+  });
+
+  test.after(async () => {
+    for (const w of [alice, bob]) await w.tp(['quit'], { check: false }).catch(() => {});
+    await laptop?.stop();
+    await kubectl(c, ['delete', 'namespace', NS, '--ignore-not-found', '--wait=false'], { check: false });
+    // The chart may already be gone (the last scenario uninstalls it).
+    await alice.tp(['helm', 'uninstall'], { check: false, timeoutMs: 300_000 }).catch(() => {});
+  });
+
+  test('tp helm install: the manager runs, the webhook is registered', async () => {
+    const r = await alice.tp(
+      ['helm', 'install', '--set', 'timeouts.clientSession=10s', '--set', 'logLevel=debug'],
+      {
+        check: false,
+        timeoutMs: 360_000,
+      },
+    );
+    if (r.code !== 0 && /already installed/.test(r.stderr)) {
+      await alice.tp(['helm', 'upgrade', '--set', 'timeouts.clientSession=10s', '--set', 'logLevel=debug'], {
+        timeoutMs: 360_000,
+      });
+    } else assert.is(r.code, 0, r.stderr);
+    await kubectl(c, ['rollout', 'status', '-n', MANAGER_NS, 'deploy/traffic-manager', '--timeout=180s'], {
+      timeoutMs: 200_000,
+    });
+    const hooks = await kubectl(c, [
+      'get',
+      'mutatingwebhookconfiguration',
+      `tp-agent-injector-${MANAGER_NS}`,
+    ]);
+    assert.match(hooks.stdout, 'tp-agent-injector');
+  });
+
+  test('tp connect with nothing but the kubeconfig reaches the manager through the API server', async () => {
+    const r = await alice.tp(['connect']);
+    assert.match(r.stdout, /Connected to the traffic manager/);
+    const st = JSON.parse((await alice.tp(['status', '-o', 'json'])).stdout) as { state: string };
+    assert.is(st.state, 'CONNECTED');
+  });
+
+  test('failures: an unknown workload, a port the workload does not expose', async () => {
+    const unknown = await alice.tp(['intercept', 'nope', '-n', NS, '--port', `${LOCAL_PORT}:8080`], {
+      check: false,
+    });
+    assert.is.not(unknown.code, 0);
+    assert.match(unknown.stderr, /no Deployment, ReplicaSet or StatefulSet named "nope"/);
+    const port = await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:9999`], {
+      check: false,
+    });
+    assert.is.not(port.code, 0);
+    assert.match(port.stderr, /9999/);
+    assert.match(port.stderr, /8080/, 'the error names the ports the workload does expose');
+    // Nothing was rolled for a refused intercept.
+    assert.ok((await podSpecs()).every((p) => !injected(p)));
+  });
+
+  test('tp intercept echo: both replicas roll with the agent, every request answers "laptop"', async () => {
+    const r = await alice.tp([
+      'intercept',
+      'echo',
+      '-n',
+      NS,
+      '--port',
+      `${LOCAL_PORT}:${ECHO_PORT}`,
+      '--env-json',
+      `${alice.runDir}/env.json`,
+    ]);
+    assert.match(r.stdout, /Intercepting/);
+    const pods = await waitFor('2 injected echo pods', async () => {
+      const specs = await podSpecs();
+      return specs.length === 2 && specs.every(injected) ? specs : null;
+    });
+    assert.is(pods.length, 2);
+    for (let i = 0; i < 10; i++) assert.is(await curlFromClient(), 'laptop', `request ${i + 1}`);
+    const env = await onWorkstation(c, ['cat', `${alice.runDir}/env.json`]);
+    assert.is(JSON.parse(env.stdout).PORT, String(ECHO_PORT), "the intercepted container's environment");
+  });
+
+  test('the container ports and the Service are unchanged', async () => {
+    const now = await snapshotApp();
+    assert.is(now.service, servicesBefore);
+    assert.is(now.containers, containersBefore);
+    for (const p of await podSpecs()) {
+      const app = p.spec.containers.find((x) => x.name === 'echo')!;
+      assert.equal(app.ports, [{ name: 'http', containerPort: ECHO_PORT, protocol: 'TCP' }]);
+    }
+  });
+
+  test('tp list -o json and tp describe show the agent, the intercept and the rules in the pod', async () => {
+    const list = JSON.parse((await alice.tp(['list', '-n', NS, '-o', 'json'])).stdout) as {
+      workloads: { name: string; agentState?: string; intercepts?: unknown[]; agents?: unknown[] }[];
+    };
+    const echo = list.workloads.find((w) => w.name === 'echo')!;
+    assert.ok(echo, 'echo is listed');
+    assert.match(JSON.stringify(echo), /INSTALLED/);
+    assert.match(JSON.stringify(echo), /laptop|18090|ACTIVE/);
+    const d = await alice.tp(['describe', 'echo', '-n', NS]);
+    assert.match(d.stdout, /Deployment tp-e2e-intercept\/echo/);
+    assert.match(d.stdout, /8080 -> agent 15001/);
+    assert.match(d.stdout, /iptables/);
+    assert.match(d.stdout, /REDIRECT/, 'the capture rules as installed');
+  });
+
+  test('a second workstation intercepting the same port is refused, naming who holds it', async () => {
+    await bob.tp(['connect']);
+    const r = await bob.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT + 1}:${ECHO_PORT}`], {
+      check: false,
+    });
+    assert.is.not(r.code, 0);
+    assert.match(r.stderr, /already intercepted by \S+@\S+/);
+    await bob.tp(['quit']);
+    assert.is(await curlFromClient(), 'laptop', "alice's intercept is untouched");
+  });
+
+  test('100 MiB through the intercept from a cluster pod, byte-exact, both ways', async () => {
+    const n = 100 * MiB;
+    const down = await execInPod(c, NS, 'client', [
+      'sh',
+      '-c',
+      `curl -s --max-time 300 '${serviceUrl}/bytes?n=${n}' | sha256sum`,
+    ]);
+    assert.is(down.stdout.trim().split(/\s+/)[0], patternHash(n), 'downloaded bytes');
+    const up = await execInPod(c, NS, 'client', [
+      'sh',
+      '-c',
+      `head -c ${n} /dev/zero | tr '\\0' 'x' | curl -s --max-time 300 -X POST --data-binary @- ${serviceUrl}/sink`,
+    ]);
+    assert.is(
+      up.stdout.trim(),
+      createHash('sha256').update(Buffer.alloc(n, 'x')).digest('hex'),
+      'uploaded bytes',
+    );
+  });
+
+  test('tp leave: the cluster answers again', async () => {
+    await alice.tp(['leave', 'echo']);
+    await waitFor('the echo pods to answer', async () => answersFromCluster(await curlFromClient()));
+    for (let i = 0; i < 5; i++) assert.ok(answersFromCluster(await curlFromClient()));
+  });
+
+  test('the manager pod deleted mid-intercept: it comes back, the intercept is restored or reported gone', async () => {
+    await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`]);
+    assert.is(await curlFromClient(), 'laptop');
+    await kubectl(c, [
+      'delete',
+      'pod',
+      '-n',
+      MANAGER_NS,
+      '-l',
+      'app.kubernetes.io/name=traffic-manager',
+      '--wait=false',
+    ]);
+    const outcome = await waitFor(
+      'the intercept to be restored or reported gone',
+      async () => {
+        const i = await interceptOf(alice, 'echo');
+        if (!i) return 'gone';
+        if (/not restored/.test(i.message ?? '')) return 'gone';
+        return i.disposition === 'ACTIVE' && (await curlFromClient()) === 'laptop' ? 'restored' : null;
+      },
+      180_000,
+      2_000,
+    );
+    if (outcome === 'gone') {
+      // Reported gone: traffic must not be half-alive.
+      await waitFor('the cluster to answer', async () => answersFromCluster(await curlFromClient()));
+    }
+  });
+
+  test('the workstation quits without tp leave: the intercept expires, traffic returns to the app', async () => {
+    if (!(await interceptOf(alice, 'echo')))
+      await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`]);
+    await waitFor('laptop to answer', async () => (await curlFromClient()) === 'laptop');
+    const st = JSON.parse((await alice.tp(['status', '-o', 'json'])).stdout) as { daemonPid: number };
+    process.kill(st.daemonPid, 'SIGKILL');
+    await waitFor(
+      'the cluster to answer once the session expired',
+      async () => answersFromCluster(await curlFromClient()),
+      90_000,
+    );
+  });
+
+  test('tp uninstall --agent echo: the pods roll back to exactly what was deployed', async () => {
+    await alice.tp(['connect']);
+    const r = await alice.tp(['uninstall', '--agent', 'echo', '-n', NS]);
+    assert.is(r.code, 0);
+    await waitFor('echo pods without agent and init container', async () => {
+      const specs = await podSpecs();
+      return (
+        specs.length === 2 && specs.every((p) => !injected(p) && (p.spec.initContainers ?? []).length === 0)
+      );
+    });
+    await waitFor('2 ready echo pods', async () => (await echoPods()).filter((p) => p.ready).length === 2);
+    assert.ok(answersFromCluster(await curlFromClient()));
+    assert.is((await snapshotApp()).containers, containersBefore);
+  });
+
+  test('helm uninstall removes the agents from all workloads', async () => {
+    await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`]);
+    await waitFor('injected pods', async () => (await podSpecs()).every(injected));
+    await alice.tp(['quit']);
+    await alice.tp(['helm', 'uninstall'], { timeoutMs: 360_000 });
+    await waitFor(
+      'echo pods without the agent',
+      async () => {
+        const specs = await podSpecs();
+        return specs.length === 2 && specs.every((p) => !injected(p));
+      },
+      180_000,
+    );
+    const template = await kubectlJson<{
+      spec: { template: { metadata: { annotations?: Record<string, string> } } };
+    }>(c, ['get', 'deployment', 'echo', '-n', NS]);
+    assert.is(template.spec.template.metadata.annotations?.['tp.dev/inject-agent'], undefined);
+  });
+}
+
+test.run();

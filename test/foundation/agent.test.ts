@@ -1,0 +1,124 @@
+// The agent on its own: passthrough without a manager, host probes never intercepted, configuration
+// errors, a shared agent port without SO_ORIGINAL_DST.
+import * as net from 'node:net';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { eventually, freePort, httpApp, httpGet, Rig } from './harness.js';
+
+test('passes connections through while the manager is not there, and arrives once it is', async () => {
+  const rig = new Rig();
+  const [managerPort, appPort, agentPort] = [await freePort(), await freePort(), await freePort()];
+  const app = await httpApp(appPort, 'cluster');
+  try {
+    const agent = rig.startAgent(managerPort, appPort, agentPort);
+    assert.is(await eventually('passthrough without a manager', () => httpGet(agentPort)), 'cluster');
+    rig.startManager(managerPort);
+    await eventually('the agent to arrive', () => /agent arrived/.test(rig.log('manager')));
+    assert.is(await httpGet(agentPort), 'cluster');
+    // SIGTERM: the agent departs and exits cleanly.
+    await rig.kill('agent');
+    assert.is(agent.exitCode, 0);
+    await eventually('the manager to see it depart', () => /agent departed/.test(rig.log('manager')));
+  } catch (e) {
+    console.error(rig.dump());
+    throw e;
+  } finally {
+    await rig.close();
+    await app.close();
+  }
+});
+
+test('connections from TP_HOST_IP (kubelet probes) are never intercepted', async () => {
+  const rig = new Rig();
+  const [managerPort, appPort, laptopPort, agentPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
+  const apps = [await httpApp(appPort, 'cluster'), await httpApp(laptopPort, 'laptop')];
+  try {
+    rig.startManager(managerPort);
+    rig.startAgent(managerPort, appPort, agentPort, { TP_HOST_IP: '127.0.0.1' });
+    await eventually('passthrough', () => httpGet(agentPort));
+    assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${managerPort}`)).code, 0);
+    await rig.noteDaemon();
+    await eventually(
+      'the agent in tp list',
+      async () => (await rig.tpJson<{ workloads: unknown[] }>('list')).workloads.length > 0,
+    );
+    const i = await rig.tp('intercept', 'echo', '--port', `${laptopPort}:${appPort}`);
+    assert.is(i.code, 0, i.stderr);
+    // Every test connection comes from 127.0.0.1, the "host": the app keeps answering.
+    assert.is(await httpGet(agentPort), 'cluster');
+    assert.is((await rig.tp('quit')).code, 0);
+  } catch (e) {
+    console.error(rig.dump());
+    throw e;
+  } finally {
+    await rig.close();
+    await Promise.all(apps.map((a) => a.close()));
+  }
+});
+
+test('a bad configuration stops the agent with one line naming the variable', async () => {
+  const rig = new Rig();
+  try {
+    const cases: [NodeJS.ProcessEnv, RegExp][] = [
+      [{ TP_PORTS: 'nonsense' }, /invalid TP_PORTS entry "nonsense": expected appPort:agentPort/],
+      [{ TP_MANAGER_ADDRESS: 'manager' }, /invalid TP_MANAGER_ADDRESS "manager": expected HOST:PORT/],
+      [{ TP_POD_NAME: '' }, /TP_POD_NAME is not set/],
+      [{ TP_MECHANISM: 'magic' }, /TP_MECHANISM="magic" is not known/],
+    ];
+    for (const [env, pattern] of cases) {
+      const agent = rig.startAgent(1, 2, 3, env);
+      await new Promise((r) => agent.once('exit', r));
+      assert.is(agent.exitCode, 1);
+      const out = rig.log('agent').trim().split('\n').at(-1)!;
+      assert.match(out, pattern);
+      assert.not.match(rig.log('agent'), /\n\s+at /, 'no stack trace');
+    }
+    // The agent port is taken.
+    const blocker = net.createServer();
+    const port = await freePort();
+    await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', r));
+    const agent = rig.startAgent(await freePort(), await freePort(), port, {
+      TP_LISTEN_ADDRESS: '127.0.0.1',
+    });
+    await new Promise((r) => agent.once('exit', r));
+    assert.is(agent.exitCode, 1);
+    assert.match(rig.log('agent'), new RegExp(`cannot listen on agent port ${port}: the port is in use`));
+    blocker.close();
+  } finally {
+    await rig.close();
+  }
+});
+
+test('a shared agent port resets a connection it cannot attribute (no SO_ORIGINAL_DST on loopback)', async () => {
+  const rig = new Rig();
+  const [managerPort, appA, appB, agentPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
+  const apps = [await httpApp(appA, 'a'), await httpApp(appB, 'b')];
+  try {
+    rig.startAgent(managerPort, appA, agentPort, { TP_PORTS: `${appA}:${agentPort},${appB}:${agentPort}` });
+    await eventually('the agent to listen', () => /listening/.test(rig.log('agent')));
+    const err = await httpGet(agentPort).then(
+      () => 'answered',
+      (e: NodeJS.ErrnoException) => e.code ?? e.message,
+    );
+    assert.is(err, 'ECONNRESET');
+    assert.match(rig.log('agent'), /cannot tell which app port a connection is for/);
+  } catch (e) {
+    console.error(rig.dump());
+    throw e;
+  } finally {
+    await rig.close();
+    await Promise.all(apps.map((a) => a.close()));
+  }
+});
+
+test.run();

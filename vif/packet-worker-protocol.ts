@@ -1,0 +1,37 @@
+// The messages between the VIF (main thread) and its packet worker.
+import type { OpenedFlow } from './tcp-nat.js';
+
+export interface PacketWorkerFamily {
+  listenerAddress: string;
+  listenerPort: number;
+  fakeAddresses: string[];
+}
+
+export interface PacketWorkerInit {
+  /** The worker's own duplicate of the TUN fd; the worker closes it. */
+  fd: number;
+  families: { 4?: PacketWorkerFamily; 6?: PacketWorkerFamily };
+}
+
+export interface PacketStats {
+  packetsIn: number;
+  packetsOut: number;
+  writeErrors: number;
+  tcpFlowsOpen: number;
+  tcpResetsSent: number;
+  echoReplies: number;
+  dropped: number;
+}
+
+export type ToMain =
+  | { t: 'ready' }
+  /** A client's SYN for a new flow: dial it. */
+  | { t: 'open'; flow: OpenedFlow }
+  /** A UDP packet from a client (UDP flows are relayed on the main thread). */
+  | { t: 'udp'; packet: Uint8Array }
+  | { t: 'stats'; stats: PacketStats }
+  | { t: 'error'; message: string };
+
+export type ToWorker =
+  | { t: 'dialed' | 'rejected' | 'closed' | 'abandoned'; key: string }
+  | { t: 'stop' };

@@ -1,0 +1,135 @@
+// The packet half of the TCP system stack, driven with hand-made packets (the kernel side is covered by the
+// root daemon's netns test).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { bytesToIp, ipToBytes } from '../netaddr/parse.js';
+import { checksumOf, sumWords } from './checksum.js';
+import {
+  PROTO_TCP,
+  type ParsedPacket,
+  parsePacket,
+  TCP_ACK,
+  TCP_RST,
+  TCP_SYN,
+  tcpAck,
+  tcpFlags,
+} from './packet.js';
+import { type OpenedFlow, TcpNat } from './tcp-nat.js';
+
+const CLIENT = '198.18.0.1';
+const LISTENER_PORT = 40_001;
+
+function tcp(src: string, sport: number, dst: string, dport: number, flags: number, seq = 1000): Buffer {
+  const p = Buffer.alloc(40);
+  p[0] = 0x45;
+  p.writeUInt16BE(40, 2);
+  p[8] = 64;
+  p[9] = PROTO_TCP;
+  ipToBytes(src).copy(p, 12);
+  ipToBytes(dst).copy(p, 16);
+  p.writeUInt16BE(checksumOf(sumWords(p, 0, 20)), 10);
+  p.writeUInt16BE(sport, 20);
+  p.writeUInt16BE(dport, 22);
+  p.writeUInt32BE(seq, 24);
+  p[32] = 5 << 4;
+  p[33] = flags;
+  let sum = sumWords(p, 12, 20) + PROTO_TCP + 20;
+  sum = sumWords(p, 20, 40, sum);
+  p.writeUInt16BE(checksumOf(sum), 36);
+  return p;
+}
+
+function rig() {
+  const written: Buffer[] = [];
+  const opened: OpenedFlow[] = [];
+  const now = { t: 0 };
+  const nat = new TcpNat(
+    {
+      4: {
+        listenerAddress: ipToBytes(CLIENT),
+        listenerPort: LISTENER_PORT,
+        fakeAddresses: [ipToBytes('198.18.0.2'), ipToBytes('198.18.0.3')],
+      },
+    },
+    (p) => {
+      written.push(Buffer.from(p));
+      return true;
+    },
+    (f) => opened.push(f),
+    () => now.t,
+  );
+  const send = (p: Buffer) => nat.handle(p, parsePacket(p)!);
+  const last = () => {
+    const p = written[written.length - 1]!;
+    const info = parsePacket(p)!;
+    return { p, info, src: `${bytesToIp(p.subarray(12, 16))}:${info.srcPort}`, dst: `${bytesToIp(p.subarray(16, 20))}:${info.dstPort}` };
+  };
+  return { nat, written, opened, now, send, last };
+}
+
+test('a SYN is held while the destination is dialed, then goes to the listener from a fake peer', () => {
+  const r = rig();
+  r.send(tcp(CLIENT, 50000, '10.96.0.10', 80, TCP_SYN));
+  r.send(tcp(CLIENT, 50000, '10.96.0.10', 80, TCP_SYN)); // a retransmit while dialing
+  assert.is(r.written.length, 0, 'nothing reaches the listener before the dial');
+  assert.is(r.opened.length, 1, 'one dial per flow');
+  const f = r.opened[0]!;
+  assert.equal([f.clientIp, f.clientPort, f.targetIp, f.targetPort], [CLIENT, 50000, '10.96.0.10', 80]);
+  r.nat.dialed(f.key);
+  const syn = r.last();
+  assert.is(syn.src, `${f.fakeIp}:${f.fakePort}`);
+  assert.is(syn.dst, `${CLIENT}:${LISTENER_PORT}`);
+  // The listener's SYN-ACK goes back to the client as if from the destination.
+  r.send(tcp(CLIENT, LISTENER_PORT, f.fakeIp, f.fakePort, TCP_SYN | TCP_ACK));
+  assert.equal([r.last().src, r.last().dst], ['10.96.0.10:80', `${CLIENT}:50000`]);
+  // Data from the client follows the same mapping.
+  r.send(tcp(CLIENT, 50000, '10.96.0.10', 80, TCP_ACK));
+  assert.equal([r.last().src, r.last().dst], [`${f.fakeIp}:${f.fakePort}`, `${CLIENT}:${LISTENER_PORT}`]);
+  assert.is(r.nat.openFlows, 1);
+});
+
+test('a refused destination answers the SYN with RST|ACK and the flow is gone', () => {
+  const r = rig();
+  r.send(tcp(CLIENT, 50001, '10.96.0.10', 81, TCP_SYN, 7777));
+  const f = r.opened[0]!;
+  r.nat.rejected(f.key);
+  const rst = r.last();
+  assert.is(tcpFlags(rst.p, rst.info), TCP_RST | TCP_ACK);
+  assert.is(tcpAck(rst.p, rst.info), 7778);
+  assert.equal([rst.src, rst.dst], ['10.96.0.10:81', `${CLIENT}:50001`]);
+  assert.is(r.nat.openFlows, 0);
+  // The client's next attempt is a new flow, dialed again.
+  r.send(tcp(CLIENT, 50001, '10.96.0.10', 81, TCP_SYN, 9999));
+  assert.is(r.opened.length, 2);
+});
+
+test('segments of unknown flows are reset; replies to unknown fake peers are dropped', () => {
+  const r = rig();
+  r.send(tcp(CLIENT, 50003, '10.96.0.10', 80, TCP_ACK));
+  const rst = r.last();
+  assert.is(tcpFlags(rst.p, rst.info), TCP_RST);
+  r.send(tcp(CLIENT, 50003, '10.96.0.10', 80, TCP_RST));
+  assert.is(r.written.length, 1, 'a RST is never answered');
+  r.send(tcp(CLIENT, LISTENER_PORT, '198.18.0.3', 4000, TCP_ACK));
+  assert.is(r.written.length, 1);
+  assert.is(r.nat.stats.dropped, 1);
+});
+
+test('a closed flow lingers for late packets, then is forgotten', () => {
+  const r = rig();
+  r.send(tcp(CLIENT, 50004, '10.96.0.10', 80, TCP_SYN));
+  const f = r.opened[0]!;
+  r.nat.dialed(f.key);
+  r.nat.closed(f.key);
+  assert.is(r.nat.openFlows, 0);
+  r.now.t += 5_000;
+  r.nat.sweep();
+  r.send(tcp(CLIENT, 50004, '10.96.0.10', 80, TCP_ACK)); // a late ACK still gets through
+  assert.is(r.last().dst, `${CLIENT}:${LISTENER_PORT}`);
+  r.now.t += 60_000;
+  r.nat.sweep();
+  r.send(tcp(CLIENT, 50004, '10.96.0.10', 80, TCP_ACK));
+  assert.is(tcpFlags(r.last().p, r.last().info as ParsedPacket), TCP_RST);
+});
+
+test.run();
