@@ -38,7 +38,16 @@ export function appEnvironment(file: string | undefined, own: NodeJS.ProcessEnv)
       throw new UsageError(`TP_APP_ENV_FILE=${file}: ${(e as Error).message}`);
     }
   }
+  // Injected by the webhook (kube/injection.ts): each app container's env is copied into the sidecar under
+  // TP_APPENV_<n>_ (so the app's settings never change the agent's own process); n=0 is the first
+  // container whose ports are captured.
+  const injected = Object.entries(own).filter(([k]) => k.startsWith(INJECTED_APP_ENV_PREFIX));
+  if (injected.length > 0) {
+    return Object.fromEntries(injected.map(([k, v]) => [k.slice(INJECTED_APP_ENV_PREFIX.length), v ?? '']));
+  }
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(own)) if (!k.startsWith('TP_') && v !== undefined) env[k] = v;
   return env;
 }
+
+const INJECTED_APP_ENV_PREFIX = 'TP_APPENV_0_';

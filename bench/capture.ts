@@ -6,7 +6,7 @@
 // Each mechanism reaches the app on its own port, so none disturbs another. Two modes: keep-alive, and a new
 // connection per request. Prints requests/s, p50/p99 and the ratio to direct (medians over the rounds).
 // The mark: the agent at least 0.6 of direct with keep-alive, and at least 2/3 of HAProxy.
-// Another mechanism (eBPF) is one more entry in MECHANISMS.
+// Another mechanism (eBPF) is one more CaptureMechanism in the list main() passes to runCaptureBench.
 // Usage (root): node dist/bench/capture.js [--seconds 5] [--rounds 3] [--connections 16] [--strict]
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -260,8 +260,9 @@ export async function runCaptureBench(
     );
     const targets = new Map<CaptureMechanism, Target>();
     for (const m of mechanisms) {
-      targets.set(m, await m.start(net));
+      // Stopped in the end even when its start fails half-way (a temp dir made, a process started).
       started.push(m);
+      targets.set(m, await m.start(net));
     }
 
     const runs = new Map<string, WrkRun[]>();

@@ -76,10 +76,11 @@ export class DaemonClient {
     child.unref();
     const until = Date.now() + START_TIMEOUT_MS;
     while (Date.now() < until) {
-      if (exited !== undefined)
-        throw new UsageError(`the tp user daemon exited at start (code ${exited}): see ${logFile}`);
+      // Another `tp connect` may have started a daemon at the same moment: ours then exits, theirs serves.
       const d = await DaemonClient.find();
       if (d) return d;
+      if (exited !== undefined)
+        throw new UsageError(`the tp user daemon exited at start (code ${exited}): see ${logFile}`);
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new UsageError(

@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../logging/logger.js';
 import { managerServerOptions } from '../rpc/grpc-options.js';
 import { ManagerServiceDefinition } from '../rpc/manager-service.js';
+import type { ClusterIntegration } from './cluster.js';
 import { ManagerCore, managerService } from './service.js';
 import type { SessionTtls } from './sessions.js';
 import { AgentWorkloads } from './workloads.js';
@@ -10,6 +11,8 @@ import { AgentWorkloads } from './workloads.js';
 export interface ManagerOptions extends SessionTtls {
   host: string;
   port: number;
+  /** Kubernetes mode: the cluster's workloads, agent installation, cluster info and DNS (kube/). */
+  cluster?: ClusterIntegration;
 }
 
 export interface RunningManager {
@@ -20,7 +23,12 @@ export interface RunningManager {
 
 export async function startManager(options: ManagerOptions): Promise<RunningManager> {
   const log = createLogger('manager');
-  const core = new ManagerCore(options, new AgentWorkloads(), log);
+  const core = new ManagerCore(
+    options,
+    options.cluster?.workloads ?? new AgentWorkloads(),
+    log,
+    options.cluster,
+  );
   const server = new grpc.Server(managerServerOptions());
   server.addService(ManagerServiceDefinition, managerService(core));
   const address = options.host.includes(':')
@@ -34,7 +42,7 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
     core.stop();
     throw new Error(`cannot listen on ${address}: ${e.message}`);
   });
-  log.info('traffic manager listening', { address, mode: 'standalone' });
+  log.info('traffic manager listening', { address, mode: options.cluster ? 'kubernetes' : 'standalone' });
   return {
     port,
     core,

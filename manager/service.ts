@@ -16,6 +16,7 @@ import {
 } from '../rpc/gen/manager.js';
 import { grpcError } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
+import type { ClusterIntegration } from './cluster.js';
 import { InterceptError, type InterceptErrorCode, InterceptTable } from './intercepts.js';
 import {
   type AgentSession,
@@ -49,10 +50,13 @@ export class ManagerCore {
     ttls: SessionTtls,
     readonly workloads: WorkloadSource & Partial<Pick<AgentWorkloads, 'addAgent' | 'removeAgent'>>,
     readonly log: Logger,
+    /** The Kubernetes integration (kube/), absent in standalone mode. */
+    readonly cluster?: ClusterIntegration,
   ) {
     this.sessions = new SessionRegistry(ttls);
     this.router = new TunnelRouter(this.sessions, this.intercepts, log.child('tunnel'));
     workloads.subscribe(() => this.feeds.changed());
+    cluster?.onClusterInfoChange(() => this.feeds.changed());
     const every = Math.max(100, Math.min(1000, Math.floor(Math.min(ttls.clientTtlMs, ttls.agentTtlMs) / 5)));
     this.sweeper = setInterval(() => this.expire(), every);
     this.sweeper.unref();
@@ -269,13 +273,17 @@ export function managerService(core: ManagerCore): ManagerServer {
       // Standalone mode knows no cluster subnets; the Kubernetes integration fills these in.
       core.feeds.watch(
         call,
-        () => emptyCluster,
+        () => core.cluster?.clusterInfo() ?? emptyCluster,
         (v) => ClusterInfoFns.encode(v).finish(),
       );
     },
 
-    ensureAgent: unary(log, 'EnsureAgent', (req) => {
+    ensureAgent: unary(log, 'EnsureAgent', async (req) => {
       clientOf(req.session?.sessionId ?? '');
+      if (core.cluster)
+        return {
+          agents: await core.cluster.ensureAgent(req.name, req.namespace || 'default', req.mechanism),
+        };
       const w = workloadFor(req.name, req.namespace || 'default');
       return { agents: w.agents };
     }),
@@ -354,7 +362,12 @@ export function managerService(core: ManagerCore): ManagerServer {
       return {};
     }),
 
-    uninstallAgents: unary(log, 'UninstallAgents', () => {
+    uninstallAgents: unary(log, 'UninstallAgents', async (req) => {
+      if (core.cluster) {
+        clientOf(req.session?.sessionId ?? '');
+        await core.cluster.uninstallAgents(req.names, req.namespace || 'default', req.all);
+        return {};
+      }
       throw new InterceptError(
         'invalid-argument',
         'standalone mode does not install agents: stop the tp-agent processes to remove them',
@@ -363,6 +376,7 @@ export function managerService(core: ManagerCore): ManagerServer {
 
     lookupDns: unary(log, 'LookupDNS', async (req) => {
       core.session(req.session?.sessionId ?? '');
+      if (core.cluster) return core.cluster.lookupDns(req.name, req.qtype);
       const name = req.name.replace(/\.$/, '');
       const family = req.qtype === 28 ? 6 : 4;
       try {

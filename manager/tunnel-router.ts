@@ -89,8 +89,7 @@ export class TunnelRouter {
   private route(stream: TunnelStream, info: StreamInfo): void {
     const label = formatConnectionId(info.connId);
     const session = this.sessions.get(info.sessionId);
-    if (!session)
-      {
+    if (!session) {
       this.refuse(
         stream,
         `session ${info.sessionId || '(none)'} is unknown to the traffic manager (it expired or the manager restarted)`,
@@ -100,9 +99,9 @@ export class TunnelRouter {
     }
     if (info.relayId) {
       if (session.kind !== 'client') {
-      this.refuse(stream, 'only clients answer dial requests', label);
-      return;
-    }
+        this.refuse(stream, 'only clients answer dial requests', label);
+        return;
+      }
       const p = this.pending.get(info.relayId);
       if (!p || p.clientSessionId !== session.id) {
         stream.send(msg.reset(`relay ${info.relayId} is unknown or timed out`));
@@ -118,15 +117,14 @@ export class TunnelRouter {
       return;
     }
     if (info.interceptId) {
-      if (session.kind !== 'agent')
-        {
-      this.refuse(stream, 'only agents open intercepted connections', label);
+      if (session.kind !== 'agent') {
+        this.refuse(stream, 'only agents open intercepted connections', label);
+        return;
+      }
+      this.requestDial(stream, info, label, session.info.name, session.info.namespace);
       return;
     }
-      return this.requestDial(stream, info, label, session.info.name, session.info.namespace);
-    }
-    if (session.kind !== 'client')
-      {
+    if (session.kind !== 'client') {
       this.refuse(stream, 'agents open only intercepted connections', label);
       return;
     }
@@ -148,15 +146,13 @@ export class TunnelRouter {
     namespace: string,
   ): void {
     const intercept = this.intercepts.get(info.interceptId);
-    if (!intercept || intercept.spec!.workload !== workload || intercept.spec!.namespace !== namespace)
-      {
+    if (!intercept || intercept.spec!.workload !== workload || intercept.spec!.namespace !== namespace) {
       this.refuse(stream, `intercept ${info.interceptId} is gone`, label);
       return;
     }
     const client = this.sessions.client(intercept.clientSessionId);
     const dialStream = this.dialStreams.get(intercept.clientSessionId);
-    if (!client || !dialStream)
-      {
+    if (!client || !dialStream) {
       this.refuse(
         stream,
         `the intercepting client ${intercept.spec!.client} is not receiving connections (its dial stream is down)`,

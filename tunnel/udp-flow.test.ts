@@ -37,9 +37,15 @@ async function rig(idleTimeoutMs?: number): Promise<Rig> {
     },
   });
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
   );
-  const client = new ManagerClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), managerChannelOptions());
+  const client = new ManagerClient(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createInsecure(),
+    managerChannelOptions(),
+  );
   return {
     client,
     echoPort: echo.address().port,
@@ -54,7 +60,10 @@ async function rig(idleTimeoutMs?: number): Promise<Rig> {
 
 function open(r: Rig, dstPort: number, dstIp = '127.0.0.1'): Promise<UdpTunnelFlow> {
   const connId = { protocol: 17, srcIp: '198.18.0.1', srcPort: 40000, dstIp, dstPort };
-  return openUdp(new TunnelStream(r.client.tunnel()), streamInfo({ connId, sessionId: 'test', dialTimeoutMs: 3000 }));
+  return openUdp(
+    new TunnelStream(r.client.tunnel()),
+    streamInfo({ connId, sessionId: 'test', dialTimeoutMs: 3000 }),
+  );
 }
 
 function nextDatagram(flow: UdpTunnelFlow): Promise<string> {

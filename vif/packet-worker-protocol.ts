@@ -32,6 +32,4 @@ export type ToMain =
   | { t: 'stats'; stats: PacketStats }
   | { t: 'error'; message: string };
 
-export type ToWorker =
-  | { t: 'dialed' | 'rejected' | 'closed' | 'abandoned'; key: string }
-  | { t: 'stop' };
+export type ToWorker = { t: 'dialed' | 'rejected' | 'closed' | 'abandoned'; key: string } | { t: 'stop' };

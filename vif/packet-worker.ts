@@ -4,9 +4,9 @@
 // TCP flow, and the kernel work each TUN write carries runs on a second core.
 import { parentPort, workerData } from 'node:worker_threads';
 import { ipToBytes } from '../netaddr/parse.js';
-import type { PacketStats, PacketWorkerInit, ToMain, ToWorker } from './packet-worker-protocol.js';
-import { isEchoRequest, toEchoReply } from './packet-rewrite.js';
 import { PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, parsePacket } from './packet.js';
+import { isEchoRequest, toEchoReply } from './packet-rewrite.js';
+import type { PacketStats, PacketWorkerInit, ToMain, ToWorker } from './packet-worker-protocol.js';
 import { TcpNat } from './tcp-nat.js';
 import { TunReader, TunWriter } from './tun-device.js';
 

@@ -102,7 +102,8 @@ export class TcpListener {
       },
       (e: Error) => {
         this.dialsRejected++;
-        if (e instanceof DialRejectedError) this.log.debug('dial rejected', { flow: label, reason: e.message });
+        if (e instanceof DialRejectedError)
+          this.log.debug('dial rejected', { flow: label, reason: e.message });
         else this.log.warn('dial failed', { flow: label, error: e.message });
         this.nat.rejected(flow.key);
       },

@@ -5,8 +5,8 @@ import * as assert from 'uvu/assert';
 import { bytesToIp, ipToBytes } from '../netaddr/parse.js';
 import { checksumOf, sumWords } from './checksum.js';
 import {
-  PROTO_TCP,
   type ParsedPacket,
+  PROTO_TCP,
   parsePacket,
   TCP_ACK,
   TCP_RST,
@@ -62,7 +62,12 @@ function rig() {
   const last = () => {
     const p = written[written.length - 1]!;
     const info = parsePacket(p)!;
-    return { p, info, src: `${bytesToIp(p.subarray(12, 16))}:${info.srcPort}`, dst: `${bytesToIp(p.subarray(16, 20))}:${info.dstPort}` };
+    return {
+      p,
+      info,
+      src: `${bytesToIp(p.subarray(12, 16))}:${info.srcPort}`,
+      dst: `${bytesToIp(p.subarray(16, 20))}:${info.dstPort}`,
+    };
   };
   return { nat, written, opened, now, send, last };
 }

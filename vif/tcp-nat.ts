@@ -14,9 +14,18 @@
 // resets later.
 import { bytesToIp } from '../netaddr/parse.js';
 import { type NatEntry, NatExhaustedError, NatTable } from './nat-table.js';
+import {
+  flowKey,
+  type ParsedPacket,
+  PROTO_TCP,
+  parsePacket,
+  TCP_ACK,
+  TCP_RST,
+  TCP_SYN,
+  tcpFlags,
+} from './packet.js';
 import { buildTcpReset } from './packet-build.js';
 import { rewriteFlow } from './packet-rewrite.js';
-import { flowKey, type ParsedPacket, PROTO_TCP, parsePacket, TCP_ACK, TCP_RST, TCP_SYN, tcpFlags } from './packet.js';
 
 /** A new client flow, as the socket side needs it to dial and to recognize the accepted connection. */
 export interface OpenedFlow {
@@ -202,7 +211,8 @@ export class TcpNat {
   /** Drops flows that lingered long enough; call every few seconds. */
   sweep(): void {
     for (const family of this.families.values()) {
-      for (const entry of family.nat.sweep()) if (this.byKey.get(entry.key)?.entry === entry) this.byKey.delete(entry.key);
+      for (const entry of family.nat.sweep())
+        if (this.byKey.get(entry.key)?.entry === entry) this.byKey.delete(entry.key);
     }
   }
 

@@ -57,7 +57,8 @@ export interface OpenTun {
 
 /** Creates the TUN interface `name` and opens it (non-blocking). Errors name the problem and the fix. */
 export function openTun(name: string): OpenTun {
-  if (Buffer.byteLength(name) >= IFNAMSIZ) throw new UsageError(`interface name "${name}" is longer than 15 bytes`);
+  if (Buffer.byteLength(name) >= IFNAMSIZ)
+    throw new UsageError(`interface name "${name}" is longer than 15 bytes`);
   const c = loadLibc();
   const fd = c.open('/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
@@ -67,7 +68,9 @@ export function openTun(name: string): OpenTun {
         '/dev/net/tun does not exist: load the tun kernel module (modprobe tun), or connect with --no-vif',
       );
     if (errno === EACCES || errno === EPERM)
-      throw new UsageError('cannot open /dev/net/tun: the root daemon must run as root (or with CAP_NET_ADMIN)');
+      throw new UsageError(
+        'cannot open /dev/net/tun: the root daemon must run as root (or with CAP_NET_ADMIN)',
+      );
     throw new Error(`cannot open /dev/net/tun: ${c.strerror(errno)}`);
   }
   // struct ifreq: char ifr_name[IFNAMSIZ]; short ifr_flags; (padded to 40 bytes)

@@ -26,7 +26,12 @@ export const DEFAULT_VIF_NAME = 'tp0';
  * server bind there), the others are the fake peers of the TCP stack. The first candidate that overlaps
  * nothing in the namespace and no cluster subnet wins.
  */
-export const LINK_SUBNET_CANDIDATES_V4 = ['198.18.0.0/28', '198.19.255.0/28', '100.127.255.240/28', '10.255.255.0/28'];
+export const LINK_SUBNET_CANDIDATES_V4 = [
+  '198.18.0.0/28',
+  '198.19.255.0/28',
+  '100.127.255.240/28',
+  '10.255.255.0/28',
+];
 export const LINK_SUBNET_CANDIDATES_V6 = ['fd74:7000::/124', 'fd74:7001::/124'];
 
 export function chooseLinkSubnet(
@@ -136,7 +141,10 @@ export class VirtualInterface {
       const udp = new UdpRelay((p) => writer.write(p), o.dialer, o.log.child('udp'), o.udpIdleMs);
       const vif = new VirtualInterface(tun.name, tun.fd, address4, address6, o.mtu, writer, w, tcp, udp);
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('the VIF packet worker did not start')), WORKER_START_TIMEOUT_MS);
+        const timer = setTimeout(
+          () => reject(new Error('the VIF packet worker did not start')),
+          WORKER_START_TIMEOUT_MS,
+        );
         w.on('message', (m: ToMain) => {
           if (m.t === 'ready') {
             clearTimeout(timer);

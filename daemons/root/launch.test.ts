@@ -9,7 +9,8 @@ test('root starts the daemon directly; a user through sudo; without sudo a clear
   assert.throws(
     () => planLaunch({ uid: 1000, sudo: undefined }),
     (e: unknown) =>
-      e instanceof UsageError && /needs root for the network interface, and sudo is not installed.*--no-vif/.test(e.message),
+      e instanceof UsageError &&
+      /needs root for the network interface, and sudo is not installed.*--no-vif/.test(e.message),
   );
 });
 

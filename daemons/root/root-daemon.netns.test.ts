@@ -294,9 +294,20 @@ test('no /dev/net/tun, not root, no sudo: a clear error each, nothing behind', a
   fs.mkdirSync(userDir, { mode: 0o777 });
   fs.chmodSync(userDir, 0o777);
   const script = `import(${JSON.stringify(path.join(distRoot(), 'daemons/root/launch.js'))}).then((m) => m.startRootDaemon({ socketPath: ${JSON.stringify(path.join(userDir, 's'))}, logDir: ${JSON.stringify(userDir)} })).then(() => process.exit(0), (e) => { console.error(e.message); process.exit(1); })`;
-  const user = await lab.exec(NS.ws, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script]);
+  const user = await lab.exec(NS.ws, [
+    'setpriv',
+    '--reuid=65534',
+    '--regid=65534',
+    '--clear-groups',
+    process.execPath,
+    '-e',
+    script,
+  ]);
   assert.is(user.code, 1);
-  assert.match(user.stderr, /needs root for the network interface.*(sudo is not installed|sudo asks for a password)/);
+  assert.match(
+    user.stderr,
+    /needs root for the network interface.*(sudo is not installed|sudo asks for a password)/,
+  );
   assert.equal(await leftovers(), []);
 });
 

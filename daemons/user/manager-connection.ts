@@ -32,8 +32,11 @@ const CALL_TIMEOUT_MS = 5_000;
 const MAX_BACKOFF_MS = 5_000;
 /** How long an intercept may wait for an agent to accept it. */
 const ACCEPT_TIMEOUT_MS = 30_000;
-/** After a reconnect, how long restoring keeps retrying a workload whose agent has not re-arrived yet. */
-const RESTORE_GRACE_MS = 30_000;
+/**
+ * After a reconnect, how long restoring keeps retrying a workload whose agent has not re-arrived yet
+ * (agents reconnect with a backoff of at most 5 s). TP_RESTORE_GRACE_MS overrides it (tests use 1 s).
+ */
+const RESTORE_GRACE_MS = Number(process.env.TP_RESTORE_GRACE_MS) || 30_000;
 
 export type ConnectionState = 'DISCONNECTED' | 'CONNECTED' | 'RECONNECTING';
 

@@ -128,4 +128,38 @@ test('the user daemon killed: its intercept expires and traffic returns to the a
   }
 });
 
+test('an intercept that cannot be restored after a manager restart is reported gone, with the reason', async () => {
+  const rig = new Rig();
+  rig.env.TP_RESTORE_GRACE_MS = '1000'; // inherited by the user daemon: give up on the workload after 1 s
+  let closeApps = async () => {};
+  try {
+    const s = await setUp(rig);
+    closeApps = async () => void (await s.closeApps());
+    // The manager and the workload's only agent both go away; the manager comes back alone.
+    await rig.kill('agent', 'SIGKILL');
+    await rig.kill('manager', 'SIGKILL');
+    rig.startManager(s.ports.manager);
+    const st = await eventually('the intercept reported gone', async () => {
+      const v = await rig.tpJson<StatusJson>('status');
+      return v.state === 'CONNECTED' && v.intercepts[0]?.disposition === 'REMOVED' ? v : undefined;
+    });
+    assert.match(
+      st.intercepts[0]!.message,
+      /not restored after the connection to the traffic manager was lost: workload "echo" not found/,
+    );
+    // The text status says it too, and leave clears it.
+    const text = await rig.tp('status');
+    assert.match(text.stdout, /echo: REMOVED .*not restored/);
+    assert.is((await rig.tp('leave', 'echo')).code, 0);
+    assert.equal((await rig.tpJson<StatusJson>('status')).intercepts, []);
+    assert.is((await rig.tp('quit')).code, 0);
+  } catch (e) {
+    console.error(rig.dump());
+    throw e;
+  } finally {
+    await rig.close();
+    await closeApps();
+  }
+});
+
 test.run();

@@ -83,7 +83,10 @@ test('control frames carry version 3, type, flags and a 24-bit length', () => {
 test('header blocks: lower-case names, values round-trip, malformed blocks are rejected', () => {
   const block = encodeHeaderBlock({ StreamType: 'data', port: '8080', requestid: '0' });
   assert.equal(decodeHeaderBlock(block), { streamtype: 'data', port: '8080', requestid: '0' });
-  assert.throws(() => decodeHeaderBlock(block.subarray(0, block.length - 1)), (e: unknown) => e instanceof SpdyProtocolError);
+  assert.throws(
+    () => decodeHeaderBlock(block.subarray(0, block.length - 1)),
+    (e: unknown) => e instanceof SpdyProtocolError,
+  );
   assert.throws(() => decodeHeaderBlock(Buffer.from([0, 0])), /no entry count/);
   const huge = Buffer.from([0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]);
   assert.throws(() => decodeHeaderBlock(huge), /past the end/);

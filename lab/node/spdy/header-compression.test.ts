@@ -2,9 +2,8 @@ import * as zlib from 'node:zlib';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SPDY3_DICTIONARY } from './dictionary.js';
-import { decodeHeaderBlock } from './frames.js';
+import { decodeHeaderBlock, encodeHeaderBlock } from './frames.js';
 import { HeaderBlockDecoder, HeaderBlockEncoder } from './header-compression.js';
-import { encodeHeaderBlock } from './frames.js';
 
 /** What a peer's zlib reader sees: one inflate context for the connection, read at each flush point. */
 async function inflateAll(blocks: Buffer[]): Promise<Buffer[]> {

@@ -60,7 +60,7 @@ test('many streams on one connection keep their headers apart (shared zlib conte
       Array.from({ length: 20 }, (_, i) => p.client.openStream({ streamtype: 'data', requestid: String(i) })),
     );
     await Promise.all(streams.map((s) => s.closed()));
-    streams.forEach((s, i) => assert.is(s.text, `you are ${i}`));
+    for (const [i, s] of streams.entries()) assert.is(s.text, `you are ${i}`);
   } finally {
     p.close();
   }

@@ -2,12 +2,13 @@ import { spawn } from 'node:child_process';
 import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createLogger } from '../../../logging/logger.js';
+import { createLogger, setLevel } from '../../../logging/logger.js';
 import { SpdySession } from '../spdy/session.js';
 import { SpdyTestClient } from '../test/spdy-client.js';
 import { type ExecOptions, expectedStreams, parseExecOptions, resultMessage, serveExec } from './exec.js';
 
 const log = createLogger('test');
+setLevel('warn');
 
 test('query parameters as the API server sends them', () => {
   const q = new URLSearchParams('command=sh&command=-c&command=echo+hi&input=1&output=1&error=1&tty=0');
@@ -34,7 +35,10 @@ test('expected streams: no stderr with a TTY, resize only from v3 on', () => {
 });
 
 test('v4 status: Success, NonZeroExitCode with the code as cause, signals as 128+n', () => {
-  assert.equal(JSON.parse(resultMessage({ exitCode: 0 }, 'v4.channel.k8s.io')!), { metadata: {}, status: 'Success' });
+  assert.equal(JSON.parse(resultMessage({ exitCode: 0 }, 'v4.channel.k8s.io')!), {
+    metadata: {},
+    status: 'Success',
+  });
   const failed = JSON.parse(resultMessage({ exitCode: 3 }, 'v4.channel.k8s.io')!);
   assert.is(failed.reason, 'NonZeroExitCode');
   assert.equal(failed.details.causes, [{ reason: 'ExitCode', message: '3' }]);
@@ -91,7 +95,13 @@ test('exec: stdin in, stdout and stderr out, then the exit status, then the conn
 });
 
 test('exec: a command that cannot start is an InternalError status, not a hang', async () => {
-  const e = await execSession({ command: ['/nonexistent/tool'], stdin: false, stdout: true, stderr: true, tty: false });
+  const e = await execSession({
+    command: ['/nonexistent/tool'],
+    stdin: false,
+    stdout: true,
+    stderr: true,
+    tty: false,
+  });
   try {
     const error = await e.client.openStream({ streamtype: 'error' });
     const stdout = await e.client.openStream({ streamtype: 'stdout' });

@@ -1,12 +1,13 @@
 import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createLogger } from '../../../logging/logger.js';
+import { createLogger, setLevel } from '../../../logging/logger.js';
 import { SpdySession } from '../spdy/session.js';
 import { SpdyTestClient } from '../test/spdy-client.js';
-import { servePortForward, StreamPairer } from './port-forward.js';
+import { StreamPairer, servePortForward } from './port-forward.js';
 
 const log = createLogger('test');
+setLevel('warn');
 const stream = (id: number, headers: Record<string, string>) => ({ id, headers });
 
 test('error and data streams pair by requestid, in either order', () => {
@@ -107,7 +108,10 @@ test('a refused pod port is reported on the error stream, naming pod and port', 
     const data = await s.client.openStream({ ...headers, streamtype: 'data' });
     await error.closed();
     await data.closed();
-    assert.match(error.text, new RegExp(`error forwarding port ${deadPort} to pod default/echo, uid uid-1:.*ECONNREFUSED`));
+    assert.match(
+      error.text,
+      new RegExp(`error forwarding port ${deadPort} to pod default/echo, uid uid-1:.*ECONNREFUSED`),
+    );
   } finally {
     s.close();
   }

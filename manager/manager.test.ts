@@ -1,0 +1,301 @@
+// The Manager service over real gRPC on loopback: sessions and expiry, snapshots, the intercept data path
+// (agent OPEN -> DialRequest -> client OPEN -> relay), and the manager as a dialer.
+import * as net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { setLevel } from '../logging/logger.js';
+import {
+  type AgentInfo,
+  InterceptDisposition as D,
+  type DialRequest,
+  type InterceptInfoSnapshot,
+  type SessionInfo,
+  type TunnelMessage,
+} from '../rpc/gen/manager.js';
+import { managerChannelOptions } from '../rpc/grpc-options.js';
+import { ManagerClient } from '../rpc/manager-service.js';
+import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
+import { dialTcp } from '../tunnel/dial.js';
+import { originate, serveDial } from '../tunnel/flow.js';
+import { msg, streamInfo, TunnelCode } from '../tunnel/messages.js';
+import { TunnelStream } from '../tunnel/stream.js';
+import { startManager } from './server.js';
+
+setLevel('error');
+
+const agentInfo = (appPort: number): AgentInfo => ({
+  name: 'echo',
+  namespace: 'default',
+  kind: 'Standalone',
+  podName: 'echo-0',
+  podIp: '127.0.0.1',
+  version: '0.1.0',
+  mechanism: 'none',
+  containers: [
+    { name: 'app', ports: [{ name: '', appPort, agentPort: 15001, protocol: 'TCP' }], environment: {} },
+  ],
+});
+
+const clientInfo = { name: 'alice@laptop', installId: 'x', version: '0.1.0', namespace: '' };
+const session = (id: string): SessionInfo => ({ sessionId: id, remainIntervalMs: 0 });
+
+async function rig(ttls = { clientTtlMs: 15_000, agentTtlMs: 15_000 }) {
+  const manager = await startManager({ host: '127.0.0.1', port: 0, ...ttls });
+  const client = new ManagerClient(
+    `127.0.0.1:${manager.port}`,
+    grpc.credentials.createInsecure(),
+    managerChannelOptions(),
+  );
+  const call = <Res>(start: Parameters<typeof unary<Res>>[0]) => unary<Res>(start, 5000);
+  return {
+    manager,
+    client,
+    call,
+    close: async () => {
+      client.close();
+      await manager.stop();
+    },
+  };
+}
+
+function firstMessages<T>(stream: grpc.ClientReadableStream<T>, until: (m: T) => boolean): Promise<T> {
+  return new Promise((resolve, reject) => {
+    stream.on('data', (m: T) => {
+      if (until(m)) resolve(m);
+    });
+    stream.on('error', (e) => {
+      if (!hasStatus(e, grpc.status.CANCELLED)) reject(e);
+    });
+  });
+}
+
+async function listen(onConnection: (s: net.Socket) => void): Promise<{ server: net.Server; port: number }> {
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    onConnection(s);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, port: (server.address() as net.AddressInfo).port };
+}
+
+test('an intercepted connection: agent OPEN -> DialRequest -> client OPEN -> bytes both ways', async () => {
+  const r = await rig();
+  const laptop = await listen((s) =>
+    s.on('data', (d) => s.write(`laptop got ${d}`)).on('end', () => s.end()),
+  );
+  try {
+    const agent = await r.call<SessionInfo>((md, o, cb) =>
+      r.client.arriveAsAgent(agentInfo(18080), md, o, cb),
+    );
+    const alice = await r.call<SessionInfo>((md, o, cb) => r.client.arriveAsClient(clientInfo, md, o, cb));
+    assert.is(alice.remainIntervalMs, 5000);
+
+    // The client receives dial requests and answers them like the user daemon.
+    const dials = r.client.watchDial(session(alice.sessionId));
+    dials.on('data', (req: DialRequest) => {
+      const stream = new TunnelStream(r.client.tunnel());
+      const info = streamInfo({ connId: req.connId, sessionId: alice.sessionId, relayId: req.relayId });
+      stream.send(msg.open(info));
+      void serveDial(stream, info, (signal) => dialTcp(req.targetHost, req.targetPort, 1000, signal));
+    });
+    dials.on('error', () => {});
+
+    const created = await r.call<{ id: string; disposition: D }>((md, o, cb) =>
+      r.client.createIntercept(
+        {
+          session: session(alice.sessionId),
+          spec: {
+            name: '',
+            workload: 'echo',
+            namespace: 'default',
+            workloadKind: '',
+            mechanism: 'tcp',
+            remotePort: 0,
+            portName: '',
+            targetHost: '127.0.0.1',
+            targetPort: laptop.port,
+            client: '',
+          },
+        },
+        md,
+        o,
+        cb,
+      ),
+    );
+    assert.is(created.disposition, D.WAITING);
+
+    // The agent sees it, reviews it ACTIVE; the client's watch shows ACTIVE.
+    const agentWatch = r.client.watchIntercepts(session(agent.sessionId));
+    const seen = await firstMessages(agentWatch, (s: InterceptInfoSnapshot) => s.intercepts.length === 1);
+    assert.is(seen.intercepts[0]!.id, created.id);
+    const clientWatch = r.client.watchIntercepts(session(alice.sessionId));
+    const active = firstMessages(
+      clientWatch,
+      (s: InterceptInfoSnapshot) => s.intercepts[0]?.disposition === D.ACTIVE,
+    );
+    await r.call((md, o, cb) =>
+      r.client.reviewIntercept(
+        {
+          session: session(agent.sessionId),
+          interceptId: created.id,
+          disposition: D.ACTIVE,
+          message: '',
+          environment: { APP: 'env' },
+        },
+        md,
+        o,
+        cb,
+      ),
+    );
+    const snapshot = await active;
+    assert.equal(snapshot.intercepts[0]!.environment, { APP: 'env' });
+
+    // A connection accepted by the "agent" goes through the manager to the laptop.
+    const front = await listen((socket) => {
+      const connId = { protocol: 6, srcIp: '10.0.0.9', srcPort: 5555, dstIp: '127.0.0.1', dstPort: 18080 };
+      void originate(
+        socket,
+        new TunnelStream(r.client.tunnel()),
+        streamInfo({ connId, sessionId: agent.sessionId, interceptId: created.id }),
+      );
+    });
+    const reply = await new Promise<string>((resolve, reject) => {
+      const s = net.connect({ port: front.port, host: '127.0.0.1', allowHalfOpen: true }, () =>
+        s.end('hello'),
+      );
+      let text = '';
+      s.on('data', (d) => {
+        text += d;
+      });
+      s.on('end', () => resolve(text));
+      s.on('error', reject);
+    });
+    assert.is(reply, 'laptop got hello');
+    front.server.close();
+    agentWatch.cancel();
+    clientWatch.cancel();
+    dials.cancel();
+  } finally {
+    laptop.server.close();
+    await r.close();
+  }
+});
+
+test('the manager dials for clients: DIAL_OK to a listener, DIAL_REJECT at once when refused', async () => {
+  const r = await rig();
+  const echo = await listen((s) => s.pipe(s));
+  const closed = await listen(() => {});
+  await new Promise((res) => closed.server.close(res));
+  try {
+    const alice = await r.call<SessionInfo>((md, o, cb) => r.client.arriveAsClient(clientInfo, md, o, cb));
+    const open = async (port: number, sessionId = alice.sessionId) => {
+      const call = r.client.tunnel();
+      const got: TunnelMessage[] = [];
+      const first = new Promise<TunnelMessage>((resolve) =>
+        call.on('data', (m: TunnelMessage) => {
+          got.push(m);
+          if (got.length === 1) resolve(m);
+        }),
+      );
+      call.on('error', () => {});
+      const connId = { protocol: 6, srcIp: '10.1.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: port };
+      call.write(msg.open(streamInfo({ connId, sessionId })));
+      const m = await first;
+      return { call, m };
+    };
+    const t0 = Date.now();
+    const refused = await open(closed.port);
+    assert.is(refused.m.code, TunnelCode.DIAL_REJECT);
+    assert.match(refused.m.error, /connection refused/);
+    assert.ok(Date.now() - t0 < 2000, 'a refused dial is rejected promptly');
+    refused.call.end();
+
+    const ok = await open(echo.port);
+    assert.is(ok.m.code, TunnelCode.DIAL_OK);
+    ok.call.write(msg.data(Buffer.from('ping')));
+    const echoed = await new Promise<TunnelMessage>((resolve) =>
+      ok.call.on('data', (m: TunnelMessage) => m.code === TunnelCode.DATA && resolve(m)),
+    );
+    assert.is(echoed.data.toString(), 'ping');
+    ok.call.write(msg.closeSend());
+    await new Promise((res) => ok.call.on('end', res));
+
+    const unknown = await open(echo.port, 'c-unknown');
+    assert.is(unknown.m.code, TunnelCode.DIAL_REJECT);
+    assert.match(unknown.m.error, /session c-unknown is unknown/);
+    unknown.call.end();
+  } finally {
+    echo.server.close();
+    await r.close();
+  }
+});
+
+test('an agent flow for a gone intercept, or for a client without a dial stream, is rejected', async () => {
+  const r = await rig();
+  try {
+    const agent = await r.call<SessionInfo>((md, o, cb) =>
+      r.client.arriveAsAgent(agentInfo(18080), md, o, cb),
+    );
+    const call = r.client.tunnel();
+    const first = new Promise<TunnelMessage>((resolve) => call.on('data', resolve));
+    call.on('error', () => {});
+    const connId = { protocol: 6, srcIp: '10.1.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: 18080 };
+    call.write(msg.open(streamInfo({ connId, sessionId: agent.sessionId, interceptId: 'c-x:echo' })));
+    const m = await first;
+    assert.is(m.code, TunnelCode.DIAL_REJECT);
+    assert.match(m.error, /intercept c-x:echo is gone/);
+    call.end();
+  } finally {
+    await r.close();
+  }
+});
+
+test('sessions: Remain of an unknown session is NOT_FOUND; an expired client loses its intercepts', async () => {
+  const r = await rig({ clientTtlMs: 600, agentTtlMs: 60_000 });
+  try {
+    const e = await r
+      .call((md, o, cb) => r.client.remain({ session: session('c-nope') }, md, o, cb))
+      .catch((x) => x);
+    assert.ok(hasStatus(e, grpc.status.NOT_FOUND));
+    assert.match(errorDetails(e), /arrive again/);
+
+    const agent = await r.call<SessionInfo>((md, o, cb) =>
+      r.client.arriveAsAgent(agentInfo(18080), md, o, cb),
+    );
+    const alice = await r.call<SessionInfo>((md, o, cb) => r.client.arriveAsClient(clientInfo, md, o, cb));
+    assert.is(alice.remainIntervalMs, 200, 'a short TTL gets faster heartbeats');
+    await r.call((md, o, cb) =>
+      r.client.createIntercept(
+        {
+          session: session(alice.sessionId),
+          spec: {
+            name: 'mine',
+            workload: 'echo',
+            namespace: 'default',
+            workloadKind: '',
+            mechanism: 'tcp',
+            remotePort: 18080,
+            portName: '',
+            targetHost: '',
+            targetPort: 1,
+            client: '',
+          },
+        },
+        md,
+        o,
+        cb,
+      ),
+    );
+    const watch = r.client.watchIntercepts(session(agent.sessionId));
+    await firstMessages(watch, (s: InterceptInfoSnapshot) => s.intercepts.length === 1);
+    // Alice goes silent: her intercept disappears from the agent's view.
+    await firstMessages(watch, (s: InterceptInfoSnapshot) => s.intercepts.length === 0);
+    assert.is(r.manager.core.sessions.client(alice.sessionId), undefined);
+    watch.cancel();
+  } finally {
+    await r.close();
+  }
+});
+
+test.run();
