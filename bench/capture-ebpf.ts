@@ -7,7 +7,8 @@
 // and a new connection per request (the program runs for every request).
 // The mark: ebpf idle within 5% of direct. Prints ratios to direct (median of the per-round ratios).
 // Usage: node dist/bench/capture-ebpf.js [--seconds 5] [--rounds 5] [--connections 16] [--strict]
-import { execFile, execFileSync } from 'node:child_process';
+// For bench/capture.ts, ebpfCaptureMechanisms() gives the same two eBPF states as CaptureMechanisms.
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { pathToFileURL } from 'node:url';
@@ -15,6 +16,8 @@ import { apply, cleanup, status } from '../bpf/mechanism.js';
 import { closeFd, enableRunTimeStats, openPinned, programRunStats } from '../bpf/objects.js';
 import { ensureBpffs } from '../bpf/test/bpffs.js';
 import { createPodTestbed, RESPONDER, STEERING_LISTENER, waitForLine } from '../bpf/test/pod-testbed.js';
+import type { PodNetwork } from '../init-container/test/pod-network.js';
+import type { CaptureMechanism } from './capture.js';
 
 export type EbpfBenchCase = 'direct' | 'ebpf idle' | 'ebpf steered';
 export type EbpfBenchMode = 'keep-alive' | 'connection per request';
@@ -226,6 +229,64 @@ function wrk(netns: string, url: string, o: EbpfBenchOptions, mode: EbpfBenchMod
       else resolve(parseWrk(stdout));
     });
   });
+}
+
+/** The app ports bench/capture.ts's app must also listen on for ebpfCaptureMechanisms(). */
+export const EBPF_BENCH_PORTS = { idle: 8091, steered: 8092 } as const;
+
+/**
+ * 'ebpf idle' and 'ebpf steered' as mechanisms of bench/capture.ts, in place side by side with the others:
+ * tp_steer captures EBPF_BENCH_PORTS (so it also runs, and passes, for the other mechanisms' connections),
+ * and a passthrough listener is steered EBPF_BENCH_PORTS.steered. Processes that use bpffs are started with
+ * nsenter: `ip netns exec` remounts /sys and hides /sys/fs/bpf.
+ */
+export function ebpfCaptureMechanisms(): CaptureMechanism[] {
+  const pinRoot = `/sys/fs/bpf/tpe-cb${process.pid % 10000}`;
+  const ports = [EBPF_BENCH_PORTS.idle, EBPF_BENCH_PORTS.steered];
+  let users = 0;
+  let bpffs: ReturnType<typeof ensureBpffs> | undefined;
+  let listener: ChildProcess | undefined;
+  const netnsPath = (net: PodNetwork) => `/run/netns/${net.pod}`;
+  const attach = (net: PodNetwork) => {
+    if (users++ === 0) bpffs = ensureBpffs();
+    apply({ ports, netnsPath: netnsPath(net), pinRoot });
+  };
+  const detach = (net: PodNetwork) => {
+    if (--users > 0) return;
+    cleanup({ netnsPath: netnsPath(net), pinRoot });
+    fs.rmSync(pinRoot, { recursive: true, force: true });
+    bpffs?.release();
+  };
+  return [
+    {
+      name: 'ebpf idle',
+      start: async (net) => {
+        attach(net);
+        return { host: net.podIp, port: EBPF_BENCH_PORTS.idle };
+      },
+      stop: async (net) => detach(net),
+    },
+    {
+      name: 'ebpf steered',
+      start: async (net) => {
+        attach(net);
+        const argv = [`--net=${netnsPath(net)}`, 'setpriv', '--pdeathsig', 'KILL', process.execPath];
+        argv.push(STEERING_LISTENER, pinRoot, String(EBPF_BENCH_PORTS.steered), 'passthrough');
+        listener = spawn('nsenter', argv, { stdio: ['pipe', 'pipe', 'inherit'] });
+        const line = await waitForLine(listener, /^(ready|error)/);
+        if (!line.startsWith('ready')) throw new Error(`the passthrough listener: ${line}`);
+        return { host: net.podIp, port: EBPF_BENCH_PORTS.steered };
+      },
+      stop: async (net) => {
+        if (listener && listener.exitCode === null) {
+          const exited = new Promise((r) => listener!.once('exit', r));
+          listener.kill('SIGKILL');
+          await exited;
+        }
+        detach(net);
+      },
+    },
+  ];
 }
 
 export function formatEbpfBench(r: EbpfBenchResult): string {

@@ -1,7 +1,8 @@
 // VIF throughput: from the workstation namespace to a pod through the VIF and the tunnel (TUN -> system
 // stack -> gRPC tunnel -> traffic manager -> pod), against a direct veth route to the same pod, in the same
 // run (interleaved rounds, medians). Prints MB/s (bulk HTTP download) and keep-alive requests/s (wrk), and
-// the ratios. First mark: bulk through the VIF at least a third of direct.
+// the ratios. First mark: bulk through the VIF at least a third of direct. A third path, the tunnel alone
+// (a local forwarder that originates tunnel streams, no VIF), shows which part costs what.
 //
 //   node dist/bench/vif.js [--mib 300] [--rounds 3] [--seconds 5] [--connections 16] [--mtu 65000]
 //
@@ -81,7 +82,16 @@ async function main(): Promise<void> {
       },
     });
 
-    const paths = { vif: ADDR.pod, direct: ADDR.podDirect } as const;
+    // The tunnel alone (no VIF): tells the VIF's share of the cost from the tunnel's.
+    const forwarder = lab.node(NS.ws, 'daemons/root/test/tunnel-forwarder.js', [
+      `${ADDR.manager}:${MANAGER_PORT}`,
+      sessionId,
+      '18080',
+      ADDR.pod,
+      '80',
+    ]);
+    await lab.waitForLine(forwarder, /ready/);
+    const paths = { vif: ADDR.pod, direct: ADDR.podDirect, tunnel: '127.0.0.1:18080' } as const;
     const bulk = async (host: string): Promise<number> => {
       const r = await lab.exec(
         NS.ws,
@@ -116,35 +126,30 @@ async function main(): Promise<void> {
       return Number(m[1]);
     };
 
-    // Warm up both paths (connections, JIT), then interleave the rounds so noise hits both alike.
-    await bulk(paths.vif);
-    await bulk(paths.direct);
-    const results = {
-      vifBulk: [] as number[],
-      directBulk: [] as number[],
-      vifReq: [] as number[],
-      directReq: [] as number[],
-    };
+    // Warm up every path (connections, JIT), then interleave the rounds so noise hits all alike.
+    for (const host of Object.values(paths)) await bulk(host);
+    type Path = keyof typeof paths;
+    const order: Path[] = ['direct', 'vif', 'tunnel'];
+    const bulkMBs: Record<Path, number[]> = { direct: [], vif: [], tunnel: [] };
+    const reqs: Record<Path, number[]> = { direct: [], vif: [], tunnel: [] };
     for (let i = 0; i < rounds; i++) {
-      results.directBulk.push(await bulk(paths.direct));
-      results.vifBulk.push(await bulk(paths.vif));
-      results.directReq.push(await requests(paths.direct));
-      results.vifReq.push(await requests(paths.vif));
+      for (const p of order) bulkMBs[p].push(await bulk(paths[p]));
+      for (const p of order) reqs[p].push(await requests(paths[p]));
       process.stderr.write(
-        `round ${i + 1}: bulk vif ${results.vifBulk[i]!.toFixed(0)} / direct ${results.directBulk[i]!.toFixed(0)} MB/s; ` +
-          `keep-alive vif ${results.vifReq[i]!.toFixed(0)} / direct ${results.directReq[i]!.toFixed(0)} req/s\n`,
+        `round ${i + 1}: bulk MB/s ${order.map((p) => `${p} ${bulkMBs[p][i]!.toFixed(0)}`).join(', ')}; ` +
+          `keep-alive req/s ${order.map((p) => `${p} ${reqs[p][i]!.toFixed(0)}`).join(', ')}\n`,
       );
     }
-    const vb = median(results.vifBulk);
-    const db = median(results.directBulk);
-    const vr = median(results.vifReq);
-    const dr = median(results.directReq);
-    const bulkRatio = vb / db;
+    const b = { direct: median(bulkMBs.direct), vif: median(bulkMBs.vif), tunnel: median(bulkMBs.tunnel) };
+    const r = { direct: median(reqs.direct), vif: median(reqs.vif), tunnel: median(reqs.tunnel) };
+    const bulkRatio = b.vif / b.direct;
+    const col = (n: number) => n.toFixed(0).padStart(6);
     process.stdout.write(
       [
         `bench/vif: ${mib} MiB bulk x${rounds}, wrk -c${connections} ${seconds}s x${rounds}, TUN MTU ${mtu} (medians)`,
-        `  bulk        VIF+tunnel ${vb.toFixed(0).padStart(6)} MB/s   direct veth ${db.toFixed(0).padStart(6)} MB/s   ratio ${bulkRatio.toFixed(2)}  ${bulkRatio >= 1 / 3 ? 'PASS' : 'BELOW'} (mark: >= 0.33)`,
-        `  keep-alive  VIF+tunnel ${vr.toFixed(0).padStart(6)} req/s  direct veth ${dr.toFixed(0).padStart(6)} req/s  ratio ${(vr / dr).toFixed(2)}`,
+        `  bulk        VIF+tunnel ${col(b.vif)} MB/s   direct veth ${col(b.direct)} MB/s   ratio ${bulkRatio.toFixed(2)}  ${bulkRatio >= 1 / 3 ? 'PASS' : 'BELOW'} (mark: >= 0.33)`,
+        `  keep-alive  VIF+tunnel ${col(r.vif)} req/s  direct veth ${col(r.direct)} req/s  ratio ${(r.vif / r.direct).toFixed(2)}`,
+        `  reference   tunnel alone, no VIF: ${b.tunnel.toFixed(0)} MB/s, ${r.tunnel.toFixed(0)} req/s (VIF+tunnel / tunnel alone: ${(b.vif / b.tunnel).toFixed(2)}, ${(r.vif / r.tunnel).toFixed(2)})`,
         '',
       ].join('\n'),
     );

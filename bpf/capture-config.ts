@@ -105,9 +105,9 @@ export const CAP_SYS_ADMIN = 21;
 export const CAP_BPF = 39;
 
 /**
- * Which capabilities are missing from an effective set (CapEff of /proc/self/status, hex). Creating the
- * SOCKHASH and attaching to a network namespace need CAP_NET_ADMIN; loading the program needs CAP_BPF
- * (or CAP_SYS_ADMIN, which kernels before 5.8 require instead).
+ * Which capabilities are missing from an effective set (CapEff of /proc/self/status, hex). Loading a
+ * networking program and creating a SOCKHASH need CAP_BPF (CAP_SYS_ADMIN also does) with CAP_NET_ADMIN;
+ * attaching to a network namespace needs CAP_NET_ADMIN in it.
  */
 export function missingCapabilities(capEffHex: string): string[] {
   const caps = BigInt(`0x${capEffHex.trim() || '0'}`);

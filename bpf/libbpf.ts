@@ -38,7 +38,6 @@ export interface LibBpf {
   /** BPF_ENABLE_STATS: the kernel times every program run while the returned fd is open. */
   enableStats(type: number): number;
   close(fd: number): number;
-  open(path: string, flags: number): number;
 }
 
 // bpf_map_update_elem flags (linux/bpf.h).
@@ -93,7 +92,6 @@ export function libbpf(): LibBpf {
 
   const openFile = f('void *bpf_object__open_file(const char *path, void *opts)');
   const probe = f('int libbpf_probe_bpf_prog_type(int prog_type, void *opts)');
-  const attach = f('void *bpf_program__attach_netns(void *prog, int netns_fd)');
   lib = {
     objectOpenFile: (path) => openFile(path, null),
     objectLoad: f('int bpf_object__load(void *obj)'),
@@ -104,7 +102,7 @@ export function libbpf(): LibBpf {
     programFd: f('int bpf_program__fd(void *prog)'),
     mapPin: f('int bpf_map__pin(void *map, const char *path)'),
     programPin: f('int bpf_program__pin(void *prog, const char *path)'),
-    attachNetns: (prog, fd) => attach(prog, fd),
+    attachNetns: f('void *bpf_program__attach_netns(void *prog, int netns_fd)'),
     linkPin: f('int bpf_link__pin(void *link, const char *path)'),
     linkDestroy: f('int bpf_link__destroy(void *link)'),
     objGet: f('int bpf_obj_get(const char *pathname)'),
@@ -116,7 +114,6 @@ export function libbpf(): LibBpf {
     probeProgType: (type) => probe(type, null),
     enableStats: f('int bpf_enable_stats(int type)'),
     close: c.func('int close(int fd)'),
-    open: c.func('int open(const char *path, int flags)'),
   } as LibBpf;
   return lib;
 }

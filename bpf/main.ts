@@ -5,7 +5,7 @@ import { parseLevel, setLevel } from '../logging/logger.js';
 import { parsePortList, UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
 import { BpfError } from './libbpf.js';
-import { apply, type CaptureStatus, cleanup, formatStatus, probeSupport, status } from './mechanism.js';
+import { apply, cleanup, formatStatus, probeSupport, status, statusJson } from './mechanism.js';
 
 interface NamespaceFlags {
   netns?: string;
@@ -22,11 +22,6 @@ const selector = (o: NamespaceFlags) => ({
   ...(o.netns ? { netnsPath: o.netns } : {}),
   ...(o.pinRoot ? { pinRoot: o.pinRoot } : {}),
 });
-
-/** JSON with the 64-bit counters as numbers. */
-function statusJson(s: CaptureStatus): string {
-  return `${JSON.stringify(s, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n`;
-}
 
 function parseUid(value: string): number {
   if (!/^\d+$/.test(value.trim())) {

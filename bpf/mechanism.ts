@@ -5,6 +5,7 @@
 // tp-init exits, and the agent finds tp_listeners there.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { createLogger } from '../logging/logger.js';
 import { UsageError } from '../netaddr/parse.js';
 import { type EbpfCaptureConfig, planPortChanges, validateCaptureConfig } from './capture-config.js';
 import { BPF_ANY, BpfError } from './libbpf.js';
@@ -39,6 +40,8 @@ import { probeSupport, type SupportReport } from './support.js';
 
 export type { EbpfCaptureConfig };
 export { probeSupport, type SupportReport };
+
+const log = createLogger('bpf');
 
 export interface NamespaceSelector {
   /** The network namespace; the caller's own by default. */
@@ -180,10 +183,15 @@ export function sweepStale(pinRoot = DEFAULT_PIN_ROOT, keep?: string): string[] 
     const dir = path.join(pinRoot, entry);
     if (!/^\d+$/.test(entry) || dir === keep) continue;
     // A directory without a link may be another pod's apply in progress: leave it.
-    const link = withPinnedInfo(path.join(dir, LINK_PIN), linkInfo);
-    if (link && link.netnsInode === 0) {
-      removePins(dir);
-      swept.push(dir);
+    try {
+      const link = withPinnedInfo(path.join(dir, LINK_PIN), linkInfo);
+      if (link && link.netnsInode === 0) {
+        removePins(dir);
+        swept.push(dir);
+      }
+    } catch (err) {
+      // Someone else's leftovers must not fail this pod's apply.
+      log.warn('cannot remove the pins of a deleted namespace', { dir, reason: (err as Error).message });
     }
   }
   return swept;
@@ -373,6 +381,11 @@ export function cleanup(selector: NamespaceSelector = {}): CleanupResult {
   const inode = netnsInode(selector.netnsPath ?? '/proc/self/ns/net');
   const dir = pinDirFor(inode, selector.pinRoot ?? DEFAULT_PIN_ROOT);
   return { pinDir: dir, removed: removePins(dir) };
+}
+
+/** The status as JSON, with the 64-bit counters as numbers. */
+export function statusJson(s: CaptureStatus): string {
+  return `${JSON.stringify(s, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n`;
 }
 
 /** The status as an admin reads it in `tp-init status --mechanism ebpf`. */

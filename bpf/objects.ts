@@ -1,5 +1,6 @@
 // Pinned BPF objects reached by path: their kernel info (ids, names, tags, attachment) and map access.
-// Free of anything but libbpf, so the agent can bundle it (bpf/steering-map.ts).
+// Free of anything but libbpf, so the agent can bundle it (bpf/steering-map.ts). The kernel's info structs
+// are read little-endian: tp runs on x86-64 and arm64.
 import { BPF_ANY, BPF_STATS_RUN_TIME, BpfError, check, libbpf } from './libbpf.js';
 
 export interface ProgramInfo {

@@ -100,15 +100,19 @@ export class DaemonClient {
     return this.call((md, o, cb) => this.client.status({}, md, o, cb));
   }
 
-  connect(managerAddress: string): Promise<ConnectInfo> {
+  /** An empty managerAddress: the daemon port-forwards to the manager with the kube settings. */
+  connect(
+    managerAddress: string,
+    kube: { kubeconfig?: string; context?: string; namespace?: string; managerNamespace?: string } = {},
+  ): Promise<ConnectInfo> {
     return this.call((md, o, cb) =>
       this.client.connect(
         {
           managerAddress,
-          kubeconfig: '',
-          context: '',
-          namespace: '',
-          managerNamespace: '',
+          kubeconfig: kube.kubeconfig ?? '',
+          context: kube.context ?? '',
+          namespace: kube.namespace ?? '',
+          managerNamespace: kube.managerNamespace ?? '',
           alsoProxy: [],
           neverProxy: [],
           allowConflictingSubnets: false,
@@ -142,6 +146,15 @@ export class DaemonClient {
     });
   }
 
+  /** Removes the agent from workloads (Kubernetes); resolves when their pods rolled. */
+  uninstall(names: string[], namespace: string, all: boolean): Promise<void> {
+    // Waits for the pods to roll: allow as long as the manager waits for a rollout.
+    return this.call(
+      (md, o, cb) => this.client.uninstall({ names, namespace, all }, md, o, cb),
+      300_000,
+    ).then(() => {});
+  }
+
   removeIntercept(name: string): Promise<void> {
     return this.call((md, o, cb) => this.client.removeIntercept({ name }, md, o, cb)).then(() => {});
   }
@@ -156,9 +169,10 @@ export class DaemonClient {
       o: Partial<grpc.CallOptions>,
       cb: (e: grpc.ServiceError | null, r: Res) => void,
     ) => unknown,
+    timeoutMs = CALL_TIMEOUT_MS,
   ): Promise<Res> {
     try {
-      return await unary(start, CALL_TIMEOUT_MS);
+      return await unary(start, timeoutMs);
     } catch (e) {
       throw userError(e);
     }

@@ -1,6 +1,7 @@
 // The CLI commands that talk to the Kubernetes API with the user's own credentials, not through the
 // user daemon: `tp helm install|upgrade|uninstall` (the chart shipped with tp) and `tp describe`
 // (works even when the traffic manager is down, which is when an admin needs it most).
+import * as path from 'node:path';
 import type { Command, Option } from 'commander';
 import { describeWorkload, renderDescription } from '../kube/describe.js';
 import { type HelmAction, runHelm } from '../kube/helm.js';
@@ -99,4 +100,33 @@ export function addKubeCommands(program: Command, action: Action, outputOption: 
         },
       ),
     );
+}
+
+export interface KubeConnectFlags {
+  kubeconfig?: string;
+  context?: string;
+  namespace?: string;
+  managerNamespace: string;
+}
+
+/**
+ * What the user daemon needs to port-forward to the manager: the kubeconfig as absolute paths (the
+ * daemon runs elsewhere and may outlive this shell's KUBECONFIG), the context, the namespaces. Loading
+ * it here reports a bad kubeconfig or context before any daemon starts.
+ */
+export function kubeConnectSettings(flags: KubeConnectFlags): {
+  kubeconfig: string;
+  context: string;
+  namespace: string;
+  managerNamespace: string;
+} {
+  const { kc, namespace, source } = loadKubeConfig(flags);
+  const kubeconfig =
+    source === 'in-cluster'
+      ? ''
+      : source
+          .split(path.delimiter)
+          .map((f) => path.resolve(f))
+          .join(path.delimiter);
+  return { kubeconfig, context: kc.getCurrentContext(), namespace, managerNamespace: flags.managerNamespace };
 }

@@ -8,6 +8,7 @@ import { TUNNEL_VERSION, VERSION } from '../version/version.js';
 import { DaemonClient, waitForExit } from './daemon-client.js';
 import { renderEnvFile } from './env-file.js';
 import { parseInterceptPort } from './intercept-port.js';
+import { addKubeCommands, type KubeConnectFlags, kubeConnectSettings } from './kube-commands.js';
 import {
   interceptView,
   listText,
@@ -59,17 +60,26 @@ const program = new Command('tp')
 program
   .command('connect')
   .description('start the user daemon (if needed) and connect to the traffic manager')
-  .option('--manager-address <HOST:PORT>', 'reach the traffic manager at this address')
+  .option(
+    '--manager-address <HOST:PORT>',
+    'reach the traffic manager at this address (default: a port-forward through the Kubernetes API server)',
+  )
+  .option('--kubeconfig <file>', 'the kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)')
+  .option('--context <name>', 'the kubeconfig context to use')
+  .option('-n, --namespace <namespace>', "the namespace to work in (default: the context's)")
+  .option('--manager-namespace <namespace>', "the traffic manager's namespace", 'tp-system')
   .action(
-    action('connect', async (opts: { managerAddress?: string }) => {
-      if (!opts.managerAddress)
-        throw new UsageError(
-          'the manager address is missing: use --manager-address HOST:PORT (port-forwarding to the cluster comes with the Kubernetes integration)',
-        );
-      const address = parseHostPort(opts.managerAddress, '--manager-address');
-      const target = address.host.includes(':')
-        ? `[${address.host}]:${address.port}`
-        : `${address.host}:${address.port}`;
+    action('connect', async (opts: { managerAddress?: string } & KubeConnectFlags) => {
+      // Without an address the daemon port-forwards through the API server with these credentials; the
+      // kubeconfig is checked here so a mistake is reported before any daemon starts.
+      const kube = opts.managerAddress ? {} : kubeConnectSettings(opts);
+      let target = '';
+      if (opts.managerAddress) {
+        const address = parseHostPort(opts.managerAddress, '--manager-address');
+        target = address.host.includes(':')
+          ? `[${address.host}]:${address.port}`
+          : `${address.host}:${address.port}`;
+      }
       let daemon = await DaemonClient.find();
       let launched = false;
       if (!daemon) {
@@ -77,13 +87,13 @@ program
         launched = true;
       } else {
         const st = await daemon.status();
-        if (st.state !== 'DISCONNECTED' && st.managerAddress === target) {
-          process.stdout.write(`Already connected to the traffic manager at ${target}\n`);
+        if (st.state !== 'DISCONNECTED' && (st.managerAddress === target || (!target && st.kubeconfig))) {
+          process.stdout.write(`Already connected to the traffic manager at ${st.managerAddress}\n`);
           return;
         }
       }
       try {
-        const info = await daemon.connect(target);
+        const info = await daemon.connect(target, kube);
         process.stdout.write(
           `Connected to the traffic manager at ${info.managerAddress} (tp-manager ${info.managerVersion}, session ${info.sessionId})\n`,
         );
@@ -98,6 +108,36 @@ program
       }
     }),
   );
+
+program
+  .command('uninstall')
+  .description('remove the agent from workloads: their pods roll back to what was deployed')
+  .option(
+    '--agent <workload>',
+    'a workload to remove the agent from (repeatable)',
+    (v: string, p: string[]) => [...p, v],
+    [],
+  )
+  .option('--all-agents', 'remove the agent from every workload that has it')
+  .option('-n, --namespace <namespace>', "the workloads' namespace", 'default')
+  .action(
+    action('uninstall', async (opts: { agent: string[]; allAgents?: boolean; namespace: string }) => {
+      if (opts.agent.length === 0 && !opts.allAgents)
+        throw new UsageError('say what to uninstall: --agent WORKLOAD (repeatable) or --all-agents');
+      if (opts.agent.length > 0 && opts.allAgents)
+        throw new UsageError('--agent and --all-agents exclude each other: use one');
+      const daemon = await DaemonClient.require();
+      progress(
+        opts.allAgents
+          ? 'Removing the agent from every workload'
+          : `Removing the agent from ${opts.agent.join(', ')}`,
+      );
+      await daemon.uninstall(opts.agent, opts.allAgents ? '' : opts.namespace, Boolean(opts.allAgents));
+      progress('Done: the pods rolled without the agent');
+    }),
+  );
+
+addKubeCommands(program, action, outputOption);
 
 program
   .command('status')

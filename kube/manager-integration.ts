@@ -5,9 +5,11 @@
 import * as fs from 'node:fs';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../logging/logger.js';
+import type { ClusterIntegration } from '../manager/cluster.js';
+import { InterceptError } from '../manager/intercepts.js';
 import type { Workload as ManagerWorkload, WorkloadSource } from '../manager/workloads.js';
-import type { AgentInfo, AgentPort, ClusterInfo, DNSResponse } from '../rpc/gen/manager.js';
-import { AgentInstaller, agentsReady } from './agent-installer.js';
+import type { AgentInfo, AgentPort } from '../rpc/gen/manager.js';
+import { AgentInstallError, AgentInstaller, agentsReady } from './agent-installer.js';
 import { isMechanism, type Mechanism } from './annotations.js';
 import { ClusterResolver } from './cluster-dns.js';
 import { ClusterInfoSource } from './cluster-info.js';
@@ -103,16 +105,14 @@ export class KubeManagerWorkloads implements WorkloadSource {
   }
 }
 
-export interface KubeIntegration {
+export interface KubeIntegration extends ClusterIntegration {
   workloads: KubeManagerWorkloads;
-  /** Installs the agent if needed and waits for it; throws AgentInstallError with the reason. */
-  ensureAgent(name: string, namespace: string, mechanism: string): Promise<AgentInfo[]>;
-  uninstallAgents(names: string[], namespace: string, all: boolean): Promise<string[]>;
-  clusterInfo(): ClusterInfo;
-  /** Called when the pod subnets change (nodes come and go). */
-  onClusterInfoChange(listener: () => void): () => void;
-  lookupDns(name: string, qtype: number): Promise<DNSResponse>;
-  stop(): Promise<void>;
+}
+
+/** The manager answers refusals it knows with InterceptError; the message is what the user reads. */
+function asInterceptError(err: unknown): unknown {
+  if (!(err instanceof AgentInstallError)) return err;
+  return new InterceptError(err.code === 'not-found' ? 'not-found' : 'invalid-argument', err.message);
 }
 
 export async function startKubeIntegration(
@@ -178,11 +178,21 @@ export async function startKubeIntegration(
   return {
     workloads,
     async ensureAgent(name, namespace, mechanism) {
-      const m: Mechanism | undefined = mechanism && isMechanism(mechanism) ? mechanism : undefined;
-      await installer.ensureAgent(namespace, name, m);
+      if (mechanism && !isMechanism(mechanism))
+        throw new InterceptError(
+          'invalid-argument',
+          `unknown capture mechanism "${mechanism}": use iptables or ebpf`,
+        );
+      const m: Mechanism | undefined = mechanism ? (mechanism as Mechanism) : undefined;
+      await installer.ensureAgent(namespace, name, m).catch((err: unknown) => {
+        throw asInterceptError(err);
+      });
       return workloads.agentsOf(namespace, name);
     },
-    uninstallAgents: (names, namespace, all) => installer.uninstall(namespace, names, all),
+    uninstallAgents: (names, namespace, all) =>
+      installer.uninstall(namespace, names, all).catch((err: unknown) => {
+        throw asInterceptError(err);
+      }),
     clusterInfo() {
       const n = cluster.current();
       return {

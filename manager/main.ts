@@ -1,6 +1,9 @@
 // tp-manager: the traffic manager. `--standalone` runs it without Kubernetes: workloads are the ones
-// whose agents arrive on their own.
+// whose agents arrive on their own. Without it, the manager runs against Kubernetes (the Helm chart's
+// Deployment: in-cluster credentials, configuration from the chart's env; or --kubeconfig for
+// development), and `tp-manager uninstall-agents` is the chart's pre-delete hook.
 import { Command, InvalidArgumentError } from 'commander';
+import { runUninstallAgents, startInClusterManager } from '../kube/in-cluster.js';
 import { createLogger, parseLevel, setLevel } from '../logging/logger.js';
 import { parseDuration, parseHostPort, UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
@@ -22,11 +25,13 @@ const program = new Command('tp-manager')
   .description('the tp traffic manager')
   .version(VERSION)
   .option('--standalone', 'run without Kubernetes: workloads are known from the agents that arrive')
-  .requiredOption(
+  .option(
     '--listen <HOST:PORT>',
-    'the address to serve the Manager API on',
+    'the address to serve the Manager API on (Kubernetes mode: 0.0.0.0:$TP_GRPC_PORT)',
     flag(parseHostPort, '--listen'),
   )
+  .option('--kubeconfig <file>', 'Kubernetes mode outside a pod: the cluster credentials to use')
+  .option('--context <name>', 'Kubernetes mode: the kubeconfig context to use')
   .option(
     '--client-ttl <duration>',
     'drop a client silent for this long',
@@ -43,36 +48,52 @@ const program = new Command('tp-manager')
   .showHelpAfterError(false)
   .configureOutput({ outputError: (s, write) => write(s) });
 
-program.parse();
-const opts = program.opts<{
-  standalone?: boolean;
-  listen: { host: string; port: number };
-  clientTtl: number;
-  agentTtl: number;
-  logLevel: string;
-}>();
+program
+  .command('uninstall-agents')
+  .description("remove the agent from every workload in the managed namespaces (the chart's pre-delete hook)")
+  .action(async () => {
+    const o = program.opts<{ kubeconfig?: string; context?: string; logLevel: string }>();
+    setLevel(parseLevel(o.logLevel));
+    process.exit(await runUninstallAgents(o, log));
+  });
 
-try {
+async function serve(): Promise<void> {
+  const opts = program.opts<{
+    standalone?: boolean;
+    listen?: { host: string; port: number };
+    kubeconfig?: string;
+    context?: string;
+    clientTtl: number;
+    agentTtl: number;
+    logLevel: string;
+  }>();
   setLevel(parseLevel(opts.logLevel));
-  if (!opts.standalone)
-    throw new UsageError(
-      'only standalone mode exists so far: run tp-manager --standalone --listen HOST:PORT (the Kubernetes mode comes with the Helm chart)',
-    );
+  if (opts.standalone && !opts.listen)
+    throw new UsageError('--standalone needs --listen HOST:PORT, e.g. --listen 127.0.0.1:8081');
+  // Kubernetes mode: the chart's env configures sessions and the port unless a flag says otherwise.
+  const kube = opts.standalone ? undefined : await startInClusterManager(opts, log);
+  const explicit = (name: string) => program.getOptionValueSource(name) === 'cli';
   const manager = await startManager({
-    host: opts.listen.host,
-    port: opts.listen.port,
-    clientTtlMs: opts.clientTtl,
-    agentTtlMs: opts.agentTtl,
+    host: opts.listen?.host ?? '0.0.0.0',
+    port: opts.listen?.port ?? kube!.config.grpcPort,
+    clientTtlMs: kube && !explicit('clientTtl') ? kube.config.clientSessionTtlMs : opts.clientTtl,
+    agentTtlMs: kube && !explicit('agentTtl') ? kube.config.agentSessionTtlMs : opts.agentTtl,
+    cluster: kube?.integration,
   });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
-    void manager.stop().then(() => process.exit(0));
+    void Promise.all([manager.stop(), kube?.integration.stop()]).then(() => process.exit(0));
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+program.action(serve);
+try {
+  await program.parseAsync();
 } catch (e) {
   process.stderr.write(`tp-manager: ${(e as Error).message}\n`);
   process.exit(1);

@@ -37,6 +37,18 @@ const errorStatus: Record<InterceptErrorCode, status> = {
 
 class SessionGone extends Error {}
 
+/** A refusal from the cluster integration (the agent cannot be installed, …): shown to the user as is. */
+class ClusterRefusal extends Error {}
+
+/** Runs a cluster integration call; its errors carry reasons for the user (FAILED_PRECONDITION). */
+async function refusing<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (e) {
+    throw new ClusterRefusal((e as Error).message ?? String(e));
+  }
+}
+
 /** The manager's state and the reactions that tie its parts together (a client leaves -> its intercepts go). */
 export class ManagerCore {
   readonly sessions: SessionRegistry;
@@ -164,6 +176,7 @@ function unary<Req, Res>(
         (e: unknown) => {
           if (e instanceof SessionGone) return callback(grpcError(status.NOT_FOUND, e.message));
           if (e instanceof InterceptError) return callback(grpcError(errorStatus[e.code], e.message));
+          if (e instanceof ClusterRefusal) return callback(grpcError(status.FAILED_PRECONDITION, e.message));
           log.error(`${name} failed`, { error: e });
           callback(grpcError(status.INTERNAL, (e as Error).message ?? String(e)));
         },
@@ -282,7 +295,9 @@ export function managerService(core: ManagerCore): ManagerServer {
       clientOf(req.session?.sessionId ?? '');
       if (core.cluster)
         return {
-          agents: await core.cluster.ensureAgent(req.name, req.namespace || 'default', req.mechanism),
+          agents: await refusing(() =>
+            core.cluster!.ensureAgent(req.name, req.namespace || 'default', req.mechanism),
+          ),
         };
       const w = workloadFor(req.name, req.namespace || 'default');
       return { agents: w.agents };
@@ -365,7 +380,8 @@ export function managerService(core: ManagerCore): ManagerServer {
     uninstallAgents: unary(log, 'UninstallAgents', async (req) => {
       if (core.cluster) {
         clientOf(req.session?.sessionId ?? '');
-        await core.cluster.uninstallAgents(req.names, req.namespace || 'default', req.all);
+        const cluster = core.cluster;
+        await refusing(() => cluster.uninstallAgents(req.names, req.namespace || 'default', req.all));
         return {};
       }
       throw new InterceptError(

@@ -79,6 +79,8 @@ export class VirtualInterface {
     dropped: 0,
   };
   private closed = false;
+  /** Set when the packet path broke: the status reports it. */
+  failure: string | undefined;
 
   private constructor(
     readonly name: string,
@@ -156,7 +158,15 @@ export class VirtualInterface {
           reject(e);
         });
       });
-      w.on('error', (e) => o.log.error('the VIF packet worker failed', { error: e.message }));
+      w.on('error', (e) => {
+        vif.failure = `the VIF's packet worker failed: ${e.message}`;
+        o.log.error(vif.failure);
+      });
+      w.on('exit', (code) => {
+        if (vif.closed) return;
+        vif.failure ??= `the VIF's packet worker exited (code ${code}): no packet moves; reconnect`;
+        o.log.error(vif.failure);
+      });
       return vif;
     } catch (e) {
       tcp?.stop();
@@ -182,6 +192,7 @@ export class VirtualInterface {
         this.packetStats = m.stats;
         return;
       case 'error':
+        this.failure = m.message;
         log.error(m.message, { vif: this.name });
         return;
       case 'ready':

@@ -309,9 +309,11 @@ export class ConnectedSession {
     const s = this.vif.stats();
     const managerOk =
       state !== grpc.connectivityState.TRANSIENT_FAILURE && state !== grpc.connectivityState.SHUTDOWN;
-    const health = managerOk
-      ? this.health
-      : `the traffic manager at ${this.req.managerHost}:${this.req.managerPort} is unreachable`;
+    const health =
+      this.vif.failure ??
+      (managerOk
+        ? this.health
+        : `the traffic manager at ${this.req.managerHost}:${this.req.managerPort} is unreachable`);
     const plan: RoutePlan = this.routes.current;
     return {
       running: true,

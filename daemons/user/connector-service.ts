@@ -1,6 +1,9 @@
 // The Connector gRPC service the CLI talks to, on top of the ManagerConnection.
 import type { ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
+import { DEFAULT_MANAGER_NAMESPACE } from '../../kube/annotations.js';
+import { loadKubeConfig } from '../../kube/kubeconfig.js';
+import { forwardToManager, type ManagerForward } from '../../kube/port-forward.js';
 import { createLogger } from '../../logging/logger.js';
 import type { ConnectInfo, ConnectorServer } from '../../rpc/gen/connector.js';
 import { grpcError } from '../../rpc/unary-call.js';
@@ -33,16 +36,25 @@ export interface DaemonInfo {
 }
 
 export function connectorService(conn: ManagerConnection, daemon: DaemonInfo): ConnectorServer {
+  // Kubernetes: the port-forward to the manager and the settings it was made with (kube/port-forward.ts).
+  let forward: { close(): Promise<void> } | undefined;
+  let kube = { kubeconfig: '', context: '', namespace: '', managerNamespace: '' };
+  const closeForward = async () => {
+    await forward?.close();
+    forward = undefined;
+  };
   const connectInfo = (): ConnectInfo => ({
     state: conn.state,
-    managerAddress: conn.address,
+    managerAddress: forward
+      ? `${conn.address} (port-forward to ${kube.managerNamespace}/traffic-manager)`
+      : conn.address,
     sessionId: conn.sessionId,
-    namespace: '',
+    namespace: kube.namespace,
     managerVersion: conn.managerVersion,
     cluster: undefined,
     intercepts: conn.intercepts(),
-    context: '',
-    kubeconfig: '',
+    context: kube.context,
+    kubeconfig: kube.kubeconfig,
     rootDaemon: undefined,
     error: conn.error,
     logFile: daemon.logFile,
@@ -57,17 +69,45 @@ export function connectorService(conn: ManagerConnection, daemon: DaemonInfo): C
     })),
 
     connect: unary('Connect', async (req) => {
-      if (!req.managerAddress)
-        throw new UserFacingError(
-          status.INVALID_ARGUMENT,
-          'no manager address: use tp connect --manager-address HOST:PORT (port-forwarding comes with the Kubernetes integration)',
-        );
-      await conn.connect(req.managerAddress);
+      if (req.managerAddress) {
+        await conn.connect(req.managerAddress);
+        return connectInfo();
+      }
+      if (conn.state !== 'DISCONNECTED' && forward) return connectInfo();
+      // No address: reach the manager's Service through the Kubernetes API server.
+      let loaded: ReturnType<typeof loadKubeConfig>;
+      try {
+        loaded = loadKubeConfig({
+          kubeconfig: req.kubeconfig || undefined,
+          context: req.context || undefined,
+        });
+      } catch (e) {
+        throw new UserFacingError(status.INVALID_ARGUMENT, (e as Error).message);
+      }
+      const managerNamespace = req.managerNamespace || DEFAULT_MANAGER_NAMESPACE;
+      try {
+        forward = await forwardToManager(loaded.kc, log.child('port-forward'), managerNamespace);
+      } catch (e) {
+        throw new UserFacingError(status.UNAVAILABLE, (e as Error).message);
+      }
+      kube = {
+        kubeconfig: req.kubeconfig,
+        context: loaded.kc.getCurrentContext(),
+        namespace: req.namespace || loaded.namespace,
+        managerNamespace,
+      };
+      try {
+        await conn.connect((forward as ManagerForward).address);
+      } catch (e) {
+        await closeForward();
+        throw e;
+      }
       return connectInfo();
     }),
 
     disconnect: unary('Disconnect', async () => {
       await conn.disconnect();
+      await closeForward();
       return {};
     }),
 
@@ -105,16 +145,15 @@ export function connectorService(conn: ManagerConnection, daemon: DaemonInfo): C
       return {};
     }),
 
-    uninstall: unary('Uninstall', () => {
-      throw new UserFacingError(
-        status.UNIMPLEMENTED,
-        'uninstalling agents needs the Kubernetes integration; with a standalone manager, stop tp-agent instead',
-      );
+    uninstall: unary('Uninstall', async (req) => {
+      await conn.uninstallAgents(req.names, req.namespace, req.all);
+      return {};
     }),
 
     quit: (_call, callback) => {
       log.info('quit requested');
-      conn.disconnect().finally(() => {
+      conn.disconnect().finally(async () => {
+        await closeForward().catch(() => {});
         callback(null, {});
         daemon.quit();
       });

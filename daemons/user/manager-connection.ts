@@ -14,6 +14,7 @@ import {
   type InterceptInfo,
   type InterceptInfoSnapshot,
   type InterceptSpec,
+  type PreparedIntercept,
   type SessionInfo,
   type VersionInfo,
   type WorkloadInfoSnapshot,
@@ -30,6 +31,8 @@ import { VERSION } from '../../version/version.js';
 const log = createLogger('connector/session');
 const CALL_TIMEOUT_MS = 5_000;
 const MAX_BACKOFF_MS = 5_000;
+/** How long installing an agent (Kubernetes: a rollout) may take. */
+const ENSURE_AGENT_TIMEOUT_MS = 120_000;
 /** How long an intercept may wait for an agent to accept it. */
 const ACCEPT_TIMEOUT_MS = 30_000;
 /**
@@ -163,6 +166,43 @@ export class ManagerConnection extends EventEmitter {
     progress(
       `Creating intercept ${name}: ${remote} of ${spec.namespace}/${spec.workload} -> ${spec.targetHost || '127.0.0.1'}:${spec.targetPort}`,
     );
+    // Refusals that need no agent (unknown workload, a port it does not expose, a conflict) come
+    // first, so nothing is rolled out for an intercept that cannot be made.
+    let prepared: PreparedIntercept;
+    try {
+      prepared = await unary<PreparedIntercept>(
+        (md, o, cb) =>
+          client.prepareIntercept({ session: this.session(), spec: { ...spec, name } }, md, o, cb),
+        CALL_TIMEOUT_MS,
+      );
+    } catch (e) {
+      throw this.managerError(e);
+    }
+    if (prepared.error) throw new UserFacingError(grpc.status.FAILED_PRECONDITION, prepared.error);
+    // The manager makes sure the workload has an agent (Kubernetes: injects it and waits for the pods
+    // to roll; standalone: the agent must have arrived). Say so only when it takes a while.
+    const slow = setTimeout(
+      () => progress(`Waiting for an agent in ${spec.namespace}/${spec.workload}`),
+      500,
+    );
+    const stopRolloutProgress = this.reportAgentProgress(spec.workload, spec.namespace, progress);
+    try {
+      await unary(
+        (md, o, cb) =>
+          client.ensureAgent(
+            { session: this.session(), name: spec.workload, namespace: spec.namespace, mechanism: '' },
+            md,
+            o,
+            cb,
+          ),
+        ENSURE_AGENT_TIMEOUT_MS,
+      );
+    } catch (e) {
+      throw this.managerError(e);
+    } finally {
+      clearTimeout(slow);
+      stopRolloutProgress();
+    }
     let info: InterceptInfo;
     try {
       info = await unary<InterceptInfo>(
@@ -199,6 +239,42 @@ export class ManagerConnection extends EventEmitter {
       `no agent of ${spec.namespace}/${spec.workload} accepted the intercept within ${ACCEPT_TIMEOUT_MS / 1000} s: ` +
         'is its tp-agent running and connected to the traffic manager?',
     );
+  }
+
+  /**
+   * While the manager installs an agent, shows what the workload's pods are doing ("rolling out: 1 of 2
+   * pods run the agent"), from the manager's workload snapshots. Returns the function that stops it.
+   */
+  private reportAgentProgress(
+    workload: string,
+    namespace: string,
+    progress: (line: string) => void,
+  ): () => void {
+    const client = this.client;
+    if (!client) return () => {};
+    let last = '';
+    const call = client.watchWorkloads({ session: this.session(), namespace });
+    call.on('data', (snapshot: WorkloadInfoSnapshot) => {
+      const w = snapshot.workloads.find((x) => x.name === workload && x.namespace === namespace);
+      const line = w?.agentMessage ? `${w.name}: ${w.agentMessage}` : '';
+      if (line && line !== last) progress(line);
+      last = line || last;
+    });
+    call.on('error', () => {});
+    return () => call.cancel();
+  }
+
+  /** Removes the agent from workloads (Kubernetes mode); resolves when the manager saw their pods roll. */
+  async uninstallAgents(names: string[], namespace: string, all: boolean): Promise<void> {
+    const client = this.requireSession();
+    try {
+      await unary(
+        (md, o, cb) => client.uninstallAgents({ session: this.session(), names, namespace, all }, md, o, cb),
+        ENSURE_AGENT_TIMEOUT_MS,
+      );
+    } catch (e) {
+      throw this.managerError(e);
+    }
   }
 
   async removeIntercept(name: string): Promise<void> {

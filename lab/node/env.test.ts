@@ -65,6 +65,7 @@ const asMap = (vars: { name: string; value: string }[]) =>
 test('downward API fields, configMap and secret keys, envFrom with prefix, $(VAR) references', () => {
   const container: V1Container = {
     name: 'c',
+    resources: { limits: { memory: '128Mi' } },
     envFrom: [{ configMapRef: { name: 'settings' }, prefix: 'CFG_' }],
     env: [
       { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },

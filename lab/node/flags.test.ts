@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { UsageError } from '../../netaddr/parse.js';
-import { parseNodeAgentFlags } from './flags.js';
+import { parseNodeAgentFlags, parseTaints } from './flags.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpn-flags-'));
 const file = (name: string) => {
@@ -48,6 +48,14 @@ test('bad flags name the problem and the fix', () => {
   fails([...base, `--client-ca=${file('ca')}`, '--port=99999'], /1 to 65535/);
   fails([...base, `--client-ca=${file('ca')}`, '--bridge=a-very-long-bridge-name'], /at most 15 characters/);
   fails(base.slice(1), /--kubeconfig/);
+});
+
+test('taints as the kubelet writes them', () => {
+  assert.equal(parseTaints('dedicated=test:NoSchedule,spare:NoExecute'), [
+    { key: 'dedicated', value: 'test', effect: 'NoSchedule' },
+    { key: 'spare', effect: 'NoExecute' },
+  ]);
+  assert.throws(() => parseTaints('dedicated=test'), /expected key\[=value\]:Effect/);
 });
 
 test.after(() => fs.rmSync(dir, { recursive: true, force: true }));

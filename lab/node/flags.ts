@@ -22,6 +22,28 @@ export interface NodeAgentConfig {
   labBin: string | undefined;
   logFile: string | undefined;
   logLevel: Level;
+  /** Taints the Node is registered with (the kubelet's --register-with-taints). */
+  taints: NodeTaint[];
+}
+
+export interface NodeTaint {
+  key: string;
+  value?: string;
+  effect: 'NoSchedule' | 'PreferNoSchedule' | 'NoExecute';
+}
+
+/** key[=value]:Effect[,…], as the kubelet's --register-with-taints. */
+export function parseTaints(value: string): NodeTaint[] {
+  if (value.trim() === '') return [];
+  return value.split(',').map((part) => {
+    const m = /^([^=:\s]+)(?:=([^:\s]*))?:(NoSchedule|PreferNoSchedule|NoExecute)$/.exec(part.trim());
+    if (!m) {
+      throw new UsageError(
+        `--register-with-taints: invalid taint "${part}": expected key[=value]:Effect, e.g. dedicated=test:NoSchedule`,
+      );
+    }
+    return { key: m[1]!, ...(m[2] ? { value: m[2] } : {}), effect: m[3] as NodeTaint['effect'] };
+  });
 }
 
 /** This checkout: dist/lab/node/main.js lives three levels below it. */
@@ -55,6 +77,7 @@ export function nodeAgentCommand(): Command {
     .option('--tp-root <dir>', 'the tp checkout whose dist/ the tp/tp image runs (default: this one)')
     .option('--bridge <name>', 'pod bridge in the node namespace', 'tplab0')
     .option('--lab-bin <dir>', "the lab's binary directory (coredns), as printed by lab/build.sh")
+    .option('--register-with-taints <taints>', 'taints for the Node: key[=value]:Effect[,…]', '')
     .option('--log-file <file>', 'log here instead of stderr')
     .option('--log-level <level>', 'error, warn, info, debug or trace', process.env.TP_LOG_LEVEL ?? 'info')
     .exitOverride()
@@ -121,5 +144,6 @@ export function parseNodeAgentFlags(argv: string[]): NodeAgentConfig {
     labBin: o.labBin === undefined ? undefined : path.resolve(o.labBin),
     logFile: o.logFile === undefined ? undefined : path.resolve(o.logFile),
     logLevel,
+    taints: parseTaints(o.registerWithTaints ?? ''),
   };
 }

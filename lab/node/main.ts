@@ -17,6 +17,7 @@
 //     [--tp-root DIR]          the tp checkout the tp/tp image runs from (default: this checkout)
 //     [--bridge tplab0]        the pod bridge; it gets the first address of the node's podCIDR
 //     [--lab-bin DIR]          the lab's binaries (coredns for lab/coredns): last line of lab/build.sh
+//     [--register-with-taints key[=value]:Effect,…]   taints the Node is created with
 //     [--log-file F] [--log-level info]
 //
 // SIGTERM/SIGINT: stops every pod (bounded grace), removes their namespaces, the bridge and the
@@ -100,7 +101,13 @@ async function run(config: NodeAgentConfig): Promise<void> {
 
   const registration = new NodeRegistration(
     api,
-    { name: config.nodeName, ip: config.nodeIP, kubeletPort: config.port, stateDir: config.stateDir },
+    {
+      name: config.nodeName,
+      ip: config.nodeIP,
+      kubeletPort: config.port,
+      stateDir: config.stateDir,
+      taints: config.taints,
+    },
     log,
   );
   await registration.register();

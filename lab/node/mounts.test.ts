@@ -27,9 +27,9 @@ test('mounts: DNS files, volumes with subPath and readOnly, parents before child
   assert.equal(
     mounts.map((m) => [m.target, m.source, m.readOnly, m.isFile]),
     [
+      ['/data', '/s/volumes/data', true, false],
       ['/etc/hosts', '/s/etc/hosts', false, true],
       ['/etc/resolv.conf', '/s/etc/resolv.conf', false, true],
-      ['/data', '/s/volumes/data', true, false],
       ['/data/cache', '/s/volumes/cache', false, false],
       ['/etc/coredns/Corefile', '/s/volumes/cfg/Corefile', false, true],
     ],
@@ -37,7 +37,7 @@ test('mounts: DNS files, volumes with subPath and readOnly, parents before child
   // /data/cache lies inside the /data volume: created there, not on the host.
   assert.equal(
     hostTargets(mounts).map((m) => m.target),
-    ['/etc/hosts', '/etc/resolv.conf', '/data', '/etc/coredns/Corefile'],
+    ['/data', '/etc/hosts', '/etc/resolv.conf', '/etc/coredns/Corefile'],
   );
 });
 

@@ -18,6 +18,7 @@ export interface NodeIdentity {
   kubeletPort: number;
   /** Where pods' state lives: its filesystem's size is the ephemeral-storage capacity. */
   stateDir: string;
+  taints: { key: string; value?: string; effect: string }[];
 }
 
 function readFirstLine(file: string, fallback: string): string {
@@ -148,9 +149,8 @@ export class NodeRegistration {
         },
         annotations: { 'volumes.kubernetes.io/controller-managed-attach-detach': 'true' },
       },
-      spec: {},
-      status: nodeStatus(this.id, this.kubeletVersion, now),
-    } as unknown as V1Node;
+      spec: this.id.taints.length ? { taints: this.id.taints } : {},
+    } as V1Node;
     try {
       this.node = await this.api.createNode(body);
       this.log.info('registered the node', { name: this.id.name });
@@ -159,7 +159,7 @@ export class NodeRegistration {
         throw new Error(`registering node ${this.id.name} failed: ${apiErrorMessage(err)}`);
       this.log.info('the node exists already; taking it over', { name: this.id.name });
     }
-    // Create may drop status on some servers; a status patch is authoritative either way.
+    // The status goes in a patch of its own: the create body is typed (timestamps as Date), the patch is raw.
     this.node = await this.api.patchNodeStatus(nodeStatus(this.id, this.kubeletVersion, now));
   }
 

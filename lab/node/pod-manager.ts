@@ -4,7 +4,7 @@
 import { type KubeConfig, ListWatch, type V1Pod, type V1Service, Watch } from '@kubernetes/client-node';
 import type { Logger } from '../../logging/logger.js';
 import { apiErrorMessage } from './kube-api.js';
-import { listPodNetns, netnsPids, podNetworkNames, teardownPodNetwork } from './pod-network.js';
+import { netnsPids, podNetworkNames, teardownPodNetwork } from './pod-network.js';
 import { type NodeContext, PodWorker } from './pod-worker.js';
 import type { PodRecord } from './state-dir.js';
 
@@ -69,9 +69,15 @@ export class PodManager {
    */
   async start(): Promise<void> {
     const records = this.ctx.state.readPodRecords();
+    // Only what the state directory names is ours: another node agent on this host (a test's) has
+    // its own pods under the same prefix.
+    for (const uid of this.ctx.addresses.pool.owners()) {
+      if (!records.some((r) => r.uid === uid))
+        records.push({ uid, namespace: '', name: '', hostNetwork: false });
+    }
     // The containers of the last run died with it (parent-death signal); end any stragglers.
-    for (const netns of listPodNetns()) {
-      for (const pid of await netnsPids(this.ctx.tools, netns)) {
+    for (const record of records) {
+      for (const pid of await netnsPids(this.ctx.tools, record.netns ?? podNetworkNames(record.uid).netns)) {
         try {
           process.kill(pid, 'SIGKILL');
         } catch {
@@ -83,27 +89,14 @@ export class PodManager {
     await this.servicesCache.start();
     await this.pods.start();
     // Whatever the first list did not claim belongs to pods that are gone.
-    for (const record of this.leftovers.values()) await this.cleanUp(record);
+    const unclaimed = [...this.leftovers.values()];
     this.leftovers.clear();
-    const known = new Set(
-      [...this.workers.keys(), ...records.map((r) => r.uid)].map((uid) => podNetworkNames(uid).netns),
-    );
-    for (const netns of listPodNetns()) {
-      if (!known.has(netns)) {
-        this.log.info('removing a pod network namespace nobody owns', { netns });
-        await teardownPodNetwork(this.ctx.tools, {
-          netns,
-          hostVeth: `tplp${netns.slice('tplab-p-'.length)}`,
-        });
-      }
-    }
-    for (const uid of this.ctx.addresses.pool.owners()) {
-      if (!this.workers.has(uid)) this.ctx.addresses.release(uid);
-    }
+    for (const record of unclaimed) await this.cleanUp(record);
     this.resyncTimer = setInterval(() => this.resync(), RESYNC_MS);
     this.log.info('watching pods', {
       node: this.ctx.nodeName,
-      adopted: records.length - this.leftovers.size,
+      adopted: records.length - unclaimed.length,
+      cleanedUp: unclaimed.length,
     });
   }
 

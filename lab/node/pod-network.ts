@@ -56,15 +56,6 @@ export function netnsExists(name: string): boolean {
   return fs.existsSync(netnsPath(name));
 }
 
-/** Pod namespaces present on this host (from an earlier run, possibly). */
-export function listPodNetns(): string[] {
-  try {
-    return fs.readdirSync(NETNS_DIR).filter((n) => n.startsWith(POD_NETNS_PREFIX));
-  } catch {
-    return [];
-  }
-}
-
 function writeSysctl(name: string, value: string): void {
   const file = `/proc/sys/${name.replace(/\./g, '/')}`;
   if (fs.existsSync(file)) fs.writeFileSync(file, value);
@@ -165,5 +156,11 @@ export async function teardownPodNetwork(tools: HostTools, net: Pick<PodNetwork,
     }
   }
   if (netnsExists(net.netns)) await ip(tools, ['netns', 'del', net.netns]);
-  if (await linkExists(tools, net.hostVeth)) await ip(tools, ['link', 'del', net.hostVeth]);
+  // Deleting the namespace takes its eth0 and so the whole veth pair with it, asynchronously: the
+  // host end may vanish between the check and the delete.
+  if (await linkExists(tools, net.hostVeth)) {
+    await ip(tools, ['link', 'del', net.hostVeth]).catch((err: Error) => {
+      if (!/Cannot find device/.test(err.message)) throw err;
+    });
+  }
 }

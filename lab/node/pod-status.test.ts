@@ -159,7 +159,7 @@ test('not ready: Ready False with the unready containers named; transition times
     [ready.status, ready.reason, ready.message],
     ['False', 'ContainersNotReady', 'containers with unready status: [app]'],
   );
-  const later = { ...pod(), status: { phase: 'Running', conditions: first.conditions } } as V1Pod;
+  const later = { ...pod(), status: { phase: 'Running', conditions: first.conditions } } as unknown as V1Pod;
   const again = statusOf(later, view([c('app', running)]), '2026-01-01T00:05:00Z');
   assert.is(again.conditions.find((x) => x.type === 'Ready')!.lastTransitionTime, NOW);
   const flipped = statusOf(later, view([c('app', running, { ready: true })]), '2026-01-01T00:05:00Z');
@@ -182,7 +182,7 @@ test('crash loop: waiting CrashLoopBackOff with lastState terminated and the res
   );
   const cs = status.containerStatuses[0];
   assert.equal(cs.state, { waiting: { reason: 'CrashLoopBackOff', message: 'back-off 10s' } });
-  assert.is(cs.lastState.terminated.exitCode, 1);
+  assert.is(cs.lastState.terminated?.exitCode, 1);
   assert.is(cs.restartCount, 2);
 });
 

@@ -39,7 +39,7 @@ test('acceptance: connect, list, intercept, status, leave, quit', async () => {
   const cluster = await httpApp(appPort, 'cluster');
   const laptop = await httpApp(laptopPort, 'laptop');
   try {
-    rig.startManager(managerPort);
+    await rig.startManager(managerPort);
     rig.startAgent(managerPort, appPort, agentPort);
     assert.is(await eventually('passthrough', () => httpGet(agentPort)), 'cluster');
 
@@ -144,7 +144,7 @@ test('user errors: one line each, non-zero exit, no stack trace', async () => {
     assert.ok(!dead.stderr.includes('    at '), 'no stack trace');
     assert.is((await rig.tpJson<{ state: string }>('status')).state, 'NOT_RUNNING');
 
-    rig.startManager(managerPort);
+    await rig.startManager(managerPort);
     rig.startAgent(managerPort, appPort, agentPort);
     await eventually('passthrough', () => httpGet(agentPort));
     assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${managerPort}`)).code, 0);

@@ -12,7 +12,7 @@ test('passes connections through while the manager is not there, and arrives onc
   try {
     const agent = rig.startAgent(managerPort, appPort, agentPort);
     assert.is(await eventually('passthrough without a manager', () => httpGet(agentPort)), 'cluster');
-    rig.startManager(managerPort);
+    await rig.startManager(managerPort);
     await eventually('the agent to arrive', () => /agent arrived/.test(rig.log('manager')));
     assert.is(await httpGet(agentPort), 'cluster');
     // SIGTERM: the agent departs and exits cleanly.
@@ -38,7 +38,7 @@ test('connections from TP_HOST_IP (kubelet probes) are never intercepted', async
   ];
   const apps = [await httpApp(appPort, 'cluster'), await httpApp(laptopPort, 'laptop')];
   try {
-    rig.startManager(managerPort);
+    await rig.startManager(managerPort);
     rig.startAgent(managerPort, appPort, agentPort, { TP_HOST_IP: '127.0.0.1' });
     await eventually('passthrough', () => httpGet(agentPort));
     assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${managerPort}`)).code, 0);

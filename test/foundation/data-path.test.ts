@@ -91,7 +91,7 @@ test('100 MiB each way through an intercept, byte-exact; half-close carried end 
   const laptop = await hashingApp(ports.laptop, 100 * MiB);
   try {
     rig.env.TP_LOG_LEVEL = 'info';
-    rig.startManager(ports.manager);
+    await rig.startManager(ports.manager);
     rig.startAgent(ports.manager, ports.app, ports.agent);
     await eventually('passthrough', () => httpGet(ports.agent));
     assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${ports.manager}`)).code, 0);

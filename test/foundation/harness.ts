@@ -47,6 +47,16 @@ export async function eventually<T>(
   }
 }
 
+export function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
 /** An HTTP app answering every request with a fixed text. */
 export async function httpApp(port: number, text: string): Promise<{ close(): Promise<void> }> {
   const server = http.createServer((_req, res) => res.end(`${text}\n`));
@@ -119,8 +129,17 @@ export class Rig {
     return child;
   }
 
-  startManager(port: number, extra: string[] = []): ChildProcess {
-    return this.start('manager', [bins.manager, '--standalone', '--listen', `127.0.0.1:${port}`, ...extra]);
+  /** Starts tp-manager and waits until it accepts connections. */
+  async startManager(port: number, extra: string[] = []): Promise<ChildProcess> {
+    const child = this.start('manager', [
+      bins.manager,
+      '--standalone',
+      '--listen',
+      `127.0.0.1:${port}`,
+      ...extra,
+    ]);
+    await eventually('the manager to listen', () => canConnect(port), 20_000);
+    return child;
   }
 
   startAgent(

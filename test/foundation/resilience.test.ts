@@ -17,7 +17,7 @@ async function setUp(rig: Rig, managerArgs: string[] = []) {
     agent: await freePort(),
   };
   const apps = [await httpApp(ports.app, 'cluster'), await httpApp(ports.laptop, 'laptop')];
-  rig.startManager(ports.manager, managerArgs);
+  await rig.startManager(ports.manager, managerArgs);
   rig.startAgent(ports.manager, ports.app, ports.agent);
   await eventually('passthrough', () => httpGet(ports.agent));
   const c = await rig.tp('connect', '--manager-address', `127.0.0.1:${ports.manager}`);
@@ -56,7 +56,7 @@ test('the manager killed and restarted mid-intercept: everyone reconnects, the i
     assert.match(away.intercepts[0]!.message, /restored when it is back/);
     assert.is.not(away.intercepts[0]!.disposition, 'ACTIVE', 'never shown active while the manager is away');
 
-    rig.startManager(s.ports.manager);
+    await rig.startManager(s.ports.manager);
     const restartedAt = Date.now();
     // Passthrough works again within 10 s (it never stopped), and the intercept comes back.
     await eventually('passthrough after the restart', () => httpGet(s.ports.agent), 10_000);
@@ -138,7 +138,7 @@ test('an intercept that cannot be restored after a manager restart is reported g
     // The manager and the workload's only agent both go away; the manager comes back alone.
     await rig.kill('agent', 'SIGKILL');
     await rig.kill('manager', 'SIGKILL');
-    rig.startManager(s.ports.manager);
+    await rig.startManager(s.ports.manager);
     const st = await eventually('the intercept reported gone', async () => {
       const v = await rig.tpJson<StatusJson>('status');
       return v.state === 'CONNECTED' && v.intercepts[0]?.disposition === 'REMOVED' ? v : undefined;

@@ -8,7 +8,7 @@
 //                                              10.210.0.2:53 the workstation's original resolver
 //           10.211.0.1 --veth-- 10.211.0.2  tpv-pod  (a direct path, only for the bench's baseline)
 //   tpv-cl  10.244.1.1 --veth-- 10.244.1.10 tpv-pod (the pod; 10.96.0.10 "service IP" on its lo)
-//   IPv6 on the same links: ws fd10:210::1, cl fd10:210::2 and fd10:244:1::1, pod fd10:244:1::10.
+//   IPv6 on the same links: ws fd10:210::1, cl fd10:210::2 and fd10:244:0:1::1, pod fd10:244:0:1::10.
 //
 // The workstation's /etc/resolv.conf is /etc/netns/tpv-ws/resolv.conf (ip netns exec bind-mounts it), so
 // the host's own resolv.conf is never touched. Everything is removed by down(), also on a crash of the test
@@ -32,7 +32,7 @@ export const ADDR = {
   podDirect: '10.211.0.2',
   ws6: 'fd10:210::1',
   clusterGateway6: 'fd10:210::2',
-  pod6: 'fd10:244:1::10',
+  pod6: 'fd10:244:0:1::10',
 } as const;
 export const POD_SUBNET = '10.244.0.0/16';
 export const POD_SUBNET6 = 'fd10:244::/48';
@@ -139,6 +139,14 @@ export class NetnsLab {
     await must('ip', '-n', pod, 'route', 'add', 'default', 'via', '10.244.1.1');
     await must('ip', '-n', pod, 'addr', 'add', `${ADDR.service}/32`, 'dev', 'lo');
     await must('ip', '-n', cl, 'route', 'add', `${ADDR.service}/32`, 'via', ADDR.pod);
+
+    // IPv6 on the same links: the pod subnet has a v6 half.
+    await must('ip', '-n', ws, '-6', 'addr', 'add', `${ADDR.ws6}/64`, 'dev', 'tpv-ws0', 'nodad');
+    await must('ip', '-n', cl, '-6', 'addr', 'add', `${ADDR.clusterGateway6}/64`, 'dev', 'tpv-cl0', 'nodad');
+    await must('ip', '-n', ws, '-6', 'route', 'add', 'default', 'via', ADDR.clusterGateway6);
+    await must('ip', '-n', cl, '-6', 'addr', 'add', 'fd10:244:0:1::1/64', 'dev', 'tpv-cl1', 'nodad');
+    await must('ip', '-n', pod, '-6', 'addr', 'add', `${ADDR.pod6}/64`, 'dev', 'eth0', 'nodad');
+    await must('ip', '-n', pod, '-6', 'route', 'add', 'default', 'via', 'fd10:244:0:1::1');
 
     await must(
       'ip',
