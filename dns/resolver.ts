@@ -75,7 +75,8 @@ export class DnsResolver {
     try {
       for (const l of this.o.listen) {
         const type = l.address.includes(':') ? 'udp6' : 'udp4';
-        const socket = dgram.createSocket({ type });
+        // reuseAddr: a resolver bound to the wildcard address with SO_REUSEADDR (dnsmasq) may share port 53.
+        const socket = dgram.createSocket({ type, reuseAddr: true });
         this.udp.push(socket);
         await new Promise<void>((resolve, reject) => {
           socket.once('error', reject);

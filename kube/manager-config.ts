@@ -95,7 +95,7 @@ export function kubeManagerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): 
       defaultMechanism: mechanism as Mechanism,
       agentResources,
     },
-    agentArrivalTimeoutMs: num(env, 'TP_AGENT_ARRIVAL_TIMEOUT', 120_000, parseDuration),
+    agentArrivalTimeoutMs: num(env, 'TP_AGENT_ARRIVAL_TIMEOUT', 90_000, parseDuration),
     clientSessionTtlMs: num(env, 'TP_CLIENT_SESSION_TTL', 30_000, parseDuration),
     agentSessionTtlMs: num(env, 'TP_AGENT_SESSION_TTL', 15_000, parseDuration),
     dialTimeoutMs: num(env, 'TP_DIAL_TIMEOUT', 10_000, parseDuration),

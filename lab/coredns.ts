@@ -1,6 +1,8 @@
 // Cluster DNS: CoreDNS as a real Deployment + Service (kube-dns at 10.96.0.10), run by the node
 // agent from the image `lab/coredns` like any other pod. It answers cluster names only: the lab
-// sends no traffic outside its namespaces, so there is no upstream `forward`.
+// sends no traffic outside its namespaces, so there is no upstream `forward`. No `cache` either, and
+// the kubernetes plugin's default TTL (5 s): tests delete and recreate Services under the same name
+// within seconds, and a cached answer would still name the old ClusterIP.
 import type { KubeObject } from './api.js';
 import { CLUSTER_DNS_IP, CLUSTER_DOMAIN } from './topology.js';
 
@@ -16,9 +18,7 @@ export function renderCorefile(): string {
     `    kubernetes ${CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {`,
     '        pods insecure',
     '        fallthrough in-addr.arpa ip6.arpa',
-    '        ttl 30',
     '    }',
-    '    cache 30',
     '    loop',
     '    reload',
     '    loadbalance',

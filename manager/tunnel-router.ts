@@ -8,6 +8,7 @@ import * as crypto from 'node:crypto';
 import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
 import type { DialRequest, SessionInfo, TunnelMessage } from '../rpc/gen/manager.js';
+import { widenReceiveWindow } from '../rpc/server-window.js';
 import { dialTcp } from '../tunnel/dial.js';
 import { readOpen, serveDial } from '../tunnel/flow.js';
 import { formatConnectionId, msg, type StreamInfo } from '../tunnel/messages.js';
@@ -74,6 +75,7 @@ export class TunnelRouter {
   }
 
   handle(call: ServerDuplexStream<TunnelMessage, TunnelMessage>): void {
+    if (!process.env.TPX_NOWIDEN) widenReceiveWindow(call as ServerDuplexStream<unknown, unknown>);
     const stream = new TunnelStream(call);
     this.flows.add(stream);
     const forget = () => this.flows.delete(stream);

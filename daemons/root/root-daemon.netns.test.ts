@@ -191,7 +191,11 @@ test('a UDP exchange with a pod', async () => {
     answer?: string;
     error?: string;
   };
-  assert.equal(r, { answer: 'echo:hello' });
+  assert.equal(
+    r,
+    { answer: 'echo:hello' },
+    'a UDP flow needs the manager to hand protocol-17 OPENs to serveUdp (tunnel/udp-flow.ts) instead of dialing TCP',
+  );
 });
 
 test('ping to a cluster address is answered', async () => {

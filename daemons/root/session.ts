@@ -190,7 +190,14 @@ export class ConnectedSession {
       let session: ConnectedSession | undefined;
       const resolver = new DnsResolver({
         listen: [{ address: vif.address4, port: settings.dnsPort }],
-        scope: () => session!.dnsScope(),
+        // Until the session exists (a query may come in between), answer for the connected namespace.
+        scope: () =>
+          session?.dnsScope() ?? {
+            clusterDomain: request.cluster?.clusterDomain || CLUSTER_DOMAIN_DEFAULT,
+            namespace: req.namespace,
+            namespaces: [req.namespace],
+            subnets: plan.routes,
+          },
         cluster: {
           lookup: async (fqdn, qtype) => {
             const r = await unary<{ rcode: number; ips: string[]; ttlSeconds: number; raw: Buffer }>(
@@ -206,7 +213,7 @@ export class ConnectedSession {
             return r;
           },
         },
-        upstream: () => session!.system.upstream,
+        upstream: () => session?.system.upstream ?? [],
         log: log.child('dns'),
       });
       await resolver.start();

@@ -256,7 +256,9 @@ export class ManagerConnection extends EventEmitter {
     const call = client.watchWorkloads({ session: this.session(), namespace });
     call.on('data', (snapshot: WorkloadInfoSnapshot) => {
       const w = snapshot.workloads.find((x) => x.name === workload && x.namespace === namespace);
-      const line = w?.agentMessage ? `${w.name}: ${w.agentMessage}` : '';
+      // Only rollout progress: an error from before this rollout is old news, and a new one comes back
+      // as EnsureAgent's answer.
+      const line = w?.agentState === 'INSTALLING' && w.agentMessage ? `${w.name}: ${w.agentMessage}` : '';
       if (line && line !== last) progress(line);
       last = line || last;
     });

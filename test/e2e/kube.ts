@@ -141,6 +141,25 @@ export function execInPod(
   return kubectl(c, ['exec', '-n', namespace, pod, '--', ...argv], options);
 }
 
+/**
+ * Waits until the Service has `count` ready endpoints. A Deployment's rollout can finish before the
+ * EndpointSlice controller (and then kube-proxy) catch up, on any cluster.
+ */
+export async function waitForEndpoints(c: Cluster, namespace: string, service: string, count: number) {
+  await waitFor(`${count} ready endpoints of Service ${namespace}/${service}`, async () => {
+    const slices = await kubectlJson<{ items: { endpoints?: { conditions?: { ready?: boolean } }[] }[] }>(c, [
+      'get',
+      'endpointslices',
+      '-n',
+      namespace,
+      '-l',
+      `kubernetes.io/service-name=${service}`,
+    ]);
+    const ready = slices.items.flatMap((s) => s.endpoints ?? []).filter((e) => e.conditions?.ready).length;
+    return ready === count;
+  });
+}
+
 export interface PodSummary {
   name: string;
   phase: string;

@@ -13,6 +13,7 @@ import {
   type PodSummary,
   startOnWorkstation,
   waitFor,
+  waitForEndpoints,
 } from './kube.js';
 import { clusterSuite } from './suite.js';
 import { echoDeployment, echoService } from './workloads.js';
@@ -27,6 +28,12 @@ if (cluster) {
   /** curl from the client pod; returns the body. */
   const curlFromClient = async (url: string) =>
     (await execInPod(c, NS, 'client', ['curl', '-s', '--max-time', '5', url])).stdout.trim();
+  /**
+   * The first answer through a new Service: the proxy rules follow the endpoints by a moment (on
+   * any cluster), so retry until it answers rather than race kube-proxy.
+   */
+  const firstAnswer = (url: string) =>
+    waitFor(`an answer from ${url}`, async () => curlFromClient(url), 60_000, 1_000);
 
   test.before(async () => {
     await freshNamespace(c, NS);
@@ -80,7 +87,8 @@ if (cluster) {
 
   test('kubectl exec client -- curl: by name and by ClusterIP, both replicas answer', async () => {
     const names = new Set((await readyEchoPods()).map((p) => p.name));
-    const byName = await curlFromClient(`http://echo.${NS}.svc.cluster.local/`);
+    await waitForEndpoints(c, NS, 'echo', 2);
+    const byName = await firstAnswer(`http://echo.${NS}.svc.cluster.local/`);
     assert.ok(
       names.has(byName),
       `the Service answered by name with a pod name, got ${JSON.stringify(byName)}`,

@@ -1,0 +1,163 @@
+// The VIF's flows as tunnel streams, over real gRPC on loopback to a server that answers them as the
+// manager does (tunnel/flow.ts serveDial for TCP, tunnel/udp-flow.ts serveUdp for UDP).
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createLogger, setLevel } from '../../logging/logger.js';
+import { ManagerClient, ManagerService, type TunnelMessage } from '../../rpc/gen/manager.js';
+import { managerChannelOptions, managerServerOptions } from '../../rpc/grpc-options.js';
+import { dialTcp } from '../../tunnel/dial.js';
+import { readOpen, serveDial } from '../../tunnel/flow.js';
+import { TunnelStream } from '../../tunnel/stream.js';
+import { serveUdp } from '../../tunnel/udp-flow.js';
+import { DialRejectedError } from '../../vif/flows.js';
+import { TunnelFlowDialer } from './tunnel-dialer.js';
+
+setLevel('error');
+
+async function manager() {
+  const server = new grpc.Server(managerServerOptions());
+  server.addService(ManagerService, {
+    tunnel: (call: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>) => {
+      const stream = new TunnelStream(call);
+      readOpen(stream, 5000).then(
+        (info) => {
+          const dst = info.connId!;
+          if (dst.protocol === 17) void serveUdp(stream, info);
+          else
+            void serveDial(stream, info, (signal) =>
+              dialTcp(dst.dstIp, dst.dstPort, info.dialTimeoutMs, signal),
+            );
+        },
+        () => {},
+      );
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+  const client = new ManagerClient(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createInsecure(),
+    managerChannelOptions(),
+  );
+  const dialer = new TunnelFlowDialer({ client, sessionId: () => 'test', log: createLogger('test') });
+  return {
+    dialer,
+    close: async () => {
+      client.close();
+      await new Promise<void>((r) => server.tryShutdown(() => r()));
+    },
+  };
+}
+
+/** A connected socket pair on loopback: `local` plays the accepted connection of the VIF's listener. */
+async function socketPair(): Promise<{ local: net.Socket; client: net.Socket; close(): void }> {
+  const server = net.createServer({ allowHalfOpen: true });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const client = net.connect({
+    port: (server.address() as net.AddressInfo).port,
+    host: '127.0.0.1',
+    allowHalfOpen: true,
+  });
+  const local = await accepted;
+  return { local, client, close: () => server.close() };
+}
+
+function readAll(s: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    s.on('data', (d) => {
+      text += d;
+    });
+    s.on('end', () => resolve(text));
+  });
+}
+
+test('a TCP flow is dialed first, then pumps; what the destination sent before the attach is kept', async () => {
+  const m = await manager();
+  // The destination talks first (a banner), then echoes, and half-closes after the client does.
+  const dest = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.write('banner\n');
+    s.on('data', (d) => s.write(d));
+    s.on('end', () => s.end());
+  });
+  await new Promise<void>((r) => dest.listen(0, '127.0.0.1', r));
+  const port = (dest.address() as net.AddressInfo).port;
+  try {
+    const dial = await m.dialer.dialTcp({
+      protocol: 6,
+      srcIp: '198.18.0.1',
+      srcPort: 1,
+      dstIp: '127.0.0.1',
+      dstPort: port,
+    });
+    // The kernel takes a moment to hand over the connection; the banner must wait for it.
+    await new Promise((r) => setTimeout(r, 200));
+    const pair = await socketPair();
+    dial.attach(pair.local);
+    const received = readAll(pair.client);
+    pair.client.write('hello');
+    pair.client.end();
+    assert.is(await received, 'banner\nhello');
+    pair.close();
+  } finally {
+    dest.close();
+    await m.close();
+  }
+});
+
+test('a refused TCP destination rejects the dial', async () => {
+  const m = await manager();
+  const spare = net.createServer();
+  await new Promise<void>((r) => spare.listen(0, '127.0.0.1', r));
+  const port = (spare.address() as net.AddressInfo).port;
+  spare.close();
+  try {
+    await m.dialer.dialTcp({
+      protocol: 6,
+      srcIp: '198.18.0.1',
+      srcPort: 1,
+      dstIp: '127.0.0.1',
+      dstPort: port,
+    });
+    assert.unreachable('the dial must be rejected');
+  } catch (e) {
+    assert.ok(e instanceof DialRejectedError);
+    assert.match((e as Error).message, /refused/);
+  } finally {
+    await m.close();
+  }
+});
+
+test('a UDP flow carries datagrams both ways', async () => {
+  const m = await manager();
+  const echo = dgram.createSocket('udp4');
+  echo.on('message', (d, r) => echo.send(Buffer.concat([Buffer.from('echo:'), d]), r.port, r.address));
+  await new Promise<void>((r) => echo.bind(0, '127.0.0.1', r));
+  try {
+    const flow = await m.dialer.dialUdp({
+      protocol: 17,
+      srcIp: '198.18.0.1',
+      srcPort: 5000,
+      dstIp: '127.0.0.1',
+      dstPort: echo.address().port,
+    });
+    const answer = new Promise<string>((r) => {
+      flow.onDatagram = (d) => r(d.toString());
+    });
+    flow.send(Buffer.from('ping'));
+    assert.is(await answer, 'echo:ping');
+    flow.close();
+  } finally {
+    echo.close();
+    await m.close();
+  }
+});
+
+test.run();
