@@ -14,6 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { type NamespaceProcess, PodNetwork, waitFor } from '../init-container/test/pod-network.js';
+import { EBPF_BENCH_PORTS, ebpfCaptureMechanisms } from './capture-ebpf.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 const APP = path.join(root, 'dist/bench/capture-app.js');
@@ -252,7 +253,13 @@ export async function runCaptureBench(
   const started: CaptureMechanism[] = [];
   try {
     await tuneNamespaces(net);
-    const app = net.start(net.pod, process.execPath, [APP, String(DIRECT_PORT), String(CAPTURED_PORT)]);
+    const app = net.start(net.pod, process.execPath, [
+      APP,
+      String(DIRECT_PORT),
+      String(CAPTURED_PORT),
+      String(EBPF_BENCH_PORTS.idle),
+      String(EBPF_BENCH_PORTS.steered),
+    ]);
     await waitFor(
       'the app to listen',
       async () => (/listening on 8090/.test(app.output()) ? true : undefined),
@@ -365,7 +372,7 @@ async function main(): Promise<void> {
     if (!fs.existsSync(f)) throw new Error(`${f} is missing: run node build.mjs first`);
 
   const say = (line: string) => process.stderr.write(`${line}\n`);
-  const mechanisms = [direct, iptablesAgent(), haproxy()];
+  const mechanisms = [direct, iptablesAgent(), haproxy(), ...ebpfCaptureMechanisms()];
   say(
     `capture bench: wrk -t1 -c${o.connections} -d${o.seconds}s, ${o.rounds} rounds, medians; ${os.cpus().length} CPUs`,
   );
@@ -374,6 +381,10 @@ async function main(): Promise<void> {
   process.stdout.write(
     `${formatRows(rows)}\n` +
       `mark (keep-alive): agent ${m.agentVsDirect.toFixed(2)} x direct (>= 0.60), ${m.agentVsHaproxy.toFixed(2)} x haproxy (>= 0.67): ${m.met ? 'met' : 'NOT met'}\n`,
+  );
+  const ebpfIdle = rows.find((r) => r.mode === 'keep-alive' && r.mechanism === 'ebpf idle')!;
+  process.stdout.write(
+    `mark (keep-alive): ebpf idle ${ebpfIdle.ratioToDirect.toFixed(2)} x direct (>= 0.95): ${ebpfIdle.ratioToDirect >= 0.95 ? 'met' : 'NOT met'}\n`,
   );
   if (values.strict && !m.met) process.exitCode = 1;
 }

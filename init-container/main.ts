@@ -3,6 +3,8 @@
 // `kubectl exec` or a debug container in the same pod.
 import * as os from 'node:os';
 import { Command, Option } from 'commander';
+import { BpfError } from '../bpf/libbpf.js';
+import * as ebpf from '../bpf/mechanism.js';
 import { createLogger, parseLevel, setLevel } from '../logging/logger.js';
 import { UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
@@ -50,13 +52,27 @@ function withCaptureFlags(command: Command): Command {
     );
 }
 
+type Mechanism = 'iptables' | 'ebpf';
+
+function withMechanism(command: Command): Command {
+  return command.addOption(
+    new Option(
+      '--mechanism <mechanism>',
+      'iptables (REDIRECT to the agent) or ebpf (sk_lookup steering; falls back to iptables, saying why, where the kernel or the capabilities do not allow it)',
+    )
+      .choices(['iptables', 'ebpf'])
+      .default('iptables'),
+  );
+}
+
 /** Runs a subcommand: expected failures print their message (no stack) and exit 1. */
 function action<T extends unknown[]>(fn: (...args: T) => Promise<number>): (...args: T) => Promise<void> {
   return async (...args: T) => {
     try {
       process.exitCode = await fn(...args);
     } catch (err) {
-      if (err instanceof UsageError) process.stderr.write(`tp-init: ${err.message}\n`);
+      if (err instanceof UsageError || err instanceof BpfError)
+        process.stderr.write(`tp-init: ${err.message}\n`);
       else process.stderr.write(`tp-init: unexpected error: ${(err as Error).stack ?? String(err)}\n`);
       process.exitCode = 1;
     }
@@ -71,11 +87,28 @@ const program = new Command('tp-init')
     setLevel(parseLevel(cmd.opts().logLevel ?? process.env.TP_LOG_LEVEL));
   });
 
-withCaptureFlags(program.command('apply').description('install the capture rules (idempotent)'))
+withMechanism(
+  withCaptureFlags(program.command('apply').description('install the capture rules (idempotent)')),
+)
   .option('--dry-run', 'print the iptables-restore input and touch nothing')
   .action(
-    action(async (opts: CaptureFlags & { dryRun?: boolean }) => {
+    action(async (opts: CaptureFlags & { dryRun?: boolean; mechanism: Mechanism }) => {
       const config = captureConfigFromFlags(opts);
+      if (opts.mechanism === 'ebpf' && !opts.dryRun) {
+        if (config.appPorts === 'all')
+          throw new UsageError('--ports "*" needs --mechanism iptables: eBPF capture takes a list of ports');
+        const support = ebpf.probeSupport();
+        if (support.supported) {
+          const r = ebpf.apply({ ports: config.appPorts, agentUid: config.agentUid });
+          process.stdout.write(
+            r.changed
+              ? r.actions.map((a) => `eBPF capture: ${a}\n`).join('')
+              : `eBPF capture already in place in ${r.pinDir}: nothing changed\n`,
+          );
+          return 0;
+        }
+        log.warn(`eBPF capture is not available: ${support.reason}; falling back to iptables`);
+      }
       if (opts.dryRun) {
         process.stdout.write(dryRunCapture(config, os.networkInterfaces()));
         return 0;
@@ -85,14 +118,21 @@ withCaptureFlags(program.command('apply').description('install the capture rules
     }),
   );
 
-withCaptureFlags(
-  program
-    .command('status')
-    .description('check the rules against what apply installs; exit 0 only when all is in place'),
+withMechanism(
+  withCaptureFlags(
+    program
+      .command('status')
+      .description('check the rules against what apply installs; exit 0 only when all is in place'),
+  ),
 )
   .addOption(new Option('-o, --output <format>', 'text or json').choices(['text', 'json']).default('text'))
   .action(
-    action(async (opts: CaptureFlags & { output: string }) => {
+    action(async (opts: CaptureFlags & { output: string; mechanism: Mechanism }) => {
+      if (opts.mechanism === 'ebpf') {
+        const s = ebpf.status();
+        process.stdout.write(opts.output === 'json' ? ebpf.statusJson(s) : `${ebpf.formatStatus(s)}\n`);
+        return s.attached && s.problems.length === 0 ? 0 : 1;
+      }
       const status = await captureStatus(env(), captureConfigFromFlags(opts));
       process.stdout.write(
         opts.output === 'json' ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status),
@@ -101,14 +141,24 @@ withCaptureFlags(
     }),
   );
 
-program
-  .command('cleanup')
-  .description('remove every tp chain and the jumps into them, in one transaction per family')
-  .action(
-    action(async () => {
-      process.stdout.write(formatCleaned(await cleanupCapture(env())));
-      return 0;
-    }),
-  );
+withMechanism(
+  program
+    .command('cleanup')
+    .description('remove every tp chain and the jumps into them, in one transaction per family'),
+).action(
+  action(async (opts: { mechanism: Mechanism }) => {
+    if (opts.mechanism === 'ebpf') {
+      // Also what an apply that fell back to iptables installed.
+      const r = ebpf.cleanup();
+      process.stdout.write(
+        r.removed.length
+          ? `eBPF capture: removed ${r.removed.join(', ')}\n`
+          : `eBPF capture: nothing to remove in ${r.pinDir}\n`,
+      );
+    }
+    process.stdout.write(formatCleaned(await cleanupCapture(env())));
+    return 0;
+  }),
+);
 
 await program.parseAsync();

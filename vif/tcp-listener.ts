@@ -53,7 +53,7 @@ export class TcpListener {
         if (!address) continue;
         // A DATA message from the tunnel is up to 1 MiB: a socket that reports "full" after the default
         // 16 KiB would pause the tunnel stream after every message.
-        const server = net.createServer({ allowHalfOpen: true, noDelay: true, highWaterMark: 4 << 20 });
+        const server = net.createServer({ allowHalfOpen: true, noDelay: true });
         server.maxConnections = 65_000;
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);

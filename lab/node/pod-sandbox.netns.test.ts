@@ -2,11 +2,12 @@
 // namespace on it, a container started through nsenter/unshare with bind mounts, a hostname and a
 // non-root user, kubectl-exec style entry into it, and a teardown that leaves nothing behind.
 // Everything runs inside a scratch namespace `tpn-node-<pid>`: the file re-runs itself there.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ContainerLogWriter } from './container-logs.js';
@@ -27,6 +28,7 @@ import {
   teardownPodNetwork,
 } from './pod-network.js';
 
+const run = promisify(execFile);
 const NODE_NS = `tpn-node-${process.pid}`;
 const inside =
   process.env.TPN_SANDBOX_TEST === NODE_NS.replace(`${process.pid}`, process.env.TPN_PARENT_PID ?? '');

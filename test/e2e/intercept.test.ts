@@ -236,18 +236,36 @@ if (cluster) {
 
   test('the webhook unreachable: a clear error, and the pods run unchanged instead of broken', async () => {
     const svc = await kubectlJson<{ spec: { selector: Record<string, string> } }>(c, [
-      'get', 'service', 'traffic-manager-webhook', '-n', MANAGER_NS,
+      'get',
+      'service',
+      'traffic-manager-webhook',
+      '-n',
+      MANAGER_NS,
     ]);
     const patchSelector = (selector: Record<string, string | null>) =>
-      kubectl(c, ['patch', 'service', 'traffic-manager-webhook', '-n', MANAGER_NS, '--type=merge', '-p', JSON.stringify({ spec: { selector } })]);
+      kubectl(c, [
+        'patch',
+        'service',
+        'traffic-manager-webhook',
+        '-n',
+        MANAGER_NS,
+        '--type=merge',
+        '-p',
+        JSON.stringify({ spec: { selector } }),
+      ]);
     // A Service with no endpoints: the API server cannot call the webhook.
     await patchSelector({ 'app.kubernetes.io/name': 'nobody', 'app.kubernetes.io/instance': null });
     try {
-      const r = await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`], { check: false });
+      const r = await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`], {
+        check: false,
+      });
       assert.is.not(r.code, 0);
       assert.match(r.stderr, /agent not injected: webhook unreachable/);
     } finally {
-      await patchSelector({ ...svc.spec.selector, 'app.kubernetes.io/name': svc.spec.selector['app.kubernetes.io/name']! });
+      await patchSelector({
+        ...svc.spec.selector,
+        'app.kubernetes.io/name': svc.spec.selector['app.kubernetes.io/name']!,
+      });
     }
     const pods = await waitFor('2 ready echo pods without the agent', async () => {
       const ready = (await echoPods()).filter((p) => p.ready && p.phase === 'Running');
