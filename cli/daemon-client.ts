@@ -19,6 +19,8 @@ import { localChannelOptions } from '../rpc/grpc-options.js';
 import { errorDetails, unary } from '../rpc/unary-call.js';
 
 const CALL_TIMEOUT_MS = 15_000;
+/** Connect covers starting a port-forward and the first arrival, on a machine that may be busy. */
+const CONNECT_TIMEOUT_MS = 60_000;
 const START_TIMEOUT_MS = 15_000;
 
 export const NOT_CONNECTED = 'not connected: run tp connect';
@@ -105,23 +107,25 @@ export class DaemonClient {
     managerAddress: string,
     kube: { kubeconfig?: string; context?: string; namespace?: string; managerNamespace?: string } = {},
   ): Promise<ConnectInfo> {
-    return this.call((md, o, cb) =>
-      this.client.connect(
-        {
-          managerAddress,
-          kubeconfig: kube.kubeconfig ?? '',
-          context: kube.context ?? '',
-          namespace: kube.namespace ?? '',
-          managerNamespace: kube.managerNamespace ?? '',
-          alsoProxy: [],
-          neverProxy: [],
-          allowConflictingSubnets: false,
-          noVif: true,
-        },
-        md,
-        o,
-        cb,
-      ),
+    return this.call(
+      (md, o, cb) =>
+        this.client.connect(
+          {
+            managerAddress,
+            kubeconfig: kube.kubeconfig ?? '',
+            context: kube.context ?? '',
+            namespace: kube.namespace ?? '',
+            managerNamespace: kube.managerNamespace ?? '',
+            alsoProxy: [],
+            neverProxy: [],
+            allowConflictingSubnets: false,
+            noVif: true,
+          },
+          md,
+          o,
+          cb,
+        ),
+      CONNECT_TIMEOUT_MS,
     );
   }
 

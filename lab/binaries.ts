@@ -95,8 +95,11 @@ export async function ensureBinaries(onProgress: (line: string) => void): Promis
     });
   });
   if (code !== 0) {
-    const reason = stderrTail.filter((l) => l.startsWith('tp-lab:')).pop() ?? stderrTail.pop() ?? '';
-    throw new UsageError(`building the lab's binaries failed (lab/build.sh exit ${code}): ${reason}`);
+    // build.sh's own message (no Go, proxy unreachable, the compile error) was just shown above.
+    const shown = stderrTail.some((l) => l.startsWith('tp-lab:'));
+    throw new UsageError(
+      `building the lab's binaries failed (lab/build.sh exit ${code})${shown ? '; its message is above' : `: ${stderrTail.slice(-5).join('\n')}`}`,
+    );
   }
   const printed = stdout.trim().split('\n').pop() ?? '';
   const missing = missingBinaries(printed);

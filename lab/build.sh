@@ -15,6 +15,14 @@ if ! command -v go >/dev/null 2>&1; then
   exit 3
 fi
 mkdir -p "$bin"
+# One build at a time per cache: a second `tp-lab up` waits for the first instead of compiling again.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$bin/.build.lock"
+  if ! flock -n 9; then
+    echo "tp-lab: another build of the lab's binaries is running; waiting for it..." >&2
+    flock 9
+  fi
+fi
 minor=${k8s#v1.}; minor=${minor%%.*}
 ldk8s="-s -w -X k8s.io/component-base/version.gitVersion=$k8s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$k8s"
 targets=(

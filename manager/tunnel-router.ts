@@ -75,7 +75,7 @@ export class TunnelRouter {
   }
 
   handle(call: ServerDuplexStream<TunnelMessage, TunnelMessage>): void {
-    if (!process.env.TPX_NOWIDEN) widenReceiveWindow(call as ServerDuplexStream<unknown, unknown>);
+    widenReceiveWindow(call as ServerDuplexStream<unknown, unknown>);
     const stream = new TunnelStream(call);
     this.flows.add(stream);
     const forget = () => this.flows.delete(stream);
@@ -83,8 +83,10 @@ export class TunnelRouter {
     stream.on('failure', forget);
     readOpen(stream, OPEN_TIMEOUT_MS).then(
       (info) => this.route(stream, info),
-      (e: Error) =>
-        this.log.debug('tunnel stream without a valid OPEN', { peer: stream.peer, reason: e.message }),
+      (e: Error) => {
+        this.log.debug('tunnel stream without a valid OPEN', { peer: stream.peer, reason: e.message });
+        stream.onMessage(() => {});
+      },
     );
   }
 
@@ -108,6 +110,7 @@ export class TunnelRouter {
       if (!p || p.clientSessionId !== session.id) {
         stream.send(msg.reset(`relay ${info.relayId} is unknown or timed out`));
         stream.end();
+        stream.onMessage(() => {});
         return;
       }
       clearTimeout(p.timer);
@@ -199,6 +202,8 @@ export class TunnelRouter {
     this.log.debug('refusing tunnel stream', { flow: label, reason });
     stream.send(msg.dialReject(reason));
     stream.end();
+    // Read and drop whatever the peer still sends, so its end is seen and the stream forgotten.
+    stream.onMessage(() => {});
   }
 
   /** Shutdown: reset every flow. */

@@ -1,8 +1,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
+  bytesToIp,
+  cidrAddress,
   cidrContains,
   cidrsOverlap,
+  ipToBytes,
   parseCidr,
   parseDuration,
   parseHostPort,
@@ -55,6 +58,17 @@ test('durations', () => {
   assert.throws(() => parseDuration('15'), /expected a duration such as 15s/);
   assert.throws(() => parseDuration('0s'), /expected a duration/);
   assert.throws(() => parseDuration('5 minutes', '--client-ttl'), /invalid --client-ttl "5 minutes"/);
+});
+
+test('addresses as bytes, and the nth address of a CIDR', () => {
+  assert.equal([...ipToBytes('10.96.0.10')], [10, 96, 0, 10]);
+  assert.is(ipToBytes('fd00::1').length, 16);
+  assert.is(bytesToIp(ipToBytes('fd00:0:0:0:0:0:0:a')), 'fd00::a');
+  assert.is(bytesToIp(Uint8Array.from([198, 18, 0, 1])), '198.18.0.1');
+  assert.throws(() => bytesToIp(new Uint8Array(5)), /4 or 16 bytes/);
+  assert.is(cidrAddress(parseCidr('198.18.0.0/28'), 1), '198.18.0.1');
+  assert.is(cidrAddress(parseCidr('fd74:7000::/124'), 15), 'fd74:7000::f');
+  assert.throws(() => cidrAddress(parseCidr('198.18.0.0/28'), 16), /no address at offset 16/);
 });
 
 test.run();

@@ -27,11 +27,14 @@ export function relay(
     let fromOriginator: FlowState = initialFlowState('dialing');
     let fromDialer: FlowState = initialFlowState('awaiting-dial');
     const bytes = { toDialer: 0, toOriginator: 0 };
+    /** Streams paused because the other side's send budget is spent. */
+    const paused = new Set<TunnelStream>();
     let done = false;
 
     const finish = (outcome: RelayOutcome) => {
       if (done) return;
       done = true;
+      for (const s of paused) s.resume();
       originator.end();
       dialer.end();
       log.trace('relay finished', { flow: options.label, outcome: outcome.kind });
@@ -60,9 +63,9 @@ export function relay(
         });
       }
     };
-    const paused = new Set<TunnelStream>();
 
     originator.onMessage((m) => {
+      if (done) return; // late messages after the end are read and dropped
       const t = receive(fromOriginator, m);
       fromOriginator = t.state;
       const a = t.action;
@@ -79,6 +82,7 @@ export function relay(
       }
     });
     dialer.onMessage((m) => {
+      if (done) return;
       const t = receive(fromDialer, m);
       fromDialer = t.state;
       const a = t.action;

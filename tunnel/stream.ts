@@ -138,6 +138,9 @@ export class TunnelStream extends EventEmitter {
 
   private finish(event: 'peer-end' | 'failure', reason?: string): void {
     if (this.finished) return;
+    // The peer ended normally but its last messages wait in the queue: the end is reported after them,
+    // and the 'close' that follows the end is not a failure.
+    if (this.endPending && event === 'failure') return;
     if (event === 'peer-end' && this.queue.length > 0) {
       // The queued messages come first (the peer's CLOSE_SEND may be among them): the next handler
       // drains them, then sees the end.

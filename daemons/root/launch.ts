@@ -23,6 +23,8 @@ import { errorDetails, unary } from '../../rpc/unary-call.js';
 
 export const DEFAULT_ROOT_DAEMON_SOCKET = '/var/run/tp-root-daemon.socket';
 const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
+/** Node flags the root daemon runs with (see startRootDaemon). */
+export const ROOT_DAEMON_NODE_FLAGS = ['--single-threaded-gc'];
 const SUDO_PROMPT =
   'tp connect: the root daemon creates a network interface and routes and needs administrator rights.\n' +
   '[sudo] password for %u: ';
@@ -103,7 +105,10 @@ export async function startRootDaemon(o: RootDaemonLaunch = {}): Promise<RootDae
   const plan = planLaunch({ uid: process.getuid?.() ?? 0, sudo: findSudo() });
   const dir = o.logDir ?? logDir();
   fs.mkdirSync(dir, { recursive: true });
-  const args = [process.execPath, MAIN, '--socket', socketPath, '--log-dir', dir];
+  // --single-threaded-gc: V8's parallel GC helpers measured ~40% of the daemon's CPU per GB moved (two
+  // isolates, main and packet worker, churning 64 KiB-1 MiB buffers) for no gain; without them the same
+  // transfer takes 2.5-3 instead of 4-4.7 CPU-seconds per GB and runs faster on a busy machine.
+  const args = [process.execPath, ...ROOT_DAEMON_NODE_FLAGS, MAIN, '--socket', socketPath, '--log-dir', dir];
   if (o.stateDir) args.push('--state-dir', o.stateDir);
   args.push(...(o.extraArgs ?? []));
 

@@ -30,6 +30,11 @@ import { VERSION } from '../../version/version.js';
 
 const log = createLogger('connector/session');
 const CALL_TIMEOUT_MS = 5_000;
+/**
+ * The first arrival: a manager that refuses connections fails at once; this only bounds a silent one (and a
+ * busy machine, where a fresh daemon's first HTTP/2 handshake can take seconds).
+ */
+const ARRIVE_TIMEOUT_MS = 20_000;
 const MAX_BACKOFF_MS = 5_000;
 /** How long installing an agent (Kubernetes: a rollout) may take. */
 const ENSURE_AGENT_TIMEOUT_MS = 120_000;
@@ -375,7 +380,7 @@ export class ManagerConnection extends EventEmitter {
   }
 
   private async arrive(client: ManagerClient): Promise<Session> {
-    const version = await unary<VersionInfo>((md, o, cb) => client.version({}, md, o, cb), CALL_TIMEOUT_MS);
+    const version = await unary<VersionInfo>((md, o, cb) => client.version({}, md, o, cb), ARRIVE_TIMEOUT_MS);
     const session = await unary<SessionInfo>(
       (md, o, cb) =>
         client.arriveAsClient(

@@ -4,7 +4,7 @@
 // Everything runs inside a scratch namespace `tpn-node-<pid>`: the file re-runs itself there.
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
+import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -84,18 +84,19 @@ if (!inside) {
     const routes = execFileSync('ip', ['-n', pod.netns, 'route']).toString();
     assert.match(routes, /default via 10\.250\.0\.1 dev eth0/);
     // The node's side of the bridge answers the pod: a server on the gateway address.
-    const server = net.createServer((s) => s.end('node says hi'));
+    const server = http.createServer((_req, res) => res.end('node says hi'));
     await new Promise<void>((resolve) => server.listen(18080, pod.gateway, resolve));
     try {
-      const out = execFileSync('nsenter', [
+      // Asynchronously: the server answering lives in this process's event loop.
+      const { stdout } = await run('nsenter', [
         `--net=${netnsPath(pod.netns)}`,
         'curl',
-        '-s',
+        '-sS',
         '--max-time',
         '3',
         `http://${pod.gateway}:18080/`,
       ]);
-      assert.is(out.toString(), 'node says hi');
+      assert.is(stdout, 'node says hi');
     } finally {
       server.close();
     }

@@ -123,13 +123,14 @@ export class PodWorker {
     this.log = ctx.log.child(`${pod.metadata!.namespace}/${pod.metadata!.name}`);
     this.initSlots = (pod.spec?.initContainers ?? []).map((c) => new ContainerSlot(c, true));
     this.appSlots = (pod.spec?.containers ?? []).map((c) => new ContainerSlot(c, false));
+    if (adopted) this.adoptStatus();
     const phase = pod.status?.phase;
-    if ((phase === 'Succeeded' || phase === 'Failed') && !adopted) {
-      // Finished before this node agent started: its status is final, nothing is left to run.
+    if (phase === 'Succeeded' || phase === 'Failed') {
+      // Finished before this node agent started: its status is final, nothing is run again (its
+      // logs stay readable when the state directory still has them).
       this.completed = true;
       this.lastPublished = 'inherited';
     }
-    if (adopted) this.adoptStatus();
   }
 
   get namespace(): string {
@@ -509,6 +510,8 @@ export class PodWorker {
       return;
     }
 
+    // The pod may have been told to stop while this start was being prepared.
+    if (this.termination || this.stopped || this.completed) return;
     if (last) {
       if (!slot.restartAfterAdoption) slot.backoff.recordRestart(Date.parse(last.finishedAt));
       slot.restartAfterAdoption = false;
@@ -807,6 +810,8 @@ export class PodWorker {
     for (const s of apps) this.event('Normal', 'Killing', `Stopping container ${s.name}`, s.name);
     await Promise.all(apps.map((s) => this.stopRun(s, s.run!, graceMs)));
     for (const s of [...this.initSlots].reverse()) if (s.run) await this.stopRun(s, s.run, graceMs);
+    // A sync that was already past its checks may have started one more; it gets no grace.
+    for (const s of [...this.appSlots, ...this.initSlots]) if (s.run) await this.stopRun(s, s.run, 0);
     // Containers that never ran stay waiting; stopped ones are terminated (containerExited did that).
     if (mode === 'delete' && this.lastPublished !== 'inherited') await this.publish();
     await this.releaseNetwork();
@@ -891,6 +896,7 @@ export class PodWorker {
     const run = slot.run;
     const file = run?.logFile ?? slot.logFiles.get(slot.restartCount);
     if (!file || !fs.existsSync(file)) {
+      if (this.completed) return `container "${container}" in pod "${this.name}" has no logs on this node`;
       return `container "${container}" in pod "${this.name}" is waiting to start: ${slot.waiting.reason}`;
     }
     return { file, isActive: () => run?.log.isOpen === true };

@@ -104,12 +104,19 @@ if (cluster) {
   let laptop: Background | undefined;
 
   const serviceUrl = `http://echo.${NS}.svc.cluster.local`;
-  const curlFromClient = async (urlPath = '/') =>
-    (
-      await execInPod(c, NS, 'client', ['curl', '-s', '--max-time', '10', `${serviceUrl}${urlPath}`], {
+  /** The body, or what went wrong (curl's exit code and message) so a failed assertion says why. */
+  const curlFromClient = async (urlPath = '/') => {
+    const r = await execInPod(
+      c,
+      NS,
+      'client',
+      ['curl', '-sS', '--max-time', '10', `${serviceUrl}${urlPath}`],
+      {
         check: false,
-      })
-    ).stdout.trim();
+      },
+    );
+    return r.code === 0 ? r.stdout.trim() : `curl failed (exit ${r.code}): ${r.stderr.trim()}`;
+  };
   const answersFromCluster = (body: string) => body.startsWith('echo-');
   const echoPods = async () => (await listPods(c, NS, 'app=echo')).filter((p) => !p.deleting);
   interface PodJson {
@@ -153,31 +160,42 @@ if (cluster) {
     };
   };
 
+  // uvu reports nothing when a before hook throws (0 of N run, exit 0): keep the error and fail each scenario with it.
+  let setupError: Error | undefined;
   test.before(async () => {
-    await freshNamespace(c, NS);
-    await apply(c, [echoDeployment(c), echoService()], NS);
-    await kubectl(c, [
-      'run',
-      'client',
-      '-n',
-      NS,
-      `--image=${c.images.shell}`,
-      '--restart=Never',
-      '--',
-      'sh',
-      '-c',
-      'sleep 3600',
-    ]);
-    await kubectl(c, ['rollout', 'status', '-n', NS, 'deploy/echo', '--timeout=180s'], {
-      timeoutMs: 200_000,
-    });
-    await kubectl(c, ['wait', '-n', NS, '--for=condition=Ready', 'pod/client', '--timeout=120s'], {
-      timeoutMs: 130_000,
-    });
-    ({ service: servicesBefore, containers: containersBefore } = await snapshotApp());
-    laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
-    await laptop.waitForOutput(/laptop app listening/);
+    try {
+      await freshNamespace(c, NS);
+      await apply(c, [echoDeployment(c), echoService()], NS);
+      await kubectl(c, [
+        'run',
+        'client',
+        '-n',
+        NS,
+        `--image=${c.images.shell}`,
+        '--restart=Never',
+        '--',
+        'sh',
+        '-c',
+        'sleep 3600',
+      ]);
+      await kubectl(c, ['rollout', 'status', '-n', NS, 'deploy/echo', '--timeout=180s'], {
+        timeoutMs: 200_000,
+      });
+      await kubectl(c, ['wait', '-n', NS, '--for=condition=Ready', 'pod/client', '--timeout=120s'], {
+        timeoutMs: 130_000,
+      });
+      ({ service: servicesBefore, containers: containersBefore } = await snapshotApp());
+      laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
+      await laptop.waitForOutput(/laptop app listening/);
+    } catch (err) {
+      setupError = err as Error;
+    }
   });
+  const scenario = (name: string, body: () => Promise<void>) =>
+    test(name, async () => {
+      if (setupError) throw new Error(`setup failed: ${setupError.message}`);
+      await body();
+    });
 
   test.after(async () => {
     for (const w of [alice, bob]) await w.tp(['quit'], { check: false }).catch(() => {});
@@ -187,7 +205,7 @@ if (cluster) {
     await alice.tp(['helm', 'uninstall'], { check: false, timeoutMs: 300_000 }).catch(() => {});
   });
 
-  test('tp helm install: the manager runs, the webhook is registered', async () => {
+  scenario('tp helm install: the manager runs, the webhook is registered', async () => {
     const r = await alice.tp(
       ['helm', 'install', '--set', 'timeouts.clientSession=10s', '--set', 'logLevel=debug'],
       {
@@ -211,14 +229,17 @@ if (cluster) {
     assert.match(hooks.stdout, 'tp-agent-injector');
   });
 
-  test('tp connect with nothing but the kubeconfig reaches the manager through the API server', async () => {
-    const r = await alice.tp(['connect']);
-    assert.match(r.stdout, /Connected to the traffic manager/);
-    const st = JSON.parse((await alice.tp(['status', '-o', 'json'])).stdout) as { state: string };
-    assert.is(st.state, 'CONNECTED');
-  });
+  scenario(
+    'tp connect with nothing but the kubeconfig reaches the manager through the API server',
+    async () => {
+      const r = await alice.tp(['connect']);
+      assert.match(r.stdout, /Connected to the traffic manager/);
+      const st = JSON.parse((await alice.tp(['status', '-o', 'json'])).stdout) as { state: string };
+      assert.is(st.state, 'CONNECTED');
+    },
+  );
 
-  test('failures: an unknown workload, a port the workload does not expose', async () => {
+  scenario('failures: an unknown workload, a port the workload does not expose', async () => {
     const unknown = await alice.tp(['intercept', 'nope', '-n', NS, '--port', `${LOCAL_PORT}:8080`], {
       check: false,
     });
@@ -234,71 +255,79 @@ if (cluster) {
     assert.ok((await podSpecs()).every((p) => !injected(p)));
   });
 
-  test('the webhook unreachable: a clear error, and the pods run unchanged instead of broken', async () => {
-    const svc = await kubectlJson<{ spec: { selector: Record<string, string> } }>(c, [
-      'get',
-      'service',
-      'traffic-manager-webhook',
-      '-n',
-      MANAGER_NS,
-    ]);
-    const patchSelector = (selector: Record<string, string | null>) =>
-      kubectl(c, [
-        'patch',
+  scenario(
+    'the webhook unreachable: a clear error, and the pods run unchanged instead of broken',
+    async () => {
+      const svc = await kubectlJson<{ spec: { selector: Record<string, string> } }>(c, [
+        'get',
         'service',
         'traffic-manager-webhook',
         '-n',
         MANAGER_NS,
-        '--type=merge',
-        '-p',
-        JSON.stringify({ spec: { selector } }),
       ]);
-    // A Service with no endpoints: the API server cannot call the webhook.
-    await patchSelector({ 'app.kubernetes.io/name': 'nobody', 'app.kubernetes.io/instance': null });
-    try {
-      const r = await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`], {
-        check: false,
+      const patchSelector = (selector: Record<string, string | null>) =>
+        kubectl(c, [
+          'patch',
+          'service',
+          'traffic-manager-webhook',
+          '-n',
+          MANAGER_NS,
+          '--type=merge',
+          '-p',
+          JSON.stringify({ spec: { selector } }),
+        ]);
+      // A Service with no endpoints: the API server cannot call the webhook.
+      await patchSelector({ 'app.kubernetes.io/name': 'nobody', 'app.kubernetes.io/instance': null });
+      try {
+        const r = await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`], {
+          check: false,
+        });
+        assert.is.not(r.code, 0);
+        assert.match(r.stderr, /agent not injected: webhook unreachable/);
+      } finally {
+        await patchSelector({
+          ...svc.spec.selector,
+          'app.kubernetes.io/name': svc.spec.selector['app.kubernetes.io/name']!,
+        });
+      }
+      const pods = await waitFor('2 ready echo pods without the agent', async () => {
+        const ready = (await echoPods()).filter((p) => p.ready && p.phase === 'Running');
+        return ready.length === 2 ? ready : null;
       });
-      assert.is.not(r.code, 0);
-      assert.match(r.stderr, /agent not injected: webhook unreachable/);
-    } finally {
-      await patchSelector({
-        ...svc.spec.selector,
-        'app.kubernetes.io/name': svc.spec.selector['app.kubernetes.io/name']!,
+      assert.is(pods.length, 2);
+      assert.ok((await podSpecs()).every((p) => !injected(p)));
+      assert.ok(answersFromCluster(await curlFromClient()), 'the app still answers');
+    },
+  );
+
+  scenario(
+    'tp intercept echo: both replicas roll with the agent, every request answers "laptop"',
+    async () => {
+      const r = await alice.tp([
+        'intercept',
+        'echo',
+        '-n',
+        NS,
+        '--port',
+        `${LOCAL_PORT}:${ECHO_PORT}`,
+        '--env-json',
+        `${alice.runDir}/env.json`,
+      ]);
+      assert.match(r.stdout, /Intercepting/);
+      const pods = await waitFor('2 injected echo pods', async () => {
+        const specs = await podSpecs();
+        return specs.length === 2 && specs.every(injected) ? specs : null;
       });
-    }
-    const pods = await waitFor('2 ready echo pods without the agent', async () => {
-      const ready = (await echoPods()).filter((p) => p.ready && p.phase === 'Running');
-      return ready.length === 2 ? ready : null;
-    });
-    assert.is(pods.length, 2);
-    assert.ok((await podSpecs()).every((p) => !injected(p)));
-    assert.ok(answersFromCluster(await curlFromClient()), 'the app still answers');
-  });
+      assert.is(pods.length, 2);
+      // The replaced pods are gone (no endpoint of the old rollout is left for the Service to pick).
+      await waitFor('the old echo pods to be gone', async () => (await listPods(c, NS, 'app=echo')).length === 2);
+      for (let i = 0; i < 10; i++) assert.is(await curlFromClient(), 'laptop', `request ${i + 1}`);
+      const env = await onWorkstation(c, ['cat', `${alice.runDir}/env.json`]);
+      assert.is(JSON.parse(env.stdout).PORT, String(ECHO_PORT), "the intercepted container's environment");
+    },
+  );
 
-  test('tp intercept echo: both replicas roll with the agent, every request answers "laptop"', async () => {
-    const r = await alice.tp([
-      'intercept',
-      'echo',
-      '-n',
-      NS,
-      '--port',
-      `${LOCAL_PORT}:${ECHO_PORT}`,
-      '--env-json',
-      `${alice.runDir}/env.json`,
-    ]);
-    assert.match(r.stdout, /Intercepting/);
-    const pods = await waitFor('2 injected echo pods', async () => {
-      const specs = await podSpecs();
-      return specs.length === 2 && specs.every(injected) ? specs : null;
-    });
-    assert.is(pods.length, 2);
-    for (let i = 0; i < 10; i++) assert.is(await curlFromClient(), 'laptop', `request ${i + 1}`);
-    const env = await onWorkstation(c, ['cat', `${alice.runDir}/env.json`]);
-    assert.is(JSON.parse(env.stdout).PORT, String(ECHO_PORT), "the intercepted container's environment");
-  });
-
-  test('the container ports and the Service are unchanged', async () => {
+  scenario('the container ports and the Service are unchanged', async () => {
     const now = await snapshotApp();
     assert.is(now.service, servicesBefore);
     assert.is(now.containers, containersBefore);
@@ -308,22 +337,25 @@ if (cluster) {
     }
   });
 
-  test('tp list -o json and tp describe show the agent, the intercept and the rules in the pod', async () => {
-    const list = JSON.parse((await alice.tp(['list', '-n', NS, '-o', 'json'])).stdout) as {
-      workloads: { name: string; agentState?: string; intercepts?: unknown[]; agents?: unknown[] }[];
-    };
-    const echo = list.workloads.find((w) => w.name === 'echo')!;
-    assert.ok(echo, 'echo is listed');
-    assert.match(JSON.stringify(echo), /INSTALLED/);
-    assert.match(JSON.stringify(echo), /laptop|18090|ACTIVE/);
-    const d = await alice.tp(['describe', 'echo', '-n', NS]);
-    assert.match(d.stdout, /Deployment tp-e2e-intercept\/echo/);
-    assert.match(d.stdout, /8080 -> agent 15001/);
-    assert.match(d.stdout, /iptables/);
-    assert.match(d.stdout, /REDIRECT/, 'the capture rules as installed');
-  });
+  scenario(
+    'tp list -o json and tp describe show the agent, the intercept and the rules in the pod',
+    async () => {
+      const list = JSON.parse((await alice.tp(['list', '-n', NS, '-o', 'json'])).stdout) as {
+        workloads: { name: string; agentState?: string; intercepts?: unknown[]; agents?: unknown[] }[];
+      };
+      const echo = list.workloads.find((w) => w.name === 'echo')!;
+      assert.ok(echo, 'echo is listed');
+      assert.match(JSON.stringify(echo), /INSTALLED/);
+      assert.match(JSON.stringify(echo), /laptop|18090|ACTIVE/);
+      const d = await alice.tp(['describe', 'echo', '-n', NS]);
+      assert.match(d.stdout, /Deployment tp-e2e-intercept\/echo/);
+      assert.match(d.stdout, /8080 -> agent 15001/);
+      assert.match(d.stdout, /iptables/);
+      assert.match(d.stdout, /REDIRECT/, 'the capture rules as installed');
+    },
+  );
 
-  test('a second workstation intercepting the same port is refused, naming who holds it', async () => {
+  scenario('a second workstation intercepting the same port is refused, naming who holds it', async () => {
     await bob.tp(['connect']);
     const r = await bob.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT + 1}:${ECHO_PORT}`], {
       check: false,
@@ -334,7 +366,7 @@ if (cluster) {
     assert.is(await curlFromClient(), 'laptop', "alice's intercept is untouched");
   });
 
-  test('100 MiB through the intercept from a cluster pod, byte-exact, both ways', async () => {
+  scenario('100 MiB through the intercept from a cluster pod, byte-exact, both ways', async () => {
     const n = 100 * MiB;
     const down = await execInPod(c, NS, 'client', [
       'sh',
@@ -354,55 +386,61 @@ if (cluster) {
     );
   });
 
-  test('tp leave: the cluster answers again', async () => {
+  scenario('tp leave: the cluster answers again', async () => {
     await alice.tp(['leave', 'echo']);
     await waitFor('the echo pods to answer', async () => answersFromCluster(await curlFromClient()));
     for (let i = 0; i < 5; i++) assert.ok(answersFromCluster(await curlFromClient()));
   });
 
-  test('the manager pod deleted mid-intercept: it comes back, the intercept is restored or reported gone', async () => {
-    await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`]);
-    assert.is(await curlFromClient(), 'laptop');
-    await kubectl(c, [
-      'delete',
-      'pod',
-      '-n',
-      MANAGER_NS,
-      '-l',
-      'app.kubernetes.io/name=traffic-manager',
-      '--wait=false',
-    ]);
-    const outcome = await waitFor(
-      'the intercept to be restored or reported gone',
-      async () => {
-        const i = await interceptOf(alice, 'echo');
-        if (!i) return 'gone';
-        if (/not restored/.test(i.message ?? '')) return 'gone';
-        return i.disposition === 'ACTIVE' && (await curlFromClient()) === 'laptop' ? 'restored' : null;
-      },
-      180_000,
-      2_000,
-    );
-    if (outcome === 'gone') {
-      // Reported gone: traffic must not be half-alive.
-      await waitFor('the cluster to answer', async () => answersFromCluster(await curlFromClient()));
-    }
-  });
-
-  test('the workstation quits without tp leave: the intercept expires, traffic returns to the app', async () => {
-    if (!(await interceptOf(alice, 'echo')))
+  scenario(
+    'the manager pod deleted mid-intercept: it comes back, the intercept is restored or reported gone',
+    async () => {
       await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`]);
-    await waitFor('laptop to answer', async () => (await curlFromClient()) === 'laptop');
-    const st = JSON.parse((await alice.tp(['status', '-o', 'json'])).stdout) as { daemonPid: number };
-    process.kill(st.daemonPid, 'SIGKILL');
-    await waitFor(
-      'the cluster to answer once the session expired',
-      async () => answersFromCluster(await curlFromClient()),
-      90_000,
-    );
-  });
+      assert.is(await curlFromClient(), 'laptop');
+      await kubectl(c, [
+        'delete',
+        'pod',
+        '-n',
+        MANAGER_NS,
+        '-l',
+        'app.kubernetes.io/name=traffic-manager',
+        '--wait=false',
+      ]);
+      const outcome = await waitFor(
+        'the intercept to be restored or reported gone',
+        async () => {
+          const i = await interceptOf(alice, 'echo');
+          if (!i) return 'gone';
+          if (/not restored/.test(i.message ?? '')) return 'gone';
+          return i.disposition === 'ACTIVE' && (await curlFromClient()) === 'laptop' ? 'restored' : null;
+        },
+        180_000,
+        2_000,
+      );
+      if (outcome === 'gone') {
+        // Reported gone: traffic must not be half-alive.
+        await waitFor('the cluster to answer', async () => answersFromCluster(await curlFromClient()));
+      }
+    },
+  );
 
-  test('tp uninstall --agent echo: the pods roll back to exactly what was deployed', async () => {
+  scenario(
+    'the workstation quits without tp leave: the intercept expires, traffic returns to the app',
+    async () => {
+      if (!(await interceptOf(alice, 'echo')))
+        await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`]);
+      await waitFor('laptop to answer', async () => (await curlFromClient()) === 'laptop');
+      const st = JSON.parse((await alice.tp(['status', '-o', 'json'])).stdout) as { daemon: { pid: number } };
+      process.kill(st.daemon.pid, 'SIGKILL');
+      await waitFor(
+        'the cluster to answer once the session expired',
+        async () => answersFromCluster(await curlFromClient()),
+        90_000,
+      );
+    },
+  );
+
+  scenario('tp uninstall --agent echo: the pods roll back to exactly what was deployed', async () => {
     await alice.tp(['connect']);
     const r = await alice.tp(['uninstall', '--agent', 'echo', '-n', NS]);
     assert.is(r.code, 0);
@@ -417,7 +455,7 @@ if (cluster) {
     assert.is((await snapshotApp()).containers, containersBefore);
   });
 
-  test('helm uninstall removes the agents from all workloads', async () => {
+  scenario('helm uninstall removes the agents from all workloads', async () => {
     await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`]);
     await waitFor('injected pods', async () => (await podSpecs()).every(injected));
     await alice.tp(['quit']);

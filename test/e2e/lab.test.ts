@@ -2,6 +2,8 @@
 // the real API server: nodes, a Deployment behind a Service, a client pod, exec, logs, pod
 // replacement, port-forward from the workstation. Against a kind cluster they run unchanged.
 import * as assert from 'uvu/assert';
+import { runCommand } from '../../lab/command.js';
+import { tpLabMain } from './cluster.js';
 import {
   apply,
   execInPod,
@@ -149,6 +151,20 @@ if (cluster) {
   });
 
   if (c.kind === 'lab') {
+    test('tp-lab up on a running lab is harmless; status says running; env names the kubeconfig', async () => {
+      const up = await runCommand([process.execPath, tpLabMain, 'up']);
+      assert.match(up.stderr, /already running/);
+      assert.is(up.stdout.trim(), c.kubeconfig);
+      const status = JSON.parse(
+        (await runCommand([process.execPath, tpLabMain, 'status', '-o', 'json'])).stdout,
+      );
+      assert.is(status.state, 'running');
+      assert.ok(status.components.every((x: { running: boolean }) => x.running));
+      const env = (await runCommand([process.execPath, tpLabMain, 'env'])).stdout;
+      assert.ok(env.includes(`export KUBECONFIG=${c.kubeconfig}`));
+      assert.match(env, /^export PATH=.*tp-lab.*:"\$PATH"$/m);
+    });
+
     test('the workstation reaches the API server but not the pod or service networks', async () => {
       const readyz = await onWorkstation(c, ['kubectl', 'get', '--raw', '/readyz']);
       assert.is(readyz.stdout.trim(), 'ok');
