@@ -203,13 +203,22 @@ function initContainer(
       runAsUser: 0,
       runAsNonRoot: false,
       allowPrivilegeEscalation: false,
+      // eBPF: load and attach the program (BPF), and keep NET_ADMIN + NET_RAW for the iptables fallback.
       capabilities: {
-        add: mechanism === 'ebpf' ? ['NET_ADMIN', 'NET_RAW', 'BPF', 'SYS_ADMIN'] : ['NET_ADMIN', 'NET_RAW'],
+        add: mechanism === 'ebpf' ? ['NET_ADMIN', 'NET_RAW', 'BPF'] : ['NET_ADMIN', 'NET_RAW'],
         drop: ['ALL'],
       },
     },
+    ...(mechanism === 'ebpf' ? { volumeMounts: [bpffsMount()] } : {}),
   };
 }
+
+/**
+ * eBPF: tp-init pins the program and maps in bpffs and the agent opens them, so both mount the node's
+ * bpffs; one mounted inside a container would die with it, and the pins with it (docs/ebpf.md).
+ */
+const BPFFS_VOLUME = 'tp-bpffs';
+const bpffsMount = () => ({ name: BPFFS_VOLUME, mountPath: '/sys/fs/bpf' });
 
 function agentContainer(
   config: InjectionConfig,
@@ -255,6 +264,7 @@ function agentContainer(
   };
   if (envFrom.length > 0) container.envFrom = envFrom;
   if (config.agentResources) container.resources = config.agentResources;
+  if (mechanism === 'ebpf') container.volumeMounts = [bpffsMount()];
   return container;
 }
 
@@ -341,6 +351,11 @@ export function planInjection(
     path: '/spec/containers/-',
     value: agentContainer(config, pod, owner, mechanism, ports, containers),
   });
+  if (mechanism === 'ebpf') {
+    const volume = { name: BPFFS_VOLUME, hostPath: { path: '/sys/fs/bpf', type: 'Directory' } };
+    if (spec.volumes && spec.volumes.length > 0) patch.push({ op: 'add', path: '/spec/volumes/-', value: volume });
+    else patch.push({ op: 'add', path: '/spec/volumes', value: [volume] });
+  }
   return { action: 'inject', mechanism, ports, containers, patch };
 }
 

@@ -9,6 +9,7 @@ import {
   NODE_IP,
   NODE_LINK,
   NODE_NETNS,
+  SERVICE_CIDR,
   WORKSTATION_IP,
   WORKSTATION_LINK,
   WORKSTATION_NETNS,
@@ -57,6 +58,11 @@ export function networkSetupCommands(): string[][] {
     ['ip', '-n', WORKSTATION_NETNS, 'addr', 'add', cidr(WORKSTATION_IP), 'dev', WORKSTATION_LINK],
     ['ip', '-n', NODE_NETNS, 'link', 'set', NODE_LINK, 'up'],
     ['ip', '-n', WORKSTATION_NETNS, 'link', 'set', WORKSTATION_LINK, 'up'],
+    // The API server dials ClusterIPs too (admission webhooks such as tp's injector, aggregated APIs). A
+    // local connect needs a route before kube-proxy's OUTPUT DNAT rewrites the destination to a pod; a
+    // real node has its default route for that, tplab-node has none. Any route will do: after the DNAT
+    // the kernel routes again, to the pod bridge. (Added by the Kubernetes-integration work, issue 5.)
+    ['ip', '-n', NODE_NETNS, 'route', 'add', SERVICE_CIDR, 'dev', NODE_LINK],
   ];
 }
 

@@ -57,6 +57,16 @@ test('DATA is decoded without a copy', () => {
   assert.is(m.data.buffer, bytes.buffer);
 });
 
+test('a decoded DATA message forwarded unchanged reuses its bytes; a changed one is encoded anew', () => {
+  const bytes = serializeTunnelMessage(base({ code: TunnelCode.DATA, data: Buffer.alloc(4096, 7) }));
+  const m = deserializeTunnelMessage(bytes);
+  assert.is(serializeTunnelMessage(m), bytes);
+  const changed = { ...m, code: TunnelCode.KEEPALIVE };
+  assert.is.not(serializeTunnelMessage(changed), bytes);
+  m.data = Buffer.from('other');
+  assert.ok(serializeTunnelMessage(m).equals(Buffer.from(TunnelMessage.encode(m).finish())));
+});
+
 test('unknown fields are skipped', () => {
   // Field 15 (varint) before DATA: a newer peer's addition.
   const extra = Buffer.concat([

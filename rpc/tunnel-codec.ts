@@ -31,7 +31,22 @@ function writeVarint(buf: Buffer, offset: number, n: number): number {
   return offset;
 }
 
+/**
+ * The bytes each decoded message came from. The manager's relay forwards decoded messages unchanged, so
+ * their encoding is already at hand: reusing it saves the relay a 1 MiB allocation and copy per message.
+ */
+const encodedAs = new WeakMap<TunnelMessage, { bytes: Buffer; code: number; data: Buffer; error: string }>();
+
 export function serializeTunnelMessage(m: TunnelMessage): Buffer {
+  const known = encodedAs.get(m);
+  if (
+    known &&
+    known.code === m.code &&
+    known.data === m.data &&
+    known.error === m.error &&
+    m.open === undefined
+  )
+    return known.bytes;
   // Only a plain DATA message (no other field set) takes the fast path; the rest is rare and small.
   if (m.data.length === 0 || m.open !== undefined || m.error !== '' || m.code < 0) {
     const out = TunnelMessage.encode(m).finish();
@@ -81,5 +96,8 @@ export function deserializeTunnelMessage(buf: Buffer): TunnelMessage {
         reader.skip(tag & 7);
     }
   }
+  // Only DATA is worth remembering (and only it is reused: OPEN and errors are small and rare).
+  if (m.data.length > 0 && m.open === undefined)
+    encodedAs.set(m, { bytes: buf, code: m.code, data: m.data, error: m.error });
   return m;
 }

@@ -139,7 +139,7 @@ if (cluster) {
     (p.spec.initContainers ?? []).some((x) => x.name === 'tp-init');
   const interceptOf = async (w: Workstation, name: string) => {
     const st = JSON.parse((await w.tp(['status', '-o', 'json'])).stdout) as {
-      intercepts?: { name: string; disposition: string; message?: string }[];
+      intercepts?: { name: string; disposition: string; message?: string; pods: { disposition: string }[] }[];
     };
     return st.intercepts?.find((i) => i.name === name);
   };
@@ -319,8 +319,20 @@ if (cluster) {
         return specs.length === 2 && specs.every(injected) ? specs : null;
       });
       assert.is(pods.length, 2);
-      // The replaced pods are gone (no endpoint of the old rollout is left for the Service to pick).
-      await waitFor('the old echo pods to be gone', async () => (await listPods(c, NS, 'app=echo')).length === 2);
+      // Both agents serve the intercept.
+      const active = await waitFor('both pods to serve the intercept', async () => {
+        const i = await interceptOf(alice, 'echo');
+        const pods = i?.pods ?? [];
+        return pods.filter((p) => p.disposition === 'ACTIVE').length === 2 ? pods : null;
+      });
+      assert.is(active.length, 2);
+      // A rollout leaves kube-proxy a moment to drop the old endpoints (plain `kubectl rollout restart`
+      // shows the same on the lab): wait until the Service answers, then every request must be "laptop".
+      await waitFor(
+        'the Service to answer "laptop"',
+        async () => (await curlFromClient()) === 'laptop',
+        60_000,
+      );
       for (let i = 0; i < 10; i++) assert.is(await curlFromClient(), 'laptop', `request ${i + 1}`);
       const env = await onWorkstation(c, ['cat', `${alice.runDir}/env.json`]);
       assert.is(JSON.parse(env.stdout).PORT, String(ECHO_PORT), "the intercepted container's environment");
