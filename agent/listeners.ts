@@ -115,9 +115,9 @@ function passthrough(client: net.Socket, appPort: number): void {
   const host = v6 ? '::1' : '127.0.0.1';
   const app = net.connect({ host, port: appPort, allowHalfOpen: true, noDelay: true });
   app.once('connect', () => {
-    client.pipe(app);
-    app.pipe(client);
-    client.resume();
+    forward(client, app);
+    forward(app, client);
+    client.resume(); // accepted with pauseOnConnect: a 'data' listener alone does not start reading
   });
   app.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code === 'ECONNREFUSED') log.debug('the app refused a passthrough connection', { appPort });
@@ -133,6 +133,18 @@ function passthrough(client: net.Socket, appPort: number): void {
   app.once('close', () => {
     if (!client.destroyed && !client.writableEnded) client.destroy();
   });
+}
+
+/**
+ * Copies one direction with backpressure and carries its FIN. Like Readable.pipe() minus its bookkeeping:
+ * on a keep-alive connection this runs once per request, and the agent's cost per request is the point.
+ */
+function forward(from: net.Socket, to: net.Socket): void {
+  from.on('data', (chunk: Buffer) => {
+    if (!to.write(chunk)) from.pause();
+  });
+  to.on('drain', () => from.resume());
+  from.on('end', () => to.end());
 }
 
 function unmapped(ip: string | undefined): string {

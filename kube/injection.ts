@@ -353,7 +353,8 @@ export function planInjection(
   });
   if (mechanism === 'ebpf') {
     const volume = { name: BPFFS_VOLUME, hostPath: { path: '/sys/fs/bpf', type: 'Directory' } };
-    if (spec.volumes && spec.volumes.length > 0) patch.push({ op: 'add', path: '/spec/volumes/-', value: volume });
+    if (spec.volumes && spec.volumes.length > 0)
+      patch.push({ op: 'add', path: '/spec/volumes/-', value: volume });
     else patch.push({ op: 'add', path: '/spec/volumes', value: [volume] });
   }
   return { action: 'inject', mechanism, ports, containers, patch };

@@ -236,7 +236,7 @@ export async function readyPodBehindService(
   } catch (err) {
     if (apiErrorCode(err) === 404)
       throw new UsageError(
-        `no traffic manager in namespace ${namespace} (Service ${service} not found): install it with tp helm install, or pass the namespace it runs in`,
+        `no traffic manager in namespace ${namespace} (Service ${service} not found): install it with tp helm install (or pass --manager-namespace NS if it runs elsewhere)`,
       );
     throw new UsageError(`cannot read Service ${namespace}/${service}: ${apiErrorMessage(err)}`);
   }

@@ -3,7 +3,6 @@
 // Deployment: in-cluster credentials, configuration from the chart's env; or --kubeconfig for
 // development), and `tp-manager uninstall-agents` is the chart's pre-delete hook.
 import { Command, InvalidArgumentError } from 'commander';
-import { runUninstallAgents, startInClusterManager } from '../kube/in-cluster.js';
 import { createLogger, parseLevel, setLevel } from '../logging/logger.js';
 import { parseDuration, parseHostPort, UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
@@ -54,6 +53,7 @@ program
   .action(async () => {
     const o = program.opts<{ kubeconfig?: string; context?: string; logLevel: string }>();
     setLevel(parseLevel(o.logLevel));
+    const { runUninstallAgents } = await import('../kube/in-cluster.js');
     process.exit(await runUninstallAgents(o, log));
   });
 
@@ -71,7 +71,10 @@ async function serve(): Promise<void> {
   if (opts.standalone && !opts.listen)
     throw new UsageError('--standalone needs --listen HOST:PORT, e.g. --listen 127.0.0.1:8081');
   // Kubernetes mode: the chart's env configures sessions and the port unless a flag says otherwise.
-  const kube = opts.standalone ? undefined : await startInClusterManager(opts, log);
+  // Loaded only in Kubernetes mode: the Kubernetes client doubles the manager's start time and memory.
+  const kube = opts.standalone
+    ? undefined
+    : await (await import('../kube/in-cluster.js')).startInClusterManager(opts, log);
   const explicit = (name: string) => program.getOptionValueSource(name) === 'cli';
   const manager = await startManager({
     host: opts.listen?.host ?? '0.0.0.0',

@@ -381,7 +381,9 @@ export function managerService(core: ManagerCore): ManagerServer {
       if (core.cluster) {
         clientOf(req.session?.sessionId ?? '');
         const cluster = core.cluster;
-        await refusing(() => cluster.uninstallAgents(req.names, req.namespace || 'default', req.all));
+        // With all, an empty namespace means every managed namespace.
+        const namespace = req.all ? req.namespace : req.namespace || 'default';
+        await refusing(() => cluster.uninstallAgents(req.names, namespace, req.all));
         return {};
       }
       throw new InterceptError(

@@ -2,7 +2,7 @@ import * as crypto from 'node:crypto';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TunnelCode, TunnelMessage } from './gen/manager.js';
-import { deserializeTunnelMessage, serializeTunnelMessage } from './tunnel-codec.js';
+import { deserializeTunnelMessage, encodedDataMessage, serializeTunnelMessage } from './tunnel-codec.js';
 
 const base = (fields: Partial<TunnelMessage>): TunnelMessage => ({
   code: TunnelCode.TUNNEL_UNSPECIFIED,
@@ -64,6 +64,13 @@ test('a decoded DATA message forwarded unchanged reuses its bytes; a changed one
   const changed = { ...m, code: TunnelCode.KEEPALIVE };
   assert.is.not(serializeTunnelMessage(changed), bytes);
   m.data = Buffer.from('other');
+  assert.ok(serializeTunnelMessage(m).equals(Buffer.from(TunnelMessage.encode(m).finish())));
+});
+
+test('a DATA message built from chunks encodes like the generated codec', () => {
+  const chunks = [crypto.randomBytes(100), crypto.randomBytes(70_000), crypto.randomBytes(3)];
+  const m = encodedDataMessage(chunks, 70_103);
+  assert.ok(m.data.equals(Buffer.concat(chunks)));
   assert.ok(serializeTunnelMessage(m).equals(Buffer.from(TunnelMessage.encode(m).finish())));
 });
 

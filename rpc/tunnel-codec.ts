@@ -66,6 +66,32 @@ export function serializeTunnelMessage(m: TunnelMessage): Buffer {
   return buf;
 }
 
+/**
+ * A DATA message built from socket chunks straight into its wire encoding: the payload is copied once, and
+ * serializeTunnelMessage hands grpc-js the prepared bytes.
+ */
+export function encodedDataMessage(chunks: readonly Buffer[], length: number): TunnelMessage {
+  const header = 1 + 1 + 1 + varintLength(length); // code tag + DATA (2) + data tag + length
+  const bytes = Buffer.allocUnsafe(header + length);
+  let o = 0;
+  bytes[o++] = TAG_CODE;
+  bytes[o++] = TunnelCode.DATA;
+  bytes[o++] = TAG_DATA;
+  o = writeVarint(bytes, o, length);
+  for (const c of chunks) {
+    bytes.set(c, o);
+    o += c.length;
+  }
+  const m: TunnelMessage = {
+    code: TunnelCode.DATA,
+    data: bytes.subarray(header),
+    open: undefined,
+    error: '',
+  };
+  encodedAs.set(m, { bytes, code: m.code, data: m.data, error: '' });
+  return m;
+}
+
 export function deserializeTunnelMessage(buf: Buffer): TunnelMessage {
   const reader = new BinaryReader(buf);
   const m: TunnelMessage = {

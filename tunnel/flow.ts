@@ -10,6 +10,7 @@
 // and sends KEEPALIVE on quiet ones.
 import type * as net from 'node:net';
 import { createLogger, type Logger } from '../logging/logger.js';
+import { encodedDataMessage } from '../rpc/tunnel-codec.js';
 import { Coalescer } from './coalescer.js';
 import type { Dialer } from './dial.js';
 import {
@@ -122,7 +123,7 @@ export function readOpen(stream: TunnelStream, timeoutMs: number): Promise<Strea
 class Flow {
   private state: FlowState = initialFlowState('awaiting-open');
   private socket: net.Socket | undefined;
-  private readonly coalescer: Coalescer;
+  private readonly coalescer: Coalescer<TunnelMessage>;
   private readonly log: Logger;
   private readonly label: string;
   private flushScheduled = false;
@@ -148,7 +149,7 @@ class Flow {
     private readonly info: StreamInfo,
     private readonly options: FlowOptions,
   ) {
-    this.coalescer = new Coalescer(options.maxDataBytes ?? MAX_DATA_BYTES);
+    this.coalescer = new Coalescer(options.maxDataBytes ?? MAX_DATA_BYTES, encodedDataMessage);
     this.log = options.log ?? defaultLog;
     this.label = formatConnectionId(info.connId);
     stream.on('drain', this.onStreamDrain);
@@ -298,13 +299,13 @@ class Flow {
   private readonly flush = (): void => {
     this.flushScheduled = false;
     if (this.state.phase !== 'established' || this.state.sentCloseSend) return;
-    const data = this.coalescer.take();
-    if (data) this.sendData(data);
+    const m = this.coalescer.take();
+    if (m) this.sendData(m);
   };
 
-  private sendData(data: Buffer): void {
+  private sendData(m: TunnelMessage): void {
     this.idleTimer?.refresh();
-    if (!this.send(msg.data(data)) && !this.socketWaitsForStream) {
+    if (!this.send(m) && !this.socketWaitsForStream) {
       this.socketWaitsForStream = true;
       this.socket!.pause();
     }

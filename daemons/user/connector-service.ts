@@ -1,9 +1,7 @@
 // The Connector gRPC service the CLI talks to, on top of the ManagerConnection.
 import type { ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
-import { DEFAULT_MANAGER_NAMESPACE } from '../../kube/annotations.js';
-import { loadKubeConfig } from '../../kube/kubeconfig.js';
-import { forwardToManager, type ManagerForward } from '../../kube/port-forward.js';
+import type { ManagerForward } from '../../kube/port-forward.js';
 import { createLogger } from '../../logging/logger.js';
 import type { ConnectInfo, ConnectorServer } from '../../rpc/gen/connector.js';
 import { grpcError } from '../../rpc/unary-call.js';
@@ -74,7 +72,14 @@ export function connectorService(conn: ManagerConnection, daemon: DaemonInfo): C
         return connectInfo();
       }
       if (conn.state !== 'DISCONNECTED' && forward) return connectInfo();
-      // No address: reach the manager's Service through the Kubernetes API server.
+      // No address: reach the manager's Service through the Kubernetes API server. The Kubernetes modules
+      // are loaded only now: they weigh tens of MB of heap, and every garbage collection of a daemon that
+      // moves tunnel data at 1 MiB a message pays for a bigger heap.
+      const [{ DEFAULT_MANAGER_NAMESPACE }, { loadKubeConfig }, { forwardToManager }] = await Promise.all([
+        import('../../kube/annotations.js'),
+        import('../../kube/kubeconfig.js'),
+        import('../../kube/port-forward.js'),
+      ]);
       let loaded: ReturnType<typeof loadKubeConfig>;
       try {
         loaded = loadKubeConfig({
