@@ -92,7 +92,7 @@ export function statusText(v: StatusView): string {
     lines.push(`Connected to the traffic manager at ${v.managerAddress} (tp-manager ${v.managerVersion})`);
   else if (v.state === 'RECONNECTING')
     lines.push(`Reconnecting to the traffic manager at ${v.managerAddress}`);
-  else lines.push('Not connected (tp connect --manager-address HOST:PORT)');
+  else lines.push('Not connected (tp connect; --manager-address HOST:PORT for a manager outside Kubernetes)');
   if (v.error) lines.push(`  problem:  ${v.error}`);
   if (v.sessionId) lines.push(`  session:  ${v.sessionId}`);
   lines.push(`  daemon:   pid ${v.daemon.pid}, log ${v.daemon.logFile}`);

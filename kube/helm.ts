@@ -87,6 +87,8 @@ export function explainHelmFailure(
     return `the traffic manager is already installed in namespace ${namespace}: use tp helm upgrade`;
   if (/has no deployed releases|release: not found/.test(stderr) && action !== 'install')
     return `no traffic manager is installed in namespace ${namespace}: use tp helm install (or pass -n NAMESPACE)`;
+  if (/exists and cannot be imported into the current release/.test(stderr))
+    return `a traffic manager from another Helm release is already in namespace ${namespace} (see helm list -n ${namespace}): use it, or helm uninstall that release first`;
   if (/Kubernetes cluster unreachable/.test(stderr))
     return 'the cluster is unreachable: check --kubeconfig/--context (kubectl get nodes must work)';
   if (/context deadline exceeded|timed out waiting for the condition/.test(stderr))

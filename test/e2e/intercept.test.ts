@@ -79,7 +79,8 @@ interface Workstation {
 
 if (cluster) {
   const c = cluster;
-  const helm = c.kind === 'lab' ? path.join(cachedBinDir(), 'helm') : process.env.TP_HELM || 'helm';
+  // The lab's helm is not on the workstation's PATH; elsewhere helm comes from PATH (or TP_HELM).
+  const helmEnv = c.kind === 'lab' ? [`TP_HELM=${path.join(cachedBinDir(), 'helm')}`] : [];
   const workstation = (name: string): Workstation => {
     const runDir = `/tmp/tpk-e2e-${name}`;
     return {
@@ -91,7 +92,7 @@ if (cluster) {
             'env',
             `TP_RUN_DIR=${runDir}`,
             `TP_LOG_DIR=${runDir}/logs`,
-            `TP_HELM=${helm}`,
+            ...helmEnv,
             process.execPath,
             tpMain,
             ...args,

@@ -28,6 +28,48 @@ test('passes connections through while the manager is not there, and arrives onc
   }
 });
 
+test('passthrough carries half-close and resets, and big replies, unchanged', async () => {
+  const rig = new Rig();
+  const [managerPort, appPort, agentPort] = [await freePort(), await freePort(), await freePort()];
+  // The app answers after the client's FIN with 5 MiB, or resets when told to.
+  const app = net.createServer({ allowHalfOpen: true }, (s) => {
+    const chunks: Buffer[] = [];
+    s.on('error', () => {});
+    s.on('data', (d) => {
+      chunks.push(d);
+      if (Buffer.concat(chunks).toString() === 'reset me') s.resetAndDestroy();
+    });
+    s.on('end', () => s.end(Buffer.alloc(5 << 20, Buffer.concat(chunks).toString())));
+  });
+  await new Promise<void>((r) => app.listen(appPort, '127.0.0.1', r));
+  try {
+    rig.startAgent(managerPort, appPort, agentPort);
+    await eventually('the agent to listen', () => /listening/.test(rig.log('agent')));
+    const reply = await new Promise<Buffer>((resolve, reject) => {
+      const c = net.connect({ port: agentPort, host: '127.0.0.1', allowHalfOpen: true }, () => c.end('x'));
+      const chunks: Buffer[] = [];
+      c.on('data', (d) => chunks.push(d));
+      c.on('end', () => resolve(Buffer.concat(chunks)));
+      c.on('error', reject);
+    });
+    assert.is(reply.length, 5 << 20);
+    assert.ok(reply.every((b) => b === 0x78));
+    const reset = await new Promise<string>((resolve) => {
+      const c = net.connect({ port: agentPort, host: '127.0.0.1' }, () => c.write('reset me'));
+      c.on('data', () => {});
+      c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      c.on('close', () => resolve('closed without a reset'));
+    });
+    assert.is(reset, 'ECONNRESET');
+  } catch (e) {
+    console.error(rig.dump());
+    throw e;
+  } finally {
+    await rig.close();
+    app.close();
+  }
+});
+
 test('connections from TP_HOST_IP (kubelet probes) are never intercepted', async () => {
   const rig = new Rig();
   const [managerPort, appPort, laptopPort, agentPort] = [

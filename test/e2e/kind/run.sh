@@ -42,7 +42,8 @@ for image in "tp/tp:$tag" "tp-e2e/echo:$tag" "tp-e2e/shell:$tag"; do
 done
 
 echo "kind-e2e: installing the chart" >&2
-KUBECONFIG=$kubeconfig helm upgrade --install tp "$root/charts/tp" \
+# Release name traffic-manager: the one `tp helm install|upgrade|uninstall` manages (the scenarios upgrade and uninstall it).
+KUBECONFIG=$kubeconfig helm upgrade --install traffic-manager "$root/charts/tp" \
   --namespace tp-system --create-namespace \
   --set image.repository=tp/tp --set "image.tag=$tag" --set image.pullPolicy=Never \
   --wait --timeout 5m
