@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { logDir } from '../logging/logger.js';
 import { UsageError } from '../netaddr/parse.js';
-import { connectorSocketPath, connectorTarget } from '../rpc/connector-socket.js';
+import { checkConnectorSocketPath, connectorSocketPath, connectorTarget } from '../rpc/connector-socket.js';
 import {
   type ConnectInfo,
   ConnectorClient,
@@ -59,6 +59,7 @@ export class DaemonClient {
 
   /** Starts the daemon as a detached process and waits for its socket. */
   static async launch(progress: (line: string) => void): Promise<DaemonClient> {
+    checkConnectorSocketPath();
     const main = fileURLToPath(new URL('../daemons/user/main.js', import.meta.url));
     const logFile = path.join(logDir(), 'connector.log');
     fs.mkdirSync(logDir(), { recursive: true });

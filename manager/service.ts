@@ -8,6 +8,7 @@ import {
   AgentInfoSnapshot,
   type ClusterInfo,
   ClusterInfo as ClusterInfoFns,
+  InterceptDisposition,
   type InterceptInfo,
   InterceptInfoSnapshot,
   type ManagerServer,
@@ -370,7 +371,7 @@ export function managerService(core: ManagerCore): ManagerServer {
         log.info('intercept reviewed', {
           intercept: info.spec!.name,
           pod: s.info.podName,
-          disposition: info.disposition,
+          disposition: InterceptDisposition[info.disposition],
         });
         core.feeds.changed();
       }

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger, logDir, logToFile, parseLevel, setLevel } from '../../logging/logger.js';
-import { connectorSocketPath, runDir } from '../../rpc/connector-socket.js';
+import { checkConnectorSocketPath, connectorSocketPath, runDir } from '../../rpc/connector-socket.js';
 import { ConnectorClient, ConnectorService } from '../../rpc/gen/connector.js';
 import { localChannelOptions } from '../../rpc/grpc-options.js';
 import { unary } from '../../rpc/unary-call.js';
@@ -36,6 +36,7 @@ async function main(): Promise<void> {
   const logFile = path.join(logDir(), 'connector.log');
   logToFile(logFile);
   setLevel(parseLevel(process.env.TP_LOG_LEVEL));
+  checkConnectorSocketPath();
   const socketPath = connectorSocketPath();
   fs.mkdirSync(runDir(), { recursive: true, mode: 0o700 });
   if (await anotherDaemonAnswers(socketPath)) {
