@@ -15,6 +15,20 @@ execFileSync(
   },
 );
 
+// Compiled files whose source is gone (moved or deleted) would still be picked up by the test runner.
+function pruneStale(dir) {
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = `${dir}/${entry.name}`;
+    if (entry.isDirectory()) {
+      if (p !== 'dist/bundle' && p !== 'dist/bpf') pruneStale(p);
+    } else if (/\.js(\.map)?$/.test(entry.name)) {
+      const source = p.slice('dist/'.length).replace(/\.js(\.map)?$/, '.ts');
+      if (!fs.existsSync(source)) fs.rmSync(p);
+    }
+  }
+}
+pruneStale('dist');
+
 await esbuild.build({
   entryPoints: ['agent/main.ts'],
   bundle: true,

@@ -27,6 +27,8 @@ export interface AgentConfig {
   /** A KEY=VALUE file with the app container's environment, sent to intercepting clients. */
   appEnvFile: string | undefined;
   logLevel: Level;
+  /** eBPF capture: the bpffs directory tp-init pinned under (undefined: its default, /sys/fs/bpf/tp). */
+  bpfPinRoot: string | undefined;
 }
 
 const mechanisms: Mechanism[] = ['iptables', 'ebpf', 'none'];
@@ -70,6 +72,7 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv): AgentConfig {
     listenAddress: optionalIp('TP_LISTEN_ADDRESS') ?? '',
     appEnvFile: env.TP_APP_ENV_FILE?.trim() || undefined,
     logLevel,
+    bpfPinRoot: env.TP_BPF_PIN_ROOT?.trim() || undefined,
   };
 }
 

@@ -1,14 +1,21 @@
 // The agent's listeners: one per agent port. Each accepted connection is either passed through to the
 // app on loopback or, while an intercept of its app port is active here, forwarded through the manager
 // to the intercepting client. The decision is made per connection: existing connections keep their path.
+//
+// The accept path runs once per connection, and with a new connection per request that is once per
+// request: it asks the kernel only what it must (the original destination only when a listener serves
+// several app ports, the address family only on a dual-stack listener, the peer only when there is a
+// node address to compare it with) and starts reading the client while the app's connection is still
+// being made, so the request is written to the app as soon as it is connected.
 import * as net from 'node:net';
 import { createLogger } from '../logging/logger.js';
 import { UsageError } from '../netaddr/parse.js';
 import { originate } from '../tunnel/flow.js';
 import { connectionIdOf, DEFAULT_DIAL_TIMEOUT_MS, streamInfo } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
+import type { ConnectionCounters, PortCounts } from './connection-counters.js';
 import type { AgentManagerSession } from './manager-session.js';
-import { originalDst } from './original-dst.js';
+import { fdOf, originalDst } from './original-dst.js';
 
 const log = createLogger('agent/listener');
 
@@ -19,13 +26,26 @@ export interface ListenerOptions {
   listenAddress: string;
   hostIp: string | undefined;
   session: AgentManagerSession;
+  /** eBPF steering: no NAT, so the connection's local port is the app port. */
+  steered: boolean;
+  counters: ConnectionCounters;
 }
+
+/** The loopback address the passthrough dials, or 'by-family' on a dual-stack listener. */
+type Loopback = '127.0.0.1' | '::1' | 'by-family';
 
 export class PortListener {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
+  private loopback: Loopback = '127.0.0.1';
+  /** A 'close' listener shared by every accepted socket (called with the socket as `this`). */
+  private readonly untrack: (this: net.Socket) => void;
 
   constructor(private readonly o: ListenerOptions) {
+    const sockets = this.sockets;
+    this.untrack = function (this: net.Socket) {
+      sockets.delete(this);
+    };
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) =>
       this.accept(s),
     );
@@ -43,6 +63,7 @@ export class PortListener {
             resolve();
           });
         });
+        this.loopback = host === '::' ? 'by-family' : net.isIPv6(host) ? '::1' : '127.0.0.1';
         log.info('listening', { port: this.o.agentPort, address: host, appPorts: this.o.appPorts.join(',') });
         return;
       } catch (e) {
@@ -55,6 +76,18 @@ export class PortListener {
     throw new UsageError(`cannot listen on agent port ${this.o.agentPort}: ${why}`);
   }
 
+  /** The listening socket's fd, which eBPF capture puts in its steering map. */
+  fd(): number {
+    const fd = fdOf(this.server);
+    if (fd === undefined) throw new Error(`agent port ${this.o.agentPort} is not listening`);
+    return fd;
+  }
+
+  /** The app ports this listener serves. */
+  get appPorts(): number[] {
+    return this.o.appPorts;
+  }
+
   close(): void {
     this.server.close();
     for (const s of this.sockets) s.destroy();
@@ -62,8 +95,8 @@ export class PortListener {
 
   private accept(socket: net.Socket): void {
     this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
-    socket.on('error', () => {});
+    socket.once('close', this.untrack);
+    socket.on('error', ignore);
     const appPort = this.appPortOf(socket);
     if (appPort === undefined) {
       log.warn('cannot tell which app port a connection is for: resetting it', {
@@ -73,21 +106,43 @@ export class PortListener {
       socket.resetAndDestroy();
       return;
     }
-    const session = this.o.session;
+    const counts = this.o.counters.of(appPort);
+    const { hostIp, session } = this.o;
+    if (hostIp !== undefined && unmapped(socket.remoteAddress) === hostIp) {
+      // The node (kubelet probes): always the app, so an intercept never fails the pod's health checks.
+      counts.probes++;
+      passthrough(socket, this.loopbackFor(socket), appPort, counts);
+      return;
+    }
     const interceptId = session.routes.get(appPort);
-    const fromHost = this.o.hostIp !== undefined && unmapped(socket.remoteAddress) === this.o.hostIp;
-    if (interceptId && session.sessionId && !fromHost) this.forward(socket, appPort, interceptId);
-    else passthrough(socket, appPort);
+    if (interceptId && session.sessionId) {
+      counts.intercepted++;
+      this.forward(socket, appPort, interceptId, counts);
+    } else {
+      counts.passedThrough++;
+      passthrough(socket, this.loopbackFor(socket), appPort, counts);
+    }
   }
 
-  /** The app port this connection was meant for: the listener's only one, or SO_ORIGINAL_DST's. */
+  /**
+   * The app port this connection was meant for: the listener's only one (so a connection straight to the
+   * agent port belongs to it too), else the local port under eBPF steering or SO_ORIGINAL_DST's.
+   */
   private appPortOf(socket: net.Socket): number | undefined {
-    if (this.o.appPorts.length === 1) return this.o.appPorts[0];
-    const dst = originalDst(socket);
-    return dst && this.o.appPorts.includes(dst.port) ? dst.port : undefined;
+    const ports = this.o.appPorts;
+    if (ports.length === 1) return ports[0];
+    const port = this.o.steered ? socket.localPort : originalDst(socket)?.port;
+    return port !== undefined && ports.includes(port) ? port : undefined;
   }
 
-  private forward(socket: net.Socket, appPort: number, interceptId: string): void {
+  /** A connection's own family decides on a dual-stack listener (the peer's address is often known already). */
+  private loopbackFor(socket: net.Socket): '127.0.0.1' | '::1' {
+    if (this.loopback !== 'by-family') return this.loopback;
+    const remote = socket.remoteAddress ?? '';
+    return remote.includes(':') && !remote.startsWith('::ffff:') ? '::1' : '127.0.0.1';
+  }
+
+  private forward(socket: net.Socket, appPort: number, interceptId: string, counts: PortCounts): void {
     const session = this.o.session;
     const connId = connectionIdOf(socket, { address: unmapped(socket.localAddress), port: appPort });
     const info = streamInfo({
@@ -96,31 +151,39 @@ export class PortListener {
       interceptId,
       dialTimeoutMs: DEFAULT_DIAL_TIMEOUT_MS,
     });
-    log.debug('forwarding intercepted connection', {
-      from: socket.remoteAddress,
-      appPort,
-      intercept: interceptId,
-    });
+    if (log.enabled('debug'))
+      log.debug('forwarding intercepted connection', {
+        from: socket.remoteAddress,
+        appPort,
+        intercept: interceptId,
+      });
     const stream = new TunnelStream(session.client.tunnel());
     void originate(socket, stream, info, { log }).then((o) => {
-      if (o.kind === 'rejected') log.info('intercepted connection refused', { appPort, reason: o.reason });
-      else log.debug('intercepted connection ended', { appPort, outcome: o.kind });
+      if (o.kind === 'rejected') {
+        counts.dialFailures++;
+        log.info('intercepted connection refused', { appPort, reason: o.reason });
+      } else if (log.enabled('debug'))
+        log.debug('intercepted connection ended', { appPort, outcome: o.kind });
     });
   }
 }
 
-/** Pipes the connection to the app on loopback, with half-close and resets carried both ways. */
-function passthrough(client: net.Socket, appPort: number): void {
-  const v6 = client.localAddress?.includes(':') && !client.localAddress.startsWith('::ffff:');
-  const host = v6 ? '::1' : '127.0.0.1';
+/** An 'error' listener for sockets whose 'close' does the cleanup: one function, not one per connection. */
+function ignore(): void {}
+
+/**
+ * Pipes the connection to the app on loopback, with half-close and resets carried both ways. The client
+ * is read at once: what it sends before the app's connection is up waits in the app socket's write buffer
+ * (which still applies backpressure), so no event-loop turn is spent waiting for 'connect' first.
+ */
+function passthrough(client: net.Socket, host: string, appPort: number, counts: PortCounts): void {
   const app = net.connect({ host, port: appPort, allowHalfOpen: true, noDelay: true });
-  app.once('connect', () => {
-    forward(client, app);
-    forward(app, client);
-    client.resume(); // accepted with pauseOnConnect: a 'data' listener alone does not start reading
-  });
   app.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'ECONNREFUSED') log.debug('the app refused a passthrough connection', { appPort });
+    if (e.syscall === 'connect') {
+      counts.dialFailures++;
+      if (e.code === 'ECONNREFUSED') log.debug('the app refused a passthrough connection', { appPort });
+      else log.info('cannot dial the app for a passthrough connection', { appPort, reason: e.message });
+    }
     if (!client.destroyed) client.resetAndDestroy();
   });
   client.on('error', () => {
@@ -133,6 +196,9 @@ function passthrough(client: net.Socket, appPort: number): void {
   app.once('close', () => {
     if (!client.destroyed && !client.writableEnded) client.destroy();
   });
+  forward(client, app);
+  forward(app, client);
+  client.resume(); // accepted with pauseOnConnect: a 'data' listener alone does not start reading
 }
 
 /**

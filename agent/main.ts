@@ -5,6 +5,8 @@ import { UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
 import { appEnvironment } from './app-env.js';
 import { agentConfigFromEnv, listenersOf } from './config.js';
+import { ConnectionCounters } from './connection-counters.js';
+import { openSteering } from './ebpf-steering.js';
 import { PortListener } from './listeners.js';
 import { AgentManagerSession } from './manager-session.js';
 
@@ -16,6 +18,18 @@ async function main(): Promise<void> {
   // Read once at start, so a bad TP_APP_ENV_FILE fails the agent at once, not at the first intercept.
   const environment = appEnvironment(config.appEnvFile, process.env);
   const address = `${config.managerAddress.host.includes(':') ? `[${config.managerAddress.host}]` : config.managerAddress.host}:${config.managerAddress.port}`;
+  // eBPF capture: only intercepted ports reach the agent, steered while their intercept is active. Where
+  // tp-init fell back to iptables, connections arrive redirected as with TP_MECHANISM=iptables.
+  let listeners: PortListener[] = [];
+  const steering =
+    config.mechanism === 'ebpf'
+      ? await openSteering(
+          config.ports.map((p) => p.appPort),
+          (appPort) => listeners.find((l) => l.appPorts.includes(appPort))?.fd(),
+          config.bpfPinRoot,
+          log.child('ebpf'),
+        )
+      : undefined;
   const session = new AgentManagerSession(
     address,
     {
@@ -41,8 +55,10 @@ async function main(): Promise<void> {
     },
     config.ports.map((p) => p.appPort),
     () => environment,
+    (routes) => steering?.sync(routes.keys()),
   );
-  const listeners = [...listenersOf(config.ports)].map(
+  const counters = new ConnectionCounters(config.ports.map((p) => p.appPort));
+  listeners = [...listenersOf(config.ports)].map(
     ([agentPort, appPorts]) =>
       new PortListener({
         agentPort,
@@ -50,6 +66,8 @@ async function main(): Promise<void> {
         listenAddress: config.listenAddress,
         hostIp: config.hostIp,
         session,
+        steered: steering !== undefined,
+        counters,
       }),
   );
   try {
@@ -66,11 +84,14 @@ async function main(): Promise<void> {
     manager: address,
     mechanism: config.mechanism,
   });
+  reportCounters(counters);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
+    log.info(`connections: ${counters.format()}`);
+    steering?.sync([]);
     for (const l of listeners) l.close();
     await session.stop();
     process.exit(0);
@@ -78,6 +99,21 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   await session.run();
+}
+
+/**
+ * Makes the connection counters readable: `kill -USR2 <agent pid>` logs them (at any log level), and at
+ * debug level they are logged every minute in which they changed.
+ */
+function reportCounters(counters: ConnectionCounters): void {
+  process.on('SIGUSR2', () => log.info(`connections: ${counters.format()}`));
+  if (!log.enabled('debug')) return;
+  let last = counters.format();
+  setInterval(() => {
+    const now = counters.format();
+    if (now !== last) log.debug(`connections: ${now}`);
+    last = now;
+  }, 60_000).unref();
 }
 
 main().catch((e: Error) => {

@@ -29,6 +29,8 @@ export class AgentManagerSession {
     private readonly info: AgentInfo,
     private readonly capturedAppPorts: number[],
     private readonly environment: () => Record<string, string>,
+    /** Called with the new routes whenever they change (eBPF capture steers exactly these ports). */
+    private readonly onRoutes: (routes: Map<number, string>) => void = () => {},
   ) {
     this.client = new ManagerClient(address, grpc.credentials.createInsecure(), managerChannelOptions());
   }
@@ -63,7 +65,7 @@ export class AgentManagerSession {
         lostLogged = true;
       } finally {
         this.sessionId = '';
-        this.routes = new Map();
+        this.setRoutes(new Map());
       }
       await this.sleep(backoff + Math.floor(Math.random() * (backoff / 4)));
       backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
@@ -111,7 +113,7 @@ export class AgentManagerSession {
       }, remainIntervalMs);
       watch.on('data', (snapshot: InterceptInfoSnapshot) => {
         const p = plan(snapshot.intercepts, this.info.podName, this.capturedAppPorts, sent);
-        this.routes = p.routes;
+        this.setRoutes(p.routes);
         for (const r of p.reviews) {
           log.info(
             r.disposition === InterceptDisposition.ACTIVE ? 'accepting intercept' : 'refusing intercept',
@@ -144,6 +146,11 @@ export class AgentManagerSession {
       watch.on('error', (e) => end(errorDetails(e)));
       watch.on('end', () => end('the manager ended the intercept watch'));
     });
+  }
+
+  private setRoutes(routes: Map<number, string>): void {
+    this.routes = routes;
+    this.onRoutes(routes);
   }
 
   private sleep(ms: number): Promise<void> {

@@ -32,6 +32,12 @@ function __filenameOrUrl(): string {
   return typeof __filename === 'string' ? __filename : (process.argv[1] ?? `${process.cwd()}/`);
 }
 
+/** The file descriptor of a socket or a listening server: libuv keeps it on the private handle. */
+export function fdOf(handleOwner: net.Socket | net.Server): number | undefined {
+  const fd = (handleOwner as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
 export interface OriginalDst {
   address: string;
   port: number;
@@ -56,8 +62,8 @@ export function parseSockaddr(buf: Buffer): OriginalDst | undefined {
  * direct connection to the agent port) or the fd is not reachable.
  */
 export function originalDst(socket: net.Socket): OriginalDst | undefined {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) return undefined;
+  const fd = fdOf(socket);
+  if (fd === undefined) return undefined;
   const call = load();
   const buf = Buffer.alloc(28);
   const v6 = socket.localAddress?.includes(':') && !socket.localAddress.startsWith('::ffff:');

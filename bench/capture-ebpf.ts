@@ -8,7 +8,7 @@
 // The mark: ebpf idle within 5% of direct. Prints ratios to direct (median of the per-round ratios).
 // Usage: node dist/bench/capture-ebpf.js [--seconds 5] [--rounds 5] [--connections 16] [--strict]
 // For bench/capture.ts, ebpfCaptureMechanisms() gives the same two eBPF states as CaptureMechanisms.
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { pathToFileURL } from 'node:url';
@@ -16,8 +16,10 @@ import { apply, cleanup, status } from '../bpf/mechanism.js';
 import { closeFd, enableRunTimeStats, openPinned, programRunStats } from '../bpf/objects.js';
 import { ensureBpffs } from '../bpf/test/bpffs.js';
 import { createPodTestbed, RESPONDER, STEERING_LISTENER, waitForLine } from '../bpf/test/pod-testbed.js';
-import type { PodNetwork } from '../init-container/test/pod-network.js';
+import type { PodNetwork } from '../testbed/pod-network.js';
 import type { CaptureMechanism } from './capture.js';
+import { benchFlags, median } from './rig.js';
+import { runWrk, type WrkRun } from './wrk.js';
 
 export type EbpfBenchCase = 'direct' | 'ebpf idle' | 'ebpf steered';
 export type EbpfBenchMode = 'keep-alive' | 'connection per request';
@@ -57,28 +59,6 @@ export interface EbpfBenchResult {
 }
 
 const APP_PORT = 8080;
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-
-interface WrkRun {
-  requestsPerSecond: number;
-  p50Micros: number;
-}
-
-/** Parses wrk's report: "Requests/sec: 12345.67" and the latency distribution's 50% line. */
-export function parseWrk(output: string): WrkRun {
-  const rps = /Requests\/sec:\s+([\d.]+)/.exec(output);
-  const p50 = /^\s+50%\s+([\d.]+)(us|ms|s)\b/m.exec(output);
-  if (!rps) throw new Error(`wrk printed no Requests/sec:\n${output}`);
-  const scale = { us: 1, ms: 1000, s: 1_000_000 } as const;
-  return {
-    requestsPerSecond: Number(rps[1]),
-    p50Micros: p50 ? Number(p50[1]) * scale[p50[2] as keyof typeof scale] : Number.NaN,
-  };
-}
 
 export async function runEbpfCaptureBench(o: EbpfBenchOptions): Promise<EbpfBenchResult> {
   const say = o.progress ?? (() => {});
@@ -213,21 +193,13 @@ export async function runEbpfCaptureBench(o: EbpfBenchOptions): Promise<EbpfBenc
 }
 
 function wrk(netns: string, url: string, o: EbpfBenchOptions, mode: EbpfBenchMode): Promise<WrkRun> {
-  const args = [
-    `--net=/run/netns/${netns}`,
-    'wrk',
-    '-t2',
-    `-c${o.connections}`,
-    `-d${o.seconds}s`,
-    '--latency',
-  ];
-  if (mode === 'connection per request') args.push('-H', 'Connection: close');
-  args.push(url);
-  return new Promise((resolve, reject) => {
-    execFile('nsenter', args, { timeout: (o.seconds + 30) * 1000 }, (err, stdout) => {
-      if (err) reject(new Error(`wrk failed: ${err.message}`));
-      else resolve(parseWrk(stdout));
-    });
+  return runWrk({
+    url,
+    threads: 2,
+    connections: o.connections,
+    seconds: o.seconds,
+    newConnectionPerRequest: mode === 'connection per request',
+    netns,
   });
 }
 
@@ -311,20 +283,19 @@ export function formatEbpfBench(r: EbpfBenchResult): string {
   return `${lines.join('\n')}\n`;
 }
 
-function flag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+async function main(): Promise<void> {
+  const { strict, ...sizes } = benchFlags({ seconds: 5, rounds: 5, connections: 16 }, ['strict']);
   const result = await runEbpfCaptureBench({
-    seconds: flag('seconds', 5),
-    rounds: flag('rounds', 5),
-    connections: flag('connections', 16),
+    ...sizes,
     progress: (line) => process.stderr.write(`${line}\n`),
   });
   process.stdout.write(formatEbpfBench(result));
-  if (process.argv.includes('--strict') && !Object.values(result.idleWithin5Percent).every(Boolean)) {
+  if (strict && !Object.values(result.idleWithin5Percent).every(Boolean)) process.exitCode = 1;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((e: Error) => {
+    process.stderr.write(`capture-ebpf bench: ${e.message}\n`);
     process.exitCode = 1;
-  }
+  });
 }

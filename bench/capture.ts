@@ -8,19 +8,19 @@
 // The mark: the agent at least 0.6 of direct with keep-alive, and at least 2/3 of HAProxy.
 // Another mechanism (eBPF) is one more CaptureMechanism in the list main() passes to runCaptureBench.
 // Usage (root): node dist/bench/capture.js [--seconds 5] [--rounds 3] [--connections 16] [--strict]
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
-import { type NamespaceProcess, PodNetwork, waitFor } from '../init-container/test/pod-network.js';
+import { type NamespaceProcess, PodNetwork } from '../testbed/pod-network.js';
+import { waitFor } from '../testbed/wait.js';
 import { EBPF_BENCH_PORTS, ebpfCaptureMechanisms } from './capture-ebpf.js';
+import { benchFlags, dist, median } from './rig.js';
+import { runWrk, type WrkRun } from './wrk.js';
 
-const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
-const APP = path.join(root, 'dist/bench/capture-app.js');
-const TP_INIT = path.join(root, 'dist/init-container/main.js');
-const AGENT = path.join(root, 'dist/bundle/tp-agent.cjs');
-const MANAGER = path.join(root, 'dist/manager/main.js');
+const APP = path.join(dist, 'bench/capture-app.js');
+const TP_INIT = path.join(dist, 'init-container/main.js');
+const AGENT = path.join(dist, 'bundle/tp-agent.cjs');
+const MANAGER = path.join(dist, 'manager/main.js');
 
 /** The app's ports: one per mechanism, so they can all be in place at once. */
 const DIRECT_PORT = 8080;
@@ -45,6 +45,20 @@ async function mustSucceed(net: PodNetwork, ns: string, command: string, args: s
   const out = await net.exec(ns, command, args);
   if (out.code !== 0) throw new Error(`${command} ${args.join(' ')} failed: ${out.stderr}`);
   return out.stdout;
+}
+
+/** Waits until an HTTP GET from the client namespace to `target` is answered; `what` names the server. */
+async function waitUntilServing(net: PodNetwork, target: Target, what: () => string): Promise<Target> {
+  await waitFor(
+    what,
+    async () => {
+      const url = `http://${target.host}:${target.port}/`;
+      const out = await net.exec(net.client, 'curl', ['-sS', '--max-time', '2', url]);
+      return out.code === 0;
+    },
+    STARTUP_TIMEOUT_MS,
+  );
+  return target;
 }
 
 const direct: CaptureMechanism = {
@@ -91,20 +105,11 @@ function iptablesAgent(): CaptureMechanism {
         },
       );
       processes = [agent, manager];
-      await waitFor(
+      return waitUntilServing(
+        net,
+        { host: net.podIp, port: CAPTURED_PORT },
         () => `the agent to listen (agent output: ${agent.output()})`,
-        async () => {
-          const out = await net.exec(net.client, 'curl', [
-            '-sS',
-            '--max-time',
-            '2',
-            `http://${net.podIp}:${CAPTURED_PORT}/`,
-          ]);
-          return out.code === 0 ? true : undefined;
-        },
-        STARTUP_TIMEOUT_MS,
       );
-      return { host: net.podIp, port: CAPTURED_PORT };
     },
     async stop(net) {
       for (const p of processes) await p.stop();
@@ -142,20 +147,11 @@ function haproxy(): CaptureMechanism {
         ].join('\n'),
       );
       proc = net.start(net.pod, 'haproxy', ['-db', '-f', config]);
-      await waitFor(
+      return waitUntilServing(
+        net,
+        { host: net.podIp, port: HAPROXY_PORT },
         () => `haproxy to listen (output: ${proc?.output()})`,
-        async () => {
-          const out = await net.exec(net.client, 'curl', [
-            '-sS',
-            '--max-time',
-            '2',
-            `http://${net.podIp}:${HAPROXY_PORT}/`,
-          ]);
-          return out.code === 0 ? true : undefined;
-        },
-        STARTUP_TIMEOUT_MS,
       );
-      return { host: net.podIp, port: HAPROXY_PORT };
     },
     async stop() {
       await proc?.stop();
@@ -167,49 +163,14 @@ function haproxy(): CaptureMechanism {
 export type Mode = 'keep-alive' | 'new connection';
 const MODES: Mode[] = ['keep-alive', 'new connection'];
 
-interface WrkRun {
-  requestsPerSecond: number;
-  p50Micros: number;
-  p99Micros: number;
-  errors: number;
-}
-
-/** wrk's report: "Requests/sec:", the latency distribution's 50% and 99% lines, socket errors. */
-export function parseWrk(output: string): WrkRun {
-  const rps = /Requests\/sec:\s+([\d.]+)/.exec(output);
-  if (!rps) throw new Error(`wrk printed no Requests/sec:\n${output}`);
-  const scale = { us: 1, ms: 1000, s: 1_000_000 } as const;
-  const percentile = (p: number) => {
-    const m = new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s)\\b`, 'm').exec(output);
-    return m ? Number(m[1]) * scale[m[2] as keyof typeof scale] : Number.NaN;
-  };
-  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
-  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(output);
-  const errors =
-    (socketErrors ? socketErrors.slice(1).reduce((n, v) => n + Number(v), 0) : 0) +
-    (non2xx ? Number(non2xx[1]) : 0);
-  return { requestsPerSecond: Number(rps[1]), p50Micros: percentile(50), p99Micros: percentile(99), errors };
-}
-
 function wrk(net: PodNetwork, target: Target, mode: Mode, o: BenchOptions): Promise<WrkRun> {
-  const args = [
-    '-t1',
-    `-c${o.connections}`,
-    `-d${o.seconds}s`,
-    '--latency',
-    `http://${target.host}:${target.port}/`,
-  ];
-  if (mode === 'new connection') args.unshift('-H', 'Connection: close');
-  return new Promise((resolve, reject) => {
-    execFile(
-      'ip',
-      ['netns', 'exec', net.client, 'wrk', ...args],
-      { timeout: (o.seconds + 30) * 1000 },
-      (err, stdout, stderr) => {
-        if (err) reject(new Error(`wrk failed: ${err.message}\n${stderr}`));
-        else resolve(parseWrk(stdout));
-      },
-    );
+  return runWrk({
+    url: `http://${target.host}:${target.port}/`,
+    threads: 1,
+    connections: o.connections,
+    seconds: o.seconds,
+    newConnectionPerRequest: mode === 'new connection',
+    netns: net.client,
   });
 }
 
@@ -229,12 +190,6 @@ export interface BenchRow {
   ratioToDirect: number;
   errors: number;
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 /** tp's listening sockets and a busy new-connection run need ports and quick reuse, in these namespaces only. */
 async function tuneNamespaces(net: PodNetwork): Promise<void> {
@@ -351,21 +306,7 @@ export function marks(rows: BenchRow[]): Marks {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      seconds: { type: 'string', default: '5' },
-      rounds: { type: 'string', default: '3' },
-      connections: { type: 'string', default: '16' },
-      strict: { type: 'boolean', default: false },
-    },
-  });
-  const o: BenchOptions = {
-    seconds: Number(values.seconds),
-    rounds: Number(values.rounds),
-    connections: Number(values.connections),
-  };
-  for (const [k, v] of Object.entries(o))
-    if (!Number.isInteger(v) || v < 1) throw new Error(`--${k} must be a positive whole number`);
+  const { strict, ...o } = benchFlags({ seconds: 5, rounds: 3, connections: 16 }, ['strict']);
   if (process.getuid?.() !== 0)
     throw new Error('the capture bench creates network namespaces: run it as root');
   for (const f of [APP, TP_INIT, AGENT, MANAGER])
@@ -386,7 +327,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     `mark (keep-alive): ebpf idle ${ebpfIdle.ratioToDirect.toFixed(2)} x direct (>= 0.95): ${ebpfIdle.ratioToDirect >= 0.95 ? 'met' : 'NOT met'}\n`,
   );
-  if (values.strict && !m.met) process.exitCode = 1;
+  if (strict && !m.met) process.exitCode = 1;
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === new URL(import.meta.url).pathname) {

@@ -9,7 +9,8 @@
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { canConnect, cpuSeconds, freePort, median, Processes, startIntercept, waitFor } from './rig.js';
+import { freePort } from '../testbed/loopback.js';
+import { benchFlags, cpuSeconds, median, Processes, startIntercept, waitForListener } from './rig.js';
 
 const MiB = 1 << 20;
 const self = fileURLToPath(import.meta.url);
@@ -128,13 +129,7 @@ async function download(port: number, n: number, expected: string): Promise<numb
 }
 
 async function main(): Promise<void> {
-  const args = process.argv.slice(2);
-  const arg = (name: string, fallback: number) => {
-    const i = args.indexOf(name);
-    return i >= 0 ? Number(args[i + 1]) : fallback;
-  };
-  const mib = arg('--mib', 100);
-  const rounds = arg('--rounds', 3);
+  const { mib, rounds } = benchFlags({ mib: 100, rounds: 3 });
   const bytes = mib * MiB;
   const p = new Processes();
   try {
@@ -152,8 +147,8 @@ async function main(): Promise<void> {
         p.node(`relay${i}`, [self, '--role', 'relay', String(port), String(ports.relays[i + 1] ?? ports.app)])
           .pid!,
     );
-    await waitFor('the app', () => canConnect(ports.app));
-    for (const r of ports.relays) await waitFor('a relay', () => canConnect(r));
+    await waitForListener('the app', ports.app);
+    for (const r of ports.relays) await waitForListener('a relay', r);
     // The intercept: the workload's app port is never dialed (the intercept takes every connection).
     const tp = await startIntercept(p, {
       manager: ports.manager,
@@ -181,22 +176,9 @@ async function main(): Promise<void> {
       intercept: { up: [], down: [] },
     };
     // Warm up both paths (JIT, connections), then interleave the measured rounds.
-    await upload(
-      paths.relays,
-      data.subarray(0, 8 * MiB),
-      crypto
-        .createHash('sha256')
-        .update(data.subarray(0, 8 * MiB))
-        .digest('hex'),
-    );
-    await upload(
-      paths.intercept,
-      data.subarray(0, 8 * MiB),
-      crypto
-        .createHash('sha256')
-        .update(data.subarray(0, 8 * MiB))
-        .digest('hex'),
-    );
+    const warmUp = data.subarray(0, 8 * MiB);
+    const warmUpHash = crypto.createHash('sha256').update(warmUp).digest('hex');
+    for (const port of Object.values(paths)) await upload(port, warmUp, warmUpHash);
     for (let r = 0; r < rounds; r++) {
       for (const name of ['relays', 'intercept'] as const) {
         for (const dir of ['up', 'down'] as const) {

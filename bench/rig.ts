@@ -1,39 +1,61 @@
-// Shared by the benchmarks: start the real tp binaries (and helper processes) on loopback, free ports,
-// wait for conditions, and kill everything by pid at the end.
+// What the benchmarks share: their flags, the real tp binaries (and helper processes) started on
+// loopback and killed by pid at the end, the numbers read from /proc, and the median they report.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { UsageError } from '../netaddr/parse.js';
+import { canConnect } from '../testbed/loopback.js';
+import { waitFor } from '../testbed/wait.js';
 
 /** dist/ (this file runs as dist/bench/rig.js). */
 export const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-export async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
+/** Generous: the machine may be busy with other work while a bench starts its processes. */
+const STARTUP_TIMEOUT_MS = 20_000;
 
-export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000) {
-  const until = Date.now() + timeoutMs;
-  while (!(await Promise.resolve(check()).catch(() => false))) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
+/**
+ * A bench's command line: `--NAME N` for each of `numbers` (a positive whole number; the value given
+ * here is the default) and `--NAME` for each of `switches`. Anything else is a UsageError.
+ */
+export function benchFlags<N extends string, S extends string = never>(
+  numbers: Record<N, number>,
+  switches: readonly S[] = [],
+  argv: string[] = process.argv.slice(2),
+): Record<N, number> & Record<S, boolean> {
+  const names = Object.keys(numbers) as N[];
+  const usage = [...names.map((n) => `[--${n} ${numbers[n]}]`), ...switches.map((s) => `[--${s}]`)].join(' ');
+  let values: Record<string, string | boolean | (string | boolean)[] | undefined>;
+  try {
+    values = parseArgs({
+      args: argv,
+      options: Object.fromEntries([
+        ...names.map((n) => [n, { type: 'string' as const }]),
+        ...switches.map((s) => [s, { type: 'boolean' as const }]),
+      ]),
+    }).values;
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}; this bench takes ${usage}`);
   }
+  const flags: Record<string, number | boolean> = {};
+  for (const n of names) {
+    const given = values[n];
+    const value = given === undefined ? numbers[n] : Number(given);
+    if (!Number.isInteger(value) || value < 1)
+      throw new UsageError(`--${n} must be a positive whole number, not ${given}`);
+    flags[n] = value;
+  }
+  for (const s of switches) flags[s] = values[s] === true;
+  return flags as Record<N, number> & Record<S, boolean>;
 }
 
-export function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
+/** The middle value (the mean of the middle two for an even count). */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 export function rssMiB(pid: number): number {
@@ -47,8 +69,6 @@ export function cpuSeconds(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
 }
-
-export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export class Processes {
   readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpf-bench-'));
@@ -98,11 +118,19 @@ export class Processes {
   }
 }
 
-/** Starts manager + agent + user daemon with an intercept of appPort to localPort. Returns the agent's pid. */
-export async function startIntercept(
+/** Waits until something accepts connections on 127.0.0.1:port; `what` names it in the timeout. */
+export async function waitForListener(what: string, port: number): Promise<void> {
+  await waitFor(what, () => canConnect(port), STARTUP_TIMEOUT_MS);
+}
+
+/**
+ * Starts a standalone manager and an agent in front of the app on `ports.app` (passthrough on
+ * `ports.agent`), and waits until both listen.
+ */
+export async function startManagerAndAgent(
   p: Processes,
-  ports: { manager: number; app: number; agent: number; local: number },
-): Promise<{ agentPid: number; managerPid: number; daemonPid: number }> {
+  ports: { manager: number; app: number; agent: number },
+): Promise<{ managerPid: number; agentPid: number }> {
   const manager = p.node('manager', [
     path.join(dist, 'manager/main.js'),
     '--standalone',
@@ -118,12 +146,25 @@ export async function startIntercept(
     TP_PORTS: `${ports.app}:${ports.agent}`,
     TP_LISTEN_ADDRESS: '127.0.0.1',
   });
-  await waitFor('the manager', () => canConnect(ports.manager));
-  await waitFor('the agent', () => canConnect(ports.agent));
+  await waitForListener('the manager', ports.manager);
+  await waitForListener('the agent', ports.agent);
+  return { managerPid: manager.pid!, agentPid: agent.pid! };
+}
+
+/** Starts manager + agent + user daemon with an intercept of appPort to localPort. */
+export async function startIntercept(
+  p: Processes,
+  ports: { manager: number; app: number; agent: number; local: number },
+): Promise<{ agentPid: number; managerPid: number; daemonPid: number }> {
+  const { managerPid, agentPid } = await startManagerAndAgent(p, ports);
   p.tp('connect', '--manager-address', `127.0.0.1:${ports.manager}`);
   const daemonPid = (JSON.parse(p.tp('status', '-o', 'json')) as { daemon: { pid: number } }).daemon.pid;
   p.adopt(daemonPid);
-  await waitFor('the agent to arrive', () => JSON.parse(p.tp('list', '-o', 'json')).workloads.length > 0);
+  await waitFor(
+    'the agent to arrive',
+    () => JSON.parse(p.tp('list', '-o', 'json')).workloads.length > 0,
+    STARTUP_TIMEOUT_MS,
+  );
   p.tp('intercept', 'bench', '--port', `${ports.local}:${ports.app}`);
-  return { agentPid: agent.pid!, managerPid: manager.pid!, daemonPid };
+  return { agentPid, managerPid, daemonPid };
 }

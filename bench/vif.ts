@@ -23,25 +23,17 @@ import {
   POD_SUBNET,
   SERVICE_SUBNET,
 } from '../daemons/root/test/netns-topology.js';
-
-function flag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-const mib = flag('--mib', 300);
-const rounds = flag('--rounds', 3);
-const seconds = flag('--seconds', 5);
-const connections = flag('--connections', 16);
-const mtu = flag('--mtu', 65_000);
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
+import { benchFlags, median } from './rig.js';
+import { runWrk } from './wrk.js';
 
 async function main(): Promise<void> {
+  const { mib, rounds, seconds, connections, mtu } = benchFlags({
+    mib: 300,
+    rounds: 3,
+    seconds: 5,
+    connections: 16,
+    mtu: 65_000,
+  });
   const lab = new NetnsLab();
   let daemon: RootDaemonHandle | undefined;
   const socketPath = path.join(lab.tmp, 'root-daemon.socket');
@@ -114,16 +106,9 @@ async function main(): Promise<void> {
       return speed! / 1e6;
     };
     const requests = async (host: string): Promise<number> => {
-      const r = await lab.exec(
-        NS.ws,
-        ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, `http://${host}/`],
-        (seconds + 30) * 1000,
-      );
-      const m = /Requests\/sec:\s+([\d.]+)/.exec(r.stdout);
-      if (r.code !== 0 || !m) throw new Error(`wrk against ${host} failed: ${r.stderr || r.stdout}`);
-      if (/Non-2xx|Socket errors/.test(r.stdout))
-        throw new Error(`wrk against ${host} saw errors:\n${r.stdout}`);
-      return Number(m[1]);
+      const r = await runWrk({ url: `http://${host}/`, threads: 1, connections, seconds, netns: NS.ws });
+      if (r.errors > 0) throw new Error(`wrk against ${host} saw errors: ${r.errorReport}`);
+      return r.requestsPerSecond;
     };
 
     // Warm up every path (connections, JIT), then interleave the rounds so noise hits all alike.

@@ -25,6 +25,16 @@ const START_TIMEOUT_MS = 15_000;
 
 export const NOT_CONNECTED = 'not connected: run tp connect';
 
+/** What `tp connect` says about the VIF (the root daemon). */
+export interface VifFlags {
+  noVif: boolean;
+  alsoProxy: string[];
+  neverProxy: string[];
+  allowConflictingSubnets: boolean;
+}
+
+const DEFAULT_VIF: VifFlags = { noVif: false, alsoProxy: [], neverProxy: [], allowConflictingSubnets: false };
+
 /** Turns a failed daemon call into the one line the user sees. */
 function userError(e: unknown): UsageError {
   return new UsageError(errorDetails(e));
@@ -103,10 +113,15 @@ export class DaemonClient {
     return this.call((md, o, cb) => this.client.status({}, md, o, cb));
   }
 
-  /** An empty managerAddress: the daemon port-forwards to the manager with the kube settings. */
+  /**
+   * An empty managerAddress: the daemon port-forwards to the manager with the kube settings. The answer's
+   * rootDaemonNeeded: the VIF needs a root daemon that the user daemon cannot start (startRootDaemon, then
+   * connect again).
+   */
   connect(
     managerAddress: string,
     kube: { kubeconfig?: string; context?: string; namespace?: string; managerNamespace?: string } = {},
+    vif: VifFlags = DEFAULT_VIF,
   ): Promise<ConnectInfo> {
     return this.call(
       (md, o, cb) =>
@@ -117,10 +132,7 @@ export class DaemonClient {
             context: kube.context ?? '',
             namespace: kube.namespace ?? '',
             managerNamespace: kube.managerNamespace ?? '',
-            alsoProxy: [],
-            neverProxy: [],
-            allowConflictingSubnets: false,
-            noVif: true,
+            ...vif,
           },
           md,
           o,
@@ -162,6 +174,11 @@ export class DaemonClient {
 
   removeIntercept(name: string): Promise<void> {
     return this.call((md, o, cb) => this.client.removeIntercept({ name }, md, o, cb)).then(() => {});
+  }
+
+  /** Ends the session (and the VIF); the daemon keeps running. */
+  disconnect(): Promise<void> {
+    return this.call((md, o, cb) => this.client.disconnect({}, md, o, cb)).then(() => {});
   }
 
   quit(): Promise<void> {

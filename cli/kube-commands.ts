@@ -1,12 +1,21 @@
 // The CLI commands that talk to the Kubernetes API with the user's own credentials, not through the
 // user daemon: `tp helm install|upgrade|uninstall` (the chart shipped with tp) and `tp describe`
 // (works even when the traffic manager is down, which is when an admin needs it most).
+//
+// The kube/ modules are imported when a command needs them, not when tp starts: loading the Kubernetes
+// client takes about half a second, which every other tp command would pay.
 import * as path from 'node:path';
 import type { Command, Option } from 'commander';
-import { describeWorkload, renderDescription } from '../kube/describe.js';
-import { type HelmAction, runHelm } from '../kube/helm.js';
-import { loadKubeConfig } from '../kube/kubeconfig.js';
+import type { HelmAction } from '../kube/helm.js';
 import { type OutputFormat, print } from './output.js';
+
+type KubeconfigModule = typeof import('../kube/kubeconfig.js');
+let kubeconfigModule: KubeconfigModule | undefined;
+
+async function loadKubeconfigModule(): Promise<KubeconfigModule> {
+  kubeconfigModule ??= await import('../kube/kubeconfig.js');
+  return kubeconfigModule;
+}
 
 type Action = <A extends unknown[]>(
   name: string,
@@ -57,6 +66,7 @@ export function addKubeCommands(program: Command, action: Action, outputOption: 
       .option('--timeout <duration>', "how long helm waits, in helm's syntax (default 5m)")
       .action(
         action(`helm ${verb}`, async (opts: HelmFlags) => {
+          const { runHelm } = await import('../kube/helm.js');
           await runHelm(verb as HelmAction, {
             kubeconfig: opts.kubeconfig,
             context: opts.context,
@@ -94,12 +104,21 @@ export function addKubeCommands(program: Command, action: Action, outputOption: 
             output?: OutputFormat;
           },
         ) => {
+          const { loadKubeConfig } = await loadKubeconfigModule();
+          const { describeWorkload, renderDescription } = await import('../kube/describe.js');
           const { kc, namespace } = loadKubeConfig(opts);
           const d = await describeWorkload(kc, namespace, workload, { live: opts.live });
           print(opts.output ?? 'text', d, () => renderDescription(d));
         },
       ),
     );
+
+  // `tp connect` without --manager-address calls kubeConnectSettings, which is synchronous: load the
+  // kubeconfig reader before that action runs. (Once its caller awaits an async kubeConnectSettings,
+  // this hook can go.)
+  program.hook('preAction', async (_program, command) => {
+    if (command.name() === 'connect' && !command.opts().managerAddress) await loadKubeconfigModule();
+  });
 }
 
 export interface KubeConnectFlags {
@@ -120,7 +139,8 @@ export function kubeConnectSettings(flags: KubeConnectFlags): {
   namespace: string;
   managerNamespace: string;
 } {
-  const { kc, namespace, source } = loadKubeConfig(flags);
+  if (!kubeconfigModule) throw new Error('kubeConnectSettings ran before the kubeconfig reader was loaded');
+  const { kc, namespace, source } = kubeconfigModule.loadKubeConfig(flags);
   const kubeconfig =
     source === 'in-cluster'
       ? ''

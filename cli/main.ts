@@ -2,6 +2,7 @@
 // `tp connect` starts the daemon when it is not running.
 import * as fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { startRootDaemon } from '../daemons/root/launch.js';
 import { parseHostPort, UsageError } from '../netaddr/parse.js';
 import { errorDetails } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
@@ -17,8 +18,10 @@ import {
   print,
   statusText,
   statusView,
+  vifLines,
   workloadView,
 } from './output.js';
+import { collectCidrs, vifFlags } from './vif-flags.js';
 
 // Progress goes to stdout with the result; stderr carries only the one-line error of a failure. With -o
 // json|yaml, stdout is the document alone.
@@ -59,7 +62,9 @@ const program = new Command('tp')
 
 program
   .command('connect')
-  .description('start the user daemon (if needed) and connect to the traffic manager')
+  .description(
+    'start the user daemon (if needed), connect to the traffic manager, and bring up the VIF: cluster addresses and names reach the cluster from this machine',
+  )
   .option(
     '--manager-address <HOST:PORT>',
     'reach the traffic manager at this address (default: a port-forward through the Kubernetes API server)',
@@ -68,45 +73,81 @@ program
   .option('--context <name>', 'the kubeconfig context to use')
   .option('-n, --namespace <namespace>', "the namespace to work in (default: the context's)")
   .option('--manager-namespace <namespace>', "the traffic manager's namespace", 'tp-system')
+  .option('--no-vif', 'no VIF: no cluster addresses or names on this machine (intercepts still work)')
+  .option(
+    '--also-proxy <CIDR>',
+    'route this subnet to the cluster too (repeatable, or comma-separated)',
+    collectCidrs,
+    [],
+  )
+  .option(
+    '--never-proxy <CIDR>',
+    'never route this subnet to the cluster, whatever the cluster reports (repeatable, or comma-separated)',
+    collectCidrs,
+    [],
+  )
+  .option(
+    '--allow-conflicting-subnets',
+    "route cluster subnets that overlap this machine's routes anyway (the VIF wins for them)",
+  )
   .action(
-    action('connect', async (opts: { managerAddress?: string } & KubeConnectFlags) => {
-      // Without an address the daemon port-forwards through the API server with these credentials; the
-      // kubeconfig is checked here so a mistake is reported before any daemon starts.
-      const kube = opts.managerAddress ? {} : kubeConnectSettings(opts);
-      let target = '';
-      if (opts.managerAddress) {
-        const address = parseHostPort(opts.managerAddress, '--manager-address');
-        target = address.host.includes(':')
-          ? `[${address.host}]:${address.port}`
-          : `${address.host}:${address.port}`;
-      }
-      let daemon = await DaemonClient.find();
-      let launched = false;
-      if (!daemon) {
-        daemon = await DaemonClient.launch(progress);
-        launched = true;
-      } else {
-        const st = await daemon.status();
-        if (st.state !== 'DISCONNECTED' && (st.managerAddress === target || (!target && st.kubeconfig))) {
-          process.stdout.write(`Already connected to the traffic manager at ${st.managerAddress}\n`);
-          return;
+    action(
+      'connect',
+      async (
+        opts: {
+          managerAddress?: string;
+          vif: boolean;
+          alsoProxy: string[];
+          neverProxy: string[];
+          allowConflictingSubnets?: boolean;
+        } & KubeConnectFlags,
+      ) => {
+        const vif = vifFlags(opts);
+        // Without an address the daemon port-forwards through the API server with these credentials; the
+        // kubeconfig is checked here so a mistake is reported before any daemon starts.
+        const kube = opts.managerAddress ? { namespace: opts.namespace } : kubeConnectSettings(opts);
+        let target = '';
+        if (opts.managerAddress) {
+          const address = parseHostPort(opts.managerAddress, '--manager-address');
+          target = address.host.includes(':')
+            ? `[${address.host}]:${address.port}`
+            : `${address.host}:${address.port}`;
         }
-      }
-      try {
-        const info = await daemon.connect(target, kube);
-        process.stdout.write(
-          `Connected to the traffic manager at ${info.managerAddress} (tp-manager ${info.managerVersion}, session ${info.sessionId})\n`,
-        );
-      } catch (e) {
-        // Leave nothing half-done: a daemon started just for this connect goes away again.
-        if (launched) {
-          const pid = (await daemon.status().catch(() => undefined))?.daemonPid;
-          await daemon.quit().catch(() => {});
-          if (pid) await waitForExit(pid, 5_000);
+        let daemon = await DaemonClient.find();
+        let launched = false;
+        let wasConnected = false;
+        if (!daemon) {
+          daemon = await DaemonClient.launch(progress);
+          launched = true;
+        } else wasConnected = (await daemon.status()).state !== 'DISCONNECTED';
+        try {
+          let info = await daemon.connect(target, kube, vif);
+          if (info.rootDaemonNeeded) {
+            // Only this process has the user's terminal, where sudo can ask for the password.
+            progress('Starting the root daemon for the VIF (it creates a network interface and routes)');
+            const root = await startRootDaemon({ interactive: process.stdin.isTTY === true });
+            root.close();
+            info = await daemon.connect(target, kube, vif);
+            if (info.rootDaemonNeeded)
+              throw new UsageError('the root daemon started, but the user daemon cannot reach its socket');
+          }
+          const view = statusView(info);
+          process.stdout.write(
+            `${wasConnected ? 'Already connected' : 'Connected'} to the traffic manager at ${info.managerAddress} (tp-manager ${info.managerVersion}, session ${info.sessionId})\n`,
+          );
+          if ('vif' in view) for (const line of vifLines(view.vif)) process.stdout.write(`${line}\n`);
+        } catch (e) {
+          // Leave nothing half-done: a daemon started just for this connect goes away again, and a
+          // session this connect made is ended.
+          if (launched) {
+            const pid = (await daemon.status().catch(() => undefined))?.daemonPid;
+            await daemon.quit().catch(() => {});
+            if (pid) await waitForExit(pid, 5_000);
+          } else if (!wasConnected) await daemon.disconnect().catch(() => {});
+          throw e;
         }
-        throw e;
-      }
-    }),
+      },
+    ),
   );
 
 program

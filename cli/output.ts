@@ -59,6 +59,22 @@ export function interceptView(i: InterceptInfo): InterceptView {
   };
 }
 
+/** The workstation's VIF: UP (a TUN with routes and DNS), or DOWN with the reason in rootDaemon.message. */
+export interface VifView {
+  state: 'UP' | 'DOWN';
+  name: string;
+  subnets: string[];
+  dns: string;
+  rootDaemon: { running: boolean; version: string; message: string };
+}
+
+export interface ClusterView {
+  podSubnets: string[];
+  serviceSubnets: string[];
+  clusterDomain: string;
+  dnsIps: string[];
+}
+
 export type StatusView =
   | { state: 'NOT_RUNNING'; message: string }
   | {
@@ -66,23 +82,57 @@ export type StatusView =
       managerAddress: string;
       managerVersion: string;
       sessionId: string;
+      namespace: string;
       error: string;
       daemon: { pid: number; logFile: string };
+      cluster: ClusterView | null;
+      vif: VifView | null;
       intercepts: InterceptView[];
     };
 
 export function statusView(info: ConnectInfo | undefined): StatusView {
   if (!info)
     return { state: 'NOT_RUNNING', message: 'the tp user daemon is not running: tp connect starts it' };
+  const c = info.cluster;
+  const r = info.rootDaemon;
   return {
     state: info.state,
     managerAddress: info.managerAddress,
     managerVersion: info.managerVersion,
     sessionId: info.sessionId,
+    namespace: info.namespace,
     error: info.error,
     daemon: { pid: info.daemonPid, logFile: info.logFile },
+    cluster: c
+      ? {
+          podSubnets: c.podSubnets,
+          serviceSubnets: c.serviceSubnets,
+          clusterDomain: c.clusterDomain,
+          dnsIps: c.dnsIps,
+        }
+      : null,
+    vif: r
+      ? {
+          state: r.vifName ? 'UP' : 'DOWN',
+          name: r.vifName,
+          subnets: r.subnets,
+          dns: r.dns,
+          rootDaemon: { running: r.running, version: r.version, message: r.message },
+        }
+      : null,
     intercepts: info.intercepts.map(interceptView),
   };
+}
+
+/** The VIF in one or two lines, for `tp connect` and `tp status`. */
+export function vifLines(v: VifView | null, indent = ''): string[] {
+  if (!v) return [];
+  if (v.state === 'DOWN') return [`${indent}VIF:         ${v.rootDaemon.message || 'none'}`];
+  return [
+    `${indent}VIF:         ${v.name} routing ${v.subnets.join(', ') || 'nothing'}`,
+    `${indent}DNS:         ${v.dns}`,
+    `${indent}root daemon: ${v.rootDaemon.running ? `running (${v.rootDaemon.version})` : 'not running'}: ${v.rootDaemon.message}`,
+  ];
 }
 
 export function statusText(v: StatusView): string {
@@ -93,9 +143,16 @@ export function statusText(v: StatusView): string {
   else if (v.state === 'RECONNECTING')
     lines.push(`Reconnecting to the traffic manager at ${v.managerAddress}`);
   else lines.push('Not connected (tp connect; --manager-address HOST:PORT for a manager outside Kubernetes)');
-  if (v.error) lines.push(`  problem:  ${v.error}`);
-  if (v.sessionId) lines.push(`  session:  ${v.sessionId}`);
-  lines.push(`  daemon:   pid ${v.daemon.pid}, log ${v.daemon.logFile}`);
+  if (v.error) lines.push(`  problem:     ${v.error}`);
+  if (v.sessionId) lines.push(`  session:     ${v.sessionId}`);
+  if (v.namespace) lines.push(`  namespace:   ${v.namespace}`);
+  const c = v.cluster;
+  if (c && c.podSubnets.length + c.serviceSubnets.length > 0)
+    lines.push(
+      `  cluster:     pods ${c.podSubnets.join(', ') || '-'}; services ${c.serviceSubnets.join(', ') || '-'}; DNS ${c.dnsIps.join(', ') || '-'} (${c.clusterDomain})`,
+    );
+  lines.push(...vifLines(v.vif, '  '));
+  lines.push(`  daemon:      pid ${v.daemon.pid}, log ${v.daemon.logFile}`);
   if (v.intercepts.length === 0) lines.push('Intercepts: none');
   else {
     lines.push('Intercepts:');

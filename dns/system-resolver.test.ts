@@ -7,6 +7,7 @@ import { createLogger } from '../logging/logger.js';
 import { isManagedResolvConf, parseResolvConf, renderManagedResolvConf } from './resolv-conf.js';
 import {
   configureSystemResolver,
+  parseMountPoints,
   type ResolverTarget,
   restoreLeftoverResolvConf,
 } from './system-resolver.js';
@@ -125,6 +126,20 @@ test('systemd-resolved gets the VIF as a link with routing domains, and reverts 
   } finally {
     fs.rmSync(s.dir, { recursive: true, force: true });
   }
+});
+
+test('mount points come from mountinfo, octal escapes decoded', () => {
+  const points = parseMountPoints(
+    [
+      '22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw',
+      '640 22 8:1 /home/u/lab/ws/resolv.conf /etc/resolv.conf rw,relatime - ext4 /dev/sda1 rw',
+      '641 22 0:50 / /mnt/with\\040space rw - tmpfs tmpfs rw',
+      '',
+    ].join('\n'),
+  );
+  assert.ok(points.has('/etc/resolv.conf'));
+  assert.ok(points.has('/mnt/with space'));
+  assert.not.ok(points.has('/home/u/lab/ws/resolv.conf'));
 });
 
 test.run();

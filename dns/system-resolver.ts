@@ -86,6 +86,27 @@ export function systemdResolvedServesUs(): boolean {
   }
 }
 
+/** The mount points of a /proc/PID/mountinfo (field 5; spaces and the like are octal escapes). */
+export function parseMountPoints(mountinfo: string): Set<string> {
+  const points = new Set<string>();
+  for (const line of mountinfo.split('\n')) {
+    const field = line.split(' ')[4];
+    if (field)
+      points.add(
+        field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8))),
+      );
+  }
+  return points;
+}
+
+function symlinkToMountPoint(file: string): boolean {
+  try {
+    return parseMountPoints(fs.readFileSync('/proc/self/mountinfo', 'utf8')).has(fs.realpathSync(file));
+  } catch {
+    return false; // a dangling link, or no /proc: handled as a symlink
+  }
+}
+
 function backupPath(stateDir: string): string {
   return path.join(stateDir, BACKUP_FILE);
 }
@@ -205,7 +226,11 @@ function configureResolvConf(o: SystemResolverOptions, target: ResolverTarget): 
   let linkTarget: string | undefined;
   try {
     const st = fs.lstatSync(file);
-    if (st.isSymbolicLink()) {
+    // A symlink is replaced by a file (its target may belong to something else, e.g. systemd's stub),
+    // unless its target is a mount point: then the file there was put in place for this process on
+    // purpose (`ip netns exec`, `tp-lab exec` bind-mount one over the symlink's target) and the symlink
+    // itself is shared with the host, so the file is written in place, through the symlink.
+    if (st.isSymbolicLink() && !symlinkToMountPoint(file)) {
       kind = 'symlink';
       linkTarget = fs.readlinkSync(file);
     }

@@ -12,6 +12,8 @@ import * as https from 'node:https';
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { CoreV1Api, type KubeConfig, type V1Pod, type V1Service } from '@kubernetes/client-node';
+import type { Logger } from '../logging/logger.js';
+import { UsageError } from '../netaddr/parse.js';
 // The SPDY/3.1 framing and header compression are shared with the lab's kubelet (server side).
 import {
   encodeControlFrame,
@@ -24,10 +26,8 @@ import {
   parseGoAway,
   parseRstStream,
   parseStreamHeaders,
-} from '../lab/node/spdy/frames.js';
-import { HeaderBlockDecoder, HeaderBlockEncoder } from '../lab/node/spdy/header-compression.js';
-import type { Logger } from '../logging/logger.js';
-import { UsageError } from '../netaddr/parse.js';
+} from '../spdy/frames.js';
+import { HeaderBlockDecoder, HeaderBlockEncoder } from '../spdy/header-compression.js';
 import { DEFAULT_MANAGER_NAMESPACE, MANAGER_SERVICE } from './annotations.js';
 import { apiErrorCode, apiErrorMessage } from './kubeconfig.js';
 

@@ -14,6 +14,7 @@ import { parseRelayEndpoint, startRelay } from './relay.js';
 import { labStatus, renderStatus } from './status.js';
 import { NODE_NETNS, WORKSTATION_NETNS } from './topology.js';
 import { labUp } from './up.js';
+import { checkHostResolvConf, ensureWorkstationResolvConf, labExecArgv } from './workstation.js';
 
 const log = createLogger('tp-lab');
 const progress = (line: string) => process.stderr.write(`${line}\n`);
@@ -73,7 +74,9 @@ program
 
 program
   .command('exec')
-  .description('run a command in the workstation namespace (tplab-ws) with the lab kubeconfig and PATH')
+  .description(
+    "run a command in the workstation namespace (tplab-ws, with the lab's own /etc/resolv.conf) with the lab kubeconfig and PATH",
+  )
   .option('--node', 'run it in the node namespace (tplab-node) instead, e.g. to read iptables-save')
   .argument('<command...>', 'the command and its arguments (after --)')
   .passThroughOptions()
@@ -107,19 +110,25 @@ function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** Runs argv inside a lab namespace, forwarding signals; resolves to its exit code. */
+/**
+ * Runs argv inside a lab namespace, forwarding signals; resolves to its exit code. In the workstation
+ * namespace the command also gets a private mount namespace with the lab's resolv.conf (lab/workstation.ts).
+ */
 function execInLab(argv: string[], netns: string): Promise<number> {
   const p = labPaths();
   if (!fs.existsSync(`/run/netns/${netns}`)) {
     throw new UsageError(`the lab is not running (no network namespace ${netns}): run \`tp-lab up\` first`);
   }
+  const workstation = netns === WORKSTATION_NETNS;
+  if (workstation) checkHostResolvConf();
   const env = {
     ...process.env,
-    KUBECONFIG: netns === WORKSTATION_NETNS ? p.kubeconfigWorkstation : p.kubeconfig,
+    KUBECONFIG: workstation ? p.kubeconfigWorkstation : p.kubeconfig,
     PATH: `${cachedBinDir()}:${process.env.PATH ?? ''}`,
   };
+  const full = labExecArgv(netns, argv, workstation ? ensureWorkstationResolvConf(p) : undefined);
   return new Promise((resolve, reject) => {
-    const child = spawn('nsenter', [`--net=/run/netns/${netns}`, '--', ...argv], { stdio: 'inherit', env });
+    const child = spawn(full[0]!, full.slice(1), { stdio: 'inherit', env });
     const forward = (sig: NodeJS.Signals) => child.kill(sig);
     for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, forward);
     child.on('error', reject);

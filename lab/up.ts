@@ -26,6 +26,7 @@ import { liveProcess, startDetached } from './processes.js';
 import { apiReady, corednsReady, nodeReady } from './readiness.js';
 import { tcpPortInUse } from './relay.js';
 import { APISERVER_PORT, NODE_NAME, WORKSTATION_API_URL } from './topology.js';
+import { ensureWorkstationResolvConf, workstationResolvConfPath } from './workstation.js';
 
 export interface UpOptions {
   /** Progress lines for the user (stderr). */
@@ -105,8 +106,11 @@ async function bringUp(l: LabLayout, alive: ComponentName[], say: (msg: string) 
 
   if (!(await networkHealthy())) {
     await createNetwork();
+    // A new workstation starts with the lab's own resolv.conf (`tp-lab exec` mounts it there).
+    fs.rmSync(workstationResolvConfPath(p), { force: true });
     say('created network namespaces tplab-node and tplab-ws');
   }
+  ensureWorkstationResolvConf(p);
 
   const running = new Set<ComponentName>(alive);
   const start = async (name: ComponentName) => {

@@ -1,7 +1,8 @@
 // The Manager gRPC service: sessions, snapshots, intercepts and the tunnel, on top of the pure state
 // (SessionRegistry, InterceptTable) and a WorkloadSource.
-import * as dns from 'node:dns/promises';
 import { type ServerUnaryCall, type sendUnaryData, status } from '@grpc/grpc-js';
+import { lookupInCluster, systemNameservers } from '../dns/cluster-lookup.js';
+import type { Upstream } from '../dns/forwarder.js';
 import type { Logger } from '../logging/logger.js';
 import {
   type AgentInfo,
@@ -57,6 +58,11 @@ export class ManagerCore {
   readonly agents = new AgentWorkloads();
   readonly feeds = new SnapshotFeeds();
   readonly router: TunnelRouter;
+  /**
+   * Standalone mode: where LookupDNS asks (default: the nameservers of the manager's own resolv.conf,
+   * which in a pod are the cluster's DNS). Tests point it at a server of their own.
+   */
+  dnsServers: () => Upstream[] = () => systemNameservers();
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(
@@ -396,13 +402,14 @@ export function managerService(core: ManagerCore): ManagerServer {
     lookupDns: unary(log, 'LookupDNS', async (req) => {
       core.session(req.session?.sessionId ?? '');
       if (core.cluster) return core.cluster.lookupDns(req.name, req.qtype);
-      const name = req.name.replace(/\.$/, '');
-      const family = req.qtype === 28 ? 6 : 4;
+      // A real DNS query, not getaddrinfo: "no AAAA record" stays NOERROR (getaddrinfo would say "not
+      // found", and the workstation would then not even ask for A), and SRV, TXT, PTR… come back as the
+      // server gave them.
       try {
-        const found = await dns.lookup(name, { all: true, family });
-        return { rcode: 0, ips: found.map((a) => a.address), ttlSeconds: 5, raw: Buffer.alloc(0) };
-      } catch {
-        return { rcode: 3, ips: [], ttlSeconds: 5, raw: Buffer.alloc(0) };
+        return await lookupInCluster(req.name, req.qtype, core.dnsServers());
+      } catch (e) {
+        log.debug('LookupDNS: no DNS server answered', { name: req.name, error: (e as Error).message });
+        return { rcode: 2, ips: [], ttlSeconds: 5, raw: Buffer.alloc(0) };
       }
     }),
 

@@ -3,7 +3,8 @@
 //                                DialRequest on its WatchDial stream) and wait for its stream;
 //   client, relay_id set      -> that client's answer to a DialRequest: pair it with the waiting agent
 //                                stream and relay;
-//   client, neither set       -> an outbound flow: the manager dials conn_id.dst itself.
+//   client, neither set       -> an outbound flow (the root daemon's VIF): the manager dials conn_id.dst
+//                                itself, TCP or UDP (conn_id.protocol 17: one datagram per DATA).
 import * as crypto from 'node:crypto';
 import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
@@ -14,9 +15,11 @@ import { readOpen, serveDial } from '../tunnel/flow.js';
 import { formatConnectionId, msg, type StreamInfo } from '../tunnel/messages.js';
 import { relay } from '../tunnel/relay.js';
 import { TunnelStream } from '../tunnel/stream.js';
+import { serveUdp, UDP_PROTOCOL } from '../tunnel/udp-flow.js';
 import type { InterceptTable } from './intercepts.js';
 import type { SessionRegistry } from './sessions.js';
 
+const TCP_PROTOCOL = 6;
 /** How long a new Tunnel stream may take to send its OPEN. */
 const OPEN_TIMEOUT_MS = 10_000;
 
@@ -136,6 +139,20 @@ export class TunnelRouter {
     const dst = info.connId;
     if (!dst?.dstIp || !dst.dstPort) {
       this.refuse(stream, 'OPEN names no destination', label);
+      return;
+    }
+    if (dst.protocol !== TCP_PROTOCOL && dst.protocol !== UDP_PROTOCOL && dst.protocol !== 0) {
+      this.refuse(
+        stream,
+        `IP protocol ${dst.protocol} is not carried by the tunnel (TCP and UDP only)`,
+        label,
+      );
+      return;
+    }
+    if (dst.protocol === UDP_PROTOCOL) {
+      void serveUdp(stream, info, { log: this.log }).then((o) =>
+        this.log.debug('outbound UDP flow ended', { flow: label, outcome: o.kind }),
+      );
       return;
     }
     void serveDial(stream, info, (signal) => dialTcp(dst.dstIp, dst.dstPort, info.dialTimeoutMs, signal), {

@@ -1,6 +1,9 @@
 // One TCP connection carried over one tunnel stream: the socket pump and the two ways a flow starts.
 //
 //   originate(socket, stream, info)  the side that accepted a connection: OPEN, wait for DIAL_OK, pump.
+//   openFlow(stream, info)           the OPEN/DIAL_OK exchange alone, before there is a socket (the root
+//                                    daemon's VIF holds the client's SYN until the destination answered);
+//   originate(socket, stream, info, { dialed: true })  then pumps that stream.
 //   answer(stream, dial)             the side that dials: read OPEN, dial, DIAL_OK or DIAL_REJECT, pump.
 //   serveDial(stream, info, dial)    the same once OPEN has been read (the manager routes on it first).
 //
@@ -48,16 +51,80 @@ export interface FlowOptions {
   log?: Logger;
 }
 
+export interface OriginateOptions extends FlowOptions {
+  /**
+   * The stream's OPEN/DIAL_OK exchange is already done (openFlow): pump at once. Messages the far side
+   * sent meanwhile (a server that speaks first) wait in the stream's queue and are delivered first.
+   */
+  dialed?: boolean;
+}
+
 const defaultLog = createLogger('tunnel');
 
-/** The accepting side: sends OPEN, waits for DIAL_OK (at most info.dialTimeoutMs), then pumps. */
+/** The far side could not dial (DIAL_REJECT), reset the flow, went away, or did not answer in time. */
+export class FlowDialRejected extends Error {
+  override name = 'FlowDialRejected';
+}
+
+/**
+ * The accepting side: sends OPEN, waits for DIAL_OK (at most info.dialTimeoutMs), then pumps. With
+ * `dialed`, the stream has been through openFlow() and the pump starts at once.
+ */
 export function originate(
   socket: net.Socket,
   stream: TunnelStream,
   info: StreamInfo,
-  options: FlowOptions = {},
+  options: OriginateOptions = {},
 ): Promise<FlowOutcome> {
-  return new Flow(stream, info, options).originate(socket);
+  const flow = new Flow(stream, info, options);
+  return options.dialed ? flow.pumpDialed(socket) : flow.originate(socket);
+}
+
+/**
+ * Sends OPEN and waits for DIAL_OK, before any socket exists; rejects with FlowDialRejected (the stream
+ * is then ended) on DIAL_REJECT, RESET, the end of the stream, or no answer within info.dialTimeoutMs
+ * plus `graceMs` (the far side has its own dial timeout; this one covers a far side that is gone). On
+ * success hand the stream to originate(socket, stream, info, { dialed: true }); until then the messages
+ * that follow DIAL_OK wait in the stream's queue.
+ */
+export function openFlow(stream: TunnelStream, info: StreamInfo, graceMs = 2_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let state = initialFlowState('awaiting-dial');
+    let settled = false;
+    const settle = (error?: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      stream.onMessage(undefined);
+      stream.off('peer-end', onEnd);
+      stream.off('failure', onFailure);
+      if (error === undefined) return resolve();
+      stream.end();
+      reject(new FlowDialRejected(error));
+    };
+    const waitMs = info.dialTimeoutMs + graceMs;
+    const timer = setTimeout(() => {
+      stream.send(msg.reset(`no answer to OPEN within ${waitMs} ms`));
+      settle(`the far side did not answer within ${waitMs} ms`);
+    }, waitMs);
+    const onEnd = () => settle('the far side ended the stream before answering');
+    const onFailure = (reason?: string) => settle(`the tunnel failed: ${reason ?? 'unknown'}`);
+    stream.once('peer-end', onEnd);
+    stream.once('failure', onFailure);
+    stream.onMessage((m) => {
+      const t = receive(state, m);
+      state = t.state;
+      const a = t.action;
+      if (a.kind === 'dial-ok') settle();
+      else if (a.kind === 'dial-reject') settle(a.reason);
+      else if (a.kind === 'reset') settle(a.reason || 'the far side reset the flow');
+      else if (a.kind === 'protocol-error') {
+        stream.send(msg.reset(a.reason));
+        settle(`the far side broke the protocol: ${a.reason}`);
+      }
+    });
+    stream.send(msg.open(info));
+  });
 }
 
 /** The dialing side: reads OPEN (at most openTimeoutMs), then serveDial. */
@@ -175,6 +242,17 @@ class Flow {
     this.phaseTimer = setTimeout(() => {
       this.reject(`no DIAL_OK within ${this.info.dialTimeoutMs} ms`, true);
     }, this.info.dialTimeoutMs);
+    return this.outcome;
+  }
+
+  /** The OPEN/DIAL_OK exchange is done (openFlow): established, pump now. */
+  pumpDialed(socket: net.Socket): Promise<FlowOutcome> {
+    this.state = dialed(initialFlowState('dialing'));
+    this.socket = socket;
+    socket.on('error', this.onSocketError);
+    socket.on('close', this.onSocketClose);
+    this.stream.onMessage(this.onMessage);
+    if (!this.done) this.startPump();
     return this.outcome;
   }
 

@@ -11,7 +11,7 @@ import type { TunnelMessage } from '../rpc/gen/manager.js';
 import { managerChannelOptions, managerServerOptions } from '../rpc/grpc-options.js';
 import { ManagerClient, ManagerServiceDefinition } from '../rpc/manager-service.js';
 import { dialTcp } from './dial.js';
-import { type FlowOutcome, originate, readOpen, serveDial } from './flow.js';
+import { FlowDialRejected, type FlowOutcome, openFlow, originate, readOpen, serveDial } from './flow.js';
 import { msg, streamInfo, TunnelCode } from './messages.js';
 import { relay } from './relay.js';
 import { TunnelStream } from './stream.js';
@@ -386,6 +386,90 @@ test('relay: two streams paired by the server carry data and half-close', async 
   } finally {
     await r.close();
     target.server.close();
+  }
+});
+
+test('openFlow then originate(dialed): what the destination sent before the socket existed comes first', async () => {
+  // The destination speaks first (a banner), echoes, and half-closes after the client does.
+  const target = await listen((s) => {
+    s.write('banner\n');
+    s.on('data', (d) => s.write(d));
+    s.on('end', () => s.end());
+  });
+  const { server, port } = await startServer('answer');
+  const client = new ManagerClient(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createInsecure(),
+    managerChannelOptions(),
+  );
+  const front = await listen(() => {});
+  try {
+    const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: target.port };
+    const info = streamInfo({ connId, sessionId: 'test' });
+    const stream = new TunnelStream(client.tunnel());
+    await openFlow(stream, info);
+    // The banner is on its way (or queued) before there is a socket to write it to.
+    await new Promise((r) => setTimeout(r, 200));
+    const accepted = new Promise<net.Socket>((r) => front.server.once('connection', r));
+    const s = await connect(front.port);
+    const outcome = originate(await accepted, stream, info, { dialed: true });
+    const reply = readAll(s);
+    s.end('hello');
+    assert.is((await reply).toString(), 'banner\nhello');
+    assert.is((await outcome).kind, 'closed');
+  } finally {
+    client.close();
+    server.forceShutdown();
+    front.server.close();
+    target.server.close();
+  }
+});
+
+test('openFlow: a refused destination rejects with the reason, before any socket exists', async () => {
+  const spare = await listen(() => {});
+  spare.server.close();
+  const { server, port } = await startServer('answer');
+  const client = new ManagerClient(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createInsecure(),
+    managerChannelOptions(),
+  );
+  try {
+    const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: spare.port };
+    const e = await openFlow(
+      new TunnelStream(client.tunnel()),
+      streamInfo({ connId, sessionId: 'test' }),
+    ).then(
+      () => undefined,
+      (err: Error) => err,
+    );
+    assert.ok(e instanceof FlowDialRejected, String(e));
+    assert.match(e!.message, /refused/);
+  } finally {
+    client.close();
+    server.forceShutdown();
+  }
+});
+
+test('openFlow: a far side that never answers times out', async () => {
+  const { server, port } = await startServer('hold');
+  const client = new ManagerClient(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createInsecure(),
+    managerChannelOptions(),
+  );
+  try {
+    const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: 9 };
+    const info = streamInfo({ connId, sessionId: 'test', dialTimeoutMs: 200 });
+    const e = await openFlow(new TunnelStream(client.tunnel()), info, 100).then(
+      () => undefined,
+      (err: Error) => err,
+    );
+    assert.ok(e instanceof FlowDialRejected, String(e));
+    assert.match(e!.message, /did not answer within 300 ms/);
+  } finally {
+    client.close();
+    server.forceShutdown();
   }
 });
 

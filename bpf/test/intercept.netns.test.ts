@@ -32,14 +32,10 @@ const pinRoot = `/sys/fs/bpf/${prefix}`;
 let dir: string;
 let env: NodeJS.ProcessEnv;
 
-/** Why this file cannot run here, if it cannot: the binaries are built by other parts of tp. */
-function missingPrerequisite(): string | undefined {
+/** The binaries this test runs, all built by `node build.mjs`: a missing one fails the test, saying so. */
+function checkBinaries(): void {
   for (const [name, file] of Object.entries(bins))
-    if (!fs.existsSync(file)) return `${name} (${file}) is not built`;
-  if (!fs.readFileSync(bins.agent, 'utf8').includes('tp_listeners')) {
-    return `the agent ${bins.agent} does not steer with eBPF yet (TP_MECHANISM=ebpf integration pending)`;
-  }
-  return undefined;
+    if (!fs.existsSync(file)) throw new Error(`${name} (${file}) is not built: run node build.mjs`);
 }
 
 let bpffs: BpffsMount | undefined;
@@ -163,81 +159,76 @@ function teardown(): void {
   if (dir && process.env.TP_KEEP_TEST_DIRS !== '1') fs.rmSync(dir, { recursive: true, force: true });
 }
 
-const missing = missingPrerequisite();
-if (missing) {
-  console.log(`# skipped: ${missing}`);
-  test.skip('intercept through eBPF capture, end to end', () => {});
-} else {
-  onProcessEnd(teardown);
+onProcessEnd(teardown);
 
-  test.before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpe-e2e-'));
-    env = { ...process.env, TP_RUN_DIR: path.join(dir, 'run'), TP_LOG_DIR: path.join(dir, 'log') };
-    bpffs = ensureBpffs();
-    bed = createPodTestbed(prefix, '10.250.0');
-    await waitForLine(bed.spawnInPod(process.execPath, [RESPONDER, 'app', String(APP_PORT)]), /^ready/);
-    await waitForLine(inNetns(bed.clientNetns, [RESPONDER, 'laptop', String(LAPTOP_PORT)]), /^ready/);
-    inNetns(
-      bed.clientNetns,
-      [bins.manager, '--standalone', '--listen', `${bed.clientIp}:${MANAGER_PORT}`],
-      {},
-      'manager.log',
+test.before(async () => {
+  checkBinaries();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpe-e2e-'));
+  env = { ...process.env, TP_RUN_DIR: path.join(dir, 'run'), TP_LOG_DIR: path.join(dir, 'log') };
+  bpffs = ensureBpffs();
+  bed = createPodTestbed(prefix, '10.250.0');
+  await waitForLine(bed.spawnInPod(process.execPath, [RESPONDER, 'app', String(APP_PORT)]), /^ready/);
+  await waitForLine(inNetns(bed.clientNetns, [RESPONDER, 'laptop', String(LAPTOP_PORT)]), /^ready/);
+  inNetns(
+    bed.clientNetns,
+    [bins.manager, '--standalone', '--listen', `${bed.clientIp}:${MANAGER_PORT}`],
+    {},
+    'manager.log',
+  );
+  apply({ ports: [APP_PORT], netnsPath: bed.podNetnsPath, pinRoot });
+  agent = startAgent();
+});
+test.after(teardown);
+
+test('intercept through eBPF capture, end to end', async () => {
+  try {
+    // No intercept: straight to the app, which sees the client itself.
+    assert.equal(await ask(), { who: 'app', peer: bed.clientIp, localPort: APP_PORT });
+
+    const connect = await tp('connect', '--manager-address', `${bed.clientIp}:${MANAGER_PORT}`);
+    assert.is(connect.code, 0, connect.stderr);
+    daemonPid = JSON.parse((await tp('status', '-o', 'json')).stdout).daemon?.pid;
+    await eventually('the agent in tp list', async () => {
+      const list = JSON.parse((await tp('list', '-o', 'json')).stdout);
+      return list.workloads?.length > 0 ? true : undefined;
+    });
+    const intercept = await tp('intercept', 'echo', '--port', `${LAPTOP_PORT}:${APP_PORT}`);
+    assert.is(intercept.code, 0, intercept.stderr);
+
+    // Intercept active: steered to the agent (no NAT: it learns the port from localPort) and on to the laptop.
+    const laptop = await eventually('the laptop to answer', async () => {
+      const a = await ask();
+      return a.who === 'laptop' ? a : undefined;
+    });
+    assert.is(laptop.who, 'laptop');
+    const steered = status({ netnsPath: bed.podNetnsPath, pinRoot }).ports[0]!;
+    assert.is(steered.steering, true);
+    assert.ok(steered.stats.steered >= 1n);
+
+    // Leave: the agent takes its listener out, the app answers directly again.
+    assert.is((await tp('leave', 'echo')).code, 0);
+    const back = await eventually('the app to answer again', async () => {
+      const a = await ask();
+      return a.who === 'app' ? a : undefined;
+    });
+    assert.equal(back, { who: 'app', peer: bed.clientIp, localPort: APP_PORT });
+
+    // Intercept again, then kill the agent: the next request reaches the app.
+    assert.is((await tp('intercept', 'echo', '--port', `${LAPTOP_PORT}:${APP_PORT}`)).code, 0);
+    await eventually('the laptop to answer again', async () =>
+      (await ask()).who === 'laptop' ? true : undefined,
     );
-    apply({ ports: [APP_PORT], netnsPath: bed.podNetnsPath, pinRoot });
-    agent = startAgent();
-  });
-  test.after(teardown);
+    const exited = new Promise((r) => agent!.once('exit', r));
+    agent!.kill('SIGKILL');
+    await exited;
+    assert.equal(await ask(), { who: 'app', peer: bed.clientIp, localPort: APP_PORT });
+    assert.is(status({ netnsPath: bed.podNetnsPath, pinRoot }).ports[0]!.steering, false);
 
-  test('intercept through eBPF capture, end to end', async () => {
-    try {
-      // No intercept: straight to the app, which sees the client itself.
-      assert.equal(await ask(), { who: 'app', peer: bed.clientIp, localPort: APP_PORT });
-
-      const connect = await tp('connect', '--manager-address', `${bed.clientIp}:${MANAGER_PORT}`);
-      assert.is(connect.code, 0, connect.stderr);
-      daemonPid = JSON.parse((await tp('status', '-o', 'json')).stdout).daemon?.pid;
-      await eventually('the agent in tp list', async () => {
-        const list = JSON.parse((await tp('list', '-o', 'json')).stdout);
-        return list.workloads?.length > 0 ? true : undefined;
-      });
-      const intercept = await tp('intercept', 'echo', '--port', `${LAPTOP_PORT}:${APP_PORT}`);
-      assert.is(intercept.code, 0, intercept.stderr);
-
-      // Intercept active: steered to the agent (no NAT: it learns the port from localPort) and on to the laptop.
-      const laptop = await eventually('the laptop to answer', async () => {
-        const a = await ask();
-        return a.who === 'laptop' ? a : undefined;
-      });
-      assert.is(laptop.who, 'laptop');
-      const steered = status({ netnsPath: bed.podNetnsPath, pinRoot }).ports[0]!;
-      assert.is(steered.steering, true);
-      assert.ok(steered.stats.steered >= 1n);
-
-      // Leave: the agent takes its listener out, the app answers directly again.
-      assert.is((await tp('leave', 'echo')).code, 0);
-      const back = await eventually('the app to answer again', async () => {
-        const a = await ask();
-        return a.who === 'app' ? a : undefined;
-      });
-      assert.equal(back, { who: 'app', peer: bed.clientIp, localPort: APP_PORT });
-
-      // Intercept again, then kill the agent: the next request reaches the app.
-      assert.is((await tp('intercept', 'echo', '--port', `${LAPTOP_PORT}:${APP_PORT}`)).code, 0);
-      await eventually('the laptop to answer again', async () =>
-        (await ask()).who === 'laptop' ? true : undefined,
-      );
-      const exited = new Promise((r) => agent!.once('exit', r));
-      agent!.kill('SIGKILL');
-      await exited;
-      assert.equal(await ask(), { who: 'app', peer: bed.clientIp, localPort: APP_PORT });
-      assert.is(status({ netnsPath: bed.podNetnsPath, pinRoot }).ports[0]!.steering, false);
-
-      assert.is((await tp('quit')).code, 0);
-    } catch (e) {
-      console.error(logs());
-      throw e;
-    }
-  });
-}
+    assert.is((await tp('quit')).code, 0);
+  } catch (e) {
+    console.error(logs());
+    throw e;
+  }
+});
 
 test.run();

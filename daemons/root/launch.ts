@@ -22,6 +22,16 @@ import { localChannelOptions } from '../../rpc/grpc-options.js';
 import { errorDetails, unary } from '../../rpc/unary-call.js';
 
 export const DEFAULT_ROOT_DAEMON_SOCKET = '/var/run/tp-root-daemon.socket';
+
+/**
+ * The root daemon's socket: $TP_ROOT_DAEMON_SOCKET, else /var/run/tp-root-daemon.socket. The variable (and
+ * $TP_ROOT_DAEMON_STATE_DIR for its state directory) keeps apart the root daemons of several network
+ * namespaces on one machine that share a filesystem (the lab's workstation namespace, tests).
+ */
+export function rootDaemonSocketPath(): string {
+  return process.env.TP_ROOT_DAEMON_SOCKET || DEFAULT_ROOT_DAEMON_SOCKET;
+}
+
 const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
 /** Node flags the root daemon runs with (see startRootDaemon). */
 export const ROOT_DAEMON_NODE_FLAGS = ['--single-threaded-gc'];
@@ -77,7 +87,7 @@ function findSudo(): string | undefined {
   return undefined;
 }
 
-export function rootDaemonClient(socketPath = DEFAULT_ROOT_DAEMON_SOCKET): DaemonClient {
+export function rootDaemonClient(socketPath = rootDaemonSocketPath()): DaemonClient {
   return new DaemonClient(`unix:${socketPath}`, grpc.credentials.createInsecure(), localChannelOptions());
 }
 
@@ -90,9 +100,21 @@ async function answers(client: DaemonClient, timeoutMs: number): Promise<boolean
   }
 }
 
+/** The root daemon that answers on its socket now, or undefined (none runs, or a dead one's socket). */
+export async function runningRootDaemon(
+  socketPath = rootDaemonSocketPath(),
+): Promise<RootDaemonHandle | undefined> {
+  if (!fs.existsSync(socketPath)) return undefined;
+  const client = rootDaemonClient(socketPath);
+  if (await answers(client, 1_000))
+    return { socketPath, client, pid: undefined, close: () => client.close() };
+  client.close();
+  return undefined;
+}
+
 /** Starts the root daemon (or finds the running one) and waits until it answers. */
 export async function startRootDaemon(o: RootDaemonLaunch = {}): Promise<RootDaemonHandle> {
-  const socketPath = o.socketPath ?? DEFAULT_ROOT_DAEMON_SOCKET;
+  const socketPath = o.socketPath ?? rootDaemonSocketPath();
   const client = rootDaemonClient(socketPath);
   const handle = (pid: number | undefined): RootDaemonHandle => ({
     socketPath,
@@ -109,7 +131,8 @@ export async function startRootDaemon(o: RootDaemonLaunch = {}): Promise<RootDae
   // isolates, main and packet worker, churning 64 KiB-1 MiB buffers) for no gain; without them the same
   // transfer takes 2.5-3 instead of 4-4.7 CPU-seconds per GB and runs faster on a busy machine.
   const args = [process.execPath, ...ROOT_DAEMON_NODE_FLAGS, MAIN, '--socket', socketPath, '--log-dir', dir];
-  if (o.stateDir) args.push('--state-dir', o.stateDir);
+  const stateDir = o.stateDir ?? process.env.TP_ROOT_DAEMON_STATE_DIR;
+  if (stateDir) args.push('--state-dir', stateDir);
   args.push(...(o.extraArgs ?? []));
 
   let command: string[];
@@ -175,6 +198,8 @@ export async function connectRootDaemon(
     alsoProxy: [],
     neverProxy: [],
     allowConflictingSubnets: false,
+    keepOut: [],
+    ownerPid: 0,
     ...req,
   };
   try {
@@ -192,10 +217,7 @@ export async function rootDaemonStatus(client: DaemonClient): Promise<DaemonStat
  * Asks the daemon to undo everything and exit, and waits until its socket is gone. A daemon that is not
  * running is fine.
  */
-export async function stopRootDaemon(
-  socketPath = DEFAULT_ROOT_DAEMON_SOCKET,
-  timeoutMs = 15_000,
-): Promise<void> {
+export async function stopRootDaemon(socketPath = rootDaemonSocketPath(), timeoutMs = 15_000): Promise<void> {
   if (!fs.existsSync(socketPath)) return;
   const client = rootDaemonClient(socketPath);
   try {

@@ -1,4 +1,5 @@
 // The Daemon gRPC service (rpc/daemon.proto): connect/disconnect one session at a time, status, quit.
+import * as fs from 'node:fs';
 import { status as grpcStatus, type handleUnaryCall } from '@grpc/grpc-js';
 import { UsageError } from '../../netaddr/parse.js';
 import type { DaemonStatus } from '../../rpc/gen/connector.js';
@@ -9,8 +10,14 @@ import { TUNNEL_VERSION, VERSION } from '../../version/version.js';
 import { writeRecord } from './leftovers.js';
 import { ConnectedSession, type DaemonSettings } from './session.js';
 
+/** How often the root daemon checks that the user daemon it serves still runs. */
+const OWNER_CHECK_MS = 2_000;
+
 export class RootDaemon {
   private session: ConnectedSession | undefined;
+  /** The user daemon the session belongs to (0: not said). */
+  private ownerPid = 0;
+  private ownerWatch: NodeJS.Timeout | undefined;
   /** Connect, Disconnect and Quit run one at a time. */
   private queue: Promise<unknown> = Promise.resolve();
   private lastError = '';
@@ -29,9 +36,16 @@ export class RootDaemon {
 
   connect(req: ConnectRequest): Promise<DaemonStatus> {
     return this.serialized(async () => {
+      // One VIF per workstation: another user daemon (another TP_RUN_DIR, another user) may not take it
+      // over while its owner lives; a dead owner's session (its daemon was killed) is taken over.
+      if (this.session && this.ownerPid && req.ownerPid !== this.ownerPid && processAlive(this.ownerPid))
+        throw new UsageError(
+          `the VIF is in use by another tp session (its user daemon is pid ${this.ownerPid}): tp quit there first, or connect with --no-vif`,
+        );
       await this.stopSession();
       try {
         this.session = await ConnectedSession.start(this.settings, req);
+        this.watchOwner(req.ownerPid);
         this.lastError = '';
       } catch (e) {
         this.lastError = (e as Error).message;
@@ -47,6 +61,26 @@ export class RootDaemon {
     });
   }
 
+  /**
+   * The VIF lives as long as the user daemon that connected it: when that process is gone (killed, crashed)
+   * nobody keeps its session with the manager alive, so the VIF would only break the workstation's DNS.
+   * Then this daemon puts everything back and exits, as on tp quit.
+   */
+  private watchOwner(pid: number): void {
+    this.ownerPid = pid;
+    clearInterval(this.ownerWatch);
+    if (!pid) return;
+    this.ownerWatch = setInterval(() => {
+      if (this.ownerPid !== pid || processAlive(pid)) return;
+      clearInterval(this.ownerWatch);
+      this.settings.log.warn('the user daemon that connected the VIF is gone: disconnecting and exiting', {
+        pid,
+      });
+      void this.quit();
+    }, OWNER_CHECK_MS);
+    this.ownerWatch.unref();
+  }
+
   disconnect(): Promise<void> {
     return this.serialized(() => this.stopSession());
   }
@@ -54,6 +88,8 @@ export class RootDaemon {
   private async stopSession(): Promise<void> {
     const s = this.session;
     this.session = undefined;
+    this.ownerPid = 0;
+    clearInterval(this.ownerWatch);
     if (s) await s.stop();
     writeRecord(this.settings.stateDir, { pid: process.pid, socket: this.socketPath });
   }
@@ -113,5 +149,20 @@ export class RootDaemon {
         return {};
       }),
     };
+  }
+}
+
+/** True while pid names a process (a zombie counts as gone: its owner has not reaped it yet). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
   }
 }

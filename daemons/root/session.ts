@@ -56,6 +56,8 @@ interface ValidatedRequest {
   alsoProxy: Cidr[];
   neverProxy: Cidr[];
   allowConflicts: boolean;
+  /** Addresses that keep their path (the API server a port-forward to the manager goes through). */
+  keepOut: string[];
 }
 
 const CLUSTER_DOMAIN_DEFAULT = 'cluster.local';
@@ -101,6 +103,13 @@ async function validate(req: ConnectRequest): Promise<ValidatedRequest> {
     alsoProxy: parseList(req.alsoProxy, '--also-proxy CIDR'),
     neverProxy: parseList(req.neverProxy, '--never-proxy CIDR'),
     allowConflicts: req.allowConflictingSubnets,
+    keepOut: req.keepOut.map((ip) => {
+      if (!net.isIP(ip))
+        throw new UsageError(
+          `keep-out address "${ip}" is not an IP address (the user daemon resolves names)`,
+        );
+      return ip;
+    }),
   };
 }
 
@@ -139,7 +148,7 @@ export class ConnectedSession {
     const req = await validate(request);
     const subnets = clusterSubnets(request.cluster);
     const existing = await readRoutes(run);
-    const keepOut = [req.managerIp, ...currentNameservers(settings.resolvConfPath)].filter(
+    const keepOut = [req.managerIp, ...req.keepOut, ...currentNameservers(settings.resolvConfPath)].filter(
       (ip) => !ip.startsWith('127.') && ip !== '::1',
     );
     // Planning checks the subnets against the namespace's routes before anything is touched.
@@ -292,9 +301,11 @@ export class ConnectedSession {
       clusterSubnets: clusterSubnets(info),
       alsoProxy: this.req.alsoProxy,
       neverProxy: this.req.neverProxy,
-      keepOut: [this.req.managerIp, ...this.system.upstream.map((u) => u.address)].filter(
-        (ip) => !ip.startsWith('127.'),
-      ),
+      keepOut: [
+        this.req.managerIp,
+        ...this.req.keepOut,
+        ...this.system.upstream.map((u) => u.address),
+      ].filter((ip) => !ip.startsWith('127.') && ip !== '::1'),
       existing,
       allowConflicts: this.req.allowConflicts,
     });

@@ -1,12 +1,16 @@
-// The Connector gRPC service the CLI talks to, on top of the ManagerConnection.
+// The Connector gRPC service the CLI talks to, on top of the ManagerConnection (the session with the
+// traffic manager) and the RootDaemonLink (the VIF).
+import * as dns from 'node:dns/promises';
+import * as net from 'node:net';
 import type { ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import type { ManagerForward } from '../../kube/port-forward.js';
 import { createLogger } from '../../logging/logger.js';
-import type { ConnectInfo, ConnectorServer } from '../../rpc/gen/connector.js';
+import type { ConnectInfo, ConnectorServer, ConnectRequest } from '../../rpc/gen/connector.js';
 import { grpcError } from '../../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../../version/version.js';
 import { type ManagerConnection, UserFacingError } from './manager-connection.js';
+import type { RootDaemonLink } from './root-daemon-link.js';
 
 const log = createLogger('connector');
 
@@ -33,31 +37,128 @@ export interface DaemonInfo {
   quit: () => void;
 }
 
-export function connectorService(conn: ManagerConnection, daemon: DaemonInfo): ConnectorServer {
+/**
+ * The addresses of the Kubernetes API server a port-forward goes through: they must keep their path
+ * whatever the cluster's subnets are (a service subnet that covers the API server's address would
+ * otherwise swallow the connection to the manager itself).
+ */
+async function apiServerAddresses(server: string | undefined): Promise<string[]> {
+  if (!server) return [];
+  let host: string;
+  try {
+    host = new URL(server).hostname.replace(/^\[|\]$/g, '');
+  } catch {
+    return [];
+  }
+  if (net.isIP(host)) return [host];
+  try {
+    return (await dns.lookup(host, { all: true })).map((a) => a.address);
+  } catch (e) {
+    log.warn('cannot resolve the API server host; it is not kept out of the VIF', {
+      host,
+      error: (e as Error).message,
+    });
+    return [];
+  }
+}
+
+export function connectorService(
+  conn: ManagerConnection,
+  vif: RootDaemonLink,
+  daemon: DaemonInfo,
+): ConnectorServer {
   // Kubernetes: the port-forward to the manager and the settings it was made with (kube/port-forward.ts).
   let forward: { close(): Promise<void> } | undefined;
-  let kube = { kubeconfig: '', context: '', namespace: '', managerNamespace: '' };
+  let kube = { kubeconfig: '', context: '', managerNamespace: '' };
+  /** The namespace of `tp connect -n` (single-label names resolve there). */
+  let namespace = '';
+  /** Kubernetes: the API server's addresses (never routed into the VIF). */
+  let keepOut: string[] = [];
   const closeForward = async () => {
     await forward?.close();
     forward = undefined;
   };
-  const connectInfo = (): ConnectInfo => ({
+  const connectInfo = async (): Promise<ConnectInfo> => ({
     state: conn.state,
     managerAddress: forward
       ? `${conn.address} (port-forward to ${kube.managerNamespace}/traffic-manager)`
       : conn.address,
     sessionId: conn.sessionId,
-    namespace: kube.namespace,
+    namespace,
     managerVersion: conn.managerVersion,
-    cluster: undefined,
+    cluster: conn.cluster,
     intercepts: conn.intercepts(),
     context: kube.context,
     kubeconfig: kube.kubeconfig,
-    rootDaemon: undefined,
+    rootDaemon: conn.state === 'DISCONNECTED' ? undefined : await vif.status(),
     error: conn.error,
     logFile: daemon.logFile,
     daemonPid: process.pid,
+    rootDaemonNeeded: false,
   });
+
+  /** The manager part of Connect: a session at --manager-address or through a port-forward. */
+  const connectManager = async (req: ConnectRequest): Promise<void> => {
+    if (req.managerAddress) {
+      await conn.connect(req.managerAddress);
+      namespace = req.namespace || namespace || 'default';
+      return;
+    }
+    if (conn.state !== 'DISCONNECTED') {
+      if (!forward)
+        throw new UserFacingError(
+          status.FAILED_PRECONDITION,
+          `already connected to the traffic manager at ${conn.address}: run tp quit first to connect through Kubernetes`,
+        );
+      if (req.namespace) namespace = req.namespace;
+      return;
+    }
+    // No address: reach the manager's Service through the Kubernetes API server. The Kubernetes modules
+    // are loaded only now: they weigh tens of MB of heap, and every garbage collection of a daemon that
+    // moves tunnel data at 1 MiB a message pays for a bigger heap.
+    const [{ DEFAULT_MANAGER_NAMESPACE }, { loadKubeConfig }, { forwardToManager }] = await Promise.all([
+      import('../../kube/annotations.js'),
+      import('../../kube/kubeconfig.js'),
+      import('../../kube/port-forward.js'),
+    ]);
+    let loaded: ReturnType<typeof loadKubeConfig>;
+    try {
+      loaded = loadKubeConfig({
+        kubeconfig: req.kubeconfig || undefined,
+        context: req.context || undefined,
+      });
+    } catch (e) {
+      throw new UserFacingError(status.INVALID_ARGUMENT, (e as Error).message);
+    }
+    const managerNamespace = req.managerNamespace || DEFAULT_MANAGER_NAMESPACE;
+    try {
+      forward = await forwardToManager(loaded.kc, log.child('port-forward'), managerNamespace);
+    } catch (e) {
+      throw new UserFacingError(status.UNAVAILABLE, (e as Error).message);
+    }
+    kube = {
+      kubeconfig: req.kubeconfig,
+      context: loaded.kc.getCurrentContext(),
+      managerNamespace,
+    };
+    namespace = req.namespace || loaded.namespace;
+    keepOut = await apiServerAddresses(loaded.kc.getCurrentCluster()?.server);
+    try {
+      await conn.connect((forward as ManagerForward).address);
+    } catch (e) {
+      await closeForward();
+      throw e;
+    }
+  };
+
+  /** Disconnect and quit: the VIF first (it uses the session), then the session, then the port-forward. */
+  const disconnectAll = async () => {
+    await vif.stop();
+    await conn.disconnect();
+    await closeForward();
+    keepOut = [];
+    namespace = '';
+  };
 
   return {
     version: unary('Version', () => ({
@@ -67,52 +168,28 @@ export function connectorService(conn: ManagerConnection, daemon: DaemonInfo): C
     })),
 
     connect: unary('Connect', async (req) => {
-      if (req.managerAddress) {
-        await conn.connect(req.managerAddress);
-        return connectInfo();
-      }
-      if (conn.state !== 'DISCONNECTED' && forward) return connectInfo();
-      // No address: reach the manager's Service through the Kubernetes API server. The Kubernetes modules
-      // are loaded only now: they weigh tens of MB of heap, and every garbage collection of a daemon that
-      // moves tunnel data at 1 MiB a message pays for a bigger heap.
-      const [{ DEFAULT_MANAGER_NAMESPACE }, { loadKubeConfig }, { forwardToManager }] = await Promise.all([
-        import('../../kube/annotations.js'),
-        import('../../kube/kubeconfig.js'),
-        import('../../kube/port-forward.js'),
-      ]);
-      let loaded: ReturnType<typeof loadKubeConfig>;
+      const fresh = conn.state === 'DISCONNECTED';
+      await connectManager(req);
       try {
-        loaded = loadKubeConfig({
-          kubeconfig: req.kubeconfig || undefined,
-          context: req.context || undefined,
+        const outcome = await vif.ensure({
+          noVif: req.noVif,
+          alsoProxy: req.alsoProxy,
+          neverProxy: req.neverProxy,
+          allowConflictingSubnets: req.allowConflictingSubnets,
+          managerAddress: conn.address,
+          namespace,
+          keepOut,
         });
+        return { ...(await connectInfo()), rootDaemonNeeded: outcome.rootDaemonNeeded };
       } catch (e) {
-        throw new UserFacingError(status.INVALID_ARGUMENT, (e as Error).message);
-      }
-      const managerNamespace = req.managerNamespace || DEFAULT_MANAGER_NAMESPACE;
-      try {
-        forward = await forwardToManager(loaded.kc, log.child('port-forward'), managerNamespace);
-      } catch (e) {
-        throw new UserFacingError(status.UNAVAILABLE, (e as Error).message);
-      }
-      kube = {
-        kubeconfig: req.kubeconfig,
-        context: loaded.kc.getCurrentContext(),
-        namespace: req.namespace || loaded.namespace,
-        managerNamespace,
-      };
-      try {
-        await conn.connect((forward as ManagerForward).address);
-      } catch (e) {
-        await closeForward();
+        // A connect that cannot bring up the VIF leaves nothing behind: no session it made either.
+        if (fresh) await disconnectAll().catch(() => {});
         throw e;
       }
-      return connectInfo();
     }),
 
     disconnect: unary('Disconnect', async () => {
-      await conn.disconnect();
-      await closeForward();
+      await disconnectAll();
       return {};
     }),
 
@@ -157,11 +234,12 @@ export function connectorService(conn: ManagerConnection, daemon: DaemonInfo): C
 
     quit: (_call, callback) => {
       log.info('quit requested');
-      conn.disconnect().finally(async () => {
-        await closeForward().catch(() => {});
-        callback(null, {});
-        daemon.quit();
-      });
+      disconnectAll()
+        .catch((e: Error) => log.error('quit: disconnecting failed', { error: e.message }))
+        .finally(() => {
+          callback(null, {});
+          daemon.quit();
+        });
     },
   };
 }

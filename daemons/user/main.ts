@@ -11,6 +11,7 @@ import { unary } from '../../rpc/unary-call.js';
 import { VERSION } from '../../version/version.js';
 import { connectorService } from './connector-service.js';
 import { ManagerConnection } from './manager-connection.js';
+import { RootDaemonLink } from './root-daemon-link.js';
 
 const log = createLogger('connector');
 
@@ -47,20 +48,26 @@ async function main(): Promise<void> {
   fs.rmSync(socketPath, { force: true }); // a stale socket from a daemon that was killed
 
   const conn = new ManagerConnection();
+  const vif = new RootDaemonLink(conn, log.child('vif'));
   const server = new grpc.Server();
   let quitting = false;
   const quit = (why: string) => {
     if (quitting) return;
     quitting = true;
     log.info('stopping', { reason: why });
-    void conn.disconnect().finally(() => {
-      server.tryShutdown(() => {});
-      fs.rmSync(socketPath, { force: true });
-      // Let the Quit answer reach the CLI before the process goes.
-      setTimeout(() => process.exit(0), 100);
-    });
+    // The VIF first: it serves this session (SIGTERM as much as tp quit).
+    void vif
+      .stop()
+      .catch(() => {})
+      .then(() => conn.disconnect())
+      .finally(() => {
+        server.tryShutdown(() => {});
+        fs.rmSync(socketPath, { force: true });
+        // Let the Quit answer reach the CLI before the process goes.
+        setTimeout(() => process.exit(0), 100);
+      });
   };
-  server.addService(ConnectorService, connectorService(conn, { logFile, quit: () => quit('tp quit') }));
+  server.addService(ConnectorService, connectorService(conn, vif, { logFile, quit: () => quit('tp quit') }));
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (e) =>
       e ? reject(e) : resolve(),

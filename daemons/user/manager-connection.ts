@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../../logging/logger.js';
 import {
+  type ClusterInfo,
   InterceptDisposition as D,
   type DialRequest,
   type InterceptInfo,
@@ -86,6 +87,8 @@ export class ManagerConnection extends EventEmitter {
   sessionId = '';
   managerVersion = '';
   error = '';
+  /** The cluster's subnets, DNS domain and namespaces, as the manager's WatchClusterInfo last said. */
+  cluster: ClusterInfo | undefined;
   /** Why the manager is unreachable, while RECONNECTING. */
   private lostReason = '';
   private client: ManagerClient | undefined;
@@ -136,6 +139,7 @@ export class ManagerConnection extends EventEmitter {
     this.state = 'DISCONNECTED';
     this.sessionId = '';
     this.error = '';
+    this.cluster = undefined;
     this.records.clear();
     log.info('disconnected', { manager: this.address });
   }
@@ -331,6 +335,20 @@ export class ManagerConnection extends EventEmitter {
     });
   }
 
+  /** The cluster info of this session: the last snapshot, or the first one within timeoutMs. */
+  waitForCluster(timeoutMs: number): Promise<ClusterInfo | undefined> {
+    if (this.cluster) return Promise.resolve(this.cluster);
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.off('cluster', done);
+        resolve(this.cluster);
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.on('cluster', done);
+    });
+  }
+
   // --- the session loop
 
   private async run(first: Session): Promise<void> {
@@ -349,6 +367,8 @@ export class ManagerConnection extends EventEmitter {
         previous = '';
         void this.restore(session.sessionId);
         this.emit('intercepts');
+        // The root daemon's flows and DNS lookups go out under this session: it follows.
+        this.emit('session', session.sessionId);
         const reason = await this.serve(session);
         if (this.stopped) break;
         previous = session.sessionId;
@@ -416,6 +436,7 @@ export class ManagerConnection extends EventEmitter {
       let over = false;
       const watch = client.watchIntercepts(sessionInfo);
       const dials = client.watchDial(sessionInfo);
+      const clusterWatch = client.watchClusterInfo(sessionInfo);
       const end = (reason: string) => {
         if (over) return;
         over = true;
@@ -423,6 +444,7 @@ export class ManagerConnection extends EventEmitter {
         clearInterval(heartbeat);
         watch.cancel();
         dials.cancel();
+        clusterWatch.cancel();
         resolve(reason);
       };
       this.endSession = end;
@@ -440,6 +462,14 @@ export class ManagerConnection extends EventEmitter {
       dials.on('data', (req: DialRequest) => this.dial(client, session.sessionId, req));
       dials.on('error', (e) => end(`the dial stream failed: ${errorDetails(e)}`));
       dials.on('end', () => end('the traffic manager ended the dial stream'));
+      // The cluster info is for the VIF and the status; the session's liveness is the other watches'.
+      clusterWatch.on('data', (info: ClusterInfo) => {
+        this.cluster = info;
+        this.emit('cluster');
+      });
+      clusterWatch.on('error', (e) => {
+        if (!over) log.debug('cluster info watch ended', { reason: errorDetails(e) });
+      });
     });
   }
 

@@ -59,6 +59,24 @@ export async function startZoneServer(host: string, port: number, zone: Zone): P
       // counted as nothing
     }
   };
+  // UDP and TCP share one port number. With port 0 the UDP port is chosen first and its TCP twin may be
+  // taken by another process: then try another pair.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await listenPair(host, port, zone, note, seen);
+    } catch (err) {
+      if (port !== 0 || attempt >= 20 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
+}
+
+async function listenPair(
+  host: string,
+  port: number,
+  zone: Zone,
+  note: (query: Buffer) => void,
+  seen: string[],
+): Promise<ZoneServer> {
   const udp = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
   await new Promise<void>((resolve, reject) => {
     udp.once('error', reject);
@@ -88,10 +106,15 @@ export async function startZoneServer(host: string, port: number, zone: Zone): P
       }
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(bound, host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', reject);
+      tcp.listen(bound, host, () => resolve());
+    });
+  } catch (err) {
+    udp.close();
+    throw err;
+  }
   return {
     port: bound,
     seen,

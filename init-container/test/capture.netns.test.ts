@@ -7,10 +7,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger, setLevel } from '../../logging/logger.js';
 import { UsageError } from '../../netaddr/parse.js';
+import { type NamespaceProcess, PodNetwork } from '../../testbed/pod-network.js';
+import { waitFor } from '../../testbed/wait.js';
 import { applyCapture, type CaptureEnv } from '../capture.js';
 import { type CommandResult, type CommandRunner, ExecRunner } from '../command-runner.js';
 import { captureConfigFromFlags } from '../config.js';
-import { type NamespaceProcess, PodNetwork, waitFor } from './pod-network.js';
 
 setLevel('error');
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../..');

@@ -10,7 +10,6 @@ import { parseLogQuery, writeLog } from './container-logs.js';
 import type { HostTools } from './container-process.js';
 import { execInContainer } from './container-process.js';
 import type { PodManager } from './pod-manager.js';
-import { SpdySession } from './spdy/session.js';
 import { parseExecOptions, serveExec } from './streaming/exec.js';
 import {
   EXEC_PROTOCOLS,
@@ -23,6 +22,7 @@ import {
   switchingProtocolsResponse,
 } from './streaming/handshake.js';
 import { servePortForward } from './streaming/port-forward.js';
+import { SpdySession } from './streaming/spdy-session.js';
 
 export interface KubeletServerOptions {
   address: string;

@@ -66,6 +66,11 @@ export interface ConnectInfo {
   error: string;
   logFile: string;
   daemonPid: number;
+  /**
+   * The VIF is wanted but no root daemon runs and the user daemon cannot start one (it is not root): the
+   * CLI starts it (sudo may prompt on its terminal) and calls Connect again.
+   */
+  rootDaemonNeeded: boolean;
 }
 
 export interface ListRequest {
@@ -498,6 +503,7 @@ function createBaseConnectInfo(): ConnectInfo {
     error: "",
     logFile: "",
     daemonPid: 0,
+    rootDaemonNeeded: false,
   };
 }
 
@@ -541,6 +547,9 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     }
     if (message.daemonPid !== 0) {
       writer.uint32(104).int32(message.daemonPid);
+    }
+    if (message.rootDaemonNeeded !== false) {
+      writer.uint32(112).bool(message.rootDaemonNeeded);
     }
     return writer;
   },
@@ -662,6 +671,14 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
             message.daemonPid = reader.int32();
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.rootDaemonNeeded = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -715,6 +732,11 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
         : isSet(object.daemon_pid)
         ? globalThis.Number(object.daemon_pid)
         : 0,
+      rootDaemonNeeded: isSet(object.rootDaemonNeeded)
+        ? globalThis.Boolean(object.rootDaemonNeeded)
+        : isSet(object.root_daemon_needed)
+        ? globalThis.Boolean(object.root_daemon_needed)
+        : false,
     };
   },
 
@@ -759,6 +781,9 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     if (message.daemonPid !== 0) {
       obj.daemonPid = Math.round(message.daemonPid);
     }
+    if (message.rootDaemonNeeded !== false) {
+      obj.rootDaemonNeeded = message.rootDaemonNeeded;
+    }
     return obj;
   },
 
@@ -784,6 +809,7 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     message.error = object.error ?? "";
     message.logFile = object.logFile ?? "";
     message.daemonPid = object.daemonPid ?? 0;
+    message.rootDaemonNeeded = object.rootDaemonNeeded ?? false;
     return message;
   },
 };

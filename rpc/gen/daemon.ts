@@ -49,6 +49,16 @@ export interface ConnectRequest {
   alsoProxy: string[];
   neverProxy: string[];
   allowConflictingSubnets: boolean;
+  /**
+   * Addresses that must keep their path whatever the cluster's subnets are: the Kubernetes API server the
+   * port-forward to the manager goes through.
+   */
+  keepOut: string[];
+  /**
+   * The pid of the user daemon that connects. While that process lives, a Connect from another one is
+   * refused (one VIF per workstation); 0: no owner check.
+   */
+  ownerPid: number;
 }
 
 function createBaseConnectRequest(): ConnectRequest {
@@ -60,6 +70,8 @@ function createBaseConnectRequest(): ConnectRequest {
     alsoProxy: [],
     neverProxy: [],
     allowConflictingSubnets: false,
+    keepOut: [],
+    ownerPid: 0,
   };
 }
 
@@ -85,6 +97,12 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     }
     if (message.allowConflictingSubnets !== false) {
       writer.uint32(56).bool(message.allowConflictingSubnets);
+    }
+    for (const v of message.keepOut) {
+      writer.uint32(66).string(v!);
+    }
+    if (message.ownerPid !== 0) {
+      writer.uint32(72).int32(message.ownerPid);
     }
     return writer;
   },
@@ -158,6 +176,22 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
             message.allowConflictingSubnets = reader.bool();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.keepOut.push(reader.string());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.ownerPid = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -199,6 +233,16 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         : isSet(object.allow_conflicting_subnets)
         ? globalThis.Boolean(object.allow_conflicting_subnets)
         : false,
+      keepOut: globalThis.Array.isArray(object?.keepOut)
+        ? object.keepOut.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.keep_out)
+        ? object.keep_out.map((e: any) => globalThis.String(e))
+        : [],
+      ownerPid: isSet(object.ownerPid)
+        ? globalThis.Number(object.ownerPid)
+        : isSet(object.owner_pid)
+        ? globalThis.Number(object.owner_pid)
+        : 0,
     };
   },
 
@@ -225,6 +269,12 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     if (message.allowConflictingSubnets !== false) {
       obj.allowConflictingSubnets = message.allowConflictingSubnets;
     }
+    if (message.keepOut?.length) {
+      obj.keepOut = message.keepOut;
+    }
+    if (message.ownerPid !== 0) {
+      obj.ownerPid = Math.round(message.ownerPid);
+    }
     return obj;
   },
 
@@ -242,6 +292,8 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     message.alsoProxy = object.alsoProxy?.map((e) => e) || [];
     message.neverProxy = object.neverProxy?.map((e) => e) || [];
     message.allowConflictingSubnets = object.allowConflictingSubnets ?? false;
+    message.keepOut = object.keepOut?.map((e) => e) || [];
+    message.ownerPid = object.ownerPid ?? 0;
     return message;
   },
 };

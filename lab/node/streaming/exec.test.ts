@@ -3,9 +3,9 @@ import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger, setLevel } from '../../../logging/logger.js';
-import { SpdySession } from '../spdy/session.js';
 import { SpdyTestClient } from '../test/spdy-client.js';
 import { type ExecOptions, expectedStreams, parseExecOptions, resultMessage, serveExec } from './exec.js';
+import { SpdySession } from './spdy-session.js';
 
 const log = createLogger('test');
 setLevel('warn');

@@ -6,7 +6,7 @@ import type { ChildProcess } from 'node:child_process';
 import * as os from 'node:os';
 import type { Writable } from 'node:stream';
 import type { Logger } from '../../../logging/logger.js';
-import type { SpdySession, SpdyStream } from '../spdy/session.js';
+import type { SpdySession, SpdyStream } from './spdy-session.js';
 
 export const STREAM_CREATION_TIMEOUT_MS = 30_000;
 

@@ -5,8 +5,8 @@
 // then tears down the whole port-forward session, so it is written only on a real failure.
 import type * as net from 'node:net';
 import type { Logger } from '../../../logging/logger.js';
-import type { HeaderMap } from '../spdy/frames.js';
-import type { SpdySession, SpdyStream } from '../spdy/session.js';
+import type { HeaderMap } from '../../../spdy/frames.js';
+import type { SpdySession, SpdyStream } from './spdy-session.js';
 
 /** How long the first stream of a pair waits for its partner (the kubelet's stream creation timeout). */
 export const STREAM_PAIR_TIMEOUT_MS = 30_000;

@@ -3,11 +3,12 @@
 // WINDOW_UPDATE, and records what the server sends back.
 import type { Duplex } from 'node:stream';
 import * as zlib from 'node:zlib';
-import { SPDY3_DICTIONARY } from '../spdy/dictionary.js';
+import { SPDY3_DICTIONARY } from '../../../spdy/dictionary.js';
 import {
-  encodeControlFrame,
   encodeDataFrameHeader,
   encodeHeaderBlock,
+  encodePing,
+  encodeRstStream,
   encodeSynStream,
   FLAG_FIN,
   FrameReader,
@@ -16,7 +17,8 @@ import {
   parseGoAway,
   parseRstStream,
   parseStreamHeaders,
-} from '../spdy/frames.js';
+  RstStatus,
+} from '../../../spdy/frames.js';
 
 export class ClientStream {
   readonly chunks: Buffer[] = [];
@@ -149,17 +151,12 @@ export class SpdyTestClient {
     this.socket.write(Buffer.concat([encodeDataFrameHeader(id, fin ? FLAG_FIN : 0, data.length), data]));
   }
 
-  sendRst(id: number, status = 5): void {
-    const body = Buffer.alloc(8);
-    body.writeUInt32BE(id, 0);
-    body.writeUInt32BE(status, 4);
-    this.socket.write(encodeControlFrame(FrameType.RstStream, 0, body));
+  sendRst(id: number, status: number = RstStatus.Cancel): void {
+    this.socket.write(encodeRstStream(id, status));
   }
 
   ping(id: number): void {
-    const body = Buffer.alloc(4);
-    body.writeUInt32BE(id);
-    this.socket.write(encodeControlFrame(FrameType.Ping, 0, body));
+    this.socket.write(encodePing(id));
   }
 
   whenClosed(): Promise<void> {

@@ -2,9 +2,9 @@ import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger } from '../../../logging/logger.js';
+import { RstStatus } from '../../../spdy/frames.js';
 import { SpdyTestClient } from '../test/spdy-client.js';
-import { RstStatus } from './frames.js';
-import { SpdySession, type SpdyStream } from './session.js';
+import { SpdySession, type SpdyStream } from './spdy-session.js';
 
 const log = createLogger('test');
 

@@ -28,8 +28,8 @@ import {
   RstStatus,
   SPDY_VERSION,
   SpdyProtocolError,
-} from './frames.js';
-import { HeaderBlockDecoder, HeaderBlockEncoder } from './header-compression.js';
+} from '../../../spdy/frames.js';
+import { HeaderBlockDecoder, HeaderBlockEncoder } from '../../../spdy/header-compression.js';
 
 export interface SpdySessionOptions {
   log: Logger;

@@ -1,5 +1,5 @@
 // SPDY/3.1 framing (draft-mbelshe-httpbis-spdy-00 plus the 3.1 flow-control changes), the subset the
-// Kubernetes streaming protocols use between the API server (Go's spdystream) and a kubelet.
+// Kubernetes streaming protocols use between a client, the API server (Go's spdystream) and a kubelet.
 // Pure: byte buffers in, frames out, and the reverse. Header blocks are handled raw here; their
 // zlib compression lives in header-compression.ts.
 

@@ -1,6 +1,7 @@
-// A pod network namespace and a client namespace joined by a veth, IPv4 and IPv6, for tests and the
-// capture bench. Names start with `tpc-`; everything (namespaces, the processes started in them) is removed
-// by destroy(), and by an exit handler when a test dies first.
+// A pod network namespace and a client namespace joined by a veth, IPv4 and IPv6: the pod the capture
+// tests (init-container/test) and the capture bench (bench/capture.ts) put tp-init's rules and the agent
+// in. Names start with `tpc-`; everything (namespaces, the processes started in them) is removed by
+// destroy(), and by an exit handler when the test or bench dies first.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 
@@ -145,23 +146,5 @@ export class PodNetwork {
     for (const ns of [this.pod, this.client]) {
       if (fs.existsSync(`/run/netns/${ns}`)) execFileSync(IP, ['netns', 'del', ns], { stdio: 'ignore' });
     }
-  }
-}
-
-/** Polls until `check` returns a value (not undefined), or fails after `timeoutMs` saying `what` it awaited. */
-export async function waitFor<T>(
-  what: string | (() => string),
-  check: () => Promise<T | undefined>,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`,
-      );
-    await new Promise((r) => setTimeout(r, 100));
   }
 }

@@ -1,0 +1,35 @@
+// Waiting for something a test or bench started (a process listening, a rule in place, an agent
+// arriving): poll, because these show up in another process or namespace with nothing to subscribe to.
+
+/** What `check` answers while the condition does not hold yet. */
+type NotYet = undefined | false;
+
+/**
+ * Polls `check` every 100 ms until it returns a value (neither undefined nor false) and returns that
+ * value; an error thrown by `check` counts as not yet. After `timeoutMs` it fails naming `what` it
+ * awaited (a function, to describe it with what is known by then, such as a process's output) and the
+ * last error `check` threw.
+ */
+export async function waitFor<T>(
+  what: string | (() => string),
+  check: () => Promise<T | NotYet> | T | NotYet,
+  timeoutMs = 15_000,
+): Promise<Exclude<T, NotYet>> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value as Exclude<T, NotYet>;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) {
+      const awaited = typeof what === 'string' ? what : what();
+      const last =
+        lastError === undefined ? '' : ` (last error: ${(lastError as Error).message ?? lastError})`;
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${awaited}${last}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
