@@ -7,7 +7,7 @@ import * as path from 'node:path';
 
 const root = path.resolve(new URL('..', import.meta.url).pathname);
 const filters = process.argv.slice(2);
-const perFileTimeoutMs = Number(process.env.TP_TEST_FILE_TIMEOUT_MS ?? 20 * 60_000);
+const perFileTimeoutMs = Number(process.env.TP_TEST_FILE_TIMEOUT_MS ?? 10 * 60_000);
 
 function find(dir, out = []) {
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
