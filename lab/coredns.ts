@@ -85,9 +85,12 @@ export function corednsObjects(): KubeObject[] {
                 ],
                 volumeMounts: [{ name: 'config-volume', mountPath: '/etc/coredns', readOnly: true }],
                 readinessProbe: { httpGet: { path: '/ready', port: 8181 }, periodSeconds: 2 },
+                // kubeadm's CoreDNS probe: a 5 s timeout, so a loaded 2-core machine does not restart a
+                // healthy DNS server (a 1 s timeout did, mid-test, under e2e load).
                 livenessProbe: {
                   httpGet: { path: '/health', port: 8080 },
-                  initialDelaySeconds: 10,
+                  initialDelaySeconds: 60,
+                  timeoutSeconds: 5,
                   periodSeconds: 10,
                   failureThreshold: 5,
                 },
