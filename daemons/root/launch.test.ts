@@ -10,7 +10,7 @@ test('root starts the daemon directly; a user through sudo; without sudo a clear
     () => planLaunch({ uid: 1000, sudo: undefined }),
     (e: unknown) =>
       e instanceof UsageError &&
-      /needs root for the network interface, and sudo is not installed.*--no-vif/.test(e.message),
+      /needs root for its network interface, and sudo is not installed.*--no-vif/.test(e.message),
   );
 });
 

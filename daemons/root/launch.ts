@@ -69,7 +69,7 @@ export function planLaunch(o: { uid: number; sudo: string | undefined }): Launch
   if (o.uid === 0) return { kind: 'direct' };
   if (!o.sudo)
     throw new UsageError(
-      'tp connect needs root for the network interface, and sudo is not installed: run tp connect as root, install sudo, or connect with --no-vif',
+      'the VIF needs root for its network interface, and sudo is not installed: run tp connect as root, install sudo, or connect with --no-vif',
     );
   return { kind: 'sudo', sudo: o.sudo };
 }
@@ -144,7 +144,7 @@ export async function startRootDaemon(o: RootDaemonLaunch = {}): Promise<RootDae
         throw new UsageError('sudo did not grant administrator rights: tp connect needs them for the VIF');
     } else if (spawnSync(plan.sudo, ['-n', 'true'], { stdio: 'ignore' }).status !== 0) {
       throw new UsageError(
-        'tp connect needs root for the network interface and sudo asks for a password, but there is no terminal to ask on: run tp connect in a terminal (or `sudo -v` first)',
+        'the VIF needs root for its network interface and sudo asks for a password, but there is no terminal to ask on: run tp connect in a terminal (or `sudo -v` first)',
       );
     }
     // -b: sudo forks the daemon into the background itself, after its credential check on this terminal.

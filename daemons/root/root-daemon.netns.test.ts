@@ -310,7 +310,7 @@ test('no /dev/net/tun, not root, no sudo: a clear error each, nothing behind', a
   assert.is(user.code, 1);
   assert.match(
     user.stderr,
-    /needs root for the network interface.*(sudo is not installed|sudo asks for a password)/,
+    /needs root for its network interface.*(sudo is not installed|sudo asks for a password)/,
   );
   assert.equal(await leftovers(), []);
 });

@@ -22,7 +22,7 @@ import { type Cidr, parseCidr, parseHostPort, UsageError } from '../../netaddr/p
 import type { DaemonStatus } from '../../rpc/gen/connector.js';
 import type { ConnectRequest } from '../../rpc/gen/daemon.js';
 import { type ClusterInfo, ManagerClient } from '../../rpc/gen/manager.js';
-import { managerChannelOptions } from '../../rpc/grpc-options.js';
+import { workstationChannelOptions } from '../../rpc/grpc-options.js';
 import { errorDetails, unary } from '../../rpc/unary-call.js';
 import { VERSION } from '../../version/version.js';
 import type { CommandRunner } from '../../vif/ip-command.js';
@@ -178,7 +178,11 @@ export class ConnectedSession {
       const target = req.managerIp.includes(':')
         ? `[${req.managerIp}]:${req.managerPort}`
         : `${req.managerIp}:${req.managerPort}`;
-      const client = new ManagerClient(target, grpc.credentials.createInsecure(), managerChannelOptions());
+      const client = new ManagerClient(
+        target,
+        grpc.credentials.createInsecure(),
+        workstationChannelOptions(),
+      );
       undo.push(() => client.close());
       const sessionId = req.sessionId;
       const dialer = new TunnelFlowDialer({ client, sessionId: () => sessionId, log: log.child('tunnel') });

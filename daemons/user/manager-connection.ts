@@ -20,7 +20,7 @@ import {
   type VersionInfo,
   type WorkloadInfoSnapshot,
 } from '../../rpc/gen/manager.js';
-import { managerChannelOptions } from '../../rpc/grpc-options.js';
+import { workstationChannelOptions } from '../../rpc/grpc-options.js';
 import { ManagerClient } from '../../rpc/manager-service.js';
 import { errorDetails, hasStatus, isServiceError, unary } from '../../rpc/unary-call.js';
 import { dialTcp } from '../../tunnel/dial.js';
@@ -108,7 +108,7 @@ export class ManagerConnection extends EventEmitter {
         `already connected to the traffic manager at ${this.address}: run tp quit first to connect elsewhere`,
       );
     }
-    const client = new ManagerClient(address, grpc.credentials.createInsecure(), managerChannelOptions());
+    const client = new ManagerClient(address, grpc.credentials.createInsecure(), workstationChannelOptions());
     let session: Session;
     try {
       session = await this.arrive(client);

@@ -206,6 +206,19 @@ async function lifecycle(backend: Backend, index: number): Promise<void> {
     assert.ok(beforeLoopback >= packets(idle, 4, inPod) + 1, 'in-pod counter');
     assert.equal(packets(status, 4, inPod), beforeLoopback, 'a loopback call is not captured');
     assert.ok(packets(status, 4, /never capture connections of the agent/) >= 1, 'agent uid counter');
+
+    // The agent counted what it passed through: on 8080 the first request of startAgent, IPv4, IPv6 and the
+    // in-pod call; on 9090 one. SIGUSR2 makes it log its counters.
+    const agent = processes[0]!;
+    agent.child.kill('SIGUSR2');
+    const counted = await waitFor('the agent to log its connection counters', async () =>
+      /connections: (app port 8080: .*)/.exec(agent.output())?.at(1),
+    );
+    const passedThrough = (port: number) =>
+      Number(new RegExp(`app port ${port}: (\\d+) passed through`).exec(counted)?.[1]);
+    assert.ok(passedThrough(8080) >= 4, counted);
+    assert.is(passedThrough(9090), 1, counted);
+    assert.match(counted, /app port 8080: \d+ passed through, 0 intercepted, 0 probes, 0 dial failures/);
     for (const p of processes) await p.stop();
 
     // cleanup: nothing of tp's remains; status fails; traffic reaches the app directly again.

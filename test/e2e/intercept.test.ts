@@ -371,7 +371,8 @@ if (cluster) {
   );
 
   scenario('a second workstation intercepting the same port is refused, naming who holds it', async () => {
-    await bob.tp(['connect']);
+    // Both "workstations" share the lab's workstation namespace, which has one VIF (alice's): bob needs none.
+    await bob.tp(['connect', '--no-vif']);
     const r = await bob.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT + 1}:${ECHO_PORT}`], {
       check: false,
     });

@@ -1,0 +1,170 @@
+// The agent's listener with real sockets on loopback: passthrough carries the bytes and the half-close,
+// a dead app resets the client, node probes are told apart, and every connection is counted. No manager:
+// the session is never started, so there are no intercepts and everything passes through.
+import * as net from 'node:net';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { setLevel } from '../logging/logger.js';
+import { AgentInfo } from '../rpc/gen/manager.js';
+import { ConnectionCounters } from './connection-counters.js';
+import { PortListener } from './listeners.js';
+import { AgentManagerSession } from './manager-session.js';
+
+setLevel('error');
+
+async function freePort(host = '127.0.0.1'): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, host, r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** An app that answers "<peer> said: <everything it read>" once the client half-closes, then closes. */
+async function startApp(host = '127.0.0.1'): Promise<{ port: number; server: net.Server }> {
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    let got = '';
+    s.on('data', (d) => {
+      got += d;
+    });
+    s.on('end', () => s.end(`${s.remoteAddress} said: ${got}`));
+  });
+  await new Promise<void>((r) => server.listen(0, host, r));
+  return { port: (server.address() as net.AddressInfo).port, server };
+}
+
+/** Connects, sends `text`, half-closes, and resolves with the whole answer, or 'reset' / 'closed'. */
+function exchange(port: number, text: string, host = '127.0.0.1'): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port, allowHalfOpen: true }, () => s.end(text));
+    let answer = '';
+    s.on('data', (d) => {
+      answer += d;
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNRESET' ? 'reset' : e.message));
+    s.on('end', () => resolve(answer || 'closed'));
+  });
+}
+
+async function withListener(
+  appPort: number,
+  options: { hostIp?: string; listenAddress?: string },
+  run: (agentPort: number, counters: ConnectionCounters) => Promise<void>,
+): Promise<void> {
+  const agentPort = await freePort();
+  const counters = new ConnectionCounters([appPort]);
+  // Never run: no manager, so no session and no intercept routes.
+  const session = new AgentManagerSession('127.0.0.1:1', AgentInfo.fromPartial({}), [appPort], () => ({}));
+  const listener = new PortListener({
+    agentPort,
+    appPorts: [appPort],
+    listenAddress: options.listenAddress ?? '127.0.0.1',
+    hostIp: options.hostIp,
+    session,
+    steered: false,
+    counters,
+  });
+  await listener.listen();
+  try {
+    await run(agentPort, counters);
+  } finally {
+    listener.close();
+    session.client.close();
+  }
+}
+
+test('passthrough: the bytes and the half-close reach the app, and the connection is counted', async () => {
+  const app = await startApp();
+  try {
+    await withListener(app.port, {}, async (agentPort, counters) => {
+      assert.is(await exchange(agentPort, 'hello'), '127.0.0.1 said: hello');
+      assert.is(await exchange(agentPort, 'again'), '127.0.0.1 said: again');
+      assert.equal(counters.snapshot().get(app.port), {
+        passedThrough: 2,
+        intercepted: 0,
+        probes: 0,
+        dialFailures: 0,
+      });
+      assert.is(
+        counters.format(),
+        `app port ${app.port}: 2 passed through, 0 intercepted, 0 probes, 0 dial failures`,
+      );
+    });
+  } finally {
+    app.server.close();
+  }
+});
+
+test('the app is down: the client is reset and the dial failure counted', async () => {
+  const deadPort = await freePort();
+  await withListener(deadPort, {}, async (agentPort, counters) => {
+    assert.is(await exchange(agentPort, 'anyone?'), 'reset');
+    assert.equal(counters.snapshot().get(deadPort), {
+      passedThrough: 1,
+      intercepted: 0,
+      probes: 0,
+      dialFailures: 1,
+    });
+  });
+});
+
+test('connections from the node address are probes, passed through', async () => {
+  const app = await startApp();
+  try {
+    await withListener(app.port, { hostIp: '127.0.0.1' }, async (agentPort, counters) => {
+      assert.is(await exchange(agentPort, 'healthy?'), '127.0.0.1 said: healthy?');
+      const counts = counters.snapshot().get(app.port)!;
+      assert.is(counts.probes, 1);
+      assert.is(counts.passedThrough, 0);
+    });
+  } finally {
+    app.server.close();
+  }
+});
+
+test('a dual-stack listener dials the app over the connection’s own family', async () => {
+  const hasV6 = await freePort('::1').then(
+    () => true,
+    () => false,
+  );
+  if (!hasV6) {
+    console.log('# no IPv6 loopback here: only IPv4 checked');
+  }
+  const app4 = await startApp('127.0.0.1');
+  // The same port on ::1, so each family reaches its own app.
+  const app6 = hasV6 ? net.createServer({ allowHalfOpen: true }) : undefined;
+  if (app6) {
+    app6.on('connection', (s) => {
+      let got = '';
+      s.on('data', (d) => {
+        got += d;
+      });
+      s.on('end', () => s.end(`${s.remoteAddress} said over IPv6: ${got}`));
+    });
+    await new Promise<void>((r, j) => app6.once('error', j).listen(app4.port, '::1', r));
+  }
+  try {
+    await withListener(app4.port, { listenAddress: '' }, async (agentPort) => {
+      assert.is(await exchange(agentPort, 'v4'), '127.0.0.1 said: v4');
+      if (hasV6) assert.is(await exchange(agentPort, 'v6', '::1'), '::1 said over IPv6: v6');
+    });
+  } finally {
+    app4.server.close();
+    app6?.close();
+  }
+});
+
+test('the counters of several ports, in port order', () => {
+  const counters = new ConnectionCounters([9090, 8080]);
+  counters.of(8080).passedThrough += 3;
+  counters.of(9090).intercepted++;
+  counters.of(9090).dialFailures++;
+  assert.is(
+    counters.format(),
+    'app port 8080: 3 passed through, 0 intercepted, 0 probes, 0 dial failures; ' +
+      'app port 9090: 0 passed through, 1 intercepted, 0 probes, 1 dial failures',
+  );
+  assert.throws(() => counters.of(7070), /app port 7070 is not one the agent serves/);
+});
+
+test.run();

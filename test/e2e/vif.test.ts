@@ -1,0 +1,402 @@
+// Issue 6 acceptance: after `tp connect` (nothing but the kubeconfig), any program on the workstation reaches
+// the cluster's Services and Pods by name and IP through the VIF, and `tp quit` (or a killed root daemon
+// and the next connect) leaves the workstation as it was. On the lab the workstation is tplab-ws: its
+// /etc/resolv.conf is the lab's own file (tp-lab exec bind-mounts it), and the host's must never change.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as assert from 'uvu/assert';
+import { cachedBinDir } from '../../lab/binaries.js';
+import { labPaths } from '../../lab/paths.js';
+import { workstationResolvConfPath } from '../../lab/workstation.js';
+import { repoRoot } from './cluster.js';
+import {
+  apply,
+  type Background,
+  freshNamespace,
+  kubectl,
+  kubectlJson,
+  listPods,
+  onWorkstation,
+  startOnWorkstation,
+  waitFor,
+  waitForEndpoints,
+} from './kube.js';
+import { clusterSuite } from './suite.js';
+import { echoDeployment, echoService } from './workloads.js';
+
+const NS = 'tp-e2e-vif';
+const MANAGER_NS = 'tp-system';
+const MiB = 1024 * 1024;
+const OUTSIDE_NAME = 'outside.tp-e2e.test';
+const OUTSIDE_IP = '192.0.2.7';
+const tpMain = path.join(repoRoot, 'dist', 'cli', 'main.js');
+const scratch = '/tmp/tpv-e2e-vif';
+const rootStateDir = `${scratch}/root-state`;
+
+const { test, cluster } = await clusterSuite('workstation VIF');
+
+/** A pod serving GET /bytes?n=N (a fixed pattern) on 8080 and a UDP echo ("echo:" + datagram) on 5353. */
+const fileServer = `
+const http = require('node:http');
+const dgram = require('node:dgram');
+const pattern = Buffer.alloc(65536, 0).map((_, i) => i % 251);
+http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://x');
+  if (url.pathname !== '/bytes') return res.end('fileserver\\n');
+  let left = Number(url.searchParams.get('n'));
+  res.writeHead(200, { 'content-length': left });
+  const more = () => {
+    while (left > 0) {
+      const chunk = pattern.subarray(0, Math.min(left, pattern.length));
+      left -= chunk.length;
+      if (!res.write(chunk)) return res.once('drain', more);
+    }
+    res.end();
+  };
+  more();
+}).listen(8080);
+const udp = dgram.createSocket('udp4');
+udp.on('message', (m, from) => udp.send(Buffer.concat([Buffer.from('echo:'), m]), from.port, from.address));
+udp.bind(5353);
+`;
+
+function patternHash(n: number): string {
+  const pattern = Buffer.alloc(65536, 0).map((_, i) => i % 251);
+  const h = createHash('sha256');
+  for (let left = n; left > 0; left -= pattern.length)
+    h.update(pattern.subarray(0, Math.min(left, pattern.length)));
+  return h.digest('hex');
+}
+
+/** One datagram to HOST:PORT from the workstation; prints the answer. */
+const udpClient = (host: string, port: number) => `
+const s = require('node:dgram').createSocket('udp4');
+setTimeout(() => { console.log('no answer within 10 s'); process.exit(1); }, 10000);
+s.on('message', (m) => { console.log(m.toString()); process.exit(0); });
+s.send('hello', ${port}, '${host}');
+`;
+
+/** N connections at once to http://HOST/, each must get an echo pod's answer; prints {ok, failed}. */
+const concurrentClient = (host: string, n: number) => `
+const http = require('node:http');
+const agent = new http.Agent({ keepAlive: false, maxSockets: ${n} });
+const one = () => new Promise((resolve) => {
+  const req = http.get({ host: '${host}', port: 80, path: '/', agent, timeout: 60000 }, (res) => {
+    let body = '';
+    res.on('data', (d) => { body += d; });
+    res.on('end', () => resolve(body.startsWith('echo-')));
+    res.on('error', () => resolve(false));
+  });
+  req.on('error', () => resolve(false));
+  req.on('timeout', () => req.destroy());
+});
+Promise.all(Array.from({ length: ${n} }, one)).then((r) =>
+  console.log(JSON.stringify({ ok: r.filter(Boolean).length, failed: r.filter((x) => !x).length })));
+`;
+
+interface StatusJson {
+  state: string;
+  namespace: string;
+  cluster: { podSubnets: string[]; serviceSubnets: string[] } | null;
+  vif: {
+    state: string;
+    name: string;
+    subnets: string[];
+    dns: string;
+    rootDaemon: { running: boolean; message: string };
+  } | null;
+}
+
+if (cluster) {
+  const c = cluster;
+  const lab = c.kind === 'lab';
+  const nodeCommand = lab ? process.execPath : 'node';
+  // The lab's helm is not on the workstation's PATH; elsewhere helm comes from PATH (or TP_HELM).
+  const helmEnv = lab ? [`TP_HELM=${path.join(cachedBinDir(), 'helm')}`] : [];
+  /** The resolver file tp manages on this workstation. */
+  const resolvConf = lab ? workstationResolvConfPath(labPaths()) : '/etc/resolv.conf';
+  const tp = (args: string[], opts: { check?: boolean; timeoutMs?: number } = {}) =>
+    onWorkstation(
+      c,
+      [
+        'env',
+        `TP_RUN_DIR=${scratch}/run`,
+        `TP_LOG_DIR=${scratch}/logs`,
+        `TP_ROOT_DAEMON_SOCKET=${scratch}/root.socket`,
+        `TP_ROOT_DAEMON_STATE_DIR=${rootStateDir}`,
+        ...helmEnv,
+        process.execPath,
+        tpMain,
+        ...args,
+      ],
+      { timeoutMs: opts.timeoutMs ?? 180_000, check: opts.check },
+    );
+  const ws = (argv: string[], timeoutMs = 60_000) => onWorkstation(c, argv, { check: false, timeoutMs });
+  const wsText = async (argv: string[], timeoutMs = 60_000) => {
+    const r = await ws(argv, timeoutMs);
+    assert.is(r.code, 0, `${argv.join(' ')} failed (exit ${r.code}): ${r.stderr.trim()}`);
+    return r.stdout.trim();
+  };
+  const status = async () => JSON.parse((await tp(['status', '-o', 'json'])).stdout) as StatusJson;
+  const rootDaemonPid = (): number | undefined => {
+    try {
+      return (JSON.parse(fs.readFileSync(`${rootStateDir}/root-daemon.json`, 'utf8')) as { pid: number }).pid;
+    } catch {
+      return undefined;
+    }
+  };
+  const alive = (pid: number | undefined) => {
+    if (!pid) return false;
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  /** What tp may leave on the workstation: nothing after quit. */
+  const leftovers = async (): Promise<string[]> => {
+    const found: string[] = [];
+    if ((await ws(['ip', 'link', 'show', 'dev', 'tp0'])).code === 0) found.push('tp0 exists');
+    if ((await wsText(['ip', 'rule', 'show'])).includes('7470')) found.push('ip rule 7470');
+    if ((await wsText(['ip', 'route', 'show', 'table', 'all'])).includes('table 7470'))
+      found.push('routes in table 7470');
+    if (!fs.readFileSync(resolvConf).equals(resolvBefore)) found.push(`${resolvConf} changed`);
+    if (alive(rootDaemonPid())) found.push('the root daemon runs');
+    return found;
+  };
+
+  let resolvBefore = Buffer.alloc(0);
+  let hostResolvBefore = Buffer.alloc(0);
+  let installedChart = false;
+  let outsideDns: Background | undefined;
+  let clusterIp = '';
+  let echoPodIp = '';
+  let filePodIp = '';
+
+  // uvu reports nothing when a before hook throws: keep the error and fail each scenario with it.
+  let setupError: Error | undefined;
+  test.before(async () => {
+    try {
+      fs.rmSync(scratch, { recursive: true, force: true });
+      fs.mkdirSync(scratch, { recursive: true });
+      hostResolvBefore = fs.readFileSync('/etc/resolv.conf');
+      await freshNamespace(c, NS);
+      await apply(
+        c,
+        [
+          echoDeployment(c),
+          echoService(),
+          {
+            apiVersion: 'v1',
+            kind: 'Pod',
+            metadata: { name: 'fileserver', labels: { app: 'fileserver' } },
+            spec: {
+              terminationGracePeriodSeconds: 2,
+              containers: [
+                {
+                  name: 'fileserver',
+                  image: c.images.shell,
+                  command: [nodeCommand, '-e', fileServer],
+                  ports: [{ containerPort: 8080 }],
+                  readinessProbe: { httpGet: { path: '/', port: 8080 }, periodSeconds: 2 },
+                },
+              ],
+            },
+          },
+        ],
+        NS,
+      );
+      const install = await tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
+      if (install.code === 0) installedChart = true;
+      else if (!/already installed/.test(install.stderr))
+        throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
+      await kubectl(c, ['rollout', 'status', '-n', MANAGER_NS, 'deploy/traffic-manager', '--timeout=180s'], {
+        timeoutMs: 200_000,
+      });
+      await kubectl(c, ['rollout', 'status', '-n', NS, 'deploy/echo', '--timeout=180s'], {
+        timeoutMs: 200_000,
+      });
+      await kubectl(c, ['wait', '-n', NS, '--for=condition=Ready', 'pod/fileserver', '--timeout=120s'], {
+        timeoutMs: 130_000,
+      });
+      await waitForEndpoints(c, NS, 'echo', 2);
+      clusterIp = (
+        await kubectlJson<{ spec: { clusterIP: string } }>(c, ['get', 'service', 'echo', '-n', NS])
+      ).spec.clusterIP;
+      echoPodIp = (await listPods(c, NS, 'app=echo')).find((p) => p.ready && !p.deleting)!.ip;
+      filePodIp = (await listPods(c, NS, 'app=fileserver'))[0]!.ip;
+      // "The workstation's own resolver": on the lab, a DNS server at 127.0.0.1 in tplab-ws (the lab's
+      // resolv.conf names it) that knows one name outside the cluster.
+      if (lab) {
+        outsideDns = startOnWorkstation(c, [
+          process.execPath,
+          path.join(repoRoot, 'dist', 'dns', 'test', 'zone-server.js'),
+          '--listen',
+          '127.0.0.1:53',
+          '--zone',
+          JSON.stringify({ [`${OUTSIDE_NAME}.`]: { A: [OUTSIDE_IP] } }),
+        ]);
+        await outsideDns.waitForOutput(/listening/);
+      }
+      resolvBefore = fs.readFileSync(resolvConf);
+    } catch (err) {
+      setupError = err as Error;
+    }
+  });
+  const scenario = (name: string, body: () => Promise<void>) =>
+    test(name, async () => {
+      if (setupError) throw new Error(`setup failed: ${setupError.message}`);
+      await body();
+    });
+
+  test.after(async () => {
+    await tp(['quit'], { check: false }).catch(() => {});
+    const pid = rootDaemonPid();
+    if (alive(pid)) process.kill(pid!, 'SIGTERM');
+    await outsideDns?.stop();
+    await kubectl(c, ['delete', 'namespace', NS, '--ignore-not-found', '--wait=false'], { check: false });
+    if (installedChart) await tp(['helm', 'uninstall'], { check: false, timeoutMs: 300_000 }).catch(() => {});
+    if (process.env.TPV_SHOW_LOG)
+      for (const f of ['connector.log', 'daemon.log'])
+        if (fs.existsSync(`${scratch}/logs/${f}`))
+          process.stdout.write(`--- ${f}\n${fs.readFileSync(`${scratch}/logs/${f}`, 'utf8').slice(-8000)}\n`);
+    fs.rmSync(scratch, { recursive: true, force: true });
+  });
+
+  scenario('before tp connect: the cluster is out of reach, the outside name resolves', async () => {
+    const r = await ws(['curl', '-sS', '--max-time', '3', `http://${clusterIp}/`]);
+    assert.is.not(r.code, 0, 'the workstation has no route to the cluster');
+    if (lab) assert.match(await wsText(['getent', 'hosts', OUTSIDE_NAME]), new RegExp(`^${OUTSIDE_IP}\\s`));
+  });
+
+  scenario('tp connect -n NS with nothing but the kubeconfig brings up the VIF', async () => {
+    const r = await tp(['connect', '-n', NS]);
+    assert.match(r.stdout, /Connected to the traffic manager/);
+    assert.match(r.stdout, /VIF: +tp0 routing /);
+    const s = await status();
+    assert.is(s.state, 'CONNECTED');
+    assert.is(s.namespace, NS);
+    assert.ok(s.cluster && s.cluster.podSubnets.length > 0, 'the manager reported the pod subnets');
+    assert.is(s.vif?.state, 'UP');
+    assert.is(s.vif?.name, 'tp0');
+    assert.equal(s.vif?.subnets, [...s.cluster!.podSubnets, ...s.cluster!.serviceSubnets]);
+    assert.match(s.vif!.dns, /resolv\.conf: nameserver /);
+    assert.ok(s.vif?.rootDaemon.running);
+    assert.match(s.vif!.rootDaemon.message, /^connected; /);
+    const text = (await tp(['status'])).stdout;
+    assert.match(text, /VIF: +tp0 routing/);
+    assert.match(text, /root daemon: running/);
+    // The manager is reached through the API server, which keeps its own path.
+    if (lab) assert.match(await wsText(['ip', 'route', 'get', '172.30.0.1']), /dev tplab-ws1/);
+  });
+
+  scenario('Services and Pods answer by name and by IP', async () => {
+    for (const url of [
+      'http://echo/',
+      `http://echo.${NS}/`,
+      `http://echo.${NS}.svc.cluster.local/`,
+      `http://${clusterIp}/`,
+      `http://${echoPodIp}:8080/`,
+    ]) {
+      const body = await wsText(['curl', '-sS', '--max-time', '20', url]);
+      assert.match(body, /^echo-/, url);
+    }
+    assert.match(
+      await wsText(['getent', 'hosts', `echo.${NS}`]),
+      new RegExp(`^${clusterIp.replace(/\./g, '\\.')}\\s`),
+    );
+  });
+
+  scenario(
+    'cluster DNS answers as in a pod: no AAAA record is NOERROR, an unknown name NXDOMAIN',
+    async () => {
+      if (!lab) return;
+      const dig = (type: string, name: string) => wsText(['dig', '+tries=1', '+time=5', type, name]);
+      assert.match(await dig('AAAA', `echo.${NS}.svc.cluster.local`), /status: NOERROR/);
+      assert.match(await dig('A', `nothing.${NS}.svc.cluster.local`), /status: NXDOMAIN/);
+    },
+  );
+
+  scenario('UDP: a datagram exchange with a pod, and DNS straight to the cluster DNS Service', async () => {
+    assert.is(await wsText([process.execPath, '-e', udpClient(filePodIp, 5353)]), 'echo:hello');
+    if (lab)
+      assert.is(
+        await wsText(['dig', '+short', '+tries=1', '+time=5', '@10.96.0.10', `echo.${NS}.svc.cluster.local`]),
+        clusterIp,
+      );
+  });
+
+  scenario('a name outside the cluster still resolves as before', async () => {
+    if (!lab) return;
+    assert.match(await wsText(['getent', 'hosts', OUTSIDE_NAME]), new RegExp(`^${OUTSIDE_IP}\\s`));
+    const missing = await ws(['getent', 'hosts', `nothing.${NS}`]);
+    assert.is.not(missing.code, 0, 'an unknown cluster name does not resolve');
+  });
+
+  scenario('100 MiB from a cluster pod, byte-exact', async () => {
+    const n = 100 * MiB;
+    const started = Date.now();
+    const out = await wsText(
+      ['sh', '-c', `curl -sS --max-time 300 'http://${filePodIp}:8080/bytes?n=${n}' | sha256sum`],
+      320_000,
+    );
+    assert.is(out.split(/\s+/)[0], patternHash(n));
+    const s = (Date.now() - started) / 1000;
+    process.stdout.write(
+      `# 100 MiB from a cluster pod through the VIF: ${s.toFixed(1)} s, ${(100 / s).toFixed(1)} MiB/s\n`,
+    );
+  });
+
+  scenario('200 concurrent connections to the Service all complete', async () => {
+    const r = JSON.parse(await wsText([process.execPath, '-e', concurrentClient(clusterIp, 200)], 120_000));
+    assert.equal(r, { ok: 200, failed: 0 });
+  });
+
+  scenario('tp quit: no TUN, no routes, the resolver file byte-identical, no root daemon', async () => {
+    const pid = rootDaemonPid();
+    assert.ok(alive(pid), 'the root daemon ran');
+    await tp(['quit']);
+    await waitFor('the root daemon to exit', () => !alive(pid), 20_000, 200);
+    assert.equal(await leftovers(), []);
+    const r = await ws(['curl', '-sS', '--max-time', '3', `http://${clusterIp}/`]);
+    assert.is.not(r.code, 0, 'the cluster is out of reach again');
+  });
+
+  scenario(
+    '--also-proxy over the API server: it is never routed into the VIF, tp keeps working',
+    async () => {
+      if (!lab) return;
+      const r = await tp(['connect', '-n', NS, '--also-proxy', '172.30.0.0/24']);
+      assert.match(r.stdout, /VIF: +tp0 routing .*172\.30\.0\.0\/24/);
+      assert.match(await wsText(['ip', 'route', 'show', 'table', '7470']), /throw 172\.30\.0\.1/);
+      assert.match(await wsText(['ip', 'route', 'get', '172.30.0.1']), /dev tplab-ws1/);
+      assert.match(await wsText(['curl', '-sS', '--max-time', '20', 'http://echo/']), /^echo-/);
+      assert.is((await status()).state, 'CONNECTED');
+      await tp(['quit']);
+      await waitFor('no leftovers', async () => (await leftovers()).length === 0, 20_000, 500);
+    },
+  );
+
+  scenario('kill -9 of the root daemon: the next tp connect clears the leftovers first', async () => {
+    await tp(['connect', '-n', NS]);
+    const pid = rootDaemonPid()!;
+    process.kill(pid, 'SIGKILL');
+    await waitFor('the root daemon to die', () => !alive(pid), 10_000, 100);
+    const left = await leftovers();
+    assert.ok(left.includes('ip rule 7470') && left.includes(`${resolvConf} changed`), `left: ${left}`);
+    assert.is((await status()).vif?.state, 'DOWN', 'tp status says the VIF is down');
+    await tp(['connect', '-n', NS]);
+    assert.is((await status()).vif?.state, 'UP');
+    assert.match(await wsText(['curl', '-sS', '--max-time', '20', 'http://echo/']), /^echo-/);
+    await tp(['quit']);
+    await waitFor('no leftovers', async () => (await leftovers()).length === 0, 20_000, 500);
+  });
+
+  scenario("the host's /etc/resolv.conf is byte-identical", async () => {
+    assert.ok(fs.readFileSync('/etc/resolv.conf').equals(hostResolvBefore));
+  });
+}
+
+test.run();
