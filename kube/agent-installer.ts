@@ -155,7 +155,9 @@ export class AgentInstaller {
         `${w.kind} ${name} exposes no TCP port: declare one in its container's ports (or give it a Service) to intercept it`,
       );
     }
-    const mechanism = wanted ?? (w.agentRequested ? w.mechanism : this.opts.defaultMechanism);
+    // Without an explicit request, the workload's own choice wins: w.mechanism is the pod template's
+    // tp.dev/mechanism annotation (set by its owner to select ebpf per workload), else the chart default.
+    const mechanism = wanted ?? w.mechanism;
     const arrived = () => this.opts.arrivedPods(namespace, name);
     const current = w.agentRequested && w.mechanism === mechanism;
     // Roll unless the agents are there with the right mechanism, or a rollout toward them is under way.
