@@ -1,6 +1,6 @@
 // The Manager gRPC service: sessions, snapshots, intercepts and the tunnel, on top of the pure state
 // (SessionRegistry, InterceptTable) and a WorkloadSource.
-import { type ServerUnaryCall, type sendUnaryData, status } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { lookupInCluster, systemNameservers } from '../dns/cluster-lookup.js';
 import type { Upstream } from '../dns/forwarder.js';
 import type { Logger } from '../logging/logger.js';
@@ -17,6 +17,7 @@ import {
   WorkloadInfoSnapshot,
 } from '../rpc/gen/manager.js';
 import { grpcError } from '../rpc/unary-call.js';
+import { unaryHandlers } from '../rpc/unary-handler.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
 import type { ClusterIntegration } from './cluster.js';
 import { InterceptError, type InterceptErrorCode, InterceptTable } from './intercepts.js';
@@ -167,32 +168,17 @@ export class ManagerCore {
   }
 }
 
-type Handler<Req, Res> = (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void;
-
-/** Runs a unary handler body; maps the errors the state raises to gRPC statuses. */
-function unary<Req, Res>(
-  log: Logger,
-  name: string,
-  body: (req: Req) => Res | Promise<Res>,
-): Handler<Req, Res> {
-  return (call, callback) => {
-    Promise.resolve()
-      .then(() => body(call.request))
-      .then(
-        (res) => callback(null, res),
-        (e: unknown) => {
-          if (e instanceof SessionGone) return callback(grpcError(status.NOT_FOUND, e.message));
-          if (e instanceof InterceptError) return callback(grpcError(errorStatus[e.code], e.message));
-          if (e instanceof ClusterRefusal) return callback(grpcError(status.FAILED_PRECONDITION, e.message));
-          log.error(`${name} failed`, { error: e });
-          callback(grpcError(status.INTERNAL, (e as Error).message ?? String(e)));
-        },
-      );
-  };
+/** The errors the manager's state raises, as the gRPC statuses a caller sees. */
+function expectedStatus(e: unknown): status | undefined {
+  if (e instanceof SessionGone) return status.NOT_FOUND;
+  if (e instanceof InterceptError) return errorStatus[e.code];
+  if (e instanceof ClusterRefusal) return status.FAILED_PRECONDITION;
+  return undefined;
 }
 
 export function managerService(core: ManagerCore): ManagerServer {
   const log = core.log;
+  const unary = unaryHandlers(log, expectedStatus);
   const emptyCluster: ClusterInfo = {
     podSubnets: [],
     serviceSubnets: [],
@@ -218,19 +204,19 @@ export function managerService(core: ManagerCore): ManagerServer {
   };
 
   return {
-    version: unary(log, 'Version', () => ({
+    version: unary('Version', () => ({
       name: 'tp-manager',
       version: VERSION,
       tunnelVersion: TUNNEL_VERSION,
     })),
 
-    arriveAsClient: unary(log, 'ArriveAsClient', (info) => {
+    arriveAsClient: unary('ArriveAsClient', (info) => {
       const s = core.sessions.arriveClient(info);
       core.arriveClient(s);
       return { sessionId: s.id, remainIntervalMs: core.sessions.remainIntervalFor('client') };
     }),
 
-    arriveAsAgent: unary(log, 'ArriveAsAgent', (info: AgentInfo) => {
+    arriveAsAgent: unary('ArriveAsAgent', (info: AgentInfo) => {
       if (!info.name || !info.podName)
         throw new InterceptError('invalid-argument', 'an agent must name its workload and pod');
       const s = core.sessions.arriveAgent({ ...info, namespace: info.namespace || 'default' });
@@ -238,13 +224,13 @@ export function managerService(core: ManagerCore): ManagerServer {
       return { sessionId: s.id, remainIntervalMs: core.sessions.remainIntervalFor('agent') };
     }),
 
-    remain: unary(log, 'Remain', (req) => {
+    remain: unary('Remain', (req) => {
       const id = req.session?.sessionId ?? '';
       if (!core.sessions.remain(id)) core.session(id); // throws the NOT_FOUND the caller reacts to
       return {};
     }),
 
-    depart: unary(log, 'Depart', (req) => {
+    depart: unary('Depart', (req) => {
       const s = core.sessions.depart(req.sessionId);
       if (s) core.ended(s, 'departed');
       return {};
@@ -298,7 +284,7 @@ export function managerService(core: ManagerCore): ManagerServer {
       );
     },
 
-    ensureAgent: unary(log, 'EnsureAgent', async (req) => {
+    ensureAgent: unary('EnsureAgent', async (req) => {
       clientOf(req.session?.sessionId ?? '');
       if (core.cluster)
         return {
@@ -310,7 +296,7 @@ export function managerService(core: ManagerCore): ManagerServer {
       return { agents: w.agents };
     }),
 
-    prepareIntercept: unary(log, 'PrepareIntercept', (req) => {
+    prepareIntercept: unary('PrepareIntercept', (req) => {
       const s = clientOf(req.session?.sessionId ?? '');
       const spec = req.spec;
       if (!spec) throw new InterceptError('invalid-argument', 'the intercept spec is missing');
@@ -338,7 +324,7 @@ export function managerService(core: ManagerCore): ManagerServer {
       }
     }),
 
-    createIntercept: unary(log, 'CreateIntercept', (req) => {
+    createIntercept: unary('CreateIntercept', (req) => {
       const s = clientOf(req.session?.sessionId ?? '');
       const spec = req.spec;
       if (!spec) throw new InterceptError('invalid-argument', 'the intercept spec is missing');
@@ -355,7 +341,7 @@ export function managerService(core: ManagerCore): ManagerServer {
       return info;
     }),
 
-    removeIntercept: unary(log, 'RemoveIntercept', (req) => {
+    removeIntercept: unary('RemoveIntercept', (req) => {
       const s = clientOf(req.session?.sessionId ?? '');
       const info = core.intercepts.remove(s.id, req.name);
       log.info('intercept removed', { intercept: info.spec!.name, client: s.info.name });
@@ -363,7 +349,7 @@ export function managerService(core: ManagerCore): ManagerServer {
       return {};
     }),
 
-    reviewIntercept: unary(log, 'ReviewIntercept', (req) => {
+    reviewIntercept: unary('ReviewIntercept', (req) => {
       const s = agentOf(req.session?.sessionId ?? '');
       const info = core.intercepts.review({
         podName: s.info.podName,
@@ -384,7 +370,7 @@ export function managerService(core: ManagerCore): ManagerServer {
       return {};
     }),
 
-    uninstallAgents: unary(log, 'UninstallAgents', async (req) => {
+    uninstallAgents: unary('UninstallAgents', async (req) => {
       if (core.cluster) {
         clientOf(req.session?.sessionId ?? '');
         const cluster = core.cluster;
@@ -399,7 +385,7 @@ export function managerService(core: ManagerCore): ManagerServer {
       );
     }),
 
-    lookupDns: unary(log, 'LookupDNS', async (req) => {
+    lookupDns: unary('LookupDNS', async (req) => {
       core.session(req.session?.sessionId ?? '');
       if (core.cluster) return core.cluster.lookupDns(req.name, req.qtype);
       // A real DNS query, not getaddrinfo: "no AAAA record" stays NOERROR (getaddrinfo would say "not

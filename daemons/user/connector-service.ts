@@ -2,34 +2,19 @@
 // traffic manager) and the RootDaemonLink (the VIF).
 import * as dns from 'node:dns/promises';
 import * as net from 'node:net';
-import type { ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import type { ManagerForward } from '../../kube/port-forward.js';
 import { createLogger } from '../../logging/logger.js';
 import type { ConnectInfo, ConnectorServer, ConnectRequest } from '../../rpc/gen/connector.js';
 import { grpcError } from '../../rpc/unary-call.js';
+import { unaryHandlers } from '../../rpc/unary-handler.js';
 import { TUNNEL_VERSION, VERSION } from '../../version/version.js';
 import { type ManagerConnection, UserFacingError } from './manager-connection.js';
 import type { RootDaemonLink } from './root-daemon-link.js';
 
 const log = createLogger('connector');
 
-type Handler<Req, Res> = (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void;
-
-function unary<Req, Res>(name: string, body: (req: Req) => Res | Promise<Res>): Handler<Req, Res> {
-  return (call, callback) => {
-    Promise.resolve()
-      .then(() => body(call.request))
-      .then(
-        (res) => callback(null, res),
-        (e: unknown) => {
-          if (e instanceof UserFacingError) return callback(grpcError(e.code, e.message));
-          log.error(`${name} failed`, { error: e });
-          callback(grpcError(status.INTERNAL, `${name} failed: ${(e as Error).message}`));
-        },
-      );
-  };
-}
+const unary = unaryHandlers(log, (e) => (e instanceof UserFacingError ? e.code : undefined));
 
 export interface DaemonInfo {
   logFile: string;
