@@ -89,8 +89,8 @@ export async function patchWorkloadTemplate(
 
 export interface AgentInstallerOptions {
   kc: KubeConfig;
+  /** Also the chart's default mechanism, applied to workloads that do not name one. */
   source: KubeWorkloadSource;
-  defaultMechanism: Mechanism;
   /** How long EnsureAgent waits for the rolled pods' agents. */
   arrivalTimeoutMs: number;
   /** The pods of a workload whose agents have a session with the manager. */

@@ -130,7 +130,6 @@ export async function startKubeIntegration(
   const installer = new AgentInstaller({
     kc,
     source,
-    defaultMechanism: config.injection.defaultMechanism,
     arrivalTimeoutMs: config.agentArrivalTimeoutMs,
     arrivedPods: (ns, name) => workloads?.arrivedPods(ns, name) ?? new Set(),
     log: log.child('agents'),
