@@ -16,8 +16,11 @@ import {
   kubectl,
   kubectlJson,
   onWorkstation,
+  rolloutStatus,
+  startClientPod,
   startOnWorkstation,
   waitFor,
+  waitForEndpoints,
 } from './kube.js';
 import { clusterSuite } from './suite.js';
 import { ECHO_PORT, echoDeployment, echoService } from './workloads.js';
@@ -90,24 +93,8 @@ if (cluster) {
       if (c.kind === 'lab') bpffs = ensureBpffs();
       await freshNamespace(c, NS);
       await apply(c, [ebpfEchoDeployment(c), echoService()], NS);
-      await kubectl(c, [
-        'run',
-        'client',
-        '-n',
-        NS,
-        `--image=${c.images.shell}`,
-        '--restart=Never',
-        '--',
-        'sh',
-        '-c',
-        'sleep 3600',
-      ]);
-      await kubectl(c, ['rollout', 'status', '-n', NS, 'deploy/echo', '--timeout=180s'], {
-        timeoutMs: 200_000,
-      });
-      await kubectl(c, ['wait', '-n', NS, '--for=condition=Ready', 'pod/client', '--timeout=120s'], {
-        timeoutMs: 130_000,
-      });
+      await startClientPod(c, NS);
+      await rolloutStatus(c, NS, 'echo');
       // The chart: reuse a release another file left installed, else install it (and remove it after).
       const hooks = await kubectl(
         c,
@@ -118,9 +105,7 @@ if (cluster) {
         await tp(['helm', 'install', '--set', 'logLevel=debug'], { timeoutMs: 360_000 });
         installedHere = true;
       }
-      await kubectl(c, ['rollout', 'status', '-n', MANAGER_NS, 'deploy/traffic-manager', '--timeout=180s'], {
-        timeoutMs: 200_000,
-      });
+      await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
       laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
       await laptop.waitForOutput(/laptop app listening/);
       await tp(['connect']);
@@ -166,18 +151,7 @@ if (cluster) {
     // The Service must point at the injected pod only (the replaced pod's endpoint and kube-proxy's rules
     // for it go away a moment after the rollout), then every request is intercepted.
     const podIp = (pods[0] as { status?: { podIP?: string } }).status?.podIP;
-    await waitFor('the Service endpoints to be the injected pod only', async () => {
-      const slices = await kubectlJson<{ items: { endpoints?: { addresses: string[] }[] }[] }>(c, [
-        'get',
-        'endpointslices',
-        '-n',
-        NS,
-        '-l',
-        'kubernetes.io/service-name=echo',
-      ]);
-      const ips = slices.items.flatMap((s) => (s.endpoints ?? []).flatMap((e) => e.addresses));
-      return ips.length === 1 && ips[0] === podIp;
-    });
+    await waitForEndpoints(c, NS, 'echo', 1, [podIp!]);
     let inARow = 0;
     await waitFor(
       'the Service to answer "laptop" three times in a row',

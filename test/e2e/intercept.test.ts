@@ -17,6 +17,8 @@ import {
   kubectlJson,
   listPods,
   onWorkstation,
+  rolloutStatus,
+  startClientPod,
   startOnWorkstation,
   waitFor,
 } from './kube.js';
@@ -168,24 +170,8 @@ if (cluster) {
     try {
       await freshNamespace(c, NS);
       await apply(c, [echoDeployment(c), echoService()], NS);
-      await kubectl(c, [
-        'run',
-        'client',
-        '-n',
-        NS,
-        `--image=${c.images.shell}`,
-        '--restart=Never',
-        '--',
-        'sh',
-        '-c',
-        'sleep 3600',
-      ]);
-      await kubectl(c, ['rollout', 'status', '-n', NS, 'deploy/echo', '--timeout=180s'], {
-        timeoutMs: 200_000,
-      });
-      await kubectl(c, ['wait', '-n', NS, '--for=condition=Ready', 'pod/client', '--timeout=120s'], {
-        timeoutMs: 130_000,
-      });
+      await startClientPod(c, NS);
+      await rolloutStatus(c, NS, 'echo');
       ({ service: servicesBefore, containers: containersBefore } = await snapshotApp());
       laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
       await laptop.waitForOutput(/laptop app listening/);
@@ -221,9 +207,7 @@ if (cluster) {
         timeoutMs: 360_000,
       });
     } else assert.is(r.code, 0, r.stderr);
-    await kubectl(c, ['rollout', 'status', '-n', MANAGER_NS, 'deploy/traffic-manager', '--timeout=180s'], {
-      timeoutMs: 200_000,
-    });
+    await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
     const hooks = await kubectl(c, [
       'get',
       'mutatingwebhookconfiguration',

@@ -145,18 +145,51 @@ export function execInPod(
  * Waits until the Service has `count` ready endpoints. A Deployment's rollout can finish before the
  * EndpointSlice controller (and then kube-proxy) catch up, on any cluster.
  */
-export async function waitForEndpoints(c: Cluster, namespace: string, service: string, count: number) {
-  await waitFor(`${count} ready endpoints of Service ${namespace}/${service}`, async () => {
-    const slices = await kubectlJson<{ items: { endpoints?: { conditions?: { ready?: boolean } }[] }[] }>(c, [
-      'get',
-      'endpointslices',
-      '-n',
-      namespace,
-      '-l',
-      `kubernetes.io/service-name=${service}`,
-    ]);
-    const ready = slices.items.flatMap((s) => s.endpoints ?? []).filter((e) => e.conditions?.ready).length;
-    return ready === count;
+export async function waitForEndpoints(
+  c: Cluster,
+  namespace: string,
+  service: string,
+  count: number,
+  addresses?: string[],
+) {
+  const what = addresses ? `exactly ${addresses.join(', ')}` : `${count} ready endpoints`;
+  await waitFor(`${what} behind Service ${namespace}/${service}`, async () => {
+    const slices = await kubectlJson<{
+      items: { endpoints?: { addresses: string[]; conditions?: { ready?: boolean } }[] }[];
+    }>(c, ['get', 'endpointslices', '-n', namespace, '-l', `kubernetes.io/service-name=${service}`]);
+    const all = slices.items.flatMap((s) => s.endpoints ?? []);
+    const ready = all.filter((e) => e.conditions?.ready);
+    if (ready.length !== count) return false;
+    // With addresses: no other endpoint at all, not even a terminating one kube-proxy may still use.
+    if (!addresses) return true;
+    const ips = all.flatMap((e) => e.addresses).sort();
+    return ips.join(',') === [...addresses].sort().join(',');
+  });
+}
+
+/** `kubectl rollout status` of a Deployment, with a bound. */
+export async function rolloutStatus(c: Cluster, namespace: string, deployment: string): Promise<void> {
+  await kubectl(c, ['rollout', 'status', '-n', namespace, `deploy/${deployment}`, '--timeout=180s'], {
+    timeoutMs: 200_000,
+  });
+}
+
+/** A lab/shell pod named `name` that sleeps, for requests from inside the cluster; waits until Ready. */
+export async function startClientPod(c: Cluster, namespace: string, name = 'client'): Promise<void> {
+  await kubectl(c, [
+    'run',
+    name,
+    '-n',
+    namespace,
+    `--image=${c.images.shell}`,
+    '--restart=Never',
+    '--',
+    'sh',
+    '-c',
+    'sleep 3600',
+  ]);
+  await kubectl(c, ['wait', '-n', namespace, '--for=condition=Ready', `pod/${name}`, '--timeout=120s'], {
+    timeoutMs: 130_000,
   });
 }
 

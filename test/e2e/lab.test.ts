@@ -13,6 +13,8 @@ import {
   listPods,
   onWorkstation,
   type PodSummary,
+  rolloutStatus,
+  startClientPod,
   startOnWorkstation,
   waitFor,
   waitForEndpoints,
@@ -58,9 +60,7 @@ if (cluster) {
 
   test('kubectl apply + rollout status: 2 echo replicas Running with distinct IPs', async () => {
     await apply(c, [echoDeployment(c), echoService()], NS);
-    await kubectl(c, ['rollout', 'status', '-n', NS, 'deploy/echo', '--timeout=180s'], {
-      timeoutMs: 200_000,
-    });
+    await rolloutStatus(c, NS, 'echo');
     const pods = await waitFor('2 ready echo pods', async () => {
       const ready = await readyEchoPods();
       return ready.length === 2 ? ready : null;
@@ -70,21 +70,7 @@ if (cluster) {
   });
 
   test('kubectl run client --image=lab/shell: the client pod runs', async () => {
-    await kubectl(c, [
-      'run',
-      'client',
-      '-n',
-      NS,
-      `--image=${c.images.shell}`,
-      '--restart=Never',
-      '--',
-      'sh',
-      '-c',
-      'sleep 3600',
-    ]);
-    await kubectl(c, ['wait', '-n', NS, '--for=condition=Ready', 'pod/client', '--timeout=120s'], {
-      timeoutMs: 130_000,
-    });
+    await startClientPod(c, NS);
   });
 
   test('kubectl exec client -- curl: by name and by ClusterIP, both replicas answer', async () => {

@@ -18,6 +18,7 @@ import {
   kubectlJson,
   listPods,
   onWorkstation,
+  rolloutStatus,
   startOnWorkstation,
   waitFor,
   waitForEndpoints,
@@ -212,12 +213,8 @@ if (cluster) {
       if (install.code === 0) installedChart = true;
       else if (!/already installed/.test(install.stderr))
         throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
-      await kubectl(c, ['rollout', 'status', '-n', MANAGER_NS, 'deploy/traffic-manager', '--timeout=180s'], {
-        timeoutMs: 200_000,
-      });
-      await kubectl(c, ['rollout', 'status', '-n', NS, 'deploy/echo', '--timeout=180s'], {
-        timeoutMs: 200_000,
-      });
+      await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
+      await rolloutStatus(c, NS, 'echo');
       await kubectl(c, ['wait', '-n', NS, '--for=condition=Ready', 'pod/fileserver', '--timeout=120s'], {
         timeoutMs: 130_000,
       });
