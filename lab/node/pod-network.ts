@@ -62,11 +62,33 @@ function writeSysctl(name: string, value: string): void {
 }
 
 /**
+ * The bridge's MAC address: fixed, locally administered, derived from the gateway address (as
+ * OVN-Kubernetes does, 0a:58 + the IPv4 bytes). A bridge whose address the kernel picked takes the
+ * lowest MAC of its ports and changes it whenever a pod's veth with a lower one joins or the owner
+ * leaves; every pod that cached the gateway's old MAC then sends its replies nowhere until its
+ * neighbour entry expires (seen as CoreDNS unreachable from the node for ~30 s at a time while pods
+ * came and went). An address set explicitly is never changed by the bridge.
+ */
+export function bridgeMac(gateway: string): string {
+  const octets = gateway.split('.').map(Number);
+  if (octets.length !== 4 || octets.some((o) => !Number.isInteger(o) || o < 0 || o > 255)) {
+    throw new Error(`bridge gateway ${gateway}: not an IPv4 address`);
+  }
+  return ['0a', '58', ...octets.map((o) => o.toString(16).padStart(2, '0'))].join(':');
+}
+
+/**
  * The bridge in the node's namespace (where the node agent runs), with IP forwarding on and bridged
  * traffic passing iptables, so kube-proxy's DNAT also applies between pods on the bridge.
  */
 export async function ensureBridge(tools: HostTools, bridge: string, gateway: string, prefix: number) {
-  if (!(await linkExists(tools, bridge))) await ip(tools, ['link', 'add', bridge, 'type', 'bridge']);
+  const mac = bridgeMac(gateway);
+  if (!(await linkExists(tools, bridge))) {
+    await ip(tools, ['link', 'add', bridge, 'address', mac, 'type', 'bridge']);
+  } else if (!(await ip(tools, ['-o', 'link', 'show', 'dev', bridge])).includes(` link/ether ${mac} `)) {
+    // A bridge made before the address was pinned: pin it now.
+    await ip(tools, ['link', 'set', 'dev', bridge, 'address', mac]);
+  }
   const addrs = await ip(tools, ['-o', '-4', 'addr', 'show', 'dev', bridge]);
   if (!addrs.includes(` ${gateway}/${prefix} `)) {
     await ip(tools, ['addr', 'replace', `${gateway}/${prefix}`, 'dev', bridge]);

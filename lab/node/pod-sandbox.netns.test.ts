@@ -19,6 +19,7 @@ import {
   spawnContainer,
 } from './container-process.js';
 import {
+  bridgeMac,
   ensureBridge,
   netnsExists,
   netnsPath,
@@ -101,6 +102,38 @@ if (!inside) {
       server.close();
     }
     assert.is(fs.readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim(), '1');
+  });
+
+  test('the bridge keeps its address when ports with lower MACs come and go: pods keep reaching the node', async () => {
+    // (/sys/class/net shows the namespace sysfs was mounted in, not this one: ask ip.)
+    const mac = () =>
+      /link\/ether (\S+)/.exec(execFileSync('ip', ['-o', 'link', 'show', 'dev', bridge]).toString())?.[1];
+    assert.is(mac(), bridgeMac(pod.gateway));
+    assert.is(bridgeMac('10.244.0.1'), '0a:58:0a:f4:00:01');
+    // The pod has resolved the gateway (the test above talked to it); a new port whose MAC is lower
+    // than every other joins the bridge, then leaves, as pods' veths do.
+    const other = `tpnx${parent}`.slice(0, 15);
+    execFileSync('ip', [
+      'link',
+      'add',
+      other,
+      'address',
+      '02:00:00:00:00:01',
+      'type',
+      'veth',
+      'peer',
+      'name',
+      `${other}p`,
+    ]);
+    try {
+      execFileSync('ip', ['link', 'set', other, 'master', bridge, 'up']);
+      assert.is(mac(), bridgeMac(pod.gateway), 'the bridge MAC after a lower one joined');
+    } finally {
+      execFileSync('ip', ['link', 'del', other]);
+    }
+    assert.is(mac(), bridgeMac(pod.gateway), 'the bridge MAC after it left');
+    const neigh = execFileSync('ip', ['-n', pod.netns, 'neigh', 'show', pod.gateway]).toString();
+    if (neigh.includes('lladdr')) assert.match(neigh, bridgeMac(pod.gateway));
   });
 
   test('a container: bind mounts, hostname, user, exact env, logs; exec enters it', async () => {
