@@ -11,10 +11,10 @@ import {
 } from '@kubernetes/client-node';
 import type { Logger } from '../logging/logger.js';
 import {
+  AGENT_MECHANISM_ANNOTATION,
   CAPTURE_PORTS_ANNOTATION,
   INJECT_ANNOTATION,
   INJECT_ENABLED,
-  MECHANISM_ANNOTATION,
   type Mechanism,
   RESTARTED_AT_ANNOTATION,
 } from './annotations.js';
@@ -46,10 +46,10 @@ export function templateAnnotationPatch(
   const annotations: Record<string, string | null> = request
     ? {
         [INJECT_ANNOTATION]: INJECT_ENABLED,
-        [MECHANISM_ANNOTATION]: request.mechanism,
+        [AGENT_MECHANISM_ANNOTATION]: request.mechanism,
         [CAPTURE_PORTS_ANNOTATION]: request.capturePorts.length ? request.capturePorts.join(',') : null,
       }
-    : { [INJECT_ANNOTATION]: null, [MECHANISM_ANNOTATION]: null, [CAPTURE_PORTS_ANNOTATION]: null };
+    : { [INJECT_ANNOTATION]: null, [AGENT_MECHANISM_ANNOTATION]: null, [CAPTURE_PORTS_ANNOTATION]: null };
   annotations[RESTARTED_AT_ANNOTATION] = now.toISOString();
   return { spec: { template: { metadata: { annotations } } } };
 }
@@ -155,8 +155,9 @@ export class AgentInstaller {
         `${w.kind} ${name} exposes no TCP port: declare one in its container's ports (or give it a Service) to intercept it`,
       );
     }
-    // Without an explicit request, the workload's own choice wins: w.mechanism is the pod template's
-    // tp.dev/mechanism annotation (set by its owner to select ebpf per workload), else the chart default.
+    // Without an explicit request, keep what is there: w.mechanism is the installed agent's mechanism,
+    // else the owner's tp.dev/mechanism on the pod template (to select ebpf per workload), else the
+    // chart default.
     const mechanism = wanted ?? w.mechanism;
     const arrived = () => this.opts.arrivedPods(namespace, name);
     const current = w.agentRequested && w.mechanism === mechanism;

@@ -4,8 +4,18 @@
 
 /** On a workload's pod template: "enabled" asks the webhook to inject the agent (the OnDemand policy). */
 export const INJECT_ANNOTATION = 'tp.dev/inject-agent';
-/** On a workload's pod template: the capture mechanism, iptables (default) or ebpf. */
+/**
+ * On a workload's pod template, set by its owner: the capture mechanism the workload prefers, iptables
+ * or ebpf (else the chart's default). tp reads it and never writes or removes it. On an injected pod,
+ * the webhook records here the mechanism the pod's capture actually uses.
+ */
 export const MECHANISM_ANNOTATION = 'tp.dev/mechanism';
+/**
+ * On a workload's pod template, set by tp with INJECT_ANNOTATION: the mechanism of the agent tp
+ * installed (`tp intercept --mechanism`, else the owner's choice, else the chart default). Removed with
+ * the agent, so uninstalling leaves the owner's MECHANISM_ANNOTATION as it was.
+ */
+export const AGENT_MECHANISM_ANNOTATION = 'tp.dev/agent-mechanism';
 /** On a workload's pod template: changed to roll the pods when the agent is installed or removed. */
 export const RESTARTED_AT_ANNOTATION = 'tp.dev/restartedAt';
 /**

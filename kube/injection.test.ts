@@ -105,6 +105,34 @@ test('the agent port moves past a port the app already uses, and UDP ports are n
   );
 });
 
+test("tp's agent mechanism wins over the owner's preference, which wins over the chart default", () => {
+  const c = loadCase('ebpf'); // the owner prefers ebpf
+  const annotations = c.pod.metadata!.annotations!;
+  const mechanismOf = (a: Record<string, string>) => {
+    const plan = planInjection(
+      { ...c.pod, metadata: { ...c.pod.metadata, annotations: a } },
+      c.owner,
+      config,
+    );
+    if (plan.action !== 'inject') throw new Error(`expected inject, got ${plan.action}`);
+    return plan.mechanism;
+  };
+  assert.is(mechanismOf(annotations), 'ebpf');
+  assert.is(mechanismOf({ ...annotations, 'tp.dev/agent-mechanism': 'iptables' }), 'iptables');
+  const { 'tp.dev/mechanism': _owner, ...withoutOwner } = annotations;
+  assert.is(mechanismOf(withoutOwner), 'iptables', 'the chart default');
+  const bad = planInjection(
+    {
+      ...c.pod,
+      metadata: { ...c.pod.metadata, annotations: { ...annotations, 'tp.dev/agent-mechanism': 'xdp' } },
+    },
+    c.owner,
+    config,
+  );
+  assert.is(bad.action, 'refuse');
+  assert.match((bad as { reason: string }).reason, /unknown mechanism "xdp" in tp.dev\/agent-mechanism/);
+});
+
 test('refused pods start unchanged but for an annotation saying why', () => {
   for (const name of ['bare-pod', 'no-ports', 'unknown-mechanism', 'host-network']) {
     const c = loadCase(name);

@@ -14,6 +14,7 @@ import type { V1Container, V1EnvFromSource, V1EnvVar, V1Pod } from '@kubernetes/
 import type { PortMapping } from '../netaddr/parse.js';
 import {
   AGENT_CONTAINER,
+  AGENT_MECHANISM_ANNOTATION,
   APP_ENV_PREFIX,
   CAPTURE_PORTS_ANNOTATION,
   INIT_CONTAINER,
@@ -298,11 +299,15 @@ export function planInjection(
       "agent not injected: the pod uses hostNetwork, so capture rules would change the node's network",
     );
   }
-  const requested = annotations?.[MECHANISM_ANNOTATION] ?? config.defaultMechanism;
+  // tp's own choice for this agent first, then the owner's preference, then the chart default.
+  const source = [AGENT_MECHANISM_ANNOTATION, MECHANISM_ANNOTATION].find(
+    (a) => annotations?.[a] !== undefined,
+  );
+  const requested = source ? annotations![source]! : config.defaultMechanism;
   if (!isMechanism(requested)) {
     return refuse(
       pod,
-      `agent not injected: unknown mechanism "${requested}" in ${MECHANISM_ANNOTATION}; use iptables or ebpf`,
+      `agent not injected: unknown mechanism "${requested}" in ${source ?? 'the chart default'}; use iptables or ebpf`,
     );
   }
   const mechanism = requested;

@@ -3,6 +3,7 @@
 import type { V1Deployment, V1Pod, V1ReplicaSet, V1Service } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { templateAnnotationPatch } from './agent-installer.js';
 import {
   agentState,
   buildWorkload,
@@ -232,6 +233,30 @@ test('a whole workload: mechanism from the template, pods sorted, replicas defau
   assert.is(w.replicas, 1);
   assert.is(w.agentState, 'ERROR');
   assert.match(w.agentMessage, /webhook unreachable: pod echo-b/);
+});
+
+test("the workload's mechanism: the installed agent's, else the owner's preference, else the default", () => {
+  const deployWith = (annotations: Record<string, string>): V1Deployment => ({
+    metadata: { name: 'echo', namespace: 'default', uid: 'u1' },
+    spec: {
+      selector: { matchLabels: { app: 'echo' } },
+      template: { ...template, metadata: { ...template.metadata, annotations } },
+    },
+  });
+  const mechanism = (a: Record<string, string>) =>
+    buildWorkload('Deployment', deployWith(a), [], [], 'iptables').mechanism;
+  const owner = { 'tp.dev/mechanism': 'ebpf' };
+  const installed = { ...owner, 'tp.dev/inject-agent': 'enabled', 'tp.dev/agent-mechanism': 'iptables' };
+  assert.is(mechanism(installed), 'iptables');
+  assert.is(mechanism(owner), 'ebpf');
+  assert.is(mechanism({}), 'iptables');
+  // Uninstalling removes tp's annotations and leaves the owner's choice as it was.
+  const removal = templateAnnotationPatch(undefined, new Date(0)).spec.template.metadata.annotations;
+  const after = Object.fromEntries(
+    Object.entries({ ...installed, ...removal }).filter((e): e is [string, string] => e[1] !== null),
+  );
+  assert.equal(after, { 'tp.dev/mechanism': 'ebpf', 'tp.dev/restartedAt': new Date(0).toISOString() });
+  assert.is(mechanism(after), 'ebpf');
 });
 
 test.run();

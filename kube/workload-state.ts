@@ -15,6 +15,7 @@ import type {
 } from '@kubernetes/client-node';
 import {
   AGENT_CONTAINER,
+  AGENT_MECHANISM_ANNOTATION,
   CAPTURE_PORTS_ANNOTATION,
   INIT_CONTAINER,
   isMechanism,
@@ -299,7 +300,10 @@ export function buildWorkload(
   const template = podTemplate(obj);
   const annotations = template?.metadata?.annotations ?? {};
   const requested = injectionRequested(annotations);
-  const m = annotations[MECHANISM_ANNOTATION] ?? '';
+  const m =
+    (requested ? annotations[AGENT_MECHANISM_ANNOTATION] : undefined) ??
+    annotations[MECHANISM_ANNOTATION] ??
+    '';
   const podStates = pods.map(podState).sort((a, b) => a.name.localeCompare(b.name));
   const replicas = desiredReplicas(obj);
   const { state, message } = agentState(

@@ -200,6 +200,25 @@ if (cluster) {
       `the app saw the client pod ${clientIp} as the peer:\n${lines.join('\n')}`,
     );
   });
+
+  scenario("tp uninstall --agent echo: the agent goes, the owner's tp.dev/mechanism stays", async () => {
+    await tp(['uninstall', '--agent', 'echo', '-n', NS]);
+    await waitFor('an echo pod without the agent', async () => {
+      const p = await echoPods();
+      return p.length === 1 && !p.some(injected);
+    });
+    const tpl = await kubectlJson<{
+      spec: { template: { metadata: { annotations?: Record<string, string> } } };
+    }>(c, ['get', 'deployment', 'echo', '-n', NS]);
+    const annotations = tpl.spec.template.metadata.annotations ?? {};
+    assert.is(annotations[MECHANISM_ANNOTATION], 'ebpf', "the owner's choice is kept");
+    assert.equal(
+      Object.keys(annotations).filter((k) => k.startsWith('tp.dev/') && k !== 'tp.dev/restartedAt'),
+      [MECHANISM_ANNOTATION],
+      "tp's own annotations are gone",
+    );
+    await waitFor('the echo pod to answer', async () => answersFromCluster(await curlFromClient()), 60_000);
+  });
 }
 
 test.run();
