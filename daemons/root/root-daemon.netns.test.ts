@@ -91,20 +91,7 @@ async function leftovers(): Promise<string[]> {
 
 test.before(async () => {
   await lab.up();
-  lab.node(NS.cl, 'dns/test/zone-server.js', [
-    '--listen',
-    `${ADDR.clusterDns}:53`,
-    '--zone',
-    JSON.stringify({ 'echo.default.svc.cluster.local.': { A: [ADDR.service] } }),
-  ]);
-  lab.node(NS.cl, 'dns/test/zone-server.js', [
-    '--listen',
-    `${ADDR.originalDns}:53`,
-    '--zone',
-    JSON.stringify({ 'outside.example.': { A: ['192.0.2.7'] } }),
-  ]);
-  const pod = lab.node(NS.pod, 'daemons/root/test/pod-server.js', ['--http', '80', '--udp', '5353']);
-  await lab.waitForLine(pod, /ready/);
+  await lab.startClusterServers();
   lab.node(NS.cl, 'manager/main.js', ['--standalone', '--listen', `${ADDR.manager}:${MANAGER_PORT}`]);
   const keeper = lab.node(NS.ws, 'daemons/root/test/session-keeper.js', [`${ADDR.manager}:${MANAGER_PORT}`]);
   sessionId = (await lab.waitForLine(keeper, /session (\S+)/))[1]!;

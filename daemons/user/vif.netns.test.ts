@@ -109,20 +109,7 @@ async function leftovers(): Promise<string[]> {
 
 test.before(async () => {
   await lab.up();
-  lab.node(NS.cl, 'dns/test/zone-server.js', [
-    '--listen',
-    `${ADDR.clusterDns}:53`,
-    '--zone',
-    JSON.stringify({ 'echo.default.svc.cluster.local.': { A: [ADDR.service] } }),
-  ]);
-  lab.node(NS.cl, 'dns/test/zone-server.js', [
-    '--listen',
-    `${ADDR.originalDns}:53`,
-    '--zone',
-    JSON.stringify({ 'outside.example.': { A: ['192.0.2.7'] } }),
-  ]);
-  const pod = lab.node(NS.pod, 'daemons/root/test/pod-server.js', ['--http', '80', '--udp', '5353']);
-  await lab.waitForLine(pod, /ready/);
+  await lab.startClusterServers();
   // The manager's resolv.conf (/etc/netns/tpv-cl) names the cluster's DNS: LookupDNS asks it.
   lab.node(NS.cl, 'manager/main.js', ['--standalone', '--listen', manager]);
   const probe = `require('net').connect(${MANAGER_PORT}, '${ADDR.manager}').on('connect', () => process.exit(0)).on('error', () => process.exit(1))`;

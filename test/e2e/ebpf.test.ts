@@ -2,12 +2,9 @@
 // annotation (tp.dev/mechanism: ebpf), `tp intercept` keeps that choice, a cluster pod's request to the
 // Service reaches the workstation's app, and with no intercept the connection goes straight to the app.
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import * as assert from 'uvu/assert';
 import { type BpffsMount, ensureBpffs } from '../../bpf/test/bpffs.js';
 import { MECHANISM_ANNOTATION } from '../../kube/annotations.js';
-import { cachedBinDir } from '../../lab/binaries.js';
-import { repoRoot } from './cluster.js';
 import {
   apply,
   type Background,
@@ -15,20 +12,19 @@ import {
   freshNamespace,
   kubectl,
   kubectlJson,
-  onWorkstation,
   rolloutStatus,
   startClientPod,
   startOnWorkstation,
+  tpOnWorkstation,
   waitFor,
   waitForEndpoints,
 } from './kube.js';
-import { clusterSuite } from './suite.js';
+import { afterSetup, clusterSuite } from './suite.js';
 import { ECHO_PORT, echoDeployment, echoService } from './workloads.js';
 
 const NS = 'tp-e2e-ebpf';
 const MANAGER_NS = 'tp-system';
 const LOCAL_PORT = 18091;
-const tpMain = path.join(repoRoot, 'dist', 'cli', 'main.js');
 
 const { test, cluster } = await clusterSuite('kubernetes intercept with eBPF capture');
 
@@ -48,22 +44,8 @@ function ebpfEchoDeployment(c: NonNullable<typeof cluster>): object {
 
 if (cluster) {
   const c = cluster;
-  const helmEnv = c.kind === 'lab' ? [`TP_HELM=${path.join(cachedBinDir(), 'helm')}`] : [];
   const runDir = '/tmp/tpk-e2e-ebpf';
-  const tp = (args: string[], opts: { check?: boolean; timeoutMs?: number } = {}) =>
-    onWorkstation(
-      c,
-      [
-        'env',
-        `TP_RUN_DIR=${runDir}`,
-        `TP_LOG_DIR=${runDir}/logs`,
-        ...helmEnv,
-        process.execPath,
-        tpMain,
-        ...args,
-      ],
-      { timeoutMs: opts.timeoutMs ?? 180_000, check: opts.check },
-    );
+  const tp = tpOnWorkstation(c, runDir);
   let laptop: Background | undefined;
   let bpffs: BpffsMount | undefined;
   let installedHere = false;
@@ -86,38 +68,28 @@ if (cluster) {
     );
   const injected = (p: PodJson) => p.spec.containers.some((x) => x.name === 'tp-agent');
 
-  let setupError: Error | undefined;
-  test.before(async () => {
-    try {
-      // A kubelet node has bpffs at /sys/fs/bpf (systemd mounts it); the lab's host may not.
-      if (c.kind === 'lab') bpffs = ensureBpffs();
-      await freshNamespace(c, NS);
-      await apply(c, [ebpfEchoDeployment(c), echoService()], NS);
-      await startClientPod(c, NS);
-      await rolloutStatus(c, NS, 'echo');
-      // The chart: reuse a release another file left installed, else install it (and remove it after).
-      const hooks = await kubectl(
-        c,
-        ['get', 'mutatingwebhookconfiguration', `tp-agent-injector-${MANAGER_NS}`],
-        { check: false },
-      );
-      if (hooks.code !== 0) {
-        await tp(['helm', 'install', '--set', 'logLevel=debug'], { timeoutMs: 360_000 });
-        installedHere = true;
-      }
-      await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
-      laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
-      await laptop.waitForOutput(/laptop app listening/);
-      await tp(['connect']);
-    } catch (err) {
-      setupError = err as Error;
+  const scenario = afterSetup(test, async () => {
+    // A kubelet node has bpffs at /sys/fs/bpf (systemd mounts it); the lab's host may not.
+    if (c.kind === 'lab') bpffs = ensureBpffs();
+    await freshNamespace(c, NS);
+    await apply(c, [ebpfEchoDeployment(c), echoService()], NS);
+    await startClientPod(c, NS);
+    await rolloutStatus(c, NS, 'echo');
+    // The chart: reuse a release another file left installed, else install it (and remove it after).
+    const hooks = await kubectl(
+      c,
+      ['get', 'mutatingwebhookconfiguration', `tp-agent-injector-${MANAGER_NS}`],
+      { check: false },
+    );
+    if (hooks.code !== 0) {
+      await tp(['helm', 'install', '--set', 'logLevel=debug'], { timeoutMs: 360_000 });
+      installedHere = true;
     }
+    await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
+    laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
+    await laptop.waitForOutput(/laptop app listening/);
+    await tp(['connect']);
   });
-  const scenario = (name: string, body: () => Promise<void>) =>
-    test(name, async () => {
-      if (setupError) throw new Error(`setup failed: ${setupError.message}`);
-      await body();
-    });
 
   test.after(async () => {
     await tp(['leave', 'echo'], { check: false }).catch(() => {});

@@ -4,10 +4,7 @@
 // the workstation answers "laptop"; a client pod in the cluster calls the echo Service.
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import * as assert from 'uvu/assert';
-import { cachedBinDir } from '../../lab/binaries.js';
-import { repoRoot } from './cluster.js';
 import {
   apply,
   type Background,
@@ -20,16 +17,17 @@ import {
   rolloutStatus,
   startClientPod,
   startOnWorkstation,
+  type TpRunner,
+  tpOnWorkstation,
   waitFor,
 } from './kube.js';
-import { clusterSuite } from './suite.js';
+import { afterSetup, clusterSuite } from './suite.js';
 import { ECHO_PORT, echoDeployment, echoService } from './workloads.js';
 
 const NS = 'tp-e2e-intercept';
 const MANAGER_NS = 'tp-system';
 const LOCAL_PORT = 18090;
 const MiB = 1024 * 1024;
-const tpMain = path.join(repoRoot, 'dist', 'cli', 'main.js');
 
 const { test, cluster } = await clusterSuite('kubernetes intercept');
 
@@ -76,32 +74,14 @@ function patternHash(n: number): string {
 
 interface Workstation {
   runDir: string;
-  tp(args: string[], opts?: { check?: boolean; timeoutMs?: number }): ReturnType<typeof onWorkstation>;
+  tp: TpRunner;
 }
 
 if (cluster) {
   const c = cluster;
-  // The lab's helm is not on the workstation's PATH; elsewhere helm comes from PATH (or TP_HELM).
-  const helmEnv = c.kind === 'lab' ? [`TP_HELM=${path.join(cachedBinDir(), 'helm')}`] : [];
   const workstation = (name: string): Workstation => {
     const runDir = `/tmp/tpk-e2e-${name}`;
-    return {
-      runDir,
-      tp: (args, opts = {}) =>
-        onWorkstation(
-          c,
-          [
-            'env',
-            `TP_RUN_DIR=${runDir}`,
-            `TP_LOG_DIR=${runDir}/logs`,
-            ...helmEnv,
-            process.execPath,
-            tpMain,
-            ...args,
-          ],
-          { timeoutMs: opts.timeoutMs ?? 180_000, check: opts.check },
-        ),
-    };
+    return { runDir, tp: tpOnWorkstation(c, runDir) };
   };
   const alice = workstation('alice');
   const bob = workstation('bob');
@@ -164,26 +144,16 @@ if (cluster) {
     };
   };
 
-  // uvu reports nothing when a before hook throws (0 of N run, exit 0): keep the error and fail each scenario with it.
-  let setupError: Error | undefined;
-  test.before(async () => {
-    try {
-      await freshNamespace(c, NS);
-      await apply(c, [echoDeployment(c), echoService()], NS);
-      await startClientPod(c, NS);
-      await rolloutStatus(c, NS, 'echo');
-      ({ service: servicesBefore, containers: containersBefore } = await snapshotApp());
-      laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
-      await laptop.waitForOutput(/laptop app listening/);
-    } catch (err) {
-      setupError = err as Error;
-    }
+  // uvu reports nothing when a before hook throws (0 of N run, exit 0): each scenario fails with the error.
+  const scenario = afterSetup(test, async () => {
+    await freshNamespace(c, NS);
+    await apply(c, [echoDeployment(c), echoService()], NS);
+    await startClientPod(c, NS);
+    await rolloutStatus(c, NS, 'echo');
+    ({ service: servicesBefore, containers: containersBefore } = await snapshotApp());
+    laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
+    await laptop.waitForOutput(/laptop app listening/);
   });
-  const scenario = (name: string, body: () => Promise<void>) =>
-    test(name, async () => {
-      if (setupError) throw new Error(`setup failed: ${setupError.message}`);
-      await body();
-    });
 
   test.after(async () => {
     for (const w of [alice, bob]) await w.tp(['quit'], { check: false }).catch(() => {});

@@ -1,9 +1,11 @@
 // What the scenarios do to a cluster: kubectl (the real one), apply manifests, wait for conditions,
 // run commands on the workstation (tplab-ws for the lab) or in a client pod.
 import { type ChildProcess, spawn } from 'node:child_process';
+import * as path from 'node:path';
 import { stringify } from 'yaml';
+import { cachedBinDir } from '../../lab/binaries.js';
 import { type CommandResult, runCommand } from '../../lab/command.js';
-import type { Cluster } from './cluster.js';
+import { type Cluster, repoRoot } from './cluster.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -75,6 +77,32 @@ export function onWorkstation(
     timeoutMs: options.timeoutMs ?? 60_000,
     env: c.kind === 'external' ? { ...process.env, KUBECONFIG: c.kubeconfig } : process.env,
   });
+}
+
+export type TpRunner = (
+  args: string[],
+  opts?: { check?: boolean; timeoutMs?: number },
+) => Promise<CommandResult>;
+
+/**
+ * `tp` run on the workstation as one simulated workstation: its own run and log directories (so two
+ * of them can be connected at once), the lab's helm (not on the workstation's PATH; elsewhere helm
+ * comes from PATH or TP_HELM), and any further environment.
+ */
+export function tpOnWorkstation(c: Cluster, scratchDir: string, env: Record<string, string> = {}): TpRunner {
+  const vars = {
+    TP_RUN_DIR: `${scratchDir}/run`,
+    TP_LOG_DIR: `${scratchDir}/logs`,
+    ...(c.kind === 'lab' ? { TP_HELM: path.join(cachedBinDir(), 'helm') } : {}),
+    ...env,
+  };
+  const tpMain = path.join(repoRoot, 'dist', 'cli', 'main.js');
+  return (args, opts = {}) =>
+    onWorkstation(
+      c,
+      ['env', ...Object.entries(vars).map(([k, v]) => `${k}=${v}`), process.execPath, tpMain, ...args],
+      { timeoutMs: opts.timeoutMs ?? 180_000, check: opts.check },
+    );
 }
 
 export interface Background {

@@ -23,3 +23,26 @@ export async function clusterSuite(title: string): Promise<{ test: Test; cluster
   }
   return { test, cluster: null };
 }
+
+/**
+ * Scenarios that share one setup (run in test.before): when the setup fails, every scenario fails
+ * with the setup's error instead of with a confusing follow-on error of its own.
+ */
+export function afterSetup(
+  test: Test,
+  setup: () => Promise<void>,
+): (name: string, body: () => Promise<void>) => void {
+  let setupError: Error | undefined;
+  test.before(async () => {
+    try {
+      await setup();
+    } catch (err) {
+      setupError = err as Error;
+    }
+  });
+  return (name, body) =>
+    test(name, async () => {
+      if (setupError) throw new Error(`setup failed: ${setupError.message}`);
+      await body();
+    });
+}

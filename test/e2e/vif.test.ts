@@ -6,7 +6,6 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as assert from 'uvu/assert';
-import { cachedBinDir } from '../../lab/binaries.js';
 import { labPaths } from '../../lab/paths.js';
 import { workstationResolvConfPath } from '../../lab/workstation.js';
 import { repoRoot } from './cluster.js';
@@ -20,10 +19,11 @@ import {
   onWorkstation,
   rolloutStatus,
   startOnWorkstation,
+  tpOnWorkstation,
   waitFor,
   waitForEndpoints,
 } from './kube.js';
-import { clusterSuite } from './suite.js';
+import { afterSetup, clusterSuite } from './suite.js';
 import { echoDeployment, echoService } from './workloads.js';
 
 const NS = 'tp-e2e-vif';
@@ -31,7 +31,6 @@ const MANAGER_NS = 'tp-system';
 const MiB = 1024 * 1024;
 const OUTSIDE_NAME = 'outside.tp-e2e.test';
 const OUTSIDE_IP = '192.0.2.7';
-const tpMain = path.join(repoRoot, 'dist', 'cli', 'main.js');
 const scratch = '/tmp/tpv-e2e-vif';
 const rootStateDir = `${scratch}/root-state`;
 
@@ -113,26 +112,12 @@ if (cluster) {
   const c = cluster;
   const lab = c.kind === 'lab';
   const nodeCommand = lab ? process.execPath : 'node';
-  // The lab's helm is not on the workstation's PATH; elsewhere helm comes from PATH (or TP_HELM).
-  const helmEnv = lab ? [`TP_HELM=${path.join(cachedBinDir(), 'helm')}`] : [];
   /** The resolver file tp manages on this workstation. */
   const resolvConf = lab ? workstationResolvConfPath(labPaths()) : '/etc/resolv.conf';
-  const tp = (args: string[], opts: { check?: boolean; timeoutMs?: number } = {}) =>
-    onWorkstation(
-      c,
-      [
-        'env',
-        `TP_RUN_DIR=${scratch}/run`,
-        `TP_LOG_DIR=${scratch}/logs`,
-        `TP_ROOT_DAEMON_SOCKET=${scratch}/root.socket`,
-        `TP_ROOT_DAEMON_STATE_DIR=${rootStateDir}`,
-        ...helmEnv,
-        process.execPath,
-        tpMain,
-        ...args,
-      ],
-      { timeoutMs: opts.timeoutMs ?? 180_000, check: opts.check },
-    );
+  const tp = tpOnWorkstation(c, scratch, {
+    TP_ROOT_DAEMON_SOCKET: `${scratch}/root.socket`,
+    TP_ROOT_DAEMON_STATE_DIR: rootStateDir,
+  });
   const ws = (argv: string[], timeoutMs = 60_000) => onWorkstation(c, argv, { check: false, timeoutMs });
   const wsText = async (argv: string[], timeoutMs = 60_000) => {
     const r = await ws(argv, timeoutMs);
@@ -176,77 +161,66 @@ if (cluster) {
   let echoPodIp = '';
   let filePodIp = '';
 
-  // uvu reports nothing when a before hook throws: keep the error and fail each scenario with it.
-  let setupError: Error | undefined;
-  test.before(async () => {
-    try {
-      fs.rmSync(scratch, { recursive: true, force: true });
-      fs.mkdirSync(scratch, { recursive: true });
-      hostResolvBefore = fs.readFileSync('/etc/resolv.conf');
-      await freshNamespace(c, NS);
-      await apply(
-        c,
-        [
-          echoDeployment(c),
-          echoService(),
-          {
-            apiVersion: 'v1',
-            kind: 'Pod',
-            metadata: { name: 'fileserver', labels: { app: 'fileserver' } },
-            spec: {
-              terminationGracePeriodSeconds: 2,
-              containers: [
-                {
-                  name: 'fileserver',
-                  image: c.images.shell,
-                  command: [nodeCommand, '-e', fileServer],
-                  ports: [{ containerPort: 8080 }],
-                  readinessProbe: { httpGet: { path: '/', port: 8080 }, periodSeconds: 2 },
-                },
-              ],
-            },
+  // uvu reports nothing when a before hook throws (0 of N run, exit 0): each scenario fails with the error.
+  const scenario = afterSetup(test, async () => {
+    fs.rmSync(scratch, { recursive: true, force: true });
+    fs.mkdirSync(scratch, { recursive: true });
+    hostResolvBefore = fs.readFileSync('/etc/resolv.conf');
+    await freshNamespace(c, NS);
+    await apply(
+      c,
+      [
+        echoDeployment(c),
+        echoService(),
+        {
+          apiVersion: 'v1',
+          kind: 'Pod',
+          metadata: { name: 'fileserver', labels: { app: 'fileserver' } },
+          spec: {
+            terminationGracePeriodSeconds: 2,
+            containers: [
+              {
+                name: 'fileserver',
+                image: c.images.shell,
+                command: [nodeCommand, '-e', fileServer],
+                ports: [{ containerPort: 8080 }],
+                readinessProbe: { httpGet: { path: '/', port: 8080 }, periodSeconds: 2 },
+              },
+            ],
           },
-        ],
-        NS,
-      );
-      const install = await tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
-      if (install.code === 0) installedChart = true;
-      else if (!/already installed/.test(install.stderr))
-        throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
-      await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
-      await rolloutStatus(c, NS, 'echo');
-      await kubectl(c, ['wait', '-n', NS, '--for=condition=Ready', 'pod/fileserver', '--timeout=120s'], {
-        timeoutMs: 130_000,
-      });
-      await waitForEndpoints(c, NS, 'echo', 2);
-      clusterIp = (
-        await kubectlJson<{ spec: { clusterIP: string } }>(c, ['get', 'service', 'echo', '-n', NS])
-      ).spec.clusterIP;
-      echoPodIp = (await listPods(c, NS, 'app=echo')).find((p) => p.ready && !p.deleting)!.ip;
-      filePodIp = (await listPods(c, NS, 'app=fileserver'))[0]!.ip;
-      // "The workstation's own resolver": on the lab, a DNS server at 127.0.0.1 in tplab-ws (the lab's
-      // resolv.conf names it) that knows one name outside the cluster.
-      if (lab) {
-        outsideDns = startOnWorkstation(c, [
-          process.execPath,
-          path.join(repoRoot, 'dist', 'dns', 'test', 'zone-server.js'),
-          '--listen',
-          '127.0.0.1:53',
-          '--zone',
-          JSON.stringify({ [`${OUTSIDE_NAME}.`]: { A: [OUTSIDE_IP] } }),
-        ]);
-        await outsideDns.waitForOutput(/listening/);
-      }
-      resolvBefore = fs.readFileSync(resolvConf);
-    } catch (err) {
-      setupError = err as Error;
-    }
-  });
-  const scenario = (name: string, body: () => Promise<void>) =>
-    test(name, async () => {
-      if (setupError) throw new Error(`setup failed: ${setupError.message}`);
-      await body();
+        },
+      ],
+      NS,
+    );
+    const install = await tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
+    if (install.code === 0) installedChart = true;
+    else if (!/already installed/.test(install.stderr))
+      throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
+    await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
+    await rolloutStatus(c, NS, 'echo');
+    await kubectl(c, ['wait', '-n', NS, '--for=condition=Ready', 'pod/fileserver', '--timeout=120s'], {
+      timeoutMs: 130_000,
     });
+    await waitForEndpoints(c, NS, 'echo', 2);
+    clusterIp = (await kubectlJson<{ spec: { clusterIP: string } }>(c, ['get', 'service', 'echo', '-n', NS]))
+      .spec.clusterIP;
+    echoPodIp = (await listPods(c, NS, 'app=echo')).find((p) => p.ready && !p.deleting)!.ip;
+    filePodIp = (await listPods(c, NS, 'app=fileserver'))[0]!.ip;
+    // "The workstation's own resolver": on the lab, a DNS server at 127.0.0.1 in tplab-ws (the lab's
+    // resolv.conf names it) that knows one name outside the cluster.
+    if (lab) {
+      outsideDns = startOnWorkstation(c, [
+        process.execPath,
+        path.join(repoRoot, 'dist', 'dns', 'test', 'zone-server.js'),
+        '--listen',
+        '127.0.0.1:53',
+        '--zone',
+        JSON.stringify({ [`${OUTSIDE_NAME}.`]: { A: [OUTSIDE_IP] } }),
+      ]);
+      await outsideDns.waitForOutput(/listening/);
+    }
+    resolvBefore = fs.readFileSync(resolvConf);
+  });
 
   test.after(async () => {
     await tp(['quit'], { check: false }).catch(() => {});

@@ -176,6 +176,27 @@ export class NetnsLab {
   }
 
   /** Starts `node dist/<script> args…` in a namespace; it is killed by down(). */
+  /**
+   * The cluster side the VIF tests talk to: the cluster's DNS (echo.default -> the Service address), the
+   * workstation's original resolver (outside.example), and the pod's HTTP and UDP server.
+   */
+  async startClusterServers(): Promise<void> {
+    this.node(NS.cl, 'dns/test/zone-server.js', [
+      '--listen',
+      `${ADDR.clusterDns}:53`,
+      '--zone',
+      JSON.stringify({ 'echo.default.svc.cluster.local.': { A: [ADDR.service] } }),
+    ]);
+    this.node(NS.cl, 'dns/test/zone-server.js', [
+      '--listen',
+      `${ADDR.originalDns}:53`,
+      '--zone',
+      JSON.stringify({ 'outside.example.': { A: ['192.0.2.7'] } }),
+    ]);
+    const pod = this.node(NS.pod, 'daemons/root/test/pod-server.js', ['--http', '80', '--udp', '5353']);
+    await this.waitForLine(pod, /ready/);
+  }
+
   node(ns: string, script: string, args: string[], env: Record<string, string> = {}): ChildProcess {
     return this.spawnIn(ns, [process.execPath, path.join(DIST, script), ...args], env);
   }
