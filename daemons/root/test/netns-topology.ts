@@ -175,7 +175,6 @@ export class NetnsLab {
     fs.writeFileSync(`/etc/netns/${cl}/resolv.conf`, `nameserver ${ADDR.clusterDns}\n`);
   }
 
-  /** Starts `node dist/<script> args…` in a namespace; it is killed by down(). */
   /**
    * The cluster side the VIF tests talk to: the cluster's DNS (echo.default -> the Service address), the
    * workstation's original resolver (outside.example), and the pod's HTTP and UDP server.
@@ -197,6 +196,7 @@ export class NetnsLab {
     await this.waitForLine(pod, /ready/);
   }
 
+  /** Starts `node dist/<script> args…` in a namespace; it is killed by down(). */
   node(ns: string, script: string, args: string[], env: Record<string, string> = {}): ChildProcess {
     return this.spawnIn(ns, [process.execPath, path.join(DIST, script), ...args], env);
   }
