@@ -9,6 +9,7 @@ import * as crypto from 'node:crypto';
 import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
 import type { DialRequest, SessionInfo, TunnelMessage } from '../rpc/gen/manager.js';
+import { WORKSTATION_FLOW_CONTROL_WINDOW_BYTES } from '../rpc/grpc-options.js';
 import { widenReceiveWindow } from '../rpc/server-window.js';
 import { dialTcp } from '../tunnel/dial.js';
 import { readOpen, serveDial } from '../tunnel/flow.js';
@@ -85,7 +86,7 @@ export class TunnelRouter {
     stream.on('peer-end', forget);
     stream.on('failure', forget);
     readOpen(stream, OPEN_TIMEOUT_MS).then(
-      (info) => this.route(stream, info),
+      (info) => this.route(stream, info, call),
       (e: Error) => {
         this.log.debug('tunnel stream without a valid OPEN', { peer: stream.peer, reason: e.message });
         stream.onMessage(() => {});
@@ -93,7 +94,11 @@ export class TunnelRouter {
     );
   }
 
-  private route(stream: TunnelStream, info: StreamInfo): void {
+  private route(
+    stream: TunnelStream,
+    info: StreamInfo,
+    call: ServerDuplexStream<TunnelMessage, TunnelMessage>,
+  ): void {
     const label = formatConnectionId(info.connId);
     const session = this.sessions.get(info.sessionId);
     if (!session) {
@@ -103,6 +108,11 @@ export class TunnelRouter {
         label,
       );
       return;
+    }
+    // A workstation's connection crosses a network (a port-forward via the API server, a remote cluster)
+    // and its uploads move one window per round trip: the same wide window its own channel has.
+    if (session.kind === 'client') {
+      widenReceiveWindow(call as ServerDuplexStream<unknown, unknown>, WORKSTATION_FLOW_CONTROL_WINDOW_BYTES);
     }
     if (info.relayId) {
       if (session.kind !== 'client') {

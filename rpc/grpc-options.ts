@@ -36,6 +36,8 @@ export function managerChannelOptions(): ChannelOptions {
  * cluster), and a flow from the manager to the workstation moves at most one window per round trip.
  * Measured on the lab (VIF -> port-forward -> manager -> pod, 100 MiB downloads, interleaved): 1 MiB
  * 11-19 MB/s, 8 MiB 22-39 MB/s, 16 MiB 40-111 MB/s. The receiver buffers at most this much per connection.
+ * The manager widens its receive window of a workstation's connections to the same size (uploads), the first
+ * time a tunnel stream of a client session arrives on it (manager/tunnel-router.ts).
  */
 export const WORKSTATION_FLOW_CONTROL_WINDOW_BYTES = 16 << 20;
 

@@ -11,7 +11,8 @@ import type { Http2Session } from 'node:http2';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { FLOW_CONTROL_WINDOW_BYTES } from './grpc-options.js';
 
-const widened = new WeakSet<Http2Session>();
+/** The window each connection was widened to. */
+const widened = new WeakMap<Http2Session, number>();
 
 /** The HTTP/2 session a server call arrived on, if grpc-js still keeps it where 1.14 does. */
 export function sessionOf(call: ServerDuplexStream<unknown, unknown>): Http2Session | undefined {
@@ -20,15 +21,18 @@ export function sessionOf(call: ServerDuplexStream<unknown, unknown>): Http2Sess
   return session && typeof session.setLocalWindowSize === 'function' ? session : undefined;
 }
 
-/** Raises the connection's and its streams' receive windows once per connection; false if not possible. */
+/**
+ * Raises the connection's and its streams' receive windows to at least `bytes` (never lowers them); false if
+ * not possible.
+ */
 export function widenReceiveWindow(
   call: ServerDuplexStream<unknown, unknown>,
   bytes = FLOW_CONTROL_WINDOW_BYTES,
 ): boolean {
   const session = sessionOf(call);
   if (!session || session.destroyed) return false;
-  if (widened.has(session)) return true;
-  widened.add(session);
+  if ((widened.get(session) ?? 0) >= bytes) return true;
+  widened.set(session, bytes);
   try {
     session.setLocalWindowSize(bytes);
     // SETTINGS_INITIAL_WINDOW_SIZE applies to the streams open now and later on this connection.
