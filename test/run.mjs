@@ -102,6 +102,12 @@ async function runAll() {
     if (result.code !== 0 || bad > 0 || (total === 0 && skip === 0)) {
       failed += Math.max(bad, 1);
       failures.push(rel);
+      if (isE2e(file) && e2eRun) {
+        const text = await e2eSession
+          .clusterDiagnostics(e2eRun)
+          .catch((e) => `(no diagnostics: ${e.message})\n`);
+        if (text) process.stdout.write(`\n# ${rel} failed; the cluster at that moment:\n${text}`);
+      }
     }
   }
 }

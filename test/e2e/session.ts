@@ -2,8 +2,9 @@
 // files and takes it down after them (also when they fail), and tells each file the outcome through
 // TP_E2E_LAB. A file run on its own brings the lab up itself and leaves it running.
 import { spawn } from 'node:child_process';
-import { labStatus } from '../../lab/status.js';
-import { externalKubeconfig, labUnavailableReason, tpLabMain } from './cluster.js';
+import { labStatus, renderStatus } from '../../lab/status.js';
+import { describeCluster, externalKubeconfig, labUnavailableReason, tpLabMain } from './cluster.js';
+import { kubectl } from './kube.js';
 
 /** up | external | skip:<why the lab cannot run here> | failed:<why `tp-lab up` failed>. */
 export const LAB_STATE_ENV = 'TP_E2E_LAB';
@@ -76,4 +77,46 @@ export async function clusterState(): Promise<{ ok: true } | { ok: false; skip: 
   if (run.state === 'up' || run.state === 'external') return { ok: true };
   if (run.state.startsWith('skip:')) return { ok: false, skip: true, reason: run.state.slice(5) };
   return { ok: false, skip: false, reason: run.state.replace(/^failed:/, '') };
+}
+
+/**
+ * What the cluster looked like when an e2e file failed, for the log of a CI run that nobody can inspect
+ * afterwards: the lab's own status, pods that are not ready, recent warning events and CoreDNS's log.
+ */
+export async function clusterDiagnostics(run: E2eRun): Promise<string> {
+  if (run.state !== 'up' && run.state !== 'external') return '';
+  const parts: string[] = [];
+  const section = async (title: string, produce: () => Promise<string>) => {
+    try {
+      parts.push(`## ${title}\n${(await produce()).trimEnd()}`);
+    } catch (err) {
+      parts.push(`## ${title}\n(unavailable: ${(err as Error).message.split('\n')[0]})`);
+    }
+  };
+  const c = describeCluster();
+  const k = async (args: string[]) => {
+    const r = await kubectl(c, args, { check: false });
+    return r.code === 0 ? r.stdout : `${r.stdout}${r.stderr}`;
+  };
+  if (c.kind === 'lab') await section('tp-lab status', async () => renderStatus(await labStatus()));
+  await section('pods not ready', async () => {
+    const lines = (await k(['get', 'pods', '-A', '-o', 'wide', '--no-headers'])).trimEnd().split('\n');
+    const notReady = lines.filter((l) => {
+      const [, , ready, status] = l.trim().split(/\s+/);
+      const [have, want] = (ready ?? '0/1').split('/');
+      return status !== 'Completed' && (status !== 'Running' || have !== want);
+    });
+    return notReady.join('\n') || '(none)';
+  });
+  await section('warning events (last 25)', async () =>
+    (await k(['get', 'events', '-A', '--field-selector', 'type=Warning', '--sort-by', '.lastTimestamp']))
+      .trimEnd()
+      .split('\n')
+      .slice(-25)
+      .join('\n'),
+  );
+  await section('CoreDNS log (last 20 lines)', () =>
+    k(['logs', '-n', 'kube-system', 'deploy/coredns', '--tail', '20']),
+  );
+  return `${parts.join('\n')}\n`;
 }
