@@ -11,8 +11,8 @@ export const INJECT_ANNOTATION = 'tp.dev/inject-agent';
  */
 export const MECHANISM_ANNOTATION = 'tp.dev/mechanism';
 /**
- * On a workload's pod template, set by tp with INJECT_ANNOTATION: the mechanism of the agent tp
- * installed (`tp intercept --mechanism`, else the owner's choice, else the chart default). Removed with
+ * On a workload's pod template, set by tp with INJECT_ANNOTATION: the capture mechanism of the agent tp
+ * installed (one asked for in EnsureAgent, else the owner's choice, else the chart default). Removed with
  * the agent, so uninstalling leaves the owner's MECHANISM_ANNOTATION as it was.
  */
 export const AGENT_MECHANISM_ANNOTATION = 'tp.dev/agent-mechanism';
