@@ -4,15 +4,10 @@
 // destroy(), and by an exit handler when the test or bench dies first.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import { type CommandResult, runCommand } from '../lab/command.js';
 
 // Absolute, so a test may run a command with a PATH that lacks /usr/sbin.
 const IP = fs.existsSync('/usr/sbin/ip') ? '/usr/sbin/ip' : '/sbin/ip';
-
-export interface CommandOutput {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 export interface NamespaceProcess {
   child: ChildProcess;
@@ -79,26 +74,11 @@ export class PodNetwork {
     command: string,
     args: string[],
     options: { input?: string; env?: NodeJS.ProcessEnv } = {},
-  ) {
-    return new Promise<CommandOutput>((resolve, reject) => {
-      const child = spawn(IP, ['netns', 'exec', ns, command, ...args], {
-        stdio: ['pipe', 'pipe', 'pipe'],
-        env: options.env ?? process.env,
-        timeout: 120_000,
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => {
-        stdout += d;
-      });
-      child.stderr.setEncoding('utf8').on('data', (d: string) => {
-        stderr += d;
-      });
-      child.on('error', reject);
-      child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-      // A command that exits without reading its input closes the pipe: not an error here.
-      child.stdin.on('error', () => {});
-      child.stdin.end(options.input ?? '');
+  ): Promise<CommandResult> {
+    return runCommand([IP, 'netns', 'exec', ns, command, ...args], {
+      ...options,
+      check: false,
+      timeoutMs: 120_000,
     });
   }
 
