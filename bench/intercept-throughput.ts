@@ -9,7 +9,7 @@
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../testbed/loopback.js';
+import { freePort, freePorts } from '../testbed/loopback.js';
 import { benchFlags, cpuSeconds, median, Processes, startIntercept, waitForListener } from './rig.js';
 
 const MiB = 1 << 20;
@@ -138,7 +138,7 @@ async function main(): Promise<void> {
       manager: await freePort(),
       agent: await freePort(),
       workloadApp: await freePort(),
-      relays: [await freePort(), await freePort(), await freePort()],
+      relays: await freePorts(3),
     };
     p.node('app', [self, '--role', 'app', String(ports.app)]);
     // The relay chain: r0 -> r1 -> r2 -> app, the same number of processes between client and app.

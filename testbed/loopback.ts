@@ -10,6 +10,13 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** `count` ports nothing listens on right now, one after the other. */
+export async function freePorts(count: number): Promise<number[]> {
+  const ports: number[] = [];
+  for (let i = 0; i < count; i++) ports.push(await freePort());
+  return ports;
+}
+
 /** Whether something accepts TCP connections on 127.0.0.1:port. */
 export function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {

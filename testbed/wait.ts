@@ -5,8 +5,8 @@
 type NotYet = undefined | false;
 
 /**
- * Polls `check` every 100 ms until it returns a value (neither undefined nor false) and returns that
- * value; an error thrown by `check` counts as not yet. After `timeoutMs` it fails naming `what` it
+ * Polls `check` every `intervalMs` until it returns a value (neither undefined nor false) and returns
+ * that value; an error thrown by `check` counts as not yet. After `timeoutMs` it fails naming `what` it
  * awaited (a function, to describe it with what is known by then, such as a process's output) and the
  * last error `check` threw.
  */
@@ -14,6 +14,7 @@ export async function waitFor<T>(
   what: string | (() => string),
   check: () => Promise<T | NotYet> | T | NotYet,
   timeoutMs = 15_000,
+  intervalMs = 100,
 ): Promise<Exclude<T, NotYet>> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
@@ -30,6 +31,6 @@ export async function waitFor<T>(
         lastError === undefined ? '' : ` (last error: ${(lastError as Error).message ?? lastError})`;
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${awaited}${last}`);
     }
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, intervalMs));
   }
 }

@@ -10,6 +10,7 @@ import { setLevel } from '../logging/logger.js';
 import type { TunnelMessage } from '../rpc/gen/manager.js';
 import { managerChannelOptions, managerServerOptions } from '../rpc/grpc-options.js';
 import { ManagerClient, ManagerServiceDefinition } from '../rpc/manager-service.js';
+import { waitFor } from '../testbed/wait.js';
 import { dialTcp } from './dial.js';
 import { FlowDialRejected, type FlowOutcome, openFlow, originate, readOpen, serveDial } from './flow.js';
 import { msg, streamInfo, TunnelCode } from './messages.js';
@@ -139,13 +140,9 @@ function resetOf(s: net.Socket): Promise<string> {
   });
 }
 
-async function eventually(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+/** In-process state changes within a few event-loop turns: poll often. */
+const eventually = (what: string, check: () => boolean, timeoutMs = 10_000) =>
+  waitFor(what, check, timeoutMs, 20);
 
 const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
 

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { UsageError } from '../../netaddr/parse.js';
+import { waitFor } from '../../testbed/wait.js';
 import { apply, cleanup, probeSupport, status } from '../mechanism.js';
 import { closeFd, linkInfo, mapInfo, openPinned } from '../objects.js';
 import { LISTENERS_MAP, PORTS_MAP, STATS_MAP } from '../steering-keys.js';
@@ -50,14 +51,6 @@ function pinnedInfo<T>(file: string, read: (fd: number) => T): T {
     return read(fd!);
   } finally {
     closeFd(fd!);
-  }
-}
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -236,7 +229,11 @@ test('a namespace that is gone: its pins are swept by the next apply on the node
   }
   assert.ok(fs.existsSync(goneDir));
   // The kernel tears a namespace down asynchronously; its link is defunct (netns inode 0) after that.
-  await waitFor(() => pinnedInfo(`${goneDir}/link`, linkInfo).netnsInode === 0, 'the link to go defunct');
+  await waitFor(
+    'the link to go defunct',
+    () => pinnedInfo(`${goneDir}/link`, linkInfo).netnsInode === 0,
+    30_000,
+  );
   const r = apply({ ports: [APP_PORT], netnsPath, pinRoot });
   assert.equal(r.actions, [`removed the pins of a deleted namespace: ${goneDir}`]);
   assert.not.ok(fs.existsSync(goneDir));
@@ -247,16 +244,16 @@ test('cleanup: no program, link, map or pin left; the app still answers', async 
   const mapIds = [PORTS_MAP, LISTENERS_MAP, STATS_MAP].map((m) => pinnedInfo(`${s.pinDir}/${m}`, mapInfo).id);
   const r = cleanup({ netnsPath, pinRoot });
   assert.is(r.removed.length, 5);
-  await waitFor(() => linksOf(s.netnsInode).length === 0, 'the link to go');
+  await waitFor('the link to go', () => linksOf(s.netnsInode).length === 0, 30_000);
   // The kernel frees the program once the link's last reference is dropped, after an RCU grace period
   // (CI once listed it right after the link had gone), and the program its maps after another one.
   const programLeft = () => bpftool<{ id: number }[]>('prog', 'show').some((p) => p.id === s.program!.id);
-  await waitFor(() => !programLeft(), 'the program to go');
+  await waitFor('the program to go', () => !programLeft(), 30_000);
   const ourMapsLeft = () => {
     const ids = bpftool<{ id: number }[]>('map', 'show').map((m) => m.id);
     return mapIds.filter((id) => ids.includes(id));
   };
-  await waitFor(() => ourMapsLeft().length === 0, 'the maps to go');
+  await waitFor('the maps to go', () => ourMapsLeft().length === 0, 30_000);
   assert.equal(fs.readdirSync(pinRoot), []);
   assert.equal(cleanup({ netnsPath, pinRoot }).removed, []);
   assert.is((await ask()).who, 'app');

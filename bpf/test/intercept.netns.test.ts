@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor } from '../../testbed/wait.js';
 import { apply, cleanup, status } from '../mechanism.js';
 import { type BpffsMount, ensureBpffs } from './bpffs.js';
 import { createPodTestbed, onProcessEnd, type PodTestbed, RESPONDER, waitForLine } from './pod-testbed.js';
@@ -52,24 +53,8 @@ interface Answer {
 const ask = async (): Promise<Answer> =>
   JSON.parse(await bed.curlFromClient(`http://${bed.podIp}:${APP_PORT}/`)) as Answer;
 
-async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? ` (last: ${last})` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const eventually = <T>(what: string, check: () => Promise<T | undefined>) =>
+  waitFor(what, check, 20_000, 200);
 
 function inNetns(
   netns: string,

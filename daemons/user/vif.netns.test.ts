@@ -7,6 +7,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import type { StatusView } from '../../cli/output.js';
+import { waitFor } from '../../testbed/wait.js';
 import {
   ADDR,
   DIST,
@@ -24,18 +26,8 @@ const rootSocket = path.join(lab.tmp, 'root.socket');
 const stateDir = path.join(lab.tmp, 'root-state');
 const manager = `${ADDR.manager}:${MANAGER_PORT}`;
 
-interface StatusJson {
-  state: string;
-  namespace: string;
-  daemon: { pid: number };
-  vif: {
-    state: string;
-    name: string;
-    subnets: string[];
-    dns: string;
-    rootDaemon: { running: boolean; message: string };
-  } | null;
-}
+/** `tp status -o json` of a connected workstation. */
+type StatusJson = Extract<StatusView, { sessionId: string }>;
 
 /** `tp ARGS` in the workstation namespace as user `who` (each has its own run directory). */
 function tp(who: string, ...args: string[]) {
@@ -88,13 +80,8 @@ function alive(pid: number | undefined): boolean {
   }
 }
 
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const until = (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000) =>
+  waitFor(what, check, timeoutMs, 200);
 
 /** What tp may leave in the workstation: nothing, after quit or a refused connect. */
 async function leftovers(): Promise<string[]> {

@@ -22,7 +22,7 @@ import {
   waitFor,
 } from './kube.js';
 import { afterSetup, clusterSuite } from './suite.js';
-import { ECHO_PORT, echoDeployment, echoService } from './workloads.js';
+import { ECHO_PORT, echoDeployment, echoService, patternHash, sendPatternSource } from './workloads.js';
 
 const NS = 'tp-e2e-intercept';
 const MANAGER_NS = 'tp-system';
@@ -38,22 +38,10 @@ const { test, cluster } = await clusterSuite('kubernetes intercept');
 const laptopApp = `
 const http = require('node:http');
 const crypto = require('node:crypto');
-const pattern = Buffer.alloc(65536, 0).map((_, i) => i % 251);
+${sendPatternSource}
 http.createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
-  if (url.pathname === '/bytes') {
-    let left = Number(url.searchParams.get('n'));
-    res.writeHead(200, { 'content-length': left });
-    const more = () => {
-      while (left > 0) {
-        const chunk = pattern.subarray(0, Math.min(left, pattern.length));
-        left -= chunk.length;
-        if (!res.write(chunk)) return res.once('drain', more);
-      }
-      res.end();
-    };
-    return more();
-  }
+  if (url.pathname === '/bytes') return sendPattern(res, Number(url.searchParams.get('n')));
   if (url.pathname === '/sink') {
     const h = crypto.createHash('sha256');
     req.on('data', (d) => h.update(d));
@@ -63,14 +51,6 @@ http.createServer((req, res) => {
   res.end('laptop');
 }).listen(${LOCAL_PORT}, '127.0.0.1', () => console.log('laptop app listening'));
 `;
-
-function patternHash(n: number): string {
-  const pattern = Buffer.alloc(65536, 0).map((_, i) => i % 251);
-  const h = createHash('sha256');
-  for (let left = n; left > 0; left -= pattern.length)
-    h.update(pattern.subarray(0, Math.min(left, pattern.length)));
-  return h.digest('hex');
-}
 
 interface Workstation {
   runDir: string;

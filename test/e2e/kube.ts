@@ -5,31 +5,20 @@ import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { cachedBinDir } from '../../lab/binaries.js';
 import { type CommandResult, runCommand } from '../../lab/command.js';
+import { waitFor as pollFor } from '../../testbed/wait.js';
 import { type Cluster, repoRoot } from './cluster.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls probe until it returns something truthy; the error names what was awaited and the last failure. */
-export async function waitFor<T>(
+/**
+ * testbed's waitFor with the cluster's pace (every second, up to two minutes) and any falsy answer
+ * (null, '', 0) counting as not yet.
+ */
+export function waitFor<T>(
   what: string,
   probe: () => Promise<T | null | undefined | false> | T | null | undefined | false,
   timeoutMs = 120_000,
   intervalMs = 1_000,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (err) {
-      last = (err as Error).message;
-    }
-    if (Date.now() >= deadline) {
-      throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}${last ? `: ${last}` : ''}`);
-    }
-    await sleep(intervalMs);
-  }
+  return pollFor(what, async () => (await probe()) || undefined, timeoutMs, intervalMs) as Promise<T>;
 }
 
 export function kubectl(

@@ -2,10 +2,10 @@
 // the cluster's Services and Pods by name and IP through the VIF, and `tp quit` (or a killed root daemon
 // and the next connect) leaves the workstation as it was. On the lab the workstation is tplab-ws: its
 // /etc/resolv.conf is the lab's own file (tp-lab exec bind-mounts it), and the host's must never change.
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as assert from 'uvu/assert';
+import type { StatusView } from '../../cli/output.js';
 import { labPaths } from '../../lab/paths.js';
 import { workstationResolvConfPath } from '../../lab/workstation.js';
 import { repoRoot } from './cluster.js';
@@ -24,7 +24,7 @@ import {
   waitForEndpoints,
 } from './kube.js';
 import { afterSetup, clusterSuite } from './suite.js';
-import { echoDeployment, echoService } from './workloads.js';
+import { echoDeployment, echoService, patternHash, sendPatternSource } from './workloads.js';
 
 const NS = 'tp-e2e-vif';
 const MANAGER_NS = 'tp-system';
@@ -40,34 +40,16 @@ const { test, cluster } = await clusterSuite('workstation VIF');
 const fileServer = `
 const http = require('node:http');
 const dgram = require('node:dgram');
-const pattern = Buffer.alloc(65536, 0).map((_, i) => i % 251);
+${sendPatternSource}
 http.createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
   if (url.pathname !== '/bytes') return res.end('fileserver\\n');
-  let left = Number(url.searchParams.get('n'));
-  res.writeHead(200, { 'content-length': left });
-  const more = () => {
-    while (left > 0) {
-      const chunk = pattern.subarray(0, Math.min(left, pattern.length));
-      left -= chunk.length;
-      if (!res.write(chunk)) return res.once('drain', more);
-    }
-    res.end();
-  };
-  more();
+  sendPattern(res, Number(url.searchParams.get('n')));
 }).listen(8080);
 const udp = dgram.createSocket('udp4');
 udp.on('message', (m, from) => udp.send(Buffer.concat([Buffer.from('echo:'), m]), from.port, from.address));
 udp.bind(5353);
 `;
-
-function patternHash(n: number): string {
-  const pattern = Buffer.alloc(65536, 0).map((_, i) => i % 251);
-  const h = createHash('sha256');
-  for (let left = n; left > 0; left -= pattern.length)
-    h.update(pattern.subarray(0, Math.min(left, pattern.length)));
-  return h.digest('hex');
-}
 
 /** One datagram to HOST:PORT from the workstation; prints the answer. */
 const udpClient = (host: string, port: number) => `
@@ -95,18 +77,8 @@ Promise.all(Array.from({ length: ${n} }, one)).then((r) =>
   console.log(JSON.stringify({ ok: r.filter(Boolean).length, failed: r.filter((x) => !x).length })));
 `;
 
-interface StatusJson {
-  state: string;
-  namespace: string;
-  cluster: { podSubnets: string[]; serviceSubnets: string[] } | null;
-  vif: {
-    state: string;
-    name: string;
-    subnets: string[];
-    dns: string;
-    rootDaemon: { running: boolean; message: string };
-  } | null;
-}
+/** `tp status -o json` of a connected workstation. */
+type StatusJson = Extract<StatusView, { sessionId: string }>;
 
 if (cluster) {
   const c = cluster;

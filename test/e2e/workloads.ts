@@ -1,5 +1,38 @@
 // The workloads of the e2e scenarios, as objects (rendered to YAML for kubectl apply).
+import { createHash } from 'node:crypto';
 import type { Cluster } from './cluster.js';
+
+const PATTERN_BYTES = 65536;
+
+/**
+ * Source (CommonJS, for the scenario apps run with `node -e`) of `sendPattern(res, n)`: answers an HTTP
+ * request with n bytes of a fixed pattern, respecting backpressure. patternHash(n) is their sha256.
+ */
+export const sendPatternSource = `
+const pattern = Buffer.alloc(${PATTERN_BYTES}, 0).map((_, i) => i % 251);
+function sendPattern(res, n) {
+  let left = n;
+  res.writeHead(200, { 'content-length': left });
+  const more = () => {
+    while (left > 0) {
+      const chunk = pattern.subarray(0, Math.min(left, pattern.length));
+      left -= chunk.length;
+      if (!res.write(chunk)) return res.once('drain', more);
+    }
+    res.end();
+  };
+  more();
+}
+`;
+
+/** The sha256 (hex) of the n bytes sendPattern sends. */
+export function patternHash(n: number): string {
+  const pattern = Buffer.alloc(PATTERN_BYTES, 0).map((_, i) => i % 251);
+  const h = createHash('sha256');
+  for (let left = n; left > 0; left -= pattern.length)
+    h.update(pattern.subarray(0, Math.min(left, pattern.length)));
+  return h.digest('hex');
+}
 
 export const ECHO_PORT = 8080;
 

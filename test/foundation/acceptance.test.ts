@@ -3,7 +3,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { eventually, freePort, httpApp, httpGet, isRunning, Rig } from './harness.js';
+import { freePorts } from '../../testbed/loopback.js';
+import { waitFor } from '../../testbed/wait.js';
+import { httpApp, httpGet, isRunning, Rig, withRig } from './harness.js';
 
 interface StatusJson {
   state: string;
@@ -28,20 +30,18 @@ interface ListJson {
   }[];
 }
 
-test('acceptance: connect, list, intercept, status, leave, quit', async () => {
-  const rig = new Rig();
-  const [managerPort, appPort, laptopPort, agentPort] = [
-    await freePort(),
-    await freePort(),
-    await freePort(),
-    await freePort(),
-  ];
-  const cluster = await httpApp(appPort, 'cluster');
-  const laptop = await httpApp(laptopPort, 'laptop');
-  try {
+test('acceptance: connect, list, intercept, status, leave, quit', () =>
+  withRig(async (rig) => {
+    const [managerPort, appPort, laptopPort, agentPort] = await freePorts(4);
+    const cluster = await httpApp(appPort, 'cluster');
+    const laptop = await httpApp(laptopPort, 'laptop');
+    rig.closeWith(async () => {
+      await cluster.close();
+      await laptop.close();
+    });
     await rig.startManager(managerPort);
     rig.startAgent(managerPort, appPort, agentPort);
-    assert.is(await eventually('passthrough', () => httpGet(agentPort)), 'cluster');
+    assert.is(await waitFor('passthrough', () => httpGet(agentPort)), 'cluster');
 
     const connect = await rig.tp('connect', '--manager-address', `127.0.0.1:${managerPort}`);
     assert.is(connect.code, 0, connect.stderr);
@@ -54,7 +54,7 @@ test('acceptance: connect, list, intercept, status, leave, quit', async () => {
     assert.ok(fs.existsSync(path.join(rig.dir, 'log', 'connector.log')), 'the daemon logs to TP_LOG_DIR');
 
     // The agent may arrive a moment after the manager starts: list until it shows.
-    const list = await eventually('the agent in tp list', async () => {
+    const list = await waitFor('the agent in tp list', async () => {
       const l = await rig.tpJson<ListJson>('list');
       return l.workloads.length > 0 ? l : undefined;
     });
@@ -90,7 +90,7 @@ test('acceptance: connect, list, intercept, status, leave, quit', async () => {
     const leave = await rig.tp('leave', 'echo');
     assert.is(leave.code, 0, leave.stderr);
     assert.is(
-      await eventually('passthrough again', async () =>
+      await waitFor('passthrough again', async () =>
         (await httpGet(agentPort)) === 'cluster' ? 'cluster' : undefined,
       ),
       'cluster',
@@ -101,34 +101,20 @@ test('acceptance: connect, list, intercept, status, leave, quit', async () => {
     assert.not.ok(isRunning(daemonPid), 'no daemon process is left');
     const after = await rig.tpJson<{ state: string }>('status');
     assert.is(after.state, 'NOT_RUNNING');
-  } catch (e) {
-    console.error(rig.dump());
-    throw e;
-  } finally {
-    await rig.close();
-    await cluster.close();
-    await laptop.close();
-  }
-});
+  }));
 
-test('user errors: one line each, non-zero exit, no stack trace', async () => {
-  const rig = new Rig();
-  const [managerPort, appPort, laptopPort, agentPort, deadPort] = [
-    await freePort(),
-    await freePort(),
-    await freePort(),
-    await freePort(),
-    await freePort(),
-  ];
-  const cluster = await httpApp(appPort, 'cluster');
-  const expectError = async (args: string[], pattern: RegExp) => {
-    const r = await rig.tp(...args);
-    assert.is.not(r.code, 0, `tp ${args.join(' ')} should fail`);
-    assert.match(r.stderr, pattern, `tp ${args.join(' ')}`);
-    assert.is(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
-    assert.not.match(r.stderr, /\n\s+at /, 'no stack trace');
-  };
-  try {
+test('user errors: one line each, non-zero exit, no stack trace', () =>
+  withRig(async (rig) => {
+    const [managerPort, appPort, laptopPort, agentPort, deadPort] = await freePorts(5);
+    const cluster = await httpApp(appPort, 'cluster');
+    const expectError = async (args: string[], pattern: RegExp) => {
+      const r = await rig.tp(...args);
+      assert.is.not(r.code, 0, `tp ${args.join(' ')} should fail`);
+      assert.match(r.stderr, pattern, `tp ${args.join(' ')}`);
+      assert.is(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
+      assert.not.match(r.stderr, /\n\s+at /, 'no stack trace');
+    };
+    rig.closeWith(() => cluster.close());
     // No daemon.
     await expectError(['list'], /not connected: run tp connect/);
     await expectError(['intercept', 'echo', '--port', '8080'], /not connected: run tp connect/);
@@ -146,10 +132,10 @@ test('user errors: one line each, non-zero exit, no stack trace', async () => {
 
     await rig.startManager(managerPort);
     rig.startAgent(managerPort, appPort, agentPort);
-    await eventually('passthrough', () => httpGet(agentPort));
+    await waitFor('passthrough', () => httpGet(agentPort));
     assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${managerPort}`)).code, 0);
     await rig.noteDaemon();
-    await eventually(
+    await waitFor(
       'the agent in tp list',
       async () => (await rig.tpJson<ListJson>('list')).workloads.length > 0,
     );
@@ -193,19 +179,12 @@ test('user errors: one line each, non-zero exit, no stack trace', async () => {
 
     // The manager dies: commands that need it say so.
     await rig.kill('manager', 'SIGKILL');
-    await eventually(
+    await waitFor(
       'the daemon to notice',
       async () => (await rig.tpJson<{ state: string }>('status')).state === 'RECONNECTING',
     );
     await expectError(['list'], new RegExp(`traffic manager at 127.0.0.1:${managerPort} is unreachable`));
     assert.is((await rig.tp('quit')).code, 0);
-  } catch (e) {
-    console.error(rig.dump());
-    throw e;
-  } finally {
-    await rig.close();
-    await cluster.close();
-  }
-});
+  }));
 
 test.run();

@@ -3,48 +3,43 @@
 import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { eventually, freePort, httpApp, httpGet, Rig } from './harness.js';
+import { freePort, freePorts } from '../../testbed/loopback.js';
+import { waitFor } from '../../testbed/wait.js';
+import { httpApp, httpGet, Rig, withRig } from './harness.js';
 
-test('passes connections through while the manager is not there, and arrives once it is', async () => {
-  const rig = new Rig();
-  const [managerPort, appPort, agentPort] = [await freePort(), await freePort(), await freePort()];
-  const app = await httpApp(appPort, 'cluster');
-  try {
+test('passes connections through while the manager is not there, and arrives once it is', () =>
+  withRig(async (rig) => {
+    const [managerPort, appPort, agentPort] = await freePorts(3);
+    const app = await httpApp(appPort, 'cluster');
+    rig.closeWith(() => app.close());
     const agent = rig.startAgent(managerPort, appPort, agentPort);
-    assert.is(await eventually('passthrough without a manager', () => httpGet(agentPort)), 'cluster');
+    assert.is(await waitFor('passthrough without a manager', () => httpGet(agentPort)), 'cluster');
     await rig.startManager(managerPort);
-    await eventually('the agent to arrive', () => /agent arrived/.test(rig.log('manager')));
+    await waitFor('the agent to arrive', () => /agent arrived/.test(rig.log('manager')));
     assert.is(await httpGet(agentPort), 'cluster');
     // SIGTERM: the agent departs and exits cleanly.
     await rig.kill('agent');
     assert.is(agent.exitCode, 0);
-    await eventually('the manager to see it depart', () => /agent departed/.test(rig.log('manager')));
-  } catch (e) {
-    console.error(rig.dump());
-    throw e;
-  } finally {
-    await rig.close();
-    await app.close();
-  }
-});
+    await waitFor('the manager to see it depart', () => /agent departed/.test(rig.log('manager')));
+  }));
 
-test('passthrough carries half-close and resets, and big replies, unchanged', async () => {
-  const rig = new Rig();
-  const [managerPort, appPort, agentPort] = [await freePort(), await freePort(), await freePort()];
-  // The app answers after the client's FIN with 5 MiB, or resets when told to.
-  const app = net.createServer({ allowHalfOpen: true }, (s) => {
-    const chunks: Buffer[] = [];
-    s.on('error', () => {});
-    s.on('data', (d) => {
-      chunks.push(d);
-      if (Buffer.concat(chunks).toString() === 'reset me') s.resetAndDestroy();
+test('passthrough carries half-close and resets, and big replies, unchanged', () =>
+  withRig(async (rig) => {
+    const [managerPort, appPort, agentPort] = await freePorts(3);
+    // The app answers after the client's FIN with 5 MiB, or resets when told to.
+    const app = net.createServer({ allowHalfOpen: true }, (s) => {
+      const chunks: Buffer[] = [];
+      s.on('error', () => {});
+      s.on('data', (d) => {
+        chunks.push(d);
+        if (Buffer.concat(chunks).toString() === 'reset me') s.resetAndDestroy();
+      });
+      s.on('end', () => s.end(Buffer.alloc(5 << 20, Buffer.concat(chunks).toString())));
     });
-    s.on('end', () => s.end(Buffer.alloc(5 << 20, Buffer.concat(chunks).toString())));
-  });
-  await new Promise<void>((r) => app.listen(appPort, '127.0.0.1', r));
-  try {
+    await new Promise<void>((r) => app.listen(appPort, '127.0.0.1', r));
+    rig.closeWith(() => app.close());
     rig.startAgent(managerPort, appPort, agentPort);
-    await eventually('the agent to listen', () => /listening/.test(rig.log('agent')));
+    await waitFor('the agent to listen', () => /listening/.test(rig.log('agent')));
     const reply = await new Promise<Buffer>((resolve, reject) => {
       const c = net.connect({ port: agentPort, host: '127.0.0.1', allowHalfOpen: true }, () => c.end('x'));
       const chunks: Buffer[] = [];
@@ -61,31 +56,19 @@ test('passthrough carries half-close and resets, and big replies, unchanged', as
       c.on('close', () => resolve('closed without a reset'));
     });
     assert.is(reset, 'ECONNRESET');
-  } catch (e) {
-    console.error(rig.dump());
-    throw e;
-  } finally {
-    await rig.close();
-    app.close();
-  }
-});
+  }));
 
-test('connections from TP_HOST_IP (kubelet probes) are never intercepted', async () => {
-  const rig = new Rig();
-  const [managerPort, appPort, laptopPort, agentPort] = [
-    await freePort(),
-    await freePort(),
-    await freePort(),
-    await freePort(),
-  ];
-  const apps = [await httpApp(appPort, 'cluster'), await httpApp(laptopPort, 'laptop')];
-  try {
+test('connections from TP_HOST_IP (kubelet probes) are never intercepted', () =>
+  withRig(async (rig) => {
+    const [managerPort, appPort, laptopPort, agentPort] = await freePorts(4);
+    const apps = [await httpApp(appPort, 'cluster'), await httpApp(laptopPort, 'laptop')];
+    rig.closeWith(() => Promise.all(apps.map((a) => a.close())));
     await rig.startManager(managerPort);
     rig.startAgent(managerPort, appPort, agentPort, { TP_HOST_IP: '127.0.0.1' });
-    await eventually('passthrough', () => httpGet(agentPort));
+    await waitFor('passthrough', () => httpGet(agentPort));
     assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${managerPort}`)).code, 0);
     await rig.noteDaemon();
-    await eventually(
+    await waitFor(
       'the agent in tp list',
       async () => (await rig.tpJson<{ workloads: unknown[] }>('list')).workloads.length > 0,
     );
@@ -94,14 +77,7 @@ test('connections from TP_HOST_IP (kubelet probes) are never intercepted', async
     // Every test connection comes from 127.0.0.1, the "host": the app keeps answering.
     assert.is(await httpGet(agentPort), 'cluster');
     assert.is((await rig.tp('quit')).code, 0);
-  } catch (e) {
-    console.error(rig.dump());
-    throw e;
-  } finally {
-    await rig.close();
-    await Promise.all(apps.map((a) => a.close()));
-  }
-});
+  }));
 
 test('a bad configuration stops the agent with one line naming the variable', async () => {
   const rig = new Rig();
@@ -136,31 +112,19 @@ test('a bad configuration stops the agent with one line naming the variable', as
   }
 });
 
-test('a shared agent port resets a connection it cannot attribute (no SO_ORIGINAL_DST on loopback)', async () => {
-  const rig = new Rig();
-  const [managerPort, appA, appB, agentPort] = [
-    await freePort(),
-    await freePort(),
-    await freePort(),
-    await freePort(),
-  ];
-  const apps = [await httpApp(appA, 'a'), await httpApp(appB, 'b')];
-  try {
+test('a shared agent port resets a connection it cannot attribute (no SO_ORIGINAL_DST on loopback)', () =>
+  withRig(async (rig) => {
+    const [managerPort, appA, appB, agentPort] = await freePorts(4);
+    const apps = [await httpApp(appA, 'a'), await httpApp(appB, 'b')];
+    rig.closeWith(() => Promise.all(apps.map((a) => a.close())));
     rig.startAgent(managerPort, appA, agentPort, { TP_PORTS: `${appA}:${agentPort},${appB}:${agentPort}` });
-    await eventually('the agent to listen', () => /listening/.test(rig.log('agent')));
+    await waitFor('the agent to listen', () => /listening/.test(rig.log('agent')));
     const err = await httpGet(agentPort).then(
       () => 'answered',
       (e: NodeJS.ErrnoException) => e.code ?? e.message,
     );
     assert.is(err, 'ECONNRESET');
     assert.match(rig.log('agent'), /cannot tell which app port a connection is for/);
-  } catch (e) {
-    console.error(rig.dump());
-    throw e;
-  } finally {
-    await rig.close();
-    await Promise.all(apps.map((a) => a.close()));
-  }
-});
+  }));
 
 test.run();

@@ -4,7 +4,9 @@ import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { eventually, freePort, httpApp, httpGet, Rig } from './harness.js';
+import { freePort } from '../../testbed/loopback.js';
+import { waitFor } from '../../testbed/wait.js';
+import { httpApp, httpGet, withRig } from './harness.js';
 
 const MiB = 1 << 20;
 
@@ -79,24 +81,27 @@ function expectedHash(seed: string, n: number): string {
   return h.digest('hex');
 }
 
-test('100 MiB each way through an intercept, byte-exact; half-close carried end to end', async () => {
-  const rig = new Rig();
-  const ports = {
-    manager: await freePort(),
-    app: await freePort(),
-    laptop: await freePort(),
-    agent: await freePort(),
-  };
-  const cluster = await httpApp(ports.app, 'cluster');
-  const laptop = await hashingApp(ports.laptop, 100 * MiB);
-  try {
+test('100 MiB each way through an intercept, byte-exact; half-close carried end to end', () =>
+  withRig(async (rig) => {
+    const ports = {
+      manager: await freePort(),
+      app: await freePort(),
+      laptop: await freePort(),
+      agent: await freePort(),
+    };
+    const cluster = await httpApp(ports.app, 'cluster');
+    const laptop = await hashingApp(ports.laptop, 100 * MiB);
+    rig.closeWith(async () => {
+      await cluster.close();
+      laptop.close();
+    });
     rig.env.TP_LOG_LEVEL = 'info';
     await rig.startManager(ports.manager);
     rig.startAgent(ports.manager, ports.app, ports.agent);
-    await eventually('passthrough', () => httpGet(ports.agent));
+    await waitFor('passthrough', () => httpGet(ports.agent));
     assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${ports.manager}`)).code, 0);
     await rig.noteDaemon();
-    await eventually(
+    await waitFor(
       'the agent in tp list',
       async () => (await rig.tpJson<{ workloads: unknown[] }>('list')).workloads.length > 0,
     );
@@ -121,14 +126,6 @@ test('100 MiB each way through an intercept, byte-exact; half-close carried end 
       'the 100 MiB download arrived intact',
     );
     assert.is((await rig.tp('quit')).code, 0);
-  } catch (e) {
-    console.error(rig.dump());
-    throw e;
-  } finally {
-    await rig.close();
-    await cluster.close();
-    laptop.close();
-  }
-});
+  }));
 
 test.run();

@@ -4,10 +4,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { canConnect } from '../../testbed/loopback.js';
+import { waitFor } from '../../testbed/wait.js';
 
 /** dist/, where the built binaries are (this file runs as dist/test/foundation/harness.js). */
 export const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -16,46 +17,6 @@ export const bins = {
   agent: path.join(dist, 'bundle/tp-agent.cjs'),
   cli: path.join(dist, 'cli/main.js'),
 };
-
-export async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-export async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined && v !== false) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > until)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last})` : ''}`,
-      );
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-export function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
-}
 
 /** An HTTP app answering every request with a fixed text. */
 export async function httpApp(port: number, text: string): Promise<{ close(): Promise<void> }> {
@@ -96,6 +57,22 @@ export function isRunning(pid: number): boolean {
   }
 }
 
+/**
+ * Runs a scenario on a fresh Rig: when it fails, prints the logs of the rig's processes; always closes
+ * the rig (and what the scenario handed to rig.closeWith).
+ */
+export async function withRig(scenario: (rig: Rig) => Promise<void>): Promise<void> {
+  const rig = new Rig();
+  try {
+    await scenario(rig);
+  } catch (e) {
+    console.error(rig.dump());
+    throw e;
+  } finally {
+    await rig.close();
+  }
+}
+
 export interface CliResult {
   code: number;
   stdout: string;
@@ -107,6 +84,7 @@ export class Rig {
   readonly env: NodeJS.ProcessEnv;
   private readonly procs = new Map<string, ChildProcess>();
   private daemonPids = new Set<number>();
+  private readonly closers: (() => unknown)[] = [];
 
   constructor() {
     this.env = {
@@ -138,7 +116,7 @@ export class Rig {
       `127.0.0.1:${port}`,
       ...extra,
     ]);
-    await eventually('the manager to listen', () => canConnect(port), 20_000);
+    await waitFor('the manager to listen', () => canConnect(port), 20_000);
     return child;
   }
 
@@ -220,7 +198,15 @@ export class Rig {
     return st.daemon.pid;
   }
 
-  /** Kills everything this rig started and removes its directory (keeps it when TP_KEEP_TEST_DIRS=1). */
+  /** Runs `closer` when the rig closes, after its processes are gone (the apps a scenario started). */
+  closeWith(closer: () => unknown): void {
+    this.closers.push(closer);
+  }
+
+  /**
+   * Kills everything this rig started, runs what closeWith registered, and removes its directory (keeps
+   * it when TP_KEEP_TEST_DIRS=1).
+   */
   async close(): Promise<void> {
     for (const pid of this.daemonPids) {
       try {
@@ -230,6 +216,7 @@ export class Rig {
       }
     }
     for (const name of [...this.procs.keys()]) await this.kill(name, 'SIGKILL');
+    for (const closer of this.closers.splice(0)) await closer();
     if (process.env.TP_KEEP_TEST_DIRS !== '1') fs.rmSync(this.dir, { recursive: true, force: true });
   }
 

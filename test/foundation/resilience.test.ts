@@ -1,7 +1,9 @@
 // What happens when a part dies: the manager restarted mid-intercept, the user daemon killed.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { eventually, freePort, httpApp, httpGet, isRunning, Rig } from './harness.js';
+import { freePort } from '../../testbed/loopback.js';
+import { waitFor } from '../../testbed/wait.js';
+import { httpApp, httpGet, isRunning, type Rig, withRig } from './harness.js';
 
 interface StatusJson {
   state: string;
@@ -17,38 +19,36 @@ async function setUp(rig: Rig, managerArgs: string[] = []) {
     agent: await freePort(),
   };
   const apps = [await httpApp(ports.app, 'cluster'), await httpApp(ports.laptop, 'laptop')];
+  rig.closeWith(() => Promise.all(apps.map((a) => a.close())));
   await rig.startManager(ports.manager, managerArgs);
   rig.startAgent(ports.manager, ports.app, ports.agent);
-  await eventually('passthrough', () => httpGet(ports.agent));
+  await waitFor('passthrough', () => httpGet(ports.agent));
   const c = await rig.tp('connect', '--manager-address', `127.0.0.1:${ports.manager}`);
   assert.is(c.code, 0, c.stderr);
   const daemonPid = await rig.noteDaemon();
-  await eventually('the agent in tp list', async () => {
+  await waitFor('the agent in tp list', async () => {
     const l = await rig.tpJson<{ workloads: unknown[] }>('list');
     return l.workloads.length > 0;
   });
   const i = await rig.tp('intercept', 'echo', '--port', `${ports.laptop}:${ports.app}`);
   assert.is(i.code, 0, i.stderr);
   assert.is(await httpGet(ports.agent), 'laptop');
-  return { ports, daemonPid, closeApps: () => Promise.all(apps.map((a) => a.close())) };
+  return { ports, daemonPid };
 }
 
-test('the manager killed and restarted mid-intercept: everyone reconnects, the intercept is restored', async () => {
-  const rig = new Rig();
-  let closeApps = async () => {};
-  try {
+test('the manager killed and restarted mid-intercept: everyone reconnects, the intercept is restored', () =>
+  withRig(async (rig) => {
     const s = await setUp(rig);
-    closeApps = async () => void (await s.closeApps());
 
     await rig.kill('manager', 'SIGKILL');
     // While the manager is away: the agent passes through, status says what is going on.
     assert.is(
-      await eventually('passthrough without the manager', async () =>
+      await waitFor('passthrough without the manager', async () =>
         (await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined,
       ),
       'cluster',
     );
-    const away = await eventually('status to report the loss', async () => {
+    const away = await waitFor('status to report the loss', async () => {
       const st = await rig.tpJson<StatusJson>('status');
       return st.state === 'RECONNECTING' ? st : undefined;
     });
@@ -59,8 +59,8 @@ test('the manager killed and restarted mid-intercept: everyone reconnects, the i
     await rig.startManager(s.ports.manager);
     const restartedAt = Date.now();
     // Passthrough works again within 10 s (it never stopped), and the intercept comes back.
-    await eventually('passthrough after the restart', () => httpGet(s.ports.agent), 10_000);
-    const back = await eventually(
+    await waitFor('passthrough after the restart', () => httpGet(s.ports.agent), 10_000);
+    const back = await waitFor(
       'the intercept restored',
       async () => {
         const st = await rig.tpJson<StatusJson>('status');
@@ -70,7 +70,7 @@ test('the manager killed and restarted mid-intercept: everyone reconnects, the i
     );
     assert.match(back.intercepts[0]!.message, /restored/);
     assert.is(
-      await eventually('intercepted traffic again', async () =>
+      await waitFor('intercepted traffic again', async () =>
         (await httpGet(s.ports.agent)) === 'laptop' ? 'laptop' : undefined,
       ),
       'laptop',
@@ -79,32 +79,22 @@ test('the manager killed and restarted mid-intercept: everyone reconnects, the i
 
     assert.is((await rig.tp('leave', 'echo')).code, 0);
     assert.is(
-      await eventually('passthrough after leave', async () =>
+      await waitFor('passthrough after leave', async () =>
         (await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined,
       ),
       'cluster',
     );
     assert.is((await rig.tp('quit')).code, 0);
-  } catch (e) {
-    console.error(rig.dump());
-    throw e;
-  } finally {
-    await rig.close();
-    await closeApps();
-  }
-});
+  }));
 
-test('the user daemon killed: its intercept expires and traffic returns to the app', async () => {
-  const rig = new Rig();
-  let closeApps = async () => {};
-  try {
+test('the user daemon killed: its intercept expires and traffic returns to the app', () =>
+  withRig(async (rig) => {
     const s = await setUp(rig, ['--client-ttl', '2s']);
-    closeApps = async () => void (await s.closeApps());
 
     process.kill(s.daemonPid, 'SIGKILL');
-    await eventually('the daemon to die', () => !isRunning(s.daemonPid));
+    await waitFor('the daemon to die', () => !isRunning(s.daemonPid));
     assert.is(
-      await eventually(
+      await waitFor(
         'traffic back at the app',
         async () => ((await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined),
         10_000,
@@ -119,27 +109,17 @@ test('the user daemon killed: its intercept expires and traffic returns to the a
     assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${s.ports.manager}`)).code, 0);
     await rig.noteDaemon();
     assert.is((await rig.tp('quit')).code, 0);
-  } catch (e) {
-    console.error(rig.dump());
-    throw e;
-  } finally {
-    await rig.close();
-    await closeApps();
-  }
-});
+  }));
 
-test('an intercept that cannot be restored after a manager restart is reported gone, with the reason', async () => {
-  const rig = new Rig();
-  rig.env.TP_RESTORE_GRACE_MS = '1000'; // inherited by the user daemon: give up on the workload after 1 s
-  let closeApps = async () => {};
-  try {
+test('an intercept that cannot be restored after a manager restart is reported gone, with the reason', () =>
+  withRig(async (rig) => {
+    rig.env.TP_RESTORE_GRACE_MS = '1000'; // inherited by the user daemon: give up on the workload after 1 s
     const s = await setUp(rig);
-    closeApps = async () => void (await s.closeApps());
     // The manager and the workload's only agent both go away; the manager comes back alone.
     await rig.kill('agent', 'SIGKILL');
     await rig.kill('manager', 'SIGKILL');
     await rig.startManager(s.ports.manager);
-    const st = await eventually('the intercept reported gone', async () => {
+    const st = await waitFor('the intercept reported gone', async () => {
       const v = await rig.tpJson<StatusJson>('status');
       return v.state === 'CONNECTED' && v.intercepts[0]?.disposition === 'REMOVED' ? v : undefined;
     });
@@ -153,13 +133,6 @@ test('an intercept that cannot be restored after a manager restart is reported g
     assert.is((await rig.tp('leave', 'echo')).code, 0);
     assert.equal((await rig.tpJson<StatusJson>('status')).intercepts, []);
     assert.is((await rig.tp('quit')).code, 0);
-  } catch (e) {
-    console.error(rig.dump());
-    throw e;
-  } finally {
-    await rig.close();
-    await closeApps();
-  }
-});
+  }));
 
 test.run();
