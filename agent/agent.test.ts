@@ -20,8 +20,26 @@ test('configuration from the environment', () => {
   assert.equal(c.managerAddress, { host: '127.0.0.1', port: 18081 });
   assert.equal(c.ports, [{ appPort: 18080, agentPort: 15001 }]);
   assert.is(c.mechanism, 'none');
-  assert.is(c.hostIp, undefined);
-  assert.is(agentConfigFromEnv({ ...env, TP_HOST_IP: '10.0.0.1' }).hostIp, '10.0.0.1');
+  assert.is(c.probePort, undefined);
+  assert.equal(c.probes, []);
+  const probes = '[{"container":"echo","kind":"readiness","timeoutSeconds":1,"tcpSocket":{"port":18080}}]';
+  const withProbes = agentConfigFromEnv({ ...env, TP_PROBE_PORT: '15021', TP_PROBES: probes });
+  assert.is(withProbes.probePort, 15021);
+  assert.equal(withProbes.probes, [
+    { container: 'echo', kind: 'readiness', timeoutSeconds: 1, tcpSocket: { port: 18080 } },
+  ]);
+  assert.throws(
+    () => agentConfigFromEnv({ ...env, TP_PROBES: probes }),
+    /TP_PROBES is set but TP_PROBE_PORT is not/,
+  );
+  assert.throws(
+    () => agentConfigFromEnv({ ...env, TP_PROBE_PORT: '15001' }),
+    /TP_PROBE_PORT=15001 is also in TP_PORTS/,
+  );
+  assert.throws(
+    () => agentConfigFromEnv({ ...env, TP_PROBE_PORT: '15021', TP_PROBES: '{' }),
+    /TP_PROBES is not JSON/,
+  );
   assert.throws(() => agentConfigFromEnv({ ...env, TP_WORKLOAD_NAME: '' }), /TP_WORKLOAD_NAME is not set/);
   assert.throws(() => agentConfigFromEnv({ ...env, TP_MECHANISM: 'magic' }), /use iptables, ebpf, none/);
   assert.throws(() => agentConfigFromEnv({ ...env, TP_POD_IP: 'pod' }), /TP_POD_IP="pod" is not an IP/);

@@ -5,9 +5,11 @@ import {
   type HostPort,
   type PortMapping,
   parseHostPort,
+  parsePort,
   parsePortMappings,
   UsageError,
 } from '../netaddr/parse.js';
+import { type AppProbe, decodeProbes } from '../probes/spec.js';
 
 export type Mechanism = 'iptables' | 'ebpf' | 'none';
 
@@ -19,8 +21,10 @@ export interface AgentConfig {
   podName: string;
   podIp: string;
   ports: PortMapping[];
-  /** Connections from this address (the node: kubelet probes) always pass through. */
-  hostIp: string | undefined;
+  /** Where the probe server listens (the kubelet's rewritten probes); undefined: no probe server. */
+  probePort: number | undefined;
+  /** The app's original probes, performed for the kubelet on the probe port. */
+  probes: AppProbe[];
   mechanism: Mechanism;
   /** Where the agent listens; empty: every address (dual-stack when IPv6 is there). */
   listenAddress: string;
@@ -56,6 +60,16 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv): AgentConfig {
   } catch (e) {
     throw new UsageError(`TP_LOG_LEVEL: ${(e as Error).message}`);
   }
+  const ports = parsePortMappings(required('TP_PORTS', '8080:15001'));
+  const probePortText = env.TP_PROBE_PORT?.trim();
+  const probePort = probePortText ? parsePort(probePortText, 'TP_PROBE_PORT') : undefined;
+  const probes = decodeProbes(env.TP_PROBES);
+  if (probes.length > 0 && probePort === undefined)
+    throw new UsageError('TP_PROBES is set but TP_PROBE_PORT is not: the kubelet reaches the probes there');
+  if (probePort !== undefined && ports.some((p) => p.agentPort === probePort || p.appPort === probePort))
+    throw new UsageError(
+      `TP_PROBE_PORT=${probePort} is also in TP_PORTS: the probe port must be one capture leaves alone`,
+    );
   return {
     managerAddress: parseHostPort(
       required('TP_MANAGER_ADDRESS', 'traffic-manager.tp:8081'),
@@ -66,8 +80,9 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv): AgentConfig {
     namespace: env.TP_NAMESPACE?.trim() || 'default',
     podName: required('TP_POD_NAME', 'echo-0'),
     podIp,
-    ports: parsePortMappings(required('TP_PORTS', '8080:15001')),
-    hostIp: optionalIp('TP_HOST_IP'),
+    ports,
+    probePort,
+    probes,
     mechanism,
     listenAddress: optionalIp('TP_LISTEN_ADDRESS') ?? '',
     appEnvFile: env.TP_APP_ENV_FILE?.trim() || undefined,

@@ -1,5 +1,6 @@
-// What the agent did with the connections it accepted, per app port: the numbers an admin reads to see
-// whether traffic reaches the agent at all and where it went (`kill -USR2` on the agent logs them).
+// What the agent did with the connections it accepted, per app port, and with the kubelet probes it
+// performed, per container and kind: the numbers an admin reads to see whether traffic reaches the agent
+// at all, where it went, and whether the app's health checks pass (`kill -USR2` on the agent logs them).
 // Plain integers bumped on the accept path: counting costs nothing next to the connection itself.
 
 export interface PortCounts {
@@ -7,20 +8,28 @@ export interface PortCounts {
   passedThrough: number;
   /** Forwarded through the manager to an intercepting workstation. */
   intercepted: number;
-  /** From the node (TP_HOST_IP: kubelet probes), always passed through, never intercepted. */
-  probes: number;
   /** The dial failed: the app refused a passthrough, or the workstation could not dial an intercepted one. */
   dialFailures: number;
 }
 
 export type CountKind = keyof PortCounts;
 
+export interface ProbeCounts {
+  /** Original probes the agent performed against the app for the kubelet. */
+  performed: number;
+  /** Of those, the ones that failed (answered 503). */
+  failed: number;
+}
+
 export class ConnectionCounters {
   private readonly ports = new Map<number, PortCounts>();
+  private readonly probes = new Map<string, ProbeCounts>();
 
-  constructor(appPorts: readonly number[]) {
+  /** `probes`: `container/kind` of each rewritten probe, in the order the status line lists them. */
+  constructor(appPorts: readonly number[], probes: readonly string[] = []) {
     for (const port of [...appPorts].sort((a, b) => a - b))
-      this.ports.set(port, { passedThrough: 0, intercepted: 0, probes: 0, dialFailures: 0 });
+      this.ports.set(port, { passedThrough: 0, intercepted: 0, dialFailures: 0 });
+    for (const probe of probes) this.probes.set(probe, { performed: 0, failed: 0 });
   }
 
   /** The counts of one app port, live (the accept path bumps them in place). */
@@ -30,18 +39,31 @@ export class ConnectionCounters {
     return counts;
   }
 
+  /** The counts of one probe (`container/kind`), live. */
+  probe(id: string): ProbeCounts {
+    const counts = this.probes.get(id);
+    if (!counts) throw new Error(`probe ${id} is not one the agent performs`);
+    return counts;
+  }
+
   /** A copy of every port's counts, in port order. */
   snapshot(): Map<number, PortCounts> {
     return new Map([...this.ports].map(([port, c]) => [port, { ...c }]));
   }
 
-  /** One line, e.g. "app port 8080: 12 passed through, 3 intercepted, 2 probes, 0 dial failures; app port 9090: …". */
+  /**
+   * One line, e.g. "app port 8080: 12 passed through, 3 intercepted, 0 dial failures; app port 9090: …;
+   * probes: echo/readiness 40 (2 failed), echo/liveness 20 (0 failed)" (no probes part without probes).
+   */
   format(): string {
-    return [...this.ports]
-      .map(
-        ([port, c]) =>
-          `app port ${port}: ${c.passedThrough} passed through, ${c.intercepted} intercepted, ${c.probes} probes, ${c.dialFailures} dial failures`,
-      )
-      .join('; ');
+    const parts = [...this.ports].map(
+      ([port, c]) =>
+        `app port ${port}: ${c.passedThrough} passed through, ${c.intercepted} intercepted, ${c.dialFailures} dial failures`,
+    );
+    if (this.probes.size > 0)
+      parts.push(
+        `probes: ${[...this.probes].map(([id, c]) => `${id} ${c.performed} (${c.failed} failed)`).join(', ')}`,
+      );
+    return parts.join('; ');
   }
 }

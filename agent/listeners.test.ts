@@ -1,6 +1,7 @@
 // The agent's listener with real sockets on loopback: passthrough carries the bytes and the half-close,
-// a dead app resets the client, node probes are told apart, and every connection is counted. No manager:
-// the session is never started, so there are no intercepts and everything passes through.
+// a dead app resets the client, and every connection is counted. No manager: the session is never
+// started, so there are no intercepts and everything passes through. (Kubelet probes do not come here:
+// they are rewritten to the probe server, probe-server.test.ts.)
 import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -48,7 +49,7 @@ function exchange(port: number, text: string, host = '127.0.0.1'): Promise<strin
 
 async function withListener(
   appPort: number,
-  options: { hostIp?: string; listenAddress?: string },
+  options: { listenAddress?: string },
   run: (agentPort: number, counters: ConnectionCounters) => Promise<void>,
 ): Promise<void> {
   const agentPort = await freePort();
@@ -59,7 +60,6 @@ async function withListener(
     agentPort,
     appPorts: [appPort],
     listenAddress: options.listenAddress ?? '127.0.0.1',
-    hostIp: options.hostIp,
     session,
     steered: false,
     counters,
@@ -82,13 +82,9 @@ test('passthrough: the bytes and the half-close reach the app, and the connectio
       assert.equal(counters.snapshot().get(app.port), {
         passedThrough: 2,
         intercepted: 0,
-        probes: 0,
         dialFailures: 0,
       });
-      assert.is(
-        counters.format(),
-        `app port ${app.port}: 2 passed through, 0 intercepted, 0 probes, 0 dial failures`,
-      );
+      assert.is(counters.format(), `app port ${app.port}: 2 passed through, 0 intercepted, 0 dial failures`);
     });
   } finally {
     app.server.close();
@@ -102,24 +98,9 @@ test('the app is down: the client is reset and the dial failure counted', async 
     assert.equal(counters.snapshot().get(deadPort), {
       passedThrough: 1,
       intercepted: 0,
-      probes: 0,
       dialFailures: 1,
     });
   });
-});
-
-test('connections from the node address are probes, passed through', async () => {
-  const app = await startApp();
-  try {
-    await withListener(app.port, { hostIp: '127.0.0.1' }, async (agentPort, counters) => {
-      assert.is(await exchange(agentPort, 'healthy?'), '127.0.0.1 said: healthy?');
-      const counts = counters.snapshot().get(app.port)!;
-      assert.is(counts.probes, 1);
-      assert.is(counts.passedThrough, 0);
-    });
-  } finally {
-    app.server.close();
-  }
 });
 
 test('a dual-stack listener dials the app over the connection’s own family', async () => {
@@ -154,17 +135,22 @@ test('a dual-stack listener dials the app over the connection’s own family', a
   }
 });
 
-test('the counters of several ports, in port order', () => {
-  const counters = new ConnectionCounters([9090, 8080]);
+test('the counters of several ports, in port order, then the probes in their order', () => {
+  const counters = new ConnectionCounters([9090, 8080], ['echo/readiness', 'echo/liveness']);
   counters.of(8080).passedThrough += 3;
   counters.of(9090).intercepted++;
   counters.of(9090).dialFailures++;
+  counters.probe('echo/readiness').performed += 4;
+  counters.probe('echo/readiness').failed++;
+  counters.probe('echo/liveness').performed++;
   assert.is(
     counters.format(),
-    'app port 8080: 3 passed through, 0 intercepted, 0 probes, 0 dial failures; ' +
-      'app port 9090: 0 passed through, 1 intercepted, 0 probes, 1 dial failures',
+    'app port 8080: 3 passed through, 0 intercepted, 0 dial failures; ' +
+      'app port 9090: 0 passed through, 1 intercepted, 1 dial failures; ' +
+      'probes: echo/readiness 4 (1 failed), echo/liveness 1 (0 failed)',
   );
   assert.throws(() => counters.of(7070), /app port 7070 is not one the agent serves/);
+  assert.throws(() => counters.probe('echo/startup'), /probe echo\/startup is not one the agent performs/);
 });
 
 test.run();

@@ -4,16 +4,19 @@
 //
 // The accept path runs once per connection, and with a new connection per request that is once per
 // request: it asks the kernel only what it must (the original destination only when a listener serves
-// several app ports, the address family only on a dual-stack listener, the peer only when there is a
-// node address to compare it with) and starts reading the client while the app's connection is still
-// being made, so the request is written to the app as soon as it is connected.
+// several app ports, the address family only on a dual-stack listener) and starts reading the client
+// while the app's connection is still being made, so the request is written to the app as soon as it is
+// connected.
+//
+// Kubelet probes do not arrive here: the webhook rewrote those of captured ports to the agent's probe
+// port (probe-server.ts). So every connection here is a client's, passed through or intercepted.
 import * as net from 'node:net';
 import { createLogger } from '../logging/logger.js';
-import { UsageError } from '../netaddr/parse.js';
 import { originate } from '../tunnel/flow.js';
 import { connectionIdOf, DEFAULT_DIAL_TIMEOUT_MS, streamInfo } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import type { ConnectionCounters, PortCounts } from './connection-counters.js';
+import { listenOnPort } from './listen.js';
 import type { AgentManagerSession } from './manager-session.js';
 import { fdOf, originalDst } from './original-dst.js';
 
@@ -24,7 +27,6 @@ export interface ListenerOptions {
   appPorts: number[];
   /** Empty: every address (dual-stack). */
   listenAddress: string;
-  hostIp: string | undefined;
   session: AgentManagerSession;
   /** eBPF steering: no NAT, so the connection's local port is the app port. */
   steered: boolean;
@@ -52,28 +54,10 @@ export class PortListener {
   }
 
   async listen(): Promise<void> {
-    const hosts = this.o.listenAddress ? [this.o.listenAddress] : ['::', '0.0.0.0'];
-    let last: NodeJS.ErrnoException | undefined;
-    for (const host of hosts) {
-      try {
-        await new Promise<void>((resolve, reject) => {
-          this.server.once('error', reject);
-          this.server.listen({ port: this.o.agentPort, host }, () => {
-            this.server.off('error', reject);
-            resolve();
-          });
-        });
-        this.loopback = host === '::' ? 'by-family' : net.isIPv6(host) ? '::1' : '127.0.0.1';
-        log.info('listening', { port: this.o.agentPort, address: host, appPorts: this.o.appPorts.join(',') });
-        return;
-      } catch (e) {
-        last = e as NodeJS.ErrnoException;
-        // No IPv6 in this network namespace: fall back to IPv4 only.
-        if (last.code !== 'EAFNOSUPPORT' && last.code !== 'EADDRNOTAVAIL') break;
-      }
-    }
-    const why = last?.code === 'EADDRINUSE' ? 'the port is in use' : (last?.message ?? 'unknown error');
-    throw new UsageError(`cannot listen on agent port ${this.o.agentPort}: ${why}`);
+    const { agentPort, listenAddress, appPorts } = this.o;
+    const host = await listenOnPort(this.server, agentPort, listenAddress, `agent port ${agentPort}`);
+    this.loopback = host === '::' ? 'by-family' : net.isIPv6(host) ? '::1' : '127.0.0.1';
+    log.info('listening', { port: agentPort, address: host, appPorts: appPorts.join(',') });
   }
 
   /** The listening socket's fd, which eBPF capture puts in its steering map. */
@@ -107,13 +91,7 @@ export class PortListener {
       return;
     }
     const counts = this.o.counters.of(appPort);
-    const { hostIp, session } = this.o;
-    if (hostIp !== undefined && unmapped(socket.remoteAddress) === hostIp) {
-      // The node (kubelet probes): always the app, so an intercept never fails the pod's health checks.
-      counts.probes++;
-      passthrough(socket, this.loopbackFor(socket), appPort, counts);
-      return;
-    }
+    const session = this.o.session;
     const interceptId = session.routes.get(appPort);
     if (interceptId && session.sessionId) {
       counts.intercepted++;

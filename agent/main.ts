@@ -9,6 +9,7 @@ import { ConnectionCounters } from './connection-counters.js';
 import { openSteering } from './ebpf-steering.js';
 import { PortListener } from './listeners.js';
 import { AgentManagerSession } from './manager-session.js';
+import { ProbeServer } from './probe-server.js';
 
 const log = createLogger('agent');
 
@@ -57,23 +58,42 @@ async function main(): Promise<void> {
     () => environment,
     (routes) => steering?.sync(routes.keys()),
   );
-  const counters = new ConnectionCounters(config.ports.map((p) => p.appPort));
+  const counters = new ConnectionCounters(
+    config.ports.map((p) => p.appPort),
+    config.probes.map((p) => `${p.container}/${p.kind}`),
+  );
   listeners = [...listenersOf(config.ports)].map(
     ([agentPort, appPorts]) =>
       new PortListener({
         agentPort,
         appPorts,
         listenAddress: config.listenAddress,
-        hostIp: config.hostIp,
         session,
         steered: steering !== undefined,
         counters,
       }),
   );
+  let listening = false;
+  const probeServer =
+    config.probePort === undefined
+      ? undefined
+      : new ProbeServer({
+          port: config.probePort,
+          listenAddress: config.listenAddress,
+          podIp: config.podIp,
+          probes: config.probes,
+          counters,
+          listening: () => listening,
+        });
   try {
+    // The probe server first: the app's rewritten probes do not depend on the listeners, and the agent's
+    // own readiness answers 503 until they are up.
+    await probeServer?.listen();
     for (const l of listeners) await l.listen();
+    listening = true;
   } catch (e) {
     for (const l of listeners) l.close();
+    probeServer?.close();
     throw e;
   }
   log.info('tp-agent started', {
@@ -92,7 +112,9 @@ async function main(): Promise<void> {
     log.info('stopping', { signal });
     log.info(`connections: ${counters.format()}`);
     steering?.sync([]);
+    listening = false;
     for (const l of listeners) l.close();
+    probeServer?.close();
     await session.stop();
     process.exit(0);
   };

@@ -63,8 +63,8 @@ export function renderRules(config: CaptureConfig, family: Family): RuleSet {
   };
   const excluded = (ports: string) => `never capture excluded ${ports}`;
 
-  // Inbound: connections arriving from outside the pod (clients, and kubelet probes, which the agent
-  // passes straight through to the app).
+  // Inbound: connections arriving from outside the pod (clients; the kubelet's probes of these ports were
+  // rewritten by the webhook to the agent's probe port, which is not captured).
   if (config.appPorts === 'all') {
     add(INBOUND_CHAIN, portMatches(config.excludePorts, excluded, ['-j', 'RETURN']));
     add(INBOUND_CHAIN, [

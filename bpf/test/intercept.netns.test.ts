@@ -4,6 +4,8 @@
 //   no intercept      -> the app answers, and sees the client itself as its peer (no hop)
 //   intercept active  -> the agent gets the connection with localPort 8080 and sends it to the laptop
 //   tp leave          -> the app answers directly again
+//   probes            -> while intercepted, even with the laptop's app stopped, the agent's probe port
+//                        checks the app in the pod and forwards nothing to the laptop
 //   agent killed      -> the app answers the next request (fail-open)
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -12,6 +14,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { encodeProbes } from '../../probes/spec.js';
 import { waitFor } from '../../testbed/wait.js';
 import { apply, cleanup, status } from '../mechanism.js';
 import { type BpffsMount, ensureBpffs } from './bpffs.js';
@@ -28,6 +31,7 @@ const APP_PORT = 8080;
 const AGENT_PORT = 15001;
 const LAPTOP_PORT = 18080;
 const MANAGER_PORT = 18081;
+const PROBE_PORT = 15021;
 const prefix = `tpe-${process.pid % 100000}`;
 const pinRoot = `/sys/fs/bpf/${prefix}`;
 let dir: string;
@@ -42,6 +46,7 @@ function checkBinaries(): void {
 let bpffs: BpffsMount | undefined;
 let bed: PodTestbed;
 let agent: ChildProcess | undefined;
+let laptopApp: ChildProcess | undefined;
 const processes: ChildProcess[] = [];
 let daemonPid: number | undefined;
 
@@ -96,6 +101,19 @@ function tp(...args: string[]): Promise<{ code: number; stdout: string; stderr: 
   });
 }
 
+async function startLaptop(): Promise<ChildProcess> {
+  const child = inNetns(bed.clientNetns, [RESPONDER, 'laptop', String(LAPTOP_PORT)]);
+  await waitForLine(child, /^ready/);
+  return child;
+}
+
+/** The kubelet's rewritten readiness probe: a GET to the agent's probe port from the node's side. */
+const askProbe = () => bed.curlFromClient(`http://${bed.podIp}:${PROBE_PORT}/tp-probe/app/readiness`);
+
+/** How many connections the agent has forwarded to the laptop so far (it logs each at debug level). */
+const forwarded = () =>
+  fs.readFileSync(path.join(dir, 'agent.log'), 'utf8').split('forwarding intercepted connection').length - 1;
+
 function startAgent(): ChildProcess {
   return inNetns(
     bed.podNetns,
@@ -108,6 +126,15 @@ function startAgent(): ChildProcess {
       TP_POD_IP: bed.podIp,
       TP_PORTS: `${APP_PORT}:${AGENT_PORT}`,
       TP_MECHANISM: 'ebpf',
+      TP_PROBE_PORT: String(PROBE_PORT),
+      TP_PROBES: encodeProbes([
+        {
+          container: 'app',
+          kind: 'readiness',
+          timeoutSeconds: 1,
+          httpGet: { port: APP_PORT, scheme: 'HTTP', path: '/', httpHeaders: [] },
+        },
+      ]),
       TP_BPF_PIN_ROOT: pinRoot,
       TP_LOG_LEVEL: 'debug',
     },
@@ -153,7 +180,7 @@ test.before(async () => {
   bpffs = ensureBpffs();
   bed = createPodTestbed(prefix, '10.250.0');
   await waitForLine(bed.spawnInPod(process.execPath, [RESPONDER, 'app', String(APP_PORT)]), /^ready/);
-  await waitForLine(inNetns(bed.clientNetns, [RESPONDER, 'laptop', String(LAPTOP_PORT)]), /^ready/);
+  laptopApp = await startLaptop();
   inNetns(
     bed.clientNetns,
     [bins.manager, '--standalone', '--listen', `${bed.clientIp}:${MANAGER_PORT}`],
@@ -189,6 +216,24 @@ test('intercept through eBPF capture, end to end', async () => {
     const steered = status({ netnsPath: bed.podNetnsPath, pinRoot }).ports[0]!;
     assert.is(steered.steering, true);
     assert.ok(steered.stats.steered >= 1n);
+
+    // Probes while intercepted: the probe port is not steered, and the agent checks the app in the pod.
+    const before = forwarded();
+    assert.ok(before >= 1, 'the laptop answer was forwarded by the agent');
+    const readiness = `app/readiness: GET http://${bed.podIp}:${APP_PORT}/: status 200\n`;
+    assert.is(await askProbe(), readiness);
+    // The developer stops the laptop's app: clients fail, the pod's readiness does not.
+    const stopped = new Promise((r) => laptopApp!.once('exit', r));
+    laptopApp!.kill('SIGTERM');
+    await stopped;
+    const failed = await ask().then(
+      () => 'answered',
+      () => 'failed',
+    );
+    assert.is(failed, 'failed');
+    assert.is(await askProbe(), readiness);
+    assert.is(forwarded(), before + 1, 'only the client connection was forwarded, no probe');
+    laptopApp = await startLaptop();
 
     // Leave: the agent takes its listener out, the app answers directly again.
     assert.is((await tp('leave', 'echo')).code, 0);

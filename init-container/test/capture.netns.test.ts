@@ -7,6 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger, setLevel } from '../../logging/logger.js';
 import { UsageError } from '../../netaddr/parse.js';
+import { encodeProbes } from '../../probes/spec.js';
 import { type NamespaceProcess, PodNetwork } from '../../testbed/pod-network.js';
 import { waitFor } from '../../testbed/wait.js';
 import { applyCapture, type CaptureEnv } from '../capture.js';
@@ -22,6 +23,16 @@ const MANAGER = path.join(root, 'dist/manager/main.js');
 const AGENT_UID = '7777';
 const AGENT_PORT = '15001';
 const MANAGER_PORT = '18081';
+/** The agent's probe server: not among the captured ports, so the kubelet reaches it directly. */
+const PROBE_PORT = '15021';
+const PROBES = encodeProbes([
+  {
+    container: 'app',
+    kind: 'readiness',
+    timeoutSeconds: 1,
+    httpGet: { port: 8080, scheme: 'HTTP', path: '/', httpHeaders: [] },
+  },
+]);
 const CAPTURE_FLAGS = ['--ports', '8080,9090', '--agent-port', AGENT_PORT, '--agent-uid', AGENT_UID];
 
 type Backend = 'nft' | 'legacy';
@@ -59,6 +70,19 @@ async function get(net: PodNetwork, ns: string, host: string, port: number, uid?
   return { code: 0, peer: (JSON.parse(out.stdout) as { peer: string }).peer };
 }
 
+/** A GET to the agent's probe port from the client namespace, as the kubelet's rewritten probe. */
+async function askProbe(
+  net: PodNetwork,
+  urlPath: string,
+): Promise<{ code: number; status?: number; body?: string }> {
+  const url = `http://${net.podIp}:${PROBE_PORT}${urlPath}`;
+  const out = await net.exec(net.client, 'curl', ['-sS', '--max-time', '5', '-w', '\n%{http_code}', url]);
+  if (out.code !== 0) return { code: out.code };
+  const lines = out.stdout.trimEnd().split('\n');
+  const status = Number(lines.pop());
+  return { code: 0, status, body: lines.join('\n').trim() };
+}
+
 function startApp(net: PodNetwork): Promise<NamespaceProcess> {
   const app = net.start(net.pod, process.execPath, [ECHO_SERVER, '8080', '9090']);
   return waitFor('the app to listen', async () => (/listening on 9090/.test(app.output()) ? app : undefined));
@@ -84,7 +108,8 @@ async function startAgent(net: PodNetwork): Promise<NamespaceProcess[]> {
       TP_POD_NAME: 'echo-0',
       TP_POD_IP: net.podIp,
       TP_PORTS: `8080:${AGENT_PORT},9090:${AGENT_PORT}`,
-      TP_HOST_IP: net.clientIp.replace(/\.1$/, '.254'),
+      TP_PROBE_PORT: PROBE_PORT,
+      TP_PROBES: PROBES,
     },
   );
   await waitFor(
@@ -164,9 +189,26 @@ async function lifecycle(backend: Backend, index: number): Promise<void> {
       'connection refused with the agent down',
     );
     assert.equal((await get(net, net.client, net.podIp6, 8080)).code, 7, 'IPv6 refused with the agent down');
+    // So are the probes rewritten to the agent: with the agent down the pod is not ready.
+    assert.equal(
+      (await askProbe(net, '/tp-probe/app/readiness')).code,
+      7,
+      'probe refused with the agent down',
+    );
 
     const processes = await startAgent(net);
     const { status: idle } = await statusJson(net);
+
+    // The probe port is not captured: the "kubelet" reaches the agent there, and the agent checks the app on
+    // loopback, which capture never touches.
+    assert.equal(await askProbe(net, '/tp-probe/agent'), {
+      code: 0,
+      status: 200,
+      body: 'tp-agent: listening',
+    });
+    const probe = await askProbe(net, '/tp-probe/app/readiness');
+    assert.equal(probe.status, 200, probe.body);
+    assert.match(probe.body ?? '', `GET http://${net.podIp}:8080/: status 200`);
 
     // From the client: through the agent to the app, on both ports and both families.
     assert.equal(await get(net, net.client, net.podIp, 8080), { code: 0, peer: '127.0.0.1' });
@@ -218,7 +260,8 @@ async function lifecycle(backend: Backend, index: number): Promise<void> {
       Number(new RegExp(`app port ${port}: (\\d+) passed through`).exec(counted)?.[1]);
     assert.ok(passedThrough(8080) >= 4, counted);
     assert.is(passedThrough(9090), 1, counted);
-    assert.match(counted, /app port 8080: \d+ passed through, 0 intercepted, 0 probes, 0 dial failures/);
+    assert.match(counted, /app port 8080: \d+ passed through, 0 intercepted, 0 dial failures/);
+    assert.match(counted, /probes: app\/readiness 1 \(0 failed\)/);
     for (const p of processes) await p.stop();
 
     // cleanup: nothing of tp's remains; status fails; traffic reaches the app directly again.

@@ -1,11 +1,13 @@
-// The agent on its own: passthrough without a manager, host probes never intercepted, configuration
-// errors, a shared agent port without SO_ORIGINAL_DST.
+// The agent on its own: passthrough without a manager, kubelet probes answered on the probe port and never
+// intercepted, configuration errors, a shared agent port without SO_ORIGINAL_DST.
+import * as http from 'node:http';
 import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { type AppProbe, encodeProbes } from '../../probes/spec.js';
 import { freePort, freePorts } from '../../testbed/loopback.js';
 import { waitFor } from '../../testbed/wait.js';
-import { httpApp, httpGet, Rig, withRig } from './harness.js';
+import { httpAnswer, httpApp, httpGet, Rig, withRig } from './harness.js';
 
 test('passes connections through while the manager is not there, and arrives once it is', () =>
   withRig(async (rig) => {
@@ -58,14 +60,43 @@ test('passthrough carries half-close and resets, and big replies, unchanged', ()
     assert.is(reset, 'ECONNRESET');
   }));
 
-test('connections from TP_HOST_IP (kubelet probes) are never intercepted', () =>
+test('kubelet probes, rewritten to the probe port, check the app in the pod even while intercepted', () =>
   withRig(async (rig) => {
-    const [managerPort, appPort, laptopPort, agentPort] = await freePorts(4);
-    const apps = [await httpApp(appPort, 'cluster'), await httpApp(laptopPort, 'laptop')];
-    rig.closeWith(() => Promise.all(apps.map((a) => a.close())));
+    const [managerPort, appPort, laptopPort, agentPort, probePort] = await freePorts(5);
+    const cluster = await httpApp(appPort, 'cluster');
+    rig.closeWith(() => cluster.close());
+    // The workstation's app counts what reaches it: no probe may.
+    let laptopRequests = 0;
+    const laptop = http.createServer((_req, res) => {
+      laptopRequests++;
+      res.end('laptop\n');
+    });
+    await new Promise<void>((r) => laptop.listen(laptopPort, '127.0.0.1', r));
+    const stopLaptop = () =>
+      new Promise<void>((r) => {
+        laptop.closeAllConnections();
+        laptop.close(() => r());
+      });
+    rig.closeWith(() => (laptop.listening ? stopLaptop() : undefined));
     await rig.startManager(managerPort);
-    rig.startAgent(managerPort, appPort, agentPort, { TP_HOST_IP: '127.0.0.1' });
+    const probes: AppProbe[] = [
+      {
+        container: 'echo',
+        kind: 'readiness',
+        timeoutSeconds: 1,
+        httpGet: { port: appPort, scheme: 'HTTP', path: '/', httpHeaders: [] },
+      },
+      { container: 'echo', kind: 'liveness', timeoutSeconds: 1, tcpSocket: { port: appPort } },
+    ];
+    const agent = rig.startAgent(managerPort, appPort, agentPort, {
+      TP_PROBE_PORT: String(probePort),
+      TP_PROBES: encodeProbes(probes),
+    });
     await waitFor('passthrough', () => httpGet(agentPort));
+    assert.equal(await httpAnswer(probePort, '/tp-probe/agent'), {
+      status: 200,
+      body: 'tp-agent: listening',
+    });
     assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${managerPort}`)).code, 0);
     await rig.noteDaemon();
     await waitFor(
@@ -74,8 +105,38 @@ test('connections from TP_HOST_IP (kubelet probes) are never intercepted', () =>
     );
     const i = await rig.tp('intercept', 'echo', '--port', `${laptopPort}:${appPort}`);
     assert.is(i.code, 0, i.stderr);
-    // Every test connection comes from 127.0.0.1, the "host": the app keeps answering.
-    assert.is(await httpGet(agentPort), 'cluster');
+    await waitFor('the intercept to reach the laptop', async () => (await httpGet(agentPort)) === 'laptop');
+
+    // Intercepted: clients reach the laptop, probes check the app in the pod and never reach the laptop.
+    const before = laptopRequests;
+    const readiness = await httpAnswer(probePort, '/tp-probe/echo/readiness');
+    assert.is(readiness.status, 200, readiness.body);
+    assert.match(readiness.body, new RegExp(`GET http://127\\.0\\.0\\.1:${appPort}/: status 200`));
+    assert.is((await httpAnswer(probePort, '/tp-probe/echo/liveness')).status, 200);
+    assert.is(laptopRequests, before, 'no probe reached the workstation');
+
+    // The developer stops the local app: clients fail, the pod stays healthy.
+    await stopLaptop();
+    const failed = await httpGet(agentPort).then(
+      () => 'answered',
+      () => 'failed',
+    );
+    assert.is(failed, 'failed');
+    assert.is((await httpAnswer(probePort, '/tp-probe/echo/readiness')).status, 200);
+    assert.is((await httpAnswer(probePort, '/tp-probe/echo/liveness')).status, 200);
+
+    // The app in the pod goes down: that is what the probes report.
+    await cluster.close();
+    const down = await httpAnswer(probePort, '/tp-probe/echo/readiness');
+    assert.is(down.status, 503);
+    assert.match(down.body, new RegExp(`connection refused by 127\\.0\\.0\\.1:${appPort}`));
+    assert.is((await httpAnswer(probePort, '/tp-probe/echo/liveness')).status, 503);
+
+    // SIGUSR2: the counters name each probe.
+    agent.kill('SIGUSR2');
+    await waitFor('the agent to log its counters', () =>
+      /probes: echo\/readiness 3 \(1 failed\), echo\/liveness 3 \(1 failed\)/.test(rig.log('agent')),
+    );
     assert.is((await rig.tp('quit')).code, 0);
   }));
 

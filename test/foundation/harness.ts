@@ -47,6 +47,22 @@ export function httpGet(port: number, timeoutMs = 5_000): Promise<string> {
   });
 }
 
+/** GET http://127.0.0.1:port<path> with a fresh connection: the status and the body, trimmed. */
+export function httpAnswer(port: number, urlPath: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: 5_000 }, (res) => {
+      let body = '';
+      res.on('data', (d) => {
+        body += d;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.trim() }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+  });
+}
+
 /** Whether a process runs; a zombie (exited, waiting to be reaped by its adopter) does not. */
 export function isRunning(pid: number): boolean {
   try {
