@@ -28,6 +28,16 @@ export const CAPTURE_PORTS_ANNOTATION = 'tp.dev/capture-ports';
 export const INJECTED_ANNOTATION = 'tp.dev/injected';
 /** On an injected pod: the captured ports as appPort:agentPort[,…] (the agent's TP_PORTS). */
 export const PORTS_ANNOTATION = 'tp.dev/ports';
+/**
+ * On an injected pod: the kubelet probes the webhook rewrote to the agent's probe port, as
+ * container/kind[,…] (e.g. `echo/readiness,echo/liveness`); absent when none was.
+ */
+export const PROBES_REWRITTEN_ANNOTATION = 'tp.dev/probes-rewritten';
+/**
+ * On an injected pod: the network probes left as written and why, as `container/kind: reason[; …]` (a
+ * host that is not the pod, a named port the container does not declare, a port that is not captured).
+ */
+export const PROBES_NOT_REWRITTEN_ANNOTATION = 'tp.dev/probes-not-rewritten';
 /** On a pod the webhook saw but could not inject: why (no owner, no ports). */
 export const NOT_INJECTED_ANNOTATION = 'tp.dev/not-injected';
 

@@ -96,7 +96,13 @@ test('the webhook trusts exactly the certificate the manager serves, for the Ser
 
 test('the manager Deployment runs the tp image and its environment parses', () => {
   if (!helm) return;
-  const objs = render('agent.uid=9999', 'agent.mechanism=ebpf', 'logLevel=debug', 'serviceCIDR=10.96.0.0/12');
+  const objs = render(
+    'agent.uid=9999',
+    'agent.mechanism=ebpf',
+    'agent.probePort=16021',
+    'logLevel=debug',
+    'serviceCIDR=10.96.0.0/12',
+  );
   const deploy = one<V1Deployment>(objs, 'Deployment', 'traffic-manager');
   const c = deploy.spec!.template.spec!.containers[0]!;
   assert.is(c.image, 'tp/tp:0.1.0');
@@ -106,6 +112,8 @@ test('the manager Deployment runs the tp image and its environment parses', () =
   env.TP_MANAGER_NAMESPACE = 'tp-system';
   const config = kubeManagerConfigFromEnv(env);
   assert.is(config.injection.agentUid, 9999);
+  assert.is(config.injection.agentPort, 15001);
+  assert.is(config.injection.probePort, 16021);
   assert.is(config.injection.defaultMechanism, 'ebpf');
   assert.is(config.injection.logLevel, 'debug');
   assert.is(config.injection.managerAddress, 'traffic-manager.tp-system:8081');
@@ -160,6 +168,7 @@ test('the values schema refuses what would break the cluster, naming the value',
   for (const [set, field] of [
     ['agent.mechanism=magic', 'mechanism'],
     ['agent.uid=0', 'uid'],
+    ['agent.probePort=70000', 'probePort'],
     ['logLevel=loud', 'logLevel'],
     ['serviceCIDR=banana', 'serviceCIDR'],
   ] as const) {

@@ -15,7 +15,12 @@ import {
   type V1Status,
 } from '@kubernetes/client-node';
 import { UsageError } from '../netaddr/parse.js';
-import { AGENT_CONTAINER, INIT_CONTAINER } from './annotations.js';
+import {
+  AGENT_CONTAINER,
+  INIT_CONTAINER,
+  PROBES_NOT_REWRITTEN_ANNOTATION,
+  PROBES_REWRITTEN_ANNOTATION,
+} from './annotations.js';
 import { apiErrorCode, apiErrorMessage } from './kubeconfig.js';
 import {
   buildWorkload,
@@ -32,6 +37,8 @@ export interface PodCapture {
   initArgs: string[];
   /** The tp-init container's output: the rules as it installed them. */
   initLog: string;
+  /** The kubelet probes the webhook rewrote to the agent's probe port, and the ones it left (with why). */
+  probes: PodProbes;
   /** `tp-init status -o json` run in the pod now, when the cluster allowed it. */
   liveStatus?: unknown;
   /** Why the live check could not run. */
@@ -42,6 +49,29 @@ export interface WorkloadDescription {
   workload: Workload;
   services: { name: string; ports: { port: number; targetPort: string }[] }[];
   pods: PodCapture[];
+}
+
+export interface PodProbes {
+  /** The agent's probe port (its TP_PROBE_PORT), or 0 when the pod has no agent. */
+  port: number;
+  /** `container/kind` of each rewritten probe. */
+  rewritten: string[];
+  /** `container/kind: why` of each network probe left as written. */
+  notRewritten: string[];
+}
+
+/** What the webhook recorded on an injected pod about its probes. */
+export function podProbes(pod: V1Pod | undefined): PodProbes {
+  const annotations = pod?.metadata?.annotations ?? {};
+  const agent = pod?.spec?.containers.find((c) => c.name === AGENT_CONTAINER);
+  const port = Number(agent?.env?.find((e) => e.name === 'TP_PROBE_PORT')?.value ?? 0);
+  const list = (value: string | undefined, separator: string) =>
+    (value ?? '').split(separator).filter((x) => x !== '');
+  return {
+    port,
+    rewritten: list(annotations[PROBES_REWRITTEN_ANNOTATION], ','),
+    notRewritten: list(annotations[PROBES_NOT_REWRITTEN_ANNOTATION], '; '),
+  };
 }
 
 export function labelSelectorString(selector: V1LabelSelector | undefined): string {
@@ -184,7 +214,12 @@ export async function describeWorkload(
     workload.pods.map(async (pod): Promise<PodCapture> => {
       const spec = byName.get(pod.name);
       const init = spec?.spec?.initContainers?.find((c) => c.name === INIT_CONTAINER);
-      const capture: PodCapture = { pod, initArgs: init?.args ?? [], initLog: '' };
+      const capture: PodCapture = {
+        pod,
+        initArgs: init?.args ?? [],
+        initLog: '',
+        probes: podProbes(spec),
+      };
       if (!init) return capture;
       try {
         capture.initLog = await core.readNamespacedPodLog({
@@ -269,6 +304,11 @@ export function renderDescription(d: WorkloadDescription): string {
     if (p.notInjected) lines.push(`      not injected: ${p.notInjected}`);
     if (p.failure) lines.push(`      failure:   ${p.failure}`);
     if (c.initArgs.length) lines.push(`      tp-init:   ${c.initArgs.join(' ')}`);
+    if (c.probes.rewritten.length)
+      lines.push(
+        `      probes:    ${c.probes.rewritten.join(', ')} -> agent probe port ${c.probes.port || '?'} (the agent checks the app on loopback)`,
+      );
+    for (const why of c.probes.notRewritten) lines.push(`      probe left as written: ${why}`);
     if (c.initLog.trim()) {
       lines.push('      rules as installed (kubectl logs -c tp-init):');
       lines.push(indent(c.initLog, '        '));

@@ -3,11 +3,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import YAML from 'yaml';
 import { parsePortMappings } from '../netaddr/parse.js';
+import { decodeProbes, parseProbePath } from '../probes/spec.js';
 import {
   applyJsonPatch,
   escapeJsonPointer,
@@ -27,6 +28,7 @@ const config: InjectionConfig = {
   imagePullPolicy: 'IfNotPresent',
   agentUid: 7777,
   agentPort: 15001,
+  probePort: 15021,
   managerAddress: 'traffic-manager.tp-system:8081',
   logLevel: 'info',
   defaultMechanism: 'iptables',
@@ -59,17 +61,157 @@ for (const name of cases) {
   });
 }
 
-test('every injected pod keeps its app containers and ports exactly as written', () => {
+const PROBE_FIELDS = [
+  ['readiness', 'readinessProbe'],
+  ['liveness', 'livenessProbe'],
+  ['startup', 'startupProbe'],
+] as const;
+
+/** A container with the probes the plan rewrote taken out (everything else must be as written). */
+function withoutRewrittenProbes(c: V1Container, rewritten: Set<string>): V1Container {
+  const out = { ...c };
+  for (const [kind, field] of PROBE_FIELDS) if (rewritten.has(`${c.name}/${kind}`)) delete out[field];
+  return out;
+}
+
+test('every injected pod keeps its containers and ports as written, but for the rewritten probes', () => {
   for (const name of cases) {
     const c = loadCase(name);
     const plan = planInjection(c.pod, c.owner, config);
     if (plan.action !== 'inject') continue;
+    const rewritten = new Set(plan.probes.map((p) => `${p.container}/${p.kind}`));
     const patched = applyJsonPatch(c.pod, plan.patch);
+    const strip = (list: V1Container[] | undefined) =>
+      (list ?? []).map((x) => withoutRewrittenProbes(x, rewritten));
     const apps = patched.spec!.containers.filter((x) => x.name !== 'tp-agent');
-    assert.equal(apps, c.pod.spec!.containers, name);
+    assert.equal(strip(apps), strip(c.pod.spec!.containers), name);
     assert.equal(patched.spec!.initContainers![0]!.name, 'tp-init', name);
-    assert.equal(patched.spec!.initContainers!.slice(1), c.pod.spec!.initContainers ?? [], name);
+    assert.equal(strip(patched.spec!.initContainers!.slice(1)), strip(c.pod.spec!.initContainers), name);
+    // Each rewritten probe: an httpGet to the probe port at its own path, every other field kept.
+    const before = [...c.pod.spec!.containers, ...(c.pod.spec!.initContainers ?? [])];
+    const after = [...apps, ...patched.spec!.initContainers!.slice(1)];
+    for (const [i, container] of after.entries()) {
+      for (const [kind, field] of PROBE_FIELDS) {
+        const original = before[i]![field];
+        if (!rewritten.has(`${container.name}/${kind}`)) {
+          assert.equal(container[field], original, `${name}: ${container.name}/${kind} untouched`);
+          continue;
+        }
+        const { httpGet, ...timings } = container[field]!;
+        const { httpGet: _h, tcpSocket: _t, grpc: _g, ...originalTimings } = original!;
+        assert.equal(timings, originalTimings, `${name}: ${container.name}/${kind} timings`);
+        assert.equal(httpGet, {
+          path: `/tp-probe/${container.name}/${kind}`,
+          port: plan.probePort,
+          scheme: 'HTTP',
+        });
+        assert.equal(parseProbePath(httpGet!.path!), { agent: false, container: container.name, kind });
+      }
+    }
   }
+});
+
+test('TP_PROBES: what the injector writes is what the agent reads, and the pod records it', () => {
+  for (const name of cases) {
+    const c = loadCase(name);
+    const plan = planInjection(c.pod, c.owner, config);
+    if (plan.action !== 'inject') continue;
+    const pod = applyJsonPatch(c.pod, plan.patch);
+    const agent = pod.spec!.containers.find((x) => x.name === 'tp-agent')!;
+    const env = new Map(agent.env!.map((e) => [e.name, e.value]));
+    assert.is(env.get('TP_PROBE_PORT'), String(plan.probePort), name);
+    assert.equal(decodeProbes(env.get('TP_PROBES')), plan.probes, name);
+    const annotations = pod.metadata!.annotations!;
+    assert.is(
+      annotations['tp.dev/probes-rewritten'],
+      plan.probes.length ? plan.probes.map((p) => `${p.container}/${p.kind}`).join(',') : undefined,
+      name,
+    );
+    // The probe port is never captured, and never a port the pod uses.
+    assert.not.ok(plan.ports.some((p) => p.appPort === plan.probePort || p.agentPort === plan.probePort));
+    assert.is(agent.readinessProbe!.httpGet!.port, plan.probePort);
+    assert.is(agent.readinessProbe!.httpGet!.path, '/tp-probe/agent');
+  }
+});
+
+test('probes: named and numeric ports resolved, headers and scheme kept, the path made absolute', () => {
+  const c = loadCase('probes-http');
+  const plan = planInjection(c.pod, c.owner, config);
+  if (plan.action !== 'inject') throw new Error(`expected inject, got ${plan.action}`);
+  assert.equal(plan.probes, [
+    {
+      container: 'web',
+      kind: 'readiness',
+      timeoutSeconds: 1,
+      httpGet: {
+        port: 8080,
+        scheme: 'HTTP',
+        path: '/ready?verbose=1',
+        httpHeaders: [
+          { name: 'X-Probe', value: 'readiness' },
+          { name: 'Host', value: 'web.example' },
+        ],
+      },
+    },
+    {
+      container: 'web',
+      kind: 'liveness',
+      timeoutSeconds: 3,
+      httpGet: { port: 8080, scheme: 'HTTPS', path: '/live', httpHeaders: [] },
+    },
+    {
+      container: 'web',
+      kind: 'startup',
+      timeoutSeconds: 1,
+      httpGet: { port: 9901, scheme: 'HTTP', path: '/healthz', httpHeaders: [] },
+    },
+  ]);
+});
+
+test('probes left as written: exec, a host that is not the pod, an unknown port name, an uncaptured port', () => {
+  const c = loadCase('probes-left-alone');
+  const plan = planInjection(c.pod, c.owner, config);
+  if (plan.action !== 'inject') throw new Error(`expected inject, got ${plan.action}`);
+  assert.equal(
+    plan.probes.map((p) => `${p.container}/${p.kind}`),
+    ['other/readiness'],
+  );
+  const pod = applyJsonPatch(c.pod, plan.patch);
+  const app = pod.spec!.containers[0]!;
+  assert.equal(app.readinessProbe, c.pod.spec!.containers[0]!.readinessProbe, 'exec untouched');
+  const why = pod.metadata!.annotations!['tp.dev/probes-not-rewritten']!.split('; ');
+  assert.equal(why, [
+    'app/liveness: host db.internal is not this pod, so the probe never reaches the capture',
+    'app/startup: port "metrics" is not a port name of container app (the kubelet reports that as it would without tp)',
+    'other/liveness: host 10.0.0.1 is not this pod, so the probe never reaches the capture',
+    'other/startup: port 9100 is not captured, so the probe reaches the app directly',
+  ]);
+});
+
+test('a sidecar init container: its probe on a captured port is rewritten where it stands after tp-init', () => {
+  const c = loadCase('probes-native-sidecar');
+  const plan = planInjection(c.pod, c.owner, config);
+  if (plan.action !== 'inject') throw new Error(`expected inject, got ${plan.action}`);
+  const pod = applyJsonPatch(c.pod, plan.patch);
+  assert.equal(
+    pod.spec!.initContainers!.map((x) => x.name),
+    ['tp-init', 'migrate', 'proxy'],
+  );
+  const proxy = pod.spec!.initContainers![2]!;
+  assert.is(proxy.livenessProbe!.httpGet!.path, '/tp-probe/proxy/liveness');
+  assert.is(proxy.livenessProbe!.periodSeconds, 4);
+  assert.equal(proxy.readinessProbe, c.pod.spec!.initContainers![1]!.readinessProbe, 'its own port: as is');
+});
+
+test('the probe port moves past a port the pod declares or probes', () => {
+  const c = loadCase('probes-port-15021');
+  const plan = planInjection(c.pod, c.owner, config);
+  if (plan.action !== 'inject') throw new Error(`expected inject, got ${plan.action}`);
+  assert.is(plan.probePort, 15023);
+  assert.equal(
+    plan.ports.map((p) => `${p.appPort}:${p.agentPort}`),
+    ['15021:15001'],
+  );
 });
 
 test('the agent gets what it needs from the downward API and a TP_PORTS the agent parses', () => {
@@ -83,7 +225,10 @@ test('the agent gets what it needs from the downward API and a TP_PORTS the agen
   assert.is(env.get('TP_POD_NAME')!.valueFrom!.fieldRef!.fieldPath, 'metadata.name');
   assert.is(env.get('TP_POD_IP')!.valueFrom!.fieldRef!.fieldPath, 'status.podIP');
   assert.is(env.get('TP_NAMESPACE')!.valueFrom!.fieldRef!.fieldPath, 'metadata.namespace');
-  assert.is(env.get('TP_HOST_IP')!.valueFrom!.fieldRef!.fieldPath, 'status.hostIP');
+  // Probes are told apart by their path on the probe port, never by their source address.
+  assert.not.ok(env.has('TP_HOST_IP'));
+  assert.is(env.get('TP_PROBE_PORT')!.value, '15021');
+  assert.not.ok(env.has('TP_PROBES'), 'no probes in this pod');
   assert.is(env.get('TP_WORKLOAD_NAME')!.value, 'echo');
   assert.is(env.get('TP_MANAGER_ADDRESS')!.value, 'traffic-manager.tp-system:8081');
   assert.equal(parsePortMappings(env.get('TP_PORTS')!.value!), [{ appPort: 8080, agentPort: 15001 }]);

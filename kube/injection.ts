@@ -8,10 +8,13 @@
 //   Service's targetPort stay exactly as the user wrote them;
 // - the `tp-agent` sidecar, running as its own UID (the capture rules exempt that UID so the agent's
 //   own dials to the app are never captured again), configured through the downward API;
+// - the app's kubelet probes on captured ports, rewritten to the agent's probe port (probe-rewrite.ts),
+//   so a probe is never forwarded to a workstation, whatever address the kubelet probes from;
 // - annotations on the pod saying what was done (or why nothing was), for `tp describe` and for the
 //   manager to report a clear error instead of a silent missing agent.
 import type { V1Container, V1EnvFromSource, V1EnvVar, V1Pod } from '@kubernetes/client-node';
 import type { PortMapping } from '../netaddr/parse.js';
+import { AGENT_PROBE_PATH, type AppProbe, encodeProbes } from '../probes/spec.js';
 import {
   AGENT_CONTAINER,
   AGENT_MECHANISM_ANNOTATION,
@@ -26,7 +29,10 @@ import {
   type Mechanism,
   NOT_INJECTED_ANNOTATION,
   PORTS_ANNOTATION,
+  PROBES_NOT_REWRITTEN_ANNOTATION,
+  PROBES_REWRITTEN_ANNOTATION,
 } from './annotations.js';
+import { resolvePort, rewriteProbes } from './probe-rewrite.js';
 
 /** What the manager's chart values say about the agent and the init container. */
 export interface InjectionConfig {
@@ -39,6 +45,11 @@ export interface InjectionConfig {
   agentUid: number;
   /** The first port the agent may listen on; moved up past any port a container of the pod uses. */
   agentPort: number;
+  /**
+   * The first port of the agent's probe server (the kubelet's rewritten probes); moved up past the
+   * ports the pod uses or probes, the captured ports and the agent port.
+   */
+  probePort: number;
   /** HOST:PORT where agents reach the traffic manager (its Service). */
   managerAddress: string;
   logLevel: string;
@@ -76,6 +87,9 @@ export type InjectionPlan =
       mechanism: Mechanism;
       ports: PortMapping[];
       containers: CapturedContainer[];
+      probePort: number;
+      /** The kubelet probes rewritten to the probe port: what the agent performs instead (TP_PROBES). */
+      probes: AppProbe[];
       patch: JsonPatchOperation[];
     };
 
@@ -118,15 +132,31 @@ export function capturedPorts(pod: V1Pod): { container: string; name: string; po
   return out;
 }
 
-/** The agent's listen port: the configured one, or the next free one when a container uses it. */
-export function chooseAgentPort(pod: V1Pod, configured: number, captured: number[]): number {
-  const used = new Set<number>(captured);
+/**
+ * A port for the agent to listen on: the configured one, or the next one up that no container of the
+ * pod declares and that is not `taken`.
+ */
+export function choosePodPort(pod: V1Pod, configured: number, taken: number[]): number {
+  const used = new Set<number>(taken);
   for (const c of [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])]) {
     for (const p of c.ports ?? []) used.add(p.containerPort);
   }
   let port = configured;
   while (used.has(port)) port++;
   return port;
+}
+
+/** The numeric ports the pod's probes name (an app may listen on a port it does not declare). */
+function probedPorts(pod: V1Pod): number[] {
+  const out: number[] = [];
+  for (const c of [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])]) {
+    for (const probe of [c.readinessProbe, c.livenessProbe, c.startupProbe]) {
+      const port = probe?.httpGet?.port ?? probe?.tcpSocket?.port ?? probe?.grpc?.port;
+      const n = port === undefined ? undefined : resolvePort(port, c);
+      if (typeof n === 'number') out.push(n);
+    }
+  }
+  return out;
 }
 
 /**
@@ -221,27 +251,34 @@ function initContainer(
 const BPFFS_VOLUME = 'tp-bpffs';
 const bpffsMount = () => ({ name: BPFFS_VOLUME, mountPath: '/sys/fs/bpf' });
 
+interface AgentPlan {
+  mechanism: Mechanism;
+  ports: PortMapping[];
+  containers: CapturedContainer[];
+  probePort: number;
+  probes: AppProbe[];
+}
+
 function agentContainer(
   config: InjectionConfig,
   pod: V1Pod,
   owner: OwnerWorkload,
-  mechanism: Mechanism,
-  ports: PortMapping[],
-  containers: CapturedContainer[],
+  { mechanism, ports, containers, probePort, probes }: AgentPlan,
 ): V1Container {
   const env: V1EnvVar[] = [
     field('TP_POD_NAME', 'metadata.name'),
     field('TP_POD_IP', 'status.podIP'),
     field('TP_NAMESPACE', 'metadata.namespace'),
-    field('TP_HOST_IP', 'status.hostIP'),
     { name: 'TP_WORKLOAD_NAME', value: owner.name },
     { name: 'TP_WORKLOAD_KIND', value: owner.kind },
     { name: 'TP_MANAGER_ADDRESS', value: config.managerAddress },
     { name: 'TP_PORTS', value: formatPorts(ports) },
     { name: 'TP_MECHANISM', value: mechanism },
     { name: 'TP_CONTAINERS', value: JSON.stringify(containers) },
-    { name: 'TP_LOG_LEVEL', value: config.logLevel },
+    { name: 'TP_PROBE_PORT', value: String(probePort) },
   ];
+  if (probes.length > 0) env.push({ name: 'TP_PROBES', value: encodeProbes(probes) });
+  env.push({ name: 'TP_LOG_LEVEL', value: config.logLevel });
   const envFrom: V1EnvFromSource[] = [];
   for (const captured of containers) {
     const app = pod.spec?.containers.find((c) => c.name === captured.name);
@@ -255,6 +292,14 @@ function agentContainer(
     imagePullPolicy: config.imagePullPolicy,
     command: ['tp-agent'],
     env,
+    // Not ready until its listeners are up: with iptables capture the app ports refuse connections until
+    // then, and the app's rewritten probes are answered by the agent.
+    readinessProbe: {
+      httpGet: { path: AGENT_PROBE_PATH, port: probePort, scheme: 'HTTP' },
+      periodSeconds: 2,
+      timeoutSeconds: 1,
+      failureThreshold: 3,
+    },
     securityContext: {
       runAsUser: config.agentUid,
       runAsGroup: config.agentUid,
@@ -318,11 +363,14 @@ export function planInjection(
       `agent not injected: no container of ${owner.kind} ${owner.name} declares a TCP port; declare the port in the container's ports or in ${CAPTURE_PORTS_ANNOTATION}`,
     );
   }
-  const agentPort = chooseAgentPort(
-    pod,
-    config.agentPort,
-    captured.map((c) => c.port),
-  );
+  const capturedNumbers = captured.map((c) => c.port);
+  const agentPort = choosePodPort(pod, config.agentPort, capturedNumbers);
+  const probePort = choosePodPort(pod, config.probePort, [
+    ...capturedNumbers,
+    agentPort,
+    ...probedPorts(pod),
+  ]);
+  const probes = rewriteProbes(pod, capturedNumbers, probePort);
   // One agent listener serves every captured port: the agent reads the original port from the socket.
   const ports: PortMapping[] = captured.map((c) => ({ appPort: c.port, agentPort }));
 
@@ -336,17 +384,18 @@ export function planInjection(
     entry.ports.push({ name: c.name, appPort: c.port, agentPort, protocol: 'TCP' });
   }
 
-  const patch: JsonPatchOperation[] = annotationPatch(pod, {
+  const recorded: Record<string, string> = {
     [INJECTED_ANNOTATION]: config.version,
     [PORTS_ANNOTATION]: formatPorts(ports),
     [MECHANISM_ANNOTATION]: mechanism,
-  });
-  const init = initContainer(
-    config,
-    mechanism,
-    captured.map((c) => c.port),
-    agentPort,
-  );
+  };
+  if (probes.rewritten.length > 0) recorded[PROBES_REWRITTEN_ANNOTATION] = probes.rewritten.join(',');
+  if (probes.notRewritten.length > 0)
+    recorded[PROBES_NOT_REWRITTEN_ANNOTATION] = probes.notRewritten.join('; ');
+  const patch: JsonPatchOperation[] = annotationPatch(pod, recorded);
+  // Before tp-init is inserted: the probe patches address the init containers by their current index.
+  patch.push(...probes.patch);
+  const init = initContainer(config, mechanism, capturedNumbers, agentPort);
   // First, so the rules are in place before any other init container or app container starts.
   if (spec.initContainers && spec.initContainers.length > 0)
     patch.push({ op: 'add', path: '/spec/initContainers/0', value: init });
@@ -354,7 +403,13 @@ export function planInjection(
   patch.push({
     op: 'add',
     path: '/spec/containers/-',
-    value: agentContainer(config, pod, owner, mechanism, ports, containers),
+    value: agentContainer(config, pod, owner, {
+      mechanism,
+      ports,
+      containers,
+      probePort,
+      probes: probes.probes,
+    }),
   });
   if (mechanism === 'ebpf') {
     const volume = { name: BPFFS_VOLUME, hostPath: { path: '/sys/fs/bpf', type: 'Directory' } };
@@ -362,7 +417,7 @@ export function planInjection(
       patch.push({ op: 'add', path: '/spec/volumes/-', value: volume });
     else patch.push({ op: 'add', path: '/spec/volumes', value: [volume] });
   }
-  return { action: 'inject', mechanism, ports, containers, patch };
+  return { action: 'inject', mechanism, ports, containers, probePort, probes: probes.probes, patch };
 }
 
 /**

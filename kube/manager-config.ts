@@ -90,6 +90,7 @@ export function kubeManagerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): 
       imagePullPolicy: env.TP_AGENT_IMAGE_PULL_POLICY || 'IfNotPresent',
       agentUid: env.TP_AGENT_UID ? uid(env.TP_AGENT_UID) : 7777,
       agentPort: num(env, 'TP_AGENT_PORT', 15001, parsePort),
+      probePort: num(env, 'TP_AGENT_PROBE_PORT', 15021, parsePort),
       managerAddress: agentAddress,
       logLevel,
       defaultMechanism: mechanism as Mechanism,

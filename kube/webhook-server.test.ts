@@ -78,6 +78,7 @@ const config: InjectionConfig = {
   imagePullPolicy: 'IfNotPresent',
   agentUid: 7777,
   agentPort: 15001,
+  probePort: 15021,
   managerAddress: 'traffic-manager.tp-system:8081',
   logLevel: 'info',
   defaultMechanism: 'iptables',
