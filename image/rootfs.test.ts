@@ -53,7 +53,7 @@ function fakeHost(extra: Record<string, FakeNode> = {}, ldd: Record<string, LddR
         .filter((p) => p.startsWith(`${dir}/`) && !p.slice(dir.length + 1).includes('/'))
         .map((p) => p.slice(dir.length + 1)),
     ldd: async (p) => ldd[p] ?? (p.endsWith('busybox') ? { kind: 'static' } : libc),
-    busyboxApplets: async () => ['bin/busybox', 'bin/sh', 'usr/bin/env', 'sbin/ip'],
+    busyboxApplets: async () => ['bin/busybox', 'linuxrc', 'bin/sh', 'usr/bin/env', 'sbin/ip'],
     strip: async (p) => ({ path: `/scratch/stripped-${p.split('/').pop()}`, size: 40 }),
   };
 }

@@ -180,9 +180,10 @@ async function expandItem(host: HostView, item: RootfsItem, out: RootfsEntry[]):
   } else {
     const file = await copyHostPath(host, item.busybox, true, item.package, out);
     for (const applet of await host.busyboxApplets(file.path)) {
-      // Its list names busybox itself too (bin/busybox).
-      if (posix.basename(applet) !== 'busybox')
-        out.push({ type: 'symlink', path: posix.join('/', applet), target: file.path });
+      const path = posix.join('/', applet);
+      // Its list names busybox itself too (bin/busybox), and /linuxrc, which only an initramfs wants.
+      if (posix.basename(path) !== 'busybox' && posix.dirname(path) !== '/')
+        out.push({ type: 'symlink', path, target: file.path });
     }
   }
 }
