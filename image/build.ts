@@ -127,8 +127,9 @@ function currentRecord(archive: string, fingerprint: string): BuildRecord | unde
   return record;
 }
 
-function mib(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+/** 37.0 MiB, 12.3 KiB: for people. */
+export function formatSize(bytes: number): string {
+  return bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
 function layerKey(entries: RootfsEntry[]): string {
@@ -208,7 +209,7 @@ export class BuildSession {
         );
         layer = buildLayer(entries, comment, this.epoch).then((l) => {
           this.progress(
-            `${spec.name}: layer ${i + 1}/${resolved.length} (${comment}): ${mib(l.uncompressedSize)} -> ${mib(l.size)} in ${((Date.now() - t) / 1000).toFixed(1)}s`,
+            `${spec.name}: layer ${i + 1}/${resolved.length} (${comment}): ${formatSize(l.uncompressedSize)} -> ${formatSize(l.size)} in ${((Date.now() - t) / 1000).toFixed(1)}s`,
           );
           return l;
         });

@@ -3,16 +3,12 @@
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { UsageError } from '../netaddr/parse.js';
-import { BuildSession, type BuiltImage } from './build.js';
+import { BuildSession, type BuiltImage, formatSize } from './build.js';
 import { archiveFileName, parseReference } from './reference.js';
 import { removeScratch } from './scratch.js';
 import { checkoutRoot, tpImageSpec } from './tp-image.js';
 
 const progress = (line: string) => process.stderr.write(`tp-image: ${line}\n`);
-
-function mib(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
-}
 
 function renderBuilt(image: BuiltImage): string {
   const lines = [
@@ -20,11 +16,11 @@ function renderBuilt(image: BuiltImage): string {
     `name      ${image.name}`,
     `image ID  ${image.imageId}`,
     `manifest  ${image.manifestDigest}`,
-    `size      ${mib(image.compressedSize)} compressed (archive ${mib(image.archiveSize)}), ${mib(image.uncompressedSize)} uncompressed`,
+    `size      ${formatSize(image.compressedSize)} compressed (archive ${formatSize(image.archiveSize)}), ${formatSize(image.uncompressedSize)} uncompressed`,
     'layers    compressed  uncompressed  digest',
     ...image.layers.map(
       (l) =>
-        `          ${mib(l.size).padStart(10)}  ${mib(l.uncompressedSize).padStart(12)}  ${l.digest.slice(0, 19)}  ${l.comment}`,
+        `          ${formatSize(l.size).padStart(10)}  ${formatSize(l.uncompressedSize).padStart(12)}  ${l.digest.slice(0, 19)}  ${l.comment}`,
     ),
   ];
   return `${lines.join('\n')}\n`;
