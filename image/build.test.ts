@@ -10,7 +10,8 @@ import * as tar from 'tar-stream';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { buildImage, type ImageSpec, specFingerprint } from './build.js';
-import { ANNOTATIONS, MEDIA_TYPES, ociArchitecture, sha256 } from './oci.js';
+import { ANNOTATIONS, MEDIA_TYPES, sha256 } from './oci.js';
+import { ociArchitecture } from './platform.js';
 
 interface TarFile {
   name: string;

@@ -218,19 +218,3 @@ export async function nodeVersion(binary: string): Promise<string> {
   }
   return version;
 }
-
-/** Debian's multiarch directory name for this machine (x86_64-linux-gnu), where libraries live. */
-export function multiarchTriplet(arch: string = process.arch): string {
-  const triplets: Record<string, string> = {
-    x64: 'x86_64-linux-gnu',
-    arm64: 'aarch64-linux-gnu',
-    arm: 'arm-linux-gnueabihf',
-    ppc64: 'powerpc64le-linux-gnu',
-    s390x: 's390x-linux-gnu',
-    riscv64: 'riscv64-linux-gnu',
-  };
-  const triplet = triplets[arch];
-  if (triplet === undefined)
-    throw new UsageError(`images cannot be built on ${arch}: no Debian multiarch name is known`);
-  return triplet;
-}

@@ -55,22 +55,6 @@ export function blobOf(data: Buffer): Blob {
   return { digest: sha256(data), size: data.length, data };
 }
 
-/** OCI's name for Node's process.arch. */
-export function ociArchitecture(nodeArch: string = process.arch): string {
-  const names: Record<string, string> = {
-    x64: 'amd64',
-    arm64: 'arm64',
-    arm: 'arm',
-    ia32: '386',
-    ppc64: 'ppc64le',
-    s390x: 's390x',
-    riscv64: 'riscv64',
-  };
-  const name = names[nodeArch];
-  if (name === undefined) throw new Error(`no OCI architecture is known for Node's arch "${nodeArch}"`);
-  return name;
-}
-
 function json(value: unknown): Buffer {
   return Buffer.from(JSON.stringify(value));
 }

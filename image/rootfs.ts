@@ -109,13 +109,16 @@ interface Owner {
   gid?: number;
 }
 
+/** Mode, owner and group as declared, else `mode` and root's. */
+function ownership(o: Owner, mode: number): { mode: number; uid: number; gid: number } {
+  return { mode: o.mode ?? mode, uid: o.uid ?? 0, gid: o.gid ?? 0 };
+}
+
 function hostFile(path: string, file: { path: string; stat: HostStat }, owner: Owner): RootfsEntry {
   return {
     type: 'file',
     path,
-    mode: owner.mode ?? file.stat.mode & 0o7777,
-    uid: owner.uid ?? 0,
-    gid: owner.gid ?? 0,
+    ...ownership(owner, file.stat.mode & 0o7777),
     source: { host: file.path, size: file.stat.size },
   };
 }
@@ -159,22 +162,14 @@ async function expandItem(host: HostView, item: RootfsItem, out: RootfsEntry[]):
     for (const name of names)
       await copyHostPath(host, posix.join(item.copyDir, name), item.libraries ?? false, item.package, out);
   } else if ('dir' in item) {
-    out.push({
-      type: 'dir',
-      path: item.dir,
-      mode: item.mode ?? 0o755,
-      uid: item.uid ?? 0,
-      gid: item.gid ?? 0,
-    });
+    out.push({ type: 'dir', path: item.dir, ...ownership(item, 0o755) });
   } else if ('symlink' in item) {
     out.push({ type: 'symlink', path: item.symlink, target: item.target });
   } else if ('file' in item) {
     out.push({
       type: 'file',
       path: item.file,
-      mode: item.mode ?? 0o644,
-      uid: item.uid ?? 0,
-      gid: item.gid ?? 0,
+      ...ownership(item, 0o644),
       source: { data: Buffer.from(item.data) },
     });
   } else {

@@ -9,7 +9,7 @@ import * as YAML from 'yaml';
 import { UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
 import type { ImageSpec } from './build.js';
-import { multiarchTriplet, nodeVersion } from './host.js';
+import { nodeVersion } from './host.js';
 import {
   accountFiles,
   baseLayer,
@@ -19,6 +19,7 @@ import {
   nodeRuntimeLayer,
   ROOT,
 } from './layers.js';
+import { multiarchTriplet } from './platform.js';
 import type { LayerSpec, RootfsItem } from './rootfs.js';
 
 export const TP_REPOSITORY = 'tp/tp';

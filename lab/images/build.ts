@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BuildSession, type ImageSpec } from '../../image/build.js';
-import { currentSignature, findTool, multiarchTriplet, nodeVersion, run } from '../../image/host.js';
+import { currentSignature, findTool, nodeVersion, run } from '../../image/host.js';
 import {
   accountFiles,
   baseLayer,
@@ -17,6 +17,7 @@ import {
   nodeRuntimeLayer,
   ROOT,
 } from '../../image/layers.js';
+import { multiarchTriplet } from '../../image/platform.js';
 import { archiveFileName, parseReference } from '../../image/reference.js';
 import { UsageError } from '../../netaddr/parse.js';
 
