@@ -164,26 +164,26 @@ export class BuildSession {
   /** The image's layers as entries, with /etc/ld.so.cache generated; records the host inputs used. */
   async resolve(spec: ImageSpec, inputs: Map<string, string>): Promise<RootfsEntry[][]> {
     const view = this.host.view(inputs);
-    const libraryDirs = spec.libraryDirs ?? [];
-    const withConf = (extra: LayerSpec['items']): LayerSpec[] =>
-      spec.layers.map((layer, i) =>
-        i === spec.layers.length - 1 && libraryDirs.length > 0
-          ? { ...layer, items: [...layer.items, ...extra] }
-          : layer,
-      );
-    const conf = { file: '/etc/ld.so.conf', data: `${libraryDirs.join('\n')}\n` };
-    let layers = await resolveLayers(withConf([conf]), view);
-    if (libraryDirs.length === 0) return layers;
-    const under = (p: string) => libraryDirs.some((d) => p.startsWith(`${d}/`));
+    const dirs = spec.libraryDirs ?? [];
+    if (dirs.length === 0) return resolveLayers(spec.layers, view);
+    // The last layer gets /etc/ld.so.conf, and the /etc/ld.so.cache ldconfig builds from the image's
+    // libraries: resolve, stage the libraries, run ldconfig, resolve again with the cache.
+    const last = spec.layers[spec.layers.length - 1]!;
+    const withFiles = (items: LayerSpec['items']) => [
+      ...spec.layers.slice(0, -1),
+      { ...last, items: [...last.items, ...items] },
+    ];
+    const conf = { file: '/etc/ld.so.conf', data: `${dirs.join('\n')}\n` };
+    const layers = await resolveLayers(withFiles([conf]), view);
+    const needed = (p: string) => p === conf.file || dirs.some((d) => p.startsWith(`${d}/`));
     const root = this.host.scratchDir('ldconfig');
     stageEntries(
-      layers.flat().filter((e) => e.type !== 'dir' && (under(e.path) || e.path === '/etc/ld.so.conf')),
+      layers.flat().filter((e) => e.type !== 'dir' && needed(e.path)),
       root,
       { owners: false },
     );
     const cache = await ldconfigCache(root, inputs);
-    layers = await resolveLayers(withConf([conf, { file: '/etc/ld.so.cache', data: cache }]), view);
-    return layers;
+    return resolveLayers(withFiles([conf, { file: '/etc/ld.so.cache', data: cache }]), view);
   }
 
   /** Builds the image into `archive` (or reuses it when its build record is current). */

@@ -55,36 +55,24 @@ export function launcher(binary: (typeof TP_BINARIES)[number]): string {
   ].join('\n');
 }
 
-/** koffi's files that run on linux/<arch>: its JS entry points and one native build. */
+/**
+ * koffi's files that run here: the JS entry points (import and require) and the native build for
+ * linux/<arch> with glibc; the other platforms' builds and koffi's C++ sources stay out.
+ */
 function koffiItems(root: string): RootfsItem[] {
-  const koffi = path.join(root, 'node_modules', 'koffi');
-  const native = `koffi-linux-${process.arch}`;
-  const nativeDir = path.join(root, 'node_modules', '@koromix', native);
-  const files = [
-    ...['package.json', 'LICENSE.txt', 'index.js', 'index.cjs', 'src/koffi/index.js', 'src/koffi/index.cjs']
-      .concat(['src/koffi/src/static.js', 'src/koffi/src/static.cjs'])
-      .map((f) => ({ from: path.join(koffi, f), to: `${TP_HOME}/node_modules/koffi/${f}` })),
-    ...['package.json', 'index.js'].map((f) => ({
-      from: path.join(nativeDir, f),
-      to: `${TP_HOME}/node_modules/@koromix/${native}/${f}`,
-    })),
-  ];
-  const addon = `linux_${process.arch}/koffi.node`;
-  for (const f of [...files.map((f) => f.from), path.join(nativeDir, addon)]) {
-    if (!fs.existsSync(f))
-      throw new UsageError(
-        `${f} is missing: run npm ci (koffi ${native} must be installed for this machine)`,
-      );
-  }
-  return [
-    ...files.map((f) => ({ copy: f.from, to: f.to, mode: 0o644 })),
-    {
-      copy: path.join(nativeDir, addon),
-      to: `${TP_HOME}/node_modules/@koromix/${native}/${addon}`,
-      mode: 0o644,
-      libraries: true,
-    },
-  ];
+  const native = `@koromix/koffi-linux-${process.arch}`;
+  const files: [string, boolean][] = [
+    ...['package.json', 'LICENSE.txt', 'index.js', 'index.cjs'].map((f) => `koffi/${f}`),
+    ...['index.js', 'index.cjs', 'src/static.js', 'src/static.cjs'].map((f) => `koffi/src/koffi/${f}`),
+    ...['package.json', 'index.js'].map((f) => `${native}/${f}`),
+  ].map((f) => [f, false]);
+  files.push([`${native}/linux_${process.arch}/koffi.node`, true]);
+  return files.map(([f, addon]) => {
+    const from = path.join(root, 'node_modules', f);
+    if (!fs.existsSync(from))
+      throw new UsageError(`${from} is missing: run npm ci (koffi and ${native} must be installed)`);
+    return { copy: from, to: `${TP_HOME}/node_modules/${f}`, mode: 0o644, libraries: addon };
+  });
 }
 
 /** iptables with both backends, named as Debian names them, and libbpf for the eBPF mechanism. */
