@@ -5,6 +5,7 @@
 // handler when the test dies first. Containers run without a cgroup path of their own (`--cgroup ""`),
 // so runc creates and removes one per container and leaves no parent cgroup behind.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -192,8 +193,12 @@ export class ScratchContainerd {
     ];
   }
 
+  private idOf(n: number): string {
+    return `tpc-${this.name}-${process.pid}-${n}`;
+  }
+
   private nextId(): string {
-    return `tpc-${this.name}-${process.pid}-${this.counter++}`;
+    return this.idOf(this.counter++);
   }
 
   /** Runs a container to its end (`ctr run --rm`); its output and exit code. */
@@ -293,7 +298,9 @@ export class ScratchContainerd {
       for (let i = 0; i < 50 && alive(daemon.pid); i++) sleepSync(100);
       if (alive(daemon.pid)) daemon.kill('SIGKILL');
     }
-    for (const pid of this.shimPids()) process.kill(pid, 'SIGKILL');
+    const shims = this.shimPids();
+    for (const pid of shims) process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 30 && shims.some(alive); i++) sleepSync(100);
     // Rootfs and snapshot mounts under our directory, deepest first.
     const mounts = fs
       .readFileSync('/proc/self/mountinfo', 'utf8')
@@ -303,7 +310,15 @@ export class ScratchContainerd {
       .sort((a, b) => b.length - a.length);
     for (const m of mounts) execFileSync('umount', ['-l', m], { stdio: 'ignore' });
     fs.rmSync(this.dir, { recursive: true, force: true });
-    // Shims remove their sockets; the directory containerd made for them goes if it was ours and is empty.
+    // A shim removes its socket as it ends, unless it was killed first: containerd 1.6 names it by the
+    // hash of its address, namespace and container ID.
+    for (let n = 0; n < this.counter; n++) {
+      const key = createHash('sha256')
+        .update(path.join(this.socket, NAMESPACE, this.idOf(n)))
+        .digest('hex');
+      fs.rmSync(path.join(SHIM_SOCKETS, key), { force: true });
+    }
+    // The directory containerd made for them goes if it was ours and is empty.
     if (this.ownsRunDir) {
       for (const d of [SHIM_SOCKETS, '/run/containerd']) {
         try {
