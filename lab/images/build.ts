@@ -19,6 +19,7 @@ import {
 } from '../../image/layers.js';
 import { multiarchTriplet } from '../../image/platform.js';
 import { archiveFileName, parseReference } from '../../image/reference.js';
+import { tpImageSpec } from '../../image/tp-image.js';
 import { UsageError } from '../../netaddr/parse.js';
 
 export const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10';
@@ -27,7 +28,8 @@ export const SHELL_IMAGE = 'lab/shell:1';
 /** lab/coredns:<the binary's own version>, e.g. lab/coredns:1.14.2. */
 export const COREDNS_REPOSITORY = 'lab/coredns';
 
-export type LabImageKey = 'pause' | 'coredns' | 'echo' | 'shell';
+/** `tp` only with the `tp` option. */
+export type LabImageKey = 'pause' | 'coredns' | 'echo' | 'shell' | 'tp';
 
 export interface LabImage {
   key: LabImageKey;
@@ -50,6 +52,11 @@ export interface LabImagesOptions {
   progress?: (line: string) => void;
   /** Build even when the archives are current. */
   force?: boolean;
+  /**
+   * Also tp's own image, tp/tp:<version> from this checkout's build (image/tp-image.ts), in the same
+   * session: it shares the base and node runtime layers with echo and shell.
+   */
+  tp?: boolean;
 }
 
 /** This checkout (dist/lab/images/build.js -> ../../..). */
@@ -115,7 +122,7 @@ export interface LabImageInputs {
 }
 
 /** The four images' specs (pure, given where their files are). */
-export function labImageSpecs(i: LabImageInputs): Record<LabImageKey, ImageSpec> {
+export function labImageSpecs(i: LabImageInputs): Record<Exclude<LabImageKey, 'tp'>, ImageSpec> {
   const libraryDirs = [`/usr/lib/${i.triplet}`];
   const accounts = accountFiles([ROOT, NOBODY]);
   return {
@@ -176,8 +183,8 @@ export function labImageSpecs(i: LabImageInputs): Record<LabImageKey, ImageSpec>
 
 /**
  * Builds (or reuses) the lab's images into `outDir`: one archive per image, named after it
- * (pause-3.10.tar, lab-coredns-1.14.2.tar, lab-echo-1.tar, lab-shell-1.tar), each with its build
- * record beside it. The echo server comes from this checkout's build (node build.mjs).
+ * (pause-3.10.tar, lab-coredns-1.14.2.tar, lab-echo-1.tar, lab-shell-1.tar, tp-tp-<version>.tar), each
+ * with its build record beside it. The echo server (and tp) come from this checkout's build (node build.mjs).
  */
 export async function buildLabImages(outDir: string, options: LabImagesOptions): Promise<LabImage[]> {
   const root = checkoutRoot();
@@ -185,7 +192,7 @@ export async function buildLabImages(outDir: string, options: LabImagesOptions):
   const echoBundle = path.join(root, 'dist', 'bundle', 'lab-echo.cjs');
   if (!fs.existsSync(echoBundle)) throw new UsageError(`${echoBundle} is missing: run node build.mjs first`);
   fs.mkdirSync(outDir, { recursive: true });
-  const specs = labImageSpecs({
+  const specs: Partial<Record<LabImageKey, ImageSpec>> = labImageSpecs({
     pause: await pauseBinary(outDir, root),
     coredns: options.coredns,
     corednsVersion: await corednsVersion(options.coredns),
@@ -194,6 +201,7 @@ export async function buildLabImages(outDir: string, options: LabImagesOptions):
     echoBundle,
     triplet: multiarchTriplet(),
   });
+  if (options.tp) specs.tp = await tpImageSpec({ node, root });
   const session = new BuildSession({ progress: options.progress, force: options.force });
   try {
     const images: LabImage[] = [];

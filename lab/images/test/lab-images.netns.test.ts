@@ -9,6 +9,7 @@ import * as assert from 'uvu/assert';
 import { containerdSuite, ScratchContainerd } from '../../../testbed/containerd.js';
 import { freePort } from '../../../testbed/loopback.js';
 import { waitFor } from '../../../testbed/wait.js';
+import { VERSION } from '../../../version/version.js';
 import { cachedBinDir } from '../../binaries.js';
 import { runCommand } from '../../command.js';
 import { buildLabImages, type LabImage, type LabImageKey } from '../build.js';
@@ -68,7 +69,7 @@ if (ready) {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-lab-images-'));
     const coredns = await corednsBinary();
     const out = path.join(dir, 'images');
-    const built = await buildLabImages(out, { coredns });
+    const built = await buildLabImages(out, { coredns, tp: true });
     images = Object.fromEntries(built.map((i) => [i.key, i])) as Record<LabImageKey, LabImage>;
     ctd = await ScratchContainerd.start('labimg');
   });
@@ -78,8 +79,9 @@ if (ready) {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  test('four images with their names; a second call reuses them in well under a second', async () => {
-    assert.equal(Object.keys(images).sort(), ['coredns', 'echo', 'pause', 'shell']);
+  test('the images with their names, tp included; a second call reuses them in well under a second', async () => {
+    assert.equal(Object.keys(images).sort(), ['coredns', 'echo', 'pause', 'shell', 'tp']);
+    assert.is(images.tp.name, `docker.io/tp/tp:${VERSION}`);
     assert.is(images.pause.name, 'registry.k8s.io/pause:3.10');
     assert.is(images.echo.name, 'docker.io/lab/echo:1');
     assert.is(images.shell.name, 'docker.io/lab/shell:1');
@@ -87,6 +89,7 @@ if (ready) {
     const started = Date.now();
     const again = await buildLabImages(path.dirname(images.echo.archive), {
       coredns: await corednsBinary(),
+      tp: true,
     });
     const ms = Date.now() - started;
     assert.ok(
