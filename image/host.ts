@@ -46,9 +46,10 @@ export function findTool(tool: string): string {
   );
 }
 
-export function run(file: string, args: string[], options: { cwd?: string } = {}): Promise<RunResult> {
+/** Runs a tool to its end; a non-zero exit is a result, only a failure to start is an error. */
+export function run(file: string, args: string[]): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    execFile(file, args, { maxBuffer: 64 << 20, cwd: options.cwd }, (err, stdout, stderr) => {
+    execFile(file, args, { maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       if (err && typeof err.code !== 'number') return reject(err);
       resolve({ code: typeof err?.code === 'number' ? err.code : 0, stdout, stderr });
     });
