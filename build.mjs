@@ -1,5 +1,6 @@
-// Builds tp: type-checks and compiles TypeScript to dist/, bundles the agent into one file,
-// compiles the eBPF programs when clang is present, and marks the bins executable.
+// Builds tp: type-checks and compiles TypeScript to dist/, bundles the agent, the manager, tp-init and
+// the lab's echo server into one file each (dist/bundle), compiles the eBPF programs when clang is
+// present, and marks the bins executable.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as esbuild from 'esbuild';
@@ -29,21 +30,52 @@ function pruneStale(dir) {
 }
 pruneStale('dist');
 
+// The bundles tp's image runs (image/tp-image.ts puts dist/bundle in /opt/tp) and the lab's echo server.
+// koffi carries a native module: it stays external and is loaded from node_modules at run time.
+const bundle = { bundle: true, platform: 'node', target: 'node20', minify: true, logLevel: 'warning' };
 await esbuild.build({
+  ...bundle,
   entryPoints: ['agent/main.ts'],
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
   format: 'cjs',
   outfile: 'dist/bundle/tp-agent.cjs',
-  minify: true,
   sourcemap: 'linked',
-  // koffi carries a native module: it is loaded from node_modules at run time.
   external: ['koffi'],
-  logLevel: 'warning',
+});
+// The manager and tp-init use top-level await: ESM, with require (for bundled CommonJS packages) and
+// __dirname/__filename defined as in CommonJS.
+const esmBanner = [
+  "import { createRequire as __tpCreateRequire } from 'node:module';",
+  "import { fileURLToPath as __tpFileURLToPath } from 'node:url';",
+  'const require = __tpCreateRequire(import.meta.url);',
+  'const __filename = __tpFileURLToPath(import.meta.url);',
+  "const __dirname = __filename.slice(0, __filename.lastIndexOf('/'));",
+].join('\n');
+for (const [entry, out] of [
+  ['manager/main.ts', 'dist/bundle/tp-manager.mjs'],
+  ['init-container/main.ts', 'dist/bundle/tp-init.mjs'],
+]) {
+  await esbuild.build({
+    ...bundle,
+    entryPoints: [entry],
+    format: 'esm',
+    outfile: out,
+    sourcemap: 'linked',
+    external: ['koffi'],
+    banner: { js: esmBanner },
+  });
+}
+await esbuild.build({
+  ...bundle,
+  entryPoints: ['lab/images/echo/main.ts'],
+  format: 'cjs',
+  outfile: 'dist/bundle/lab-echo.cjs',
 });
 
 if (fs.existsSync('bpf/build.sh')) execFileSync('bash', ['bpf/build.sh'], { stdio: 'inherit' });
+// The eBPF objects beside the bundles: bpf/loader.ts looks for them next to the running file.
+for (const obj of fs.existsSync('dist/bpf') ? fs.readdirSync('dist/bpf') : []) {
+  if (obj.endsWith('.bpf.o')) fs.copyFileSync(`dist/bpf/${obj}`, `dist/bundle/${obj}`);
+}
 
 const pkg = JSON.parse(fs.readFileSync('package.json', 'utf8'));
 for (const bin of Object.values(pkg.bin)) {
