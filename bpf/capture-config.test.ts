@@ -55,12 +55,26 @@ test('sk_lookup needs Linux 5.9', () => {
   assert.not.ok(kernelHasSkLookup('garbage'));
 });
 
-test('capabilities: CAP_NET_ADMIN plus CAP_BPF or CAP_SYS_ADMIN', () => {
-  assert.equal(missingCapabilities('000001ffffffffff'), []); // root
-  assert.equal(missingCapabilities(((1n << 12n) | (1n << 39n)).toString(16)), []);
-  assert.equal(missingCapabilities(((1n << 12n) | (1n << 21n)).toString(16)), []);
-  assert.equal(missingCapabilities((1n << 12n).toString(16)), ['CAP_BPF (or CAP_SYS_ADMIN)']);
-  assert.equal(missingCapabilities('0000000000000000'), ['CAP_NET_ADMIN', 'CAP_BPF (or CAP_SYS_ADMIN)']);
+test('capabilities: CAP_NET_ADMIN plus CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), CAP_CHOWN to hand over the maps', () => {
+  const set = (...bits: bigint[]) => bits.reduce((a, b) => a | (1n << b), 0n).toString(16);
+  assert.equal(missingCapabilities('000001ffffffffff', { chown: true }), []); // root
+  assert.equal(missingCapabilities(set(12n, 39n, 38n)), []);
+  assert.equal(missingCapabilities(set(12n, 21n)), []);
+  // What runc grants for capabilities: {add: [NET_ADMIN, NET_RAW, BPF]}: the verifier refuses the program.
+  assert.equal(missingCapabilities(set(12n, 13n, 39n)), ['CAP_PERFMON (or CAP_SYS_ADMIN)']);
+  assert.equal(missingCapabilities(set(12n, 13n, 38n, 39n), { chown: true }), [
+    "CAP_CHOWN (to give the agent's UID its maps)",
+  ]);
+  assert.equal(missingCapabilities(set(0n, 12n, 13n, 38n, 39n), { chown: true }), []);
+  assert.equal(missingCapabilities(set(12n)), [
+    'CAP_BPF (or CAP_SYS_ADMIN)',
+    'CAP_PERFMON (or CAP_SYS_ADMIN)',
+  ]);
+  assert.equal(missingCapabilities('0000000000000000'), [
+    'CAP_NET_ADMIN',
+    'CAP_BPF (or CAP_SYS_ADMIN)',
+    'CAP_PERFMON (or CAP_SYS_ADMIN)',
+  ]);
 });
 
 test.run();

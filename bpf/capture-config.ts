@@ -99,21 +99,28 @@ export function kernelHasSkLookup(release: string): boolean {
   return v[0] > 5 || (v[0] === 5 && v[1] >= 9);
 }
 
-/** Capability bits (linux/capability.h) that loading and attaching the program need. */
+/** Capability bits (linux/capability.h) that loading, attaching and handing over the program need. */
+export const CAP_CHOWN = 0;
 export const CAP_NET_ADMIN = 12;
 export const CAP_SYS_ADMIN = 21;
+export const CAP_PERFMON = 38;
 export const CAP_BPF = 39;
 
 /**
  * Which capabilities are missing from an effective set (CapEff of /proc/self/status, hex). Loading a
- * networking program and creating a SOCKHASH need CAP_BPF (CAP_SYS_ADMIN also does) with CAP_NET_ADMIN;
- * attaching to a network namespace needs CAP_NET_ADMIN in it.
+ * networking program and creating a SOCKHASH need CAP_BPF with CAP_NET_ADMIN; the verifier accepts
+ * tp_steer's socket lookups only with CAP_PERFMON as well (without it the load fails with EACCES, seen under
+ * runc with exactly NET_ADMIN, NET_RAW and BPF); CAP_SYS_ADMIN stands in for both BPF and PERFMON.
+ * Attaching to a network namespace needs CAP_NET_ADMIN in it, and giving the agent its two maps (agentUid)
+ * needs CAP_CHOWN.
  */
-export function missingCapabilities(capEffHex: string): string[] {
+export function missingCapabilities(capEffHex: string, opts: { chown?: boolean } = {}): string[] {
   const caps = BigInt(`0x${capEffHex.trim() || '0'}`);
   const has = (bit: number) => (caps & (1n << BigInt(bit))) !== 0n;
   const missing: string[] = [];
   if (!has(CAP_NET_ADMIN)) missing.push('CAP_NET_ADMIN');
   if (!has(CAP_BPF) && !has(CAP_SYS_ADMIN)) missing.push('CAP_BPF (or CAP_SYS_ADMIN)');
+  if (!has(CAP_PERFMON) && !has(CAP_SYS_ADMIN)) missing.push('CAP_PERFMON (or CAP_SYS_ADMIN)');
+  if (opts.chown && !has(CAP_CHOWN)) missing.push("CAP_CHOWN (to give the agent's UID its maps)");
   return missing;
 }

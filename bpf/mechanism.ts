@@ -279,6 +279,7 @@ export function apply(input: Parameters<typeof validateCaptureConfig>[0]): Apply
   const config = validateCaptureConfig(input);
   const support = probeSupport({
     pinRoot: config.pinRoot,
+    ...(config.agentUid !== undefined ? { agentUid: config.agentUid } : {}),
     ...(config.objectPath ? { objectPath: config.objectPath } : {}),
   });
   if (!support.supported) throw new UsageError(`eBPF capture is not available: ${support.reason}`);

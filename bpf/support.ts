@@ -45,14 +45,16 @@ function effectiveCapabilities(): string {
  * pin root, libbpf, the compiled program, and finally whether the kernel really loads an sk_lookup
  * program (catches lockdown, seccomp and kernels built without it).
  */
-export function probeSupport(opts: { pinRoot?: string; objectPath?: string } = {}): SupportReport {
+export function probeSupport(
+  opts: { pinRoot?: string; objectPath?: string; agentUid?: number } = {},
+): SupportReport {
   const no = (reason: string): SupportReport => ({ supported: false, reason });
   if (process.platform !== 'linux') return no(`eBPF capture needs Linux; this is ${process.platform}`);
   const release = os.release();
   if (!kernelHasSkLookup(release)) {
     return no(`Linux ${release} has no sk_lookup programs (they need Linux 5.9 or later)`);
   }
-  const missing = missingCapabilities(effectiveCapabilities());
+  const missing = missingCapabilities(effectiveCapabilities(), { chown: opts.agentUid !== undefined });
   if (missing.length > 0) {
     return no(
       `the process lacks ${missing.join(' and ')}: give the container these capabilities to use eBPF capture`,

@@ -99,7 +99,7 @@ spec:
       terminationGracePeriodSeconds: 5
       containers:
         - name: echo
-          image: lab/echo
+          image: lab/echo:1
           env: [{name: PORT, value: "8080"}]
           ports: [{name: http, containerPort: 8080}]
           readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 2}
@@ -146,7 +146,18 @@ async function demo(): Promise<void> {
   await hostKube(['create', 'namespace', NS], { check: false, quiet: true });
   await hostKube(['apply', '-n', NS, '-f', '-'], { input: echoApp });
   await hostKube(
-    ['run', 'client', '-n', NS, '--image=lab/shell', '--restart=Never', '--', 'sh', '-c', 'sleep 3600'],
+    [
+      'run',
+      'client',
+      '-n',
+      NS,
+      '--image=lab/shell:1',
+      '--restart=Never',
+      '--',
+      'sh',
+      '-c',
+      'trap "exit 0" TERM; sleep 3600 & wait',
+    ],
     {
       check: false,
     },

@@ -4,9 +4,8 @@ import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { UsageError } from '../netaddr/parse.js';
 import { BuildSession, type BuiltImage, formatSize } from './build.js';
-import { archiveFileName, parseReference } from './reference.js';
 import { removeScratch } from './scratch.js';
-import { checkoutRoot, tpImageSpec } from './tp-image.js';
+import { defaultArchivePath, tpImageSpec } from './tp-image.js';
 
 const progress = (line: string) => process.stderr.write(`tp-image: ${line}\n`);
 
@@ -54,9 +53,7 @@ const program = new Command('tp-image')
           progress(`${spec.name}: root filesystem written to ${path.resolve(opts.stage)}`);
           return;
         }
-        const out = path.resolve(
-          opts.out ?? path.join(checkoutRoot(), 'dist', 'image', archiveFileName(parseReference(spec.name))),
-        );
+        const out = path.resolve(opts.out ?? defaultArchivePath(spec.name));
         const built = await session.build(spec, out);
         process.stdout.write(
           opts.output === 'json' ? `${JSON.stringify(built, null, 2)}\n` : renderBuilt(built),

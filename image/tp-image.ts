@@ -20,6 +20,7 @@ import {
   ROOT,
 } from './layers.js';
 import { multiarchTriplet } from './platform.js';
+import { archiveFileName, parseReference } from './reference.js';
 import type { LayerSpec, RootfsItem } from './rootfs.js';
 
 export const TP_REPOSITORY = 'tp/tp';
@@ -39,6 +40,11 @@ const BPF_OBJECTS = ['tp_steer.bpf.o'];
 /** The tp checkout this file belongs to (dist/image/tp-image.js -> ../..). */
 export function checkoutRoot(): string {
   return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+}
+
+/** Where `npm run image` writes an image's archive by default: dist/image/<name>-<tag>.tar of this checkout. */
+export function defaultArchivePath(imageName: string): string {
+  return path.join(checkoutRoot(), 'dist', 'image', archiveFileName(parseReference(imageName)));
 }
 
 /**

@@ -97,7 +97,7 @@ withMechanism(
       if (opts.mechanism === 'ebpf' && !opts.dryRun) {
         if (config.appPorts === 'all')
           throw new UsageError('--ports "*" needs --mechanism iptables: eBPF capture takes a list of ports');
-        const support = ebpf.probeSupport();
+        const support = ebpf.probeSupport({ agentUid: config.agentUid });
         if (support.supported) {
           const r = ebpf.apply({ ports: config.appPorts, agentUid: config.agentUid });
           process.stdout.write(

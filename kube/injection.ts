@@ -234,9 +234,14 @@ function initContainer(
       runAsUser: 0,
       runAsNonRoot: false,
       allowPrivilegeEscalation: false,
-      // eBPF: load and attach the program (BPF), and keep NET_ADMIN + NET_RAW for the iptables fallback.
+      // eBPF: load (BPF, and PERFMON for the verifier to accept the socket lookups) and attach the program
+      // (NET_ADMIN), give the agent's UID its two maps (CHOWN); NET_ADMIN + NET_RAW also serve the iptables
+      // fallback. Exactly what bpf/capture-config.ts missingCapabilities() checks.
       capabilities: {
-        add: mechanism === 'ebpf' ? ['NET_ADMIN', 'NET_RAW', 'BPF'] : ['NET_ADMIN', 'NET_RAW'],
+        add:
+          mechanism === 'ebpf'
+            ? ['NET_ADMIN', 'NET_RAW', 'BPF', 'PERFMON', 'CHOWN']
+            : ['NET_ADMIN', 'NET_RAW'],
         drop: ['ALL'],
       },
     },

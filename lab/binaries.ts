@@ -1,4 +1,4 @@
-// The lab's Go binaries: lab/build.sh builds them from the Go module proxy into a cache keyed by
+// The lab's Go binaries (control plane, kubelet, CNI plugins, tools): lab/build.sh builds them from the Go module proxy into a cache keyed by
 // their versions. When every binary is already cached the build script is not run at all, so a warm
 // `tp-lab up` needs neither Go nor the network.
 import { spawn } from 'node:child_process';
@@ -7,15 +7,21 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { UsageError } from '../netaddr/parse.js';
 
+/** The CNI plugins the node's containerd runs (in <bin>/cni/, its CNI bin_dir). */
+export const CNI_PLUGINS = ['bridge', 'host-local', 'loopback', 'portmap'] as const;
+
 export const LAB_BINARIES = [
   'kube-apiserver',
   'kube-controller-manager',
   'kube-scheduler',
   'kube-proxy',
   'kubectl',
+  'kubelet',
   'etcd',
   'helm',
   'coredns',
+  'crictl',
+  ...CNI_PLUGINS.map((p) => `cni/${p}` as const),
 ] as const;
 
 /** The wrapper modules' directory (lab/ in the checkout), found from dist/lab/*.js. */
@@ -39,7 +45,13 @@ export function cachedBinDir(src = labSourceDir()): string {
   const etcd = requiredVersion(path.join(src, 'etcd', 'go.mod'), 'go.etcd.io/etcd/server/v3');
   const helm = requiredVersion(path.join(src, 'helm', 'go.mod'), 'helm.sh/helm/v3');
   const coredns = requiredVersion(path.join(src, 'coredns', 'go.mod'), 'github.com/coredns/coredns');
-  return path.join(cache, `k8s-${k8s}-etcd-${etcd}-helm-${helm}-coredns-${coredns}`, 'bin');
+  const cni = requiredVersion(path.join(src, 'cni', 'go.mod'), 'github.com/containernetworking/plugins');
+  const cri = requiredVersion(path.join(src, 'cri', 'go.mod'), 'sigs.k8s.io/cri-tools');
+  return path.join(
+    cache,
+    `k8s-${k8s}-etcd-${etcd}-helm-${helm}-coredns-${coredns}-cni-${cni}-cri-${cri}`,
+    'bin',
+  );
 }
 
 export function missingBinaries(bin: string): string[] {

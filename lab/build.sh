@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the lab's Kubernetes binaries from the Go module proxy into a cache outside the repo.
-# Cold: 15-25 minutes on 2 cores; warm: nothing to do. Prints the bin directory on its last line.
+# Builds the lab's binaries from the Go module proxy into a cache outside the repo: the Kubernetes
+# control plane, the kubelet, kubectl, etcd, helm, CoreDNS, crictl and the CNI plugins (bridge,
+# host-local, loopback, portmap; in bin/cni/). Cold: 15-25 minutes on 2 cores; warm: nothing to do.
+# Prints the bin directory on its last line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${TP_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tp-lab}
@@ -8,13 +10,15 @@ k8s=$(awk '/^require k8s.io\/kubernetes/{print $3}' "$here/k8s/go.mod")
 etcd=$(awk '/^require go.etcd.io/{print $3}' "$here/etcd/go.mod")
 helm=$(awk '/^require helm.sh/{print $3}' "$here/helm/go.mod")
 coredns=$(awk '/^require github.com\/coredns/{print $3}' "$here/coredns/go.mod")
-bin="$cache/k8s-$k8s-etcd-$etcd-helm-$helm-coredns-$coredns/bin"
+cni=$(awk '/^require github.com\/containernetworking/{print $3}' "$here/cni/go.mod")
+cri=$(awk '/^require sigs.k8s.io\/cri-tools/{print $3}' "$here/cri/go.mod")
+bin="$cache/k8s-$k8s-etcd-$etcd-helm-$helm-coredns-$coredns-cni-$cni-cri-$cri/bin"
 
 if ! command -v go >/dev/null 2>&1; then
   echo "tp-lab: Go is not installed; the lab builds Kubernetes from the Go module proxy. Install Go 1.24 or newer (apt-get install golang-go, or go.dev/dl) and run again." >&2
   exit 3
 fi
-mkdir -p "$bin"
+mkdir -p "$bin/cni"
 # One build at a time per cache: a second `tp-lab up` waits for the first instead of compiling again.
 if command -v flock >/dev/null 2>&1; then
   exec 9>"$bin/.build.lock"
@@ -31,16 +35,24 @@ targets=(
   "k8s kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler"
   "k8s kube-proxy k8s.io/kubernetes/cmd/kube-proxy"
   "k8s kubectl k8s.io/kubernetes/cmd/kubectl"
+  "k8s kubelet k8s.io/kubernetes/cmd/kubelet"
   "etcd etcd go.etcd.io/etcd/server/v3"
   "helm helm helm.sh/helm/v3/cmd/helm"
   "coredns coredns github.com/coredns/coredns"
+  "cri crictl sigs.k8s.io/cri-tools/cmd/crictl"
+  "cni cni/bridge github.com/containernetworking/plugins/plugins/main/bridge"
+  "cni cni/host-local github.com/containernetworking/plugins/plugins/ipam/host-local"
+  "cni cni/loopback github.com/containernetworking/plugins/plugins/main/loopback"
+  "cni cni/portmap github.com/containernetworking/plugins/plugins/meta/portmap"
 )
 total=${#targets[@]} n=0
 for t in "${targets[@]}"; do
   read -r mod name pkg <<<"$t"
   n=$((n + 1))
   if [ -x "$bin/$name" ]; then continue; fi
-  flags="-s -w"; [ "$mod" = k8s ] && flags=$ldk8s
+  flags="-s -w"
+  [ "$mod" = k8s ] && flags=$ldk8s
+  [ "$mod" = cri ] && flags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$cri"
   echo "tp-lab: building $name ($n/$total) from the Go module proxy..." >&2
   start=$(date +%s)
   # Progress while go works: a line every 30 s so a cold build never looks hung.

@@ -65,6 +65,10 @@ const toolPackages: Record<string, string> = {
   nsenter: 'util-linux',
   openssl: 'openssl',
   iptables: 'iptables',
+  containerd: 'containerd',
+  ctr: 'containerd',
+  runc: 'runc',
+  umount: 'mount',
 };
 
 export function missingTool(tool: string): UsageError {

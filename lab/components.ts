@@ -1,21 +1,20 @@
 // The lab's processes and their command lines: a pure function of the binaries, the state layout and
-// the topology, so the flags are reviewed (and unit-tested) in one place.
+// the topology, so the flags are reviewed (and unit-tested) in one place. The node's configuration files
+// (containerd, the kubelet, CNI) are rendered in node-config.ts.
 import * as path from 'node:path';
 import { stringify } from 'yaml';
+import { containerdConfigFile, kubeletConfigFile } from './node-config.js';
 import type { LabPaths } from './paths.js';
 import {
   APISERVER_PORT,
   CLUSTER_CIDR,
-  CLUSTER_DNS_IP,
   CLUSTER_DOMAIN,
   ETCD_CLIENT_PORT,
   ETCD_PEER_PORT,
-  KUBELET_PORT,
   NODE_CIDR_MASK,
   NODE_IP,
   NODE_NAME,
   NODE_NETNS,
-  POD_BRIDGE,
   SERVICE_CIDR,
 } from './topology.js';
 
@@ -26,8 +25,9 @@ export type ComponentName =
   | 'kube-apiserver'
   | 'kube-controller-manager'
   | 'kube-scheduler'
-  | 'node-agent'
-  | 'kube-proxy';
+  | 'kube-proxy'
+  | 'containerd'
+  | 'kubelet';
 
 export interface ComponentSpec {
   name: ComponentName;
@@ -45,8 +45,6 @@ export interface LabLayout {
   paths: LabPaths;
   /** dist/lab/main.js (the relays are `tp-lab relay …`). */
   labMain: string;
-  /** dist/lab/node/main.js. */
-  nodeAgentMain: string;
   hostApiPort: number;
 }
 
@@ -59,7 +57,8 @@ export const COMPONENT_ORDER: ComponentName[] = [
   'kube-controller-manager',
   'kube-scheduler',
   'kube-proxy',
-  'node-agent',
+  'containerd',
+  'kubelet',
 ];
 
 const pki = (l: LabLayout, file: string) => path.join(l.paths.pki, file);
@@ -152,7 +151,7 @@ export function kubeControllerManager(l: LabLayout): ComponentSpec {
       `--cluster-cidr=${CLUSTER_CIDR}`,
       `--node-cidr-mask-size=${NODE_CIDR_MASK}`,
       `--service-cluster-ip-range=${SERVICE_CIDR}`,
-      // No cloud: nothing programs routes; the node agent's bridge is the only pod network.
+      // No cloud: nothing programs routes; the node's CNI bridge is the only pod network.
       '--configure-cloud-routes=false',
       '--cluster-name=tp-lab',
       `--service-account-private-key-file=${pki(l, 'sa.key')}`,
@@ -220,29 +219,34 @@ export function renderKubeProxyConfig(l: LabLayout): string {
   });
 }
 
-/** The lab's own node agent (a kubelet), run from this checkout's dist/. */
-export function nodeAgent(l: LabLayout): ComponentSpec {
+/**
+ * containerd (Debian's) in the node's network namespace, so the CNI bridge and the pods' veths sit there.
+ * nsenter --net only: the host's mounts (bpffs, cgroups) stay visible to it and to runc.
+ */
+export function containerd(l: LabLayout): ComponentSpec {
   return {
-    name: 'node-agent',
+    name: 'containerd',
     netns: NODE_NETNS,
-    // Pods get their own grace periods; this bounds the whole shutdown.
-    stopGraceMs: 40_000,
+    // Running containers belong to their shims, not to containerd: its own stop is quick.
+    stopGraceMs: 15_000,
+    argv: ['containerd', `--config=${containerdConfigFile(l.paths)}`],
+  };
+}
+
+/** The real kubelet (built with the control plane), registering node tplab-node with containerd as its runtime. */
+export function kubelet(l: LabLayout): ComponentSpec {
+  return {
+    name: 'kubelet',
+    netns: NODE_NETNS,
+    stopGraceMs: 10_000,
     argv: [
-      process.execPath,
-      '--enable-source-maps',
-      l.nodeAgentMain,
+      path.join(l.bin, 'kubelet'),
+      `--config=${kubeletConfigFile(l.paths)}`,
       `--kubeconfig=${l.paths.kubeconfigNode}`,
-      `--node-name=${NODE_NAME}`,
+      `--hostname-override=${NODE_NAME}`,
       `--node-ip=${NODE_IP}`,
-      `--state-dir=${l.paths.node}`,
-      `--tls-cert=${pki(l, 'node-serving.crt')}`,
-      `--tls-key=${pki(l, 'node-serving.key')}`,
-      `--ca-file=${pki(l, 'ca.crt')}`,
-      `--port=${KUBELET_PORT}`,
-      `--bridge=${POD_BRIDGE}`,
-      `--cluster-dns=${CLUSTER_DNS_IP}`,
-      `--cluster-domain=${CLUSTER_DOMAIN}`,
-      `--lab-bin=${l.bin}`,
+      `--root-dir=${l.paths.kubelet}`,
+      '--v=1',
     ],
   };
 }
@@ -293,10 +297,12 @@ export function componentSpec(name: ComponentName, l: LabLayout): ComponentSpec 
       return kubeControllerManager(l);
     case 'kube-scheduler':
       return kubeScheduler(l);
-    case 'node-agent':
-      return nodeAgent(l);
     case 'kube-proxy':
       return kubeProxy(l);
+    case 'containerd':
+      return containerd(l);
+    case 'kubelet':
+      return kubelet(l);
   }
 }
 

@@ -27,7 +27,8 @@ export function renderCorefile(): string {
   ].join('\n');
 }
 
-export function corednsObjects(): KubeObject[] {
+/** The objects of the cluster's DNS; `image` is the CoreDNS image the lab built (lab/coredns:<version>). */
+export function corednsObjects(image: string): KubeObject[] {
   return [
     {
       apiVersion: 'v1',
@@ -76,7 +77,7 @@ export function corednsObjects(): KubeObject[] {
             containers: [
               {
                 name: 'coredns',
-                image: 'lab/coredns',
+                image,
                 args: ['-conf', '/etc/coredns/Corefile'],
                 ports: [
                   { name: 'dns', containerPort: 53, protocol: 'UDP' },

@@ -16,7 +16,6 @@ export function labLayout(bin: string, root?: string): LabLayout {
     bin,
     paths: labPaths(root),
     labMain: path.join(dist, 'lab', 'main.js'),
-    nodeAgentMain: path.join(dist, 'lab', 'node', 'main.js'),
     hostApiPort: hostApiPort(),
   };
 }

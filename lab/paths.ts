@@ -1,5 +1,5 @@
 // Where the lab keeps its state: $TP_LAB_DIR (default ~/.local/state/tp-lab). The layout is part of
-// lab/README.md's contract; the node agent owns node/.
+// lab/README.md's contract.
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parsePort } from '../netaddr/parse.js';
@@ -15,13 +15,26 @@ export interface LabPaths {
   /** Unix sockets (the API relay). */
   run: string;
   etcdData: string;
-  /** The node agent's pod state. */
-  node: string;
+  /** containerd's root (content store, snapshots: the node's images survive `down`). */
+  containerdRoot: string;
+  /** containerd's state (tasks, rootfs mounts, pod network namespaces, runc's state). */
+  containerdState: string;
+  /** containerd's CRI socket (the kubelet's and crictl's runtime endpoint). */
+  containerdSocket: string;
+  /** The kubelet's --root-dir (pod volumes, plugins, checkpoints). */
+  kubelet: string;
+  /** Pod and container logs (the kubelet's podLogsDir). */
+  podLogs: string;
+  /** The CNI network: net.d/ (the conflist containerd reads) and ipam/ (host-local's allocations). */
+  cniConf: string;
+  cniIpam: string;
+  /** The image archives the lab builds and imports into containerd. */
+  images: string;
   /** Host kubeconfig: https://127.0.0.1:<host port>. */
   kubeconfig: string;
   /** Workstation kubeconfig: https://172.30.0.1:6443. */
   kubeconfigWorkstation: string;
-  /** The node agent's credentials. */
+  /** The kubelet's credentials (system:node:tplab-node). */
   kubeconfigNode: string;
   /** The unix socket the relay inside tplab-node serves; the root-namespace forward connects to it. */
   apiRelaySocket: string;
@@ -43,7 +56,14 @@ export function labPaths(root = labDir()): LabPaths {
     pids: path.join(root, 'pids'),
     run,
     etcdData: path.join(root, 'etcd'),
-    node: path.join(root, 'node'),
+    containerdRoot: path.join(root, 'containerd', 'root'),
+    containerdState: path.join(root, 'containerd', 'state'),
+    containerdSocket: path.join(run, 'containerd.sock'),
+    kubelet: path.join(root, 'kubelet'),
+    podLogs: path.join(root, 'pod-logs'),
+    cniConf: path.join(root, 'cni', 'net.d'),
+    cniIpam: path.join(root, 'cni', 'ipam'),
+    images: path.join(root, 'images'),
     kubeconfig: path.join(root, 'kubeconfig'),
     kubeconfigWorkstation: path.join(root, 'kubeconfig-ws'),
     kubeconfigNode: path.join(root, 'kubeconfig-node'),

@@ -3,7 +3,17 @@ import * as fs from 'node:fs';
 import { UsageError } from '../netaddr/parse.js';
 import { missingTool, onPath } from './command.js';
 
-export const REQUIRED_TOOLS = ['ip', 'nsenter', 'openssl', 'iptables'] as const;
+/** Host tools the lab runs; containerd, ctr and runc are the node's container runtime (Debian's packages). */
+export const REQUIRED_TOOLS = [
+  'ip',
+  'nsenter',
+  'openssl',
+  'iptables',
+  'containerd',
+  'ctr',
+  'runc',
+  'umount',
+] as const;
 
 /** Why the lab cannot run on this host (null when it can). Binaries are checked separately. */
 export function labHostProblem(): string | null {

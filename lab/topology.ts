@@ -1,7 +1,7 @@
 // The lab's fixed facts (namespaces, addresses, CIDRs, ports): the contract of lab/README.md in code.
 // The node agent (lab/node/) and the e2e harness read them from here rather than repeating them.
 
-/** Network namespace of the control plane, kube-proxy, the node agent and the pod bridge. */
+/** Network namespace of the control plane, kube-proxy, containerd, the kubelet and the pod bridge. */
 export const NODE_NETNS = 'tplab-node';
 /** Network namespace of the "workstation": reaches the API server, not the pod or service networks. */
 export const WORKSTATION_NETNS = 'tplab-ws';
@@ -17,8 +17,19 @@ export const LINK_PREFIX = 30;
 /** The veth end in tplab-node (172.30.0.1) and its peer in tplab-ws (172.30.0.2). */
 export const NODE_LINK = 'tplab-ws0';
 export const WORKSTATION_LINK = 'tplab-ws1';
-/** The pod bridge in tplab-node; the node agent gives it the first address of the node's podCIDR. */
+/**
+ * The pod bridge in tplab-node. `up` creates it with a fixed MAC before the kubelet starts; the CNI
+ * bridge plugin adopts it and gives it the first address of the node's podCIDR (the pods' gateway).
+ */
 export const POD_BRIDGE = 'tplab0';
+/** The CNI network's name (the conflist's `name`; also the prefix of CNI's cache entries). */
+export const CNI_NETWORK = 'tplab';
+/** The cgroup (under every cgroup v1 hierarchy) that holds every pod of the node: the kubelet's cgroupRoot. */
+export const CGROUP_ROOT = 'tplab';
+/** The sandbox ("pause") image containerd runs for every pod; the lab builds it (lab/images). */
+export const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10';
+/** containerd's namespace for Kubernetes (the CRI plugin's). */
+export const CONTAINERD_K8S_NAMESPACE = 'k8s.io';
 
 export const CLUSTER_CIDR = '10.244.0.0/16';
 export const NODE_CIDR_MASK = 24;
@@ -31,6 +42,8 @@ export const ETCD_CLIENT_PORT = 2379;
 export const ETCD_PEER_PORT = 2380;
 export const APISERVER_PORT = 6443;
 export const KUBELET_PORT = 10250;
+/** The kubelet's /healthz, on the node namespace's loopback. */
+export const KUBELET_HEALTHZ_PORT = 10248;
 /** The root namespace's only lab socket: 127.0.0.1:<this> forwards to the API server. */
 export const DEFAULT_HOST_API_PORT = 16443;
 

@@ -19,13 +19,15 @@ import { labDown } from './down.js';
 import { renderKubeconfig } from './kubeconfig.js';
 import { adminClient, labLayout } from './layout.js';
 import { createNetwork, networkHealthy } from './network.js';
+import { imageNamed, type KeyedNodeImage, nodeImages } from './node-images.js';
+import { containerdReady, ensureBridge, importImages, prepareNode, writeCniNetwork } from './node-runtime.js';
 import { logFile, pidFile } from './paths.js';
 import { ensurePki } from './pki.js';
 import { assertHostCanRunLab } from './preflight.js';
 import { liveProcess, startDetached } from './processes.js';
 import { apiReady, corednsReady, nodeReady } from './readiness.js';
 import { tcpPortInUse } from './relay.js';
-import { APISERVER_PORT, NODE_NAME, WORKSTATION_API_URL } from './topology.js';
+import { APISERVER_PORT, NODE_NAME, POD_BRIDGE, WORKSTATION_API_URL } from './topology.js';
 import { ensureWorkstationResolvConf, workstationResolvConfPath } from './workstation.js';
 
 export interface UpOptions {
@@ -51,12 +53,14 @@ export async function labUp(options: UpOptions): Promise<UpResult> {
   assertHostCanRunLab();
   const bin = await ensureBinaries((line) => options.progress(line));
   const l = labLayout(bin);
-  if (!fs.existsSync(l.nodeAgentMain) || !fs.existsSync(l.labMain)) {
-    throw new UsageError(`${l.nodeAgentMain} is missing: build tp first (node build.mjs in the checkout)`);
+  if (!fs.existsSync(l.labMain)) {
+    throw new UsageError(`${l.labMain} is missing: build tp first (node build.mjs in the checkout)`);
   }
 
   const alive = COMPONENT_ORDER.filter((c) => liveProcess(pidFile(l.paths, c)));
   if (alive.length === COMPONENT_ORDER.length && (await apiReady(l))) {
+    // A running lab still gets the images of this checkout (tp's image after a rebuild, above all).
+    await importNodeImages(l, await nodeImages(l, say), say);
     say('the lab is already running');
     return { kubeconfig: l.paths.kubeconfig, alreadyRunning: true, seconds: (Date.now() - started) / 1000 };
   }
@@ -98,7 +102,7 @@ export async function labUp(options: UpOptions): Promise<UpResult> {
 
 async function bringUp(l: LabLayout, alive: ComponentName[], say: (msg: string) => void): Promise<void> {
   const p = l.paths;
-  for (const dir of [p.root, p.config, p.logs, p.pids, p.run, p.node]) fs.mkdirSync(dir, { recursive: true });
+  for (const dir of [p.root, p.config, p.logs, p.pids, p.run]) fs.mkdirSync(dir, { recursive: true });
   if (alive.length === 0) {
     if (await ensurePki(p.pki)) say('generated the CA, certificates and service-account keys');
   }
@@ -111,6 +115,9 @@ async function bringUp(l: LabLayout, alive: ComponentName[], say: (msg: string) 
     say('created network namespaces tplab-node and tplab-ws');
   }
   ensureWorkstationResolvConf(p);
+
+  // Built from this machine's files before anything starts (reused while unchanged: a warm call is quick).
+  const images = await nodeImages(l, say);
 
   const running = new Set<ComponentName>(alive);
   const start = async (name: ComponentName) => {
@@ -131,16 +138,28 @@ async function bringUp(l: LabLayout, alive: ComponentName[], say: (msg: string) 
   const api = adminClient(l);
   try {
     await waitFor('the default namespace', 60_000, () => api.getJson('/api/v1/namespaces/default'));
-    for (const obj of corednsObjects()) await api.apply(obj);
+    for (const obj of corednsObjects(imageNamed(images, 'coredns'))) await api.apply(obj);
     say('applied CoreDNS (Deployment kube-system/coredns, Service kube-dns)');
 
-    // kube-proxy before the node agent: the Service rules (10.96.0.1 for CoreDNS) exist before pods.
-    for (const c of ['kube-controller-manager', 'kube-scheduler', 'kube-proxy', 'node-agent'] as const) {
-      await start(c);
-    }
+    // kube-proxy before the node: the Service rules (10.96.0.1 for CoreDNS) exist before pods.
+    for (const c of ['kube-controller-manager', 'kube-scheduler', 'kube-proxy'] as const) await start(c);
+
+    await prepareNode(l);
+    await start('containerd');
+    await waitFor('containerd to answer on its socket', 60_000, () => containerdReady(p));
+    await importNodeImages(l, images, say);
+    await start('kubelet');
     await waitFor(`node ${NODE_NAME} to register`, 120_000, () => api.getJson(`/api/v1/nodes/${NODE_NAME}`));
+    // The controller-manager allocates the podCIDR; the CNI network follows it, then the node is Ready.
+    const podCidr = await waitFor(`node ${NODE_NAME} to get a podCIDR`, 60_000, async () => {
+      const node = await api.getJson<{ spec?: { podCIDR?: string } }>(`/api/v1/nodes/${NODE_NAME}`);
+      return node?.spec?.podCIDR;
+    });
+    await ensureBridge(podCidr);
+    if (writeCniNetwork(p, podCidr))
+      say(`wrote the CNI network for podCIDR ${podCidr} (bridge ${POD_BRIDGE})`);
     await waitFor(`node ${NODE_NAME} to be Ready`, 180_000, () => nodeReady(api));
-    say(`node ${NODE_NAME} Ready`);
+    say(`node ${NODE_NAME} Ready (kubelet, containerd, runc)`);
     await waitFor('CoreDNS to be ready', 180_000, () => corednsReady(api));
     say('CoreDNS ready');
   } finally {
@@ -148,7 +167,17 @@ async function bringUp(l: LabLayout, alive: ComponentName[], say: (msg: string) 
   }
 }
 
-/** Writes the kubeconfigs (host, workstation, node agent, components) and kube-proxy's config. */
+/** Imports the node's images containerd does not hold yet (or holds an older build of). */
+async function importNodeImages(
+  l: LabLayout,
+  images: KeyedNodeImage[],
+  say: (msg: string) => void,
+): Promise<void> {
+  const imported = await importImages(l.paths, images);
+  if (imported.length) say(`imported ${imported.join(', ')} into the node's containerd`);
+}
+
+/** Writes the kubeconfigs (host, workstation, kubelet, components) and kube-proxy's config. */
 function writeConfigs(l: LabLayout): void {
   const pki = l.paths.pki;
   const read = (name: string) => fs.readFileSync(path.join(pki, name), 'utf8');

@@ -23,8 +23,12 @@ function find(dir, out = []) {
 // file that checks `tp-lab down` ends the shared lab, so it runs last.
 const isE2e = (f) => f.includes('/e2e/');
 const order = (f) => (f.endsWith('/e2e/lab-down.test.js') ? 3 : isE2e(f) ? 2 : f.includes('.netns.') ? 1 : 0);
+// Filters match the path below dist/ (e.g. "lab/test", "/e2e/"), never the checkout's own directory name.
 const files = find(path.join(root, 'dist'))
-  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
+  .filter((f) => {
+    const rel = `/${path.relative(path.join(root, 'dist'), f)}`;
+    return filters.length === 0 || filters.some((s) => rel.includes(s));
+  })
   .sort((a, b) => order(a) - order(b) || a.localeCompare(b));
 
 let passed = 0;

@@ -14,13 +14,20 @@ import {
 } from '../components.js';
 import { corednsObjects, renderCorefile } from '../coredns.js';
 import { renderKubeconfig } from '../kubeconfig.js';
+import {
+  bridgeMac,
+  gatewayOf,
+  renderCniConflist,
+  renderContainerdConfig,
+  renderKubeletConfig,
+} from '../node-config.js';
+import { cgroupHierarchies, mountsUnder } from '../node-runtime.js';
 import { labPaths } from '../paths.js';
 
 const layout: LabLayout = {
   bin: '/cache/bin',
   paths: labPaths('/state'),
   labMain: '/repo/dist/lab/main.js',
-  nodeAgentMain: '/repo/dist/lab/node/main.js',
   hostApiPort: 16443,
 };
 const argvOf = (name: Parameters<typeof componentSpec>[0]) => componentSpec(name, layout).argv;
@@ -84,22 +91,115 @@ test('controller-manager: node CIDRs, all controllers, service-account keys and 
   }
 });
 
-test('node agent: the agreed flags', () => {
-  const argv = argvOf('node-agent');
-  assert.is(argv[0], process.execPath);
+test("containerd: Debian's binary with the lab's config, in tplab-node", () => {
+  assert.equal(argvOf('containerd'), ['containerd', '--config=/state/config/containerd.toml']);
+  assert.is(componentSpec('containerd', layout).netns, 'tplab-node');
+});
+
+test("kubelet: the lab's binary, node identity and everything under the state directory", () => {
+  const argv = argvOf('kubelet');
+  assert.is(argv[0], '/cache/bin/kubelet');
   for (const flag of [
+    '--config=/state/config/kubelet.yaml',
     '--kubeconfig=/state/kubeconfig-node',
-    '--node-name=tplab-node',
+    '--hostname-override=tplab-node',
     '--node-ip=172.30.0.1',
-    '--state-dir=/state/node',
-    '--tls-cert=/state/pki/node-serving.crt',
-    '--tls-key=/state/pki/node-serving.key',
-    '--cluster-dns=10.96.0.10',
-    '--cluster-domain=cluster.local',
-    '--ca-file=/state/pki/ca.crt',
+    '--root-dir=/state/kubelet',
   ]) {
     assert.ok(argv.includes(flag), `missing ${flag}`);
   }
+});
+
+test("containerd config: state under the lab, no oom_score_adj changes, netns in the state dir, the lab's CNI", () => {
+  const toml = renderContainerdConfig(layout.paths, '/cache/bin/cni');
+  for (const line of [
+    'root = "/state/containerd/root"',
+    'state = "/state/containerd/state"',
+    'address = "/state/run/containerd.sock"',
+    'sandbox_image = "registry.k8s.io/pause:3.10"',
+    'restrict_oom_score_adj = true',
+    'netns_mounts_under_state_dir = true',
+    'bin_dir = "/cache/bin/cni"',
+    'conf_dir = "/state/cni/net.d"',
+    'SystemdCgroup = false',
+    'Root = "/state/containerd/state/runc"',
+  ]) {
+    assert.ok(toml.includes(line), `missing ${line}`);
+  }
+  assert.not.match(
+    toml,
+    /\/var\/lib|\/etc\/cni|\/opt\//,
+    'nothing outside the state directory and the cache',
+  );
+});
+
+test('kubelet config: webhook authn/authz with the lab CA, cgroupfs under /tplab, no image GC', () => {
+  const c = parse(renderKubeletConfig(layout.paths));
+  assert.is(c.kind, 'KubeletConfiguration');
+  assert.is(c.address, '172.30.0.1');
+  assert.is(c.port, 10250);
+  assert.is(c.readOnlyPort, 0);
+  assert.is(c.authentication.anonymous.enabled, false);
+  assert.is(c.authentication.webhook.enabled, true);
+  assert.is(c.authentication.x509.clientCAFile, '/state/pki/ca.crt');
+  assert.is(c.authorization.mode, 'Webhook');
+  assert.is(c.tlsCertFile, '/state/pki/node-serving.crt');
+  assert.is(c.containerRuntimeEndpoint, 'unix:///state/run/containerd.sock');
+  assert.is(c.cgroupDriver, 'cgroupfs');
+  assert.is(c.cgroupRoot, '/tplab');
+  assert.equal(c.clusterDNS, ['10.96.0.10']);
+  assert.is(c.podLogsDir, '/state/pod-logs');
+  assert.is(c.imageGCHighThresholdPercent, 100);
+});
+
+test("CNI network: bridge tplab0 with the podCIDR's first address as gateway, host-local under the state dir", () => {
+  const c = JSON.parse(renderCniConflist(layout.paths, '10.244.0.0/24'));
+  assert.is(c.name, 'tplab');
+  const [bridge, portmap] = c.plugins;
+  assert.is(bridge.type, 'bridge');
+  assert.is(bridge.bridge, 'tplab0');
+  assert.is(bridge.isGateway, true);
+  assert.is(bridge.hairpinMode, true);
+  assert.equal(bridge.ipam.ranges, [[{ subnet: '10.244.0.0/24', gateway: '10.244.0.1' }]]);
+  assert.is(bridge.ipam.dataDir, '/state/cni/ipam');
+  assert.is(portmap.type, 'portmap');
+  assert.is(gatewayOf('10.244.3.0/24'), '10.244.3.1');
+  assert.is(bridgeMac('10.244.0.1'), '0a:58:0a:f4:00:01');
+});
+
+test('cgroup v1 hierarchies from mountinfo', () => {
+  const mountinfo = [
+    '30 25 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755',
+    '31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu',
+    '32 30 0:28 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory',
+    '33 30 0:29 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd',
+    '34 25 0:30 / /sys/fs/bpf rw - bpf bpf rw',
+  ].join('\n');
+  assert.equal(cgroupHierarchies(mountinfo), [
+    '/sys/fs/cgroup/cpu',
+    '/sys/fs/cgroup/memory',
+    '/sys/fs/cgroup/systemd',
+  ]);
+});
+
+test('mounts under the state directory, each before its parent, never a sibling with the same prefix', () => {
+  const mountinfo = [
+    '40 25 0:40 / /state/kubelet/pods/a/volumes/x rw - tmpfs tmpfs rw',
+    '41 25 0:41 / /state/containerd/state/netns/cni-1 rw - nsfs nsfs rw',
+    '42 25 0:42 / /state2/other rw - tmpfs tmpfs rw',
+    '43 25 0:43 / /state/kubelet/pods/a/volumes/x/deeper rw - tmpfs tmpfs rw',
+  ].join('\n');
+  const points = mountsUnder('/state', mountinfo);
+  assert.equal([...points].sort(), [
+    '/state/containerd/state/netns/cni-1',
+    '/state/kubelet/pods/a/volumes/x',
+    '/state/kubelet/pods/a/volumes/x/deeper',
+  ]);
+  const at = (p: string) => points.indexOf(p);
+  assert.ok(
+    at('/state/kubelet/pods/a/volumes/x/deeper') < at('/state/kubelet/pods/a/volumes/x'),
+    'a mount before its parent',
+  );
 });
 
 test('kube-proxy: iptables mode, the node IP, conntrack sysctls left alone', () => {
@@ -114,14 +214,14 @@ test('kube-proxy: iptables mode, the node IP, conntrack sysctls left alone', () 
   assert.is(config.clientConnection.kubeconfig, '/state/config/kube-proxy.kubeconfig');
 });
 
-test('CoreDNS: Deployment of lab/coredns, kube-dns at 10.96.0.10, no upstream forwarding', () => {
-  const objects = corednsObjects();
+test("CoreDNS: Deployment of the lab's CoreDNS image, kube-dns at 10.96.0.10, no upstream forwarding", () => {
+  const objects = corednsObjects('docker.io/lab/coredns:1.14.2');
   const svc = objects.find((o) => o.kind === 'Service') as { spec: { clusterIP: string } } | undefined;
   assert.is(svc?.spec.clusterIP, '10.96.0.10');
   const deploy = objects.find((o) => o.kind === 'Deployment') as
     | { spec: { template: { spec: { containers: { image: string }[] } } } }
     | undefined;
-  assert.is(deploy?.spec.template.spec.containers[0]?.image, 'lab/coredns');
+  assert.is(deploy?.spec.template.spec.containers[0]?.image, 'docker.io/lab/coredns:1.14.2');
   const corefile = renderCorefile();
   assert.match(corefile, /kubernetes cluster\.local in-addr\.arpa ip6\.arpa/);
   assert.not.match(corefile, /forward/);

@@ -17,7 +17,7 @@ export interface Cluster {
   kubectl: string;
   /** Prefix that runs a command "on the workstation" (tplab-ws for the lab, nothing elsewhere). */
   workstationPrefix: string[];
-  /** Image names of the test workloads (lab: the node agent's table; kind: images the script built). */
+  /** Image names of the test workloads (lab: the images `tp-lab up` builds and imports; kind: the script's). */
   images: { echo: string; shell: string };
 }
 
@@ -42,8 +42,8 @@ export function externalKubeconfig(): string | null {
 /** The cluster description for a lab that is up (or for the external cluster). */
 export function describeCluster(): Cluster {
   const images = {
-    echo: process.env.TP_E2E_IMAGE_ECHO || 'lab/echo',
-    shell: process.env.TP_E2E_IMAGE_SHELL || 'lab/shell',
+    echo: process.env.TP_E2E_IMAGE_ECHO || 'lab/echo:1',
+    shell: process.env.TP_E2E_IMAGE_SHELL || 'lab/shell:1',
   };
   const external = externalKubeconfig();
   if (external) {

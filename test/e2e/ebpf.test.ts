@@ -161,8 +161,8 @@ if (cluster) {
     assert.ok((await echoPods()).every(injected));
     const clientIp = (await kubectlJson<{ status: { podIP: string } }>(c, ['get', 'pod', 'client', '-n', NS]))
       .status.podIP;
-    // Kubelet probes (from the node, 172.30.0.1) interleave with the requests in the log: look at the
-    // requests from the client pod, which must arrive with its own address.
+    // Probes (the agent checks the app on loopback for the kubelet) interleave with the requests in the
+    // log: look at the requests from the client pod, which must arrive with its own address.
     const logs = await kubectl(c, ['logs', '-n', NS, 'deploy/echo', '-c', 'echo', '--tail=40']);
     const fromClient = new RegExp(`from (::ffff:)?${clientIp.replace(/\./g, '\\.')}$`);
     const lines = logs.stdout.trim().split('\n');

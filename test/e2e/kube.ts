@@ -153,9 +153,14 @@ export function execInPod(
   namespace: string,
   pod: string,
   argv: string[],
-  options: { check?: boolean } = {},
+  options: { check?: boolean; container?: string } = {},
 ): Promise<CommandResult> {
-  return kubectl(c, ['exec', '-n', namespace, pod, '--', ...argv], options);
+  const { container, ...rest } = options;
+  return kubectl(
+    c,
+    ['exec', '-n', namespace, pod, ...(container ? ['-c', container] : []), '--', ...argv],
+    rest,
+  );
 }
 
 /**
@@ -203,7 +208,8 @@ export async function startClientPod(c: Cluster, namespace: string, name = 'clie
     '--',
     'sh',
     '-c',
-    'sleep 3600',
+    // PID 1 ignores SIGTERM unless it handles it: end at once when the pod is deleted.
+    'trap "exit 0" TERM; sleep 3600 & wait',
   ]);
   await kubectl(c, ['wait', '-n', namespace, '--for=condition=Ready', `pod/${name}`, '--timeout=120s'], {
     timeoutMs: 130_000,

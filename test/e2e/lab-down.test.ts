@@ -1,21 +1,24 @@
-// `tp-lab down` leaves nothing behind: no tplab-* namespace, no lab process, no listener on the
-// root namespace's forward port, no lab interface or rule in the root namespace. The test runner
+// `tp-lab down` leaves nothing behind: no tplab-* namespace, no lab process (containerd, its shims and
+// the containers included), no mount under the state directory, no cgroup of the node's, no listener on
+// the root namespace's forward port, no lab interface or rule in the root namespace. The test runner
 // runs this file after every other e2e file (it ends the lab they share).
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as assert from 'uvu/assert';
 import { cachedBinDir } from '../../lab/binaries.js';
 import { runCommand } from '../../lab/command.js';
+import { cgroupHierarchies, mountsUnder } from '../../lab/node-runtime.js';
 import { hostApiPort, labPaths } from '../../lab/paths.js';
+import { CGROUP_ROOT } from '../../lab/topology.js';
 import { repoRoot } from './cluster.js';
 import { runTpLab } from './session.js';
 import { clusterSuite } from './suite.js';
 
 const { test, cluster } = await clusterSuite('tp-lab down');
 
-/** Every process whose command line mentions the lab's binaries or tp-lab/the node agent, except us. */
+/** Every process whose command line mentions the lab's binaries, its state directory (containerd and its shims) or tp-lab, except us. */
 function labProcesses(): string[] {
-  const markers = [cachedBinDir(), `${repoRoot}/dist/lab/`];
+  const markers = [cachedBinDir(), `${repoRoot}/dist/lab/`, `${labPaths().root}/`];
   const found: string[] = [];
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
@@ -61,6 +64,9 @@ if (cluster?.kind === 'lab') {
       const rules = (await runCommand(['iptables-save'])).stdout;
       assert.not.match(rules, /KUBE-|tplab/, 'no lab iptables rule in the root namespace');
       assert.not.ok(fs.existsSync(labPaths().pids) && fs.readdirSync(labPaths().pids).length, 'no PID file');
+      assert.equal(mountsUnder(labPaths().root), [], 'nothing stays mounted under the state directory');
+      const cgroups = cgroupHierarchies().filter((h) => fs.existsSync(`${h}/${CGROUP_ROOT}`));
+      assert.equal(cgroups, [], "no cgroup of the node's is left");
     });
 
     test('tp-lab down again is harmless', async () => {

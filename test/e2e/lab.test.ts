@@ -69,7 +69,7 @@ if (cluster) {
     assert.is.not(pods[0]!.ip, pods[1]!.ip, 'the pods have distinct IPs');
   });
 
-  test('kubectl run client --image=lab/shell: the client pod runs', async () => {
+  test('kubectl run client --image=lab/shell:1: the client pod runs', async () => {
     await startClientPod(c, NS);
   });
 

@@ -43,7 +43,12 @@ export async function beginE2eRun(): Promise<E2eRun> {
   if (externalKubeconfig()) return { state: 'external', ownsLab: false };
   const reason = labUnavailableReason();
   if (reason) return { state: `skip:${reason}`, ownsLab: false };
-  if (await labRunning()) return { state: 'up', ownsLab: false };
+  if (await labRunning()) {
+    // Still `tp-lab up`: on a running lab it imports this checkout's images (tp's, rebuilt) and nothing else.
+    const up = await runTpLab(['up']);
+    if (up.code !== 0) return { state: `failed:tp-lab up failed: ${up.lastLine}`, ownsLab: false };
+    return { state: 'up', ownsLab: false };
+  }
   process.stderr.write('# e2e: bringing the lab up (tp-lab up) once for all e2e files\n');
   const up = await runTpLab(['up']);
   if (up.code !== 0) return { state: `failed:tp-lab up failed: ${up.lastLine}`, ownsLab: true };

@@ -83,7 +83,6 @@ type StatusJson = Extract<StatusView, { sessionId: string }>;
 if (cluster) {
   const c = cluster;
   const lab = c.kind === 'lab';
-  const nodeCommand = lab ? process.execPath : 'node';
   /** The resolver file tp manages on this workstation. */
   const resolvConf = lab ? workstationResolvConfPath(labPaths()) : '/etc/resolv.conf';
   const tp = tpOnWorkstation(c, scratch, {
@@ -154,7 +153,8 @@ if (cluster) {
               {
                 name: 'fileserver',
                 image: c.images.shell,
-                command: [nodeCommand, '-e', fileServer],
+                // The shell image carries Node (as the scenario images of kind/run.sh do).
+                command: ['node', '-e', fileServer],
                 ports: [{ containerPort: 8080 }],
                 readinessProbe: { httpGet: { path: '/', port: 8080 }, periodSeconds: 2 },
               },
