@@ -2,6 +2,9 @@
 // files and takes it down after them (also when they fail), and tells each file the outcome through
 // TP_E2E_LAB. A file run on its own brings the lab up itself and leaves it running.
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { labDir } from '../../lab/paths.js';
 import { labStatus, renderStatus } from '../../lab/status.js';
 import { describeCluster, externalKubeconfig, labUnavailableReason, tpLabMain } from './cluster.js';
 import { kubectl } from './kube.js';
@@ -14,6 +17,35 @@ export const KEEP_LAB_ENV = 'TP_E2E_KEEP_LAB';
 export interface E2eRun {
   state: string;
   ownsLab: boolean;
+  /** Ends this run's hold on the lab (see acquireLabLock). */
+  release?: () => void;
+}
+
+/**
+ * The lab is one per machine (its namespaces, ports and cgroups have fixed names): test runs that use it
+ * take turns. An exclusive flock(1) on `<lab dir>.lock`, held by a child process that exits when its
+ * stdin closes, so the lock goes with this process however it ends. Says so while it waits.
+ */
+export async function acquireLabLock(): Promise<() => void> {
+  const file = `${labDir()}.lock`;
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const child = spawn('flock', ['-x', file, '-c', 'echo locked; read _'], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const waiting = setTimeout(
+    () => process.stderr.write(`# e2e: another test run is using the lab; waiting for ${file}\n`),
+    2_000,
+  );
+  await new Promise<void>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`flock ${file} exited (${code}) before locking`)));
+    child.stdout!.setEncoding('utf8').once('data', () => resolve());
+  }).finally(() => clearTimeout(waiting));
+  child.removeAllListeners('exit');
+  child.unref();
+  (child.stdout as unknown as { unref?: () => void }).unref?.();
+  (child.stdin as unknown as { unref?: () => void }).unref?.();
+  return () => child.stdin!.end();
 }
 
 /** Runs tp-lab with its progress on stderr; resolves to the exit code and the last stderr line. */
@@ -43,23 +75,28 @@ export async function beginE2eRun(): Promise<E2eRun> {
   if (externalKubeconfig()) return { state: 'external', ownsLab: false };
   const reason = labUnavailableReason();
   if (reason) return { state: `skip:${reason}`, ownsLab: false };
+  const release = await acquireLabLock();
   if (await labRunning()) {
     // Still `tp-lab up`: on a running lab it imports this checkout's images (tp's, rebuilt) and nothing else.
     const up = await runTpLab(['up']);
-    if (up.code !== 0) return { state: `failed:tp-lab up failed: ${up.lastLine}`, ownsLab: false };
-    return { state: 'up', ownsLab: false };
+    if (up.code !== 0) return { state: `failed:tp-lab up failed: ${up.lastLine}`, ownsLab: false, release };
+    return { state: 'up', ownsLab: false, release };
   }
   process.stderr.write('# e2e: bringing the lab up (tp-lab up) once for all e2e files\n');
   const up = await runTpLab(['up']);
-  if (up.code !== 0) return { state: `failed:tp-lab up failed: ${up.lastLine}`, ownsLab: true };
-  return { state: 'up', ownsLab: true };
+  if (up.code !== 0) return { state: `failed:tp-lab up failed: ${up.lastLine}`, ownsLab: true, release };
+  return { state: 'up', ownsLab: true, release };
 }
 
 /** After the e2e files (also on failure): take down the lab this run brought up. */
 export async function endE2eRun(run: E2eRun): Promise<void> {
-  if (!run.ownsLab) return;
-  process.stderr.write('# e2e: taking the lab down (tp-lab down)\n');
-  await runTpLab(['down']);
+  try {
+    if (!run.ownsLab) return;
+    process.stderr.write('# e2e: taking the lab down (tp-lab down)\n');
+    await runTpLab(['down']);
+  } finally {
+    run.release?.();
+  }
 }
 
 export function e2eEnv(run: E2eRun): Record<string, string> {
