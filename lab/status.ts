@@ -8,6 +8,7 @@ import { listNamespaces } from './network.js';
 import { pidFile } from './paths.js';
 import { liveProcess } from './processes.js';
 import { apiReady, corednsReady, nodeReady } from './readiness.js';
+import { NODE_NAME } from './topology.js';
 
 export interface LabStatus {
   state: 'running' | 'degraded' | 'down';
@@ -21,6 +22,8 @@ export interface LabStatus {
   namespaces: string[];
   apiReady: boolean;
   nodeReady: boolean;
+  /** The node as the kubelet reports it (kubelet version, container runtime), when the API answers. */
+  node: { kubelet: string; runtime: string } | null;
   corednsReady: boolean;
 }
 
@@ -34,11 +37,23 @@ export async function labStatus(): Promise<LabStatus> {
   const namespaces = await listNamespaces().catch(() => []);
   const ready = components.some((c) => c.running) && (await apiReady(l));
   let node = false;
+  let nodeInfo: LabStatus['node'] = null;
   let dns = false;
   if (ready) {
     const api = adminClient(l);
     try {
       node = await nodeReady(api).catch(() => false);
+      const info = await api
+        .getJson<{ status?: { nodeInfo?: { kubeletVersion?: string; containerRuntimeVersion?: string } } }>(
+          `/api/v1/nodes/${NODE_NAME}`,
+        )
+        .catch(() => undefined);
+      if (info?.status?.nodeInfo) {
+        nodeInfo = {
+          kubelet: info.status.nodeInfo.kubeletVersion ?? '',
+          runtime: info.status.nodeInfo.containerRuntimeVersion ?? '',
+        };
+      }
       dns = await corednsReady(api).catch(() => false);
     } finally {
       api.close();
@@ -60,6 +75,7 @@ export async function labStatus(): Promise<LabStatus> {
     namespaces,
     apiReady: ready,
     nodeReady: node,
+    node: nodeInfo,
     corednsReady: dns,
   };
 }
@@ -71,7 +87,7 @@ export function renderStatus(s: LabStatus): string {
     `state dir:   ${s.dir}`,
     `binaries:    ${s.binariesBuilt ? s.bin : `not built (tp-lab build or tp-lab up builds them into ${s.bin})`}`,
     `API:         ${s.hostApi} ready=${yes(s.apiReady)}`,
-    `node Ready:  ${yes(s.nodeReady)}`,
+    `node Ready:  ${yes(s.nodeReady)}${s.node ? ` (kubelet ${s.node.kubelet}, ${s.node.runtime})` : ''}`,
     `CoreDNS:     ${s.corednsReady ? 'ready' : 'not ready'}`,
     `namespaces:  ${s.namespaces.length ? s.namespaces.join(' ') : '(none)'}`,
     'processes:',
