@@ -11,6 +11,7 @@ import { cachedBinDir, ensureBinaries } from './binaries.js';
 import { labDown } from './down.js';
 import { labPaths } from './paths.js';
 import { parseRelayEndpoint, startRelay } from './relay.js';
+import { labRestart, RESTARTABLE } from './restart.js';
 import { labStatus, renderStatus } from './status.js';
 import { NODE_NETNS, WORKSTATION_NETNS } from './topology.js';
 import { labUp } from './up.js';
@@ -48,6 +49,18 @@ program
     if (r.stopped.length === 0 && r.namespacesRemoved.length === 0)
       progress('tp-lab: the lab was not running');
     else progress('tp-lab: down');
+  });
+
+program
+  .command('restart')
+  .description(
+    'stop one part of the running lab and start it again, waiting until the whole lab is ready (for fault tests)',
+  )
+  .argument('<component>', `one of ${RESTARTABLE.join(', ')} (node: the kubelet and containerd)`)
+  .addHelpText('after', '\nExample:\n  tp-lab restart kube-apiserver')
+  .action(async (component: string) => {
+    const r = await labRestart(component, progress);
+    progress(`tp-lab: restarted ${component} in ${r.seconds.toFixed(1)}s; the lab is ready`);
   });
 
 program

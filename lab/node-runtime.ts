@@ -18,7 +18,7 @@ import {
   renderKubeletConfig,
   renderNodeResolvConf,
 } from './node-config.js';
-import type { LabPaths } from './paths.js';
+import { type LabPaths, writeIfChanged } from './paths.js';
 import { processStartTime, stopProcess } from './processes.js';
 import { CGROUP_ROOT, CNI_NETWORK, CONTAINERD_K8S_NAMESPACE, NODE_NETNS, POD_BRIDGE } from './topology.js';
 
@@ -68,9 +68,9 @@ export function cgroupHierarchies(mountinfo = fs.readFileSync('/proc/self/mounti
 export async function prepareNode(l: LabLayout): Promise<void> {
   const p = l.paths;
   for (const dir of nodeDirs(p)) fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(containerdConfigFile(p), renderContainerdConfig(p, path.join(l.bin, 'cni')));
-  fs.writeFileSync(kubeletConfigFile(p), renderKubeletConfig(p));
-  fs.writeFileSync(nodeResolvConfFile(p), renderNodeResolvConf());
+  writeIfChanged(containerdConfigFile(p), renderContainerdConfig(p, path.join(l.bin, 'cni')));
+  writeIfChanged(kubeletConfigFile(p), renderKubeletConfig(p));
+  writeIfChanged(nodeResolvConfFile(p), renderNodeResolvConf());
   if (!fs.existsSync(hostDirsFile(p))) {
     const missing = HOST_DIRS.filter((d) => !fs.existsSync(d));
     fs.writeFileSync(hostDirsFile(p), `${JSON.stringify(missing)}\n`);
@@ -106,12 +106,8 @@ export async function ensureBridge(podCidr: string): Promise<void> {
 /** Writes the CNI network for the node's podCIDR; containerd picks it up and the kubelet reports Ready. */
 export function writeCniNetwork(p: LabPaths, podCidr: string): boolean {
   const file = cniConflistFile(p);
-  const text = renderCniConflist(p, podCidr);
-  if (fs.existsSync(file) && fs.readFileSync(file, 'utf8') === text) return false;
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(`${file}.tmp`, text);
-  fs.renameSync(`${file}.tmp`, file);
-  return true;
+  return writeIfChanged(file, renderCniConflist(p, podCidr));
 }
 
 const ctr = (p: LabPaths, ...args: string[]) =>

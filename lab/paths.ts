@@ -1,5 +1,6 @@
 // Where the lab keeps its state: $TP_LAB_DIR (default ~/.local/state/tp-lab). The layout is part of
 // lab/README.md's contract.
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parsePort } from '../netaddr/parse.js';
@@ -83,4 +84,21 @@ export function logFile(p: LabPaths, component: string): string {
 
 export function pidFile(p: LabPaths, component: string): string {
   return path.join(p.pids, `${component}.pid`);
+}
+
+/**
+ * Writes a file only when its content changes: kube-proxy (and containerd) watch their configuration and
+ * exit or reload when it is touched, so `up` on a running lab must leave unchanged files alone.
+ * Returns whether it wrote.
+ */
+export function writeIfChanged(file: string, content: string, mode?: number): boolean {
+  try {
+    if (fs.readFileSync(file, 'utf8') === content) return false;
+  } catch {
+    // Missing: write it.
+  }
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, content, mode === undefined ? undefined : { mode });
+  fs.renameSync(tmp, file);
+  return true;
 }

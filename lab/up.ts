@@ -21,11 +21,17 @@ import { adminClient, labLayout } from './layout.js';
 import { createNetwork, networkHealthy } from './network.js';
 import { imageNamed, type KeyedNodeImage, nodeImages } from './node-images.js';
 import { containerdReady, ensureBridge, importImages, prepareNode, writeCniNetwork } from './node-runtime.js';
-import { logFile, pidFile } from './paths.js';
+import { logFile, pidFile, writeIfChanged } from './paths.js';
 import { ensurePki } from './pki.js';
 import { assertHostCanRunLab } from './preflight.js';
 import { liveProcess, startDetached } from './processes.js';
-import { apiReady, corednsReady, nodeReady } from './readiness.js';
+import {
+  apiReady,
+  corednsReady,
+  kubeProxySyncedSince,
+  nodeReady,
+  servicesNotProgrammed,
+} from './readiness.js';
 import { tcpPortInUse } from './relay.js';
 import { APISERVER_PORT, NODE_NAME, POD_BRIDGE, WORKSTATION_API_URL } from './topology.js';
 import { ensureWorkstationResolvConf, workstationResolvConfPath } from './workstation.js';
@@ -102,6 +108,7 @@ export async function labUp(options: UpOptions): Promise<UpResult> {
 
 async function bringUp(l: LabLayout, alive: ComponentName[], say: (msg: string) => void): Promise<void> {
   const p = l.paths;
+  const begun = new Date();
   for (const dir of [p.root, p.config, p.logs, p.pids, p.run]) fs.mkdirSync(dir, { recursive: true });
   if (alive.length === 0) {
     if (await ensurePki(p.pki)) say('generated the CA, certificates and service-account keys');
@@ -162,6 +169,17 @@ async function bringUp(l: LabLayout, alive: ComponentName[], say: (msg: string) 
     say(`node ${NODE_NAME} Ready (kubelet, containerd, runc)`);
     await waitFor('CoreDNS to be ready', 180_000, () => corednsReady(api));
     say('CoreDNS ready');
+    // kube-proxy has synced since this `up` began, and programmed every Service that has endpoints (a
+    // restarted one can start knowing only some of them; the rules of the one before stay until it syncs).
+    const proxySince = alive.includes('kube-proxy') ? new Date(0) : begun;
+    await waitFor('kube-proxy to sync its rules', 90_000, () => kubeProxySyncedSince(proxySince));
+    let missing: string[] = [];
+    await waitFor("kube-proxy to program every Service's ClusterIP", 90_000, async () => {
+      missing = await servicesNotProgrammed(api);
+      return missing.length === 0;
+    }).catch((err: Error) => {
+      throw new Error(`${err.message}; missing: ${missing.join(', ')}`);
+    });
   } finally {
     api.close();
   }
@@ -183,7 +201,7 @@ function writeConfigs(l: LabLayout): void {
   const read = (name: string) => fs.readFileSync(path.join(pki, name), 'utf8');
   const ca = read('ca.crt');
   const write = (file: string, server: string, certName: string, user: string) =>
-    fs.writeFileSync(
+    writeIfChanged(
       file,
       renderKubeconfig({
         server,
@@ -192,7 +210,7 @@ function writeConfigs(l: LabLayout): void {
         clientKeyPem: read(`${certName}.key`),
         user,
       }),
-      { mode: 0o600 },
+      0o600,
     );
   const inNode = `https://127.0.0.1:${APISERVER_PORT}`;
   write(l.paths.kubeconfig, `https://127.0.0.1:${l.hostApiPort}`, 'admin', 'tp-lab-admin');
@@ -201,7 +219,7 @@ function writeConfigs(l: LabLayout): void {
   write(componentKubeconfig(l, 'controller-manager'), inNode, 'controller-manager', 'controller-manager');
   write(componentKubeconfig(l, 'scheduler'), inNode, 'scheduler', 'scheduler');
   write(componentKubeconfig(l, 'kube-proxy'), inNode, 'kube-proxy', 'kube-proxy');
-  fs.writeFileSync(kubeProxyConfigFile(l), renderKubeProxyConfig(l));
+  writeIfChanged(kubeProxyConfigFile(l), renderKubeProxyConfig(l));
 }
 
 function deadComponent(l: LabLayout, running: Set<ComponentName>): string | null {
