@@ -81,6 +81,11 @@ const pkg = JSON.parse(fs.readFileSync('package.json', 'utf8'));
 for (const bin of Object.values(pkg.bin)) {
   if (!fs.existsSync(bin)) continue;
   const text = fs.readFileSync(bin, 'utf8');
-  if (!text.startsWith('#!')) fs.writeFileSync(bin, `#!/usr/bin/env node\n${text}`);
+  // `node --`: everything after the script is the bin's own (Node 20 reads --env-file anywhere on its
+  // command line otherwise, before the bin runs). `env -S` splits the two words (GNU coreutils, BSD, macOS).
+  const shebang = '#!/usr/bin/env -S node --\n';
+  if (!text.startsWith('#!')) fs.writeFileSync(bin, `${shebang}${text}`);
+  else if (!text.startsWith(shebang))
+    fs.writeFileSync(bin, `${shebang}${text.slice(text.indexOf('\n') + 1)}`);
   fs.chmodSync(bin, 0o755);
 }

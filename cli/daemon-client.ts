@@ -76,7 +76,8 @@ export class DaemonClient {
     // The daemon's own stdout/stderr go to its log too: a crash at start leaves its reason there.
     const out = fs.openSync(logFile, 'a', 0o600);
     progress('Launching the tp user daemon');
-    const child = spawn(process.execPath, [main], {
+    // `--`: Node reads none of what follows as its own option (Node 20 reads --env-file anywhere otherwise).
+    const child = spawn(process.execPath, ['--', main], {
       detached: true,
       stdio: ['ignore', out, out],
       env: process.env,

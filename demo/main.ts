@@ -64,7 +64,7 @@ const hostKube = (args: string[], opts?: { check?: boolean; quiet?: boolean; inp
 const tp = (args: string[], opts?: { check?: boolean }) =>
   run(
     `tp ${args.join(' ')}`,
-    [process.execPath, tpLab, 'exec', '--', 'env', `TP_HELM=${helm}`, process.execPath, tpCli, ...args],
+    [process.execPath, tpLab, 'exec', '--', 'env', `TP_HELM=${helm}`, process.execPath, '--', tpCli, ...args],
     opts,
   );
 

@@ -259,6 +259,7 @@ export function apiRelay(l: LabLayout): ComponentSpec {
     stopGraceMs: 3_000,
     argv: [
       process.execPath,
+      '--',
       l.labMain,
       'relay',
       `--listen=unix:${l.paths.apiRelaySocket}`,
@@ -275,6 +276,7 @@ export function apiForward(l: LabLayout): ComponentSpec {
     stopGraceMs: 3_000,
     argv: [
       process.execPath,
+      '--',
       l.labMain,
       'relay',
       `--listen=tcp:127.0.0.1:${l.hostApiPort}`,

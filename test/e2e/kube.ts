@@ -89,7 +89,7 @@ export function tpOnWorkstation(c: Cluster, scratchDir: string, env: Record<stri
   return (args, opts = {}) =>
     onWorkstation(
       c,
-      ['env', ...Object.entries(vars).map(([k, v]) => `${k}=${v}`), process.execPath, tpMain, ...args],
+      ['env', ...Object.entries(vars).map(([k, v]) => `${k}=${v}`), process.execPath, '--', tpMain, ...args],
       { timeoutMs: opts.timeoutMs ?? 180_000, check: opts.check },
     );
 }

@@ -1,0 +1,42 @@
+// Every bin in package.json starts Node so that what follows belongs to tp (issue 20): Node 20 reads
+// `--env-file` anywhere on its command line, also after the script, and fails before tp runs. Each bin
+// is run the way a user runs it (the file itself, through its shebang) with Node's own flags as
+// arguments; tp, not Node, must answer.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { repoRoot } from './e2e/cluster.js';
+
+const pkg = JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as {
+  bin: Record<string, string>;
+};
+
+/** What Node itself prints when it takes one of these flags (none of it may appear). */
+const NODE_ANSWERS = [/^node: /m, /Debugger listening on/, /Cannot find module '\/nonexistent/, /bad option/];
+
+for (const [name, file] of Object.entries(pkg.bin)) {
+  for (const flags of [
+    ['--env-file', '/nonexistent/tp-test.env'],
+    ['--inspect'],
+    ['--require', '/nonexistent/tp.js'],
+  ]) {
+    test(`${name} ${flags.join(' ')}: tp answers, not Node`, () => {
+      const bin = path.join(repoRoot, file);
+      assert.ok(fs.statSync(bin).mode & 0o100, `${file} is executable`);
+      assert.match(fs.readFileSync(bin, 'utf8').split('\n')[0]!, /^#!\/usr\/bin\/env -S node --$/);
+      // The agent reads only its environment: give it none, so it stops at once, naming what is missing.
+      const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', TP_LOG_LEVEL: 'error' };
+      const r = spawnSync(bin, flags, { env, encoding: 'utf8', timeout: 30_000 });
+      const out = `${r.stdout}${r.stderr}`;
+      for (const pattern of NODE_ANSWERS)
+        assert.not.match(out, pattern, `${name} ${flags.join(' ')}: ${out}`);
+      assert.is.not(r.status, 9, 'exit 9 is Node refusing its own option');
+      assert.is.not(r.status, null, `${name} ended by a signal (${r.signal}): ${out}`);
+      assert.ok(out.trim().length > 0, `${name} said something: the flag was seen by ${name} itself`);
+    });
+  }
+}
+
+test.run();
