@@ -1,6 +1,7 @@
-// Cluster DNS: CoreDNS as a real Deployment + Service (kube-dns at 10.96.0.10), run by the node
-// agent from the image `lab/coredns` like any other pod. It answers cluster names only: the lab
-// sends no traffic outside its namespaces, so there is no upstream `forward`. No `cache` either, and
+// Cluster DNS: CoreDNS as a real Deployment + Service (kube-dns at 10.96.0.10), run by the kubelet
+// from the image `lab/coredns:<version>` like any other pod. It answers cluster names only: the lab
+// sends no traffic outside its namespaces, so there is no upstream `forward` (and no `loop`, which only
+// guards a forward and otherwise logs a failed self-test query at every start). No `cache` either, and
 // the kubernetes plugin's default TTL (5 s): tests delete and recreate Services under the same name
 // within seconds, and a cached answer would still name the old ClusterIP.
 import type { KubeObject } from './api.js';
@@ -19,7 +20,6 @@ export function renderCorefile(): string {
     '        pods insecure',
     '        fallthrough in-addr.arpa ip6.arpa',
     '    }',
-    '    loop',
     '    reload',
     '    loadbalance',
     '}',
