@@ -47,12 +47,17 @@ test('only the API forward runs in the root namespace; the rest enter tplab-node
 });
 
 test('the API forward listens on loopback only and reaches the relay through its unix socket', () => {
-  assert.equal(argvOf('api-forward').slice(2), [
+  // `node -- dist/lab/main.js relay …`: Node takes none of the relay's flags.
+  assert.equal(argvOf('api-forward').slice(1), [
+    '--',
+    '/repo/dist/lab/main.js',
     'relay',
     '--listen=tcp:127.0.0.1:16443',
     '--connect=unix:/state/run/apiserver.sock',
   ]);
-  assert.equal(argvOf('api-relay').slice(2), [
+  assert.equal(argvOf('api-relay').slice(1), [
+    '--',
+    '/repo/dist/lab/main.js',
     'relay',
     '--listen=unix:/state/run/apiserver.sock',
     '--connect=tcp:127.0.0.1:6443',
