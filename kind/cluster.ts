@@ -13,8 +13,8 @@ import { dockerEnv, dockerLeftovers, ensureDocker, readDockerState, stopOwnDocke
 import {
   binaryVersions,
   buildKindImages,
-  IMAGE_REPOSITORY,
   type ComponentVersions,
+  IMAGE_REPOSITORY,
   kubeadmImageTags,
 } from './images.js';
 import { ensureNodeImage } from './node-image.js';
@@ -64,7 +64,11 @@ export interface WorkstationDescription {
 
 /** The argv that runs `argv` on the workstation: its namespace, its resolv.conf, its kubeconfig and tools. */
 export function workstationArgv(p: KindPaths, labBin: string, argv: string[]): string[] {
-  return labExecArgv(WORKSTATION_NETNS, ['env', `KUBECONFIG=${p.wsKubeconfig}`, `PATH=${labBin}:${process.env.PATH ?? '/usr/bin:/bin'}`, ...argv], p.wsResolvConf);
+  return labExecArgv(
+    WORKSTATION_NETNS,
+    ['env', `KUBECONFIG=${p.wsKubeconfig}`, `PATH=${labBin}:${process.env.PATH ?? '/usr/bin:/bin'}`, ...argv],
+    p.wsResolvConf,
+  );
 }
 
 function kindBinDir(): string {
@@ -81,13 +85,22 @@ export async function ensureKindBinaries(progress: (line: string) => void): Prom
 }
 
 async function nodePid(env: NodeJS.ProcessEnv): Promise<number> {
-  const r = await runCommand(['docker', 'inspect', '--format', '{{.State.Pid}}', `${CLUSTER_NAME}-control-plane`], { env });
+  const r = await runCommand(
+    ['docker', 'inspect', '--format', '{{.State.Pid}}', `${CLUSTER_NAME}-control-plane`],
+    { env },
+  );
   return Number(r.stdout.trim());
 }
 
 async function nodeIp(env: NodeJS.ProcessEnv): Promise<string> {
   const r = await runCommand(
-    ['docker', 'inspect', '--format', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', `${CLUSTER_NAME}-control-plane`],
+    [
+      'docker',
+      'inspect',
+      '--format',
+      '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}',
+      `${CLUSTER_NAME}-control-plane`,
+    ],
     { env },
   );
   return r.stdout.trim();
@@ -100,7 +113,18 @@ async function setUpWorkstation(p: KindPaths, env: NodeJS.ProcessEnv, labBin: st
   await runCommand(['ip', 'netns', 'add', WORKSTATION_NETNS]);
   const inWs = (args: string[]) => runCommand(['ip', '-n', WORKSTATION_NETNS, ...args]);
   const inNode = (args: string[]) => runCommand(['nsenter', `--net=/proc/${pid}/ns/net`, 'ip', ...args]);
-  await inWs(['link', 'add', WORKSTATION_VETH, 'type', 'veth', 'peer', 'name', NODE_VETH, 'netns', String(pid)]);
+  await inWs([
+    'link',
+    'add',
+    WORKSTATION_VETH,
+    'type',
+    'veth',
+    'peer',
+    'name',
+    NODE_VETH,
+    'netns',
+    String(pid),
+  ]);
   await inWs(['link', 'set', 'lo', 'up']);
   await inWs(['addr', 'add', `${WORKSTATION_VETH_ADDRESS}/30`, 'dev', WORKSTATION_VETH]);
   await inWs(['link', 'set', WORKSTATION_VETH, 'up']);
@@ -109,8 +133,13 @@ async function setUpWorkstation(p: KindPaths, env: NodeJS.ProcessEnv, labBin: st
   await inNode(['addr', 'add', `${NODE_VETH_ADDRESS}/30`, 'dev', NODE_VETH]);
   await inNode(['link', 'set', NODE_VETH, 'up']);
   fs.mkdirSync(path.dirname(p.wsResolvConf), { recursive: true });
-  fs.writeFileSync(p.wsResolvConf, WORKSTATION_RESOLV_CONF.replaceAll('tp-lab exec', 'tp-kind exec').replace('tplab-ws', WORKSTATION_NETNS));
-  const internal = await runCommand(['kind', 'get', 'kubeconfig', '--internal', '--name', CLUSTER_NAME], { env });
+  fs.writeFileSync(
+    p.wsResolvConf,
+    WORKSTATION_RESOLV_CONF.replaceAll('tp-lab exec', 'tp-kind exec').replace('tplab-ws', WORKSTATION_NETNS),
+  );
+  const internal = await runCommand(['kind', 'get', 'kubeconfig', '--internal', '--name', CLUSTER_NAME], {
+    env,
+  });
   const config = parse(internal.stdout) as { clusters: { cluster: { server: string } }[] };
   for (const c of config.clusters) c.cluster.server = `https://${ip}:${API_PORT}`;
   fs.writeFileSync(p.wsKubeconfig, stringify(config), { mode: 0o600 });
@@ -148,7 +177,11 @@ export async function kindUp(
     throw new UsageError(`${tpArchive} is missing: build tp's image first (npm run image)`);
   const images = await buildKindImages(p.images, { labBin, kindBin, versions }, progress);
   const docker = await ensureDocker(p, progress);
-  const env = { ...dockerEnv(docker), PATH: `${kindBin}:${labBin}:${process.env.PATH ?? ''}`, KIND_EXPERIMENTAL_DOCKER_NETWORK: NETWORK };
+  const env = {
+    ...dockerEnv(docker),
+    PATH: `${kindBin}:${labBin}:${process.env.PATH ?? ''}`,
+    KIND_EXPERIMENTAL_DOCKER_NETWORK: NETWORK,
+  };
   const node = await ensureNodeImage({
     name: `${IMAGE_REPOSITORY}/node:${versions.kubernetes}`,
     kubernetesVersion: versions.kubernetes,
@@ -168,16 +201,39 @@ export async function kindUp(
     fs.writeFileSync(p.clusterConfig, clusterConfig(versions));
     progress(`tp-kind: kind create cluster --name ${CLUSTER_NAME} --image ${node.name}...`);
     const create = await runCommand(
-      ['kind', 'create', 'cluster', '--name', CLUSTER_NAME, '--image', node.name, '--config', p.clusterConfig, '--kubeconfig', p.kubeconfig, '--wait', '3m', '--retain'],
+      [
+        'kind',
+        'create',
+        'cluster',
+        '--name',
+        CLUSTER_NAME,
+        '--image',
+        node.name,
+        '--config',
+        p.clusterConfig,
+        '--kubeconfig',
+        p.kubeconfig,
+        '--wait',
+        '3m',
+        '--retain',
+      ],
       { env, check: false, timeoutMs: 10 * 60_000 },
     );
     if (create.code !== 0)
-      throw new Error(`kind create cluster failed (exit ${create.code}):\n${(create.stderr || create.stdout).trim().split('\n').slice(-25).join('\n')}\n(the node is kept for inspection: docker exec -it ${CLUSTER_NAME}-control-plane journalctl; tp-kind down removes it)`);
+      throw new Error(
+        `kind create cluster failed (exit ${create.code}):\n${(create.stderr || create.stdout).trim().split('\n').slice(-25).join('\n')}\n(the node is kept for inspection: docker exec -it ${CLUSTER_NAME}-control-plane journalctl; tp-kind down removes it)`,
+      );
     await setUpWorkstation(p, env, labBin);
   }
-  for (const archive of [tpArchive, ...images.lab.filter((l) => l.key === 'echo' || l.key === 'shell').map((l) => l.archive)]) {
+  for (const archive of [
+    tpArchive,
+    ...images.lab.filter((l) => l.key === 'echo' || l.key === 'shell').map((l) => l.archive),
+  ]) {
     progress(`tp-kind: kind load image-archive ${path.basename(archive)}`);
-    await runCommand(['kind', 'load', 'image-archive', archive, '--name', CLUSTER_NAME], { env, timeoutMs: 300_000 });
+    await runCommand(['kind', 'load', 'image-archive', archive, '--name', CLUSTER_NAME], {
+      env,
+      timeoutMs: 300_000,
+    });
   }
   return { kubeconfig: p.kubeconfig, seconds: (Date.now() - started) / 1000 };
 }
@@ -194,11 +250,16 @@ export async function kindDown(p: KindPaths, progress: (line: string) => void): 
     const kindBin = await ensureKindBinaries(progress).catch(() => '');
     const env = { ...dockerEnv(docker), PATH: `${kindBin}:${labBin}:${process.env.PATH ?? ''}` };
     progress(`tp-kind: kind delete cluster --name ${CLUSTER_NAME}`);
-    await runCommand(['kind', 'delete', 'cluster', '--name', CLUSTER_NAME, '--kubeconfig', p.kubeconfig], { env, check: false, timeoutMs: 300_000 });
+    await runCommand(['kind', 'delete', 'cluster', '--name', CLUSTER_NAME, '--kubeconfig', p.kubeconfig], {
+      env,
+      check: false,
+      timeoutMs: 300_000,
+    });
     await runCommand(['docker', 'network', 'rm', NETWORK], { env, check: false });
     await stopOwnDocker(p, docker, progress);
   }
-  for (const f of [p.kubeconfig, p.wsKubeconfig, p.workstation, p.clusterConfig]) fs.rmSync(f, { force: true });
+  for (const f of [p.kubeconfig, p.wsKubeconfig, p.workstation, p.clusterConfig])
+    fs.rmSync(f, { force: true });
   return docker?.ours ? await dockerLeftovers(p, docker) : [];
 }
 

@@ -47,11 +47,46 @@ export function runtimeWrapper(missingCapabilities: string[]): string {
 }
 
 const CAPABILITY_NAMES = [
-  'CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'SETPCAP',
-  'LINUX_IMMUTABLE', 'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_ADMIN', 'NET_RAW', 'IPC_LOCK', 'IPC_OWNER',
-  'SYS_MODULE', 'SYS_RAWIO', 'SYS_CHROOT', 'SYS_PTRACE', 'SYS_PACCT', 'SYS_ADMIN', 'SYS_BOOT', 'SYS_NICE',
-  'SYS_RESOURCE', 'SYS_TIME', 'SYS_TTY_CONFIG', 'MKNOD', 'LEASE', 'AUDIT_WRITE', 'AUDIT_CONTROL', 'SETFCAP',
-  'MAC_OVERRIDE', 'MAC_ADMIN', 'SYSLOG', 'WAKE_ALARM', 'BLOCK_SUSPEND', 'AUDIT_READ', 'PERFMON', 'BPF',
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'DAC_READ_SEARCH',
+  'FOWNER',
+  'FSETID',
+  'KILL',
+  'SETGID',
+  'SETUID',
+  'SETPCAP',
+  'LINUX_IMMUTABLE',
+  'NET_BIND_SERVICE',
+  'NET_BROADCAST',
+  'NET_ADMIN',
+  'NET_RAW',
+  'IPC_LOCK',
+  'IPC_OWNER',
+  'SYS_MODULE',
+  'SYS_RAWIO',
+  'SYS_CHROOT',
+  'SYS_PTRACE',
+  'SYS_PACCT',
+  'SYS_ADMIN',
+  'SYS_BOOT',
+  'SYS_NICE',
+  'SYS_RESOURCE',
+  'SYS_TIME',
+  'SYS_TTY_CONFIG',
+  'MKNOD',
+  'LEASE',
+  'AUDIT_WRITE',
+  'AUDIT_CONTROL',
+  'SETFCAP',
+  'MAC_OVERRIDE',
+  'MAC_ADMIN',
+  'SYSLOG',
+  'WAKE_ALARM',
+  'BLOCK_SUSPEND',
+  'AUDIT_READ',
+  'PERFMON',
+  'BPF',
   'CHECKPOINT_RESTORE',
 ];
 
@@ -108,7 +143,9 @@ export async function ensureDocker(p: KindPaths, progress: (line: string) => voi
   fs.mkdirSync(p.dockerRun, { recursive: true });
   fs.mkdirSync(p.dockerData, { recursive: true });
   fs.mkdirSync(path.dirname(p.runtimeWrapper), { recursive: true });
-  fs.writeFileSync(p.runtimeWrapper, runtimeWrapper(missingFromBoundingSet(status, lastCap)), { mode: 0o755 });
+  fs.writeFileSync(p.runtimeWrapper, runtimeWrapper(missingFromBoundingSet(status, lastCap)), {
+    mode: 0o755,
+  });
   const host = `unix://${p.dockerSocket}`;
   progress('tp-kind: starting dockerd (no iptables, no docker0, no ip_forward)...');
   const log = fs.openSync(p.dockerLog, 'a');
@@ -133,11 +170,14 @@ export async function ensureDocker(p: KindPaths, progress: (line: string) => voi
   fs.closeSync(log);
   const state: DockerState = { ours: true, host, pid: child.pid, forwardPolicy };
   writeDockerState(p, state);
-  await waitFor('dockerd to answer', async () => (await answers(dockerEnv(state))) || undefined, 60_000, 500).catch(
-    (err: Error) => {
-      throw new Error(`${err.message}; its log: ${p.dockerLog}`);
-    },
-  );
+  await waitFor(
+    'dockerd to answer',
+    async () => (await answers(dockerEnv(state))) || undefined,
+    60_000,
+    500,
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}; its log: ${p.dockerLog}`);
+  });
   return state;
 }
 
@@ -173,7 +213,8 @@ export async function dockerLeftovers(p: KindPaths, state: DockerState): Promise
   }
   const links = await runCommand(['ip', '-o', 'link', 'show'], { check: false });
   for (const line of links.stdout.split('\n'))
-    if (/^\d+: (docker0|br-[0-9a-f]{12})[:@]/.test(line)) found.push(`interface ${line.split(':')[1]!.trim()}`);
+    if (/^\d+: (docker0|br-[0-9a-f]{12})[:@]/.test(line))
+      found.push(`interface ${line.split(':')[1]!.trim()}`);
   for (const tool of ['iptables-nft', 'iptables-legacy']) {
     for (const table of ['filter', 'nat']) {
       const r = await runCommand([tool, '-t', table, '-S'], { check: false }).catch(() => undefined);

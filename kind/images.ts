@@ -108,7 +108,9 @@ async function versionOf(binary: string, args: string[], pattern: RegExp): Promi
   const r = await run(binary, args).catch(() => ({ code: 1, stdout: '', stderr: '' }));
   const v = pattern.exec(r.stdout)?.[1];
   if (r.code !== 0 || v === undefined)
-    throw new UsageError(`${binary} ${args.join(' ')} did not say its version: rebuild it (bash lab/build.sh)`);
+    throw new UsageError(
+      `${binary} ${args.join(' ')} did not say its version: rebuild it (bash lab/build.sh)`,
+    );
   return v;
 }
 

@@ -22,8 +22,14 @@ const program = new Command('tp-kind')
 
 program
   .command('up')
-  .description('build what is missing, start Docker if none runs, create the cluster; prints the kubeconfig path')
-  .option('--tp-image <archive>', "tp's image archive (npm run image)", defaultArchivePath(`${TP_REPOSITORY}:${VERSION}`))
+  .description(
+    'build what is missing, start Docker if none runs, create the cluster; prints the kubeconfig path',
+  )
+  .option(
+    '--tp-image <archive>',
+    "tp's image archive (npm run image)",
+    defaultArchivePath(`${TP_REPOSITORY}:${VERSION}`),
+  )
   .action(async (opts: { tpImage: string }) => {
     const r = await kindUp(kindPaths(), opts.tpImage, progress);
     progress(`tp-kind: up in ${r.seconds.toFixed(0)}s`);
@@ -32,7 +38,9 @@ program
 
 program
   .command('down')
-  .description('delete the cluster and the workstation; stop Docker if tp-kind started it, and check it left nothing')
+  .description(
+    'delete the cluster and the workstation; stop Docker if tp-kind started it, and check it left nothing',
+  )
   .action(async () => {
     const left = await kindDown(kindPaths(), progress);
     if (left.length > 0)
@@ -59,7 +67,9 @@ program
   .command('env')
   .description('print the shell lines that point kubectl at the cluster from this host')
   .action(() => {
-    process.stdout.write(`export KUBECONFIG=${kindPaths().kubeconfig}\nexport PATH=${cachedBinDir()}:$PATH\n`);
+    process.stdout.write(
+      `export KUBECONFIG=${kindPaths().kubeconfig}\nexport PATH=${cachedBinDir()}:$PATH\n`,
+    );
   });
 
 setLevel(parseLevel(process.env.TP_LOG_LEVEL));

@@ -50,7 +50,10 @@ export interface NodeImageInputs {
 /** The node's binaries: [host path, path in the node]. */
 export function nodeBinaries(labBin: string): [string, string][] {
   return [
-    ...['kubelet', 'kubeadm', 'kubectl'].map((b): [string, string] => [path.join(labBin, b), `/usr/bin/${b}`]),
+    ...['kubelet', 'kubeadm', 'kubectl'].map((b): [string, string] => [
+      path.join(labBin, b),
+      `/usr/bin/${b}`,
+    ]),
     [path.join(labBin, 'crictl'), '/usr/local/bin/crictl'],
     ...['bridge', 'host-local', 'loopback', 'portmap'].map((p): [string, string] => [
       path.join(labBin, 'cni', p),
@@ -75,15 +78,20 @@ function filesUnder(dir: string): string[] {
 }
 
 /** A hash of everything the image is made of: packages, files, binaries (size and mtime), images. */
-export function nodeInputsHash(i: Pick<NodeImageInputs, 'kubernetesVersion' | 'labBin' | 'filesDir' | 'images'>) {
+export function nodeInputsHash(
+  i: Pick<NodeImageInputs, 'kubernetesVersion' | 'labBin' | 'filesDir' | 'images'>,
+) {
   const h = createHash('sha256').update(rootfsKey()).update(i.kubernetesVersion);
   for (const f of filesUnder(i.filesDir))
-    h.update(path.relative(i.filesDir, f)).update(fs.readFileSync(f)).update(String(fs.statSync(f).mode));
+    h.update(path.relative(i.filesDir, f))
+      .update(fs.readFileSync(f))
+      .update(String(fs.statSync(f).mode));
   for (const [from] of nodeBinaries(i.labBin)) {
     const s = fs.statSync(from);
     h.update(`${from} ${s.size} ${s.mtimeMs}`);
   }
-  for (const image of i.images) h.update(`${image.name} ${image.manifestDigest} ${image.alsoTagged.join(',')}`);
+  for (const image of i.images)
+    h.update(`${image.name} ${image.manifestDigest} ${image.alsoTagged.join(',')}`);
   return h.digest('hex').slice(0, 24);
 }
 
@@ -93,7 +101,9 @@ async function rootfsTar(cacheDir: string, progress: (line: string) => void): Pr
   const tar = path.join(dir, `bookworm-${rootfsKey()}.tar`);
   if (fs.existsSync(tar)) return tar;
   fs.mkdirSync(dir, { recursive: true });
-  progress(`tp-kind: building the node's Debian ${DEBIAN_SUITE} root filesystem with mmdebstrap (1-2 minutes)...`);
+  progress(
+    `tp-kind: building the node's Debian ${DEBIAN_SUITE} root filesystem with mmdebstrap (1-2 minutes)...`,
+  );
   const partial = `${tar}.partial-${process.pid}`;
   try {
     await runCommand(
@@ -117,7 +127,8 @@ async function rootfsTar(cacheDir: string, progress: (line: string) => void): Pr
   } finally {
     fs.rmSync(partial, { force: true });
   }
-  for (const old of fs.readdirSync(dir)) if (path.join(dir, old) !== tar) fs.rmSync(path.join(dir, old), { force: true });
+  for (const old of fs.readdirSync(dir))
+    if (path.join(dir, old) !== tar) fs.rmSync(path.join(dir, old), { force: true });
   return tar;
 }
 
