@@ -22,18 +22,32 @@ export interface DockerState {
 }
 
 /**
- * `docker run --privileged` asks runc for every capability the kernel knows; a host whose bounding set
- * lacks one (CAP_SYS_RESOURCE here) fails every such container with "unable to apply caps". This
- * wrapper removes the capabilities the bounding set lacks from the container's (config.json) and exec's
- * (--process) specification, then runs runc: a kind node is privileged minus what this host cannot grant.
+ * What the runtime wrapper changes in a container's capabilities: `drop`, the capabilities the kernel has
+ * but this host's bounding set lacks; `grant`, those the bounding set has but Docker 20.10 does not know
+ * (it knows none after CAP_AUDIT_READ), given to every spec that holds CAP_AUDIT_READ (privileged ones).
  */
-export function runtimeWrapper(missingCapabilities: string[]): string {
-  const edits = missingCapabilities
-    .flatMap((c) => [`-e 's/,"${c}"//g'`, `-e 's/"${c}",//g'`, `-e 's/"${c}"//g'`])
-    .join(' ');
+export interface CapabilityFix {
+  drop: string[];
+  grant: string[];
+}
+
+/**
+ * `docker run --privileged` (Docker 20.10) asks runc for every capability Docker knows: on a host whose
+ * bounding set lacks one (CAP_SYS_RESOURCE here) every such container fails with "unable to apply caps",
+ * and the capabilities newer than Docker's list (CAP_PERFMON, CAP_BPF: what eBPF capture needs inside
+ * the node) are never given. This wrapper edits the container's (config.json) and exec's (--process)
+ * specification accordingly, then runs runc: a kind node gets what the host can grant.
+ */
+export function runtimeWrapper(fix: CapabilityFix): string {
+  const edits = [
+    ...fix.drop.flatMap((c) => [`-e 's/,"${c}"//g'`, `-e 's/"${c}",//g'`, `-e 's/"${c}"//g'`]),
+    ...(fix.grant.length > 0
+      ? [`-e 's/"CAP_AUDIT_READ"/"CAP_AUDIT_READ",${fix.grant.map((c) => `"${c}"`).join(',')}/g'`]
+      : []),
+  ].join(' ');
   return [
     '#!/bin/sh',
-    '# tp-kind: runc without the capabilities this host cannot grant (kind/docker.ts).',
+    '# tp-kind: runc with the capabilities this host can grant (kind/docker.ts).',
     'spec=',
     'prev=',
     'for arg in "$@"; do',
@@ -90,15 +104,22 @@ const CAPABILITY_NAMES = [
   'CHECKPOINT_RESTORE',
 ];
 
-/** The capabilities (CAP_…) the kernel has but this process's bounding set lacks, from /proc/self/status. */
-export function missingFromBoundingSet(status: string, lastCap: number): string[] {
+/** The last capability Docker 20.10 knows (CAP_AUDIT_READ). */
+const DOCKER_LAST_CAP = 37;
+
+/** From /proc/self/status and the kernel's last capability: what the wrapper must drop and grant. */
+export function capabilityFix(status: string, lastCap: number): CapabilityFix {
   const hex = /^CapBnd:\s*([0-9a-f]+)$/m.exec(status)?.[1];
-  if (!hex) return [];
+  if (!hex) return { drop: [], grant: [] };
   const bounding = BigInt(`0x${hex}`);
-  const missing: string[] = [];
-  for (let bit = 0; bit <= lastCap && bit < CAPABILITY_NAMES.length; bit++)
-    if ((bounding & (1n << BigInt(bit))) === 0n) missing.push(`CAP_${CAPABILITY_NAMES[bit]}`);
-  return missing;
+  const fix: CapabilityFix = { drop: [], grant: [] };
+  for (let bit = 0; bit <= lastCap && bit < CAPABILITY_NAMES.length; bit++) {
+    const name = `CAP_${CAPABILITY_NAMES[bit]}`;
+    const held = (bounding & (1n << BigInt(bit))) !== 0n;
+    if (!held && bit <= DOCKER_LAST_CAP) fix.drop.push(name);
+    if (held && bit > DOCKER_LAST_CAP) fix.grant.push(name);
+  }
+  return fix;
 }
 
 async function answers(env: NodeJS.ProcessEnv): Promise<boolean> {
@@ -110,13 +131,27 @@ async function answers(env: NodeJS.ProcessEnv): Promise<boolean> {
   return r.code === 0;
 }
 
-async function forwardPolicies(): Promise<string[]> {
-  const out: string[] = [];
-  for (const tool of ['iptables-nft', 'iptables-legacy']) {
-    const r = await runCommand([tool, '-S', 'FORWARD'], { check: false }).catch(() => undefined);
-    out.push(`${tool}: ${r?.code === 0 ? (r.stdout.split('\n')[0] ?? '') : 'unavailable'}`);
+/**
+ * Each backend's ruleset as `*-save` prints it. Never `-S` or `-t TABLE`: those create the table they
+ * name (legacy tables are made per namespace on first use, and stay); a plain save lists what exists.
+ */
+async function rulesets(): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const tool of ['iptables-nft-save', 'iptables-legacy-save']) {
+    const r = await runCommand([tool], { check: false }).catch(() => undefined);
+    out[tool] = r?.code === 0 ? r.stdout : '';
   }
   return out;
+}
+
+/** The FORWARD policy per backend ("none": that backend has no filter table). */
+export function forwardPolicy(ruleset: string): string {
+  const filter = ruleset.split(/^\*/m).find((t) => t.startsWith('filter'));
+  return /^:FORWARD (\S+)/m.exec(filter ?? '')?.[1] ?? 'none';
+}
+
+async function forwardPolicies(): Promise<string[]> {
+  return Object.entries(await rulesets()).map(([tool, text]) => `${tool}: ${forwardPolicy(text)}`);
 }
 
 /** DOCKER_HOST for every docker and kind command. */
@@ -143,7 +178,7 @@ export async function ensureDocker(p: KindPaths, progress: (line: string) => voi
   fs.mkdirSync(p.dockerRun, { recursive: true });
   fs.mkdirSync(p.dockerData, { recursive: true });
   fs.mkdirSync(path.dirname(p.runtimeWrapper), { recursive: true });
-  fs.writeFileSync(p.runtimeWrapper, runtimeWrapper(missingFromBoundingSet(status, lastCap)), {
+  fs.writeFileSync(p.runtimeWrapper, runtimeWrapper(capabilityFix(status, lastCap)), {
     mode: 0o755,
   });
   const host = `unix://${p.dockerSocket}`;
@@ -215,12 +250,8 @@ export async function dockerLeftovers(p: KindPaths, state: DockerState): Promise
   for (const line of links.stdout.split('\n'))
     if (/^\d+: (docker0|br-[0-9a-f]{12})[:@]/.test(line))
       found.push(`interface ${line.split(':')[1]!.trim()}`);
-  for (const tool of ['iptables-nft', 'iptables-legacy']) {
-    for (const table of ['filter', 'nat']) {
-      const r = await runCommand([tool, '-t', table, '-S'], { check: false }).catch(() => undefined);
-      if (r?.code === 0 && /DOCKER/.test(r.stdout)) found.push(`${tool} ${table}: DOCKER chains or rules`);
-    }
-  }
+  for (const [tool, text] of Object.entries(await rulesets()))
+    if (/DOCKER/.test(text)) found.push(`${tool}: DOCKER chains or rules`);
   if (state.forwardPolicy) {
     const now = await forwardPolicies();
     if (now.join('\n') !== state.forwardPolicy.join('\n'))

@@ -8,7 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parse, parseAllDocuments } from 'yaml';
 import { clusterConfig, POD_SUBNET, SERVICE_SUBNET, workstationArgv } from '../cluster.js';
-import { missingFromBoundingSet, runtimeWrapper } from '../docker.js';
+import { capabilityFix, forwardPolicy, runtimeWrapper } from '../docker.js';
 import {
   IMAGE_REPOSITORY,
   kindImageSpecs,
@@ -87,11 +87,11 @@ test("the node's files name the images that are built: sandbox, storage provisio
   assert.is(cni.length, 1, 'kind creates at least one object from it');
 });
 
-test('the runtime wrapper removes exactly the missing capabilities from a spec, then runs runc', () => {
+test('the runtime wrapper drops what the host lacks, grants what Docker does not know, then runs runc', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpk-wrapper-'));
   try {
     const spec = path.join(dir, 'config.json');
-    const caps = ['CAP_CHOWN', 'CAP_SYS_RESOURCE', 'CAP_BPF'];
+    const caps = ['CAP_CHOWN', 'CAP_SYS_RESOURCE', 'CAP_AUDIT_READ'];
     fs.writeFileSync(
       spec,
       JSON.stringify({ process: { capabilities: { bounding: caps, effective: ['CAP_SYS_RESOURCE'] } } }),
@@ -99,13 +99,22 @@ test('the runtime wrapper removes exactly the missing capabilities from a spec, 
     // "runc" is a stub on PATH that prints its arguments.
     fs.writeFileSync(path.join(dir, 'runc'), '#!/bin/sh\necho "runc $*"\n', { mode: 0o755 });
     const wrapper = path.join(dir, 'wrapper');
-    fs.writeFileSync(wrapper, runtimeWrapper(['CAP_SYS_RESOURCE']), { mode: 0o755 });
+    fs.writeFileSync(
+      wrapper,
+      runtimeWrapper({ drop: ['CAP_SYS_RESOURCE'], grant: ['CAP_PERFMON', 'CAP_BPF'] }),
+      {
+        mode: 0o755,
+      },
+    );
     const out = execFileSync(wrapper, ['--root', '/x', 'create', '--bundle', dir, 'id'], {
       env: { PATH: `${dir}:/usr/bin:/bin` },
     }).toString();
     assert.is(out.trim(), `runc --root /x create --bundle ${dir} id`);
     const edited = JSON.parse(fs.readFileSync(spec, 'utf8'));
-    assert.equal(edited.process.capabilities, { bounding: ['CAP_CHOWN', 'CAP_BPF'], effective: [] });
+    assert.equal(edited.process.capabilities, {
+      bounding: ['CAP_CHOWN', 'CAP_AUDIT_READ', 'CAP_PERFMON', 'CAP_BPF'],
+      effective: [],
+    });
     // exec's process spec (--process FILE) likewise.
     const proc = path.join(dir, 'process.json');
     fs.writeFileSync(proc, JSON.stringify({ capabilities: { permitted: ['CAP_SYS_RESOURCE', 'CAP_KILL'] } }));
@@ -116,11 +125,16 @@ test('the runtime wrapper removes exactly the missing capabilities from a spec, 
   }
 });
 
-test('the bounding set: the capabilities it lacks, by name', () => {
+test('the bounding set: what it lacks among the capabilities Docker knows, what it has beyond them', () => {
+  const newer = ['CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE'];
   // This machine's: every capability up to 40 but CAP_SYS_RESOURCE (24).
-  assert.equal(missingFromBoundingSet('CapBnd:\t000001fffeffffff\n', 40), ['CAP_SYS_RESOURCE']);
-  assert.equal(missingFromBoundingSet('CapBnd:\t000001ffffffffff\n', 40), []);
-  assert.equal(missingFromBoundingSet('no such line', 40), []);
+  assert.equal(capabilityFix('CapBnd:\t000001fffeffffff\n', 40), {
+    drop: ['CAP_SYS_RESOURCE'],
+    grant: newer,
+  });
+  assert.equal(capabilityFix('CapBnd:\t000001ffffffffff\n', 40), { drop: [], grant: newer });
+  assert.equal(capabilityFix('CapBnd:\t0000003fffffffff\n', 37), { drop: [], grant: [] });
+  assert.equal(capabilityFix('no such line', 40), { drop: [], grant: [] });
 });
 
 test('exec runs in the workstation namespace with its resolv.conf, kubeconfig and the lab tools', () => {
@@ -131,6 +145,14 @@ test('exec runs in the workstation namespace with its resolv.conf, kubeconfig an
   assert.ok(argv.includes('KUBECONFIG=/state/kubeconfig-ws'));
   assert.ok(argv.some((a) => a.startsWith('PATH=/labbin:')));
   assert.equal(argv.slice(-2), ['tp', 'status']);
+});
+
+test("the FORWARD policy from a save's output; none without a filter table", () => {
+  const save =
+    '*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n*filter\n:INPUT ACCEPT [1:2]\n:FORWARD DROP [3:4]\nCOMMIT\n';
+  assert.is(forwardPolicy(save), 'DROP');
+  assert.is(forwardPolicy('*nat\n:FORWARD ACCEPT [0:0]\nCOMMIT\n'), 'none');
+  assert.is(forwardPolicy(''), 'none');
 });
 
 test.run();
