@@ -4,10 +4,10 @@
 // this machine), with its own socket, state under the cache directory (so the node image survives for
 // the next run) and an OCI runtime wrapper (below); `stopOwnDocker` ends it and checks that nothing of it
 // is left: no process, no bridge, no DOCKER chain, the FORWARD policy as before.
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runCommand } from '../lab/command.js';
+import { startDetached, stopProcess, type TrackedProcess } from '../lab/processes.js';
 import { UsageError } from '../netaddr/parse.js';
 import { waitFor } from '../testbed/wait.js';
 import type { KindPaths } from './paths.js';
@@ -16,7 +16,8 @@ export interface DockerState {
   /** true: tp-kind started this dockerd and stops it. */
   ours: boolean;
   host: string;
-  pid?: number;
+  /** The dockerd tp-kind started (PID and start time: a recycled PID is never taken for it). */
+  process?: TrackedProcess;
   /** The FORWARD policies before it started (iptables-nft and -legacy), to compare after. */
   forwardPolicy?: string[];
 }
@@ -183,10 +184,9 @@ export async function ensureDocker(p: KindPaths, progress: (line: string) => voi
   });
   const host = `unix://${p.dockerSocket}`;
   progress('tp-kind: starting dockerd (no iptables, no docker0, no ip_forward)...');
-  const log = fs.openSync(p.dockerLog, 'a');
-  const child = spawn(
-    dockerd,
+  const started = await startDetached(
     [
+      dockerd,
       `--data-root=${p.dockerData}`,
       `--exec-root=${path.join(p.dockerRun, 'exec')}`,
       `--pidfile=${path.join(p.dockerRun, 'dockerd.pid')}`,
@@ -199,11 +199,10 @@ export async function ensureDocker(p: KindPaths, progress: (line: string) => voi
       `--add-runtime=tp-kind-runc=${p.runtimeWrapper}`,
       '--default-runtime=tp-kind-runc',
     ],
-    { detached: true, stdio: ['ignore', log, log] },
+    p.dockerLog,
+    path.join(p.root, 'dockerd.pid'),
   );
-  child.unref();
-  fs.closeSync(log);
-  const state: DockerState = { ours: true, host, pid: child.pid, forwardPolicy };
+  const state: DockerState = { ours: true, host, process: started, forwardPolicy };
   writeDockerState(p, state);
   await waitFor(
     'dockerd to answer',
@@ -227,15 +226,6 @@ export function readDockerState(p: KindPaths): DockerState | undefined {
 function writeDockerState(p: KindPaths, s: DockerState): void {
   fs.mkdirSync(path.dirname(p.dockerState), { recursive: true });
   fs.writeFileSync(p.dockerState, `${JSON.stringify(s, null, 2)}\n`);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** What Docker left on the host (empty: nothing). Processes are matched by our socket and exec root. */
@@ -263,13 +253,11 @@ export async function dockerLeftovers(p: KindPaths, state: DockerState): Promise
 /** Stops the dockerd tp-kind started (containers and networks are removed first, by the caller). */
 export async function stopOwnDocker(p: KindPaths, state: DockerState, progress: (line: string) => void) {
   if (!state.ours) return;
-  if (state.pid && alive(state.pid)) {
+  if (state.process) {
     progress('tp-kind: stopping dockerd...');
-    process.kill(state.pid, 'SIGTERM');
-    await waitFor('dockerd to exit', () => !alive(state.pid!) || undefined, 60_000, 200).catch(() => {
-      process.kill(state.pid!, 'SIGKILL');
-    });
+    await stopProcess(state.process, 60_000);
   }
+  fs.rmSync(path.join(p.root, 'dockerd.pid'), { force: true });
   fs.rmSync(p.dockerRun, { recursive: true, force: true });
   fs.rmSync(p.dockerState, { force: true });
 }
