@@ -22,8 +22,15 @@ for p in docker.io mmdebstrap containerd runc iproute2 util-linux; do dpkg -s "$
 if [ ${#missing[@]} -gt 0 ]; then
   phase "installing ${missing[*]}"
   apt-get update -qq
-  # policy-rc.d-less hosts would start docker.service: tp-kind starts its own dockerd only when none runs.
+  # The package must not start Docker's system service (with its iptables rules): tp-kind starts its own
+  # dockerd when none runs. A policy-rc.d that refuses service starts, for the install only.
+  policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -z "$policy" ] || rm -f "$policy"
 fi
 [ -d node_modules ] || npm ci --no-audit --no-fund
 phase "building tp and its image"
