@@ -223,8 +223,10 @@ export async function kindUp(
       throw new Error(
         `kind create cluster failed (exit ${create.code}):\n${(create.stderr || create.stdout).trim().split('\n').slice(-25).join('\n')}\n(the node is kept for inspection: docker exec -it ${CLUSTER_NAME}-control-plane journalctl; tp-kind down removes it)`,
       );
-    await setUpWorkstation(p, env, labBin);
   }
+  // A cluster kept from an earlier `up` may have lost its workstation (the namespace went with a reboot).
+  if (!fs.existsSync(`/run/netns/${WORKSTATION_NETNS}`) || !fs.existsSync(p.workstation))
+    await setUpWorkstation(p, env, labBin);
   for (const archive of [
     tpArchive,
     ...images.lab.filter((l) => l.key === 'echo' || l.key === 'shell').map((l) => l.archive),
