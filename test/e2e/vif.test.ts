@@ -319,7 +319,10 @@ if (cluster) {
       if (!isolated) return;
       const r = await tp(['connect', '-n', NS, '--also-proxy', apiNet]);
       assert.match(r.stdout, new RegExp(`VIF: +tp0 routing .*${apiNet.replaceAll('.', '\\.')}`));
-      assert.match(await wsText(['ip', 'route', 'show', 'table', '7470']), new RegExp(`throw ${api!.ip}\\b`));
+      assert.match(
+        await wsText(['ip', 'route', 'show', 'table', '7470']),
+        new RegExp(`throw ${api!.ip.replaceAll('.', '\\.')}\\b`),
+      );
       await routeViaOwnLink();
       assert.match(await wsText(['curl', '-sS', '--max-time', '20', 'http://echo/']), /^echo-/);
       assert.is((await status()).state, 'CONNECTED');
