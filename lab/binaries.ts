@@ -17,6 +17,7 @@ export const LAB_BINARIES = [
   'kube-proxy',
   'kubectl',
   'kubelet',
+  'kubeadm',
   'etcd',
   'helm',
   'coredns',

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the lab's binaries from the Go module proxy into a cache outside the repo: the Kubernetes
-# control plane, the kubelet, kubectl, etcd, helm, CoreDNS, crictl and the CNI plugins (bridge,
+# control plane, the kubelet, kubeadm (for the kind node image, kind/), kubectl, etcd, helm, CoreDNS, crictl and the CNI plugins (bridge,
 # host-local, loopback, portmap; in bin/cni/). Cold: 15-25 minutes on 2 cores; warm: nothing to do.
 # Prints the bin directory on its last line.
 set -euo pipefail
@@ -36,6 +36,7 @@ targets=(
   "k8s kube-proxy k8s.io/kubernetes/cmd/kube-proxy"
   "k8s kubectl k8s.io/kubernetes/cmd/kubectl"
   "k8s kubelet k8s.io/kubernetes/cmd/kubelet"
+  "k8s kubeadm k8s.io/kubernetes/cmd/kubeadm"
   "etcd etcd go.etcd.io/etcd/server/v3"
   "helm helm helm.sh/helm/v3/cmd/helm"
   "coredns coredns github.com/coredns/coredns"

@@ -1,13 +1,12 @@
 // Issue 6 acceptance: after `tp connect` (nothing but the kubeconfig), any program on the workstation reaches
 // the cluster's Services and Pods by name and IP through the VIF, and `tp quit` (or a killed root daemon
-// and the next connect) leaves the workstation as it was. On the lab the workstation is tplab-ws: its
-// /etc/resolv.conf is the lab's own file (tp-lab exec bind-mounts it), and the host's must never change.
+// and the next connect) leaves the workstation as it was. On the lab (and tp-kind) the workstation is a
+// network namespace of its own (tplab-ws, tpkind-ws): its /etc/resolv.conf is its own file (`tp-lab exec`
+// and `tp-kind exec` bind-mount it), and the host's must never change.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as assert from 'uvu/assert';
 import type { StatusView } from '../../cli/output.js';
-import { labPaths } from '../../lab/paths.js';
-import { workstationResolvConfPath } from '../../lab/workstation.js';
 import { repoRoot } from './cluster.js';
 import {
   apply,
@@ -82,9 +81,15 @@ type StatusJson = Extract<StatusView, { sessionId: string }>;
 
 if (cluster) {
   const c = cluster;
-  const lab = c.kind === 'lab';
+  /** A workstation namespace of its own (the lab's, tp-kind's): its resolver and its one route are known. */
+  const api = c.workstation.apiServer;
+  const isolated = api !== undefined;
   /** The resolver file tp manages on this workstation. */
-  const resolvConf = lab ? workstationResolvConfPath(labPaths()) : '/etc/resolv.conf';
+  const resolvConf = c.workstation.resolvConf;
+  /** The /24 around the API server, for --also-proxy. */
+  const apiNet = api ? `${api.ip.split('.').slice(0, 3).join('.')}.0/24` : '';
+  const routeViaOwnLink = async () =>
+    assert.match(await wsText(['ip', 'route', 'get', api!.ip]), new RegExp(`dev ${api!.dev}\\b`));
   const tp = tpOnWorkstation(c, scratch, {
     TP_ROOT_DAEMON_SOCKET: `${scratch}/root.socket`,
     TP_ROOT_DAEMON_STATE_DIR: rootStateDir,
@@ -178,9 +183,9 @@ if (cluster) {
       .spec.clusterIP;
     echoPodIp = (await listPods(c, NS, 'app=echo')).find((p) => p.ready && !p.deleting)!.ip;
     filePodIp = (await listPods(c, NS, 'app=fileserver'))[0]!.ip;
-    // "The workstation's own resolver": on the lab, a DNS server at 127.0.0.1 in tplab-ws (the lab's
+    // "The workstation's own resolver": a DNS server at 127.0.0.1 in the workstation namespace (its
     // resolv.conf names it) that knows one name outside the cluster.
-    if (lab) {
+    if (isolated) {
       outsideDns = startOnWorkstation(c, [
         process.execPath,
         path.join(repoRoot, 'dist', 'dns', 'test', 'zone-server.js'),
@@ -211,7 +216,8 @@ if (cluster) {
   scenario('before tp connect: the cluster is out of reach, the outside name resolves', async () => {
     const r = await ws(['curl', '-sS', '--max-time', '3', `http://${clusterIp}/`]);
     assert.is.not(r.code, 0, 'the workstation has no route to the cluster');
-    if (lab) assert.match(await wsText(['getent', 'hosts', OUTSIDE_NAME]), new RegExp(`^${OUTSIDE_IP}\\s`));
+    if (isolated)
+      assert.match(await wsText(['getent', 'hosts', OUTSIDE_NAME]), new RegExp(`^${OUTSIDE_IP}\\s`));
   });
 
   scenario('tp connect -n NS with nothing but the kubeconfig brings up the VIF', async () => {
@@ -232,7 +238,7 @@ if (cluster) {
     assert.match(text, /VIF: +tp0 routing/);
     assert.match(text, /root daemon: running/);
     // The manager is reached through the API server, which keeps its own path.
-    if (lab) assert.match(await wsText(['ip', 'route', 'get', '172.30.0.1']), /dev tplab-ws1/);
+    if (isolated) await routeViaOwnLink();
   });
 
   scenario('Services and Pods answer by name and by IP', async () => {
@@ -255,7 +261,7 @@ if (cluster) {
   scenario(
     'cluster DNS answers as in a pod: no AAAA record is NOERROR, an unknown name NXDOMAIN',
     async () => {
-      if (!lab) return;
+      if (!isolated) return;
       const dig = (type: string, name: string) => wsText(['dig', '+tries=1', '+time=5', type, name]);
       assert.match(await dig('AAAA', `echo.${NS}.svc.cluster.local`), /status: NOERROR/);
       assert.match(await dig('A', `nothing.${NS}.svc.cluster.local`), /status: NXDOMAIN/);
@@ -264,7 +270,7 @@ if (cluster) {
 
   scenario('UDP: a datagram exchange with a pod, and DNS straight to the cluster DNS Service', async () => {
     assert.is(await wsText([process.execPath, '-e', udpClient(filePodIp, 5353)]), 'echo:hello');
-    if (lab)
+    if (isolated)
       assert.is(
         await wsText(['dig', '+short', '+tries=1', '+time=5', '@10.96.0.10', `echo.${NS}.svc.cluster.local`]),
         clusterIp,
@@ -272,7 +278,7 @@ if (cluster) {
   });
 
   scenario('a name outside the cluster still resolves as before', async () => {
-    if (!lab) return;
+    if (!isolated) return;
     assert.match(await wsText(['getent', 'hosts', OUTSIDE_NAME]), new RegExp(`^${OUTSIDE_IP}\\s`));
     const missing = await ws(['getent', 'hosts', `nothing.${NS}`]);
     assert.is.not(missing.code, 0, 'an unknown cluster name does not resolve');
@@ -310,11 +316,14 @@ if (cluster) {
   scenario(
     '--also-proxy over the API server: it is never routed into the VIF, tp keeps working',
     async () => {
-      if (!lab) return;
-      const r = await tp(['connect', '-n', NS, '--also-proxy', '172.30.0.0/24']);
-      assert.match(r.stdout, /VIF: +tp0 routing .*172\.30\.0\.0\/24/);
-      assert.match(await wsText(['ip', 'route', 'show', 'table', '7470']), /throw 172\.30\.0\.1/);
-      assert.match(await wsText(['ip', 'route', 'get', '172.30.0.1']), /dev tplab-ws1/);
+      if (!isolated) return;
+      const r = await tp(['connect', '-n', NS, '--also-proxy', apiNet]);
+      assert.match(r.stdout, new RegExp(`VIF: +tp0 routing .*${apiNet.replaceAll('.', '\\.')}`));
+      assert.match(
+        await wsText(['ip', 'route', 'show', 'table', '7470']),
+        new RegExp(`throw ${api!.ip.replaceAll('.', '\\.')}\\b`),
+      );
+      await routeViaOwnLink();
       assert.match(await wsText(['curl', '-sS', '--max-time', '20', 'http://echo/']), /^echo-/);
       assert.is((await status()).state, 'CONNECTED');
       await tp(['quit']);

@@ -1,56 +1,61 @@
 #!/usr/bin/env bash
-# Runs tp's e2e scenarios against a kind cluster, on a host with Docker (the development machines have
-# none; there `npm test` runs the same scenarios on the lab). Creates the cluster (or reuses it), builds
-# tp and the scenario images, loads them into the cluster, installs the chart, runs test/e2e/.
-#   bash test/e2e/kind/run.sh            # TP_KIND_KEEP=1 keeps the cluster afterwards
+# tp's e2e scenarios (intercept, VIF, eBPF) on a kind cluster made from images built on this machine
+# (kind/README.md), as root on Debian 12. Installs what is missing (Debian's docker.io and mmdebstrap,
+# npm dependencies), builds tp and its image, then `tp-kind up` (the lab's and kind's binaries, the
+# images and the node image, each built only when missing; Docker started when none runs), runs the
+# scenarios with the workstation in tp-kind's namespace, and always `tp-kind down`: the cluster and the
+# workstation removed, Docker stopped if tp-kind started it, and a check that nothing of it is left.
+#   bash test/e2e/kind/run.sh [FILTER...]   # default filters: e2e/intercept e2e/vif e2e/ebpf
+#   TP_KIND_KEEP=1 bash test/e2e/kind/run.sh   # keep the cluster (and Docker) for a look; tp-kind down later
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../../.." && pwd)
-cluster=${TP_KIND_CLUSTER:-tp-e2e}
-tag=${TP_IMAGE_TAG:-e2e}
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$root"
+t0=$(date +%s)
+phase() { echo "kind-e2e: $* ($(( $(date +%s) - t0 ))s)" >&2; }
 
-for tool in docker kind kubectl helm node npm; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "kind-e2e: $tool is not installed; it is needed to run the scenarios on kind" >&2; exit 2; }
-done
-docker info >/dev/null 2>&1 || { echo "kind-e2e: the Docker engine is not reachable (docker info failed); start it and run again" >&2; exit 2; }
-
-if ! kind get clusters 2>/dev/null | grep -qx "$cluster"; then
-  echo "kind-e2e: creating cluster $cluster" >&2
-  kind create cluster --name "$cluster" --config "$here/kind-config.yaml" --wait 180s
+if [ "$(id -u)" -ne 0 ]; then
+  echo "kind-e2e: run as root (Docker, network namespaces): sudo bash $0" >&2
+  exit 2
 fi
-kubeconfig=$(mktemp)
-cleanup() {
-  rm -f "$kubeconfig"
-  if [ "${TP_KIND_KEEP:-}" != 1 ]; then kind delete cluster --name "$cluster" >/dev/null 2>&1 || true; fi
+missing=()
+for p in docker.io mmdebstrap containerd runc iproute2 util-linux; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  phase "installing ${missing[*]}"
+  apt-get update -qq
+  # The package must not start Docker's system service (with its iptables rules): tp-kind starts its own
+  # dockerd when none runs. A policy-rc.d that refuses service starts, for the install only.
+  policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -z "$policy" ] || rm -f "$policy"
+fi
+[ -d node_modules ] || npm ci --no-audit --no-fund
+phase "building tp and its image"
+node build.mjs
+node dist/image/main.js >/dev/null
+
+keep=${TP_KIND_KEEP:-}
+down() {
+  local code=$?
+  if [ "$keep" = 1 ]; then
+    phase "TP_KIND_KEEP=1: the cluster stays (node dist/kind/main.js down removes it)"
+  else
+    phase "tp-kind down"
+    node dist/kind/main.js down || code=1
+  fi
+  phase "done (exit $code)"
+  exit "$code"
 }
-trap cleanup EXIT
-kind get kubeconfig --name "$cluster" >"$kubeconfig"
+trap down EXIT
 
-echo "kind-e2e: building tp" >&2
-(cd "$root" && npm ci --no-audit --no-fund && node build.mjs)
-
-echo "kind-e2e: building and loading images" >&2
-if [ -f "$root/Dockerfile" ]; then
-  docker build -t "tp/tp:$tag" "$root"
-else
-  docker build -t "tp/tp:$tag" -f "$here/images/tp/Dockerfile" "$root"
-fi
-docker build -t "tp-e2e/echo:$tag" "$here/images/echo"
-docker build -t "tp-e2e/shell:$tag" "$here/images/shell"
-for image in "tp/tp:$tag" "tp-e2e/echo:$tag" "tp-e2e/shell:$tag"; do
-  kind load docker-image "$image" --name "$cluster"
-done
-
-echo "kind-e2e: installing the chart" >&2
-# Release name traffic-manager: the one `tp helm install|upgrade|uninstall` manages (the scenarios upgrade and uninstall it).
-KUBECONFIG=$kubeconfig helm upgrade --install traffic-manager "$root/charts/tp" \
-  --namespace tp-system --create-namespace \
-  --set image.repository=tp/tp --set "image.tag=$tag" --set image.pullPolicy=Never \
-  --wait --timeout 5m
-
-echo "kind-e2e: running the scenarios" >&2
-# The same files as on the lab; TP_E2E_KUBECONFIG points them at kind and the workstation is this host.
+phase "tp-kind up"
+kubeconfig=$(node dist/kind/main.js up)
+phase "running the scenarios"
+[ $# -gt 0 ] || set -- e2e/intercept e2e/vif e2e/ebpf
 TP_E2E_KUBECONFIG=$kubeconfig \
-  TP_E2E_IMAGE_ECHO="tp-e2e/echo:$tag" \
-  TP_E2E_IMAGE_SHELL="tp-e2e/shell:$tag" \
-  node "$root/test/run.mjs" /e2e/
+  TP_E2E_KUBECTL="$(bash lab/build.sh)/kubectl" \
+  TP_E2E_WORKSTATION="$(dirname "$kubeconfig")/workstation.json" \
+  node test/run.mjs "$@"
