@@ -9,8 +9,9 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { suite, type Test } from 'uvu';
+import type { Test } from 'uvu';
 import { type CommandResult, onPath, runCommand } from '../lab/command.js';
+import { requirementSuite } from './suite.js';
 import { waitFor } from './wait.js';
 
 const NAMESPACE = 'k8s.io';
@@ -33,18 +34,7 @@ export function containerdUnavailable(extraTools: string[] = []): string | undef
  * losing containerd.
  */
 export function containerdSuite(title: string, extraTools: string[] = []): { test: Test; ready: boolean } {
-  const test = suite(title);
-  const why = containerdUnavailable(extraTools);
-  if (why === undefined) return { test, ready: true };
-  if (process.env.CI === 'true') {
-    test(`${title}: a scratch containerd`, () => {
-      throw new Error(`cannot run here and CI=true forbids skipping: ${why}`);
-    });
-  } else {
-    process.stdout.write(`# ${title}: skipped: ${why}\n`);
-    test.skip(title, () => {});
-  }
-  return { test, ready: false };
+  return requirementSuite(title, containerdUnavailable(extraTools));
 }
 
 export interface RunOptions {

@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { notRoot, requirementSuite } from '../../testbed/suite.js';
 import { labPaths } from '../paths.js';
 import { ensureWorkstationResolvConf, labExecArgv, WORKSTATION_RESOLV_CONF } from '../workstation.js';
 
@@ -30,40 +31,42 @@ test('labExecArgv: nsenter alone for the node, plus a private mount of resolv.co
   assert.throws(() => labExecArgv('tplab-ws', ['true'], 'relative/resolv.conf'), /must be absolute/);
 });
 
-test('a command in the workstation writes the lab resolv.conf, never the host one', () => {
-  if (process.getuid?.() !== 0) {
-    process.stdout.write('# skipped: needs root for network and mount namespaces\n');
-    return;
-  }
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpv-labws-'));
-  const hostBefore = fs.readFileSync('/etc/resolv.conf');
-  run(['ip', 'netns', 'del', NETNS]);
-  assert.is(run(['ip', 'netns', 'add', NETNS]).code, 0);
-  try {
-    const file = ensureWorkstationResolvConf(labPaths(dir));
-    assert.is(fs.readFileSync(file, 'utf8'), WORKSTATION_RESOLV_CONF);
-    // Writes only when /etc/resolv.conf really is the lab's file (same device and inode): a broken mount
-    // must fail this test, not overwrite the host's resolver.
-    const script = [
-      'set -e',
-      'cat /etc/resolv.conf',
-      `[ "$(stat -Lc %d:%i /etc/resolv.conf)" = "$(stat -Lc %d:%i ${file})" ]`,
-      'printf "nameserver 198.18.0.1\\n" > /etc/resolv.conf',
-      'ip -o link show | wc -l',
-    ].join('\n');
-    const r = run(labExecArgv(NETNS, ['sh', '-c', script], file));
-    assert.is(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^# tp-lab: \/etc\/resolv.conf of the commands/);
-    assert.match(r.stdout, /\n1\n$/, 'only lo: the command ran in the scratch network namespace');
-    assert.is(fs.readFileSync(file, 'utf8'), 'nameserver 198.18.0.1\n');
-    assert.ok(fs.readFileSync('/etc/resolv.conf').equals(hostBefore), "the host's resolv.conf is untouched");
-    // ensure… keeps an existing file (a connected tp may be managing it).
-    ensureWorkstationResolvConf(labPaths(dir));
-    assert.is(fs.readFileSync(file, 'utf8'), 'nameserver 198.18.0.1\n');
-  } finally {
+const asRoot = requirementSuite('workstation exec, in namespaces', notRoot());
+if (asRoot.ready)
+  asRoot.test('a command in the workstation writes the lab resolv.conf, never the host one', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpv-labws-'));
+    const hostBefore = fs.readFileSync('/etc/resolv.conf');
     run(['ip', 'netns', 'del', NETNS]);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
+    assert.is(run(['ip', 'netns', 'add', NETNS]).code, 0);
+    try {
+      const file = ensureWorkstationResolvConf(labPaths(dir));
+      assert.is(fs.readFileSync(file, 'utf8'), WORKSTATION_RESOLV_CONF);
+      // Writes only when /etc/resolv.conf really is the lab's file (same device and inode): a broken mount
+      // must fail this test, not overwrite the host's resolver.
+      const script = [
+        'set -e',
+        'cat /etc/resolv.conf',
+        `[ "$(stat -Lc %d:%i /etc/resolv.conf)" = "$(stat -Lc %d:%i ${file})" ]`,
+        'printf "nameserver 198.18.0.1\\n" > /etc/resolv.conf',
+        'ip -o link show | wc -l',
+      ].join('\n');
+      const r = run(labExecArgv(NETNS, ['sh', '-c', script], file));
+      assert.is(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^# tp-lab: \/etc\/resolv.conf of the commands/);
+      assert.match(r.stdout, /\n1\n$/, 'only lo: the command ran in the scratch network namespace');
+      assert.is(fs.readFileSync(file, 'utf8'), 'nameserver 198.18.0.1\n');
+      assert.ok(
+        fs.readFileSync('/etc/resolv.conf').equals(hostBefore),
+        "the host's resolv.conf is untouched",
+      );
+      // ensure… keeps an existing file (a connected tp may be managing it).
+      ensureWorkstationResolvConf(labPaths(dir));
+      assert.is(fs.readFileSync(file, 'utf8'), 'nameserver 198.18.0.1\n');
+    } finally {
+      run(['ip', 'netns', 'del', NETNS]);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
 test.run();
+asRoot.test.run();
