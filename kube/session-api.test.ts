@@ -262,7 +262,10 @@ test('parsing the ConfigMap and the headers (pure)', () => {
   assert.is(identityFromHeaders({ 'x-remote-group': ['a'] }, defaults), undefined);
   const peer = { authorized: true, commonName: 'anything', clientAuth: true };
   assert.is(frontProxyProblem(peer, defaults), undefined, 'no allowed names: any name the CA signed');
-  assert.match(frontProxyProblem({ ...peer, clientAuth: false }, defaults) ?? '', 'not for client authentication');
+  assert.match(
+    frontProxyProblem({ ...peer, clientAuth: false }, defaults) ?? '',
+    'not for client authentication',
+  );
 });
 
 test.run();

@@ -46,8 +46,29 @@ export function explainRefusal(
   }
 }
 
-/** An identity token for the kubeconfig's user, from the traffic manager in managerNamespace. */
+/** How long a token request waits out "service unavailable" (a manager starting or restarting). */
+const UNAVAILABLE_RETRY_MS = 30_000;
+
+/**
+ * An identity token for the kubeconfig's user, from the traffic manager in managerNamespace. While the API
+ * server answers 503 (the manager is starting: its APIService is not Available yet) it asks again, for up
+ * to 30 s.
+ */
 export async function requestIdentityToken(kc: KubeConfig, managerNamespace: string): Promise<string> {
+  const until = Date.now() + UNAVAILABLE_RETRY_MS;
+  for (;;) {
+    try {
+      return await requestOnce(kc, managerNamespace);
+    } catch (e) {
+      if (!(e instanceof Unavailable) || Date.now() > until) throw e;
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+  }
+}
+
+class Unavailable extends Error {}
+
+async function requestOnce(kc: KubeConfig, managerNamespace: string): Promise<string> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new UsageError('the kubeconfig has no current cluster: pass --context');
   const group = sessionApiGroup(managerNamespace);
@@ -83,6 +104,7 @@ export async function requestIdentityToken(kc: KubeConfig, managerNamespace: str
     );
     req.end(body);
   });
+  if (code === 503) throw new Unavailable(explainRefusal(code, statusMessage(text), group, managerNamespace));
   if (code !== 201 && code !== 200)
     throw new Error(explainRefusal(code, statusMessage(text), group, managerNamespace));
   const token = (JSON.parse(text) as { status?: { token?: string } }).status?.token;
