@@ -221,6 +221,8 @@ test('clients: who may use tp is the chart values', () => {
     !none.some((o) => o.metadata.name === 'tp-client' && o.kind === 'RoleBinding'),
     'no binding by default',
   );
+  const revoker = one<{ rules: Rule[] }>(none, 'ClusterRole', 'tp-intercept-admin-tp-system');
+  assert.equal(revoker.rules, [{ apiGroups: ['tp.dev'], resources: ['intercepts'], verbs: ['delete'] }]);
   const bound = render('clients.subjects[0].kind=Group', 'clients.subjects[0].name=developers');
   for (const [kind, name] of [
     ['ClusterRoleBinding', 'tp-client-tp-system'],

@@ -11,7 +11,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger } from '../logging/logger.js';
 import { CredentialAuthority } from '../manager/credentials.js';
-import type { InjectionConfig } from './injection.js';
+import { kubeManagerConfigFromEnv } from './manager-config.js';
 import {
   frontProxyProblem,
   handleSessionApi,
@@ -98,20 +98,8 @@ const requestHeader: RequestHeaderConfig = parseRequestHeaderConfig({
   'requestheader-extra-headers-prefix': '["X-Remote-Extra-"]',
 })!;
 
-const config: InjectionConfig = {
-  version: '0.1.0',
-  agentImage: 'tp/tp',
-  initImage: 'tp/tp',
-  imagePullPolicy: 'IfNotPresent',
-  agentUid: 7777,
-  agentPort: 15001,
-  probePort: 15021,
-  managerAddress: 'traffic-manager.tp-system:8081',
-  tokenAudience: 'tp-manager.tp-system',
-  tokenExpirationSeconds: 3600,
-  logLevel: 'info',
-  defaultMechanism: 'iptables',
-};
+// The webhook's configuration is the chart's default; no scenario here injects a pod.
+const config = kubeManagerConfigFromEnv({ TP_MANAGER_NAMESPACE: 'tp-system' }).injection;
 
 const credentials = new CredentialAuthority();
 const events: string[] = [];

@@ -12,7 +12,8 @@ function rbac(...grants: string[]) {
   return (c: ResourceCheck) =>
     grants.some((g) => {
       const [verb, resource, ns] = g.split(' ');
-      const r = c.subresource ? `${c.resource}/${c.subresource}` : c.resource;
+      const named = c.group && c.group !== 'apps' ? `${c.resource}.${c.group}` : c.resource;
+      const r = c.subresource ? `${named}/${c.subresource}` : named;
       return verb === c.verb && resource === r && (ns === '*' || ns === c.namespace);
     });
 }
@@ -102,6 +103,19 @@ const rows: {
     grants: ['list deployments a'],
     allowed: false,
     message: 'not allowed to see the deployments in b: user alice cannot list deployments in b',
+  },
+  // an admin's revoke of others' intercepts: its own permission, which intercepting does not give
+  {
+    action: { kind: 'revoke-intercepts', workload: echoInA },
+    grants: ['patch deployments a', 'create pods/portforward a'],
+    allowed: false,
+    message:
+      "not allowed to end other users' intercepts of a/echo: user alice cannot delete intercepts.tp.dev in a",
+  },
+  {
+    action: { kind: 'revoke-intercepts', workload: echoInA },
+    grants: ['delete intercepts.tp.dev a'],
+    allowed: true,
   },
 ];
 

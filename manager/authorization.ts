@@ -9,9 +9,10 @@
 //   remove the agent from W in N      | patch <W's kind> W in N
 //   remove the agent from all of N    | patch deployments, replicasets, statefulsets in N ("" = all)
 //   see N's workloads of a kind       | list <kind> in N (tp list, the agents' list)
+//   end others' intercepts of W in N  | delete intercepts.tp.dev W in N (an admin's revoke; tp revoke)
 //
-// Ending an intercept is not in the table: a session ends only its own (the intercept table is keyed by
-// session), so no RBAC rule can let a user end someone else's.
+// Ending one's own intercept is not in the table: RemoveIntercept finds only the caller session's (the
+// intercept table is keyed by session). Ending someone else's is the separate revoke above.
 import type { Identity } from './credentials.js';
 
 /** One SubjectAccessReview's resource attributes. */
@@ -37,7 +38,15 @@ export type Action =
   | { kind: 'install-agent'; workload: WorkloadRef }
   | { kind: 'uninstall-agent'; workload: WorkloadRef }
   | { kind: 'uninstall-all-agents'; namespace: string }
-  | { kind: 'list-workloads'; namespace: string; workloadKind: string };
+  | { kind: 'list-workloads'; namespace: string; workloadKind: string }
+  | { kind: 'revoke-intercepts'; workload: WorkloadRef };
+
+/**
+ * The RBAC resource an admin's revoke needs: no such API exists, RBAC rules name it all the same (the
+ * chart's ClusterRole tp-intercept-admin grants it).
+ */
+export const INTERCEPTS_GROUP = 'tp.dev';
+export const INTERCEPTS_RESOURCE = 'intercepts';
 
 /** The API group and resource of a workload kind. */
 export function workloadResource(kind: string): { group: string; resource: string } {
@@ -85,6 +94,16 @@ export function requiredChecks(action: Action): ResourceCheck[] {
       }));
     case 'list-workloads':
       return [{ verb: 'list', ...workloadResource(action.workloadKind), namespace: action.namespace }];
+    case 'revoke-intercepts':
+      return [
+        {
+          verb: 'delete',
+          group: INTERCEPTS_GROUP,
+          resource: INTERCEPTS_RESOURCE,
+          namespace: action.workload.namespace,
+          name: action.workload.name,
+        },
+      ];
   }
 }
 
@@ -103,12 +122,18 @@ export function describeAction(action: Action): string {
         : 'remove the agents from every workload';
     case 'list-workloads':
       return `see the ${workloadResource(action.workloadKind).resource} in ${action.namespace}`;
+    case 'revoke-intercepts':
+      return `end other users' intercepts of ${action.workload.namespace}/${action.workload.name}`;
   }
 }
 
-/** "patch deployments in N", "create pods/portforward in N", "patch deployments in any namespace". */
+/**
+ * "patch deployments in N", "create pods/portforward in N", "patch deployments in any namespace",
+ * "delete intercepts.tp.dev in N" (groups other than core and apps are named, as kubectl does).
+ */
 export function describeCheck(c: ResourceCheck): string {
-  const resource = c.subresource ? `${c.resource}/${c.subresource}` : c.resource;
+  const named = c.group && c.group !== 'apps' ? `${c.resource}.${c.group}` : c.resource;
+  const resource = c.subresource ? `${named}/${c.subresource}` : named;
   return `${c.verb} ${resource} in ${c.namespace || 'any namespace'}`;
 }
 

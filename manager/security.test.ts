@@ -54,9 +54,10 @@ test.before(async () => {
       mode: 'enforcing',
       credentials,
       log: createLogger('access'),
-      // alice may do everything in namespace a, bob everything in a and b.
+      // alice may do everything in namespace a but revoke others' intercepts; bob everything in a and b.
       authorizer: {
-        allowed: async (id, c) => (id.user === 'alice' ? c.namespace === 'a' : id.user === 'bob'),
+        allowed: async (id, c) =>
+          id.user === 'alice' ? c.namespace === 'a' && c.resource !== 'intercepts' : id.user === 'bob',
       },
       // An agent's token is "token-of:<namespace>/<pod>".
       agents: {
@@ -282,6 +283,56 @@ test("a session's credential works for that session only; the user is authorized
     });
   assert.equal(await list(alice), ['a/echo']);
   assert.equal(await list(bob), ['a/echo', 'b/echo']);
+});
+
+test("revoking others' intercepts is its own permission", async () => {
+  await arriveAgent(agent('db', 'a'));
+  const alice = await arriveAs('alice');
+  const bob = await arriveAs('bob');
+  const session = (a: Arrival) => ({ sessionId: a.sessionId, remainIntervalMs: 0 });
+  const mine = await call<InterceptInfo>(alice.credential, (md, o, cb) =>
+    client.createIntercept(
+      {
+        session: session(alice),
+        spec: {
+          name: '',
+          workload: 'db',
+          namespace: 'a',
+          workloadKind: '',
+          mechanism: 'tcp',
+          remotePort: 8080,
+          portName: '',
+          targetHost: '127.0.0.1',
+          targetPort: 18091,
+          client: '',
+        },
+      },
+      md,
+      o,
+      cb,
+    ),
+  );
+  const revoke = (a: Arrival) =>
+    call<{ intercepts: InterceptInfo[] }>(a.credential, (md, o, cb) =>
+      client.revokeIntercepts(
+        { session: session(a), workload: 'db', namespace: 'a', remotePort: 0 },
+        md,
+        o,
+        cb,
+      ),
+    );
+  // alice may intercept in a, but not end others' intercepts there.
+  await refused(
+    revoke(alice),
+    grpc.status.PERMISSION_DENIED,
+    "not allowed to end other users' intercepts of a/db: user alice cannot delete intercepts.tp.dev in a",
+  );
+  const ended = await revoke(bob);
+  assert.equal(
+    ended.intercepts.map((i) => i.id),
+    [mine.id],
+  );
+  assert.equal((await revoke(bob)).intercepts, [], 'nothing left');
 });
 
 test('tunnel: only with the session credential, outbound only to reachable networks', async () => {

@@ -459,6 +459,28 @@ export function managerService(core: ManagerCore): ManagerServer {
       return {};
     }),
 
+    revokeIntercepts: unary('RevokeIntercepts', async (req, call) => {
+      const s = clientOf(call.metadata, req.session?.sessionId ?? '', 'RevokeIntercepts');
+      const namespace = req.namespace || 'default';
+      await authorize(
+        s,
+        { kind: 'revoke-intercepts', workload: workloadRef(req.workload, namespace) },
+        'RevokeIntercepts',
+      );
+      const gone = core.intercepts.revoke(req.workload, namespace, req.remotePort);
+      for (const i of gone)
+        log.info('intercept revoked', {
+          intercept: i.spec!.name,
+          workload: req.workload,
+          namespace,
+          port: i.spec!.remotePort,
+          holder: i.spec!.client,
+          by: s.info.name,
+        });
+      if (gone.length > 0) core.feeds.changed();
+      return { intercepts: gone };
+    }),
+
     reviewIntercept: unary('ReviewIntercept', (req, call) => {
       const s = agentOf(call.metadata, req.session?.sessionId ?? '', 'ReviewIntercept');
       const target = core.intercepts.get(req.interceptId)?.spec;

@@ -235,6 +235,10 @@ export function connectorService(
       return {};
     }),
 
+    revoke: unary('Revoke', async (req) => ({
+      intercepts: await conn.revoke(req.workload, req.namespace, req.remotePort),
+    })),
+
     uninstall: unary('Uninstall', async (req) => {
       await conn.uninstallAgents(req.names, req.namespace, req.all);
       return {};

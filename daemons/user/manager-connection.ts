@@ -318,6 +318,21 @@ export class ManagerConnection extends EventEmitter {
     }
   }
 
+  /** An admin ends other users' intercepts of a workload (one port, or all with 0); answers the ended ones. */
+  async revoke(workload: string, namespace: string, remotePort: number): Promise<InterceptInfo[]> {
+    const client = this.requireSession();
+    try {
+      const r = await unary<InterceptInfoSnapshot>(
+        (md, o, cb) =>
+          client.revokeIntercepts({ session: this.session(), workload, namespace, remotePort }, md, o, cb),
+        CALL_TIMEOUT_MS,
+      );
+      return r.intercepts;
+    } catch (e) {
+      throw this.managerError(e);
+    }
+  }
+
   async removeIntercept(name: string): Promise<void> {
     const record = this.records.get(name);
     if (!record)
@@ -545,7 +560,8 @@ export class ManagerConnection extends EventEmitter {
         r.info = info;
         r.seen = true;
       } else if (r.seen) {
-        r.gone = 'removed by the traffic manager';
+        // While the session lives, only an admin's revoke removes an intercept at the manager.
+        r.gone = 'revoked at the traffic manager (tp revoke by someone allowed to end it)';
         r.info = undefined;
         log.warn('intercept removed by the traffic manager', { intercept: r.name });
       }

@@ -354,6 +354,14 @@ export interface RemoveInterceptRequest {
   name: string;
 }
 
+export interface RevokeInterceptsRequest {
+  session: SessionInfo | undefined;
+  workload: string;
+  namespace: string;
+  /** 0: every port */
+  remotePort: number;
+}
+
 export interface ReviewInterceptRequest {
   /** the agent's session */
   session: SessionInfo | undefined;
@@ -3342,6 +3350,129 @@ export const RemoveInterceptRequest: MessageFns<RemoveInterceptRequest> = {
   },
 };
 
+function createBaseRevokeInterceptsRequest(): RevokeInterceptsRequest {
+  return { session: undefined, workload: "", namespace: "", remotePort: 0 };
+}
+
+export const RevokeInterceptsRequest: MessageFns<RevokeInterceptsRequest> = {
+  encode(message: RevokeInterceptsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.session !== undefined) {
+      SessionInfo.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    if (message.workload !== "") {
+      writer.uint32(18).string(message.workload);
+    }
+    if (message.namespace !== "") {
+      writer.uint32(26).string(message.namespace);
+    }
+    if (message.remotePort !== 0) {
+      writer.uint32(32).uint32(message.remotePort);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeInterceptsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeInterceptsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.session = SessionInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.workload = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.namespace = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.remotePort = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeInterceptsRequest {
+    return {
+      session: isSet(object.session) ? SessionInfo.fromJSON(object.session) : undefined,
+      workload: isSet(object.workload) ? globalThis.String(object.workload) : "",
+      namespace: isSet(object.namespace) ? globalThis.String(object.namespace) : "",
+      remotePort: isSet(object.remotePort)
+        ? globalThis.Number(object.remotePort)
+        : isSet(object.remote_port)
+        ? globalThis.Number(object.remote_port)
+        : 0,
+    };
+  },
+
+  toJSON(message: RevokeInterceptsRequest): unknown {
+    const obj: any = {};
+    if (message.session !== undefined) {
+      obj.session = SessionInfo.toJSON(message.session);
+    }
+    if (message.workload !== "") {
+      obj.workload = message.workload;
+    }
+    if (message.namespace !== "") {
+      obj.namespace = message.namespace;
+    }
+    if (message.remotePort !== 0) {
+      obj.remotePort = Math.round(message.remotePort);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeInterceptsRequest>): RevokeInterceptsRequest {
+    return RevokeInterceptsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeInterceptsRequest>): RevokeInterceptsRequest {
+    const message = createBaseRevokeInterceptsRequest();
+    message.session = (object.session !== undefined && object.session !== null)
+      ? SessionInfo.fromPartial(object.session)
+      : undefined;
+    message.workload = object.workload ?? "";
+    message.namespace = object.namespace ?? "";
+    message.remotePort = object.remotePort ?? 0;
+    return message;
+  },
+};
+
 function createBaseReviewInterceptRequest(): ReviewInterceptRequest {
   return { session: undefined, interceptId: "", disposition: 0, message: "", environment: {} };
 }
@@ -4714,6 +4845,21 @@ export const ManagerService = {
     responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
     responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
   },
+  /**
+   * Ends other sessions' intercepts of a workload: an admin's action, authorized separately (RBAC: delete
+   * on intercepts.tp.dev in the workload's namespace). RemoveIntercept ends only the caller's own.
+   */
+  revokeIntercepts: {
+    path: "/tp.manager.Manager/RevokeIntercepts" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevokeInterceptsRequest): Buffer =>
+      Buffer.from(RevokeInterceptsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevokeInterceptsRequest => RevokeInterceptsRequest.decode(value),
+    responseSerialize: (value: InterceptInfoSnapshot): Buffer =>
+      Buffer.from(InterceptInfoSnapshot.encode(value).finish()),
+    responseDeserialize: (value: Buffer): InterceptInfoSnapshot => InterceptInfoSnapshot.decode(value),
+  },
   /** Agents report whether they serve an intercept (ACTIVE) or cannot (AGENT_ERROR). */
   reviewIntercept: {
     path: "/tp.manager.Manager/ReviewIntercept" as const,
@@ -4788,6 +4934,11 @@ export interface ManagerServer extends UntypedServiceImplementation {
   prepareIntercept: handleUnaryCall<CreateInterceptRequest, PreparedIntercept>;
   createIntercept: handleUnaryCall<CreateInterceptRequest, InterceptInfo>;
   removeIntercept: handleUnaryCall<RemoveInterceptRequest, Empty>;
+  /**
+   * Ends other sessions' intercepts of a workload: an admin's action, authorized separately (RBAC: delete
+   * on intercepts.tp.dev in the workload's namespace). RemoveIntercept ends only the caller's own.
+   */
+  revokeIntercepts: handleUnaryCall<RevokeInterceptsRequest, InterceptInfoSnapshot>;
   /** Agents report whether they serve an intercept (ACTIVE) or cannot (AGENT_ERROR). */
   reviewIntercept: handleUnaryCall<ReviewInterceptRequest, Empty>;
   uninstallAgents: handleUnaryCall<UninstallAgentsRequest, Empty>;
@@ -4956,6 +5107,25 @@ export interface ManagerClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  /**
+   * Ends other sessions' intercepts of a workload: an admin's action, authorized separately (RBAC: delete
+   * on intercepts.tp.dev in the workload's namespace). RemoveIntercept ends only the caller's own.
+   */
+  revokeIntercepts(
+    request: RevokeInterceptsRequest,
+    callback: (error: ServiceError | null, response: InterceptInfoSnapshot) => void,
+  ): ClientUnaryCall;
+  revokeIntercepts(
+    request: RevokeInterceptsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: InterceptInfoSnapshot) => void,
+  ): ClientUnaryCall;
+  revokeIntercepts(
+    request: RevokeInterceptsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: InterceptInfoSnapshot) => void,
   ): ClientUnaryCall;
   /** Agents report whether they serve an intercept (ACTIVE) or cannot (AGENT_ERROR). */
   reviewIntercept(
