@@ -4,13 +4,13 @@
 // server keeps answering callers without a certificate.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as https from 'node:https';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger } from '../logging/logger.js';
 import { CredentialAuthority } from '../manager/credentials.js';
+import { httpsRequest } from '../testbed/https.js';
 import { kubeManagerConfigFromEnv } from './manager-config.js';
 import {
   frontProxyProblem,
@@ -137,30 +137,19 @@ function request(
   urlPath: string,
   o: { client?: string; headers?: Record<string, string | string[]>; body?: string } = {},
 ): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      {
-        host: '127.0.0.1',
-        port: server.address.port,
-        path: urlPath,
-        method,
-        ca: read('serving-ca.crt'),
-        headers: { 'content-type': 'application/json', ...o.headers },
-        ...(o.client ? { cert: read(`${o.client}.crt`), key: read(`${o.client}.key`) } : {}),
-        agent: false,
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d) => {
-          text += d;
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-      },
-    );
-    req.on('error', reject);
-    req.end(o.body ?? '{}');
-  });
+  return httpsRequest(
+    {
+      host: '127.0.0.1',
+      port: server.address.port,
+      path: urlPath,
+      method,
+      ca: read('serving-ca.crt'),
+      headers: { 'content-type': 'application/json', ...o.headers },
+      ...(o.client ? { cert: read(`${o.client}.crt`), key: read(`${o.client}.key`) } : {}),
+      agent: false,
+    },
+    o.body ?? '{}',
+  );
 }
 
 const asAlice = {
