@@ -57,6 +57,7 @@ async function main(): Promise<void> {
     config.ports.map((p) => p.appPort),
     () => environment,
     (routes) => steering?.sync(routes.keys()),
+    config.managerTokenFile,
   );
   const counters = new ConnectionCounters(
     config.ports.map((p) => p.appPort),

@@ -1,9 +1,16 @@
 // The agent's session with the traffic manager: arrive, heartbeat, follow the intercepts of its workload,
 // review them, and reconnect with backoff when the manager goes away. While there is no session, the
 // routes are empty: every connection passes through to the app.
+import * as fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../logging/logger.js';
-import { type AgentInfo, InterceptDisposition, type InterceptInfoSnapshot } from '../rpc/gen/manager.js';
+import { bearerInterceptor, withBearer } from '../rpc/call-credentials.js';
+import {
+  type AgentInfo,
+  type Arrival,
+  InterceptDisposition,
+  type InterceptInfoSnapshot,
+} from '../rpc/gen/manager.js';
 import { managerChannelOptions } from '../rpc/grpc-options.js';
 import { ManagerClient } from '../rpc/manager-service.js';
 import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
@@ -18,6 +25,8 @@ export class AgentManagerSession {
   readonly client: ManagerClient;
   /** The current session id; empty while disconnected. */
   sessionId = '';
+  /** The current session's credential: the channel adds it to every call (tunnel streams included). */
+  private credential = '';
   /** app port -> intercept id, for the intercepts this agent accepted. */
   routes = new Map<number, string>();
   private stopped = false;
@@ -31,8 +40,30 @@ export class AgentManagerSession {
     private readonly environment: () => Record<string, string>,
     /** Called with the new routes whenever they change (eBPF capture steers exactly these ports). */
     private readonly onRoutes: (routes: Map<number, string>) => void = () => {},
+    /**
+     * The pod's projected ServiceAccount token with the manager's audience (TP_MANAGER_TOKEN_FILE), read
+     * again at every arrival: the kubelet rotates it. Undefined: none (standalone).
+     */
+    private readonly tokenFile?: string,
   ) {
-    this.client = new ManagerClient(address, grpc.credentials.createInsecure(), managerChannelOptions());
+    this.client = new ManagerClient(address, grpc.credentials.createInsecure(), {
+      ...managerChannelOptions(),
+      interceptors: [bearerInterceptor(() => this.credential)],
+    });
+  }
+
+  /** The token the agent arrives with ('' without a token file). */
+  private token(): string {
+    if (!this.tokenFile) return '';
+    try {
+      return fs.readFileSync(this.tokenFile, 'utf8').trim();
+    } catch (e) {
+      log.warn('cannot read the ServiceAccount token; arriving without it', {
+        file: this.tokenFile,
+        error: (e as Error).message,
+      });
+      return '';
+    }
   }
 
   /** Runs until stop(): arrive, serve the session, and after it is lost, arrive again. */
@@ -41,13 +72,16 @@ export class AgentManagerSession {
     let lostLogged = false;
     while (!this.stopped) {
       try {
-        const session = await unary<{ sessionId: string; remainIntervalMs: number }>(
-          (md, o, cb) => this.client.arriveAsAgent(this.info, md, o, cb),
+        this.credential = '';
+        const token = this.token();
+        const session = await unary<Arrival>(
+          (md, o, cb) => this.client.arriveAsAgent(this.info, withBearer(md, token), o, cb),
           CALL_TIMEOUT_MS,
         );
         backoff = MIN_BACKOFF_MS;
         lostLogged = false;
         this.sessionId = session.sessionId;
+        this.credential = session.credential;
         log.info('arrived at the traffic manager', { manager: this.address, session: session.sessionId });
         const reason = await this.serve(session.sessionId, session.remainIntervalMs || 5_000);
         if (this.stopped) break;

@@ -14,7 +14,13 @@ import {
   type InterceptProgress,
   type ListRequest,
 } from '../rpc/gen/connector.js';
-import type { InterceptInfo, InterceptSpec, VersionInfo, WorkloadInfoSnapshot } from '../rpc/gen/manager.js';
+import type {
+  InterceptInfo,
+  InterceptInfoSnapshot,
+  InterceptSpec,
+  VersionInfo,
+  WorkloadInfoSnapshot,
+} from '../rpc/gen/manager.js';
 import { localChannelOptions } from '../rpc/grpc-options.js';
 import { errorDetails, unary } from '../rpc/unary-call.js';
 
@@ -171,6 +177,13 @@ export class DaemonClient {
       (md, o, cb) => this.client.uninstall({ names, namespace, all }, md, o, cb),
       300_000,
     ).then(() => {});
+  }
+
+  /** Ends other users' intercepts of a workload (an admin's action); answers the ones ended. */
+  revoke(workload: string, namespace: string, remotePort: number): Promise<InterceptInfo[]> {
+    return this.call<InterceptInfoSnapshot>((md, o, cb) =>
+      this.client.revoke({ session: undefined, workload, namespace, remotePort }, md, o, cb),
+    ).then((r) => r.intercepts);
   }
 
   removeIntercept(name: string): Promise<void> {

@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startRootDaemon } from '../daemons/root/launch.js';
-import { parseHostPort, UsageError } from '../netaddr/parse.js';
+import { parseHostPort, parsePort, UsageError } from '../netaddr/parse.js';
 import { errorDetails } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
 import { DaemonClient, waitForExit } from './daemon-client.js';
@@ -175,6 +175,25 @@ program
       );
       await daemon.uninstall(opts.agent, opts.allAgents ? '' : opts.namespace, Boolean(opts.allAgents));
       progress('Done: the pods rolled without the agent');
+    }),
+  );
+
+program
+  .command('revoke')
+  .description("end other users' intercepts of a workload (needs RBAC delete on intercepts.tp.dev there)")
+  .argument('<workload>', 'the intercepted workload')
+  .option('-n, --namespace <namespace>', "the workload's namespace", 'default')
+  .option('--port <port>', 'only the intercept of this app port', (v: string) => parsePort(v, '--port'), 0)
+  .action(
+    action('revoke', async (workload: string, opts: { namespace: string; port: number }) => {
+      const daemon = await DaemonClient.require();
+      const ended = await daemon.revoke(workload, opts.namespace, opts.port);
+      if (ended.length === 0)
+        process.stdout.write(`No intercept of ${opts.namespace}/${workload} to revoke\n`);
+      for (const i of ended)
+        process.stdout.write(
+          `Revoked intercept ${i.spec!.name} of ${i.spec!.client} (port ${i.spec!.remotePort} of ${opts.namespace}/${workload})\n`,
+        );
     }),
   );
 

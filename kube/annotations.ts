@@ -41,6 +41,21 @@ export const PROBES_NOT_REWRITTEN_ANNOTATION = 'tp.dev/probes-not-rewritten';
 /** On a pod the webhook saw but could not inject: why (no owner, no ports). */
 export const NOT_INJECTED_ANNOTATION = 'tp.dev/not-injected';
 
+/**
+ * On an injected pod, a label: the pod runs tp's agent. The chart's NetworkPolicy lets pods with it reach
+ * the manager's gRPC port.
+ */
+export const AGENT_LABEL = 'tp.dev/agent';
+export const AGENT_LABEL_VALUE = 'injected';
+
+/**
+ * In the agent container: the projected ServiceAccount token, bound to the pod, with the manager's
+ * audience, that the agent arrives with (TP_MANAGER_TOKEN_FILE).
+ */
+export const AGENT_TOKEN_VOLUME = 'tp-manager-token';
+export const AGENT_TOKEN_DIR = '/var/run/secrets/tp.dev/manager';
+export const AGENT_TOKEN_FILE = `${AGENT_TOKEN_DIR}/token`;
+
 /** The value of INJECT_ANNOTATION that turns injection on. */
 export const INJECT_ENABLED = 'enabled';
 

@@ -4,6 +4,7 @@
 // - `tp-manager uninstall-agents` (the chart's pre-delete hook): removes the agent from every workload
 //   in the managed namespaces, then exits.
 import type { Logger } from '../logging/logger.js';
+import type { CredentialAuthority } from '../manager/credentials.js';
 import { uninstallAllAgents } from './agent-installer.js';
 import { loadKubeConfig } from './kubeconfig.js';
 import { type KubeManagerConfig, kubeManagerConfigFromEnv } from './manager-config.js';
@@ -17,6 +18,7 @@ export interface InClusterManager {
 export async function startInClusterManager(
   flags: { kubeconfig?: string; context?: string },
   log: Logger,
+  credentials: CredentialAuthority,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<InClusterManager> {
   const config = kubeManagerConfigFromEnv(env);
@@ -25,8 +27,9 @@ export async function startInClusterManager(
     credentials: source,
     namespace: config.namespace,
     managedNamespaces: config.managedNamespaces.join(',') || 'all',
+    security: config.securityMode,
   });
-  const integration = await startKubeIntegration(kc, config, log);
+  const integration = await startKubeIntegration(kc, config, log, credentials);
   return { config, integration };
 }
 

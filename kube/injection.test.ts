@@ -30,6 +30,8 @@ const config: InjectionConfig = {
   agentPort: 15001,
   probePort: 15021,
   managerAddress: 'traffic-manager.tp-system:8081',
+  tokenAudience: 'tp-manager.tp-system',
+  tokenExpirationSeconds: 3600,
   logLevel: 'info',
   defaultMechanism: 'iptables',
   agentResources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },

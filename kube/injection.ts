@@ -7,7 +7,8 @@
 //   app's ports to the agent inside the pod's network namespace, so the container ports and the
 //   Service's targetPort stay exactly as the user wrote them;
 // - the `tp-agent` sidecar, running as its own UID (the capture rules exempt that UID so the agent's
-//   own dials to the app are never captured again), configured through the downward API;
+//   own dials to the app are never captured again), configured through the downward API, with a projected
+//   ServiceAccount token bound to the pod and addressed to the manager (how it proves which pod it is);
 // - the app's kubelet probes on captured ports, rewritten to the agent's probe port (probe-rewrite.ts),
 //   so a probe is never forwarded to a workstation, whatever address the kubelet probes from;
 // - annotations on the pod saying what was done (or why nothing was), for `tp describe` and for the
@@ -17,7 +18,12 @@ import type { PortMapping } from '../netaddr/parse.js';
 import { AGENT_PROBE_PATH, type AppProbe, encodeProbes } from '../probes/spec.js';
 import {
   AGENT_CONTAINER,
+  AGENT_LABEL,
+  AGENT_LABEL_VALUE,
   AGENT_MECHANISM_ANNOTATION,
+  AGENT_TOKEN_DIR,
+  AGENT_TOKEN_FILE,
+  AGENT_TOKEN_VOLUME,
   APP_ENV_PREFIX,
   CAPTURE_PORTS_ANNOTATION,
   INIT_CONTAINER,
@@ -52,6 +58,10 @@ export interface InjectionConfig {
   probePort: number;
   /** HOST:PORT where agents reach the traffic manager (its Service). */
   managerAddress: string;
+  /** The audience of the agent's projected ServiceAccount token: the manager accepts no other. */
+  tokenAudience: string;
+  /** Its lifetime (at least 600 s); the kubelet renews it at 80 %. */
+  tokenExpirationSeconds: number;
   logLevel: string;
   defaultMechanism: Mechanism;
   agentResources?: { requests?: Record<string, string>; limits?: Record<string, string> };
@@ -281,6 +291,7 @@ function agentContainer(
     { name: 'TP_MECHANISM', value: mechanism },
     { name: 'TP_CONTAINERS', value: JSON.stringify(containers) },
     { name: 'TP_PROBE_PORT', value: String(probePort) },
+    { name: 'TP_MANAGER_TOKEN_FILE', value: AGENT_TOKEN_FILE },
   ];
   if (probes.length > 0) env.push({ name: 'TP_PROBES', value: encodeProbes(probes) });
   env.push({ name: 'TP_LOG_LEVEL', value: config.logLevel });
@@ -315,7 +326,10 @@ function agentContainer(
   };
   if (envFrom.length > 0) container.envFrom = envFrom;
   if (config.agentResources) container.resources = config.agentResources;
-  if (mechanism === 'ebpf') container.volumeMounts = [bpffsMount()];
+  container.volumeMounts = [
+    { name: AGENT_TOKEN_VOLUME, mountPath: AGENT_TOKEN_DIR, readOnly: true },
+    ...(mechanism === 'ebpf' ? [bpffsMount()] : []),
+  ];
   return container;
 }
 
@@ -416,12 +430,36 @@ export function planInjection(
       probes: probes.probes,
     }),
   });
-  if (mechanism === 'ebpf') {
-    const volume = { name: BPFFS_VOLUME, hostPath: { path: '/sys/fs/bpf', type: 'Directory' } };
-    if (spec.volumes && spec.volumes.length > 0)
-      patch.push({ op: 'add', path: '/spec/volumes/-', value: volume });
-    else patch.push({ op: 'add', path: '/spec/volumes', value: [volume] });
-  }
+  // The token the agent arrives with: bound to this pod (the manager reads the pod from it) and only good
+  // for the manager (its audience); it works whatever automountServiceAccountToken says.
+  const volumes: object[] = [
+    {
+      name: AGENT_TOKEN_VOLUME,
+      projected: {
+        sources: [
+          {
+            serviceAccountToken: {
+              audience: config.tokenAudience,
+              expirationSeconds: config.tokenExpirationSeconds,
+              path: 'token',
+            },
+          },
+        ],
+      },
+    },
+  ];
+  if (mechanism === 'ebpf')
+    volumes.push({ name: BPFFS_VOLUME, hostPath: { path: '/sys/fs/bpf', type: 'Directory' } });
+  if (spec.volumes && spec.volumes.length > 0)
+    for (const volume of volumes) patch.push({ op: 'add', path: '/spec/volumes/-', value: volume });
+  else patch.push({ op: 'add', path: '/spec/volumes', value: volumes });
+  if (pod.metadata?.labels)
+    patch.push({
+      op: 'add',
+      path: `/metadata/labels/${escapeJsonPointer(AGENT_LABEL)}`,
+      value: AGENT_LABEL_VALUE,
+    });
+  else patch.push({ op: 'add', path: '/metadata/labels', value: { [AGENT_LABEL]: AGENT_LABEL_VALUE } });
   return { action: 'inject', mechanism, ports, containers, probePort, probes: probes.probes, patch };
 }
 

@@ -3,7 +3,15 @@
 // and parses its env with this function).
 import * as path from 'node:path';
 import { parseLevel } from '../logging/logger.js';
-import { parseCidr, parseDuration, parseHostPort, parsePort, UsageError } from '../netaddr/parse.js';
+import { SECURITY_MODES, type SecurityMode } from '../manager/access-control.js';
+import {
+  type Cidr,
+  parseCidr,
+  parseDuration,
+  parseHostPort,
+  parsePort,
+  UsageError,
+} from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
 import {
   DEFAULT_MANAGER_GRPC_PORT,
@@ -29,6 +37,33 @@ export interface KubeManagerConfig {
   dialTimeoutMs: number;
   serviceCidr: string;
   clusterDomain: string;
+  /** enforcing (default) or permissive (chart value security.mode). */
+  securityMode: SecurityMode;
+  /** Where workstations' outbound flows may go besides the cluster's networks (security.tunnel.allowedCIDRs). */
+  tunnelAllowedCidrs: Cidr[];
+}
+
+/** The audience of agents' tokens: one install's manager accepts no other install's agents. */
+export function defaultTokenAudience(managerNamespace: string): string {
+  return `tp-manager.${managerNamespace}`;
+}
+
+function securityMode(value: string | undefined): SecurityMode {
+  const v = (value || 'enforcing').trim();
+  if (v === 'off' || !(SECURITY_MODES as string[]).includes(v))
+    throw new UsageError(
+      `invalid TP_SECURITY_MODE "${value}": use enforcing or permissive (chart value security.mode)`,
+    );
+  return v as SecurityMode;
+}
+
+function tokenExpiration(value: string | undefined): number {
+  if (value === undefined || value === '') return 3600;
+  if (!/^\d+$/.test(value) || Number(value) < 600)
+    throw new UsageError(
+      `invalid TP_AGENT_TOKEN_EXPIRATION "${value}": seconds, at least 600 (chart value agent.tokenExpirationSeconds)`,
+    );
+  return Number(value);
 }
 
 function num(
@@ -72,6 +107,11 @@ export function kubeManagerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): 
   for (const c of serviceCidr.split(',').filter((s) => s.trim() !== '')) parseCidr(c.trim(), 'serviceCIDR');
   const certDir = env.TP_WEBHOOK_CERT_DIR || '/var/run/tp/webhook';
   const logLevel = parseLevel(env.TP_LOG_LEVEL, 'info');
+  const tunnelAllowedCidrs = (env.TP_TUNNEL_ALLOWED_CIDRS ?? '')
+    .split(',')
+    .map((c) => c.trim())
+    .filter((c) => c !== '')
+    .map((c) => parseCidr(c, 'security.tunnel.allowedCIDRs'));
   return {
     namespace,
     podIP: env.TP_POD_IP ?? '',
@@ -92,6 +132,8 @@ export function kubeManagerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): 
       agentPort: num(env, 'TP_AGENT_PORT', 15001, parsePort),
       probePort: num(env, 'TP_AGENT_PROBE_PORT', 15021, parsePort),
       managerAddress: agentAddress,
+      tokenAudience: env.TP_AGENT_TOKEN_AUDIENCE || defaultTokenAudience(namespace),
+      tokenExpirationSeconds: tokenExpiration(env.TP_AGENT_TOKEN_EXPIRATION),
       logLevel,
       defaultMechanism: mechanism as Mechanism,
       agentResources,
@@ -102,5 +144,7 @@ export function kubeManagerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): 
     dialTimeoutMs: num(env, 'TP_DIAL_TIMEOUT', 10_000, parseDuration),
     serviceCidr,
     clusterDomain: env.TP_CLUSTER_DOMAIN || '',
+    securityMode: securityMode(env.TP_SECURITY_MODE),
+    tunnelAllowedCidrs,
   };
 }

@@ -3,17 +3,27 @@
 // manager's core uses (its WorkloadSource, plus EnsureAgent, UninstallAgents, ClusterInfo, LookupDNS).
 // tp-manager's in-cluster mode calls startKubeIntegration and hands the result to its core.
 import * as fs from 'node:fs';
-import type { KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../logging/logger.js';
 import type { ClusterIntegration } from '../manager/cluster.js';
+import type { CredentialAuthority } from '../manager/credentials.js';
 import { InterceptError } from '../manager/intercepts.js';
 import type { Workload as ManagerWorkload, WorkloadSource } from '../manager/workloads.js';
+import { type Cidr, parseCidr } from '../netaddr/parse.js';
 import type { AgentInfo, AgentPort } from '../rpc/gen/manager.js';
+import { AgentTokenReviewer, SubjectAccessReviewer } from './access-review.js';
 import { AgentInstallError, AgentInstaller, agentsReady } from './agent-installer.js';
 import { isMechanism, type Mechanism } from './annotations.js';
 import { ClusterResolver } from './cluster-dns.js';
 import { ClusterInfoSource } from './cluster-info.js';
+import { apiErrorMessage } from './kubeconfig.js';
 import type { KubeManagerConfig } from './manager-config.js';
+import {
+  handleSessionApi,
+  parseRequestHeaderConfig,
+  type RequestHeaderConfig,
+  sessionApiGroup,
+} from './session-api.js';
 import { startWebhookServer, type WebhookServer } from './webhook-server.js';
 import { KubeWorkloadSource } from './workload-source.js';
 import type { Workload } from './workload-state.js';
@@ -115,10 +125,68 @@ function asInterceptError(err: unknown): unknown {
   return new InterceptError(err.code === 'not-found' ? 'not-found' : 'invalid-argument', err.message);
 }
 
+/** How often the manager re-reads the aggregation layer's trust (the front proxy's CA and names). */
+const REQUESTHEADER_REFRESH_MS = 60_000;
+
+/**
+ * The aggregation layer's request-header trust, from ConfigMap kube-system/extension-apiserver-authentication
+ * (the chart binds the manager to the Role extension-apiserver-authentication-reader), re-read every minute.
+ */
+class RequestHeaderTrust {
+  current: RequestHeaderConfig | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lastError = '';
+
+  constructor(
+    private readonly kc: KubeConfig,
+    private readonly log: Logger,
+    private readonly onChange: () => void,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.read();
+    this.timer = setInterval(() => void this.read(), REQUESTHEADER_REFRESH_MS);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private async read(): Promise<void> {
+    try {
+      const cm = await this.kc
+        .makeApiClient(CoreV1Api)
+        .readNamespacedConfigMap({ name: 'extension-apiserver-authentication', namespace: 'kube-system' });
+      const next = parseRequestHeaderConfig(cm.data);
+      if (!next && this.lastError !== 'none')
+        this.log.warn(
+          'the API server publishes no requestheader CA: it is not set up for API aggregation (--requestheader-client-ca-file), so workstations cannot get session tokens',
+        );
+      this.lastError = next ? '' : 'none';
+      if (JSON.stringify(next) !== JSON.stringify(this.current)) {
+        this.current = next;
+        this.onChange();
+      }
+    } catch (err) {
+      const message = apiErrorMessage(err);
+      if (message !== this.lastError)
+        this.log.warn(
+          'cannot read kube-system/extension-apiserver-authentication: workstations cannot get session tokens',
+          {
+            error: message,
+          },
+        );
+      this.lastError = message;
+    }
+  }
+}
+
 export async function startKubeIntegration(
   kc: KubeConfig,
   config: KubeManagerConfig,
   log: Logger,
+  credentials: CredentialAuthority,
 ): Promise<KubeIntegration> {
   const source = new KubeWorkloadSource({
     kc,
@@ -149,6 +217,10 @@ export async function startKubeIntegration(
   const resolver = new ClusterResolver(cluster.current().dnsIPs);
 
   let webhook: WebhookServer | undefined;
+  const sessionLog = log.child('sessions');
+  const trust = new RequestHeaderTrust(kc, sessionLog, () => webhook?.reloadCertificates());
+  await trust.start();
+  const group = sessionApiGroup(config.namespace);
   if (fs.existsSync(config.webhookCertFile) && fs.existsSync(config.webhookKeyFile)) {
     webhook = await startWebhookServer({
       host: '0.0.0.0',
@@ -158,6 +230,20 @@ export async function startKubeIntegration(
       config: config.injection,
       owners: source,
       log: log.child('webhook'),
+      // The session API (aggregation layer) shares the server: same certificate, same caller.
+      sessionApi: {
+        clientCa: () => trust.current?.clientCa,
+        handle: (req, res) =>
+          handleSessionApi(req, res, {
+            group,
+            config: () => trust.current,
+            credentials,
+            onEvent: (e) => {
+              if (e.issued) sessionLog.debug('identity token issued', { user: e.issued.user });
+              else sessionLog.warn('session token request refused', { reason: e.refused });
+            },
+          }),
+      },
     });
     // The kubelet refreshes a mounted Secret in place: pick the new certificate up without a restart.
     fs.watchFile(config.webhookCertFile, { interval: 60_000 }, () => {
@@ -169,13 +255,53 @@ export async function startKubeIntegration(
       }
     });
   } else {
-    log.warn('no webhook certificate: agents cannot be injected (install tp with its Helm chart)', {
-      certFile: config.webhookCertFile,
-    });
+    log.warn(
+      'no webhook certificate: agents cannot be injected and workstations cannot authenticate (install tp with its Helm chart)',
+      {
+        certFile: config.webhookCertFile,
+      },
+    );
   }
+
+  const core = kc.makeApiClient(CoreV1Api);
+  const managed = (ns: string) =>
+    config.managedNamespaces.length === 0 || config.managedNamespaces.includes(ns);
+  const agents = new AgentTokenReviewer({
+    kc,
+    audience: config.injection.tokenAudience,
+    async pod(namespace, name) {
+      const cached = source.pod(namespace, name);
+      if (cached || !managed(namespace)) return cached;
+      // A pod the informer has not seen yet.
+      return core.readNamespacedPod({ name, namespace }).catch(() => undefined);
+    },
+    owner: (namespace, refs) => source.resolveOwner(namespace, refs),
+  });
+  const reachable = (): Cidr[] => {
+    const n = cluster.current();
+    const cidrs: Cidr[] = [];
+    for (const c of [
+      ...n.podSubnets,
+      ...n.serviceSubnets,
+      ...n.dnsIPs.map((ip) => (ip.includes(':') ? `${ip}/128` : `${ip}/32`)),
+    ]) {
+      try {
+        cidrs.push(parseCidr(c));
+      } catch {
+        // Not a CIDR: nothing to allow.
+      }
+    }
+    return [...cidrs, ...config.tunnelAllowedCidrs];
+  };
 
   return {
     workloads,
+    access: {
+      mode: config.securityMode,
+      authorizer: new SubjectAccessReviewer(kc),
+      agents,
+      reachable,
+    },
     async ensureAgent(name, namespace, mechanism) {
       if (mechanism && !isMechanism(mechanism))
         throw new InterceptError(
@@ -207,6 +333,7 @@ export async function startKubeIntegration(
     lookupDns: (name, qtype) => resolver.lookup(name, qtype),
     async stop() {
       fs.unwatchFile(config.webhookCertFile);
+      trust.stop();
       await Promise.all([webhook?.close(), source.stop(), cluster.stop()]);
     },
   };

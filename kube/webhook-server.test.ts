@@ -2,13 +2,13 @@
 // the client as the API server would): the answers the API server gets for the pods it sends.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as https from 'node:https';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger } from '../logging/logger.js';
+import { httpsRequest } from '../testbed/https.js';
 import { applyJsonPatch, type InjectionConfig, type JsonPatchOperation } from './injection.js';
 import {
   type OwnerResolver,
@@ -80,6 +80,8 @@ const config: InjectionConfig = {
   agentPort: 15001,
   probePort: 15021,
   managerAddress: 'traffic-manager.tp-system:8081',
+  tokenAudience: 'tp-manager.tp-system',
+  tokenExpirationSeconds: 3600,
   logLevel: 'info',
   defaultMechanism: 'iptables',
 };
@@ -97,21 +99,10 @@ let server: WebhookServer;
 const decisions: string[] = [];
 
 function post(body: string, urlPath = WEBHOOK_PATH): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      { host: '127.0.0.1', port: server.address.port, path: urlPath, method: 'POST', ca },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d) => {
-          text += d;
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
+  return httpsRequest(
+    { host: '127.0.0.1', port: server.address.port, path: urlPath, method: 'POST', ca },
+    body,
+  );
 }
 
 function review(pod: V1Pod, operation = 'CREATE') {
@@ -209,23 +200,21 @@ test('bad requests get clear HTTP errors; the health endpoint answers', async ()
   assert.is((await post('{not json')).status, 400);
   assert.is((await post('{}', '/elsewhere')).status, 404);
   assert.is((await post('{}')).status, 400);
-  const health = await new Promise<number>((resolve, reject) => {
-    https
-      .get({ host: '127.0.0.1', port: server.address.port, path: '/healthz', ca }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      })
-      .on('error', reject);
+  const health = await httpsRequest({
+    host: '127.0.0.1',
+    port: server.address.port,
+    path: '/healthz',
+    method: 'GET',
+    ca,
   });
-  assert.is(health, 200);
+  assert.is(health.status, 200);
 });
 
 test('the client refuses a certificate it does not trust (what a wrong caBundle looks like)', async () => {
-  const err = await new Promise<Error | undefined>((resolve) => {
-    https
-      .get({ host: '127.0.0.1', port: server.address.port, path: '/healthz' }, () => resolve(undefined))
-      .on('error', resolve);
-  });
+  const err = await httpsRequest({ host: '127.0.0.1', port: server.address.port, path: '/healthz' }).then(
+    () => undefined,
+    (e: Error) => e,
+  );
   assert.ok(err, 'expected a TLS verification error');
 });
 

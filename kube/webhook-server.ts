@@ -1,9 +1,13 @@
-// The mutating admission webhook: an HTTPS server the API server calls on every pod CREATE in the
+// The manager's HTTPS server, which only the API server calls: the mutating admission webhook, and the
+// session API of the aggregation layer (session-api.ts), which shares its certificate.
+//
+// The mutating admission webhook: the API server calls it on every pod CREATE in the
 // managed namespaces. It answers with the patch planInjection computes. It never denies a pod: a pod
 // that cannot be injected is allowed unchanged (with a warning and an annotation saying why), and the
 // webhook configuration's failurePolicy Ignore means that when this server is down pods start without
 // the agent — the manager detects that and reports it, instead of breaking the workload.
 import * as fs from 'node:fs';
+import type * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { V1OwnerReference, V1Pod } from '@kubernetes/client-node';
@@ -35,6 +39,15 @@ export interface WebhookServerOptions {
   log: Logger;
   /** Told of every injection and refusal, so the manager can report progress and errors. */
   onDecision?: (decision: WebhookDecision) => void;
+  /**
+   * The session API: its handler (true when it served the request) and the CA its callers' client
+   * certificates must chain to (the front proxy's; asked for, never required, so the webhook's callers
+   * need none).
+   */
+  sessionApi?: {
+    handle(req: http.IncomingMessage, res: http.ServerResponse): boolean;
+    clientCa(): string | undefined;
+  };
 }
 
 interface AdmissionRequest {
@@ -100,15 +113,21 @@ export interface WebhookServer {
 
 export async function startWebhookServer(opts: WebhookServerOptions): Promise<WebhookServer> {
   const log = opts.log;
-  const readCredentials = () => ({
-    cert: fs.readFileSync(opts.certFile),
-    key: fs.readFileSync(opts.keyFile),
-  });
-  const server = https.createServer({ ...readCredentials(), minVersion: 'TLSv1.2' }, (req, res) => {
+  const tlsOptions = () => {
+    const ca = opts.sessionApi?.clientCa();
+    return {
+      cert: fs.readFileSync(opts.certFile),
+      key: fs.readFileSync(opts.keyFile),
+      minVersion: 'TLSv1.2' as const,
+      ...(ca ? { ca, requestCert: true, rejectUnauthorized: false } : {}),
+    };
+  };
+  const server = https.createServer(tlsOptions(), (req, res) => {
     if (req.method === 'GET' && req.url === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       return;
     }
+    if (opts.sessionApi?.handle(req, res)) return;
     if (req.method !== 'POST' || req.url?.split('?')[0] !== WEBHOOK_PATH) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: use POST ${WEBHOOK_PATH}\n`);
       return;
@@ -171,7 +190,7 @@ export async function startWebhookServer(opts: WebhookServerOptions): Promise<We
   log.info('webhook listening', { address: `${opts.host}:${(server.address() as AddressInfo).port}` });
   return {
     address: server.address() as AddressInfo,
-    reloadCertificates: () => server.setSecureContext({ ...readCredentials(), minVersion: 'TLSv1.2' }),
+    reloadCertificates: () => server.setSecureContext(tlsOptions()),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -1,7 +1,19 @@
 // What the manager asks of a cluster integration (Kubernetes: kube/manager-integration.ts). Standalone
 // mode has none: workloads are the agents that arrive, and there is nothing to install or resolve.
+import type { Cidr } from '../netaddr/parse.js';
 import type { AgentInfo, ClusterInfo, DNSResponse } from '../rpc/gen/manager.js';
+import type { AgentVerifier, Authorizer, SecurityMode } from './access-control.js';
 import type { AgentWorkloads, WorkloadSource } from './workloads.js';
+
+/** What the cluster contributes to the manager's access control (access-control.ts). */
+export interface ClusterAccess {
+  /** The chart's security.mode: enforcing or permissive. */
+  mode: SecurityMode;
+  authorizer: Authorizer;
+  agents: AgentVerifier;
+  /** Where a workstation's outbound flows may go: the cluster's networks and the chart's extra CIDRs. */
+  reachable(): Cidr[];
+}
 
 export interface ClusterIntegration {
   /** The cluster's workloads; the core tells it which agents have a session. */
@@ -13,5 +25,6 @@ export interface ClusterIntegration {
   clusterInfo(): ClusterInfo;
   onClusterInfoChange(listener: () => void): () => void;
   lookupDns(name: string, qtype: number): Promise<DNSResponse>;
+  access: ClusterAccess;
   stop(): Promise<void>;
 }

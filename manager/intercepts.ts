@@ -123,6 +123,18 @@ export class InterceptTable {
     return info;
   }
 
+  /** Removes every intercept of a workload (one app port, or all with 0), whoever holds it: a revoke. */
+  revoke(workload: string, namespace: string, remotePort: number): InterceptInfo[] {
+    const gone = [...this.byId.values()].filter(
+      (i) =>
+        i.spec!.workload === workload &&
+        i.spec!.namespace === namespace &&
+        (remotePort === 0 || i.spec!.remotePort === remotePort),
+    );
+    for (const i of gone) this.byId.delete(i.id);
+    return gone;
+  }
+
   /** Removes every intercept of a client session (depart, expiry). */
   removeSession(sessionId: string): InterceptInfo[] {
     const gone = [...this.byId.values()].filter((i) => i.clientSessionId === sessionId);

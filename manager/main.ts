@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { createLogger, parseLevel, setLevel } from '../logging/logger.js';
 import { parseDuration, parseHostPort, UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
+import { CredentialAuthority } from './credentials.js';
 import { startManager } from './server.js';
 
 const log = createLogger('manager');
@@ -72,9 +73,16 @@ async function serve(): Promise<void> {
     throw new UsageError('--standalone needs --listen HOST:PORT, e.g. --listen 127.0.0.1:8081');
   // Kubernetes mode: the chart's env configures sessions and the port unless a flag says otherwise.
   // Loaded only in Kubernetes mode: the Kubernetes client doubles the manager's start time and memory.
+  // One signing key for the identity tokens the session API issues and the sessions the gRPC API opens.
+  const credentials = new CredentialAuthority();
   const kube = opts.standalone
     ? undefined
-    : await (await import('../kube/in-cluster.js')).startInClusterManager(opts, log);
+    : await (await import('../kube/in-cluster.js')).startInClusterManager(opts, log, credentials);
+  if (!kube && !['127.0.0.1', '::1', 'localhost'].includes(opts.listen!.host))
+    log.warn(
+      'standalone mode authenticates no one (there is no Kubernetes to ask): anyone who reaches this address can use the manager',
+      { listen: `${opts.listen!.host}:${opts.listen!.port}` },
+    );
   const explicit = (name: string) => program.getOptionValueSource(name) === 'cli';
   const manager = await startManager({
     host: opts.listen?.host ?? '0.0.0.0',
@@ -82,6 +90,7 @@ async function serve(): Promise<void> {
     clientTtlMs: kube && !explicit('clientTtl') ? kube.config.clientSessionTtlMs : opts.clientTtl,
     agentTtlMs: kube && !explicit('agentTtl') ? kube.config.agentSessionTtlMs : opts.agentTtl,
     cluster: kube?.integration,
+    credentials,
   });
   let stopping = false;
   const stop = (signal: string) => {

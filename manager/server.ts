@@ -3,7 +3,9 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../logging/logger.js';
 import { managerServerOptions } from '../rpc/grpc-options.js';
 import { ManagerServiceDefinition } from '../rpc/manager-service.js';
+import { AccessControl } from './access-control.js';
 import type { ClusterIntegration } from './cluster.js';
+import { CredentialAuthority } from './credentials.js';
 import { ManagerCore, managerService } from './service.js';
 import type { SessionTtls } from './sessions.js';
 import { AgentWorkloads } from './workloads.js';
@@ -13,6 +15,10 @@ export interface ManagerOptions extends SessionTtls {
   port: number;
   /** Kubernetes mode: the cluster's workloads, agent installation, cluster info and DNS (kube/). */
   cluster?: ClusterIntegration;
+  /** Signs identity tokens (shared with the session API) and session credentials; default: a fresh key. */
+  credentials?: CredentialAuthority;
+  /** Replaces the access control the cluster integration implies (tests: enforcing without a cluster). */
+  access?: AccessControl;
 }
 
 export interface RunningManager {
@@ -23,12 +29,19 @@ export interface RunningManager {
 
 export async function startManager(options: ManagerOptions): Promise<RunningManager> {
   const log = createLogger('manager');
-  const core = new ManagerCore(
-    options,
-    options.cluster?.workloads ?? new AgentWorkloads(),
-    log,
-    options.cluster,
-  );
+  const cluster = options.cluster;
+  // Standalone mode has no Kubernetes to authenticate anyone with: access control is off.
+  const access =
+    options.access ??
+    new AccessControl({
+      mode: cluster?.access.mode ?? 'off',
+      credentials: options.credentials ?? new CredentialAuthority(),
+      log: log.child('access'),
+      authorizer: cluster?.access.authorizer,
+      agents: cluster?.access.agents,
+      reachable: cluster ? () => cluster.access.reachable() : undefined,
+    });
+  const core = new ManagerCore(options, cluster?.workloads ?? new AgentWorkloads(), log, cluster, access);
   const server = new grpc.Server(managerServerOptions());
   server.addService(ManagerServiceDefinition, managerService(core));
   const address = options.host.includes(':')
@@ -42,7 +55,11 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
     core.stop();
     throw new Error(`cannot listen on ${address}: ${e.message}`);
   });
-  log.info('traffic manager listening', { address, mode: options.cluster ? 'kubernetes' : 'standalone' });
+  log.info('traffic manager listening', {
+    address,
+    mode: options.cluster ? 'kubernetes' : 'standalone',
+    security: access.mode,
+  });
   return {
     port,
     core,

@@ -1,6 +1,6 @@
 // The Manager gRPC service: sessions, snapshots, intercepts and the tunnel, on top of the pure state
 // (SessionRegistry, InterceptTable) and a WorkloadSource.
-import { status } from '@grpc/grpc-js';
+import { type Metadata, status } from '@grpc/grpc-js';
 import { lookupInCluster, systemNameservers } from '../dns/cluster-lookup.js';
 import type { Upstream } from '../dns/forwarder.js';
 import type { Logger } from '../logging/logger.js';
@@ -19,7 +19,10 @@ import {
 import { grpcError } from '../rpc/unary-call.js';
 import { unaryHandlers } from '../rpc/unary-handler.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
+import { AccessControl, AccessDenied } from './access-control.js';
+import type { Action, WorkloadRef } from './authorization.js';
 import type { ClusterIntegration } from './cluster.js';
+import { CredentialAuthority, type Identity } from './credentials.js';
 import { InterceptError, type InterceptErrorCode, InterceptTable } from './intercepts.js';
 import {
   type AgentSession,
@@ -30,6 +33,7 @@ import {
 } from './sessions.js';
 import { SnapshotFeeds, WatcherGone } from './snapshot-feeds.js';
 import { TunnelRouter } from './tunnel-router.js';
+import { WorkloadVisibility } from './workload-visibility.js';
 import { AgentWorkloads, type Workload, type WorkloadSource } from './workloads.js';
 
 const errorStatus: Record<InterceptErrorCode, status> = {
@@ -59,6 +63,8 @@ export class ManagerCore {
   readonly agents = new AgentWorkloads();
   readonly feeds = new SnapshotFeeds();
   readonly router: TunnelRouter;
+  /** Who may call, and what they may do (off in standalone mode). */
+  readonly access: AccessControl;
   /**
    * Standalone mode: where LookupDNS asks (default: the nameservers of the manager's own resolv.conf,
    * which in a pod are the cluster's DNS). Tests point it at a server of their own.
@@ -72,9 +78,23 @@ export class ManagerCore {
     readonly log: Logger,
     /** The Kubernetes integration (kube/), absent in standalone mode. */
     readonly cluster?: ClusterIntegration,
+    access?: AccessControl,
   ) {
     this.sessions = new SessionRegistry(ttls);
-    this.router = new TunnelRouter(this.sessions, this.intercepts, log.child('tunnel'));
+    this.access =
+      access ??
+      new AccessControl({ mode: 'off', credentials: new CredentialAuthority(), log: log.child('access') });
+    this.router = new TunnelRouter(
+      this.sessions,
+      this.intercepts,
+      log.child('tunnel'),
+      (session, info, metadata) =>
+        this.access.tunnelRefusal(session, metadata, {
+          dstIp: info.connId?.dstIp ?? '',
+          outbound: !info.relayId && !info.interceptId,
+          label: info.connId ? `${info.connId.dstIp}:${info.connId.dstPort}` : '',
+        }),
+    );
     workloads.subscribe(() => this.feeds.changed());
     cluster?.onClusterInfoChange(() => this.feeds.changed());
     const every = Math.max(100, Math.min(1000, Math.floor(Math.min(ttls.clientTtlMs, ttls.agentTtlMs) / 5)));
@@ -89,7 +109,12 @@ export class ManagerCore {
   }
 
   arriveClient(s: ClientSession): void {
-    this.log.info('client arrived', { client: s.info.name, session: s.id, version: s.info.version });
+    this.log.info('client arrived', {
+      client: s.info.name,
+      user: s.identity?.user,
+      session: s.id,
+      version: s.info.version,
+    });
     this.feeds.changed();
   }
 
@@ -158,6 +183,13 @@ export class ManagerCore {
     };
   }
 
+  /** The session a call names, which must carry its credential (AccessDenied otherwise, in enforcing mode). */
+  callerSession(metadata: Metadata | undefined, id: string, call: string): Session {
+    const s = this.session(id);
+    this.access.session(metadata, s, call);
+    return s;
+  }
+
   /** What a session sees in WatchIntercepts: a client its own intercepts, an agent its workload's. */
   interceptsFor(sessionId: string): InterceptInfo[] {
     const s = this.sessions.get(sessionId);
@@ -173,6 +205,8 @@ function expectedStatus(e: unknown): status | undefined {
   if (e instanceof SessionGone) return status.NOT_FOUND;
   if (e instanceof InterceptError) return errorStatus[e.code];
   if (e instanceof ClusterRefusal) return status.FAILED_PRECONDITION;
+  if (e instanceof AccessDenied)
+    return e.code === 'unauthenticated' ? status.UNAUTHENTICATED : status.PERMISSION_DENIED;
   return undefined;
 }
 
@@ -187,15 +221,54 @@ export function managerService(core: ManagerCore): ManagerServer {
     managerPodIp: '',
     managedNamespaces: [],
   };
-  const clientOf = (id: string): ClientSession => {
-    const s = core.session(id);
+  /** The client session a call names; the call must carry its credential. */
+  const clientOf = (metadata: Metadata, id: string, call: string): ClientSession => {
+    const s = core.callerSession(metadata, id, call);
     if (s.kind !== 'client') throw new SessionGone(`session ${id} is an agent's, not a client's`);
     return s;
   };
-  const agentOf = (id: string): AgentSession => {
-    const s = core.session(id);
+  const agentOf = (metadata: Metadata, id: string, call: string): AgentSession => {
+    const s = core.callerSession(metadata, id, call);
     if (s.kind !== 'agent') throw new SessionGone(`session ${id} is a client's, not an agent's`);
     return s;
+  };
+  /** For a stream: the caller's session, or undefined after ending the stream with the error. */
+  const streamSession = (
+    call: { metadata: Metadata; emit(event: 'error', e: unknown): boolean },
+    id: string,
+    name: string,
+    client = false,
+  ): Session | undefined => {
+    try {
+      return client ? clientOf(call.metadata, id, name) : core.callerSession(call.metadata, id, name);
+    } catch (e) {
+      const code = expectedStatus(e);
+      call.emit(
+        'error',
+        grpcError(
+          code ?? status.INTERNAL,
+          code === status.NOT_FOUND ? `session ${id} is not known` : (e as Error).message,
+        ),
+      );
+      return undefined;
+    }
+  };
+  /** The workload an action names, for authorization: its kind, or Deployment when it does not exist. */
+  const workloadRef = (name: string, namespace: string): WorkloadRef => ({
+    name,
+    namespace,
+    kind: core.workloads.get(name, namespace)?.kind ?? 'Deployment',
+  });
+  const authorize = (s: ClientSession, action: Action, call: string) =>
+    core.access.authorize(s, action, call);
+  /** Which workloads a client may see (tp list, the agents' list): asked per namespace and kind. */
+  const visibility = (s: ClientSession, namespace: string) => {
+    const v = new WorkloadVisibility(
+      (ns, kind) => core.access.may(s, { kind: 'list-workloads', namespace: ns, workloadKind: kind }),
+      () => core.feeds.changed(),
+    );
+    const pairs = core.workloads.list(namespace).map((w) => ({ namespace: w.namespace, kind: w.kind }));
+    return { v, ready: core.access.mode === 'off' ? Promise.resolve() : v.prefetch(pairs) };
   };
   const workloadFor = (name: string, namespace: string): Workload => {
     const w = core.workloads.get(name, namespace);
@@ -210,48 +283,69 @@ export function managerService(core: ManagerCore): ManagerServer {
       tunnelVersion: TUNNEL_VERSION,
     })),
 
-    arriveAsClient: unary('ArriveAsClient', (info) => {
-      const s = core.sessions.arriveClient(info);
+    arriveAsClient: unary('ArriveAsClient', (info, call) => {
+      const identity = core.access.clientArrival(call.metadata);
+      const s = core.sessions.arriveClient({ ...info, name: clientLabel(info.name, identity) }, identity);
       core.arriveClient(s);
-      return { sessionId: s.id, remainIntervalMs: core.sessions.remainIntervalFor('client') };
+      return {
+        sessionId: s.id,
+        remainIntervalMs: core.sessions.remainIntervalFor('client'),
+        credential: core.access.credentials.sessionCredential(s.id),
+      };
     }),
 
-    arriveAsAgent: unary('ArriveAsAgent', (info: AgentInfo) => {
+    arriveAsAgent: unary('ArriveAsAgent', async (info: AgentInfo, call) => {
       if (!info.name || !info.podName)
         throw new InterceptError('invalid-argument', 'an agent must name its workload and pod');
-      const s = core.sessions.arriveAgent({ ...info, namespace: info.namespace || 'default' });
+      const claim = { ...info, namespace: info.namespace || 'default' };
+      const identity = await core.access.agentArrival(call.metadata, claim);
+      const s = core.sessions.arriveAgent(claim, identity);
       core.arriveAgent(s);
-      return { sessionId: s.id, remainIntervalMs: core.sessions.remainIntervalFor('agent') };
+      return {
+        sessionId: s.id,
+        remainIntervalMs: core.sessions.remainIntervalFor('agent'),
+        credential: core.access.credentials.sessionCredential(s.id),
+      };
     }),
 
-    remain: unary('Remain', (req) => {
+    remain: unary('Remain', (req, call) => {
       const id = req.session?.sessionId ?? '';
-      if (!core.sessions.remain(id)) core.session(id); // throws the NOT_FOUND the caller reacts to
+      core.callerSession(call.metadata, id, 'Remain'); // NOT_FOUND makes the caller arrive again
+      core.sessions.remain(id);
       return {};
     }),
 
-    depart: unary('Depart', (req) => {
+    depart: unary('Depart', (req, call) => {
+      if (!core.sessions.get(req.sessionId)) return {};
+      core.callerSession(call.metadata, req.sessionId, 'Depart');
       const s = core.sessions.depart(req.sessionId);
       if (s) core.ended(s, 'departed');
       return {};
     }),
 
     watchAgents: (call) => {
-      core.feeds.watch(
-        call,
-        () => {
-          if (!core.sessions.get(call.request.sessionId)) throw new WatcherGone('session ended');
-          return { agents: core.sessions.agents().map((a) => a.info) };
-        },
-        (v) => AgentInfoSnapshot.encode(v).finish(),
+      const s = streamSession(call, call.request.sessionId, 'WatchAgents', true) as ClientSession | undefined;
+      if (!s) return;
+      const { v, ready } = visibility(s, '');
+      call.on('close', () => v.close());
+      void ready.then(() =>
+        core.feeds.watch(
+          call,
+          () => {
+            if (!core.sessions.get(s.id)) throw new WatcherGone('session ended');
+            const agents = core.sessions.agents().map((a) => a.info);
+            return {
+              agents:
+                core.access.mode === 'off' ? agents : agents.filter((a) => v.visible(a.namespace, a.kind)),
+            };
+          },
+          (x) => AgentInfoSnapshot.encode(x).finish(),
+        ),
       );
     },
 
     watchIntercepts: (call) => {
-      if (!core.sessions.get(call.request.sessionId)) {
-        call.emit('error', grpcError(status.NOT_FOUND, `session ${call.request.sessionId} is not known`));
-        return;
-      }
+      if (!streamSession(call, call.request.sessionId, 'WatchIntercepts')) return;
       core.feeds.watch(
         call,
         () => ({ intercepts: core.interceptsFor(call.request.sessionId) }),
@@ -261,21 +355,27 @@ export function managerService(core: ManagerCore): ManagerServer {
 
     watchWorkloads: (call) => {
       const sessionId = call.request.session?.sessionId ?? '';
-      if (!core.sessions.get(sessionId)) {
-        call.emit('error', grpcError(status.NOT_FOUND, `session ${sessionId} is not known`));
-        return;
-      }
-      core.feeds.watch(
-        call,
-        () => {
-          if (!core.sessions.get(sessionId)) throw new WatcherGone('session ended');
-          return { workloads: core.workloads.list(call.request.namespace).map((w) => core.workloadInfo(w)) };
-        },
-        (v) => WorkloadInfoSnapshot.encode(v).finish(),
+      const s = streamSession(call, sessionId, 'WatchWorkloads', true) as ClientSession | undefined;
+      if (!s) return;
+      const { v, ready } = visibility(s, call.request.namespace);
+      call.on('close', () => v.close());
+      void ready.then(() =>
+        core.feeds.watch(
+          call,
+          () => {
+            if (!core.sessions.get(sessionId)) throw new WatcherGone('session ended');
+            const list = core.workloads.list(call.request.namespace);
+            const seen =
+              core.access.mode === 'off' ? list : list.filter((w) => v.visible(w.namespace, w.kind));
+            return { workloads: seen.map((w) => core.workloadInfo(w)) };
+          },
+          (x) => WorkloadInfoSnapshot.encode(x).finish(),
+        ),
       );
     },
 
     watchClusterInfo: (call) => {
+      if (!streamSession(call, call.request.sessionId, 'WatchClusterInfo')) return;
       // Standalone mode knows no cluster subnets; the Kubernetes integration fills these in.
       core.feeds.watch(
         call,
@@ -284,8 +384,13 @@ export function managerService(core: ManagerCore): ManagerServer {
       );
     },
 
-    ensureAgent: unary('EnsureAgent', async (req) => {
-      clientOf(req.session?.sessionId ?? '');
+    ensureAgent: unary('EnsureAgent', async (req, call) => {
+      const s = clientOf(call.metadata, req.session?.sessionId ?? '', 'EnsureAgent');
+      await authorize(
+        s,
+        { kind: 'install-agent', workload: workloadRef(req.name, req.namespace || 'default') },
+        'EnsureAgent',
+      );
       if (core.cluster)
         return {
           agents: await refusing(() =>
@@ -296,10 +401,12 @@ export function managerService(core: ManagerCore): ManagerServer {
       return { agents: w.agents };
     }),
 
-    prepareIntercept: unary('PrepareIntercept', (req) => {
-      const s = clientOf(req.session?.sessionId ?? '');
+    prepareIntercept: unary('PrepareIntercept', async (req, call) => {
+      const s = clientOf(call.metadata, req.session?.sessionId ?? '', 'PrepareIntercept');
       const spec = req.spec;
       if (!spec) throw new InterceptError('invalid-argument', 'the intercept spec is missing');
+      const ref = workloadRef(spec.workload, spec.namespace || 'default');
+      await authorize(s, { kind: 'intercept', workload: ref }, 'PrepareIntercept');
       try {
         const w = workloadFor(spec.workload, spec.namespace || 'default');
         const resolved = core.intercepts.prepare({ sessionId: s.id, clientName: s.info.name }, spec, w);
@@ -324,10 +431,12 @@ export function managerService(core: ManagerCore): ManagerServer {
       }
     }),
 
-    createIntercept: unary('CreateIntercept', (req) => {
-      const s = clientOf(req.session?.sessionId ?? '');
+    createIntercept: unary('CreateIntercept', async (req, call) => {
+      const s = clientOf(call.metadata, req.session?.sessionId ?? '', 'CreateIntercept');
       const spec = req.spec;
       if (!spec) throw new InterceptError('invalid-argument', 'the intercept spec is missing');
+      const ref = workloadRef(spec.workload, spec.namespace || 'default');
+      await authorize(s, { kind: 'intercept', workload: ref }, 'CreateIntercept');
       const w = workloadFor(spec.workload, spec.namespace || 'default');
       const info = core.intercepts.create({ sessionId: s.id, clientName: s.info.name }, spec, w);
       log.info('intercept created', {
@@ -341,16 +450,46 @@ export function managerService(core: ManagerCore): ManagerServer {
       return info;
     }),
 
-    removeIntercept: unary('RemoveIntercept', (req) => {
-      const s = clientOf(req.session?.sessionId ?? '');
+    removeIntercept: unary('RemoveIntercept', (req, call) => {
+      // Only the session's own intercepts: the table is keyed by session id.
+      const s = clientOf(call.metadata, req.session?.sessionId ?? '', 'RemoveIntercept');
       const info = core.intercepts.remove(s.id, req.name);
       log.info('intercept removed', { intercept: info.spec!.name, client: s.info.name });
       core.feeds.changed();
       return {};
     }),
 
-    reviewIntercept: unary('ReviewIntercept', (req) => {
-      const s = agentOf(req.session?.sessionId ?? '');
+    revokeIntercepts: unary('RevokeIntercepts', async (req, call) => {
+      const s = clientOf(call.metadata, req.session?.sessionId ?? '', 'RevokeIntercepts');
+      const namespace = req.namespace || 'default';
+      await authorize(
+        s,
+        { kind: 'revoke-intercepts', workload: workloadRef(req.workload, namespace) },
+        'RevokeIntercepts',
+      );
+      const gone = core.intercepts.revoke(req.workload, namespace, req.remotePort);
+      for (const i of gone)
+        log.info('intercept revoked', {
+          intercept: i.spec!.name,
+          workload: req.workload,
+          namespace,
+          port: i.spec!.remotePort,
+          holder: i.spec!.client,
+          by: s.info.name,
+        });
+      if (gone.length > 0) core.feeds.changed();
+      return { intercepts: gone };
+    }),
+
+    reviewIntercept: unary('ReviewIntercept', (req, call) => {
+      const s = agentOf(call.metadata, req.session?.sessionId ?? '', 'ReviewIntercept');
+      const target = core.intercepts.get(req.interceptId)?.spec;
+      if (target && (target.workload !== s.info.name || target.namespace !== s.info.namespace))
+        core.access.refuse(
+          'permission-denied',
+          `the agent of ${s.info.namespace}/${s.info.name} cannot review intercept ${req.interceptId} of ${target.namespace}/${target.workload}`,
+          { call: 'ReviewIntercept', pod: s.info.podName },
+        );
       const info = core.intercepts.review({
         podName: s.info.podName,
         podIp: s.info.podIp,
@@ -370,12 +509,20 @@ export function managerService(core: ManagerCore): ManagerServer {
       return {};
     }),
 
-    uninstallAgents: unary('UninstallAgents', async (req) => {
+    uninstallAgents: unary('UninstallAgents', async (req, call) => {
       if (core.cluster) {
-        clientOf(req.session?.sessionId ?? '');
+        const s = clientOf(call.metadata, req.session?.sessionId ?? '', 'UninstallAgents');
         const cluster = core.cluster;
         // With all, an empty namespace means every managed namespace.
         const namespace = req.all ? req.namespace : req.namespace || 'default';
+        if (req.all) await authorize(s, { kind: 'uninstall-all-agents', namespace }, 'UninstallAgents');
+        else
+          for (const name of req.names)
+            await authorize(
+              s,
+              { kind: 'uninstall-agent', workload: workloadRef(name, namespace) },
+              'UninstallAgents',
+            );
         await refusing(() => cluster.uninstallAgents(req.names, namespace, req.all));
         return {};
       }
@@ -385,8 +532,8 @@ export function managerService(core: ManagerCore): ManagerServer {
       );
     }),
 
-    lookupDns: unary('LookupDNS', async (req) => {
-      core.session(req.session?.sessionId ?? '');
+    lookupDns: unary('LookupDNS', async (req, call) => {
+      core.callerSession(call.metadata, req.session?.sessionId ?? '', 'LookupDNS');
       if (core.cluster) return core.cluster.lookupDns(req.name, req.qtype);
       // A real DNS query, not getaddrinfo: "no AAAA record" stays NOERROR (getaddrinfo would say "not
       // found", and the workstation would then not even ask for A), and SRV, TXT, PTR… come back as the
@@ -407,7 +554,19 @@ export function managerService(core: ManagerCore): ManagerServer {
         call.emit('error', grpcError(status.NOT_FOUND, `session ${id} is not a known client session`));
         return;
       }
+      // The intercepted connections of a session go to whoever holds its credential, no one else.
+      if (!streamSession(call, id, 'WatchDial', true)) return;
       core.router.addDialStream(id, call);
     },
   };
+}
+
+/**
+ * How a client session is named to others ("already intercepted by alice@laptop"): the Kubernetes user
+ * the cluster authenticated, at the host the client names; the client's own user@host when unauthenticated.
+ */
+export function clientLabel(claimed: string, identity: Identity | undefined): string {
+  if (!identity) return claimed;
+  const host = claimed.includes('@') ? claimed.slice(claimed.lastIndexOf('@') + 1) : claimed;
+  return host ? `${identity.user}@${host}` : identity.user;
 }

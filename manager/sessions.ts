@@ -2,11 +2,15 @@
 // Pure apart from the clock, which tests replace.
 import * as crypto from 'node:crypto';
 import type { AgentInfo, ClientInfo } from '../rpc/gen/manager.js';
+import type { AgentIdentity } from './access-control.js';
+import type { Identity } from './credentials.js';
 
 export interface ClientSession {
   kind: 'client';
   id: string;
   info: ClientInfo;
+  /** The Kubernetes user that arrived (undefined: standalone, or let in by permissive mode). */
+  identity?: Identity;
   arrivedAt: number;
   lastSeen: number;
 }
@@ -15,6 +19,8 @@ export interface AgentSession {
   kind: 'agent';
   id: string;
   info: AgentInfo;
+  /** The pod the cluster vouched for (undefined: standalone, or let in by permissive mode). */
+  identity?: AgentIdentity;
   arrivedAt: number;
   lastSeen: number;
 }
@@ -39,12 +45,13 @@ export class SessionRegistry {
     private readonly now: () => number = Date.now,
   ) {}
 
-  arriveClient(info: ClientInfo): ClientSession {
+  arriveClient(info: ClientInfo, identity?: Identity): ClientSession {
     const t = this.now();
     const s: ClientSession = {
       kind: 'client',
       id: `c-${crypto.randomUUID()}`,
       info,
+      identity,
       arrivedAt: t,
       lastSeen: t,
     };
@@ -52,12 +59,13 @@ export class SessionRegistry {
     return s;
   }
 
-  arriveAgent(info: AgentInfo): AgentSession {
+  arriveAgent(info: AgentInfo, identity?: AgentIdentity): AgentSession {
     const t = this.now();
     const s: AgentSession = {
       kind: 'agent',
       id: `a-${crypto.randomUUID()}`,
       info,
+      identity,
       arrivedAt: t,
       lastSeen: t,
     };

@@ -6,7 +6,7 @@
 //   client, neither set       -> an outbound flow (the root daemon's VIF): the manager dials conn_id.dst
 //                                itself, TCP or UDP (conn_id.protocol 17: one datagram per DATA).
 import * as crypto from 'node:crypto';
-import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
+import type { Metadata, ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
 import type { DialRequest, SessionInfo, TunnelMessage } from '../rpc/gen/manager.js';
 import { WORKSTATION_FLOW_CONTROL_WINDOW_BYTES } from '../rpc/grpc-options.js';
@@ -18,7 +18,10 @@ import { relay } from '../tunnel/relay.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import { serveUdp, UDP_PROTOCOL } from '../tunnel/udp-flow.js';
 import type { InterceptTable } from './intercepts.js';
-import type { SessionRegistry } from './sessions.js';
+import type { Session, SessionRegistry } from './sessions.js';
+
+/** Why a stream of a known session may not open (its credential, where it goes), or undefined. */
+export type TunnelAdmission = (session: Session, info: StreamInfo, metadata: Metadata) => string | undefined;
 
 const TCP_PROTOCOL = 6;
 /** How long a new Tunnel stream may take to send its OPEN. */
@@ -40,6 +43,7 @@ export class TunnelRouter {
     private readonly sessions: SessionRegistry,
     private readonly intercepts: InterceptTable,
     private readonly log: Logger,
+    private readonly admit: TunnelAdmission = () => undefined,
   ) {}
 
   /** Number of tunnel streams open now (for logs and tests). */
@@ -107,6 +111,11 @@ export class TunnelRouter {
         `session ${info.sessionId || '(none)'} is unknown to the traffic manager (it expired or the manager restarted)`,
         label,
       );
+      return;
+    }
+    const refusal = this.admit(session, info, call.metadata);
+    if (refusal) {
+      this.refuse(stream, refusal, label);
       return;
     }
     // A workstation's connection crosses a network (a port-forward via the API server, a remote cluster)

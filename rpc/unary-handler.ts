@@ -13,11 +13,11 @@ export type ErrorStatus = (e: unknown) => status | undefined;
 export function unaryHandlers(log: Logger, expected: ErrorStatus) {
   return function unary<Req, Res>(
     name: string,
-    body: (req: Req) => Res | Promise<Res>,
+    body: (req: Req, call: ServerUnaryCall<Req, Res>) => Res | Promise<Res>,
   ): UnaryHandler<Req, Res> {
     return (call, callback) => {
       Promise.resolve()
-        .then(() => body(call.request))
+        .then(() => body(call.request, call))
         .then(
           (res) => callback(null, res),
           (e: unknown) => {

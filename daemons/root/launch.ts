@@ -201,6 +201,7 @@ export async function connectRootDaemon(
     allowConflictingSubnets: false,
     keepOut: [],
     ownerPid: 0,
+    sessionCredential: '',
     ...req,
   };
   try {

@@ -19,6 +19,7 @@ import {
 } from '../../dns/system-resolver.js';
 import type { Logger } from '../../logging/logger.js';
 import { type Cidr, parseCidr, parseHostPort, UsageError } from '../../netaddr/parse.js';
+import { bearerInterceptor } from '../../rpc/call-credentials.js';
 import type { DaemonStatus } from '../../rpc/gen/connector.js';
 import type { ConnectRequest } from '../../rpc/gen/daemon.js';
 import { type ClusterInfo, ManagerClient } from '../../rpc/gen/manager.js';
@@ -178,11 +179,12 @@ export class ConnectedSession {
       const target = req.managerIp.includes(':')
         ? `[${req.managerIp}]:${req.managerPort}`
         : `${req.managerIp}:${req.managerPort}`;
-      const client = new ManagerClient(
-        target,
-        grpc.credentials.createInsecure(),
-        workstationChannelOptions(),
-      );
+      // Every call (tunnel streams, LookupDNS, the cluster info watch) carries the session's credential.
+      const credential = request.sessionCredential;
+      const client = new ManagerClient(target, grpc.credentials.createInsecure(), {
+        ...workstationChannelOptions(),
+        interceptors: [bearerInterceptor(() => credential)],
+      });
       undo.push(() => client.close());
       const sessionId = req.sessionId;
       const dialer = new TunnelFlowDialer({ client, sessionId: () => sessionId, log: log.child('tunnel') });

@@ -9,7 +9,7 @@ import type { ConnectInfo, ConnectorServer, ConnectRequest } from '../../rpc/gen
 import { grpcError } from '../../rpc/unary-call.js';
 import { unaryHandlers } from '../../rpc/unary-handler.js';
 import { TUNNEL_VERSION, VERSION } from '../../version/version.js';
-import { type ManagerConnection, UserFacingError } from './manager-connection.js';
+import { type IdentitySource, type ManagerConnection, UserFacingError } from './manager-connection.js';
 import type { RootDaemonLink } from './root-daemon-link.js';
 
 const log = createLogger('connector');
@@ -82,10 +82,33 @@ export function connectorService(
     rootDaemonNeeded: false,
   });
 
+  /**
+   * An identity token for the kubeconfig's user from the manager in managerNamespace (kube/session-token.ts);
+   * the Kubernetes modules are loaded only when one is needed.
+   */
+  const identityFromKubeconfig = (req: ConnectRequest, onDemand: boolean): IdentitySource => ({
+    onDemand,
+    token: async () => {
+      const [{ DEFAULT_MANAGER_NAMESPACE }, { loadKubeConfig }, { requestIdentityToken }] = await Promise.all(
+        [
+          import('../../kube/annotations.js'),
+          import('../../kube/kubeconfig.js'),
+          import('../../kube/session-token.js'),
+        ],
+      );
+      const { kc } = loadKubeConfig({
+        kubeconfig: req.kubeconfig || undefined,
+        context: req.context || undefined,
+      });
+      return requestIdentityToken(kc, req.managerNamespace || DEFAULT_MANAGER_NAMESPACE);
+    },
+  });
+
   /** The manager part of Connect: a session at --manager-address or through a port-forward. */
   const connectManager = async (req: ConnectRequest): Promise<void> => {
     if (req.managerAddress) {
-      await conn.connect(req.managerAddress);
+      // A manager reached directly may be a standalone one: authenticate only when it asks.
+      await conn.connect(req.managerAddress, identityFromKubeconfig(req, true));
       namespace = req.namespace || namespace || 'default';
       return;
     }
@@ -129,7 +152,7 @@ export function connectorService(
     namespace = req.namespace || loaded.namespace;
     keepOut = await apiServerAddresses(loaded.kc.getCurrentCluster()?.server);
     try {
-      await conn.connect((forward as ManagerForward).address);
+      await conn.connect((forward as ManagerForward).address, identityFromKubeconfig(req, false));
     } catch (e) {
       await closeForward();
       throw e;
@@ -211,6 +234,10 @@ export function connectorService(
       await conn.removeIntercept(req.name);
       return {};
     }),
+
+    revoke: unary('Revoke', async (req) => ({
+      intercepts: await conn.revoke(req.workload, req.namespace, req.remotePort),
+    })),
 
     uninstall: unary('Uninstall', async (req) => {
       await conn.uninstallAgents(req.names, req.namespace, req.all);

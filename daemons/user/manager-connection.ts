@@ -8,7 +8,9 @@ import { EventEmitter } from 'node:events';
 import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../../logging/logger.js';
+import { bearerInterceptor, withBearer } from '../../rpc/call-credentials.js';
 import {
+  type Arrival,
   type ClusterInfo,
   InterceptDisposition as D,
   type DialRequest,
@@ -75,6 +77,18 @@ interface InterceptRecord {
 interface Session {
   sessionId: string;
   remainIntervalMs: number;
+  /** Carried by every call of the session (rpc/call-credentials.ts). */
+  credential: string;
+}
+
+/**
+ * Where the user daemon gets its proof of identity for arriving: an identity token the manager issues
+ * through the Kubernetes API server to the kubeconfig's user (kube/session-token.ts). `onDemand`: only
+ * when the manager asks for it (--manager-address: it may be a standalone manager with no Kubernetes).
+ */
+export interface IdentitySource {
+  token(): Promise<string>;
+  onDemand: boolean;
 }
 
 export function clientName(): string {
@@ -92,6 +106,9 @@ export class ManagerConnection extends EventEmitter {
   /** Why the manager is unreachable, while RECONNECTING. */
   private lostReason = '';
   private client: ManagerClient | undefined;
+  private identity: IdentitySource | undefined;
+  /** The current session's credential, which the channel's interceptor adds to every call. */
+  private credential = '';
   private readonly records = new Map<string, InterceptRecord>();
   private lastSnapshot: InterceptInfo[] = [];
   private stopped = true;
@@ -100,7 +117,7 @@ export class ManagerConnection extends EventEmitter {
   private loopDone: Promise<void> = Promise.resolve();
 
   /** Arrives at the manager at address and keeps the session until disconnect(). */
-  async connect(address: string): Promise<void> {
+  async connect(address: string, identity?: IdentitySource): Promise<void> {
     if (this.state !== 'DISCONNECTED') {
       if (address === this.address) return;
       throw new UserFacingError(
@@ -108,12 +125,23 @@ export class ManagerConnection extends EventEmitter {
         `already connected to the traffic manager at ${this.address}: run tp quit first to connect elsewhere`,
       );
     }
-    const client = new ManagerClient(address, grpc.credentials.createInsecure(), workstationChannelOptions());
+    const client = new ManagerClient(address, grpc.credentials.createInsecure(), {
+      ...workstationChannelOptions(),
+      interceptors: [bearerInterceptor(() => this.credential)],
+    });
+    this.identity = identity;
     let session: Session;
     try {
       session = await this.arrive(client);
     } catch (e) {
       client.close();
+      this.identity = undefined;
+      if (e instanceof UserFacingError) throw e;
+      if (hasStatus(e, grpc.status.UNAUTHENTICATED) || hasStatus(e, grpc.status.PERMISSION_DENIED))
+        throw new UserFacingError(
+          grpc.status.UNAUTHENTICATED,
+          `the traffic manager at ${address} refused the session: ${errorDetails(e)}`,
+        );
       throw new UserFacingError(
         grpc.status.UNAVAILABLE,
         `cannot reach the traffic manager at ${address}: ${errorDetails(e)} (is tp-manager running there?)`,
@@ -136,6 +164,8 @@ export class ManagerConnection extends EventEmitter {
     await this.loopDone;
     this.client?.close();
     this.client = undefined;
+    this.identity = undefined;
+    this.credential = '';
     this.state = 'DISCONNECTED';
     this.sessionId = '';
     this.error = '';
@@ -288,6 +318,21 @@ export class ManagerConnection extends EventEmitter {
     }
   }
 
+  /** An admin ends other users' intercepts of a workload (one port, or all with 0); answers the ended ones. */
+  async revoke(workload: string, namespace: string, remotePort: number): Promise<InterceptInfo[]> {
+    const client = this.requireSession();
+    try {
+      const r = await unary<InterceptInfoSnapshot>(
+        (md, o, cb) =>
+          client.revokeIntercepts({ session: this.session(), workload, namespace, remotePort }, md, o, cb),
+        CALL_TIMEOUT_MS,
+      );
+      return r.intercepts;
+    } catch (e) {
+      throw this.managerError(e);
+    }
+  }
+
   async removeIntercept(name: string): Promise<void> {
     const record = this.records.get(name);
     if (!record)
@@ -353,26 +398,28 @@ export class ManagerConnection extends EventEmitter {
 
   private async run(first: Session): Promise<void> {
     let session: Session | undefined = first;
-    let previous = '';
+    let previous: Session | undefined;
     let backoff = 250;
     while (!this.stopped) {
       if (session) {
         this.state = 'CONNECTED';
         this.error = '';
         this.sessionId = session.sessionId;
+        this.credential = session.credential;
         backoff = 250;
         // Our old session may still hold our intercepts (a network blip, not a restart): end it first,
         // or restoring would conflict with ourselves.
-        if (previous) await this.depart(previous);
-        previous = '';
+        if (previous) await this.depart(previous.sessionId, previous.credential);
+        previous = undefined;
         void this.restore(session.sessionId);
         this.emit('intercepts');
         // The root daemon's flows and DNS lookups go out under this session: it follows.
         this.emit('session', session.sessionId);
         const reason = await this.serve(session);
         if (this.stopped) break;
-        previous = session.sessionId;
+        previous = session;
         this.sessionId = '';
+        this.credential = '';
         this.state = 'RECONNECTING';
         this.lostReason = reason;
         this.error = `lost the traffic manager at ${this.address}: ${reason}`;
@@ -401,31 +448,62 @@ export class ManagerConnection extends EventEmitter {
 
   private async arrive(client: ManagerClient): Promise<Session> {
     const version = await unary<VersionInfo>((md, o, cb) => client.version({}, md, o, cb), ARRIVE_TIMEOUT_MS);
-    const session = await unary<SessionInfo>(
-      (md, o, cb) =>
-        client.arriveAsClient(
-          {
-            name: clientName(),
-            installId: crypto
-              .createHash('sha256')
-              .update(`${os.hostname()}:${process.getuid?.()}`)
-              .digest('hex')
-              .slice(0, 16),
-            version: VERSION,
-            namespace: '',
-          },
-          md,
-          o,
-          cb,
-        ),
-      CALL_TIMEOUT_MS,
-    );
+    const info = {
+      name: clientName(),
+      installId: crypto
+        .createHash('sha256')
+        .update(`${os.hostname()}:${process.getuid?.()}`)
+        .digest('hex')
+        .slice(0, 16),
+      version: VERSION,
+      namespace: '',
+    };
+    const arriveWith = (token: string) =>
+      unary<Arrival>(
+        (md, o, cb) => client.arriveAsClient(info, withBearer(md, token), o, cb),
+        CALL_TIMEOUT_MS,
+      );
+    const identity = this.identity;
+    let session: Arrival;
+    if (identity && !identity.onDemand) session = await arriveWith(await this.identityToken(identity));
+    else {
+      try {
+        // No credential at all: the interceptor adds none while there is no session.
+        session = await arriveWith('');
+      } catch (e) {
+        if (!hasStatus(e, grpc.status.UNAUTHENTICATED)) throw e;
+        if (!identity)
+          throw new UserFacingError(
+            grpc.status.UNAUTHENTICATED,
+            `the traffic manager at ${client.getChannel().getTarget()} requires authentication (${errorDetails(e)}); connect through Kubernetes (without --manager-address) so tp can authenticate you with your kubeconfig`,
+          );
+        session = await arriveWith(await this.identityToken(identity));
+      }
+    }
     this.managerVersion = version.version;
     log.info('arrived at the traffic manager', {
       manager: client.getChannel().getTarget(),
       session: session.sessionId,
     });
-    return { sessionId: session.sessionId, remainIntervalMs: session.remainIntervalMs || 5_000 };
+    return {
+      sessionId: session.sessionId,
+      remainIntervalMs: session.remainIntervalMs || 5_000,
+      credential: session.credential,
+    };
+  }
+
+  /** A fresh identity token; its failures (RBAC, no manager, the kubeconfig's credentials) are the user's to fix. */
+  private async identityToken(identity: IdentitySource): Promise<string> {
+    try {
+      return await identity.token();
+    } catch (e) {
+      throw new UserFacingError(grpc.status.UNAUTHENTICATED, (e as Error).message);
+    }
+  }
+
+  /** The credential of the session with this id, while it is the current one ('' otherwise). */
+  credentialOf(sessionId: string): string {
+    return sessionId && sessionId === this.sessionId ? this.credential : '';
   }
 
   /** Heartbeats, the intercept watch and the dial watch of one session; resolves when it is lost. */
@@ -482,7 +560,8 @@ export class ManagerConnection extends EventEmitter {
         r.info = info;
         r.seen = true;
       } else if (r.seen) {
-        r.gone = 'removed by the traffic manager';
+        // While the session lives, only an admin's revoke removes an intercept at the manager.
+        r.gone = 'revoked at the traffic manager (tp revoke by someone allowed to end it)';
         r.info = undefined;
         log.warn('intercept removed by the traffic manager', { intercept: r.name });
       }
@@ -592,12 +671,13 @@ export class ManagerConnection extends EventEmitter {
     return new UserFacingError(e.code, errorDetails(e));
   }
 
-  private async depart(sessionId: string): Promise<void> {
+  private async depart(sessionId: string, credential = this.credential): Promise<void> {
     const client = this.client;
     if (!client) return;
-    await unary((md, o, cb) => client.depart({ sessionId, remainIntervalMs: 0 }, md, o, cb), 2_000).catch(
-      () => {},
-    );
+    await unary(
+      (md, o, cb) => client.depart({ sessionId, remainIntervalMs: 0 }, withBearer(md, credential), o, cb),
+      2_000,
+    ).catch(() => {});
   }
 
   private sleep(ms: number): Promise<void> {

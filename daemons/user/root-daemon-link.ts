@@ -141,6 +141,7 @@ export class RootDaemonLink {
     const status = await connectRootDaemon(daemon.client, {
       managerAddress: req.managerAddress,
       sessionId,
+      sessionCredential: this.conn.credentialOf(sessionId),
       namespace: req.namespace,
       cluster,
       alsoProxy: req.alsoProxy,

@@ -21,7 +21,15 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Empty } from "./google/protobuf/empty.js";
-import { ClusterInfo, InterceptInfo, InterceptSpec, VersionInfo, WorkloadInfoSnapshot } from "./manager.js";
+import {
+  ClusterInfo,
+  InterceptInfo,
+  InterceptInfoSnapshot,
+  InterceptSpec,
+  RevokeInterceptsRequest,
+  VersionInfo,
+  WorkloadInfoSnapshot,
+} from "./manager.js";
 
 export const protobufPackage = "tp.connector";
 
@@ -1332,6 +1340,18 @@ export const ConnectorService = {
     responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
     responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
   },
+  /** An admin ends other users' intercepts of a workload (tp revoke); answers the ones ended. */
+  revoke: {
+    path: "/tp.connector.Connector/Revoke" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevokeInterceptsRequest): Buffer =>
+      Buffer.from(RevokeInterceptsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevokeInterceptsRequest => RevokeInterceptsRequest.decode(value),
+    responseSerialize: (value: InterceptInfoSnapshot): Buffer =>
+      Buffer.from(InterceptInfoSnapshot.encode(value).finish()),
+    responseDeserialize: (value: Buffer): InterceptInfoSnapshot => InterceptInfoSnapshot.decode(value),
+  },
   uninstall: {
     path: "/tp.connector.Connector/Uninstall" as const,
     requestStream: false as const,
@@ -1362,6 +1382,8 @@ export interface ConnectorServer extends UntypedServiceImplementation {
   /** Streams progress (agent install, pods rolling) and ends with the result. */
   createIntercept: handleServerStreamingCall<CreateInterceptRequest, InterceptProgress>;
   removeIntercept: handleUnaryCall<RemoveInterceptRequest, Empty>;
+  /** An admin ends other users' intercepts of a workload (tp revoke); answers the ones ended. */
+  revoke: handleUnaryCall<RevokeInterceptsRequest, InterceptInfoSnapshot>;
   uninstall: handleUnaryCall<UninstallRequest, Empty>;
   /** Stops the daemon (and the root daemon) after ending the session. */
   quit: handleUnaryCall<Empty, Empty>;
@@ -1458,6 +1480,22 @@ export interface ConnectorClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  /** An admin ends other users' intercepts of a workload (tp revoke); answers the ones ended. */
+  revoke(
+    request: RevokeInterceptsRequest,
+    callback: (error: ServiceError | null, response: InterceptInfoSnapshot) => void,
+  ): ClientUnaryCall;
+  revoke(
+    request: RevokeInterceptsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: InterceptInfoSnapshot) => void,
+  ): ClientUnaryCall;
+  revoke(
+    request: RevokeInterceptsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: InterceptInfoSnapshot) => void,
   ): ClientUnaryCall;
   uninstall(
     request: UninstallRequest,

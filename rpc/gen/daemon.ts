@@ -59,6 +59,11 @@ export interface ConnectRequest {
    * refused (one VIF per workstation); 0: no owner check.
    */
   ownerPid: number;
+  /**
+   * The credential of that session (manager.proto SessionInfo.credential): the root daemon's calls to the
+   * manager (tunnel streams, LookupDNS) carry it.
+   */
+  sessionCredential: string;
 }
 
 function createBaseConnectRequest(): ConnectRequest {
@@ -72,6 +77,7 @@ function createBaseConnectRequest(): ConnectRequest {
     allowConflictingSubnets: false,
     keepOut: [],
     ownerPid: 0,
+    sessionCredential: "",
   };
 }
 
@@ -103,6 +109,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     }
     if (message.ownerPid !== 0) {
       writer.uint32(72).int32(message.ownerPid);
+    }
+    if (message.sessionCredential !== "") {
+      writer.uint32(82).string(message.sessionCredential);
     }
     return writer;
   },
@@ -192,6 +201,14 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
             message.ownerPid = reader.int32();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.sessionCredential = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -243,6 +260,11 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         : isSet(object.owner_pid)
         ? globalThis.Number(object.owner_pid)
         : 0,
+      sessionCredential: isSet(object.sessionCredential)
+        ? globalThis.String(object.sessionCredential)
+        : isSet(object.session_credential)
+        ? globalThis.String(object.session_credential)
+        : "",
     };
   },
 
@@ -275,6 +297,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     if (message.ownerPid !== 0) {
       obj.ownerPid = Math.round(message.ownerPid);
     }
+    if (message.sessionCredential !== "") {
+      obj.sessionCredential = message.sessionCredential;
+    }
     return obj;
   },
 
@@ -294,6 +319,7 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     message.allowConflictingSubnets = object.allowConflictingSubnets ?? false;
     message.keepOut = object.keepOut?.map((e) => e) || [];
     message.ownerPid = object.ownerPid ?? 0;
+    message.sessionCredential = object.sessionCredential ?? "";
     return message;
   },
 };

@@ -168,8 +168,21 @@ export interface VersionInfo {
 
 export interface SessionInfo {
   sessionId: string;
-  /** Set by the manager in the answer to ArriveAs*: call Remain at least this often (the session's TTL / 3, at most 5 s). */
+  /** Unused since ArriveAs* answer with Arrival (the same fields plus the credential). */
   remainIntervalMs: number;
+}
+
+/** The answer to ArriveAs*: SessionInfo (same fields, same numbers) plus the session's credential. */
+export interface Arrival {
+  sessionId: string;
+  /** Call Remain at least this often (the session's TTL / 3, at most 5 s). */
+  remainIntervalMs: number;
+  /**
+   * Every later call that names the session carries it as metadata ("authorization: Bearer
+   * <credential>", rpc/call-credentials.ts): the session id alone proves nothing (others see it, e.g.
+   * in intercept ids).
+   */
+  credential: string;
 }
 
 export interface RemainRequest {
@@ -339,6 +352,14 @@ export interface InterceptInfoSnapshot {
 export interface RemoveInterceptRequest {
   session: SessionInfo | undefined;
   name: string;
+}
+
+export interface RevokeInterceptsRequest {
+  session: SessionInfo | undefined;
+  workload: string;
+  namespace: string;
+  /** 0: every port */
+  remotePort: number;
 }
 
 export interface ReviewInterceptRequest {
@@ -620,6 +641,115 @@ export const SessionInfo: MessageFns<SessionInfo> = {
     const message = createBaseSessionInfo();
     message.sessionId = object.sessionId ?? "";
     message.remainIntervalMs = object.remainIntervalMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseArrival(): Arrival {
+  return { sessionId: "", remainIntervalMs: 0, credential: "" };
+}
+
+export const Arrival: MessageFns<Arrival> = {
+  encode(message: Arrival, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.remainIntervalMs !== 0) {
+      writer.uint32(16).uint32(message.remainIntervalMs);
+    }
+    if (message.credential !== "") {
+      writer.uint32(26).string(message.credential);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Arrival {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseArrival();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.remainIntervalMs = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.credential = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Arrival {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      remainIntervalMs: isSet(object.remainIntervalMs)
+        ? globalThis.Number(object.remainIntervalMs)
+        : isSet(object.remain_interval_ms)
+        ? globalThis.Number(object.remain_interval_ms)
+        : 0,
+      credential: isSet(object.credential) ? globalThis.String(object.credential) : "",
+    };
+  },
+
+  toJSON(message: Arrival): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.remainIntervalMs !== 0) {
+      obj.remainIntervalMs = Math.round(message.remainIntervalMs);
+    }
+    if (message.credential !== "") {
+      obj.credential = message.credential;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Arrival>): Arrival {
+    return Arrival.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Arrival>): Arrival {
+    const message = createBaseArrival();
+    message.sessionId = object.sessionId ?? "";
+    message.remainIntervalMs = object.remainIntervalMs ?? 0;
+    message.credential = object.credential ?? "";
     return message;
   },
 };
@@ -3220,6 +3350,129 @@ export const RemoveInterceptRequest: MessageFns<RemoveInterceptRequest> = {
   },
 };
 
+function createBaseRevokeInterceptsRequest(): RevokeInterceptsRequest {
+  return { session: undefined, workload: "", namespace: "", remotePort: 0 };
+}
+
+export const RevokeInterceptsRequest: MessageFns<RevokeInterceptsRequest> = {
+  encode(message: RevokeInterceptsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.session !== undefined) {
+      SessionInfo.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    if (message.workload !== "") {
+      writer.uint32(18).string(message.workload);
+    }
+    if (message.namespace !== "") {
+      writer.uint32(26).string(message.namespace);
+    }
+    if (message.remotePort !== 0) {
+      writer.uint32(32).uint32(message.remotePort);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeInterceptsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeInterceptsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.session = SessionInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.workload = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.namespace = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.remotePort = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeInterceptsRequest {
+    return {
+      session: isSet(object.session) ? SessionInfo.fromJSON(object.session) : undefined,
+      workload: isSet(object.workload) ? globalThis.String(object.workload) : "",
+      namespace: isSet(object.namespace) ? globalThis.String(object.namespace) : "",
+      remotePort: isSet(object.remotePort)
+        ? globalThis.Number(object.remotePort)
+        : isSet(object.remote_port)
+        ? globalThis.Number(object.remote_port)
+        : 0,
+    };
+  },
+
+  toJSON(message: RevokeInterceptsRequest): unknown {
+    const obj: any = {};
+    if (message.session !== undefined) {
+      obj.session = SessionInfo.toJSON(message.session);
+    }
+    if (message.workload !== "") {
+      obj.workload = message.workload;
+    }
+    if (message.namespace !== "") {
+      obj.namespace = message.namespace;
+    }
+    if (message.remotePort !== 0) {
+      obj.remotePort = Math.round(message.remotePort);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeInterceptsRequest>): RevokeInterceptsRequest {
+    return RevokeInterceptsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeInterceptsRequest>): RevokeInterceptsRequest {
+    const message = createBaseRevokeInterceptsRequest();
+    message.session = (object.session !== undefined && object.session !== null)
+      ? SessionInfo.fromPartial(object.session)
+      : undefined;
+    message.workload = object.workload ?? "";
+    message.namespace = object.namespace ?? "";
+    message.remotePort = object.remotePort ?? 0;
+    return message;
+  },
+};
+
 function createBaseReviewInterceptRequest(): ReviewInterceptRequest {
   return { session: undefined, interceptId: "", disposition: 0, message: "", environment: {} };
 }
@@ -4470,15 +4723,20 @@ export const ManagerService = {
     responseSerialize: (value: VersionInfo): Buffer => Buffer.from(VersionInfo.encode(value).finish()),
     responseDeserialize: (value: Buffer): VersionInfo => VersionInfo.decode(value),
   },
-  /** Sessions. A session lives while Remain arrives more often than the manager's TTL. */
+  /**
+   * Sessions. A session lives while Remain arrives more often than the manager's TTL. Arriving needs
+   * proof of identity as metadata ("authorization: Bearer <token>"): a client the identity token the
+   * manager issued through the Kubernetes API server (docs/security.md), an agent its pod's projected
+   * ServiceAccount token with the manager's audience.
+   */
   arriveAsClient: {
     path: "/tp.manager.Manager/ArriveAsClient" as const,
     requestStream: false as const,
     responseStream: false as const,
     requestSerialize: (value: ClientInfo): Buffer => Buffer.from(ClientInfo.encode(value).finish()),
     requestDeserialize: (value: Buffer): ClientInfo => ClientInfo.decode(value),
-    responseSerialize: (value: SessionInfo): Buffer => Buffer.from(SessionInfo.encode(value).finish()),
-    responseDeserialize: (value: Buffer): SessionInfo => SessionInfo.decode(value),
+    responseSerialize: (value: Arrival): Buffer => Buffer.from(Arrival.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Arrival => Arrival.decode(value),
   },
   arriveAsAgent: {
     path: "/tp.manager.Manager/ArriveAsAgent" as const,
@@ -4486,8 +4744,8 @@ export const ManagerService = {
     responseStream: false as const,
     requestSerialize: (value: AgentInfo): Buffer => Buffer.from(AgentInfo.encode(value).finish()),
     requestDeserialize: (value: Buffer): AgentInfo => AgentInfo.decode(value),
-    responseSerialize: (value: SessionInfo): Buffer => Buffer.from(SessionInfo.encode(value).finish()),
-    responseDeserialize: (value: Buffer): SessionInfo => SessionInfo.decode(value),
+    responseSerialize: (value: Arrival): Buffer => Buffer.from(Arrival.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Arrival => Arrival.decode(value),
   },
   remain: {
     path: "/tp.manager.Manager/Remain" as const,
@@ -4587,6 +4845,21 @@ export const ManagerService = {
     responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
     responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
   },
+  /**
+   * Ends other sessions' intercepts of a workload: an admin's action, authorized separately (RBAC: delete
+   * on intercepts.tp.dev in the workload's namespace). RemoveIntercept ends only the caller's own.
+   */
+  revokeIntercepts: {
+    path: "/tp.manager.Manager/RevokeIntercepts" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevokeInterceptsRequest): Buffer =>
+      Buffer.from(RevokeInterceptsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevokeInterceptsRequest => RevokeInterceptsRequest.decode(value),
+    responseSerialize: (value: InterceptInfoSnapshot): Buffer =>
+      Buffer.from(InterceptInfoSnapshot.encode(value).finish()),
+    responseDeserialize: (value: Buffer): InterceptInfoSnapshot => InterceptInfoSnapshot.decode(value),
+  },
   /** Agents report whether they serve an intercept (ACTIVE) or cannot (AGENT_ERROR). */
   reviewIntercept: {
     path: "/tp.manager.Manager/ReviewIntercept" as const,
@@ -4641,9 +4914,14 @@ export const ManagerService = {
 
 export interface ManagerServer extends UntypedServiceImplementation {
   version: handleUnaryCall<Empty, VersionInfo>;
-  /** Sessions. A session lives while Remain arrives more often than the manager's TTL. */
-  arriveAsClient: handleUnaryCall<ClientInfo, SessionInfo>;
-  arriveAsAgent: handleUnaryCall<AgentInfo, SessionInfo>;
+  /**
+   * Sessions. A session lives while Remain arrives more often than the manager's TTL. Arriving needs
+   * proof of identity as metadata ("authorization: Bearer <token>"): a client the identity token the
+   * manager issued through the Kubernetes API server (docs/security.md), an agent its pod's projected
+   * ServiceAccount token with the manager's audience.
+   */
+  arriveAsClient: handleUnaryCall<ClientInfo, Arrival>;
+  arriveAsAgent: handleUnaryCall<AgentInfo, Arrival>;
   remain: handleUnaryCall<RemainRequest, Empty>;
   depart: handleUnaryCall<SessionInfo, Empty>;
   /** Snapshots: each message is the whole current state, sent on every change. */
@@ -4656,6 +4934,11 @@ export interface ManagerServer extends UntypedServiceImplementation {
   prepareIntercept: handleUnaryCall<CreateInterceptRequest, PreparedIntercept>;
   createIntercept: handleUnaryCall<CreateInterceptRequest, InterceptInfo>;
   removeIntercept: handleUnaryCall<RemoveInterceptRequest, Empty>;
+  /**
+   * Ends other sessions' intercepts of a workload: an admin's action, authorized separately (RBAC: delete
+   * on intercepts.tp.dev in the workload's namespace). RemoveIntercept ends only the caller's own.
+   */
+  revokeIntercepts: handleUnaryCall<RevokeInterceptsRequest, InterceptInfoSnapshot>;
   /** Agents report whether they serve an intercept (ACTIVE) or cannot (AGENT_ERROR). */
   reviewIntercept: handleUnaryCall<ReviewInterceptRequest, Empty>;
   uninstallAgents: handleUnaryCall<UninstallAgentsRequest, Empty>;
@@ -4679,36 +4962,38 @@ export interface ManagerClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: VersionInfo) => void,
   ): ClientUnaryCall;
-  /** Sessions. A session lives while Remain arrives more often than the manager's TTL. */
+  /**
+   * Sessions. A session lives while Remain arrives more often than the manager's TTL. Arriving needs
+   * proof of identity as metadata ("authorization: Bearer <token>"): a client the identity token the
+   * manager issued through the Kubernetes API server (docs/security.md), an agent its pod's projected
+   * ServiceAccount token with the manager's audience.
+   */
   arriveAsClient(
     request: ClientInfo,
-    callback: (error: ServiceError | null, response: SessionInfo) => void,
+    callback: (error: ServiceError | null, response: Arrival) => void,
   ): ClientUnaryCall;
   arriveAsClient(
     request: ClientInfo,
     metadata: Metadata,
-    callback: (error: ServiceError | null, response: SessionInfo) => void,
+    callback: (error: ServiceError | null, response: Arrival) => void,
   ): ClientUnaryCall;
   arriveAsClient(
     request: ClientInfo,
     metadata: Metadata,
     options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: SessionInfo) => void,
+    callback: (error: ServiceError | null, response: Arrival) => void,
   ): ClientUnaryCall;
-  arriveAsAgent(
-    request: AgentInfo,
-    callback: (error: ServiceError | null, response: SessionInfo) => void,
-  ): ClientUnaryCall;
+  arriveAsAgent(request: AgentInfo, callback: (error: ServiceError | null, response: Arrival) => void): ClientUnaryCall;
   arriveAsAgent(
     request: AgentInfo,
     metadata: Metadata,
-    callback: (error: ServiceError | null, response: SessionInfo) => void,
+    callback: (error: ServiceError | null, response: Arrival) => void,
   ): ClientUnaryCall;
   arriveAsAgent(
     request: AgentInfo,
     metadata: Metadata,
     options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: SessionInfo) => void,
+    callback: (error: ServiceError | null, response: Arrival) => void,
   ): ClientUnaryCall;
   remain(request: RemainRequest, callback: (error: ServiceError | null, response: Empty) => void): ClientUnaryCall;
   remain(
@@ -4822,6 +5107,25 @@ export interface ManagerClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  /**
+   * Ends other sessions' intercepts of a workload: an admin's action, authorized separately (RBAC: delete
+   * on intercepts.tp.dev in the workload's namespace). RemoveIntercept ends only the caller's own.
+   */
+  revokeIntercepts(
+    request: RevokeInterceptsRequest,
+    callback: (error: ServiceError | null, response: InterceptInfoSnapshot) => void,
+  ): ClientUnaryCall;
+  revokeIntercepts(
+    request: RevokeInterceptsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: InterceptInfoSnapshot) => void,
+  ): ClientUnaryCall;
+  revokeIntercepts(
+    request: RevokeInterceptsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: InterceptInfoSnapshot) => void,
   ): ClientUnaryCall;
   /** Agents report whether they serve an intercept (ACTIVE) or cannot (AGENT_ERROR). */
   reviewIntercept(

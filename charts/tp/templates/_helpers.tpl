@@ -8,6 +8,9 @@ it was installed into. Cluster-scoped objects carry the namespace so two install
 
 {{- define "tp.webhookService" -}}traffic-manager-webhook{{- end -}}
 
+{{/* The session API's group (kube/session-api.ts sessionApiGroup). */}}
+{{- define "tp.sessionApiGroup" -}}{{ .Release.Namespace }}.sessions.tp.dev{{- end -}}
+
 {{- define "tp.labels" -}}
 app.kubernetes.io/name: traffic-manager
 app.kubernetes.io/instance: {{ .Release.Name }}
