@@ -9,6 +9,8 @@ import type { V1Deployment, V1Job, V1MutatingWebhookConfiguration, V1Secret } fr
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import YAML from 'yaml';
+import { cachedBinDir } from '../lab/binaries.js';
+import { requirementSuite } from '../testbed/suite.js';
 import { AGENT_LABEL, AGENT_LABEL_VALUE } from './annotations.js';
 import { findHelm, helmArgs, shippedChart } from './helm.js';
 import { kubeManagerConfigFromEnv } from './manager-config.js';
@@ -18,27 +20,23 @@ function locateHelm(): string | undefined {
   try {
     return findHelm();
   } catch {
-    // The lab's build caches helm; use it when it is not on PATH.
-    const cache = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'tp-lab');
-    if (!fs.existsSync(cache)) return undefined;
-    for (const d of fs.readdirSync(cache)) {
-      const candidate = path.join(cache, d, 'bin', 'helm');
-      if (fs.existsSync(candidate)) return candidate;
-    }
-    return undefined;
+    // The lab's build caches helm (in $TP_LAB_CACHE when set); use it when it is not on PATH.
+    const candidate = path.join(cachedBinDir(), 'helm');
+    return fs.existsSync(candidate) ? candidate : undefined;
   }
 }
 
 const helm = locateHelm();
 const chart = shippedChart();
 
-/** True when helm is missing: skipped visibly here, a failure under CI=true. */
-function noHelm(): boolean {
-  if (helm) return false;
-  if (process.env.CI === 'true') throw new Error('helm not found and CI=true forbids skipping');
-  console.log('# skipped: helm not found (install it or build the lab)');
-  return true;
-}
+/** The tests that render the chart with the real helm: skipped visibly without it, a failure under CI=true. */
+const withHelm = requirementSuite(
+  'the chart rendered by helm',
+  helm ? undefined : 'helm not found (install it, set TP_HELM, or build the lab: tp-lab build)',
+);
+const helmTest = (name: string, body: () => void | Promise<void>) => {
+  if (withHelm.ready) withHelm.test(name, body);
+};
 
 interface K8sObject {
   kind: string;
@@ -61,51 +59,51 @@ function one<T>(objs: K8sObject[], kind: string, name?: string): T {
   return found[0] as unknown as T;
 }
 
-test('helm lint --strict passes, cluster-wide and namespaced', () => {
-  if (noHelm()) return;
+helmTest('helm lint --strict passes, cluster-wide and namespaced', () => {
   execFileSync(helm!, ['lint', '--strict', chart], { stdio: 'pipe' });
   execFileSync(helm!, ['lint', '--strict', chart, '--set', 'managedNamespaces={a,b}'], { stdio: 'pipe' });
 });
 
-test('the webhook trusts exactly the certificate the manager serves, for the Service name it calls', () => {
-  if (noHelm()) return;
-  const objs = render();
-  const secret = one<V1Secret>(objs, 'Secret', 'traffic-manager-webhook-tls');
-  const hook = one<V1MutatingWebhookConfiguration>(objs, 'MutatingWebhookConfiguration');
-  const webhook = hook.webhooks![0]!;
-  assert.is(webhook.failurePolicy, 'Ignore');
-  assert.is(webhook.sideEffects, 'None');
-  assert.equal(webhook.clientConfig.service, {
-    name: 'traffic-manager-webhook',
-    namespace: 'tp-system',
-    path: '/mutate-pods',
-    port: 443,
-  });
-  assert.is(webhook.clientConfig.caBundle, secret.data!['ca.crt']);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-chart-test-'));
-  try {
-    fs.writeFileSync(path.join(dir, 'ca.crt'), Buffer.from(secret.data!['ca.crt']!, 'base64'));
-    fs.writeFileSync(path.join(dir, 'tls.crt'), Buffer.from(secret.data!['tls.crt']!, 'base64'));
-    const verify = spawnSync('openssl', ['verify', '-CAfile', 'ca.crt', 'tls.crt'], {
-      cwd: dir,
-      encoding: 'utf8',
+helmTest(
+  'the webhook trusts exactly the certificate the manager serves, for the Service name it calls',
+  () => {
+    const objs = render();
+    const secret = one<V1Secret>(objs, 'Secret', 'traffic-manager-webhook-tls');
+    const hook = one<V1MutatingWebhookConfiguration>(objs, 'MutatingWebhookConfiguration');
+    const webhook = hook.webhooks![0]!;
+    assert.is(webhook.failurePolicy, 'Ignore');
+    assert.is(webhook.sideEffects, 'None');
+    assert.equal(webhook.clientConfig.service, {
+      name: 'traffic-manager-webhook',
+      namespace: 'tp-system',
+      path: '/mutate-pods',
+      port: 443,
     });
-    assert.is(verify.status, 0, verify.stderr);
-    const san = execFileSync('openssl', ['x509', '-in', 'tls.crt', '-noout', '-ext', 'subjectAltName'], {
-      cwd: dir,
-      encoding: 'utf8',
-    });
-    assert.match(san, 'DNS:traffic-manager-webhook.tp-system.svc');
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-  // The webhook never sees the manager's own namespace nor kube-system.
-  const excluded = webhook.namespaceSelector!.matchExpressions!.find((e) => e.operator === 'NotIn')!;
-  assert.ok(excluded.values!.includes('tp-system') && excluded.values!.includes('kube-system'));
-});
+    assert.is(webhook.clientConfig.caBundle, secret.data!['ca.crt']);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-chart-test-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'ca.crt'), Buffer.from(secret.data!['ca.crt']!, 'base64'));
+      fs.writeFileSync(path.join(dir, 'tls.crt'), Buffer.from(secret.data!['tls.crt']!, 'base64'));
+      const verify = spawnSync('openssl', ['verify', '-CAfile', 'ca.crt', 'tls.crt'], {
+        cwd: dir,
+        encoding: 'utf8',
+      });
+      assert.is(verify.status, 0, verify.stderr);
+      const san = execFileSync('openssl', ['x509', '-in', 'tls.crt', '-noout', '-ext', 'subjectAltName'], {
+        cwd: dir,
+        encoding: 'utf8',
+      });
+      assert.match(san, 'DNS:traffic-manager-webhook.tp-system.svc');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    // The webhook never sees the manager's own namespace nor kube-system.
+    const excluded = webhook.namespaceSelector!.matchExpressions!.find((e) => e.operator === 'NotIn')!;
+    assert.ok(excluded.values!.includes('tp-system') && excluded.values!.includes('kube-system'));
+  },
+);
 
-test('the manager Deployment runs the tp image and its environment parses', () => {
-  if (noHelm()) return;
+helmTest('the manager Deployment runs the tp image and its environment parses', () => {
   const objs = render(
     'agent.uid=9999',
     'agent.mechanism=ebpf',
@@ -136,8 +134,7 @@ test('the manager Deployment runs the tp image and its environment parses', () =
   assert.equal(services.sort(), ['traffic-manager', 'traffic-manager-webhook']);
 });
 
-test('RBAC: cluster-wide by default, only the listed namespaces otherwise', () => {
-  if (noHelm()) return;
+helmTest('RBAC: cluster-wide by default, only the listed namespaces otherwise', () => {
   type Rule = { resources?: string[]; verbs?: string[] };
   const clusterRules = (objs: K8sObject[]) =>
     (one<{ rules: Rule[] }>(objs, 'ClusterRole', 'tp-traffic-manager-tp-system').rules ?? []).flatMap(
@@ -166,8 +163,7 @@ test('RBAC: cluster-wide by default, only the listed namespaces otherwise', () =
   assert.is(env.find((e) => e.name === 'TP_MANAGED_NAMESPACES')!.value, 'a,b');
 });
 
-test('RBAC: the manager may review tokens and access, and nothing it does not use', () => {
-  if (noHelm()) return;
+helmTest('RBAC: the manager may review tokens and access, and nothing it does not use', () => {
   type Rule = { apiGroups?: string[]; resources?: string[]; verbs?: string[] };
   for (const objs of [render(), render('managedNamespaces={a,b}')]) {
     const rules = one<{ rules: Rule[] }>(objs, 'ClusterRole', 'tp-traffic-manager-tp-system').rules;
@@ -185,8 +181,7 @@ test('RBAC: the manager may review tokens and access, and nothing it does not us
   }
 });
 
-test('the session API: an APIService served by the webhook Service, trusting the chart CA', () => {
-  if (noHelm()) return;
+helmTest('the session API: an APIService served by the webhook Service, trusting the chart CA', () => {
   const objs = render();
   const api = one<{
     spec: { group: string; version: string; service: object; caBundle: string };
@@ -207,8 +202,7 @@ test('the session API: an APIService served by the webhook Service, trusting the
   );
 });
 
-test('clients: who may use tp is the chart values', () => {
-  if (noHelm()) return;
+helmTest('clients: who may use tp is the chart values', () => {
   type Rule = { apiGroups?: string[]; resources?: string[]; verbs?: string[] };
   const none = render();
   const role = one<{ rules: Rule[] }>(none, 'ClusterRole', 'tp-client-tp-system');
@@ -233,8 +227,7 @@ test('clients: who may use tp is the chart values', () => {
   }
 });
 
-test('NetworkPolicy: on by default, agents to gRPC, the API server to the webhook; off by value', () => {
-  if (noHelm()) return;
+helmTest('NetworkPolicy: on by default, agents to gRPC, the API server to the webhook; off by value', () => {
   interface Peer {
     podSelector?: { matchLabels?: Record<string, string> };
     namespaceSelector?: { matchExpressions?: { values: string[] }[] };
@@ -261,8 +254,7 @@ test('NetworkPolicy: on by default, agents to gRPC, the API server to the webhoo
   assert.ok(!render('networkPolicy.enabled=false').some((o) => o.kind === 'NetworkPolicy'));
 });
 
-test('security values reach the manager: enforcing by default, permissive by value', () => {
-  if (noHelm()) return;
+helmTest('security values reach the manager: enforcing by default, permissive by value', () => {
   const configOf = (...set: string[]) => {
     const c = one<V1Deployment>(render(...set), 'Deployment').spec!.template.spec!.containers[0]!;
     const env: NodeJS.ProcessEnv = { TP_MANAGER_NAMESPACE: 'tp-system' };
@@ -287,8 +279,7 @@ test('security values reach the manager: enforcing by default, permissive by val
   assert.is(p.injection.tokenExpirationSeconds, 900);
 });
 
-test('helm uninstall removes the agents first: a pre-delete hook Job running the manager', () => {
-  if (noHelm()) return;
+helmTest('helm uninstall removes the agents first: a pre-delete hook Job running the manager', () => {
   const job = one<V1Job>(render(), 'Job');
   assert.is(job.metadata!.annotations!['helm.sh/hook'], 'pre-delete');
   const c = job.spec!.template.spec!.containers[0]!;
@@ -296,8 +287,7 @@ test('helm uninstall removes the agents first: a pre-delete hook Job running the
   assert.ok(!render('uninstallAgentsOnDelete=false').some((o) => o.kind === 'Job'));
 });
 
-test('the values schema refuses what would break the cluster, naming the value', () => {
-  if (noHelm()) return;
+helmTest('the values schema refuses what would break the cluster, naming the value', () => {
   for (const [set, field] of [
     ['agent.mechanism=magic', 'mechanism'],
     ['agent.uid=0', 'uid'],
@@ -358,3 +348,4 @@ test('tp helm command lines', () => {
 });
 
 test.run();
+withHelm.test.run();
