@@ -66,6 +66,7 @@ async function upgrade(kc: KubeConfig, namespace: string, pod: string, port: num
         );
         return;
       }
+      socket.setNoDelay(true);
       resolve(socket);
     });
     request.on('response', (res) => {
@@ -194,11 +195,14 @@ export async function forwardSocket(
   // Local -> remote.
   local.on('data', (chunk: Buffer) => {
     let ok = true;
+    // Each frame's header and payload leave in one write, not as a small record of their own.
+    conn.cork();
     for (let offset = 0; offset < chunk.length; offset += MAX_DATA_FRAME) {
       const part = chunk.subarray(offset, offset + MAX_DATA_FRAME);
       conn.write(encodeDataFrameHeader(DATA_STREAM, 0, part.length));
       ok = conn.write(part);
     }
+    conn.uncork();
     if (!ok) {
       local.pause();
       conn.once('drain', () => local.resume());
@@ -290,7 +294,7 @@ export async function forwardToManager(
   let target = await readyPodBehindService(kc, namespace, MANAGER_SERVICE, 'grpc');
   let targetAt = Date.now();
   const sockets = new Set<net.Socket>();
-  const server = net.createServer((local) => {
+  const server = net.createServer({ noDelay: true }, (local) => {
     sockets.add(local);
     local.on('close', () => sockets.delete(local));
     local.pause();
