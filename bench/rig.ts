@@ -70,6 +70,32 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
 }
 
+/** CPU seconds so far of a process and all its descendants (a command started through wrappers). */
+export function treeCpuSeconds(pid: number): number {
+  const children = new Map<number, number[]>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  let total = 0;
+  for (const todo = [pid]; todo.length > 0; ) {
+    const p = todo.pop()!;
+    try {
+      total += cpuSeconds(p);
+    } catch {
+      // gone meanwhile
+    }
+    todo.push(...(children.get(p) ?? []));
+  }
+  return total;
+}
+
 export class Processes {
   readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpf-bench-'));
   readonly env: NodeJS.ProcessEnv = {
