@@ -11,11 +11,12 @@ export const MAX_MESSAGE_BYTES = 8 << 20;
  * - The stream window bounds what one flow has in flight, so also how long a small message of another flow
  *   waits behind a bulk transfer (head-of-line; at 100 MiB/s 1 MiB is 10 ms) and what one stalled reader
  *   holds. 1 MiB instead of HTTP/2's 64 KiB: 395 -> 480-500 MB/s server-to-client in the probes; through
- *   the API server's port-forward, once TCP_NODELAY removed its 40 ms round trips, 1 MiB per round trip
- *   is more than the port-forward carries.
- * - The connection window must hold several stalled flows' windows: with connection = stream window, one
- *   flow whose reader stopped (a paused download) took the whole connection window and stalled every other
- *   flow of that agent or workstation. A receiver buffers at most this much per connection.
+ *   the API server's port-forward, once TCP_NODELAY removed its 40 ms round trips (0.5-2 ms on the lab),
+ *   1 MiB per round trip is more than the port-forward carries.
+ * - The connection window bounds what all flows of the connection have in flight together (Node's
+ *   HTTP/2 returns a connection's window as soon as data arrives, a stream's only when it is read, so a
+ *   stalled reader holds its stream window, never the connection's). Equal to the stream window, two bulk
+ *   flows would share one window per round trip.
  * grpc-js sets both to 'grpc-node.flow_control_window' and has no option for either alone: a channel is
  * created with the stream window, and the first tunnel stream on each connection widens the connection's
  * (rpc/client-window.ts); the manager widens its receive windows the same way (rpc/server-window.ts).
@@ -25,7 +26,7 @@ export interface FlowWindows {
   connection: number;
 }
 
-/** An agent's connection (both directions; the agent's memory limit bounds the connection window). */
+/** An agent's connection (both directions). */
 export const AGENT_WINDOWS: FlowWindows = { stream: 1 << 20, connection: 8 << 20 };
 
 /** A workstation's connections (user daemon, root daemon), across a port-forward or a network. */
