@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { AGENT_NODE_FLAGS } from '../agent/node-flags.js';
 import { UsageError } from '../netaddr/parse.js';
 import { canConnect } from '../testbed/loopback.js';
 import { waitFor } from '../testbed/wait.js';
@@ -163,7 +164,7 @@ export async function startManagerAndAgent(
     '--listen',
     `127.0.0.1:${ports.manager}`,
   ]);
-  const agent = p.node('agent', [path.join(dist, 'bundle/tp-agent.cjs')], {
+  const agent = p.node('agent', [...AGENT_NODE_FLAGS, path.join(dist, 'bundle/tp-agent.cjs')], {
     TP_MANAGER_ADDRESS: `127.0.0.1:${ports.manager}`,
     TP_WORKLOAD_NAME: 'bench',
     TP_NAMESPACE: 'default',
