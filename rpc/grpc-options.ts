@@ -10,9 +10,10 @@ export const MAX_MESSAGE_BYTES = 8 << 20;
  * every flow of an agent or a workstation.
  * - The stream window bounds what one flow has in flight, so also how long a small message of another flow
  *   waits behind a bulk transfer (head-of-line; at 100 MiB/s 1 MiB is 10 ms) and what one stalled reader
- *   holds. 1 MiB instead of HTTP/2's 64 KiB: 395 -> 480-500 MB/s server-to-client in the probes; through
- *   the API server's port-forward, once TCP_NODELAY removed its 40 ms round trips (0.5-2 ms on the lab),
- *   1 MiB per round trip is more than the port-forward carries.
+ *   holds. 1 MiB instead of HTTP/2's 64 KiB: 395 -> 480-500 MB/s server-to-client in the probes. A
+ *   workstation's streams had 16 MiB while the API server's port-forward took 40 ms per round trip (no
+ *   TCP_NODELAY); with 0.5-2 ms round trips 16 MiB only queued a bulk flow ahead of everything else (p99 of
+ *   sequential requests beside a download: 160-440 ms on the lab).
  * - The connection window bounds what all flows of the connection have in flight together (Node's
  *   HTTP/2 returns a connection's window as soon as data arrives, a stream's only when it is read, so a
  *   stalled reader holds its stream window, never the connection's). Equal to the stream window, two bulk
@@ -29,8 +30,13 @@ export interface FlowWindows {
 /** An agent's connection (both directions). */
 export const AGENT_WINDOWS: FlowWindows = { stream: 1 << 20, connection: 8 << 20 };
 
-/** A workstation's connections (user daemon, root daemon), across a port-forward or a network. */
-export const WORKSTATION_WINDOWS: FlowWindows = { stream: 1 << 20, connection: 32 << 20 };
+/**
+ * A workstation's connections (user daemon, root daemon), across a port-forward or a network. The stream
+ * window is two DATA messages (1 MiB each, tunnel/messages.ts): HTTP/2 returns a window once half of it was
+ * read, so with one message per window a flow waited a round trip after every message; the port-forward's
+ * round trip under a bulk load is several ms.
+ */
+export const WORKSTATION_WINDOWS: FlowWindows = { stream: 2 << 20, connection: 32 << 20 };
 
 /** A peer that does not answer an HTTP/2 ping within KEEPALIVE_TIMEOUT_MS after KEEPALIVE_TIME_MS is dead. */
 export const KEEPALIVE_TIME_MS = 10_000;
