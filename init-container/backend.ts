@@ -38,7 +38,7 @@ export function familyLabel(family: Family): string {
 async function probe(runner: CommandRunner, backend: XtablesBackend): Promise<BackendProbe | undefined> {
   const result: CommandResult = await runner.run(backend.save, ['-c']);
   if (result.notFound) return undefined;
-  if (result.exitCode !== 0) {
+  if (result.code !== 0) {
     if (isPermissionDenied(result.stderr))
       throw explainXtablesFailure(`reading the ${backend.name} rules`, backend, result);
     // A backend the kernel does not support (no nf_tables, no ip_tables) simply is not a candidate.
@@ -57,7 +57,7 @@ export async function probeBackends(runner: CommandRunner, family: Family): Prom
   if (found.length > 0) return found;
   // Images with a single iptables variant ship only the plain names; ask it which one it is.
   const plainVersion = await runner.run(family === 4 ? 'iptables' : 'ip6tables', ['--version']);
-  if (plainVersion.notFound || plainVersion.exitCode !== 0) return [];
+  if (plainVersion.notFound || plainVersion.code !== 0) return [];
   const name: BackendName = /nf_tables/.test(plainVersion.stdout) ? 'nft' : 'legacy';
   const p = await probe(runner, binaries(name, family, true));
   return p ? [p] : [];

@@ -93,7 +93,7 @@ async function ipv6Target(
       [...RESTORE_ARGS, '--test'],
       renderDryRun(config, ruleSet),
     );
-    if (test.exitCode !== 0) {
+    if (test.code !== 0) {
       env.log.warn('IPv6 capture off: ip6tables nat does not accept the rules here', {
         reason: failureDetail(backend, test),
       });
@@ -113,7 +113,7 @@ async function captureTargets(env: CaptureEnv, config: CaptureConfig): Promise<F
 
 async function saveNat(env: CaptureEnv, backend: XtablesBackend, step: string): Promise<string> {
   const result = await env.runner.run(backend.save, ['-c', '-t', 'nat']);
-  if (result.exitCode !== 0) throw explainXtablesFailure(step, backend, result);
+  if (result.code !== 0) throw explainXtablesFailure(step, backend, result);
   return result.stdout;
 }
 
@@ -128,11 +128,10 @@ async function ruleIsInstalled(env: CaptureEnv, backend: XtablesBackend, rule: R
     rule.chain,
     ...rule.spec,
   ]);
-  if (result.exitCode === 0) return true;
-  if (result.exitCode === 1) return false;
+  if (result.code === 0) return true;
+  if (result.code === 1) return false;
   // Exit 2 when the rule names a chain that does not exist (yet): certainly not installed.
-  if (result.exitCode === 2 && /does not exist|Couldn't load target|No chain/.test(result.stderr))
-    return false;
+  if (result.code === 2 && /does not exist|Couldn't load target|No chain/.test(result.stderr)) return false;
   throw explainXtablesFailure(`checking ${ruleLine(rule)}`, backend, result);
 }
 
@@ -209,7 +208,7 @@ async function rollback(env: CaptureEnv, plan: FamilyPlan): Promise<void> {
     if (!cleanup) return;
     result = await env.runner.run(plan.backend.restore, RESTORE_ARGS, cleanup);
   }
-  if (result.exitCode !== 0)
+  if (result.code !== 0)
     throw explainXtablesFailure(`rolling back the ${familyLabel(plan.family)} rules`, plan.backend, result);
   env.log.info(`rolled back the ${familyLabel(plan.family)} rules`);
 }
@@ -232,7 +231,7 @@ export async function applyCapture(env: CaptureEnv, config: CaptureConfig): Prom
   // Parse errors and missing userspace extensions surface here, before any family changes.
   for (const plan of plans) {
     const result = await env.runner.run(plan.backend.restore, [...RESTORE_ARGS, '--test'], plan.transaction);
-    if (result.exitCode !== 0)
+    if (result.code !== 0)
       throw await explainRejection(
         env,
         config,
@@ -246,7 +245,7 @@ export async function applyCapture(env: CaptureEnv, config: CaptureConfig): Prom
   const committed: FamilyPlan[] = [];
   for (const plan of plans) {
     const result = await env.runner.run(plan.backend.restore, RESTORE_ARGS, plan.transaction);
-    if (result.exitCode !== 0) {
+    if (result.code !== 0) {
       const rollbackFailures: string[] = [];
       for (const done of committed.reverse()) {
         try {
@@ -432,7 +431,7 @@ export async function cleanupCapture(env: CaptureEnv): Promise<CleanedFamily[]> 
       const transaction = renderCleanupTransaction(table)!;
       const step = `removing the ${familyLabel(family)} rules`;
       const result = await env.runner.run(backend.restore, RESTORE_ARGS, transaction);
-      if (result.exitCode !== 0) throw explainXtablesFailure(step, backend, result);
+      if (result.code !== 0) throw explainXtablesFailure(step, backend, result);
       const after = parseSavedTable(await saveNat(env, backend, step));
       const residue = tpLinesIn(after);
       if (residue.length > 0)

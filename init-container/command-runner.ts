@@ -1,11 +1,10 @@
 // The thin edge between tp-init and the kernel: every iptables-save, iptables-restore and iptables -C goes
-// through a CommandRunner. Production runs the binaries; tests record what would run and answer from a script.
-import { spawn } from 'node:child_process';
+// through a CommandRunner. Production runs the binaries through command/ (tp's one runner); tests record
+// what would run and answer from a script.
+import { type CommandResult as RunResult, runCommand } from '../command/command.js';
+import { UsageError } from '../netaddr/parse.js';
 
-export interface CommandResult {
-  exitCode: number;
-  stdout: string;
-  stderr: string;
+export interface CommandResult extends RunResult {
   /** The binary is not on PATH. */
   notFound?: boolean;
 }
@@ -18,42 +17,16 @@ export interface CommandRunner {
 const COMMAND_TIMEOUT_MS = 60_000;
 
 export class ExecRunner implements CommandRunner {
-  run(command: string, args: readonly string[], input?: string): Promise<CommandResult> {
-    return new Promise((resolve) => {
-      const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      // Our own timer, cleared on every outcome: spawn's `timeout` option stays armed (and keeps the
-      // process alive) when the binary is missing and no exit event comes.
-      const timer = setTimeout(() => child.kill('SIGKILL'), COMMAND_TIMEOUT_MS);
-      const finish = (result: CommandResult) => {
-        clearTimeout(timer);
-        resolve(result);
-      };
-      child.stdout.setEncoding('utf8').on('data', (d: string) => {
-        stdout += d;
-      });
-      child.stderr.setEncoding('utf8').on('data', (d: string) => {
-        stderr += d;
-      });
-      child.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') finish({ exitCode: 127, stdout: '', stderr: '', notFound: true });
-        else finish({ exitCode: 126, stdout, stderr: `${command}: ${err.message}` });
-      });
-      child.on('close', (code, signal) => {
-        finish({
-          exitCode: code ?? 128,
-          stdout,
-          stderr: signal ? `${stderr}${command}: killed by ${signal}` : stderr,
-        });
-      });
-      // A closed stdin (EPIPE) shows up as the command's own error.
-      child.stdin.on('error', () => {});
-      child.stdin.end(input ?? '');
-    });
+  async run(command: string, args: readonly string[], input?: string): Promise<CommandResult> {
+    try {
+      return await runCommand([command, ...args], { input, check: false, timeoutMs: COMMAND_TIMEOUT_MS });
+    } catch (e) {
+      // Which backend's binaries exist is something tp-init asks, not a failure.
+      if (e instanceof UsageError) return { code: 127, stdout: '', stderr: '', notFound: true };
+      throw e;
+    }
   }
 }
-
 export interface RecordedCall {
   command: string;
   args: readonly string[];
@@ -72,7 +45,7 @@ export class RecordingRunner implements CommandRunner {
   async run(command: string, args: readonly string[], input?: string): Promise<CommandResult> {
     const call: RecordedCall = input === undefined ? { command, args } : { command, args, input };
     this.calls.push(call);
-    return { exitCode: 0, stdout: '', stderr: '', ...this.respond(call) };
+    return { code: 0, stdout: '', stderr: '', ...this.respond(call) };
   }
 
   /** The calls as a shell-like transcript, stdin shown indented under its command. */

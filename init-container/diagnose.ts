@@ -54,7 +54,7 @@ export async function findMissingExtension(
       ['--noflush', '-w', '30'],
       renderProbeTransaction(extension, config),
     );
-    if (result.exitCode !== 0) return extension;
+    if (result.code !== 0) return extension;
     await runner.run(backend.restore, ['--noflush', '-w', '30'], REMOVE_PROBE_TRANSACTION);
   }
   return undefined;

@@ -85,7 +85,7 @@ export function knownXtablesFailure(
 }
 
 export function failureDetail(backend: XtablesBackend, result: CommandResult): string {
-  return `${backend.name} backend: ${firstLines(result.stderr) || `exit code ${result.exitCode}`}`;
+  return `${backend.name} backend: ${firstLines(result.stderr) || `exit code ${result.code}`}`;
 }
 
 /** The error for a failed iptables command: the known cause, else what iptables said. */

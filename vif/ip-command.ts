@@ -1,34 +1,15 @@
-// Running iproute2's `ip` in the current network namespace. Kept behind a small interface so the pure
-// planning code can be tested with a recorder, and the real commands run in network namespaces.
-import { execFile } from 'node:child_process';
+// Running iproute2's `ip` in the current network namespace, through command/ (tp's one runner). Kept behind
+// a small interface so the pure planning code can be tested with a recorder, and the real commands run in
+// network namespaces.
+import { runCommand } from '../command/command.js';
 
-export class CommandError extends Error {
-  override name = 'CommandError';
-  constructor(
-    readonly command: string,
-    readonly stderr: string,
-    readonly exitCode: number | null,
-  ) {
-    super(
-      `${command} failed${exitCode === null ? '' : ` (exit ${exitCode})`}: ${stderr.trim() || 'no output'}`,
-    );
-  }
-}
+export { CommandError } from '../command/command.js';
 
-export interface CommandRunner {
+export interface IpCommands {
   /** Runs `ip ARGS…` and returns its stdout; throws CommandError when it fails. */
   ip(args: string[]): Promise<string>;
 }
 
-export const systemCommands: CommandRunner = {
-  ip: (args) =>
-    new Promise((resolve, reject) => {
-      execFile('ip', args, { timeout: 15_000, maxBuffer: 16 << 20 }, (error, stdout, stderr) => {
-        if (!error) return resolve(stdout);
-        const code = typeof error.code === 'number' ? error.code : null;
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT')
-          return reject(new Error('the `ip` command is missing: install iproute2'));
-        reject(new CommandError(`ip ${args.join(' ')}`, stderr || error.message, code));
-      });
-    }),
+export const systemCommands: IpCommands = {
+  ip: async (args) => (await runCommand(['ip', ...args], { timeoutMs: 15_000 })).stdout,
 };

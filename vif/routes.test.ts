@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseCidr, UsageError } from '../netaddr/parse.js';
-import { CommandError, type CommandRunner } from './ip-command.js';
+import { CommandError, type IpCommands } from './ip-command.js';
 import { parseIpRoutes, planRoutes, type RoutePlanInput, RouteTable, removeTpRouting } from './routes.js';
 
 // `ip -j -4 route show table all` of a namespace with a veth, a default route and a VPN-ish /16.
@@ -102,7 +102,7 @@ test('a subnet entirely --never-proxy is not routed at all', () => {
   );
 });
 
-function recorder(failing: RegExp[] = []): CommandRunner & { log: string[] } {
+function recorder(failing: RegExp[] = []): IpCommands & { log: string[] } {
   const log: string[] = [];
   return {
     log,
@@ -110,7 +110,11 @@ function recorder(failing: RegExp[] = []): CommandRunner & { log: string[] } {
       const line = `ip ${args.join(' ')}`;
       log.push(line);
       if (failing.some((f) => f.test(line)))
-        throw new CommandError(line, 'RTNETLINK answers: No such file', 2);
+        throw new CommandError(['ip', ...args], {
+          code: 2,
+          stdout: '',
+          stderr: 'RTNETLINK answers: No such file',
+        });
       return '';
     },
   };

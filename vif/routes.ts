@@ -7,7 +7,7 @@
 // the path it had before tp. Removing everything is a table flush and one rule delete, which is also what
 // clears the leftovers of a daemon that was killed.
 import { type Cidr, cidrContains, cidrsOverlap, parseCidr, UsageError } from '../netaddr/parse.js';
-import { CommandError, type CommandRunner } from './ip-command.js';
+import { CommandError, type IpCommands } from './ip-command.js';
 
 export const TP_ROUTE_TABLE = 7470;
 export const TP_RULE_PRIORITY = 7470;
@@ -142,7 +142,7 @@ export class RouteTable {
   private rules = new Set<4 | 6>();
 
   constructor(
-    private readonly run: CommandRunner,
+    private readonly run: IpCommands,
     private readonly vifName: string,
     /** The VIF's own address per family: the source the kernel picks for routed traffic. */
     private readonly sourceAddress: { 4?: string; 6?: string },
@@ -207,7 +207,7 @@ export class RouteTable {
 }
 
 /** Deletes tp's policy rules and flushes its table, for both families; missing ones are fine. */
-export async function removeTpRouting(run: CommandRunner): Promise<boolean> {
+export async function removeTpRouting(run: IpCommands): Promise<boolean> {
   let removed = false;
   for (const family of ['-4', '-6']) {
     // A rule may have been added twice by a crashed daemon racing a new one: delete until none is left.
@@ -234,7 +234,7 @@ export async function removeTpRouting(run: CommandRunner): Promise<boolean> {
 }
 
 /** The routes of the current network namespace, both families. */
-export async function readRoutes(run: CommandRunner): Promise<ExistingRoute[]> {
+export async function readRoutes(run: IpCommands): Promise<ExistingRoute[]> {
   const v4 = parseIpRoutes(await run.ip(['-j', '-4', 'route', 'show', 'table', 'all']), 4);
   let v6: ExistingRoute[] = [];
   try {

@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from '../logging/logger.js';
 import { type Cidr, cidrAddress, cidrsOverlap, parseCidr } from '../netaddr/parse.js';
 import type { FlowDialer } from './flows.js';
-import type { CommandRunner } from './ip-command.js';
+import type { IpCommands } from './ip-command.js';
 import { parsePacket } from './packet.js';
 import type { PacketStats, PacketWorkerInit, ToMain, ToWorker } from './packet-worker-protocol.js';
 import type { ExistingRoute } from './routes.js';
@@ -55,7 +55,7 @@ export interface VifOptions {
   link4: Cidr;
   link6: Cidr | undefined;
   dialer: FlowDialer;
-  run: CommandRunner;
+  run: IpCommands;
   log: Logger;
   udpIdleMs?: number;
 }

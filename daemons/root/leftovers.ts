@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { restoreLeftoverResolvConf } from '../../dns/system-resolver.js';
 import type { Logger } from '../../logging/logger.js';
 import { UsageError } from '../../netaddr/parse.js';
-import { CommandError, type CommandRunner } from '../../vif/ip-command.js';
+import { CommandError, type IpCommands } from '../../vif/ip-command.js';
 import { removeTpRouting } from '../../vif/routes.js';
 
 const RECORD_FILE = 'root-daemon.json';
@@ -56,7 +56,7 @@ export function isLiveRootDaemon(pid: number): boolean {
 export async function clearLeftovers(o: {
   stateDir: string;
   vifName: string;
-  run: CommandRunner;
+  run: IpCommands;
   log: Logger;
 }): Promise<string[]> {
   const cleared: string[] = [];

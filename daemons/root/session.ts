@@ -26,7 +26,7 @@ import { type ClusterInfo, ManagerClient } from '../../rpc/gen/manager.js';
 import { workstationChannelOptions } from '../../rpc/grpc-options.js';
 import { errorDetails, unary } from '../../rpc/unary-call.js';
 import { VERSION } from '../../version/version.js';
-import type { CommandRunner } from '../../vif/ip-command.js';
+import type { IpCommands } from '../../vif/ip-command.js';
 import { type ProxiedSubnet, planRoutes, type RoutePlan, RouteTable, readRoutes } from '../../vif/routes.js';
 import {
   chooseLinkSubnet,
@@ -44,7 +44,7 @@ export interface DaemonSettings {
   dnsMode: DnsMode;
   /** Port of tp's DNS server (53: resolv.conf cannot name another). */
   dnsPort: number;
-  run: CommandRunner;
+  run: IpCommands;
   log: Logger;
 }
 

@@ -301,7 +301,7 @@ class PodRunner implements CommandRunner {
     const ipv6Commit =
       command.startsWith('ip6tables') && command.endsWith('-restore') && !args.includes('--test');
     if (this.failIpv6Commit && ipv6Commit && input?.includes(':TP_INBOUND'))
-      return Promise.resolve({ exitCode: 4, stdout: '', stderr: 'injected failure of the IPv6 commit\n' });
+      return Promise.resolve({ code: 4, stdout: '', stderr: 'injected failure of the IPv6 commit\n' });
     return this.exec.run('/usr/sbin/ip', ['netns', 'exec', this.ns, command, ...args], input);
   }
 }

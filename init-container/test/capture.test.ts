@@ -38,7 +38,7 @@ class KernelScript {
   };
 }
 
-const notFound: Reply = { exitCode: 127, notFound: true };
+const notFound: Reply = { code: 127, notFound: true };
 const emptyNat =
   '*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n';
 
@@ -118,7 +118,7 @@ test('apply replaces a jump written by another tp version', async () => {
     .on('iptables-nft-save -c', { stdout: old })
     .on('iptables-nft-save -c -t nat', { stdout: old }, { stdout: installedSave(config, 4) })
     // -C: the new inbound jump is missing, the in-pod one is there.
-    .on('iptables-nft -w 30 -t nat -C PREROUTING', { exitCode: 1 }, {});
+    .on('iptables-nft -w 30 -t nat -C PREROUTING', { code: 1 }, {});
   const runner = new RecordingRunner(script.respond);
   await applyCapture({ runner, log, interfaces: noIpv6 }, config);
   const commit = runner.calls.find(
@@ -140,7 +140,7 @@ test('IPv6 rejected after IPv4 was committed: IPv4 is rolled back and the missin
     .on('ip6tables-nft-save -c -t nat', { stdout: '' })
     // The commit (not the --test run) fails on line 7, the owner rule; so does the owner probe.
     .on('ip6tables-nft-restore --noflush -w 30', {
-      exitCode: 4,
+      code: 4,
       stderr:
         'ip6tables-nft-restore v1.8.9 (nf_tables): \nline 7: RULE_APPEND failed (No such file or directory): rule in chain TP_OUTPUT\n',
     })
@@ -153,7 +153,7 @@ test('IPv6 rejected after IPv4 was committed: IPv4 is rolled back and the missin
       owner.test(call.input)
     )
       return {
-        exitCode: 4,
+        code: 4,
         stderr: 'line 3: RULE_APPEND failed (No such file or directory): rule in chain TP_PROBE',
       };
     if (call.command === 'ip6tables-nft-restore' && call.input?.includes('TP_PROBE')) return {};
@@ -179,11 +179,9 @@ test('legacy backend chosen when it holds rules; a bare "line N failed" is diagn
     if (line === 'iptables-nft-save -c') return { stdout: '' };
     if (line === 'iptables-legacy-save -c -t nat') return { stdout: emptyNat };
     if (call.command === 'iptables-legacy-restore' && call.input?.includes('TP_PROBE'))
-      return call.input.includes('-m owner')
-        ? { exitCode: 1, stderr: 'iptables-restore: line 4 failed\n' }
-        : {};
+      return call.input.includes('-m owner') ? { code: 1, stderr: 'iptables-restore: line 4 failed\n' } : {};
     if (line === 'iptables-legacy-restore --noflush -w 30')
-      return { exitCode: 1, stderr: 'iptables-restore: line 12 failed\n' };
+      return { code: 1, stderr: 'iptables-restore: line 12 failed\n' };
     return {};
   });
   const error = await rejection(applyCapture({ runner, log, interfaces: noIpv6 }, config));
@@ -202,7 +200,7 @@ test('legacy backend chosen when it holds rules; a bare "line N failed" is diagn
 test('no NET_ADMIN: the error names the capability to add', async () => {
   const config = captureConfigFromFlags({ ports: '8080', ipv6: 'off' });
   const script = new KernelScript().on('iptables-legacy-save -c', { stdout: '' }).on('iptables-nft-save -c', {
-    exitCode: 4,
+    code: 4,
     stderr:
       'iptables-nft-save v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)\n',
   });
@@ -227,7 +225,7 @@ test('no nat table: the error names the kernel module, and nothing is committed'
     .on('iptables-legacy-save -c', { stdout: '*filter\n[0:0] -A INPUT -j ACCEPT\nCOMMIT\n' })
     .on('iptables-nft-save -c', notFound)
     .on('iptables-legacy-save -c -t nat', {
-      exitCode: 1,
+      code: 1,
       stderr:
         "iptables-save v1.8.9 (legacy): can't initialize iptables table `nat': Table does not exist (do you need to insmod?)\n",
     });
@@ -246,7 +244,7 @@ test('status: drift is reported rule by rule, with counters, and is not in place
   const script = new KernelScript()
     .on('iptables-legacy-save -c', { stdout: '' })
     .on('iptables-nft-save -c', { stdout: drifted })
-    .on('iptables-nft -w 30 -t nat -C TP_REDIRECT', { exitCode: 1 });
+    .on('iptables-nft -w 30 -t nat -C TP_REDIRECT', { code: 1 });
   const runner = new RecordingRunner(script.respond);
   const status = await captureStatus({ runner, log, interfaces: noIpv6 }, config);
   assert.not.ok(status.inPlace);
