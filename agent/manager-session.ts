@@ -2,6 +2,7 @@
 // review them, and reconnect with backoff when the manager goes away. While there is no session, the
 // routes are empty: every connection passes through to the app.
 import * as fs from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../logging/logger.js';
 import { bearerInterceptor, withBearer } from '../rpc/call-credentials.js';
@@ -27,6 +28,8 @@ export class AgentManagerSession {
   sessionId = '';
   /** The current session's credential: the channel adds it to every call (tunnel streams included). */
   private credential = '';
+  /** The ArriveAsAgent call in flight, if any. */
+  private arrival: Promise<Arrival> | undefined;
   /** app port -> intercept id, for the intercepts this agent accepted. */
   routes = new Map<number, string>();
   private stopped = false;
@@ -74,10 +77,16 @@ export class AgentManagerSession {
       try {
         this.credential = '';
         const token = this.token();
-        const session = await unary<Arrival>(
+        const arrival = unary<Arrival>(
           (md, o, cb) => this.client.arriveAsAgent(this.info, withBearer(md, token), o, cb),
           CALL_TIMEOUT_MS,
         );
+        this.arrival = arrival;
+        const session = await arrival.finally(() => {
+          this.arrival = undefined;
+        });
+        // Stopped while arriving: stop() departs this session (it waits for the arrival), nothing to serve.
+        if (this.stopped) break;
         backoff = MIN_BACKOFF_MS;
         lostLogged = false;
         this.sessionId = session.sessionId;
@@ -110,7 +119,17 @@ export class AgentManagerSession {
   async stop(): Promise<void> {
     this.stopped = true;
     this.wakeUp?.();
-    const id = this.sessionId;
+    let id = this.sessionId;
+    const arriving = this.arrival;
+    if (!id && arriving) {
+      // An arrival in flight: the manager may already hold a session for it; depart it rather than leave
+      // the manager to find it gone only when its heartbeats stop.
+      const arrived = await Promise.race([arriving.catch(() => undefined), delay(2_000)]);
+      if (arrived) {
+        id = arrived.sessionId;
+        this.credential = arrived.credential;
+      }
+    }
     if (id)
       await unary(
         (md, o, cb) => this.client.depart({ sessionId: id, remainIntervalMs: 0 }, md, o, cb),
