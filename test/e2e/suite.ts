@@ -46,3 +46,25 @@ export function afterSetup(
       await body();
     });
 }
+
+/**
+ * `scenario` where `why` is undefined; otherwise a scenario that says why it cannot run here and skips
+ * (visibly), or fails under CI=true, instead of passing without having tested anything.
+ */
+export function scenarioIf(
+  test: Test,
+  scenario: (name: string, body: () => Promise<void>) => void,
+  why: string | undefined,
+): (name: string, body: () => Promise<void>) => void {
+  if (why === undefined) return scenario;
+  return (name) => {
+    if (process.env.CI === 'true')
+      test(name, () => {
+        throw new Error(`cannot run here and CI=true forbids skipping: ${why}`);
+      });
+    else {
+      process.stdout.write(`# ${name}: skipped: ${why}\n`);
+      test.skip(name, () => {});
+    }
+  };
+}

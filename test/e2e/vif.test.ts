@@ -22,7 +22,7 @@ import {
   waitFor,
   waitForEndpoints,
 } from './kube.js';
-import { afterSetup, clusterSuite } from './suite.js';
+import { afterSetup, clusterSuite, scenarioIf } from './suite.js';
 import {
   echoDeployment,
   echoService,
@@ -204,6 +204,12 @@ if (cluster) {
     }
     resolvBefore = fs.readFileSync(resolvConf);
   });
+  /** Scenarios that need a workstation namespace of its own (tp-lab's, tp-kind's): its resolver, its routes. */
+  const isolatedScenario = scenarioIf(
+    test,
+    scenario,
+    isolated ? undefined : 'needs a workstation namespace of its own (tp-lab or tp-kind), not this host',
+  );
 
   test.after(async () => {
     await tp(['quit'], { check: false }).catch(() => {});
@@ -264,10 +270,9 @@ if (cluster) {
     );
   });
 
-  scenario(
+  isolatedScenario(
     'cluster DNS answers as in a pod: no AAAA record is NOERROR, an unknown name NXDOMAIN',
     async () => {
-      if (!isolated) return;
       const dig = (type: string, name: string) => wsText(['dig', '+tries=1', '+time=5', type, name]);
       assert.match(await dig('AAAA', `echo.${NS}.svc.cluster.local`), /status: NOERROR/);
       assert.match(await dig('A', `nothing.${NS}.svc.cluster.local`), /status: NXDOMAIN/);
@@ -283,8 +288,7 @@ if (cluster) {
       );
   });
 
-  scenario('a name outside the cluster still resolves as before', async () => {
-    if (!isolated) return;
+  isolatedScenario('a name outside the cluster still resolves as before', async () => {
     assert.match(await wsText(['getent', 'hosts', OUTSIDE_NAME]), new RegExp(`^${OUTSIDE_IP}\\s`));
     const missing = await ws(['getent', 'hosts', `nothing.${NS}`]);
     assert.is.not(missing.code, 0, 'an unknown cluster name does not resolve');
@@ -338,10 +342,9 @@ if (cluster) {
     assert.is.not(r.code, 0, 'the cluster is out of reach again');
   });
 
-  scenario(
+  isolatedScenario(
     '--also-proxy over the API server: it is never routed into the VIF, tp keeps working',
     async () => {
-      if (!isolated) return;
       const r = await tp(['connect', '-n', NS, '--also-proxy', apiNet]);
       assert.match(r.stdout, new RegExp(`VIF: +tp0 routing .*${apiNet.replaceAll('.', '\\.')}`));
       assert.match(
