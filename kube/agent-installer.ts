@@ -99,13 +99,35 @@ export interface AgentInstallerOptions {
   now?: () => Date;
 }
 
-/** Installed means more than pods with a sidecar: each live injected pod's agent has arrived. */
-export function agentsReady(w: Workload, arrived: Set<string>): { ready: boolean; waitingFor: string[] } {
-  if (w.agentState !== 'INSTALLED') return { ready: false, waitingFor: [] };
+/**
+ * Installed means more than pods with a sidecar: each live injected pod's agent has arrived, and no pod
+ * without the agent is left (a terminating one included: until it is gone, its endpoint may still be in
+ * a node's Service rules and take a request that should have been intercepted).
+ */
+export function agentsReady(
+  w: Workload,
+  arrived: Set<string>,
+): { ready: boolean; waitingFor: string[]; oldPods: string[] } {
+  if (w.agentState !== 'INSTALLED') return { ready: false, waitingFor: [], oldPods: [] };
   const waitingFor = w.pods
     .filter((p) => p.hasAgent && !p.terminating && !arrived.has(p.name))
     .map((p) => p.name);
-  return { ready: waitingFor.length === 0, waitingFor };
+  const oldPods = w.pods
+    .filter((p) => !p.hasAgent && p.phase !== 'Succeeded' && p.phase !== 'Failed')
+    .map((p) => p.name);
+  return { ready: waitingFor.length === 0 && oldPods.length === 0, waitingFor, oldPods };
+}
+
+/** What an installing workload waits for, in words. */
+export function describeWaiting(waitingFor: string[], oldPods: string[]): string {
+  const parts: string[] = [];
+  if (waitingFor.length)
+    parts.push(`the agents of ${waitingFor.join(', ')} to connect to the traffic manager`);
+  if (oldPods.length)
+    parts.push(
+      `${oldPods.join(', ')} (without the agent) to terminate: the Service may still send requests there`,
+    );
+  return `waiting for ${parts.join(', and for ')}`;
 }
 
 export class AgentInstaller {
@@ -267,8 +289,11 @@ export class AgentInstaller {
       const timer = setTimeout(() => {
         const w = source.get(namespace, name);
         const state = w ? `${w.agentState}${w.agentMessage ? `: ${w.agentMessage}` : ''}` : 'gone';
-        const waiting = w ? agentsReady(w, this.opts.arrivedPods(namespace, name)).waitingFor : [];
-        const agents = waiting.length ? `; no session yet from the agents of ${waiting.join(', ')}` : '';
+        const r = w ? agentsReady(w, this.opts.arrivedPods(namespace, name)) : undefined;
+        const agents =
+          r && (r.waitingFor.length || r.oldPods.length)
+            ? `; ${describeWaiting(r.waitingFor, r.oldPods)}`
+            : '';
         finish(
           new AgentInstallError(
             'deadline-exceeded',

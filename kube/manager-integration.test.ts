@@ -65,6 +65,29 @@ test('installed only when every injected pod has an agent session', () => {
   );
 });
 
+test('installed only when no pod without the agent is left, a terminating one included', () => {
+  const old = { ...pod('echo-old'), hasAgent: false, hasInit: false, requested: false, terminating: true };
+  const rolling = { ...workload, pods: [...workload.pods, old] };
+  const arrived = [agent('echo-a'), agent('echo-b')];
+  const w = toManagerWorkload(rolling, arrived);
+  assert.is(w.agentState, 'INSTALLING');
+  assert.is(
+    w.agentMessage,
+    'waiting for echo-old (without the agent) to terminate: the Service may still send requests there',
+  );
+  const both = toManagerWorkload(rolling, [agent('echo-a')]);
+  assert.match(
+    both.agentMessage,
+    /^waiting for the agents of echo-b to connect .*, and for echo-old \(without/,
+  );
+  const gone = { ...rolling, pods: [...workload.pods, { ...old, phase: 'Succeeded' }] };
+  assert.is(
+    toManagerWorkload(gone, arrived).agentState,
+    'INSTALLED',
+    'a pod that has exited is not waited for',
+  );
+});
+
 test('ports carry the agent port the webhook recorded; 0 before any pod is injected', () => {
   assert.equal(toManagerWorkload(workload, []).ports, [
     { name: 'http', appPort: 8080, agentPort: 15001, protocol: 'TCP' },

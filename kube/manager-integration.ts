@@ -12,7 +12,7 @@ import type { Workload as ManagerWorkload, WorkloadSource } from '../manager/wor
 import { type Cidr, parseCidr } from '../netaddr/parse.js';
 import type { AgentInfo, AgentPort } from '../rpc/gen/manager.js';
 import { AgentTokenReviewer, SubjectAccessReviewer } from './access-review.js';
-import { AgentInstallError, AgentInstaller, agentsReady } from './agent-installer.js';
+import { AgentInstallError, AgentInstaller, agentsReady, describeWaiting } from './agent-installer.js';
 import { isMechanism, type Mechanism } from './annotations.js';
 import { ClusterInfoSource } from './cluster-info.js';
 import { apiErrorMessage } from './kubeconfig.js';
@@ -33,10 +33,10 @@ export function toManagerWorkload(w: Workload, agents: AgentInfo[]): ManagerWork
   let agentState = w.agentState;
   let agentMessage = w.agentMessage;
   if (w.agentState === 'INSTALLED') {
-    const { ready, waitingFor } = agentsReady(w, arrived);
+    const { ready, waitingFor, oldPods } = agentsReady(w, arrived);
     if (!ready) {
       agentState = 'INSTALLING';
-      agentMessage = `waiting for the agents of ${waitingFor.join(', ')} to connect to the traffic manager`;
+      agentMessage = describeWaiting(waitingFor, oldPods);
     }
   }
   // The agent port each app port is redirected to, as the webhook recorded it on the pods.
