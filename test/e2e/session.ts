@@ -73,6 +73,9 @@ async function labRunning(): Promise<boolean> {
 /** Before the e2e files: make the lab available (or record why it is not). */
 export async function beginE2eRun(): Promise<E2eRun> {
   if (externalKubeconfig()) return { state: 'external', ownsLab: false };
+  // Started by a run that holds the lab (test/run.mjs's e2e phase, e.g. the bench smoke test): the lab
+  // is up and the lock is the parent's; locking again would wait for the parent forever.
+  if (process.env[LAB_STATE_ENV] === 'up') return { state: 'up', ownsLab: false };
   const reason = labUnavailableReason();
   if (reason) return { state: `skip:${reason}`, ownsLab: false };
   const release = await acquireLabLock();

@@ -1,0 +1,62 @@
+// Every bench runs, with a tiny size, so none rots between the runs whose figures the docs show: each
+// must exit 0 and print its report (the figures and ratios users read in README.md). Sizes here say
+// nothing about speed; the benches' own runs do (bench/README in README.md's Measured table).
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import * as assert from 'uvu/assert';
+import { onPath } from '../command/command.js';
+import { notRoot, requirementSuite } from '../testbed/suite.js';
+
+const dist = path.resolve(import.meta.dirname, '..');
+const missingTools = ['wrk', 'haproxy', 'ip', 'iptables-restore'].filter((t) => !onPath(t));
+const why =
+  notRoot('the benches’ network namespaces') ??
+  (missingTools.length ? `needs ${missingTools.join(', ')} (bash .ci/setup installs them)` : undefined);
+const { test } = requirementSuite('benches, smoke-run with tiny sizes', why);
+
+/** Runs a bench as its docs show it (node dist/bench/NAME.js FLAGS) and returns what it printed. */
+function bench(name: string, args: string[]): string {
+  const r = spawnSync(process.execPath, ['--', path.join(dist, 'bench', `${name}.js`), ...args], {
+    encoding: 'utf8',
+    timeout: 180_000,
+  });
+  const out = `${r.stdout}${r.stderr}`;
+  assert.is(
+    r.status,
+    0,
+    `bench/${name} ${args.join(' ')} exited ${r.status ?? r.signal}:\n${out.slice(-3000)}`,
+  );
+  return out;
+}
+
+test('passthrough: the agent against the app directly, both modes, and the agent’s RSS', () => {
+  const out = bench('passthrough', ['--seconds', '1', '--rounds', '1']);
+  assert.match(out, /keep-alive .*direct +\d+ req\/s.*agent +\d+ req\/s.*rate ratio \d/);
+  assert.match(out, /new connection per request .*rate ratio \d/);
+  assert.match(out, /agent RSS: idle [\d.]+ MiB, after the load [\d.]+ MiB/);
+});
+
+test('intercept-throughput: both directions through an intercept against a relay chain', () => {
+  const out = bench('intercept-throughput', ['--mib', '1', '--rounds', '1']);
+  assert.match(out, /client -> app \(upload\) .*relay chain +\d+ MiB\/s +intercept +\d+ MiB\/s +ratio/);
+  assert.match(out, /app -> client \(download\) .*ratio/);
+});
+
+test('capture: iptables + agent and HAProxy against direct, with the marks', () => {
+  const out = bench('capture', ['--seconds', '1', '--rounds', '1']);
+  assert.match(out, /mark \(keep-alive\): agent [\d.]+ x direct/);
+  assert.match(out, /goal \(memory\): iptables \+ agent RSS idle [\d.]+ MiB/);
+});
+
+test('capture-ebpf: the sk_lookup program idle and steering, against direct', () => {
+  const out = bench('capture-ebpf', ['--seconds', '1', '--rounds', '1']);
+  assert.match(out, /mark \(throughput, keep-alive\): ebpf idle within 5% of direct: (MET|MISSED)/);
+});
+
+test('vif: bulk and keep-alive through the VIF against a direct veth', () => {
+  const out = bench('vif', ['--mib', '1', '--rounds', '1', '--seconds', '1']);
+  assert.match(out, /bulk +VIF\+tunnel +\d+ MB\/s +direct veth +\d+ MB\/s +ratio [\d.]+/);
+  assert.match(out, /keep-alive +VIF\+tunnel +\d+ req\/s/);
+});
+
+test.run();
