@@ -15,14 +15,7 @@ import {
   startRootDaemon,
   stopRootDaemon,
 } from '../daemons/root/launch.js';
-import {
-  ADDR,
-  MANAGER_PORT,
-  NetnsLab,
-  NS,
-  POD_SUBNET,
-  SERVICE_SUBNET,
-} from '../daemons/root/test/netns-topology.js';
+import { ADDR, MANAGER_PORT, NetnsLab, NS, POD_SUBNET, SERVICE_SUBNET } from '../testbed/netns-topology.js';
 import { benchFlags, median } from './rig.js';
 import { runWrk } from './wrk.js';
 

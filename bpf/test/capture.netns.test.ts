@@ -5,11 +5,7 @@ import * as fs from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { UsageError } from '../../netaddr/parse.js';
-import { waitFor } from '../../testbed/wait.js';
-import { apply, cleanup, probeSupport, status } from '../mechanism.js';
-import { closeFd, linkInfo, mapInfo, openPinned } from '../objects.js';
-import { LISTENERS_MAP, PORTS_MAP, STATS_MAP } from '../steering-keys.js';
-import { type BpffsMount, ensureBpffs } from './bpffs.js';
+import { type BpffsMount, ensureBpffs } from '../../testbed/bpffs.js';
 import {
   createPodTestbed,
   onProcessEnd,
@@ -17,7 +13,11 @@ import {
   RESPONDER,
   STEERING_LISTENER,
   waitForLine,
-} from './pod-testbed.js';
+} from '../../testbed/pod-testbed.js';
+import { waitFor } from '../../testbed/wait.js';
+import { apply, cleanup, probeSupport, status } from '../mechanism.js';
+import { closeFd, linkInfo, mapInfo, openPinned } from '../objects.js';
+import { LISTENERS_MAP, PORTS_MAP, STATS_MAP } from '../steering-keys.js';
 
 const APP_PORT = 8080;
 const OTHER_PORT = 9090;

@@ -6,9 +6,15 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { type BpffsMount, ensureBpffs } from '../../testbed/bpffs.js';
+import {
+  createPodTestbed,
+  onProcessEnd,
+  type PodTestbed,
+  RESPONDER,
+  waitForLine,
+} from '../../testbed/pod-testbed.js';
 import { cleanup } from '../mechanism.js';
-import { type BpffsMount, ensureBpffs } from './bpffs.js';
-import { createPodTestbed, onProcessEnd, type PodTestbed, RESPONDER, waitForLine } from './pod-testbed.js';
 
 const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'main.js');
 const prefix = `tpe-${process.pid % 100000}`;

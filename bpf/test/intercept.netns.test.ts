@@ -15,10 +15,16 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { encodeProbes } from '../../probes/spec.js';
+import { type BpffsMount, ensureBpffs } from '../../testbed/bpffs.js';
+import {
+  createPodTestbed,
+  onProcessEnd,
+  type PodTestbed,
+  RESPONDER,
+  waitForLine,
+} from '../../testbed/pod-testbed.js';
 import { waitFor } from '../../testbed/wait.js';
 import { apply, cleanup, status } from '../mechanism.js';
-import { type BpffsMount, ensureBpffs } from './bpffs.js';
-import { createPodTestbed, onProcessEnd, type PodTestbed, RESPONDER, waitForLine } from './pod-testbed.js';
 
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bins = {

@@ -1,18 +1,11 @@
 // The root daemon for real: a TUN in a "workstation" network namespace reaching a "cluster" namespace
 // through the system stack and the real standalone traffic manager, tp's DNS in front of the namespace's
-// resolv.conf, and everything put back on quit and after kill -9. See test/netns-topology.ts for the map.
+// resolv.conf, and everything put back on quit and after kill -9. See testbed/netns-topology.ts for the map.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ClusterInfo } from '../../rpc/gen/manager.js';
-import {
-  connectRootDaemon,
-  type RootDaemonHandle,
-  rootDaemonStatus,
-  startRootDaemon,
-  stopRootDaemon,
-} from './launch.js';
 import {
   ADDR,
   DIST,
@@ -24,7 +17,14 @@ import {
   POD_SUBNET6,
   RESOLV_CONF,
   SERVICE_SUBNET,
-} from './test/netns-topology.js';
+} from '../../testbed/netns-topology.js';
+import {
+  connectRootDaemon,
+  type RootDaemonHandle,
+  rootDaemonStatus,
+  startRootDaemon,
+  stopRootDaemon,
+} from './launch.js';
 import { payloadSha256 } from './test/payload.js';
 
 const lab = new NetnsLab();

@@ -1,6 +1,6 @@
 // `tp connect` brings up the VIF through the user daemon, for real: the CLI in a workstation namespace,
 // the user daemon it launches, the root daemon the user daemon starts (as root), the real standalone traffic
-// manager in a cluster namespace (daemons/root/test/netns-topology.ts draws the map). A standalone manager
+// manager in a cluster namespace (testbed/netns-topology.ts draws the map). A standalone manager
 // reports no subnets, so --also-proxy names them here; Kubernetes mode is covered by test/e2e/vif.test.ts.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -8,7 +8,6 @@ import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { StatusView } from '../../cli/output.js';
-import { waitFor } from '../../testbed/wait.js';
 import {
   ADDR,
   DIST,
@@ -19,7 +18,8 @@ import {
   POD_SUBNET,
   RESOLV_CONF,
   SERVICE_SUBNET,
-} from '../root/test/netns-topology.js';
+} from '../../testbed/netns-topology.js';
+import { waitFor } from '../../testbed/wait.js';
 
 const lab = new NetnsLab();
 const rootSocket = path.join(lab.tmp, 'root.socket');

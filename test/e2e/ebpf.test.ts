@@ -3,8 +3,8 @@
 // Service reaches the workstation's app, and with no intercept the connection goes straight to the app.
 import * as fs from 'node:fs';
 import * as assert from 'uvu/assert';
-import { type BpffsMount, ensureBpffs } from '../../bpf/test/bpffs.js';
 import { MECHANISM_ANNOTATION } from '../../kube/annotations.js';
+import { type BpffsMount, ensureBpffs } from '../../testbed/bpffs.js';
 import {
   apply,
   type Background,

@@ -43,7 +43,7 @@ export const ORIGINAL_RESOLV_CONF =
 export const RESOLV_CONF = `/etc/netns/${NS.ws}/resolv.conf`;
 
 /** The repository's dist/ directory. */
-export const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 export interface ExecResult {
   code: number | null;

@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { bpffsMountFor } from '../support.js';
+import { bpffsMountFor } from '../bpf/support.js';
 
 export interface BpffsMount {
   /** True when the mount was made by a tp test or bench (it goes when its last user releases it). */
