@@ -2,9 +2,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger } from '../logging/logger.js';
 import { parseCidr } from '../netaddr/parse.js';
+import { startZoneServer } from '../testbed/zone-server.js';
 import { lookupInCluster } from './cluster-lookup.js';
 import { type ClusterAnswer, DnsResolver } from './resolver.js';
-import { startZoneServer } from './test/zone-server.js';
 import { buildQuery, decodeMessage, flags, RCODE, recordAddress, TYPE } from './wire.js';
 
 const log = createLogger('test');

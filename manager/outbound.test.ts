@@ -5,13 +5,13 @@ import * as dgram from 'node:dgram';
 import * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startZoneServer } from '../dns/test/zone-server.js';
 import { decodeMessage, TYPE } from '../dns/wire.js';
 import { setLevel } from '../logging/logger.js';
 import type { DNSResponse, SessionInfo, TunnelMessage } from '../rpc/gen/manager.js';
 import { managerChannelOptions } from '../rpc/grpc-options.js';
 import { ManagerClient } from '../rpc/manager-service.js';
 import { unary } from '../rpc/unary-call.js';
+import { startZoneServer } from '../testbed/zone-server.js';
 import { msg, streamInfo, TunnelCode } from '../tunnel/messages.js';
 import { startManager } from './server.js';
 

@@ -180,13 +180,13 @@ export class NetnsLab {
    * workstation's original resolver (outside.example), and the pod's HTTP and UDP server.
    */
   async startClusterServers(): Promise<void> {
-    this.node(NS.cl, 'dns/test/zone-server.js', [
+    this.node(NS.cl, 'testbed/zone-server.js', [
       '--listen',
       `${ADDR.clusterDns}:53`,
       '--zone',
       JSON.stringify({ 'echo.default.svc.cluster.local.': { A: [ADDR.service] } }),
     ]);
-    this.node(NS.cl, 'dns/test/zone-server.js', [
+    this.node(NS.cl, 'testbed/zone-server.js', [
       '--listen',
       `${ADDR.originalDns}:53`,
       '--zone',

@@ -194,7 +194,7 @@ if (cluster) {
     if (isolated) {
       outsideDns = startOnWorkstation(c, [
         process.execPath,
-        path.join(repoRoot, 'dist', 'dns', 'test', 'zone-server.js'),
+        path.join(repoRoot, 'dist', 'testbed', 'zone-server.js'),
         '--listen',
         '127.0.0.1:53',
         '--zone',

@@ -1,6 +1,6 @@
 // Test fixture: a small authoritative DNS server over UDP and TCP, answering from a static zone. It plays
 // "the workstation's original resolver" and "the cluster's DNS" in the tests. Run as a process:
-//   node dist/dns/test/zone-server.js --listen 10.210.0.2:53 --zone '{"echo.default.svc.cluster.local.":{"A":["10.96.0.10"]}}'
+//   node dist/testbed/zone-server.js --listen 10.210.0.2:53 --zone '{"echo.default.svc.cluster.local.":{"A":["10.96.0.10"]}}'
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import {
@@ -11,7 +11,7 @@ import {
   encodeMessage,
   RCODE,
   TYPE,
-} from '../wire.js';
+} from '../dns/wire.js';
 
 /** name (canonical) -> addresses and TXT strings. */
 export type Zone = Record<string, { A?: string[]; AAAA?: string[]; TXT?: string[] }>;
