@@ -11,10 +11,13 @@ export async function freePort(): Promise<number> {
 }
 
 /** `count` ports nothing listens on right now, one after the other. */
-export async function freePorts(count: number): Promise<number[]> {
+/** N numbers, as a tuple type, so destructuring `const [a, b] = await freePorts(2)` gives numbers. */
+type Ports<N extends number, T extends number[] = []> = T['length'] extends N ? T : Ports<N, [...T, number]>;
+
+export async function freePorts<N extends 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8>(count: N): Promise<Ports<N>> {
   const ports: number[] = [];
   for (let i = 0; i < count; i++) ports.push(await freePort());
-  return ports;
+  return ports as Ports<N>;
 }
 
 /** Whether something accepts TCP connections on 127.0.0.1:port. */
