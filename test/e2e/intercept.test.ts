@@ -23,6 +23,7 @@ import {
 } from './kube.js';
 import { afterSetup, clusterSuite } from './suite.js';
 import {
+  checkSequential,
   ECHO_PORT,
   echoDeployment,
   echoService,
@@ -297,22 +298,7 @@ if (cluster) {
           check: false,
         },
       );
-      const out = JSON.parse(r.stdout.trim() || '{}') as {
-        bodies?: string[];
-        sockets?: number;
-        ms?: number;
-        error?: string;
-      };
-      assert.is(out.error, undefined, `the client failed: ${out.error} (${r.stderr.trim()})`);
-      assert.is(out.bodies?.length, 50);
-      assert.ok(
-        out.bodies!.every((b) => b === 'laptop'),
-        `bodies: ${[...new Set(out.bodies)].join(', ')}`,
-      );
-      assert.is(out.sockets, 1, 'one connection');
-      process.stdout.write(
-        `# 50 sequential requests on one connection through the intercept: ${out.ms} ms\n`,
-      );
+      checkSequential(r, 50, (b) => b === 'laptop', 'the intercept');
     },
   );
 

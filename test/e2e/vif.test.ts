@@ -24,6 +24,7 @@ import {
 } from './kube.js';
 import { afterSetup, clusterSuite, scenarioIf } from './suite.js';
 import {
+  checkSequential,
   echoDeployment,
   echoService,
   patternHash,
@@ -311,20 +312,7 @@ if (cluster) {
   scenario('50 sequential requests on one connection to a pod through the VIF all answer', async () => {
     // Behaviour, not speed (bench/round-trip measures the round trip); the time is printed for the record.
     const r = await ws([process.execPath, '-e', sequentialClientSource(`http://${echoPodIp}:8080/`, 50)]);
-    const out = JSON.parse(r.stdout.trim() || '{}') as {
-      bodies?: string[];
-      sockets?: number;
-      ms?: number;
-      error?: string;
-    };
-    assert.is(out.error, undefined, `the client failed: ${out.error} (${r.stderr.trim()})`);
-    assert.is(out.bodies?.length, 50);
-    assert.ok(
-      out.bodies!.every((b) => b.startsWith('echo-')),
-      `bodies: ${[...new Set(out.bodies)].join(', ')}`,
-    );
-    assert.is(out.sockets, 1, 'one connection');
-    process.stdout.write(`# 50 sequential requests on one connection through the VIF: ${out.ms} ms\n`);
+    checkSequential(r, 50, (b) => b.startsWith('echo-'), 'the VIF');
   });
 
   scenario('200 concurrent connections to the Service all complete', async () => {

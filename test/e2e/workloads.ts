@@ -104,3 +104,27 @@ const get = () => new Promise((resolve, reject) => {
 })().catch((e) => { console.log(JSON.stringify({ error: e.message, bodies, sockets: sockets.size })); process.exit(1); });
 `;
 }
+
+/**
+ * Checks what sequentialClientSource printed: no error, `n` bodies each accepted by `body`, all on one
+ * connection; prints the time it took (for the record: bench/round-trip guards the speed).
+ */
+export function checkSequential(
+  r: { stdout: string; stderr: string },
+  n: number,
+  body: (b: string) => boolean,
+  path: string,
+): void {
+  const out = JSON.parse(r.stdout.trim() || '{}') as {
+    bodies?: string[];
+    sockets?: number;
+    ms?: number;
+    error?: string;
+  };
+  if (out.error !== undefined) throw new Error(`the client failed: ${out.error} (${r.stderr.trim()})`);
+  const bodies = out.bodies ?? [];
+  if (bodies.length !== n) throw new Error(`${bodies.length} of ${n} requests answered`);
+  if (!bodies.every(body)) throw new Error(`unexpected bodies: ${[...new Set(bodies)].join(', ')}`);
+  if (out.sockets !== 1) throw new Error(`${out.sockets} connections, not one`);
+  process.stdout.write(`# ${n} sequential requests on one connection through ${path}: ${out.ms} ms\n`);
+}
