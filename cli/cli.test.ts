@@ -1,8 +1,12 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ConnectInfo } from '../rpc/gen/connector.js';
-import { renderEnvFile } from './env-file.js';
+import { checkEnvOutput, renderEnvFile, writeSecretFile } from './env-file.js';
 import { parseInterceptPort } from './intercept-port.js';
+import { checkLabel, checkSubdomain } from './names.js';
 import { listText, parseOutputFormat, statusText, statusView } from './output.js';
 import { collectCidrs, vifFlags } from './vif-flags.js';
 
@@ -161,6 +165,45 @@ test('VIF flags: CIDRs checked before anything starts; --no-vif excludes the oth
     () => vifFlags({ vif: false, alsoProxy: ['10.0.0.0/8'], neverProxy: [] }),
     /leave out --no-vif/,
   );
+});
+
+test('names are DNS-1123, checked before anything is sent', () => {
+  assert.is(checkSubdomain('echo', 'workload name'), 'echo');
+  assert.is(checkSubdomain('my-app.v2', 'workload name'), 'my-app.v2');
+  assert.throws(
+    () => checkSubdomain('bad name!', 'workload name'),
+    /invalid workload name "bad name!": a DNS-1123 name/,
+  );
+  assert.throws(() => checkSubdomain('Echo', 'workload name'), /DNS-1123/);
+  assert.throws(() => checkSubdomain('-echo', 'workload name'), /DNS-1123/);
+  assert.throws(() => checkSubdomain('a'.repeat(254), 'workload name'), /DNS-1123/);
+  assert.is(checkLabel('tp-system', 'namespace'), 'tp-system');
+  assert.throws(() => checkLabel('dev.x', 'namespace'), /invalid namespace "dev.x": a DNS-1123 label/);
+  assert.throws(() => checkLabel('a'.repeat(64), 'namespace'), /DNS-1123 label/);
+  assert.throws(() => checkLabel('', 'namespace'), /DNS-1123 label/);
+});
+
+test('--env-file/--env-json: a missing directory or a directory is an error up front; written 0600, also over an existing file', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-env-'));
+  try {
+    assert.throws(
+      () => checkEnvOutput(path.join(dir, 'nosuch', 'x.env'), '--env-file'),
+      /--env-file .*nosuch.*does not exist: create it, or choose another path/,
+    );
+    assert.throws(() => checkEnvOutput(dir, '--env-json'), /--env-json .*: that is a directory/);
+    const file = path.join(dir, 'x.env');
+    checkEnvOutput(file, '--env-file');
+    fs.writeFileSync(file, 'OLD=1\nLONGER=old content\n', { mode: 0o644 });
+    fs.chmodSync(file, 0o644);
+    writeSecretFile(file, 'A=1\n');
+    assert.is(fs.statSync(file).mode & 0o777, 0o600);
+    assert.is(fs.readFileSync(file, 'utf8'), 'A=1\n');
+    fs.rmSync(file);
+    writeSecretFile(file, 'B=2\n');
+    assert.is(fs.statSync(file).mode & 0o777, 0o600);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();

@@ -1,15 +1,15 @@
 // tp: the command line. Every command talks to the user daemon over its unix socket (Connector API);
 // `tp connect` starts the daemon when it is not running.
-import * as fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startRootDaemon } from '../daemons/root/launch.js';
 import { parseHostPort, parsePort, UsageError } from '../netaddr/parse.js';
 import { errorDetails } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
 import { DaemonClient, waitForExit } from './daemon-client.js';
-import { renderEnvFile } from './env-file.js';
+import { checkEnvOutput, renderEnvFile, writeSecretFile } from './env-file.js';
 import { parseInterceptPort } from './intercept-port.js';
 import { addKubeCommands, type KubeConnectFlags, kubeConnectSettings } from './kube-commands.js';
+import { checkLabel, checkSubdomain } from './names.js';
 import {
   interceptView,
   listText,
@@ -103,6 +103,8 @@ program
         } & KubeConnectFlags,
       ) => {
         const vif = vifFlags(opts);
+        if (opts.namespace) checkLabel(opts.namespace, 'namespace');
+        checkLabel(opts.managerNamespace, 'manager namespace');
         // Without an address the daemon port-forwards through the API server with these credentials; the
         // kubeconfig is checked here so a mistake is reported before any daemon starts.
         const kube = opts.managerAddress ? { namespace: opts.namespace } : kubeConnectSettings(opts);
@@ -167,6 +169,8 @@ program
         throw new UsageError('say what to uninstall: --agent WORKLOAD (repeatable) or --all-agents');
       if (opts.agent.length > 0 && opts.allAgents)
         throw new UsageError('--agent and --all-agents exclude each other: use one');
+      for (const a of opts.agent) checkSubdomain(a, 'workload name');
+      checkLabel(opts.namespace, 'namespace');
       const daemon = await DaemonClient.require();
       progress(
         opts.allAgents
@@ -186,6 +190,8 @@ program
   .option('--port <port>', 'only the intercept of this app port', (v: string) => parsePort(v, '--port'), 0)
   .action(
     action('revoke', async (workload: string, opts: { namespace: string; port: number }) => {
+      checkSubdomain(workload, 'workload name');
+      checkLabel(opts.namespace, 'namespace');
       const daemon = await DaemonClient.require();
       const ended = await daemon.revoke(workload, opts.namespace, opts.port);
       if (ended.length === 0)
@@ -219,6 +225,7 @@ program
   .addOption(outputOption())
   .action(
     action('list', async (opts: { namespace: string; intercepts?: boolean; output?: OutputFormat }) => {
+      if (opts.namespace) checkLabel(opts.namespace, 'namespace');
       const daemon = await DaemonClient.require();
       const snapshot = await daemon.list({
         namespace: opts.namespace,
@@ -258,13 +265,19 @@ program
           output?: OutputFormat;
         },
       ) => {
+        // Everything the user typed is checked before anything is printed or sent to the daemon.
+        checkSubdomain(workload, 'workload name');
+        const name = checkSubdomain(opts.name ?? workload, 'intercept name');
+        checkLabel(opts.namespace, 'namespace');
         const port = parseInterceptPort(opts.port);
         if (opts.mechanism !== 'tcp')
           throw new UsageError(`mechanism "${opts.mechanism}" is not supported: use --mechanism tcp`);
+        if (opts.envFile) checkEnvOutput(opts.envFile, '--env-file');
+        if (opts.envJson) checkEnvOutput(opts.envJson, '--env-json');
         const daemon = await DaemonClient.require();
         const result = await daemon.createIntercept(
           {
-            name: opts.name ?? workload,
+            name,
             workload,
             namespace: opts.namespace,
             workloadKind: '',
@@ -277,9 +290,8 @@ program
           },
           opts.output ? quiet : progress,
         );
-        if (opts.envFile) fs.writeFileSync(opts.envFile, renderEnvFile(result.environment), { mode: 0o600 });
-        if (opts.envJson)
-          fs.writeFileSync(opts.envJson, `${JSON.stringify(result.environment, null, 2)}\n`, { mode: 0o600 });
+        if (opts.envFile) writeSecretFile(opts.envFile, renderEnvFile(result.environment));
+        if (opts.envJson) writeSecretFile(opts.envJson, `${JSON.stringify(result.environment, null, 2)}\n`);
         const view = interceptView(result);
         print(
           opts.output ?? 'text',
@@ -297,6 +309,7 @@ program
   .argument('<name>', 'the intercept name')
   .action(
     action('leave', async (name: string) => {
+      checkSubdomain(name, 'intercept name');
       const daemon = await DaemonClient.require();
       await daemon.removeIntercept(name);
       process.stdout.write(`Left intercept ${name}\n`);

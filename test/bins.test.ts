@@ -4,6 +4,7 @@
 // arguments; tp, not Node, must answer.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -37,6 +38,43 @@ for (const [name, file] of Object.entries(pkg.bin)) {
       assert.ok(out.trim().length > 0, `${name} said something: the flag was seen by ${name} itself`);
     });
   }
+}
+
+// Input is checked before anything is printed or sent (issue 20): with no daemon to talk to, a bad name
+// is still the one error; a check made after contacting the daemon would say "not connected" instead.
+for (const [args, error] of [
+  [
+    ['intercept', 'bad name!', '--port', '1:2'],
+    /^tp intercept: invalid workload name "bad name!": a DNS-1123 name/,
+  ],
+  [['intercept', 'echo', '-n', 'Dev', '--port', '1:2'], /^tp intercept: invalid namespace "Dev"/],
+  [
+    ['intercept', 'echo', '--port', '1:2', '--env-file', '/nonexistent/dir/e.env'],
+    /^tp intercept: --env-file \/nonexistent\/dir\/e.env: the directory \/nonexistent\/dir does not exist/,
+  ],
+  [
+    ['intercept', 'echo', '--port', '1:2', '--env-json', '/'],
+    /^tp intercept: --env-json \/: that is a directory/,
+  ],
+  [['leave', 'Bad_Name'], /^tp leave: invalid intercept name "Bad_Name"/],
+] as const) {
+  test(`tp ${args.join(' ')}: one clear error, nothing else, before the daemon`, () => {
+    const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-bins-'));
+    try {
+      const r = spawnSync(path.join(repoRoot, pkg.bin.tp!), args, {
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', TP_RUN_DIR: runDir },
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      assert.is(r.status, 1, r.stderr);
+      assert.is(r.stdout, '');
+      assert.is(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+      assert.match(r.stderr, error);
+      assert.equal(fs.readdirSync(runDir), [], 'no daemon started, no socket');
+    } finally {
+      fs.rmSync(runDir, { recursive: true, force: true });
+    }
+  });
 }
 
 test.run();

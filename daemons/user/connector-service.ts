@@ -119,6 +119,21 @@ export function connectorService(
           status.FAILED_PRECONDITION,
           `already connected to the traffic manager at ${conn.address}: run tp quit first to connect through Kubernetes`,
         );
+      // A flag naming another manager than this session's is reported, never silently ignored.
+      const other = (
+        [
+          ['--manager-namespace', req.managerNamespace, kube.managerNamespace],
+          ['--context', req.context, kube.context],
+          ['--kubeconfig', req.kubeconfig, kube.kubeconfig],
+        ] as const
+      ).filter(([, asked, current]) => asked && current && asked !== current);
+      if (other.length > 0)
+        throw new UserFacingError(
+          status.FAILED_PRECONDITION,
+          `already connected to the traffic manager in namespace ${kube.managerNamespace} (context ${kube.context}); ${other
+            .map(([flag, asked]) => `${flag} ${asked}`)
+            .join(' ')} asks for another: run tp quit first, then tp connect again`,
+        );
       if (req.namespace) namespace = req.namespace;
       return;
     }
