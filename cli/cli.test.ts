@@ -7,11 +7,15 @@ import { listText, parseOutputFormat, statusText, statusView } from './output.js
 import { collectCidrs, vifFlags } from './vif-flags.js';
 
 test('--port LOCAL[:REMOTE]', () => {
-  assert.equal(parseInterceptPort('18090:18080'), { local: 18090, remote: 18080 });
-  assert.equal(parseInterceptPort('8080'), { local: 8080, remote: 0 });
+  assert.equal(parseInterceptPort('18090:18080'), { local: 18090, remote: 18080, remoteName: '' });
+  assert.equal(parseInterceptPort('8080'), { local: 8080, remote: 0, remoteName: '' });
+  assert.equal(parseInterceptPort('18090:http'), { local: 18090, remote: 0, remoteName: 'http' });
+  assert.equal(parseInterceptPort('18090:grpc-web'), { local: 18090, remote: 0, remoteName: 'grpc-web' });
   assert.throws(() => parseInterceptPort('1:2:3'), /expected LOCAL\[:REMOTE\]/);
   assert.throws(() => parseInterceptPort(':80'), /expected LOCAL\[:REMOTE\]/);
-  assert.throws(() => parseInterceptPort('80:x'), /invalid remote port "x"/);
+  assert.throws(() => parseInterceptPort('80:70000'), /remote port/);
+  assert.throws(() => parseInterceptPort('80:Http'), /a port number or a port name/);
+  assert.throws(() => parseInterceptPort('80:-x'), /a port number or a port name/);
 });
 
 test('-o accepts json and yaml only', () => {
@@ -45,6 +49,8 @@ test('status text says when the daemon is not running, and what is wrong when re
       logFile: '/tmp/x.log',
       daemonPid: 42,
       rootDaemonNeeded: false,
+      mappedNamespaces: [],
+      managerNamespace: '',
     }),
   );
   assert.match(text, /^Reconnecting to the traffic manager at 127.0.0.1:1/);
@@ -100,6 +106,8 @@ const connected: ConnectInfo = {
   logFile: '/tmp/x.log',
   daemonPid: 42,
   rootDaemonNeeded: false,
+  mappedNamespaces: [],
+  managerNamespace: 'tp-system',
 };
 
 test('status shows the VIF: its name, subnets, DNS and the root daemon health (text and -o json)', () => {

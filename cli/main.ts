@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startRootDaemon } from '../daemons/root/launch.js';
 import { parseHostPort, parsePort, UsageError } from '../netaddr/parse.js';
+import type { WorkloadInfoSnapshot } from '../rpc/gen/manager.js';
 import { errorDetails } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
 import { DaemonClient, waitForExit } from './daemon-client.js';
@@ -27,6 +28,39 @@ import { collectCidrs, vifFlags } from './vif-flags.js';
 // json|yaml, stdout is the document alone.
 const progress = (line: string) => process.stdout.write(`${line}\n`);
 const quiet = () => {};
+
+/** `--mapped-namespaces a,b` (repeatable). */
+function collectNamespaces(value: string, previous: string[]): string[] {
+  const names = value
+    .split(',')
+    .map((n) => n.trim())
+    .filter(Boolean);
+  for (const n of names)
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(n) || n.length > 63)
+      throw new InvalidArgumentError(`"${n}" is not a namespace name (lowercase letters, digits and dashes)`);
+  return [...previous, ...names.filter((n) => !previous.includes(n))];
+}
+
+/** The namespace a command names, else the one `tp connect` chose. */
+async function namespaceOf(daemon: DaemonClient, requested: string | undefined): Promise<string> {
+  return requested || (await daemon.status()).namespace || 'default';
+}
+
+type ListOutputFormat = OutputFormat | 'json-stream';
+
+function listOutputOption(): Option {
+  return new Option(
+    '-o, --output <format>',
+    'json, yaml or json-stream (one JSON line per change)',
+  ).argParser((v) => {
+    if (v === 'json-stream') return v;
+    try {
+      return parseOutputFormat(v);
+    } catch {
+      throw new InvalidArgumentError(`invalid output format "${v}": use json, yaml or json-stream`);
+    }
+  });
+}
 
 function outputOption(): Option {
   return new Option('-o, --output <format>', 'json or yaml').argParser((v) => {
@@ -73,6 +107,12 @@ program
   .option('--context <name>', 'the kubeconfig context to use')
   .option('-n, --namespace <namespace>', "the namespace to work in (default: the context's)")
   .option('--manager-namespace <namespace>', "the traffic manager's namespace", 'tp-system')
+  .option(
+    '--mapped-namespaces <namespaces>',
+    'work only in these namespaces (comma-separated; repeatable): tp list and intercepts stay inside them',
+    collectNamespaces,
+    [],
+  )
   .option('--no-vif', 'no VIF: no cluster addresses or names on this machine (intercepts still work)')
   .option(
     '--also-proxy <CIDR>',
@@ -100,9 +140,18 @@ program
           alsoProxy: string[];
           neverProxy: string[];
           allowConflictingSubnets?: boolean;
+          mappedNamespaces: string[];
         } & KubeConnectFlags,
       ) => {
         const vif = vifFlags(opts);
+        if (
+          opts.namespace &&
+          opts.mappedNamespaces.length > 0 &&
+          !opts.mappedNamespaces.includes(opts.namespace)
+        )
+          throw new UsageError(
+            `-n ${opts.namespace} is not among --mapped-namespaces ${opts.mappedNamespaces.join(',')}: add it, or pick one of them`,
+          );
         // Without an address the daemon port-forwards through the API server with these credentials; the
         // kubeconfig is checked here so a mistake is reported before any daemon starts.
         const kube = opts.managerAddress ? { namespace: opts.namespace } : kubeConnectSettings(opts);
@@ -121,13 +170,14 @@ program
           launched = true;
         } else wasConnected = (await daemon.status()).state !== 'DISCONNECTED';
         try {
-          let info = await daemon.connect(target, kube, vif);
+          const request = { ...kube, mappedNamespaces: opts.mappedNamespaces };
+          let info = await daemon.connect(target, request, vif);
           if (info.rootDaemonNeeded) {
             // Only this process has the user's terminal, where sudo can ask for the password.
             progress('Starting the root daemon for the VIF (it creates a network interface and routes)');
             const root = await startRootDaemon({ interactive: process.stdin.isTTY === true });
             root.close();
-            info = await daemon.connect(target, kube, vif);
+            info = await daemon.connect(target, request, vif);
             if (info.rootDaemonNeeded)
               throw new UsageError('the root daemon started, but the user daemon cannot reach its socket');
           }
@@ -160,20 +210,22 @@ program
     [],
   )
   .option('--all-agents', 'remove the agent from every workload that has it')
-  .option('-n, --namespace <namespace>', "the workloads' namespace", 'default')
+  .option('-n, --namespace <namespace>', "the workloads' namespace (default: the connected one)")
+  .addHelpText('after', '\nExample:\n  tp uninstall --agent echo -n shop')
   .action(
-    action('uninstall', async (opts: { agent: string[]; allAgents?: boolean; namespace: string }) => {
+    action('uninstall', async (opts: { agent: string[]; allAgents?: boolean; namespace?: string }) => {
       if (opts.agent.length === 0 && !opts.allAgents)
         throw new UsageError('say what to uninstall: --agent WORKLOAD (repeatable) or --all-agents');
       if (opts.agent.length > 0 && opts.allAgents)
         throw new UsageError('--agent and --all-agents exclude each other: use one');
       const daemon = await DaemonClient.require();
+      const namespace = opts.allAgents ? '' : await namespaceOf(daemon, opts.namespace);
       progress(
         opts.allAgents
           ? 'Removing the agent from every workload'
-          : `Removing the agent from ${opts.agent.join(', ')}`,
+          : `Removing the agent from ${opts.agent.map((a) => `${namespace}/${a}`).join(', ')}`,
       );
-      await daemon.uninstall(opts.agent, opts.allAgents ? '' : opts.namespace, Boolean(opts.allAgents));
+      await daemon.uninstall(opts.agent, namespace, Boolean(opts.allAgents));
       progress('Done: the pods rolled without the agent');
     }),
   );
@@ -182,17 +234,18 @@ program
   .command('revoke')
   .description("end other users' intercepts of a workload (needs RBAC delete on intercepts.tp.dev there)")
   .argument('<workload>', 'the intercepted workload')
-  .option('-n, --namespace <namespace>', "the workload's namespace", 'default')
+  .option('-n, --namespace <namespace>', "the workload's namespace (default: the connected one)")
   .option('--port <port>', 'only the intercept of this app port', (v: string) => parsePort(v, '--port'), 0)
+  .addHelpText('after', '\nExample:\n  tp revoke echo -n shop --port 8080')
   .action(
-    action('revoke', async (workload: string, opts: { namespace: string; port: number }) => {
+    action('revoke', async (workload: string, opts: { namespace?: string; port: number }) => {
       const daemon = await DaemonClient.require();
-      const ended = await daemon.revoke(workload, opts.namespace, opts.port);
-      if (ended.length === 0)
-        process.stdout.write(`No intercept of ${opts.namespace}/${workload} to revoke\n`);
+      const namespace = await namespaceOf(daemon, opts.namespace);
+      const ended = await daemon.revoke(workload, namespace, opts.port);
+      if (ended.length === 0) process.stdout.write(`No intercept of ${namespace}/${workload} to revoke\n`);
       for (const i of ended)
         process.stdout.write(
-          `Revoked intercept ${i.spec!.name} of ${i.spec!.client} (port ${i.spec!.remotePort} of ${opts.namespace}/${workload})\n`,
+          `Revoked intercept ${i.spec!.name} of ${i.spec!.client} (port ${i.spec!.remotePort} of ${namespace}/${workload})\n`,
         );
     }),
   );
@@ -213,35 +266,82 @@ program
 
 program
   .command('list')
-  .description('list the workloads that can be intercepted')
-  .option('-n, --namespace <namespace>', 'only this namespace (default: all)', '')
+  .description(
+    'list the workloads that can be intercepted: the connected namespace by default, without system namespaces',
+  )
+  .option('-n, --namespace <namespace>', 'this namespace (default: the connected one)', '')
+  .option('-A, --all-namespaces', 'every namespace tp maps (without kube-system & co. and tp-system)')
+  .option('--system', "with -A: also Kubernetes' own namespaces and the traffic manager's")
   .option('--intercepts', 'only workloads with intercepts')
-  .addOption(outputOption())
+  .option('-w, --watch', 'show the list again on every change, until interrupted')
+  .addOption(listOutputOption())
+  .addHelpText(
+    'after',
+    '\nExamples:\n  tp list\n  tp list -A -o json\n  tp list -n shop --watch -o json-stream   # one JSON document per line, per change',
+  )
   .action(
-    action('list', async (opts: { namespace: string; intercepts?: boolean; output?: OutputFormat }) => {
-      const daemon = await DaemonClient.require();
-      const snapshot = await daemon.list({
-        namespace: opts.namespace,
-        interceptsOnly: Boolean(opts.intercepts),
-        agentsOnly: false,
-      });
-      const workloads = snapshot.workloads.map(workloadView);
-      print(opts.output ?? 'text', { workloads }, () => listText(workloads));
-    }),
+    action(
+      'list',
+      async (opts: {
+        namespace: string;
+        allNamespaces?: boolean;
+        system?: boolean;
+        intercepts?: boolean;
+        watch?: boolean;
+        output?: ListOutputFormat;
+      }) => {
+        if (opts.system && !opts.allNamespaces && !opts.namespace)
+          throw new UsageError('--system goes with -A (--all-namespaces): tp list -A --system');
+        if (opts.namespace && opts.allNamespaces)
+          throw new UsageError('-n and -A exclude each other: use one');
+        const daemon = await DaemonClient.require();
+        const request = {
+          namespace: opts.namespace,
+          interceptsOnly: Boolean(opts.intercepts),
+          agentsOnly: false,
+          allNamespaces: Boolean(opts.allNamespaces),
+          includeSystem: Boolean(opts.system),
+        };
+        const format = opts.output ?? 'text';
+        const show = (snapshot: WorkloadInfoSnapshot) => {
+          const workloads = snapshot.workloads.map(workloadView);
+          if (format === 'json-stream') process.stdout.write(`${JSON.stringify({ workloads })}\n`);
+          else print(format, { workloads }, () => listText(workloads));
+        };
+        if (!opts.watch) {
+          show(await daemon.list(request));
+          return;
+        }
+        // Until interrupted (Ctrl-C) or the daemon ends the stream; text redraws as a block per change.
+        await daemon.watchList(request, (snapshot) => {
+          if (format === 'text' && process.stdout.isTTY) process.stdout.write('\x1b[2J\x1b[H');
+          else if (format === 'text') process.stdout.write(`--- ${new Date().toISOString()}\n`);
+          show(snapshot);
+        });
+      },
+    ),
   );
 
 program
   .command('intercept')
   .description('send the traffic of a workload port to a local port')
   .argument('<workload>', 'the workload to intercept')
-  .requiredOption('--port <LOCAL[:REMOTE]>', 'the local port, and the workload port when it has several')
+  .requiredOption(
+    '--port <LOCAL[:REMOTE]>',
+    "the local port, and the workload's port when it has several: a container port or a Service port, by number or name",
+  )
+  .option('--service <name>', 'resolve REMOTE through this Service (when several select the workload)')
   .option('--mechanism <mechanism>', 'how to intercept: tcp', 'tcp')
-  .option('-n, --namespace <namespace>', "the workload's namespace", 'default')
+  .option('-n, --namespace <namespace>', "the workload's namespace (default: the connected one)")
   .option('--name <name>', 'the intercept name (default: the workload name)')
   .option('--address <host>', 'the local host to send the traffic to', '127.0.0.1')
   .option('--env-file <path>', "write the intercepted container's environment to this file (KEY=VALUE lines)")
   .option('--env-json <path>', "write the intercepted container's environment to this file as JSON")
   .addOption(outputOption())
+  .addHelpText(
+    'after',
+    '\nExamples:\n  tp intercept echo --port 8080            # the only port of echo\n  tp intercept echo --port 8080:http       # a container port or Service port named http\n  tp intercept echo --port 8080:80 --service echo-public',
+  )
   .action(
     action(
       'intercept',
@@ -250,7 +350,8 @@ program
         opts: {
           port: string;
           mechanism: string;
-          namespace: string;
+          namespace?: string;
+          service?: string;
           name?: string;
           address: string;
           envFile?: string;
@@ -266,14 +367,15 @@ program
           {
             name: opts.name ?? workload,
             workload,
-            namespace: opts.namespace,
+            namespace: opts.namespace ?? '',
             workloadKind: '',
             mechanism: opts.mechanism,
             remotePort: port.remote,
-            portName: '',
+            portName: port.remoteName,
             targetHost: opts.address,
             targetPort: port.local,
             client: '',
+            serviceName: opts.service ?? '',
           },
           opts.output ? quiet : progress,
         );
