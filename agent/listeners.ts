@@ -12,6 +12,7 @@
 // port (probe-server.ts). So every connection here is a client's, passed through or intercepted.
 import * as net from 'node:net';
 import { createLogger } from '../logging/logger.js';
+import { AGENT_WINDOWS } from '../rpc/grpc-options.js';
 import { originate } from '../tunnel/flow.js';
 import { connectionIdOf, DEFAULT_DIAL_TIMEOUT_MS, streamInfo } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
@@ -135,7 +136,7 @@ export class PortListener {
         appPort,
         intercept: interceptId,
       });
-    const stream = new TunnelStream(session.client.tunnel());
+    const stream = TunnelStream.open(session.client, AGENT_WINDOWS);
     void originate(socket, stream, info, { log }).then((o) => {
       if (o.kind === 'rejected') {
         counts.dialFailures++;

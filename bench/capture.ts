@@ -11,10 +11,11 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { AGENT_NODE_FLAGS } from '../agent/node-flags.js';
 import { type NamespaceProcess, PodNetwork } from '../testbed/pod-network.js';
 import { waitFor } from '../testbed/wait.js';
 import { EBPF_BENCH_PORTS, ebpfCaptureMechanisms } from './capture-ebpf.js';
-import { benchFlags, dist, median } from './rig.js';
+import { benchFlags, dist, median, rssMiB } from './rig.js';
 import { runWrk, type WrkRun } from './wrk.js';
 
 const APP = path.join(dist, 'bench/capture-app.js');
@@ -39,6 +40,8 @@ export interface CaptureMechanism {
   /** Puts the mechanism in place in the pod namespace; returns where the client sends its requests. */
   start(net: PodNetwork): Promise<Target>;
   stop(net: PodNetwork): Promise<void>;
+  /** RSS of the mechanism's own process in MiB, where it has one worth watching (the agent). */
+  rssMiB?(): number;
 }
 
 async function mustSucceed(net: PodNetwork, ns: string, command: string, args: string[]): Promise<string> {
@@ -69,6 +72,8 @@ const direct: CaptureMechanism = {
 
 function iptablesAgent(): CaptureMechanism {
   let processes: NamespaceProcess[] = [];
+  /** `ip netns exec` and setpriv exec in place: the child is the agent's node process. */
+  let agentPid: number | undefined;
   const flags = [
     '--ports',
     String(CAPTURED_PORT),
@@ -92,7 +97,16 @@ function iptablesAgent(): CaptureMechanism {
       const agent = net.start(
         net.pod,
         'setpriv',
-        ['--reuid', '7777', '--regid', '7777', '--clear-groups', process.execPath, AGENT],
+        [
+          '--reuid',
+          '7777',
+          '--regid',
+          '7777',
+          '--clear-groups',
+          process.execPath,
+          ...AGENT_NODE_FLAGS,
+          AGENT,
+        ],
         {
           ...process.env,
           TP_LOG_LEVEL: 'warn',
@@ -105,6 +119,7 @@ function iptablesAgent(): CaptureMechanism {
         },
       );
       processes = [agent, manager];
+      agentPid = agent.child.pid;
       return waitUntilServing(
         net,
         { host: net.podIp, port: CAPTURED_PORT },
@@ -115,6 +130,7 @@ function iptablesAgent(): CaptureMechanism {
       for (const p of processes) await p.stop();
       await net.exec(net.pod, process.execPath, [TP_INIT, 'cleanup']);
     },
+    rssMiB: () => (agentPid ? rssMiB(agentPid) : Number.NaN),
   };
 }
 
@@ -199,10 +215,19 @@ async function tuneNamespaces(net: PodNetwork): Promise<void> {
   }
 }
 
+/** RSS of each mechanism that reports one: when idle (started, before any load), the peak during the rounds, after them. */
+export interface MemoryRow {
+  mechanism: string;
+  idleMiB: number;
+  peakMiB: number;
+  afterMiB: number;
+}
+
 export async function runCaptureBench(
   o: BenchOptions,
   mechanisms: CaptureMechanism[],
   say: (line: string) => void,
+  memory: MemoryRow[] = [],
 ): Promise<BenchRow[]> {
   const net = new PodNetwork('bench', 210);
   const started: CaptureMechanism[] = [];
@@ -227,6 +252,16 @@ export async function runCaptureBench(
       targets.set(m, await m.start(net));
     }
 
+    const watched = mechanisms.filter((m) => m.rssMiB);
+    // Idle: started and settled (sessions made), no request yet.
+    await new Promise((r) => setTimeout(r, 2_000));
+    const rows0 = watched.map((m) => ({ mechanism: m.name, idleMiB: m.rssMiB!(), peakMiB: 0, afterMiB: 0 }));
+    const sampler = setInterval(() => {
+      watched.forEach((m, i) => {
+        rows0[i]!.peakMiB = Math.max(rows0[i]!.peakMiB, m.rssMiB!());
+      });
+    }, 100);
+
     const runs = new Map<string, WrkRun[]>();
     const ratios = new Map<string, number[]>();
     for (let round = 0; round < o.rounds; round++) {
@@ -249,6 +284,12 @@ export async function runCaptureBench(
         }
       }
     }
+
+    clearInterval(sampler);
+    watched.forEach((m, i) => {
+      rows0[i]!.afterMiB = m.rssMiB!();
+    });
+    memory.push(...rows0);
 
     const rows: BenchRow[] = [];
     for (const mode of MODES) {
@@ -294,16 +335,30 @@ export interface Marks {
   agentVsDirect: number;
   agentVsHaproxy: number;
   met: boolean;
+  /** Issue 11: the agent's ratio to direct against HAProxy's, per mode (goal: at least HAProxy's). */
+  byMode: { mode: Mode; agent: number; haproxy: number }[];
 }
 
 /** The first mark, on keep-alive: agent >= 0.6 x direct, and no worse than HAProxy by more than a third. */
 export function marks(rows: BenchRow[]): Marks {
-  const keepAlive = (name: string) => rows.find((r) => r.mode === 'keep-alive' && r.mechanism === name)!;
-  const agent = keepAlive('iptables + agent');
+  const row = (mode: Mode, name: string) => rows.find((r) => r.mode === mode && r.mechanism === name)!;
+  const agent = row('keep-alive', 'iptables + agent');
   const agentVsDirect = agent.ratioToDirect;
-  const agentVsHaproxy = agent.requestsPerSecond / keepAlive('haproxy (tcp)').requestsPerSecond;
-  return { agentVsDirect, agentVsHaproxy, met: agentVsDirect >= 0.6 && agentVsHaproxy >= 2 / 3 };
+  const agentVsHaproxy = agent.requestsPerSecond / row('keep-alive', 'haproxy (tcp)').requestsPerSecond;
+  return {
+    agentVsDirect,
+    agentVsHaproxy,
+    met: agentVsDirect >= 0.6 && agentVsHaproxy >= 2 / 3,
+    byMode: MODES.map((mode) => ({
+      mode,
+      agent: row(mode, 'iptables + agent').ratioToDirect,
+      haproxy: row(mode, 'haproxy (tcp)').ratioToDirect,
+    })),
+  };
 }
+
+/** Issue 11's memory goal for the agent: RSS at most 45 MiB idle and 64 MiB under load. */
+export const AGENT_RSS_GOAL = { idleMiB: 45, loadedMiB: 64 };
 
 async function main(): Promise<void> {
   const { strict, ...o } = benchFlags({ seconds: 5, rounds: 3, connections: 16 }, ['strict']);
@@ -317,12 +372,24 @@ async function main(): Promise<void> {
   say(
     `capture bench: wrk -t1 -c${o.connections} -d${o.seconds}s, ${o.rounds} rounds, medians; ${os.cpus().length} CPUs`,
   );
-  const rows = await runCaptureBench(o, mechanisms, say);
+  const memory: MemoryRow[] = [];
+  const rows = await runCaptureBench(o, mechanisms, say, memory);
   const m = marks(rows);
   process.stdout.write(
     `${formatRows(rows)}\n` +
       `mark (keep-alive): agent ${m.agentVsDirect.toFixed(2)} x direct (>= 0.60), ${m.agentVsHaproxy.toFixed(2)} x haproxy (>= 0.67): ${m.met ? 'met' : 'NOT met'}\n`,
   );
+  for (const b of m.byMode)
+    process.stdout.write(
+      `goal (${b.mode}): agent ${b.agent.toFixed(2)} x direct, haproxy ${b.haproxy.toFixed(2)} x direct: ${b.agent >= b.haproxy ? 'met' : 'NOT met'}\n`,
+    );
+  for (const r of memory) {
+    const met = r.idleMiB <= AGENT_RSS_GOAL.idleMiB && r.peakMiB <= AGENT_RSS_GOAL.loadedMiB;
+    process.stdout.write(
+      `goal (memory): ${r.mechanism} RSS idle ${r.idleMiB.toFixed(1)} MiB, peak under the load ${r.peakMiB.toFixed(1)} MiB, after it ${r.afterMiB.toFixed(1)} MiB ` +
+        `(<= ${AGENT_RSS_GOAL.idleMiB} idle, <= ${AGENT_RSS_GOAL.loadedMiB} under load): ${met ? 'met' : 'NOT met'}\n`,
+    );
+  }
   const ebpfIdle = rows.find((r) => r.mode === 'keep-alive' && r.mechanism === 'ebpf idle')!;
   process.stdout.write(
     `mark (keep-alive): ebpf idle ${ebpfIdle.ratioToDirect.toFixed(2)} x direct (>= 0.95): ${ebpfIdle.ratioToDirect >= 0.95 ? 'met' : 'NOT met'}\n`,

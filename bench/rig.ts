@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { AGENT_NODE_FLAGS } from '../agent/node-flags.js';
 import { UsageError } from '../netaddr/parse.js';
 import { canConnect } from '../testbed/loopback.js';
 import { waitFor } from '../testbed/wait.js';
@@ -68,6 +69,32 @@ export function cpuSeconds(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
+/** CPU seconds so far of a process and all its descendants (a command started through wrappers). */
+export function treeCpuSeconds(pid: number): number {
+  const children = new Map<number, number[]>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  let total = 0;
+  for (const todo = [pid]; todo.length > 0; ) {
+    const p = todo.pop()!;
+    try {
+      total += cpuSeconds(p);
+    } catch {
+      // gone meanwhile
+    }
+    todo.push(...(children.get(p) ?? []));
+  }
+  return total;
 }
 
 export class Processes {
@@ -137,7 +164,7 @@ export async function startManagerAndAgent(
     '--listen',
     `127.0.0.1:${ports.manager}`,
   ]);
-  const agent = p.node('agent', [path.join(dist, 'bundle/tp-agent.cjs')], {
+  const agent = p.node('agent', [...AGENT_NODE_FLAGS, path.join(dist, 'bundle/tp-agent.cjs')], {
     TP_MANAGER_ADDRESS: `127.0.0.1:${ports.manager}`,
     TP_WORKLOAD_NAME: 'bench',
     TP_NAMESPACE: 'default',

@@ -14,7 +14,6 @@ import type { AgentInfo, AgentPort } from '../rpc/gen/manager.js';
 import { AgentTokenReviewer, SubjectAccessReviewer } from './access-review.js';
 import { AgentInstallError, AgentInstaller, agentsReady } from './agent-installer.js';
 import { isMechanism, type Mechanism } from './annotations.js';
-import { ClusterResolver } from './cluster-dns.js';
 import { ClusterInfoSource } from './cluster-info.js';
 import { apiErrorMessage } from './kubeconfig.js';
 import type { KubeManagerConfig } from './manager-config.js';
@@ -215,7 +214,6 @@ export async function startKubeIntegration(
     pods: () => source.pods(),
   });
   await cluster.start();
-  const resolver = new ClusterResolver(cluster.current().dnsIPs);
 
   let webhook: WebhookServer | undefined;
   const sessionLog = log.child('sessions');
@@ -331,7 +329,7 @@ export async function startKubeIntegration(
       };
     },
     onClusterInfoChange: (listener) => cluster.onChange(() => listener()),
-    lookupDns: (name, qtype) => resolver.lookup(name, qtype),
+    dnsServers: () => cluster.current().dnsIPs.map((address) => ({ address, port: 53 })),
     async stop() {
       fs.unwatchFile(config.webhookCertFile);
       trust.stop();

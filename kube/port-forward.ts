@@ -32,6 +32,21 @@ import { DEFAULT_MANAGER_NAMESPACE, MANAGER_SERVICE } from './annotations.js';
 import { apiErrorCode, apiErrorMessage } from './kubeconfig.js';
 
 const MAX_DATA_FRAME = 128 * 1024;
+/**
+ * Bytes a side may hold unwritten before it stops reading the other. A socket's own mark (16 KiB) paused
+ * the reader after nearly every TLS record and cost an event-loop round trip per pause on bulk transfers;
+ * this still bounds what one forwarded connection buffers.
+ */
+const MAX_BUFFERED = 1 << 20;
+
+/** Writes to `to`; when `to` holds more than MAX_BUFFERED, pauses `from` until `to` has drained. */
+function relayWrite(from: Duplex, to: Duplex, data: Buffer): void {
+  to.write(data);
+  if (to.writableLength > MAX_BUFFERED && !from.isPaused()) {
+    from.pause();
+    to.once('drain', () => from.resume());
+  }
+}
 const UPGRADE_TIMEOUT_MS = 15_000;
 
 /** Opens the SPDY connection for one port-forward session to a pod. */
@@ -66,6 +81,7 @@ async function upgrade(kc: KubeConfig, namespace: string, pod: string, port: num
         );
         return;
       }
+      socket.setNoDelay(true);
       resolve(socket);
     });
     request.on('response', (res) => {
@@ -113,7 +129,7 @@ export async function forwardSocket(
   const conn = await upgrade(kc, namespace, pod, port);
   const encoder = new HeaderBlockEncoder();
   const decoder = new HeaderBlockDecoder();
-  const reader = new FrameReader();
+  const reader = new FrameReader({ streamData: true });
   const ERROR_STREAM = 1;
   const DATA_STREAM = 3;
   let errorText = '';
@@ -141,10 +157,7 @@ export async function forwardSocket(
     for (let frame = reader.next(); frame; frame = reader.next()) {
       if (!frame.control) {
         if (frame.streamId === DATA_STREAM) {
-          if (frame.data.length > 0 && !local.write(frame.data)) {
-            conn.pause();
-            local.once('drain', () => conn.resume());
-          }
+          if (frame.data.length > 0) relayWrite(conn, local, frame.data);
           if (frame.flags & FLAG_FIN) {
             remoteEnded = true;
             local.end();
@@ -193,16 +206,14 @@ export async function forwardSocket(
 
   // Local -> remote.
   local.on('data', (chunk: Buffer) => {
-    let ok = true;
+    // Each frame's header and payload leave in one write, not as a small record of their own.
+    conn.cork();
     for (let offset = 0; offset < chunk.length; offset += MAX_DATA_FRAME) {
       const part = chunk.subarray(offset, offset + MAX_DATA_FRAME);
       conn.write(encodeDataFrameHeader(DATA_STREAM, 0, part.length));
-      ok = conn.write(part);
+      relayWrite(local, conn, part);
     }
-    if (!ok) {
-      local.pause();
-      conn.once('drain', () => local.resume());
-    }
+    conn.uncork();
   });
   local.on('end', () => {
     localEnded = true;
@@ -290,7 +301,7 @@ export async function forwardToManager(
   let target = await readyPodBehindService(kc, namespace, MANAGER_SERVICE, 'grpc');
   let targetAt = Date.now();
   const sockets = new Set<net.Socket>();
-  const server = net.createServer((local) => {
+  const server = net.createServer({ noDelay: true }, (local) => {
     sockets.add(local);
     local.on('close', () => sockets.delete(local));
     local.pause();

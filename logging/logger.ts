@@ -22,6 +22,8 @@ interface Sink {
 }
 
 const sink: Sink = { level: ranks.info, write: (line) => process.stderr.write(line) };
+/** The file logToFile() chose, if any: a worker thread of a daemon logs to the same file. */
+let logFile: string | undefined;
 
 export function parseLevel(value: string | undefined, fallback: Level = 'info'): Level {
   const v = (value ?? '').toLowerCase();
@@ -39,6 +41,7 @@ export function setLevel(level: Level): void {
 export function logToFile(file: string): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const fd = fs.openSync(file, 'a', 0o600);
+  logFile = file;
   sink.write = (line) => {
     try {
       fs.writeSync(fd, line);
@@ -46,6 +49,12 @@ export function logToFile(file: string): void {
       // A full disk must not take the daemon down.
     }
   };
+}
+
+/** Where this thread's loggers write and at which level: for a worker thread to do the same. */
+export function logTarget(): { file?: string; level: Level } {
+  const level = (Object.keys(ranks) as Level[]).find((l) => ranks[l] === sink.level) ?? 'info';
+  return { file: logFile, level };
 }
 
 /** Where daemons keep their logs: $TP_LOG_DIR, else $XDG_STATE_HOME/tp, else ~/.local/state/tp. */

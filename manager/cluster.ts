@@ -1,7 +1,9 @@
 // What the manager asks of a cluster integration (Kubernetes: kube/manager-integration.ts). Standalone
 // mode has none: workloads are the agents that arrive, and there is nothing to install or resolve.
+
+import type { Upstream } from '../dns/forwarder.js';
 import type { Cidr } from '../netaddr/parse.js';
-import type { AgentInfo, ClusterInfo, DNSResponse } from '../rpc/gen/manager.js';
+import type { AgentInfo, ClusterInfo } from '../rpc/gen/manager.js';
 import type { AgentVerifier, Authorizer, SecurityMode } from './access-control.js';
 import type { AgentWorkloads, WorkloadSource } from './workloads.js';
 
@@ -24,7 +26,8 @@ export interface ClusterIntegration {
   uninstallAgents(names: string[], namespace: string, all: boolean): Promise<string[]>;
   clusterInfo(): ClusterInfo;
   onClusterInfoChange(listener: () => void): () => void;
-  lookupDns(name: string, qtype: number): Promise<DNSResponse>;
+  /** The cluster's DNS servers (the kube-dns Service): LookupDNS asks them (dns/cluster-lookup.ts). */
+  dnsServers(): Upstream[];
   access: ClusterAccess;
   stop(): Promise<void>;
 }

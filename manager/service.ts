@@ -542,12 +542,11 @@ export function managerService(core: ManagerCore): ManagerServer {
 
     lookupDns: unary('LookupDNS', async (req, call) => {
       core.callerSession(call.metadata, req.session?.sessionId ?? '', 'LookupDNS');
-      if (core.cluster) return core.cluster.lookupDns(req.name, req.qtype);
       // A real DNS query, not getaddrinfo: "no AAAA record" stays NOERROR (getaddrinfo would say "not
       // found", and the workstation would then not even ask for A), and SRV, TXT, PTR… come back as the
       // server gave them.
       try {
-        return await lookupInCluster(req.name, req.qtype, core.dnsServers());
+        return await lookupInCluster(req.name, req.qtype, core.cluster?.dnsServers() ?? core.dnsServers());
       } catch (e) {
         log.debug('LookupDNS: no DNS server answered', { name: req.name, error: (e as Error).message });
         return { rcode: 2, ips: [], ttlSeconds: 5, raw: Buffer.alloc(0) };

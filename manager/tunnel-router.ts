@@ -9,7 +9,7 @@ import * as crypto from 'node:crypto';
 import type { Metadata, ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
 import type { DialRequest, SessionInfo, TunnelMessage } from '../rpc/gen/manager.js';
-import { WORKSTATION_FLOW_CONTROL_WINDOW_BYTES } from '../rpc/grpc-options.js';
+import { AGENT_WINDOWS, WORKSTATION_WINDOWS } from '../rpc/grpc-options.js';
 import { widenReceiveWindow } from '../rpc/server-window.js';
 import { dialTcp } from '../tunnel/dial.js';
 import { readOpen, serveDial } from '../tunnel/flow.js';
@@ -101,7 +101,7 @@ export class TunnelRouter {
   }
 
   handle(call: ServerDuplexStream<TunnelMessage, TunnelMessage>): void {
-    widenReceiveWindow(call as ServerDuplexStream<unknown, unknown>);
+    widenReceiveWindow(call as ServerDuplexStream<unknown, unknown>, AGENT_WINDOWS);
     const stream = new TunnelStream(call);
     this.flows.add(stream);
     const forget = () => this.flows.delete(stream);
@@ -136,10 +136,10 @@ export class TunnelRouter {
       this.refuse(stream, refusal, label);
       return;
     }
-    // A workstation's connection crosses a network (a port-forward via the API server, a remote cluster)
-    // and its uploads move one window per round trip: the same wide window its own channel has.
+    // A workstation's connection carries all of its flows across a network (a port-forward via the API
+    // server, a remote cluster): the same windows its own channel has.
     if (session.kind === 'client') {
-      widenReceiveWindow(call as ServerDuplexStream<unknown, unknown>, WORKSTATION_FLOW_CONTROL_WINDOW_BYTES);
+      widenReceiveWindow(call as ServerDuplexStream<unknown, unknown>, WORKSTATION_WINDOWS);
     }
     if (info.relayId) {
       if (session.kind !== 'client') {

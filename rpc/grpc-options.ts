@@ -6,10 +6,37 @@ import type { ChannelOptions, ServerOptions } from '@grpc/grpc-js';
 export const MAX_MESSAGE_BYTES = 8 << 20;
 
 /**
- * HTTP/2 flow-control window of a client channel. The probes measured 395 -> 480-500 MB/s for
- * server-to-client tunnel traffic with 1 MiB instead of the 64 KiB default.
+ * HTTP/2 flow-control windows of the tunnel's connections: one stream is one flow, one connection carries
+ * every flow of an agent or a workstation.
+ * - The stream window bounds what one flow has in flight, so also how long a small message of another flow
+ *   waits behind a bulk transfer (head-of-line; at 100 MiB/s 1 MiB is 10 ms) and what one stalled reader
+ *   holds. 1 MiB instead of HTTP/2's 64 KiB: 395 -> 480-500 MB/s server-to-client in the probes. A
+ *   workstation's streams had 16 MiB while the API server's port-forward took 40 ms per round trip (no
+ *   TCP_NODELAY); with 0.5-2 ms round trips 16 MiB only queued a bulk flow ahead of everything else (p99 of
+ *   sequential requests beside a download: 160-440 ms on the lab).
+ * - The connection window bounds what all flows of the connection have in flight together (Node's
+ *   HTTP/2 returns a connection's window as soon as data arrives, a stream's only when it is read, so a
+ *   stalled reader holds its stream window, never the connection's). Equal to the stream window, two bulk
+ *   flows would share one window per round trip.
+ * grpc-js sets both to 'grpc-node.flow_control_window' and has no option for either alone: a channel is
+ * created with the stream window, and the first tunnel stream on each connection widens the connection's
+ * (rpc/client-window.ts); the manager widens its receive windows the same way (rpc/server-window.ts).
  */
-export const FLOW_CONTROL_WINDOW_BYTES = 1 << 20;
+export interface FlowWindows {
+  stream: number;
+  connection: number;
+}
+
+/** An agent's connection (both directions). */
+export const AGENT_WINDOWS: FlowWindows = { stream: 1 << 20, connection: 8 << 20 };
+
+/**
+ * A workstation's connections (user daemon, root daemon), across a port-forward or a network. The stream
+ * window is two DATA messages (1 MiB each, tunnel/messages.ts): HTTP/2 returns a window once half of it was
+ * read, so with one message per window a flow waited a round trip after every message; the port-forward's
+ * round trip under a bulk load is several ms.
+ */
+export const WORKSTATION_WINDOWS: FlowWindows = { stream: 2 << 20, connection: 32 << 20 };
 
 /** A peer that does not answer an HTTP/2 ping within KEEPALIVE_TIMEOUT_MS after KEEPALIVE_TIME_MS is dead. */
 export const KEEPALIVE_TIME_MS = 10_000;
@@ -20,7 +47,7 @@ export function managerChannelOptions(): ChannelOptions {
   return {
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
-    'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
+    'grpc-node.flow_control_window': AGENT_WINDOWS.stream,
     'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     'grpc.keepalive_permit_without_calls': 1,
@@ -30,23 +57,9 @@ export function managerChannelOptions(): ChannelOptions {
   };
 }
 
-/**
- * HTTP/2 window of the workstation's channels to the manager (user daemon, root daemon). A workstation
- * reaches the manager across a network (a port-forward through the Kubernetes API server, a remote
- * cluster), and a flow from the manager to the workstation moves at most one window per round trip.
- * Measured on the lab (VIF -> port-forward -> manager -> pod, 100 MiB downloads, interleaved): 1 MiB
- * 11-19 MB/s, 8 MiB 22-39 MB/s, 16 MiB 40-111 MB/s. The receiver buffers at most this much per connection.
- * The manager widens its receive window of a workstation's connections to the same size (uploads), the first
- * time a tunnel stream of a client session arrives on it (manager/tunnel-router.ts).
- */
-export const WORKSTATION_FLOW_CONTROL_WINDOW_BYTES = 16 << 20;
-
 /** Options of a workstation's channel to the traffic manager (user daemon, root daemon). */
 export function workstationChannelOptions(): ChannelOptions {
-  return {
-    ...managerChannelOptions(),
-    'grpc-node.flow_control_window': WORKSTATION_FLOW_CONTROL_WINDOW_BYTES,
-  };
+  return { ...managerChannelOptions(), 'grpc-node.flow_control_window': WORKSTATION_WINDOWS.stream };
 }
 
 /** Options of the manager's server. */

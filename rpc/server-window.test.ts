@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { TunnelMessage } from './gen/manager.js';
-import { managerChannelOptions } from './grpc-options.js';
+import { AGENT_WINDOWS, managerChannelOptions, WORKSTATION_WINDOWS } from './grpc-options.js';
 import { ManagerClient, ManagerServiceDefinition } from './manager-service.js';
 import { sessionOf, widenReceiveWindow } from './server-window.js';
 
@@ -15,7 +15,9 @@ test('the manager can widen the HTTP/2 receive window of a server call (grpc-js 
         const found = sessionOf(c) !== undefined;
         // Widened for every tunnel call, then further for a workstation's (never narrowed again).
         const widened =
-          widenReceiveWindow(c, 1 << 20) && widenReceiveWindow(c, 16 << 20) && widenReceiveWindow(c, 1 << 20);
+          widenReceiveWindow(c, AGENT_WINDOWS) &&
+          widenReceiveWindow(c, WORKSTATION_WINDOWS) &&
+          widenReceiveWindow(c, AGENT_WINDOWS);
         resolve({ found, widened, window: sessionOf(c)?.state.localWindowSize });
         call.end();
       },
@@ -38,7 +40,7 @@ test('the manager can widen the HTTP/2 receive window of a server call (grpc-js 
     const r = await seen;
     assert.ok(r.found, 'grpc-js no longer exposes call.call.stream.session: update rpc/server-window.ts');
     assert.ok(r.widened);
-    assert.ok((r.window ?? 0) >= 16 << 20, `local window ${r.window}`);
+    assert.is(r.window, WORKSTATION_WINDOWS.connection, 'the connection window');
   } finally {
     client.close();
     server.forceShutdown();

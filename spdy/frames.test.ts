@@ -64,6 +64,46 @@ test('frames split across arbitrary chunk boundaries come out whole and in order
   }
 });
 
+test('streamData: a DATA payload comes in pieces as it arrives, uncopied, FIN on the last piece only', () => {
+  const data = Buffer.from('0123456789abcdefghij');
+  const frames = Buffer.concat([
+    encodeDataFrameHeader(3, 0, 0),
+    encodeDataFrameHeader(3, FLAG_FIN, data.length),
+    data,
+    encodeGoAway(3, 0),
+  ]);
+  // The wire in a memory of its own, so a piece that is a view of it is recognisably not a copy.
+  const memory = new ArrayBuffer(frames.length);
+  const wire = Buffer.from(memory);
+  frames.copy(wire);
+  for (const step of [1, 5, 9, wire.length]) {
+    const reader = new FrameReader({ streamData: true });
+    const pieces: { flags: number; data: Buffer }[] = [];
+    let goAway = false;
+    for (let i = 0; i < wire.length; i += step) {
+      reader.push(wire.subarray(i, i + step));
+      for (let f = reader.next(); f; f = reader.next()) {
+        if (f.control) goAway = f.type === FrameType.GoAway;
+        else {
+          assert.is(f.streamId, 3);
+          pieces.push({ flags: f.flags, data: f.data });
+        }
+      }
+    }
+    assert.ok(goAway, `chunk size ${step}: the control frame after the data`);
+    assert.is(pieces[0]!.data.length, 0, 'the empty frame');
+    const payload = pieces.slice(1);
+    assert.is(Buffer.concat(payload.map((p) => p.data)).toString(), data.toString());
+    assert.equal(
+      payload.map((p) => p.flags),
+      payload.map((_, i) => (i === payload.length - 1 ? FLAG_FIN : 0)),
+    );
+    // Each piece is a view of a received chunk, not a copy.
+    for (const p of payload) assert.ok(p.data.buffer === memory);
+    assert.is(reader.buffered, 0);
+  }
+});
+
 test('an incomplete frame waits for the rest', () => {
   const reader = new FrameReader();
   const frame = encodeGoAway(7, 0);

@@ -65,10 +65,19 @@ export type HeaderMap = Record<string, string>;
 
 const FRAME_HEADER_LENGTH = 8;
 
-/** Cuts a byte stream into frames. Copies only when a frame spans received chunks. */
+/**
+ * Cuts a byte stream into frames. Control frames come whole (copied only when one spans received
+ * chunks). With `streamData`, a DATA frame's payload comes in pieces as its bytes arrive, each a view of
+ * a received chunk (never copied): every piece carries the frame's stream id, and only the last one its
+ * flags (FIN); a relay forwards each piece at once instead of waiting for, and copying, the whole frame.
+ */
 export class FrameReader {
   private chunks: Buffer[] = [];
   private length = 0;
+  /** streamData: the DATA frame whose payload is being delivered, and how much of it is still to come. */
+  private data: { streamId: number; flags: number; left: number } | undefined;
+
+  constructor(private readonly options: { streamData?: boolean } = {}) {}
 
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
@@ -81,11 +90,20 @@ export class FrameReader {
     return this.length;
   }
 
-  /** The next complete frame, or undefined until more bytes arrive. */
+  /** The next complete frame (or DATA piece), or undefined until more bytes arrive. */
   next(): Frame | undefined {
+    if (this.data) return this.nextPiece(this.data);
     if (this.length < FRAME_HEADER_LENGTH) return undefined;
     const header = this.peek(FRAME_HEADER_LENGTH);
     const payloadLength = header.readUIntBE(5, 3);
+    if (this.options.streamData && (header[0]! & 0x80) === 0) {
+      const streamId = header.readUInt32BE(0) & 0x7fffffff;
+      const flags = header[4]!;
+      this.take(FRAME_HEADER_LENGTH);
+      if (payloadLength === 0) return { control: false, streamId, flags, data: Buffer.alloc(0) };
+      this.data = { streamId, flags, left: payloadLength };
+      return this.nextPiece(this.data);
+    }
     if (this.length < FRAME_HEADER_LENGTH + payloadLength) return undefined;
     const frame = this.take(FRAME_HEADER_LENGTH + payloadLength);
     const flags = frame[4]!;
@@ -100,6 +118,16 @@ export class FrameReader {
       flags,
       body: payload,
     };
+  }
+
+  /** As much of the current DATA payload as one received chunk holds. */
+  private nextPiece(d: { streamId: number; flags: number; left: number }): DataFrame | undefined {
+    if (this.length === 0) return undefined;
+    const piece = this.take(Math.min(d.left, this.chunks[0]!.length));
+    d.left -= piece.length;
+    if (d.left > 0) return { control: false, streamId: d.streamId, flags: 0, data: piece };
+    this.data = undefined;
+    return { control: false, streamId: d.streamId, flags: d.flags, data: piece };
   }
 
   private peek(n: number): Buffer {

@@ -7,6 +7,9 @@
 import { EventEmitter } from 'node:events';
 import type { ClientDuplexStream, ServerDuplexStream } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
+import { widenConnectionWindow } from '../rpc/client-window.js';
+import type { FlowWindows } from '../rpc/grpc-options.js';
+import type { ManagerClient } from '../rpc/manager-service.js';
 import type { TunnelMessage } from './messages.js';
 
 export type TunnelCall =
@@ -36,6 +39,16 @@ export class TunnelStream extends EventEmitter {
   private endedWith: { event: 'peer-end' | 'failure'; reason?: string } | undefined;
   /** Set when the flow was paused by its consumer (as opposed to by the handler gap). */
   private consumerPaused = false;
+
+  /**
+   * A new Tunnel call on `client`'s channel. Its connection's receive window is widened to
+   * `windows.connection` (the channel was created with the stream window, rpc/grpc-options.ts).
+   */
+  static open(client: ManagerClient, windows: FlowWindows): TunnelStream {
+    const call = client.tunnel();
+    widenConnectionWindow(call as ClientDuplexStream<unknown, unknown>, windows.connection);
+    return new TunnelStream(call);
+  }
 
   constructor(readonly call: TunnelCall) {
     super();

@@ -8,7 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { setLevel } from '../logging/logger.js';
 import type { TunnelMessage } from '../rpc/gen/manager.js';
-import { managerChannelOptions, managerServerOptions } from '../rpc/grpc-options.js';
+import { AGENT_WINDOWS, managerChannelOptions, managerServerOptions } from '../rpc/grpc-options.js';
 import { ManagerClient, ManagerServiceDefinition } from '../rpc/manager-service.js';
 import { waitFor } from '../testbed/wait.js';
 import { dialTcp } from './dial.js';
@@ -83,7 +83,7 @@ async function rig(
     outcomes.push(
       originate(
         socket,
-        new TunnelStream(client.tunnel()),
+        TunnelStream.open(client, AGENT_WINDOWS),
         streamInfo({ connId, sessionId: 'test', ...info }),
       ),
     );
@@ -308,6 +308,40 @@ test('backpressure: a reader that stops reading pauses the producer; memory stay
     assert.ok(written < 96 << 20, `buffered ${written} bytes before stalling`);
     assert.ok(written > 1 << 20, 'some data went through before the stall');
     stopped = true;
+  } finally {
+    await r.close();
+    target.server.close();
+  }
+});
+
+test('no head-of-line stall: a flow whose reader stopped leaves the connection to the others', async () => {
+  // Towards the originator: "bulk" gets several connection windows' worth at once, "ping" one word.
+  const bulk = Buffer.alloc(4 << 20, 'b');
+  const target = await listen((s) =>
+    s.once('data', (first: Buffer) => {
+      if (first.toString() === 'bulk') for (let i = 0; i < 6; i++) s.write(bulk);
+      else s.end('pong');
+    }),
+  );
+  const r = await rig('answer', target.port);
+  try {
+    const stalled = await connect(r.frontPort);
+    stalled.on('error', () => {});
+    stalled.pause();
+    stalled.write('bulk');
+    // The stalled flow's socket is full and its stream paused: its window is taken.
+    await eventually('the stalled flow to back up', () => r.accepted[0]!.writableLength > 0, 10_000);
+    await new Promise((res) => setTimeout(res, 500));
+    for (let i = 0; i < 3; i++) {
+      const s = await connect(r.frontPort);
+      s.write('ping');
+      const answer = await Promise.race([
+        readAll(s),
+        new Promise<Buffer>((res) => setTimeout(() => res(Buffer.from('stalled')), 5_000)),
+      ]);
+      assert.is(answer.toString(), 'pong', `flow ${i + 1} beside the stalled one`);
+      s.destroy();
+    }
   } finally {
     await r.close();
     target.server.close();

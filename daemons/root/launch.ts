@@ -131,7 +131,16 @@ export async function startRootDaemon(o: RootDaemonLaunch = {}): Promise<RootDae
   // isolates, main and packet worker, churning 64 KiB-1 MiB buffers) for no gain; without them the same
   // transfer takes 2.5-3 instead of 4-4.7 CPU-seconds per GB and runs faster on a busy machine.
   // `--` before the script: the daemon's flags are never Node's (Node 20 reads --env-file anywhere).
-  const args = [process.execPath, ...ROOT_DAEMON_NODE_FLAGS, '--', MAIN, '--socket', socketPath, '--log-dir', dir];
+  const args = [
+    process.execPath,
+    ...ROOT_DAEMON_NODE_FLAGS,
+    '--',
+    MAIN,
+    '--socket',
+    socketPath,
+    '--log-dir',
+    dir,
+  ];
   const stateDir = o.stateDir ?? process.env.TP_ROOT_DAEMON_STATE_DIR;
   if (stateDir) args.push('--state-dir', stateDir);
   args.push(...(o.extraArgs ?? []));

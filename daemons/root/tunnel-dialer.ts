@@ -6,6 +6,7 @@
 import type * as net from 'node:net';
 import type { Logger } from '../../logging/logger.js';
 import type { ManagerClient } from '../../rpc/gen/manager.js';
+import { WORKSTATION_WINDOWS } from '../../rpc/grpc-options.js';
 import { FlowDialRejected, openFlow, originate } from '../../tunnel/flow.js';
 import { msg, type StreamInfo, streamInfo } from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
@@ -44,7 +45,7 @@ export class TunnelFlowDialer implements FlowDialer {
 
   async dialTcp(id: FlowId): Promise<TcpDial> {
     const info = this.info(id);
-    const stream = new TunnelStream(this.o.client.tunnel());
+    const stream = TunnelStream.open(this.o.client, WORKSTATION_WINDOWS);
     try {
       await openFlow(stream, info);
     } catch (e) {
@@ -71,7 +72,7 @@ export class TunnelFlowDialer implements FlowDialer {
 
   async dialUdp(id: FlowId): Promise<UdpFlow> {
     const info = this.info(id, this.o.udpIdleTimeoutMs ?? DEFAULT_UDP_IDLE_TIMEOUT_MS);
-    const stream = new TunnelStream(this.o.client.tunnel());
+    const stream = TunnelStream.open(this.o.client, WORKSTATION_WINDOWS);
     try {
       const flow = await openUdp(stream, info, { log: this.o.log });
       const out: UdpFlow = {

@@ -3,8 +3,9 @@
 import * as dns from 'node:dns/promises';
 import * as net from 'node:net';
 import { status } from '@grpc/grpc-js';
-import type { ManagerForward } from '../../kube/port-forward.js';
-import { createLogger } from '../../logging/logger.js';
+import { startForwardThread } from '../../kube/port-forward-thread.js';
+import { createLogger, logTarget } from '../../logging/logger.js';
+import { UsageError } from '../../netaddr/parse.js';
 import type { ConnectInfo, ConnectorServer, ConnectRequest, ListRequest } from '../../rpc/gen/connector.js';
 import type { WorkloadInfoSnapshot } from '../../rpc/gen/manager.js';
 import { grpcError } from '../../rpc/unary-call.js';
@@ -163,38 +164,31 @@ export function connectorService(
       if (req.namespace) namespace = req.namespace;
       return;
     }
-    // No address: reach the manager's Service through the Kubernetes API server. The Kubernetes modules
-    // are loaded only now: they weigh tens of MB of heap, and every garbage collection of a daemon that
-    // moves tunnel data at 1 MiB a message pays for a bigger heap.
-    const [{ DEFAULT_MANAGER_NAMESPACE }, { loadKubeConfig }, { forwardToManager }] = await Promise.all([
-      import('../../kube/annotations.js'),
-      import('../../kube/kubeconfig.js'),
-      import('../../kube/port-forward.js'),
-    ]);
-    let loaded: ReturnType<typeof loadKubeConfig>;
+    // No address: reach the manager's Service through the Kubernetes API server, from a thread of its own
+    // (kube/port-forward-thread.ts) that loads the Kubernetes client: it weighs tens of MB of heap, and
+    // every garbage collection of a thread that moves tunnel data at 1 MiB a message pays for a bigger heap.
+    let thread: Awaited<ReturnType<typeof startForwardThread>>;
     try {
-      loaded = loadKubeConfig({
+      thread = await startForwardThread({
         kubeconfig: req.kubeconfig || undefined,
         context: req.context || undefined,
+        managerNamespace: req.managerNamespace || undefined,
+        log: logTarget(),
       });
     } catch (e) {
-      throw new UserFacingError(status.INVALID_ARGUMENT, (e as Error).message);
+      const code = e instanceof UsageError ? status.INVALID_ARGUMENT : status.UNAVAILABLE;
+      throw new UserFacingError(code, (e as Error).message);
     }
-    const managerNamespace = req.managerNamespace || DEFAULT_MANAGER_NAMESPACE;
-    try {
-      forward = await forwardToManager(loaded.kc, log.child('port-forward'), managerNamespace);
-    } catch (e) {
-      throw new UserFacingError(status.UNAVAILABLE, (e as Error).message);
-    }
+    forward = thread;
     kube = {
       kubeconfig: req.kubeconfig,
-      context: loaded.kc.getCurrentContext(),
-      managerNamespace,
+      context: thread.context,
+      managerNamespace: thread.managerNamespace,
     };
-    namespace = req.namespace || loaded.namespace;
-    keepOut = await apiServerAddresses(loaded.kc.getCurrentCluster()?.server);
+    namespace = req.namespace || thread.namespace;
+    keepOut = await apiServerAddresses(thread.server);
     try {
-      await conn.connect((forward as ManagerForward).address, identityFromKubeconfig(req, false));
+      await conn.connect(thread.address, identityFromKubeconfig(req, false));
     } catch (e) {
       await closeForward();
       throw e;

@@ -22,7 +22,7 @@ import {
   type VersionInfo,
   type WorkloadInfoSnapshot,
 } from '../../rpc/gen/manager.js';
-import { workstationChannelOptions } from '../../rpc/grpc-options.js';
+import { WORKSTATION_WINDOWS, workstationChannelOptions } from '../../rpc/grpc-options.js';
 import { ManagerClient } from '../../rpc/manager-service.js';
 import { errorDetails, hasStatus, isServiceError, unary } from '../../rpc/unary-call.js';
 import { dialTcp } from '../../tunnel/dial.js';
@@ -637,7 +637,7 @@ export class ManagerConnection extends EventEmitter {
       dialTimeoutMs: timeoutMs,
     });
     const label = formatConnectionId(req.connId);
-    const stream = new TunnelStream(client.tunnel());
+    const stream = TunnelStream.open(client, WORKSTATION_WINDOWS);
     stream.send(msg.open(info));
     void serveDial(stream, info, (signal) => dialTcp(req.targetHost, req.targetPort, timeoutMs, signal), {
       log,

@@ -23,7 +23,13 @@ import {
   waitForEndpoints,
 } from './kube.js';
 import { afterSetup, clusterSuite } from './suite.js';
-import { echoDeployment, echoService, patternHash, sendPatternSource } from './workloads.js';
+import {
+  echoDeployment,
+  echoService,
+  patternHash,
+  sendPatternSource,
+  sequentialClientSource,
+} from './workloads.js';
 
 const NS = 'tp-e2e-vif';
 const MANAGER_NS = 'tp-system';
@@ -296,6 +302,25 @@ if (cluster) {
     process.stdout.write(
       `# 100 MiB from a cluster pod through the VIF: ${s.toFixed(1)} s, ${(100 / s).toFixed(1)} MiB/s\n`,
     );
+  });
+
+  scenario('50 sequential requests on one connection to a pod through the VIF all answer', async () => {
+    // Behaviour, not speed (bench/round-trip measures the round trip); the time is printed for the record.
+    const r = await ws([process.execPath, '-e', sequentialClientSource(`http://${echoPodIp}:8080/`, 50)]);
+    const out = JSON.parse(r.stdout.trim() || '{}') as {
+      bodies?: string[];
+      sockets?: number;
+      ms?: number;
+      error?: string;
+    };
+    assert.is(out.error, undefined, `the client failed: ${out.error} (${r.stderr.trim()})`);
+    assert.is(out.bodies?.length, 50);
+    assert.ok(
+      out.bodies!.every((b) => b.startsWith('echo-')),
+      `bodies: ${[...new Set(out.bodies)].join(', ')}`,
+    );
+    assert.is(out.sockets, 1, 'one connection');
+    process.stdout.write(`# 50 sequential requests on one connection through the VIF: ${out.ms} ms\n`);
   });
 
   scenario('200 concurrent connections to the Service all complete', async () => {

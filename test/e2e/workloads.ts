@@ -74,3 +74,33 @@ export function echoService(name = 'echo'): object {
     spec: { selector: { app: name }, ports: [{ name: 'http', port: 80, targetPort: ECHO_PORT }] },
   };
 }
+
+/**
+ * Source (CommonJS, for `node -e`) of a client that sends `n` GET requests to `url` one after another on one
+ * keep-alive connection and prints {"bodies": [...], "sockets": <connections used>, "ms": <total>}.
+ */
+export function sequentialClientSource(url: string, n: number): string {
+  return `
+const http = require('node:http');
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+const sockets = new Set();
+const bodies = [];
+const get = () => new Promise((resolve, reject) => {
+  const req = http.get(${JSON.stringify(url)}, { agent, timeout: 10000 }, (res) => {
+    let body = '';
+    res.setEncoding('utf8');
+    res.on('data', (d) => { body += d; });
+    res.on('end', () => resolve(body));
+  });
+  req.on('socket', (s) => sockets.add(s));
+  req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
+  req.on('error', reject);
+});
+(async () => {
+  const started = Date.now();
+  for (let i = 0; i < ${n}; i++) bodies.push(await get());
+  console.log(JSON.stringify({ bodies, sockets: sockets.size, ms: Date.now() - started }));
+  agent.destroy();
+})().catch((e) => { console.log(JSON.stringify({ error: e.message, bodies, sockets: sockets.size })); process.exit(1); });
+`;
+}
