@@ -1,0 +1,197 @@
+// Issue 14 acceptance: the CLI as a Telepresence user expects it, on a real cluster. The user connects with
+// -n and never names the namespace again; intercepts by a Service port's name; tp list shows the connected
+// namespace and, across namespaces, no system workloads; the manager's Prometheus metrics are scraped from
+// a pod in the cluster (where a Prometheus would be) and parsed.
+import * as fs from 'node:fs';
+import * as assert from 'uvu/assert';
+import {
+  apply,
+  type Background,
+  execInPod,
+  freshNamespace,
+  kubectl,
+  rolloutStatus,
+  startClientPod,
+  startOnWorkstation,
+  tpOnWorkstation,
+  waitFor,
+} from './kube.js';
+import { afterSetup, clusterSuite } from './suite.js';
+import { echoDeployment, echoService } from './workloads.js';
+
+const NS = 'tp-e2e-cli';
+const MANAGER_NS = 'tp-system';
+const LOCAL_PORT = 18190;
+const METRICS_PORT = 9090;
+
+const { test, cluster } = await clusterSuite('the CLI as users expect it');
+
+const laptopApp = `
+require('node:http').createServer((req, res) => res.end('laptop'))
+  .listen(${LOCAL_PORT}, '127.0.0.1', () => console.log('laptop app listening'));
+`;
+
+/** A second Service selecting echo, whose port is named "web" (port 8000 -> the container port "http"). */
+const publicService = {
+  apiVersion: 'v1',
+  kind: 'Service',
+  metadata: { name: 'echo-public' },
+  spec: { selector: { app: 'echo' }, ports: [{ name: 'web', port: 8000, targetPort: 'http' }] },
+};
+
+interface ListJson {
+  workloads: { name: string; namespace: string; intercepts?: { name: string }[] }[];
+}
+
+/** name{labels} -> value, from the Prometheus text format; throws on a line that is neither. */
+function parseMetrics(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('# HELP ') || line.startsWith('# TYPE ')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (!m) throw new Error(`not Prometheus text format: ${line}`);
+    out.set(m[1]!, Number(m[2]));
+  }
+  return out;
+}
+
+if (cluster) {
+  const c = cluster;
+  const runDir = '/tmp/tpk-e2e-cli';
+  const tp = tpOnWorkstation(c, runDir);
+  let laptop: Background | undefined;
+  let installedHere = false;
+
+  const curl = async (url: string) => {
+    const r = await execInPod(c, NS, 'client', ['curl', '-sS', '--max-time', '10', url], { check: false });
+    return r.code === 0 ? r.stdout : `curl failed (exit ${r.code}): ${r.stderr.trim()}`;
+  };
+  const list = async (...args: string[]) =>
+    (JSON.parse((await tp(['list', ...args, '-o', 'json'])).stdout) as ListJson).workloads.map(
+      (w) => `${w.namespace}/${w.name}`,
+    );
+  const metrics = async () =>
+    parseMetrics(await curl(`http://traffic-manager-metrics.${MANAGER_NS}:${METRICS_PORT}/metrics`));
+
+  const scenario = afterSetup(test, async () => {
+    await freshNamespace(c, NS);
+    await apply(c, [echoDeployment(c, 'echo', 1), echoService(), publicService], NS);
+    await startClientPod(c, NS);
+    await rolloutStatus(c, NS, 'echo');
+    // The chart with its metrics on: installed here, or an installed release upgraded to them.
+    const hooks = await kubectl(
+      c,
+      ['get', 'mutatingwebhookconfiguration', `tp-agent-injector-${MANAGER_NS}`],
+      { check: false },
+    );
+    const verb = hooks.code === 0 ? 'upgrade' : 'install';
+    await tp(['helm', verb, '--set', 'metrics.enabled=true', '--set', `metrics.port=${METRICS_PORT}`], {
+      timeoutMs: 360_000,
+    });
+    installedHere = verb === 'install';
+    await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
+    laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
+    await laptop.waitForOutput(/laptop app listening/);
+  });
+
+  test.after(async () => {
+    await tp(['leave', 'echo'], { check: false }).catch(() => {});
+    await tp(['quit'], { check: false }).catch(() => {});
+    await laptop?.stop();
+    await kubectl(c, ['delete', 'namespace', NS, '--ignore-not-found', '--wait=true', '--timeout=120s'], {
+      check: false,
+      timeoutMs: 150_000,
+    }).catch(() => {});
+    if (installedHere) await tp(['helm', 'uninstall'], { check: false, timeoutMs: 300_000 }).catch(() => {});
+    fs.rmSync(runDir, { recursive: true, force: true });
+  });
+
+  scenario('tp connect -n: the namespace every later command defaults to', async () => {
+    const bad = await tp(['connect', '-n', NS, '--mapped-namespaces', 'elsewhere'], { check: false });
+    assert.is.not(bad.code, 0);
+    assert.match(bad.stderr, `-n ${NS} is not among --mapped-namespaces elsewhere`);
+    await tp(['connect', '--no-vif', '-n', NS]);
+    const st = JSON.parse((await tp(['status', '-o', 'json'])).stdout) as { namespace: string };
+    assert.is(st.namespace, NS);
+  });
+
+  scenario(
+    'tp list: the connected namespace; -A without kube-system and tp-system; --system with them',
+    async () => {
+      assert.equal(await list(), [`${NS}/echo`]);
+      const all = await list('-A');
+      assert.ok(all.includes(`${NS}/echo`), all.join(' '));
+      assert.ok(
+        all.every((w) => !w.startsWith('kube-system/') && !w.startsWith(`${MANAGER_NS}/`)),
+        `no system workloads: ${all.join(' ')}`,
+      );
+      const withSystem = await list('-A', '--system');
+      assert.ok(
+        withSystem.some((w) => w.startsWith('kube-system/') || w.startsWith(`${MANAGER_NS}/`)),
+        `system workloads with --system: ${withSystem.join(' ')}`,
+      );
+      const bad = await tp(['list', '--system'], { check: false });
+      assert.is.not(bad.code, 0);
+      assert.match(bad.stderr, /--system goes with -A/);
+    },
+  );
+
+  scenario('tp intercept by a Service port name: bad names list the candidates', async () => {
+    const unknown = await tp(['intercept', 'echo', '--port', `${LOCAL_PORT}:nope`], { check: false });
+    assert.is.not(unknown.code, 0);
+    assert.match(unknown.stderr, /has no port nope: use one of/);
+    assert.match(unknown.stderr, /Service echo-public port 8000 "web" -> 8080/);
+    const wrongService = await tp(
+      ['intercept', 'echo', '--port', `${LOCAL_PORT}:web`, '--service', 'other'],
+      {
+        check: false,
+      },
+    );
+    assert.is.not(wrongService.code, 0);
+    assert.match(
+      wrongService.stderr,
+      /Service "other" does not select .*: the Services that do are echo, echo-public/,
+    );
+    // No -n: the connected namespace.
+    const r = await tp(['intercept', 'echo', '--port', `${LOCAL_PORT}:web`, '--service', 'echo-public']);
+    assert.match(r.stdout, /Intercepting/);
+    const listed = JSON.parse((await tp(['list', '-o', 'json'])).stdout) as ListJson;
+    const echo = listed.workloads.find((w) => w.name === 'echo');
+    assert.equal(
+      echo?.intercepts?.map((i) => i.name),
+      ['echo'],
+    );
+    const body = await waitFor('the intercepted Service answering "laptop"', async () => {
+      const b = (await curl(`http://echo-public.${NS}:8000/`)).trim();
+      return b === 'laptop' ? b : null;
+    });
+    assert.is(body, 'laptop');
+  });
+
+  scenario('the metrics: scraped from a pod, parsed, the intercept and the agent counted', async () => {
+    const m = await waitFor(
+      'the agent to report an intercepted connection',
+      async () => {
+        const now = await metrics();
+        return (now.get('tp_agent_connections_total{outcome="intercepted"}') ?? 0) >= 1 ? now : null;
+      },
+      60_000,
+      2_000,
+    );
+    assert.is(m.get('tp_intercepts{disposition="ACTIVE"}'), 1);
+    assert.ok((m.get('tp_sessions{kind="client"}') ?? 0) >= 1);
+    assert.is(m.get(`tp_agents{namespace="${NS}"}`), 1);
+    assert.ok((m.get('tp_tunnel_flows_total{kind="intercept"}') ?? 0) >= 1);
+    assert.ok(m.has('tp_authorization_refusals_total{code="permission_denied"}'));
+  });
+
+  scenario('tp leave, then tp uninstall --agent in the connected namespace', async () => {
+    await tp(['leave', 'echo']);
+    const r = await tp(['uninstall', '--agent', 'echo'], { timeoutMs: 240_000 });
+    assert.match(r.stdout, /Removing the agent from echo/);
+    await rolloutStatus(c, NS, 'echo');
+    assert.is((await curl(`http://echo.${NS}/`)).trim().startsWith('echo-'), true);
+  });
+}
+
+test.run();
