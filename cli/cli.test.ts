@@ -68,7 +68,7 @@ test('list text lines up its columns', () => {
       replicas: 1,
       readyReplicas: 1,
       ports: [{ name: '', appPort: 18080, agentPort: 15001, protocol: 'TCP' }],
-      agents: [{ pod: 'echo-0', podIp: '127.0.0.1', version: '0.1.0', mechanism: 'none' }],
+      agents: [{ pod: 'echo-0', podIp: '127.0.0.1', version: '0.1.0', mechanism: 'none', counters: null }],
       intercepts: [],
     },
   ]);

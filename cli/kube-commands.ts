@@ -7,6 +7,8 @@
 import * as path from 'node:path';
 import type { Command, Option } from 'commander';
 import type { HelmAction } from '../kube/helm.js';
+import type { WorkloadInfo } from '../rpc/gen/manager.js';
+import { DaemonClient } from './daemon-client.js';
 import { type OutputFormat, print } from './output.js';
 
 type KubeconfigModule = typeof import('../kube/kubeconfig.js');
@@ -87,8 +89,9 @@ export function addKubeCommands(program: Command, action: Action, outputOption: 
         'show a workload as tp sees it: pods, captured ports, mechanism, agent state, capture rules',
       )
       .argument('<workload>', 'a Deployment, StatefulSet or ReplicaSet'),
-    "the workload's namespace (default: the context's)",
+    "the workload's namespace (default: the connected one, else the context's)",
   )
+    .addHelpText('after', '\nExamples:\n  tp describe echo\n  tp describe echo -n shop -o json')
     .option('--no-live', 'skip the live check of the rules in each pod (tp-init status through exec)')
     .addOption(outputOption())
     .action(
@@ -106,8 +109,21 @@ export function addKubeCommands(program: Command, action: Action, outputOption: 
         ) => {
           const { loadKubeConfig } = await loadKubeconfigModule();
           const { describeWorkload, renderDescription } = await import('../kube/describe.js');
-          const { kc, namespace } = loadKubeConfig(opts);
+          // Connected: the connected namespace is the default, and the manager knows the agents' counters.
+          const daemon = await DaemonClient.find();
+          const connected = await daemon?.status().catch(() => undefined);
+          const viaManager = connected?.state === 'CONNECTED' ? daemon : undefined;
+          const { kc, namespace } = loadKubeConfig({
+            ...opts,
+            namespace: opts.namespace ?? (viaManager ? connected?.namespace : undefined),
+          });
           const d = await describeWorkload(kc, namespace, workload, { live: opts.live });
+          const managed = await managerView(viaManager, namespace, workload);
+          daemon?.close();
+          for (const pod of d.pods) {
+            const counters = managed?.agents.find((a) => a.podName === pod.pod.name)?.counters;
+            if (counters) pod.agentCounters = counters;
+          }
           print(opts.output ?? 'text', d, () => renderDescription(d));
         },
       ),
@@ -119,6 +135,27 @@ export function addKubeCommands(program: Command, action: Action, outputOption: 
   program.hook('preAction', async (_program, command) => {
     if (command.name() === 'connect' && !command.opts().managerAddress) await loadKubeconfigModule();
   });
+}
+
+/** The manager's view of a workload (its agents' counters), or undefined when tp is not connected. */
+async function managerView(
+  daemon: DaemonClient | undefined,
+  namespace: string,
+  workload: string,
+): Promise<WorkloadInfo | undefined> {
+  if (!daemon) return undefined;
+  try {
+    const snapshot = await daemon.list({
+      namespace,
+      interceptsOnly: false,
+      agentsOnly: false,
+      allNamespaces: false,
+      includeSystem: false,
+    });
+    return snapshot.workloads.find((w) => w.name === workload);
+  } catch {
+    return undefined; // e.g. a namespace outside --mapped-namespaces: describe reads the cluster anyway
+  }
 }
 
 export interface KubeConnectFlags {

@@ -185,6 +185,8 @@ export function workloadView(w: WorkloadInfo) {
       podIp: a.podIp,
       version: a.version,
       mechanism: a.mechanism,
+      // As the agent last reported them to the manager (every 10 s while they change); null before that.
+      counters: a.counters ? { ports: a.counters.ports, probes: a.counters.probes } : null,
     })),
     intercepts: w.intercepts.map(interceptView),
   };
