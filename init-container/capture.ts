@@ -26,6 +26,7 @@ import {
   TP_CHAINS,
 } from './render.js';
 import {
+  inferCapture,
   parseSavedTable,
   renderCleanupTransaction,
   type SavedRule,
@@ -334,6 +335,8 @@ export interface FamilyStatus {
   unexpected: string[];
   problems: string[];
   installed: string[];
+  /** Status without flags: the capture read back from the rules (describeConfig). */
+  capture?: string;
 }
 
 export interface CaptureStatus {
@@ -406,6 +409,49 @@ export async function captureStatus(env: CaptureEnv, config: CaptureConfig): Pro
   const families: FamilyStatus[] = [];
   for (const target of await captureTargets(env, config)) families.push(await inspectFamily(env, target));
   return { inPlace: families.every((f) => f.inPlace), families };
+}
+
+/**
+ * `tp-init status` without flags: every family and backend holding tp's chains, each checked against what
+ * apply installs with the flags read back from those rules (saved-rules.ts inferCapture). Nothing found
+ * anywhere is not in place (families empty).
+ */
+export async function discoverCaptureStatus(env: CaptureEnv): Promise<CaptureStatus> {
+  const families: FamilyStatus[] = [];
+  for (const family of [4, 6] as const) {
+    const probes = await probeBackends(env.runner, family);
+    if (probes.length === 0) {
+      if (family === 4) throw noIptablesBinary(4);
+      continue;
+    }
+    for (const probe of probes.filter(probeHoldsTp)) {
+      const inferred = inferCapture(parseSavedTable(probe.saved));
+      const config: CaptureConfig = {
+        ...inferred,
+        ipv6: family === 6 ? 'on' : 'off',
+        backend: probe.backend.name,
+      };
+      const status = await inspectFamily(env, {
+        family,
+        backend: probe.backend,
+        ruleSet: renderRules(config, family),
+      });
+      const unreadable: string[] = [];
+      if (inferred.appPorts !== 'all' && inferred.appPorts.length === 0)
+        unreadable.push('no capture rule in TP_INBOUND: which app ports were captured cannot be read back');
+      if (!inferred.agentPort)
+        unreadable.push('no REDIRECT rule in TP_REDIRECT: the agent port cannot be read back');
+      if (!inferred.agentUid)
+        unreadable.push("no owner rule in TP_OUTPUT: the agent's UID cannot be read back");
+      families.push({
+        ...status,
+        capture: describeConfig(config, family),
+        problems: [...unreadable, ...status.problems],
+        inPlace: status.inPlace && unreadable.length === 0,
+      });
+    }
+  }
+  return { inPlace: families.length > 0 && families.every((f) => f.inPlace), families };
 }
 
 // ---- cleanup ----
