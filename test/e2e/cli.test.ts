@@ -10,6 +10,7 @@ import {
   execInPod,
   freshNamespace,
   kubectl,
+  kubectlJson,
   rolloutStatus,
   startClientPod,
   startOnWorkstation,
@@ -185,10 +186,74 @@ if (cluster) {
     assert.ok(m.has('tp_authorization_refusals_total{code="permission_denied"}'));
   });
 
+  scenario(
+    'tp-init status with no flags: refused honestly in tp-agent, a live status from kubectl debug',
+    async () => {
+      const pods = await kubectlJson<{
+        items: { metadata: { name: string }; spec: { containers: { name: string; image: string }[] } }[];
+      }>(c, ['get', 'pods', '-n', NS, '-l', 'app=echo']);
+      const pod = pods.items.find((p) => p.spec.containers.some((x) => x.name === 'tp-agent'));
+      assert.ok(pod, 'an injected echo pod');
+      const name = pod!.metadata.name;
+      const image = pod!.spec.containers.find((x) => x.name === 'tp-agent')!.image;
+      // In the agent container (no capabilities on a real node): exit 2, and what to run instead.
+      const inAgent = await execInPod(c, NS, name, ['tp-init', 'status'], {
+        check: false,
+        container: 'tp-agent',
+      });
+      assert.is(inAgent.code, 2, inAgent.stderr);
+      assert.match(inAgent.stderr, `kubectl debug -n ${NS} ${name} -it --profile=netadmin`);
+      assert.match(inAgent.stderr, `kubectl logs -n ${NS} ${name} -c tp-init`);
+      // What the message says: a debug container with NET_ADMIN as root.
+      const custom = `${runDir}/debug-root.json`;
+      fs.mkdirSync(runDir, { recursive: true });
+      fs.writeFileSync(custom, JSON.stringify({ securityContext: { runAsUser: 0 } }));
+      await kubectl(c, [
+        'debug',
+        '-n',
+        NS,
+        name,
+        '--profile=netadmin',
+        `--custom=${custom}`,
+        `--image=${image}`,
+        '--image-pull-policy=IfNotPresent',
+        '-c',
+        'tp-status',
+        '--',
+        'tp-init',
+        'status',
+        '-o',
+        'json',
+      ]);
+      const exitCode = await waitFor('the debug container to finish', async () => {
+        const p = await kubectlJson<{
+          status: {
+            ephemeralContainerStatuses?: { name: string; state: { terminated?: { exitCode: number } } }[];
+          };
+        }>(c, ['get', 'pod', '-n', NS, name]);
+        const t = p.status.ephemeralContainerStatuses?.find((x) => x.name === 'tp-status')?.state.terminated;
+        return t ? { code: t.exitCode } : null;
+      });
+      const logs = await kubectl(c, ['logs', '-n', NS, name, '-c', 'tp-status']);
+      assert.is(exitCode.code, 0, logs.stdout);
+      const status = JSON.parse(logs.stdout) as {
+        inPlace: boolean;
+        iptables: {
+          families: { family: number; capture: string; rules: { line: string; packets?: number }[] }[];
+        };
+      };
+      assert.ok(status.inPlace);
+      const v4 = status.iptables.families.find((f) => f.family === 4)!;
+      assert.match(v4.capture, /IPv4 capture of app ports 8080 to agent port \d+, agent uid \d+/);
+      const inbound = v4.rules.find((r) => r.line.startsWith('-A TP_INBOUND'));
+      assert.ok((inbound?.packets ?? 0) >= 1, 'the intercepted requests went through the inbound rule');
+    },
+  );
+
   scenario('tp leave, then tp uninstall --agent in the connected namespace', async () => {
     await tp(['leave', 'echo']);
     const r = await tp(['uninstall', '--agent', 'echo'], { timeoutMs: 240_000 });
-    assert.match(r.stdout, /Removing the agent from echo/);
+    assert.match(r.stdout, `Removing the agent from ${NS}/echo`);
     await rolloutStatus(c, NS, 'echo');
     assert.is((await curl(`http://echo.${NS}/`)).trim().startsWith('echo-'), true);
   });
