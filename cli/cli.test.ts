@@ -1,9 +1,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ConnectInfo } from '../rpc/gen/connector.js';
+import type { WorkloadInfo } from '../rpc/gen/manager.js';
 import { renderEnvFile } from './env-file.js';
 import { parseInterceptPort } from './intercept-port.js';
-import { listText, parseOutputFormat, statusText, statusView } from './output.js';
+import { listText, parseOutputFormat, statusText, statusView, versionsView } from './output.js';
 import { collectCidrs, vifFlags } from './vif-flags.js';
 
 test('--port LOCAL[:REMOTE]', () => {
@@ -169,6 +170,34 @@ test('VIF flags: CIDRs checked before anything starts; --no-vif excludes the oth
     () => vifFlags({ vif: false, alsoProxy: ['10.0.0.0/8'], neverProxy: [] }),
     /leave out --no-vif/,
   );
+});
+
+test("tp status: tp's, the manager's and the agents' versions; a warning naming the fix for each mismatch", () => {
+  const agent = (version: string) => ({ version }) as WorkloadInfo['agents'][number];
+  const workloads = [
+    { agents: [agent('0.1.0'), agent('0.0.9')] },
+    { agents: [agent('0.0.9')] },
+  ] as WorkloadInfo[];
+  const same = versionsView('0.1.0', '0.1.0', [{ agents: [agent('0.1.0')] } as WorkloadInfo]);
+  assert.equal(same, {
+    client: '0.1.0',
+    manager: '0.1.0',
+    agents: [{ version: '0.1.0', pods: 1 }],
+    mismatches: [],
+  });
+  const v = versionsView('0.2.0', '0.1.0', workloads);
+  assert.equal(v.agents, [
+    { version: '0.0.9', pods: 2 },
+    { version: '0.1.0', pods: 1 },
+  ]);
+  assert.equal(v.mismatches, [
+    "tp-manager 0.1.0 is not this tp's version 0.2.0: tp helm upgrade installs the manager of this tp (or use tp 0.1.0)",
+    "2 agents run 0.0.9, not the manager's 0.1.0: they update when their pods roll (kubectl rollout restart)",
+  ]);
+  const text = statusText(statusView(connected, v));
+  assert.match(text, /versions: +tp 0.2.0, tp-manager 0.1.0, agents 0.0.9 \(2\), 0.1.0 \(1\)/);
+  assert.match(text, /WARNING: +2 agents run 0.0.9/);
+  assert.is(JSON.parse(JSON.stringify(statusView(connected, v))).versions.mismatches.length, 2);
 });
 
 test.run();

@@ -19,6 +19,7 @@ import {
   print,
   statusText,
   statusView,
+  versionsView,
   vifLines,
   workloadView,
 } from './output.js';
@@ -254,12 +255,30 @@ addKubeCommands(program, action, outputOption);
 
 program
   .command('status')
-  .description('show the connection and the intercepts')
+  .description("show the connection, the intercepts, and tp's, the manager's and the agents' versions")
+  .addHelpText('after', '\nExamples:\n  tp status\n  tp status -o json')
   .addOption(outputOption())
   .action(
     action('status', async (opts: { output?: OutputFormat }) => {
       const daemon = await DaemonClient.find();
-      const view = statusView(daemon ? await daemon.status() : undefined);
+      const info = daemon ? await daemon.status() : undefined;
+      // Connected: the agents' versions from every namespace this connection may list.
+      const listed =
+        info?.state === 'CONNECTED'
+          ? await daemon!
+              .list({
+                namespace: '',
+                interceptsOnly: false,
+                agentsOnly: true,
+                allNamespaces: true,
+                includeSystem: true,
+              })
+              .catch(() => undefined)
+          : undefined;
+      const view = statusView(
+        info,
+        listed ? versionsView(VERSION, info!.managerVersion, listed.workloads) : undefined,
+      );
       print(opts.output ?? 'text', view, () => statusText(view));
     }),
   );
