@@ -167,6 +167,19 @@ if (cluster) {
       return b === 'laptop' ? b : null;
     });
     assert.is(body, 'laptop');
+    // tp status: this tp, the manager and the agent at one version, no warning.
+    const st = JSON.parse((await tp(['status', '-o', 'json'])).stdout) as {
+      versions?: {
+        client: string;
+        manager: string;
+        agents: { version: string; pods: number }[];
+        mismatches: string[];
+      };
+    };
+    assert.ok(st.versions, 'versions in tp status');
+    assert.is(st.versions!.manager, st.versions!.client);
+    assert.equal(st.versions!.agents, [{ version: st.versions!.client, pods: 1 }]);
+    assert.equal(st.versions!.mismatches, []);
   });
 
   scenario('the metrics: scraped from a pod, parsed, the intercept and the agent counted', async () => {
