@@ -4,6 +4,7 @@
 // a pod in the cluster (where a Prometheus would be) and parsed.
 import * as fs from 'node:fs';
 import * as assert from 'uvu/assert';
+import { readArchive } from '../../cli/gather-logs.js';
 import {
   apply,
   type Background,
@@ -263,12 +264,57 @@ if (cluster) {
     },
   );
 
+  scenario(
+    'tp gather-logs: one archive with the daemons, the manager, the agent and tp-init, and an index',
+    async () => {
+      const bad = await tp(['gather-logs', '-o', `${runDir}/logs.zip`], { check: false });
+      assert.is.not(bad.code, 0);
+      assert.match(bad.stderr, /no zip library\): use -o .*logs\.tar\.gz/);
+      const file = `${runDir}/logs.tar.gz`;
+      const r = await tp(['gather-logs', '-o', file]);
+      assert.match(r.stdout, `Wrote ${file}`);
+      const archive = await readArchive(file);
+      const names = [...archive.keys()];
+      const index = JSON.parse(archive.get('tp-logs/index.json') ?? '{}') as {
+        files: { name: string }[];
+        errors: string[];
+      };
+      assert.equal(index.errors, [], 'everything was gathered');
+      assert.equal(
+        index.files.map((f) => `tp-logs/${f.name}`).sort(),
+        names.filter((n) => n !== 'tp-logs/index.json').sort(),
+        'the index lists every file',
+      );
+      assert.ok(names.includes('tp-logs/daemons/connector.log'), names.join(' '));
+      assert.match(archive.get('tp-logs/daemons/connector.log')!, /intercept/);
+      const manager = names.find(
+        (n) => n.startsWith(`tp-logs/cluster/${MANAGER_NS}/traffic-manager-`) && n.endsWith('/manager.log'),
+      );
+      assert.ok(manager, names.join(' '));
+      assert.match(archive.get(manager!)!, /intercept created/);
+      const agentLog = names.find(
+        (n) => n.startsWith(`tp-logs/cluster/${NS}/echo-`) && n.endsWith('/tp-agent.log'),
+      );
+      assert.ok(agentLog, names.join(' '));
+      assert.ok(names.some((n) => n.startsWith(`tp-logs/cluster/${NS}/echo-`) && n.endsWith('/tp-init.log')));
+      const env = archive.get(agentLog!.replace(/\.log$/, '.env'))!;
+      assert.match(env, /^TP_PORTS=/m);
+      assert.match(env, /^TP_NAMESPACE=<from fieldRef metadata.namespace>$/m);
+      assert.match(archive.get('tp-logs/workstation/status.json')!, /"state": "CONNECTED"/);
+    },
+  );
+
   scenario('tp leave, then tp uninstall --agent in the connected namespace', async () => {
     await tp(['leave', 'echo']);
     const r = await tp(['uninstall', '--agent', 'echo'], { timeoutMs: 240_000 });
     assert.match(r.stdout, `Removing the agent from ${NS}/echo`);
     await rolloutStatus(c, NS, 'echo');
-    assert.is((await curl(`http://echo.${NS}/`)).trim().startsWith('echo-'), true);
+    // The pods without the agent answer again once the Service's endpoints follow the rollout.
+    const body = await waitFor('echo answering from the cluster again', async () => {
+      const b = (await curl(`http://echo.${NS}/`)).trim();
+      return b.startsWith('echo-') ? b : null;
+    });
+    assert.match(body, /^echo-/);
   });
 }
 
