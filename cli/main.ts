@@ -7,6 +7,7 @@ import { parseHostPort, parsePort, UsageError } from '../netaddr/parse.js';
 import type { WorkloadInfoSnapshot } from '../rpc/gen/manager.js';
 import { errorDetails } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
+import type { CommandSpec } from './completion.js';
 import { DaemonClient, waitForExit } from './daemon-client.js';
 import { renderEnvFile } from './env-file.js';
 import { parseInterceptPort } from './intercept-port.js';
@@ -466,6 +467,26 @@ program
           '',
         ].join('\n'),
       );
+    }),
+  );
+
+program
+  .command('completion')
+  .description("print a shell script that completes tp's commands and flags")
+  .argument('<shell>', 'bash, zsh or fish')
+  .addHelpText(
+    'after',
+    '\nExamples:\n  source <(tp completion bash)\n  source <(tp completion zsh)\n  tp completion fish > ~/.config/fish/completions/tp.fish',
+  )
+  .action(
+    action('completion', async (shell: string) => {
+      const { completionScript, parseShell } = await import('./completion.js');
+      const spec = (c: Command): CommandSpec => ({
+        name: c.name(),
+        flags: [...c.options.map((o) => o.long ?? o.short ?? ''), '--help'].filter(Boolean),
+        subcommands: c.commands.map(spec),
+      });
+      process.stdout.write(completionScript(parseShell(shell), program.commands.map(spec)));
     }),
   );
 
