@@ -1,9 +1,12 @@
 // tp: the command line. Every command talks to the user daemon over its unix socket (Connector API);
 // `tp connect` starts the daemon when it is not running.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startRootDaemon } from '../daemons/root/launch.js';
+import { logDir } from '../logging/logger.js';
 import { parseHostPort, parsePort, UsageError } from '../netaddr/parse.js';
+import { runDir } from '../rpc/connector-socket.js';
 import type { WorkloadInfoSnapshot } from '../rpc/gen/manager.js';
 import { errorDetails } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
@@ -467,6 +470,28 @@ program
           '',
         ].join('\n'),
       );
+    }),
+  );
+
+program
+  .command('config')
+  .description("tp's client settings")
+  .command('view')
+  .description('show the effective client settings and where each came from')
+  .addOption(outputOption())
+  .addHelpText('after', '\nExamples:\n  tp config view\n  tp config view -o json')
+  .action(
+    action('config view', async (opts: { output?: OutputFormat }) => {
+      const { configText, configView } = await import('./config-view.js');
+      const daemon = await DaemonClient.find();
+      const info = await daemon?.status().catch(() => undefined);
+      daemon?.close();
+      const entries = configView(process.env, info, {
+        runDir: runDir(),
+        logDir: logDir(),
+        homedir: os.homedir(),
+      });
+      print(opts.output ?? 'text', { config: entries }, () => configText(entries));
     }),
   );
 
