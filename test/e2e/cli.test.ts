@@ -12,6 +12,7 @@ import {
   freshNamespace,
   kubectl,
   kubectlJson,
+  onWorkstation,
   rolloutStatus,
   startClientPod,
   startOnWorkstation,
@@ -304,8 +305,63 @@ if (cluster) {
     },
   );
 
-  scenario('tp leave, then tp uninstall --agent in the connected namespace', async () => {
-    await tp(['leave', 'echo']);
+  scenario(
+    'tp config view, tp completion bash, tp list --watch -o json-stream (a line per change)',
+    async () => {
+      const config = JSON.parse((await tp(['config', 'view', '-o', 'json'])).stdout) as {
+        config: { key: string; value: unknown; source: string }[];
+      };
+      const ns = config.config.find((e) => e.key === 'namespace');
+      assert.equal(ns, {
+        key: 'namespace',
+        value: NS,
+        source: "tp connect -n, else the context's namespace",
+      });
+      assert.is(config.config.find((e) => e.key === 'runDir')?.source, '$TP_RUN_DIR');
+      const script = (await tp(['completion', 'bash'])).stdout;
+      const completed = await onWorkstation(c, [
+        'bash',
+        '-c',
+        `${script}\nCOMP_WORDS=(tp gather); COMP_CWORD=1; _tp; echo "\${COMPREPLY[@]}"`,
+      ]);
+      assert.is(completed.stdout.trim(), 'gather-logs');
+      // Watching: the intercept is listed, then tp leave shows as a new line without it.
+      const watch = startOnWorkstation(c, [
+        'env',
+        `TP_RUN_DIR=${runDir}/run`,
+        `TP_LOG_DIR=${runDir}/logs`,
+        process.execPath,
+        '--',
+        new URL('../../cli/main.js', import.meta.url).pathname,
+        'list',
+        '--watch',
+        '-o',
+        'json-stream',
+      ]);
+      const lines = () =>
+        watch
+          .output()
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as ListJson);
+      const intercepted = (l: ListJson) =>
+        (l.workloads.find((w) => w.name === 'echo')?.intercepts ?? []).length;
+      try {
+        await waitFor('the first line, with the intercept', () => lines().length > 0);
+        assert.is(intercepted(lines()[0]!), 1);
+        await tp(['leave', 'echo']);
+        await waitFor('a line without the intercept', () => lines().some((l) => intercepted(l) === 0));
+        assert.ok(
+          lines().every((l) => l.workloads.every((w) => w.namespace === NS)),
+          'the connected namespace only',
+        );
+      } finally {
+        await watch.stop();
+      }
+    },
+  );
+
+  scenario('tp uninstall --agent in the connected namespace', async () => {
     const r = await tp(['uninstall', '--agent', 'echo'], { timeoutMs: 240_000 });
     assert.match(r.stdout, `Removing the agent from ${NS}/echo`);
     await rolloutStatus(c, NS, 'echo');
