@@ -1,6 +1,7 @@
 // What the agent did with the connections it accepted, per app port, and with the kubelet probes it
 // performed, per container and kind: the numbers an admin reads to see whether traffic reaches the agent
-// at all, where it went, and whether the app's health checks pass (`kill -USR2` on the agent logs them).
+// at all, where it went, and whether the app's health checks pass (`kill -USR2` on the agent logs them; the
+// manager gets them every 10 s: agent/counter-report.ts).
 // Plain integers bumped on the accept path: counting costs nothing next to the connection itself.
 
 export interface PortCounts {
@@ -49,6 +50,11 @@ export class ConnectionCounters {
   /** A copy of every port's counts, in port order. */
   snapshot(): Map<number, PortCounts> {
     return new Map([...this.ports].map(([port, c]) => [port, { ...c }]));
+  }
+
+  /** A copy of every probe's counts, in the order the status line lists them. */
+  probeSnapshot(): Map<string, ProbeCounts> {
+    return new Map([...this.probes].map(([id, c]) => [id, { ...c }]));
   }
 
   /**

@@ -6,6 +6,7 @@ import { VERSION } from '../version/version.js';
 import { appEnvironment } from './app-env.js';
 import { agentConfigFromEnv, listenersOf } from './config.js';
 import { ConnectionCounters } from './connection-counters.js';
+import { startCounterReports } from './counter-report.js';
 import { openSteering } from './ebpf-steering.js';
 import { PortListener } from './listeners.js';
 import { AgentManagerSession } from './manager-session.js';
@@ -49,10 +50,12 @@ async function main(): Promise<void> {
             appPort: p.appPort,
             agentPort: p.agentPort,
             protocol: 'TCP',
+            servicePorts: [],
           })),
           environment: {},
         },
       ],
+      counters: undefined,
     },
     config.ports.map((p) => p.appPort),
     () => environment,
@@ -106,6 +109,7 @@ async function main(): Promise<void> {
     mechanism: config.mechanism,
   });
   reportCounters(counters);
+  const stopReports = startCounterReports(session, counters);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -116,6 +120,7 @@ async function main(): Promise<void> {
     listening = false;
     for (const l of listeners) l.close();
     probeServer?.close();
+    stopReports();
     await session.stop();
     process.exit(0);
   };

@@ -4,18 +4,23 @@ import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ConnectInfo } from '../rpc/gen/connector.js';
+import type { WorkloadInfo } from '../rpc/gen/manager.js';
 import { checkEnvOutput, renderEnvFile, writeSecretFile } from './env-file.js';
 import { parseInterceptPort } from './intercept-port.js';
 import { checkLabel, checkSubdomain } from './names.js';
-import { listText, parseOutputFormat, statusText, statusView } from './output.js';
+import { listText, parseOutputFormat, statusText, statusView, versionsView } from './output.js';
 import { collectCidrs, vifFlags } from './vif-flags.js';
 
 test('--port LOCAL[:REMOTE]', () => {
-  assert.equal(parseInterceptPort('18090:18080'), { local: 18090, remote: 18080 });
-  assert.equal(parseInterceptPort('8080'), { local: 8080, remote: 0 });
+  assert.equal(parseInterceptPort('18090:18080'), { local: 18090, remote: 18080, remoteName: '' });
+  assert.equal(parseInterceptPort('8080'), { local: 8080, remote: 0, remoteName: '' });
+  assert.equal(parseInterceptPort('18090:http'), { local: 18090, remote: 0, remoteName: 'http' });
+  assert.equal(parseInterceptPort('18090:grpc-web'), { local: 18090, remote: 0, remoteName: 'grpc-web' });
   assert.throws(() => parseInterceptPort('1:2:3'), /expected LOCAL\[:REMOTE\]/);
   assert.throws(() => parseInterceptPort(':80'), /expected LOCAL\[:REMOTE\]/);
-  assert.throws(() => parseInterceptPort('80:x'), /invalid remote port "x"/);
+  assert.throws(() => parseInterceptPort('80:70000'), /remote port/);
+  assert.throws(() => parseInterceptPort('80:Http'), /a port number or a port name/);
+  assert.throws(() => parseInterceptPort('80:-x'), /a port number or a port name/);
 });
 
 test('-o accepts json and yaml only', () => {
@@ -49,6 +54,8 @@ test('status text says when the daemon is not running, and what is wrong when re
       logFile: '/tmp/x.log',
       daemonPid: 42,
       rootDaemonNeeded: false,
+      mappedNamespaces: [],
+      managerNamespace: '',
     }),
   );
   assert.match(text, /^Reconnecting to the traffic manager at 127.0.0.1:1/);
@@ -66,7 +73,7 @@ test('list text lines up its columns', () => {
       replicas: 1,
       readyReplicas: 1,
       ports: [{ name: '', appPort: 18080, agentPort: 15001, protocol: 'TCP' }],
-      agents: [{ pod: 'echo-0', podIp: '127.0.0.1', version: '0.1.0', mechanism: 'none' }],
+      agents: [{ pod: 'echo-0', podIp: '127.0.0.1', version: '0.1.0', mechanism: 'none', counters: null }],
       intercepts: [],
     },
   ]);
@@ -104,6 +111,8 @@ const connected: ConnectInfo = {
   logFile: '/tmp/x.log',
   daemonPid: 42,
   rootDaemonNeeded: false,
+  mappedNamespaces: [],
+  managerNamespace: 'tp-system',
 };
 
 test('status shows the VIF: its name, subnets, DNS and the root daemon health (text and -o json)', () => {
@@ -204,6 +213,34 @@ test('--env-file/--env-json: a missing directory or a directory is an error up f
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("tp status: tp's, the manager's and the agents' versions; a warning naming the fix for each mismatch", () => {
+  const agent = (version: string) => ({ version }) as WorkloadInfo['agents'][number];
+  const workloads = [
+    { agents: [agent('0.1.0'), agent('0.0.9')] },
+    { agents: [agent('0.0.9')] },
+  ] as WorkloadInfo[];
+  const same = versionsView('0.1.0', '0.1.0', [{ agents: [agent('0.1.0')] } as WorkloadInfo]);
+  assert.equal(same, {
+    client: '0.1.0',
+    manager: '0.1.0',
+    agents: [{ version: '0.1.0', pods: 1 }],
+    mismatches: [],
+  });
+  const v = versionsView('0.2.0', '0.1.0', workloads);
+  assert.equal(v.agents, [
+    { version: '0.0.9', pods: 2 },
+    { version: '0.1.0', pods: 1 },
+  ]);
+  assert.equal(v.mismatches, [
+    "tp-manager 0.1.0 is not this tp's version 0.2.0: tp helm upgrade installs the manager of this tp (or use tp 0.1.0)",
+    "2 agents run 0.0.9, not the manager's 0.1.0: they update when their pods roll (kubectl rollout restart)",
+  ]);
+  const text = statusText(statusView(connected, v));
+  assert.match(text, /versions: +tp 0.2.0, tp-manager 0.1.0, agents 0.0.9 \(2\), 0.1.0 \(1\)/);
+  assert.match(text, /WARNING: +2 agents run 0.0.9/);
+  assert.is(JSON.parse(JSON.stringify(statusView(connected, v))).versions.mismatches.length, 2);
 });
 
 test.run();

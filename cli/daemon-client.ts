@@ -129,7 +129,13 @@ export class DaemonClient {
    */
   connect(
     managerAddress: string,
-    kube: { kubeconfig?: string; context?: string; namespace?: string; managerNamespace?: string } = {},
+    kube: {
+      kubeconfig?: string;
+      context?: string;
+      namespace?: string;
+      managerNamespace?: string;
+      mappedNamespaces?: string[];
+    } = {},
     vif: VifFlags = DEFAULT_VIF,
   ): Promise<ConnectInfo> {
     return this.call(
@@ -141,6 +147,7 @@ export class DaemonClient {
             context: kube.context ?? '',
             namespace: kube.namespace ?? '',
             managerNamespace: kube.managerNamespace ?? '',
+            mappedNamespaces: kube.mappedNamespaces ?? [],
             ...vif,
           },
           md,
@@ -153,6 +160,19 @@ export class DaemonClient {
 
   list(req: ListRequest): Promise<WorkloadInfoSnapshot> {
     return this.call((md, o, cb) => this.client.list(req, md, o, cb));
+  }
+
+  /**
+   * Calls onSnapshot with the listing and again on every change; resolves when the daemon ends the
+   * stream (it rejects with the reason), never by itself otherwise: the user interrupts it.
+   */
+  watchList(req: ListRequest, onSnapshot: (snapshot: WorkloadInfoSnapshot) => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const call = this.client.watchList(req);
+      call.on('data', onSnapshot);
+      call.on('error', (e) => reject(userError(e)));
+      call.on('end', () => resolve());
+    });
   }
 
   /** Creates an intercept, showing the daemon's progress lines; resolves with the active intercept. */

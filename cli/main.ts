@@ -1,10 +1,15 @@
 // tp: the command line. Every command talks to the user daemon over its unix socket (Connector API);
 // `tp connect` starts the daemon when it is not running.
+import * as os from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startRootDaemon } from '../daemons/root/launch.js';
+import { logDir } from '../logging/logger.js';
 import { parseHostPort, parsePort, UsageError } from '../netaddr/parse.js';
+import { runDir } from '../rpc/connector-socket.js';
+import type { WorkloadInfoSnapshot } from '../rpc/gen/manager.js';
 import { errorDetails } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
+import type { CommandSpec } from './completion.js';
 import { DaemonClient, waitForExit } from './daemon-client.js';
 import { checkEnvOutput, renderEnvFile, writeSecretFile } from './env-file.js';
 import { parseInterceptPort } from './intercept-port.js';
@@ -18,6 +23,7 @@ import {
   print,
   statusText,
   statusView,
+  versionsView,
   vifLines,
   workloadView,
 } from './output.js';
@@ -27,6 +33,39 @@ import { collectCidrs, vifFlags } from './vif-flags.js';
 // json|yaml, stdout is the document alone.
 const progress = (line: string) => process.stdout.write(`${line}\n`);
 const quiet = () => {};
+
+/** `--mapped-namespaces a,b` (repeatable). */
+function collectNamespaces(value: string, previous: string[]): string[] {
+  const names = value
+    .split(',')
+    .map((n) => n.trim())
+    .filter(Boolean);
+  for (const n of names)
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(n) || n.length > 63)
+      throw new InvalidArgumentError(`"${n}" is not a namespace name (lowercase letters, digits and dashes)`);
+  return [...previous, ...names.filter((n) => !previous.includes(n))];
+}
+
+/** The namespace a command names, else the one `tp connect` chose. */
+async function namespaceOf(daemon: DaemonClient, requested: string | undefined): Promise<string> {
+  return requested || (await daemon.status()).namespace || 'default';
+}
+
+type ListOutputFormat = OutputFormat | 'json-stream';
+
+function listOutputOption(): Option {
+  return new Option(
+    '-o, --output <format>',
+    'json, yaml or json-stream (one JSON line per change)',
+  ).argParser((v) => {
+    if (v === 'json-stream') return v;
+    try {
+      return parseOutputFormat(v);
+    } catch {
+      throw new InvalidArgumentError(`invalid output format "${v}": use json, yaml or json-stream`);
+    }
+  });
+}
 
 function outputOption(): Option {
   return new Option('-o, --output <format>', 'json or yaml').argParser((v) => {
@@ -73,6 +112,12 @@ program
   .option('--context <name>', 'the kubeconfig context to use')
   .option('-n, --namespace <namespace>', "the namespace to work in (default: the context's)")
   .option('--manager-namespace <namespace>', "the traffic manager's namespace", 'tp-system')
+  .option(
+    '--mapped-namespaces <namespaces>',
+    'work only in these namespaces (comma-separated; repeatable): tp list and intercepts stay inside them',
+    collectNamespaces,
+    [],
+  )
   .option('--no-vif', 'no VIF: no cluster addresses or names on this machine (intercepts still work)')
   .option(
     '--also-proxy <CIDR>',
@@ -100,11 +145,20 @@ program
           alsoProxy: string[];
           neverProxy: string[];
           allowConflictingSubnets?: boolean;
+          mappedNamespaces: string[];
         } & KubeConnectFlags,
       ) => {
         const vif = vifFlags(opts);
         if (opts.namespace) checkLabel(opts.namespace, 'namespace');
         checkLabel(opts.managerNamespace, 'manager namespace');
+        if (
+          opts.namespace &&
+          opts.mappedNamespaces.length > 0 &&
+          !opts.mappedNamespaces.includes(opts.namespace)
+        )
+          throw new UsageError(
+            `-n ${opts.namespace} is not among --mapped-namespaces ${opts.mappedNamespaces.join(',')}: add it, or pick one of them`,
+          );
         // Without an address the daemon port-forwards through the API server with these credentials; the
         // kubeconfig is checked here so a mistake is reported before any daemon starts.
         const kube = opts.managerAddress ? { namespace: opts.namespace } : kubeConnectSettings(opts);
@@ -123,13 +177,14 @@ program
           launched = true;
         } else wasConnected = (await daemon.status()).state !== 'DISCONNECTED';
         try {
-          let info = await daemon.connect(target, kube, vif);
+          const request = { ...kube, mappedNamespaces: opts.mappedNamespaces };
+          let info = await daemon.connect(target, request, vif);
           if (info.rootDaemonNeeded) {
             // Only this process has the user's terminal, where sudo can ask for the password.
             progress('Starting the root daemon for the VIF (it creates a network interface and routes)');
             const root = await startRootDaemon({ interactive: process.stdin.isTTY === true });
             root.close();
-            info = await daemon.connect(target, kube, vif);
+            info = await daemon.connect(target, request, vif);
             if (info.rootDaemonNeeded)
               throw new UsageError('the root daemon started, but the user daemon cannot reach its socket');
           }
@@ -162,22 +217,24 @@ program
     [],
   )
   .option('--all-agents', 'remove the agent from every workload that has it')
-  .option('-n, --namespace <namespace>', "the workloads' namespace", 'default')
+  .option('-n, --namespace <namespace>', "the workloads' namespace (default: the connected one)")
+  .addHelpText('after', '\nExample:\n  tp uninstall --agent echo -n shop')
   .action(
-    action('uninstall', async (opts: { agent: string[]; allAgents?: boolean; namespace: string }) => {
+    action('uninstall', async (opts: { agent: string[]; allAgents?: boolean; namespace?: string }) => {
       if (opts.agent.length === 0 && !opts.allAgents)
         throw new UsageError('say what to uninstall: --agent WORKLOAD (repeatable) or --all-agents');
       if (opts.agent.length > 0 && opts.allAgents)
         throw new UsageError('--agent and --all-agents exclude each other: use one');
       for (const a of opts.agent) checkSubdomain(a, 'workload name');
-      checkLabel(opts.namespace, 'namespace');
+      if (opts.namespace) checkLabel(opts.namespace, 'namespace');
       const daemon = await DaemonClient.require();
+      const namespace = opts.allAgents ? '' : await namespaceOf(daemon, opts.namespace);
       progress(
         opts.allAgents
           ? 'Removing the agent from every workload'
-          : `Removing the agent from ${opts.agent.join(', ')}`,
+          : `Removing the agent from ${opts.agent.map((a) => `${namespace}/${a}`).join(', ')}`,
       );
-      await daemon.uninstall(opts.agent, opts.allAgents ? '' : opts.namespace, Boolean(opts.allAgents));
+      await daemon.uninstall(opts.agent, namespace, Boolean(opts.allAgents));
       progress('Done: the pods rolled without the agent');
     }),
   );
@@ -186,19 +243,20 @@ program
   .command('revoke')
   .description("end other users' intercepts of a workload (needs RBAC delete on intercepts.tp.dev there)")
   .argument('<workload>', 'the intercepted workload')
-  .option('-n, --namespace <namespace>', "the workload's namespace", 'default')
+  .option('-n, --namespace <namespace>', "the workload's namespace (default: the connected one)")
   .option('--port <port>', 'only the intercept of this app port', (v: string) => parsePort(v, '--port'), 0)
+  .addHelpText('after', '\nExample:\n  tp revoke echo -n shop --port 8080')
   .action(
-    action('revoke', async (workload: string, opts: { namespace: string; port: number }) => {
+    action('revoke', async (workload: string, opts: { namespace?: string; port: number }) => {
       checkSubdomain(workload, 'workload name');
-      checkLabel(opts.namespace, 'namespace');
+      if (opts.namespace) checkLabel(opts.namespace, 'namespace');
       const daemon = await DaemonClient.require();
-      const ended = await daemon.revoke(workload, opts.namespace, opts.port);
-      if (ended.length === 0)
-        process.stdout.write(`No intercept of ${opts.namespace}/${workload} to revoke\n`);
+      const namespace = await namespaceOf(daemon, opts.namespace);
+      const ended = await daemon.revoke(workload, namespace, opts.port);
+      if (ended.length === 0) process.stdout.write(`No intercept of ${namespace}/${workload} to revoke\n`);
       for (const i of ended)
         process.stdout.write(
-          `Revoked intercept ${i.spec!.name} of ${i.spec!.client} (port ${i.spec!.remotePort} of ${opts.namespace}/${workload})\n`,
+          `Revoked intercept ${i.spec!.name} of ${i.spec!.client} (port ${i.spec!.remotePort} of ${namespace}/${workload})\n`,
         );
     }),
   );
@@ -207,48 +265,113 @@ addKubeCommands(program, action, outputOption);
 
 program
   .command('status')
-  .description('show the connection and the intercepts')
+  .description("show the connection, the intercepts, and tp's, the manager's and the agents' versions")
+  .addHelpText('after', '\nExamples:\n  tp status\n  tp status -o json')
   .addOption(outputOption())
   .action(
     action('status', async (opts: { output?: OutputFormat }) => {
       const daemon = await DaemonClient.find();
-      const view = statusView(daemon ? await daemon.status() : undefined);
+      const info = daemon ? await daemon.status() : undefined;
+      // Connected: the agents' versions from every namespace this connection may list.
+      const listed =
+        info?.state === 'CONNECTED'
+          ? await daemon!
+              .list({
+                namespace: '',
+                interceptsOnly: false,
+                agentsOnly: true,
+                allNamespaces: true,
+                includeSystem: true,
+              })
+              .catch(() => undefined)
+          : undefined;
+      const view = statusView(
+        info,
+        listed ? versionsView(VERSION, info!.managerVersion, listed.workloads) : undefined,
+      );
       print(opts.output ?? 'text', view, () => statusText(view));
     }),
   );
 
 program
   .command('list')
-  .description('list the workloads that can be intercepted')
-  .option('-n, --namespace <namespace>', 'only this namespace (default: all)', '')
+  .description(
+    'list the workloads that can be intercepted: the connected namespace by default, without system namespaces',
+  )
+  .option('-n, --namespace <namespace>', 'this namespace (default: the connected one)', '')
+  .option('-A, --all-namespaces', 'every namespace tp maps (without kube-system & co. and tp-system)')
+  .option('--system', "with -A: also Kubernetes' own namespaces and the traffic manager's")
   .option('--intercepts', 'only workloads with intercepts')
-  .addOption(outputOption())
+  .option('-w, --watch', 'show the list again on every change, until interrupted')
+  .addOption(listOutputOption())
+  .addHelpText(
+    'after',
+    '\nExamples:\n  tp list\n  tp list -A -o json\n  tp list -n shop --watch -o json-stream   # one JSON document per line, per change',
+  )
   .action(
-    action('list', async (opts: { namespace: string; intercepts?: boolean; output?: OutputFormat }) => {
-      if (opts.namespace) checkLabel(opts.namespace, 'namespace');
-      const daemon = await DaemonClient.require();
-      const snapshot = await daemon.list({
-        namespace: opts.namespace,
-        interceptsOnly: Boolean(opts.intercepts),
-        agentsOnly: false,
-      });
-      const workloads = snapshot.workloads.map(workloadView);
-      print(opts.output ?? 'text', { workloads }, () => listText(workloads));
-    }),
+    action(
+      'list',
+      async (opts: {
+        namespace: string;
+        allNamespaces?: boolean;
+        system?: boolean;
+        intercepts?: boolean;
+        watch?: boolean;
+        output?: ListOutputFormat;
+      }) => {
+        if (opts.namespace) checkLabel(opts.namespace, 'namespace');
+        if (opts.system && !opts.allNamespaces && !opts.namespace)
+          throw new UsageError('--system goes with -A (--all-namespaces): tp list -A --system');
+        if (opts.namespace && opts.allNamespaces)
+          throw new UsageError('-n and -A exclude each other: use one');
+        const daemon = await DaemonClient.require();
+        const request = {
+          namespace: opts.namespace,
+          interceptsOnly: Boolean(opts.intercepts),
+          agentsOnly: false,
+          allNamespaces: Boolean(opts.allNamespaces),
+          includeSystem: Boolean(opts.system),
+        };
+        const format = opts.output ?? 'text';
+        const show = (snapshot: WorkloadInfoSnapshot) => {
+          const workloads = snapshot.workloads.map(workloadView);
+          if (format === 'json-stream') process.stdout.write(`${JSON.stringify({ workloads })}\n`);
+          else print(format, { workloads }, () => listText(workloads));
+        };
+        if (!opts.watch) {
+          show(await daemon.list(request));
+          return;
+        }
+        // Until interrupted (Ctrl-C) or the daemon ends the stream; text redraws as a block per change.
+        await daemon.watchList(request, (snapshot) => {
+          if (format === 'text' && process.stdout.isTTY) process.stdout.write('\x1b[2J\x1b[H');
+          else if (format === 'text') process.stdout.write(`--- ${new Date().toISOString()}\n`);
+          show(snapshot);
+        });
+      },
+    ),
   );
 
 program
   .command('intercept')
   .description('send the traffic of a workload port to a local port')
   .argument('<workload>', 'the workload to intercept')
-  .requiredOption('--port <LOCAL[:REMOTE]>', 'the local port, and the workload port when it has several')
+  .requiredOption(
+    '--port <LOCAL[:REMOTE]>',
+    "the local port, and the workload's port when it has several: a container port or a Service port, by number or name",
+  )
+  .option('--service <name>', 'resolve REMOTE through this Service (when several select the workload)')
   .option('--mechanism <mechanism>', 'how to intercept: tcp', 'tcp')
-  .option('-n, --namespace <namespace>', "the workload's namespace", 'default')
+  .option('-n, --namespace <namespace>', "the workload's namespace (default: the connected one)")
   .option('--name <name>', 'the intercept name (default: the workload name)')
   .option('--address <host>', 'the local host to send the traffic to', '127.0.0.1')
   .option('--env-file <path>', "write the intercepted container's environment to this file (KEY=VALUE lines)")
   .option('--env-json <path>', "write the intercepted container's environment to this file as JSON")
   .addOption(outputOption())
+  .addHelpText(
+    'after',
+    '\nExamples:\n  tp intercept echo --port 8080            # the only port of echo\n  tp intercept echo --port 8080:http       # a container port or Service port named http\n  tp intercept echo --port 8080:80 --service echo-public',
+  )
   .action(
     action(
       'intercept',
@@ -257,7 +380,8 @@ program
         opts: {
           port: string;
           mechanism: string;
-          namespace: string;
+          namespace?: string;
+          service?: string;
           name?: string;
           address: string;
           envFile?: string;
@@ -268,7 +392,7 @@ program
         // Everything the user typed is checked before anything is printed or sent to the daemon.
         checkSubdomain(workload, 'workload name');
         const name = checkSubdomain(opts.name ?? workload, 'intercept name');
-        checkLabel(opts.namespace, 'namespace');
+        if (opts.namespace) checkLabel(opts.namespace, 'namespace');
         const port = parseInterceptPort(opts.port);
         if (opts.mechanism !== 'tcp')
           throw new UsageError(`mechanism "${opts.mechanism}" is not supported: use --mechanism tcp`);
@@ -279,14 +403,15 @@ program
           {
             name,
             workload,
-            namespace: opts.namespace,
+            namespace: opts.namespace ?? '',
             workloadKind: '',
             mechanism: opts.mechanism,
             remotePort: port.remote,
-            portName: '',
+            portName: port.remoteName,
             targetHost: opts.address,
             targetPort: port.local,
             client: '',
+            serviceName: opts.service ?? '',
           },
           opts.output ? quiet : progress,
         );
@@ -358,6 +483,48 @@ program
           '',
         ].join('\n'),
       );
+    }),
+  );
+
+program
+  .command('config')
+  .description("tp's client settings")
+  .command('view')
+  .description('show the effective client settings and where each came from')
+  .addOption(outputOption())
+  .addHelpText('after', '\nExamples:\n  tp config view\n  tp config view -o json')
+  .action(
+    action('config view', async (opts: { output?: OutputFormat }) => {
+      const { configText, configView } = await import('./config-view.js');
+      const daemon = await DaemonClient.find();
+      const info = await daemon?.status().catch(() => undefined);
+      daemon?.close();
+      const entries = configView(process.env, info, {
+        runDir: runDir(),
+        logDir: logDir(),
+        homedir: os.homedir(),
+      });
+      print(opts.output ?? 'text', { config: entries }, () => configText(entries));
+    }),
+  );
+
+program
+  .command('completion')
+  .description("print a shell script that completes tp's commands and flags")
+  .argument('<shell>', 'bash, zsh or fish')
+  .addHelpText(
+    'after',
+    '\nExamples:\n  source <(tp completion bash)\n  source <(tp completion zsh)\n  tp completion fish > ~/.config/fish/completions/tp.fish',
+  )
+  .action(
+    action('completion', async (shell: string) => {
+      const { completionScript, parseShell } = await import('./completion.js');
+      const spec = (c: Command): CommandSpec => ({
+        name: c.name(),
+        flags: [...c.options.map((o) => o.long ?? o.short ?? ''), '--help'].filter(Boolean),
+        subcommands: c.commands.map(spec),
+      });
+      process.stdout.write(completionScript(parseShell(shell), program.commands.map(spec)));
     }),
   );
 

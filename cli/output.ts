@@ -88,9 +88,41 @@ export type StatusView =
       cluster: ClusterView | null;
       vif: VifView | null;
       intercepts: InterceptView[];
+      /** Connected: this tp's, the manager's and the agents' versions, and what does not match. */
+      versions?: VersionsView;
     };
 
-export function statusView(info: ConnectInfo | undefined): StatusView {
+export interface VersionsView {
+  client: string;
+  manager: string;
+  /** The agents with a session, by version (every namespace the user may see). */
+  agents: { version: string; pods: number }[];
+  /** One line per mismatch, naming the fix. */
+  mismatches: string[];
+}
+
+/** The versions of tp, the traffic manager and the agents, and a warning for each that differs (pure). */
+export function versionsView(client: string, manager: string, workloads: WorkloadInfo[]): VersionsView {
+  const byVersion = new Map<string, number>();
+  for (const w of workloads)
+    for (const a of w.agents) byVersion.set(a.version, (byVersion.get(a.version) ?? 0) + 1);
+  const agents = [...byVersion]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([version, pods]) => ({ version, pods }));
+  const mismatches: string[] = [];
+  if (manager && manager !== client)
+    mismatches.push(
+      `tp-manager ${manager} is not this tp's version ${client}: tp helm upgrade installs the manager of this tp (or use tp ${manager})`,
+    );
+  for (const a of agents)
+    if (manager && a.version !== manager)
+      mismatches.push(
+        `${a.pods} agent${a.pods === 1 ? '' : 's'} run${a.pods === 1 ? 's' : ''} ${a.version}, not the manager's ${manager}: they update when their pods roll (kubectl rollout restart)`,
+      );
+  return { client, manager, agents, mismatches };
+}
+
+export function statusView(info: ConnectInfo | undefined, versions?: VersionsView): StatusView {
   if (!info)
     return { state: 'NOT_RUNNING', message: 'the tp user daemon is not running: tp connect starts it' };
   const c = info.cluster;
@@ -121,6 +153,7 @@ export function statusView(info: ConnectInfo | undefined): StatusView {
         }
       : null,
     intercepts: info.intercepts.map(interceptView),
+    ...(versions ? { versions } : {}),
   };
 }
 
@@ -153,6 +186,11 @@ export function statusText(v: StatusView): string {
     );
   lines.push(...vifLines(v.vif, '  '));
   lines.push(`  daemon:      pid ${v.daemon.pid}, log ${v.daemon.logFile}`);
+  if (v.versions) {
+    const agents = v.versions.agents.map((a) => `${a.version} (${a.pods})`).join(', ') || 'none';
+    lines.push(`  versions:    tp ${v.versions.client}, tp-manager ${v.versions.manager}, agents ${agents}`);
+    for (const m of v.versions.mismatches) lines.push(`  WARNING:     ${m}`);
+  }
   if (v.intercepts.length === 0) lines.push('Intercepts: none');
   else {
     lines.push('Intercepts:');
@@ -185,6 +223,8 @@ export function workloadView(w: WorkloadInfo) {
       podIp: a.podIp,
       version: a.version,
       mechanism: a.mechanism,
+      // As the agent last reported them to the manager (every 10 s while they change); null before that.
+      counters: a.counters ? { ports: a.counters.ports, probes: a.counters.probes } : null,
     })),
     intercepts: w.intercepts.map(interceptView),
   };

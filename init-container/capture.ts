@@ -6,6 +6,7 @@ import type { Logger } from '../logging/logger.js';
 import { UsageError } from '../netaddr/parse.js';
 import {
   type BackendName,
+  type BackendProbe,
   chooseBackend,
   familyLabel,
   probeBackends,
@@ -26,6 +27,7 @@ import {
   TP_CHAINS,
 } from './render.js';
 import {
+  inferCapture,
   parseSavedTable,
   renderCleanupTransaction,
   type SavedRule,
@@ -333,6 +335,8 @@ export interface FamilyStatus {
   unexpected: string[];
   problems: string[];
   installed: string[];
+  /** Status without flags: the capture read back from the rules (describeConfig). */
+  capture?: string;
 }
 
 export interface CaptureStatus {
@@ -407,6 +411,53 @@ export async function captureStatus(env: CaptureEnv, config: CaptureConfig): Pro
   return { inPlace: families.every((f) => f.inPlace), families };
 }
 
+/** Each family and backend whose nat table holds tp's chains or jumps; no IPv4 iptables at all is an error. */
+async function backendsHoldingTp(env: CaptureEnv): Promise<{ family: Family; probe: BackendProbe }[]> {
+  const found: { family: Family; probe: BackendProbe }[] = [];
+  for (const family of [4, 6] as const) {
+    const probes = await probeBackends(env.runner, family);
+    if (probes.length === 0 && family === 4) throw noIptablesBinary(4);
+    for (const probe of probes.filter(probeHoldsTp)) found.push({ family, probe });
+  }
+  return found;
+}
+
+/**
+ * `tp-init status` without flags: every family and backend holding tp's chains, each checked against what
+ * apply installs with the flags read back from those rules (saved-rules.ts inferCapture). Nothing found
+ * anywhere is not in place (families empty).
+ */
+export async function discoverCaptureStatus(env: CaptureEnv): Promise<CaptureStatus> {
+  const families: FamilyStatus[] = [];
+  for (const { family, probe } of await backendsHoldingTp(env)) {
+    const inferred = inferCapture(parseSavedTable(probe.saved));
+    const config: CaptureConfig = {
+      ...inferred,
+      ipv6: family === 6 ? 'on' : 'off',
+      backend: probe.backend.name,
+    };
+    const status = await inspectFamily(env, {
+      family,
+      backend: probe.backend,
+      ruleSet: renderRules(config, family),
+    });
+    const unreadable: string[] = [];
+    if (inferred.appPorts !== 'all' && inferred.appPorts.length === 0)
+      unreadable.push('no capture rule in TP_INBOUND: which app ports were captured cannot be read back');
+    if (!inferred.agentPort)
+      unreadable.push('no REDIRECT rule in TP_REDIRECT: the agent port cannot be read back');
+    if (!inferred.agentUid)
+      unreadable.push("no owner rule in TP_OUTPUT: the agent's UID cannot be read back");
+    families.push({
+      ...status,
+      capture: describeConfig(config, family),
+      problems: [...unreadable, ...status.problems],
+      inPlace: status.inPlace && unreadable.length === 0,
+    });
+  }
+  return { inPlace: families.length > 0 && families.every((f) => f.inPlace), families };
+}
+
 // ---- cleanup ----
 
 export interface CleanedFamily {
@@ -419,32 +470,23 @@ export interface CleanedFamily {
 /** Removes tp's chains and jumps from every family and backend that holds them; nothing to do is success. */
 export async function cleanupCapture(env: CaptureEnv): Promise<CleanedFamily[]> {
   const cleaned: CleanedFamily[] = [];
-  for (const family of [4, 6] as const) {
-    const probes = await probeBackends(env.runner, family);
-    if (probes.length === 0) {
-      if (family === 4) throw noIptablesBinary(4);
-      continue;
-    }
-    for (const probe of probes.filter(probeHoldsTp)) {
-      const { backend } = probe;
-      const table = parseSavedTable(probe.saved);
-      const transaction = renderCleanupTransaction(table)!;
-      const step = `removing the ${familyLabel(family)} rules`;
-      const result = await env.runner.run(backend.restore, RESTORE_ARGS, transaction);
-      if (result.code !== 0) throw explainXtablesFailure(step, backend, result);
-      const after = parseSavedTable(await saveNat(env, backend, step));
-      const residue = tpLinesIn(after);
-      if (residue.length > 0)
-        throw new UsageError(
-          `${step}: these remain after cleanup: ${residue.join(' | ')}; run cleanup again`,
-        );
-      cleaned.push({
-        family,
-        backend: backend.name,
-        chains: table.chains.filter((c) => c.startsWith('TP_')),
-        jumps: tpJumpsIn(table).length,
-      });
-    }
+  for (const { family, probe } of await backendsHoldingTp(env)) {
+    const { backend } = probe;
+    const table = parseSavedTable(probe.saved);
+    const transaction = renderCleanupTransaction(table)!;
+    const step = `removing the ${familyLabel(family)} rules`;
+    const result = await env.runner.run(backend.restore, RESTORE_ARGS, transaction);
+    if (result.code !== 0) throw explainXtablesFailure(step, backend, result);
+    const after = parseSavedTable(await saveNat(env, backend, step));
+    const residue = tpLinesIn(after);
+    if (residue.length > 0)
+      throw new UsageError(`${step}: these remain after cleanup: ${residue.join(' | ')}; run cleanup again`);
+    cleaned.push({
+      family,
+      backend: backend.name,
+      chains: table.chains.filter((c) => c.startsWith('TP_')),
+      jumps: tpJumpsIn(table).length,
+    });
   }
   return cleaned;
 }

@@ -8,7 +8,15 @@ import * as ebpf from '../bpf/mechanism.js';
 import { createLogger, parseLevel, setLevel } from '../logging/logger.js';
 import { UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
-import { applyCapture, type CaptureEnv, captureStatus, cleanupCapture, dryRunCapture } from './capture.js';
+import {
+  applyCapture,
+  type CaptureEnv,
+  type CaptureStatus,
+  captureStatus,
+  cleanupCapture,
+  discoverCaptureStatus,
+  dryRunCapture,
+} from './capture.js';
 import { ExecRunner } from './command-runner.js';
 import {
   type CaptureFlags,
@@ -16,7 +24,7 @@ import {
   DEFAULT_AGENT_PORT,
   DEFAULT_AGENT_UID,
 } from './config.js';
-import { formatApplied, formatCleaned, formatStatus } from './report.js';
+import { formatApplied, formatCleaned, formatDiscoveredStatus, formatStatus } from './report.js';
 
 const log = createLogger('tp-init');
 
@@ -118,16 +126,86 @@ withMechanism(
     }),
   );
 
+/** Exit code of `status` when it cannot read the rules at all (drift is 1). */
+const CANNOT_READ = 2;
+
+/** Why this container cannot read the rules, and how an admin gets a live status (docs/capture.md). */
+function cannotReadMessage(reason: string): string {
+  const pod = process.env.TP_POD_NAME ?? 'POD';
+  const ns = process.env.TP_NAMESPACE ?? 'NAMESPACE';
+  return (
+    `cannot read the capture rules from this container: ${reason}. Reading nftables/iptables (and the ` +
+    'pinned eBPF objects) needs root with NET_ADMIN, which the tp-agent container does not have. For a live ' +
+    `status run it from a debug container that has it: kubectl debug -n ${ns} ${pod} -it ` +
+    `--profile=netadmin --custom=<(echo '{"securityContext":{"runAsUser":0}}') --image=<the tp-agent image> ` +
+    `-- tp-init status; the rules as tp-init installed them: kubectl logs -n ${ns} ${pod} -c tp-init`
+  );
+}
+
+type EbpfFound = { status: ebpf.CaptureStatus } | { error: string } | undefined;
+
+/** The eBPF capture of this namespace when anything of it is pinned; undefined when nothing is. */
+function discoverEbpf(): EbpfFound {
+  try {
+    const s = ebpf.status();
+    return Object.values(s.pins).some(Boolean) ? { status: s } : undefined;
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
+}
+
+/** `tp-init status` without flags: whatever tp installed here, iptables (both families, both backends) and eBPF. */
+async function discoveredStatus(output: string): Promise<number> {
+  let iptables: CaptureStatus | { error: string };
+  try {
+    iptables = await discoverCaptureStatus(env());
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    iptables = { error: err.message };
+  }
+  const bpf = discoverEbpf();
+  const iptablesError = 'error' in iptables ? iptables.error : undefined;
+  if (iptablesError && /NET_ADMIN|not permitted/.test(iptablesError) && (!bpf || 'error' in bpf)) {
+    process.stderr.write(
+      `tp-init: ${cannotReadMessage(iptablesError.replace(/: tp-init needs the NET_ADMIN.*$/, ''))}\n`,
+    );
+    return CANNOT_READ;
+  }
+  const found = ('families' in iptables && iptables.families.length > 0) || (bpf && 'status' in bpf);
+  const bpfOk = bpf && 'status' in bpf ? bpf.status.attached && bpf.status.problems.length === 0 : true;
+  const iptablesOk = 'families' in iptables ? iptables.inPlace || iptables.families.length === 0 : false;
+  const inPlace = Boolean(found) && iptablesOk && bpfOk;
+  if (output === 'json') {
+    const ebpfJson = bpf && 'status' in bpf ? JSON.parse(ebpf.statusJson(bpf.status)) : (bpf ?? null);
+    process.stdout.write(`${JSON.stringify({ inPlace, iptables, ebpf: ebpfJson }, null, 2)}\n`);
+  } else {
+    const out: string[] = [];
+    if ('error' in iptables) out.push(`iptables: cannot read: ${iptables.error}`);
+    else if (iptables.families.length > 0 || !bpf) out.push(formatDiscoveredStatus(iptables).trimEnd());
+    if (bpf) out.push('error' in bpf ? `eBPF: cannot read: ${bpf.error}` : ebpf.formatStatus(bpf.status));
+    process.stdout.write(`${out.join('\n')}\n`);
+  }
+  return inPlace ? 0 : 1;
+}
+
 withMechanism(
   withCaptureFlags(
     program
       .command('status')
-      .description('check the rules against what apply installs; exit 0 only when all is in place'),
+      .description(
+        "what tp installed in this pod, rule by rule with its counters; exit 0 when in place, 1 on drift or nothing installed, 2 when this container cannot read it. Without --ports: found from tp's comments (both families and backends, and eBPF)",
+      ),
   ),
 )
   .addOption(new Option('-o, --output <format>', 'text or json').choices(['text', 'json']).default('text'))
+  .addHelpText(
+    'after',
+    '\nExamples:\n  tp-init status                      # whatever tp installed here\n  tp-init status -o json\n  tp-init status --ports 8080 --agent-port 15001   # against these flags',
+  )
   .action(
-    action(async (opts: CaptureFlags & { output: string; mechanism: Mechanism }) => {
+    action(async (opts: CaptureFlags & { output: string; mechanism: Mechanism }, cmd: Command) => {
+      if (opts.ports === undefined && cmd.getOptionValueSource('mechanism') !== 'cli')
+        return discoveredStatus(opts.output);
       if (opts.mechanism === 'ebpf') {
         const s = ebpf.status();
         process.stdout.write(opts.output === 'json' ? ebpf.statusJson(s) : `${ebpf.formatStatus(s)}\n`);

@@ -23,6 +23,7 @@ export function formatStatus(status: CaptureStatus): string {
   const out: string[] = [];
   for (const f of status.families) {
     out.push(`${familyLabel(f.family)} (${f.backend} backend): ${f.inPlace ? 'in place' : 'NOT in place'}`);
+    if (f.capture) out.push(`  read back: ${f.capture}`);
     for (const c of f.chains) {
       const state = c.present
         ? `${c.rules} rules${c.rules === c.expectedRules ? '' : ` (expected ${c.expectedRules})`}`
@@ -40,6 +41,24 @@ export function formatStatus(status: CaptureStatus): string {
       : 'capture is NOT in place: run `tp-init apply` with the same flags to repair it',
   );
   return `${out.join('\n')}\n`;
+}
+
+/**
+ * `tp-init status` without flags: what was found in each family and backend (each rule: ok or MISSING, its
+ * counters; EXTRA lines), or that nothing of tp's is installed.
+ */
+export function formatDiscoveredStatus(status: CaptureStatus): string {
+  if (status.families.length === 0)
+    return 'no tp capture rules: no TP_ chains in the nat table of IPv4 or IPv6, nft or legacy backend\n';
+  const text = formatStatus(status).split('\n');
+  text.splice(
+    -2,
+    1,
+    status.inPlace
+      ? 'capture is in place'
+      : 'capture is NOT in place (drift from what tp installs): the pod rolled with the agent repairs it, or `tp-init apply` with the flags read back above',
+  );
+  return text.join('\n');
 }
 
 export function formatCleaned(cleaned: CleanedFamily[]): string {

@@ -100,3 +100,40 @@ export function tpLinesIn(table: SavedTable): string[] {
   for (const rule of table.rules) if (isTpChain(rule.chain)) lines.push(rule.line);
   return lines;
 }
+
+/** The flags `apply` ran with, read back from the rules it installed (`tp-init status` without flags). */
+export interface InferredCapture {
+  appPorts: number[] | 'all';
+  excludePorts: number[];
+  /** 0 when no TP_REDIRECT rule names it. */
+  agentPort: number;
+  /** 0 when no TP_OUTPUT rule names it. */
+  agentUid: number;
+}
+
+function dports(line: string): number[] {
+  const m = /--dports\s+(\S+)/.exec(line);
+  return m ? m[1]!.split(',').map(Number) : [];
+}
+
+/**
+ * Reads tp's rules back into what `apply` was told: the app ports from TP_INBOUND's jumps to TP_REDIRECT
+ * (one without --dports: every port, its RETURN rules the excluded ones), the agent port from TP_REDIRECT,
+ * the agent UID from TP_OUTPUT. Whatever is missing stays empty (0): the status then shows it missing.
+ */
+export function inferCapture(table: SavedTable): InferredCapture {
+  const inbound = table.rules.filter((r) => r.chain === 'TP_INBOUND');
+  const captures = inbound.filter((r) => r.target === 'TP_REDIRECT');
+  const all = captures.some((r) => dports(r.line).length === 0);
+  const unique = (ports: number[]) => [...new Set(ports)];
+  const redirect = table.rules.find((r) => r.chain === 'TP_REDIRECT' && /--to-ports\s+\d+/.test(r.line));
+  const owner = table.rules.find((r) => r.chain === 'TP_OUTPUT' && /--uid-owner\s+\d+/.test(r.line));
+  return {
+    appPorts: all ? 'all' : unique(captures.flatMap((r) => dports(r.line))),
+    excludePorts: all
+      ? unique(inbound.filter((r) => r.target === 'RETURN').flatMap((r) => dports(r.line)))
+      : [],
+    agentPort: Number(/--to-ports\s+(\d+)/.exec(redirect?.line ?? '')?.[1] ?? 0),
+    agentUid: Number(/--uid-owner\s+(\d+)/.exec(owner?.line ?? '')?.[1] ?? 0),
+  };
+}

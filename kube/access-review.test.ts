@@ -17,6 +17,7 @@ const claim: AgentInfo = {
   version: '0.1.0',
   mechanism: 'iptables',
   containers: [],
+  counters: undefined,
 };
 
 const token: TokenFacts = {

@@ -254,6 +254,40 @@ helmTest('NetworkPolicy: on by default, agents to gRPC, the API server to the we
   assert.ok(!render('networkPolicy.enabled=false').some((o) => o.kind === 'NetworkPolicy'));
 });
 
+helmTest(
+  'metrics: off by default; on by value, a port, a Service, the policy and an optional ServiceMonitor',
+  () => {
+    const off = render();
+    assert.ok(!off.some((o) => o.metadata.name === 'traffic-manager-metrics'));
+    assert.ok(!off.some((o) => o.kind === 'ServiceMonitor'));
+    const on = render('metrics.enabled=true', 'metrics.port=9100');
+    const d = one<V1Deployment>(on, 'Deployment');
+    const c = d.spec!.template.spec!.containers[0]!;
+    assert.ok(c.ports!.some((p) => p.name === 'metrics' && p.containerPort === 9100));
+    const env: NodeJS.ProcessEnv = { TP_MANAGER_NAMESPACE: 'tp-system' };
+    for (const e of c.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
+    assert.is(kubeManagerConfigFromEnv(env).metricsPort, 9100);
+    const svc = one<{ spec: { type: string; ports: { port: number; targetPort: string }[] } }>(
+      on,
+      'Service',
+      'traffic-manager-metrics',
+    );
+    assert.is(svc.spec.type, 'ClusterIP');
+    assert.equal(svc.spec.ports[0], { name: 'metrics', port: 9100, targetPort: 'metrics', protocol: 'TCP' });
+    type Rule = { from?: object[]; ports: { port: string }[] };
+    const rule = one<{ spec: { ingress: Rule[] } }>(on, 'NetworkPolicy').spec.ingress.find(
+      (r) => r.ports[0]!.port === 'metrics',
+    );
+    assert.equal(rule?.from, [{ namespaceSelector: {} }], 'any pod in the cluster, nothing outside it');
+    const monitored = render('metrics.enabled=true', 'metrics.serviceMonitor.enabled=true');
+    const sm = one<{
+      spec: { selector: { matchLabels: Record<string, string> }; endpoints: { port: string }[] };
+    }>(monitored, 'ServiceMonitor');
+    assert.is(sm.spec.endpoints[0]!.port, 'metrics');
+    assert.is(sm.spec.selector.matchLabels['tp.dev/metrics'], 'true');
+  },
+);
+
 helmTest('security values reach the manager: enforcing by default, permissive by value', () => {
   const configOf = (...set: string[]) => {
     const c = one<V1Deployment>(render(...set), 'Deployment').spec!.template.spec!.containers[0]!;

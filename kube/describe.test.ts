@@ -80,9 +80,18 @@ test('tp describe shows them under the pod', () => {
         initArgs: [],
         initLog: '',
         probes,
+        agentCounters: {
+          ports: [{ appPort: 8080, passedThrough: 12, intercepted: 3, dialFailures: 0 }],
+          probes: [{ probe: 'api/readiness', performed: 40, failed: 2 }],
+          reportedUnixMs: 1,
+        },
       },
     ],
   });
+  assert.match(
+    text,
+    '      counters:  app port 8080: 12 passed through, 3 intercepted, 0 dial failures; probes: api/readiness 40 (2 failed)',
+  );
   assert.match(
     text,
     '      probes:    api/readiness, api/liveness, api/startup, worker/readiness -> agent probe port 15021',

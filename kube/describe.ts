@@ -15,6 +15,7 @@ import {
   type V1Status,
 } from '@kubernetes/client-node';
 import { UsageError } from '../netaddr/parse.js';
+import type { AgentCounters } from '../rpc/gen/manager.js';
 import {
   AGENT_CONTAINER,
   INIT_CONTAINER,
@@ -43,6 +44,8 @@ export interface PodCapture {
   liveStatus?: unknown;
   /** Why the live check could not run. */
   liveStatusError?: string;
+  /** The agent's counters as it last reported them to the manager (only when tp is connected). */
+  agentCounters?: AgentCounters;
 }
 
 export interface WorkloadDescription {
@@ -309,6 +312,7 @@ export function renderDescription(d: WorkloadDescription): string {
         `      probes:    ${c.probes.rewritten.join(', ')} -> agent probe port ${c.probes.port || '?'} (the agent checks the app on loopback)`,
       );
     for (const why of c.probes.notRewritten) lines.push(`      probe left as written: ${why}`);
+    if (c.agentCounters) lines.push(`      counters:  ${countersLine(c.agentCounters)}`);
     if (c.initLog.trim()) {
       lines.push('      rules as installed (kubectl logs -c tp-init):');
       lines.push(indent(c.initLog, '        '));
@@ -326,4 +330,17 @@ export function renderDescription(d: WorkloadDescription): string {
     }
   }
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * An agent's counters in one line, e.g. "app port 8080: 12 passed through, 3 intercepted, 0 dial failures;
+ * probes: echo/readiness 40 (2 failed)" (the agent's own SIGUSR2 line, from what it reported).
+ */
+export function countersLine(c: AgentCounters): string {
+  const ports = c.ports.map(
+    (p) =>
+      `app port ${p.appPort}: ${p.passedThrough} passed through, ${p.intercepted} intercepted, ${p.dialFailures} dial failures`,
+  );
+  const probes = c.probes.map((p) => `${p.probe} ${p.performed} (${p.failed} failed)`);
+  return [...ports, ...(probes.length ? [`probes: ${probes.join(', ')}`] : [])].join('; ') || 'none';
 }

@@ -27,6 +27,8 @@ export interface KubeManagerConfig {
   /** Empty: every namespace. */
   managedNamespaces: string[];
   grpcPort: number;
+  /** Where the Prometheus metrics are served (chart value metrics.port); 0: not served. */
+  metricsPort: number;
   webhookPort: number;
   webhookCertFile: string;
   webhookKeyFile: string;
@@ -120,6 +122,7 @@ export function kubeManagerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): 
       .map((s) => s.trim())
       .filter((s) => s !== ''),
     grpcPort,
+    metricsPort: env.TP_METRICS_PORT ? num(env, 'TP_METRICS_PORT', 0, parsePort) : 0,
     webhookPort: num(env, 'TP_WEBHOOK_PORT', 8443, parsePort),
     webhookCertFile: path.join(certDir, 'tls.crt'),
     webhookKeyFile: path.join(certDir, 'tls.key'),

@@ -37,7 +37,9 @@ const workload: Workload = {
   mechanism: 'iptables',
   agentState: 'INSTALLED',
   agentMessage: '',
-  ports: [{ name: 'http', port: 8080, protocol: 'TCP', container: 'echo', services: ['echo'] }],
+  ports: [
+    { name: 'http', port: 8080, protocol: 'TCP', container: 'echo', services: ['echo'], servicePorts: [] },
+  ],
   pods: [pod('echo-a'), pod('echo-b')],
   labels: { app: 'echo' },
 };
@@ -51,6 +53,7 @@ const agent = (podName: string): AgentInfo => ({
   version: '0.1.0',
   mechanism: 'iptables',
   containers: [],
+  counters: undefined,
 });
 
 test('installed only when every injected pod has an agent session', () => {
@@ -90,11 +93,11 @@ test('installed only when no pod without the agent is left, a terminating one in
 
 test('ports carry the agent port the webhook recorded; 0 before any pod is injected', () => {
   assert.equal(toManagerWorkload(workload, []).ports, [
-    { name: 'http', appPort: 8080, agentPort: 15001, protocol: 'TCP' },
+    { name: 'http', appPort: 8080, agentPort: 15001, protocol: 'TCP', servicePorts: [] },
   ]);
   const bare = { ...workload, agentRequested: false, agentState: 'NO_AGENT' as const, pods: [] };
   const w = toManagerWorkload(bare, []);
-  assert.equal(w.ports, [{ name: 'http', appPort: 8080, agentPort: 0, protocol: 'TCP' }]);
+  assert.equal(w.ports, [{ name: 'http', appPort: 8080, agentPort: 0, protocol: 'TCP', servicePorts: [] }]);
   assert.is(w.mechanism, '', 'no mechanism shown for a workload without the agent');
 });
 

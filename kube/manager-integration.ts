@@ -52,6 +52,7 @@ export function toManagerWorkload(w: Workload, agents: AgentInfo[]): ManagerWork
     appPort: p.port,
     agentPort: agentPorts.get(p.port) ?? 0,
     protocol: p.protocol,
+    servicePorts: p.servicePorts,
   }));
   return {
     name: w.name,

@@ -46,8 +46,25 @@ test('ports: declared TCP ports, named and numeric targetPorts, undeclared numer
     svc('other', 7000, { app: 'other' }),
   ]);
   assert.equal(ports, [
-    { name: 'http', port: 8080, protocol: 'TCP', container: 'echo', services: ['echo', 'echo-named'] },
-    { name: '', port: 9090, protocol: 'TCP', container: 'echo', services: ['metrics'] },
+    {
+      name: 'http',
+      port: 8080,
+      protocol: 'TCP',
+      container: 'echo',
+      services: ['echo', 'echo-named'],
+      servicePorts: [
+        { service: 'echo', name: '', port: 80 },
+        { service: 'echo-named', name: '', port: 80 },
+      ],
+    },
+    {
+      name: '',
+      port: 9090,
+      protocol: 'TCP',
+      container: 'echo',
+      services: ['metrics'],
+      servicePorts: [{ service: 'metrics', name: '', port: 80 }],
+    },
   ]);
 });
 

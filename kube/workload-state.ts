@@ -43,6 +43,8 @@ export interface WorkloadPort {
   container: string;
   /** Services whose targetPort reaches this port. */
   services: string[];
+  /** Those Services' ports (an intercept may name one: `--port 8080:http`, `--service`). */
+  servicePorts: { service: string; name: string; port: number }[];
 }
 
 export interface WorkloadPod {
@@ -141,26 +143,43 @@ export function workloadPorts(
     for (const p of c.ports ?? []) {
       const protocol = p.protocol ?? 'TCP';
       if (protocol !== 'TCP' || ports.some((x) => x.port === p.containerPort)) continue;
-      ports.push({ name: p.name ?? '', port: p.containerPort, protocol, container: c.name, services: [] });
+      ports.push({
+        name: p.name ?? '',
+        port: p.containerPort,
+        protocol,
+        container: c.name,
+        services: [],
+        servicePorts: [],
+      });
     }
   }
   const extra = template?.metadata?.annotations?.[CAPTURE_PORTS_ANNOTATION] ?? '';
   for (const s of extra.split(',')) {
     const port = Number(s.trim());
     if (!Number.isInteger(port) || port < 1 || port > 65535 || ports.some((x) => x.port === port)) continue;
-    ports.push({ name: '', port, protocol: 'TCP', container: containers[0]?.name ?? '', services: [] });
+    ports.push({
+      name: '',
+      port,
+      protocol: 'TCP',
+      container: containers[0]?.name ?? '',
+      services: [],
+      servicePorts: [],
+    });
   }
   for (const svc of services) {
     if (!serviceSelects(svc, labels)) continue;
     for (const sp of svc.spec?.ports ?? []) {
       if ((sp.protocol ?? 'TCP') !== 'TCP') continue;
       const target = sp.targetPort ?? sp.port;
+      const serviceName = svc.metadata?.name ?? '';
+      const ref = { service: serviceName, name: sp.name ?? '', port: sp.port };
       const match =
         typeof target === 'number' || /^\d+$/.test(String(target))
           ? ports.find((p) => p.port === Number(target))
           : ports.find((p) => p.name === target);
       if (match) {
-        if (!match.services.includes(svc.metadata?.name ?? '')) match.services.push(svc.metadata?.name ?? '');
+        if (!match.services.includes(serviceName)) match.services.push(serviceName);
+        match.servicePorts.push(ref);
       } else if (typeof target === 'number' || /^\d+$/.test(String(target))) {
         // A numeric targetPort no container declares still reaches the app: capture it too.
         ports.push({
@@ -168,7 +187,8 @@ export function workloadPorts(
           port: Number(target),
           protocol: 'TCP',
           container: containers[0]?.name ?? '',
-          services: [svc.metadata?.name ?? ''],
+          services: [serviceName],
+          servicePorts: [ref],
         });
       }
     }

@@ -69,6 +69,8 @@ const CONNECT_HINT =
 export class AccessControl {
   readonly mode: SecurityMode;
   readonly credentials: CredentialAuthority;
+  /** Refusals so far by code (permissive mode counts the ones it would have made): the manager's metrics. */
+  readonly refusals: Partial<Record<AccessDenied['code'], number>> = {};
   private readonly log: Logger;
 
   constructor(private readonly opts: AccessControlOptions) {
@@ -88,6 +90,7 @@ export class AccessControl {
   /** Whether a refusal stands (enforcing); permissive logs it and says no, off says no. */
   private refuses(code: AccessDenied['code'], message: string, fields: Record<string, unknown>): boolean {
     if (this.mode === 'off') return false;
+    this.refusals[code] = (this.refusals[code] ?? 0) + 1;
     if (this.mode === 'permissive') {
       this.log.warn('permissive: would refuse', { code, reason: message, ...fields });
       return false;

@@ -15,6 +15,7 @@ const workload = (ports: number[]): Workload => ({
     appPort: p,
     agentPort: 15001 + i,
     protocol: 'TCP',
+    servicePorts: [],
   })),
   agents: [],
   replicas: 1,
@@ -33,6 +34,7 @@ const spec = (fields: Partial<InterceptSpec> = {}): InterceptSpec => ({
   targetHost: '',
   targetPort: 18090,
   client: '',
+  serviceName: '',
   ...fields,
 });
 
@@ -109,7 +111,7 @@ test('the remote port: the only one, by name, or one the agent captures', () => 
   );
   const e = refusal(() => t.prepare(alice, spec({ remotePort: 9999 }), workload([18080])));
   assert.is(e.code, 'invalid-argument');
-  assert.match(e.message, /does not capture port 9999: its agent captures 18080/);
+  assert.match(e.message, /has no port 9999: use one of container port 18080/);
 });
 
 test('only tcp, and a local port is required', () => {

@@ -13,6 +13,7 @@ import {
   type InterceptPodState,
   type InterceptSpec,
 } from '../rpc/gen/manager.js';
+import { resolveInterceptPort } from './intercept-port.js';
 import type { Workload } from './workloads.js';
 
 export type InterceptErrorCode = 'invalid-argument' | 'not-found' | 'already-exists';
@@ -210,30 +211,11 @@ function settle(info: InterceptInfo): void {
 }
 
 function resolveRemotePort(spec: InterceptSpec, workload: Workload): number {
-  const captured = workload.ports.map((p) => p.appPort);
-  const list = captured.join(', ') || 'none';
-  const where = `workload "${workload.name}" in namespace "${workload.namespace}"`;
-  if (spec.remotePort) {
-    if (!captured.includes(spec.remotePort))
-      throw new InterceptError(
-        'invalid-argument',
-        `${where} does not capture port ${spec.remotePort}: its agent captures ${list}`,
-      );
-    return spec.remotePort;
-  }
-  if (spec.portName) {
-    const byName = workload.ports.find((p) => p.name === spec.portName);
-    if (!byName)
-      throw new InterceptError(
-        'invalid-argument',
-        `${where} has no port named "${spec.portName}": it captures ${list}`,
-      );
-    return byName.appPort;
-  }
-  if (captured.length === 1) return captured[0]!;
-  if (captured.length === 0) throw new InterceptError('invalid-argument', `${where} captures no port`);
-  throw new InterceptError(
-    'invalid-argument',
-    `${where} captures ports ${list}: say which with --port LOCAL:REMOTE`,
+  const r = resolveInterceptPort(
+    spec,
+    workload.ports,
+    `workload "${workload.name}" in namespace "${workload.namespace}"`,
   );
+  if ('error' in r) throw new InterceptError('invalid-argument', r.error);
+  return r.appPort;
 }

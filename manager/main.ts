@@ -7,6 +7,7 @@ import { createLogger, parseLevel, setLevel } from '../logging/logger.js';
 import { parseDuration, parseHostPort, UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
 import { CredentialAuthority } from './credentials.js';
+import { startMetricsServer } from './metrics.js';
 import { startManager } from './server.js';
 
 const log = createLogger('manager');
@@ -29,6 +30,11 @@ const program = new Command('tp-manager')
     '--listen <HOST:PORT>',
     'the address to serve the Manager API on (Kubernetes mode: 0.0.0.0:$TP_GRPC_PORT)',
     flag(parseHostPort, '--listen'),
+  )
+  .option(
+    '--metrics-listen <HOST:PORT>',
+    'serve Prometheus metrics at http://HOST:PORT/metrics (Kubernetes mode: 0.0.0.0:$TP_METRICS_PORT when set)',
+    flag(parseHostPort, '--metrics-listen'),
   )
   .option('--kubeconfig <file>', 'Kubernetes mode outside a pod: the cluster credentials to use')
   .option('--context <name>', 'Kubernetes mode: the kubeconfig context to use')
@@ -62,6 +68,7 @@ async function serve(): Promise<void> {
   const opts = program.opts<{
     standalone?: boolean;
     listen?: { host: string; port: number };
+    metricsListen?: { host: string; port: number };
     kubeconfig?: string;
     context?: string;
     clientTtl: number;
@@ -92,12 +99,20 @@ async function serve(): Promise<void> {
     cluster: kube?.integration,
     credentials,
   });
+  const metricsAt =
+    opts.metricsListen ??
+    (kube?.config.metricsPort ? { host: '0.0.0.0', port: kube.config.metricsPort } : undefined);
+  const metrics = metricsAt
+    ? await startMetricsServer(manager.core, metricsAt.host, metricsAt.port, log.child('metrics'))
+    : undefined;
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
-    void Promise.all([manager.stop(), kube?.integration.stop()]).then(() => process.exit(0));
+    void Promise.all([manager.stop(), kube?.integration.stop(), metrics?.close()]).then(() =>
+      process.exit(0),
+    );
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));

@@ -33,8 +33,13 @@ const agentInfo = (appPort: number): AgentInfo => ({
   version: '0.1.0',
   mechanism: 'none',
   containers: [
-    { name: 'app', ports: [{ name: '', appPort, agentPort: 15001, protocol: 'TCP' }], environment: {} },
+    {
+      name: 'app',
+      ports: [{ name: '', appPort, agentPort: 15001, protocol: 'TCP', servicePorts: [] }],
+      environment: {},
+    },
   ],
+  counters: undefined,
 });
 
 const clientInfo = { name: 'alice@laptop', installId: 'x', version: '0.1.0', namespace: '' };
@@ -116,6 +121,7 @@ test('an intercepted connection: agent OPEN -> DialRequest -> client OPEN -> byt
             targetHost: '127.0.0.1',
             targetPort: laptop.port,
             client: '',
+            serviceName: '',
           },
         },
         md,
@@ -280,6 +286,7 @@ test('sessions: Remain of an unknown session is NOT_FOUND; an expired client los
             targetHost: '',
             targetPort: 1,
             client: '',
+            serviceName: '',
           },
         },
         md,

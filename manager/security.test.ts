@@ -36,8 +36,13 @@ const agent = (name: string, namespace: string): AgentInfo => ({
   version: '0.1.0',
   mechanism: 'none',
   containers: [
-    { name: 'app', ports: [{ name: '', appPort: 8080, agentPort: 15001, protocol: 'TCP' }], environment: {} },
+    {
+      name: 'app',
+      ports: [{ name: '', appPort: 8080, agentPort: 15001, protocol: 'TCP', servicePorts: [] }],
+      environment: {},
+    },
   ],
+  counters: undefined,
 });
 
 let manager: RunningManager;
@@ -188,6 +193,7 @@ test("a session's credential works for that session only; the user is authorized
     targetHost: '127.0.0.1',
     targetPort: 18090,
     client: '',
+    serviceName: '',
   });
   const create = (token: string, sessionId: string, namespace: string) =>
     call<InterceptInfo>(token, (md, o, cb) =>
@@ -305,6 +311,7 @@ test("revoking others' intercepts is its own permission", async () => {
           targetHost: '127.0.0.1',
           targetPort: 18091,
           client: '',
+          serviceName: '',
         },
       },
       md,

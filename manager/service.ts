@@ -509,6 +509,14 @@ export function managerService(core: ManagerCore): ManagerServer {
       return {};
     }),
 
+    reportAgentCounters: unary('ReportAgentCounters', (req, call) => {
+      const s = agentOf(call.metadata, req.session?.sessionId ?? '', 'ReportAgentCounters');
+      // Shown with the agent in the next snapshot (tp list, tp describe) and in the metrics; not a change
+      // worth pushing to every watcher on its own.
+      s.info.counters = req.counters ? { ...req.counters, reportedUnixMs: Date.now() } : undefined;
+      return {};
+    }),
+
     uninstallAgents: unary('UninstallAgents', async (req, call) => {
       if (core.cluster) {
         const s = clientOf(call.metadata, req.session?.sessionId ?? '', 'UninstallAgents');

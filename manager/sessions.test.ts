@@ -12,6 +12,7 @@ const agent = {
   version: '0.1.0',
   mechanism: 'none',
   containers: [],
+  counters: undefined,
 };
 
 test('sessions expire after their TTL of silence, heartbeats keep them', () => {

@@ -27,6 +27,18 @@ const TCP_PROTOCOL = 6;
 /** How long a new Tunnel stream may take to send its OPEN. */
 const OPEN_TIMEOUT_MS = 10_000;
 
+/** What the router counted since it started (the manager's metrics read it; manager/metrics.ts). */
+export interface TunnelStats {
+  /** Flows that got through admission, by kind. */
+  flows: { intercept: number; outboundTcp: number; outboundUdp: number };
+  /** Streams refused before any dial: unknown session, admission, bad OPEN, intercept gone. */
+  refused: number;
+  /** Dials that failed: the manager's outbound dials, and workstations' dials of intercepted connections. */
+  dialFailures: { intercept: number; outbound: number };
+  /** Bytes of ended TCP flows: `toCluster` from the workstation side, `toWorkstation` back. */
+  bytes: { toCluster: number; toWorkstation: number };
+}
+
 interface PendingRelay {
   originator: TunnelStream;
   clientSessionId: string;
@@ -38,6 +50,12 @@ export class TunnelRouter {
   private readonly pending = new Map<string, PendingRelay>();
   private readonly dialStreams = new Map<string, ServerWritableStream<SessionInfo, DialRequest>>();
   private readonly flows = new Set<TunnelStream>();
+  readonly stats: TunnelStats = {
+    flows: { intercept: 0, outboundTcp: 0, outboundUdp: 0 },
+    refused: 0,
+    dialFailures: { intercept: 0, outbound: 0 },
+    bytes: { toCluster: 0, toWorkstation: 0 },
+  };
 
   constructor(
     private readonly sessions: SessionRegistry,
@@ -138,9 +156,16 @@ export class TunnelRouter {
       clearTimeout(p.timer);
       this.pending.delete(info.relayId);
       this.log.debug('relaying intercepted connection', { flow: p.label, client: session.info.name });
-      void relay(p.originator, stream, { label: p.label, log: this.log }).then((o) =>
-        this.log.debug('intercepted connection ended', { flow: p.label, outcome: o.kind }),
-      );
+      this.stats.flows.intercept++;
+      void relay(p.originator, stream, { label: p.label, log: this.log }).then((o) => {
+        // The agent originates, the workstation dials: to the dialer is toward the workstation.
+        if (o.kind === 'rejected') this.stats.dialFailures.intercept++;
+        else {
+          this.stats.bytes.toWorkstation += o.bytesToDialer;
+          this.stats.bytes.toCluster += o.bytesToOriginator;
+        }
+        this.log.debug('intercepted connection ended', { flow: p.label, outcome: o.kind });
+      });
       return;
     }
     if (info.interceptId) {
@@ -169,14 +194,24 @@ export class TunnelRouter {
       return;
     }
     if (dst.protocol === UDP_PROTOCOL) {
+      this.stats.flows.outboundUdp++;
       void serveUdp(stream, info, { log: this.log }).then((o) =>
         this.log.debug('outbound UDP flow ended', { flow: label, outcome: o.kind }),
       );
       return;
     }
+    this.stats.flows.outboundTcp++;
     void serveDial(stream, info, (signal) => dialTcp(dst.dstIp, dst.dstPort, info.dialTimeoutMs, signal), {
       log: this.log,
-    }).then((o) => this.log.debug('outbound flow ended', { flow: label, outcome: o.kind }));
+    }).then((o) => {
+      if (o.kind === 'rejected') this.stats.dialFailures.outbound++;
+      else {
+        // The manager's socket reads the destination's bytes (in) and writes the workstation's (out).
+        this.stats.bytes.toWorkstation += o.bytesIn;
+        this.stats.bytes.toCluster += o.bytesOut;
+      }
+      this.log.debug('outbound flow ended', { flow: label, outcome: o.kind });
+    });
   }
 
   private requestDial(
@@ -235,6 +270,7 @@ export class TunnelRouter {
   }
 
   private refuse(stream: TunnelStream, reason: string, label: string): void {
+    this.stats.refused++;
     this.log.debug('refusing tunnel stream', { flow: label, reason });
     stream.send(msg.dialReject(reason));
     stream.end();

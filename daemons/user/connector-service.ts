@@ -6,11 +6,18 @@ import { status } from '@grpc/grpc-js';
 import { startForwardThread } from '../../kube/port-forward-thread.js';
 import { createLogger, logTarget } from '../../logging/logger.js';
 import { UsageError } from '../../netaddr/parse.js';
-import type { ConnectInfo, ConnectorServer, ConnectRequest } from '../../rpc/gen/connector.js';
+import type { ConnectInfo, ConnectorServer, ConnectRequest, ListRequest } from '../../rpc/gen/connector.js';
+import type { WorkloadInfoSnapshot } from '../../rpc/gen/manager.js';
 import { grpcError } from '../../rpc/unary-call.js';
 import { unaryHandlers } from '../../rpc/unary-handler.js';
 import { TUNNEL_VERSION, VERSION } from '../../version/version.js';
 import { type IdentitySource, type ManagerConnection, UserFacingError } from './manager-connection.js';
+import {
+  commandNamespace,
+  managerListNamespace,
+  type NamespaceScope,
+  visibleWorkloads,
+} from './namespaces.js';
 import type { RootDaemonLink } from './root-daemon-link.js';
 
 const log = createLogger('connector');
@@ -56,8 +63,39 @@ export function connectorService(
   // Kubernetes: the port-forward to the manager and the settings it was made with (kube/port-forward.ts).
   let forward: { close(): Promise<void> } | undefined;
   let kube = { kubeconfig: '', context: '', managerNamespace: '' };
-  /** The namespace of `tp connect -n` (single-label names resolve there). */
+  /** The namespace of `tp connect -n` (single-label names resolve there; every command's default). */
   let namespace = '';
+  /** `tp connect --mapped-namespaces`: tp acts only there (empty: everywhere). */
+  let mapped: string[] = [];
+  /** The traffic manager's namespace (hidden from listings); tp-system unless told otherwise. */
+  let requestedManagerNamespace = '';
+  const scope = (): NamespaceScope => ({
+    connected: namespace,
+    mapped,
+    managerNamespace: kube.managerNamespace || requestedManagerNamespace || 'tp-system',
+  });
+  /** The namespace a request names, else the connected one; refused when this connection does not map it. */
+  const namespaceFor = (requested: string): string => {
+    try {
+      return commandNamespace(requested, scope());
+    } catch (e) {
+      throw new UserFacingError(status.INVALID_ARGUMENT, (e as Error).message);
+    }
+  };
+  /** A listing as the request scopes it (the connected namespace by default; no system namespaces). */
+  const filterList = (req: ListRequest, snapshot: WorkloadInfoSnapshot): WorkloadInfoSnapshot => {
+    let workloads = visibleWorkloads(snapshot.workloads, req, scope());
+    if (req.interceptsOnly) workloads = workloads.filter((w) => w.intercepts.length > 0);
+    if (req.agentsOnly) workloads = workloads.filter((w) => w.agents.length > 0);
+    return { workloads };
+  };
+  const listNamespace = (req: ListRequest): string => {
+    try {
+      return managerListNamespace(req, scope());
+    } catch (e) {
+      throw new UserFacingError(status.INVALID_ARGUMENT, (e as Error).message);
+    }
+  };
   /** Kubernetes: the API server's addresses (never routed into the VIF). */
   let keepOut: string[] = [];
   const closeForward = async () => {
@@ -81,6 +119,8 @@ export function connectorService(
     logFile: daemon.logFile,
     daemonPid: process.pid,
     rootDaemonNeeded: false,
+    mappedNamespaces: mapped,
+    managerNamespace: conn.state === 'DISCONNECTED' ? '' : scope().managerNamespace,
   });
 
   /**
@@ -107,6 +147,8 @@ export function connectorService(
 
   /** The manager part of Connect: a session at --manager-address or through a port-forward. */
   const connectManager = async (req: ConnectRequest): Promise<void> => {
+    if (conn.state === 'DISCONNECTED' || req.mappedNamespaces.length > 0) mapped = [...req.mappedNamespaces];
+    if (conn.state === 'DISCONNECTED') requestedManagerNamespace = req.managerNamespace;
     if (req.managerAddress) {
       // A manager reached directly may be a standalone one: authenticate only when it asks.
       await conn.connect(req.managerAddress, identityFromKubeconfig(req, true));
@@ -175,6 +217,7 @@ export function connectorService(
     await closeForward();
     keepOut = [];
     namespace = '';
+    mapped = [];
   };
 
   return {
@@ -212,12 +255,38 @@ export function connectorService(
 
     status: unary('Status', () => connectInfo()),
 
-    list: unary('List', async (req) => {
-      const snapshot = await conn.list(req.namespace);
-      if (req.interceptsOnly) snapshot.workloads = snapshot.workloads.filter((w) => w.intercepts.length > 0);
-      if (req.agentsOnly) snapshot.workloads = snapshot.workloads.filter((w) => w.agents.length > 0);
-      return snapshot;
-    }),
+    list: unary('List', async (req) => filterList(req, await conn.list(listNamespace(req)))),
+
+    watchList: (call) => {
+      let stop = () => {};
+      try {
+        const ns = listNamespace(call.request);
+        let last = '';
+        stop = conn.watchWorkloads(
+          ns,
+          (snapshot) => {
+            const shown = filterList(call.request, snapshot);
+            // The manager sends a snapshot on every change it sees; the user sees only changes of what is shown.
+            const key = JSON.stringify(shown);
+            if (key === last) return;
+            last = key;
+            call.write(shown);
+          },
+          (e) =>
+            call.emit(
+              'error',
+              grpcError(e instanceof UserFacingError ? e.code : status.UNAVAILABLE, e.message),
+            ),
+        );
+      } catch (e) {
+        call.emit(
+          'error',
+          grpcError(e instanceof UserFacingError ? e.code : status.INTERNAL, (e as Error).message),
+        );
+        return;
+      }
+      call.on('cancelled', () => stop());
+    },
 
     createIntercept: (call) => {
       const spec = call.request.spec;
@@ -227,7 +296,15 @@ export function connectorService(
         call.end();
         return;
       }
-      conn.createIntercept(spec, progress).then(
+      let ns: string;
+      try {
+        ns = namespaceFor(spec.namespace);
+      } catch (e) {
+        call.write({ message: '', result: undefined, error: (e as Error).message });
+        call.end();
+        return;
+      }
+      conn.createIntercept({ ...spec, namespace: ns }, progress).then(
         (result) => {
           call.write({ message: '', result, error: '' });
           call.end();
@@ -245,11 +322,11 @@ export function connectorService(
     }),
 
     revoke: unary('Revoke', async (req) => ({
-      intercepts: await conn.revoke(req.workload, req.namespace, req.remotePort),
+      intercepts: await conn.revoke(req.workload, namespaceFor(req.namespace), req.remotePort),
     })),
 
     uninstall: unary('Uninstall', async (req) => {
-      await conn.uninstallAgents(req.names, req.namespace, req.all);
+      await conn.uninstallAgents(req.names, req.all ? req.namespace : namespaceFor(req.namespace), req.all);
       return {};
     }),
 

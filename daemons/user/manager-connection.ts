@@ -191,6 +191,32 @@ export class ManagerConnection extends EventEmitter {
     });
   }
 
+  /**
+   * Follows the manager's workload snapshots (tp list --watch) until the returned stop is called; onError
+   * once when the stream fails (the manager went away, the session ended).
+   */
+  watchWorkloads(
+    namespace: string,
+    onSnapshot: (snapshot: WorkloadInfoSnapshot) => void,
+    onError: (e: Error) => void,
+  ): () => void {
+    const client = this.requireSession();
+    const call = client.watchWorkloads({ session: this.session(), namespace });
+    let stopped = false;
+    call.on('data', onSnapshot);
+    call.on('error', (e) => {
+      if (!stopped) onError(this.managerError(e));
+    });
+    call.on('end', () => {
+      if (!stopped)
+        onError(new UserFacingError(grpc.status.UNAVAILABLE, 'the traffic manager ended the watch'));
+    });
+    return () => {
+      stopped = true;
+      call.cancel();
+    };
+  }
+
   /** Creates an intercept and waits until an agent accepts it (or refuses it, or time runs out). */
   async createIntercept(spec: InterceptSpec, progress: (line: string) => void): Promise<InterceptInfo> {
     const client = this.requireSession();

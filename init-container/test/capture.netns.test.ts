@@ -249,6 +249,48 @@ async function lifecycle(backend: Backend, index: number): Promise<void> {
     assert.equal(packets(status, 4, inPod), beforeLoopback, 'a loopback call is not captured');
     assert.ok(packets(status, 4, /never capture connections of the agent/) >= 1, 'agent uid counter');
 
+    // Without flags: what apply installed, found from tp's comments in both families on this backend.
+    const found = await tpInit(net, ['status', '-o', 'json']);
+    assert.equal(found.code, 0, found.stderr);
+    const discovered = JSON.parse(found.stdout) as {
+      inPlace: boolean;
+      iptables: { families: { family: number; backend: string; capture: string; inPlace: boolean }[] };
+      ebpf: unknown;
+    };
+    assert.ok(discovered.inPlace);
+    assert.equal(
+      discovered.iptables.families.map((f) => `${f.family}/${f.backend}: ${f.capture}`),
+      [4, 6].map(
+        (f) =>
+          `${f}/${backend}: IPv${f} capture of app ports 8080,9090 to agent port ${AGENT_PORT}, agent uid ${AGENT_UID}`,
+      ),
+    );
+    assert.is(discovered.ebpf, null);
+    const foundText = await tpInit(net, ['status']);
+    assert.match(foundText.stdout, /ok +-A TP_INBOUND .* \[\d+ packets, \d+ bytes\]/);
+    assert.match(foundText.stdout, /capture is in place/);
+    // As the agent runs (its UID, no capabilities): exit 2 and how to get a live status.
+    const asAgent = await net.exec(net.pod, 'setpriv', [
+      '--reuid',
+      AGENT_UID,
+      '--regid',
+      AGENT_UID,
+      '--clear-groups',
+      '--inh-caps',
+      '-all',
+      '--bounding-set',
+      '-all',
+      process.execPath,
+      TP_INIT,
+      'status',
+    ]);
+    assert.equal(asAgent.code, 2, asAgent.stderr);
+    assert.match(
+      asAgent.stderr,
+      /cannot read the capture rules from this container: .*kubectl debug .*--profile=netadmin/,
+    );
+    assert.match(asAgent.stderr, /kubectl logs -n \S+ \S+ -c tp-init/);
+
     // The agent counted what it passed through: on 8080 the first request of startAgent, IPv4, IPv6 and the
     // in-pod call; on 9090 one. SIGUSR2 makes it log its counters.
     const agent = processes[0]!;
@@ -273,6 +315,9 @@ async function lifecycle(backend: Backend, index: number): Promise<void> {
       assert.not.match(after, /^-A /m, 'no rule left in the nat table');
     }
     assert.equal((await tpInit(net, ['status', ...CAPTURE_FLAGS])).code, 1);
+    const gone = await tpInit(net, ['status']);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stdout, /^no tp capture rules/);
     assert.equal(await get(net, net.client, net.podIp, 8080), { code: 0, peer: net.clientIp });
     const noop = await tpInit(net, ['cleanup']);
     assert.equal(noop.code, 0);

@@ -7,10 +7,12 @@ import * as assert from 'uvu/assert';
 import { createLogger, setLevel } from '../../logging/logger.js';
 import { UsageError } from '../../netaddr/parse.js';
 import { type BackendProbe, chooseBackend } from '../backend.js';
-import { applyCapture, captureStatus, cleanupCapture } from '../capture.js';
+import { applyCapture, captureStatus, cleanupCapture, discoverCaptureStatus } from '../capture.js';
 import { type CommandResult, type RecordedCall, RecordingRunner } from '../command-runner.js';
 import { type CaptureConfig, captureConfigFromFlags, type Family } from '../config.js';
 import { renderRules, ruleLine } from '../render.js';
+import { formatDiscoveredStatus } from '../report.js';
+import { inferCapture, parseSavedTable } from '../saved-rules.js';
 import { assertGolden } from './golden.js';
 
 setLevel('error');
@@ -307,6 +309,98 @@ test('backend choice: forced, then the one holding tp, then legacy with rules, t
     () => chooseBackend([probe('nft', '')], 'legacy', 4),
     /legacy backend for IPv4 is not usable/,
   );
+});
+
+test('the flags read back from the installed rules: ports, every port with exclusions, agent port and UID', () => {
+  const cases = [
+    captureConfigFromFlags({ ports: '8080', ipv6: 'off' }),
+    captureConfigFromFlags({ ports: '8080,9090', agentPort: '15006', agentUid: '1337', ipv6: 'off' }),
+    captureConfigFromFlags({ ports: '*', excludePorts: '22,15020', ipv6: 'off' }),
+    captureConfigFromFlags({
+      ports: Array.from({ length: 20 }, (_, i) => 9000 + i).join(','),
+      ipv6: 'off',
+    }),
+  ];
+  for (const config of cases) {
+    const { appPorts, excludePorts, agentPort, agentUid } = config;
+    assert.equal(inferCapture(parseSavedTable(installedSave(config, 4))), {
+      appPorts,
+      excludePorts,
+      agentPort,
+      agentUid,
+    });
+  }
+  assert.equal(inferCapture(parseSavedTable(emptyNat)), {
+    appPorts: [],
+    excludePorts: [],
+    agentPort: 0,
+    agentUid: 0,
+  });
+});
+
+test('status without flags: finds tp in each family and backend, checks it, reports drift and nothing', async () => {
+  const config = captureConfigFromFlags({ ports: '8080,9090', agentPort: '15006', ipv6: 'off' });
+  const both = new KernelScript()
+    .on('iptables-legacy-save -c', { stdout: '' })
+    .on('iptables-nft-save -c', { stdout: installedSave(config, 4) })
+    .on('ip6tables-legacy-save -c', { stdout: '' })
+    .on('ip6tables-nft-save -c', { stdout: installedSave(config, 6) });
+  const found = await discoverCaptureStatus({
+    runner: new RecordingRunner(both.respond),
+    log,
+    interfaces: noIpv6,
+  });
+  assert.ok(found.inPlace);
+  assert.equal(
+    found.families.map((f) => `${f.family}/${f.backend} ${f.capture}`),
+    [
+      '4/nft IPv4 capture of app ports 8080,9090 to agent port 15006, agent uid 7777',
+      '6/nft IPv6 capture of app ports 8080,9090 to agent port 15006, agent uid 7777',
+    ],
+  );
+  assert.equal(found.families[0]!.rules[0]!.packets, 3, 'each rule with its counters');
+  const text = formatDiscoveredStatus(found);
+  assert.match(text, 'read back: IPv4 capture of app ports 8080,9090 to agent port 15006');
+  assert.match(text, /capture is in place\n$/);
+
+  // The REDIRECT rule gone (legacy backend this time): the agent port cannot be read back; drift.
+  const redirect = ruleLine(renderRules(config, 4).rules.find((r) => r.chain === 'TP_REDIRECT')!);
+  const drifted = installedSave(config, 4).replace(`[3:180] ${redirect}\n`, '');
+  const legacy = new KernelScript()
+    .on('iptables-legacy-save -c', { stdout: drifted })
+    .on('iptables-nft-save -c', { stdout: '' })
+    .on('iptables-legacy -w 30 -t nat -C TP_REDIRECT', { code: 1 });
+  const drift = await discoverCaptureStatus({
+    runner: new RecordingRunner(legacy.respond),
+    log,
+    interfaces: noIpv6,
+  });
+  assert.not.ok(drift.inPlace);
+  assert.is(drift.families[0]!.backend, 'legacy');
+  assert.match(drift.families[0]!.problems.join('\n'), /the agent port cannot be read back/);
+  assert.match(formatDiscoveredStatus(drift), /capture is NOT in place \(drift from what tp installs\)/);
+
+  const none = new KernelScript().on('iptables-legacy-save -c', { stdout: '' }).on('iptables-nft-save -c', {
+    stdout: emptyNat,
+  });
+  const nothing = await discoverCaptureStatus({
+    runner: new RecordingRunner(none.respond),
+    log,
+    interfaces: noIpv6,
+  });
+  assert.not.ok(nothing.inPlace);
+  assert.equal(nothing.families, []);
+  assert.match(formatDiscoveredStatus(nothing), /^no tp capture rules/);
+
+  // Without NET_ADMIN (the tp-agent container): the refusal, which tp-init status turns into the advice.
+  const denied = new KernelScript().on('iptables-legacy-save -c', {
+    code: 3,
+    stderr: 'iptables-legacy-save v1.8.9 (legacy): Cannot initialize: Permission denied (you must be root)',
+  });
+  const refused = await rejection(
+    discoverCaptureStatus({ runner: new RecordingRunner(denied.respond), log, interfaces: noIpv6 }),
+  );
+  assert.match(refused.message, /NET_ADMIN/);
 });
 
 test.run();

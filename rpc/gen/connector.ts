@@ -48,6 +48,8 @@ export interface ConnectRequest {
   neverProxy: string[];
   allowConflictingSubnets: boolean;
   noVif: boolean;
+  /** Limit tp to these namespaces (list, intercept); empty: every namespace the manager manages. */
+  mappedNamespaces: string[];
 }
 
 export interface DaemonStatus {
@@ -79,12 +81,20 @@ export interface ConnectInfo {
    * CLI starts it (sudo may prompt on its terminal) and calls Connect again.
    */
   rootDaemonNeeded: boolean;
+  mappedNamespaces: string[];
+  /** The traffic manager's namespace (hidden from tp list with tp's own workloads). */
+  managerNamespace: string;
 }
 
 export interface ListRequest {
+  /** empty: the connected namespace (unless all_namespaces) */
   namespace: string;
   interceptsOnly: boolean;
   agentsOnly: boolean;
+  /** every mapped namespace */
+  allNamespaces: boolean;
+  /** also kube-system & co. and the traffic manager's namespace */
+  includeSystem: boolean;
 }
 
 export interface CreateInterceptRequest {
@@ -123,6 +133,7 @@ function createBaseConnectRequest(): ConnectRequest {
     neverProxy: [],
     allowConflictingSubnets: false,
     noVif: false,
+    mappedNamespaces: [],
   };
 }
 
@@ -154,6 +165,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     }
     if (message.noVif !== false) {
       writer.uint32(72).bool(message.noVif);
+    }
+    for (const v of message.mappedNamespaces) {
+      writer.uint32(82).string(v!);
     }
     return writer;
   },
@@ -243,6 +257,14 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
             message.noVif = reader.bool();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.mappedNamespaces.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -290,6 +312,11 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         : isSet(object.no_vif)
         ? globalThis.Boolean(object.no_vif)
         : false,
+      mappedNamespaces: globalThis.Array.isArray(object?.mappedNamespaces)
+        ? object.mappedNamespaces.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.mapped_namespaces)
+        ? object.mapped_namespaces.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -322,6 +349,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     if (message.noVif !== false) {
       obj.noVif = message.noVif;
     }
+    if (message.mappedNamespaces?.length) {
+      obj.mappedNamespaces = message.mappedNamespaces;
+    }
     return obj;
   },
 
@@ -339,6 +369,7 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     message.neverProxy = object.neverProxy?.map((e) => e) || [];
     message.allowConflictingSubnets = object.allowConflictingSubnets ?? false;
     message.noVif = object.noVif ?? false;
+    message.mappedNamespaces = object.mappedNamespaces?.map((e) => e) || [];
     return message;
   },
 };
@@ -512,6 +543,8 @@ function createBaseConnectInfo(): ConnectInfo {
     logFile: "",
     daemonPid: 0,
     rootDaemonNeeded: false,
+    mappedNamespaces: [],
+    managerNamespace: "",
   };
 }
 
@@ -558,6 +591,12 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     }
     if (message.rootDaemonNeeded !== false) {
       writer.uint32(112).bool(message.rootDaemonNeeded);
+    }
+    for (const v of message.mappedNamespaces) {
+      writer.uint32(122).string(v!);
+    }
+    if (message.managerNamespace !== "") {
+      writer.uint32(130).string(message.managerNamespace);
     }
     return writer;
   },
@@ -687,6 +726,22 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
             message.rootDaemonNeeded = reader.bool();
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.mappedNamespaces.push(reader.string());
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.managerNamespace = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -745,6 +800,16 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
         : isSet(object.root_daemon_needed)
         ? globalThis.Boolean(object.root_daemon_needed)
         : false,
+      mappedNamespaces: globalThis.Array.isArray(object?.mappedNamespaces)
+        ? object.mappedNamespaces.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.mapped_namespaces)
+        ? object.mapped_namespaces.map((e: any) => globalThis.String(e))
+        : [],
+      managerNamespace: isSet(object.managerNamespace)
+        ? globalThis.String(object.managerNamespace)
+        : isSet(object.manager_namespace)
+        ? globalThis.String(object.manager_namespace)
+        : "",
     };
   },
 
@@ -792,6 +857,12 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     if (message.rootDaemonNeeded !== false) {
       obj.rootDaemonNeeded = message.rootDaemonNeeded;
     }
+    if (message.mappedNamespaces?.length) {
+      obj.mappedNamespaces = message.mappedNamespaces;
+    }
+    if (message.managerNamespace !== "") {
+      obj.managerNamespace = message.managerNamespace;
+    }
     return obj;
   },
 
@@ -818,12 +889,14 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     message.logFile = object.logFile ?? "";
     message.daemonPid = object.daemonPid ?? 0;
     message.rootDaemonNeeded = object.rootDaemonNeeded ?? false;
+    message.mappedNamespaces = object.mappedNamespaces?.map((e) => e) || [];
+    message.managerNamespace = object.managerNamespace ?? "";
     return message;
   },
 };
 
 function createBaseListRequest(): ListRequest {
-  return { namespace: "", interceptsOnly: false, agentsOnly: false };
+  return { namespace: "", interceptsOnly: false, agentsOnly: false, allNamespaces: false, includeSystem: false };
 }
 
 export const ListRequest: MessageFns<ListRequest> = {
@@ -836,6 +909,12 @@ export const ListRequest: MessageFns<ListRequest> = {
     }
     if (message.agentsOnly !== false) {
       writer.uint32(24).bool(message.agentsOnly);
+    }
+    if (message.allNamespaces !== false) {
+      writer.uint32(32).bool(message.allNamespaces);
+    }
+    if (message.includeSystem !== false) {
+      writer.uint32(40).bool(message.includeSystem);
     }
     return writer;
   },
@@ -877,6 +956,22 @@ export const ListRequest: MessageFns<ListRequest> = {
             message.agentsOnly = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.allNamespaces = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.includeSystem = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -902,6 +997,16 @@ export const ListRequest: MessageFns<ListRequest> = {
         : isSet(object.agents_only)
         ? globalThis.Boolean(object.agents_only)
         : false,
+      allNamespaces: isSet(object.allNamespaces)
+        ? globalThis.Boolean(object.allNamespaces)
+        : isSet(object.all_namespaces)
+        ? globalThis.Boolean(object.all_namespaces)
+        : false,
+      includeSystem: isSet(object.includeSystem)
+        ? globalThis.Boolean(object.includeSystem)
+        : isSet(object.include_system)
+        ? globalThis.Boolean(object.include_system)
+        : false,
     };
   },
 
@@ -916,6 +1021,12 @@ export const ListRequest: MessageFns<ListRequest> = {
     if (message.agentsOnly !== false) {
       obj.agentsOnly = message.agentsOnly;
     }
+    if (message.allNamespaces !== false) {
+      obj.allNamespaces = message.allNamespaces;
+    }
+    if (message.includeSystem !== false) {
+      obj.includeSystem = message.includeSystem;
+    }
     return obj;
   },
 
@@ -927,6 +1038,8 @@ export const ListRequest: MessageFns<ListRequest> = {
     message.namespace = object.namespace ?? "";
     message.interceptsOnly = object.interceptsOnly ?? false;
     message.agentsOnly = object.agentsOnly ?? false;
+    message.allNamespaces = object.allNamespaces ?? false;
+    message.includeSystem = object.includeSystem ?? false;
     return message;
   },
 };
@@ -1319,6 +1432,17 @@ export const ConnectorService = {
       Buffer.from(WorkloadInfoSnapshot.encode(value).finish()),
     responseDeserialize: (value: Buffer): WorkloadInfoSnapshot => WorkloadInfoSnapshot.decode(value),
   },
+  /** The same as List, then again on every change (tp list --watch). */
+  watchList: {
+    path: "/tp.connector.Connector/WatchList" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ListRequest): Buffer => Buffer.from(ListRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListRequest => ListRequest.decode(value),
+    responseSerialize: (value: WorkloadInfoSnapshot): Buffer =>
+      Buffer.from(WorkloadInfoSnapshot.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WorkloadInfoSnapshot => WorkloadInfoSnapshot.decode(value),
+  },
   /** Streams progress (agent install, pods rolling) and ends with the result. */
   createIntercept: {
     path: "/tp.connector.Connector/CreateIntercept" as const,
@@ -1379,6 +1503,8 @@ export interface ConnectorServer extends UntypedServiceImplementation {
   disconnect: handleUnaryCall<Empty, Empty>;
   status: handleUnaryCall<Empty, ConnectInfo>;
   list: handleUnaryCall<ListRequest, WorkloadInfoSnapshot>;
+  /** The same as List, then again on every change (tp list --watch). */
+  watchList: handleServerStreamingCall<ListRequest, WorkloadInfoSnapshot>;
   /** Streams progress (agent install, pods rolling) and ends with the result. */
   createIntercept: handleServerStreamingCall<CreateInterceptRequest, InterceptProgress>;
   removeIntercept: handleUnaryCall<RemoveInterceptRequest, Empty>;
@@ -1456,6 +1582,13 @@ export interface ConnectorClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: WorkloadInfoSnapshot) => void,
   ): ClientUnaryCall;
+  /** The same as List, then again on every change (tp list --watch). */
+  watchList(request: ListRequest, options?: Partial<CallOptions>): ClientReadableStream<WorkloadInfoSnapshot>;
+  watchList(
+    request: ListRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WorkloadInfoSnapshot>;
   /** Streams progress (agent install, pods rolling) and ends with the result. */
   createIntercept(
     request: CreateInterceptRequest,

@@ -208,6 +208,15 @@ export interface AgentPort {
   agentPort: number;
   /** TCP */
   protocol: string;
+  /** the Service ports whose targetPort reaches app_port */
+  servicePorts: ServicePort[];
+}
+
+/** A port of a Service that selects the workload: `tp intercept --port LOCAL:REMOTE` may name it. */
+export interface ServicePort {
+  service: string;
+  name: string;
+  port: number;
 }
 
 export interface AgentContainer {
@@ -233,6 +242,36 @@ export interface AgentInfo {
   /** iptables | ebpf | none */
   mechanism: string;
   containers: AgentContainer[];
+  /** set by the manager from the agent's last ReportAgentCounters */
+  counters: AgentCounters | undefined;
+}
+
+export interface AgentPortCounters {
+  appPort: number;
+  /** piped to the app */
+  passedThrough: number;
+  /** forwarded to an intercepting workstation */
+  intercepted: number;
+  dialFailures: number;
+}
+
+export interface AgentProbeCounters {
+  /** container/kind */
+  probe: string;
+  performed: number;
+  failed: number;
+}
+
+export interface AgentCounters {
+  ports: AgentPortCounters[];
+  probes: AgentProbeCounters[];
+  reportedUnixMs: number;
+}
+
+export interface AgentCountersReport {
+  /** the agent's session */
+  session: SessionInfo | undefined;
+  counters: AgentCounters | undefined;
 }
 
 export interface AgentInfoSnapshot {
@@ -304,6 +343,8 @@ export interface InterceptSpec {
   targetPort: number;
   /** user@host of the intercepting client, filled in by the manager */
   client: string;
+  /** Resolve remote_port / port_name through this Service's ports only (tp intercept --service). */
+  serviceName: string;
 }
 
 export interface CreateInterceptRequest {
@@ -945,7 +986,7 @@ export const ClientInfo: MessageFns<ClientInfo> = {
 };
 
 function createBaseAgentPort(): AgentPort {
-  return { name: "", appPort: 0, agentPort: 0, protocol: "" };
+  return { name: "", appPort: 0, agentPort: 0, protocol: "", servicePorts: [] };
 }
 
 export const AgentPort: MessageFns<AgentPort> = {
@@ -961,6 +1002,9 @@ export const AgentPort: MessageFns<AgentPort> = {
     }
     if (message.protocol !== "") {
       writer.uint32(34).string(message.protocol);
+    }
+    for (const v of message.servicePorts) {
+      ServicePort.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -1010,6 +1054,14 @@ export const AgentPort: MessageFns<AgentPort> = {
             message.protocol = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.servicePorts.push(ServicePort.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1036,6 +1088,11 @@ export const AgentPort: MessageFns<AgentPort> = {
         ? globalThis.Number(object.agent_port)
         : 0,
       protocol: isSet(object.protocol) ? globalThis.String(object.protocol) : "",
+      servicePorts: globalThis.Array.isArray(object?.servicePorts)
+        ? object.servicePorts.map((e: any) => ServicePort.fromJSON(e))
+        : globalThis.Array.isArray(object?.service_ports)
+        ? object.service_ports.map((e: any) => ServicePort.fromJSON(e))
+        : [],
     };
   },
 
@@ -1053,6 +1110,9 @@ export const AgentPort: MessageFns<AgentPort> = {
     if (message.protocol !== "") {
       obj.protocol = message.protocol;
     }
+    if (message.servicePorts?.length) {
+      obj.servicePorts = message.servicePorts.map((e) => ServicePort.toJSON(e));
+    }
     return obj;
   },
 
@@ -1065,6 +1125,108 @@ export const AgentPort: MessageFns<AgentPort> = {
     message.appPort = object.appPort ?? 0;
     message.agentPort = object.agentPort ?? 0;
     message.protocol = object.protocol ?? "";
+    message.servicePorts = object.servicePorts?.map((e) => ServicePort.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseServicePort(): ServicePort {
+  return { service: "", name: "", port: 0 };
+}
+
+export const ServicePort: MessageFns<ServicePort> = {
+  encode(message: ServicePort, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== "") {
+      writer.uint32(10).string(message.service);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.port !== 0) {
+      writer.uint32(24).uint32(message.port);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServicePort {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServicePort();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.port = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServicePort {
+    return {
+      service: isSet(object.service) ? globalThis.String(object.service) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      port: isSet(object.port) ? globalThis.Number(object.port) : 0,
+    };
+  },
+
+  toJSON(message: ServicePort): unknown {
+    const obj: any = {};
+    if (message.service !== "") {
+      obj.service = message.service;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.port !== 0) {
+      obj.port = Math.round(message.port);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ServicePort>): ServicePort {
+    return ServicePort.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ServicePort>): ServicePort {
+    const message = createBaseServicePort();
+    message.service = object.service ?? "";
+    message.name = object.name ?? "";
+    message.port = object.port ?? 0;
     return message;
   },
 };
@@ -1286,7 +1448,17 @@ export const AgentContainer_EnvironmentEntry: MessageFns<AgentContainer_Environm
 };
 
 function createBaseAgentInfo(): AgentInfo {
-  return { name: "", namespace: "", kind: "", podName: "", podIp: "", version: "", mechanism: "", containers: [] };
+  return {
+    name: "",
+    namespace: "",
+    kind: "",
+    podName: "",
+    podIp: "",
+    version: "",
+    mechanism: "",
+    containers: [],
+    counters: undefined,
+  };
 }
 
 export const AgentInfo: MessageFns<AgentInfo> = {
@@ -1314,6 +1486,9 @@ export const AgentInfo: MessageFns<AgentInfo> = {
     }
     for (const v of message.containers) {
       AgentContainer.encode(v!, writer.uint32(66).fork()).join();
+    }
+    if (message.counters !== undefined) {
+      AgentCounters.encode(message.counters, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -1395,6 +1570,14 @@ export const AgentInfo: MessageFns<AgentInfo> = {
             message.containers.push(AgentContainer.decode(reader, reader.uint32()));
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.counters = AgentCounters.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1427,6 +1610,7 @@ export const AgentInfo: MessageFns<AgentInfo> = {
       containers: globalThis.Array.isArray(object?.containers)
         ? object.containers.map((e: any) => AgentContainer.fromJSON(e))
         : [],
+      counters: isSet(object.counters) ? AgentCounters.fromJSON(object.counters) : undefined,
     };
   },
 
@@ -1456,6 +1640,9 @@ export const AgentInfo: MessageFns<AgentInfo> = {
     if (message.containers?.length) {
       obj.containers = message.containers.map((e) => AgentContainer.toJSON(e));
     }
+    if (message.counters !== undefined) {
+      obj.counters = AgentCounters.toJSON(message.counters);
+    }
     return obj;
   },
 
@@ -1472,6 +1659,435 @@ export const AgentInfo: MessageFns<AgentInfo> = {
     message.version = object.version ?? "";
     message.mechanism = object.mechanism ?? "";
     message.containers = object.containers?.map((e) => AgentContainer.fromPartial(e)) || [];
+    message.counters = (object.counters !== undefined && object.counters !== null)
+      ? AgentCounters.fromPartial(object.counters)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAgentPortCounters(): AgentPortCounters {
+  return { appPort: 0, passedThrough: 0, intercepted: 0, dialFailures: 0 };
+}
+
+export const AgentPortCounters: MessageFns<AgentPortCounters> = {
+  encode(message: AgentPortCounters, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.appPort !== 0) {
+      writer.uint32(8).uint32(message.appPort);
+    }
+    if (message.passedThrough !== 0) {
+      writer.uint32(16).uint64(message.passedThrough);
+    }
+    if (message.intercepted !== 0) {
+      writer.uint32(24).uint64(message.intercepted);
+    }
+    if (message.dialFailures !== 0) {
+      writer.uint32(32).uint64(message.dialFailures);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentPortCounters {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentPortCounters();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.appPort = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.passedThrough = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.intercepted = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.dialFailures = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentPortCounters {
+    return {
+      appPort: isSet(object.appPort)
+        ? globalThis.Number(object.appPort)
+        : isSet(object.app_port)
+        ? globalThis.Number(object.app_port)
+        : 0,
+      passedThrough: isSet(object.passedThrough)
+        ? globalThis.Number(object.passedThrough)
+        : isSet(object.passed_through)
+        ? globalThis.Number(object.passed_through)
+        : 0,
+      intercepted: isSet(object.intercepted) ? globalThis.Number(object.intercepted) : 0,
+      dialFailures: isSet(object.dialFailures)
+        ? globalThis.Number(object.dialFailures)
+        : isSet(object.dial_failures)
+        ? globalThis.Number(object.dial_failures)
+        : 0,
+    };
+  },
+
+  toJSON(message: AgentPortCounters): unknown {
+    const obj: any = {};
+    if (message.appPort !== 0) {
+      obj.appPort = Math.round(message.appPort);
+    }
+    if (message.passedThrough !== 0) {
+      obj.passedThrough = Math.round(message.passedThrough);
+    }
+    if (message.intercepted !== 0) {
+      obj.intercepted = Math.round(message.intercepted);
+    }
+    if (message.dialFailures !== 0) {
+      obj.dialFailures = Math.round(message.dialFailures);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AgentPortCounters>): AgentPortCounters {
+    return AgentPortCounters.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AgentPortCounters>): AgentPortCounters {
+    const message = createBaseAgentPortCounters();
+    message.appPort = object.appPort ?? 0;
+    message.passedThrough = object.passedThrough ?? 0;
+    message.intercepted = object.intercepted ?? 0;
+    message.dialFailures = object.dialFailures ?? 0;
+    return message;
+  },
+};
+
+function createBaseAgentProbeCounters(): AgentProbeCounters {
+  return { probe: "", performed: 0, failed: 0 };
+}
+
+export const AgentProbeCounters: MessageFns<AgentProbeCounters> = {
+  encode(message: AgentProbeCounters, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.probe !== "") {
+      writer.uint32(10).string(message.probe);
+    }
+    if (message.performed !== 0) {
+      writer.uint32(16).uint64(message.performed);
+    }
+    if (message.failed !== 0) {
+      writer.uint32(24).uint64(message.failed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentProbeCounters {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentProbeCounters();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.probe = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.performed = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.failed = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentProbeCounters {
+    return {
+      probe: isSet(object.probe) ? globalThis.String(object.probe) : "",
+      performed: isSet(object.performed) ? globalThis.Number(object.performed) : 0,
+      failed: isSet(object.failed) ? globalThis.Number(object.failed) : 0,
+    };
+  },
+
+  toJSON(message: AgentProbeCounters): unknown {
+    const obj: any = {};
+    if (message.probe !== "") {
+      obj.probe = message.probe;
+    }
+    if (message.performed !== 0) {
+      obj.performed = Math.round(message.performed);
+    }
+    if (message.failed !== 0) {
+      obj.failed = Math.round(message.failed);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AgentProbeCounters>): AgentProbeCounters {
+    return AgentProbeCounters.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AgentProbeCounters>): AgentProbeCounters {
+    const message = createBaseAgentProbeCounters();
+    message.probe = object.probe ?? "";
+    message.performed = object.performed ?? 0;
+    message.failed = object.failed ?? 0;
+    return message;
+  },
+};
+
+function createBaseAgentCounters(): AgentCounters {
+  return { ports: [], probes: [], reportedUnixMs: 0 };
+}
+
+export const AgentCounters: MessageFns<AgentCounters> = {
+  encode(message: AgentCounters, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.ports) {
+      AgentPortCounters.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.probes) {
+      AgentProbeCounters.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.reportedUnixMs !== 0) {
+      writer.uint32(24).int64(message.reportedUnixMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentCounters {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentCounters();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ports.push(AgentPortCounters.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.probes.push(AgentProbeCounters.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.reportedUnixMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentCounters {
+    return {
+      ports: globalThis.Array.isArray(object?.ports) ? object.ports.map((e: any) => AgentPortCounters.fromJSON(e)) : [],
+      probes: globalThis.Array.isArray(object?.probes)
+        ? object.probes.map((e: any) => AgentProbeCounters.fromJSON(e))
+        : [],
+      reportedUnixMs: isSet(object.reportedUnixMs)
+        ? globalThis.Number(object.reportedUnixMs)
+        : isSet(object.reported_unix_ms)
+        ? globalThis.Number(object.reported_unix_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: AgentCounters): unknown {
+    const obj: any = {};
+    if (message.ports?.length) {
+      obj.ports = message.ports.map((e) => AgentPortCounters.toJSON(e));
+    }
+    if (message.probes?.length) {
+      obj.probes = message.probes.map((e) => AgentProbeCounters.toJSON(e));
+    }
+    if (message.reportedUnixMs !== 0) {
+      obj.reportedUnixMs = Math.round(message.reportedUnixMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AgentCounters>): AgentCounters {
+    return AgentCounters.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AgentCounters>): AgentCounters {
+    const message = createBaseAgentCounters();
+    message.ports = object.ports?.map((e) => AgentPortCounters.fromPartial(e)) || [];
+    message.probes = object.probes?.map((e) => AgentProbeCounters.fromPartial(e)) || [];
+    message.reportedUnixMs = object.reportedUnixMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseAgentCountersReport(): AgentCountersReport {
+  return { session: undefined, counters: undefined };
+}
+
+export const AgentCountersReport: MessageFns<AgentCountersReport> = {
+  encode(message: AgentCountersReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.session !== undefined) {
+      SessionInfo.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    if (message.counters !== undefined) {
+      AgentCounters.encode(message.counters, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentCountersReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentCountersReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.session = SessionInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.counters = AgentCounters.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentCountersReport {
+    return {
+      session: isSet(object.session) ? SessionInfo.fromJSON(object.session) : undefined,
+      counters: isSet(object.counters) ? AgentCounters.fromJSON(object.counters) : undefined,
+    };
+  },
+
+  toJSON(message: AgentCountersReport): unknown {
+    const obj: any = {};
+    if (message.session !== undefined) {
+      obj.session = SessionInfo.toJSON(message.session);
+    }
+    if (message.counters !== undefined) {
+      obj.counters = AgentCounters.toJSON(message.counters);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AgentCountersReport>): AgentCountersReport {
+    return AgentCountersReport.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AgentCountersReport>): AgentCountersReport {
+    const message = createBaseAgentCountersReport();
+    message.session = (object.session !== undefined && object.session !== null)
+      ? SessionInfo.fromPartial(object.session)
+      : undefined;
+    message.counters = (object.counters !== undefined && object.counters !== null)
+      ? AgentCounters.fromPartial(object.counters)
+      : undefined;
     return message;
   },
 };
@@ -2262,6 +2878,7 @@ function createBaseInterceptSpec(): InterceptSpec {
     targetHost: "",
     targetPort: 0,
     client: "",
+    serviceName: "",
   };
 }
 
@@ -2296,6 +2913,9 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
     }
     if (message.client !== "") {
       writer.uint32(82).string(message.client);
+    }
+    if (message.serviceName !== "") {
+      writer.uint32(90).string(message.serviceName);
     }
     return writer;
   },
@@ -2393,6 +3013,14 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
             message.client = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.serviceName = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2437,6 +3065,11 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
         ? globalThis.Number(object.target_port)
         : 0,
       client: isSet(object.client) ? globalThis.String(object.client) : "",
+      serviceName: isSet(object.serviceName)
+        ? globalThis.String(object.serviceName)
+        : isSet(object.service_name)
+        ? globalThis.String(object.service_name)
+        : "",
     };
   },
 
@@ -2472,6 +3105,9 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
     if (message.client !== "") {
       obj.client = message.client;
     }
+    if (message.serviceName !== "") {
+      obj.serviceName = message.serviceName;
+    }
     return obj;
   },
 
@@ -2490,6 +3126,7 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
     message.targetHost = object.targetHost ?? "";
     message.targetPort = object.targetPort ?? 0;
     message.client = object.client ?? "";
+    message.serviceName = object.serviceName ?? "";
     return message;
   },
 };
@@ -4881,6 +5518,19 @@ export const ManagerService = {
     responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
     responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
   },
+  /**
+   * Agents report their connection and probe counters (every 10 s while they change); the manager shows
+   * them in WorkloadInfo.agents and sums them into its metrics.
+   */
+  reportAgentCounters: {
+    path: "/tp.manager.Manager/ReportAgentCounters" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AgentCountersReport): Buffer => Buffer.from(AgentCountersReport.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AgentCountersReport => AgentCountersReport.decode(value),
+    responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
+  },
   lookupDns: {
     path: "/tp.manager.Manager/LookupDNS" as const,
     requestStream: false as const,
@@ -4942,6 +5592,11 @@ export interface ManagerServer extends UntypedServiceImplementation {
   /** Agents report whether they serve an intercept (ACTIVE) or cannot (AGENT_ERROR). */
   reviewIntercept: handleUnaryCall<ReviewInterceptRequest, Empty>;
   uninstallAgents: handleUnaryCall<UninstallAgentsRequest, Empty>;
+  /**
+   * Agents report their connection and probe counters (every 10 s while they change); the manager shows
+   * them in WorkloadInfo.agents and sums them into its metrics.
+   */
+  reportAgentCounters: handleUnaryCall<AgentCountersReport, Empty>;
   lookupDns: handleUnaryCall<DNSRequest, DNSResponse>;
   /** One bidi stream per TCP (or UDP) flow; see TunnelMessage. */
   tunnel: handleBidiStreamingCall<TunnelMessage, TunnelMessage>;
@@ -5154,6 +5809,25 @@ export interface ManagerClient extends Client {
   ): ClientUnaryCall;
   uninstallAgents(
     request: UninstallAgentsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  /**
+   * Agents report their connection and probe counters (every 10 s while they change); the manager shows
+   * them in WorkloadInfo.agents and sums them into its metrics.
+   */
+  reportAgentCounters(
+    request: AgentCountersReport,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  reportAgentCounters(
+    request: AgentCountersReport,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  reportAgentCounters(
+    request: AgentCountersReport,
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Empty) => void,

@@ -287,7 +287,7 @@ if (cluster) {
   scenario("tp list as alice shows A's workloads and none of B's; bob sees both", async () => {
     const names = async (tp: TpRunner) =>
       (
-        JSON.parse((await tp(['list', '-o', 'json'])).stdout) as {
+        JSON.parse((await tp(['list', '-A', '-o', 'json'])).stdout) as {
           workloads: { namespace: string; name: string }[];
         }
       ).workloads

@@ -150,7 +150,7 @@ test('user errors: one line each, non-zero exit, no stack trace', () =>
     );
     await expectError(
       ['intercept', 'echo', '--port', `${laptopPort}:9`],
-      new RegExp(`does not capture port 9: its agent captures ${appPort}`),
+      new RegExp(`has no port 9: use one of container port ${appPort}`),
     );
     await expectError(['intercept', 'echo', '--port', 'x'], /invalid local port "x"/);
     await expectError(['list', '-o', 'xml'], /invalid output format "xml"/);
