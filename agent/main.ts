@@ -72,6 +72,7 @@ async function main(): Promise<void> {
         session,
         steered: steering !== undefined,
         counters,
+        workstationDialDeadlineMs: config.workstationDialDeadlineMs,
       }),
   );
   let listening = false;
