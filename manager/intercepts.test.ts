@@ -157,6 +157,12 @@ test('the same user on the same workstation takes its intercept back from a new 
   const t = new InterceptTable(() => 1_000);
   const key = { user: 'alice', installId: 'laptop-1' };
   const old = t.create({ ...alice, reclaimKey: key }, spec({ remotePort: 18080 }), workload([18080]));
+  // While alice's session lives, a second session of hers is another client: refused.
+  const second = { sessionId: 'c-alice-2', clientName: 'alice@laptop', reclaimKey: key };
+  assert.match(
+    refusal(() => t.create(second, spec({ remotePort: 18080 }), workload([18080]))).message,
+    /already intercepted by alice@laptop \(intercept "echo"\)$/,
+  );
   t.holdSession('c-alice', 121_000);
   // Same name claimed, another workstation: refused.
   const elsewhere = {

@@ -10,8 +10,10 @@
 //   held    --(the same user on the same workstation intercepts that port again)--> replaced by the new one
 //
 // One intercept per (namespace, workload, app port): a second one is refused with the holder's name,
-// unless the holder is another session of the same user on the same workstation (a crashed or
-// disconnected daemon's): then the new intercept replaces it. The same user is the authenticated
+// unless it is held (its session was lost) and the new session is of the same user on the same
+// workstation (a crashed or disconnected daemon's successor): then the new intercept replaces it. A live
+// session's intercept is never replaced: two daemons of one user on one machine are two clients (and a
+// daemon that reconnects departs its old session first, which frees its intercepts). The same user is the authenticated
 // Kubernetes user (the client's claimed name only where nothing authenticates, standalone), and the same
 // workstation is the client's install id: a name alone never takes someone's intercept.
 import {
@@ -122,7 +124,7 @@ export class InterceptTable {
         o.remotePort !== remotePort
       )
         continue;
-      if (other.clientSessionId !== owner.sessionId && key !== undefined && this.keys.get(other.id) === key) {
+      if (this.held.has(other.id) && key !== undefined && this.keys.get(other.id) === key) {
         replaces.push(other);
         continue;
       }
