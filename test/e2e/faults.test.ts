@@ -1,0 +1,70 @@
+// Issue 19: faults on the lab, one at a time, with one intercepted Deployment and a probe from the node to
+// its Service every 0.25 s (testbed/faults.ts, shared with bench/faults.ts). No fault may fail a request
+// (the agent killed: at most one) and the intercept must come back by itself. How fast it comes back is
+// printed here and measured by the bench (no timing asserts in tests); the asserts are that it does.
+import * as assert from 'uvu/assert';
+import { type FaultResult, FaultRig } from '../../testbed/faults.js';
+import { afterSetup, clusterSuite } from './suite.js';
+
+const NS = 'tp-e2e-faults';
+const { test, cluster } = await clusterSuite('faults');
+
+if (cluster) {
+  let rig: FaultRig | undefined;
+  const say = (line: string) => process.stdout.write(`# faults: ${line}\n`);
+  const scenario = afterSetup(test, async () => {
+    rig = await FaultRig.start(cluster, NS, '/tmp/tp-e2e-faults', say);
+  });
+  test.after(async () => {
+    await rig?.stop();
+  });
+  const failures = (r: FaultResult) => r.failed.map((s) => `${new Date(s.at).toISOString()} ${s.detail}`);
+
+  scenario('the manager pod deleted: no request fails, the intercept comes back', async () => {
+    const r = await rig!.managerPodDeleted();
+    assert.equal(failures(r), []);
+    assert.ok(r.backSeconds !== undefined, 'the intercept came back');
+  });
+
+  scenario('the agent killed with -9: at most one request fails, the intercept comes back', async () => {
+    const r = await rig!.agentKilled();
+    assert.ok(r.failed.length <= 1, `failed: ${failures(r).join(', ')}`);
+    assert.ok(r.backSeconds !== undefined, 'the intercept came back');
+  });
+
+  scenario(
+    'the user daemon killed with -9: no request fails; tp connect + tp intercept take it back',
+    async () => {
+      const r = await rig!.userDaemonKilled();
+      assert.equal(failures(r), []);
+      assert.ok(r.backSeconds !== undefined, 'the intercept answers again');
+    },
+  );
+
+  scenario(
+    "the workstation's traffic to the API server dropped for 30 s: the app answers, then the intercept by itself",
+    async () => {
+      const r = await rig!.apiServerDropped(30);
+      assert.equal(failures(r), []);
+      assert.ok(r.appAfterSeconds !== undefined, 'the app answered during the drop');
+      assert.ok(r.backSeconds !== undefined, 'the intercept came back with no command typed');
+    },
+  );
+
+  scenario(
+    'tp-lab restart kube-apiserver: the lab whole, no request fails, the intercept comes back',
+    async () => {
+      const r = await rig!.apiServerRestarted();
+      assert.equal(failures(r), []);
+      assert.ok(r.backSeconds !== undefined, 'the intercept came back');
+    },
+  );
+
+  scenario('then tp leave works and the app answers', async () => {
+    const r = await rig!.leave();
+    assert.ok(r.left, 'tp leave worked');
+    assert.ok(r.appAnswers, 'the app answers');
+  });
+}
+
+test.run();
