@@ -62,6 +62,9 @@ export function managerChannelOptions(): ChannelOptions {
     // Reconnect quickly after the manager restarts; the callers add their own backoff on top.
     'grpc.initial_reconnect_backoff_ms': 250,
     'grpc.max_reconnect_backoff_ms': 2_000,
+    // tp has no service config in DNS: no TXT lookup beside every resolution of the manager's name (one
+    // more query that can stall while the cluster's DNS is slow).
+    'grpc.service_config_disable_resolution': 1,
   };
 }
 
