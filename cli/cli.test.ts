@@ -45,6 +45,7 @@ test('status text says when the daemon is not running, and what is wrong when re
       logFile: '/tmp/x.log',
       daemonPid: 42,
       rootDaemonNeeded: false,
+      lastOutage: '',
     }),
   );
   assert.match(text, /^Reconnecting to the traffic manager at 127.0.0.1:1/);
@@ -100,6 +101,7 @@ const connected: ConnectInfo = {
   logFile: '/tmp/x.log',
   daemonPid: 42,
   rootDaemonNeeded: false,
+  lastOutage: '',
 };
 
 test('status shows the VIF: its name, subnets, DNS and the root daemon health (text and -o json)', () => {

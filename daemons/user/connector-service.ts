@@ -81,6 +81,7 @@ export function connectorService(
     logFile: daemon.logFile,
     daemonPid: process.pid,
     rootDaemonNeeded: false,
+    lastOutage: conn.lastOutage(),
   });
 
   /**

@@ -105,6 +105,8 @@ export class ManagerConnection extends EventEmitter {
   cluster: ClusterInfo | undefined;
   /** Why the manager is unreachable, while RECONNECTING. */
   private lostReason = '';
+  /** The last loss of the session: when, why, when it came back, which intercepts were restored. */
+  private outage: { lostAt: number; reason: string; backAt?: number; restored: string[] } | undefined;
   private client: ManagerClient | undefined;
   private identity: IdentitySource | undefined;
   /** The current session's credential, which the channel's interceptor adds to every call. */
@@ -171,6 +173,7 @@ export class ManagerConnection extends EventEmitter {
     this.error = '';
     this.cluster = undefined;
     this.records.clear();
+    this.outage = undefined;
     log.info('disconnected', { manager: this.address });
   }
 
@@ -422,6 +425,7 @@ export class ManagerConnection extends EventEmitter {
         this.credential = '';
         this.state = 'RECONNECTING';
         this.lostReason = reason;
+        this.outage = { lostAt: Date.now(), reason, restored: [] };
         this.error = `lost the traffic manager at ${this.address}: ${reason}`;
         log.warn('lost the traffic manager; reconnecting', { manager: this.address, reason });
         for (const r of this.records.values()) {
@@ -437,6 +441,7 @@ export class ManagerConnection extends EventEmitter {
       if (this.stopped) break;
       try {
         session = await this.arrive(this.client!);
+        if (this.outage) this.outage.backAt = Date.now();
         log.info('reconnected to the traffic manager', { manager: this.address, session: session.sessionId });
       } catch (e) {
         this.lostReason = errorDetails(e);
@@ -499,6 +504,24 @@ export class ManagerConnection extends EventEmitter {
     } catch (e) {
       throw new UserFacingError(grpc.status.UNAUTHENTICATED, (e as Error).message);
     }
+  }
+
+  /**
+   * The last loss of the session in one line ("" if it was never lost): "lost the traffic manager at
+   * 17:20:01 (reason); back at 17:20:33 after 32.1 s; intercepts restored: echo".
+   */
+  lastOutage(): string {
+    const o = this.outage;
+    if (!o) return '';
+    const at = (t: number) =>
+      new Date(t)
+        .toISOString()
+        .replace('T', ' ')
+        .replace(/\.\d+Z$/, 'Z');
+    const lost = `lost the traffic manager at ${at(o.lostAt)} (${o.reason})`;
+    if (o.backAt === undefined) return `${lost}; not back yet`;
+    const back = `${lost}; back at ${at(o.backAt)} after ${((o.backAt - o.lostAt) / 1000).toFixed(1)} s`;
+    return o.restored.length > 0 ? `${back}; intercepts restored: ${o.restored.join(', ')}` : back;
   }
 
   /** The credential of the session with this id, while it is the current one ('' otherwise). */
@@ -582,6 +605,7 @@ export class ManagerConnection extends EventEmitter {
             CALL_TIMEOUT_MS,
           );
           r.note = 'restored after the connection to the traffic manager was lost';
+          this.outage?.restored.push(r.name);
           log.info('intercept restored', { intercept: r.name });
           this.applySnapshot(this.lastSnapshot);
           break;

@@ -79,6 +79,11 @@ export interface ConnectInfo {
    * CLI starts it (sudo may prompt on its terminal) and calls Connect again.
    */
   rootDaemonNeeded: boolean;
+  /**
+   * The last time the session with the traffic manager was lost and (if it is back) when it came back,
+   * in one line for the user: "lost at … (why); back at … after N s; restored: …". Empty: never lost.
+   */
+  lastOutage: string;
 }
 
 export interface ListRequest {
@@ -512,6 +517,7 @@ function createBaseConnectInfo(): ConnectInfo {
     logFile: "",
     daemonPid: 0,
     rootDaemonNeeded: false,
+    lastOutage: "",
   };
 }
 
@@ -558,6 +564,9 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     }
     if (message.rootDaemonNeeded !== false) {
       writer.uint32(112).bool(message.rootDaemonNeeded);
+    }
+    if (message.lastOutage !== "") {
+      writer.uint32(122).string(message.lastOutage);
     }
     return writer;
   },
@@ -687,6 +696,14 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
             message.rootDaemonNeeded = reader.bool();
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.lastOutage = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -745,6 +762,11 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
         : isSet(object.root_daemon_needed)
         ? globalThis.Boolean(object.root_daemon_needed)
         : false,
+      lastOutage: isSet(object.lastOutage)
+        ? globalThis.String(object.lastOutage)
+        : isSet(object.last_outage)
+        ? globalThis.String(object.last_outage)
+        : "",
     };
   },
 
@@ -792,6 +814,9 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     if (message.rootDaemonNeeded !== false) {
       obj.rootDaemonNeeded = message.rootDaemonNeeded;
     }
+    if (message.lastOutage !== "") {
+      obj.lastOutage = message.lastOutage;
+    }
     return obj;
   },
 
@@ -818,6 +843,7 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     message.logFile = object.logFile ?? "";
     message.daemonPid = object.daemonPid ?? 0;
     message.rootDaemonNeeded = object.rootDaemonNeeded ?? false;
+    message.lastOutage = object.lastOutage ?? "";
     return message;
   },
 };

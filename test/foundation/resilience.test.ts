@@ -8,6 +8,7 @@ import { httpApp, httpGet, isRunning, type Rig, withRig } from './harness.js';
 interface StatusJson {
   state: string;
   error: string;
+  lastOutage: string;
   intercepts: { name: string; disposition: string; message: string }[];
 }
 
@@ -159,6 +160,12 @@ test('the workstation goes silent (SIGSTOP, no FIN): the app answers, and the in
     const st = await rig.tpJson<StatusJson>('status');
     assert.is(st.state, 'CONNECTED');
     assert.match(st.intercepts[0]!.message, /restored/);
+    // The status says what was lost and when it came back.
+    assert.match(
+      st.lastOutage,
+      /^lost the traffic manager at \S+ \S+Z \(.+\); back at \S+ \S+Z after [\d.]+ s; intercepts restored: echo$/,
+    );
+    assert.match((await rig.tp('status')).stdout, /last outage: lost the traffic manager at/);
     assert.is((await rig.tp('quit')).code, 0);
   }));
 
