@@ -38,7 +38,14 @@ const CALL_TIMEOUT_MS = 5_000;
  * busy machine, where a fresh daemon's first HTTP/2 handshake can take seconds).
  */
 const ARRIVE_TIMEOUT_MS = 20_000;
-const MAX_BACKOFF_MS = 5_000;
+/**
+ * A re-arrival after the session was lost. Short, and each failed one is retried on a fresh channel: an
+ * attempt whose connection went out while the path was down waits for the kernel's SYN retransmissions
+ * (1, 3, 7, 15 s… apart) or the port-forward's upgrade timeout, and a grpc-js channel makes no other
+ * attempt meanwhile. A fresh attempt every few seconds finds a returned path within seconds.
+ */
+const REARRIVE_TIMEOUT_MS = 4_000;
+const MAX_BACKOFF_MS = 1_000;
 /** How long installing an agent (Kubernetes: a rollout) may take. */
 const ENSURE_AGENT_TIMEOUT_MS = 120_000;
 /** How long an intercept may wait for an agent to accept it. */
@@ -127,10 +134,7 @@ export class ManagerConnection extends EventEmitter {
         `already connected to the traffic manager at ${this.address}: run tp quit first to connect elsewhere`,
       );
     }
-    const client = new ManagerClient(address, grpc.credentials.createInsecure(), {
-      ...workstationChannelOptions(),
-      interceptors: [bearerInterceptor(() => this.credential)],
-    });
+    const client = this.newClient(address);
     this.identity = identity;
     let session: Session;
     try {
@@ -153,6 +157,15 @@ export class ManagerConnection extends EventEmitter {
     this.address = address;
     this.stopped = false;
     this.loopDone = this.run(session);
+  }
+
+  /** A channel of its own (a local subchannel pool: the global one would hand back a stuck attempt). */
+  private newClient(address: string): ManagerClient {
+    return new ManagerClient(address, grpc.credentials.createInsecure(), {
+      ...workstationChannelOptions(),
+      'grpc.use_local_subchannel_pool': 1,
+      interceptors: [bearerInterceptor(() => this.credential)],
+    });
   }
 
   /** Departs and forgets everything. */
@@ -440,19 +453,22 @@ export class ManagerConnection extends EventEmitter {
       backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       if (this.stopped) break;
       try {
-        session = await this.arrive(this.client!);
+        session = await this.arrive(this.client!, REARRIVE_TIMEOUT_MS);
         if (this.outage) this.outage.backAt = Date.now();
         log.info('reconnected to the traffic manager', { manager: this.address, session: session.sessionId });
       } catch (e) {
         this.lostReason = errorDetails(e);
         this.error = `lost the traffic manager at ${this.address}: ${this.lostReason}; reconnecting`;
         log.debug('reconnect failed', { reason: errorDetails(e) });
+        if (this.stopped) break;
+        this.client?.close();
+        this.client = this.newClient(this.address);
       }
     }
   }
 
-  private async arrive(client: ManagerClient): Promise<Session> {
-    const version = await unary<VersionInfo>((md, o, cb) => client.version({}, md, o, cb), ARRIVE_TIMEOUT_MS);
+  private async arrive(client: ManagerClient, timeoutMs = ARRIVE_TIMEOUT_MS): Promise<Session> {
+    const version = await unary<VersionInfo>((md, o, cb) => client.version({}, md, o, cb), timeoutMs);
     const info = {
       name: clientName(),
       installId: crypto
