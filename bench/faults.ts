@@ -35,7 +35,7 @@ async function main(): Promise<void> {
     const left = await rig.leave();
     process.stdout.write(
       `${new Date().toISOString().slice(0, 10)}, node dist/bench/faults.js --drop-seconds ${flags['drop-seconds']}\n\n` +
-        `${faultTable(results)}\n\ntp leave: ${left.left ? 'worked' : 'FAILED'}; the app answers afterwards: ${left.appAnswers ? 'yes' : 'NO'}\n`,
+        `${faultTable(results)}\n\ntp leave: ${left.left ? `FAILED: ${left.left}` : 'worked'}; the app answers afterwards: ${left.appAnswers ? 'yes' : 'NO'}\n`,
     );
   } finally {
     await rig?.stop();

@@ -202,13 +202,14 @@ export class FaultRig {
     fault: string,
     inject: (notes: string[]) => Promise<number>,
     backTimeoutMs = 60_000,
+    settleMs = 1_000,
   ): Promise<FaultResult> {
     this.say(`fault: ${fault}`);
     const notes: string[] = [];
     const began = Date.now();
     const over = await inject(notes);
     const back = await this.probe.first('workstation', over, backTimeoutMs);
-    await sleep(1_000);
+    await sleep(settleMs);
     const seen = this.probe.between(began, Date.now());
     const result: FaultResult = {
       fault,
@@ -253,10 +254,14 @@ export class FaultRig {
   }
 
   private async agentPids(): Promise<number[]> {
-    const pod = await kubectlJson<{
-      metadata: { uid: string };
-      status: { containerStatuses?: { name: string; containerID?: string }[] };
-    }>(this.c, ['get', 'pods', '-n', this.namespace, '-l', `app=${WORKLOAD}`, '-o', 'jsonpath={.items[0]}']);
+    const pods = await kubectlJson<{
+      items: {
+        metadata: { uid: string; deletionTimestamp?: string };
+        status: { containerStatuses?: { name: string; containerID?: string }[] };
+      }[];
+    }>(this.c, ['get', 'pods', '-n', this.namespace, '-l', `app=${WORKLOAD}`]);
+    const pod = pods.items.find((p) => !p.metadata.deletionTimestamp);
+    if (!pod) throw new Error(`no ${WORKLOAD} pod`);
     const id = pod.status.containerStatuses
       ?.find((s) => s.name === 'tp-agent')
       ?.containerID?.replace(/^.*:\/\//, '');
@@ -283,13 +288,14 @@ export class FaultRig {
       await waitFor('the user daemon to die', () => !isAlive(st.daemon!.pid), 10_000, 50);
       const killedAt = Date.now();
       await this.tp(['connect', '-n', this.namespace]);
+      const connected = Date.now();
       const r = await this.tp(
         ['intercept', WORKLOAD, '-n', this.namespace, '--port', `${LOCAL_PORT}:${ECHO_PORT}`],
         { check: false },
       );
       notes.push(
         r.code === 0
-          ? `tp connect + tp intercept took ${((Date.now() - killedAt) / 1000).toFixed(1)} s`
+          ? `tp connect took ${((connected - killedAt) / 1000).toFixed(1)} s, tp intercept ${((Date.now() - connected) / 1000).toFixed(1)} s`
           : `tp intercept failed: ${r.stderr.trim()}`,
       );
       if (r.code !== 0)
@@ -353,15 +359,24 @@ export class FaultRig {
         return Date.now();
       },
       60_000,
+      // The lab whole afterwards: every request keeps being served for a while after the restart too.
+      20_000,
     );
   }
 
-  /** `tp leave`; true when it worked and the app answers afterwards. */
-  async leave(): Promise<{ left: boolean; appAnswers: boolean }> {
-    const r = await this.tp(['leave', WORKLOAD], { check: false });
+  /** `tp leave`: whether it worked, and what the probe saw until the app answered (at most 30 s). */
+  async leave(): Promise<{ left: string; appAnswers: boolean; seen: string[] }> {
     const from = Date.now();
-    const app = await this.probe.first('app', from, 15_000);
-    return { left: r.code === 0, appAnswers: app !== undefined };
+    const r = await this.tp(['leave', WORKLOAD], { check: false });
+    const app = await this.probe.first('app', from, 30_000);
+    const seen = this.probe
+      .between(from, Date.now())
+      .map((s) => `${new Date(s.at).toISOString()} ${s.detail}`);
+    return {
+      left: r.code === 0 ? '' : r.stderr.trim() || `exit ${r.code}`,
+      appAnswers: app !== undefined,
+      seen,
+    };
   }
 
   /** Everything back as it was: probe, tp, the laptop app, rules, the namespace, the chart if it installed it. */
