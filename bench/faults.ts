@@ -35,6 +35,7 @@ async function main(): Promise<void> {
     const left = await rig.leave();
     process.stdout.write(
       `${new Date().toISOString().slice(0, 10)}, node dist/bench/faults.js --drop-seconds ${flags['drop-seconds']}\n\n` +
+        `healthy intercept, a new connection per request (bounds the agent's dial to the workstation): p50 ${rig.healthy?.p50Ms.toFixed(1)} ms, max ${rig.healthy?.maxMs.toFixed(1)} ms of ${rig.healthy?.requests}\n\n` +
         `${faultTable(results)}\n\ntp leave: ${left.left ? `FAILED: ${left.left}` : 'worked'}; the app answers afterwards: ${left.appAnswers ? 'yes' : 'NO'}\n`,
     );
   } finally {

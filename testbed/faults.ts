@@ -35,6 +35,8 @@ export interface ProbeSample {
   at: number;
   outcome: 'workstation' | 'app' | 'failed';
   detail: string;
+  /** The request's whole time (curl's time_total), seconds; undefined for a failed one. */
+  seconds?: number;
 }
 
 /** What one fault did to the probe. */
@@ -56,7 +58,7 @@ class ServiceProbe {
 
   constructor(url: string) {
     const loop =
-      `while :; do t=$(date +%s%3N); r=$(curl -s -m 3 ${url}) || r="FAILED curl exit $?"; ` +
+      `while :; do t=$(date +%s%3N); r=$(curl -s -m 3 -w ' %{time_total}' ${url}) || r="FAILED curl exit $?"; ` +
       `echo "$t $r"; sleep ${PROBE_INTERVAL_S}; done`;
     this.child = spawn(process.execPath, [tpLabMain, 'exec', '--node', '--', 'sh', '-c', loop], {
       stdio: ['ignore', 'pipe', 'ignore'],
@@ -68,10 +70,16 @@ class ServiceProbe {
       for (const line of lines) {
         const m = /^(\d+) (.*)$/.exec(line.trim());
         if (!m) continue;
-        const body = m[2]!;
+        const [body = '', time] = m[2]!.split(' ');
         const outcome =
           body === 'laptop' ? 'workstation' : body.startsWith(`${WORKLOAD}-`) ? 'app' : 'failed';
-        this.samples.push({ at: Number(m[1]), outcome, detail: body });
+        const seconds = outcome === 'failed' ? undefined : Number(time);
+        this.samples.push({
+          at: Number(m[1]),
+          outcome,
+          detail: outcome === 'failed' ? m[2]! : body,
+          seconds,
+        });
       }
     });
     process.on('exit', this.stop);
@@ -178,7 +186,27 @@ export class FaultRig {
     this.probe = new ServiceProbe(`http://${svc.spec.clusterIP}:80/`);
     if ((await this.probe.first('workstation', Date.now(), 60_000)) === undefined)
       throw new Error(`the intercepted Service never answered "laptop": ${this.lastSamples()}`);
+    // A healthy intercept's requests, each on a new connection: their whole time bounds the agent's dial
+    // to the workstation from above (the workstation dial deadline must stay far above it).
+    const from = Date.now();
+    await sleep(5_000);
+    const times = this.probe
+      .between(from, Date.now())
+      .filter((s) => s.outcome === 'workstation')
+      .map((s) => s.seconds! * 1000)
+      .sort((a, b) => a - b);
+    this.healthy = {
+      requests: times.length,
+      p50Ms: times[Math.floor(times.length / 2)] ?? Number.NaN,
+      maxMs: times.at(-1) ?? Number.NaN,
+    };
+    this.say(
+      `healthy intercept: ${times.length} requests, each on a new connection: p50 ${this.healthy.p50Ms.toFixed(1)} ms, max ${this.healthy.maxMs.toFixed(1)} ms`,
+    );
   }
+
+  /** The requests through the healthy intercept before any fault (a bound on the agent's dial). */
+  healthy: { requests: number; p50Ms: number; maxMs: number } | undefined;
 
   private async connectAndIntercept(): Promise<void> {
     this.say(`tp connect, tp intercept ${WORKLOAD} --port ${LOCAL_PORT}:${ECHO_PORT}`);
