@@ -1,14 +1,14 @@
 // Faults on the lab, one at a time (issue 19): per fault, the requests that failed of those a probe from the
 // lab node sent to the intercepted Service every 0.25 s, and the seconds from the end of the fault until
-// the workstation answered again. The harness is testbed/faults.ts, shared with test/e2e/faults.test.ts.
+// the workstation answered again. The harness is test/e2e/fault-rig.ts, shared with test/e2e/faults.test.ts.
 //
 //   node dist/bench/faults.js [--drop-seconds 30]
 //
 // Holds the lab's lock for the whole run; brings the lab up when it is down (and takes it down again),
 // installs the chart when it is missing (and uninstalls it again). Root, curl on the host.
 import { describeCluster, externalKubeconfig } from '../test/e2e/cluster.js';
+import { type FaultResult, FaultRig, faultTable } from '../test/e2e/fault-rig.js';
 import { beginE2eRun, endE2eRun } from '../test/e2e/session.js';
-import { type FaultResult, FaultRig, faultTable } from '../testbed/faults.js';
 import { benchFlags } from './rig.js';
 
 async function main(): Promise<void> {

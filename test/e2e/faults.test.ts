@@ -1,9 +1,9 @@
 // Issue 19: faults on the lab, one at a time, with one intercepted Deployment and a probe from the node to
-// its Service every 0.25 s (testbed/faults.ts, shared with bench/faults.ts). No fault may fail a request
+// its Service every 0.25 s (fault-rig.ts, shared with bench/faults.ts). No fault may fail a request
 // (the agent killed: at most one) and the intercept must come back by itself. How fast it comes back is
 // printed here and measured by the bench (no timing asserts in tests); the asserts are that it does.
 import * as assert from 'uvu/assert';
-import { type FaultResult, FaultRig } from '../../testbed/faults.js';
+import { type FaultResult, FaultRig } from './fault-rig.js';
 import { afterSetup, clusterSuite } from './suite.js';
 
 const NS = 'tp-e2e-faults';

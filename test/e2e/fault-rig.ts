@@ -1,4 +1,4 @@
-// The fault harness the lab's fault suite (test/e2e/faults.test.ts) and bench/faults.ts share: one
+// The fault harness the lab's fault suite (faults.test.ts) and bench/faults.ts share: one
 // intercepted Deployment, a probe from the lab node to its Service every 0.25 s (`curl -m 3`, as the faults
 // issue defines it), and each fault injected only inside the lab's namespaces. Each fault returns what
 // the probe saw: failed requests, and seconds from the moment the fault was over (the new manager pod
@@ -7,8 +7,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { runCommand } from '../lab/command.js';
-import { type Cluster, tpLabMain } from '../test/e2e/cluster.js';
+import { runCommand } from '../../lab/command.js';
+import { type Cluster, tpLabMain } from './cluster.js';
 import {
   apply,
   type Background,
@@ -22,8 +22,8 @@ import {
   type TpRunner,
   tpOnWorkstation,
   waitFor,
-} from '../test/e2e/kube.js';
-import { ECHO_PORT, echoDeployment, echoService } from '../test/e2e/workloads.js';
+} from './kube.js';
+import { ECHO_PORT, echoDeployment, echoService } from './workloads.js';
 
 export const MANAGER_NS = 'tp-system';
 const WORKLOAD = 'fecho';
