@@ -407,10 +407,25 @@ export class FaultRig {
     };
   }
 
-  /** Everything back as it was: probe, tp, the laptop app, rules, the namespace, the chart if it installed it. */
+  /**
+   * Everything back as it was: probe, tp, the laptop app, rules, the namespace, the chart if it installed
+   * it. The logs stay in the scratch directory for a look afterwards: the user daemon's (logs/), the
+   * manager's and the agent's (kubectl logs, all containers of their pods, previous runs included).
+   */
   async stop(): Promise<void> {
     this.probe?.stop();
     await this.removeIptablesRules().catch(() => {});
+    for (const [name, ns, selector] of [
+      ['manager', MANAGER_NS, 'app.kubernetes.io/name=traffic-manager'],
+      ['workload', this.namespace, `app=${WORKLOAD}`],
+    ] as const) {
+      const logs = await kubectl(
+        this.c,
+        ['logs', '-n', ns, '-l', selector, '--all-containers', '--timestamps', '--tail=-1'],
+        { check: false },
+      ).catch(() => undefined);
+      if (logs) fs.writeFileSync(path.join(this.scratch, `${name}.log`), logs.stdout + logs.stderr);
+    }
     await this.tp(['quit'], { check: false }).catch(() => {});
     await this.laptop?.stop();
     await kubectl(this.c, ['delete', 'namespace', this.namespace, '--wait=false'], { check: false }).catch(
@@ -418,7 +433,6 @@ export class FaultRig {
     );
     if (this.installedChart)
       await this.tp(['helm', 'uninstall'], { check: false, timeoutMs: 180_000 }).catch(() => {});
-    fs.rmSync(this.scratch, { recursive: true, force: true });
     process.off('exit', this.onExit);
   }
 }
