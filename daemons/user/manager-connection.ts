@@ -626,8 +626,13 @@ export class ManagerConnection extends EventEmitter {
           this.applySnapshot(this.lastSnapshot);
           break;
         } catch (e) {
-          // The workload's agent may not have re-arrived yet after a manager restart: give it time.
-          if (hasStatus(e, grpc.status.NOT_FOUND) && Date.now() < until) {
+          // The workload's agent may not have re-arrived yet after a manager restart, and a kube-apiserver
+          // that has just restarted denies for a moment (its RBAC caches are still empty): the intercept
+          // was allowed a moment ago, so give both time.
+          if (
+            (hasStatus(e, grpc.status.NOT_FOUND) || hasStatus(e, grpc.status.PERMISSION_DENIED)) &&
+            Date.now() < until
+          ) {
             await new Promise((res) => setTimeout(res, 500));
             continue;
           }
