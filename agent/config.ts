@@ -4,6 +4,7 @@ import { type Level, parseLevel } from '../logging/logger.js';
 import {
   type HostPort,
   type PortMapping,
+  parseDuration,
   parseHostPort,
   parsePort,
   parsePortMappings,
@@ -35,7 +36,15 @@ export interface AgentConfig {
   bpfPinRoot: string | undefined;
   /** The projected ServiceAccount token the agent arrives with (undefined: none, standalone). */
   managerTokenFile: string | undefined;
+  /**
+   * An intercepted connection whose tunnel to the workstation is not open within this long goes to the
+   * app instead (TP_WORKSTATION_DIAL_DEADLINE; chart value agent.workstationDialDeadline).
+   */
+  workstationDialDeadlineMs: number;
 }
+
+/** See AgentConfig.workstationDialDeadlineMs: far above a healthy port-forward's dial (docs/faults.md). */
+export const DEFAULT_WORKSTATION_DIAL_DEADLINE_MS = 2_000;
 
 const mechanisms: Mechanism[] = ['iptables', 'ebpf', 'none'];
 
@@ -91,6 +100,9 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv): AgentConfig {
     logLevel,
     bpfPinRoot: env.TP_BPF_PIN_ROOT?.trim() || undefined,
     managerTokenFile: env.TP_MANAGER_TOKEN_FILE?.trim() || undefined,
+    workstationDialDeadlineMs: env.TP_WORKSTATION_DIAL_DEADLINE?.trim()
+      ? parseDuration(env.TP_WORKSTATION_DIAL_DEADLINE.trim(), 'TP_WORKSTATION_DIAL_DEADLINE')
+      : DEFAULT_WORKSTATION_DIAL_DEADLINE_MS,
   };
 }
 

@@ -7,8 +7,10 @@
 export interface PortCounts {
   /** Piped to the app on loopback. */
   passedThrough: number;
-  /** Forwarded through the manager to an intercepting workstation. */
+  /** Forwarded through the manager to an intercepting workstation (or meant to be: see fellBack). */
   intercepted: number;
+  /** Of the intercepted ones, those the workstation could not take, given to the app instead. */
+  fellBack: number;
   /** The dial failed: the app refused a passthrough, or the workstation could not dial an intercepted one. */
   dialFailures: number;
 }
@@ -29,7 +31,7 @@ export class ConnectionCounters {
   /** `probes`: `container/kind` of each rewritten probe, in the order the status line lists them. */
   constructor(appPorts: readonly number[], probes: readonly string[] = []) {
     for (const port of [...appPorts].sort((a, b) => a - b))
-      this.ports.set(port, { passedThrough: 0, intercepted: 0, dialFailures: 0 });
+      this.ports.set(port, { passedThrough: 0, intercepted: 0, fellBack: 0, dialFailures: 0 });
     for (const probe of probes) this.probes.set(probe, { performed: 0, failed: 0 });
   }
 
@@ -59,12 +61,15 @@ export class ConnectionCounters {
 
   /**
    * One line, e.g. "app port 8080: 12 passed through, 3 intercepted, 0 dial failures; app port 9090: …;
+   * ("3 intercepted (1 given to the app: the workstation was unavailable)" when some fell back)
    * probes: echo/readiness 40 (2 failed), echo/liveness 20 (0 failed)" (no probes part without probes).
    */
   format(): string {
     const parts = [...this.ports].map(
       ([port, c]) =>
-        `app port ${port}: ${c.passedThrough} passed through, ${c.intercepted} intercepted, ${c.dialFailures} dial failures`,
+        `app port ${port}: ${c.passedThrough} passed through, ${c.intercepted} intercepted` +
+        (c.fellBack > 0 ? ` (${c.fellBack} given to the app: the workstation was unavailable)` : '') +
+        `, ${c.dialFailures} dial failures`,
     );
     if (this.probes.size > 0)
       parts.push(

@@ -63,6 +63,7 @@ async function withListener(
     session,
     steered: false,
     counters,
+    workstationDialDeadlineMs: 2_000,
   });
   await listener.listen();
   try {
@@ -82,6 +83,7 @@ test('passthrough: the bytes and the half-close reach the app, and the connectio
       assert.equal(counters.snapshot().get(app.port), {
         passedThrough: 2,
         intercepted: 0,
+        fellBack: 0,
         dialFailures: 0,
       });
       assert.is(counters.format(), `app port ${app.port}: 2 passed through, 0 intercepted, 0 dial failures`);
@@ -98,6 +100,7 @@ test('the app is down: the client is reset and the dial failure counted', async 
     assert.equal(counters.snapshot().get(deadPort), {
       passedThrough: 1,
       intercepted: 0,
+      fellBack: 0,
       dialFailures: 1,
     });
   });

@@ -8,13 +8,24 @@
 // while the app's connection is still being made, so the request is written to the app as soon as it is
 // connected.
 //
+// An intercepted connection goes to the app instead when the workstation cannot take it: the manager is
+// unreachable, it says the workstation is unavailable (session dead, dial stream down, no answer), or the
+// tunnel is not open within the workstation dial deadline. Nothing was read from the client meanwhile (the
+// tunnel is opened before the socket is read), so the app sees the connection whole. A workstation that
+// answers but whose local port refuses resets the client, as before: its developer should see that.
+//
 // Kubelet probes do not arrive here: the webhook rewrote those of captured ports to the agent's probe
 // port (probe-server.ts). So every connection here is a client's, passed through or intercepted.
 import * as net from 'node:net';
 import { createLogger } from '../logging/logger.js';
 import { AGENT_WINDOWS } from '../rpc/grpc-options.js';
-import { originate } from '../tunnel/flow.js';
-import { connectionIdOf, DEFAULT_DIAL_TIMEOUT_MS, streamInfo } from '../tunnel/messages.js';
+import { FlowDialRejected, openFlow, originate } from '../tunnel/flow.js';
+import {
+  connectionIdOf,
+  DEFAULT_DIAL_TIMEOUT_MS,
+  isWorkstationUnavailable,
+  streamInfo,
+} from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import type { ConnectionCounters, PortCounts } from './connection-counters.js';
 import { listenOnPort } from './listen.js';
@@ -32,6 +43,8 @@ export interface ListenerOptions {
   /** eBPF steering: no NAT, so the connection's local port is the app port. */
   steered: boolean;
   counters: ConnectionCounters;
+  /** An intercepted connection whose tunnel is not open within this long goes to the app. */
+  workstationDialDeadlineMs: number;
 }
 
 /** The loopback address the passthrough dials, or 'by-family' on a dual-stack listener. */
@@ -137,13 +150,46 @@ export class PortListener {
         intercept: interceptId,
       });
     const stream = TunnelStream.open(session.client, AGENT_WINDOWS);
-    void originate(socket, stream, info, { log }).then((o) => {
-      if (o.kind === 'rejected') {
+    let decided = false;
+    const toApp = (reason: string) => {
+      if (decided) return;
+      decided = true;
+      clearTimeout(deadline);
+      counts.fellBack++;
+      log.info('the workstation cannot take an intercepted connection: passing it to the app', {
+        appPort,
+        intercept: interceptId,
+        reason,
+      });
+      if (!socket.destroyed) passthrough(socket, this.loopbackFor(socket), appPort, counts);
+    };
+    const deadlineMs = this.o.workstationDialDeadlineMs;
+    const deadline = setTimeout(() => {
+      stream.abort(`no DIAL_OK within the workstation dial deadline (${deadlineMs} ms)`);
+      toApp(`the tunnel was not open within ${deadlineMs} ms`);
+    }, deadlineMs);
+    openFlow(stream, info).then(
+      () => {
+        if (decided) return;
+        decided = true;
+        clearTimeout(deadline);
+        void originate(socket, stream, info, { log, dialed: true }).then((o) => {
+          if (log.enabled('debug')) log.debug('intercepted connection ended', { appPort, outcome: o.kind });
+        });
+      },
+      (e: Error) => {
+        const workstationRefused =
+          e instanceof FlowDialRejected && e.dialRejected && !isWorkstationUnavailable(e.message);
+        if (!workstationRefused) return toApp(e.message);
+        if (decided) return;
+        decided = true;
+        clearTimeout(deadline);
+        // The workstation is there and its local port refused: the client sees it, as the developer should.
         counts.dialFailures++;
-        log.info('intercepted connection refused', { appPort, reason: o.reason });
-      } else if (log.enabled('debug'))
-        log.debug('intercepted connection ended', { appPort, outcome: o.kind });
-    });
+        log.info('intercepted connection refused', { appPort, reason: e.message });
+        socket.resetAndDestroy();
+      },
+    );
   }
 }
 

@@ -75,6 +75,7 @@ async function main(): Promise<void> {
         session,
         steered: steering !== undefined,
         counters,
+        workstationDialDeadlineMs: config.workstationDialDeadlineMs,
       }),
   );
   let listening = false;

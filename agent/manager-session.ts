@@ -19,11 +19,21 @@ import { plan } from './intercept-routes.js';
 
 const log = createLogger('agent/session');
 const CALL_TIMEOUT_MS = 5_000;
+/**
+ * An arrival not answered within this long is retried on a fresh channel: a connection attempt to a
+ * manager pod that is gone hangs until the kernel gives up on the SYN (one to two minutes: the Service
+ * still sends new connections to the old pod's IP until kube-proxy hears it is gone), and a grpc-js channel
+ * makes no other attempt meanwhile (grpc-js's transport connects with net.connect and no timeout). That
+ * fits the 78-135 s agents took to come back after a manager restart, which the 5 s backoff cannot explain.
+ */
+const ARRIVE_TIMEOUT_MS = 3_000;
 const MIN_BACKOFF_MS = 250;
-const MAX_BACKOFF_MS = 5_000;
+/** Capped low: a restarted manager is found within a second of answering (docs/faults.md). */
+const MAX_BACKOFF_MS = 1_000;
 
 export class AgentManagerSession {
-  readonly client: ManagerClient;
+  /** The channel to the manager; replaced by a fresh one after a failed arrival (ARRIVE_TIMEOUT_MS). */
+  client: ManagerClient;
   /** The current session id; empty while disconnected. */
   sessionId = '';
   /** The current session's credential: the channel adds it to every call (tunnel streams included). */
@@ -49,8 +59,17 @@ export class AgentManagerSession {
      */
     private readonly tokenFile?: string,
   ) {
-    this.client = new ManagerClient(address, grpc.credentials.createInsecure(), {
+    this.client = this.newClient();
+  }
+
+  /**
+   * A channel of its own (a local subchannel pool: the global pool would hand a new channel the same
+   * stuck connection attempt).
+   */
+  private newClient(): ManagerClient {
+    return new ManagerClient(this.address, grpc.credentials.createInsecure(), {
       ...managerChannelOptions(),
+      'grpc.use_local_subchannel_pool': 1,
       interceptors: [bearerInterceptor(() => this.credential)],
     });
   }
@@ -79,7 +98,7 @@ export class AgentManagerSession {
         const token = this.token();
         const arrival = unary<Arrival>(
           (md, o, cb) => this.client.arriveAsAgent(this.info, withBearer(md, token), o, cb),
-          CALL_TIMEOUT_MS,
+          ARRIVE_TIMEOUT_MS,
         );
         this.arrival = arrival;
         const session = await arrival.finally(() => {
@@ -106,6 +125,9 @@ export class AgentManagerSession {
           reason: errorDetails(e),
         });
         lostLogged = true;
+        // Whatever failed, the next attempt starts from a new connection (see ARRIVE_TIMEOUT_MS).
+        this.client.close();
+        this.client = this.newClient();
       } finally {
         this.sessionId = '';
         this.setRoutes(new Map());

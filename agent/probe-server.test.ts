@@ -417,7 +417,12 @@ test('every probe performed is counted, per container and kind, failures apart',
     counters.format(),
     /probes: ok\/readiness \d+ \(0 failed\), fail\/readiness \d+ \(\d+ failed\)/,
   );
-  assert.equal(counters.snapshot().get(httpPort), { passedThrough: 0, intercepted: 0, dialFailures: 0 });
+  assert.equal(counters.snapshot().get(httpPort), {
+    passedThrough: 0,
+    intercepted: 0,
+    fellBack: 0,
+    dialFailures: 0,
+  });
 });
 
 test.run();

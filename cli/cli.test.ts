@@ -56,6 +56,7 @@ test('status text says when the daemon is not running, and what is wrong when re
       rootDaemonNeeded: false,
       mappedNamespaces: [],
       managerNamespace: '',
+      lastOutage: '',
     }),
   );
   assert.match(text, /^Reconnecting to the traffic manager at 127.0.0.1:1/);
@@ -113,6 +114,7 @@ const connected: ConnectInfo = {
   rootDaemonNeeded: false,
   mappedNamespaces: [],
   managerNamespace: 'tp-system',
+  lastOutage: '',
 };
 
 test('status shows the VIF: its name, subnets, DNS and the root daemon health (text and -o json)', () => {

@@ -84,6 +84,8 @@ export type StatusView =
       sessionId: string;
       namespace: string;
       error: string;
+      /** The last loss of the manager session and its recovery, in one line ('' if never lost). */
+      lastOutage: string;
       daemon: { pid: number; logFile: string };
       cluster: ClusterView | null;
       vif: VifView | null;
@@ -134,6 +136,7 @@ export function statusView(info: ConnectInfo | undefined, versions?: VersionsVie
     sessionId: info.sessionId,
     namespace: info.namespace,
     error: info.error,
+    lastOutage: info.lastOutage,
     daemon: { pid: info.daemonPid, logFile: info.logFile },
     cluster: c
       ? {
@@ -177,6 +180,7 @@ export function statusText(v: StatusView): string {
     lines.push(`Reconnecting to the traffic manager at ${v.managerAddress}`);
   else lines.push('Not connected (tp connect; --manager-address HOST:PORT for a manager outside Kubernetes)');
   if (v.error) lines.push(`  problem:     ${v.error}`);
+  if (v.lastOutage) lines.push(`  last outage: ${v.lastOutage}`);
   if (v.sessionId) lines.push(`  session:     ${v.sessionId}`);
   if (v.namespace) lines.push(`  namespace:   ${v.namespace}`);
   const c = v.cluster;

@@ -22,10 +22,16 @@ export const POD_NAME_EXTRA = 'authentication.kubernetes.io/pod-name';
 export const POD_UID_EXTRA = 'authentication.kubernetes.io/pod-uid';
 const SA_PREFIX = 'system:serviceaccount:';
 const CACHE_MS = 10_000;
+/**
+ * A denial is kept only this long: a kube-apiserver that has just restarted denies for a moment, before its
+ * RBAC caches are filled (seen on the lab: a restored intercept refused "cannot create pods/portforward"
+ * right after `tp-lab restart kube-apiserver`), and a denial kept 10 s would hold the user's retry back.
+ */
+const DENIAL_CACHE_MS = 1_000;
 
 export class SubjectAccessReviewer implements Authorizer {
   private readonly api: AuthorizationV1Api;
-  private readonly cache = new Map<string, { at: number; answer: Promise<boolean> }>();
+  private readonly cache = new Map<string, { at: number; answer: Promise<boolean>; denied?: boolean }>();
 
   constructor(
     kc: KubeConfig,
@@ -37,7 +43,8 @@ export class SubjectAccessReviewer implements Authorizer {
   allowed(identity: Identity, check: ResourceCheck): Promise<boolean> {
     const key = JSON.stringify([identity, check]);
     const t = this.now();
-    for (const [k, v] of this.cache) if (t - v.at > CACHE_MS) this.cache.delete(k);
+    for (const [k, v] of this.cache)
+      if (t - v.at > (v.denied ? DENIAL_CACHE_MS : CACHE_MS)) this.cache.delete(k);
     const cached = this.cache.get(key);
     if (cached) return cached.answer;
     const answer = this.api
@@ -62,7 +69,12 @@ export class SubjectAccessReviewer implements Authorizer {
         },
       })
       .then(
-        (r) => r.status?.allowed === true,
+        (r) => {
+          const allowed = r.status?.allowed === true;
+          const entry = this.cache.get(key);
+          if (!allowed && entry) entry.denied = true;
+          return allowed;
+        },
         (e: unknown) => {
           this.cache.delete(key);
           throw new Error(`SubjectAccessReview failed: ${apiErrorMessage(e)}`);

@@ -65,6 +65,8 @@ export interface InjectionConfig {
   logLevel: string;
   defaultMechanism: Mechanism;
   agentResources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+  /** The agent's TP_WORKSTATION_DIAL_DEADLINE (chart timeouts.workstationDial); undefined: its default. */
+  workstationDialDeadlineMs?: number;
 }
 
 /** The Deployment, ReplicaSet or StatefulSet that owns a pod (found by the caller through ownerReferences). */
@@ -295,6 +297,8 @@ function agentContainer(
   ];
   if (probes.length > 0) env.push({ name: 'TP_PROBES', value: encodeProbes(probes) });
   env.push({ name: 'TP_LOG_LEVEL', value: config.logLevel });
+  if (config.workstationDialDeadlineMs !== undefined)
+    env.push({ name: 'TP_WORKSTATION_DIAL_DEADLINE', value: `${config.workstationDialDeadlineMs}ms` });
   const envFrom: V1EnvFromSource[] = [];
   for (const captured of containers) {
     const app = pod.spec?.containers.find((c) => c.name === captured.name);

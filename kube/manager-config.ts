@@ -36,6 +36,8 @@ export interface KubeManagerConfig {
   agentArrivalTimeoutMs: number;
   clientSessionTtlMs: number;
   agentSessionTtlMs: number;
+  /** How long a lost client's intercepts are held for it to take back (chart timeouts.interceptGrace). */
+  interceptGraceMs: number;
   dialTimeoutMs: number;
   serviceCidr: string;
   clusterDomain: string;
@@ -140,10 +142,14 @@ export function kubeManagerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): 
       logLevel,
       defaultMechanism: mechanism as Mechanism,
       agentResources,
+      workstationDialDeadlineMs: env.TP_WORKSTATION_DIAL_DEADLINE
+        ? parseDuration(env.TP_WORKSTATION_DIAL_DEADLINE, 'TP_WORKSTATION_DIAL_DEADLINE')
+        : undefined,
     },
     agentArrivalTimeoutMs: num(env, 'TP_AGENT_ARRIVAL_TIMEOUT', 90_000, parseDuration),
     clientSessionTtlMs: num(env, 'TP_CLIENT_SESSION_TTL', 30_000, parseDuration),
     agentSessionTtlMs: num(env, 'TP_AGENT_SESSION_TTL', 15_000, parseDuration),
+    interceptGraceMs: num(env, 'TP_INTERCEPT_GRACE', 120_000, parseDuration),
     dialTimeoutMs: num(env, 'TP_DIAL_TIMEOUT', 10_000, parseDuration),
     serviceCidr,
     clusterDomain: env.TP_CLUSTER_DOMAIN || '',

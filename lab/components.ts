@@ -157,6 +157,11 @@ export function kubeControllerManager(l: LabLayout): ComponentSpec {
       `--service-account-private-key-file=${pki(l, 'sa.key')}`,
       `--root-ca-file=${pki(l, 'ca.crt')}`,
       '--use-service-account-credentials=true',
+      // Longer than a kube-apiserver restart (it drains for up to a minute on SIGTERM): with the default
+      // 50 s the node's lease looked stale when the API server came back, the node was marked NotReady and
+      // its pods' endpoints dropped, so every Service failed for a while after `tp-lab restart
+      // kube-apiserver` (the faults suite, docs/faults.md). A node that is really gone takes 2 min to see.
+      '--node-monitor-grace-period=2m',
       `--cluster-signing-cert-file=${pki(l, 'ca.crt')}`,
       `--cluster-signing-key-file=${pki(l, 'ca.key')}`,
       '--v=1',

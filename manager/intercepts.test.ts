@@ -101,6 +101,114 @@ test('one intercept per workload port: the second is refused with the holder nam
   t.create(bob, spec({ remotePort: 18080 }), workload([18080, 9090]));
 });
 
+test("a lost session's intercepts are held: agents no longer see them, others are told how long", () => {
+  let now = 10_000;
+  const t = new InterceptTable(() => now);
+  const aliceLaptop = { ...alice, reclaimKey: { user: 'alice', installId: 'laptop-1' } };
+  const i = t.create(aliceLaptop, spec({ remotePort: 18080 }), workload([18080]));
+  t.review({
+    podName: 'echo-0',
+    podIp: '',
+    interceptId: i.id,
+    disposition: D.ACTIVE,
+    message: '',
+    environment: {},
+  });
+  assert.equal(
+    t.holdSession('c-alice', now + 120_000).map((x) => x.id),
+    [i.id],
+  );
+  assert.ok(t.isHeld(i.id));
+  // The agent's snapshot no longer has it: its traffic goes to the app.
+  assert.equal(t.forWorkload('echo', 'default'), []);
+  assert.is(t.get(i.id)?.disposition, D.WAITING);
+  // A late review of the held intercept changes nothing.
+  assert.is(
+    t.review({
+      podName: 'echo-0',
+      podIp: '',
+      interceptId: i.id,
+      disposition: D.ACTIVE,
+      message: '',
+      environment: {},
+    }),
+    undefined,
+  );
+  now += 30_000;
+  const e = refusal(() =>
+    t.create(
+      { ...bob, reclaimKey: { user: 'bob', installId: 'desk-1' } },
+      spec({ remotePort: 18080 }),
+      workload([18080]),
+    ),
+  );
+  assert.is(e.code, 'already-exists');
+  assert.match(e.message, /already intercepted by alice@laptop \(intercept "echo"\)/);
+  assert.match(e.message, /held for 90 s more so that alice@laptop can take it back/);
+  // After the grace period it is gone and the port is free.
+  now += 90_000;
+  assert.equal(
+    t.expireHeld().map((x) => x.id),
+    [i.id],
+  );
+  assert.equal(t.all(), []);
+  t.create(bob, spec({ remotePort: 18080 }), workload([18080]));
+});
+
+test('the same user on the same workstation takes its intercept back from a new session; nobody else does', () => {
+  const t = new InterceptTable(() => 1_000);
+  const key = { user: 'alice', installId: 'laptop-1' };
+  const old = t.create({ ...alice, reclaimKey: key }, spec({ remotePort: 18080 }), workload([18080]));
+  // While alice's session lives, a second session of hers is another client: refused.
+  const second = { sessionId: 'c-alice-2', clientName: 'alice@laptop', reclaimKey: key };
+  assert.match(
+    refusal(() => t.create(second, spec({ remotePort: 18080 }), workload([18080]))).message,
+    /already intercepted by alice@laptop \(intercept "echo"\)$/,
+  );
+  t.holdSession('c-alice', 121_000);
+  // Same name claimed, another workstation: refused.
+  const elsewhere = {
+    sessionId: 'c-alice-2',
+    clientName: 'alice@laptop',
+    reclaimKey: { ...key, installId: 'other' },
+  };
+  assert.is(
+    refusal(() => t.create(elsewhere, spec({ remotePort: 18080 }), workload([18080]))).code,
+    'already-exists',
+  );
+  // Another user on the same workstation: refused.
+  const mallory = { sessionId: 'c-m', clientName: 'alice@laptop', reclaimKey: { ...key, user: 'mallory' } };
+  assert.is(
+    refusal(() => t.create(mallory, spec({ remotePort: 18080 }), workload([18080]))).code,
+    'already-exists',
+  );
+  // No reclaim key (nothing to prove who it is): refused.
+  assert.is(
+    refusal(() =>
+      t.create(
+        { sessionId: 'c-x', clientName: 'alice@laptop' },
+        spec({ remotePort: 18080 }),
+        workload([18080]),
+      ),
+    ).code,
+    'already-exists',
+  );
+  // The same user and install id: prepare agrees, create replaces the held one.
+  const again = { sessionId: 'c-alice-2', clientName: 'alice@laptop', reclaimKey: key };
+  assert.is(t.prepare(again, spec({ remotePort: 18080 }), workload([18080])).remotePort, 18080);
+  const fresh = t.create(again, spec({ remotePort: 18080 }), workload([18080]));
+  assert.equal(
+    fresh.replaced?.map((x) => x.id),
+    [old.id],
+  );
+  assert.equal(
+    t.all().map((x) => x.id),
+    ['c-alice-2:echo'],
+  );
+  assert.not.ok(t.isHeld('c-alice-2:echo'));
+  assert.equal(t.expireHeld(), []);
+});
+
 test('the remote port: the only one, by name, or one the agent captures', () => {
   const t = new InterceptTable();
   assert.is(t.prepare(alice, spec(), workload([18080])).remotePort, 18080);

@@ -4,9 +4,18 @@
 //   WAITING --(an agent of the workload reviews it ACTIVE)--> ACTIVE
 //   WAITING --(every reviewing agent reports an error)-----> AGENT_ERROR (the agent's message)
 //   ACTIVE  --(its last active pod goes away)---------------> WAITING
-//   any     --(leave, depart, expiry)-----------------------> removed from the table
+//   any     --(leave, depart, revoke)-----------------------> removed from the table
+//   any     --(its client's session is lost or expires)-----> held: agents no longer see it (traffic goes
+//                                                              to the app); removed after the grace period
+//   held    --(the same user on the same workstation intercepts that port again)--> replaced by the new one
 //
-// One intercept per (namespace, workload, app port): a second one is refused with the holder's name.
+// One intercept per (namespace, workload, app port): a second one is refused with the holder's name,
+// unless it is held (its session was lost) and the new session is of the same user on the same
+// workstation (a crashed or disconnected daemon's successor): then the new intercept replaces it. A live
+// session's intercept is never replaced: two daemons of one user on one machine are two clients (and a
+// daemon that reconnects departs its old session first, which frees its intercepts). The same user is the authenticated
+// Kubernetes user (the client's claimed name only where nothing authenticates, standalone), and the same
+// workstation is the client's install id: a name alone never takes someone's intercept.
 import {
   InterceptDisposition as D,
   type InterceptInfo,
@@ -33,6 +42,17 @@ export interface InterceptOwner {
   sessionId: string;
   /** user@host, shown to whoever meets a conflict. */
   clientName: string;
+  /**
+   * Who may take this intercept back from a new session: the authenticated user and the workstation's
+   * install id. Undefined (or an empty install id): nobody.
+   */
+  reclaimKey?: { user: string; installId: string };
+}
+
+/** The key that lets a new session take back its own stale intercepts, or undefined. */
+function reclaimKeyOf(owner: InterceptOwner): string | undefined {
+  const k = owner.reclaimKey;
+  return k?.user && k.installId ? `${k.user}\u0000${k.installId}` : undefined;
 }
 
 export interface Review {
@@ -48,11 +68,24 @@ export const interceptId = (sessionId: string, name: string) => `${sessionId}:${
 
 export class InterceptTable {
   private readonly byId = new Map<string, InterceptInfo>();
+  /** Intercept id -> the reclaim key of the session that created it. */
+  private readonly keys = new Map<string, string>();
+  /** Held intercepts (their session was lost): id -> when they are removed (ms). */
+  private readonly held = new Map<string, number>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
   /** Checks a spec against the workload and fills in the defaults; throws InterceptError. */
   prepare(owner: InterceptOwner, spec: InterceptSpec, workload: Workload): InterceptSpec {
+    return this.check(owner, spec, workload).resolved;
+  }
+
+  /** prepare(), plus the stale intercepts of the same user and workstation the new one replaces. */
+  private check(
+    owner: InterceptOwner,
+    spec: InterceptSpec,
+    workload: Workload,
+  ): { resolved: InterceptSpec; replaces: InterceptInfo[] } {
     const mechanism = spec.mechanism || 'tcp';
     if (mechanism !== 'tcp')
       throw new InterceptError(
@@ -82,26 +115,47 @@ export class InterceptTable {
         `you already have an intercept named "${name}" (port ${mine.spec!.remotePort} of ${mine.spec!.workload}): ` +
           'tp leave it first, or choose another --name',
       );
+    const key = reclaimKeyOf(owner);
+    const replaces: InterceptInfo[] = [];
     for (const other of this.byId.values()) {
       const o = other.spec!;
       if (
-        o.namespace === resolved.namespace &&
-        o.workload === resolved.workload &&
-        o.remotePort === remotePort
-      ) {
-        const who = other.clientSessionId === owner.sessionId ? 'you' : o.client;
-        throw new InterceptError(
-          'already-exists',
-          `port ${remotePort} of workload "${o.workload}" in namespace "${o.namespace}" is already intercepted ` +
-            `by ${who} (intercept "${o.name}")`,
-        );
+        o.namespace !== resolved.namespace ||
+        o.workload !== resolved.workload ||
+        o.remotePort !== remotePort
+      )
+        continue;
+      if (this.held.has(other.id) && key !== undefined && this.keys.get(other.id) === key) {
+        replaces.push(other);
+        continue;
       }
+      const who = other.clientSessionId === owner.sessionId ? 'you' : o.client;
+      const until = this.held.get(other.id);
+      const held =
+        until === undefined
+          ? ''
+          : `; its session was lost and the intercept is held for ${Math.max(1, Math.ceil((until - this.now()) / 1000))} s ` +
+            `more so that ${o.client} can take it back (or someone allowed to can tp revoke it)`;
+      throw new InterceptError(
+        'already-exists',
+        `port ${remotePort} of workload "${o.workload}" in namespace "${o.namespace}" is already intercepted ` +
+          `by ${who} (intercept "${o.name}")${held}`,
+      );
     }
-    return resolved;
+    return { resolved, replaces };
   }
 
-  create(owner: InterceptOwner, spec: InterceptSpec, workload: Workload): InterceptInfo {
-    const resolved = this.prepare(owner, spec, workload);
+  /**
+   * Creates an intercept; the stale intercepts of the same user and workstation it replaces are removed
+   * and returned in `replaced`.
+   */
+  create(
+    owner: InterceptOwner,
+    spec: InterceptSpec,
+    workload: Workload,
+  ): InterceptInfo & { replaced?: InterceptInfo[] } {
+    const { resolved, replaces } = this.check(owner, spec, workload);
+    for (const r of replaces) this.drop(r.id);
     const info: InterceptInfo = {
       id: interceptId(owner.sessionId, resolved.name),
       spec: resolved,
@@ -113,14 +167,56 @@ export class InterceptTable {
       createdUnixMs: this.now(),
     };
     this.byId.set(info.id, info);
-    return info;
+    const key = reclaimKeyOf(owner);
+    if (key !== undefined) this.keys.set(info.id, key);
+    return replaces.length > 0 ? { ...info, replaced: replaces } : info;
+  }
+
+  private drop(id: string): void {
+    this.byId.delete(id);
+    this.keys.delete(id);
+    this.held.delete(id);
+  }
+
+  /**
+   * A client's session was lost (its stream closed, keepalives unanswered, expiry): its intercepts are
+   * held until `untilMs` — agents no longer see them, so traffic goes to the app — so that the same user
+   * on the same workstation can take them back. Returns the intercepts now held.
+   */
+  holdSession(sessionId: string, untilMs: number): InterceptInfo[] {
+    const held = [...this.byId.values()].filter((i) => i.clientSessionId === sessionId);
+    for (const i of held) {
+      this.held.set(i.id, untilMs);
+      i.pods = [];
+      i.disposition = D.WAITING;
+      i.message = `the intercepting client's session was lost; held until ${new Date(untilMs).toISOString()}`;
+    }
+    return held;
+  }
+
+  /** Whether an intercept is held (its session lost). */
+  isHeld(id: string): boolean {
+    return this.held.has(id);
+  }
+
+  /** Removes the held intercepts whose grace period is over; returns them. */
+  expireHeld(): InterceptInfo[] {
+    const t = this.now();
+    const gone: InterceptInfo[] = [];
+    for (const [id, until] of this.held)
+      if (until <= t) {
+        const info = this.byId.get(id);
+        if (info) gone.push(info);
+        this.drop(id);
+      }
+    return gone;
   }
 
   /** Removes a client's intercept by name; throws not-found. */
   remove(sessionId: string, name: string): InterceptInfo {
     const info = this.byId.get(interceptId(sessionId, name));
     if (!info) throw new InterceptError('not-found', `no intercept named "${name}": see tp status`);
-    this.byId.delete(info.id);
+    this.drop(info.id);
     return info;
   }
 
@@ -132,21 +228,21 @@ export class InterceptTable {
         i.spec!.namespace === namespace &&
         (remotePort === 0 || i.spec!.remotePort === remotePort),
     );
-    for (const i of gone) this.byId.delete(i.id);
+    for (const i of gone) this.drop(i.id);
     return gone;
   }
 
   /** Removes every intercept of a client session (depart, expiry). */
   removeSession(sessionId: string): InterceptInfo[] {
     const gone = [...this.byId.values()].filter((i) => i.clientSessionId === sessionId);
-    for (const i of gone) this.byId.delete(i.id);
+    for (const i of gone) this.drop(i.id);
     return gone;
   }
 
   /** An agent's review; undefined when the intercept is unknown (removed meanwhile). */
   review(r: Review): InterceptInfo | undefined {
     const info = this.byId.get(r.interceptId);
-    if (!info) return undefined;
+    if (!info || this.held.has(info.id)) return undefined;
     const pod: InterceptPodState = {
       podName: r.podName,
       podIp: r.podIp,
@@ -189,8 +285,11 @@ export class InterceptTable {
     return this.all().filter((i) => i.clientSessionId === sessionId);
   }
 
+  /** A workload's intercepts that take traffic or wait for it (held ones not: agents pass their traffic through). */
   forWorkload(name: string, namespace: string): InterceptInfo[] {
-    return this.all().filter((i) => i.spec!.workload === name && i.spec!.namespace === namespace);
+    return this.all().filter(
+      (i) => i.spec!.workload === name && i.spec!.namespace === namespace && !this.held.has(i.id),
+    );
   }
 }
 

@@ -50,6 +50,12 @@ const program = new Command('tp-manager')
     flag(parseDuration, '--agent-ttl'),
     15_000,
   )
+  .option(
+    '--intercept-grace <duration>',
+    "hold a lost client's intercepts this long for it to take back",
+    flag(parseDuration, '--intercept-grace'),
+    120_000,
+  )
   .option('--log-level <level>', 'error, warn, info, debug or trace', process.env.TP_LOG_LEVEL ?? 'info')
   .showHelpAfterError(false)
   .configureOutput({ outputError: (s, write) => write(s) });
@@ -73,6 +79,7 @@ async function serve(): Promise<void> {
     context?: string;
     clientTtl: number;
     agentTtl: number;
+    interceptGrace: number;
     logLevel: string;
   }>();
   setLevel(parseLevel(opts.logLevel));
@@ -96,6 +103,8 @@ async function serve(): Promise<void> {
     port: opts.listen?.port ?? kube!.config.grpcPort,
     clientTtlMs: kube && !explicit('clientTtl') ? kube.config.clientSessionTtlMs : opts.clientTtl,
     agentTtlMs: kube && !explicit('agentTtl') ? kube.config.agentSessionTtlMs : opts.agentTtl,
+    interceptGraceMs:
+      kube && !explicit('interceptGrace') ? kube.config.interceptGraceMs : opts.interceptGrace,
     cluster: kube?.integration,
     credentials,
   });

@@ -23,10 +23,16 @@ import { AccessControl, AccessDenied } from './access-control.js';
 import type { Action, WorkloadRef } from './authorization.js';
 import type { ClusterIntegration } from './cluster.js';
 import { CredentialAuthority, type Identity } from './credentials.js';
-import { InterceptError, type InterceptErrorCode, InterceptTable } from './intercepts.js';
+import {
+  InterceptError,
+  type InterceptErrorCode,
+  type InterceptOwner,
+  InterceptTable,
+} from './intercepts.js';
 import {
   type AgentSession,
   type ClientSession,
+  DEFAULT_INTERCEPT_GRACE_MS,
   type Session,
   SessionRegistry,
   type SessionTtls,
@@ -71,6 +77,7 @@ export class ManagerCore {
    */
   dnsServers: () => Upstream[] = () => systemNameservers();
   private readonly sweeper: NodeJS.Timeout;
+  private readonly interceptGraceMs: number;
 
   constructor(
     ttls: SessionTtls,
@@ -81,6 +88,7 @@ export class ManagerCore {
     access?: AccessControl,
   ) {
     this.sessions = new SessionRegistry(ttls);
+    this.interceptGraceMs = ttls.interceptGraceMs ?? DEFAULT_INTERCEPT_GRACE_MS;
     this.access =
       access ??
       new AccessControl({ mode: 'off', credentials: new CredentialAuthority(), log: log.child('access') });
@@ -94,6 +102,7 @@ export class ManagerCore {
           outbound: !info.relayId && !info.interceptId,
           label: info.connId ? `${info.connId.dstIp}:${info.connId.dstPort}` : '',
         }),
+      (sessionId) => this.lost(sessionId),
     );
     workloads.subscribe(() => this.feeds.changed());
     cluster?.onClusterInfoChange(() => this.feeds.changed());
@@ -130,16 +139,30 @@ export class ManagerCore {
     this.feeds.changed();
   }
 
-  /** A session ended (depart or expiry): undo everything it held. */
-  ended(s: Session, why: 'departed' | 'expired'): void {
+  /**
+   * A session ended: undo everything it held. A client that departs takes its intercepts with it; one
+   * that is lost (its dial stream closed) or expired leaves them held for the grace period, taking no
+   * traffic, so that the same user on the same workstation can take them back (intercepts.ts).
+   */
+  ended(s: Session, why: 'departed' | 'expired' | 'lost'): void {
     if (s.kind === 'client') {
-      const gone = this.intercepts.removeSession(s.id);
       this.router.sessionGone(s.id);
-      this.log.info(`client ${why}`, {
-        client: s.info.name,
-        session: s.id,
-        removedIntercepts: gone.map((i) => i.spec!.name).join(',') || undefined,
-      });
+      if (why === 'departed') {
+        const gone = this.intercepts.removeSession(s.id);
+        this.log.info('client departed', {
+          client: s.info.name,
+          session: s.id,
+          removedIntercepts: gone.map((i) => i.spec!.name).join(',') || undefined,
+        });
+      } else {
+        const held = this.intercepts.holdSession(s.id, Date.now() + this.interceptGraceMs);
+        this.log.info(`client ${why}`, {
+          client: s.info.name,
+          session: s.id,
+          heldIntercepts: held.map((i) => i.spec!.name).join(',') || undefined,
+          heldForMs: held.length > 0 ? this.interceptGraceMs : undefined,
+        });
+      }
     } else {
       const a = s.info;
       this.workloads.removeAgent?.(s.id);
@@ -154,8 +177,30 @@ export class ManagerCore {
     this.feeds.changed();
   }
 
+  /** A client's dial stream closed: the workstation is gone, its session ends now. */
+  private lost(sessionId: string): void {
+    const s = this.sessions.depart(sessionId);
+    if (s) this.ended(s, 'lost');
+  }
+
   private expire(): void {
     for (const s of this.sessions.expire()) this.ended(s, 'expired');
+    const gone = this.intercepts.expireHeld();
+    for (const i of gone)
+      this.log.info('held intercept removed: its client did not come back', {
+        intercept: i.spec!.name,
+        client: i.spec!.client,
+      });
+    if (gone.length > 0) this.feeds.changed();
+  }
+
+  /** The owner of a client's new intercepts: its authenticated user and install id may take them back. */
+  interceptOwner(s: ClientSession): InterceptOwner {
+    return {
+      sessionId: s.id,
+      clientName: s.info.name,
+      reclaimKey: { user: s.identity?.user ?? s.info.name, installId: s.info.installId },
+    };
   }
 
   session(id: string): Session {
@@ -409,7 +454,7 @@ export function managerService(core: ManagerCore): ManagerServer {
       await authorize(s, { kind: 'intercept', workload: ref }, 'PrepareIntercept');
       try {
         const w = workloadFor(spec.workload, spec.namespace || 'default');
-        const resolved = core.intercepts.prepare({ sessionId: s.id, clientName: s.info.name }, spec, w);
+        const resolved = core.intercepts.prepare(core.interceptOwner(s), spec, w);
         return {
           error: '',
           workloadKind: resolved.workloadKind,
@@ -438,7 +483,14 @@ export function managerService(core: ManagerCore): ManagerServer {
       const ref = workloadRef(spec.workload, spec.namespace || 'default');
       await authorize(s, { kind: 'intercept', workload: ref }, 'CreateIntercept');
       const w = workloadFor(spec.workload, spec.namespace || 'default');
-      const info = core.intercepts.create({ sessionId: s.id, clientName: s.info.name }, spec, w);
+      const { replaced, ...info } = core.intercepts.create(core.interceptOwner(s), spec, w);
+      for (const r of replaced ?? [])
+        log.info('intercept taken back by its user from a new session', {
+          intercept: r.spec!.name,
+          oldSession: r.clientSessionId,
+          session: s.id,
+          client: s.info.name,
+        });
       log.info('intercept created', {
         intercept: info.spec!.name,
         workload: w.name,

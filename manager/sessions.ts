@@ -30,7 +30,14 @@ export type Session = ClientSession | AgentSession;
 export interface SessionTtls {
   clientTtlMs: number;
   agentTtlMs: number;
+  /**
+   * How long the intercepts of a lost client session (its stream closed, keepalives unanswered, expiry)
+   * are held for the same user and workstation to take back (default DEFAULT_INTERCEPT_GRACE_MS).
+   */
+  interceptGraceMs?: number;
 }
+
+export const DEFAULT_INTERCEPT_GRACE_MS = 120_000;
 
 /** Heartbeats come every 5 s, or faster when a short TTL needs it (three chances before expiry). */
 export function remainIntervalMs(ttlMs: number): number {

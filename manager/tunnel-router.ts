@@ -13,7 +13,7 @@ import { AGENT_WINDOWS, WORKSTATION_WINDOWS } from '../rpc/grpc-options.js';
 import { widenReceiveWindow } from '../rpc/server-window.js';
 import { dialTcp } from '../tunnel/dial.js';
 import { readOpen, serveDial } from '../tunnel/flow.js';
-import { formatConnectionId, msg, type StreamInfo } from '../tunnel/messages.js';
+import { formatConnectionId, msg, type StreamInfo, WORKSTATION_UNAVAILABLE } from '../tunnel/messages.js';
 import { relay } from '../tunnel/relay.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import { serveUdp, UDP_PROTOCOL } from '../tunnel/udp-flow.js';
@@ -62,6 +62,11 @@ export class TunnelRouter {
     private readonly intercepts: InterceptTable,
     private readonly log: Logger,
     private readonly admit: TunnelAdmission = () => undefined,
+    /**
+     * A client's dial stream closed while its session was known: the workstation is gone (a crash, its
+     * port-forward closed, keepalives unanswered). The manager declares the session dead at once.
+     */
+    private readonly dialStreamLost: (sessionId: string) => void = () => {},
   ) {}
 
   /** Number of tunnel streams open now (for logs and tests). */
@@ -77,14 +82,12 @@ export class TunnelRouter {
     const dropped = () => {
       if (this.dialStreams.get(sessionId) !== call) return;
       this.dialStreams.delete(sessionId);
-      if (this.sessions.client(sessionId))
-        this.log.warn(
-          'client dial stream dropped: its intercepted connections are refused until it reopens it',
-          {
-            client: name,
-            session: sessionId,
-          },
-        );
+      if (!this.sessions.client(sessionId)) return;
+      this.log.warn('client dial stream dropped: the workstation is gone, its session ends now', {
+        client: name,
+        session: sessionId,
+      });
+      this.dialStreamLost(sessionId);
     };
     call.on('cancelled', dropped);
     call.on('close', dropped);
@@ -97,7 +100,8 @@ export class TunnelRouter {
     this.dialStreams.delete(sessionId);
     call?.end();
     for (const [id, p] of this.pending)
-      if (p.clientSessionId === sessionId) this.refusePending(id, 'the intercepting client went away');
+      if (p.clientSessionId === sessionId)
+        this.refusePending(id, `${WORKSTATION_UNAVAILABLE}the intercepting client went away`);
   }
 
   handle(call: ServerDuplexStream<TunnelMessage, TunnelMessage>): void {
@@ -124,9 +128,10 @@ export class TunnelRouter {
     const label = formatConnectionId(info.connId);
     const session = this.sessions.get(info.sessionId);
     if (!session) {
+      // An agent's intercepted connection then goes to the app (the agent re-arrives meanwhile).
       this.refuse(
         stream,
-        `session ${info.sessionId || '(none)'} is unknown to the traffic manager (it expired or the manager restarted)`,
+        `${info.interceptId ? WORKSTATION_UNAVAILABLE : ''}session ${info.sessionId || '(none)'} is unknown to the traffic manager (it expired or the manager restarted)`,
         label,
       );
       return;
@@ -223,7 +228,7 @@ export class TunnelRouter {
   ): void {
     const intercept = this.intercepts.get(info.interceptId);
     if (!intercept || intercept.spec!.workload !== workload || intercept.spec!.namespace !== namespace) {
-      this.refuse(stream, `intercept ${info.interceptId} is gone`, label);
+      this.refuse(stream, `${WORKSTATION_UNAVAILABLE}intercept ${info.interceptId} is gone`, label);
       return;
     }
     const client = this.sessions.client(intercept.clientSessionId);
@@ -231,7 +236,7 @@ export class TunnelRouter {
     if (!client || !dialStream) {
       this.refuse(
         stream,
-        `the intercepting client ${intercept.spec!.client} is not receiving connections (its dial stream is down)`,
+        `${WORKSTATION_UNAVAILABLE}the intercepting client ${intercept.spec!.client} is not receiving connections (its dial stream is down)`,
         label,
       );
       return;
@@ -239,7 +244,11 @@ export class TunnelRouter {
     const relayId = crypto.randomUUID();
     const timeoutMs = info.dialTimeoutMs;
     const timer = setTimeout(
-      () => this.refusePending(relayId, `client ${client.info.name} did not answer within ${timeoutMs} ms`),
+      () =>
+        this.refusePending(
+          relayId,
+          `${WORKSTATION_UNAVAILABLE}client ${client.info.name} did not answer within ${timeoutMs} ms`,
+        ),
       timeoutMs,
     );
     this.pending.set(relayId, { originator: stream, clientSessionId: client.id, label, timer });
@@ -280,7 +289,8 @@ export class TunnelRouter {
 
   /** Shutdown: reset every flow. */
   closeAll(): void {
-    for (const id of [...this.pending.keys()]) this.refusePending(id, 'the traffic manager is shutting down');
+    for (const id of [...this.pending.keys()])
+      this.refusePending(id, `${WORKSTATION_UNAVAILABLE}the traffic manager is shutting down`);
     for (const s of this.flows) s.abort('the traffic manager is shutting down');
     for (const c of this.dialStreams.values()) c.end();
     this.dialStreams.clear();

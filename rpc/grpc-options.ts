@@ -38,9 +38,17 @@ export const AGENT_WINDOWS: FlowWindows = { stream: 1 << 20, connection: 8 << 20
  */
 export const WORKSTATION_WINDOWS: FlowWindows = { stream: 2 << 20, connection: 32 << 20 };
 
-/** A peer that does not answer an HTTP/2 ping within KEEPALIVE_TIMEOUT_MS after KEEPALIVE_TIME_MS is dead. */
-export const KEEPALIVE_TIME_MS = 10_000;
-export const KEEPALIVE_TIMEOUT_MS = 5_000;
+/**
+ * A peer that does not answer an HTTP/2 ping within KEEPALIVE_TIMEOUT_MS is dead; pings go every
+ * KEEPALIVE_TIME_MS, calls or not, from both ends (the manager pings its clients and agents too). So a
+ * peer that went silent without a FIN (a dropped network, a sleeping laptop) is found within 2.5 s, on
+ * either side: the workstation's daemon reconnects, and the manager ends the session and stops sending
+ * its intercepts traffic. grpc-js servers do not police the ping rate (no GOAWAY too_many_pings), so the
+ * manager accepts its clients' pings at this rate; a Go gRPC server would need an enforcement policy with
+ * MinTime below 1 s. A ping is a few dozen bytes each way through the API server's port-forward.
+ */
+export const KEEPALIVE_TIME_MS = 1_000;
+export const KEEPALIVE_TIMEOUT_MS = 1_500;
 
 /** Options of a channel to the traffic manager (agents, user daemon, root daemon). */
 export function managerChannelOptions(): ChannelOptions {
@@ -54,6 +62,9 @@ export function managerChannelOptions(): ChannelOptions {
     // Reconnect quickly after the manager restarts; the callers add their own backoff on top.
     'grpc.initial_reconnect_backoff_ms': 250,
     'grpc.max_reconnect_backoff_ms': 2_000,
+    // tp has no service config in DNS: no TXT lookup beside every resolution of the manager's name (one
+    // more query that can stall while the cluster's DNS is slow).
+    'grpc.service_config_disable_resolution': 1,
   };
 }
 

@@ -64,6 +64,13 @@ const defaultLog = createLogger('tunnel');
 /** The far side could not dial (DIAL_REJECT), reset the flow, went away, or did not answer in time. */
 export class FlowDialRejected extends Error {
   override name = 'FlowDialRejected';
+  constructor(
+    message: string,
+    /** The far side answered DIAL_REJECT (rather than resetting, going away or not answering). */
+    readonly dialRejected = false,
+  ) {
+    super(message);
+  }
 }
 
 /**
@@ -91,7 +98,7 @@ export function openFlow(stream: TunnelStream, info: StreamInfo, graceMs = 2_000
   return new Promise((resolve, reject) => {
     let state = initialFlowState('awaiting-dial');
     let settled = false;
-    const settle = (error?: string) => {
+    const settle = (error?: string, dialRejected = false) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -100,7 +107,7 @@ export function openFlow(stream: TunnelStream, info: StreamInfo, graceMs = 2_000
       stream.off('failure', onFailure);
       if (error === undefined) return resolve();
       stream.end();
-      reject(new FlowDialRejected(error));
+      reject(new FlowDialRejected(error, dialRejected));
     };
     const waitMs = info.dialTimeoutMs + graceMs;
     const timer = setTimeout(() => {
@@ -116,7 +123,7 @@ export function openFlow(stream: TunnelStream, info: StreamInfo, graceMs = 2_000
       state = t.state;
       const a = t.action;
       if (a.kind === 'dial-ok') settle();
-      else if (a.kind === 'dial-reject') settle(a.reason);
+      else if (a.kind === 'dial-reject') settle(a.reason, true);
       else if (a.kind === 'reset') settle(a.reason || 'the far side reset the flow');
       else if (a.kind === 'protocol-error') {
         stream.send(msg.reset(a.reason));

@@ -18,6 +18,19 @@ export const DEFAULT_KEEPALIVE_INTERVAL_MS = 30_000;
  */
 export const MAX_DATA_BYTES = 1 << 20;
 
+/**
+ * The start of every DIAL_REJECT the manager sends for an intercepted connection when the intercepting
+ * workstation cannot take it (its session is dead or unknown, its dial stream is down, it did not answer,
+ * the intercept is gone). The agent gives such a connection to the app instead of resetting it; a
+ * DIAL_REJECT without it comes from the workstation itself (its local port refused) and resets the client.
+ */
+export const WORKSTATION_UNAVAILABLE = 'workstation unavailable: ';
+
+/** Whether a DIAL_REJECT reason says the workstation could not take the connection (see above). */
+export function isWorkstationUnavailable(reason: string): boolean {
+  return reason.startsWith(WORKSTATION_UNAVAILABLE);
+}
+
 const EMPTY = Buffer.alloc(0);
 
 function message(code: TunnelCode, fields: Partial<TunnelMessage> = {}): TunnelMessage {

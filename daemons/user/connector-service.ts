@@ -121,6 +121,7 @@ export function connectorService(
     rootDaemonNeeded: false,
     mappedNamespaces: mapped,
     managerNamespace: conn.state === 'DISCONNECTED' ? '' : scope().managerNamespace,
+    lastOutage: conn.lastOutage(),
   });
 
   /**

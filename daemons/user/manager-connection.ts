@@ -38,7 +38,14 @@ const CALL_TIMEOUT_MS = 5_000;
  * busy machine, where a fresh daemon's first HTTP/2 handshake can take seconds).
  */
 const ARRIVE_TIMEOUT_MS = 20_000;
-const MAX_BACKOFF_MS = 5_000;
+/**
+ * A re-arrival after the session was lost. Short, and each failed one is retried on a fresh channel: an
+ * attempt whose connection went out while the path was down waits for the kernel's SYN retransmissions
+ * (1, 3, 7, 15 s… apart) or the port-forward's upgrade timeout, and a grpc-js channel makes no other
+ * attempt meanwhile. A fresh attempt every few seconds finds a returned path within seconds.
+ */
+const REARRIVE_TIMEOUT_MS = 4_000;
+const MAX_BACKOFF_MS = 1_000;
 /** How long installing an agent (Kubernetes: a rollout) may take. */
 const ENSURE_AGENT_TIMEOUT_MS = 120_000;
 /** How long an intercept may wait for an agent to accept it. */
@@ -105,6 +112,8 @@ export class ManagerConnection extends EventEmitter {
   cluster: ClusterInfo | undefined;
   /** Why the manager is unreachable, while RECONNECTING. */
   private lostReason = '';
+  /** The last loss of the session: when, why, when it came back, which intercepts were restored. */
+  private outage: { lostAt: number; reason: string; backAt?: number; restored: string[] } | undefined;
   private client: ManagerClient | undefined;
   private identity: IdentitySource | undefined;
   /** The current session's credential, which the channel's interceptor adds to every call. */
@@ -125,10 +134,7 @@ export class ManagerConnection extends EventEmitter {
         `already connected to the traffic manager at ${this.address}: run tp quit first to connect elsewhere`,
       );
     }
-    const client = new ManagerClient(address, grpc.credentials.createInsecure(), {
-      ...workstationChannelOptions(),
-      interceptors: [bearerInterceptor(() => this.credential)],
-    });
+    const client = this.newClient(address);
     this.identity = identity;
     let session: Session;
     try {
@@ -153,6 +159,15 @@ export class ManagerConnection extends EventEmitter {
     this.loopDone = this.run(session);
   }
 
+  /** A channel of its own (a local subchannel pool: the global one would hand back a stuck attempt). */
+  private newClient(address: string): ManagerClient {
+    return new ManagerClient(address, grpc.credentials.createInsecure(), {
+      ...workstationChannelOptions(),
+      'grpc.use_local_subchannel_pool': 1,
+      interceptors: [bearerInterceptor(() => this.credential)],
+    });
+  }
+
   /** Departs and forgets everything. */
   async disconnect(): Promise<void> {
     if (this.state === 'DISCONNECTED') return;
@@ -171,6 +186,7 @@ export class ManagerConnection extends EventEmitter {
     this.error = '';
     this.cluster = undefined;
     this.records.clear();
+    this.outage = undefined;
     log.info('disconnected', { manager: this.address });
   }
 
@@ -448,6 +464,7 @@ export class ManagerConnection extends EventEmitter {
         this.credential = '';
         this.state = 'RECONNECTING';
         this.lostReason = reason;
+        this.outage = { lostAt: Date.now(), reason, restored: [] };
         this.error = `lost the traffic manager at ${this.address}: ${reason}`;
         log.warn('lost the traffic manager; reconnecting', { manager: this.address, reason });
         for (const r of this.records.values()) {
@@ -462,18 +479,22 @@ export class ManagerConnection extends EventEmitter {
       backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       if (this.stopped) break;
       try {
-        session = await this.arrive(this.client!);
+        session = await this.arrive(this.client!, REARRIVE_TIMEOUT_MS);
+        if (this.outage) this.outage.backAt = Date.now();
         log.info('reconnected to the traffic manager', { manager: this.address, session: session.sessionId });
       } catch (e) {
         this.lostReason = errorDetails(e);
         this.error = `lost the traffic manager at ${this.address}: ${this.lostReason}; reconnecting`;
         log.debug('reconnect failed', { reason: errorDetails(e) });
+        if (this.stopped) break;
+        this.client?.close();
+        this.client = this.newClient(this.address);
       }
     }
   }
 
-  private async arrive(client: ManagerClient): Promise<Session> {
-    const version = await unary<VersionInfo>((md, o, cb) => client.version({}, md, o, cb), ARRIVE_TIMEOUT_MS);
+  private async arrive(client: ManagerClient, timeoutMs = ARRIVE_TIMEOUT_MS): Promise<Session> {
+    const version = await unary<VersionInfo>((md, o, cb) => client.version({}, md, o, cb), timeoutMs);
     const info = {
       name: clientName(),
       installId: crypto
@@ -525,6 +546,24 @@ export class ManagerConnection extends EventEmitter {
     } catch (e) {
       throw new UserFacingError(grpc.status.UNAUTHENTICATED, (e as Error).message);
     }
+  }
+
+  /**
+   * The last loss of the session in one line ("" if it was never lost): "lost the traffic manager at
+   * 17:20:01 (reason); back at 17:20:33 after 32.1 s; intercepts restored: echo".
+   */
+  lastOutage(): string {
+    const o = this.outage;
+    if (!o) return '';
+    const at = (t: number) =>
+      new Date(t)
+        .toISOString()
+        .replace('T', ' ')
+        .replace(/\.\d+Z$/, 'Z');
+    const lost = `lost the traffic manager at ${at(o.lostAt)} (${o.reason})`;
+    if (o.backAt === undefined) return `${lost}; not back yet`;
+    const back = `${lost}; back at ${at(o.backAt)} after ${((o.backAt - o.lostAt) / 1000).toFixed(1)} s`;
+    return o.restored.length > 0 ? `${back}; intercepts restored: ${o.restored.join(', ')}` : back;
   }
 
   /** The credential of the session with this id, while it is the current one ('' otherwise). */
@@ -608,12 +647,18 @@ export class ManagerConnection extends EventEmitter {
             CALL_TIMEOUT_MS,
           );
           r.note = 'restored after the connection to the traffic manager was lost';
+          this.outage?.restored.push(r.name);
           log.info('intercept restored', { intercept: r.name });
           this.applySnapshot(this.lastSnapshot);
           break;
         } catch (e) {
-          // The workload's agent may not have re-arrived yet after a manager restart: give it time.
-          if (hasStatus(e, grpc.status.NOT_FOUND) && Date.now() < until) {
+          // The workload's agent may not have re-arrived yet after a manager restart, and a kube-apiserver
+          // that has just restarted denies for a moment (its RBAC caches are still empty): the intercept
+          // was allowed a moment ago, so give both time.
+          if (
+            (hasStatus(e, grpc.status.NOT_FOUND) || hasStatus(e, grpc.status.PERMISSION_DENIED)) &&
+            Date.now() < until
+          ) {
             await new Promise((res) => setTimeout(res, 500));
             continue;
           }

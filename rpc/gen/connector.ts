@@ -84,6 +84,11 @@ export interface ConnectInfo {
   mappedNamespaces: string[];
   /** The traffic manager's namespace (hidden from tp list with tp's own workloads). */
   managerNamespace: string;
+  /**
+   * The last time the session with the traffic manager was lost and (if it is back) when it came back,
+   * in one line for the user: "lost at … (why); back at … after N s; restored: …". Empty: never lost.
+   */
+  lastOutage: string;
 }
 
 export interface ListRequest {
@@ -545,6 +550,7 @@ function createBaseConnectInfo(): ConnectInfo {
     rootDaemonNeeded: false,
     mappedNamespaces: [],
     managerNamespace: "",
+    lastOutage: "",
   };
 }
 
@@ -597,6 +603,9 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     }
     if (message.managerNamespace !== "") {
       writer.uint32(130).string(message.managerNamespace);
+    }
+    if (message.lastOutage !== "") {
+      writer.uint32(138).string(message.lastOutage);
     }
     return writer;
   },
@@ -742,6 +751,14 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
             message.managerNamespace = reader.string();
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.lastOutage = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -810,6 +827,11 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
         : isSet(object.manager_namespace)
         ? globalThis.String(object.manager_namespace)
         : "",
+      lastOutage: isSet(object.lastOutage)
+        ? globalThis.String(object.lastOutage)
+        : isSet(object.last_outage)
+        ? globalThis.String(object.last_outage)
+        : "",
     };
   },
 
@@ -863,6 +885,9 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     if (message.managerNamespace !== "") {
       obj.managerNamespace = message.managerNamespace;
     }
+    if (message.lastOutage !== "") {
+      obj.lastOutage = message.lastOutage;
+    }
     return obj;
   },
 
@@ -891,6 +916,7 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     message.rootDaemonNeeded = object.rootDaemonNeeded ?? false;
     message.mappedNamespaces = object.mappedNamespaces?.map((e) => e) || [];
     message.managerNamespace = object.managerNamespace ?? "";
+    message.lastOutage = object.lastOutage ?? "";
     return message;
   },
 };

@@ -8,6 +8,7 @@ import { httpApp, httpGet, isRunning, type Rig, withRig } from './harness.js';
 interface StatusJson {
   state: string;
   error: string;
+  lastOutage: string;
   intercepts: { name: string; disposition: string; message: string }[];
 }
 
@@ -87,27 +88,84 @@ test('the manager killed and restarted mid-intercept: everyone reconnects, the i
     assert.is((await rig.tp('quit')).code, 0);
   }));
 
-test('the user daemon killed: its intercept expires and traffic returns to the app', () =>
+/** Requests every 100 ms for `ms`: the answers, 'failed: …' for each request that did not get one. */
+async function probe(port: number, ms: number): Promise<string[]> {
+  const answers: string[] = [];
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    answers.push(await httpGet(port, 5_000).catch((e: Error) => `failed: ${e.message}`));
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return answers;
+}
+
+test('the user daemon killed: no request fails, and a new daemon takes the intercept back at once', () =>
   withRig(async (rig) => {
-    const s = await setUp(rig, ['--client-ttl', '2s']);
+    const s = await setUp(rig);
 
     process.kill(s.daemonPid, 'SIGKILL');
     await waitFor('the daemon to die', () => !isRunning(s.daemonPid));
-    assert.is(
-      await waitFor(
-        'traffic back at the app',
-        async () => ((await httpGet(s.ports.agent)) === 'cluster' ? 'cluster' : undefined),
-        10_000,
-      ),
-      'cluster',
+    // Its stream closed: the manager ends the session at once and holds the intercept; the agent passes
+    // everything to the app meanwhile, and no request fails.
+    const answers = await probe(s.ports.agent, 1_500);
+    assert.equal(
+      answers.filter((a) => a !== 'cluster' && a !== 'laptop'),
+      [],
     );
+    assert.is(answers.at(-1), 'cluster');
     assert.match(rig.log('manager'), /WARN {2}manager\/tunnel: client dial stream dropped/);
-    assert.match(rig.log('manager'), /client expired .*removedIntercepts=echo/);
+    assert.match(rig.log('manager'), /client lost .*heldIntercepts=echo/);
 
-    // The CLI finds no daemon (a stale socket is not a daemon) and a new connect works.
+    // The CLI finds no daemon (a stale socket is not a daemon); a new connect and intercept take it back.
     assert.is((await rig.tpJson<{ state: string }>('status')).state, 'NOT_RUNNING');
     assert.is((await rig.tp('connect', '--manager-address', `127.0.0.1:${s.ports.manager}`)).code, 0);
     await rig.noteDaemon();
+    const i = await rig.tp('intercept', 'echo', '--port', `${s.ports.laptop}:${s.ports.app}`);
+    assert.is(i.code, 0, i.stderr);
+    assert.is(await httpGet(s.ports.agent), 'laptop');
+    assert.match(rig.log('manager'), /intercept taken back by its user from a new session/);
+    assert.is((await rig.tp('leave', 'echo')).code, 0);
+    assert.is(await httpGet(s.ports.agent), 'cluster');
+    assert.is((await rig.tp('quit')).code, 0);
+  }));
+
+test('the workstation goes silent (SIGSTOP, no FIN): the app answers, and the intercept heals by itself', () =>
+  withRig(async (rig) => {
+    const s = await setUp(rig);
+    process.kill(s.daemonPid, 'SIGSTOP');
+    try {
+      // Until keepalives find the silence, intercepted connections wait for the workstation at most the
+      // dial deadline, then go to the app; then the session is lost and everything goes to the app.
+      assert.is(await httpGet(s.ports.agent), 'cluster');
+      await waitFor('the manager to declare the session lost', () => /client lost/.test(rig.log('manager')));
+      assert.match(
+        rig.log('agent'),
+        /the workstation cannot take an intercepted connection: passing it to the app/,
+      );
+      const answers = await probe(s.ports.agent, 1_000);
+      assert.equal(
+        answers.filter((a) => a !== 'cluster'),
+        [],
+      );
+    } finally {
+      process.kill(s.daemonPid, 'SIGCONT');
+    }
+    // Awake again: the daemon finds its session gone, arrives again and takes its intercept back.
+    assert.is(
+      await waitFor('the intercept back without a command', async () =>
+        (await httpGet(s.ports.agent)) === 'laptop' ? 'laptop' : undefined,
+      ),
+      'laptop',
+    );
+    const st = await rig.tpJson<StatusJson>('status');
+    assert.is(st.state, 'CONNECTED');
+    assert.match(st.intercepts[0]!.message, /restored/);
+    // The status says what was lost and when it came back.
+    assert.match(
+      st.lastOutage,
+      /^lost the traffic manager at \S+ \S+Z \(.+\); back at \S+ \S+Z after [\d.]+ s; intercepts restored: echo$/,
+    );
+    assert.match((await rig.tp('status')).stdout, /last outage: lost the traffic manager at/);
     assert.is((await rig.tp('quit')).code, 0);
   }));
 

@@ -1,0 +1,462 @@
+// The fault harness the lab's fault suite (faults.test.ts) and bench/faults.ts share: one
+// intercepted Deployment, a probe from the lab node to its Service every 0.25 s (`curl -m 3`, as the faults
+// issue defines it), and each fault injected only inside the lab's namespaces. Each fault returns what
+// the probe saw: failed requests, and seconds from the moment the fault was over (the new manager pod
+// Ready, the agent killed, the new intercept created, the drop lifted, the restart finished) until the
+// workstation answered again.
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { runCommand } from '../../lab/command.js';
+import { type Cluster, tpLabMain } from './cluster.js';
+import {
+  apply,
+  type Background,
+  freshNamespace,
+  kubectl,
+  kubectlJson,
+  listPods,
+  onWorkstation,
+  rolloutStatus,
+  startOnWorkstation,
+  type TpRunner,
+  tpOnWorkstation,
+  waitFor,
+} from './kube.js';
+import { ECHO_PORT, echoDeployment, echoService } from './workloads.js';
+
+export const MANAGER_NS = 'tp-system';
+const WORKLOAD = 'fecho';
+const LOCAL_PORT = 18090;
+const PROBE_INTERVAL_S = 0.25;
+
+/** One probe request: who answered (the workstation, the app in the cluster) or that it failed. */
+export interface ProbeSample {
+  at: number;
+  outcome: 'workstation' | 'app' | 'failed';
+  detail: string;
+  /** The request's whole time (curl's time_total), seconds; undefined for a failed one. */
+  seconds?: number;
+}
+
+/** What one fault did to the probe. */
+export interface FaultResult {
+  fault: string;
+  requests: number;
+  failed: ProbeSample[];
+  /** Seconds from the end of the fault until the workstation answered again (undefined: it did not). */
+  backSeconds: number | undefined;
+  /** Fault-specific findings, for the report. */
+  notes: string[];
+}
+
+/** Requests every 0.25 s from the lab node (the cluster side) to the Service, until stop(). */
+class ServiceProbe {
+  readonly samples: ProbeSample[] = [];
+  private readonly child;
+  private rest = '';
+
+  constructor(url: string) {
+    const loop =
+      `while :; do t=$(date +%s%3N); r=$(curl -s -m 3 -w ' %{time_total}' ${url}) || r="FAILED curl exit $?"; ` +
+      `echo "$t $r"; sleep ${PROBE_INTERVAL_S}; done`;
+    this.child = spawn(process.execPath, [tpLabMain, 'exec', '--node', '--', 'sh', '-c', loop], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+      detached: true,
+    });
+    this.child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      const lines = (this.rest + d).split('\n');
+      this.rest = lines.pop() ?? '';
+      for (const line of lines) {
+        const m = /^(\d+) (.*)$/.exec(line.trim());
+        if (!m) continue;
+        const [body = '', time] = m[2]!.split(' ');
+        const outcome =
+          body === 'laptop' ? 'workstation' : body.startsWith(`${WORKLOAD}-`) ? 'app' : 'failed';
+        const seconds = outcome === 'failed' ? undefined : Number(time);
+        this.samples.push({
+          at: Number(m[1]),
+          outcome,
+          detail: outcome === 'failed' ? m[2]! : body,
+          seconds,
+        });
+      }
+    });
+    process.on('exit', this.stop);
+  }
+
+  between(from: number, to: number): ProbeSample[] {
+    return this.samples.filter((s) => s.at >= from && s.at <= to);
+  }
+
+  /** Waits for the first answer of `outcome` sent at or after `from`; its time, or undefined after timeoutMs. */
+  async first(outcome: ProbeSample['outcome'], from: number, timeoutMs: number): Promise<number | undefined> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const s = this.samples.find((x) => x.at >= from && x.outcome === outcome);
+      if (s) return s.at;
+      if (Date.now() > until) return undefined;
+      await sleep(100);
+    }
+  }
+
+  /** Ends the probe's whole process group: tp-lab exec, its nsenter, the shell loop and a running curl. */
+  readonly stop = (): void => {
+    process.off('exit', this.stop);
+    try {
+      if (this.child.pid) process.kill(-this.child.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+}
+
+/** The laptop app: answers "laptop" on 127.0.0.1:LOCAL_PORT in the workstation. */
+const laptopApp = `require('node:http').createServer((q, s) => s.end('laptop'))
+  .listen(${LOCAL_PORT}, '127.0.0.1', () => console.log('laptop app listening'));`;
+
+export class FaultRig {
+  private probe!: ServiceProbe;
+  private laptop!: Background;
+  private readonly tp: TpRunner;
+  private installedChart = false;
+  private readonly iptablesRules: string[][] = [];
+  /** The drop rules go also when the process dies mid-fault (synchronously: 'exit' waits for nothing). */
+  private readonly onExit = () => {
+    for (const rule of this.iptablesRules.splice(0).reverse()) {
+      const argv = [...this.c.workstationPrefix, 'iptables', '-w', '-D', ...rule.slice(1)];
+      spawnSync(argv[0]!, argv.slice(1), { stdio: 'ignore' });
+    }
+  };
+
+  private constructor(
+    readonly c: Cluster,
+    readonly namespace: string,
+    private readonly scratch: string,
+    private readonly say: (line: string) => void,
+  ) {
+    fs.rmSync(scratch, { recursive: true, force: true });
+    fs.mkdirSync(scratch, { recursive: true });
+    this.tp = tpOnWorkstation(c, scratch, {
+      TP_ROOT_DAEMON_SOCKET: `${scratch}/root.socket`,
+      TP_ROOT_DAEMON_STATE_DIR: `${scratch}/root-state`,
+    });
+  }
+
+  /** The chart (installed when missing), the workload, tp connect + intercept, and the probe answering "laptop". */
+  static async start(
+    c: Cluster,
+    namespace: string,
+    scratch: string,
+    say: (line: string) => void = () => {},
+  ): Promise<FaultRig> {
+    const rig = new FaultRig(c, namespace, scratch, say);
+    process.on('exit', rig.onExit);
+    try {
+      await rig.setUp();
+    } catch (e) {
+      await rig.stop();
+      throw e;
+    }
+    return rig;
+  }
+
+  private async setUp(): Promise<void> {
+    const c = this.c;
+    this.say(`namespace ${this.namespace}, Deployment ${WORKLOAD}`);
+    await freshNamespace(c, this.namespace);
+    await apply(c, [echoDeployment(c, WORKLOAD, 1), echoService(WORKLOAD)], this.namespace);
+    const install = await this.tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
+    if (install.code === 0) this.installedChart = true;
+    else if (!/already installed/.test(install.stderr))
+      throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
+    await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
+    await rolloutStatus(c, this.namespace, WORKLOAD);
+    this.laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
+    await this.laptop.waitForOutput(/laptop app listening/);
+    await this.connectAndIntercept();
+    await rolloutStatus(c, this.namespace, WORKLOAD);
+    const svc = await kubectlJson<{ spec: { clusterIP: string } }>(c, [
+      'get',
+      'service',
+      WORKLOAD,
+      '-n',
+      this.namespace,
+    ]);
+    this.probe = new ServiceProbe(`http://${svc.spec.clusterIP}:80/`);
+    if ((await this.probe.first('workstation', Date.now(), 60_000)) === undefined)
+      throw new Error(`the intercepted Service never answered "laptop": ${this.lastSamples()}`);
+    // A healthy intercept's requests, each on a new connection: their whole time bounds the agent's dial
+    // to the workstation from above (the workstation dial deadline must stay far above it).
+    const from = Date.now();
+    await sleep(5_000);
+    const times = this.probe
+      .between(from, Date.now())
+      .filter((s) => s.outcome === 'workstation')
+      .map((s) => s.seconds! * 1000)
+      .sort((a, b) => a - b);
+    this.healthy = {
+      requests: times.length,
+      p50Ms: times[Math.floor(times.length / 2)] ?? Number.NaN,
+      maxMs: times.at(-1) ?? Number.NaN,
+    };
+    this.say(
+      `healthy intercept: ${times.length} requests, each on a new connection: p50 ${this.healthy.p50Ms.toFixed(1)} ms, max ${this.healthy.maxMs.toFixed(1)} ms`,
+    );
+  }
+
+  /** The requests through the healthy intercept before any fault (a bound on the agent's dial). */
+  healthy: { requests: number; p50Ms: number; maxMs: number } | undefined;
+
+  private async connectAndIntercept(): Promise<void> {
+    this.say(`tp connect, tp intercept ${WORKLOAD} --port ${LOCAL_PORT}:${ECHO_PORT}`);
+    await this.tp(['connect', '-n', this.namespace]);
+    await this.tp(['intercept', WORKLOAD, '-n', this.namespace, '--port', `${LOCAL_PORT}:${ECHO_PORT}`]);
+  }
+
+  private lastSamples(): string {
+    return this.probe.samples
+      .slice(-5)
+      .map((s) => `${new Date(s.at).toISOString()} ${s.detail}`)
+      .join('; ');
+  }
+
+  /**
+   * Runs a fault: `inject` does it and returns when it is over (the time the intercept's return is counted
+   * from); then waits for the workstation to answer and for `settleMs` more, and counts the failures from
+   * the start of the fault until then.
+   */
+  private async measure(
+    fault: string,
+    inject: (notes: string[]) => Promise<number>,
+    backTimeoutMs = 60_000,
+    settleMs = 1_000,
+  ): Promise<FaultResult> {
+    this.say(`fault: ${fault}`);
+    const notes: string[] = [];
+    const began = Date.now();
+    const over = await inject(notes);
+    const back = await this.probe.first('workstation', over, backTimeoutMs);
+    await sleep(settleMs);
+    const seen = this.probe.between(began, Date.now());
+    const result: FaultResult = {
+      fault,
+      requests: seen.length,
+      failed: seen.filter((s) => s.outcome === 'failed'),
+      backSeconds: back === undefined ? undefined : Math.max(0, (back - over) / 1000),
+      notes,
+    };
+    this.say(
+      `  ${result.failed.length} of ${result.requests} requests failed; the intercept back ${result.backSeconds === undefined ? 'never' : `after ${result.backSeconds.toFixed(1)} s`}${notes.length ? `; ${notes.join('; ')}` : ''}`,
+    );
+    return result;
+  }
+
+  /** `kubectl delete pod` of the manager; over when the new manager pod is Ready. */
+  managerPodDeleted(): Promise<FaultResult> {
+    return this.measure('manager pod deleted', async () => {
+      const selector = 'app.kubernetes.io/name=traffic-manager';
+      const old = (await listPods(this.c, MANAGER_NS, selector)).map((p) => p.name);
+      await kubectl(this.c, ['delete', 'pod', '-n', MANAGER_NS, '--wait=false', ...old]);
+      await waitFor(
+        'a new manager pod to be Ready',
+        async () =>
+          (await listPods(this.c, MANAGER_NS, selector)).some(
+            (p) => p.ready && !p.deleting && !old.includes(p.name),
+          ),
+        180_000,
+        100,
+      );
+      return Date.now();
+    });
+  }
+
+  /** kill -9 of the agent container's processes, found through the pod's cgroup by container id. */
+  agentKilled(): Promise<FaultResult> {
+    return this.measure('agent killed (-9)', async (notes) => {
+      const pids = await this.agentPids();
+      notes.push(`killed pid ${pids.join(',')}`);
+      for (const pid of pids) process.kill(pid, 'SIGKILL');
+      return Date.now();
+    });
+  }
+
+  private async agentPids(): Promise<number[]> {
+    const pods = await kubectlJson<{
+      items: {
+        metadata: { uid: string; deletionTimestamp?: string };
+        status: { containerStatuses?: { name: string; containerID?: string }[] };
+      }[];
+    }>(this.c, ['get', 'pods', '-n', this.namespace, '-l', `app=${WORKLOAD}`]);
+    const pod = pods.items.find((p) => !p.metadata.deletionTimestamp);
+    if (!pod) throw new Error(`no ${WORKLOAD} pod`);
+    const id = pod.status.containerStatuses
+      ?.find((s) => s.name === 'tp-agent')
+      ?.containerID?.replace(/^.*:\/\//, '');
+    if (!id) throw new Error(`the ${WORKLOAD} pod has no running tp-agent container`);
+    for (const root of ['/sys/fs/cgroup/pids/tplab/kubepods', '/sys/fs/cgroup/tplab/kubepods'])
+      for (const qos of ['', 'burstable', 'besteffort']) {
+        const procs = path.join(root, qos, `pod${pod.metadata.uid}`, id, 'cgroup.procs');
+        if (!fs.existsSync(procs)) continue;
+        const pids = fs.readFileSync(procs, 'utf8').split('\n').filter(Boolean).map(Number);
+        if (pids.length > 0) return pids;
+      }
+    throw new Error(`no cgroup with processes for the tp-agent container ${id}`);
+  }
+
+  /**
+   * kill -9 of the user daemon (a laptop crash), then `tp connect` + `tp intercept` at once; over when the
+   * intercept command returned.
+   */
+  userDaemonKilled(): Promise<FaultResult> {
+    return this.measure('user daemon killed (-9), then tp connect + tp intercept', async (notes) => {
+      const st = JSON.parse((await this.tp(['status', '-o', 'json'])).stdout) as { daemon?: { pid: number } };
+      if (!st.daemon) throw new Error('the user daemon is not running');
+      process.kill(st.daemon.pid, 'SIGKILL');
+      await waitFor('the user daemon to die', () => !isAlive(st.daemon!.pid), 10_000, 50);
+      const killedAt = Date.now();
+      await this.tp(['connect', '-n', this.namespace]);
+      const connected = Date.now();
+      const r = await this.tp(
+        ['intercept', WORKLOAD, '-n', this.namespace, '--port', `${LOCAL_PORT}:${ECHO_PORT}`],
+        { check: false },
+      );
+      notes.push(
+        r.code === 0
+          ? `tp connect took ${((connected - killedAt) / 1000).toFixed(1)} s, tp intercept ${((Date.now() - connected) / 1000).toFixed(1)} s`
+          : `tp intercept failed: ${r.stderr.trim()}`,
+      );
+      if (r.code !== 0)
+        throw new Error(`tp intercept after the daemon was killed failed: ${r.stderr.trim()}`);
+      return Date.now();
+    });
+  }
+
+  /**
+   * The workstation's traffic to and from the API server dropped (iptables DROP in its namespace, no FIN)
+   * for `seconds`; over when the rules are gone. Notes when the app answered after the drop began.
+   */
+  async apiServerDropped(seconds: number): Promise<FaultResult & { appAfterSeconds: number | undefined }> {
+    let appAfter: number | undefined;
+    const r = await this.measure(
+      `workstation's traffic to the API server dropped for ${seconds} s`,
+      async (notes) => {
+        const ip = this.c.workstation.apiServer?.ip;
+        if (!ip) throw new Error('the workstation has no API server route to drop');
+        const began = Date.now();
+        try {
+          await this.iptables(['-I', 'OUTPUT', '-d', ip, '-j', 'DROP']);
+          await this.iptables(['-I', 'INPUT', '-s', ip, '-j', 'DROP']);
+          const app = await this.probe.first('app', began, seconds * 1000);
+          appAfter = app === undefined ? undefined : (app - began) / 1000;
+          notes.push(
+            `the app answered ${appAfter === undefined ? 'never' : `${appAfter.toFixed(1)} s`} into the drop`,
+          );
+          await sleep(Math.max(0, began + seconds * 1000 - Date.now()));
+        } finally {
+          await this.removeIptablesRules();
+        }
+        return Date.now();
+      },
+    );
+    return { ...r, appAfterSeconds: appAfter };
+  }
+
+  private async iptables(rule: string[]): Promise<void> {
+    await onWorkstation(this.c, ['iptables', '-w', ...rule]);
+    this.iptablesRules.push(rule);
+  }
+
+  private async removeIptablesRules(): Promise<void> {
+    for (const rule of this.iptablesRules.splice(0).reverse())
+      await onWorkstation(this.c, ['iptables', '-w', '-D', ...rule.slice(1)], { check: false });
+  }
+
+  /** `tp-lab restart kube-apiserver`; over when it returned (the whole lab ready). */
+  apiServerRestarted(): Promise<FaultResult> {
+    return this.measure(
+      'tp-lab restart kube-apiserver',
+      async (notes) => {
+        const began = Date.now();
+        const r = await runCommand([process.execPath, tpLabMain, 'restart', 'kube-apiserver'], {
+          check: false,
+          timeoutMs: 300_000,
+        });
+        notes.push(`the restart took ${((Date.now() - began) / 1000).toFixed(1)} s`);
+        if (r.code !== 0) throw new Error(`tp-lab restart kube-apiserver failed: ${r.stderr.trim()}`);
+        return Date.now();
+      },
+      60_000,
+      // The lab whole afterwards: every request keeps being served for a while after the restart too.
+      20_000,
+    );
+  }
+
+  /** `tp leave`: whether it worked, and what the probe saw until the app answered (at most 30 s). */
+  async leave(): Promise<{ left: string; appAnswers: boolean; seen: string[] }> {
+    const from = Date.now();
+    const r = await this.tp(['leave', WORKLOAD], { check: false });
+    const app = await this.probe.first('app', from, 30_000);
+    const seen = this.probe
+      .between(from, Date.now())
+      .map((s) => `${new Date(s.at).toISOString()} ${s.detail}`);
+    return {
+      left: r.code === 0 ? '' : r.stderr.trim() || `exit ${r.code}`,
+      appAnswers: app !== undefined,
+      seen,
+    };
+  }
+
+  /**
+   * Everything back as it was: probe, tp, the laptop app, rules, the namespace, the chart if it installed
+   * it. The logs stay in the scratch directory for a look afterwards: the user daemon's (logs/), the
+   * manager's and the agent's (kubectl logs, all containers of their pods, previous runs included).
+   */
+  async stop(): Promise<void> {
+    this.probe?.stop();
+    await this.removeIptablesRules().catch(() => {});
+    for (const [name, ns, selector] of [
+      ['manager', MANAGER_NS, 'app.kubernetes.io/name=traffic-manager'],
+      ['workload', this.namespace, `app=${WORKLOAD}`],
+    ] as const) {
+      const logs = await kubectl(
+        this.c,
+        ['logs', '-n', ns, '-l', selector, '--all-containers', '--timestamps', '--tail=-1'],
+        { check: false },
+      ).catch(() => undefined);
+      if (logs) fs.writeFileSync(path.join(this.scratch, `${name}.log`), logs.stdout + logs.stderr);
+    }
+    await this.tp(['quit'], { check: false }).catch(() => {});
+    await this.laptop?.stop();
+    await kubectl(this.c, ['delete', 'namespace', this.namespace, '--wait=false'], { check: false }).catch(
+      () => {},
+    );
+    if (this.installedChart)
+      await this.tp(['helm', 'uninstall'], { check: false, timeoutMs: 180_000 }).catch(() => {});
+    process.off('exit', this.onExit);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The per-fault table (markdown) the bench prints and the README shows. */
+export function faultTable(results: FaultResult[]): string {
+  const rows = results.map(
+    (r) =>
+      `| ${r.fault} | ${r.failed.length} of ${r.requests} | ${r.backSeconds === undefined ? 'not back' : `${r.backSeconds.toFixed(1)} s`} | ${r.notes.join('; ')} |`,
+  );
+  return ['| fault | failed requests | intercept back after | notes |', '|---|---|---|---|', ...rows].join(
+    '\n',
+  );
+}
