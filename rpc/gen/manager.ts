@@ -304,6 +304,13 @@ export interface InterceptSpec {
   targetPort: number;
   /** user@host of the intercepting client, filled in by the manager */
   client: string;
+  /** An ingest (tp ingest): the container's environment without any traffic; no port, no conflicts. */
+  ingest: boolean;
+  /**
+   * The container whose environment the client gets: for an ingest the one asked for (-c; empty: the
+   * only candidate); for an intercept empty, the agent picks the container that owns remote_port.
+   */
+  container: string;
 }
 
 export interface CreateInterceptRequest {
@@ -338,6 +345,8 @@ export interface InterceptInfo {
   /** the intercepted container's environment */
   environment: { [key: string]: string };
   createdUnixMs: number;
+  /** the container the environment came from (set by the accepting agent) */
+  container: string;
 }
 
 export interface InterceptInfo_EnvironmentEntry {
@@ -369,6 +378,8 @@ export interface ReviewInterceptRequest {
   disposition: InterceptDisposition;
   message: string;
   environment: { [key: string]: string };
+  /** ACTIVE: the container whose environment this is */
+  container: string;
 }
 
 export interface ReviewInterceptRequest_EnvironmentEntry {
@@ -2262,6 +2273,8 @@ function createBaseInterceptSpec(): InterceptSpec {
     targetHost: "",
     targetPort: 0,
     client: "",
+    ingest: false,
+    container: "",
   };
 }
 
@@ -2296,6 +2309,12 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
     }
     if (message.client !== "") {
       writer.uint32(82).string(message.client);
+    }
+    if (message.ingest !== false) {
+      writer.uint32(88).bool(message.ingest);
+    }
+    if (message.container !== "") {
+      writer.uint32(98).string(message.container);
     }
     return writer;
   },
@@ -2393,6 +2412,22 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
             message.client = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.ingest = reader.bool();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.container = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2437,6 +2472,8 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
         ? globalThis.Number(object.target_port)
         : 0,
       client: isSet(object.client) ? globalThis.String(object.client) : "",
+      ingest: isSet(object.ingest) ? globalThis.Boolean(object.ingest) : false,
+      container: isSet(object.container) ? globalThis.String(object.container) : "",
     };
   },
 
@@ -2472,6 +2509,12 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
     if (message.client !== "") {
       obj.client = message.client;
     }
+    if (message.ingest !== false) {
+      obj.ingest = message.ingest;
+    }
+    if (message.container !== "") {
+      obj.container = message.container;
+    }
     return obj;
   },
 
@@ -2490,6 +2533,8 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
     message.targetHost = object.targetHost ?? "";
     message.targetPort = object.targetPort ?? 0;
     message.client = object.client ?? "";
+    message.ingest = object.ingest ?? false;
+    message.container = object.container ?? "";
     return message;
   },
 };
@@ -2887,6 +2932,7 @@ function createBaseInterceptInfo(): InterceptInfo {
     pods: [],
     environment: {},
     createdUnixMs: 0,
+    container: "",
   };
 }
 
@@ -2915,6 +2961,9 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     });
     if (message.createdUnixMs !== 0) {
       writer.uint32(64).int64(message.createdUnixMs);
+    }
+    if (message.container !== "") {
+      writer.uint32(74).string(message.container);
     }
     return writer;
   },
@@ -2999,6 +3048,14 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
             message.createdUnixMs = longToNumber(reader.int64());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.container = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3042,6 +3099,7 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
         : isSet(object.created_unix_ms)
         ? globalThis.Number(object.created_unix_ms)
         : 0,
+      container: isSet(object.container) ? globalThis.String(object.container) : "",
     };
   },
 
@@ -3077,6 +3135,9 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     if (message.createdUnixMs !== 0) {
       obj.createdUnixMs = Math.round(message.createdUnixMs);
     }
+    if (message.container !== "") {
+      obj.container = message.container;
+    }
     return obj;
   },
 
@@ -3103,6 +3164,7 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
       {},
     );
     message.createdUnixMs = object.createdUnixMs ?? 0;
+    message.container = object.container ?? "";
     return message;
   },
 };
@@ -3474,7 +3536,7 @@ export const RevokeInterceptsRequest: MessageFns<RevokeInterceptsRequest> = {
 };
 
 function createBaseReviewInterceptRequest(): ReviewInterceptRequest {
-  return { session: undefined, interceptId: "", disposition: 0, message: "", environment: {} };
+  return { session: undefined, interceptId: "", disposition: 0, message: "", environment: {}, container: "" };
 }
 
 export const ReviewInterceptRequest: MessageFns<ReviewInterceptRequest> = {
@@ -3494,6 +3556,9 @@ export const ReviewInterceptRequest: MessageFns<ReviewInterceptRequest> = {
     globalThis.Object.entries(message.environment).forEach(([key, value]: [string, string]) => {
       ReviewInterceptRequest_EnvironmentEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
     });
+    if (message.container !== "") {
+      writer.uint32(50).string(message.container);
+    }
     return writer;
   },
 
@@ -3553,6 +3618,14 @@ export const ReviewInterceptRequest: MessageFns<ReviewInterceptRequest> = {
             }
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.container = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3589,6 +3662,7 @@ export const ReviewInterceptRequest: MessageFns<ReviewInterceptRequest> = {
           {},
         )
         : {},
+      container: isSet(object.container) ? globalThis.String(object.container) : "",
     };
   },
 
@@ -3615,6 +3689,9 @@ export const ReviewInterceptRequest: MessageFns<ReviewInterceptRequest> = {
         });
       }
     }
+    if (message.container !== "") {
+      obj.container = message.container;
+    }
     return obj;
   },
 
@@ -3638,6 +3715,7 @@ export const ReviewInterceptRequest: MessageFns<ReviewInterceptRequest> = {
       },
       {},
     );
+    message.container = object.container ?? "";
     return message;
   },
 };
