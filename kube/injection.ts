@@ -79,7 +79,7 @@ export interface JsonPatchOperation {
   value?: unknown;
 }
 
-/** One app container whose ports the agent captures, as the agent learns it from TP_CONTAINERS. */
+/** One app container (its captured ports, possibly none), as the agent learns it from TP_CONTAINERS. */
 export interface CapturedContainer {
   name: string;
   /** The prefix under which the agent finds this container's environment. */
@@ -393,15 +393,17 @@ export function planInjection(
   // One agent listener serves every captured port: the agent reads the original port from the socket.
   const ports: PortMapping[] = captured.map((c) => ({ appPort: c.port, agentPort }));
 
-  const containers: CapturedContainer[] = [];
-  for (const c of captured) {
-    let entry = containers.find((e) => e.name === c.container);
-    if (!entry) {
-      entry = { name: c.container, envPrefix: `${APP_ENV_PREFIX}${containers.length}_`, ports: [] };
-      containers.push(entry);
-    }
-    entry.ports.push({ name: c.name, appPort: c.port, agentPort, protocol: 'TCP' });
-  }
+  // Every app container, in the pod's order, also those whose ports are not captured: an ingest (-c)
+  // hands out any container's environment, and an intercept the one of the container owning the port.
+  const containers: CapturedContainer[] = spec.containers
+    .filter((c) => c.name !== AGENT_CONTAINER)
+    .map((c, i) => ({
+      name: c.name,
+      envPrefix: `${APP_ENV_PREFIX}${i}_`,
+      ports: captured
+        .filter((p) => p.container === c.name)
+        .map((p) => ({ name: p.name, appPort: p.port, agentPort, protocol: 'TCP' as const })),
+    }));
 
   const recorded: Record<string, string> = {
     [INJECTED_ANNOTATION]: config.version,
