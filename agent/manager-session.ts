@@ -14,6 +14,7 @@ import {
 import { managerChannelOptions } from '../rpc/grpc-options.js';
 import { ManagerClient } from '../rpc/manager-service.js';
 import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
+import type { AppContainer } from './containers.js';
 import { plan } from './intercept-routes.js';
 
 const log = createLogger('agent/session');
@@ -37,7 +38,8 @@ export class AgentManagerSession {
     readonly address: string,
     private readonly info: AgentInfo,
     private readonly capturedAppPorts: number[],
-    private readonly environment: () => Record<string, string>,
+    /** The environment of the named app container (the one a review names). */
+    private readonly environment: (container: string) => Record<string, string>,
     /** Called with the new routes whenever they change (eBPF capture steers exactly these ports). */
     private readonly onRoutes: (routes: Map<number, string>) => void = () => {},
     /**
@@ -45,6 +47,8 @@ export class AgentManagerSession {
      * again at every arrival: the kubelet rotates it. Undefined: none (standalone).
      */
     private readonly tokenFile?: string,
+    /** The pod's app containers: which one an intercept or ingest means (agent/containers.ts). */
+    private readonly containers: AppContainer[] = [],
   ) {
     this.client = new ManagerClient(address, grpc.credentials.createInsecure(), {
       ...managerChannelOptions(),
@@ -146,7 +150,7 @@ export class AgentManagerSession {
         });
       }, remainIntervalMs);
       watch.on('data', (snapshot: InterceptInfoSnapshot) => {
-        const p = plan(snapshot.intercepts, this.info.podName, this.capturedAppPorts, sent);
+        const p = plan(snapshot.intercepts, this.info.podName, this.capturedAppPorts, sent, this.containers);
         this.setRoutes(p.routes);
         for (const r of p.reviews) {
           log.info(
@@ -164,7 +168,9 @@ export class AgentManagerSession {
                   interceptId: r.interceptId,
                   disposition: r.disposition,
                   message: r.message,
-                  environment: r.disposition === InterceptDisposition.ACTIVE ? this.environment() : {},
+                  environment:
+                    r.disposition === InterceptDisposition.ACTIVE ? this.environment(r.container) : {},
+                  container: r.container,
                 },
                 md,
                 o,
