@@ -41,6 +41,8 @@ export interface Review {
   disposition: D;
   message: string;
   environment: Record<string, string>;
+  /** ACTIVE: the container the environment comes from ('' or absent: not said, an older agent). */
+  container?: string;
 }
 
 export const interceptId = (sessionId: string, name: string) => `${sessionId}:${name}`;
@@ -52,6 +54,7 @@ export class InterceptTable {
 
   /** Checks a spec against the workload and fills in the defaults; throws InterceptError. */
   prepare(owner: InterceptOwner, spec: InterceptSpec, workload: Workload): InterceptSpec {
+    if (spec.ingest) return this.prepareIngest(owner, spec, workload);
     const mechanism = spec.mechanism || 'tcp';
     if (mechanism !== 'tcp')
       throw new InterceptError(
@@ -74,16 +77,11 @@ export class InterceptTable {
       targetHost: spec.targetHost || '127.0.0.1',
       client: owner.clientName,
     };
-    const mine = this.byId.get(interceptId(owner.sessionId, name));
-    if (mine)
-      throw new InterceptError(
-        'already-exists',
-        `you already have an intercept named "${name}" (port ${mine.spec!.remotePort} of ${mine.spec!.workload}): ` +
-          'tp leave it first, or choose another --name',
-      );
+    this.checkName(owner, name);
     for (const other of this.byId.values()) {
       const o = other.spec!;
       if (
+        !o.ingest &&
         o.namespace === resolved.namespace &&
         o.workload === resolved.workload &&
         o.remotePort === remotePort
@@ -99,6 +97,40 @@ export class InterceptTable {
     return resolved;
   }
 
+  /**
+   * An ingest takes no traffic: no port, no mechanism, and no conflict with anyone else's intercepts or
+   * ingests of the workload; only the name must be new for this client. The agent picks the container.
+   */
+  private prepareIngest(owner: InterceptOwner, spec: InterceptSpec, workload: Workload): InterceptSpec {
+    const name = spec.name || workload.name;
+    this.checkName(owner, name);
+    return {
+      ...spec,
+      name,
+      workload: workload.name,
+      namespace: workload.namespace,
+      workloadKind: workload.kind,
+      mechanism: '',
+      remotePort: 0,
+      portName: '',
+      targetHost: '',
+      targetPort: 0,
+      client: owner.clientName,
+    };
+  }
+
+  private checkName(owner: InterceptOwner, name: string): void {
+    const mine = this.byId.get(interceptId(owner.sessionId, name));
+    if (!mine) return;
+    const what = mine.spec!.ingest
+      ? `an ingest named "${name}" (of ${mine.spec!.workload})`
+      : `an intercept named "${name}" (port ${mine.spec!.remotePort} of ${mine.spec!.workload})`;
+    throw new InterceptError(
+      'already-exists',
+      `you already have ${what}: tp leave it first, or choose another --name`,
+    );
+  }
+
   create(owner: InterceptOwner, spec: InterceptSpec, workload: Workload): InterceptInfo {
     const resolved = this.prepare(owner, spec, workload);
     const info: InterceptInfo = {
@@ -110,6 +142,7 @@ export class InterceptTable {
       pods: [],
       environment: {},
       createdUnixMs: this.now(),
+      container: '',
     };
     this.byId.set(info.id, info);
     return info;
@@ -155,8 +188,10 @@ export class InterceptTable {
     info.pods = [...info.pods.filter((p) => p.podName !== r.podName), pod].sort((a, b) =>
       a.podName.localeCompare(b.podName),
     );
-    if (r.disposition === D.ACTIVE && Object.keys(info.environment).length === 0)
+    if (r.disposition === D.ACTIVE && !info.container && Object.keys(info.environment).length === 0) {
       info.environment = { ...r.environment };
+      info.container = r.container ?? '';
+    }
     settle(info);
     return info;
   }

@@ -188,6 +188,8 @@ test("a session's credential works for that session only; the user is authorized
     targetHost: '127.0.0.1',
     targetPort: 18090,
     client: '',
+    ingest: false,
+    container: '',
   });
   const create = (token: string, sessionId: string, namespace: string) =>
     call<InterceptInfo>(token, (md, o, cb) =>
@@ -256,6 +258,7 @@ test("a session's credential works for that session only; the user is authorized
           interceptId: mine.id,
           disposition: 2,
           message: '',
+          container: '',
           environment: {},
         },
         md,
@@ -305,6 +308,8 @@ test("revoking others' intercepts is its own permission", async () => {
           targetHost: '127.0.0.1',
           targetPort: 18091,
           client: '',
+          ingest: false,
+          container: '',
         },
       },
       md,

@@ -444,6 +444,8 @@ export function managerService(core: ManagerCore): ManagerServer {
         workload: w.name,
         namespace: w.namespace,
         port: info.spec!.remotePort,
+        ingest: info.spec!.ingest || undefined,
+        container: info.spec!.container || undefined,
         client: s.info.name,
       });
       core.feeds.changed();
@@ -497,6 +499,7 @@ export function managerService(core: ManagerCore): ManagerServer {
         disposition: req.disposition,
         message: req.message,
         environment: req.environment,
+        container: req.container,
       });
       if (info) {
         log.info('intercept reviewed', {

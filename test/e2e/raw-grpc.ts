@@ -127,6 +127,8 @@ export const encode = {
         targetHost: '127.0.0.1',
         targetPort: 9,
         client: '',
+        ingest: false,
+        container: '',
         ...spec,
       },
     }).finish(),
