@@ -7,7 +7,7 @@ import { parseHostPort, parsePort, UsageError } from '../netaddr/parse.js';
 import { errorDetails } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
 import { DaemonClient, waitForExit } from './daemon-client.js';
-import { renderEnvFile } from './env-file.js';
+import { ENV_SYNTAXES, type EnvSyntax, parseEnvSyntax, renderEnv } from './env-file.js';
 import { parseInterceptPort } from './intercept-port.js';
 import { addKubeCommands, type KubeConnectFlags, kubeConnectSettings } from './kube-commands.js';
 import {
@@ -27,6 +27,19 @@ import { collectCidrs, vifFlags } from './vif-flags.js';
 // json|yaml, stdout is the document alone.
 const progress = (line: string) => process.stdout.write(`${line}\n`);
 const quiet = () => {};
+
+/** --env-syntax: how --env-file writes the environment (cli/env-file.ts). */
+function envSyntaxOption(): Option {
+  return new Option('--env-syntax <syntax>', `the syntax of --env-file: ${ENV_SYNTAXES.join(', ')}`)
+    .default('compose')
+    .argParser((v) => {
+      try {
+        return parseEnvSyntax(v);
+      } catch (e) {
+        throw new InvalidArgumentError((e as Error).message);
+      }
+    });
+}
 
 function outputOption(): Option {
   return new Option('-o, --output <format>', 'json or yaml').argParser((v) => {
@@ -239,8 +252,12 @@ program
   .option('-n, --namespace <namespace>', "the workload's namespace", 'default')
   .option('--name <name>', 'the intercept name (default: the workload name)')
   .option('--address <host>', 'the local host to send the traffic to', '127.0.0.1')
-  .option('--env-file <path>', "write the intercepted container's environment to this file (KEY=VALUE lines)")
+  .option(
+    '--env-file <path>',
+    "write the intercepted container's environment to this file (see --env-syntax)",
+  )
   .option('--env-json <path>', "write the intercepted container's environment to this file as JSON")
+  .addOption(envSyntaxOption())
   .addOption(outputOption())
   .action(
     action(
@@ -255,6 +272,7 @@ program
           address: string;
           envFile?: string;
           envJson?: string;
+          envSyntax: EnvSyntax;
           output?: OutputFormat;
         },
       ) => {
@@ -274,12 +292,12 @@ program
             targetHost: opts.address,
             targetPort: port.local,
             client: '',
+            ingest: false,
+            container: '',
           },
           opts.output ? quiet : progress,
         );
-        if (opts.envFile) fs.writeFileSync(opts.envFile, renderEnvFile(result.environment), { mode: 0o600 });
-        if (opts.envJson)
-          fs.writeFileSync(opts.envJson, `${JSON.stringify(result.environment, null, 2)}\n`, { mode: 0o600 });
+        writeEnvironment(result.environment, opts);
         const view = interceptView(result);
         print(
           opts.output ?? 'text',
@@ -292,9 +310,65 @@ program
   );
 
 program
+  .command('ingest')
+  .description("get a container's environment without taking any traffic")
+  .argument('<workload>', 'the workload to ingest')
+  .option('-c, --container <name>', 'the container (needed when the pod has several)', '')
+  .option('-n, --namespace <namespace>', "the workload's namespace", 'default')
+  .option('--name <name>', 'the ingest name (default: the workload name)')
+  .option('--env-file <path>', "write the container's environment to this file (see --env-syntax)")
+  .option('--env-json <path>', "write the container's environment to this file as JSON")
+  .addOption(envSyntaxOption())
+  .addOption(outputOption())
+  .action(
+    action(
+      'ingest',
+      async (
+        workload: string,
+        opts: {
+          container: string;
+          namespace: string;
+          name?: string;
+          envFile?: string;
+          envJson?: string;
+          envSyntax: EnvSyntax;
+          output?: OutputFormat;
+        },
+      ) => {
+        const daemon = await DaemonClient.require();
+        const result = await daemon.createIntercept(
+          {
+            name: opts.name ?? workload,
+            workload,
+            namespace: opts.namespace,
+            workloadKind: '',
+            mechanism: '',
+            remotePort: 0,
+            portName: '',
+            targetHost: '',
+            targetPort: 0,
+            client: '',
+            ingest: true,
+            container: opts.container,
+          },
+          opts.output ? quiet : progress,
+        );
+        writeEnvironment(result.environment, opts);
+        const view = interceptView(result);
+        print(
+          opts.output ?? 'text',
+          view,
+          () =>
+            `Ingesting ${view.namespace}/${view.workload} container ${view.container} (ingest "${view.name}", ${view.disposition})\n`,
+        );
+      },
+    ),
+  );
+
+program
   .command('leave')
-  .description('end an intercept: traffic goes back to the workload')
-  .argument('<name>', 'the intercept name')
+  .description('end an intercept (traffic goes back to the workload) or an ingest')
+  .argument('<name>', 'the intercept or ingest name')
   .action(
     action('leave', async (name: string) => {
       const daemon = await DaemonClient.require();
@@ -347,5 +421,21 @@ program
       );
     }),
   );
+
+/** --env-file (in --env-syntax) and --env-json; owner-only files (the values may be secrets). */
+function writeEnvironment(
+  env: Record<string, string>,
+  opts: { envFile?: string; envJson?: string; envSyntax: EnvSyntax },
+): void {
+  if (opts.envFile) {
+    const { text, skipped } = renderEnv(env, opts.envSyntax);
+    fs.writeFileSync(opts.envFile, text, { mode: 0o600 });
+    for (const s of skipped)
+      process.stderr.write(
+        `tp: ${s.name} left out of ${opts.envFile}: ${s.reason} (--env-syntax sh or json keep it)\n`,
+      );
+  }
+  if (opts.envJson) fs.writeFileSync(opts.envJson, renderEnv(env, 'json').text, { mode: 0o600 });
+}
 
 await program.parseAsync();

@@ -201,9 +201,12 @@ export class ManagerConnection extends EventEmitter {
         grpc.status.ALREADY_EXISTS,
         `you already have an intercept named "${name}": tp leave ${name} first, or choose another --name`,
       );
+    const kind = spec.ingest ? 'ingest' : 'intercept';
     const remote = spec.remotePort ? `port ${spec.remotePort}` : 'the port';
     progress(
-      `Creating intercept ${name}: ${remote} of ${spec.namespace}/${spec.workload} -> ${spec.targetHost || '127.0.0.1'}:${spec.targetPort}`,
+      spec.ingest
+        ? `Creating ingest ${name}: ${spec.container ? `container ${spec.container}` : 'the container'} of ${spec.namespace}/${spec.workload}`
+        : `Creating intercept ${name}: ${remote} of ${spec.namespace}/${spec.workload} -> ${spec.targetHost || '127.0.0.1'}:${spec.targetPort}`,
     );
     // Refusals that need no agent (unknown workload, a port it does not expose, a conflict) come
     // first, so nothing is rolled out for an intercept that cannot be made.
@@ -255,10 +258,14 @@ export class ManagerConnection extends EventEmitter {
     const record: InterceptRecord = { name, spec: info.spec!, info, seen: false, gone: undefined, note: '' };
     this.records.set(name, record);
     this.applySnapshot(this.lastSnapshot);
-    progress(`Waiting for an agent of ${spec.workload} to accept the intercept`);
+    progress(`Waiting for an agent of ${spec.workload} to accept the ${kind}`);
     const settled = await this.waitForAgent(record);
     if (settled.disposition === D.ACTIVE) {
-      log.info('intercept active', { intercept: name, port: info.spec!.remotePort });
+      log.info(`${kind} active`, {
+        intercept: name,
+        port: info.spec!.remotePort,
+        container: settled.container,
+      });
       return settled;
     }
     // Refused or no answer: nothing is left behind.
@@ -266,16 +273,16 @@ export class ManagerConnection extends EventEmitter {
     if (settled.disposition === D.AGENT_ERROR)
       throw new UserFacingError(
         grpc.status.FAILED_PRECONDITION,
-        `the agent refused the intercept: ${settled.message}`,
+        `the agent refused the ${kind}: ${settled.message}`,
       );
     if (settled.disposition === D.REMOVED)
       throw new UserFacingError(
         grpc.status.ABORTED,
-        `the intercept went away while waiting: ${settled.message}`,
+        `the ${kind} went away while waiting: ${settled.message}`,
       );
     throw new UserFacingError(
       grpc.status.DEADLINE_EXCEEDED,
-      `no agent of ${spec.namespace}/${spec.workload} accepted the intercept within ${ACCEPT_TIMEOUT_MS / 1000} s: ` +
+      `no agent of ${spec.namespace}/${spec.workload} accepted the ${kind} within ${ACCEPT_TIMEOUT_MS / 1000} s: ` +
         'is its tp-agent running and connected to the traffic manager?',
     );
   }
@@ -365,6 +372,7 @@ export class ManagerConnection extends EventEmitter {
         pods: r.info?.pods ?? [],
         environment: r.info?.environment ?? {},
         createdUnixMs: r.info?.createdUnixMs ?? 0,
+        container: r.info?.container ?? '',
       };
       if (r.gone) return { ...base, id: '', pods: [], disposition: D.REMOVED, message: r.gone };
       if (this.state === 'RECONNECTING')
