@@ -433,8 +433,14 @@ export interface StreamInfo {
   idleTimeoutMs: number;
   /** set by agents: the flow belongs to this intercept */
   interceptId: string;
-  /** set by clients answering a DialRequest */
+  /** set by clients (and agents) answering a DialRequest */
   relayId: string;
+  /**
+   * Set by a client: an SFTP channel to the volumes of the container of its intercept or ingest
+   * intercept_id (remote mounts). The manager admits only the session that owns that intercept, and asks
+   * an agent that accepted it to answer (a DialRequest with mount set).
+   */
+  mount: boolean;
 }
 
 export interface TunnelMessage {
@@ -456,6 +462,9 @@ export interface DialRequest {
   targetHost: string;
   targetPort: number;
   dialTimeoutMs: number;
+  /** To an agent: serve the volumes of `container` over SFTP on the stream answering relay_id. */
+  mount: boolean;
+  container: string;
 }
 
 function createBaseVersionInfo(): VersionInfo {
@@ -4306,6 +4315,7 @@ function createBaseStreamInfo(): StreamInfo {
     idleTimeoutMs: 0,
     interceptId: "",
     relayId: "",
+    mount: false,
   };
 }
 
@@ -4331,6 +4341,9 @@ export const StreamInfo: MessageFns<StreamInfo> = {
     }
     if (message.relayId !== "") {
       writer.uint32(58).string(message.relayId);
+    }
+    if (message.mount !== false) {
+      writer.uint32(64).bool(message.mount);
     }
     return writer;
   },
@@ -4404,6 +4417,14 @@ export const StreamInfo: MessageFns<StreamInfo> = {
             message.relayId = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.mount = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4449,6 +4470,7 @@ export const StreamInfo: MessageFns<StreamInfo> = {
         : isSet(object.relay_id)
         ? globalThis.String(object.relay_id)
         : "",
+      mount: isSet(object.mount) ? globalThis.Boolean(object.mount) : false,
     };
   },
 
@@ -4475,6 +4497,9 @@ export const StreamInfo: MessageFns<StreamInfo> = {
     if (message.relayId !== "") {
       obj.relayId = message.relayId;
     }
+    if (message.mount !== false) {
+      obj.mount = message.mount;
+    }
     return obj;
   },
 
@@ -4492,6 +4517,7 @@ export const StreamInfo: MessageFns<StreamInfo> = {
     message.idleTimeoutMs = object.idleTimeoutMs ?? 0;
     message.interceptId = object.interceptId ?? "";
     message.relayId = object.relayId ?? "";
+    message.mount = object.mount ?? false;
     return message;
   },
 };
@@ -4616,7 +4642,16 @@ export const TunnelMessage: MessageFns<TunnelMessage> = {
 };
 
 function createBaseDialRequest(): DialRequest {
-  return { relayId: "", connId: undefined, interceptId: "", targetHost: "", targetPort: 0, dialTimeoutMs: 0 };
+  return {
+    relayId: "",
+    connId: undefined,
+    interceptId: "",
+    targetHost: "",
+    targetPort: 0,
+    dialTimeoutMs: 0,
+    mount: false,
+    container: "",
+  };
 }
 
 export const DialRequest: MessageFns<DialRequest> = {
@@ -4638,6 +4673,12 @@ export const DialRequest: MessageFns<DialRequest> = {
     }
     if (message.dialTimeoutMs !== 0) {
       writer.uint32(48).uint32(message.dialTimeoutMs);
+    }
+    if (message.mount !== false) {
+      writer.uint32(56).bool(message.mount);
+    }
+    if (message.container !== "") {
+      writer.uint32(66).string(message.container);
     }
     return writer;
   },
@@ -4703,6 +4744,22 @@ export const DialRequest: MessageFns<DialRequest> = {
             message.dialTimeoutMs = reader.uint32();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.mount = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.container = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4747,6 +4804,8 @@ export const DialRequest: MessageFns<DialRequest> = {
         : isSet(object.dial_timeout_ms)
         ? globalThis.Number(object.dial_timeout_ms)
         : 0,
+      mount: isSet(object.mount) ? globalThis.Boolean(object.mount) : false,
+      container: isSet(object.container) ? globalThis.String(object.container) : "",
     };
   },
 
@@ -4770,6 +4829,12 @@ export const DialRequest: MessageFns<DialRequest> = {
     if (message.dialTimeoutMs !== 0) {
       obj.dialTimeoutMs = Math.round(message.dialTimeoutMs);
     }
+    if (message.mount !== false) {
+      obj.mount = message.mount;
+    }
+    if (message.container !== "") {
+      obj.container = message.container;
+    }
     return obj;
   },
 
@@ -4786,6 +4851,8 @@ export const DialRequest: MessageFns<DialRequest> = {
     message.targetHost = object.targetHost ?? "";
     message.targetPort = object.targetPort ?? 0;
     message.dialTimeoutMs = object.dialTimeoutMs ?? 0;
+    message.mount = object.mount ?? false;
+    message.container = object.container ?? "";
     return message;
   },
 };
@@ -4978,7 +5045,10 @@ export const ManagerService = {
     responseSerialize: (value: TunnelMessage): Buffer => Buffer.from(TunnelMessage.encode(value).finish()),
     responseDeserialize: (value: Buffer): TunnelMessage => TunnelMessage.decode(value),
   },
-  /** Clients receive the flows they must dial (intercepted connections) here, then open a Tunnel for each. */
+  /**
+   * Clients receive the flows they must dial (intercepted connections) here, then open a Tunnel for each;
+   * agents receive the mount flows they must serve (DialRequest.mount).
+   */
   watchDial: {
     path: "/tp.manager.Manager/WatchDial" as const,
     requestStream: false as const,
@@ -5023,7 +5093,10 @@ export interface ManagerServer extends UntypedServiceImplementation {
   lookupDns: handleUnaryCall<DNSRequest, DNSResponse>;
   /** One bidi stream per TCP (or UDP) flow; see TunnelMessage. */
   tunnel: handleBidiStreamingCall<TunnelMessage, TunnelMessage>;
-  /** Clients receive the flows they must dial (intercepted connections) here, then open a Tunnel for each. */
+  /**
+   * Clients receive the flows they must dial (intercepted connections) here, then open a Tunnel for each;
+   * agents receive the mount flows they must serve (DialRequest.mount).
+   */
   watchDial: handleServerStreamingCall<SessionInfo, DialRequest>;
 }
 
@@ -5255,7 +5328,10 @@ export interface ManagerClient extends Client {
   tunnel(): ClientDuplexStream<TunnelMessage, TunnelMessage>;
   tunnel(options: Partial<CallOptions>): ClientDuplexStream<TunnelMessage, TunnelMessage>;
   tunnel(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<TunnelMessage, TunnelMessage>;
-  /** Clients receive the flows they must dial (intercepted connections) here, then open a Tunnel for each. */
+  /**
+   * Clients receive the flows they must dial (intercepted connections) here, then open a Tunnel for each;
+   * agents receive the mount flows they must serve (DialRequest.mount).
+   */
   watchDial(request: SessionInfo, options?: Partial<CallOptions>): ClientReadableStream<DialRequest>;
   watchDial(
     request: SessionInfo,
