@@ -553,12 +553,14 @@ export function managerService(core: ManagerCore): ManagerServer {
 
     watchDial: (call) => {
       const id = call.request.sessionId;
-      if (!core.sessions.client(id)) {
-        call.emit('error', grpcError(status.NOT_FOUND, `session ${id} is not a known client session`));
+      const agent = core.sessions.agent(id) !== undefined;
+      if (!core.sessions.client(id) && !agent) {
+        call.emit('error', grpcError(status.NOT_FOUND, `session ${id} is not a known session`));
         return;
       }
-      // The intercepted connections of a session go to whoever holds its credential, no one else.
-      if (!streamSession(call, id, 'WatchDial', true)) return;
+      // The intercepted connections of a session go to whoever holds its credential, no one else; an
+      // agent's (mount requests) likewise.
+      if (!streamSession(call, id, 'WatchDial', !agent)) return;
       core.router.addDialStream(id, call);
     },
   };
