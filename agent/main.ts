@@ -8,6 +8,7 @@ import { agentConfigFromEnv, listenersOf } from './config.js';
 import { ConnectionCounters } from './connection-counters.js';
 import { appContainers } from './containers.js';
 import { openSteering } from './ebpf-steering.js';
+import { serveMount } from './file-server.js';
 import { PortListener } from './listeners.js';
 import { AgentManagerSession } from './manager-session.js';
 import { ProbeServer } from './probe-server.js';
@@ -63,6 +64,11 @@ async function main(): Promise<void> {
     config.managerTokenFile,
     containers,
   );
+  session.onMountRequest = (sessionId, req) =>
+    serveMount(session.client, sessionId, req, {
+      containers: containers.map((c) => c.name),
+      log: log.child('mounts'),
+    });
   const counters = new ConnectionCounters(
     config.ports.map((p) => p.appPort),
     config.probes.map((p) => `${p.container}/${p.kind}`),

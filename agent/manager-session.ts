@@ -8,6 +8,7 @@ import { bearerInterceptor, withBearer } from '../rpc/call-credentials.js';
 import {
   type AgentInfo,
   type Arrival,
+  type DialRequest,
   InterceptDisposition,
   type InterceptInfoSnapshot,
 } from '../rpc/gen/manager.js';
@@ -30,6 +31,11 @@ export class AgentManagerSession {
   private credential = '';
   /** app port -> intercept id, for the intercepts this agent accepted. */
   routes = new Map<number, string>();
+  /**
+   * Mount flows the manager asks this agent to serve (DialRequest.mount, agent/file-server.ts); set before
+   * run(). Unset: the agent does not watch for them.
+   */
+  onMountRequest: ((sessionId: string, req: DialRequest) => void) | undefined;
   private stopped = false;
   private wakeUp: (() => void) | undefined;
   private current: { end: () => void } | undefined;
@@ -129,12 +135,14 @@ export class AgentManagerSession {
     return new Promise((resolve) => {
       const sent = new Map<string, InterceptDisposition>();
       const watch = this.client.watchIntercepts({ sessionId, remainIntervalMs: 0 });
+      const dials = this.watchMountRequests(sessionId);
       let over = false;
       const end = (reason: string) => {
         if (over) return;
         over = true;
         clearInterval(heartbeat);
         watch.cancel();
+        dials?.cancel();
         this.current = undefined;
         resolve(reason);
       };
@@ -186,6 +194,35 @@ export class AgentManagerSession {
       watch.on('error', (e) => end(errorDetails(e)));
       watch.on('end', () => end('the manager ended the intercept watch'));
     });
+  }
+
+  /** The session's mount requests; a lost watch is opened again while the session lasts. */
+  private watchMountRequests(sessionId: string): { cancel(): void } | undefined {
+    const handler = this.onMountRequest;
+    if (!handler) return undefined;
+    let call: ReturnType<ManagerClient['watchDial']> | undefined;
+    let cancelled = false;
+    const open = () => {
+      if (cancelled || this.sessionId !== sessionId) return;
+      const c = this.client.watchDial({ sessionId, remainIntervalMs: 0 });
+      call = c;
+      c.on('data', (req: DialRequest) => {
+        if (req.mount) handler(sessionId, req);
+      });
+      c.on('error', (e) => {
+        if (!cancelled) log.debug('mount request watch failed; reopening', { reason: errorDetails(e) });
+      });
+      c.on('close', () => {
+        if (!cancelled) setTimeout(open, 1_000).unref();
+      });
+    };
+    open();
+    return {
+      cancel: () => {
+        cancelled = true;
+        call?.cancel();
+      },
+    };
   }
 
   private setRoutes(routes: Map<number, string>): void {
