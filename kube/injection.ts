@@ -13,7 +13,8 @@
 //   so a probe is never forwarded to a workstation, whatever address the kubelet probes from;
 // - annotations on the pod saying what was done (or why nothing was), for `tp describe` and for the
 //   manager to report a clear error instead of a silent missing agent.
-import type { V1Container, V1EnvFromSource, V1EnvVar, V1Pod } from '@kubernetes/client-node';
+import * as path from 'node:path';
+import type { V1Container, V1EnvFromSource, V1EnvVar, V1Pod, V1VolumeMount } from '@kubernetes/client-node';
 import type { PortMapping } from '../netaddr/parse.js';
 import { AGENT_PROBE_PATH, type AppProbe, encodeProbes } from '../probes/spec.js';
 import {
@@ -21,6 +22,7 @@ import {
   AGENT_LABEL,
   AGENT_LABEL_VALUE,
   AGENT_MECHANISM_ANNOTATION,
+  AGENT_MOUNTS_DIR,
   AGENT_TOKEN_DIR,
   AGENT_TOKEN_FILE,
   AGENT_TOKEN_VOLUME,
@@ -329,8 +331,35 @@ function agentContainer(
   container.volumeMounts = [
     { name: AGENT_TOKEN_VOLUME, mountPath: AGENT_TOKEN_DIR, readOnly: true },
     ...(mechanism === 'ebpf' ? [bpffsMount()] : []),
+    ...appVolumeMounts(pod, containers),
   ];
   return container;
+}
+
+/**
+ * Each app container's volume mounts, for remote mounts: the same volume (and subPath) under
+ * AGENT_MOUNTS_DIR/<container>/<mountPath>, always read-only (the agent serves them read-only; a
+ * workstation never writes into the pod), without mountPropagation (Bidirectional needs a privileged
+ * container). The service-account token the API server added to the app container is among them.
+ */
+export function appVolumeMounts(pod: V1Pod, containers: CapturedContainer[]): V1VolumeMount[] {
+  const out: V1VolumeMount[] = [];
+  for (const captured of containers) {
+    const app = pod.spec?.containers.find((c) => c.name === captured.name);
+    for (const m of app?.volumeMounts ?? []) {
+      const mount: V1VolumeMount = {
+        name: m.name,
+        mountPath: path.posix
+          .join(AGENT_MOUNTS_DIR, captured.name, path.posix.normalize(`/${m.mountPath}`))
+          .replace(/(.)\/+$/, '$1'),
+        readOnly: true,
+      };
+      if (m.subPath) mount.subPath = m.subPath;
+      if (m.subPathExpr) mount.subPathExpr = m.subPathExpr;
+      out.push(mount);
+    }
+  }
+  return out;
 }
 
 /**
