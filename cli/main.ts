@@ -1,6 +1,7 @@
 // tp: the command line. Every command talks to the user daemon over its unix socket (Connector API);
 // `tp connect` starts the daemon when it is not running.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startRootDaemon } from '../daemons/root/launch.js';
 import { parseHostPort, parsePort, UsageError } from '../netaddr/parse.js';
@@ -258,6 +259,10 @@ program
   )
   .option('--env-json <path>', "write the intercepted container's environment to this file as JSON")
   .addOption(envSyntaxOption())
+  .option(
+    '--mount [dir]',
+    "mount the container's volumes read-only (at DIR; =false: do not); TP_ROOT in the env",
+  )
   .addOption(outputOption())
   .action(
     action(
@@ -273,6 +278,7 @@ program
           envFile?: string;
           envJson?: string;
           envSyntax: EnvSyntax;
+          mount?: string | boolean;
           output?: OutputFormat;
         },
       ) => {
@@ -296,6 +302,7 @@ program
             container: '',
           },
           opts.output ? quiet : progress,
+          mountRequest(opts.mount),
         );
         writeEnvironment(result.environment, opts);
         const view = interceptView(result);
@@ -303,7 +310,8 @@ program
           opts.output ?? 'text',
           view,
           () =>
-            `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress} (intercept "${view.name}", ${view.disposition})\n`,
+            `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress} (intercept "${view.name}", ${view.disposition})\n` +
+            mountedText(result.environment),
         );
       },
     ),
@@ -319,6 +327,10 @@ program
   .option('--env-file <path>', "write the container's environment to this file (see --env-syntax)")
   .option('--env-json <path>', "write the container's environment to this file as JSON")
   .addOption(envSyntaxOption())
+  .option(
+    '--mount [dir]',
+    "mount the container's volumes read-only (at DIR; =false: do not); TP_ROOT in the env",
+  )
   .addOption(outputOption())
   .action(
     action(
@@ -332,6 +344,7 @@ program
           envFile?: string;
           envJson?: string;
           envSyntax: EnvSyntax;
+          mount?: string | boolean;
           output?: OutputFormat;
         },
       ) => {
@@ -352,6 +365,7 @@ program
             container: opts.container,
           },
           opts.output ? quiet : progress,
+          mountRequest(opts.mount),
         );
         writeEnvironment(result.environment, opts);
         const view = interceptView(result);
@@ -359,7 +373,8 @@ program
           opts.output ?? 'text',
           view,
           () =>
-            `Ingesting ${view.namespace}/${view.workload} container ${view.container} (ingest "${view.name}", ${view.disposition})\n`,
+            `Ingesting ${view.namespace}/${view.workload} container ${view.container} (ingest "${view.name}", ${view.disposition})\n` +
+            mountedText(result.environment),
         );
       },
     ),
@@ -421,6 +436,16 @@ program
       );
     }),
   );
+
+const mountedText = (env: Record<string, string>) =>
+  env.TP_ROOT ? `Volumes mounted read-only at ${env.TP_ROOT} (TP_ROOT)\n` : '';
+
+/** --mount, --mount=DIR, --mount=false. */
+function mountRequest(flag: string | boolean | undefined): { mount: boolean; mountPoint: string } {
+  if (flag === undefined || flag === false || flag === 'false') return { mount: false, mountPoint: '' };
+  if (flag === true || flag === 'true') return { mount: true, mountPoint: '' };
+  return { mount: true, mountPoint: path.resolve(flag) };
+}
 
 /** --env-file (in --env-syntax) and --env-json; owner-only files (the values may be secrets). */
 function writeEnvironment(

@@ -5,6 +5,7 @@
 // says so and every intercept says it waits to be restored.
 import * as crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import type * as net from 'node:net';
 import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../../logging/logger.js';
@@ -26,7 +27,7 @@ import { WORKSTATION_WINDOWS, workstationChannelOptions } from '../../rpc/grpc-o
 import { ManagerClient } from '../../rpc/manager-service.js';
 import { errorDetails, hasStatus, isServiceError, unary } from '../../rpc/unary-call.js';
 import { dialTcp } from '../../tunnel/dial.js';
-import { serveDial } from '../../tunnel/flow.js';
+import { type FlowOutcome, originate, serveDial } from '../../tunnel/flow.js';
 import { DEFAULT_DIAL_TIMEOUT_MS, formatConnectionId, msg, streamInfo } from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { VERSION } from '../../version/version.js';
@@ -607,6 +608,22 @@ export class ManagerConnection extends EventEmitter {
         }
       }
     }
+  }
+
+  /**
+   * A remote mount of one of this session's intercepts or ingests: `socket` (sshfs's end) pumped through
+   * a mount flow to the agent that accepted it. No idle timeout: a mount may sit unused for hours.
+   */
+  openMountFlow(socket: net.Socket, interceptId: string): Promise<FlowOutcome> {
+    const client = this.requireSession();
+    const info = streamInfo({
+      connId: { protocol: 6, srcIp: '127.0.0.1', srcPort: 0, dstIp: '127.0.0.1', dstPort: 0 },
+      sessionId: this.sessionId,
+      interceptId,
+      mount: true,
+      idleTimeoutMs: 0,
+    });
+    return originate(socket, TunnelStream.open(client, WORKSTATION_WINDOWS), info, { log });
   }
 
   /** An intercepted connection: open a tunnel for it and dial the local target. */
