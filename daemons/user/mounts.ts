@@ -90,7 +90,13 @@ export class RemoteMounts {
       );
     }
     this.live.set(name, { record, sshfs });
-    const flow = open(sshfs.socket);
+    let flow: Promise<FlowOutcome>;
+    try {
+      flow = open(sshfs.socket);
+    } catch (e) {
+      await this.unmount(name);
+      throw e;
+    }
     void flow.then((o) => {
       log.info('mount flow ended', {
         intercept: name,
