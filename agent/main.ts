@@ -67,6 +67,7 @@ async function main(): Promise<void> {
   session.onMountRequest = (sessionId, req) =>
     serveMount(session.client, sessionId, req, {
       containers: containers.map((c) => c.name),
+      mountsDir: config.mountsDir,
       log: log.child('mounts'),
     });
   const counters = new ConnectionCounters(
