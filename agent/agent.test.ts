@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import { InterceptDisposition as D, type InterceptInfo } from '../rpc/gen/manager.js';
 import { appEnvironment, parseEnvFile } from './app-env.js';
 import { agentConfigFromEnv, listenersOf } from './config.js';
+import type { AppContainer } from './containers.js';
 import { plan } from './intercept-routes.js';
 import { parseSockaddr } from './original-dst.js';
 
@@ -92,7 +93,12 @@ test('SO_ORIGINAL_DST sockaddrs', () => {
   assert.equal(parseSockaddr(v6), { address: 'fd00:0:0:0:0:0:0:7', port: 9090 });
 });
 
-const intercept = (id: string, port: number, pods: InterceptInfo['pods'] = []): InterceptInfo => ({
+const intercept = (
+  id: string,
+  port: number,
+  pods: InterceptInfo['pods'] = [],
+  ingest?: { container: string },
+): InterceptInfo => ({
   id,
   spec: {
     name: id,
@@ -106,6 +112,8 @@ const intercept = (id: string, port: number, pods: InterceptInfo['pods'] = []): 
     targetPort: 1,
     client: 'a@b',
     serviceName: '',
+    ingest: ingest !== undefined,
+    container: ingest?.container ?? '',
   },
   clientSessionId: 'c',
   disposition: D.WAITING,
@@ -113,11 +121,15 @@ const intercept = (id: string, port: number, pods: InterceptInfo['pods'] = []): 
   pods,
   environment: {},
   createdUnixMs: 0,
+  container: '',
 });
+
+const app: AppContainer = { name: 'app', appPorts: [18080], environment: { WHO: 'app' } };
+const sidecar: AppContainer = { name: 'sidecar', appPorts: [], environment: { WHO: 'sidecar' } };
 
 test('the agent accepts intercepts of ports it captures, refuses others, routes the accepted', () => {
   const sent = new Map<string, D>();
-  const p = plan([intercept('i1', 18080), intercept('i2', 9999)], 'echo-0', [18080], sent);
+  const p = plan([intercept('i1', 18080), intercept('i2', 9999)], 'echo-0', [18080], sent, [app]);
   assert.equal(
     p.reviews.map((r) => [r.interceptId, r.disposition]),
     [
@@ -128,9 +140,12 @@ test('the agent accepts intercepts of ports it captures, refuses others, routes 
   assert.match(p.reviews[1]!.message, /does not capture port 9999: it captures 18080/);
   assert.equal([...p.routes], [[18080, 'i1']]);
   // The next snapshot, before the manager shows the reviews: nothing is sent twice.
-  assert.equal(plan([intercept('i1', 18080), intercept('i2', 9999)], 'echo-0', [18080], sent).reviews, []);
+  assert.equal(
+    plan([intercept('i1', 18080), intercept('i2', 9999)], 'echo-0', [18080], sent, [app]).reviews,
+    [],
+  );
   // The intercept is gone: no route, and the memory of the review goes too.
-  const gone = plan([], 'echo-0', [18080], sent);
+  const gone = plan([], 'echo-0', [18080], sent, [app]);
   assert.equal(gone.routes.size, 0);
   assert.is(sent.size, 0);
 });
@@ -140,9 +155,40 @@ test('a pod already reviewed ACTIVE by the manager is not reviewed again', () =>
   const reviewed = intercept('i1', 18080, [
     { podName: 'echo-0', podIp: '', disposition: D.ACTIVE, message: '' },
   ]);
-  const p = plan([reviewed], 'echo-0', [18080], sent);
+  const p = plan([reviewed], 'echo-0', [18080], sent, [app]);
   assert.equal(p.reviews, []);
   assert.equal([...p.routes], [[18080, 'i1']]);
+});
+
+test('reviews name the container: the one owning the port, or the one of the ingest; ingests take no traffic', () => {
+  const sent = new Map<string, D>();
+  const p = plan(
+    [
+      intercept('i1', 18080),
+      intercept('g1', 0, [], { container: 'sidecar' }),
+      intercept('g2', 0, [], { container: '' }),
+      intercept('g3', 0, [], { container: 'nope' }),
+    ],
+    'echo-0',
+    [18080],
+    sent,
+    [app, sidecar],
+  );
+  assert.equal(
+    p.reviews.map((r) => [r.interceptId, r.disposition, r.container]),
+    [
+      ['i1', D.ACTIVE, 'app'],
+      ['g1', D.ACTIVE, 'sidecar'],
+      ['g2', D.AGENT_ERROR, ''],
+      ['g3', D.AGENT_ERROR, ''],
+    ],
+  );
+  assert.match(p.reviews[2]!.message, 'several containers (app, sidecar): choose one with -c CONTAINER');
+  assert.match(p.reviews[3]!.message, 'no container "nope": its containers are app, sidecar');
+  assert.equal([...p.routes], [[18080, 'i1']], 'only the intercept routes traffic');
+  // One container: an ingest without -c means it.
+  const one = plan([intercept('g4', 0, [], { container: '' })], 'echo-0', [18080], new Map(), [app]);
+  assert.equal(one.reviews[0]!.container, 'app');
 });
 
 test.run();

@@ -1,7 +1,6 @@
-// The environment of the app container, handed to intercepting clients (they run the app locally with it).
-// TP_APP_ENV_FILE names a KEY=VALUE file (the injector writes one); without it, the agent's own
-// environment minus its TP_* settings stands in (in a sidecar it mirrors the app's ConfigMaps/Secrets only
-// if the injector copied them; documented in agent/README.md).
+// The environment of the app in standalone mode (no TP_CONTAINERS; in a pod, containers.ts reads each
+// app container's environment the injector copied under TP_APPENV_<n>_): TP_APP_ENV_FILE names a
+// KEY=VALUE file; without it, the agent's own environment minus its TP_* settings stands in.
 import * as fs from 'node:fs';
 import { UsageError } from '../netaddr/parse.js';
 
@@ -38,16 +37,7 @@ export function appEnvironment(file: string | undefined, own: NodeJS.ProcessEnv)
       throw new UsageError(`TP_APP_ENV_FILE=${file}: ${(e as Error).message}`);
     }
   }
-  // Injected by the webhook (kube/injection.ts): each app container's env is copied into the sidecar under
-  // TP_APPENV_<n>_ (so the app's settings never change the agent's own process); n=0 is the first
-  // container whose ports are captured.
-  const injected = Object.entries(own).filter(([k]) => k.startsWith(INJECTED_APP_ENV_PREFIX));
-  if (injected.length > 0) {
-    return Object.fromEntries(injected.map(([k, v]) => [k.slice(INJECTED_APP_ENV_PREFIX.length), v ?? '']));
-  }
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(own)) if (!k.startsWith('TP_') && v !== undefined) env[k] = v;
   return env;
 }
-
-const INJECTED_APP_ENV_PREFIX = 'TP_APPENV_0_';

@@ -34,6 +34,8 @@ export interface AgentConfig {
   logLevel: Level;
   /** eBPF capture: the bpffs directory tp-init pinned under (undefined: its default, /sys/fs/bpf/tp). */
   bpfPinRoot: string | undefined;
+  /** Remote mounts: the directory holding each app container's volumes (undefined: /tp/mounts). */
+  mountsDir: string | undefined;
   /** The projected ServiceAccount token the agent arrives with (undefined: none, standalone). */
   managerTokenFile: string | undefined;
   /**
@@ -99,6 +101,7 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv): AgentConfig {
     appEnvFile: env.TP_APP_ENV_FILE?.trim() || undefined,
     logLevel,
     bpfPinRoot: env.TP_BPF_PIN_ROOT?.trim() || undefined,
+    mountsDir: env.TP_MOUNTS_DIR?.trim() || undefined,
     managerTokenFile: env.TP_MANAGER_TOKEN_FILE?.trim() || undefined,
     workstationDialDeadlineMs: env.TP_WORKSTATION_DIAL_DEADLINE?.trim()
       ? parseDuration(env.TP_WORKSTATION_DIAL_DEADLINE.trim(), 'TP_WORKSTATION_DIAL_DEADLINE')

@@ -1,11 +1,15 @@
 // What the agent does with a snapshot of its workload's intercepts, as a pure function: which reviews to
 // send (ACTIVE for a port it captures, AGENT_ERROR for one it does not) and which app ports to forward.
+// Ingests are reviewed the same way (ACTIVE when their container is clear) but never take traffic.
 import { InterceptDisposition as D, type InterceptInfo } from '../rpc/gen/manager.js';
+import { type AppContainer, chooseContainer } from './containers.js';
 
 export interface ReviewToSend {
   interceptId: string;
   disposition: D.ACTIVE | D.AGENT_ERROR;
   message: string;
+  /** ACTIVE: the container whose environment goes with the review. */
+  container: string;
 }
 
 export interface InterceptPlan {
@@ -23,27 +27,34 @@ export function plan(
   podName: string,
   capturedAppPorts: number[],
   sent: Map<string, D>,
+  containers: AppContainer[],
 ): InterceptPlan {
   const reviews: ReviewToSend[] = [];
   const routes = new Map<number, string>();
   const present = new Set<string>();
   for (const i of intercepts) {
     present.add(i.id);
+    const ingest = i.spec?.ingest ?? false;
     const port = i.spec?.remotePort ?? 0;
-    const captured = capturedAppPorts.includes(port);
-    const want = captured ? D.ACTIVE : D.AGENT_ERROR;
+    const captured = ingest || capturedAppPorts.includes(port);
+    const choice = captured ? chooseContainer(i.spec, containers) : undefined;
+    const container = choice && 'container' in choice ? choice.container.name : '';
+    const want = container ? D.ACTIVE : D.AGENT_ERROR;
     const mine = i.pods.find((p) => p.podName === podName)?.disposition;
     if (mine !== want && sent.get(i.id) !== want) {
       reviews.push({
         interceptId: i.id,
         disposition: want,
-        message: captured
-          ? ''
-          : `this agent does not capture port ${port}: it captures ${capturedAppPorts.join(', ')}`,
+        message: !captured
+          ? `this agent does not capture port ${port}: it captures ${capturedAppPorts.join(', ')}`
+          : choice && 'error' in choice
+            ? choice.error
+            : '',
+        container,
       });
       sent.set(i.id, want);
     }
-    if (captured && !routes.has(port)) routes.set(port, i.id);
+    if (!ingest && container && !routes.has(port)) routes.set(port, i.id);
   }
   for (const id of [...sent.keys()]) if (!present.has(id)) sent.delete(id);
   return { reviews, routes };

@@ -6,8 +6,10 @@ import { VERSION } from '../version/version.js';
 import { appEnvironment } from './app-env.js';
 import { agentConfigFromEnv, listenersOf } from './config.js';
 import { ConnectionCounters } from './connection-counters.js';
+import { appContainers } from './containers.js';
 import { startCounterReports } from './counter-report.js';
 import { openSteering } from './ebpf-steering.js';
+import { serveMount } from './file-server.js';
 import { PortListener } from './listeners.js';
 import { AgentManagerSession } from './manager-session.js';
 import { ProbeServer } from './probe-server.js';
@@ -17,8 +19,13 @@ const log = createLogger('agent');
 async function main(): Promise<void> {
   const config = agentConfigFromEnv(process.env);
   setLevel(config.logLevel);
-  // Read once at start, so a bad TP_APP_ENV_FILE fails the agent at once, not at the first intercept.
-  const environment = appEnvironment(config.appEnvFile, process.env);
+  // Read once at start, so a bad TP_APP_ENV_FILE or TP_CONTAINERS fails the agent at once, not at the
+  // first intercept.
+  const containers = appContainers(
+    process.env,
+    config.ports.map((p) => p.appPort),
+    () => appEnvironment(config.appEnvFile, process.env),
+  );
   const address = `${config.managerAddress.host.includes(':') ? `[${config.managerAddress.host}]` : config.managerAddress.host}:${config.managerAddress.port}`;
   // eBPF capture: only intercepted ports reach the agent, steered while their intercept is active. Where
   // tp-init fell back to iptables, connections arrive redirected as with TP_MECHANISM=iptables.
@@ -42,26 +49,35 @@ async function main(): Promise<void> {
       podIp: config.podIp,
       version: VERSION,
       mechanism: config.mechanism,
-      containers: [
-        {
-          name: 'app',
-          ports: config.ports.map((p) => ({
+      // Names and ports only: environments go to the client that owns an intercept or ingest, never to
+      // every watcher of the agents.
+      containers: containers.map((c) => ({
+        name: c.name,
+        ports: config.ports
+          .filter((p) => c.appPorts.includes(p.appPort))
+          .map((p) => ({
             name: '',
             appPort: p.appPort,
             agentPort: p.agentPort,
             protocol: 'TCP',
             servicePorts: [],
           })),
-          environment: {},
-        },
-      ],
+        environment: {},
+      })),
       counters: undefined,
     },
     config.ports.map((p) => p.appPort),
-    () => environment,
+    (name) => containers.find((c) => c.name === name)?.environment ?? {},
     (routes) => steering?.sync(routes.keys()),
     config.managerTokenFile,
+    containers,
   );
+  session.onMountRequest = (sessionId, req) =>
+    serveMount(session.client, sessionId, req, {
+      containers: containers.map((c) => c.name),
+      mountsDir: config.mountsDir,
+      log: log.child('mounts'),
+    });
   const counters = new ConnectionCounters(
     config.ports.map((p) => p.appPort),
     config.probes.map((p) => `${p.container}/${p.kind}`),

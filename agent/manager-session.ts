@@ -9,12 +9,14 @@ import { bearerInterceptor, withBearer } from '../rpc/call-credentials.js';
 import {
   type AgentInfo,
   type Arrival,
+  type DialRequest,
   InterceptDisposition,
   type InterceptInfoSnapshot,
 } from '../rpc/gen/manager.js';
 import { managerChannelOptions } from '../rpc/grpc-options.js';
 import { ManagerClient } from '../rpc/manager-service.js';
 import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
+import type { AppContainer } from './containers.js';
 import { plan } from './intercept-routes.js';
 
 const log = createLogger('agent/session');
@@ -42,6 +44,11 @@ export class AgentManagerSession {
   private arrival: Promise<Arrival> | undefined;
   /** app port -> intercept id, for the intercepts this agent accepted. */
   routes = new Map<number, string>();
+  /**
+   * Mount flows the manager asks this agent to serve (DialRequest.mount, agent/file-server.ts); set before
+   * run(). Unset: the agent does not watch for them.
+   */
+  onMountRequest: ((sessionId: string, req: DialRequest) => void) | undefined;
   private stopped = false;
   private wakeUp: (() => void) | undefined;
   private current: { end: () => void } | undefined;
@@ -50,7 +57,8 @@ export class AgentManagerSession {
     readonly address: string,
     private readonly info: AgentInfo,
     private readonly capturedAppPorts: number[],
-    private readonly environment: () => Record<string, string>,
+    /** The environment of the named app container (the one a review names). */
+    private readonly environment: (container: string) => Record<string, string>,
     /** Called with the new routes whenever they change (eBPF capture steers exactly these ports). */
     private readonly onRoutes: (routes: Map<number, string>) => void = () => {},
     /**
@@ -58,6 +66,8 @@ export class AgentManagerSession {
      * again at every arrival: the kubelet rotates it. Undefined: none (standalone).
      */
     private readonly tokenFile?: string,
+    /** The pod's app containers: which one an intercept or ingest means (agent/containers.ts). */
+    private readonly containers: AppContainer[] = [],
   ) {
     this.client = this.newClient();
   }
@@ -166,12 +176,14 @@ export class AgentManagerSession {
     return new Promise((resolve) => {
       const sent = new Map<string, InterceptDisposition>();
       const watch = this.client.watchIntercepts({ sessionId, remainIntervalMs: 0 });
+      const dials = this.watchMountRequests(sessionId);
       let over = false;
       const end = (reason: string) => {
         if (over) return;
         over = true;
         clearInterval(heartbeat);
         watch.cancel();
+        dials?.cancel();
         this.current = undefined;
         resolve(reason);
       };
@@ -187,7 +199,7 @@ export class AgentManagerSession {
         });
       }, remainIntervalMs);
       watch.on('data', (snapshot: InterceptInfoSnapshot) => {
-        const p = plan(snapshot.intercepts, this.info.podName, this.capturedAppPorts, sent);
+        const p = plan(snapshot.intercepts, this.info.podName, this.capturedAppPorts, sent, this.containers);
         this.setRoutes(p.routes);
         for (const r of p.reviews) {
           log.info(
@@ -205,7 +217,9 @@ export class AgentManagerSession {
                   interceptId: r.interceptId,
                   disposition: r.disposition,
                   message: r.message,
-                  environment: r.disposition === InterceptDisposition.ACTIVE ? this.environment() : {},
+                  environment:
+                    r.disposition === InterceptDisposition.ACTIVE ? this.environment(r.container) : {},
+                  container: r.container,
                 },
                 md,
                 o,
@@ -221,6 +235,35 @@ export class AgentManagerSession {
       watch.on('error', (e) => end(errorDetails(e)));
       watch.on('end', () => end('the manager ended the intercept watch'));
     });
+  }
+
+  /** The session's mount requests; a lost watch is opened again while the session lasts. */
+  private watchMountRequests(sessionId: string): { cancel(): void } | undefined {
+    const handler = this.onMountRequest;
+    if (!handler) return undefined;
+    let call: ReturnType<ManagerClient['watchDial']> | undefined;
+    let cancelled = false;
+    const open = () => {
+      if (cancelled || this.sessionId !== sessionId) return;
+      const c = this.client.watchDial({ sessionId, remainIntervalMs: 0 });
+      call = c;
+      c.on('data', (req: DialRequest) => {
+        if (req.mount) handler(sessionId, req);
+      });
+      c.on('error', (e) => {
+        if (!cancelled) log.debug('mount request watch failed; reopening', { reason: errorDetails(e) });
+      });
+      c.on('close', () => {
+        if (!cancelled) setTimeout(open, 1_000).unref();
+      });
+    };
+    open();
+    return {
+      cancel: () => {
+        cancelled = true;
+        call?.cancel();
+      },
+    };
   }
 
   private setRoutes(routes: Map<number, string>): void {

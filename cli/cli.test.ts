@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -5,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ConnectInfo } from '../rpc/gen/connector.js';
 import type { WorkloadInfo } from '../rpc/gen/manager.js';
-import { checkEnvOutput, renderEnvFile, writeSecretFile } from './env-file.js';
+import { checkEnvOutput, parseEnvSyntax, renderEnv, writeSecretFile } from './env-file.js';
 import { parseInterceptPort } from './intercept-port.js';
 import { checkLabel, checkSubdomain } from './names.js';
 import { listText, parseOutputFormat, statusText, statusView, versionsView } from './output.js';
@@ -31,9 +32,40 @@ test('-o accepts json and yaml only', () => {
 
 test('env files quote what a shell would split', () => {
   assert.is(
-    renderEnvFile({ B: 'two words', A: 'plain', C: 'a"b\\c\nd' }),
+    renderEnv({ B: 'two words', A: 'plain', C: 'a"b\\c\nd' }).text,
     'A=plain\nB="two words"\nC="a\\"b\\\\c\\nd"\n',
   );
+});
+
+const tricky = {
+  QUOTES: `it's "quoted" $HOME \`id\` \\n`,
+  MULTI: 'line 1\nline 2\n',
+  EMPTY: '',
+  'dotted.name': 'x',
+};
+
+test('--env-syntax sh: a shell reads back every value byte for byte', () => {
+  const { text, skipped } = renderEnv(tricky, 'sh');
+  assert.equal(skipped, [{ name: 'dotted.name', reason: 'not a name a shell accepts' }]);
+  const out = execFileSync('sh', ['-c', `${text}\nprintf '%s\\0%s\\0%s' "$QUOTES" "$MULTI" "$EMPTY"`], {
+    encoding: 'utf8',
+  });
+  assert.equal(out.split('\0'), [tricky.QUOTES, tricky.MULTI, tricky.EMPTY]);
+});
+
+test('--env-syntax docker: the rest of the line as is, a value with a newline left out', () => {
+  const { text, skipped } = renderEnv(tricky, 'docker');
+  assert.is(text, `EMPTY=\nQUOTES=${tricky.QUOTES}\ndotted.name=x\n`);
+  assert.equal(
+    skipped.map((s) => s.name),
+    ['MULTI'],
+  );
+});
+
+test('--env-syntax json round-trips; unknown syntaxes are refused with the list', () => {
+  assert.equal(JSON.parse(renderEnv(tricky, 'json').text), tricky);
+  assert.is(parseEnvSyntax('sh'), 'sh');
+  assert.throws(() => parseEnvSyntax('csh'), /use compose, docker, sh, json/);
 });
 
 test('status text says when the daemon is not running, and what is wrong when reconnecting', () => {

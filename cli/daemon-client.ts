@@ -175,10 +175,17 @@ export class DaemonClient {
     });
   }
 
-  /** Creates an intercept, showing the daemon's progress lines; resolves with the active intercept. */
-  createIntercept(spec: InterceptSpec, progress: (line: string) => void): Promise<InterceptInfo> {
+  /**
+   * Creates an intercept (or ingest), showing the daemon's progress lines; resolves with the active
+   * intercept. `mount`: mount the container's volumes (at mountPoint, or where the daemon chooses).
+   */
+  createIntercept(
+    spec: InterceptSpec,
+    progress: (line: string) => void,
+    mount: { mount: boolean; mountPoint: string } = { mount: false, mountPoint: '' },
+  ): Promise<InterceptInfo> {
     return new Promise((resolve, reject) => {
-      const call = this.client.createIntercept({ spec });
+      const call = this.client.createIntercept({ spec, ...mount });
       let result: InterceptInfo | undefined;
       call.on('data', (p: InterceptProgress) => {
         if (p.message) progress(p.message);

@@ -1,6 +1,7 @@
 // tp: the command line. Every command talks to the user daemon over its unix socket (Connector API);
 // `tp connect` starts the daemon when it is not running.
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startRootDaemon } from '../daemons/root/launch.js';
 import { logDir } from '../logging/logger.js';
@@ -11,7 +12,14 @@ import { errorDetails } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
 import type { CommandSpec } from './completion.js';
 import { DaemonClient, waitForExit } from './daemon-client.js';
-import { checkEnvOutput, renderEnvFile, writeSecretFile } from './env-file.js';
+import {
+  checkEnvOutput,
+  ENV_SYNTAXES,
+  type EnvSyntax,
+  parseEnvSyntax,
+  renderEnv,
+  writeSecretFile,
+} from './env-file.js';
 import { parseInterceptPort } from './intercept-port.js';
 import { addKubeCommands, type KubeConnectFlags, kubeConnectSettings } from './kube-commands.js';
 import { checkLabel, checkSubdomain } from './names.js';
@@ -65,6 +73,19 @@ function listOutputOption(): Option {
       throw new InvalidArgumentError(`invalid output format "${v}": use json, yaml or json-stream`);
     }
   });
+}
+
+/** --env-syntax: how --env-file writes the environment (cli/env-file.ts). */
+function envSyntaxOption(): Option {
+  return new Option('--env-syntax <syntax>', `the syntax of --env-file: ${ENV_SYNTAXES.join(', ')}`)
+    .default('compose')
+    .argParser((v) => {
+      try {
+        return parseEnvSyntax(v);
+      } catch (e) {
+        throw new InvalidArgumentError((e as Error).message);
+      }
+    });
 }
 
 function outputOption(): Option {
@@ -365,8 +386,16 @@ program
   .option('-n, --namespace <namespace>', "the workload's namespace (default: the connected one)")
   .option('--name <name>', 'the intercept name (default: the workload name)')
   .option('--address <host>', 'the local host to send the traffic to', '127.0.0.1')
-  .option('--env-file <path>', "write the intercepted container's environment to this file (KEY=VALUE lines)")
+  .option(
+    '--env-file <path>',
+    "write the intercepted container's environment to this file (see --env-syntax)",
+  )
   .option('--env-json <path>', "write the intercepted container's environment to this file as JSON")
+  .addOption(envSyntaxOption())
+  .option(
+    '--mount [dir]',
+    "mount the container's volumes read-only (at DIR; =false: do not); TP_ROOT in the env",
+  )
   .addOption(outputOption())
   .addHelpText(
     'after',
@@ -386,6 +415,8 @@ program
           address: string;
           envFile?: string;
           envJson?: string;
+          envSyntax: EnvSyntax;
+          mount?: string | boolean;
           output?: OutputFormat;
         },
       ) => {
@@ -412,17 +443,90 @@ program
             targetPort: port.local,
             client: '',
             serviceName: opts.service ?? '',
+            ingest: false,
+            container: '',
           },
           opts.output ? quiet : progress,
+          mountRequest(opts.mount),
         );
-        if (opts.envFile) writeSecretFile(opts.envFile, renderEnvFile(result.environment));
-        if (opts.envJson) writeSecretFile(opts.envJson, `${JSON.stringify(result.environment, null, 2)}\n`);
+        writeEnvironment(result.environment, opts);
         const view = interceptView(result);
         print(
           opts.output ?? 'text',
           view,
           () =>
-            `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress} (intercept "${view.name}", ${view.disposition})\n`,
+            `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress} (intercept "${view.name}", ${view.disposition})\n` +
+            mountedText(result.environment),
+        );
+      },
+    ),
+  );
+
+program
+  .command('ingest')
+  .description("get a container's environment without taking any traffic")
+  .argument('<workload>', 'the workload to ingest')
+  .option('-c, --container <name>', 'the container (needed when the pod has several)', '')
+  .option('-n, --namespace <namespace>', "the workload's namespace (default: the connected one)")
+  .option('--name <name>', 'the ingest name (default: the workload name)')
+  .option('--env-file <path>', "write the container's environment to this file (see --env-syntax)")
+  .option('--env-json <path>', "write the container's environment to this file as JSON")
+  .addOption(envSyntaxOption())
+  .option(
+    '--mount [dir]',
+    "mount the container's volumes read-only (at DIR; =false: do not); TP_ROOT in the env",
+  )
+  .addOption(outputOption())
+  .action(
+    action(
+      'ingest',
+      async (
+        workload: string,
+        opts: {
+          container: string;
+          namespace?: string;
+          name?: string;
+          envFile?: string;
+          envJson?: string;
+          envSyntax: EnvSyntax;
+          mount?: string | boolean;
+          output?: OutputFormat;
+        },
+      ) => {
+        checkSubdomain(workload, 'workload name');
+        const name = checkSubdomain(opts.name ?? workload, 'ingest name');
+        if (opts.namespace) checkLabel(opts.namespace, 'namespace');
+        if (opts.container) checkLabel(opts.container, 'container name');
+        if (opts.envFile) checkEnvOutput(opts.envFile, '--env-file');
+        if (opts.envJson) checkEnvOutput(opts.envJson, '--env-json');
+        const daemon = await DaemonClient.require();
+        const result = await daemon.createIntercept(
+          {
+            name,
+            workload,
+            namespace: opts.namespace ?? '',
+            workloadKind: '',
+            mechanism: '',
+            remotePort: 0,
+            portName: '',
+            targetHost: '',
+            targetPort: 0,
+            client: '',
+            serviceName: '',
+            ingest: true,
+            container: opts.container,
+          },
+          opts.output ? quiet : progress,
+          mountRequest(opts.mount),
+        );
+        writeEnvironment(result.environment, opts);
+        const view = interceptView(result);
+        print(
+          opts.output ?? 'text',
+          view,
+          () =>
+            `Ingesting ${view.namespace}/${view.workload} container ${view.container} (ingest "${view.name}", ${view.disposition})\n` +
+            mountedText(result.environment),
         );
       },
     ),
@@ -430,8 +534,8 @@ program
 
 program
   .command('leave')
-  .description('end an intercept: traffic goes back to the workload')
-  .argument('<name>', 'the intercept name')
+  .description('end an intercept (traffic goes back to the workload) or an ingest')
+  .argument('<name>', 'the intercept or ingest name')
   .action(
     action('leave', async (name: string) => {
       checkSubdomain(name, 'intercept name');
@@ -527,5 +631,30 @@ program
       process.stdout.write(completionScript(parseShell(shell), program.commands.map(spec)));
     }),
   );
+const mountedText = (env: Record<string, string>) =>
+  env.TP_ROOT ? `Volumes mounted read-only at ${env.TP_ROOT} (TP_ROOT)\n` : '';
+
+/** --mount, --mount=DIR, --mount=false. */
+function mountRequest(flag: string | boolean | undefined): { mount: boolean; mountPoint: string } {
+  if (flag === undefined || flag === false || flag === 'false') return { mount: false, mountPoint: '' };
+  if (flag === true || flag === 'true') return { mount: true, mountPoint: '' };
+  return { mount: true, mountPoint: path.resolve(flag) };
+}
+
+/** --env-file (in --env-syntax) and --env-json; owner-only files (the values may be secrets). */
+function writeEnvironment(
+  env: Record<string, string>,
+  opts: { envFile?: string; envJson?: string; envSyntax: EnvSyntax },
+): void {
+  if (opts.envFile) {
+    const { text, skipped } = renderEnv(env, opts.envSyntax);
+    writeSecretFile(opts.envFile, text);
+    for (const s of skipped)
+      process.stderr.write(
+        `tp: ${s.name} left out of ${opts.envFile}: ${s.reason} (--env-syntax sh or json keep it)\n`,
+      );
+  }
+  if (opts.envJson) writeSecretFile(opts.envJson, renderEnv(env, 'json').text);
+}
 
 await program.parseAsync();

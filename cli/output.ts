@@ -20,6 +20,10 @@ export function print(format: OutputFormat, value: unknown, text: () => string):
 
 export interface InterceptView {
   name: string;
+  /** intercept, or ingest (the container's environment, no traffic). */
+  kind: 'intercept' | 'ingest';
+  /** The container the environment comes from ('' until an agent accepted). */
+  container: string;
   workload: string;
   namespace: string;
   remotePort: number;
@@ -40,6 +44,8 @@ export function interceptView(i: InterceptInfo): InterceptView {
   const s = i.spec!;
   return {
     name: s.name,
+    kind: s.ingest ? 'ingest' : 'intercept',
+    container: i.container || s.container,
     workload: s.workload,
     namespace: s.namespace,
     remotePort: s.remotePort,
@@ -195,12 +201,23 @@ export function statusText(v: StatusView): string {
     lines.push(`  versions:    tp ${v.versions.client}, tp-manager ${v.versions.manager}, agents ${agents}`);
     for (const m of v.versions.mismatches) lines.push(`  WARNING:     ${m}`);
   }
-  if (v.intercepts.length === 0) lines.push('Intercepts: none');
+  const intercepts = v.intercepts.filter((i) => i.kind === 'intercept');
+  const ingests = v.intercepts.filter((i) => i.kind === 'ingest');
+  if (intercepts.length === 0) lines.push('Intercepts: none');
   else {
     lines.push('Intercepts:');
-    for (const i of v.intercepts)
+    for (const i of intercepts)
       lines.push(
         `  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} port ${i.remotePort} -> ${i.localAddress}` +
+          (i.container ? ` (container ${i.container})` : '') +
+          (i.message ? `  (${i.message})` : ''),
+      );
+  }
+  if (ingests.length > 0) {
+    lines.push('Ingests:');
+    for (const i of ingests)
+      lines.push(
+        `  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} container ${i.container || '(not chosen yet)'}` +
           (i.message ? `  (${i.message})` : ''),
       );
   }
@@ -237,7 +254,7 @@ export function workloadView(w: WorkloadInfo) {
 export function listText(workloads: ReturnType<typeof workloadView>[]): string {
   if (workloads.length === 0)
     return 'No workloads (standalone mode lists the workloads whose agents have arrived)\n';
-  const rows = [['NAMESPACE', 'WORKLOAD', 'KIND', 'AGENT', 'PORTS (APP->AGENT)', 'INTERCEPTED']];
+  const rows = [['NAMESPACE', 'WORKLOAD', 'KIND', 'AGENT', 'PORTS (APP->AGENT)', 'INTERCEPTED / INGESTED']];
   for (const w of workloads)
     rows.push([
       w.namespace,
@@ -245,7 +262,13 @@ export function listText(workloads: ReturnType<typeof workloadView>[]): string {
       w.kind,
       `${w.agentState} (${w.agents.length} pod${w.agents.length === 1 ? '' : 's'})`,
       w.ports.map((p) => `${p.appPort}->${p.agentPort}`).join(',') || '-',
-      w.intercepts.map((i) => `${i.remotePort} by ${i.client} (${i.disposition})`).join(', ') || '-',
+      w.intercepts
+        .map((i) =>
+          i.kind === 'ingest'
+            ? `ingest ${i.container || '?'} by ${i.client} (${i.disposition})`
+            : `${i.remotePort} by ${i.client} (${i.disposition})`,
+        )
+        .join(', ') || '-',
     ]);
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   return `${rows

@@ -117,6 +117,14 @@ export function captureToolsLayer(triplet: string): LayerSpec {
   };
 }
 
+/** OpenSSH's sftp-server: the agent runs one per remote mount (agent/file-server.ts), never sshd. */
+export function fileServerLayer(): LayerSpec {
+  return {
+    comment: 'remote mounts: OpenSSH sftp-server',
+    items: [{ copy: '/usr/lib/openssh/sftp-server', libraries: true, package: 'openssh-sftp-server' }],
+  };
+}
+
 export interface TpImageOptions {
   /** The node binary to ship; default the one running this build. */
   node?: string;
@@ -171,6 +179,7 @@ export async function tpImageSpec(options: TpImageOptions = {}): Promise<ImageSp
       nodeRuntimeLayer(node, nodeVer),
       busyboxLayer(),
       captureToolsLayer(triplet),
+      fileServerLayer(),
       {
         comment: `tp ${VERSION}: tp-manager, tp-agent, tp-init`,
         items: [

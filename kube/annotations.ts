@@ -55,6 +55,12 @@ export const AGENT_LABEL_VALUE = 'injected';
 export const AGENT_TOKEN_VOLUME = 'tp-manager-token';
 export const AGENT_TOKEN_DIR = '/var/run/secrets/tp.dev/manager';
 export const AGENT_TOKEN_FILE = `${AGENT_TOKEN_DIR}/token`;
+/**
+ * Where the agent sees each app container's volumes: AGENT_MOUNTS_DIR/<container>/<mountPath>, served to
+ * the owner of an intercept or ingest over SFTP (remote mounts; agent/file-server.ts MOUNTS_DIR, the
+ * same value: the agent does not import kube/).
+ */
+export const AGENT_MOUNTS_DIR = '/tp/mounts';
 
 /** The value of INJECT_ANNOTATION that turns injection on. */
 export const INJECT_ENABLED = 'enabled';

@@ -13,7 +13,8 @@
 //   so a probe is never forwarded to a workstation, whatever address the kubelet probes from;
 // - annotations on the pod saying what was done (or why nothing was), for `tp describe` and for the
 //   manager to report a clear error instead of a silent missing agent.
-import type { V1Container, V1EnvFromSource, V1EnvVar, V1Pod } from '@kubernetes/client-node';
+import * as path from 'node:path';
+import type { V1Container, V1EnvFromSource, V1EnvVar, V1Pod, V1VolumeMount } from '@kubernetes/client-node';
 import type { PortMapping } from '../netaddr/parse.js';
 import { AGENT_PROBE_PATH, type AppProbe, encodeProbes } from '../probes/spec.js';
 import {
@@ -21,6 +22,7 @@ import {
   AGENT_LABEL,
   AGENT_LABEL_VALUE,
   AGENT_MECHANISM_ANNOTATION,
+  AGENT_MOUNTS_DIR,
   AGENT_TOKEN_DIR,
   AGENT_TOKEN_FILE,
   AGENT_TOKEN_VOLUME,
@@ -81,7 +83,7 @@ export interface JsonPatchOperation {
   value?: unknown;
 }
 
-/** One app container whose ports the agent captures, as the agent learns it from TP_CONTAINERS. */
+/** One app container (its captured ports, possibly none), as the agent learns it from TP_CONTAINERS. */
 export interface CapturedContainer {
   name: string;
   /** The prefix under which the agent finds this container's environment. */
@@ -333,8 +335,35 @@ function agentContainer(
   container.volumeMounts = [
     { name: AGENT_TOKEN_VOLUME, mountPath: AGENT_TOKEN_DIR, readOnly: true },
     ...(mechanism === 'ebpf' ? [bpffsMount()] : []),
+    ...appVolumeMounts(pod, containers),
   ];
   return container;
+}
+
+/**
+ * Each app container's volume mounts, for remote mounts: the same volume (and subPath) under
+ * AGENT_MOUNTS_DIR/<container>/<mountPath>, always read-only (the agent serves them read-only; a
+ * workstation never writes into the pod), without mountPropagation (Bidirectional needs a privileged
+ * container). The service-account token the API server added to the app container is among them.
+ */
+export function appVolumeMounts(pod: V1Pod, containers: CapturedContainer[]): V1VolumeMount[] {
+  const out: V1VolumeMount[] = [];
+  for (const captured of containers) {
+    const app = pod.spec?.containers.find((c) => c.name === captured.name);
+    for (const m of app?.volumeMounts ?? []) {
+      const mount: V1VolumeMount = {
+        name: m.name,
+        mountPath: path.posix
+          .join(AGENT_MOUNTS_DIR, captured.name, path.posix.normalize(`/${m.mountPath}`))
+          .replace(/(.)\/+$/, '$1'),
+        readOnly: true,
+      };
+      if (m.subPath) mount.subPath = m.subPath;
+      if (m.subPathExpr) mount.subPathExpr = m.subPathExpr;
+      out.push(mount);
+    }
+  }
+  return out;
 }
 
 /**
@@ -397,15 +426,17 @@ export function planInjection(
   // One agent listener serves every captured port: the agent reads the original port from the socket.
   const ports: PortMapping[] = captured.map((c) => ({ appPort: c.port, agentPort }));
 
-  const containers: CapturedContainer[] = [];
-  for (const c of captured) {
-    let entry = containers.find((e) => e.name === c.container);
-    if (!entry) {
-      entry = { name: c.container, envPrefix: `${APP_ENV_PREFIX}${containers.length}_`, ports: [] };
-      containers.push(entry);
-    }
-    entry.ports.push({ name: c.name, appPort: c.port, agentPort, protocol: 'TCP' });
-  }
+  // Every app container, in the pod's order, also those whose ports are not captured: an ingest (-c)
+  // hands out any container's environment, and an intercept the one of the container owning the port.
+  const containers: CapturedContainer[] = spec.containers
+    .filter((c) => c.name !== AGENT_CONTAINER)
+    .map((c, i) => ({
+      name: c.name,
+      envPrefix: `${APP_ENV_PREFIX}${i}_`,
+      ports: captured
+        .filter((p) => p.container === c.name)
+        .map((p) => ({ name: p.name, appPort: p.port, agentPort, protocol: 'TCP' as const })),
+    }));
 
   const recorded: Record<string, string> = {
     [INJECTED_ANNOTATION]: config.version,

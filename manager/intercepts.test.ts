@@ -35,6 +35,8 @@ const spec = (fields: Partial<InterceptSpec> = {}): InterceptSpec => ({
   targetPort: 18090,
   client: '',
   serviceName: '',
+  ingest: false,
+  container: '',
   ...fields,
 });
 
@@ -256,6 +258,35 @@ test('a review of a removed intercept is ignored', () => {
     }),
     undefined,
   );
+});
+
+test('ingests: no port, no conflicts with intercepts or other ingests; the name must be new', () => {
+  const t = new InterceptTable();
+  const w = workload([18080, 19090]);
+  t.create(alice, spec({ remotePort: 18080 }), w);
+  const g = t.create(alice, spec({ ingest: true, name: 'echo-env', targetPort: 0 }), w);
+  assert.equal(
+    [g.spec!.remotePort, g.spec!.targetPort, g.spec!.mechanism, g.disposition],
+    [0, 0, '', D.WAITING],
+  );
+  // Bob ingests the same workload, and intercepts a port: neither conflicts with Alice's ingest.
+  t.create(bob, spec({ ingest: true, container: 'sidecar' }), w);
+  t.create(bob, spec({ remotePort: 19090, name: 'other' }), w);
+  const again = refusal(() => t.create(alice, spec({ ingest: true, name: 'echo-env' }), w));
+  assert.match(again.message, 'you already have an ingest named "echo-env"');
+  const clash = refusal(() => t.create(alice, spec({ ingest: true }), w));
+  assert.match(clash.message, 'you already have an intercept named "echo" (port 18080 of echo)');
+  // The accepting agent says which container the environment is from.
+  const after = t.review({
+    podName: 'echo-0',
+    podIp: '10.0.0.7',
+    interceptId: g.id,
+    disposition: D.ACTIVE,
+    message: '',
+    environment: { WHO: 'sidecar' },
+    container: 'sidecar',
+  });
+  assert.equal([after?.container, after?.environment], ['sidecar', { WHO: 'sidecar' }]);
 });
 
 test.run();

@@ -62,6 +62,8 @@ export interface Review {
   disposition: D;
   message: string;
   environment: Record<string, string>;
+  /** ACTIVE: the container the environment comes from ('' or absent: not said, an older agent). */
+  container?: string;
 }
 
 export const interceptId = (sessionId: string, name: string) => `${sessionId}:${name}`;
@@ -86,6 +88,7 @@ export class InterceptTable {
     spec: InterceptSpec,
     workload: Workload,
   ): { resolved: InterceptSpec; replaces: InterceptInfo[] } {
+    if (spec.ingest) return { resolved: this.prepareIngest(owner, spec, workload), replaces: [] };
     const mechanism = spec.mechanism || 'tcp';
     if (mechanism !== 'tcp')
       throw new InterceptError(
@@ -108,18 +111,13 @@ export class InterceptTable {
       targetHost: spec.targetHost || '127.0.0.1',
       client: owner.clientName,
     };
-    const mine = this.byId.get(interceptId(owner.sessionId, name));
-    if (mine)
-      throw new InterceptError(
-        'already-exists',
-        `you already have an intercept named "${name}" (port ${mine.spec!.remotePort} of ${mine.spec!.workload}): ` +
-          'tp leave it first, or choose another --name',
-      );
+    this.checkName(owner, name);
     const key = reclaimKeyOf(owner);
     const replaces: InterceptInfo[] = [];
     for (const other of this.byId.values()) {
       const o = other.spec!;
       if (
+        o.ingest ||
         o.namespace !== resolved.namespace ||
         o.workload !== resolved.workload ||
         o.remotePort !== remotePort
@@ -146,8 +144,42 @@ export class InterceptTable {
   }
 
   /**
-   * Creates an intercept; the stale intercepts of the same user and workstation it replaces are removed
-   * and returned in `replaced`.
+   * An ingest takes no traffic: no port, no mechanism, and no conflict with anyone else's intercepts or
+   * ingests of the workload; only the name must be new for this client. The agent picks the container.
+   */
+  private prepareIngest(owner: InterceptOwner, spec: InterceptSpec, workload: Workload): InterceptSpec {
+    const name = spec.name || workload.name;
+    this.checkName(owner, name);
+    return {
+      ...spec,
+      name,
+      workload: workload.name,
+      namespace: workload.namespace,
+      workloadKind: workload.kind,
+      mechanism: '',
+      remotePort: 0,
+      portName: '',
+      targetHost: '',
+      targetPort: 0,
+      client: owner.clientName,
+    };
+  }
+
+  private checkName(owner: InterceptOwner, name: string): void {
+    const mine = this.byId.get(interceptId(owner.sessionId, name));
+    if (!mine) return;
+    const what = mine.spec!.ingest
+      ? `an ingest named "${name}" (of ${mine.spec!.workload})`
+      : `an intercept named "${name}" (port ${mine.spec!.remotePort} of ${mine.spec!.workload})`;
+    throw new InterceptError(
+      'already-exists',
+      `you already have ${what}: tp leave it first, or choose another --name`,
+    );
+  }
+
+  /**
+   * Creates an intercept or ingest; the stale intercepts of the same user and workstation it replaces are
+   * removed and returned in `replaced`.
    */
   create(
     owner: InterceptOwner,
@@ -165,6 +197,7 @@ export class InterceptTable {
       pods: [],
       environment: {},
       createdUnixMs: this.now(),
+      container: '',
     };
     this.byId.set(info.id, info);
     const key = reclaimKeyOf(owner);
@@ -252,8 +285,10 @@ export class InterceptTable {
     info.pods = [...info.pods.filter((p) => p.podName !== r.podName), pod].sort((a, b) =>
       a.podName.localeCompare(b.podName),
     );
-    if (r.disposition === D.ACTIVE && Object.keys(info.environment).length === 0)
+    if (r.disposition === D.ACTIVE && !info.container && Object.keys(info.environment).length === 0) {
       info.environment = { ...r.environment };
+      info.container = r.container ?? '';
+    }
     settle(info);
     return info;
   }

@@ -122,6 +122,8 @@ test('an intercepted connection: agent OPEN -> DialRequest -> client OPEN -> byt
             targetPort: laptop.port,
             client: '',
             serviceName: '',
+            ingest: false,
+            container: '',
           },
         },
         md,
@@ -147,6 +149,7 @@ test('an intercepted connection: agent OPEN -> DialRequest -> client OPEN -> byt
           interceptId: created.id,
           disposition: D.ACTIVE,
           message: '',
+          container: 'app',
           environment: { APP: 'env' },
         },
         md,
@@ -287,6 +290,8 @@ test('sessions: Remain of an unknown session is NOT_FOUND; an expired client los
             targetPort: 1,
             client: '',
             serviceName: '',
+            ingest: false,
+            container: '',
           },
         },
         md,
@@ -301,6 +306,108 @@ test('sessions: Remain of an unknown session is NOT_FOUND; an expired client los
     assert.is(r.manager.core.sessions.client(alice.sessionId), undefined);
     watch.cancel();
   } finally {
+    await r.close();
+  }
+});
+
+test('a mount flow: only the owning session, answered by the agent that accepted the intercept', async () => {
+  const r = await rig();
+  // Stands in for the agent's sftp-server: answers every byte with "sftp:" + the byte.
+  const sftp = await listen((s) => s.on('data', (d) => s.write(`sftp:${d}`)).on('end', () => s.end()));
+  try {
+    const agent = await r.call<SessionInfo>((md, o, cb) =>
+      r.client.arriveAsAgent(agentInfo(18080), md, o, cb),
+    );
+    const alice = await r.call<SessionInfo>((md, o, cb) => r.client.arriveAsClient(clientInfo, md, o, cb));
+    const bob = await r.call<SessionInfo>((md, o, cb) =>
+      r.client.arriveAsClient({ ...clientInfo, name: 'bob@desk' }, md, o, cb),
+    );
+    const requests: DialRequest[] = [];
+    const agentDials = r.client.watchDial(session(agent.sessionId));
+    agentDials.on('data', (req: DialRequest) => {
+      requests.push(req);
+      const stream = new TunnelStream(r.client.tunnel());
+      const info = streamInfo({ connId: req.connId, sessionId: agent.sessionId, relayId: req.relayId });
+      stream.send(msg.open(info));
+      void serveDial(stream, info, (signal) => dialTcp('127.0.0.1', sftp.port, 1000, signal));
+    });
+    agentDials.on('error', () => {});
+    const ingest = await r.call<{ id: string }>((md, o, cb) =>
+      r.client.createIntercept(
+        {
+          session: session(alice.sessionId),
+          spec: {
+            name: 'env',
+            workload: 'echo',
+            namespace: 'default',
+            workloadKind: '',
+            mechanism: '',
+            remotePort: 0,
+            portName: '',
+            targetHost: '',
+            targetPort: 0,
+            client: '',
+            serviceName: '',
+            ingest: true,
+            container: 'app',
+          },
+        },
+        md,
+        o,
+        cb,
+      ),
+    );
+    const open = async (sessionId: string, interceptId: string) => {
+      const call = r.client.tunnel();
+      const first = new Promise<TunnelMessage>((resolve) => call.on('data', resolve));
+      call.on('error', () => {});
+      const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 0, dstIp: '127.0.0.1', dstPort: 0 };
+      call.write(msg.open(streamInfo({ connId, sessionId, interceptId, mount: true })));
+      return { call, m: await first };
+    };
+    // Not accepted by an agent yet: nothing to mount.
+    const early = await open(alice.sessionId, ingest.id);
+    assert.is(early.m.code, TunnelCode.DIAL_REJECT);
+    assert.match(early.m.error, /no agent of default\/echo that accepted "env" serves mounts/);
+    early.call.end();
+    await r.call((md, o, cb) =>
+      r.client.reviewIntercept(
+        {
+          session: session(agent.sessionId),
+          interceptId: ingest.id,
+          disposition: D.ACTIVE,
+          message: '',
+          container: 'app',
+          environment: {},
+        },
+        md,
+        o,
+        cb,
+      ),
+    );
+    // Bob knows Alice's intercept id (ids are visible) but it is not his: refused, no agent asked.
+    const stolen = await open(bob.sessionId, ingest.id);
+    assert.is(stolen.m.code, TunnelCode.DIAL_REJECT);
+    assert.match(stolen.m.error, /only the session that owns one mounts its volumes/);
+    stolen.call.end();
+    assert.is(requests.length, 0);
+
+    const mine = await open(alice.sessionId, ingest.id);
+    assert.is(mine.m.code, TunnelCode.DIAL_OK);
+    assert.equal(
+      requests.map((q) => [q.mount, q.container, q.interceptId]),
+      [[true, 'app', ingest.id]],
+    );
+    mine.call.write(msg.data(Buffer.from('x')));
+    const answer = await new Promise<TunnelMessage>((resolve) =>
+      mine.call.on('data', (m: TunnelMessage) => m.code === TunnelCode.DATA && resolve(m)),
+    );
+    assert.is(answer.data.toString(), 'sftp:x');
+    mine.call.write(msg.closeSend());
+    await new Promise((res) => mine.call.on('end', res));
+    agentDials.cancel();
+  } finally {
+    sftp.server.close();
     await r.close();
   }
 });

@@ -194,6 +194,8 @@ test("a session's credential works for that session only; the user is authorized
     targetPort: 18090,
     client: '',
     serviceName: '',
+    ingest: false,
+    container: '',
   });
   const create = (token: string, sessionId: string, namespace: string) =>
     call<InterceptInfo>(token, (md, o, cb) =>
@@ -262,6 +264,7 @@ test("a session's credential works for that session only; the user is authorized
           interceptId: mine.id,
           disposition: 2,
           message: '',
+          container: '',
           environment: {},
         },
         md,
@@ -312,6 +315,8 @@ test("revoking others' intercepts is its own permission", async () => {
           targetPort: 18091,
           client: '',
           serviceName: '',
+          ingest: false,
+          container: '',
         },
       },
       md,

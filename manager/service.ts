@@ -496,6 +496,8 @@ export function managerService(core: ManagerCore): ManagerServer {
         workload: w.name,
         namespace: w.namespace,
         port: info.spec!.remotePort,
+        ingest: info.spec!.ingest || undefined,
+        container: info.spec!.container || undefined,
         client: s.info.name,
       });
       core.feeds.changed();
@@ -549,6 +551,7 @@ export function managerService(core: ManagerCore): ManagerServer {
         disposition: req.disposition,
         message: req.message,
         environment: req.environment,
+        container: req.container,
       });
       if (info) {
         log.info('intercept reviewed', {
@@ -609,12 +612,14 @@ export function managerService(core: ManagerCore): ManagerServer {
 
     watchDial: (call) => {
       const id = call.request.sessionId;
-      if (!core.sessions.client(id)) {
-        call.emit('error', grpcError(status.NOT_FOUND, `session ${id} is not a known client session`));
+      const agent = core.sessions.agent(id) !== undefined;
+      if (!core.sessions.client(id) && !agent) {
+        call.emit('error', grpcError(status.NOT_FOUND, `session ${id} is not a known session`));
         return;
       }
-      // The intercepted connections of a session go to whoever holds its credential, no one else.
-      if (!streamSession(call, id, 'WatchDial', true)) return;
+      // The intercepted connections of a session go to whoever holds its credential, no one else; an
+      // agent's (mount requests) likewise.
+      if (!streamSession(call, id, 'WatchDial', !agent)) return;
       core.router.addDialStream(id, call);
     },
   };

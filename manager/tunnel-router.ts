@@ -2,13 +2,21 @@
 //   agent, intercept_id set   -> an intercepted connection: ask the intercepting client to dial (a
 //                                DialRequest on its WatchDial stream) and wait for its stream;
 //   client, relay_id set      -> that client's answer to a DialRequest: pair it with the waiting agent
-//                                stream and relay;
+//                                stream and relay (an agent's answer to a mount request the same way);
+//   client, mount set         -> a remote mount of the client's own intercept or ingest: ask an agent
+//                                that accepted it to serve the container's volumes (a DialRequest with
+//                                mount set on the agent's WatchDial) and wait for its stream;
 //   client, neither set       -> an outbound flow (the root daemon's VIF): the manager dials conn_id.dst
 //                                itself, TCP or UDP (conn_id.protocol 17: one datagram per DATA).
 import * as crypto from 'node:crypto';
 import type { Metadata, ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
-import type { DialRequest, SessionInfo, TunnelMessage } from '../rpc/gen/manager.js';
+import {
+  InterceptDisposition as D,
+  type DialRequest,
+  type SessionInfo,
+  type TunnelMessage,
+} from '../rpc/gen/manager.js';
 import { AGENT_WINDOWS, WORKSTATION_WINDOWS } from '../rpc/grpc-options.js';
 import { widenReceiveWindow } from '../rpc/server-window.js';
 import { dialTcp } from '../tunnel/dial.js';
@@ -41,7 +49,8 @@ export interface TunnelStats {
 
 interface PendingRelay {
   originator: TunnelStream;
-  clientSessionId: string;
+  /** The session that must answer: the intercepting client, or for a mount the serving agent. */
+  answererSessionId: string;
   label: string;
   timer: NodeJS.Timeout;
 }
@@ -74,9 +83,10 @@ export class TunnelRouter {
     return this.flows.size;
   }
 
-  /** A client's WatchDial stream: intercepted connections are announced there. */
+  /** A client's WatchDial stream: intercepted connections are announced there (an agent's: mounts). */
   addDialStream(sessionId: string, call: ServerWritableStream<SessionInfo, DialRequest>): void {
-    const name = this.sessions.client(sessionId)?.info.name ?? sessionId;
+    const name =
+      this.sessions.client(sessionId)?.info.name ?? this.sessions.agent(sessionId)?.info.podName ?? sessionId;
     this.dialStreams.get(sessionId)?.end();
     this.dialStreams.set(sessionId, call);
     const dropped = () => {
@@ -100,8 +110,8 @@ export class TunnelRouter {
     this.dialStreams.delete(sessionId);
     call?.end();
     for (const [id, p] of this.pending)
-      if (p.clientSessionId === sessionId)
-        this.refusePending(id, `${WORKSTATION_UNAVAILABLE}the intercepting client went away`);
+      if (p.answererSessionId === sessionId)
+        this.refusePending(id, `${WORKSTATION_UNAVAILABLE}the answering session went away`);
   }
 
   handle(call: ServerDuplexStream<TunnelMessage, TunnelMessage>): void {
@@ -147,12 +157,8 @@ export class TunnelRouter {
       widenReceiveWindow(call as ServerDuplexStream<unknown, unknown>, WORKSTATION_WINDOWS);
     }
     if (info.relayId) {
-      if (session.kind !== 'client') {
-        this.refuse(stream, 'only clients answer dial requests', label);
-        return;
-      }
       const p = this.pending.get(info.relayId);
-      if (!p || p.clientSessionId !== session.id) {
+      if (!p || p.answererSessionId !== session.id) {
         stream.send(msg.reset(`relay ${info.relayId} is unknown or timed out`));
         stream.end();
         stream.onMessage(() => {});
@@ -171,6 +177,14 @@ export class TunnelRouter {
         }
         this.log.debug('intercepted connection ended', { flow: p.label, outcome: o.kind });
       });
+      return;
+    }
+    if (info.mount) {
+      if (session.kind !== 'client') {
+        this.refuse(stream, 'only clients open mounts', label);
+        return;
+      }
+      this.requestMount(stream, info, label, session.id);
       return;
     }
     if (info.interceptId) {
@@ -241,17 +255,87 @@ export class TunnelRouter {
       );
       return;
     }
+    this.announce(stream, label, client.id, `client ${client.info.name}`, dialStream, info.dialTimeoutMs, {
+      connId: info.connId,
+      interceptId: intercept.id,
+      targetHost: intercept.spec!.targetHost,
+      targetPort: intercept.spec!.targetPort,
+      mount: false,
+      container: '',
+    });
+  }
+
+  /**
+   * A client's mount: only the session that owns the intercept or ingest (the intercept id alone proves
+   * nothing: others see it), once an agent accepted it; that agent serves the container's volumes.
+   */
+  private requestMount(stream: TunnelStream, info: StreamInfo, label: string, sessionId: string): void {
+    const intercept = this.intercepts.get(info.interceptId);
+    if (!intercept || intercept.clientSessionId !== sessionId) {
+      this.refuse(
+        stream,
+        `no intercept or ingest ${info.interceptId} of this session: only the session that owns one mounts its volumes`,
+        label,
+      );
+      return;
+    }
+    const spec = intercept.spec!;
+    const accepted = new Set(intercept.pods.filter((p) => p.disposition === D.ACTIVE).map((p) => p.podName));
+    const agent = this.sessions
+      .agents()
+      .find(
+        (a) =>
+          a.info.name === spec.workload &&
+          a.info.namespace === spec.namespace &&
+          accepted.has(a.info.podName) &&
+          this.dialStreams.has(a.id),
+      );
+    if (!intercept.container || !agent) {
+      this.refuse(
+        stream,
+        `no agent of ${spec.namespace}/${spec.workload} that accepted "${spec.name}" serves mounts (is it active, and is the agent as new as the manager?)`,
+        label,
+      );
+      return;
+    }
+    this.announce(
+      stream,
+      label,
+      agent.id,
+      `agent ${agent.info.podName}`,
+      this.dialStreams.get(agent.id)!,
+      info.dialTimeoutMs,
+      {
+        connId: info.connId,
+        interceptId: intercept.id,
+        targetHost: '',
+        targetPort: 0,
+        mount: true,
+        container: intercept.container,
+      },
+    );
+  }
+
+  /** Asks `answerer` (on its WatchDial stream) to open the stream that pairs with `stream`. */
+  private announce(
+    stream: TunnelStream,
+    label: string,
+    answererId: string,
+    answerer: string,
+    dialStream: ServerWritableStream<SessionInfo, DialRequest>,
+    timeoutMs: number,
+    request: Omit<DialRequest, 'relayId' | 'dialTimeoutMs'>,
+  ): void {
     const relayId = crypto.randomUUID();
-    const timeoutMs = info.dialTimeoutMs;
     const timer = setTimeout(
       () =>
         this.refusePending(
           relayId,
-          `${WORKSTATION_UNAVAILABLE}client ${client.info.name} did not answer within ${timeoutMs} ms`,
+          `${WORKSTATION_UNAVAILABLE}${answerer} did not answer within ${timeoutMs} ms`,
         ),
       timeoutMs,
     );
-    this.pending.set(relayId, { originator: stream, clientSessionId: client.id, label, timer });
+    this.pending.set(relayId, { originator: stream, answererSessionId: answererId, label, timer });
     const cancel = () => {
       const p = this.pending.get(relayId);
       if (p?.originator !== stream) return;
@@ -260,14 +344,7 @@ export class TunnelRouter {
     };
     stream.once('peer-end', cancel);
     stream.once('failure', cancel);
-    dialStream.write({
-      relayId,
-      connId: info.connId,
-      interceptId: intercept.id,
-      targetHost: intercept.spec!.targetHost,
-      targetPort: intercept.spec!.targetPort,
-      dialTimeoutMs: timeoutMs,
-    } satisfies DialRequest);
+    dialStream.write({ ...request, relayId, dialTimeoutMs: timeoutMs } satisfies DialRequest);
   }
 
   private refusePending(relayId: string, reason: string): void {

@@ -28,6 +28,7 @@ const samples: TunnelMessage[] = [
       sessionId: 'a-1',
       dialTimeoutMs: 5000,
       idleTimeoutMs: 0,
+      mount: true,
       interceptId: 'c-1:echo',
       relayId: '',
     },

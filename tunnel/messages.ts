@@ -56,6 +56,7 @@ export function streamInfo(
     idleTimeoutMs: DEFAULT_IDLE_TIMEOUT_MS,
     interceptId: '',
     relayId: '',
+    mount: false,
     ...fields,
   };
 }

@@ -12,6 +12,7 @@ import { grpcError } from '../../rpc/unary-call.js';
 import { unaryHandlers } from '../../rpc/unary-handler.js';
 import { TUNNEL_VERSION, VERSION } from '../../version/version.js';
 import { type IdentitySource, type ManagerConnection, UserFacingError } from './manager-connection.js';
+import type { RemoteMounts } from './mounts.js';
 import {
   commandNamespace,
   managerListNamespace,
@@ -26,6 +27,8 @@ const unary = unaryHandlers(log, (e) => (e instanceof UserFacingError ? e.code :
 
 export interface DaemonInfo {
   logFile: string;
+  /** The remote mounts of intercepts and ingests (sshfs). */
+  mounts: RemoteMounts;
   /** Called after Quit has answered: end the session, stop serving, exit. */
   quit: () => void;
 }
@@ -213,6 +216,7 @@ export function connectorService(
 
   /** Disconnect and quit: the VIF first (it uses the session), then the session, then the port-forward. */
   const disconnectAll = async () => {
+    await daemon.mounts.unmountAll();
     await vif.stop();
     await conn.disconnect();
     await closeForward();
@@ -230,6 +234,8 @@ export function connectorService(
 
     connect: unary('Connect', async (req) => {
       const fresh = conn.state === 'DISCONNECTED';
+      // A daemon killed with -9 left its mounts behind: gone before anything new is mounted.
+      if (fresh) await daemon.mounts.cleanStale();
       await connectManager(req);
       try {
         const outcome = await vif.ensure({
@@ -305,19 +311,38 @@ export function connectorService(
         call.end();
         return;
       }
-      conn.createIntercept({ ...spec, namespace: ns }, progress).then(
-        (result) => {
-          call.write({ message: '', result, error: '' });
-          call.end();
-        },
-        (e: Error) => {
-          if (!(e instanceof UserFacingError)) log.error('CreateIntercept failed', { error: e });
-          call.emit('error', grpcError(e instanceof UserFacingError ? e.code : status.INTERNAL, e.message));
-        },
-      );
+      const name = spec.name || spec.workload;
+      conn
+        .createIntercept({ ...spec, namespace: ns }, progress)
+        .then(async (result) => {
+          if (!call.request.mount) return result;
+          progress(`Mounting the volumes of container ${result.container || '?'}`);
+          try {
+            const dir = await daemon.mounts.mount(name, call.request.mountPoint, (socket) =>
+              conn.openMountFlow(socket, result.id),
+            );
+            return { ...result, environment: { ...result.environment, TP_ROOT: dir } };
+          } catch (e) {
+            // Asked for and not there: nothing is left behind.
+            await conn.removeIntercept(name).catch(() => {});
+            throw new UserFacingError(status.FAILED_PRECONDITION, (e as Error).message);
+          }
+        })
+        .then(
+          (result) => {
+            call.write({ message: '', result, error: '' });
+            call.end();
+          },
+          (e: Error) => {
+            if (!(e instanceof UserFacingError)) log.error('CreateIntercept failed', { error: e });
+            call.emit('error', grpcError(e instanceof UserFacingError ? e.code : status.INTERNAL, e.message));
+          },
+        );
     },
 
     removeIntercept: unary('RemoveIntercept', async (req) => {
+      // Unmounted first: sshfs ends cleanly before its flow goes.
+      await daemon.mounts.unmount(req.name);
       await conn.removeIntercept(req.name);
       return {};
     }),

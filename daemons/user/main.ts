@@ -11,6 +11,7 @@ import { unary } from '../../rpc/unary-call.js';
 import { VERSION } from '../../version/version.js';
 import { connectorService } from './connector-service.js';
 import { ManagerConnection } from './manager-connection.js';
+import { RemoteMounts } from './mounts.js';
 import { RootDaemonLink } from './root-daemon-link.js';
 
 const log = createLogger('connector');
@@ -48,6 +49,7 @@ async function main(): Promise<void> {
   fs.rmSync(socketPath, { force: true }); // a stale socket from a daemon that was killed
 
   const conn = new ManagerConnection();
+  const mounts = new RemoteMounts(path.join(runDir(), 'mounts.json'));
   const vif = new RootDaemonLink(conn, log.child('vif'));
   const server = new grpc.Server();
   let quitting = false;
@@ -55,9 +57,11 @@ async function main(): Promise<void> {
     if (quitting) return;
     quitting = true;
     log.info('stopping', { reason: why });
-    // The VIF first: it serves this session (SIGTERM as much as tp quit).
-    void vif
-      .stop()
+    // Mounts and the VIF first: they use this session (SIGTERM as much as tp quit).
+    void mounts
+      .unmountAll()
+      .catch(() => {})
+      .then(() => vif.stop())
       .catch(() => {})
       .then(() => conn.disconnect())
       .finally(() => {
@@ -67,7 +71,10 @@ async function main(): Promise<void> {
         setTimeout(() => process.exit(0), 100);
       });
   };
-  server.addService(ConnectorService, connectorService(conn, vif, { logFile, quit: () => quit('tp quit') }));
+  server.addService(
+    ConnectorService,
+    connectorService(conn, vif, { logFile, mounts, quit: () => quit('tp quit') }),
+  );
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (e) =>
       e ? reject(e) : resolve(),

@@ -5,6 +5,7 @@
 // says so and every intercept says it waits to be restored.
 import * as crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import type * as net from 'node:net';
 import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../../logging/logger.js';
@@ -26,7 +27,7 @@ import { WORKSTATION_WINDOWS, workstationChannelOptions } from '../../rpc/grpc-o
 import { ManagerClient } from '../../rpc/manager-service.js';
 import { errorDetails, hasStatus, isServiceError, unary } from '../../rpc/unary-call.js';
 import { dialTcp } from '../../tunnel/dial.js';
-import { serveDial } from '../../tunnel/flow.js';
+import { type FlowOutcome, originate, serveDial } from '../../tunnel/flow.js';
 import { DEFAULT_DIAL_TIMEOUT_MS, formatConnectionId, msg, streamInfo } from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { VERSION } from '../../version/version.js';
@@ -243,9 +244,12 @@ export class ManagerConnection extends EventEmitter {
         grpc.status.ALREADY_EXISTS,
         `you already have an intercept named "${name}": tp leave ${name} first, or choose another --name`,
       );
+    const kind = spec.ingest ? 'ingest' : 'intercept';
     const remote = spec.remotePort ? `port ${spec.remotePort}` : 'the port';
     progress(
-      `Creating intercept ${name}: ${remote} of ${spec.namespace}/${spec.workload} -> ${spec.targetHost || '127.0.0.1'}:${spec.targetPort}`,
+      spec.ingest
+        ? `Creating ingest ${name}: ${spec.container ? `container ${spec.container}` : 'the container'} of ${spec.namespace}/${spec.workload}`
+        : `Creating intercept ${name}: ${remote} of ${spec.namespace}/${spec.workload} -> ${spec.targetHost || '127.0.0.1'}:${spec.targetPort}`,
     );
     // Refusals that need no agent (unknown workload, a port it does not expose, a conflict) come
     // first, so nothing is rolled out for an intercept that cannot be made.
@@ -297,10 +301,14 @@ export class ManagerConnection extends EventEmitter {
     const record: InterceptRecord = { name, spec: info.spec!, info, seen: false, gone: undefined, note: '' };
     this.records.set(name, record);
     this.applySnapshot(this.lastSnapshot);
-    progress(`Waiting for an agent of ${spec.workload} to accept the intercept`);
+    progress(`Waiting for an agent of ${spec.workload} to accept the ${kind}`);
     const settled = await this.waitForAgent(record);
     if (settled.disposition === D.ACTIVE) {
-      log.info('intercept active', { intercept: name, port: info.spec!.remotePort });
+      log.info(`${kind} active`, {
+        intercept: name,
+        port: info.spec!.remotePort,
+        container: settled.container,
+      });
       return settled;
     }
     // Refused or no answer: nothing is left behind.
@@ -308,16 +316,16 @@ export class ManagerConnection extends EventEmitter {
     if (settled.disposition === D.AGENT_ERROR)
       throw new UserFacingError(
         grpc.status.FAILED_PRECONDITION,
-        `the agent refused the intercept: ${settled.message}`,
+        `the agent refused the ${kind}: ${settled.message}`,
       );
     if (settled.disposition === D.REMOVED)
       throw new UserFacingError(
         grpc.status.ABORTED,
-        `the intercept went away while waiting: ${settled.message}`,
+        `the ${kind} went away while waiting: ${settled.message}`,
       );
     throw new UserFacingError(
       grpc.status.DEADLINE_EXCEEDED,
-      `no agent of ${spec.namespace}/${spec.workload} accepted the intercept within ${ACCEPT_TIMEOUT_MS / 1000} s: ` +
+      `no agent of ${spec.namespace}/${spec.workload} accepted the ${kind} within ${ACCEPT_TIMEOUT_MS / 1000} s: ` +
         'is its tp-agent running and connected to the traffic manager?',
     );
   }
@@ -407,6 +415,7 @@ export class ManagerConnection extends EventEmitter {
         pods: r.info?.pods ?? [],
         environment: r.info?.environment ?? {},
         createdUnixMs: r.info?.createdUnixMs ?? 0,
+        container: r.info?.container ?? '',
       };
       if (r.gone) return { ...base, id: '', pods: [], disposition: D.REMOVED, message: r.gone };
       if (this.state === 'RECONNECTING')
@@ -670,6 +679,22 @@ export class ManagerConnection extends EventEmitter {
         }
       }
     }
+  }
+
+  /**
+   * A remote mount of one of this session's intercepts or ingests: `socket` (sshfs's end) pumped through
+   * a mount flow to the agent that accepted it. No idle timeout: a mount may sit unused for hours.
+   */
+  openMountFlow(socket: net.Socket, interceptId: string): Promise<FlowOutcome> {
+    const client = this.requireSession();
+    const info = streamInfo({
+      connId: { protocol: 6, srcIp: '127.0.0.1', srcPort: 0, dstIp: '127.0.0.1', dstPort: 0 },
+      sessionId: this.sessionId,
+      interceptId,
+      mount: true,
+      idleTimeoutMs: 0,
+    });
+    return originate(socket, TunnelStream.open(client, WORKSTATION_WINDOWS), info, { log });
   }
 
   /** An intercepted connection: open a tunnel for it and dial the local target. */

@@ -103,7 +103,15 @@ export interface ListRequest {
 }
 
 export interface CreateInterceptRequest {
-  spec: InterceptSpec | undefined;
+  spec:
+    | InterceptSpec
+    | undefined;
+  /**
+   * Mount the container's volumes (sshfs over the tunnel, read-only) at mount_point, or, when empty, at a
+   * directory the daemon makes; the mount point is handed back as TP_ROOT in the environment.
+   */
+  mount: boolean;
+  mountPoint: string;
 }
 
 export interface InterceptProgress {
@@ -1071,13 +1079,19 @@ export const ListRequest: MessageFns<ListRequest> = {
 };
 
 function createBaseCreateInterceptRequest(): CreateInterceptRequest {
-  return { spec: undefined };
+  return { spec: undefined, mount: false, mountPoint: "" };
 }
 
 export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
   encode(message: CreateInterceptRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.spec !== undefined) {
       InterceptSpec.encode(message.spec, writer.uint32(10).fork()).join();
+    }
+    if (message.mount !== false) {
+      writer.uint32(16).bool(message.mount);
+    }
+    if (message.mountPoint !== "") {
+      writer.uint32(26).string(message.mountPoint);
     }
     return writer;
   },
@@ -1103,6 +1117,22 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
             message.spec = InterceptSpec.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.mount = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.mountPoint = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1116,13 +1146,27 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
   },
 
   fromJSON(object: any): CreateInterceptRequest {
-    return { spec: isSet(object.spec) ? InterceptSpec.fromJSON(object.spec) : undefined };
+    return {
+      spec: isSet(object.spec) ? InterceptSpec.fromJSON(object.spec) : undefined,
+      mount: isSet(object.mount) ? globalThis.Boolean(object.mount) : false,
+      mountPoint: isSet(object.mountPoint)
+        ? globalThis.String(object.mountPoint)
+        : isSet(object.mount_point)
+        ? globalThis.String(object.mount_point)
+        : "",
+    };
   },
 
   toJSON(message: CreateInterceptRequest): unknown {
     const obj: any = {};
     if (message.spec !== undefined) {
       obj.spec = InterceptSpec.toJSON(message.spec);
+    }
+    if (message.mount !== false) {
+      obj.mount = message.mount;
+    }
+    if (message.mountPoint !== "") {
+      obj.mountPoint = message.mountPoint;
     }
     return obj;
   },
@@ -1135,6 +1179,8 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
     message.spec = (object.spec !== undefined && object.spec !== null)
       ? InterceptSpec.fromPartial(object.spec)
       : undefined;
+    message.mount = object.mount ?? false;
+    message.mountPoint = object.mountPoint ?? "";
     return message;
   },
 };

@@ -345,6 +345,13 @@ export interface InterceptSpec {
   client: string;
   /** Resolve remote_port / port_name through this Service's ports only (tp intercept --service). */
   serviceName: string;
+  /** An ingest (tp ingest): the container's environment without any traffic; no port, no conflicts. */
+  ingest: boolean;
+  /**
+   * The container whose environment the client gets: for an ingest the one asked for (-c; empty: the
+   * only candidate); for an intercept empty, the agent picks the container that owns remote_port.
+   */
+  container: string;
 }
 
 export interface CreateInterceptRequest {
@@ -379,6 +386,8 @@ export interface InterceptInfo {
   /** the intercepted container's environment */
   environment: { [key: string]: string };
   createdUnixMs: number;
+  /** the container the environment came from (set by the accepting agent) */
+  container: string;
 }
 
 export interface InterceptInfo_EnvironmentEntry {
@@ -410,6 +419,8 @@ export interface ReviewInterceptRequest {
   disposition: InterceptDisposition;
   message: string;
   environment: { [key: string]: string };
+  /** ACTIVE: the container whose environment this is */
+  container: string;
 }
 
 export interface ReviewInterceptRequest_EnvironmentEntry {
@@ -463,8 +474,14 @@ export interface StreamInfo {
   idleTimeoutMs: number;
   /** set by agents: the flow belongs to this intercept */
   interceptId: string;
-  /** set by clients answering a DialRequest */
+  /** set by clients (and agents) answering a DialRequest */
   relayId: string;
+  /**
+   * Set by a client: an SFTP channel to the volumes of the container of its intercept or ingest
+   * intercept_id (remote mounts). The manager admits only the session that owns that intercept, and asks
+   * an agent that accepted it to answer (a DialRequest with mount set).
+   */
+  mount: boolean;
 }
 
 export interface TunnelMessage {
@@ -486,6 +503,9 @@ export interface DialRequest {
   targetHost: string;
   targetPort: number;
   dialTimeoutMs: number;
+  /** To an agent: serve the volumes of `container` over SFTP on the stream answering relay_id. */
+  mount: boolean;
+  container: string;
 }
 
 function createBaseVersionInfo(): VersionInfo {
@@ -2879,6 +2899,8 @@ function createBaseInterceptSpec(): InterceptSpec {
     targetPort: 0,
     client: "",
     serviceName: "",
+    ingest: false,
+    container: "",
   };
 }
 
@@ -2916,6 +2938,12 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
     }
     if (message.serviceName !== "") {
       writer.uint32(90).string(message.serviceName);
+    }
+    if (message.ingest !== false) {
+      writer.uint32(96).bool(message.ingest);
+    }
+    if (message.container !== "") {
+      writer.uint32(106).string(message.container);
     }
     return writer;
   },
@@ -3021,6 +3049,22 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
             message.serviceName = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.ingest = reader.bool();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.container = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3070,6 +3114,8 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
         : isSet(object.service_name)
         ? globalThis.String(object.service_name)
         : "",
+      ingest: isSet(object.ingest) ? globalThis.Boolean(object.ingest) : false,
+      container: isSet(object.container) ? globalThis.String(object.container) : "",
     };
   },
 
@@ -3108,6 +3154,12 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
     if (message.serviceName !== "") {
       obj.serviceName = message.serviceName;
     }
+    if (message.ingest !== false) {
+      obj.ingest = message.ingest;
+    }
+    if (message.container !== "") {
+      obj.container = message.container;
+    }
     return obj;
   },
 
@@ -3127,6 +3179,8 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
     message.targetPort = object.targetPort ?? 0;
     message.client = object.client ?? "";
     message.serviceName = object.serviceName ?? "";
+    message.ingest = object.ingest ?? false;
+    message.container = object.container ?? "";
     return message;
   },
 };
@@ -3524,6 +3578,7 @@ function createBaseInterceptInfo(): InterceptInfo {
     pods: [],
     environment: {},
     createdUnixMs: 0,
+    container: "",
   };
 }
 
@@ -3552,6 +3607,9 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     });
     if (message.createdUnixMs !== 0) {
       writer.uint32(64).int64(message.createdUnixMs);
+    }
+    if (message.container !== "") {
+      writer.uint32(74).string(message.container);
     }
     return writer;
   },
@@ -3636,6 +3694,14 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
             message.createdUnixMs = longToNumber(reader.int64());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.container = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3679,6 +3745,7 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
         : isSet(object.created_unix_ms)
         ? globalThis.Number(object.created_unix_ms)
         : 0,
+      container: isSet(object.container) ? globalThis.String(object.container) : "",
     };
   },
 
@@ -3714,6 +3781,9 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     if (message.createdUnixMs !== 0) {
       obj.createdUnixMs = Math.round(message.createdUnixMs);
     }
+    if (message.container !== "") {
+      obj.container = message.container;
+    }
     return obj;
   },
 
@@ -3740,6 +3810,7 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
       {},
     );
     message.createdUnixMs = object.createdUnixMs ?? 0;
+    message.container = object.container ?? "";
     return message;
   },
 };
@@ -4111,7 +4182,7 @@ export const RevokeInterceptsRequest: MessageFns<RevokeInterceptsRequest> = {
 };
 
 function createBaseReviewInterceptRequest(): ReviewInterceptRequest {
-  return { session: undefined, interceptId: "", disposition: 0, message: "", environment: {} };
+  return { session: undefined, interceptId: "", disposition: 0, message: "", environment: {}, container: "" };
 }
 
 export const ReviewInterceptRequest: MessageFns<ReviewInterceptRequest> = {
@@ -4131,6 +4202,9 @@ export const ReviewInterceptRequest: MessageFns<ReviewInterceptRequest> = {
     globalThis.Object.entries(message.environment).forEach(([key, value]: [string, string]) => {
       ReviewInterceptRequest_EnvironmentEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
     });
+    if (message.container !== "") {
+      writer.uint32(50).string(message.container);
+    }
     return writer;
   },
 
@@ -4190,6 +4264,14 @@ export const ReviewInterceptRequest: MessageFns<ReviewInterceptRequest> = {
             }
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.container = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4226,6 +4308,7 @@ export const ReviewInterceptRequest: MessageFns<ReviewInterceptRequest> = {
           {},
         )
         : {},
+      container: isSet(object.container) ? globalThis.String(object.container) : "",
     };
   },
 
@@ -4252,6 +4335,9 @@ export const ReviewInterceptRequest: MessageFns<ReviewInterceptRequest> = {
         });
       }
     }
+    if (message.container !== "") {
+      obj.container = message.container;
+    }
     return obj;
   },
 
@@ -4275,6 +4361,7 @@ export const ReviewInterceptRequest: MessageFns<ReviewInterceptRequest> = {
       },
       {},
     );
+    message.container = object.container ?? "";
     return message;
   },
 };
@@ -4865,6 +4952,7 @@ function createBaseStreamInfo(): StreamInfo {
     idleTimeoutMs: 0,
     interceptId: "",
     relayId: "",
+    mount: false,
   };
 }
 
@@ -4890,6 +4978,9 @@ export const StreamInfo: MessageFns<StreamInfo> = {
     }
     if (message.relayId !== "") {
       writer.uint32(58).string(message.relayId);
+    }
+    if (message.mount !== false) {
+      writer.uint32(64).bool(message.mount);
     }
     return writer;
   },
@@ -4963,6 +5054,14 @@ export const StreamInfo: MessageFns<StreamInfo> = {
             message.relayId = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.mount = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5008,6 +5107,7 @@ export const StreamInfo: MessageFns<StreamInfo> = {
         : isSet(object.relay_id)
         ? globalThis.String(object.relay_id)
         : "",
+      mount: isSet(object.mount) ? globalThis.Boolean(object.mount) : false,
     };
   },
 
@@ -5034,6 +5134,9 @@ export const StreamInfo: MessageFns<StreamInfo> = {
     if (message.relayId !== "") {
       obj.relayId = message.relayId;
     }
+    if (message.mount !== false) {
+      obj.mount = message.mount;
+    }
     return obj;
   },
 
@@ -5051,6 +5154,7 @@ export const StreamInfo: MessageFns<StreamInfo> = {
     message.idleTimeoutMs = object.idleTimeoutMs ?? 0;
     message.interceptId = object.interceptId ?? "";
     message.relayId = object.relayId ?? "";
+    message.mount = object.mount ?? false;
     return message;
   },
 };
@@ -5175,7 +5279,16 @@ export const TunnelMessage: MessageFns<TunnelMessage> = {
 };
 
 function createBaseDialRequest(): DialRequest {
-  return { relayId: "", connId: undefined, interceptId: "", targetHost: "", targetPort: 0, dialTimeoutMs: 0 };
+  return {
+    relayId: "",
+    connId: undefined,
+    interceptId: "",
+    targetHost: "",
+    targetPort: 0,
+    dialTimeoutMs: 0,
+    mount: false,
+    container: "",
+  };
 }
 
 export const DialRequest: MessageFns<DialRequest> = {
@@ -5197,6 +5310,12 @@ export const DialRequest: MessageFns<DialRequest> = {
     }
     if (message.dialTimeoutMs !== 0) {
       writer.uint32(48).uint32(message.dialTimeoutMs);
+    }
+    if (message.mount !== false) {
+      writer.uint32(56).bool(message.mount);
+    }
+    if (message.container !== "") {
+      writer.uint32(66).string(message.container);
     }
     return writer;
   },
@@ -5262,6 +5381,22 @@ export const DialRequest: MessageFns<DialRequest> = {
             message.dialTimeoutMs = reader.uint32();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.mount = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.container = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5306,6 +5441,8 @@ export const DialRequest: MessageFns<DialRequest> = {
         : isSet(object.dial_timeout_ms)
         ? globalThis.Number(object.dial_timeout_ms)
         : 0,
+      mount: isSet(object.mount) ? globalThis.Boolean(object.mount) : false,
+      container: isSet(object.container) ? globalThis.String(object.container) : "",
     };
   },
 
@@ -5329,6 +5466,12 @@ export const DialRequest: MessageFns<DialRequest> = {
     if (message.dialTimeoutMs !== 0) {
       obj.dialTimeoutMs = Math.round(message.dialTimeoutMs);
     }
+    if (message.mount !== false) {
+      obj.mount = message.mount;
+    }
+    if (message.container !== "") {
+      obj.container = message.container;
+    }
     return obj;
   },
 
@@ -5345,6 +5488,8 @@ export const DialRequest: MessageFns<DialRequest> = {
     message.targetHost = object.targetHost ?? "";
     message.targetPort = object.targetPort ?? 0;
     message.dialTimeoutMs = object.dialTimeoutMs ?? 0;
+    message.mount = object.mount ?? false;
+    message.container = object.container ?? "";
     return message;
   },
 };
@@ -5550,7 +5695,10 @@ export const ManagerService = {
     responseSerialize: (value: TunnelMessage): Buffer => Buffer.from(TunnelMessage.encode(value).finish()),
     responseDeserialize: (value: Buffer): TunnelMessage => TunnelMessage.decode(value),
   },
-  /** Clients receive the flows they must dial (intercepted connections) here, then open a Tunnel for each. */
+  /**
+   * Clients receive the flows they must dial (intercepted connections) here, then open a Tunnel for each;
+   * agents receive the mount flows they must serve (DialRequest.mount).
+   */
   watchDial: {
     path: "/tp.manager.Manager/WatchDial" as const,
     requestStream: false as const,
@@ -5600,7 +5748,10 @@ export interface ManagerServer extends UntypedServiceImplementation {
   lookupDns: handleUnaryCall<DNSRequest, DNSResponse>;
   /** One bidi stream per TCP (or UDP) flow; see TunnelMessage. */
   tunnel: handleBidiStreamingCall<TunnelMessage, TunnelMessage>;
-  /** Clients receive the flows they must dial (intercepted connections) here, then open a Tunnel for each. */
+  /**
+   * Clients receive the flows they must dial (intercepted connections) here, then open a Tunnel for each;
+   * agents receive the mount flows they must serve (DialRequest.mount).
+   */
   watchDial: handleServerStreamingCall<SessionInfo, DialRequest>;
 }
 
@@ -5851,7 +6002,10 @@ export interface ManagerClient extends Client {
   tunnel(): ClientDuplexStream<TunnelMessage, TunnelMessage>;
   tunnel(options: Partial<CallOptions>): ClientDuplexStream<TunnelMessage, TunnelMessage>;
   tunnel(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<TunnelMessage, TunnelMessage>;
-  /** Clients receive the flows they must dial (intercepted connections) here, then open a Tunnel for each. */
+  /**
+   * Clients receive the flows they must dial (intercepted connections) here, then open a Tunnel for each;
+   * agents receive the mount flows they must serve (DialRequest.mount).
+   */
   watchDial(request: SessionInfo, options?: Partial<CallOptions>): ClientReadableStream<DialRequest>;
   watchDial(
     request: SessionInfo,

@@ -129,6 +129,8 @@ export const encode = {
         targetPort: 9,
         client: '',
         serviceName: '',
+        ingest: false,
+        container: '',
         ...spec,
       },
     }).finish(),

@@ -1,0 +1,249 @@
+// Issue 13 acceptance (remote mounts): an app container that mounts a ConfigMap, a Secret and the
+// service-account token; `tp intercept … --mount=DIR` shows the same bytes under DIR (read-only), TP_ROOT
+// in the env file; `tp leave` unmounts and leaves DIR empty; after kill -9 of the user daemon the next
+// `tp connect` removes what was left; the agent's memory with the file server idle stays in its budget.
+// (That another session cannot mount these volumes is checked against the manager in manager.test.ts.)
+//
+// The workstation's commands run in private mount namespaces (`tp-lab exec`, lab/workstation.ts): the
+// user daemon's mounts live in its namespace, so the checks look there (nsenter --mount).
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as assert from 'uvu/assert';
+import { runCommand } from '../../lab/command.js';
+import {
+  apply,
+  execInPod,
+  freshNamespace,
+  kubectl,
+  kubectlJson,
+  listPods,
+  rolloutStatus,
+  tpOnWorkstation,
+} from './kube.js';
+import { afterSetup, clusterSuite } from './suite.js';
+import { ECHO_PORT } from './workloads.js';
+
+const NS = 'tp-e2e-mounts';
+const MANAGER_NS = 'tp-system';
+const LOCAL_PORT = 18096;
+const TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+const CONFIG = 'a: 1\nb: "two"\n';
+const PASSWORD = Buffer.from([0, 1, 2, 255, 10, 39, 34]);
+/** The chart's agent.resources.limits.memory. */
+const AGENT_MEMORY_LIMIT = 128 * 1024 * 1024;
+
+const { test, cluster } = await clusterSuite('remote mounts');
+
+const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+
+if (cluster) {
+  const c = cluster;
+  const scratch = '/tmp/tpk-e2e-mounts';
+  const mnt = path.join(scratch, 'mnt');
+  const tp = tpOnWorkstation(c, scratch);
+  let installedChart = false;
+
+  const daemonPid = async () =>
+    (JSON.parse((await tp(['status', '-o', 'json'])).stdout) as { daemon: { pid: number } }).daemon.pid;
+  /** A command in the user daemon's mount namespace. */
+  const inDaemonNs = (pid: number, argv: string[]) =>
+    runCommand(['nsenter', `--mount=/proc/${pid}/ns/mnt`, '--', ...argv], {
+      check: false,
+      timeoutMs: 20_000,
+    });
+  const mountedIn = async (pid: number, dir: string) =>
+    (await inDaemonNs(pid, ['cat', '/proc/self/mountinfo'])).stdout
+      .split('\n')
+      .some((l) => l.split(' ')[4] === dir);
+  /** Every mount namespace on the host: does any still hold `dir`? */
+  const mountedAnywhere = (dir: string) =>
+    fs.readdirSync('/proc').some((p) => {
+      if (!/^\d+$/.test(p)) return false;
+      try {
+        return fs
+          .readFileSync(`/proc/${p}/mountinfo`, 'utf8')
+          .split('\n')
+          .some((l) => l.split(' ')[4] === dir);
+      } catch {
+        return false;
+      }
+    });
+  const agentPod = async () => (await listPods(c, NS, 'app=vol')).find((p) => p.ready && !p.deleting)!.name;
+
+  const scenario = afterSetup(test, async () => {
+    fs.rmSync(scratch, { recursive: true, force: true });
+    fs.mkdirSync(mnt, { recursive: true });
+    await freshNamespace(c, NS);
+    const labels = { app: 'vol' };
+    await apply(
+      c,
+      [
+        { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'cfg' }, data: { 'config.yaml': CONFIG } },
+        {
+          apiVersion: 'v1',
+          kind: 'Secret',
+          metadata: { name: 'sec' },
+          data: { password: PASSWORD.toString('base64') },
+        },
+        {
+          apiVersion: 'apps/v1',
+          kind: 'Deployment',
+          metadata: { name: 'vol', labels },
+          spec: {
+            replicas: 1,
+            selector: { matchLabels: labels },
+            template: {
+              metadata: { labels },
+              spec: {
+                terminationGracePeriodSeconds: 2,
+                volumes: [
+                  { name: 'cfg', configMap: { name: 'cfg' } },
+                  { name: 'sec', secret: { secretName: 'sec' } },
+                ],
+                containers: [
+                  {
+                    name: 'app',
+                    image: c.images.echo,
+                    env: [{ name: 'PORT', value: String(ECHO_PORT) }],
+                    ports: [{ name: 'http', containerPort: ECHO_PORT }],
+                    readinessProbe: { httpGet: { path: '/', port: ECHO_PORT }, periodSeconds: 2 },
+                    volumeMounts: [
+                      { name: 'cfg', mountPath: '/etc/cfg' },
+                      { name: 'sec', mountPath: '/etc/sec', readOnly: true },
+                    ],
+                  },
+                ],
+              },
+            },
+          },
+        },
+      ],
+      NS,
+    );
+    const install = await tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
+    if (install.code === 0) installedChart = true;
+    else if (!/already installed/.test(install.stderr))
+      throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
+    await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
+    await rolloutStatus(c, NS, 'vol');
+    await tp(['connect', '--no-vif']);
+  });
+
+  test.after(async () => {
+    await tp(['quit'], { check: false }).catch(() => {});
+    await kubectl(c, ['delete', 'namespace', NS, '--ignore-not-found', '--wait=false'], { check: false });
+    if (installedChart) await tp(['helm', 'uninstall'], { check: false, timeoutMs: 300_000 }).catch(() => {});
+    fs.rmSync(scratch, { recursive: true, force: true });
+  });
+
+  scenario(
+    'tp intercept --mount=DIR: the ConfigMap, the Secret and the token, byte for byte, read-only',
+    async () => {
+      const r = await tp([
+        'intercept',
+        'vol',
+        '-n',
+        NS,
+        '--port',
+        `${LOCAL_PORT}:${ECHO_PORT}`,
+        `--mount=${mnt}`,
+        '--env-json',
+        `${scratch}/env.json`,
+      ]);
+      assert.match(r.stdout, `Volumes mounted read-only at ${mnt} (TP_ROOT)`);
+      const env = JSON.parse(fs.readFileSync(`${scratch}/env.json`, 'utf8')) as Record<string, string>;
+      assert.is(env.TP_ROOT, mnt);
+      const pid = await daemonPid();
+      assert.ok(await mountedIn(pid, mnt));
+      const hashOf = async (file: string) => {
+        const h = await inDaemonNs(pid, ['sha256sum', path.join(mnt, file)]);
+        assert.is(h.code, 0, h.stderr);
+        return h.stdout.split(' ')[0];
+      };
+      assert.is(await hashOf('etc/cfg/config.yaml'), sha256(CONFIG));
+      assert.is(await hashOf('etc/sec/password'), sha256(PASSWORD));
+      const ns = await inDaemonNs(pid, ['cat', path.join(mnt, TOKEN_DIR, 'namespace')]);
+      assert.is(ns.stdout, NS);
+      // The token the kubelet projected into the pod (the agent container sees the same volume).
+      const token = await execInPod(c, NS, await agentPod(), ['cat', `/tp/mounts/app${TOKEN_DIR}/token`], {
+        container: 'tp-agent',
+      });
+      assert.ok(token.stdout.length > 100);
+      assert.is(await hashOf(`${TOKEN_DIR.slice(1)}/token`), sha256(token.stdout));
+      const write = await inDaemonNs(pid, ['sh', '-c', `echo x > ${mnt}/etc/cfg/new`]);
+      assert.is.not(write.code, 0);
+      assert.match(write.stderr, /Read-only file system/);
+    },
+  );
+
+  scenario(
+    'the agent did not restart, and its memory with the file server idle stays within its budget',
+    async () => {
+      const pod = await agentPod();
+      const status = await kubectlJson<{
+        status: { containerStatuses: { name: string; restartCount: number }[] };
+      }>(c, ['get', 'pod', pod, '-n', NS]);
+      const restarts = status.status.containerStatuses.find((s) => s.name === 'tp-agent')?.restartCount ?? -1;
+      if (restarts !== 0) {
+        const prev = await kubectl(c, ['logs', '-n', NS, pod, '-c', 'tp-agent', '--previous', '--tail=40'], {
+          check: false,
+        });
+        assert.unreachable(
+          `tp-agent restarted ${restarts} time(s); its previous log:\n${prev.stdout}${prev.stderr}`,
+        );
+      }
+      // cgroup v2 (memory.current) or v1 (memory.usage_in_bytes): the container's charge, sftp-servers included.
+      const cg = await execInPod(
+        c,
+        NS,
+        pod,
+        [
+          'sh',
+          '-c',
+          'cat /sys/fs/cgroup/memory.current 2>/dev/null || cat /sys/fs/cgroup/memory/memory.usage_in_bytes',
+        ],
+        { container: 'tp-agent' },
+      );
+      const rss = await execInPod(
+        c,
+        NS,
+        pod,
+        ['sh', '-c', 'for f in /proc/[0-9]*/status; do grep -H -e VmRSS -e Name $f; done'],
+        { container: 'tp-agent', check: false },
+      );
+      const bytes = Number(cg.stdout.trim());
+      process.stdout.write(
+        `# agent, a mount open and idle: container memory ${(bytes / 2 ** 20).toFixed(1)} MiB; ${rss.stdout.trim().replace(/\n/g, '; ')}\n`,
+      );
+      assert.ok(bytes > 0 && bytes < AGENT_MEMORY_LIMIT, `${bytes} bytes`);
+    },
+  );
+
+  scenario('tp leave: unmounted, the mount point empty', async () => {
+    const pid = await daemonPid();
+    await tp(['leave', 'vol']);
+    assert.not.ok(await mountedIn(pid, mnt));
+    assert.equal(fs.readdirSync(mnt), []);
+  });
+
+  scenario('kill -9 of the user daemon: the next tp connect removes the stale mount', async () => {
+    await tp(['ingest', 'vol', '-n', NS, '-c', 'app', '--mount', '--env-json', `${scratch}/ingest.json`]);
+    const dir = (JSON.parse(fs.readFileSync(`${scratch}/ingest.json`, 'utf8')) as Record<string, string>)
+      .TP_ROOT!;
+    assert.ok(dir && dir !== mnt, dir);
+    const pid = await daemonPid();
+    assert.ok(await mountedIn(pid, dir));
+    const state = path.join(scratch, 'run', 'mounts.json');
+    assert.ok(fs.existsSync(state), 'the daemon remembers its mounts');
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 50 && fs.existsSync(`/proc/${pid}`); i++)
+      await new Promise((res) => setTimeout(res, 100));
+    await tp(['connect', '--no-vif']);
+    assert.not.ok(fs.existsSync(state), 'the record is gone');
+    assert.not.ok(fs.existsSync(dir), 'the mount point the daemon made is gone');
+    assert.not.ok(mountedAnywhere(dir), 'no mount namespace holds it');
+  });
+}
+
+test.run();
