@@ -8,7 +8,7 @@ import { errorDetails } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
 import { DaemonClient, waitForExit } from './daemon-client.js';
 import { renderEnvFile } from './env-file.js';
-import { parseInterceptPort } from './intercept-port.js';
+import { httpFilterOf, parseInterceptPort } from './intercept-port.js';
 import { addKubeCommands, type KubeConnectFlags, kubeConnectSettings } from './kube-commands.js';
 import {
   interceptView,
@@ -241,6 +241,18 @@ program
   .option('--address <host>', 'the local host to send the traffic to', '127.0.0.1')
   .option('--env-file <path>', "write the intercepted container's environment to this file (KEY=VALUE lines)")
   .option('--env-json <path>', "write the intercepted container's environment to this file as JSON")
+  .option(
+    '--http-header <NAME=VALUE>',
+    'personal intercept: take only HTTP requests with this header (repeat: all must match)',
+    (v: string, all: string[]) => [...all, v],
+    [] as string[],
+  )
+  .option('--http-path-prefix <path>', 'personal intercept: only requests whose path starts with this')
+  .option('--http-path-equal <path>', 'personal intercept: only requests with exactly this path')
+  .option(
+    '--http-path-regex <regex>',
+    'personal intercept: only requests whose path matches (JavaScript syntax)',
+  )
   .addOption(outputOption())
   .action(
     action(
@@ -255,10 +267,15 @@ program
           address: string;
           envFile?: string;
           envJson?: string;
+          httpHeader: string[];
+          httpPathPrefix?: string;
+          httpPathEqual?: string;
+          httpPathRegex?: string;
           output?: OutputFormat;
         },
       ) => {
         const port = parseInterceptPort(opts.port);
+        const httpFilter = httpFilterOf(opts);
         if (opts.mechanism !== 'tcp')
           throw new UsageError(`mechanism "${opts.mechanism}" is not supported: use --mechanism tcp`);
         const daemon = await DaemonClient.require();
@@ -274,6 +291,7 @@ program
             targetHost: opts.address,
             targetPort: port.local,
             client: '',
+            httpFilter,
           },
           opts.output ? quiet : progress,
         );
@@ -285,7 +303,7 @@ program
           opts.output ?? 'text',
           view,
           () =>
-            `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress} (intercept "${view.name}", ${view.disposition})\n`,
+            `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress}, ${view.filter} (intercept "${view.name}", ${view.disposition})\n`,
         );
       },
     ),

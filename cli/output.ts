@@ -1,6 +1,7 @@
 // How the CLI prints what it shows: text for people, -o json|yaml for scripts. The JSON/YAML shapes are
 // plain views of the gRPC messages (documented in cli/README.md), stable across releases.
 import * as YAML from 'yaml';
+import { formatFilter } from '../http-filter/filter.js';
 import { UsageError } from '../netaddr/parse.js';
 import type { ConnectInfo } from '../rpc/gen/connector.js';
 import { InterceptDisposition, type InterceptInfo, type WorkloadInfo } from '../rpc/gen/manager.js';
@@ -26,6 +27,8 @@ export interface InterceptView {
   localAddress: string;
   mechanism: string;
   client: string;
+  /** `all traffic` (global) or the personal intercept's filter in one line: `x-dev=alice,path-prefix=/api`. */
+  filter: string;
   disposition: string;
   message: string;
   id: string;
@@ -46,6 +49,7 @@ export function interceptView(i: InterceptInfo): InterceptView {
     localAddress: `${s.targetHost || '127.0.0.1'}:${s.targetPort}`,
     mechanism: s.mechanism,
     client: s.client,
+    filter: formatFilter(s.httpFilter),
     disposition: dispositionName(i.disposition),
     message: i.message,
     id: i.id,
@@ -158,7 +162,7 @@ export function statusText(v: StatusView): string {
     lines.push('Intercepts:');
     for (const i of v.intercepts)
       lines.push(
-        `  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} port ${i.remotePort} -> ${i.localAddress}` +
+        `  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} port ${i.remotePort} -> ${i.localAddress}, ${i.filter}` +
           (i.message ? `  (${i.message})` : ''),
       );
   }
@@ -201,7 +205,8 @@ export function listText(workloads: ReturnType<typeof workloadView>[]): string {
       w.kind,
       `${w.agentState} (${w.agents.length} pod${w.agents.length === 1 ? '' : 's'})`,
       w.ports.map((p) => `${p.appPort}->${p.agentPort}`).join(',') || '-',
-      w.intercepts.map((i) => `${i.remotePort} by ${i.client} (${i.disposition})`).join(', ') || '-',
+      w.intercepts.map((i) => `${i.remotePort} by ${i.client} [${i.filter}] (${i.disposition})`).join(', ') ||
+        '-',
     ]);
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   return `${rows

@@ -6,7 +6,10 @@
 //   ACTIVE  --(its last active pod goes away)---------------> WAITING
 //   any     --(leave, depart, expiry)-----------------------> removed from the table
 //
-// One intercept per (namespace, workload, app port): a second one is refused with the holder's name.
+// One global intercept per (namespace, workload, app port): a second one, or a personal one beside it, is
+// refused with the holder's name. Personal intercepts (an HTTP filter, http-filter/) share a port with
+// each other unless their filters are the same.
+import { formatFilter, isPersonal, normalizeFilter, sameFilter } from '../http-filter/filter.js';
 import {
   InterceptDisposition as D,
   type InterceptInfo,
@@ -62,6 +65,12 @@ export class InterceptTable {
       throw new InterceptError('invalid-argument', 'the local port is missing: use --port LOCAL[:REMOTE]');
     const remotePort = resolveRemotePort(spec, workload);
     const name = spec.name || workload.name;
+    let httpFilter: InterceptSpec['httpFilter'];
+    if (isPersonal(spec.httpFilter)) {
+      const n = normalizeFilter(spec.httpFilter);
+      if ('error' in n) throw new InterceptError('invalid-argument', n.error);
+      httpFilter = n.filter;
+    }
     const resolved: InterceptSpec = {
       ...spec,
       name,
@@ -73,6 +82,7 @@ export class InterceptTable {
       portName: workload.ports.find((p) => p.appPort === remotePort)?.name ?? '',
       targetHost: spec.targetHost || '127.0.0.1',
       client: owner.clientName,
+      httpFilter,
     };
     const mine = this.byId.get(interceptId(owner.sessionId, name));
     if (mine)
@@ -88,11 +98,21 @@ export class InterceptTable {
         o.workload === resolved.workload &&
         o.remotePort === remotePort
       ) {
+        const mineIsPersonal = httpFilter !== undefined;
+        const theirs = o.httpFilter;
+        if (mineIsPersonal && isPersonal(theirs) && !sameFilter(httpFilter!, theirs)) continue;
         const who = other.clientSessionId === owner.sessionId ? 'you' : o.client;
+        const port = `port ${remotePort} of workload "${o.workload}" in namespace "${o.namespace}"`;
+        const holder = `${who} (intercept "${o.name}", ${formatFilter(theirs)})`;
         throw new InterceptError(
           'already-exists',
-          `port ${remotePort} of workload "${o.workload}" in namespace "${o.namespace}" is already intercepted ` +
-            `by ${who} (intercept "${o.name}")`,
+          !isPersonal(theirs)
+            ? `${port} is already intercepted by ${holder}` +
+                (mineIsPersonal ? ': a personal intercept cannot share a port with a global one' : '')
+            : !mineIsPersonal
+              ? `${port} has a personal intercept by ${holder}: a global intercept would take its requests; ` +
+                'add --http-header or --http-path-* to make yours personal too'
+              : `${port} is already intercepted by ${holder} with the same filter: choose another header value`,
         );
       }
     }

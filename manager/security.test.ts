@@ -188,6 +188,7 @@ test("a session's credential works for that session only; the user is authorized
     targetHost: '127.0.0.1',
     targetPort: 18090,
     client: '',
+    httpFilter: undefined,
   });
   const create = (token: string, sessionId: string, namespace: string) =>
     call<InterceptInfo>(token, (md, o, cb) =>
@@ -305,6 +306,7 @@ test("revoking others' intercepts is its own permission", async () => {
           targetHost: '127.0.0.1',
           targetPort: 18091,
           client: '',
+          httpFilter: undefined,
         },
       },
       md,

@@ -127,6 +127,7 @@ export const encode = {
         targetHost: '127.0.0.1',
         targetPort: 9,
         client: '',
+        httpFilter: undefined,
         ...spec,
       },
     }).finish(),
