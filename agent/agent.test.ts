@@ -105,6 +105,7 @@ const intercept = (id: string, port: number, pods: InterceptInfo['pods'] = []): 
     targetHost: '127.0.0.1',
     targetPort: 1,
     client: 'a@b',
+    httpFilter: undefined,
   },
   clientSessionId: 'c',
   disposition: D.WAITING,

@@ -56,7 +56,7 @@ async function main(): Promise<void> {
     },
     config.ports.map((p) => p.appPort),
     () => environment,
-    (routes) => steering?.sync(routes.keys()),
+    (ports) => steering?.sync(ports),
     config.managerTokenFile,
   );
   const counters = new ConnectionCounters(
