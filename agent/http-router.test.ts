@@ -43,8 +43,11 @@ async function party(who: string): Promise<{ port: number; close: () => void; co
   // One port for both: h2c by its preface, else HTTP/1.1 (node:http2's allowHTTP1 needs TLS).
   const h1 = http.createServer(handler);
   const h2 = http2.createServer(handler);
+  const sockets = new Set<net.Socket>();
   const server = net.createServer((s) => {
     connections++;
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
     s.once('data', (d) => {
       s.pause();
       if (d.subarray(0, 3).toString() !== 'PRI') {
@@ -67,7 +70,7 @@ async function party(who: string): Promise<{ port: number; close: () => void; co
     connections: () => connections,
     close: () => {
       server.close();
-      h1.closeAllConnections();
+      for (const s of sockets) s.destroy();
     },
   };
 }
