@@ -9,8 +9,8 @@ class PairEnd extends Duplex {
   /** The callback of a write the peer's reader has not taken yet. */
   private blockedWrite: (() => void) | undefined;
 
-  constructor() {
-    super({ allowHalfOpen: true });
+  constructor(allowHalfOpen: boolean) {
+    super({ allowHalfOpen });
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -59,10 +59,16 @@ class PairEnd extends Duplex {
   }
 }
 
-/** A connected pair: what one end writes, the other reads. */
+/**
+ * A connected pair: what one end writes, the other reads. The first end is the one node:http or node:http2
+ * holds: like a net.Socket without allowHalfOpen it ends itself when the far side ended, so a keep-alive
+ * pool drops a connection the workstation's app closed while idle (an `end` alone leaves it in the pool,
+ * and the next request would be written into a closed flow). The second end, the tunnel flow's, carries
+ * half-closes as they come.
+ */
 export function socketPair(): [PairEnd, PairEnd] {
-  const a = new PairEnd();
-  const b = new PairEnd();
+  const a = new PairEnd(false);
+  const b = new PairEnd(true);
   a.peer = b;
   b.peer = a;
   return [a, b];

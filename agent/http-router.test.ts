@@ -23,7 +23,15 @@ const byHeader = (value: string): HttpFilter => ({
 });
 
 /** Answers `<who> <method> <path> <body>` on HTTP/1.1 and h2c alike, with a trailer (as gRPC does). */
-async function party(who: string): Promise<{ port: number; close: () => void; connections: () => number }> {
+interface Party {
+  port: number;
+  close: () => void;
+  /** Closes every connection, as an app does with idle keep-alive connections. */
+  drop: () => void;
+  connections: () => number;
+}
+
+async function party(who: string): Promise<Party> {
   let connections = 0;
   const handler = (
     req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -68,6 +76,9 @@ async function party(who: string): Promise<{ port: number; close: () => void; co
   return {
     port: (server.address() as net.AddressInfo).port,
     connections: () => connections,
+    drop: () => {
+      for (const s of sockets) s.end();
+    },
     close: () => {
       server.close();
       for (const s of sockets) s.destroy();
@@ -126,7 +137,7 @@ async function rig(appPort: number, workstations: Record<string, number>): Promi
 }
 
 async function withParties(
-  run: (rig: Rig, parties: { app: Awaited<ReturnType<typeof party>> }) => Promise<void>,
+  run: (rig: Rig, parties: { app: Party; alice: Party }) => Promise<void>,
 ): Promise<void> {
   const [app, alice, bob] = await Promise.all([party('app'), party('alice'), party('bob')]);
   const r = await rig(app.port, { 'c-alice:echo': alice.port, 'c-bob:echo': bob.port });
@@ -135,7 +146,7 @@ async function withParties(
     { interceptId: 'c-bob:echo', filter: byHeader('bob') },
   ];
   try {
-    await run(r, { app });
+    await run(r, { app, alice });
   } finally {
     r.close();
     for (const p of [app, alice, bob]) p.close();
@@ -178,7 +189,7 @@ test('sniffing: the h2c preface, an HTTP/1 request line, anything else; "more" w
 });
 
 test('HTTP/1.1: 200 requests over 10 keep-alive connections, each answered by the right party', async () => {
-  await withParties(async (r, { app }) => {
+  await withParties(async (r, { app, alice }) => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 10 });
     try {
       const kinds = ['alice', 'bob', undefined] as const;
@@ -193,6 +204,10 @@ test('HTTP/1.1: 200 requests over 10 keep-alive connections, each answered by th
       });
       assert.ok(app.connections() <= 10, `the app saw ${app.connections()} connections`);
       assert.is(r.counts.intercepted, 134);
+      // alice's app closes its idle connections (a keep-alive timeout): her next request gets a new flow.
+      alice.drop();
+      await new Promise((res) => setTimeout(res, 100));
+      assert.is(await get(agent, r.port, '/later', 'alice'), 'alice GET /later ');
       // The intercept of bob ends: his next request on the same connections goes to the app.
       r.routes = r.routes.slice(0, 1);
       assert.is(await get(agent, r.port, '/after', 'bob'), 'app GET /after ');
