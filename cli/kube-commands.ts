@@ -7,7 +7,8 @@
 import * as path from 'node:path';
 import type { Command, Option } from 'commander';
 import type { HelmAction } from '../kube/helm.js';
-import { type OutputFormat, print } from './output.js';
+import { DaemonClient } from './daemon-client.js';
+import { type InterceptView, interceptLines, interceptView, type OutputFormat, print } from './output.js';
 
 type KubeconfigModule = typeof import('../kube/kubeconfig.js');
 let kubeconfigModule: KubeconfigModule | undefined;
@@ -108,7 +109,15 @@ export function addKubeCommands(program: Command, action: Action, outputOption: 
           const { describeWorkload, renderDescription } = await import('../kube/describe.js');
           const { kc, namespace } = loadKubeConfig(opts);
           const d = await describeWorkload(kc, namespace, workload, { live: opts.live });
-          print(opts.output ?? 'text', d, () => renderDescription(d));
+          // The intercepts live in the traffic manager: shown when tp is connected.
+          const intercepts = await workloadIntercepts(namespace, workload);
+          print(opts.output ?? 'text', { ...d, intercepts: intercepts ?? null }, () => {
+            const held =
+              intercepts === undefined
+                ? ['  intercepts:   unknown (tp is not connected)']
+                : interceptLines(intercepts, '  ');
+            return `${renderDescription(d).trimEnd()}\n${held.join('\n')}\n`;
+          });
         },
       ),
     );
@@ -119,6 +128,20 @@ export function addKubeCommands(program: Command, action: Action, outputOption: 
   program.hook('preAction', async (_program, command) => {
     if (command.name() === 'connect' && !command.opts().managerAddress) await loadKubeconfigModule();
   });
+}
+
+/** The workload's intercepts as the manager has them (filter and owner each), or undefined when not connected. */
+async function workloadIntercepts(namespace: string, workload: string): Promise<InterceptView[] | undefined> {
+  const daemon = await DaemonClient.find();
+  if (!daemon) return undefined;
+  try {
+    const snapshot = await daemon.list({ namespace, interceptsOnly: false, agentsOnly: false });
+    return (snapshot.workloads.find((w) => w.name === workload)?.intercepts ?? []).map(interceptView);
+  } catch {
+    return undefined;
+  } finally {
+    daemon.close();
+  }
 }
 
 export interface KubeConnectFlags {

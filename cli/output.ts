@@ -157,16 +157,21 @@ export function statusText(v: StatusView): string {
     );
   lines.push(...vifLines(v.vif, '  '));
   lines.push(`  daemon:      pid ${v.daemon.pid}, log ${v.daemon.logFile}`);
-  if (v.intercepts.length === 0) lines.push('Intercepts: none');
-  else {
-    lines.push('Intercepts:');
-    for (const i of v.intercepts)
-      lines.push(
-        `  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} port ${i.remotePort} -> ${i.localAddress}, ${i.filter}` +
-          (i.message ? `  (${i.message})` : ''),
-      );
-  }
+  lines.push(...interceptLines(v.intercepts, ''));
   return `${lines.join('\n')}\n`;
+}
+
+/** `Intercepts:` and one line each (name, state, port, filter, owner), for tp status and tp describe. */
+export function interceptLines(intercepts: InterceptView[], indent: string): string[] {
+  if (intercepts.length === 0) return [`${indent}Intercepts: none`];
+  return [
+    `${indent}Intercepts:`,
+    ...intercepts.map(
+      (i) =>
+        `${indent}  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} port ${i.remotePort} -> ${i.localAddress}, ${i.filter}, by ${i.client}` +
+        (i.message ? `  (${i.message})` : ''),
+    ),
+  ];
 }
 
 export function workloadView(w: WorkloadInfo) {

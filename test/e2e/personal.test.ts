@@ -271,12 +271,16 @@ if (cluster) {
       );
       const text = (await alice.tp(['list', '-n', NS])).stdout;
       assert.match(text, /\[x-dev=alice\]/);
+      const described = (await alice.tp(['describe', 'web', '-n', NS, '--no-live'])).stdout;
+      assert.match(described, /port 8080 -> 127\.0\.0\.1:18190, x-dev=alice, by \S+@\S+/);
+      assert.match(described, /port 8080 -> 127\.0\.0\.1:18191, x-dev=bob, by \S+@\S+/);
     },
   );
 
   scenario('refusals: a global intercept beside them names a holder; a bad regex says why', async () => {
-    const global = await alice.tp(
-      ['intercept', 'web', '-n', NS, '--name', 'all', '--port', `${ALICE_PORT + 5}:${APP_PORT}`],
+    // bob asks: the first holder found is alice (to her own request it would say "you").
+    const global = await bob.tp(
+      ['intercept', 'web', '-n', NS, '--name', 'all', '--port', `${BOB_PORT + 5}:${APP_PORT}`],
       { check: false },
     );
     assert.is.not(global.code, 0);
