@@ -92,7 +92,7 @@ test('one intercept per workload port: the second is refused with the holder nam
   t.create(alice, spec({ remotePort: 18080 }), workload([18080, 9090]));
   const e = refusal(() => t.create(bob, spec({ remotePort: 18080 }), workload([18080, 9090])));
   assert.is(e.code, 'already-exists');
-  assert.match(e.message, /already intercepted by alice@laptop \(intercept "echo", all traffic\)/);
+  assert.match(e.message, /already intercepted by alice@laptop \(intercept "echo"\)/);
   // Another port of the same workload is fine.
   t.create(bob, spec({ name: 'echo-metrics', remotePort: 9090 }), workload([18080, 9090]));
   // When alice departs, her port is free again.
@@ -182,7 +182,7 @@ test('personal intercepts share a port; a global one conflicts with them both wa
   e = refusal(() => t.create(alice, spec({ httpFilter: byHeader('x-dev', 'alice') }), w));
   assert.match(
     e.message,
-    /already intercepted by carol@pc \(intercept "echo", all traffic\): a personal intercept cannot share/,
+    /already intercepted by carol@pc \(intercept "echo"\): a personal intercept cannot share/,
   );
 });
 

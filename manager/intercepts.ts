@@ -103,7 +103,7 @@ export class InterceptTable {
         if (mineIsPersonal && isPersonal(theirs) && !sameFilter(httpFilter!, theirs)) continue;
         const who = other.clientSessionId === owner.sessionId ? 'you' : o.client;
         const port = `port ${remotePort} of workload "${o.workload}" in namespace "${o.namespace}"`;
-        const holder = `${who} (intercept "${o.name}", ${formatFilter(theirs)})`;
+        const holder = `${who} (intercept "${o.name}"${isPersonal(theirs) ? `, ${formatFilter(theirs)}` : ''})`;
         throw new InterceptError(
           'already-exists',
           !isPersonal(theirs)
