@@ -51,6 +51,13 @@ async function party(who: string): Promise<Party> {
   // One port for both: h2c by its preface, else HTTP/1.1 (node:http2's allowHTTP1 needs TLS).
   const h1 = http.createServer(handler);
   const h2 = http2.createServer(handler);
+  // An Upgrade: the connection is this party's from now on; it says who it is, then echoes.
+  h1.on('upgrade', (req: http.IncomingMessage, socket: net.Socket) => {
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${req.headers.upgrade}\r\n\r\n${who}:`,
+    );
+    socket.pipe(socket);
+  });
   const sockets = new Set<net.Socket>();
   const server = net.createServer((s) => {
     connections++;
@@ -215,6 +222,36 @@ test('HTTP/1.1: 200 requests over 10 keep-alive connections, each answered by th
     } finally {
       agent.destroy();
     }
+  });
+});
+
+test('an Upgrade request hands the connection over whole to the party it matched', async () => {
+  await withParties(async (r) => {
+    const upgrade = (dev?: string) =>
+      new Promise<string>((resolve, reject) => {
+        const req = http.request({
+          host: '127.0.0.1',
+          port: r.port,
+          path: '/ws',
+          agent: false,
+          headers: { connection: 'Upgrade', upgrade: 'echo', ...(dev ? { 'x-dev': dev } : {}) },
+        });
+        req.on('upgrade', (_res, socket: net.Socket, head: Buffer) => {
+          let got = head.toString();
+          socket.on('data', (d) => {
+            got += d;
+            if (got.endsWith('ping')) {
+              socket.destroy();
+              resolve(got);
+            }
+          });
+          socket.write('ping');
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    assert.is(await upgrade('bob'), 'bob:ping');
+    assert.is(await upgrade(), 'app:ping');
   });
 });
 
