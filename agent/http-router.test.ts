@@ -12,6 +12,7 @@ import type { HttpFilter } from '../rpc/gen/manager.js';
 import { socketPair } from './flow-socket.js';
 import { type PersonalPort, routeConnection, sniff } from './http-router.js';
 import type { PersonalRoute } from './intercept-routes.js';
+import { splice } from './listeners.js';
 
 setLevel('error');
 
@@ -120,12 +121,8 @@ async function rig(appPort: number, workstations: Record<string, number>): Promi
       inner.on('error', () => ws.destroy());
       return outer as unknown as net.Socket;
     },
-    splice: (client, app) => {
-      client.pipe(app).pipe(client);
-      client.on('error', () => app.destroy());
-      app.on('error', () => client.destroy());
-      client.resume();
-    },
+    // The listener's own pump, as in the agent.
+    splice: (client, app) => splice(client, app, appPort, r.counts),
   };
   const sockets = new Set<net.Socket>();
   const listener = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => {
@@ -326,6 +323,35 @@ test('not HTTP: bytes the client sends first, and a server that speaks first, pa
   } finally {
     r.close();
     echo.close();
+  }
+});
+
+test('a client that sends a little and half-closes before the first bytes tell: bytes and FIN reach the app', async () => {
+  // A silent app (it does not speak first) that answers what it read once the client half-closed.
+  const app = net.createServer({ allowHalfOpen: true }, (s) => {
+    let got = '';
+    s.on('data', (d) => {
+      got += d;
+    });
+    s.on('end', () => s.end(`read ${got}`));
+  });
+  await new Promise<void>((res) => app.listen(0, '127.0.0.1', res));
+  const r = await rig((app.address() as net.AddressInfo).port, {});
+  r.routes = [{ interceptId: 'c-alice:echo', filter: byHeader('alice') }];
+  try {
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port: r.port, allowHalfOpen: true }, () => s.end('GE'));
+      let got = '';
+      s.on('data', (d) => {
+        got += d;
+      });
+      s.on('end', () => resolve(got));
+      s.on('error', reject);
+    });
+    assert.is(answer, 'read GE');
+  } finally {
+    r.close();
+    app.close();
   }
 });
 

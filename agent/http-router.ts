@@ -95,7 +95,10 @@ export function routeConnection(client: net.Socket, port: PersonalPort): void {
     client.pause();
     if (kind === 'other') {
       if (head.length) app.write(head);
+      // An EOF already read does not come again for the splice's pump: pass it on here.
+      const ended = client.readableEnded;
       port.splice(client, app);
+      if (ended) app.end();
       app.resume();
       return;
     }

@@ -194,7 +194,7 @@ function passthrough(client: net.Socket, host: string, appPort: number, counts: 
 }
 
 /** Pipes a client connection and its app connection (being dialed or up) both ways. */
-function splice(client: net.Socket, app: net.Socket, appPort: number, counts: PortCounts): void {
+export function splice(client: net.Socket, app: net.Socket, appPort: number, counts: PortCounts): void {
   app.on('error', (e: NodeJS.ErrnoException) => {
     if (e.syscall === 'connect') {
       counts.dialFailures++;
