@@ -114,6 +114,7 @@ const intercept = (
     serviceName: '',
     ingest: ingest !== undefined,
     container: ingest?.container ?? '',
+    httpFilter: undefined,
   },
   clientSessionId: 'c',
   disposition: D.WAITING,
@@ -148,6 +149,39 @@ test('the agent accepts intercepts of ports it captures, refuses others, routes 
   const gone = plan([], 'echo-0', [18080], sent, [app]);
   assert.equal(gone.routes.size, 0);
   assert.is(sent.size, 0);
+});
+
+test('personal intercepts share a port as filters; a global one would take it whole', () => {
+  const personal = (id: string, dev: string): InterceptInfo => {
+    const i = intercept(id, 18080);
+    i.spec!.httpFilter = {
+      headers: [{ name: 'x-dev', value: dev }],
+      pathPrefix: '',
+      pathEqual: '',
+      pathRegex: '',
+    };
+    return i;
+  };
+  const p = plan([personal('a', 'alice'), personal('b', 'bob')], 'echo-0', [18080], new Map(), [app]);
+  assert.equal(
+    p.reviews.map((r) => [r.interceptId, r.disposition]),
+    [
+      ['a', D.ACTIVE],
+      ['b', D.ACTIVE],
+    ],
+  );
+  assert.is(p.routes.size, 0);
+  assert.equal(
+    p.personal.get(18080)?.map((r) => [r.interceptId, r.filter.headers[0]!.value]),
+    [
+      ['a', 'alice'],
+      ['b', 'bob'],
+    ],
+  );
+  // The manager never lets them share a port; should a snapshot show it, the global one wins.
+  const both = plan([personal('a', 'alice'), intercept('g', 18080)], 'echo-0', [18080], new Map(), [app]);
+  assert.equal([...both.routes], [[18080, 'g']]);
+  assert.is(both.personal.size, 0);
 });
 
 test('a pod already reviewed ACTIVE by the manager is not reviewed again', () => {

@@ -1,7 +1,9 @@
 // What the agent does with a snapshot of its workload's intercepts, as a pure function: which reviews to
-// send (ACTIVE for a port it captures, AGENT_ERROR for one it does not) and which app ports to forward.
+// send (ACTIVE for a port it captures, AGENT_ERROR for one it does not) and which app ports to forward:
+// whole (a global intercept) or request by request (personal intercepts, each with its HTTP filter).
 // Ingests are reviewed the same way (ACTIVE when their container is clear) but never take traffic.
-import { InterceptDisposition as D, type InterceptInfo } from '../rpc/gen/manager.js';
+import { isPersonal } from '../http-filter/filter.js';
+import { InterceptDisposition as D, type HttpFilter, type InterceptInfo } from '../rpc/gen/manager.js';
 import { type AppContainer, chooseContainer } from './containers.js';
 
 export interface ReviewToSend {
@@ -16,6 +18,13 @@ export interface InterceptPlan {
   reviews: ReviewToSend[];
   /** app port -> intercept id: new connections to these ports go to the intercepting client. */
   routes: Map<number, string>;
+  /** app port -> its personal intercepts: the requests each filter matches go to its client. */
+  personal: Map<number, PersonalRoute[]>;
+}
+
+export interface PersonalRoute {
+  interceptId: string;
+  filter: HttpFilter;
 }
 
 /**
@@ -31,6 +40,7 @@ export function plan(
 ): InterceptPlan {
   const reviews: ReviewToSend[] = [];
   const routes = new Map<number, string>();
+  const personal = new Map<number, PersonalRoute[]>();
   const present = new Set<string>();
   for (const i of intercepts) {
     present.add(i.id);
@@ -54,8 +64,15 @@ export function plan(
       });
       sent.set(i.id, want);
     }
-    if (!ingest && container && !routes.has(port)) routes.set(port, i.id);
+    if (ingest || !container) continue;
+    const filter = i.spec?.httpFilter;
+    if (isPersonal(filter))
+      personal.set(port, [...(personal.get(port) ?? []), { interceptId: i.id, filter }]);
+    else if (!routes.has(port)) routes.set(port, i.id);
   }
+  // The manager never lets a global intercept share a port with personal ones; should a snapshot show
+  // both, the global one takes the port whole, as before personal intercepts existed.
+  for (const port of routes.keys()) personal.delete(port);
   for (const id of [...sent.keys()]) if (!present.has(id)) sent.delete(id);
-  return { reviews, routes };
+  return { reviews, routes, personal };
 }

@@ -28,6 +28,8 @@ import {
 } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import type { ConnectionCounters, PortCounts } from './connection-counters.js';
+import { socketPair } from './flow-socket.js';
+import type { PersonalPort } from './http-router.js';
 import { listenOnPort } from './listen.js';
 import type { AgentManagerSession } from './manager-session.js';
 import { fdOf, originalDst } from './original-dst.js';
@@ -109,7 +111,10 @@ export class PortListener {
     const interceptId = session.routes.get(appPort);
     if (interceptId && session.sessionId) {
       counts.intercepted++;
-      this.forward(socket, appPort, interceptId, counts);
+      this.forward(socket, socket, appPort, interceptId, counts);
+    } else if (session.personal.has(appPort) && session.sessionId) {
+      counts.passedThrough++;
+      void this.routeRequests(socket, appPort, counts);
     } else {
       counts.passedThrough++;
       passthrough(socket, this.loopbackFor(socket), appPort, counts);
@@ -134,9 +139,38 @@ export class PortListener {
     return remote.includes(':') && !remote.startsWith('::ffff:') ? '::1' : '127.0.0.1';
   }
 
-  private forward(socket: net.Socket, appPort: number, interceptId: string, counts: PortCounts): void {
+  /**
+   * Personal intercepts on this port: HTTP is terminated and routed per request (http-router.ts, loaded
+   * only now, so a port without them never pays for it).
+   */
+  private async routeRequests(socket: net.Socket, appPort: number, counts: PortCounts): Promise<void> {
+    const { routeConnection } = await import('./http-router.js');
     const session = this.o.session;
-    const connId = connectionIdOf(socket, { address: unmapped(socket.localAddress), port: appPort });
+    const port: PersonalPort = {
+      appPort,
+      appHost: this.loopbackFor(socket),
+      counts,
+      routes: () => (session.sessionId ? session.personal.get(appPort) : undefined),
+      openFlow: (interceptId, client) => {
+        const [outer, inner] = socketPair();
+        this.forward(inner as unknown as net.Socket, client, appPort, interceptId, counts);
+        return outer as unknown as net.Socket;
+      },
+      splice: (client, app) => splice(client, app, appPort, counts),
+    };
+    routeConnection(socket, port);
+  }
+
+  /** Pumps `socket` through a tunnel flow to the intercept's client; `client` names the connection. */
+  private forward(
+    socket: net.Socket,
+    client: net.Socket,
+    appPort: number,
+    interceptId: string,
+    counts: PortCounts,
+  ): void {
+    const session = this.o.session;
+    const connId = connectionIdOf(client, { address: unmapped(client.localAddress), port: appPort });
     const info = streamInfo({
       connId,
       sessionId: session.sessionId,
@@ -202,7 +236,11 @@ function ignore(): void {}
  * (which still applies backpressure), so no event-loop turn is spent waiting for 'connect' first.
  */
 function passthrough(client: net.Socket, host: string, appPort: number, counts: PortCounts): void {
-  const app = net.connect({ host, port: appPort, allowHalfOpen: true, noDelay: true });
+  splice(client, net.connect({ host, port: appPort, allowHalfOpen: true, noDelay: true }), appPort, counts);
+}
+
+/** Pipes a client connection and its app connection (being dialed or up) both ways. */
+export function splice(client: net.Socket, app: net.Socket, appPort: number, counts: PortCounts): void {
   app.on('error', (e: NodeJS.ErrnoException) => {
     if (e.syscall === 'connect') {
       counts.dialFailures++;

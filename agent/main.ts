@@ -68,7 +68,7 @@ async function main(): Promise<void> {
     },
     config.ports.map((p) => p.appPort),
     (name) => containers.find((c) => c.name === name)?.environment ?? {},
-    (routes) => steering?.sync(routes.keys()),
+    (ports) => steering?.sync(ports),
     config.managerTokenFile,
     containers,
   );

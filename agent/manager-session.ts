@@ -17,7 +17,7 @@ import { managerChannelOptions } from '../rpc/grpc-options.js';
 import { ManagerClient } from '../rpc/manager-service.js';
 import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
 import type { AppContainer } from './containers.js';
-import { plan } from './intercept-routes.js';
+import { type PersonalRoute, plan } from './intercept-routes.js';
 
 const log = createLogger('agent/session');
 const CALL_TIMEOUT_MS = 5_000;
@@ -44,6 +44,8 @@ export class AgentManagerSession {
   private arrival: Promise<Arrival> | undefined;
   /** app port -> intercept id, for the intercepts this agent accepted. */
   routes = new Map<number, string>();
+  /** app port -> its personal intercepts (HTTP filters), for the intercepts this agent accepted. */
+  personal = new Map<number, PersonalRoute[]>();
   /**
    * Mount flows the manager asks this agent to serve (DialRequest.mount, agent/file-server.ts); set before
    * run(). Unset: the agent does not watch for them.
@@ -59,8 +61,8 @@ export class AgentManagerSession {
     private readonly capturedAppPorts: number[],
     /** The environment of the named app container (the one a review names). */
     private readonly environment: (container: string) => Record<string, string>,
-    /** Called with the new routes whenever they change (eBPF capture steers exactly these ports). */
-    private readonly onRoutes: (routes: Map<number, string>) => void = () => {},
+    /** Called with the intercepted app ports whenever the routes change (eBPF capture steers exactly these). */
+    private readonly onRoutes: (interceptedPorts: number[]) => void = () => {},
     /**
      * The pod's projected ServiceAccount token with the manager's audience (TP_MANAGER_TOKEN_FILE), read
      * again at every arrival: the kubelet rotates it. Undefined: none (standalone).
@@ -140,7 +142,7 @@ export class AgentManagerSession {
         this.client = this.newClient();
       } finally {
         this.sessionId = '';
-        this.setRoutes(new Map());
+        this.setRoutes(new Map(), new Map());
       }
       await this.sleep(backoff + Math.floor(Math.random() * (backoff / 4)));
       backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
@@ -200,7 +202,7 @@ export class AgentManagerSession {
       }, remainIntervalMs);
       watch.on('data', (snapshot: InterceptInfoSnapshot) => {
         const p = plan(snapshot.intercepts, this.info.podName, this.capturedAppPorts, sent, this.containers);
-        this.setRoutes(p.routes);
+        this.setRoutes(p.routes, p.personal);
         for (const r of p.reviews) {
           log.info(
             r.disposition === InterceptDisposition.ACTIVE ? 'accepting intercept' : 'refusing intercept',
@@ -266,9 +268,10 @@ export class AgentManagerSession {
     };
   }
 
-  private setRoutes(routes: Map<number, string>): void {
+  private setRoutes(routes: Map<number, string>, personal: Map<number, PersonalRoute[]>): void {
     this.routes = routes;
-    this.onRoutes(routes);
+    this.personal = personal;
+    this.onRoutes([...routes.keys(), ...personal.keys()]);
   }
 
   private sleep(ms: number): Promise<void> {

@@ -178,10 +178,14 @@ export async function startManagerAndAgent(
   return { managerPid: manager.pid!, agentPid: agent.pid! };
 }
 
-/** Starts manager + agent + user daemon with an intercept of appPort to localPort. */
+/**
+ * Starts manager + agent + user daemon with an intercept of appPort to localPort; `interceptFlags` are
+ * added to `tp intercept` (a personal intercept's --http-header).
+ */
 export async function startIntercept(
   p: Processes,
   ports: { manager: number; app: number; agent: number; local: number },
+  interceptFlags: string[] = [],
 ): Promise<{ agentPid: number; managerPid: number; daemonPid: number }> {
   const { managerPid, agentPid } = await startManagerAndAgent(p, ports);
   p.tp('connect', '--manager-address', `127.0.0.1:${ports.manager}`);
@@ -192,6 +196,6 @@ export async function startIntercept(
     () => JSON.parse(p.tp('list', '-o', 'json')).workloads.length > 0,
     STARTUP_TIMEOUT_MS,
   );
-  p.tp('intercept', 'bench', '--port', `${ports.local}:${ports.app}`);
+  p.tp('intercept', 'bench', '--port', `${ports.local}:${ports.app}`, ...interceptFlags);
   return { agentPid, managerPid, daemonPid };
 }

@@ -7,9 +7,17 @@ import * as assert from 'uvu/assert';
 import type { ConnectInfo } from '../rpc/gen/connector.js';
 import type { WorkloadInfo } from '../rpc/gen/manager.js';
 import { checkEnvOutput, parseEnvSyntax, renderEnv, writeSecretFile } from './env-file.js';
-import { parseInterceptPort } from './intercept-port.js';
+import { httpFilterOf, parseInterceptPort } from './intercept-port.js';
 import { checkLabel, checkSubdomain } from './names.js';
-import { listText, parseOutputFormat, statusText, statusView, versionsView } from './output.js';
+import {
+  interceptLines,
+  interceptView,
+  listText,
+  parseOutputFormat,
+  statusText,
+  statusView,
+  versionsView,
+} from './output.js';
 import { collectCidrs, vifFlags } from './vif-flags.js';
 
 test('--port LOCAL[:REMOTE]', () => {
@@ -22,6 +30,56 @@ test('--port LOCAL[:REMOTE]', () => {
   assert.throws(() => parseInterceptPort('80:70000'), /remote port/);
   assert.throws(() => parseInterceptPort('80:Http'), /a port number or a port name/);
   assert.throws(() => parseInterceptPort('80:-x'), /a port number or a port name/);
+});
+
+test('personal intercept flags: a filter only when one is given; NAME=VALUE checked', () => {
+  assert.is(httpFilterOf({ httpHeader: [] }), undefined);
+  assert.equal(httpFilterOf({ httpHeader: ['x-dev=alice'], httpPathPrefix: '/api' }), {
+    headers: [{ name: 'x-dev', value: 'alice' }],
+    pathPrefix: '/api',
+    pathEqual: '',
+    pathRegex: '',
+  });
+  assert.throws(() => httpFilterOf({ httpHeader: ['x-dev'] }), /expected NAME=VALUE/);
+});
+
+test('an intercept shows its filter and owner (status, describe, -o json)', () => {
+  const view = interceptView({
+    id: 'c:web',
+    spec: {
+      name: 'web',
+      workload: 'web',
+      namespace: 'ns',
+      workloadKind: 'Deployment',
+      mechanism: 'tcp',
+      remotePort: 8080,
+      portName: '',
+      targetHost: '127.0.0.1',
+      targetPort: 18190,
+      client: 'alice@laptop',
+      serviceName: '',
+      ingest: false,
+      container: '',
+      httpFilter: {
+        headers: [{ name: 'x-dev', value: 'alice' }],
+        pathPrefix: '',
+        pathEqual: '',
+        pathRegex: '',
+      },
+    },
+    clientSessionId: 'c',
+    disposition: 2,
+    message: '',
+    pods: [],
+    environment: {},
+    createdUnixMs: 0,
+    container: '',
+  });
+  assert.is(view.filter, 'x-dev=alice');
+  assert.equal(interceptLines([view], '  '), [
+    '  Intercepts:',
+    '    web: ACTIVE  ns/web port 8080 -> 127.0.0.1:18190, x-dev=alice, by alice@laptop',
+  ]);
 });
 
 test('-o accepts json and yaml only', () => {

@@ -13,7 +13,7 @@ import { UsageError } from '../netaddr/parse.js';
 import type { WorkloadInfo } from '../rpc/gen/manager.js';
 import { VERSION } from '../version/version.js';
 import { DaemonClient } from './daemon-client.js';
-import { type OutputFormat, print, statusView } from './output.js';
+import { interceptLines, interceptView, type OutputFormat, print, statusView } from './output.js';
 
 type KubeconfigModule = typeof import('../kube/kubeconfig.js');
 let kubeconfigModule: KubeconfigModule | undefined;
@@ -128,7 +128,15 @@ export function addKubeCommands(program: Command, action: Action, outputOption: 
             const counters = managed?.agents.find((a) => a.podName === pod.pod.name)?.counters;
             if (counters) pod.agentCounters = counters;
           }
-          print(opts.output ?? 'text', d, () => renderDescription(d));
+          // The intercepts live in the traffic manager: shown when tp is connected.
+          const intercepts = viaManager ? (managed?.intercepts ?? []).map(interceptView) : undefined;
+          print(opts.output ?? 'text', { ...d, intercepts: intercepts ?? null }, () => {
+            const held =
+              intercepts === undefined
+                ? ['  intercepts:   unknown (tp is not connected)']
+                : interceptLines(intercepts, '  ');
+            return `${renderDescription(d).trimEnd()}\n${held.join('\n')}\n`;
+          });
         },
       ),
     );

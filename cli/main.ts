@@ -20,7 +20,7 @@ import {
   renderEnv,
   writeSecretFile,
 } from './env-file.js';
-import { parseInterceptPort } from './intercept-port.js';
+import { httpFilterOf, parseInterceptPort } from './intercept-port.js';
 import { addKubeCommands, type KubeConnectFlags, kubeConnectSettings } from './kube-commands.js';
 import { checkLabel, checkSubdomain } from './names.js';
 import {
@@ -396,6 +396,18 @@ program
     '--mount [dir]',
     "mount the container's volumes read-only (at DIR; =false: do not); TP_ROOT in the env",
   )
+  .option(
+    '--http-header <NAME=VALUE>',
+    'personal intercept: take only HTTP requests with this header (repeat: all must match)',
+    (v: string, all: string[]) => [...all, v],
+    [] as string[],
+  )
+  .option('--http-path-prefix <path>', 'personal intercept: only requests whose path starts with this')
+  .option('--http-path-equal <path>', 'personal intercept: only requests with exactly this path')
+  .option(
+    '--http-path-regex <regex>',
+    'personal intercept: only requests whose path matches (JavaScript syntax)',
+  )
   .addOption(outputOption())
   .addHelpText(
     'after',
@@ -417,6 +429,10 @@ program
           envJson?: string;
           envSyntax: EnvSyntax;
           mount?: string | boolean;
+          httpHeader: string[];
+          httpPathPrefix?: string;
+          httpPathEqual?: string;
+          httpPathRegex?: string;
           output?: OutputFormat;
         },
       ) => {
@@ -425,6 +441,7 @@ program
         const name = checkSubdomain(opts.name ?? workload, 'intercept name');
         if (opts.namespace) checkLabel(opts.namespace, 'namespace');
         const port = parseInterceptPort(opts.port);
+        const httpFilter = httpFilterOf(opts);
         if (opts.mechanism !== 'tcp')
           throw new UsageError(`mechanism "${opts.mechanism}" is not supported: use --mechanism tcp`);
         if (opts.envFile) checkEnvOutput(opts.envFile, '--env-file');
@@ -445,6 +462,7 @@ program
             serviceName: opts.service ?? '',
             ingest: false,
             container: '',
+            httpFilter,
           },
           opts.output ? quiet : progress,
           mountRequest(opts.mount),
@@ -455,7 +473,7 @@ program
           opts.output ?? 'text',
           view,
           () =>
-            `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress} (intercept "${view.name}", ${view.disposition})\n` +
+            `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress}, ${view.filter} (intercept "${view.name}", ${view.disposition})\n` +
             mountedText(result.environment),
         );
       },
@@ -515,6 +533,7 @@ program
             serviceName: '',
             ingest: true,
             container: opts.container,
+            httpFilter: undefined,
           },
           opts.output ? quiet : progress,
           mountRequest(opts.mount),

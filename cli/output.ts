@@ -1,6 +1,7 @@
 // How the CLI prints what it shows: text for people, -o json|yaml for scripts. The JSON/YAML shapes are
 // plain views of the gRPC messages (documented in cli/README.md), stable across releases.
 import * as YAML from 'yaml';
+import { formatFilter } from '../http-filter/filter.js';
 import { UsageError } from '../netaddr/parse.js';
 import type { ConnectInfo } from '../rpc/gen/connector.js';
 import { InterceptDisposition, type InterceptInfo, type WorkloadInfo } from '../rpc/gen/manager.js';
@@ -30,6 +31,8 @@ export interface InterceptView {
   localAddress: string;
   mechanism: string;
   client: string;
+  /** `all traffic` (global) or the personal intercept's filter in one line: `x-dev=alice,path-prefix=/api`. */
+  filter: string;
   disposition: string;
   message: string;
   id: string;
@@ -52,6 +55,7 @@ export function interceptView(i: InterceptInfo): InterceptView {
     localAddress: `${s.targetHost || '127.0.0.1'}:${s.targetPort}`,
     mechanism: s.mechanism,
     client: s.client,
+    filter: formatFilter(s.httpFilter),
     disposition: dispositionName(i.disposition),
     message: i.message,
     id: i.id,
@@ -201,27 +205,36 @@ export function statusText(v: StatusView): string {
     lines.push(`  versions:    tp ${v.versions.client}, tp-manager ${v.versions.manager}, agents ${agents}`);
     for (const m of v.versions.mismatches) lines.push(`  WARNING:     ${m}`);
   }
-  const intercepts = v.intercepts.filter((i) => i.kind === 'intercept');
-  const ingests = v.intercepts.filter((i) => i.kind === 'ingest');
-  if (intercepts.length === 0) lines.push('Intercepts: none');
-  else {
-    lines.push('Intercepts:');
-    for (const i of intercepts)
-      lines.push(
-        `  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} port ${i.remotePort} -> ${i.localAddress}` +
-          (i.container ? ` (container ${i.container})` : '') +
-          (i.message ? `  (${i.message})` : ''),
-      );
-  }
-  if (ingests.length > 0) {
-    lines.push('Ingests:');
-    for (const i of ingests)
-      lines.push(
-        `  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} container ${i.container || '(not chosen yet)'}` +
-          (i.message ? `  (${i.message})` : ''),
-      );
-  }
+  lines.push(...interceptLines(v.intercepts, ''));
   return `${lines.join('\n')}\n`;
+}
+
+/** `Intercepts:` and one line each (name, state, port, filter, owner), for tp status and tp describe. */
+export function interceptLines(all: InterceptView[], indent: string): string[] {
+  const intercepts = all.filter((i) => i.kind !== 'ingest');
+  const ingests = all.filter((i) => i.kind === 'ingest');
+  const lines =
+    intercepts.length === 0
+      ? [`${indent}Intercepts: none`]
+      : [
+          `${indent}Intercepts:`,
+          ...intercepts.map(
+            (i) =>
+              `${indent}  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} port ${i.remotePort} -> ${i.localAddress}, ${i.filter}, by ${i.client}` +
+              (i.container ? ` (container ${i.container})` : '') +
+              (i.message ? `  (${i.message})` : ''),
+          ),
+        ];
+  if (ingests.length > 0)
+    lines.push(
+      `${indent}Ingests:`,
+      ...ingests.map(
+        (i) =>
+          `${indent}  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} container ${i.container || '(not chosen yet)'}, by ${i.client}` +
+          (i.message ? `  (${i.message})` : ''),
+      ),
+    );
+  return lines;
 }
 
 export function workloadView(w: WorkloadInfo) {
@@ -266,7 +279,7 @@ export function listText(workloads: ReturnType<typeof workloadView>[]): string {
         .map((i) =>
           i.kind === 'ingest'
             ? `ingest ${i.container || '?'} by ${i.client} (${i.disposition})`
-            : `${i.remotePort} by ${i.client} (${i.disposition})`,
+            : `${i.remotePort} by ${i.client} [${i.filter}] (${i.disposition})`,
         )
         .join(', ') || '-',
     ]);

@@ -37,6 +37,7 @@ const spec = (fields: Partial<InterceptSpec> = {}): InterceptSpec => ({
   serviceName: '',
   ingest: false,
   container: '',
+  httpFilter: undefined,
   ...fields,
 });
 
@@ -287,6 +288,69 @@ test('ingests: no port, no conflicts with intercepts or other ingests; the name 
     container: 'sidecar',
   });
   assert.equal([after?.container, after?.environment], ['sidecar', { WHO: 'sidecar' }]);
+});
+
+const byHeader = (
+  name: string,
+  value: string,
+  extra: Partial<InterceptSpec['httpFilter'] & object> = {},
+) => ({
+  headers: [{ name, value }],
+  pathPrefix: '',
+  pathEqual: '',
+  pathRegex: '',
+  ...extra,
+});
+
+test('personal intercepts share a port; a global one conflicts with them both ways, naming the holder', () => {
+  const t = new InterceptTable();
+  const w = workload([18080]);
+  const a = t.create(alice, spec({ httpFilter: byHeader('X-Dev', 'alice') }), w);
+  // Header names are stored lowercase.
+  assert.equal(a.spec!.httpFilter!.headers, [{ name: 'x-dev', value: 'alice' }]);
+  t.create(bob, spec({ httpFilter: byHeader('x-dev', 'bob') }), w);
+  // The same filter again: refused, naming alice.
+  let e = refusal(() => t.create(bob, spec({ name: 'again', httpFilter: byHeader('x-dev', 'alice') }), w));
+  assert.is(e.code, 'already-exists');
+  assert.match(e.message, /alice@laptop \(intercept "echo", x-dev=alice\) with the same filter/);
+  // A global intercept beside personal ones: refused, naming one of their holders and the fix.
+  e = refusal(() => t.create({ sessionId: 'c-carol', clientName: 'carol@pc' }, spec(), w));
+  assert.match(e.message, /has a personal intercept by alice@laptop .*add --http-header/);
+  // Both personal ones end: the port is free for a global one, which then refuses personal ones.
+  t.removeSession('c-alice');
+  t.removeSession('c-bob');
+  t.create({ sessionId: 'c-carol', clientName: 'carol@pc' }, spec(), w);
+  e = refusal(() => t.create(alice, spec({ httpFilter: byHeader('x-dev', 'alice') }), w));
+  assert.match(
+    e.message,
+    /already intercepted by carol@pc \(intercept "echo"\): a personal intercept cannot share/,
+  );
+});
+
+test('a filter that cannot match is refused with what to fix', () => {
+  const t = new InterceptTable();
+  const w = workload([18080]);
+  const cases: [Partial<ReturnType<typeof byHeader>>, RegExp][] = [
+    [{ pathRegex: '(' }, /--http-path-regex "\(" is not a valid regular expression/],
+    [{ pathPrefix: 'api' }, /--http-path-prefix "api": a path starts with "\/"/],
+    [{ pathPrefix: '/a', pathEqual: '/b' }, /at most one of/],
+    [{ headers: [{ name: 'bad header', value: 'x' }] }, /not a valid header name/],
+    [
+      {
+        headers: [
+          { name: 'x-dev', value: 'a' },
+          { name: 'X-DEV', value: 'b' },
+        ],
+      },
+      /given twice with different values/,
+    ],
+  ];
+  for (const [extra, message] of cases) {
+    const e = refusal(() => t.create(alice, spec({ httpFilter: byHeader('x-dev', 'alice', extra) }), w));
+    assert.is(e.code, 'invalid-argument');
+    assert.match(e.message, message);
+  }
+  assert.is(t.all().length, 0);
 });
 
 test.run();

@@ -9,13 +9,16 @@
 //                                                              to the app); removed after the grace period
 //   held    --(the same user on the same workstation intercepts that port again)--> replaced by the new one
 //
-// One intercept per (namespace, workload, app port): a second one is refused with the holder's name,
-// unless it is held (its session was lost) and the new session is of the same user on the same
+// One global intercept per (namespace, workload, app port): a second one, or a personal one beside it, is
+// refused with the holder's name, unless it is held (its session was lost) and the new session is of the same user on the same
 // workstation (a crashed or disconnected daemon's successor): then the new intercept replaces it. A live
 // session's intercept is never replaced: two daemons of one user on one machine are two clients (and a
 // daemon that reconnects departs its old session first, which frees its intercepts). The same user is the authenticated
 // Kubernetes user (the client's claimed name only where nothing authenticates, standalone), and the same
 // workstation is the client's install id: a name alone never takes someone's intercept.
+// Personal intercepts (an HTTP filter, http-filter/) share a port with each other unless their filters
+// are the same. Ingests take no port and conflict with nothing.
+import { formatFilter, isPersonal, normalizeFilter, sameFilter } from '../http-filter/filter.js';
 import {
   InterceptDisposition as D,
   type InterceptInfo,
@@ -99,6 +102,12 @@ export class InterceptTable {
       throw new InterceptError('invalid-argument', 'the local port is missing: use --port LOCAL[:REMOTE]');
     const remotePort = resolveRemotePort(spec, workload);
     const name = spec.name || workload.name;
+    let httpFilter: InterceptSpec['httpFilter'];
+    if (isPersonal(spec.httpFilter)) {
+      const n = normalizeFilter(spec.httpFilter);
+      if ('error' in n) throw new InterceptError('invalid-argument', n.error);
+      httpFilter = n.filter;
+    }
     const resolved: InterceptSpec = {
       ...spec,
       name,
@@ -110,6 +119,7 @@ export class InterceptTable {
       portName: workload.ports.find((p) => p.appPort === remotePort)?.name ?? '',
       targetHost: spec.targetHost || '127.0.0.1',
       client: owner.clientName,
+      httpFilter,
     };
     this.checkName(owner, name);
     const key = reclaimKeyOf(owner);
@@ -127,6 +137,9 @@ export class InterceptTable {
         replaces.push(other);
         continue;
       }
+      const mineIsPersonal = httpFilter !== undefined;
+      const theirs = o.httpFilter;
+      if (mineIsPersonal && isPersonal(theirs) && !sameFilter(httpFilter!, theirs)) continue;
       const who = other.clientSessionId === owner.sessionId ? 'you' : o.client;
       const until = this.held.get(other.id);
       const held =
@@ -134,10 +147,18 @@ export class InterceptTable {
           ? ''
           : `; its session was lost and the intercept is held for ${Math.max(1, Math.ceil((until - this.now()) / 1000))} s ` +
             `more so that ${o.client} can take it back (or someone allowed to can tp revoke it)`;
+      const port = `port ${remotePort} of workload "${o.workload}" in namespace "${o.namespace}"`;
+      const holder = `${who} (intercept "${o.name}"${isPersonal(theirs) ? `, ${formatFilter(theirs)}` : ''})`;
       throw new InterceptError(
         'already-exists',
-        `port ${remotePort} of workload "${o.workload}" in namespace "${o.namespace}" is already intercepted ` +
-          `by ${who} (intercept "${o.name}")${held}`,
+        (!isPersonal(theirs)
+          ? `${port} is already intercepted by ${holder}` +
+            (mineIsPersonal ? ': a personal intercept cannot share a port with a global one' : '')
+          : !mineIsPersonal
+            ? `${port} has a personal intercept by ${holder}: a global intercept would take its requests; ` +
+              'add --http-header or --http-path-* to make yours personal too'
+            : `${port} is already intercepted by ${holder} with the same filter: choose another header value`) +
+          held,
       );
     }
     return { resolved, replaces };

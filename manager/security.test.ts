@@ -196,6 +196,7 @@ test("a session's credential works for that session only; the user is authorized
     serviceName: '',
     ingest: false,
     container: '',
+    httpFilter: undefined,
   });
   const create = (token: string, sessionId: string, namespace: string) =>
     call<InterceptInfo>(token, (md, o, cb) =>
@@ -317,6 +318,7 @@ test("revoking others' intercepts is its own permission", async () => {
           serviceName: '',
           ingest: false,
           container: '',
+          httpFilter: undefined,
         },
       },
       md,

@@ -14,19 +14,20 @@ const root = path.resolve(import.meta.dirname, '..', '..');
  * contract). Tests (`*.test.ts`, a `test/` folder) may import more; benches and test/ are harnesses.
  */
 const ALLOWED: Record<string, string[]> = {
-  agent: ['bpf/steering-map.ts', 'logging', 'netaddr', 'probes', 'rpc', 'tunnel', 'version'],
+  agent: ['bpf/steering-map.ts', 'http-filter', 'logging', 'netaddr', 'probes', 'rpc', 'tunnel', 'version'],
   bpf: ['logging', 'netaddr', 'version'],
-  cli: ['daemons/root/launch.ts', 'kube', 'logging', 'netaddr', 'rpc', 'version'],
+  cli: ['daemons/root/launch.ts', 'http-filter', 'kube', 'logging', 'netaddr', 'rpc', 'version'],
   command: ['netaddr'],
   daemons: ['dns', 'kube', 'logging', 'netaddr', 'rpc', 'tunnel', 'version', 'vif'],
   dns: ['logging', 'netaddr'],
+  'http-filter': ['rpc'],
   image: ['agent/node-flags.ts', 'netaddr', 'version'],
   'init-container': ['bpf', 'command', 'logging', 'netaddr', 'version'],
   kind: ['image', 'lab', 'logging', 'netaddr', 'version'],
   kube: ['logging', 'netaddr', 'probes', 'rpc', 'spdy', 'version'],
   lab: ['command', 'image', 'logging', 'netaddr', 'version'],
   logging: [],
-  manager: ['dns', 'logging', 'netaddr', 'rpc', 'tunnel', 'version'],
+  manager: ['dns', 'http-filter', 'logging', 'netaddr', 'rpc', 'tunnel', 'version'],
   netaddr: [],
   probes: ['netaddr'],
   rpc: ['logging', 'netaddr'],

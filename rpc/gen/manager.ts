@@ -352,6 +352,29 @@ export interface InterceptSpec {
    * only candidate); for an intercept empty, the agent picks the container that owns remote_port.
    */
   container: string;
+  /**
+   * Set: a personal intercept, only the HTTP requests that match go to the client; the rest pass through
+   * to the app (docs/personal-intercepts.md). Unset: every connection to the port goes to the client.
+   */
+  httpFilter: HttpFilter | undefined;
+}
+
+/**
+ * Which HTTP requests (HTTP/1.x and h2c, gRPC included) a personal intercept takes: every header must
+ * match (names case-insensitive, values exact) and, when set, the path (one of the three forms).
+ */
+export interface HttpFilter {
+  headers: HttpHeaderMatch[];
+  pathPrefix: string;
+  pathEqual: string;
+  /** a JavaScript regular expression, tested against the path (query excluded) */
+  pathRegex: string;
+}
+
+export interface HttpHeaderMatch {
+  /** lowercased by the manager */
+  name: string;
+  value: string;
 }
 
 export interface CreateInterceptRequest {
@@ -2901,6 +2924,7 @@ function createBaseInterceptSpec(): InterceptSpec {
     serviceName: "",
     ingest: false,
     container: "",
+    httpFilter: undefined,
   };
 }
 
@@ -2944,6 +2968,9 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
     }
     if (message.container !== "") {
       writer.uint32(106).string(message.container);
+    }
+    if (message.httpFilter !== undefined) {
+      HttpFilter.encode(message.httpFilter, writer.uint32(114).fork()).join();
     }
     return writer;
   },
@@ -3065,6 +3092,14 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
             message.container = reader.string();
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.httpFilter = HttpFilter.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3116,6 +3151,11 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
         : "",
       ingest: isSet(object.ingest) ? globalThis.Boolean(object.ingest) : false,
       container: isSet(object.container) ? globalThis.String(object.container) : "",
+      httpFilter: isSet(object.httpFilter)
+        ? HttpFilter.fromJSON(object.httpFilter)
+        : isSet(object.http_filter)
+        ? HttpFilter.fromJSON(object.http_filter)
+        : undefined,
     };
   },
 
@@ -3160,6 +3200,9 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
     if (message.container !== "") {
       obj.container = message.container;
     }
+    if (message.httpFilter !== undefined) {
+      obj.httpFilter = HttpFilter.toJSON(message.httpFilter);
+    }
     return obj;
   },
 
@@ -3181,6 +3224,225 @@ export const InterceptSpec: MessageFns<InterceptSpec> = {
     message.serviceName = object.serviceName ?? "";
     message.ingest = object.ingest ?? false;
     message.container = object.container ?? "";
+    message.httpFilter = (object.httpFilter !== undefined && object.httpFilter !== null)
+      ? HttpFilter.fromPartial(object.httpFilter)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseHttpFilter(): HttpFilter {
+  return { headers: [], pathPrefix: "", pathEqual: "", pathRegex: "" };
+}
+
+export const HttpFilter: MessageFns<HttpFilter> = {
+  encode(message: HttpFilter, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.headers) {
+      HttpHeaderMatch.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.pathPrefix !== "") {
+      writer.uint32(18).string(message.pathPrefix);
+    }
+    if (message.pathEqual !== "") {
+      writer.uint32(26).string(message.pathEqual);
+    }
+    if (message.pathRegex !== "") {
+      writer.uint32(34).string(message.pathRegex);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpFilter {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpFilter();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.headers.push(HttpHeaderMatch.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pathPrefix = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pathEqual = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.pathRegex = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HttpFilter {
+    return {
+      headers: globalThis.Array.isArray(object?.headers)
+        ? object.headers.map((e: any) => HttpHeaderMatch.fromJSON(e))
+        : [],
+      pathPrefix: isSet(object.pathPrefix)
+        ? globalThis.String(object.pathPrefix)
+        : isSet(object.path_prefix)
+        ? globalThis.String(object.path_prefix)
+        : "",
+      pathEqual: isSet(object.pathEqual)
+        ? globalThis.String(object.pathEqual)
+        : isSet(object.path_equal)
+        ? globalThis.String(object.path_equal)
+        : "",
+      pathRegex: isSet(object.pathRegex)
+        ? globalThis.String(object.pathRegex)
+        : isSet(object.path_regex)
+        ? globalThis.String(object.path_regex)
+        : "",
+    };
+  },
+
+  toJSON(message: HttpFilter): unknown {
+    const obj: any = {};
+    if (message.headers?.length) {
+      obj.headers = message.headers.map((e) => HttpHeaderMatch.toJSON(e));
+    }
+    if (message.pathPrefix !== "") {
+      obj.pathPrefix = message.pathPrefix;
+    }
+    if (message.pathEqual !== "") {
+      obj.pathEqual = message.pathEqual;
+    }
+    if (message.pathRegex !== "") {
+      obj.pathRegex = message.pathRegex;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HttpFilter>): HttpFilter {
+    return HttpFilter.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HttpFilter>): HttpFilter {
+    const message = createBaseHttpFilter();
+    message.headers = object.headers?.map((e) => HttpHeaderMatch.fromPartial(e)) || [];
+    message.pathPrefix = object.pathPrefix ?? "";
+    message.pathEqual = object.pathEqual ?? "";
+    message.pathRegex = object.pathRegex ?? "";
+    return message;
+  },
+};
+
+function createBaseHttpHeaderMatch(): HttpHeaderMatch {
+  return { name: "", value: "" };
+}
+
+export const HttpHeaderMatch: MessageFns<HttpHeaderMatch> = {
+  encode(message: HttpHeaderMatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpHeaderMatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpHeaderMatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HttpHeaderMatch {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: HttpHeaderMatch): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HttpHeaderMatch>): HttpHeaderMatch {
+    return HttpHeaderMatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HttpHeaderMatch>): HttpHeaderMatch {
+    const message = createBaseHttpHeaderMatch();
+    message.name = object.name ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };

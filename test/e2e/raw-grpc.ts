@@ -131,6 +131,7 @@ export const encode = {
         serviceName: '',
         ingest: false,
         container: '',
+        httpFilter: undefined,
         ...spec,
       },
     }).finish(),
