@@ -1,9 +1,18 @@
 // checkAgentClaim: an agent is who its token's pod is, and that pod must serve the workload it claims.
-import type { V1Pod } from '@kubernetes/client-node';
+// SubjectAccessReviewer: its answers kept, a denial only briefly (against a plain HTTP server playing the API).
+import * as http from 'node:http';
+import type * as net from 'node:net';
+import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { AgentInfo } from '../rpc/gen/manager.js';
-import { checkAgentClaim, POD_NAME_EXTRA, POD_UID_EXTRA, type TokenFacts } from './access-review.js';
+import {
+  checkAgentClaim,
+  POD_NAME_EXTRA,
+  POD_UID_EXTRA,
+  SubjectAccessReviewer,
+  type TokenFacts,
+} from './access-review.js';
 import type { OwnerWorkload } from './injection.js';
 
 const AUD = 'tp-manager.tp-system';
@@ -118,6 +127,66 @@ test('refusals, each naming what does not hold', () => {
     const v = checkAgentClaim(...args);
     assert.is(v.ok, false, what);
     if (!v.ok) assert.match(v.reason, reason, what);
+  }
+});
+
+test('an allowed answer is kept 10 s, a denial 1 s (a restarted API server denies for a moment)', async () => {
+  let allowed = false;
+  let reviews = 0;
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      reviews++;
+      res.setHeader('content-type', 'application/json');
+      res.end(
+        JSON.stringify({
+          apiVersion: 'authorization.k8s.io/v1',
+          kind: 'SubjectAccessReview',
+          spec: {},
+          status: { allowed },
+        }),
+      );
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [
+        {
+          name: 'c',
+          server: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+          skipTLSVerify: true,
+        },
+      ],
+      users: [{ name: 'u' }],
+      contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+      currentContext: 'x',
+    });
+    let now = 0;
+    const reviewer = new SubjectAccessReviewer(kc, () => now);
+    const alice = { user: 'alice', uid: '', groups: [], extra: {} };
+    const check = {
+      verb: 'create',
+      group: '',
+      resource: 'pods',
+      subresource: 'portforward',
+      namespace: 'dev',
+    };
+    assert.is(await reviewer.allowed(alice, check), false);
+    now = 500;
+    assert.is(await reviewer.allowed(alice, check), false);
+    assert.is(reviews, 1, 'the denial is kept for a moment');
+    allowed = true;
+    now = 1_600;
+    assert.is(await reviewer.allowed(alice, check), true, 'asked again after 1 s');
+    assert.is(reviews, 2);
+    allowed = false;
+    now = 11_000;
+    assert.is(await reviewer.allowed(alice, check), true, 'an allowed answer is kept 10 s');
+    assert.is(reviews, 2);
+  } finally {
+    server.close();
   }
 });
 
