@@ -44,8 +44,19 @@ if (cluster) {
   const tp = tpOnWorkstation(c, scratch);
   let installedChart = false;
 
-  const daemonPid = async () =>
-    (JSON.parse((await tp(['status', '-o', 'json'])).stdout) as { daemon: { pid: number } }).daemon.pid;
+  /** The user daemon's pid; when it does not answer, its log says why. */
+  const daemonPid = async () => {
+    const st = JSON.parse((await tp(['status', '-o', 'json'])).stdout) as {
+      state: string;
+      daemon?: { pid: number };
+    };
+    if (st.daemon) return st.daemon.pid;
+    const logFile = path.join(scratch, 'logs', 'connector.log');
+    const tail = fs.existsSync(logFile)
+      ? fs.readFileSync(logFile, 'utf8').split('\n').slice(-40).join('\n')
+      : '(no log)';
+    throw new Error(`the user daemon does not answer (${st.state}); its log:\n${tail}`);
+  };
   /** A command in the user daemon's mount namespace. */
   const inDaemonNs = (pid: number, argv: string[]) =>
     runCommand(['nsenter', `--mount=/proc/${pid}/ns/mnt`, '--', ...argv], {
