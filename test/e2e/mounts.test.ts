@@ -80,6 +80,12 @@ if (cluster) {
         return false;
       }
     });
+  const agentRestarts = async () => {
+    const pod = await kubectlJson<{
+      status: { containerStatuses: { name: string; restartCount: number }[] };
+    }>(c, ['get', 'pod', await agentPod(), '-n', NS]);
+    return pod.status.containerStatuses.find((s) => s.name === 'tp-agent')?.restartCount ?? -1;
+  };
   const agentPod = async () => (await listPods(c, NS, 'app=vol')).find((p) => p.ready && !p.deleting)!.name;
 
   const scenario = afterSetup(test, async () => {
@@ -192,10 +198,7 @@ if (cluster) {
     'the agent did not restart, and its memory with the file server idle stays within its budget',
     async () => {
       const pod = await agentPod();
-      const status = await kubectlJson<{
-        status: { containerStatuses: { name: string; restartCount: number }[] };
-      }>(c, ['get', 'pod', pod, '-n', NS]);
-      const restarts = status.status.containerStatuses.find((s) => s.name === 'tp-agent')?.restartCount ?? -1;
+      const restarts = await agentRestarts();
       if (restarts !== 0) {
         const prev = await kubectl(c, ['logs', '-n', NS, pod, '-c', 'tp-agent', '--previous', '--tail=40'], {
           check: false,
@@ -254,6 +257,8 @@ if (cluster) {
     assert.not.ok(fs.existsSync(state), 'the record is gone');
     assert.not.ok(fs.existsSync(dir), 'the mount point the daemon made is gone');
     assert.not.ok(mountedAnywhere(dir), 'no mount namespace holds it');
+    // The dead daemon's flow was reset: the agent ends its sftp-server and lives on.
+    assert.is(await agentRestarts(), 0);
   });
 }
 
