@@ -32,6 +32,11 @@ export async function spawnOnSocket(command: string, args: string[]): Promise<Pr
       theirs.once('error', reject);
     });
     const ours = await accepted;
+    // A unix socket has no RST, and net.Socket.resetAndDestroy() throws on one (ERR_INVALID_HANDLE_TYPE):
+    // a flow reset by the far side (tunnel/flow.ts) would crash the process. Here a reset is a destroy.
+    ours.resetAndDestroy = function (this: net.Socket) {
+      return this.destroy();
+    };
     let child: ChildProcess;
     try {
       child = spawn(command, args, { stdio: [theirs, theirs, 'pipe'] });

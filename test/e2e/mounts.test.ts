@@ -44,8 +44,19 @@ if (cluster) {
   const tp = tpOnWorkstation(c, scratch);
   let installedChart = false;
 
-  const daemonPid = async () =>
-    (JSON.parse((await tp(['status', '-o', 'json'])).stdout) as { daemon: { pid: number } }).daemon.pid;
+  /** The user daemon's pid; when it does not answer, its log says why. */
+  const daemonPid = async () => {
+    const st = JSON.parse((await tp(['status', '-o', 'json'])).stdout) as {
+      state: string;
+      daemon?: { pid: number };
+    };
+    if (st.daemon) return st.daemon.pid;
+    const logFile = path.join(scratch, 'logs', 'connector.log');
+    const tail = fs.existsSync(logFile)
+      ? fs.readFileSync(logFile, 'utf8').split('\n').slice(-40).join('\n')
+      : '(no log)';
+    throw new Error(`the user daemon does not answer (${st.state}); its log:\n${tail}`);
+  };
   /** A command in the user daemon's mount namespace. */
   const inDaemonNs = (pid: number, argv: string[]) =>
     runCommand(['nsenter', `--mount=/proc/${pid}/ns/mnt`, '--', ...argv], {
@@ -69,6 +80,12 @@ if (cluster) {
         return false;
       }
     });
+  const agentRestarts = async () => {
+    const pod = await kubectlJson<{
+      status: { containerStatuses: { name: string; restartCount: number }[] };
+    }>(c, ['get', 'pod', await agentPod(), '-n', NS]);
+    return pod.status.containerStatuses.find((s) => s.name === 'tp-agent')?.restartCount ?? -1;
+  };
   const agentPod = async () => (await listPods(c, NS, 'app=vol')).find((p) => p.ready && !p.deleting)!.name;
 
   const scenario = afterSetup(test, async () => {
@@ -181,10 +198,7 @@ if (cluster) {
     'the agent did not restart, and its memory with the file server idle stays within its budget',
     async () => {
       const pod = await agentPod();
-      const status = await kubectlJson<{
-        status: { containerStatuses: { name: string; restartCount: number }[] };
-      }>(c, ['get', 'pod', pod, '-n', NS]);
-      const restarts = status.status.containerStatuses.find((s) => s.name === 'tp-agent')?.restartCount ?? -1;
+      const restarts = await agentRestarts();
       if (restarts !== 0) {
         const prev = await kubectl(c, ['logs', '-n', NS, pod, '-c', 'tp-agent', '--previous', '--tail=40'], {
           check: false,
@@ -243,6 +257,8 @@ if (cluster) {
     assert.not.ok(fs.existsSync(state), 'the record is gone');
     assert.not.ok(fs.existsSync(dir), 'the mount point the daemon made is gone');
     assert.not.ok(mountedAnywhere(dir), 'no mount namespace holds it');
+    // The dead daemon's flow was reset: the agent ends its sftp-server and lives on.
+    assert.is(await agentRestarts(), 0);
   });
 }
 
