@@ -33,6 +33,7 @@ import {
   waitFor,
 } from '../test/e2e/kube.js';
 import { beginE2eRun, endE2eRun } from '../test/e2e/session.js';
+import { deployment } from '../test/e2e/workloads.js';
 import { benchFlags, cpuSeconds, median, treeCpuSeconds } from './rig.js';
 import {
   type PathFigures,
@@ -85,36 +86,24 @@ http.createServer((req, res) => {
 }).listen(Number(process.env.PORT), () => console.log('listening'));
 `;
 
-function deployment(c: Cluster, name: string): object {
+function serverDeployment(c: Cluster, name: string): object {
   const labels = { app: name };
-  return {
-    apiVersion: 'apps/v1',
-    kind: 'Deployment',
-    metadata: { name, labels },
-    spec: {
-      replicas: 1,
-      selector: { matchLabels: labels },
-      template: {
-        metadata: { labels },
-        spec: {
-          terminationGracePeriodSeconds: 2,
-          containers: [
-            {
-              name: 'server',
-              image: c.images.shell,
-              command: ['node', '-e', server],
-              env: [
-                { name: 'PORT', value: String(PORT) },
-                { name: 'TEXT', value: name },
-              ],
-              ports: [{ name: 'http', containerPort: PORT }],
-              readinessProbe: { httpGet: { path: '/', port: PORT }, periodSeconds: 2 },
-            },
-          ],
-        },
+  return deployment(name, labels, {
+    terminationGracePeriodSeconds: 2,
+    containers: [
+      {
+        name: 'server',
+        image: c.images.shell,
+        command: ['node', '-e', server],
+        env: [
+          { name: 'PORT', value: String(PORT) },
+          { name: 'TEXT', value: name },
+        ],
+        ports: [{ name: 'http', containerPort: PORT }],
+        readinessProbe: { httpGet: { path: '/', port: PORT }, periodSeconds: 2 },
       },
-    },
-  };
+    ],
+  });
 }
 
 /** A command in the cluster: the lab node's network namespace, which reaches every pod IP. */
@@ -270,7 +259,7 @@ async function main(): Promise<void> {
     const say = (line: string) => process.stderr.write(`round-trip: ${line}\n`);
     say(`setting up namespace ${NS}`);
     await freshNamespace(c, NS);
-    await apply(c, [deployment(c, 'rt-intercepted'), deployment(c, 'rt-direct')], NS);
+    await apply(c, [serverDeployment(c, 'rt-intercepted'), serverDeployment(c, 'rt-direct')], NS);
     const install = await tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
     if (install.code === 0) installedChart = true;
     else if (!/already installed/.test(install.stderr))

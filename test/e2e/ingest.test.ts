@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as assert from 'uvu/assert';
 import { apply, freshNamespace, kubectl, rolloutStatus, tpOnWorkstation } from './kube.js';
 import { afterSetup, clusterSuite } from './suite.js';
-import { ECHO_PORT } from './workloads.js';
+import { deployment, ECHO_PORT } from './workloads.js';
 
 const NS = 'tp-e2e-ingest';
 const MANAGER_NS = 'tp-system';
@@ -32,42 +32,30 @@ if (cluster) {
     await apply(
       c,
       [
-        {
-          apiVersion: 'apps/v1',
-          kind: 'Deployment',
-          metadata: { name: 'two', labels },
-          spec: {
-            replicas: 1,
-            selector: { matchLabels: labels },
-            template: {
-              metadata: { labels },
-              spec: {
-                terminationGracePeriodSeconds: 2,
-                containers: [
-                  {
-                    name: 'app',
-                    image: c.images.echo,
-                    env: [
-                      { name: 'PORT', value: String(ECHO_PORT) },
-                      { name: 'WHO', value: 'app' },
-                    ],
-                    ports: [{ name: 'http', containerPort: ECHO_PORT }],
-                    readinessProbe: { httpGet: { path: '/', port: ECHO_PORT }, periodSeconds: 2 },
-                  },
-                  {
-                    name: 'sidecar',
-                    image: c.images.shell,
-                    command: ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'],
-                    env: [
-                      { name: 'WHO', value: 'sidecar' },
-                      { name: 'TRICKY', value: TRICKY },
-                    ],
-                  },
-                ],
-              },
+        deployment('two', labels, {
+          terminationGracePeriodSeconds: 2,
+          containers: [
+            {
+              name: 'app',
+              image: c.images.echo,
+              env: [
+                { name: 'PORT', value: String(ECHO_PORT) },
+                { name: 'WHO', value: 'app' },
+              ],
+              ports: [{ name: 'http', containerPort: ECHO_PORT }],
+              readinessProbe: { httpGet: { path: '/', port: ECHO_PORT }, periodSeconds: 2 },
             },
-          },
-        },
+            {
+              name: 'sidecar',
+              image: c.images.shell,
+              command: ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'],
+              env: [
+                { name: 'WHO', value: 'sidecar' },
+                { name: 'TRICKY', value: TRICKY },
+              ],
+            },
+          ],
+        }),
       ],
       NS,
     );

@@ -22,7 +22,7 @@ import {
   tpOnWorkstation,
 } from './kube.js';
 import { afterSetup, clusterSuite } from './suite.js';
-import { ECHO_PORT } from './workloads.js';
+import { deployment, ECHO_PORT } from './workloads.js';
 
 const NS = 'tp-e2e-mounts';
 const MANAGER_NS = 'tp-system';
@@ -103,38 +103,26 @@ if (cluster) {
           metadata: { name: 'sec' },
           data: { password: PASSWORD.toString('base64') },
         },
-        {
-          apiVersion: 'apps/v1',
-          kind: 'Deployment',
-          metadata: { name: 'vol', labels },
-          spec: {
-            replicas: 1,
-            selector: { matchLabels: labels },
-            template: {
-              metadata: { labels },
-              spec: {
-                terminationGracePeriodSeconds: 2,
-                volumes: [
-                  { name: 'cfg', configMap: { name: 'cfg' } },
-                  { name: 'sec', secret: { secretName: 'sec' } },
-                ],
-                containers: [
-                  {
-                    name: 'app',
-                    image: c.images.echo,
-                    env: [{ name: 'PORT', value: String(ECHO_PORT) }],
-                    ports: [{ name: 'http', containerPort: ECHO_PORT }],
-                    readinessProbe: { httpGet: { path: '/', port: ECHO_PORT }, periodSeconds: 2 },
-                    volumeMounts: [
-                      { name: 'cfg', mountPath: '/etc/cfg' },
-                      { name: 'sec', mountPath: '/etc/sec', readOnly: true },
-                    ],
-                  },
-                ],
-              },
+        deployment('vol', labels, {
+          terminationGracePeriodSeconds: 2,
+          volumes: [
+            { name: 'cfg', configMap: { name: 'cfg' } },
+            { name: 'sec', secret: { secretName: 'sec' } },
+          ],
+          containers: [
+            {
+              name: 'app',
+              image: c.images.echo,
+              env: [{ name: 'PORT', value: String(ECHO_PORT) }],
+              ports: [{ name: 'http', containerPort: ECHO_PORT }],
+              readinessProbe: { httpGet: { path: '/', port: ECHO_PORT }, periodSeconds: 2 },
+              volumeMounts: [
+                { name: 'cfg', mountPath: '/etc/cfg' },
+                { name: 'sec', mountPath: '/etc/sec', readOnly: true },
+              ],
             },
-          },
-        },
+          ],
+        }),
       ],
       NS,
     );

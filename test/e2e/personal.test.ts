@@ -19,6 +19,7 @@ import {
   waitFor,
 } from './kube.js';
 import { afterSetup, clusterSuite } from './suite.js';
+import { deployment } from './workloads.js';
 
 const NS = 'tp-e2e-personal';
 const MANAGER_NS = 'tp-system';
@@ -180,30 +181,18 @@ if (cluster) {
     await apply(
       c,
       [
-        {
-          apiVersion: 'apps/v1',
-          kind: 'Deployment',
-          metadata: { name: 'web', labels },
-          spec: {
-            replicas: 1,
-            selector: { matchLabels: labels },
-            template: {
-              metadata: { labels },
-              spec: {
-                terminationGracePeriodSeconds: 5,
-                containers: [
-                  {
-                    name: 'web',
-                    image: c.images.shell,
-                    command: ['node', '-e', partySource('app', APP_PORT, '0.0.0.0')],
-                    ports: [{ name: 'http', containerPort: APP_PORT }],
-                    readinessProbe: { httpGet: { path: '/ready', port: APP_PORT }, periodSeconds: 1 },
-                  },
-                ],
-              },
+        deployment('web', labels, {
+          terminationGracePeriodSeconds: 5,
+          containers: [
+            {
+              name: 'web',
+              image: c.images.shell,
+              command: ['node', '-e', partySource('app', APP_PORT, '0.0.0.0')],
+              ports: [{ name: 'http', containerPort: APP_PORT }],
+              readinessProbe: { httpGet: { path: '/ready', port: APP_PORT }, periodSeconds: 1 },
             },
-          },
-        },
+          ],
+        }),
         {
           apiVersion: 'v1',
           kind: 'Service',

@@ -23,6 +23,7 @@ import {
   waitFor,
 } from './kube.js';
 import { afterSetup, clusterSuite } from './suite.js';
+import { deployment } from './workloads.js';
 
 const NS = 'tp-e2e-real-node';
 const MANAGER_NS = 'tp-system';
@@ -82,59 +83,47 @@ require('node:http').createServer((req, res) => {
 function probedWorkload(shellImage: string, echoImage: string): object[] {
   const labels = { app: 'probed' };
   return [
-    {
-      apiVersion: 'apps/v1',
-      kind: 'Deployment',
-      metadata: { name: 'probed', labels },
-      spec: {
-        replicas: 1,
-        selector: { matchLabels: labels },
-        template: {
-          metadata: { labels },
-          spec: {
-            terminationGracePeriodSeconds: 5,
-            containers: [
-              {
-                name: 'app',
-                image: shellImage,
-                command: ['node', '-e', podApp],
-                ports: [
-                  { name: 'http', containerPort: APP_PORT },
-                  { name: 'grpc', containerPort: GRPC_PORT },
-                ],
-                // Named ports for httpGet and tcpSocket, a numeric one for gRPC; tight thresholds, so a
-                // probe that reached the workstation would show within seconds.
-                startupProbe: { tcpSocket: { port: 'http' }, periodSeconds: 1, failureThreshold: 30 },
-                readinessProbe: {
-                  httpGet: { path: '/healthz', port: 'http' },
-                  periodSeconds: 2,
-                  timeoutSeconds: 2,
-                  failureThreshold: 1,
-                },
-                livenessProbe: {
-                  grpc: { port: GRPC_PORT },
-                  periodSeconds: 2,
-                  timeoutSeconds: 2,
-                  failureThreshold: 2,
-                },
-              },
-              {
-                name: 'side',
-                image: echoImage,
-                env: [{ name: 'PORT', value: String(SIDE_PORT) }],
-                ports: [{ containerPort: SIDE_PORT }],
-                readinessProbe: { exec: { command: ['node', '-e', 'process.exit(0)'] }, periodSeconds: 5 },
-                livenessProbe: {
-                  httpGet: { path: '/', port: SIDE_PORT },
-                  periodSeconds: 2,
-                  failureThreshold: 2,
-                },
-              },
-            ],
+    deployment('probed', labels, {
+      terminationGracePeriodSeconds: 5,
+      containers: [
+        {
+          name: 'app',
+          image: shellImage,
+          command: ['node', '-e', podApp],
+          ports: [
+            { name: 'http', containerPort: APP_PORT },
+            { name: 'grpc', containerPort: GRPC_PORT },
+          ],
+          // Named ports for httpGet and tcpSocket, a numeric one for gRPC; tight thresholds, so a
+          // probe that reached the workstation would show within seconds.
+          startupProbe: { tcpSocket: { port: 'http' }, periodSeconds: 1, failureThreshold: 30 },
+          readinessProbe: {
+            httpGet: { path: '/healthz', port: 'http' },
+            periodSeconds: 2,
+            timeoutSeconds: 2,
+            failureThreshold: 1,
+          },
+          livenessProbe: {
+            grpc: { port: GRPC_PORT },
+            periodSeconds: 2,
+            timeoutSeconds: 2,
+            failureThreshold: 2,
           },
         },
-      },
-    },
+        {
+          name: 'side',
+          image: echoImage,
+          env: [{ name: 'PORT', value: String(SIDE_PORT) }],
+          ports: [{ containerPort: SIDE_PORT }],
+          readinessProbe: { exec: { command: ['node', '-e', 'process.exit(0)'] }, periodSeconds: 5 },
+          livenessProbe: {
+            httpGet: { path: '/', port: SIDE_PORT },
+            periodSeconds: 2,
+            failureThreshold: 2,
+          },
+        },
+      ],
+    }),
     {
       apiVersion: 'v1',
       kind: 'Service',

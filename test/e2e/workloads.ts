@@ -37,32 +37,40 @@ export function patternHash(n: number): string {
 export const ECHO_PORT = 8080;
 
 /** A Deployment of `replicas` echo servers; each answers its pod name on $PORT. */
-export function echoDeployment(c: Cluster, name = 'echo', replicas = 2): object {
-  const labels = { app: name };
+/** A Deployment of `replicas` pods running `podSpec`, selected by `labels`. */
+export function deployment(
+  name: string,
+  labels: Record<string, string>,
+  podSpec: object,
+  replicas = 1,
+): object {
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
     metadata: { name, labels },
-    spec: {
-      replicas,
-      selector: { matchLabels: labels },
-      template: {
-        metadata: { labels },
-        spec: {
-          terminationGracePeriodSeconds: 5,
-          containers: [
-            {
-              name: 'echo',
-              image: c.images.echo,
-              env: [{ name: 'PORT', value: String(ECHO_PORT) }],
-              ports: [{ name: 'http', containerPort: ECHO_PORT }],
-              readinessProbe: { httpGet: { path: '/', port: ECHO_PORT }, periodSeconds: 2 },
-            },
-          ],
-        },
-      },
-    },
+    spec: { replicas, selector: { matchLabels: labels }, template: { metadata: { labels }, spec: podSpec } },
   };
+}
+
+export function echoDeployment(c: Cluster, name = 'echo', replicas = 2): object {
+  const labels = { app: name };
+  return deployment(
+    name,
+    labels,
+    {
+      terminationGracePeriodSeconds: 5,
+      containers: [
+        {
+          name: 'echo',
+          image: c.images.echo,
+          env: [{ name: 'PORT', value: String(ECHO_PORT) }],
+          ports: [{ name: 'http', containerPort: ECHO_PORT }],
+          readinessProbe: { httpGet: { path: '/', port: ECHO_PORT }, periodSeconds: 2 },
+        },
+      ],
+    },
+    replicas,
+  );
 }
 
 /** A ClusterIP Service on port 80 with a numeric targetPort. */
