@@ -24,6 +24,7 @@ import { type Cluster, describeCluster, externalKubeconfig, repoRoot } from '../
 import {
   apply,
   type Background,
+  ensureChart,
   freshNamespace,
   kubectl,
   listPods,
@@ -260,11 +261,7 @@ async function main(): Promise<void> {
     say(`setting up namespace ${NS}`);
     await freshNamespace(c, NS);
     await apply(c, [serverDeployment(c, 'rt-intercepted'), serverDeployment(c, 'rt-direct')], NS);
-    const install = await tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
-    if (install.code === 0) installedChart = true;
-    else if (!/already installed/.test(install.stderr))
-      throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
-    await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
+    installedChart = await ensureChart(c, tp);
     await rolloutStatus(c, NS, 'rt-direct');
     const laptop = startOnWorkstation(c, [
       'env',

@@ -12,6 +12,7 @@ import { type Cluster, tpLabMain } from './cluster.js';
 import {
   apply,
   type Background,
+  ensureChart,
   freshNamespace,
   kubectl,
   kubectlJson,
@@ -166,11 +167,7 @@ export class FaultRig {
     this.say(`namespace ${this.namespace}, Deployment ${WORKLOAD}`);
     await freshNamespace(c, this.namespace);
     await apply(c, [echoDeployment(c, WORKLOAD, 1), echoService(WORKLOAD)], this.namespace);
-    const install = await this.tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
-    if (install.code === 0) this.installedChart = true;
-    else if (!/already installed/.test(install.stderr))
-      throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
-    await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
+    this.installedChart = await ensureChart(c, this.tp);
     await rolloutStatus(c, this.namespace, WORKLOAD);
     this.laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
     await this.laptop.waitForOutput(/laptop app listening/);

@@ -5,12 +5,11 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as assert from 'uvu/assert';
-import { apply, freshNamespace, kubectl, rolloutStatus, tpOnWorkstation } from './kube.js';
+import { apply, ensureChart, freshNamespace, kubectl, rolloutStatus, tpOnWorkstation } from './kube.js';
 import { afterSetup, clusterSuite } from './suite.js';
 import { deployment, ECHO_PORT } from './workloads.js';
 
 const NS = 'tp-e2e-ingest';
-const MANAGER_NS = 'tp-system';
 const LOCAL_PORT = 18095;
 
 const { test, cluster } = await clusterSuite('ingest and the right container');
@@ -59,11 +58,7 @@ if (cluster) {
       ],
       NS,
     );
-    const install = await tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
-    if (install.code === 0) installedChart = true;
-    else if (!/already installed/.test(install.stderr))
-      throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
-    await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
+    installedChart = await ensureChart(c, tp);
     await rolloutStatus(c, NS, 'two');
     await tp(['connect', '--no-vif']);
   });

@@ -239,3 +239,15 @@ export async function listPods(c: Cluster, namespace: string, selector: string):
     deleting: Boolean(p.metadata.deletionTimestamp),
   }));
 }
+
+/**
+ * `tp helm install` into tp-system unless the chart is already there, then waits for the traffic manager.
+ * True when this call installed it: the caller uninstalls it again at the end.
+ */
+export async function ensureChart(c: Cluster, tp: TpRunner): Promise<boolean> {
+  const install = await tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
+  if (install.code !== 0 && !/already installed/.test(install.stderr))
+    throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
+  await rolloutStatus(c, 'tp-system', 'traffic-manager');
+  return install.code === 0;
+}

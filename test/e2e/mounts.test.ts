@@ -13,6 +13,7 @@ import * as assert from 'uvu/assert';
 import { runCommand } from '../../lab/command.js';
 import {
   apply,
+  ensureChart,
   execInPod,
   freshNamespace,
   kubectl,
@@ -25,7 +26,6 @@ import { afterSetup, clusterSuite } from './suite.js';
 import { deployment, ECHO_PORT } from './workloads.js';
 
 const NS = 'tp-e2e-mounts';
-const MANAGER_NS = 'tp-system';
 const LOCAL_PORT = 18096;
 const TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 const CONFIG = 'a: 1\nb: "two"\n';
@@ -126,11 +126,7 @@ if (cluster) {
       ],
       NS,
     );
-    const install = await tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
-    if (install.code === 0) installedChart = true;
-    else if (!/already installed/.test(install.stderr))
-      throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
-    await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
+    installedChart = await ensureChart(c, tp);
     await rolloutStatus(c, NS, 'vol');
     await tp(['connect', '--no-vif']);
   });

@@ -11,6 +11,7 @@ import { repoRoot } from './cluster.js';
 import {
   apply,
   type Background,
+  ensureChart,
   freshNamespace,
   kubectl,
   kubectlJson,
@@ -33,7 +34,6 @@ import {
 } from './workloads.js';
 
 const NS = 'tp-e2e-vif';
-const MANAGER_NS = 'tp-system';
 const MiB = 1024 * 1024;
 const OUTSIDE_NAME = 'outside.tp-e2e.test';
 const OUTSIDE_IP = '192.0.2.7';
@@ -176,11 +176,7 @@ if (cluster) {
       ],
       NS,
     );
-    const install = await tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
-    if (install.code === 0) installedChart = true;
-    else if (!/already installed/.test(install.stderr))
-      throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
-    await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
+    installedChart = await ensureChart(c, tp);
     await rolloutStatus(c, NS, 'echo');
     await kubectl(c, ['wait', '-n', NS, '--for=condition=Ready', 'pod/fileserver', '--timeout=120s'], {
       timeoutMs: 130_000,
