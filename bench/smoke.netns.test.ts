@@ -59,4 +59,10 @@ test('vif: bulk and keep-alive through the VIF against a direct veth', () => {
   assert.match(out, /keep-alive +VIF\+tunnel +\d+ req\/s/);
 });
 
+test('personal-passthrough: requests without the header, direct / plain passthrough / personal intercept', () => {
+  const out = bench('personal-passthrough', ['--seconds', '1', '--rounds', '1', '--connections', '2']);
+  assert.match(out, /ratios: personal\/direct [\d.]+, personal\/plain passthrough [\d.]+/);
+  assert.match(out, /agent RSS after the load: [\d.]+ MiB/);
+});
+
 test.run();
