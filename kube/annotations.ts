@@ -65,6 +65,11 @@ export const AGENT_MOUNTS_DIR = '/tp/mounts';
 /** The value of INJECT_ANNOTATION that turns injection on. */
 export const INJECT_ENABLED = 'enabled';
 
+/** Whether the pod (or pod template) metadata asks for the agent. */
+export function injectionRequested(annotations: Record<string, string> | undefined): boolean {
+  return annotations?.[INJECT_ANNOTATION] === INJECT_ENABLED;
+}
+
 export const AGENT_CONTAINER = 'tp-agent';
 export const INIT_CONTAINER = 'tp-init';
 
@@ -87,3 +92,13 @@ export const MANAGER_LABEL_SELECTOR = 'app.kubernetes.io/name=traffic-manager';
 export const MANAGER_SERVICE = 'traffic-manager';
 export const DEFAULT_MANAGER_NAMESPACE = 'tp-system';
 export const DEFAULT_MANAGER_GRPC_PORT = 8081;
+
+/** The session API (the manager's aggregated API, manager/kubernetes/session-api.ts): its version and resource. */
+export const SESSION_API_VERSION = 'v1alpha1';
+export const SESSION_TOKEN_RESOURCE = 'sessiontokens';
+export const SESSION_TOKEN_KIND = 'SessionToken';
+
+/** The session API group of one install: the manager's namespace makes two installs' groups differ. */
+export function sessionApiGroup(managerNamespace: string): string {
+  return `${managerNamespace}.sessions.tp.dev`;
+}

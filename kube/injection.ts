@@ -32,6 +32,7 @@ import {
   INJECT_ANNOTATION,
   INJECT_ENABLED,
   INJECTED_ANNOTATION,
+  injectionRequested,
   isMechanism,
   MECHANISM_ANNOTATION,
   type Mechanism,
@@ -106,11 +107,6 @@ export type InjectionPlan =
       probes: AppProbe[];
       patch: JsonPatchOperation[];
     };
-
-/** Whether the pod (or pod template) metadata asks for the agent. */
-export function injectionRequested(annotations: Record<string, string> | undefined): boolean {
-  return annotations?.[INJECT_ANNOTATION] === INJECT_ENABLED;
-}
 
 /** RFC 6901: "~" and "/" inside a JSON Pointer segment. */
 export function escapeJsonPointer(segment: string): string {

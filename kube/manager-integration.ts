@@ -13,16 +13,11 @@ import { type Cidr, parseCidr } from '../netaddr/parse.js';
 import type { AgentInfo, AgentPort } from '../rpc/gen/manager.js';
 import { AgentTokenReviewer, SubjectAccessReviewer } from './access-review.js';
 import { AgentInstallError, AgentInstaller, agentsReady, describeWaiting } from './agent-installer.js';
-import { isMechanism, type Mechanism } from './annotations.js';
+import { isMechanism, type Mechanism, sessionApiGroup } from './annotations.js';
 import { ClusterInfoSource } from './cluster-info.js';
 import { apiErrorMessage } from './kubeconfig.js';
 import type { KubeManagerConfig } from './manager-config.js';
-import {
-  handleSessionApi,
-  parseRequestHeaderConfig,
-  type RequestHeaderConfig,
-  sessionApiGroup,
-} from './session-api.js';
+import { handleSessionApi, parseRequestHeaderConfig, type RequestHeaderConfig } from './session-api.js';
 import { startWebhookServer, type WebhookServer } from './webhook-server.js';
 import { KubeWorkloadSource } from './workload-source.js';
 import type { Workload } from './workload-state.js';

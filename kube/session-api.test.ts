@@ -11,6 +11,7 @@ import * as assert from 'uvu/assert';
 import { createLogger } from '../logging/logger.js';
 import { CredentialAuthority } from '../manager/credentials.js';
 import { httpsRequest } from '../testbed/https.js';
+import { SESSION_API_VERSION, sessionApiGroup } from './annotations.js';
 import { kubeManagerConfigFromEnv } from './manager-config.js';
 import {
   frontProxyProblem,
@@ -18,8 +19,6 @@ import {
   identityFromHeaders,
   parseRequestHeaderConfig,
   type RequestHeaderConfig,
-  SESSION_API_VERSION,
-  sessionApiGroup,
 } from './session-api.js';
 import { startWebhookServer, WEBHOOK_PATH, type WebhookServer } from './webhook-server.js';
 
