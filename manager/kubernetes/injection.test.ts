@@ -7,8 +7,8 @@ import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import YAML from 'yaml';
-import { parsePortMappings } from '../netaddr/parse.js';
-import { decodeProbes, parseProbePath } from '../probes/spec.js';
+import { parsePortMappings } from '../../netaddr/parse.js';
+import { decodeProbes, parseProbePath } from '../../probes/spec.js';
 import {
   applyJsonPatch,
   escapeJsonPointer,
@@ -18,7 +18,10 @@ import {
   prefixEnv,
 } from './injection.js';
 
-const dataDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../kube/testdata/injection');
+const dataDir = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '../../../manager/kubernetes/testdata/injection',
+);
 const refresh = process.env.REFRESH_GOLDEN === 'true';
 
 const config: InjectionConfig = {

@@ -12,8 +12,8 @@
 // (group, version, resource) are in annotations.ts, which the workstation's side (session-token.ts) shares.
 import type * as http from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import type { CredentialAuthority, Identity } from '../manager/credentials.js';
-import { SESSION_API_VERSION, SESSION_TOKEN_KIND, SESSION_TOKEN_RESOURCE } from './annotations.js';
+import { SESSION_API_VERSION, SESSION_TOKEN_KIND, SESSION_TOKEN_RESOURCE } from '../../kube/annotations.js';
+import type { CredentialAuthority, Identity } from '../credentials.js';
 
 /** The aggregation layer's request-header authentication, as kube-system/extension-apiserver-authentication publishes it. */
 export interface RequestHeaderConfig {

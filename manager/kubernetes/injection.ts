@@ -15,8 +15,6 @@
 //   manager to report a clear error instead of a silent missing agent.
 import * as path from 'node:path';
 import type { V1Container, V1EnvFromSource, V1EnvVar, V1Pod, V1VolumeMount } from '@kubernetes/client-node';
-import type { PortMapping } from '../netaddr/parse.js';
-import { AGENT_PROBE_PATH, type AppProbe, encodeProbes } from '../probes/spec.js';
 import {
   AGENT_CONTAINER,
   AGENT_LABEL,
@@ -40,7 +38,9 @@ import {
   PORTS_ANNOTATION,
   PROBES_NOT_REWRITTEN_ANNOTATION,
   PROBES_REWRITTEN_ANNOTATION,
-} from './annotations.js';
+} from '../../kube/annotations.js';
+import type { PortMapping } from '../../netaddr/parse.js';
+import { AGENT_PROBE_PATH, type AppProbe, encodeProbes } from '../../probes/spec.js';
 import { resolvePort, rewriteProbes } from './probe-rewrite.js';
 
 /** What the manager's chart values say about the agent and the init container. */

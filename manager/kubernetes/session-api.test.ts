@@ -8,10 +8,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createLogger } from '../logging/logger.js';
-import { CredentialAuthority } from '../manager/credentials.js';
-import { httpsRequest } from '../testbed/https.js';
-import { SESSION_API_VERSION, sessionApiGroup } from './annotations.js';
+import { SESSION_API_VERSION, sessionApiGroup } from '../../kube/annotations.js';
+import { createLogger } from '../../logging/logger.js';
+import { httpsRequest } from '../../testbed/https.js';
+import { CredentialAuthority } from '../credentials.js';
 import { kubeManagerConfigFromEnv } from './manager-config.js';
 import {
   frontProxyProblem,
