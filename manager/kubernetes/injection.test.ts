@@ -1,4 +1,4 @@
-// The webhook's patches, checked against golden files (kube/testdata/injection/*.golden.yaml; run with
+// The webhook's patches, checked against golden files (testdata/injection/*.golden.yaml; run with
 // REFRESH_GOLDEN=true to rewrite them), and the properties a user relies on whatever the golden says.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
