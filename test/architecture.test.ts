@@ -14,7 +14,18 @@ const root = path.resolve(import.meta.dirname, '..', '..');
  * contract). Tests (`*.test.ts`, a `test/` folder) may import more; benches and test/ are harnesses.
  */
 const ALLOWED: Record<string, string[]> = {
-  agent: ['bpf/steering-map.ts', 'http-filter', 'logging', 'netaddr', 'probes', 'rpc', 'tunnel', 'version'],
+  agent: [
+    'agentconfig',
+    'bpf/steering-map.ts',
+    'http-filter',
+    'logging',
+    'netaddr',
+    'probes',
+    'rpc',
+    'tunnel',
+    'version',
+  ],
+  agentconfig: ['logging', 'netaddr', 'probes'],
   bpf: ['logging', 'netaddr', 'version'],
   cli: ['daemons/root/launch.ts', 'http-filter', 'kube', 'logging', 'netaddr', 'rpc', 'version'],
   command: ['netaddr'],

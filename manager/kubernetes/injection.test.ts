@@ -125,7 +125,7 @@ test('TP_PROBES: what the injector writes is what the agent reads, and the pod r
     const agent = pod.spec!.containers.find((x) => x.name === 'tp-agent')!;
     const env = new Map(agent.env!.map((e) => [e.name, e.value]));
     assert.is(env.get('TP_PROBE_PORT'), String(plan.probePort), name);
-    assert.equal(decodeProbes(env.get('TP_PROBES')), plan.probes, name);
+    assert.equal(decodeProbes(env.get('TP_PROBES'), 'TP_PROBES'), plan.probes, name);
     const annotations = pod.metadata!.annotations!;
     assert.is(
       annotations['tp.dev/probes-rewritten'],
@@ -236,7 +236,9 @@ test('the agent gets what it needs from the downward API and a TP_PORTS the agen
   assert.not.ok(env.has('TP_PROBES'), 'no probes in this pod');
   assert.is(env.get('TP_WORKLOAD_NAME')!.value, 'echo');
   assert.is(env.get('TP_MANAGER_ADDRESS')!.value, 'traffic-manager.tp-system:8081');
-  assert.equal(parsePortMappings(env.get('TP_PORTS')!.value!), [{ appPort: 8080, agentPort: 15001 }]);
+  assert.equal(parsePortMappings(env.get('TP_PORTS')!.value!, 'TP_PORTS'), [
+    { appPort: 8080, agentPort: 15001 },
+  ]);
   assert.is(agent.securityContext!.runAsUser, 7777);
   assert.is(agent.securityContext!.runAsNonRoot, true);
   const init = pod.spec!.initContainers![0]!;
