@@ -1,5 +1,5 @@
 // The names tp writes into Kubernetes objects: annotations on pod templates and pods, the names of
-// the containers it injects, and the environment contract between the webhook and the agent.
+// the containers it injects (the agent's environment is agentconfig/'s).
 // Everything an admin may meet in `kubectl get -o yaml` is defined here, in one place.
 
 /** On a workload's pod template: "enabled" asks the webhook to inject the agent (the OnDemand policy). */
@@ -79,13 +79,6 @@ export type Mechanism = (typeof MECHANISMS)[number];
 export function isMechanism(value: string): value is Mechanism {
   return (MECHANISMS as readonly string[]).includes(value);
 }
-
-/**
- * The agent sidecar reads the app containers' environment under this prefix (the webhook copies each
- * app container's env and envFrom with the prefix added), strips it, and reports it to the intercepting
- * client. A prefix keeps the agent's own process environment free of the app's settings.
- */
-export const APP_ENV_PREFIX = 'TP_APPENV_';
 
 /** Label selecting the traffic manager's pods (set by the chart). */
 export const MANAGER_LABEL_SELECTOR = 'app.kubernetes.io/name=traffic-manager';

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { APP_ENV_PREFIX, ENV } from '../agentconfig/env.js';
 
 const root = path.resolve(import.meta.dirname, '..', '..');
 
@@ -26,7 +27,7 @@ const ALLOWED: Record<string, string[]> = {
     'version',
   ],
   agentconfig: ['logging', 'netaddr', 'probes'],
-  bpf: ['logging', 'netaddr', 'version'],
+  bpf: ['agentconfig', 'logging', 'netaddr', 'version'],
   cli: ['daemons/root/launch.ts', 'http-filter', 'kube', 'logging', 'netaddr', 'rpc', 'version'],
   command: ['netaddr'],
   daemons: ['dns', 'kube', 'logging', 'netaddr', 'rpc', 'tunnel', 'version', 'vif'],
@@ -35,10 +36,21 @@ const ALLOWED: Record<string, string[]> = {
   image: ['agent/node-flags.ts', 'netaddr', 'version'],
   'init-container': ['bpf', 'command', 'logging', 'netaddr', 'version'],
   kind: ['image', 'lab', 'logging', 'netaddr', 'version'],
-  kube: ['logging', 'netaddr', 'rpc', 'spdy'],
+  kube: ['agentconfig', 'logging', 'netaddr', 'rpc', 'spdy'],
   lab: ['command', 'image', 'logging', 'netaddr', 'version'],
   logging: [],
-  manager: ['dns', 'http-filter', 'kube', 'logging', 'netaddr', 'probes', 'rpc', 'tunnel', 'version'],
+  manager: [
+    'agentconfig',
+    'dns',
+    'http-filter',
+    'kube',
+    'logging',
+    'netaddr',
+    'probes',
+    'rpc',
+    'tunnel',
+    'version',
+  ],
   netaddr: [],
   probes: ['netaddr'],
   rpc: ['logging', 'netaddr'],
@@ -164,6 +176,31 @@ function folderCycle(): string[] | undefined {
 test('the folders import each other without a cycle', () => {
   const cycle = folderCycle();
   assert.equal(cycle, undefined, `import cycle: ${cycle?.join(' -> ')}`);
+});
+
+/**
+ * The agent's environment names are agentconfig/'s: shipped code elsewhere names them through `ENV` (reading
+ * `env.NAME` of another contract is not a literal). TP_LOG_LEVEL is every tp process's (logging/), not only
+ * the agent's.
+ */
+test('no string literal of an agent env name outside agentconfig/', () => {
+  const names = Object.values(ENV).filter((n) => n !== ENV.logLevel);
+  const word = new RegExp(`(?<![.\\w])(${names.map((n) => `${n}(?!\\w)`).join('|')}|${APP_ENV_PREFIX})`, 'g');
+  const bad: string[] = [];
+  for (const folder of Object.keys(ALLOWED)) {
+    if (folder === 'agentconfig' || !fs.existsSync(path.join(root, folder))) continue;
+    for (const abs of sources(path.join(root, folder))) {
+      const file = path.relative(root, abs);
+      if (isTestFile(file)) continue;
+      const code = fs
+        .readFileSync(abs, 'utf8')
+        .replace(/\/\*[\s\S]*?\*\//g, '')
+        .replace(/(^|[^:'"`])\/\/.*$/gm, '$1');
+      for (const m of code.matchAll(word))
+        bad.push(`${file}: ${m[1]} (name it with ENV from agentconfig/env.ts)`);
+    }
+  }
+  assert.equal(bad, []);
 });
 
 /** Up to the first full stop outside backticks: what follows ("Not `rpc/`…") is commentary. */

@@ -2,6 +2,7 @@
 // reads it, so the chart and the code cannot drift apart silently: kube/chart.test.ts renders the chart
 // and parses its env with this function).
 import * as path from 'node:path';
+import { ENV } from '../../agentconfig/env.js';
 import {
   DEFAULT_MANAGER_GRPC_PORT,
   DEFAULT_MANAGER_NAMESPACE,
@@ -143,7 +144,7 @@ export function kubeManagerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): 
       defaultMechanism: mechanism as Mechanism,
       agentResources,
       workstationDialDeadlineMs: env.TP_WORKSTATION_DIAL_DEADLINE
-        ? parseDuration(env.TP_WORKSTATION_DIAL_DEADLINE, 'TP_WORKSTATION_DIAL_DEADLINE')
+        ? parseDuration(env.TP_WORKSTATION_DIAL_DEADLINE, ENV.workstationDialDeadline)
         : undefined,
     },
     agentArrivalTimeoutMs: num(env, 'TP_AGENT_ARRIVAL_TIMEOUT', 90_000, parseDuration),
