@@ -2,53 +2,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { InterceptDisposition as D, type InterceptInfo } from '../rpc/gen/manager.js';
 import { appEnvironment, parseEnvFile } from './app-env.js';
-import { agentConfigFromEnv, listenersOf } from './config.js';
+import { listenersOf } from './config.js';
 import type { AppContainer } from './containers.js';
 import { plan } from './intercept-routes.js';
 import { parseSockaddr } from './original-dst.js';
-
-const env = {
-  TP_MANAGER_ADDRESS: '127.0.0.1:18081',
-  TP_WORKLOAD_NAME: 'echo',
-  TP_NAMESPACE: 'default',
-  TP_POD_NAME: 'echo-0',
-  TP_POD_IP: '127.0.0.1',
-  TP_PORTS: '18080:15001',
-};
-
-test('configuration from the environment', () => {
-  const c = agentConfigFromEnv(env);
-  assert.equal(c.managerAddress, { host: '127.0.0.1', port: 18081 });
-  assert.equal(c.ports, [{ appPort: 18080, agentPort: 15001 }]);
-  assert.is(c.mechanism, 'none');
-  assert.is(c.probePort, undefined);
-  assert.equal(c.probes, []);
-  const probes = '[{"container":"echo","kind":"readiness","timeoutSeconds":1,"tcpSocket":{"port":18080}}]';
-  const withProbes = agentConfigFromEnv({ ...env, TP_PROBE_PORT: '15021', TP_PROBES: probes });
-  assert.is(withProbes.probePort, 15021);
-  assert.equal(withProbes.probes, [
-    { container: 'echo', kind: 'readiness', timeoutSeconds: 1, tcpSocket: { port: 18080 } },
-  ]);
-  assert.throws(
-    () => agentConfigFromEnv({ ...env, TP_PROBES: probes }),
-    /TP_PROBES is set but TP_PROBE_PORT is not/,
-  );
-  assert.throws(
-    () => agentConfigFromEnv({ ...env, TP_PROBE_PORT: '15001' }),
-    /TP_PROBE_PORT=15001 is also in TP_PORTS/,
-  );
-  assert.throws(
-    () => agentConfigFromEnv({ ...env, TP_PROBE_PORT: '15021', TP_PROBES: '{' }),
-    /TP_PROBES is not JSON/,
-  );
-  assert.throws(() => agentConfigFromEnv({ ...env, TP_WORKLOAD_NAME: '' }), /TP_WORKLOAD_NAME is not set/);
-  assert.throws(() => agentConfigFromEnv({ ...env, TP_MECHANISM: 'magic' }), /use iptables, ebpf, none/);
-  assert.throws(() => agentConfigFromEnv({ ...env, TP_POD_IP: 'pod' }), /TP_POD_IP="pod" is not an IP/);
-  assert.throws(
-    () => agentConfigFromEnv({ ...env, TP_LOG_LEVEL: 'loud' }),
-    /TP_LOG_LEVEL: unknown log level/,
-  );
-});
 
 test('one listener per agent port; app ports may share one', () => {
   const l = listenersOf([

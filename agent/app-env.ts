@@ -2,6 +2,7 @@
 // app container's environment the injector copied under TP_APPENV_<n>_): TP_APP_ENV_FILE names a
 // KEY=VALUE file; without it, the agent's own environment minus its TP_* settings stands in.
 import * as fs from 'node:fs';
+import { ENV } from '../agentconfig/env.js';
 import { UsageError } from '../netaddr/parse.js';
 
 /** KEY=VALUE lines; blank lines and # comments are skipped; values may be 'single' or "double" quoted. */
@@ -29,12 +30,12 @@ export function appEnvironment(file: string | undefined, own: NodeJS.ProcessEnv)
     try {
       text = fs.readFileSync(file, 'utf8');
     } catch (e) {
-      throw new UsageError(`TP_APP_ENV_FILE=${file} cannot be read: ${(e as Error).message}`);
+      throw new UsageError(`${ENV.appEnvFile}=${file} cannot be read: ${(e as Error).message}`);
     }
     try {
       return parseEnvFile(text);
     } catch (e) {
-      throw new UsageError(`TP_APP_ENV_FILE=${file}: ${(e as Error).message}`);
+      throw new UsageError(`${ENV.appEnvFile}=${file}: ${(e as Error).message}`);
     }
   }
   const env: Record<string, string> = {};

@@ -1,14 +1,20 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import type { AgentContainer } from '../agentconfig/env.js';
 import { InterceptSpec } from '../rpc/gen/manager.js';
 import { appContainers, chooseContainer } from './containers.js';
 
+/** TP_CONTAINERS as agentconfig/ decodes it (its errors are tested there). */
+const list: AgentContainer[] = [
+  {
+    name: 'app',
+    envPrefix: 'TP_APPENV_0_',
+    ports: [{ name: 'http', appPort: 8080, agentPort: 9900, protocol: 'TCP' }],
+  },
+  { name: 'sidecar', envPrefix: 'TP_APPENV_1_', ports: [] },
+  { name: 'ten', envPrefix: 'TP_APPENV_10_', ports: [] },
+];
 const injected = {
-  TP_CONTAINERS: JSON.stringify([
-    { name: 'app', envPrefix: 'TP_APPENV_0_', ports: [{ name: 'http', appPort: 8080, agentPort: 9900 }] },
-    { name: 'sidecar', envPrefix: 'TP_APPENV_1_', ports: [] },
-    { name: 'ten', envPrefix: 'TP_APPENV_10_', ports: [] },
-  ]),
   TP_APPENV_0_WHO: 'app',
   TP_APPENV_0_MULTI: 'a\nb',
   TP_APPENV_1_WHO: 'sidecar',
@@ -18,7 +24,7 @@ const injected = {
 };
 
 test("TP_CONTAINERS: each container's ports and its own environment", () => {
-  const cs = appContainers(injected, [8080], () => ({ NOT: 'used' }));
+  const cs = appContainers(list, injected, [8080], () => ({ NOT: 'used' }));
   assert.equal(cs, [
     { name: 'app', appPorts: [8080], environment: { WHO: 'app', MULTI: 'a\nb' } },
     { name: 'sidecar', appPorts: [], environment: { WHO: 'sidecar' } },
@@ -28,18 +34,13 @@ test("TP_CONTAINERS: each container's ports and its own environment", () => {
 
 test('standalone (no TP_CONTAINERS): one container "app" with the fallback environment', () => {
   assert.equal(
-    appContainers({ HOME: '/root' }, [18080], () => ({ A: '1' })),
+    appContainers(undefined, { HOME: '/root' }, [18080], () => ({ A: '1' })),
     [{ name: 'app', appPorts: [18080], environment: { A: '1' } }],
-  );
-  assert.throws(() => appContainers({ TP_CONTAINERS: '{' }, [], () => ({})), /TP_CONTAINERS is not valid/);
-  assert.throws(
-    () => appContainers({ TP_CONTAINERS: '[{"name":"x"}]' }, [], () => ({})),
-    /each entry needs name, envPrefix and ports/,
   );
 });
 
 test('the container of an intercept owns its port; an ingest names one or has only one', () => {
-  const cs = appContainers(injected, [8080], () => ({}));
+  const cs = appContainers(list, injected, [8080], () => ({}));
   const pick = (fields: Partial<InterceptSpec>) => {
     const c = chooseContainer(InterceptSpec.fromPartial(fields), cs);
     return 'container' in c ? c.container.name : c.error;

@@ -1,7 +1,7 @@
 // The pod's app containers as the agent knows them (TP_CONTAINERS, written by the injector) and which one
 // an intercept or an ingest means: the container that owns the intercepted port, or the one an ingest
 // names (-c), or the only one. Pure, except appContainers reading the environment it is given.
-import { UsageError } from '../netaddr/parse.js';
+import { type AgentContainer, containerEnvironment } from '../agentconfig/env.js';
 import type { InterceptSpec } from '../rpc/gen/manager.js';
 
 export interface AppContainer {
@@ -11,44 +11,23 @@ export interface AppContainer {
   environment: Record<string, string>;
 }
 
-interface InjectedContainer {
-  name: string;
-  envPrefix: string;
-  ports: { appPort: number }[];
-}
-
 /**
- * The app containers: from TP_CONTAINERS (each one's environment under its TP_APPENV_<n>_ prefix), or, in
- * standalone mode (no TP_CONTAINERS), one container "app" owning every captured port with `fallback` as
- * its environment (TP_APP_ENV_FILE or the agent's own environment).
+ * The app containers: those the injector listed (TP_CONTAINERS, decoded by agentconfig/; each one's
+ * environment under its TP_APPENV_<n>_ prefix in `own`), or, in standalone mode (none listed), one
+ * container "app" owning every captured port with `fallback` as its environment (TP_APP_ENV_FILE or the
+ * agent's own environment).
  */
 export function appContainers(
-  own: NodeJS.ProcessEnv,
+  injected: AgentContainer[] | undefined,
+  own: Record<string, string | undefined>,
   capturedAppPorts: number[],
   fallback: () => Record<string, string>,
 ): AppContainer[] {
-  const text = own.TP_CONTAINERS?.trim();
-  if (!text) return [{ name: 'app', appPorts: capturedAppPorts, environment: fallback() }];
-  let injected: InjectedContainer[];
-  try {
-    injected = JSON.parse(text) as InjectedContainer[];
-    if (!Array.isArray(injected)) throw new Error('not a JSON array');
-    for (const c of injected)
-      if (typeof c?.name !== 'string' || typeof c.envPrefix !== 'string' || !Array.isArray(c.ports))
-        throw new Error('each entry needs name, envPrefix and ports');
-  } catch (e) {
-    throw new UsageError(
-      `TP_CONTAINERS is not valid (${(e as Error).message}): it is written by tp's injector; re-inject the agent`,
-    );
-  }
+  if (!injected) return [{ name: 'app', appPorts: capturedAppPorts, environment: fallback() }];
   return injected.map((c) => ({
     name: c.name,
     appPorts: c.ports.map((p) => p.appPort),
-    environment: Object.fromEntries(
-      Object.entries(own)
-        .filter(([k]) => k.startsWith(c.envPrefix))
-        .map(([k, v]) => [k.slice(c.envPrefix.length), v ?? '']),
-    ),
+    environment: containerEnvironment(own, c),
   }));
 }
 

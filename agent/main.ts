@@ -1,10 +1,11 @@
 // tp-agent: the traffic agent. Configured by environment (see config.ts and README.md); bundled into one
 // file (dist/bundle/tp-agent.cjs), so it imports neither the manager nor the CLI.
+import { decode } from '../agentconfig/env.js';
 import { createLogger, setLevel } from '../logging/logger.js';
 import { UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
 import { appEnvironment } from './app-env.js';
-import { agentConfigFromEnv, listenersOf } from './config.js';
+import { listenersOf } from './config.js';
 import { ConnectionCounters } from './connection-counters.js';
 import { appContainers } from './containers.js';
 import { startCounterReports } from './counter-report.js';
@@ -17,11 +18,12 @@ import { ProbeServer } from './probe-server.js';
 const log = createLogger('agent');
 
 async function main(): Promise<void> {
-  const config = agentConfigFromEnv(process.env);
+  const config = decode(process.env);
   setLevel(config.logLevel);
   // Read once at start, so a bad TP_APP_ENV_FILE or TP_CONTAINERS fails the agent at once, not at the
   // first intercept.
   const containers = appContainers(
+    config.containers,
     process.env,
     config.ports.map((p) => p.appPort),
     () => appEnvironment(config.appEnvFile, process.env),

@@ -4,6 +4,7 @@
 // port is never captured, so a probe is never forwarded to a workstation, wherever the kubelet probes
 // from. `GET /tp-probe/agent` is the agent's own readiness: 200 once its listeners are up.
 import * as http from 'node:http';
+import { ENV } from '../agentconfig/env.js';
 import { createLogger } from '../logging/logger.js';
 import { type AppProbe, parseProbePath } from '../probes/spec.js';
 import type { ConnectionCounters } from './connection-counters.js';
@@ -60,7 +61,7 @@ export class ProbeServer {
     const probe = this.probes.get(id);
     if (!probe) {
       const known = [...this.probes.keys()].join(', ') || 'none';
-      return reply(res, 404, `no rewritten probe ${id} in this pod (TP_PROBES has ${known})`);
+      return reply(res, 404, `no rewritten probe ${id} in this pod (${ENV.probes} has ${known})`);
     }
     const result = await performProbe(probe, {
       podIp: this.o.podIp,

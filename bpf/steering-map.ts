@@ -4,6 +4,7 @@
 // Bundled into the agent: imports only koffi (through libbpf.ts) and pure modules.
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
+import { ENV } from '../agentconfig/env.js';
 import { UsageError } from '../netaddr/parse.js';
 import { planPortChanges } from './capture-config.js';
 import { BpfError } from './libbpf.js';
@@ -49,7 +50,7 @@ function openMap(pinDir: string, name: keyof typeof MAP_LAYOUT): BpfMap {
   }
   if (!map) {
     throw new BpfError(
-      `eBPF capture is not applied in this pod: ${pinDir}/${name} is missing (run \`tp-init apply --mechanism ebpf\` first, or use TP_MECHANISM=iptables)`,
+      `eBPF capture is not applied in this pod: ${pinDir}/${name} is missing (run \`tp-init apply --mechanism ebpf\` first, or use ${ENV.mechanism}=iptables)`,
       2,
     );
   }
@@ -153,7 +154,7 @@ export class ListenerSteering {
     const missing = appPorts.filter((p) => !captured.includes(p));
     if (missing.length > 0) {
       throw new UsageError(
-        `eBPF capture in this pod does not capture port ${missing.join(',')} (it captures ${captured.join(',') || 'none'}): run tp-init apply --mechanism ebpf with the same ports as TP_PORTS`,
+        `eBPF capture in this pod does not capture port ${missing.join(',')} (it captures ${captured.join(',') || 'none'}): run tp-init apply --mechanism ebpf with the same ports as ${ENV.ports}`,
       );
     }
     return new ListenerSteering(pinDir, listenerFdOf);

@@ -1,5 +1,5 @@
 // The names tp writes into Kubernetes objects: annotations on pod templates and pods, the names of
-// the containers it injects, and the environment contract between the webhook and the agent.
+// the containers it injects (the agent's environment is agentconfig/'s).
 // Everything an admin may meet in `kubectl get -o yaml` is defined here, in one place.
 
 /** On a workload's pod template: "enabled" asks the webhook to inject the agent (the OnDemand policy). */
@@ -65,6 +65,11 @@ export const AGENT_MOUNTS_DIR = '/tp/mounts';
 /** The value of INJECT_ANNOTATION that turns injection on. */
 export const INJECT_ENABLED = 'enabled';
 
+/** Whether the pod (or pod template) metadata asks for the agent. */
+export function injectionRequested(annotations: Record<string, string> | undefined): boolean {
+  return annotations?.[INJECT_ANNOTATION] === INJECT_ENABLED;
+}
+
 export const AGENT_CONTAINER = 'tp-agent';
 export const INIT_CONTAINER = 'tp-init';
 
@@ -75,15 +80,18 @@ export function isMechanism(value: string): value is Mechanism {
   return (MECHANISMS as readonly string[]).includes(value);
 }
 
-/**
- * The agent sidecar reads the app containers' environment under this prefix (the webhook copies each
- * app container's env and envFrom with the prefix added), strips it, and reports it to the intercepting
- * client. A prefix keeps the agent's own process environment free of the app's settings.
- */
-export const APP_ENV_PREFIX = 'TP_APPENV_';
-
 /** Label selecting the traffic manager's pods (set by the chart). */
 export const MANAGER_LABEL_SELECTOR = 'app.kubernetes.io/name=traffic-manager';
 export const MANAGER_SERVICE = 'traffic-manager';
 export const DEFAULT_MANAGER_NAMESPACE = 'tp-system';
 export const DEFAULT_MANAGER_GRPC_PORT = 8081;
+
+/** The session API (the manager's aggregated API, manager/kubernetes/session-api.ts): its version and resource. */
+export const SESSION_API_VERSION = 'v1alpha1';
+export const SESSION_TOKEN_RESOURCE = 'sessiontokens';
+export const SESSION_TOKEN_KIND = 'SessionToken';
+
+/** The session API group of one install: the manager's namespace makes two installs' groups differ. */
+export function sessionApiGroup(managerNamespace: string): string {
+  return `${managerNamespace}.sessions.tp.dev`;
+}

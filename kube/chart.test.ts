@@ -10,11 +10,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import YAML from 'yaml';
 import { cachedBinDir } from '../lab/binaries.js';
+import { kubeManagerConfigFromEnv } from '../manager/kubernetes/manager-config.js';
 import { requirementSuite } from '../testbed/suite.js';
-import { AGENT_LABEL, AGENT_LABEL_VALUE } from './annotations.js';
+import { AGENT_LABEL, AGENT_LABEL_VALUE, SESSION_API_VERSION, sessionApiGroup } from './annotations.js';
 import { findHelm, helmArgs, shippedChart } from './helm.js';
-import { kubeManagerConfigFromEnv } from './manager-config.js';
-import { SESSION_API_VERSION, sessionApiGroup } from './session-api.js';
 
 function locateHelm(): string | undefined {
   try {

@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { podProbes, renderDescription } from './describe.js';
 
-/** An injected pod as the webhook leaves it (kube/testdata/injection/probes-*.golden.yaml), trimmed. */
+/** An injected pod as the webhook leaves it (manager/kubernetes/testdata/injection/probes-*.golden.yaml), trimmed. */
 function injected(rewritten: string, notRewritten?: string): V1Pod {
   const annotations: Record<string, string> = { 'tp.dev/probes-rewritten': rewritten };
   if (notRewritten) annotations['tp.dev/probes-not-rewritten'] = notRewritten;

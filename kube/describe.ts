@@ -14,6 +14,7 @@ import {
   type V1ReplicaSet,
   type V1Status,
 } from '@kubernetes/client-node';
+import { ENV } from '../agentconfig/env.js';
 import { UsageError } from '../netaddr/parse.js';
 import type { AgentCounters } from '../rpc/gen/manager.js';
 import {
@@ -67,7 +68,7 @@ export interface PodProbes {
 export function podProbes(pod: V1Pod | undefined): PodProbes {
   const annotations = pod?.metadata?.annotations ?? {};
   const agent = pod?.spec?.containers.find((c) => c.name === AGENT_CONTAINER);
-  const port = Number(agent?.env?.find((e) => e.name === 'TP_PROBE_PORT')?.value ?? 0);
+  const port = Number(agent?.env?.find((e) => e.name === ENV.probePort)?.value ?? 0);
   const list = (value: string | undefined, separator: string) =>
     (value ?? '').split(separator).filter((x) => x !== '');
   return {

@@ -11,7 +11,7 @@ import {
   SESSION_TOKEN_KIND,
   SESSION_TOKEN_RESOURCE,
   sessionApiGroup,
-} from './session-api.js';
+} from './annotations.js';
 
 const REQUEST_TIMEOUT_MS = 15_000;
 

@@ -3,7 +3,7 @@
 import type { V1Deployment, V1Pod, V1ReplicaSet, V1Service } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { templateAnnotationPatch } from './agent-installer.js';
+import { templateAnnotationPatch } from '../manager/kubernetes/agent-installer.js';
 import {
   agentState,
   buildWorkload,

@@ -18,6 +18,7 @@ import {
   AGENT_MECHANISM_ANNOTATION,
   CAPTURE_PORTS_ANNOTATION,
   INIT_CONTAINER,
+  injectionRequested,
   isMechanism,
   MECHANISM_ANNOTATION,
   type Mechanism,
@@ -25,7 +26,6 @@ import {
   PORTS_ANNOTATION,
   RESTARTED_AT_ANNOTATION,
 } from './annotations.js';
-import { injectionRequested } from './injection.js';
 
 export type WorkloadKind = 'Deployment' | 'ReplicaSet' | 'StatefulSet';
 export const WORKLOAD_KINDS: readonly WorkloadKind[] = ['Deployment', 'ReplicaSet', 'StatefulSet'];

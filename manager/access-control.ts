@@ -2,7 +2,7 @@
 //
 // - Clients arrive with an identity token (credentials.ts) that the manager issued through the Kubernetes
 //   API server to an authenticated user; agents arrive with their pod's projected ServiceAccount token,
-//   which the cluster integration reviews (kube/access-review.ts). Every later call carries the session's
+//   which the cluster integration reviews (kubernetes/access-review.ts). Every later call carries the session's
 //   credential from the Arrival.
 // - Each action of a client is authorized as its Kubernetes user (authorization.ts, SubjectAccessReview).
 // - Tunnel streams open only for a session whose credential they carry, and a workstation's outbound
@@ -37,7 +37,7 @@ export interface AgentIdentity {
   podUid: string;
 }
 
-/** Checks an agent's token and that its pod is a pod of the workload it claims (kube/access-review.ts). */
+/** Checks an agent's token and that its pod is a pod of the workload it claims (kubernetes/access-review.ts). */
 export interface AgentVerifier {
   verify(token: string, claim: AgentInfo): Promise<Verified<AgentIdentity>>;
 }

@@ -1,5 +1,5 @@
 // What each action of a workstation needs in Kubernetes RBAC terms, pure: the decision table the manager
-// checks with SubjectAccessReviews for the user of the session (kube/access-review.ts), and the message a
+// checks with SubjectAccessReviews for the user of the session (kubernetes/access-review.ts), and the message a
 // refused user reads. The rule is "what doing it by hand would need":
 //
 //   action                            | needs (every row)

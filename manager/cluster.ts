@@ -1,4 +1,4 @@
-// What the manager asks of a cluster integration (Kubernetes: kube/manager-integration.ts). Standalone
+// What the manager asks of a cluster integration (Kubernetes: kubernetes/manager-integration.ts). Standalone
 // mode has none: workloads are the agents that arrive, and there is nothing to install or resolve.
 
 import type { Upstream } from '../dns/forwarder.js';

@@ -1,6 +1,6 @@
 // The credentials the traffic manager issues and checks, pure apart from the clock and the random key:
 // - identity tokens: "this is Kubernetes user U (groups, uid, extra)", issued through the Kubernetes
-//   aggregation layer after the API server authenticated U (kube/session-api.ts), valid for a minute and
+//   aggregation layer after the API server authenticated U (manager/kubernetes/session-api.ts), valid for a minute and
 //   for one arrival only;
 // - session credentials: the proof that a call comes from the holder of a session, handed out in the
 //   answer to ArriveAs* (an HMAC of the session id, so nothing is stored per session).

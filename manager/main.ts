@@ -66,7 +66,7 @@ program
   .action(async () => {
     const o = program.opts<{ kubeconfig?: string; context?: string; logLevel: string }>();
     setLevel(parseLevel(o.logLevel));
-    const { runUninstallAgents } = await import('../kube/in-cluster.js');
+    const { runUninstallAgents } = await import('./kubernetes/in-cluster.js');
     process.exit(await runUninstallAgents(o, log));
   });
 
@@ -91,7 +91,7 @@ async function serve(): Promise<void> {
   const credentials = new CredentialAuthority();
   const kube = opts.standalone
     ? undefined
-    : await (await import('../kube/in-cluster.js')).startInClusterManager(opts, log, credentials);
+    : await (await import('./kubernetes/in-cluster.js')).startInClusterManager(opts, log, credentials);
   if (!kube && !['127.0.0.1', '::1', 'localhost'].includes(opts.listen!.host))
     log.warn(
       'standalone mode authenticates no one (there is no Kubernetes to ask): anyone who reaches this address can use the manager',

@@ -1,6 +1,7 @@
 // Where the manager learns which workloads exist and which ports their agents capture. Standalone mode
 // knows only the agents that arrived; the Kubernetes integration plugs in a source that watches the
 // cluster's Deployments/StatefulSets/ReplicaSets behind the same interface.
+import { ENV } from '../agentconfig/env.js';
 import type { AgentInfo, AgentPort } from '../rpc/gen/manager.js';
 
 export type AgentState = 'NO_AGENT' | 'INSTALLING' | 'INSTALLED' | 'ERROR';
@@ -71,7 +72,7 @@ export class AgentWorkloads implements WorkloadSource {
   describeMissing(name: string, namespace: string): string {
     return (
       `workload "${name}" not found in namespace "${namespace}": no agent of it has arrived at the traffic ` +
-      `manager (standalone mode: start tp-agent with TP_WORKLOAD_NAME=${name} TP_NAMESPACE=${namespace})`
+      `manager (standalone mode: start tp-agent with ${ENV.workloadName}=${name} ${ENV.namespace}=${namespace})`
     );
   }
 

@@ -27,15 +27,15 @@ test('ports and host:port', () => {
 });
 
 test('TP_PORTS mappings', () => {
-  assert.equal(parsePortMappings('18080:15001,9090:15002'), [
+  assert.equal(parsePortMappings('18080:15001,9090:15002', 'TP_PORTS'), [
     { appPort: 18080, agentPort: 15001 },
     { appPort: 9090, agentPort: 15002 },
   ]);
-  assert.throws(() => parsePortMappings('8080'), /expected appPort:agentPort/);
-  assert.throws(() => parsePortMappings('8080:15001,9090:8080'), /collides with an app port/);
-  assert.throws(() => parsePortMappings('8080:8080'), /must differ/);
-  assert.throws(() => parsePortMappings('8080:15001,8080:15002'), /app port is listed twice/);
-  assert.equal(parsePortMappings('8080:15001,9090:15001').length, 2);
+  assert.throws(() => parsePortMappings('8080', 'TP_PORTS'), /expected appPort:agentPort/);
+  assert.throws(() => parsePortMappings('8080:15001,9090:8080', 'TP_PORTS'), /collides with an app port/);
+  assert.throws(() => parsePortMappings('8080:8080', 'TP_PORTS'), /must differ/);
+  assert.throws(() => parsePortMappings('8080:15001,8080:15002', 'TP_PORTS'), /app port is listed twice/);
+  assert.equal(parsePortMappings('8080:15001,9090:15001', 'TP_PORTS').length, 2);
 });
 
 test('CIDRs normalize, contain and overlap', () => {

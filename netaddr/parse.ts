@@ -44,8 +44,8 @@ export interface PortMapping {
   agentPort: number;
 }
 
-/** TP_PORTS: appPort:agentPort[,appPort:agentPort…]. */
-export function parsePortMappings(value: string, what = 'TP_PORTS'): PortMapping[] {
+/** appPort:agentPort[,appPort:agentPort…] (the agent's TP_PORTS, tp.dev/ports); `what` names it in errors. */
+export function parsePortMappings(value: string, what: string): PortMapping[] {
   if (value.trim() === '')
     throw new UsageError(
       `${what} is empty: expected appPort:agentPort[,appPort:agentPort…], e.g. 8080:15001`,
@@ -71,6 +71,11 @@ export function parsePortMappings(value: string, what = 'TP_PORTS'): PortMapping
     }
   }
   return out;
+}
+
+/** The text parsePortMappings reads. */
+export function formatPortMappings(ports: PortMapping[]): string {
+  return ports.map((p) => `${p.appPort}:${p.agentPort}`).join(',');
 }
 
 export interface Cidr {

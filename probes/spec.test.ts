@@ -45,9 +45,9 @@ test('TP_PROBES: every handler round-trips; absent or empty is no probes', () =>
     { container: 'echo', kind: 'liveness', timeoutSeconds: 5, tcpSocket: { port: 8080 } },
     { container: 'api', kind: 'startup', timeoutSeconds: 2, grpc: { port: 50051, service: '' } },
   ];
-  assert.equal(decodeProbes(encodeProbes(probes)), probes);
-  assert.equal(decodeProbes(undefined), []);
-  assert.equal(decodeProbes(' '), []);
+  assert.equal(decodeProbes(encodeProbes(probes), 'TP_PROBES'), probes);
+  assert.equal(decodeProbes(undefined, 'TP_PROBES'), []);
+  assert.equal(decodeProbes(' ', 'TP_PROBES'), []);
 });
 
 test('TP_PROBES: a malformed value names the variable and the entry', () => {
@@ -69,12 +69,12 @@ test('TP_PROBES: a malformed value names the variable and the entry', () => {
     [one({ httpGet: { port: 1, scheme: 'HTTP', path: '/' } }), /httpGet\.httpHeaders is not a list/],
     [one({ grpc: { port: 1 } }), /grpc\.service is not a string/],
   ];
-  for (const [text, pattern] of cases) assert.throws(() => decodeProbes(text), pattern, text);
+  for (const [text, pattern] of cases) assert.throws(() => decodeProbes(text, 'TP_PROBES'), pattern, text);
   const twice = JSON.stringify([
     { container: 'echo', kind: 'readiness', timeoutSeconds: 1, tcpSocket: { port: 1 } },
     { container: 'echo', kind: 'readiness', timeoutSeconds: 1, tcpSocket: { port: 2 } },
   ]);
-  assert.throws(() => decodeProbes(twice), /TP_PROBES lists echo\/readiness twice/);
+  assert.throws(() => decodeProbes(twice, 'TP_PROBES'), /TP_PROBES lists echo\/readiness twice/);
 });
 
 test.run();

@@ -56,7 +56,7 @@ export function encodeProbes(probes: AppProbe[]): string {
 }
 
 /** Reads TP_PROBES back; a malformed value fails naming the variable and the entry. */
-export function decodeProbes(text: string | undefined, what = 'TP_PROBES'): AppProbe[] {
+export function decodeProbes(text: string | undefined, what: string): AppProbe[] {
   if (text === undefined || text.trim() === '') return [];
   let raw: unknown;
   try {

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { APP_ENV_PREFIX, ENV } from '../agentconfig/env.js';
 
 const root = path.resolve(import.meta.dirname, '..', '..');
 
@@ -14,8 +15,19 @@ const root = path.resolve(import.meta.dirname, '..', '..');
  * contract). Tests (`*.test.ts`, a `test/` folder) may import more; benches and test/ are harnesses.
  */
 const ALLOWED: Record<string, string[]> = {
-  agent: ['bpf/steering-map.ts', 'http-filter', 'logging', 'netaddr', 'probes', 'rpc', 'tunnel', 'version'],
-  bpf: ['logging', 'netaddr', 'version'],
+  agent: [
+    'agentconfig',
+    'bpf/steering-map.ts',
+    'http-filter',
+    'logging',
+    'netaddr',
+    'probes',
+    'rpc',
+    'tunnel',
+    'version',
+  ],
+  agentconfig: ['logging', 'netaddr', 'probes'],
+  bpf: ['agentconfig', 'logging', 'netaddr', 'version'],
   cli: ['daemons/root/launch.ts', 'http-filter', 'kube', 'logging', 'netaddr', 'rpc', 'version'],
   command: ['netaddr'],
   daemons: ['dns', 'kube', 'logging', 'netaddr', 'rpc', 'tunnel', 'version', 'vif'],
@@ -24,10 +36,21 @@ const ALLOWED: Record<string, string[]> = {
   image: ['agent/node-flags.ts', 'netaddr', 'version'],
   'init-container': ['bpf', 'command', 'logging', 'netaddr', 'version'],
   kind: ['image', 'lab', 'logging', 'netaddr', 'version'],
-  kube: ['logging', 'netaddr', 'probes', 'rpc', 'spdy', 'version'],
+  kube: ['agentconfig', 'logging', 'netaddr', 'rpc', 'spdy'],
   lab: ['command', 'image', 'logging', 'netaddr', 'version'],
   logging: [],
-  manager: ['dns', 'http-filter', 'logging', 'netaddr', 'rpc', 'tunnel', 'version'],
+  manager: [
+    'agentconfig',
+    'dns',
+    'http-filter',
+    'kube',
+    'logging',
+    'netaddr',
+    'probes',
+    'rpc',
+    'tunnel',
+    'version',
+  ],
   netaddr: [],
   probes: ['netaddr'],
   rpc: ['logging', 'netaddr'],
@@ -43,9 +66,6 @@ const HARNESSES = new Set(['bench', 'demo', 'test']);
 
 /** Edges the design does not want, still in the code: what removes each. */
 const KNOWN_DEBT: Record<string, string> = {
-  'kube -> manager':
-    "the kube split (issue 17): the manager's Kubernetes half (injection, webhook, workloads, installer) moves under manager/",
-  'manager -> kube': 'the kube split (issue 17): manager/main.ts starts kube/in-cluster.ts',
   'kind -> testbed': 'kind/ polls with testbed/wait.ts: a shipped bin must not import the test beds',
 };
 
@@ -120,6 +140,67 @@ test('every known debt is still in the code (remove it from the list when it is 
       `${debt} is gone: delete it from KNOWN_DEBT`,
     );
   }
+});
+
+/** The folder an ALLOWED entry names (`bpf/steering-map.ts` → `bpf`). */
+const folderOf = (entry: string) => top(entry);
+
+/** A cycle of folders in the rules (ALLOWED and KNOWN_DEBT together), or undefined. */
+function folderCycle(): string[] | undefined {
+  const next = new Map<string, Set<string>>();
+  for (const [from, allowed] of Object.entries(ALLOWED))
+    next.set(from, new Set(allowed.map(folderOf).filter((to) => to !== from)));
+  for (const debt of Object.keys(KNOWN_DEBT)) {
+    const [from, to] = debt.split(' -> ') as [string, string];
+    next.set(from, new Set([...(next.get(from) ?? []), to]));
+  }
+  const done = new Set<string>();
+  const walk = (folder: string, stack: string[]): string[] | undefined => {
+    const at = stack.indexOf(folder);
+    if (at >= 0) return [...stack.slice(at), folder];
+    if (done.has(folder)) return undefined;
+    for (const to of next.get(folder) ?? []) {
+      const cycle = walk(to, [...stack, folder]);
+      if (cycle) return cycle;
+    }
+    done.add(folder);
+    return undefined;
+  };
+  for (const folder of next.keys()) {
+    const cycle = walk(folder, []);
+    if (cycle) return cycle;
+  }
+  return undefined;
+}
+
+test('the folders import each other without a cycle', () => {
+  const cycle = folderCycle();
+  assert.equal(cycle, undefined, `import cycle: ${cycle?.join(' -> ')}`);
+});
+
+/**
+ * The agent's environment names are agentconfig/'s: shipped code elsewhere names them through `ENV` (reading
+ * `env.NAME` of another contract is not a literal). TP_LOG_LEVEL is every tp process's (logging/), not only
+ * the agent's.
+ */
+test('no string literal of an agent env name outside agentconfig/', () => {
+  const names = Object.values(ENV).filter((n) => n !== ENV.logLevel);
+  const word = new RegExp(`(?<![.\\w])(${names.map((n) => `${n}(?!\\w)`).join('|')}|${APP_ENV_PREFIX})`, 'g');
+  const bad: string[] = [];
+  for (const folder of Object.keys(ALLOWED)) {
+    if (folder === 'agentconfig' || !fs.existsSync(path.join(root, folder))) continue;
+    for (const abs of sources(path.join(root, folder))) {
+      const file = path.relative(root, abs);
+      if (isTestFile(file)) continue;
+      const code = fs
+        .readFileSync(abs, 'utf8')
+        .replace(/\/\*[\s\S]*?\*\//g, '')
+        .replace(/(^|[^:'"`])\/\/.*$/gm, '$1');
+      for (const m of code.matchAll(word))
+        bad.push(`${file}: ${m[1]} (name it with ENV from agentconfig/env.ts)`);
+    }
+  }
+  assert.equal(bad, []);
 });
 
 /** Up to the first full stop outside backticks: what follows ("Not `rpc/`…") is commentary. */

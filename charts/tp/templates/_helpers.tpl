@@ -8,7 +8,7 @@ it was installed into. Cluster-scoped objects carry the namespace so two install
 
 {{- define "tp.webhookService" -}}traffic-manager-webhook{{- end -}}
 
-{{/* The session API's group (kube/session-api.ts sessionApiGroup). */}}
+{{/* The session API's group (kube/annotations.ts sessionApiGroup). */}}
 {{- define "tp.sessionApiGroup" -}}{{ .Release.Namespace }}.sessions.tp.dev{{- end -}}
 
 {{- define "tp.labels" -}}

@@ -14,17 +14,17 @@ import {
   type V1ReplicaSet,
   type V1Service,
 } from '@kubernetes/client-node';
-import type { Logger } from '../logging/logger.js';
-import type { Mechanism } from './annotations.js';
-import type { OwnerWorkload } from './injection.js';
-import { apiErrorCode, apiErrorMessage } from './kubeconfig.js';
+import type { Mechanism } from '../../kube/annotations.js';
+import { apiErrorCode, apiErrorMessage } from '../../kube/kubeconfig.js';
 import {
   buildWorkload,
   ownerFromRefs,
   type Workload,
   type WorkloadKind,
   type WorkloadObject,
-} from './workload-state.js';
+} from '../../kube/workload-state.js';
+import type { Logger } from '../../logging/logger.js';
+import type { OwnerWorkload } from './injection.js';
 
 export interface WorkloadSourceOptions {
   kc: KubeConfig;

@@ -11,12 +11,12 @@ import {
   type V1OwnerReference,
   type V1Pod,
 } from '@kubernetes/client-node';
-import type { AgentIdentity, AgentVerifier, Authorizer } from '../manager/access-control.js';
-import type { ResourceCheck } from '../manager/authorization.js';
-import type { Identity, Verified } from '../manager/credentials.js';
-import type { AgentInfo } from '../rpc/gen/manager.js';
+import { apiErrorMessage } from '../../kube/kubeconfig.js';
+import type { AgentInfo } from '../../rpc/gen/manager.js';
+import type { AgentIdentity, AgentVerifier, Authorizer } from '../access-control.js';
+import type { ResourceCheck } from '../authorization.js';
+import type { Identity, Verified } from '../credentials.js';
 import type { OwnerWorkload } from './injection.js';
-import { apiErrorMessage } from './kubeconfig.js';
 
 export const POD_NAME_EXTRA = 'authentication.kubernetes.io/pod-name';
 export const POD_UID_EXTRA = 'authentication.kubernetes.io/pod-uid';

@@ -2,9 +2,9 @@
 // session. A pod with a ready sidecar is not enough; its agent must have arrived.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { AgentInfo } from '../rpc/gen/manager.js';
+import type { Workload, WorkloadPod } from '../../kube/workload-state.js';
+import type { AgentInfo } from '../../rpc/gen/manager.js';
 import { toManagerWorkload } from './manager-integration.js';
-import type { Workload, WorkloadPod } from './workload-state.js';
 
 function pod(name: string): WorkloadPod {
   return {

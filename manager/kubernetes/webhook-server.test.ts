@@ -7,8 +7,8 @@ import * as path from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createLogger } from '../logging/logger.js';
-import { httpsRequest } from '../testbed/https.js';
+import { createLogger } from '../../logging/logger.js';
+import { httpsRequest } from '../../testbed/https.js';
 import { applyJsonPatch, type InjectionConfig, type JsonPatchOperation } from './injection.js';
 import {
   type OwnerResolver,

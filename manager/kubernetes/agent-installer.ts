@@ -9,7 +9,6 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import type { Logger } from '../logging/logger.js';
 import {
   AGENT_MECHANISM_ANNOTATION,
   CAPTURE_PORTS_ANNOTATION,
@@ -17,15 +16,16 @@ import {
   INJECT_ENABLED,
   type Mechanism,
   RESTARTED_AT_ANNOTATION,
-} from './annotations.js';
-import { apiErrorMessage } from './kubeconfig.js';
-import type { KubeWorkloadSource } from './workload-source.js';
+} from '../../kube/annotations.js';
+import { apiErrorMessage } from '../../kube/kubeconfig.js';
 import {
   undeclaredServicePorts,
   type Workload,
   type WorkloadKind,
   type WorkloadObject,
-} from './workload-state.js';
+} from '../../kube/workload-state.js';
+import type { Logger } from '../../logging/logger.js';
+import type { KubeWorkloadSource } from './workload-source.js';
 
 /** A failure the client shows the user as it is (not found, no ports, injection failed, timeout). */
 export class AgentInstallError extends Error {

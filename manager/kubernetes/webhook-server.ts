@@ -11,7 +11,7 @@ import type * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { V1OwnerReference, V1Pod } from '@kubernetes/client-node';
-import type { Logger } from '../logging/logger.js';
+import type { Logger } from '../../logging/logger.js';
 import { type InjectionConfig, type InjectionPlan, type OwnerWorkload, planInjection } from './injection.js';
 
 export const WEBHOOK_PATH = '/mutate-pods';

@@ -16,9 +16,9 @@ import {
   type V1Node,
   type V1Pod,
 } from '@kubernetes/client-node';
-import type { Logger } from '../logging/logger.js';
-import { parseCidr } from '../netaddr/parse.js';
-import { apiErrorMessage } from './kubeconfig.js';
+import { apiErrorMessage } from '../../kube/kubeconfig.js';
+import type { Logger } from '../../logging/logger.js';
+import { parseCidr } from '../../netaddr/parse.js';
 
 export interface ClusterNetwork {
   podSubnets: string[];

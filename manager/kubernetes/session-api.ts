@@ -8,19 +8,12 @@
 // requestheader CA and names an allowed proxy (ConfigMap kube-system/extension-apiserver-authentication),
 // and answers with an identity token (manager/credentials.ts): valid for a minute, for one arrival.
 //
-// Served on the webhook's HTTPS server (webhook-server.ts): the same certificate, the same caller.
+// Served on the webhook's HTTPS server (webhook-server.ts): the same certificate, the same caller. Its names
+// (group, version, resource) are in annotations.ts, which the workstation's side (session-token.ts) shares.
 import type * as http from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import type { CredentialAuthority, Identity } from '../manager/credentials.js';
-
-export const SESSION_API_VERSION = 'v1alpha1';
-export const SESSION_TOKEN_RESOURCE = 'sessiontokens';
-export const SESSION_TOKEN_KIND = 'SessionToken';
-
-/** The API group of one install: the manager's namespace makes two installs' groups differ. */
-export function sessionApiGroup(managerNamespace: string): string {
-  return `${managerNamespace}.sessions.tp.dev`;
-}
+import { SESSION_API_VERSION, SESSION_TOKEN_KIND, SESSION_TOKEN_RESOURCE } from '../../kube/annotations.js';
+import type { CredentialAuthority, Identity } from '../credentials.js';
 
 /** The aggregation layer's request-header authentication, as kube-system/extension-apiserver-authentication publishes it. */
 export interface RequestHeaderConfig {

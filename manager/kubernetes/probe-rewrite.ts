@@ -15,7 +15,7 @@
 // it as it would without tp), a port capture does not touch (it already reaches the app directly). Exec
 // probes run inside the container and never touch the network capture: they are not looked at.
 import type { V1Container, V1Pod, V1Probe } from '@kubernetes/client-node';
-import { type AppProbe, type ProbeHandler, type ProbeKind, probePath } from '../probes/spec.js';
+import { type AppProbe, type ProbeHandler, type ProbeKind, probePath } from '../../probes/spec.js';
 import type { JsonPatchOperation } from './injection.js';
 
 const PROBE_FIELDS: [ProbeKind, 'readinessProbe' | 'livenessProbe' | 'startupProbe'][] = [

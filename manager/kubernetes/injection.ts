@@ -15,8 +15,7 @@
 //   manager to report a clear error instead of a silent missing agent.
 import * as path from 'node:path';
 import type { V1Container, V1EnvFromSource, V1EnvVar, V1Pod, V1VolumeMount } from '@kubernetes/client-node';
-import type { PortMapping } from '../netaddr/parse.js';
-import { AGENT_PROBE_PATH, type AppProbe, encodeProbes } from '../probes/spec.js';
+import { type AgentContainer, appEnvPrefix, ENV, encode } from '../../agentconfig/env.js';
 import {
   AGENT_CONTAINER,
   AGENT_LABEL,
@@ -26,12 +25,12 @@ import {
   AGENT_TOKEN_DIR,
   AGENT_TOKEN_FILE,
   AGENT_TOKEN_VOLUME,
-  APP_ENV_PREFIX,
   CAPTURE_PORTS_ANNOTATION,
   INIT_CONTAINER,
   INJECT_ANNOTATION,
   INJECT_ENABLED,
   INJECTED_ANNOTATION,
+  injectionRequested,
   isMechanism,
   MECHANISM_ANNOTATION,
   type Mechanism,
@@ -39,7 +38,9 @@ import {
   PORTS_ANNOTATION,
   PROBES_NOT_REWRITTEN_ANNOTATION,
   PROBES_REWRITTEN_ANNOTATION,
-} from './annotations.js';
+} from '../../kube/annotations.js';
+import { formatPortMappings, type PortMapping } from '../../netaddr/parse.js';
+import { AGENT_PROBE_PATH, type AppProbe } from '../../probes/spec.js';
 import { resolvePort, rewriteProbes } from './probe-rewrite.js';
 
 /** What the manager's chart values say about the agent and the init container. */
@@ -83,13 +84,8 @@ export interface JsonPatchOperation {
   value?: unknown;
 }
 
-/** One app container (its captured ports, possibly none), as the agent learns it from TP_CONTAINERS. */
-export interface CapturedContainer {
-  name: string;
-  /** The prefix under which the agent finds this container's environment. */
-  envPrefix: string;
-  ports: { name: string; appPort: number; agentPort: number; protocol: 'TCP' }[];
-}
+/** One app container (its captured ports, possibly none), as the agent learns it (agentconfig/). */
+export type CapturedContainer = AgentContainer;
 
 export type InjectionPlan =
   /** Nothing to do and nothing to say: injection not requested, or already done. */
@@ -106,11 +102,6 @@ export type InjectionPlan =
       probes: AppProbe[];
       patch: JsonPatchOperation[];
     };
-
-/** Whether the pod (or pod template) metadata asks for the agent. */
-export function injectionRequested(annotations: Record<string, string> | undefined): boolean {
-  return annotations?.[INJECT_ANNOTATION] === INJECT_ENABLED;
-}
 
 /** RFC 6901: "~" and "/" inside a JSON Pointer segment. */
 export function escapeJsonPointer(segment: string): string {
@@ -207,14 +198,6 @@ function prefixEnvFrom(envFrom: V1EnvFromSource[], prefix: string): V1EnvFromSou
   return envFrom.map((e) => ({ ...e, prefix: `${prefix}${e.prefix ?? ''}` }));
 }
 
-function field(name: string, fieldPath: string): V1EnvVar {
-  return { name, valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath } } };
-}
-
-function formatPorts(ports: PortMapping[]): string {
-  return ports.map((p) => `${p.appPort}:${p.agentPort}`).join(',');
-}
-
 function annotationPatch(pod: V1Pod, values: Record<string, string>): JsonPatchOperation[] {
   if (!pod.metadata?.annotations) return [{ op: 'add', path: '/metadata/annotations', value: values }];
   return Object.entries(values).map(([k, v]) => ({
@@ -243,7 +226,7 @@ function initContainer(
     imagePullPolicy: config.imagePullPolicy,
     command: ['tp-init'],
     args,
-    env: [{ name: 'TP_LOG_LEVEL', value: config.logLevel }],
+    env: [{ name: ENV.logLevel, value: config.logLevel }],
     securityContext: {
       runAsUser: 0,
       runAsNonRoot: false,
@@ -284,23 +267,19 @@ function agentContainer(
   owner: OwnerWorkload,
   { mechanism, ports, containers, probePort, probes }: AgentPlan,
 ): V1Container {
-  const env: V1EnvVar[] = [
-    field('TP_POD_NAME', 'metadata.name'),
-    field('TP_POD_IP', 'status.podIP'),
-    field('TP_NAMESPACE', 'metadata.namespace'),
-    { name: 'TP_WORKLOAD_NAME', value: owner.name },
-    { name: 'TP_WORKLOAD_KIND', value: owner.kind },
-    { name: 'TP_MANAGER_ADDRESS', value: config.managerAddress },
-    { name: 'TP_PORTS', value: formatPorts(ports) },
-    { name: 'TP_MECHANISM', value: mechanism },
-    { name: 'TP_CONTAINERS', value: JSON.stringify(containers) },
-    { name: 'TP_PROBE_PORT', value: String(probePort) },
-    { name: 'TP_MANAGER_TOKEN_FILE', value: AGENT_TOKEN_FILE },
-  ];
-  if (probes.length > 0) env.push({ name: 'TP_PROBES', value: encodeProbes(probes) });
-  env.push({ name: 'TP_LOG_LEVEL', value: config.logLevel });
-  if (config.workstationDialDeadlineMs !== undefined)
-    env.push({ name: 'TP_WORKSTATION_DIAL_DEADLINE', value: `${config.workstationDialDeadlineMs}ms` });
+  const env: V1EnvVar[] = encode({
+    workloadName: owner.name,
+    workloadKind: owner.kind,
+    managerAddress: config.managerAddress,
+    ports,
+    mechanism,
+    containers,
+    probePort,
+    probes,
+    managerTokenFile: AGENT_TOKEN_FILE,
+    logLevel: config.logLevel,
+    workstationDialDeadlineMs: config.workstationDialDeadlineMs,
+  });
   const envFrom: V1EnvFromSource[] = [];
   for (const captured of containers) {
     const app = pod.spec?.containers.find((c) => c.name === captured.name);
@@ -432,7 +411,7 @@ export function planInjection(
     .filter((c) => c.name !== AGENT_CONTAINER)
     .map((c, i) => ({
       name: c.name,
-      envPrefix: `${APP_ENV_PREFIX}${i}_`,
+      envPrefix: appEnvPrefix(i),
       ports: captured
         .filter((p) => p.container === c.name)
         .map((p) => ({ name: p.name, appPort: p.port, agentPort, protocol: 'TCP' as const })),
@@ -440,7 +419,7 @@ export function planInjection(
 
   const recorded: Record<string, string> = {
     [INJECTED_ANNOTATION]: config.version,
-    [PORTS_ANNOTATION]: formatPorts(ports),
+    [PORTS_ANNOTATION]: formatPortMappings(ports),
     [MECHANISM_ANNOTATION]: mechanism,
   };
   if (probes.rewritten.length > 0) recorded[PROBES_REWRITTEN_ANNOTATION] = probes.rewritten.join(',');

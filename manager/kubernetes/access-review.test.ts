@@ -5,7 +5,7 @@ import type * as net from 'node:net';
 import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { AgentInfo } from '../rpc/gen/manager.js';
+import type { AgentInfo } from '../../rpc/gen/manager.js';
 import {
   checkAgentClaim,
   POD_NAME_EXTRA,

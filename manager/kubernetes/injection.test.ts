@@ -1,4 +1,4 @@
-// The webhook's patches, checked against golden files (kube/testdata/injection/*.golden.yaml; run with
+// The webhook's patches, checked against golden files (testdata/injection/*.golden.yaml; run with
 // REFRESH_GOLDEN=true to rewrite them), and the properties a user relies on whatever the golden says.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -7,8 +7,8 @@ import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import YAML from 'yaml';
-import { parsePortMappings } from '../netaddr/parse.js';
-import { decodeProbes, parseProbePath } from '../probes/spec.js';
+import { parsePortMappings } from '../../netaddr/parse.js';
+import { decodeProbes, parseProbePath } from '../../probes/spec.js';
 import {
   applyJsonPatch,
   escapeJsonPointer,
@@ -18,7 +18,10 @@ import {
   prefixEnv,
 } from './injection.js';
 
-const dataDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../kube/testdata/injection');
+const dataDir = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '../../../manager/kubernetes/testdata/injection',
+);
 const refresh = process.env.REFRESH_GOLDEN === 'true';
 
 const config: InjectionConfig = {
@@ -122,7 +125,7 @@ test('TP_PROBES: what the injector writes is what the agent reads, and the pod r
     const agent = pod.spec!.containers.find((x) => x.name === 'tp-agent')!;
     const env = new Map(agent.env!.map((e) => [e.name, e.value]));
     assert.is(env.get('TP_PROBE_PORT'), String(plan.probePort), name);
-    assert.equal(decodeProbes(env.get('TP_PROBES')), plan.probes, name);
+    assert.equal(decodeProbes(env.get('TP_PROBES'), 'TP_PROBES'), plan.probes, name);
     const annotations = pod.metadata!.annotations!;
     assert.is(
       annotations['tp.dev/probes-rewritten'],
@@ -233,7 +236,9 @@ test('the agent gets what it needs from the downward API and a TP_PORTS the agen
   assert.not.ok(env.has('TP_PROBES'), 'no probes in this pod');
   assert.is(env.get('TP_WORKLOAD_NAME')!.value, 'echo');
   assert.is(env.get('TP_MANAGER_ADDRESS')!.value, 'traffic-manager.tp-system:8081');
-  assert.equal(parsePortMappings(env.get('TP_PORTS')!.value!), [{ appPort: 8080, agentPort: 15001 }]);
+  assert.equal(parsePortMappings(env.get('TP_PORTS')!.value!, 'TP_PORTS'), [
+    { appPort: 8080, agentPort: 15001 },
+  ]);
   assert.is(agent.securityContext!.runAsUser, 7777);
   assert.is(agent.securityContext!.runAsNonRoot, true);
   const init = pod.spec!.initContainers![0]!;

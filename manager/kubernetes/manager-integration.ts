@@ -4,28 +4,23 @@
 // tp-manager's in-cluster mode calls startKubeIntegration and hands the result to its core.
 import * as fs from 'node:fs';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
-import type { Logger } from '../logging/logger.js';
-import type { ClusterIntegration } from '../manager/cluster.js';
-import type { CredentialAuthority } from '../manager/credentials.js';
-import { InterceptError } from '../manager/intercepts.js';
-import type { Workload as ManagerWorkload, WorkloadSource } from '../manager/workloads.js';
-import { type Cidr, parseCidr } from '../netaddr/parse.js';
-import type { AgentInfo, AgentPort } from '../rpc/gen/manager.js';
+import { isMechanism, type Mechanism, sessionApiGroup } from '../../kube/annotations.js';
+import { apiErrorMessage } from '../../kube/kubeconfig.js';
+import type { Workload } from '../../kube/workload-state.js';
+import type { Logger } from '../../logging/logger.js';
+import { type Cidr, parseCidr } from '../../netaddr/parse.js';
+import type { AgentInfo, AgentPort } from '../../rpc/gen/manager.js';
+import type { ClusterIntegration } from '../cluster.js';
+import type { CredentialAuthority } from '../credentials.js';
+import { InterceptError } from '../intercepts.js';
+import type { Workload as ManagerWorkload, WorkloadSource } from '../workloads.js';
 import { AgentTokenReviewer, SubjectAccessReviewer } from './access-review.js';
 import { AgentInstallError, AgentInstaller, agentsReady, describeWaiting } from './agent-installer.js';
-import { isMechanism, type Mechanism } from './annotations.js';
 import { ClusterInfoSource } from './cluster-info.js';
-import { apiErrorMessage } from './kubeconfig.js';
 import type { KubeManagerConfig } from './manager-config.js';
-import {
-  handleSessionApi,
-  parseRequestHeaderConfig,
-  type RequestHeaderConfig,
-  sessionApiGroup,
-} from './session-api.js';
+import { handleSessionApi, parseRequestHeaderConfig, type RequestHeaderConfig } from './session-api.js';
 import { startWebhookServer, type WebhookServer } from './webhook-server.js';
 import { KubeWorkloadSource } from './workload-source.js';
-import type { Workload } from './workload-state.js';
 
 /** The manager's view of one workload: the cluster's facts merged with the agents that arrived. */
 export function toManagerWorkload(w: Workload, agents: AgentInfo[]): ManagerWorkload {

@@ -2,8 +2,14 @@
 // reads it, so the chart and the code cannot drift apart silently: kube/chart.test.ts renders the chart
 // and parses its env with this function).
 import * as path from 'node:path';
-import { parseLevel } from '../logging/logger.js';
-import { SECURITY_MODES, type SecurityMode } from '../manager/access-control.js';
+import { ENV } from '../../agentconfig/env.js';
+import {
+  DEFAULT_MANAGER_GRPC_PORT,
+  DEFAULT_MANAGER_NAMESPACE,
+  isMechanism,
+  type Mechanism,
+} from '../../kube/annotations.js';
+import { parseLevel } from '../../logging/logger.js';
 import {
   type Cidr,
   parseCidr,
@@ -11,14 +17,9 @@ import {
   parseHostPort,
   parsePort,
   UsageError,
-} from '../netaddr/parse.js';
-import { VERSION } from '../version/version.js';
-import {
-  DEFAULT_MANAGER_GRPC_PORT,
-  DEFAULT_MANAGER_NAMESPACE,
-  isMechanism,
-  type Mechanism,
-} from './annotations.js';
+} from '../../netaddr/parse.js';
+import { VERSION } from '../../version/version.js';
+import { SECURITY_MODES, type SecurityMode } from '../access-control.js';
 import type { InjectionConfig } from './injection.js';
 
 export interface KubeManagerConfig {
@@ -143,7 +144,7 @@ export function kubeManagerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): 
       defaultMechanism: mechanism as Mechanism,
       agentResources,
       workstationDialDeadlineMs: env.TP_WORKSTATION_DIAL_DEADLINE
-        ? parseDuration(env.TP_WORKSTATION_DIAL_DEADLINE, 'TP_WORKSTATION_DIAL_DEADLINE')
+        ? parseDuration(env.TP_WORKSTATION_DIAL_DEADLINE, ENV.workstationDialDeadline)
         : undefined,
     },
     agentArrivalTimeoutMs: num(env, 'TP_AGENT_ARRIVAL_TIMEOUT', 90_000, parseDuration),

@@ -3,10 +3,11 @@
 //   the pod's service account (or --kubeconfig when run outside the cluster, for development);
 // - `tp-manager uninstall-agents` (the chart's pre-delete hook): removes the agent from every workload
 //   in the managed namespaces, then exits.
-import type { Logger } from '../logging/logger.js';
-import type { CredentialAuthority } from '../manager/credentials.js';
+
+import { loadKubeConfig } from '../../kube/kubeconfig.js';
+import type { Logger } from '../../logging/logger.js';
+import type { CredentialAuthority } from '../credentials.js';
 import { uninstallAllAgents } from './agent-installer.js';
-import { loadKubeConfig } from './kubeconfig.js';
 import { type KubeManagerConfig, kubeManagerConfigFromEnv } from './manager-config.js';
 import { type KubeIntegration, startKubeIntegration } from './manager-integration.js';
 

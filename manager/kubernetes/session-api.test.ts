@@ -8,9 +8,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createLogger } from '../logging/logger.js';
-import { CredentialAuthority } from '../manager/credentials.js';
-import { httpsRequest } from '../testbed/https.js';
+import { SESSION_API_VERSION, sessionApiGroup } from '../../kube/annotations.js';
+import { createLogger } from '../../logging/logger.js';
+import { httpsRequest } from '../../testbed/https.js';
+import { CredentialAuthority } from '../credentials.js';
 import { kubeManagerConfigFromEnv } from './manager-config.js';
 import {
   frontProxyProblem,
@@ -18,8 +19,6 @@ import {
   identityFromHeaders,
   parseRequestHeaderConfig,
   type RequestHeaderConfig,
-  SESSION_API_VERSION,
-  sessionApiGroup,
 } from './session-api.js';
 import { startWebhookServer, WEBHOOK_PATH, type WebhookServer } from './webhook-server.js';
 
