@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor } from '../../command/wait.js';
 import { encodeProbes } from '../../probes/spec.js';
 import { type BpffsMount, ensureBpffs } from '../../testbed/bpffs.js';
 import {
@@ -23,7 +24,6 @@ import {
   RESPONDER,
   waitForLine,
 } from '../../testbed/pod-testbed.js';
-import { waitFor } from '../../testbed/wait.js';
 import { apply, cleanup, status } from '../mechanism.js';
 
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
