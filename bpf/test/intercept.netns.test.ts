@@ -22,6 +22,7 @@ import {
   onProcessEnd,
   type PodTestbed,
   RESPONDER,
+  teardownEbpfBed,
   waitForLine,
 } from '../../testbed/pod-testbed.js';
 import { apply, cleanup, status } from '../mechanism.js';
@@ -166,14 +167,7 @@ function teardown(): void {
   }
   for (const child of processes)
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  try {
-    if (bed && fs.existsSync(bed.podNetnsPath)) cleanup({ netnsPath: bed.podNetnsPath, pinRoot });
-  } catch {
-    // the namespace goes next, which detaches the link anyway
-  }
-  bed?.destroy();
-  if (fs.existsSync(pinRoot)) fs.rmdirSync(pinRoot);
-  bpffs?.release();
+  teardownEbpfBed(bed, pinRoot, bpffs, cleanup);
   if (dir && process.env.TP_KEEP_TEST_DIRS !== '1') fs.rmSync(dir, { recursive: true, force: true });
 }
 

@@ -14,6 +14,7 @@ import {
   onProcessEnd,
   type PodTestbed,
   RESPONDER,
+  teardownEbpfBed,
   waitForLine,
 } from '../../testbed/pod-testbed.js';
 
@@ -33,16 +34,7 @@ function tpInit(...args: string[]): { code: number; stdout: string; stderr: stri
 }
 const ebpf = ['--mechanism', 'ebpf', '--pin-root', pinRoot];
 
-function teardown(): void {
-  try {
-    if (bed && fs.existsSync(bed.podNetnsPath)) cleanup({ netnsPath: bed.podNetnsPath, pinRoot });
-  } catch {
-    // the namespace goes next, which detaches the link anyway
-  }
-  bed?.destroy();
-  if (fs.existsSync(pinRoot)) fs.rmdirSync(pinRoot);
-  bpffs?.release();
-}
+const teardown = () => teardownEbpfBed(bed, pinRoot, bpffs, cleanup);
 onProcessEnd(teardown);
 
 test.before(async () => {
