@@ -21,7 +21,7 @@ function pruneStale(dir) {
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
     const p = `${dir}/${entry.name}`;
     if (entry.isDirectory()) {
-      if (p !== 'dist/bundle' && p !== 'dist/bpf') pruneStale(p);
+      if (p !== 'dist/bundle') pruneStale(p);
     } else if (/\.js(\.map)?$/.test(entry.name)) {
       const source = p.slice('dist/'.length).replace(/\.js(\.map)?$/, '.ts');
       if (!fs.existsSync(source)) fs.rmSync(p);

@@ -7,9 +7,9 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AGENT_NODE_FLAGS } from '../agent/node-flags.js';
+import { waitFor } from '../command/wait.js';
 import { UsageError } from '../netaddr/parse.js';
 import { canConnect } from '../testbed/loopback.js';
-import { waitFor } from '../testbed/wait.js';
 
 /** dist/ (this file runs as dist/bench/rig.js). */
 export const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

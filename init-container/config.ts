@@ -36,7 +36,7 @@ function oneOf<T extends string>(value: string, allowed: readonly T[], flag: str
   throw new UsageError(`invalid ${flag} "${value}": use one of ${allowed.join(', ')}`);
 }
 
-function parseUid(value: string): number {
+export function parseAgentUid(value: string): number {
   const s = value.trim();
   if (!/^\d+$/.test(s) || Number(s) > 4294967294)
     throw new UsageError(`invalid --agent-uid "${value}": expected a numeric UID, e.g. 7777`);
@@ -58,7 +58,7 @@ export function captureConfigFromFlags(flags: CaptureFlags): CaptureConfig {
   const excludePorts = parsePortList(flags.excludePorts ?? '', 'excluded port');
   const agentPort =
     flags.agentPort === undefined ? DEFAULT_AGENT_PORT : parsePort(flags.agentPort, 'agent port');
-  const agentUid = flags.agentUid === undefined ? DEFAULT_AGENT_UID : parseUid(flags.agentUid);
+  const agentUid = flags.agentUid === undefined ? DEFAULT_AGENT_UID : parseAgentUid(flags.agentUid);
 
   if (appPorts !== 'all') {
     if (appPorts.includes(agentPort))

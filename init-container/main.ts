@@ -3,33 +3,49 @@
 // `kubectl exec` or a debug container in the same pod.
 import * as os from 'node:os';
 import { Command, Option } from 'commander';
+import { checkPinRoot, ebpfMechanism } from '../bpf/capture-mechanism.js';
 import { BpfError } from '../bpf/libbpf.js';
-import * as ebpf from '../bpf/mechanism.js';
 import { createLogger, parseLevel, setLevel } from '../logging/logger.js';
 import { UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
-import {
-  applyCapture,
-  type CaptureEnv,
-  type CaptureStatus,
-  captureStatus,
-  cleanupCapture,
-  discoverCaptureStatus,
-  dryRunCapture,
-} from './capture.js';
+import type { CaptureEnv } from './capture.js';
 import { ExecRunner } from './command-runner.js';
 import {
   type CaptureFlags,
   captureConfigFromFlags,
   DEFAULT_AGENT_PORT,
   DEFAULT_AGENT_UID,
+  parseAgentUid,
 } from './config.js';
-import { formatApplied, formatCleaned, formatDiscoveredStatus, formatStatus } from './report.js';
+import { iptablesMechanism } from './iptables.js';
+import {
+  type CaptureMechanism,
+  chooseMechanism,
+  cleanupOrder,
+  combineStatus,
+  type Found,
+  LABEL,
+  MECHANISMS,
+  type MechanismName,
+} from './mechanism.js';
 
 const log = createLogger('tp-init');
 
 function env(): CaptureEnv {
   return { runner: new ExecRunner(), log, interfaces: os.networkInterfaces() };
+}
+
+interface MechanismFlags {
+  mechanism: MechanismName;
+  pinRoot?: string;
+}
+
+/** Each capture mechanism, behind the one interface (mechanism.ts). */
+function mechanisms(opts: { pinRoot?: string }): Record<MechanismName, CaptureMechanism> {
+  return {
+    iptables: iptablesMechanism(env()),
+    ebpf: ebpfMechanism(opts.pinRoot === undefined ? {} : { pinRoot: checkPinRoot(opts.pinRoot) }),
+  };
 }
 
 function withCaptureFlags(command: Command): Command {
@@ -60,17 +76,17 @@ function withCaptureFlags(command: Command): Command {
     );
 }
 
-type Mechanism = 'iptables' | 'ebpf';
-
 function withMechanism(command: Command): Command {
-  return command.addOption(
-    new Option(
-      '--mechanism <mechanism>',
-      'iptables (REDIRECT to the agent) or ebpf (sk_lookup steering; falls back to iptables, saying why, where the kernel or the capabilities do not allow it)',
+  return command
+    .addOption(
+      new Option(
+        '--mechanism <mechanism>',
+        'iptables (REDIRECT to the agent) or ebpf (sk_lookup steering; falls back to iptables, saying why, where the kernel or the capabilities do not allow it)',
+      )
+        .choices(MECHANISMS)
+        .default('iptables'),
     )
-      .choices(['iptables', 'ebpf'])
-      .default('iptables'),
-  );
+    .option('--pin-root <dir>', "eBPF: the bpffs directory of tp's pins (default: /sys/fs/bpf/tp)");
 }
 
 /** Runs a subcommand: expected failures print their message (no stack) and exit 1. */
@@ -98,30 +114,22 @@ const program = new Command('tp-init')
 withMechanism(
   withCaptureFlags(program.command('apply').description('install the capture rules (idempotent)')),
 )
-  .option('--dry-run', 'print the iptables-restore input and touch nothing')
+  .option(
+    '--dry-run',
+    'print what apply would install (the iptables-restore input, or the eBPF pins and ports) and touch nothing',
+  )
   .action(
-    action(async (opts: CaptureFlags & { dryRun?: boolean; mechanism: Mechanism }) => {
+    action(async (opts: CaptureFlags & MechanismFlags & { dryRun?: boolean }) => {
       const config = captureConfigFromFlags(opts);
-      if (opts.mechanism === 'ebpf' && !opts.dryRun) {
-        if (config.appPorts === 'all')
-          throw new UsageError('--ports "*" needs --mechanism iptables: eBPF capture takes a list of ports');
-        const support = ebpf.probeSupport({ agentUid: config.agentUid });
-        if (support.supported) {
-          const r = ebpf.apply({ ports: config.appPorts, agentUid: config.agentUid });
-          process.stdout.write(
-            r.changed
-              ? r.actions.map((a) => `eBPF capture: ${a}\n`).join('')
-              : `eBPF capture already in place in ${r.pinDir}: nothing changed\n`,
-          );
-          return 0;
-        }
-        log.warn(`eBPF capture is not available: ${support.reason}; falling back to iptables`);
-      }
+      const all = mechanisms(opts);
+      const requested = all[opts.mechanism];
       if (opts.dryRun) {
-        process.stdout.write(dryRunCapture(config, os.networkInterfaces()));
+        process.stdout.write(requested.dryRun(config));
         return 0;
       }
-      process.stdout.write(formatApplied(await applyCapture(env(), config)));
+      const choice = chooseMechanism(opts.mechanism, await requested.probeSupport?.(config));
+      if (choice.fallback) log.warn(choice.fallback);
+      process.stdout.write(await all[choice.use].apply(config));
       return 0;
     }),
   );
@@ -142,50 +150,28 @@ function cannotReadMessage(reason: string): string {
   );
 }
 
-type EbpfFound = { status: ebpf.CaptureStatus } | { error: string } | undefined;
-
-/** The eBPF capture of this namespace when anything of it is pinned; undefined when nothing is. */
-function discoverEbpf(): EbpfFound {
-  try {
-    const s = ebpf.status();
-    return Object.values(s.pins).some(Boolean) ? { status: s } : undefined;
-  } catch (err) {
-    return { error: (err as Error).message };
+/** `tp-init status` without flags: whatever tp installed here, by every mechanism. */
+async function discoveredStatus(
+  all: Record<MechanismName, CaptureMechanism>,
+  output: string,
+): Promise<number> {
+  const found: Found[] = [];
+  for (const name of MECHANISMS) {
+    try {
+      found.push({ name, status: await all[name].status() });
+    } catch (err) {
+      const unreadable = all[name].unreadable(err);
+      if (!unreadable) throw err;
+      found.push({ name, unreadable });
+    }
   }
-}
-
-/** `tp-init status` without flags: whatever tp installed here, iptables (both families, both backends) and eBPF. */
-async function discoveredStatus(output: string): Promise<number> {
-  let iptables: CaptureStatus | { error: string };
-  try {
-    iptables = await discoverCaptureStatus(env());
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    iptables = { error: err.message };
-  }
-  const bpf = discoverEbpf();
-  const iptablesError = 'error' in iptables ? iptables.error : undefined;
-  if (iptablesError && /NET_ADMIN|not permitted/.test(iptablesError) && (!bpf || 'error' in bpf)) {
-    process.stderr.write(
-      `tp-init: ${cannotReadMessage(iptablesError.replace(/: tp-init needs the NET_ADMIN.*$/, ''))}\n`,
-    );
+  const combined = combineStatus(found);
+  if ('cannotRead' in combined) {
+    process.stderr.write(`tp-init: ${cannotReadMessage(combined.cannotRead)}\n`);
     return CANNOT_READ;
   }
-  const found = ('families' in iptables && iptables.families.length > 0) || (bpf && 'status' in bpf);
-  const bpfOk = bpf && 'status' in bpf ? bpf.status.attached && bpf.status.problems.length === 0 : true;
-  const iptablesOk = 'families' in iptables ? iptables.inPlace || iptables.families.length === 0 : false;
-  const inPlace = Boolean(found) && iptablesOk && bpfOk;
-  if (output === 'json') {
-    const ebpfJson = bpf && 'status' in bpf ? JSON.parse(ebpf.statusJson(bpf.status)) : (bpf ?? null);
-    process.stdout.write(`${JSON.stringify({ inPlace, iptables, ebpf: ebpfJson }, null, 2)}\n`);
-  } else {
-    const out: string[] = [];
-    if ('error' in iptables) out.push(`iptables: cannot read: ${iptables.error}`);
-    else if (iptables.families.length > 0 || !bpf) out.push(formatDiscoveredStatus(iptables).trimEnd());
-    if (bpf) out.push('error' in bpf ? `eBPF: cannot read: ${bpf.error}` : ebpf.formatStatus(bpf.status));
-    process.stdout.write(`${out.join('\n')}\n`);
-  }
-  return inPlace ? 0 : 1;
+  process.stdout.write(output === 'json' ? `${JSON.stringify(combined.json, null, 2)}\n` : combined.text);
+  return combined.inPlace ? 0 : 1;
 }
 
 withMechanism(
@@ -200,20 +186,17 @@ withMechanism(
   .addOption(new Option('-o, --output <format>', 'text or json').choices(['text', 'json']).default('text'))
   .addHelpText(
     'after',
-    '\nExamples:\n  tp-init status                      # whatever tp installed here\n  tp-init status -o json\n  tp-init status --ports 8080 --agent-port 15001   # against these flags',
+    '\nExamples:\n  tp-init status                      # whatever tp installed here\n  tp-init status -o json\n  tp-init status --ports 8080 --agent-port 15001   # against these flags\n  tp-init status --mechanism ebpf     # only eBPF',
   )
   .action(
-    action(async (opts: CaptureFlags & { output: string; mechanism: Mechanism }, cmd: Command) => {
+    action(async (opts: CaptureFlags & MechanismFlags & { output: string }, cmd: Command) => {
+      const all = mechanisms(opts);
       if (opts.ports === undefined && cmd.getOptionValueSource('mechanism') !== 'cli')
-        return discoveredStatus(opts.output);
-      if (opts.mechanism === 'ebpf') {
-        const s = ebpf.status();
-        process.stdout.write(opts.output === 'json' ? ebpf.statusJson(s) : `${ebpf.formatStatus(s)}\n`);
-        return s.attached && s.problems.length === 0 ? 0 : 1;
-      }
-      const status = await captureStatus(env(), captureConfigFromFlags(opts));
+        return discoveredStatus(all, opts.output);
+      const config = opts.ports === undefined ? undefined : captureConfigFromFlags(opts);
+      const status = await all[opts.mechanism].status(config);
       process.stdout.write(
-        opts.output === 'json' ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status),
+        opts.output === 'json' ? `${JSON.stringify(status.json, null, 2)}\n` : status.text,
       );
       return status.inPlace ? 0 : 1;
     }),
@@ -222,21 +205,57 @@ withMechanism(
 withMechanism(
   program
     .command('cleanup')
-    .description('remove every tp chain and the jumps into them, in one transaction per family'),
+    .description(
+      'remove what tp installed: every tp chain and the jumps into them, in one transaction per family; with --mechanism ebpf the eBPF pins first',
+    ),
 ).action(
-  action(async (opts: { mechanism: Mechanism }) => {
-    if (opts.mechanism === 'ebpf') {
-      // Also what an apply that fell back to iptables installed.
-      const r = ebpf.cleanup();
-      process.stdout.write(
-        r.removed.length
-          ? `eBPF capture: removed ${r.removed.join(', ')}\n`
-          : `eBPF capture: nothing to remove in ${r.pinDir}\n`,
-      );
-    }
-    process.stdout.write(formatCleaned(await cleanupCapture(env())));
+  action(async (opts: MechanismFlags) => {
+    const all = mechanisms(opts);
+    // eBPF also removes what an apply that fell back to iptables installed.
+    for (const name of cleanupOrder(opts.mechanism)) process.stdout.write(await all[name].cleanup());
     return 0;
   }),
 );
+
+program
+  .command('probe')
+  .description(
+    'can each capture mechanism run here (or the one --mechanism names)? one line each with the reason; exit 0 when all asked are supported',
+  )
+  .addOption(new Option('--mechanism <mechanism>', 'only this one').choices(MECHANISMS))
+  .option('--pin-root <dir>', "eBPF: the bpffs directory of tp's pins (default: /sys/fs/bpf/tp)")
+  .option(
+    '--agent-uid <uid>',
+    "the agent's UID, as apply gets it (eBPF hands it two maps: CAP_CHOWN)",
+    String(DEFAULT_AGENT_UID),
+  )
+  .addOption(new Option('-o, --output <format>', 'text or json').choices(['text', 'json']).default('text'))
+  .action(
+    action(
+      async (opts: { mechanism?: MechanismName; pinRoot?: string; agentUid: string; output: string }) => {
+        const all = mechanisms(opts);
+        const request = { appPorts: [], agentUid: parseAgentUid(opts.agentUid) };
+        const reports: { mechanism: MechanismName; supported: boolean; reason: string }[] = [];
+        for (const name of opts.mechanism ? [opts.mechanism] : MECHANISMS) {
+          const r = (await all[name].probeSupport?.(request)) ?? {
+            supported: true,
+            reason: 'nothing to probe: apply names whatever is missing',
+          };
+          reports.push({ mechanism: name, ...r });
+        }
+        process.stdout.write(
+          opts.output === 'json'
+            ? `${JSON.stringify(reports, null, 2)}\n`
+            : reports
+                .map(
+                  (r) =>
+                    `${LABEL[r.mechanism]}: ${r.supported ? 'supported' : 'not supported'}: ${r.reason}\n`,
+                )
+                .join(''),
+        );
+        return reports.every((r) => r.supported) ? 0 : 1;
+      },
+    ),
+  );
 
 await program.parseAsync();

@@ -6,10 +6,10 @@
 // is left: no process, no bridge, no DOCKER chain, the FORWARD policy as before.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { waitFor } from '../command/wait.js';
 import { runCommand } from '../lab/command.js';
 import { startDetached, stopProcess, type TrackedProcess } from '../lab/processes.js';
 import { UsageError } from '../netaddr/parse.js';
-import { waitFor } from '../testbed/wait.js';
 import type { KindPaths } from './paths.js';
 
 export interface DockerState {

@@ -8,8 +8,8 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { waitFor } from '../command/wait.js';
 import { runCommand } from '../lab/command.js';
-import { waitFor } from '../testbed/wait.js';
 import type { KindImage } from './images.js';
 
 /** What the root filesystem holds besides Debian's essential packages (no recommends). */

@@ -35,7 +35,7 @@ const ALLOWED: Record<string, string[]> = {
   'http-filter': ['rpc'],
   image: ['agent/node-flags.ts', 'netaddr', 'version'],
   'init-container': ['bpf', 'command', 'logging', 'netaddr', 'version'],
-  kind: ['image', 'lab', 'logging', 'netaddr', 'version'],
+  kind: ['command', 'image', 'lab', 'logging', 'netaddr', 'version'],
   kube: ['agentconfig', 'logging', 'netaddr', 'rpc', 'spdy'],
   lab: ['command', 'image', 'logging', 'netaddr', 'version'],
   logging: [],
@@ -65,9 +65,7 @@ const ALLOWED: Record<string, string[]> = {
 const HARNESSES = new Set(['bench', 'demo', 'test']);
 
 /** Edges the design does not want, still in the code: what removes each. */
-const KNOWN_DEBT: Record<string, string> = {
-  'kind -> testbed': 'kind/ polls with testbed/wait.ts: a shipped bin must not import the test beds',
-};
+const KNOWN_DEBT: Record<string, string> = {};
 
 interface Edge {
   from: string;

@@ -10,9 +10,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Test } from 'uvu';
+import { waitFor } from '../command/wait.js';
 import { type CommandResult, onPath, runCommand } from '../lab/command.js';
 import { requirementSuite } from './suite.js';
-import { waitFor } from './wait.js';
 
 const NAMESPACE = 'k8s.io';
 const TOOLS = ['containerd', 'ctr', 'runc', 'containerd-shim-runc-v2'];

@@ -2,6 +2,7 @@
 // the bench. Everything is created under the caller's prefix and removed by destroy(), synchronously, so
 // it also runs from a process 'exit' handler.
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -126,6 +127,28 @@ export function createPodTestbed(prefix: string, subnet = '10.251.0'): PodTestbe
     curlFromPod: (url) => curlIn(podNetns, url),
     destroy,
   };
+}
+
+/**
+ * The end of a test that captured with eBPF in a pod testbed: the capture taken out of the pod namespace
+ * (`removeCapture`: bpf/mechanism.ts's cleanup, passed in so the test beds need not import it), the
+ * namespaces, the test's pin root, and its hold on bpffs. Best effort and synchronous: it also runs from an
+ * exit handler.
+ */
+export function teardownEbpfBed(
+  bed: PodTestbed | undefined,
+  pinRoot: string,
+  bpffs: { release(): void } | undefined,
+  removeCapture: (where: { netnsPath: string; pinRoot: string }) => unknown,
+): void {
+  try {
+    if (bed && fs.existsSync(bed.podNetnsPath)) removeCapture({ netnsPath: bed.podNetnsPath, pinRoot });
+  } catch {
+    // the namespace goes next, which detaches the link anyway
+  }
+  bed?.destroy();
+  if (fs.existsSync(pinRoot)) fs.rmdirSync(pinRoot);
+  bpffs?.release();
 }
 
 /** Waits until the child prints a line matching `pattern` on stdout (fixtures print "ready …"). */

@@ -4,6 +4,7 @@ import { type ChildProcess, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor } from '../../command/wait.js';
 import { UsageError } from '../../netaddr/parse.js';
 import { type BpffsMount, ensureBpffs } from '../../testbed/bpffs.js';
 import {
@@ -14,7 +15,6 @@ import {
   STEERING_LISTENER,
   waitForLine,
 } from '../../testbed/pod-testbed.js';
-import { waitFor } from '../../testbed/wait.js';
 import { apply, cleanup, probeSupport, status } from '../mechanism.js';
 import { closeFd, linkInfo, mapInfo, openPinned } from '../objects.js';
 import { LISTENERS_MAP, PORTS_MAP, STATS_MAP } from '../steering-keys.js';

@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor } from '../../command/wait.js';
 import { encodeProbes } from '../../probes/spec.js';
 import { type BpffsMount, ensureBpffs } from '../../testbed/bpffs.js';
 import {
@@ -21,9 +22,9 @@ import {
   onProcessEnd,
   type PodTestbed,
   RESPONDER,
+  teardownEbpfBed,
   waitForLine,
 } from '../../testbed/pod-testbed.js';
-import { waitFor } from '../../testbed/wait.js';
 import { apply, cleanup, status } from '../mechanism.js';
 
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -166,14 +167,7 @@ function teardown(): void {
   }
   for (const child of processes)
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  try {
-    if (bed && fs.existsSync(bed.podNetnsPath)) cleanup({ netnsPath: bed.podNetnsPath, pinRoot });
-  } catch {
-    // the namespace goes next, which detaches the link anyway
-  }
-  bed?.destroy();
-  if (fs.existsSync(pinRoot)) fs.rmdirSync(pinRoot);
-  bpffs?.release();
+  teardownEbpfBed(bed, pinRoot, bpffs, cleanup);
   if (dir && process.env.TP_KEEP_TEST_DIRS !== '1') fs.rmSync(dir, { recursive: true, force: true });
 }
 

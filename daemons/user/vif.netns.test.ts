@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { StatusView } from '../../cli/output.js';
+import { waitFor } from '../../command/wait.js';
 import {
   ADDR,
   DIST,
@@ -19,7 +20,6 @@ import {
   RESOLV_CONF,
   SERVICE_SUBNET,
 } from '../../testbed/netns-topology.js';
-import { waitFor } from '../../testbed/wait.js';
 
 const lab = new NetnsLab();
 const rootSocket = path.join(lab.tmp, 'root.socket');

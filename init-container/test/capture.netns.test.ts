@@ -5,11 +5,11 @@
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor } from '../../command/wait.js';
 import { createLogger, setLevel } from '../../logging/logger.js';
 import { UsageError } from '../../netaddr/parse.js';
 import { encodeProbes } from '../../probes/spec.js';
 import { type NamespaceProcess, PodNetwork } from '../../testbed/pod-network.js';
-import { waitFor } from '../../testbed/wait.js';
 import { applyCapture, type CaptureEnv } from '../capture.js';
 import { type CommandResult, type CommandRunner, ExecRunner } from '../command-runner.js';
 import { captureConfigFromFlags } from '../config.js';

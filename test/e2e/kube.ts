@@ -3,9 +3,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
+import { waitFor as pollFor } from '../../command/wait.js';
 import { cachedBinDir } from '../../lab/binaries.js';
 import { type CommandResult, runCommand } from '../../lab/command.js';
-import { waitFor as pollFor } from '../../testbed/wait.js';
 import { type Cluster, repoRoot } from './cluster.js';
 
 /**

@@ -3,8 +3,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor } from '../../command/wait.js';
 import { freePorts } from '../../testbed/loopback.js';
-import { waitFor } from '../../testbed/wait.js';
 import { httpApp, httpGet, isRunning, Rig, withRig } from './harness.js';
 
 interface StatusJson {

@@ -4,9 +4,9 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor } from '../../command/wait.js';
 import { type AppProbe, encodeProbes } from '../../probes/spec.js';
 import { freePort, freePorts } from '../../testbed/loopback.js';
-import { waitFor } from '../../testbed/wait.js';
 import { httpAnswer, httpApp, httpGet, Rig, withRig } from './harness.js';
 
 test('passes connections through while the manager is not there, and arrives once it is', () =>

@@ -4,8 +4,8 @@ import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor } from '../../command/wait.js';
 import { freePort } from '../../testbed/loopback.js';
-import { waitFor } from '../../testbed/wait.js';
 import { httpApp, httpGet, withRig } from './harness.js';
 
 const MiB = 1 << 20;

@@ -7,8 +7,8 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { waitFor } from '../../command/wait.js';
 import { canConnect } from '../../testbed/loopback.js';
-import { waitFor } from '../../testbed/wait.js';
 
 /** dist/, where the built binaries are (this file runs as dist/test/foundation/harness.js). */
 export const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');

@@ -1,8 +1,8 @@
 // What happens when a part dies: the manager restarted mid-intercept, the user daemon killed.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor } from '../../command/wait.js';
 import { freePort } from '../../testbed/loopback.js';
-import { waitFor } from '../../testbed/wait.js';
 import { httpApp, httpGet, isRunning, type Rig, withRig } from './harness.js';
 
 interface StatusJson {

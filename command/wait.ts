@@ -1,5 +1,6 @@
-// Waiting for something a test or bench started (a process listening, a rule in place, an agent
-// arriving): poll, because these show up in another process or namespace with nothing to subscribe to.
+// Waiting for something a command started (a daemon answering, a socket appearing, a rule in place, an
+// agent arriving): poll, because these show up in another process or namespace with nothing to subscribe
+// to. Shared by shipped bins (kind/) and by the tests and benches.
 
 /** What `check` answers while the condition does not hold yet. */
 type NotYet = undefined | false;
