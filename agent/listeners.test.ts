@@ -1,7 +1,8 @@
-// The agent's listener with real sockets on loopback: passthrough carries the bytes and the half-close,
-// a dead app resets the client, and every connection is counted. No manager: the session is never
-// started, so there are no intercepts and everything passes through. (Kubelet probes do not come here:
-// they are rewritten to the probe server, probe-server.test.ts.)
+// The agent's listener with real sockets on loopback: passthrough carries the bytes (with backpressure
+// both ways), the half-close and resets, a dead app resets the client, and every connection is counted.
+// No manager: the session is never started, so there are no intercepts and everything passes through.
+// (Kubelet probes do not come here: they are rewritten to the probe server, probe-server.test.ts.)
+import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -92,6 +93,77 @@ test('passthrough: the bytes and the half-close reach the app, and the connectio
     app.server.close();
   }
 });
+
+test('passthrough: backpressure both ways, 16 MiB echoed to a client that reads slowly arrive whole', async () => {
+  // The app echoes; the client writes everything at once and reads in pauses, so both directions fill.
+  const server = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const appPort = (server.address() as net.AddressInfo).port;
+  const sent = crypto.randomBytes(16 * 1024 * 1024);
+  try {
+    await withListener(appPort, {}, async (agentPort) => {
+      const received = await new Promise<Buffer>((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        const s = net.connect({ host: '127.0.0.1', port: agentPort, allowHalfOpen: true }, () => s.end(sent));
+        s.on('data', (d: Buffer) => {
+          chunks.push(d);
+          s.pause();
+          setTimeout(() => s.resume(), chunks.length % 64 === 0 ? 5 : 0);
+        });
+        s.on('error', reject);
+        s.on('end', () => resolve(Buffer.concat(chunks)));
+      });
+      assert.is(received.length, sent.length);
+      assert.ok(received.equals(sent), 'the echoed bytes differ from those sent');
+    });
+  } finally {
+    server.close();
+  }
+});
+
+test('passthrough: a reset on either side resets the other', async () => {
+  const appSide: net.Socket[] = [];
+  const appSaw: string[] = [];
+  const server = net.createServer((s) => {
+    appSide.push(s);
+    s.on('error', (e: NodeJS.ErrnoException) => appSaw.push(e.code ?? e.message));
+    s.on('close', () => appSaw.push('close'));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const appPort = (server.address() as net.AddressInfo).port;
+  const connected = async (agentPort: number) => {
+    const client = net.connect({ host: '127.0.0.1', port: agentPort });
+    const clientSaw = new Promise<string>((resolve) => {
+      client.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      client.on('close', () => resolve('close without error'));
+    });
+    client.write('x'); // the agent dials the app at accept; this waits until both are connected
+    await waitUntil(() => appSide.length > 0);
+    return { client, clientSaw, app: appSide.shift()! };
+  };
+  try {
+    await withListener(appPort, {}, async (agentPort) => {
+      // The client resets: the app sees a reset too.
+      const first = await connected(agentPort);
+      first.client.resetAndDestroy();
+      await waitUntil(() => appSaw.includes('close'));
+      assert.equal(appSaw, ['ECONNRESET', 'close']);
+      // The app resets: the client sees a reset.
+      const second = await connected(agentPort);
+      second.app.resetAndDestroy();
+      assert.is(await second.clientSaw, 'ECONNRESET');
+    });
+  } finally {
+    server.close();
+  }
+});
+
+async function waitUntil(done: () => boolean): Promise<void> {
+  for (let i = 0; !done(); i++) {
+    if (i > 500) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 test('the app is down: the client is reset and the dial failure counted', async () => {
   const deadPort = await freePort();

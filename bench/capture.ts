@@ -4,7 +4,9 @@
 //   iptables + agent  tp-init's REDIRECT rules and the tp agent's passthrough (no intercept)
 //   haproxy (tcp)     Debian's HAProxy in TCP mode, one thread, as a reference userspace proxy
 // Each mechanism reaches the app on its own port, so none disturbs another. Two modes: keep-alive, and a new
-// connection per request. Prints requests/s, p50/p99 and the ratio to direct (medians over the rounds).
+// connection per request. Prints requests/s, p50/p99 and the ratio to direct (medians over the rounds), and
+// the CPU time the agent's and HAProxy's processes spend per request: on this shared machine the ratios
+// move with other work, the CPU per request much less, so it tells whether a change to the agent helped.
 // The mark: the agent at least 0.6 of direct with keep-alive, and at least 2/3 of HAProxy.
 // Another mechanism (eBPF) is one more CaptureMechanism in the list main() passes to runCaptureBench.
 // Usage (root): node dist/bench/capture.js [--seconds 5] [--rounds 3] [--connections 16] [--strict]
@@ -15,7 +17,7 @@ import { AGENT_NODE_FLAGS } from '../agent/node-flags.js';
 import { waitFor } from '../command/wait.js';
 import { type NamespaceProcess, PodNetwork } from '../testbed/pod-network.js';
 import { EBPF_BENCH_PORTS, ebpfCaptureMechanisms } from './capture-ebpf.js';
-import { benchFlags, dist, median, rssMiB } from './rig.js';
+import { anonymousMiB, benchFlags, cpuSeconds, dist, median, rssMiB } from './rig.js';
 import { runWrk, type WrkRun } from './wrk.js';
 
 const APP = path.join(dist, 'bench/capture-app.js');
@@ -40,8 +42,10 @@ export interface CaptureMechanism {
   /** Puts the mechanism in place in the pod namespace; returns where the client sends its requests. */
   start(net: PodNetwork): Promise<Target>;
   stop(net: PodNetwork): Promise<void>;
-  /** RSS of the mechanism's own process in MiB, where it has one worth watching (the agent). */
-  rssMiB?(): number;
+  /** The mechanism's own process, where it has one (the agent, HAProxy): its CPU per request is shown. */
+  pid?(): number | undefined;
+  /** Its memory is watched too (the agent: issue 11's goal). */
+  watchMemory?: boolean;
 }
 
 async function mustSucceed(net: PodNetwork, ns: string, command: string, args: string[]): Promise<string> {
@@ -130,7 +134,8 @@ function iptablesAgent(): CaptureMechanism {
       for (const p of processes) await p.stop();
       await net.exec(net.pod, process.execPath, [TP_INIT, 'cleanup']);
     },
-    rssMiB: () => (agentPid ? rssMiB(agentPid) : Number.NaN),
+    pid: () => agentPid,
+    watchMemory: true,
   };
 }
 
@@ -173,6 +178,8 @@ function haproxy(): CaptureMechanism {
       await proc?.stop();
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
     },
+    // `ip netns exec` execs in place, and HAProxy runs in the foreground (-db): the child is HAProxy.
+    pid: () => proc?.child.pid,
   };
 }
 
@@ -204,6 +211,8 @@ export interface BenchRow {
   p99Micros: number;
   /** Median over the rounds of (this mechanism / direct in the same round). */
   ratioToDirect: number;
+  /** Median over the rounds of the mechanism's own process's CPU time per request; NaN without one. */
+  cpuMicrosPerRequest: number;
   errors: number;
 }
 
@@ -215,12 +224,28 @@ async function tuneNamespaces(net: PodNetwork): Promise<void> {
   }
 }
 
-/** RSS of each mechanism that reports one: when idle (started, before any load), the peak during the rounds, after them. */
+/**
+ * Memory of each watched mechanism: when idle (started, before any load), the peak during the rounds, after
+ * them; RSS, and of it the anonymous memory (without the node binary's pages, shared with every node process).
+ */
 export interface MemoryRow {
   mechanism: string;
   idleMiB: number;
   peakMiB: number;
   afterMiB: number;
+  anonymous: { idleMiB: number; peakMiB: number; afterMiB: number };
+}
+
+function memoryNow(pid: number | undefined): { rss: number; anonymous: number } {
+  return pid
+    ? { rss: rssMiB(pid), anonymous: anonymousMiB(pid) }
+    : { rss: Number.NaN, anonymous: Number.NaN };
+}
+
+/** CPU seconds of a mechanism's process so far; NaN without one. */
+function cpuOf(m: CaptureMechanism): number {
+  const pid = m.pid?.();
+  return pid ? cpuSeconds(pid) : Number.NaN;
 }
 
 export async function runCaptureBench(
@@ -252,25 +277,42 @@ export async function runCaptureBench(
       targets.set(m, await m.start(net));
     }
 
-    const watched = mechanisms.filter((m) => m.rssMiB);
+    const watched = mechanisms.filter((m) => m.watchMemory);
     // Idle: started and settled (sessions made), no request yet.
     await new Promise((r) => setTimeout(r, 2_000));
-    const rows0 = watched.map((m) => ({ mechanism: m.name, idleMiB: m.rssMiB!(), peakMiB: 0, afterMiB: 0 }));
+    const rows0: MemoryRow[] = watched.map((m) => {
+      const now = memoryNow(m.pid?.());
+      return {
+        mechanism: m.name,
+        idleMiB: now.rss,
+        peakMiB: now.rss,
+        afterMiB: 0,
+        anonymous: { idleMiB: now.anonymous, peakMiB: now.anonymous, afterMiB: 0 },
+      };
+    });
     const sampler = setInterval(() => {
       watched.forEach((m, i) => {
-        rows0[i]!.peakMiB = Math.max(rows0[i]!.peakMiB, m.rssMiB!());
+        const row = rows0[i]!;
+        const now = memoryNow(m.pid?.());
+        row.peakMiB = Math.max(row.peakMiB, now.rss);
+        row.anonymous.peakMiB = Math.max(row.anonymous.peakMiB, now.anonymous);
       });
     }, 100);
 
     const runs = new Map<string, WrkRun[]>();
     const ratios = new Map<string, number[]>();
+    const cpuPerRequest = new Map<string, number[]>();
     for (let round = 0; round < o.rounds; round++) {
       for (const mode of MODES) {
         const results = new Map<CaptureMechanism, WrkRun>();
         // Rotate the order each round, so no mechanism always runs first (or last) on a warming machine.
         const order = mechanisms.map((_, i) => mechanisms[(i + round) % mechanisms.length]!);
         for (const m of order) {
+          const cpuBefore = cpuOf(m);
           const r = await wrk(net, targets.get(m)!, mode, o);
+          const micros = ((cpuOf(m) - cpuBefore) * 1e6) / (r.requestsPerSecond * o.seconds);
+          const key = `${mode}\u0000${m.name}`;
+          cpuPerRequest.set(key, [...(cpuPerRequest.get(key) ?? []), micros]);
           results.set(m, r);
           say(
             `round ${round + 1}/${o.rounds} ${mode.padEnd(14)} ${m.name.padEnd(17)} ${r.requestsPerSecond.toFixed(0)} req/s`,
@@ -287,7 +329,9 @@ export async function runCaptureBench(
 
     clearInterval(sampler);
     watched.forEach((m, i) => {
-      rows0[i]!.afterMiB = m.rssMiB!();
+      const now = memoryNow(m.pid?.());
+      rows0[i]!.afterMiB = now.rss;
+      rows0[i]!.anonymous.afterMiB = now.anonymous;
     });
     memory.push(...rows0);
 
@@ -303,6 +347,7 @@ export async function runCaptureBench(
           p50Micros: median(rs.map((r) => r.p50Micros)),
           p99Micros: median(rs.map((r) => r.p99Micros)),
           ratioToDirect: median(ratios.get(key)!),
+          cpuMicrosPerRequest: median(cpuPerRequest.get(key)!),
           errors: rs.reduce((n, r) => n + r.errors, 0),
         });
       }
@@ -320,12 +365,13 @@ function micros(us: number): string {
 
 export function formatRows(rows: BenchRow[]): string {
   const lines = [
-    `${'mode'.padEnd(15)}${'mechanism'.padEnd(18)}${'req/s'.padStart(9)}${'p50'.padStart(10)}${'p99'.padStart(10)}${'x direct'.padStart(10)}${'errors'.padStart(8)}`,
+    `${'mode'.padEnd(15)}${'mechanism'.padEnd(18)}${'req/s'.padStart(9)}${'p50'.padStart(10)}${'p99'.padStart(10)}${'x direct'.padStart(10)}${'errors'.padStart(8)}${'cpu/req'.padStart(9)}`,
   ];
   for (const r of rows) {
     lines.push(
       `${r.mode.padEnd(15)}${r.mechanism.padEnd(18)}${r.requestsPerSecond.toFixed(0).padStart(9)}` +
-        `${micros(r.p50Micros).padStart(10)}${micros(r.p99Micros).padStart(10)}${r.ratioToDirect.toFixed(2).padStart(10)}${String(r.errors).padStart(8)}`,
+        `${micros(r.p50Micros).padStart(10)}${micros(r.p99Micros).padStart(10)}${r.ratioToDirect.toFixed(2).padStart(10)}${String(r.errors).padStart(8)}` +
+        `${(Number.isNaN(r.cpuMicrosPerRequest) ? '' : micros(r.cpuMicrosPerRequest)).padStart(9)}`,
     );
   }
   return lines.join('\n');
@@ -387,7 +433,8 @@ async function main(): Promise<void> {
     const met = r.idleMiB <= AGENT_RSS_GOAL.idleMiB && r.peakMiB <= AGENT_RSS_GOAL.loadedMiB;
     process.stdout.write(
       `goal (memory): ${r.mechanism} RSS idle ${r.idleMiB.toFixed(1)} MiB, peak under the load ${r.peakMiB.toFixed(1)} MiB, after it ${r.afterMiB.toFixed(1)} MiB ` +
-        `(<= ${AGENT_RSS_GOAL.idleMiB} idle, <= ${AGENT_RSS_GOAL.loadedMiB} under load): ${met ? 'met' : 'NOT met'}\n`,
+        `(<= ${AGENT_RSS_GOAL.idleMiB} idle, <= ${AGENT_RSS_GOAL.loadedMiB} under load): ${met ? 'met' : 'NOT met'}; ` +
+        `of it anonymous ${r.anonymous.idleMiB.toFixed(1)} / ${r.anonymous.peakMiB.toFixed(1)} / ${r.anonymous.afterMiB.toFixed(1)} MiB\n`,
     );
   }
   const ebpfIdle = rows.find((r) => r.mode === 'keep-alive' && r.mechanism === 'ebpf idle')!;

@@ -64,6 +64,16 @@ export function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 
+/**
+ * The process's anonymous memory (heaps, stacks, buffers): its RSS without the pages of files it maps, of
+ * which the node binary's are most and are shared with every other node process (and, in a pod, charged
+ * to the container that touched them first).
+ */
+export function anonymousMiB(pid: number): number {
+  const m = /^Anonymous:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : Number.NaN;
+}
+
 /** User + system CPU time of a process so far, in seconds. */
 export function cpuSeconds(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');

@@ -45,7 +45,13 @@ test('intercept-throughput: both directions through an intercept against a relay
 test('capture: iptables + agent and HAProxy against direct, with the marks', () => {
   const out = bench('capture', ['--seconds', '1', '--rounds', '1']);
   assert.match(out, /mark \(keep-alive\): agent [\d.]+ x direct/);
-  assert.match(out, /goal \(memory\): iptables \+ agent RSS idle [\d.]+ MiB/);
+  assert.match(
+    out,
+    /goal \(memory\): iptables \+ agent RSS idle [\d.]+ MiB.*of it anonymous [\d.]+ \/ [\d.]+ \/ [\d.]+ MiB/,
+  );
+  // The CPU per request of the agent and HAProxy, each mode.
+  assert.match(out, /keep-alive +iptables \+ agent .* [\d.]+(us|ms)\n/);
+  assert.match(out, /new connection haproxy \(tcp\) .* [\d.]+(us|ms)\n/);
 });
 
 test('capture-ebpf: the sk_lookup program idle and steering, against direct', () => {
