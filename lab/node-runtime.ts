@@ -153,10 +153,33 @@ export async function importImages(p: LabPaths, images: NodeImage[]): Promise<st
   const imported: string[] = [];
   for (const image of images) {
     if (present.get(image.name) === image.manifestDigest) continue;
-    await ctr(p, 'images', 'import', image.archive);
+    await importRetryingGcRace(p, image.archive);
     imported.push(image.name);
   }
   return imported;
+}
+
+/**
+ * containerd's garbage collector runs after a tag moves (a rebuilt image leaves the old one's layers
+ * unreferenced) and can remove a layer snapshot the import about to unpack takes for present: the import
+ * then fails "parent snapshot … does not exist" (containerd issue 2382). Its next attempt unpacks the
+ * layer again, so the race is retried a bounded number of times; any other failure is not.
+ */
+async function importRetryingGcRace(p: LabPaths, archive: string, attempts = 3): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await ctr(p, 'images', 'import', archive);
+      return;
+    } catch (err) {
+      if (attempt >= attempts || !isGcRace(err)) throw err;
+      await new Promise((r) => setTimeout(r, 500 * attempt));
+    }
+  }
+}
+
+/** Whether an import failed on containerd's garbage-collection race (see importRetryingGcRace). */
+export function isGcRace(err: unknown): boolean {
+  return /parent snapshot \S+ does not exist/.test((err as Error)?.message ?? '');
 }
 
 const crictl = (l: LabLayout, ...args: string[]) =>

@@ -7,9 +7,25 @@ import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { UsageError } from '../../netaddr/parse.js';
+import { isGcRace } from '../node-runtime.js';
 import { writeIfChanged } from '../paths.js';
 import { programmedServices } from '../readiness.js';
 import { componentsToRestart } from '../restart.js';
+
+test('image import: containerd’s garbage-collection race is retried, any other failure is not', () => {
+  const race = new Error(
+    '`ctr images import /x/tp.tar` failed (exit 1):\n  ctr: failed to prepare extraction snapshot "extract-1 sha256:aa": parent snapshot sha256:bb does not exist: not found',
+  );
+  assert.ok(isGcRace(race));
+  assert.not.ok(
+    isGcRace(
+      new Error(
+        '`ctr images import /x/tp.tar` failed (exit 1):\n  ctr: open /x/tp.tar: no such file or directory',
+      ),
+    ),
+  );
+  assert.not.ok(isGcRace(undefined));
+});
 
 test('restart: a component by name, node = kubelet and containerd, anything else names the choices', () => {
   assert.equal(componentsToRestart('kube-apiserver'), ['kube-apiserver']);
