@@ -41,6 +41,14 @@ await esbuild.build({
   sourcemap: 'linked',
   external: ['koffi'],
 });
+// PID 1 of the agent container: holds the listening sockets and runs tp-agent (agent/holder.ts). Its own
+// small bundle, so the second Node process in the container loads nothing of the agent.
+await esbuild.build({
+  ...bundle,
+  entryPoints: ['agent/holder-main.ts'],
+  format: 'cjs',
+  outfile: 'dist/bundle/tp-agent-holder.cjs',
+});
 // The manager and tp-init use top-level await: ESM, with require (for bundled CommonJS packages) and
 // __dirname/__filename defined as in CommonJS.
 const esmBanner = [

@@ -1,6 +1,7 @@
 // The agent's side of eBPF capture (TP_MECHANISM=ebpf, see docs/ebpf.md): tp-init attached the sk_lookup
 // program; the agent puts a listener in the steering map for exactly the app ports it intercepts, so every
-// other connection goes straight to the app, and the kernel drops the entries when the agent exits.
+// other connection goes straight to the app, and the kernel drops the entries when the agent's listening
+// sockets close (with the container: tp-agent-holder holds them while a worker restarts).
 import type { Logger } from '../logging/logger.js';
 
 export interface Steering {
@@ -21,12 +22,18 @@ export async function openSteering(
   log: Logger,
 ): Promise<Steering | undefined> {
   // Loaded only here: it brings koffi and libbpf, which an iptables agent never needs.
-  const { ebpfCaptureApplied, ListenerSteering } = await import('../bpf/steering-map.js');
+  const { ebpfCaptureApplied, ListenerSteering, unregisterListener } = await import('../bpf/steering-map.js');
   if (!ebpfCaptureApplied(pinRoot)) {
     log.warn('eBPF capture is not applied in this pod (tp-init fell back to iptables): using the redirect');
     return undefined;
   }
   const steering = ListenerSteering.open(appPorts, listenerFdOf, pinRoot);
+  // Under tp-agent-holder the listening sockets outlive a worker that died, and so do the map's entries
+  // for them (the kernel drops an entry when its socket closes): a new worker starts from none steered,
+  // as its first sync assumes, and its intercepts put theirs back.
+  const stale = appPorts.filter((p) => unregisterListener(steering.pinDir, p));
+  if (stale.length)
+    log.info('no longer steering ports a previous agent worker steered', { ports: stale.join(',') });
   log.info('eBPF capture: steering intercepted ports to the agent', { pins: steering.pinDir });
   return {
     sync(activePorts) {

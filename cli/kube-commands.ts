@@ -251,13 +251,6 @@ export function addKubeCommands(program: Command, action: Action, outputOption: 
         },
       ),
     );
-
-  // `tp connect` without --manager-address calls kubeConnectSettings, which is synchronous: load the
-  // kubeconfig reader before that action runs. (Once its caller awaits an async kubeConnectSettings,
-  // this hook can go.)
-  program.hook('preAction', async (_program, command) => {
-    if (command.name() === 'connect' && !command.opts().managerAddress) await loadKubeconfigModule();
-  });
 }
 
 /** The manager's view of a workload (its agents' counters), or undefined when tp is not connected. */
@@ -293,14 +286,13 @@ export interface KubeConnectFlags {
  * daemon runs elsewhere and may outlive this shell's KUBECONFIG), the context, the namespaces. Loading
  * it here reports a bad kubeconfig or context before any daemon starts.
  */
-export function kubeConnectSettings(flags: KubeConnectFlags): {
+export async function kubeConnectSettings(flags: KubeConnectFlags): Promise<{
   kubeconfig: string;
   context: string;
   namespace: string;
   managerNamespace: string;
-} {
-  if (!kubeconfigModule) throw new Error('kubeConnectSettings ran before the kubeconfig reader was loaded');
-  const { kc, namespace, source } = kubeconfigModule.loadKubeConfig(flags);
+}> {
+  const { kc, namespace, source } = (await loadKubeconfigModule()).loadKubeConfig(flags);
   const kubeconfig =
     source === 'in-cluster'
       ? ''

@@ -180,9 +180,24 @@ program
           throw new UsageError(
             `-n ${opts.namespace} is not among --mapped-namespaces ${opts.mappedNamespaces.join(',')}: add it, or pick one of them`,
           );
-        // Without an address the daemon port-forwards through the API server with these credentials; the
-        // kubeconfig is checked here so a mistake is reported before any daemon starts.
-        const kube = opts.managerAddress ? { namespace: opts.namespace } : kubeConnectSettings(opts);
+        // Without an address the daemon port-forwards through the API server with these credentials. The
+        // kubeconfig is read while the daemon starts (each loads the Kubernetes client or the daemon's code,
+        // ~1 s of CPU: in parallel, not one after the other; docs/faults.md); a mistake in it stops a daemon
+        // started for this connect again.
+        const kubeSettings = opts.managerAddress
+          ? Promise.resolve({ namespace: opts.namespace })
+          : kubeConnectSettings(opts);
+        // The daemon's progress waits for the kubeconfig: a mistake in it is the only thing the user sees.
+        const held: string[] = [];
+        let kubeRead = false;
+        const launchProgress = (line: string) => (kubeRead ? progress(line) : held.push(line));
+        kubeSettings.then(
+          () => {
+            kubeRead = true;
+            for (const line of held.splice(0)) progress(line);
+          },
+          () => {},
+        );
         let target = '';
         if (opts.managerAddress) {
           const address = parseHostPort(opts.managerAddress, '--manager-address');
@@ -194,10 +209,11 @@ program
         let launched = false;
         let wasConnected = false;
         if (!daemon) {
-          daemon = await DaemonClient.launch(progress);
+          daemon = await DaemonClient.launch(launchProgress);
           launched = true;
         } else wasConnected = (await daemon.status()).state !== 'DISCONNECTED';
         try {
+          const kube = await kubeSettings;
           const request = { ...kube, mappedNamespaces: opts.mappedNamespaces };
           let info = await daemon.connect(target, request, vif);
           if (info.rootDaemonNeeded) {

@@ -25,7 +25,7 @@ import { archiveFileName, parseReference } from './reference.js';
 import type { LayerSpec, RootfsItem } from './rootfs.js';
 
 export const TP_REPOSITORY = 'tp/tp';
-export const TP_BINARIES = ['tp-manager', 'tp-agent', 'tp-init'] as const;
+export const TP_BINARIES = ['tp-manager', 'tp-agent', 'tp-agent-holder', 'tp-init'] as const;
 /** The agent's UID in the chart (agent.uid) and the image's default user. */
 export const TP_UID = 7777;
 export const TP_HOME = '/opt/tp';
@@ -34,6 +34,8 @@ export const TP_HOME = '/opt/tp';
 const BUNDLES: Record<(typeof TP_BINARIES)[number], string> = {
   'tp-manager': 'tp-manager.mjs',
   'tp-agent': 'tp-agent.cjs',
+  // PID 1 of the agent container: holds the listening sockets, runs tp-agent (agent/holder.ts).
+  'tp-agent-holder': 'tp-agent-holder.cjs',
   'tp-init': 'tp-init.mjs',
 };
 const BPF_OBJECTS = ['tp_steer.bpf.o'];

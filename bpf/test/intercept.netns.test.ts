@@ -6,7 +6,9 @@
 //   tp leave          -> the app answers directly again
 //   probes            -> while intercepted, even with the laptop's app stopped, the agent's probe port
 //                        checks the app in the pod and forwards nothing to the laptop
-//   agent killed      -> the app answers the next request (fail-open)
+//   worker killed     -> tp-agent-holder keeps the socket: the request waits for the new worker (the app
+//                        answers), then the intercept is back
+//   agent killed      -> (holder and worker) the app answers the next request (fail-open)
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -33,6 +35,8 @@ const bins = {
   cli: path.join(dist, 'cli/main.js'),
   // TP_E2E_AGENT_BUNDLE: try another agent build (e.g. one with the eBPF integration before it lands).
   agent: process.env.TP_E2E_AGENT_BUNDLE || path.join(dist, 'bundle/tp-agent.cjs'),
+  // The agent runs as in tp's image: tp-agent-holder holds its sockets and runs it as its worker.
+  holder: path.join(dist, 'bundle/tp-agent-holder.cjs'),
 };
 const APP_PORT = 8080;
 const AGENT_PORT = 15001;
@@ -124,7 +128,7 @@ const forwarded = () =>
 function startAgent(): ChildProcess {
   return inNetns(
     bed.podNetns,
-    [bins.agent],
+    [bins.holder, process.execPath, bins.agent],
     {
       TP_MANAGER_ADDRESS: `${bed.clientIp}:${MANAGER_PORT}`,
       TP_WORKLOAD_NAME: 'echo',
@@ -149,6 +153,21 @@ function startAgent(): ChildProcess {
   );
 }
 
+/** The agent workers the holder started, oldest first (from its log). */
+const workerPids = () =>
+  [...fs.readFileSync(path.join(dir, 'agent.log'), 'utf8').matchAll(/agent worker started pid=(\d+)/g)].map(
+    (m) => Number(m[1]),
+  );
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function logs(): string {
   return fs
     .readdirSync(dir)
@@ -158,7 +177,9 @@ function logs(): string {
 }
 
 function teardown(): void {
-  for (const pid of daemonPid ? [daemonPid] : []) {
+  // The holder dies with its nsenter (pdeathsig); its workers would not.
+  const workers = dir && fs.existsSync(path.join(dir, 'agent.log')) ? workerPids() : [];
+  for (const pid of [...(daemonPid ? [daemonPid] : []), ...workers]) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
@@ -248,9 +269,26 @@ test('intercept through eBPF capture, end to end', async () => {
     await eventually('the laptop to answer again', async () =>
       (await ask()).who === 'laptop' ? true : undefined,
     );
+    // Kill the worker: the holder keeps the listening socket (and its steering entry), so the next
+    // request waits in its backlog for the new worker, which passes it to the app (no session yet) and
+    // takes the stale entry out; the
+    // intercept comes back with the worker's new session.
+    const worker = workerPids().at(-1)!;
+    process.kill(worker, 'SIGKILL');
+    // Through the new worker's passthrough: the app sees it from loopback.
+    assert.equal(await ask(), { who: 'app', peer: '127.0.0.1', localPort: APP_PORT });
+    assert.is.not(workerPids().at(-1), worker, 'a new worker serves');
+    await eventually('the laptop to answer again after the worker restarted', async () =>
+      (await ask()).who === 'laptop' ? true : undefined,
+    );
+
+    // Kill the holder and its worker (the whole agent container): the socket closes, the kernel drops its
+    // steering entry, and the next request reaches the app.
     const exited = new Promise((r) => agent!.once('exit', r));
     agent!.kill('SIGKILL');
     await exited;
+    process.kill(workerPids().at(-1)!, 'SIGKILL');
+    await waitFor('the worker to be gone', () => !alive(workerPids().at(-1)!), 5_000, 20);
     assert.equal(await ask(), { who: 'app', peer: bed.clientIp, localPort: APP_PORT });
     assert.is(status({ netnsPath: bed.podNetnsPath, pinRoot }).ports[0]!.steering, false);
 

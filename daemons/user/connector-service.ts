@@ -186,6 +186,9 @@ export function connectorService(
     // No address: reach the manager's Service through the Kubernetes API server, from a thread of its own
     // (kube/port-forward-thread.ts) that loads the Kubernetes client: it weighs tens of MB of heap, and
     // every garbage collection of a thread that moves tunnel data at 1 MiB a message pays for a bigger heap.
+    // The identity token is fetched meanwhile: both load the Kubernetes client (1 s of CPU each on an idle
+    // core), the thread in its own isolate, so they overlap instead of adding up (docs/faults.md).
+    const identity = prefetched(identityFromKubeconfig(req, false));
     let thread: Awaited<ReturnType<typeof startForwardThread>>;
     try {
       thread = await startForwardThread({
@@ -207,7 +210,7 @@ export function connectorService(
     namespace = req.namespace || thread.namespace;
     keepOut = await apiServerAddresses(thread.server);
     try {
-      await conn.connect(thread.address, identityFromKubeconfig(req, false));
+      await conn.connect(thread.address, identity);
     } catch (e) {
       await closeForward();
       throw e;
@@ -364,6 +367,23 @@ export function connectorService(
           callback(null, {});
           daemon.quit();
         });
+    },
+  };
+}
+
+/**
+ * Starts fetching a token now, for the first arrival (which reports its failure); every later one (a
+ * re-arrival) fetches its own.
+ */
+export function prefetched(source: IdentitySource): IdentitySource {
+  let first: Promise<string> | undefined = source.token();
+  first.catch(() => {});
+  return {
+    onDemand: source.onDemand,
+    token: () => {
+      const token = first ?? source.token();
+      first = undefined;
+      return token;
     },
   };
 }

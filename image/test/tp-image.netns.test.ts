@@ -95,7 +95,7 @@ if (ready) {
     assert.ok(line!.includes(image.manifestDigest), line);
   });
 
-  test('tp-manager, tp-init and tp-agent run from their entry points; Node reads none of their flags', async () => {
+  test('tp-manager, tp-init, tp-agent and tp-agent-holder run from their entry points; Node reads none of their flags', async () => {
     const version = await run(['tp-manager', '--version']);
     assert.equal([version.code, version.stdout], [0, `${VERSION}\n`], version.stderr);
     // Node itself would fail on --env-file with a missing file (exit 9) before tp-init ran.
@@ -105,6 +105,12 @@ if (ready) {
     const agent = await run(['tp-agent']);
     assert.is.not(agent.code, 0);
     assert.match(agent.stdout + agent.stderr, /TP_\w+ is not set: the agent needs it/);
+    // The holder runs tp-agent from PATH: here it stops at once, five times, and the holder gives up.
+    const holder = await run(['env', 'TP_PORTS=8080:15001', 'TP_PROBE_PORT=15021', 'tp-agent-holder']);
+    assert.is(holder.code, 1, holder.stderr);
+    assert.match(holder.stdout + holder.stderr, /holding the listening sockets/);
+    assert.match(holder.stdout + holder.stderr, /TP_\w+ is not set: the agent needs it/);
+    assert.match(holder.stdout + holder.stderr, /the agent worker keeps dying/);
   });
 
   test('the default user is tp (7777:7777), not root; a shell and its tools are there', async () => {

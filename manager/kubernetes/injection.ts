@@ -291,7 +291,8 @@ function agentContainer(
     name: AGENT_CONTAINER,
     image: config.agentImage,
     imagePullPolicy: config.imagePullPolicy,
-    command: ['tp-agent'],
+    // PID 1 holds the listening sockets and restarts the agent at once if it dies (agent/holder.ts).
+    command: ['tp-agent-holder'],
     env,
     // Not ready until its listeners are up: with iptables capture the app ports refuse connections until
     // then, and the app's rewritten probes are answered by the agent.

@@ -49,6 +49,32 @@ export interface FaultResult {
   backSeconds: number | undefined;
   /** Fault-specific findings, for the report. */
   notes: string[];
+  /** The agent killed: how often the kubelet restarted the tp-agent container meanwhile. */
+  containerRestarts?: number;
+}
+
+interface AgentContainer {
+  restartCount: number;
+  processes: {
+    pid: number;
+    args: string;
+    worker: boolean;
+    holder: boolean;
+    rssKiB: number;
+    anonKiB: number;
+  }[];
+  /** The container cgroup's memory charge (memory.usage_in_bytes / memory.current). */
+  memoryBytes: number | undefined;
+}
+
+/** "holder RSS 44 MiB (7 MiB anonymous), worker RSS 80 MiB (40 MiB anonymous), container memory 90 MiB". */
+function memoryNote(c: AgentContainer): string {
+  const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
+  const parts = c.processes
+    .filter((p) => p.holder || p.worker)
+    .map((p) => `${p.holder ? 'holder' : 'worker'} RSS ${mib(p.rssKiB)} (${mib(p.anonKiB)} anonymous)`);
+  if (c.memoryBytes !== undefined) parts.push(`container memory ${mib(c.memoryBytes / 1024)}`);
+  return parts.join(', ');
 }
 
 /** Requests every 0.25 s from the lab node (the cluster side) to the Service, until stop(). */
@@ -268,35 +294,77 @@ export class FaultRig {
     });
   }
 
-  /** kill -9 of the agent container's processes, found through the pod's cgroup by container id. */
+  /**
+   * kill -9 of the agent worker, the process that serves traffic: the child of tp-agent-holder (PID 1 of
+   * the agent container), found through the pod's cgroup by container id. Notes the container's restart
+   * count after (the holder restarts the worker: the kubelet sees no restart) and its memory.
+   */
   agentKilled(): Promise<FaultResult> {
-    return this.measure('agent killed (-9)', async (notes) => {
-      const pids = await this.agentPids();
-      notes.push(`killed pid ${pids.join(',')}`);
-      for (const pid of pids) process.kill(pid, 'SIGKILL');
-      return Date.now();
+    let container: AgentContainer | undefined;
+    return this.measure(
+      'agent killed (-9)',
+      async (notes) => {
+        container = await this.agentContainer();
+        const worker = container.processes.find((p) => p.worker);
+        if (!worker)
+          throw new Error(
+            `no agent worker in the tp-agent container (processes: ${container.processes.map((p) => `${p.pid} ${p.args}`).join('; ')}): is its command tp-agent-holder?`,
+          );
+        notes.push(`killed the worker, pid ${worker.pid}`, memoryNote(container));
+        process.kill(worker.pid, 'SIGKILL');
+        return Date.now();
+      },
+      10_000,
+    ).then(async (r) => {
+      const after = await this.agentContainer();
+      r.containerRestarts = after.restartCount - (container?.restartCount ?? 0);
+      r.notes.push(`container restarts: ${r.containerRestarts}`);
+      return r;
     });
   }
 
-  private async agentPids(): Promise<number[]> {
+  private async agentContainer(): Promise<AgentContainer> {
     const pods = await kubectlJson<{
       items: {
         metadata: { uid: string; deletionTimestamp?: string };
-        status: { containerStatuses?: { name: string; containerID?: string }[] };
+        status: { containerStatuses?: { name: string; containerID?: string; restartCount: number }[] };
       }[];
     }>(this.c, ['get', 'pods', '-n', this.namespace, '-l', `app=${WORKLOAD}`]);
     const pod = pods.items.find((p) => !p.metadata.deletionTimestamp);
     if (!pod) throw new Error(`no ${WORKLOAD} pod`);
-    const id = pod.status.containerStatuses
-      ?.find((s) => s.name === 'tp-agent')
-      ?.containerID?.replace(/^.*:\/\//, '');
-    if (!id) throw new Error(`the ${WORKLOAD} pod has no running tp-agent container`);
+    const status = pod.status.containerStatuses?.find((s) => s.name === 'tp-agent');
+    const id = status?.containerID?.replace(/^.*:\/\//, '');
+    if (!status || !id) throw new Error(`the ${WORKLOAD} pod has no running tp-agent container`);
     for (const root of ['/sys/fs/cgroup/pids/tplab/kubepods', '/sys/fs/cgroup/tplab/kubepods'])
       for (const qos of ['', 'burstable', 'besteffort']) {
-        const procs = path.join(root, qos, `pod${pod.metadata.uid}`, id, 'cgroup.procs');
+        const dir = path.join(root, qos, `pod${pod.metadata.uid}`, id);
+        const procs = path.join(dir, 'cgroup.procs');
         if (!fs.existsSync(procs)) continue;
         const pids = fs.readFileSync(procs, 'utf8').split('\n').filter(Boolean).map(Number);
-        if (pids.length > 0) return pids;
+        if (pids.length === 0) continue;
+        const processes = pids.map((pid) => {
+          const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+          const ppid = Number(/^\d+ \(.*\) \S (\d+)/.exec(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1]);
+          const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+          const kib = (field: string) =>
+            Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+          return {
+            pid,
+            args: args.join(' '),
+            // The holder's child running tp-agent (not an sftp-server of a mount).
+            worker: pids.includes(ppid) && args.some((a) => a.endsWith('/tp-agent')),
+            holder: args.some((a) => a.endsWith('/tp-agent-holder')),
+            rssKiB: kib('VmRSS'),
+            anonKiB: kib('RssAnon'),
+          };
+        });
+        // cgroup v1 (the lab) keeps memory in its own hierarchy; v2 beside cgroup.procs.
+        const memory = [
+          path.join(dir.replace('/pids/', '/memory/'), 'memory.usage_in_bytes'),
+          path.join(dir, 'memory.current'),
+        ].find((f) => fs.existsSync(f));
+        const bytes = memory ? Number(fs.readFileSync(memory, 'utf8').trim()) : undefined;
+        return { restartCount: status.restartCount, processes, memoryBytes: bytes };
       }
     throw new Error(`no cgroup with processes for the tp-agent container ${id}`);
   }

@@ -1,6 +1,6 @@
 // Issue 19: faults on the lab, one at a time, with one intercepted Deployment and a probe from the node to
 // its Service every 0.25 s (fault-rig.ts, shared with bench/faults.ts). No fault may fail a request
-// (the agent killed: at most one) and the intercept must come back by itself. How fast it comes back is
+// (the agent worker killed: at most one) and the intercept must come back by itself. How fast it comes back is
 // printed here and measured by the bench (no timing asserts in tests); the asserts are that it does.
 import * as assert from 'uvu/assert';
 import { type FaultResult, FaultRig } from './fault-rig.js';
@@ -26,22 +26,16 @@ if (cluster) {
     assert.ok(r.backSeconds !== undefined, 'the intercept came back');
   });
 
-  // NOT the issue's target (at most one failed request): until the kubelet has restarted the agent
-  // container (1-1.5 s on the lab: it notices the exit at its next relist), the capture rule redirects to a
-  // port nobody listens on and connections are refused. What is asserted is that only that happens: each
-  // failure is a refused connection (curl exit 7) while the agent is down, and the intercept comes back.
-  // Meeting the target needs the listening sockets to outlive the agent process (docs/faults.md).
+  // The worker killed, not PID 1: tp-agent-holder keeps the listening sockets, so new connections wait in
+  // the backlog while it starts a new worker (docs/faults.md). A request in flight on the killed worker
+  // can fail; at most one does. "Back" is awaited for 10 s at most (the rig's deadline, the issue's line).
   scenario(
-    'the agent killed with -9: only refusals while it restarts, the intercept comes back',
+    'the agent worker killed with -9: at most one failed request, the intercept back within 10 s, no container restart',
     async () => {
       const r = await rig!.agentKilled();
-      assert.ok(r.backSeconds !== undefined, 'the intercept came back');
-      assert.equal(
-        r.failed.filter((s) => !/curl exit 7$/.test(s.detail)).map((s) => s.detail),
-        [],
-        'every failure is a refused connection',
-      );
-      assert.ok(r.failed.length <= 12, `failed for at most 3 s: ${failures(r).join(', ')}`);
+      assert.ok(r.failed.length <= 1, `at most one request failed: ${failures(r).join(', ')}`);
+      assert.ok(r.backSeconds !== undefined, 'the intercept came back within 10 s');
+      assert.is(r.containerRestarts, 0, 'the kubelet did not restart the tp-agent container');
     },
   );
 
