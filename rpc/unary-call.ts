@@ -44,6 +44,7 @@ export function errorDetails(e: unknown): string {
       ETIMEDOUT: 'connection timed out to',
       EHOSTUNREACH: 'no route to',
       ENETUNREACH: 'network unreachable for',
+      ENOENT: 'no socket at',
     };
     return `${what[connect[1]!] ?? `${connect[1]} from`} ${connect[2]}`;
   }

@@ -110,22 +110,36 @@ export class RootDaemonLink {
         daemon = this.daemon = undefined;
         this.wanted = undefined;
       }
-      daemon ??= await runningRootDaemon();
-      if (!daemon) {
-        if (process.getuid?.() !== 0) return { rootDaemonNeeded: true };
+      // Two attempts: a root daemon found running may be on its way out (its previous user daemon was
+      // killed and it is putting the workstation back, service.ts watchOwner): once it is gone, a new one.
+      for (let attempt = 1; ; attempt++) {
+        daemon ??= await runningRootDaemon();
+        if (!daemon) {
+          if (process.getuid?.() !== 0) return { rootDaemonNeeded: true };
+          try {
+            daemon = await startRootDaemon({ interactive: false });
+          } catch (e) {
+            throw new UserFacingError(grpc.status.FAILED_PRECONDITION, (e as Error).message);
+          }
+        }
+        this.daemon = daemon;
         try {
-          daemon = await startRootDaemon({ interactive: false });
+          await this.connect(daemon, req, sessionId, cluster);
+          break;
         } catch (e) {
+          if (attempt === 1 && !(await rootDaemonStatus(daemon.client).catch(() => undefined))) {
+            this.log.warn('the root daemon went away while connecting (it was exiting): starting a new one', {
+              error: (e as Error).message,
+            });
+            daemon.close();
+            daemon = this.daemon = undefined;
+            await waitForRootDaemonGone(ROOT_DAEMON_EXIT_WAIT_MS);
+            continue;
+          }
+          // A root daemon connected to nothing is of no use: nothing is left behind.
+          await this.release(`failed: ${(e as Error).message}`, { stopIdle: true });
           throw new UserFacingError(grpc.status.FAILED_PRECONDITION, (e as Error).message);
         }
-      }
-      this.daemon = daemon;
-      try {
-        await this.connect(daemon, req, sessionId, cluster);
-      } catch (e) {
-        // A root daemon connected to nothing is of no use: nothing is left behind.
-        await this.release(`failed: ${(e as Error).message}`, { stopIdle: true });
-        throw new UserFacingError(grpc.status.FAILED_PRECONDITION, (e as Error).message);
       }
       this.wanted = req;
       return { rootDaemonNeeded: false };
@@ -209,5 +223,20 @@ export class RootDaemonLink {
     } catch (e) {
       this.log.warn('stopping the root daemon failed', { error: (e as Error).message });
     }
+  }
+}
+
+/** How long a root daemon on its way out gets to put the workstation back and remove its socket. */
+const ROOT_DAEMON_EXIT_WAIT_MS = 15_000;
+
+/** Waits until no root daemon answers on the socket (bounded): a new one can then take the socket over. */
+async function waitForRootDaemonGone(timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const running = await runningRootDaemon();
+    if (!running) return;
+    running.close();
+    if (Date.now() > deadline) return;
+    await new Promise((r) => setTimeout(r, 200));
   }
 }

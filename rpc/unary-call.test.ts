@@ -1,0 +1,21 @@
+// How a failed call reads to a user: the connection's failure said plainly, with where it went.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { errorDetails } from './unary-call.js';
+
+test('a failed connection names what happened and where', () => {
+  const e = (details: string) =>
+    Object.assign(new Error(`14 UNAVAILABLE: ${details}`), { code: 14, details });
+  assert.is(
+    errorDetails(e('No connection established. Last error: connect ECONNREFUSED 127.0.0.1:18081.')),
+    'connection refused by 127.0.0.1:18081',
+  );
+  assert.is(
+    errorDetails(e('No connection established. Last error: connect ENOENT /var/run/tp-root-daemon.socket')),
+    'no socket at /var/run/tp-root-daemon.socket',
+  );
+  assert.is(errorDetails(e('connect EACCES /run/x.sock')), 'EACCES from /run/x.sock');
+  assert.is(errorDetails(new Error('plain')), 'plain');
+});
+
+test.run();
