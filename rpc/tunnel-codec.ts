@@ -4,9 +4,12 @@
 // to decode it; at 1 MiB per message that allocation churn made garbage collection the manager's largest
 // cost. Here DATA is copied once when encoding and not at all when decoding (the payload is a view of the
 // buffer grpc-js assembled for that one message). Everything except DATA's framing still goes through the
-// generated code.
+// generated code. A DATA message's encoding also carries its gRPC frame around it (rpc/grpc-framing.ts), so
+// grpc-js sends it without its own copy; a received DATA message keeps the frame it came in, so the
+// manager's relay forwards it without a new one.
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 import { StreamInfo, TunnelCode, TunnelMessage } from './gen/manager.js';
+import { adoptFrame, framedBuffer } from './grpc-framing.js';
 
 const TAG_CODE = (1 << 3) | 0; // varint
 const TAG_DATA = (2 << 3) | 2; // length-delimited
@@ -72,7 +75,7 @@ export function serializeTunnelMessage(m: TunnelMessage): Buffer {
  */
 export function encodedDataMessage(chunks: readonly Buffer[], length: number): TunnelMessage {
   const header = 1 + 1 + 1 + varintLength(length); // code tag + DATA (2) + data tag + length
-  const bytes = Buffer.allocUnsafe(header + length);
+  const bytes = framedBuffer(header + length);
   let o = 0;
   bytes[o++] = TAG_CODE;
   bytes[o++] = TunnelCode.DATA;
@@ -123,7 +126,9 @@ export function deserializeTunnelMessage(buf: Buffer): TunnelMessage {
     }
   }
   // Only DATA is worth remembering (and only it is reused: OPEN and errors are small and rare).
-  if (m.data.length > 0 && m.open === undefined)
+  if (m.data.length > 0 && m.open === undefined) {
     encodedAs.set(m, { bytes: buf, code: m.code, data: m.data, error: m.error });
+    adoptFrame(buf);
+  }
   return m;
 }
