@@ -6,6 +6,7 @@
 // sends that frame as it is.
 //
 //   framedBuffer(length)  a message buffer with room for the header in front, the header written;
+//   frameAround(frame)    the same in memory the caller laid out (the first 5 bytes are the header's);
 //   adoptFrame(message)   a message grpc-js received (its header precedes it in the frame it came in),
 //                         so relaying it needs no new frame either;
 //   frameOf(message)      the frame of a message registered by either (what the patched grpc-js sends).
@@ -17,7 +18,8 @@
 import * as compression from '@grpc/grpc-js/build/src/compression-filter.js';
 import * as serverCalls from '@grpc/grpc-js/build/src/server-interceptors.js';
 
-const HEADER_BYTES = 5;
+/** gRPC's frame header: a compressed flag and the message's length. */
+export const HEADER_BYTES = 5;
 /** Below this a message may share its memory with others (Buffer's pool): never adopted. */
 const ADOPT_MIN_BYTES = 4096;
 
@@ -30,7 +32,15 @@ function writeHeader(frame: Buffer, length: number): void {
 
 /** A buffer of `length` bytes for a message, with its gRPC frame (header written) around it. */
 export function framedBuffer(length: number): Buffer {
-  const frame = Buffer.allocUnsafe(HEADER_BYTES + length);
+  return frameAround(Buffer.allocUnsafe(HEADER_BYTES + length));
+}
+
+/**
+ * The message inside `frame` (all of it but the first 5 bytes), with the header written there and the frame
+ * registered: for a caller that laid out the message in its own memory.
+ */
+export function frameAround(frame: Buffer): Buffer {
+  const length = frame.length - HEADER_BYTES;
   writeHeader(frame, length);
   const message = frame.subarray(HEADER_BYTES);
   frames.set(message, frame);

@@ -9,7 +9,7 @@
 // manager's relay forwards it without a new one.
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 import { StreamInfo, TunnelCode, TunnelMessage } from './gen/manager.js';
-import { adoptFrame, framedBuffer } from './grpc-framing.js';
+import { adoptFrame, HEADER_BYTES as FRAME_HEADER_BYTES, frameAround, framedBuffer } from './grpc-framing.js';
 
 const TAG_CODE = (1 << 3) | 0; // varint
 const TAG_DATA = (2 << 3) | 2; // length-delimited
@@ -131,4 +131,72 @@ export function deserializeTunnelMessage(buf: Buffer): TunnelMessage {
     adoptFrame(buf);
   }
   return m;
+}
+
+/** Room in front of a read for its DATA message's headers: the gRPC frame, code tag, code, data tag, length. */
+const READ_HEADROOM = FRAME_HEADER_BYTES + 3 + 4;
+/** The smallest allocation for reads. */
+const MIN_READ_BYTES = 16 << 10;
+/** Below this much left, the next read gets a new allocation. */
+const MIN_LEFT_BYTES = 1 << 10;
+
+/**
+ * Socket reads straight into DATA messages, for a socket created with net's `onread` option: each read lands
+ * in memory with room in front for its message's headers, so one read becomes one DATA message, gRPC frame
+ * included, without a copy (rpc/grpc-framing.ts). The kernel coalesces: a read takes everything the socket
+ * holds, up to the memory offered (at most maxBytes). The memory is allocated per socket, sized from its last
+ * read (twice it, at least 16 KiB, at most maxBytes), and what a read leaves is offered to the next one while
+ * it can take twice the last read: a
+ * socket of small requests takes a 16 KiB allocation per ~16 KiB, a bulk one about a byte per byte read
+ * (Node's own reads allocate 64 KiB each, which the coalescer then copied into the message).
+ */
+export class DataReader {
+  private memory = Buffer.alloc(0);
+  /** Where the next read's headroom starts in `memory`. */
+  private next = 0;
+  /** The memory offered to the read in progress. */
+  private offered: Buffer = this.memory;
+  private lastRead = 0;
+
+  constructor(readonly maxBytes: number) {
+    if (maxBytes < 1) throw new RangeError('maxBytes must be positive');
+  }
+
+  /** The memory for the next read (net's onread.buffer). */
+  readonly region = (): Buffer => {
+    // The rest of the memory serves the next read while it can take twice the last one.
+    const want = Math.min(this.maxBytes, Math.max(MIN_LEFT_BYTES, 2 * this.lastRead));
+    if (this.memory.length - this.next - READ_HEADROOM < want) {
+      const size = Math.min(this.maxBytes, Math.max(MIN_READ_BYTES, 2 * this.lastRead));
+      this.memory = Buffer.allocUnsafe(READ_HEADROOM + size);
+      this.next = 0;
+    }
+    const start = this.next + READ_HEADROOM;
+    this.offered = this.memory.subarray(start, start + Math.min(this.maxBytes, this.memory.length - start));
+    return this.offered;
+  };
+
+  /** `n` bytes were read into `into` (the memory region() offered last): their DATA message, a view of it. */
+  commit(n: number, into: Uint8Array): TunnelMessage {
+    if (into !== this.offered) throw new Error('DataReader: a read into memory it did not offer last');
+    this.lastRead = n;
+    const start = into.byteOffset - this.memory.byteOffset;
+    const header = 3 + varintLength(n);
+    const frameStart = start - header - FRAME_HEADER_BYTES;
+    const bytes = frameAround(this.memory.subarray(frameStart, start + n));
+    let o = 0;
+    bytes[o++] = TAG_CODE;
+    bytes[o++] = TunnelCode.DATA;
+    bytes[o++] = TAG_DATA;
+    writeVarint(bytes, o, n);
+    this.next = start + n;
+    const m: TunnelMessage = {
+      code: TunnelCode.DATA,
+      data: bytes.subarray(header),
+      open: undefined,
+      error: '',
+    };
+    encodedAs.set(m, { bytes, code: m.code, data: m.data, error: '' });
+    return m;
+  }
 }

@@ -9,13 +9,14 @@
 //
 // The pump moves bytes both ways with backpressure (the socket pauses while the stream's send budget is
 // spent; the stream pauses while the socket's write buffer is full), coalesces socket reads into large
-// DATA messages, carries half-close (FIN <-> CLOSE_SEND) and reset (RST <-> RESET), resets idle flows
+// DATA messages (a socket it dials with `onread` reads straight into them: rpc/tunnel-codec.ts DataReader),
+// carries half-close (FIN <-> CLOSE_SEND) and reset (RST <-> RESET), resets idle flows
 // and sends KEEPALIVE on quiet ones.
 import type * as net from 'node:net';
 import { createLogger, type Logger } from '../logging/logger.js';
-import { encodedDataMessage } from '../rpc/tunnel-codec.js';
+import { DataReader, encodedDataMessage } from '../rpc/tunnel-codec.js';
 import { Coalescer } from './coalescer.js';
-import type { Dialer } from './dial.js';
+import type { Dialer, OnRead } from './dial.js';
 import {
   abort,
   dialed,
@@ -198,6 +199,9 @@ class Flow {
   private state: FlowState = initialFlowState('awaiting-open');
   private socket: net.Socket | undefined;
   private readonly coalescer: Coalescer<TunnelMessage>;
+  /** For a socket the flow dials with `onread`: each read is one DATA message, no copy (rpc/tunnel-codec.ts). */
+  private readonly reader: DataReader;
+  private readonly onread: OnRead;
   private readonly log: Logger;
   private readonly label: string;
   private flushScheduled = false;
@@ -224,6 +228,8 @@ class Flow {
     private readonly options: FlowOptions,
   ) {
     this.coalescer = new Coalescer(options.maxDataBytes ?? MAX_DATA_BYTES, encodedDataMessage);
+    this.reader = new DataReader(options.maxDataBytes ?? MAX_DATA_BYTES);
+    this.onread = { buffer: this.reader.region, callback: this.onSocketRead };
     this.log = options.log ?? defaultLog;
     this.label = formatConnectionId(info.connId);
     stream.on('drain', this.onStreamDrain);
@@ -267,7 +273,7 @@ class Flow {
     this.state = initialFlowState('dialing');
     this.stream.onMessage(this.onMessage);
     this.dialAbort = new AbortController();
-    dial(this.dialAbort.signal).then(
+    dial(this.dialAbort.signal, this.onread).then(
       (socket) => {
         if (this.done) {
           socket.destroy();
@@ -379,6 +385,14 @@ class Flow {
       // setImmediate runs after the poll phase: the reads of this loop turn go out as one message.
       setImmediate(this.flush);
     }
+  };
+
+  /** A read of a socket dialed with `onread` (no 'data' events then): sent as it is. */
+  private readonly onSocketRead = (bytes: number, into: Uint8Array): boolean => {
+    this.bytesIn += bytes;
+    const m = this.reader.commit(bytes, into);
+    if (this.state.phase === 'established' && !this.state.sentCloseSend) this.sendData(m);
+    return true;
   };
 
   private readonly flush = (): void => {
