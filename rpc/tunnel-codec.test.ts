@@ -119,7 +119,7 @@ test('DataReader: small reads share an allocation, messages never overlap, memor
   const reader = new DataReader(1 << 20);
   const small = Array.from({ length: 50 }, (_, i) => read(reader, Buffer.alloc(100, i)));
   assert.is(new Set(small.map((m) => m.data.buffer)).size, 1, '50 small reads in one 16 KiB allocation');
-  small.forEach((m, i) => assert.ok(m.data.equals(Buffer.alloc(100, i)), `message ${i} intact`));
+  for (const [i, m] of small.entries()) assert.ok(m.data.equals(Buffer.alloc(100, i)), `message ${i} intact`);
   // Reads that fill what was offered: the next allocations grow, up to maxBytes a read.
   let offered = 0;
   for (let i = 0; i < 12; i++) {
