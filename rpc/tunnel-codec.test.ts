@@ -5,6 +5,7 @@ import { TunnelCode, TunnelMessage } from './gen/manager.js';
 import { frameOf } from './grpc-framing.js';
 import {
   DataReader,
+  dataWritten,
   deserializeTunnelMessage,
   encodedDataMessage,
   serializeTunnelMessage,
@@ -131,6 +132,23 @@ test('DataReader: small reads share an allocation, messages never overlap, memor
   const into = reader.region();
   assert.throws(() => reader.commit(1, Buffer.alloc(10)), /did not offer/);
   assert.ok(reader.commit(1, into));
+});
+
+test('DataReader: memory whose messages were all written serves later reads; memory with one unwritten does not', () => {
+  const reader = new DataReader(1 << 20);
+  const fill = () => {
+    const into = reader.region();
+    return reader.commit(into.length, into);
+  };
+  for (let i = 0; i < 8; i++) fill(); // grown to 1 MiB reads, one memory each
+  const written = fill();
+  dataWritten(written);
+  // The next read needs new memory: the written message's is free again.
+  const unwritten = fill();
+  assert.is(unwritten.data.buffer, written.data.buffer, 'the written memory is reused');
+  const later = Array.from({ length: 4 }, () => fill().data.buffer);
+  assert.not.ok(later.includes(unwritten.data.buffer), 'memory with an unwritten message is not');
+  assert.is(new Set(later).size, 4, 'nothing written: new memory each time');
 });
 
 test.run();

@@ -148,10 +148,50 @@ const MIN_LEFT_BYTES = 1 << 10;
  * read (twice it, at least 16 KiB, at most maxBytes), and what a read leaves is offered to the next one while
  * it can take twice the last read: a
  * socket of small requests takes a 16 KiB allocation per ~16 KiB, a bulk one about a byte per byte read
- * (Node's own reads allocate 64 KiB each, which the coalescer then copied into the message).
+ * (Node's own reads allocate 64 KiB each, which the coalescer then copied into the message). Memory whose
+ * messages were all written (dataWritten) and that no read is offered any more is kept for the next reads
+ * (a few per size), so a bulk transfer reuses its memory instead of leaving it to the garbage collector.
  */
+interface ReadMemory {
+  buffer: Buffer;
+  /** Messages in it that were sent but not yet reported written (dataWritten). */
+  unsent: number;
+  /** The reader still offers it to reads. */
+  current: boolean;
+}
+
+/** Read memory that no message refers to any more, by size: the next allocations of that size take it. */
+const spareMemory = new Map<number, Buffer[]>();
+const SPARE_PER_SIZE = 8;
+const memoryOfMessage = new WeakMap<TunnelMessage, ReadMemory>();
+
+function takeMemory(size: number): Buffer {
+  return spareMemory.get(size)?.pop() ?? Buffer.allocUnsafe(size);
+}
+
+function maybeSpare(memory: ReadMemory): void {
+  if (memory.current || memory.unsent > 0) return;
+  const list = spareMemory.get(memory.buffer.length) ?? [];
+  spareMemory.set(memory.buffer.length, list);
+  if (list.length < SPARE_PER_SIZE) list.push(memory.buffer);
+}
+
+/**
+ * A message of a DataReader was written and nothing refers to its memory any more (grpc-js's write callback
+ * of a server call): once all messages in a read memory are, the memory serves another read. A message never
+ * reported leaves its memory to the garbage collector, as any buffer.
+ */
+export function dataWritten(m: TunnelMessage): void {
+  const memory = memoryOfMessage.get(m);
+  if (!memory) return;
+  memoryOfMessage.delete(m);
+  memory.unsent--;
+  maybeSpare(memory);
+}
+
 export class DataReader {
-  private memory = Buffer.alloc(0);
+  private memory: Buffer = Buffer.alloc(0);
+  private record: ReadMemory | undefined;
   /** Where the next read's headroom starts in `memory`. */
   private next = 0;
   /** The memory offered to the read in progress. */
@@ -167,8 +207,18 @@ export class DataReader {
     // The rest of the memory serves the next read while it can take twice the last one.
     const want = Math.min(this.maxBytes, Math.max(MIN_LEFT_BYTES, 2 * this.lastRead));
     if (this.memory.length - this.next - READ_HEADROOM < want) {
-      const size = Math.min(this.maxBytes, Math.max(MIN_READ_BYTES, 2 * this.lastRead));
-      this.memory = Buffer.allocUnsafe(READ_HEADROOM + size);
+      // Sizes in powers of two, so that spare memory fits the next reads.
+      const size = Math.min(
+        this.maxBytes,
+        2 ** Math.ceil(Math.log2(Math.max(MIN_READ_BYTES, 2 * this.lastRead))),
+      );
+      // The memory offered before was read into (this runs after each read): the socket no longer has it.
+      if (this.record) {
+        this.record.current = false;
+        maybeSpare(this.record);
+      }
+      this.memory = takeMemory(READ_HEADROOM + size);
+      this.record = { buffer: this.memory, unsent: 0, current: true };
       this.next = 0;
     }
     const start = this.next + READ_HEADROOM;
@@ -197,6 +247,8 @@ export class DataReader {
       error: '',
     };
     encodedAs.set(m, { bytes, code: m.code, data: m.data, error: '' });
+    this.record!.unsent++;
+    memoryOfMessage.set(m, this.record!);
     return m;
   }
 }

@@ -14,7 +14,7 @@
 // and sends KEEPALIVE on quiet ones.
 import type * as net from 'node:net';
 import { createLogger, type Logger } from '../logging/logger.js';
-import { DataReader, encodedDataMessage } from '../rpc/tunnel-codec.js';
+import { DataReader, dataWritten, encodedDataMessage } from '../rpc/tunnel-codec.js';
 import { Coalescer } from './coalescer.js';
 import type { Dialer, OnRead } from './dial.js';
 import {
@@ -391,7 +391,9 @@ class Flow {
   private readonly onSocketRead = (bytes: number, into: Uint8Array): boolean => {
     this.bytesIn += bytes;
     const m = this.reader.commit(bytes, into);
-    if (this.state.phase === 'established' && !this.state.sentCloseSend) this.sendData(m);
+    // Its memory serves later reads once written, where grpc-js then keeps no reference (server calls).
+    if (this.state.phase === 'established' && !this.state.sentCloseSend)
+      this.sendData(m, this.stream.writesAreFinal ? dataWritten : undefined);
     return true;
   };
 
@@ -402,17 +404,17 @@ class Flow {
     if (m) this.sendData(m);
   };
 
-  private sendData(m: TunnelMessage): void {
+  private sendData(m: TunnelMessage, written?: (m: TunnelMessage) => void): void {
     this.idleTimer?.refresh();
-    if (!this.send(m) && !this.socketWaitsForStream) {
+    if (!this.send(m, written) && !this.socketWaitsForStream) {
       this.socketWaitsForStream = true;
       this.socket!.pause();
     }
   }
 
-  private send(m: TunnelMessage): boolean {
+  private send(m: TunnelMessage, written?: (m: TunnelMessage) => void): boolean {
     this.lastSendAt = Date.now();
-    return this.stream.send(m);
+    return this.stream.send(m, written);
   }
 
   private readonly onSocketEnd = (): void => {
