@@ -5,6 +5,11 @@
 // (a local forwarder that originates tunnel streams, no VIF), shows which part costs what.
 //
 //   node dist/bench/vif.js [--mib 300] [--rounds 3] [--seconds 5] [--connections 16] [--mtu 65000]
+//                          [--manager-parallel-gc]
+//
+// The manager runs with the Node flags of tp's image (manager/node-flags.ts); --manager-parallel-gc runs
+// it without them (V8's GC helper threads, as before 2026-12-04), to compare. The manager's CPU per GB
+// of the VIF's bulk rounds is printed beside the figures.
 //
 // Uses the netns topology of the root daemon's tests (namespaces tpv-ws, tpv-cl, tpv-pod); needs root,
 // curl and wrk. Everything it creates is removed at the end.
@@ -15,18 +20,25 @@ import {
   startRootDaemon,
   stopRootDaemon,
 } from '../daemons/root/launch.js';
-import { ADDR, MANAGER_PORT, NetnsLab, NS, POD_SUBNET, SERVICE_SUBNET } from '../testbed/netns-topology.js';
-import { benchFlags, median } from './rig.js';
+import { MANAGER_NODE_FLAGS } from '../manager/node-flags.js';
+import {
+  ADDR,
+  DIST,
+  MANAGER_PORT,
+  NetnsLab,
+  NS,
+  POD_SUBNET,
+  SERVICE_SUBNET,
+} from '../testbed/netns-topology.js';
+import { benchFlags, cpuSeconds, median } from './rig.js';
 import { runWrk } from './wrk.js';
 
 async function main(): Promise<void> {
-  const { mib, rounds, seconds, connections, mtu } = benchFlags({
-    mib: 300,
-    rounds: 3,
-    seconds: 5,
-    connections: 16,
-    mtu: 65_000,
-  });
+  const flags = benchFlags({ mib: 300, rounds: 3, seconds: 5, connections: 16, mtu: 65_000 }, [
+    'manager-parallel-gc',
+  ]);
+  const { mib, rounds, seconds, connections, mtu } = flags;
+  const managerFlags = flags['manager-parallel-gc'] ? [] : [...MANAGER_NODE_FLAGS];
   const lab = new NetnsLab();
   let daemon: RootDaemonHandle | undefined;
   const socketPath = path.join(lab.tmp, 'root-daemon.socket');
@@ -34,7 +46,10 @@ async function main(): Promise<void> {
     await lab.up();
     const pod = lab.node(NS.pod, 'daemons/root/test/pod-server.js', ['--http', '80', '--udp', '5353']);
     await lab.waitForLine(pod, /ready/);
-    lab.node(NS.cl, 'manager/main.js', [
+    const manager = lab.spawnIn(NS.cl, [
+      process.execPath,
+      ...managerFlags,
+      path.join(DIST, 'manager/main.js'),
       '--standalone',
       '--listen',
       `${ADDR.manager}:${MANAGER_PORT}`,
@@ -110,8 +125,14 @@ async function main(): Promise<void> {
     const order: Path[] = ['direct', 'vif', 'tunnel'];
     const bulkMBs: Record<Path, number[]> = { direct: [], vif: [], tunnel: [] };
     const reqs: Record<Path, number[]> = { direct: [], vif: [], tunnel: [] };
+    // `ip netns exec` execs the command: the child's pid is the manager's.
+    let managerCpu = 0;
     for (let i = 0; i < rounds; i++) {
-      for (const p of order) bulkMBs[p].push(await bulk(paths[p]));
+      for (const p of order) {
+        const before = p === 'vif' ? cpuSeconds(manager.pid!) : 0;
+        bulkMBs[p].push(await bulk(paths[p]));
+        if (p === 'vif') managerCpu += cpuSeconds(manager.pid!) - before;
+      }
       for (const p of order) reqs[p].push(await requests(paths[p]));
       process.stderr.write(
         `round ${i + 1}: bulk MB/s ${order.map((p) => `${p} ${bulkMBs[p][i]!.toFixed(0)}`).join(', ')}; ` +
@@ -124,10 +145,11 @@ async function main(): Promise<void> {
     const col = (n: number) => n.toFixed(0).padStart(6);
     process.stdout.write(
       [
-        `bench/vif: ${mib} MiB bulk x${rounds}, wrk -c${connections} ${seconds}s x${rounds}, TUN MTU ${mtu} (medians)`,
+        `bench/vif: ${mib} MiB bulk x${rounds}, wrk -c${connections} ${seconds}s x${rounds}, TUN MTU ${mtu} (medians); manager: node ${managerFlags.join(' ') || '(no flags)'}`,
         `  bulk        VIF+tunnel ${col(b.vif)} MB/s   direct veth ${col(b.direct)} MB/s   ratio ${bulkRatio.toFixed(2)}  ${bulkRatio >= 1 / 3 ? 'PASS' : 'BELOW'} (mark: >= 0.33)`,
         `  keep-alive  VIF+tunnel ${col(r.vif)} req/s  direct veth ${col(r.direct)} req/s  ratio ${(r.vif / r.direct).toFixed(2)}`,
         `  reference   tunnel alone, no VIF: ${b.tunnel.toFixed(0)} MB/s, ${r.tunnel.toFixed(0)} req/s (VIF+tunnel / tunnel alone: ${(b.vif / b.tunnel).toFixed(2)}, ${(r.vif / r.tunnel).toFixed(2)})`,
+        `  manager     ${(managerCpu / ((rounds * mib * 2 ** 20) / 1e9)).toFixed(2)} CPU-s per GB of the VIF's bulk rounds`,
         '',
       ].join('\n'),
     );

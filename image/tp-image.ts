@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as YAML from 'yaml';
 import { AGENT_NODE_FLAGS } from '../agent/node-flags.js';
+import { MANAGER_NODE_FLAGS } from '../manager/node-flags.js';
 import { UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
 import type { ImageSpec } from './build.js';
@@ -51,20 +52,25 @@ export function defaultArchivePath(imageName: string): string {
 }
 
 /** Node's own flag on a launcher's shebang line (one at most: the kernel passes one argument). */
-const NODE_FLAG: Partial<Record<(typeof TP_BINARIES)[number], string>> = { 'tp-agent': AGENT_NODE_FLAGS[0] };
+const NODE_FLAG: Partial<Record<(typeof TP_BINARIES)[number], string>> = {
+  'tp-agent': AGENT_NODE_FLAGS[0],
+  'tp-manager': MANAGER_NODE_FLAGS[0],
+};
 
 /**
  * /usr/local/bin/NAME: a script node runs with "--" before it (the shebang's one argument), so Node
  * reads none of the arguments that follow (Node 20 reads --env-file anywhere on its command line
  * otherwise): every flag reaches the tp binary. tp-agent takes no arguments (its configuration is its
- * environment): its shebang carries its Node flag instead (agent/node-flags.ts).
+ * environment): its shebang carries its Node flag instead (agent/node-flags.ts). So does tp-manager
+ * (manager/node-flags.ts): the chart runs it without arguments, the uninstall hook with
+ * `uninstall-agents`, and none of its flags is one Node 20 would read after the script.
  */
 export function launcher(binary: (typeof TP_BINARIES)[number]): string {
   const flag = NODE_FLAG[binary];
   return [
     `#!/usr/local/bin/node ${flag ?? '--'}`,
     flag
-      ? `// ${binary} in tp's image, run with ${flag}; it takes no arguments.`
+      ? `// ${binary} in tp's image, run with ${flag}.`
       : `// ${binary} in tp's image: "--" ends Node's own options, so every argument is ${binary}'s.`,
     `import(${JSON.stringify(`${TP_HOME}/${BUNDLES[binary]}`)});`,
     '',

@@ -220,9 +220,12 @@ export class TunnelRouter {
       return;
     }
     this.stats.flows.outboundTcp++;
-    void serveDial(stream, info, (signal) => dialTcp(dst.dstIp, dst.dstPort, info.dialTimeoutMs, signal), {
-      log: this.log,
-    }).then((o) => {
+    void serveDial(
+      stream,
+      info,
+      (signal, onread) => dialTcp(dst.dstIp, dst.dstPort, info.dialTimeoutMs, signal, onread),
+      { log: this.log },
+    ).then((o) => {
       if (o.kind === 'rejected') this.stats.dialFailures.outbound++;
       else {
         // The manager's socket reads the destination's bytes (in) and writes the workstation's (out).

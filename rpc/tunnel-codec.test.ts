@@ -2,7 +2,14 @@ import * as crypto from 'node:crypto';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TunnelCode, TunnelMessage } from './gen/manager.js';
-import { deserializeTunnelMessage, encodedDataMessage, serializeTunnelMessage } from './tunnel-codec.js';
+import { frameOf } from './grpc-framing.js';
+import {
+  DataReader,
+  dataWritten,
+  deserializeTunnelMessage,
+  encodedDataMessage,
+  serializeTunnelMessage,
+} from './tunnel-codec.js';
 
 const base = (fields: Partial<TunnelMessage>): TunnelMessage => ({
   code: TunnelCode.TUNNEL_UNSPECIFIED,
@@ -82,6 +89,66 @@ test('unknown fields are skipped', () => {
     serializeTunnelMessage(base({ code: TunnelCode.DATA, data: Buffer.from('x') })),
   ]);
   assert.is(deserializeTunnelMessage(extra).data.toString(), 'x');
+});
+
+/** A read as net's onread does it: into the memory last offered, at most all of it. */
+function read(reader: DataReader, payload: Buffer): TunnelMessage {
+  const into = reader.region();
+  const n = Math.min(payload.length, into.length);
+  into.set(payload.subarray(0, n));
+  return reader.commit(n, into);
+}
+
+test('DataReader: each read is a DATA message encoded in place, its gRPC frame in front', () => {
+  const reader = new DataReader(1 << 20);
+  for (const n of [1, 127, 128, 300, 16_000, 70_000, 1 << 20]) {
+    const payload = crypto.randomBytes(n);
+    const m = read(reader, payload);
+    assert.ok(m.data.equals(payload.subarray(0, m.data.length)));
+    const bytes = serializeTunnelMessage(m);
+    assert.ok(bytes.equals(Buffer.from(TunnelMessage.encode(m).finish())), `${n} bytes`);
+    assert.is(bytes.buffer, m.data.buffer, 'no copy');
+    const frame = frameOf(bytes)!;
+    assert.ok(frame, 'the frame is registered');
+    assert.is(frame[0], 0);
+    assert.is(frame.readUInt32BE(1), bytes.length);
+    assert.is(frame.byteOffset + 5, bytes.byteOffset);
+  }
+});
+
+test('DataReader: small reads share an allocation, messages never overlap, memory grows with the reads', () => {
+  const reader = new DataReader(1 << 20);
+  const small = Array.from({ length: 50 }, (_, i) => read(reader, Buffer.alloc(100, i)));
+  assert.is(new Set(small.map((m) => m.data.buffer)).size, 1, '50 small reads in one 16 KiB allocation');
+  for (const [i, m] of small.entries()) assert.ok(m.data.equals(Buffer.alloc(100, i)), `message ${i} intact`);
+  // Reads that fill what was offered: the next allocations grow, up to maxBytes a read.
+  let offered = 0;
+  for (let i = 0; i < 12; i++) {
+    const into = reader.region();
+    offered = into.length;
+    reader.commit(into.length, into);
+  }
+  assert.is(offered, 1 << 20);
+  const into = reader.region();
+  assert.throws(() => reader.commit(1, Buffer.alloc(10)), /did not offer/);
+  assert.ok(reader.commit(1, into));
+});
+
+test('DataReader: memory whose messages were all written serves later reads; memory with one unwritten does not', () => {
+  const reader = new DataReader(1 << 20);
+  const fill = () => {
+    const into = reader.region();
+    return reader.commit(into.length, into);
+  };
+  for (let i = 0; i < 8; i++) fill(); // grown to 1 MiB reads, one memory each
+  const written = fill();
+  dataWritten(written);
+  // The next read needs new memory: the written message's is free again.
+  const unwritten = fill();
+  assert.is(unwritten.data.buffer, written.data.buffer, 'the written memory is reused');
+  const later = Array.from({ length: 4 }, () => fill().data.buffer);
+  assert.not.ok(later.includes(unwritten.data.buffer), 'memory with an unwritten message is not');
+  assert.is(new Set(later).size, 4, 'nothing written: new memory each time');
 });
 
 test.run();

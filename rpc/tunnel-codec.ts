@@ -4,9 +4,12 @@
 // to decode it; at 1 MiB per message that allocation churn made garbage collection the manager's largest
 // cost. Here DATA is copied once when encoding and not at all when decoding (the payload is a view of the
 // buffer grpc-js assembled for that one message). Everything except DATA's framing still goes through the
-// generated code.
+// generated code. A DATA message's encoding also carries its gRPC frame around it (rpc/grpc-framing.ts), so
+// grpc-js sends it without its own copy; a received DATA message keeps the frame it came in, so the
+// manager's relay forwards it without a new one.
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 import { StreamInfo, TunnelCode, TunnelMessage } from './gen/manager.js';
+import { adoptFrame, HEADER_BYTES as FRAME_HEADER_BYTES, frameAround, framedBuffer } from './grpc-framing.js';
 
 const TAG_CODE = (1 << 3) | 0; // varint
 const TAG_DATA = (2 << 3) | 2; // length-delimited
@@ -72,7 +75,7 @@ export function serializeTunnelMessage(m: TunnelMessage): Buffer {
  */
 export function encodedDataMessage(chunks: readonly Buffer[], length: number): TunnelMessage {
   const header = 1 + 1 + 1 + varintLength(length); // code tag + DATA (2) + data tag + length
-  const bytes = Buffer.allocUnsafe(header + length);
+  const bytes = framedBuffer(header + length);
   let o = 0;
   bytes[o++] = TAG_CODE;
   bytes[o++] = TunnelCode.DATA;
@@ -123,7 +126,129 @@ export function deserializeTunnelMessage(buf: Buffer): TunnelMessage {
     }
   }
   // Only DATA is worth remembering (and only it is reused: OPEN and errors are small and rare).
-  if (m.data.length > 0 && m.open === undefined)
+  if (m.data.length > 0 && m.open === undefined) {
     encodedAs.set(m, { bytes: buf, code: m.code, data: m.data, error: m.error });
+    adoptFrame(buf);
+  }
   return m;
+}
+
+/** Room in front of a read for its DATA message's headers: the gRPC frame, code tag, code, data tag, length. */
+const READ_HEADROOM = FRAME_HEADER_BYTES + 3 + 4;
+/** The smallest allocation for reads. */
+const MIN_READ_BYTES = 16 << 10;
+/** Below this much left, the next read gets a new allocation. */
+const MIN_LEFT_BYTES = 1 << 10;
+
+/**
+ * Socket reads straight into DATA messages, for a socket created with net's `onread` option: each read lands
+ * in memory with room in front for its message's headers, so one read becomes one DATA message, gRPC frame
+ * included, without a copy (rpc/grpc-framing.ts). The kernel coalesces: a read takes everything the socket
+ * holds, up to the memory offered (at most maxBytes). The memory is allocated per socket, sized from its last
+ * read (twice it, at least 16 KiB, at most maxBytes), and what a read leaves is offered to the next one while
+ * it can take twice the last read: a
+ * socket of small requests takes a 16 KiB allocation per ~16 KiB, a bulk one about a byte per byte read
+ * (Node's own reads allocate 64 KiB each, which the coalescer then copied into the message). Memory whose
+ * messages were all written (dataWritten) and that no read is offered any more is kept for the next reads
+ * (a few per size), so a bulk transfer reuses its memory instead of leaving it to the garbage collector.
+ */
+interface ReadMemory {
+  buffer: Buffer;
+  /** Messages in it that were sent but not yet reported written (dataWritten). */
+  unsent: number;
+  /** The reader still offers it to reads. */
+  current: boolean;
+}
+
+/** Read memory that no message refers to any more, by size: the next allocations of that size take it. */
+const spareMemory = new Map<number, Buffer[]>();
+const SPARE_PER_SIZE = 8;
+const memoryOfMessage = new WeakMap<TunnelMessage, ReadMemory>();
+
+function takeMemory(size: number): Buffer {
+  return spareMemory.get(size)?.pop() ?? Buffer.allocUnsafe(size);
+}
+
+function maybeSpare(memory: ReadMemory): void {
+  if (memory.current || memory.unsent > 0) return;
+  const list = spareMemory.get(memory.buffer.length) ?? [];
+  spareMemory.set(memory.buffer.length, list);
+  if (list.length < SPARE_PER_SIZE) list.push(memory.buffer);
+}
+
+/**
+ * A message of a DataReader was written and nothing refers to its memory any more (grpc-js's write callback
+ * of a server call): once all messages in a read memory are, the memory serves another read. A message never
+ * reported leaves its memory to the garbage collector, as any buffer.
+ */
+export function dataWritten(m: TunnelMessage): void {
+  const memory = memoryOfMessage.get(m);
+  if (!memory) return;
+  memoryOfMessage.delete(m);
+  memory.unsent--;
+  maybeSpare(memory);
+}
+
+export class DataReader {
+  private memory: Buffer = Buffer.alloc(0);
+  private record: ReadMemory | undefined;
+  /** Where the next read's headroom starts in `memory`. */
+  private next = 0;
+  /** The memory offered to the read in progress. */
+  private offered: Buffer = this.memory;
+  private lastRead = 0;
+
+  constructor(readonly maxBytes: number) {
+    if (maxBytes < 1) throw new RangeError('maxBytes must be positive');
+  }
+
+  /** The memory for the next read (net's onread.buffer). */
+  readonly region = (): Buffer => {
+    // The rest of the memory serves the next read while it can take twice the last one.
+    const want = Math.min(this.maxBytes, Math.max(MIN_LEFT_BYTES, 2 * this.lastRead));
+    if (this.memory.length - this.next - READ_HEADROOM < want) {
+      // Sizes in powers of two, so that spare memory fits the next reads.
+      const size = Math.min(
+        this.maxBytes,
+        2 ** Math.ceil(Math.log2(Math.max(MIN_READ_BYTES, 2 * this.lastRead))),
+      );
+      // The memory offered before was read into (this runs after each read): the socket no longer has it.
+      if (this.record) {
+        this.record.current = false;
+        maybeSpare(this.record);
+      }
+      this.memory = takeMemory(READ_HEADROOM + size);
+      this.record = { buffer: this.memory, unsent: 0, current: true };
+      this.next = 0;
+    }
+    const start = this.next + READ_HEADROOM;
+    this.offered = this.memory.subarray(start, start + Math.min(this.maxBytes, this.memory.length - start));
+    return this.offered;
+  };
+
+  /** `n` bytes were read into `into` (the memory region() offered last): their DATA message, a view of it. */
+  commit(n: number, into: Uint8Array): TunnelMessage {
+    if (into !== this.offered) throw new Error('DataReader: a read into memory it did not offer last');
+    this.lastRead = n;
+    const start = into.byteOffset - this.memory.byteOffset;
+    const header = 3 + varintLength(n);
+    const frameStart = start - header - FRAME_HEADER_BYTES;
+    const bytes = frameAround(this.memory.subarray(frameStart, start + n));
+    let o = 0;
+    bytes[o++] = TAG_CODE;
+    bytes[o++] = TunnelCode.DATA;
+    bytes[o++] = TAG_DATA;
+    writeVarint(bytes, o, n);
+    this.next = start + n;
+    const m: TunnelMessage = {
+      code: TunnelCode.DATA,
+      data: bytes.subarray(header),
+      open: undefined,
+      error: '',
+    };
+    encodedAs.set(m, { bytes, code: m.code, data: m.data, error: '' });
+    this.record!.unsent++;
+    memoryOfMessage.set(m, this.record!);
+    return m;
+  }
 }

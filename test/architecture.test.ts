@@ -33,7 +33,7 @@ const ALLOWED: Record<string, string[]> = {
   daemons: ['dns', 'kube', 'logging', 'netaddr', 'rpc', 'tunnel', 'version', 'vif'],
   dns: ['logging', 'netaddr'],
   'http-filter': ['rpc'],
-  image: ['agent/node-flags.ts', 'netaddr', 'version'],
+  image: ['agent/node-flags.ts', 'manager/node-flags.ts', 'netaddr', 'version'],
   'init-container': ['bpf', 'command', 'logging', 'netaddr', 'version'],
   kind: ['command', 'image', 'lab', 'logging', 'netaddr', 'version'],
   kube: ['agentconfig', 'logging', 'netaddr', 'rpc', 'spdy'],

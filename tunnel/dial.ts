@@ -1,18 +1,34 @@
 // Dialing a TCP destination for a tunnel flow: with a timeout, cancellable, with a reason a user can read.
 import * as net from 'node:net';
 
-export type Dialer = (signal: AbortSignal) => Promise<net.Socket>;
+/** net's `onread`: the socket reads into memory the flow offers and hands it each read (tunnel/flow.ts). */
+export interface OnRead {
+  buffer: () => Uint8Array;
+  /** Returns true: the socket reads on (the flow pauses it itself). */
+  callback: (bytes: number, into: Uint8Array) => boolean;
+}
 
-/** Connects to host:port with half-close enabled (the tunnel carries FIN both ways). */
+/**
+ * Dials a flow's destination. A dialer that creates the socket with `onread` (and paused: the flow resumes it
+ * when it pumps) spares the flow a copy of every read; one that ignores it works the same.
+ */
+export type Dialer = (signal: AbortSignal, onread?: OnRead) => Promise<net.Socket>;
+
+/**
+ * Connects to host:port with half-close enabled (the tunnel carries FIN both ways). With `onread` the socket
+ * reads through it and starts paused.
+ */
 export function dialTcp(
   host: string,
   port: number,
   timeoutMs: number,
   signal?: AbortSignal,
+  onread?: OnRead,
 ): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const where = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-    const socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+    const socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true, onread });
+    if (onread) socket.pause();
     const fail = (reason: string) => {
       cleanup();
       socket.destroy();

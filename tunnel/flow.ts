@@ -9,13 +9,14 @@
 //
 // The pump moves bytes both ways with backpressure (the socket pauses while the stream's send budget is
 // spent; the stream pauses while the socket's write buffer is full), coalesces socket reads into large
-// DATA messages, carries half-close (FIN <-> CLOSE_SEND) and reset (RST <-> RESET), resets idle flows
+// DATA messages (a socket it dials with `onread` reads straight into them: rpc/tunnel-codec.ts DataReader),
+// carries half-close (FIN <-> CLOSE_SEND) and reset (RST <-> RESET), resets idle flows
 // and sends KEEPALIVE on quiet ones.
 import type * as net from 'node:net';
 import { createLogger, type Logger } from '../logging/logger.js';
-import { encodedDataMessage } from '../rpc/tunnel-codec.js';
+import { DataReader, dataWritten, encodedDataMessage } from '../rpc/tunnel-codec.js';
 import { Coalescer } from './coalescer.js';
-import type { Dialer } from './dial.js';
+import type { Dialer, OnRead } from './dial.js';
 import {
   abort,
   dialed,
@@ -198,6 +199,9 @@ class Flow {
   private state: FlowState = initialFlowState('awaiting-open');
   private socket: net.Socket | undefined;
   private readonly coalescer: Coalescer<TunnelMessage>;
+  /** For a socket the flow dials with `onread`: each read is one DATA message, no copy (rpc/tunnel-codec.ts). */
+  private readonly reader: DataReader;
+  private readonly onread: OnRead;
   private readonly log: Logger;
   private readonly label: string;
   private flushScheduled = false;
@@ -224,6 +228,8 @@ class Flow {
     private readonly options: FlowOptions,
   ) {
     this.coalescer = new Coalescer(options.maxDataBytes ?? MAX_DATA_BYTES, encodedDataMessage);
+    this.reader = new DataReader(options.maxDataBytes ?? MAX_DATA_BYTES);
+    this.onread = { buffer: this.reader.region, callback: this.onSocketRead };
     this.log = options.log ?? defaultLog;
     this.label = formatConnectionId(info.connId);
     stream.on('drain', this.onStreamDrain);
@@ -267,7 +273,7 @@ class Flow {
     this.state = initialFlowState('dialing');
     this.stream.onMessage(this.onMessage);
     this.dialAbort = new AbortController();
-    dial(this.dialAbort.signal).then(
+    dial(this.dialAbort.signal, this.onread).then(
       (socket) => {
         if (this.done) {
           socket.destroy();
@@ -381,6 +387,16 @@ class Flow {
     }
   };
 
+  /** A read of a socket dialed with `onread` (no 'data' events then): sent as it is. */
+  private readonly onSocketRead = (bytes: number, into: Uint8Array): boolean => {
+    this.bytesIn += bytes;
+    const m = this.reader.commit(bytes, into);
+    // Its memory serves later reads once written, where grpc-js then keeps no reference (server calls).
+    if (this.state.phase === 'established' && !this.state.sentCloseSend)
+      this.sendData(m, this.stream.writesAreFinal ? dataWritten : undefined);
+    return true;
+  };
+
   private readonly flush = (): void => {
     this.flushScheduled = false;
     if (this.state.phase !== 'established' || this.state.sentCloseSend) return;
@@ -388,17 +404,17 @@ class Flow {
     if (m) this.sendData(m);
   };
 
-  private sendData(m: TunnelMessage): void {
+  private sendData(m: TunnelMessage, written?: (m: TunnelMessage) => void): void {
     this.idleTimer?.refresh();
-    if (!this.send(m) && !this.socketWaitsForStream) {
+    if (!this.send(m, written) && !this.socketWaitsForStream) {
       this.socketWaitsForStream = true;
       this.socket!.pause();
     }
   }
 
-  private send(m: TunnelMessage): boolean {
+  private send(m: TunnelMessage, written?: (m: TunnelMessage) => void): boolean {
     this.lastSendAt = Date.now();
-    return this.stream.send(m);
+    return this.stream.send(m, written);
   }
 
   private readonly onSocketEnd = (): void => {

@@ -73,13 +73,25 @@ export class TunnelStream extends EventEmitter {
     if (!this.consumerPaused) this.call.resume();
   }
 
-  /** Sends a message; false: over budget, stop producing until 'drain'. */
-  send(m: TunnelMessage): boolean {
+  /**
+   * True for the server call: once grpc-js reports a message written it keeps no reference to it. A client
+   * call may keep written messages for a transparent retry until the call commits.
+   */
+  get writesAreFinal(): boolean {
+    return !('cancel' in this.call);
+  }
+
+  /**
+   * Sends a message; false: over budget, stop producing until 'drain'. `written` runs once grpc-js has
+   * written it (not when the write failed).
+   */
+  send(m: TunnelMessage, written?: (m: TunnelMessage) => void): boolean {
     if (this.ended) return false;
     const bytes = m.data.length;
     this.inflightBytes += bytes;
     this.inflightMessages++;
-    this.call.write(m, () => {
+    this.call.write(m, (error?: Error | null) => {
+      if (!error) written?.(m);
       this.inflightBytes -= bytes;
       this.inflightMessages--;
       if (this.blocked && this.hasRoom()) {

@@ -49,7 +49,11 @@ async function startServer(mode: ServerMode): Promise<{ server: grpc.Server; por
             return;
           }
           const port = info.connId!.dstPort;
-          void serveDial(stream, info, (signal) => dialTcp('127.0.0.1', port, info.dialTimeoutMs, signal));
+          // As the manager and the user daemon dial: reads through the flow's onread (the relay test below
+          // dials without it).
+          void serveDial(stream, info, (signal, onread) =>
+            dialTcp('127.0.0.1', port, info.dialTimeoutMs, signal, onread),
+          );
         },
         () => {},
       );

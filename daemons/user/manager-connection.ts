@@ -709,9 +709,12 @@ export class ManagerConnection extends EventEmitter {
     const label = formatConnectionId(req.connId);
     const stream = TunnelStream.open(client, WORKSTATION_WINDOWS);
     stream.send(msg.open(info));
-    void serveDial(stream, info, (signal) => dialTcp(req.targetHost, req.targetPort, timeoutMs, signal), {
-      log,
-    }).then((o) => {
+    void serveDial(
+      stream,
+      info,
+      (signal, onread) => dialTcp(req.targetHost, req.targetPort, timeoutMs, signal, onread),
+      { log },
+    ).then((o) => {
       if (o.kind === 'rejected')
         log.warn('could not dial the local target of an intercepted connection', {
           flow: label,
