@@ -260,6 +260,7 @@ export class TunnelRouter {
       interceptId: intercept.id,
       targetHost: intercept.spec!.targetHost,
       targetPort: intercept.spec!.targetPort,
+      readWrite: false,
       mount: false,
       container: '',
     });
@@ -312,6 +313,7 @@ export class TunnelRouter {
         targetPort: 0,
         mount: true,
         container: intercept.container,
+        readWrite: info.mountReadWrite,
       },
     );
   }
