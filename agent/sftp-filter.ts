@@ -68,7 +68,13 @@ const HANDLE_ONLY = new Set<number>([
   FXP.FSETSTAT,
   FXP.READDIR,
 ]);
-const EXT_HANDLE_ONLY = new Set(['fstatvfs@openssh.com', 'fsync@openssh.com', 'limits@openssh.com']);
+// copy-data: from one handle to another, both opened through checked paths (the target one for writing).
+const EXT_HANDLE_ONLY = new Set([
+  'fstatvfs@openssh.com',
+  'fsync@openssh.com',
+  'limits@openssh.com',
+  'copy-data',
+]);
 
 class Reader {
   private at = 0;
