@@ -38,6 +38,7 @@ if (ready) {
     // What an app could leave in a shared emptyDir: symlinks out of the volume.
     fs.symlinkSync('/etc/passwd', path.join(root, 'data/passwd'));
     fs.symlinkSync('../../..', path.join(root, 'data/up'));
+    fs.symlinkSync(path.join(scratch, 'created-outside'), path.join(root, 'data/dangling'));
     fs.writeFileSync(path.join(scratch, 'secret'), 'not served');
   });
 
@@ -126,8 +127,12 @@ if (ready) {
       { op: 'open', path: 'etc/cfg/new', flags: WRITE_CREATE },
       { op: 'open', path: 'etc/new', flags: WRITE_CREATE },
       { op: 'symlink', path: 'data/link', target: '/etc/passwd' },
+      // A dangling symlink the app left: creating through it would write outside the volume.
+      { op: 'open', path: 'data/dangling', flags: WRITE_CREATE },
+      { op: 'open', path: 'data/dangling/x', flags: WRITE_CREATE },
     ]);
-    assert.equal(codes(rw), ['handle', FX.PERMISSION_DENIED, FX.PERMISSION_DENIED, FX.PERMISSION_DENIED]);
+    assert.equal(codes(rw), ['handle', ...Array(5).fill(FX.PERMISSION_DENIED)]);
+    assert.not.ok(fs.existsSync(path.join(scratch, 'created-outside')));
     assert.ok(fs.existsSync(path.join(root, 'data/new')));
     assert.not.ok(fs.existsSync(path.join(root, 'etc/cfg/new')));
     assert.not.ok(fs.existsSync(path.join(root, 'data/link')));

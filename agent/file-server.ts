@@ -43,7 +43,10 @@ export function sftpServerArgs(root: string, readWrite: boolean): string[] {
 const within = (root: string, p: string) =>
   p === root || p.startsWith(root.endsWith('/') ? root : `${root}/`);
 
-/** The real path of p: symlinks resolved in the part that exists, the rest appended as it is. */
+/**
+ * The real path of p: symlinks resolved in the part that exists, the rest appended as it is. A dangling
+ * symlink on the way throws: where it points cannot be checked, and creating through it would write there.
+ */
 function realpathExisting(p: string): string {
   const rest: string[] = [];
   let cur = p;
@@ -53,10 +56,18 @@ function realpathExisting(p: string): string {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       const up = path.dirname(cur);
-      if ((code !== 'ENOENT' && code !== 'ENOTDIR') || up === cur) throw e;
+      if ((code !== 'ENOENT' && code !== 'ENOTDIR') || up === cur || isSymlink(cur)) throw e;
       rest.push(path.basename(cur));
       cur = up;
     }
+  }
+}
+
+function isSymlink(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
   }
 }
 
