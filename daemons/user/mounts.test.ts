@@ -63,8 +63,14 @@ if (ready) {
         server.on('error', () => {});
         socket.pipe(server);
         server.pipe(socket);
+        // An sshfs that ended without a FIN (killed) still ends the flow, as a reset would.
+        socket.on('close', () => server.destroy());
         return new Promise<FlowOutcome>((resolve) =>
-          server.on('close', () => resolve({ kind: 'closed', bytesIn: 0, bytesOut: 0 })),
+          server.on('close', () => {
+            // As a tunnel flow does: the far end gone, sshfs's end goes too.
+            socket.destroy();
+            resolve({ kind: 'closed', bytesIn: 0, bytesOut: 0 });
+          }),
         );
       });
   const open = opener(false);
@@ -174,6 +180,8 @@ if (ready) {
     });
     const dir = await mounts.mount('echo', '', false, open);
     try {
+      // sshfs may answer "mounted" before its SFTP handshake: a read makes sure this mount's flow is up.
+      assert.is(await fsp.readFile(path.join(dir, 'etc/cfg/config.yaml'), 'utf8'), 'a: 1\nb: "two"\n');
       lastServer!.destroy();
       assert.is(await lost, 'echo');
       assert.ok(mounts.isLost('echo'));

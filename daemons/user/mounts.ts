@@ -151,7 +151,11 @@ export class RemoteMounts {
       if (sshfs.child.exitCode === null) sshfs.child.kill('SIGTERM');
       current.sshfs = undefined;
       if (!mounted) return;
-      await exited;
+      // An sshfs blocked on an answer that will never come does not end on SIGTERM.
+      if (!(await Promise.race([exited.then(() => true), sleep(2000).then(() => false)]))) {
+        sshfs.child.kill('SIGKILL');
+        await exited;
+      }
       // A dead sshfs leaves "Transport endpoint is not connected" behind: detach it, keep the directory.
       if (isMounted(dir)) await run('fusermount', ['-u', '-z', dir]).catch(() => {});
       log.info('mount lost; it is mounted again when the intercept is back', {
