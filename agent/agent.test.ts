@@ -80,6 +80,8 @@ const intercept = (
   environment: {},
   createdUnixMs: 0,
   container: '',
+  mountPoint: '',
+  mountReadWrite: false,
 });
 
 const app: AppContainer = { name: 'app', appPorts: [18080], environment: { WHO: 'app' } };

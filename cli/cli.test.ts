@@ -8,6 +8,7 @@ import type { ConnectInfo } from '../rpc/gen/connector.js';
 import type { WorkloadInfo } from '../rpc/gen/manager.js';
 import { checkEnvOutput, parseEnvSyntax, renderEnv, writeSecretFile } from './env-file.js';
 import { httpFilterOf, parseInterceptPort } from './intercept-port.js';
+import { mountedText, parseMountFlag } from './mount-flag.js';
 import { checkLabel, checkSubdomain } from './names.js';
 import {
   interceptLines,
@@ -74,12 +75,34 @@ test('an intercept shows its filter and owner (status, describe, -o json)', () =
     environment: {},
     createdUnixMs: 0,
     container: '',
+    mountPoint: '',
+    mountReadWrite: false,
   });
   assert.is(view.filter, 'x-dev=alice');
+  assert.is(view.mount, null);
   assert.equal(interceptLines([view], '  '), [
     '  Intercepts:',
     '    web: ACTIVE  ns/web port 8080 -> 127.0.0.1:18190, x-dev=alice, by alice@laptop',
   ]);
+  const mounted = { ...view, mount: { mountPoint: '/tmp/web', access: 'rw' as const } };
+  assert.equal(interceptLines([mounted], ''), [
+    'Intercepts:',
+    '  web: ACTIVE  ns/web port 8080 -> 127.0.0.1:18190, x-dev=alice, by alice@laptop, volumes at /tmp/web (rw)',
+  ]);
+});
+
+test('--mount[=DIR][:ro|:rw]: read-only unless :rw; =false mounts nothing', () => {
+  const none = { mount: false, mountPoint: '', mountReadWrite: false };
+  assert.equal(parseMountFlag(undefined), none);
+  assert.equal(parseMountFlag('false'), none);
+  assert.equal(parseMountFlag(true), { mount: true, mountPoint: '', mountReadWrite: false });
+  assert.equal(parseMountFlag(':rw'), { mount: true, mountPoint: '', mountReadWrite: true });
+  assert.equal(parseMountFlag('true:rw'), { mount: true, mountPoint: '', mountReadWrite: true });
+  assert.equal(parseMountFlag('m', '/w'), { mount: true, mountPoint: '/w/m', mountReadWrite: false });
+  assert.equal(parseMountFlag('/m:ro'), { mount: true, mountPoint: '/m', mountReadWrite: false });
+  assert.equal(parseMountFlag('/m:rw'), { mount: true, mountPoint: '/m', mountReadWrite: true });
+  assert.throws(() => parseMountFlag('false:rw'), /takes no :rw/);
+  assert.is(mountedText('/m', false), 'Volumes mounted read-only at /m (TP_ROOT)\n');
 });
 
 test('-o accepts json and yaml only', () => {

@@ -23,6 +23,7 @@ import type {
 } from '../rpc/gen/manager.js';
 import { localChannelOptions } from '../rpc/grpc-options.js';
 import { errorDetails, unary } from '../rpc/unary-call.js';
+import type { MountRequest } from './mount-flag.js';
 
 const CALL_TIMEOUT_MS = 15_000;
 /** Connect covers starting a port-forward and the first arrival, on a machine that may be busy. */
@@ -182,7 +183,7 @@ export class DaemonClient {
   createIntercept(
     spec: InterceptSpec,
     progress: (line: string) => void,
-    mount: { mount: boolean; mountPoint: string } = { mount: false, mountPoint: '' },
+    mount: MountRequest = { mount: false, mountPoint: '', mountReadWrite: false },
   ): Promise<InterceptInfo> {
     return new Promise((resolve, reject) => {
       const call = this.client.createIntercept({ spec, ...mount });

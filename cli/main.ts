@@ -1,7 +1,6 @@
 // tp: the command line. Every command talks to the user daemon over its unix socket (Connector API);
 // `tp connect` starts the daemon when it is not running.
 import * as os from 'node:os';
-import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startRootDaemon } from '../daemons/root/launch.js';
 import { logDir } from '../logging/logger.js';
@@ -22,6 +21,7 @@ import {
 } from './env-file.js';
 import { httpFilterOf, parseInterceptPort } from './intercept-port.js';
 import { addKubeCommands, type KubeConnectFlags, kubeConnectSettings } from './kube-commands.js';
+import { mountedText, parseMountFlag } from './mount-flag.js';
 import { checkLabel, checkSubdomain } from './names.js';
 import {
   interceptView,
@@ -410,7 +410,7 @@ program
   .addOption(envSyntaxOption())
   .option(
     '--mount [dir]',
-    "mount the container's volumes read-only (at DIR; =false: do not); TP_ROOT in the env",
+    "mount the container's volumes (at DIR; :rw writable where the volume allows, :ro by default; =false: do not); TP_ROOT in the env",
   )
   .option(
     '--http-header <NAME=VALUE>',
@@ -481,7 +481,7 @@ program
             httpFilter,
           },
           opts.output ? quiet : progress,
-          mountRequest(opts.mount),
+          parseMountFlag(opts.mount),
         );
         writeEnvironment(result.environment, opts);
         const view = interceptView(result);
@@ -490,7 +490,7 @@ program
           view,
           () =>
             `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress}, ${view.filter} (intercept "${view.name}", ${view.disposition})\n` +
-            mountedText(result.environment),
+            mountedText(result.mountPoint, result.mountReadWrite),
         );
       },
     ),
@@ -508,7 +508,7 @@ program
   .addOption(envSyntaxOption())
   .option(
     '--mount [dir]',
-    "mount the container's volumes read-only (at DIR; =false: do not); TP_ROOT in the env",
+    "mount the container's volumes (at DIR; :rw writable where the volume allows, :ro by default; =false: do not); TP_ROOT in the env",
   )
   .addOption(outputOption())
   .action(
@@ -552,7 +552,7 @@ program
             httpFilter: undefined,
           },
           opts.output ? quiet : progress,
-          mountRequest(opts.mount),
+          parseMountFlag(opts.mount),
         );
         writeEnvironment(result.environment, opts);
         const view = interceptView(result);
@@ -561,7 +561,7 @@ program
           view,
           () =>
             `Ingesting ${view.namespace}/${view.workload} container ${view.container} (ingest "${view.name}", ${view.disposition})\n` +
-            mountedText(result.environment),
+            mountedText(result.mountPoint, result.mountReadWrite),
         );
       },
     ),
@@ -666,15 +666,6 @@ program
       process.stdout.write(completionScript(parseShell(shell), program.commands.map(spec)));
     }),
   );
-const mountedText = (env: Record<string, string>) =>
-  env.TP_ROOT ? `Volumes mounted read-only at ${env.TP_ROOT} (TP_ROOT)\n` : '';
-
-/** --mount, --mount=DIR, --mount=false. */
-function mountRequest(flag: string | boolean | undefined): { mount: boolean; mountPoint: string } {
-  if (flag === undefined || flag === false || flag === 'false') return { mount: false, mountPoint: '' };
-  if (flag === true || flag === 'true') return { mount: true, mountPoint: '' };
-  return { mount: true, mountPoint: path.resolve(flag) };
-}
 
 /** --env-file (in --env-syntax) and --env-json; owner-only files (the values may be secrets). */
 function writeEnvironment(

@@ -39,6 +39,8 @@ export interface InterceptView {
   pods: { pod: string; podIp: string; disposition: string; message: string }[];
   /** Only the variable count: the values may be secrets (tp intercept --env-file writes them). */
   environmentVariables: number;
+  /** This workstation's mount of the container's volumes (--mount): where, and ro or rw; null: none. */
+  mount: { mountPoint: string; access: 'ro' | 'rw' } | null;
 }
 
 const dispositionName = (d: InterceptDisposition) => InterceptDisposition[d] ?? String(d);
@@ -66,6 +68,7 @@ export function interceptView(i: InterceptInfo): InterceptView {
       message: p.message,
     })),
     environmentVariables: Object.keys(i.environment).length,
+    mount: i.mountPoint ? { mountPoint: i.mountPoint, access: i.mountReadWrite ? 'rw' : 'ro' } : null,
   };
 }
 
@@ -222,6 +225,7 @@ export function interceptLines(all: InterceptView[], indent: string): string[] {
             (i) =>
               `${indent}  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} port ${i.remotePort} -> ${i.localAddress}, ${i.filter}, by ${i.client}` +
               (i.container ? ` (container ${i.container})` : '') +
+              mountText(i) +
               (i.message ? `  (${i.message})` : ''),
           ),
         ];
@@ -231,11 +235,15 @@ export function interceptLines(all: InterceptView[], indent: string): string[] {
       ...ingests.map(
         (i) =>
           `${indent}  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} container ${i.container || '(not chosen yet)'}, by ${i.client}` +
+          mountText(i) +
           (i.message ? `  (${i.message})` : ''),
       ),
     );
   return lines;
 }
+
+const mountText = (i: InterceptView) =>
+  i.mount ? `, volumes at ${i.mount.mountPoint} (${i.mount.access})` : '';
 
 export function workloadView(w: WorkloadInfo) {
   return {
@@ -278,8 +286,8 @@ export function listText(workloads: ReturnType<typeof workloadView>[]): string {
       w.intercepts
         .map((i) =>
           i.kind === 'ingest'
-            ? `ingest ${i.container || '?'} by ${i.client} (${i.disposition})`
-            : `${i.remotePort} by ${i.client} [${i.filter}] (${i.disposition})`,
+            ? `ingest ${i.container || '?'} by ${i.client} (${i.disposition})${mountText(i)}`
+            : `${i.remotePort} by ${i.client} [${i.filter}] (${i.disposition})${mountText(i)}`,
         )
         .join(', ') || '-',
     ]);

@@ -219,6 +219,8 @@ export class InterceptTable {
       environment: {},
       createdUnixMs: this.now(),
       container: '',
+      mountPoint: '',
+      mountReadWrite: false,
     };
     this.byId.set(info.id, info);
     const key = reclaimKeyOf(owner);

@@ -360,12 +360,12 @@ test('a mount flow: only the owning session, answered by the agent that accepted
         cb,
       ),
     );
-    const open = async (sessionId: string, interceptId: string) => {
+    const open = async (sessionId: string, interceptId: string, mountReadWrite = false) => {
       const call = r.client.tunnel();
       const first = new Promise<TunnelMessage>((resolve) => call.on('data', resolve));
       call.on('error', () => {});
       const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 0, dstIp: '127.0.0.1', dstPort: 0 };
-      call.write(msg.open(streamInfo({ connId, sessionId, interceptId, mount: true })));
+      call.write(msg.open(streamInfo({ connId, sessionId, interceptId, mount: true, mountReadWrite })));
       return { call, m: await first };
     };
     // Not accepted by an agent yet: nothing to mount.
@@ -395,11 +395,12 @@ test('a mount flow: only the owning session, answered by the agent that accepted
     stolen.call.end();
     assert.is(requests.length, 0);
 
-    const mine = await open(alice.sessionId, ingest.id);
+    // Asked read-write: the agent is told (it still refuses writes on read-only volumes).
+    const mine = await open(alice.sessionId, ingest.id, true);
     assert.is(mine.m.code, TunnelCode.DIAL_OK);
     assert.equal(
-      requests.map((q) => [q.mount, q.container, q.interceptId]),
-      [[true, 'app', ingest.id]],
+      requests.map((q) => [q.mount, q.container, q.interceptId, q.readWrite]),
+      [[true, 'app', ingest.id, true]],
     );
     mine.call.write(msg.data(Buffer.from('x')));
     const answer = await new Promise<TunnelMessage>((resolve) =>

@@ -263,6 +263,7 @@ export class TunnelRouter {
       interceptId: intercept.id,
       targetHost: intercept.spec!.targetHost,
       targetPort: intercept.spec!.targetPort,
+      readWrite: false,
       mount: false,
       container: '',
     });
@@ -315,6 +316,7 @@ export class TunnelRouter {
         targetPort: 0,
         mount: true,
         container: intercept.container,
+        readWrite: info.mountReadWrite,
       },
     );
   }

@@ -36,6 +36,7 @@ const samples: TunnelMessage[] = [
       dialTimeoutMs: 5000,
       idleTimeoutMs: 0,
       mount: true,
+      mountReadWrite: true,
       interceptId: 'c-1:echo',
       relayId: '',
     },

@@ -57,6 +57,7 @@ export function streamInfo(
     interceptId: '',
     relayId: '',
     mount: false,
+    mountReadWrite: false,
     ...fields,
   };
 }

@@ -1,7 +1,6 @@
 // A child process that speaks on its stdin/stdout (sftp-server in the agent, sshfs -o passive on the
 // workstation) as one end of a connected socket, so a tunnel flow pumps it like any TCP connection:
-// half-close, reset and backpressure included. The pair is made through a unix socket in a fresh 0700
-// directory (removed at once), so nothing else can connect in between.
+// half-close, reset and backpressure included.
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -16,7 +15,11 @@ export interface ProcessSocket {
   stderr(): string;
 }
 
-export async function spawnOnSocket(command: string, args: string[]): Promise<ProcessSocket> {
+/**
+ * A connected pair of unix stream sockets, both half-close enabled: [ours, theirs]. Made through a unix
+ * socket in a fresh 0700 directory (removed at once), so nothing else can connect in between.
+ */
+export async function socketPair(): Promise<[net.Socket, net.Socket]> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-pair-'));
   const file = path.join(dir, 's');
   const server = net.createServer({ allowHalfOpen: true });
@@ -37,26 +40,31 @@ export async function spawnOnSocket(command: string, args: string[]): Promise<Pr
     ours.resetAndDestroy = function (this: net.Socket) {
       return this.destroy();
     };
-    let child: ChildProcess;
-    try {
-      child = spawn(command, args, { stdio: [theirs, theirs, 'pipe'] });
-    } finally {
-      // The child holds its own copy of the descriptor.
-      theirs.destroy();
-    }
-    let stderr = '';
-    child.stderr?.on('data', (d: Buffer) => {
-      if (stderr.length < 8192) stderr += d.toString('utf8');
-    });
-    // A child that cannot start (ENOENT) or dies ends our socket: the flow sees the end.
-    child.once('error', (e) => {
-      stderr += `${command}: ${e.message}`;
-      ours.destroy();
-    });
-    child.once('exit', () => ours.end());
-    return { child, socket: ours, stderr: () => stderr.trim() };
+    return [ours, theirs];
   } finally {
     server.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+export async function spawnOnSocket(command: string, args: string[]): Promise<ProcessSocket> {
+  const [ours, theirs] = await socketPair();
+  let child: ChildProcess;
+  try {
+    child = spawn(command, args, { stdio: [theirs, theirs, 'pipe'] });
+  } finally {
+    // The child holds its own copy of the descriptor.
+    theirs.destroy();
+  }
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    if (stderr.length < 8192) stderr += d.toString('utf8');
+  });
+  // A child that cannot start (ENOENT) or dies ends our socket: the flow sees the end.
+  child.once('error', (e) => {
+    stderr += `${command}: ${e.message}`;
+    ours.destroy();
+  });
+  child.once('exit', () => ours.end());
+  return { child, socket: ours, stderr: () => stderr.trim() };
 }

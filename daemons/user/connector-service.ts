@@ -7,7 +7,11 @@ import { startForwardThread } from '../../kube/port-forward-thread.js';
 import { createLogger, logTarget } from '../../logging/logger.js';
 import { UsageError } from '../../netaddr/parse.js';
 import type { ConnectInfo, ConnectorServer, ConnectRequest, ListRequest } from '../../rpc/gen/connector.js';
-import type { WorkloadInfoSnapshot } from '../../rpc/gen/manager.js';
+import {
+  InterceptDisposition,
+  type InterceptInfo,
+  type WorkloadInfoSnapshot,
+} from '../../rpc/gen/manager.js';
 import { grpcError } from '../../rpc/unary-call.js';
 import { unaryHandlers } from '../../rpc/unary-handler.js';
 import { TUNNEL_VERSION, VERSION } from '../../version/version.js';
@@ -22,6 +26,9 @@ import {
 import type { RootDaemonLink } from './root-daemon-link.js';
 
 const log = createLogger('connector');
+
+/** How long a mount lost with its flow waits for its intercept to be restored and accepted again. */
+const REMOUNT_GRACE_MS = 180_000;
 
 const unary = unaryHandlers(log, (e) => (e instanceof UserFacingError ? e.code : undefined));
 
@@ -90,7 +97,7 @@ export function connectorService(
     let workloads = visibleWorkloads(snapshot.workloads, req, scope());
     if (req.interceptsOnly) workloads = workloads.filter((w) => w.intercepts.length > 0);
     if (req.agentsOnly) workloads = workloads.filter((w) => w.agents.length > 0);
-    return { workloads };
+    return { workloads: workloads.map((w) => ({ ...w, intercepts: w.intercepts.map(withMount) })) };
   };
   const listNamespace = (req: ListRequest): string => {
     try {
@@ -98,6 +105,14 @@ export function connectorService(
     } catch (e) {
       throw new UserFacingError(status.INVALID_ARGUMENT, (e as Error).message);
     }
+  };
+  /** This workstation's mount of an intercept or ingest of this session, for status and list. */
+  const withMount = (i: InterceptInfo): InterceptInfo => {
+    const m =
+      i.spec && (!i.clientSessionId || i.clientSessionId === conn.sessionId)
+        ? daemon.mounts.mountOf(i.spec.name)
+        : undefined;
+    return m ? { ...i, mountPoint: m.mountPoint, mountReadWrite: m.readWrite } : i;
   };
   /** Kubernetes: the API server's addresses (never routed into the VIF). */
   let keepOut: string[] = [];
@@ -114,7 +129,7 @@ export function connectorService(
     namespace,
     managerVersion: conn.managerVersion,
     cluster: conn.cluster,
-    intercepts: conn.intercepts(),
+    intercepts: conn.intercepts().map(withMount),
     context: kube.context,
     kubeconfig: kube.kubeconfig,
     rootDaemon: conn.state === 'DISCONNECTED' ? undefined : await vif.status(),
@@ -228,6 +243,35 @@ export function connectorService(
     mapped = [];
   };
 
+  // A mount whose flow broke (the manager restarted, the agent's pod went): mounted again at the same
+  // place once the session restored the intercept and an agent accepted it; unmounted if it is gone.
+  const remountWhenBack = async (name: string) => {
+    const until = Date.now() + REMOUNT_GRACE_MS;
+    while (daemon.mounts.isLost(name)) {
+      const current = conn.intercepts().find((i) => i.spec?.name === name);
+      if (!current || current.disposition === InterceptDisposition.REMOVED || Date.now() > until) {
+        log.warn('a lost mount is not mounted again', {
+          intercept: name,
+          reason: current?.message || 'no intercept',
+        });
+        await daemon.mounts.unmount(name);
+        return;
+      }
+      if (conn.state === 'CONNECTED' && current.disposition === InterceptDisposition.ACTIVE && current.id) {
+        const readWrite = daemon.mounts.mountOf(name)?.readWrite === true;
+        try {
+          await daemon.mounts.remount(name, (socket) => conn.openMountFlow(socket, current.id, readWrite));
+          log.info('mounted again', { intercept: name });
+          return;
+        } catch (e) {
+          log.debug('mounting again failed; retrying', { intercept: name, reason: (e as Error).message });
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  };
+  daemon.mounts.onLost = (name) => void remountWhenBack(name);
+
   return {
     version: unary('Version', () => ({
       name: 'tp user daemon',
@@ -321,10 +365,16 @@ export function connectorService(
           if (!call.request.mount) return result;
           progress(`Mounting the volumes of container ${result.container || '?'}`);
           try {
-            const dir = await daemon.mounts.mount(name, call.request.mountPoint, (socket) =>
-              conn.openMountFlow(socket, result.id),
+            const readWrite = call.request.mountReadWrite;
+            const dir = await daemon.mounts.mount(name, call.request.mountPoint, readWrite, (socket) =>
+              conn.openMountFlow(socket, result.id, readWrite),
             );
-            return { ...result, environment: { ...result.environment, TP_ROOT: dir } };
+            return {
+              ...result,
+              environment: { ...result.environment, TP_ROOT: dir },
+              mountPoint: dir,
+              mountReadWrite: readWrite,
+            };
           } catch (e) {
             // Asked for and not there: nothing is left behind.
             await conn.removeIntercept(name).catch(() => {});

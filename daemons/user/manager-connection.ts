@@ -416,6 +416,8 @@ export class ManagerConnection extends EventEmitter {
         environment: r.info?.environment ?? {},
         createdUnixMs: r.info?.createdUnixMs ?? 0,
         container: r.info?.container ?? '',
+        mountPoint: '',
+        mountReadWrite: false,
       };
       if (r.gone) return { ...base, id: '', pods: [], disposition: D.REMOVED, message: r.gone };
       if (this.state === 'RECONNECTING')
@@ -685,13 +687,14 @@ export class ManagerConnection extends EventEmitter {
    * A remote mount of one of this session's intercepts or ingests: `socket` (sshfs's end) pumped through
    * a mount flow to the agent that accepted it. No idle timeout: a mount may sit unused for hours.
    */
-  openMountFlow(socket: net.Socket, interceptId: string): Promise<FlowOutcome> {
+  openMountFlow(socket: net.Socket, interceptId: string, readWrite: boolean): Promise<FlowOutcome> {
     const client = this.requireSession();
     const info = streamInfo({
       connId: { protocol: 6, srcIp: '127.0.0.1', srcPort: 0, dstIp: '127.0.0.1', dstPort: 0 },
       sessionId: this.sessionId,
       interceptId,
       mount: true,
+      mountReadWrite: readWrite,
       idleTimeoutMs: 0,
     });
     return originate(socket, TunnelStream.open(client, WORKSTATION_WINDOWS), info, { log });

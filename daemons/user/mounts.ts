@@ -3,6 +3,9 @@
 // mount is remembered in the run directory (mounts.json) before sshfs starts, so a daemon killed with
 // -9 leaves a record: the next daemon's connect unmounts what is left (lazily: a dead sshfs leaves a
 // mount that answers "Transport endpoint is not connected") and removes the directories it made.
+// A flow that breaks under a live mount (the manager restarted, the agent's pod went) leaves the mount
+// point and record in place: `onLost` is told, and `remount` attaches a new sshfs there once the
+// intercept is back.
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
@@ -23,13 +26,15 @@ export interface MountRecord {
   mountPoint: string;
   /** The daemon made the directory (and removes it after unmounting). */
   created: boolean;
+  /** Asked writable (--mount=DIR:rw); the agent still refuses writes on read-only volumes. */
+  readWrite?: boolean;
 }
 
-/** sshfs's options: SFTP on stdin/stdout, read-only, symlinks resolved on the agent's side. */
-export function sshfsArgs(mountPoint: string): string[] {
+/** sshfs's options: SFTP on stdin/stdout, read-only unless asked, symlinks resolved on the agent's side. */
+export function sshfsArgs(mountPoint: string, readWrite = false): string[] {
   // follow_symlinks: a ConfigMap volume is a farm of relative symlinks into ..data; the workstation sees
   // files. -f: stay in the foreground, so the process (and its socket) is the daemon's to end.
-  return ['-f', '-o', 'passive,ro,follow_symlinks,fsname=tp', 'tp:', mountPoint];
+  return ['-f', '-o', `passive,${readWrite ? '' : 'ro,'}follow_symlinks,fsname=tp`, 'tp:', mountPoint];
 }
 
 /** Whether a path is a mount point now (/proc/self/mountinfo, octal escapes decoded). */
@@ -52,8 +57,13 @@ function readMountinfo(): string {
   }
 }
 
+export type OpenFlow = (socket: net.Socket) => Promise<FlowOutcome>;
+
 export class RemoteMounts {
-  private readonly live = new Map<string, { record: MountRecord; sshfs: ProcessSocket }>();
+  /** sshfs undefined: the flow broke and the mount waits for `remount`. */
+  private readonly live = new Map<string, { record: MountRecord; sshfs: ProcessSocket | undefined }>();
+  /** Told when the flow under a live mount breaks (not when tp unmounts it): remount when back. */
+  onLost: ((name: string) => void) | undefined;
 
   constructor(private readonly stateFile: string) {}
 
@@ -61,11 +71,7 @@ export class RemoteMounts {
    * Mounts the volumes of intercept `name` at `mountPoint` (or a new directory under the temp dir):
    * `open` pumps the socket through a mount flow. Resolves with the mount point once it is mounted.
    */
-  async mount(
-    name: string,
-    mountPoint: string,
-    open: (socket: net.Socket) => Promise<FlowOutcome>,
-  ): Promise<string> {
+  async mount(name: string, mountPoint: string, readWrite: boolean, open: OpenFlow): Promise<string> {
     let created = false;
     let dir = mountPoint;
     if (!dir) {
@@ -78,35 +84,86 @@ export class RemoteMounts {
       throw new Error(`the mount point ${dir} is not an empty directory: choose another with --mount=DIR`);
     }
     dir = path.resolve(dir);
-    const record: MountRecord = { name, mountPoint: dir, created };
+    const record: MountRecord = { name, mountPoint: dir, created, readWrite };
     this.save([...this.records().filter((r) => r.name !== name), record]);
-    let sshfs: ProcessSocket;
+    this.live.set(name, { record, sshfs: undefined });
     try {
-      sshfs = await spawnOnSocket('sshfs', sshfsArgs(dir));
-    } catch (e) {
-      await this.release(record);
-      throw new Error(
-        `sshfs cannot start: ${(e as Error).message}; install it (Debian: apt-get install sshfs)`,
-      );
-    }
-    this.live.set(name, { record, sshfs });
-    let flow: Promise<FlowOutcome>;
-    try {
-      flow = open(sshfs.socket);
+      await this.attach(record, open);
     } catch (e) {
       await this.unmount(name);
       throw e;
     }
-    void flow.then((o) => {
+    return dir;
+  }
+
+  /** A mount whose flow broke: a new sshfs at the same mount point, through a new flow. */
+  async remount(name: string, open: OpenFlow): Promise<void> {
+    const live = this.live.get(name);
+    if (!live || live.sshfs) return;
+    // The dead sshfs's mount, if the lazy unmount has not finished.
+    if (isMounted(live.record.mountPoint))
+      await run('fusermount', ['-u', '-z', live.record.mountPoint]).catch(() => {});
+    await this.attach(live.record, open);
+  }
+
+  /** Whether `name` has a mount waiting for `remount`. */
+  isLost(name: string): boolean {
+    const live = this.live.get(name);
+    return live !== undefined && live.sshfs === undefined;
+  }
+
+  private async attach(record: MountRecord, open: OpenFlow): Promise<void> {
+    const { name, mountPoint: dir } = record;
+    let sshfs: ProcessSocket;
+    try {
+      sshfs = await spawnOnSocket('sshfs', sshfsArgs(dir, record.readWrite));
+    } catch (e) {
+      throw new Error(
+        `sshfs cannot start: ${(e as Error).message}; install it (Debian: apt-get install sshfs)`,
+      );
+    }
+    const live = this.live.get(name);
+    if (!live) {
+      sshfs.child.kill('SIGTERM');
+      throw new Error(`the mount of ${name} was ended meanwhile`);
+    }
+    live.sshfs = sshfs;
+    let flow: Promise<FlowOutcome>;
+    try {
+      flow = open(sshfs.socket);
+    } catch (e) {
+      sshfs.child.kill('SIGTERM');
+      live.sshfs = undefined;
+      throw e;
+    }
+    const exited = new Promise<void>((resolve) => sshfs.child.once('exit', () => resolve()));
+    let mounted = false;
+    void flow.then(async (o) => {
       log.info('mount flow ended', {
         intercept: name,
         outcome: o.kind,
         reason: 'reason' in o ? o.reason : undefined,
       });
-      // The far side is gone (the agent, or the session): nothing is served any more.
-      if (this.live.get(name)?.sshfs === sshfs) sshfs.child.kill('SIGTERM');
+      const current = this.live.get(name);
+      // Ours to end only while this sshfs is the live one (an unmount or a remount replaced it).
+      if (current?.sshfs !== sshfs) return;
+      // The far side is gone (the agent, the manager, the session): nothing is served any more.
+      if (sshfs.child.exitCode === null) sshfs.child.kill('SIGTERM');
+      current.sshfs = undefined;
+      if (!mounted) return;
+      // An sshfs blocked on an answer that will never come does not end on SIGTERM.
+      if (!(await Promise.race([exited.then(() => true), sleep(2000).then(() => false)]))) {
+        sshfs.child.kill('SIGKILL');
+        await exited;
+      }
+      // A dead sshfs leaves "Transport endpoint is not connected" behind: detach it, keep the directory.
+      if (isMounted(dir)) await run('fusermount', ['-u', '-z', dir]).catch(() => {});
+      log.info('mount lost; it is mounted again when the intercept is back', {
+        intercept: name,
+        mountPoint: dir,
+      });
+      this.onLost?.(name);
     });
-    const exited = new Promise<void>((resolve) => sshfs.child.once('exit', () => resolve()));
     const deadline = Date.now() + MOUNT_WAIT_MS;
     while (!isMounted(dir)) {
       const gone = await Promise.race([exited.then(() => true), sleep(100).then(() => false)]);
@@ -114,12 +171,17 @@ export class RemoteMounts {
         const outcome = await Promise.race([flow, sleep(200).then(() => undefined)]);
         const why =
           outcome && outcome.kind !== 'closed' ? outcome.reason : sshfs.stderr() || 'no answer within 10 s';
-        await this.unmount(name);
+        if (live.sshfs === sshfs) live.sshfs = undefined;
+        if (sshfs.child.exitCode === null) sshfs.child.kill('SIGTERM');
         throw new Error(`cannot mount the volumes at ${dir}: ${why}`);
       }
     }
-    log.info('mounted', { intercept: name, mountPoint: dir });
-    return dir;
+    mounted = true;
+    log.info('mounted', {
+      intercept: name,
+      mountPoint: dir,
+      access: record.readWrite ? 'read-write' : 'read-only',
+    });
   }
 
   /** Unmounts one intercept's volumes (lazily if busy) and removes the directory the daemon made. */
@@ -129,7 +191,7 @@ export class RemoteMounts {
     const record = live?.record ?? this.records().find((r) => r.name === name);
     if (!record) return;
     await this.release(record);
-    if (live && live.sshfs.child.exitCode === null) live.sshfs.child.kill('SIGTERM');
+    if (live?.sshfs && live.sshfs.child.exitCode === null) live.sshfs.child.kill('SIGTERM');
   }
 
   async unmountAll(): Promise<void> {
@@ -147,8 +209,10 @@ export class RemoteMounts {
     return stale;
   }
 
-  mountPointOf(name: string): string | undefined {
-    return this.live.get(name)?.record.mountPoint;
+  /** Where `name`'s volumes are mounted, and whether writable (also while waiting to be mounted again). */
+  mountOf(name: string): { mountPoint: string; readWrite: boolean } | undefined {
+    const r = this.live.get(name)?.record;
+    return r && { mountPoint: r.mountPoint, readWrite: r.readWrite === true };
   }
 
   private async release(record: MountRecord): Promise<void> {

@@ -11,6 +11,7 @@ import { parsePortMappings } from '../../netaddr/parse.js';
 import { decodeProbes, parseProbePath } from '../../probes/spec.js';
 import {
   applyJsonPatch,
+  appVolumeMounts,
   escapeJsonPointer,
   type InjectionConfig,
   type OwnerWorkload,
@@ -320,6 +321,43 @@ test('env renaming follows $(VAR) references and keeps the $$ escape', () => {
 test('JSON pointer escaping of annotation keys', () => {
   assert.is(escapeJsonPointer('tp.dev/inject-agent'), 'tp.dev~1inject-agent');
   assert.is(escapeJsonPointer('a~b'), 'a~0b');
+});
+
+test('the agent mounts the app volumes read-only where the app or Kubernetes does, else read-write', () => {
+  const pod = {
+    spec: {
+      volumes: [
+        { name: 'cfg', configMap: { name: 'cfg' } },
+        { name: 'sec', secret: { secretName: 'sec' } },
+        { name: 'token', projected: { sources: [] } },
+        { name: 'scratch', emptyDir: {} },
+        { name: 'cache', emptyDir: {} },
+      ],
+      containers: [
+        {
+          name: 'app',
+          volumeMounts: [
+            { name: 'cfg', mountPath: '/etc/cfg' },
+            { name: 'sec', mountPath: '/etc/sec', readOnly: true },
+            { name: 'token', mountPath: '/var/run/secrets/kubernetes.io/serviceaccount', readOnly: true },
+            { name: 'scratch', mountPath: '/data/' },
+            { name: 'cache', mountPath: '/cache', subPath: 'c', readOnly: true },
+          ],
+        },
+      ],
+    },
+  } as V1Pod;
+  assert.equal(appVolumeMounts(pod, [{ name: 'app', envPrefix: 'TP_APPENV_0_', ports: [] }]), [
+    { name: 'cfg', mountPath: '/tp/mounts/app/etc/cfg', readOnly: true },
+    { name: 'sec', mountPath: '/tp/mounts/app/etc/sec', readOnly: true },
+    {
+      name: 'token',
+      mountPath: '/tp/mounts/app/var/run/secrets/kubernetes.io/serviceaccount',
+      readOnly: true,
+    },
+    { name: 'scratch', mountPath: '/tp/mounts/app/data', readOnly: false },
+    { name: 'cache', mountPath: '/tp/mounts/app/cache', readOnly: true, subPath: 'c' },
+  ]);
 });
 
 test.run();

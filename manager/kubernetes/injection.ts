@@ -320,13 +320,19 @@ function agentContainer(
   return container;
 }
 
+/** Volumes Kubernetes always mounts read-only (the kubelet writes them; a container never may). */
+const API_DATA_VOLUMES = ['configMap', 'secret', 'projected', 'downwardAPI'] as const;
+
 /**
  * Each app container's volume mounts, for remote mounts: the same volume (and subPath) under
- * AGENT_MOUNTS_DIR/<container>/<mountPath>, always read-only (the agent serves them read-only; a
- * workstation never writes into the pod), without mountPropagation (Bidirectional needs a privileged
- * container). The service-account token the API server added to the app container is among them.
+ * AGENT_MOUNTS_DIR/<container>/<mountPath>, read-only where the app has it read-only and for the API
+ * data volumes (ConfigMap, Secret, projected, downward API), else read-write as the app has it (an
+ * emptyDir, a claim): the agent writes there only for a mount asked `:rw` (docs/mounts.md). Without
+ * mountPropagation (Bidirectional needs a privileged container). The service-account token the API
+ * server added to the app container is among them.
  */
 export function appVolumeMounts(pod: V1Pod, containers: CapturedContainer[]): V1VolumeMount[] {
+  const volumes = new Map((pod.spec?.volumes ?? []).map((v) => [v.name, v]));
   const out: V1VolumeMount[] = [];
   for (const captured of containers) {
     const app = pod.spec?.containers.find((c) => c.name === captured.name);
@@ -336,7 +342,7 @@ export function appVolumeMounts(pod: V1Pod, containers: CapturedContainer[]): V1
         mountPath: path.posix
           .join(AGENT_MOUNTS_DIR, captured.name, path.posix.normalize(`/${m.mountPath}`))
           .replace(/(.)\/+$/, '$1'),
-        readOnly: true,
+        readOnly: m.readOnly === true || API_DATA_VOLUMES.some((kind) => volumes.get(m.name)?.[kind]),
       };
       if (m.subPath) mount.subPath = m.subPath;
       if (m.subPathExpr) mount.subPathExpr = m.subPathExpr;

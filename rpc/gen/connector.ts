@@ -107,11 +107,13 @@ export interface CreateInterceptRequest {
     | InterceptSpec
     | undefined;
   /**
-   * Mount the container's volumes (sshfs over the tunnel, read-only) at mount_point, or, when empty, at a
+   * Mount the container's volumes (sshfs over the tunnel, read-only unless mount_read_write) at mount_point, or, when empty, at a
    * directory the daemon makes; the mount point is handed back as TP_ROOT in the environment.
    */
   mount: boolean;
   mountPoint: string;
+  /** Writable where the volume allows it (an emptyDir or claim the app mounts read-write); read-only else. */
+  mountReadWrite: boolean;
 }
 
 export interface InterceptProgress {
@@ -1079,7 +1081,7 @@ export const ListRequest: MessageFns<ListRequest> = {
 };
 
 function createBaseCreateInterceptRequest(): CreateInterceptRequest {
-  return { spec: undefined, mount: false, mountPoint: "" };
+  return { spec: undefined, mount: false, mountPoint: "", mountReadWrite: false };
 }
 
 export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
@@ -1092,6 +1094,9 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
     }
     if (message.mountPoint !== "") {
       writer.uint32(26).string(message.mountPoint);
+    }
+    if (message.mountReadWrite !== false) {
+      writer.uint32(32).bool(message.mountReadWrite);
     }
     return writer;
   },
@@ -1133,6 +1138,14 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
             message.mountPoint = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.mountReadWrite = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1154,6 +1167,11 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
         : isSet(object.mount_point)
         ? globalThis.String(object.mount_point)
         : "",
+      mountReadWrite: isSet(object.mountReadWrite)
+        ? globalThis.Boolean(object.mountReadWrite)
+        : isSet(object.mount_read_write)
+        ? globalThis.Boolean(object.mount_read_write)
+        : false,
     };
   },
 
@@ -1168,6 +1186,9 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
     if (message.mountPoint !== "") {
       obj.mountPoint = message.mountPoint;
     }
+    if (message.mountReadWrite !== false) {
+      obj.mountReadWrite = message.mountReadWrite;
+    }
     return obj;
   },
 
@@ -1181,6 +1202,7 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
       : undefined;
     message.mount = object.mount ?? false;
     message.mountPoint = object.mountPoint ?? "";
+    message.mountReadWrite = object.mountReadWrite ?? false;
     return message;
   },
 };

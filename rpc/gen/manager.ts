@@ -411,6 +411,12 @@ export interface InterceptInfo {
   createdUnixMs: number;
   /** the container the environment came from (set by the accepting agent) */
   container: string;
+  /**
+   * Set by the user daemon for its own session's intercepts and ingests (never by the manager): where
+   * the container's volumes are mounted on the workstation ('' when not mounted) and whether writable.
+   */
+  mountPoint: string;
+  mountReadWrite: boolean;
 }
 
 export interface InterceptInfo_EnvironmentEntry {
@@ -505,6 +511,11 @@ export interface StreamInfo {
    * an agent that accepted it to answer (a DialRequest with mount set).
    */
   mount: boolean;
+  /**
+   * With mount: the client asked to write where the volume allows it (tp intercept --mount=DIR:rw).
+   * Unset: the agent serves the volumes read-only, whatever they are.
+   */
+  mountReadWrite: boolean;
 }
 
 export interface TunnelMessage {
@@ -529,6 +540,11 @@ export interface DialRequest {
   /** To an agent: serve the volumes of `container` over SFTP on the stream answering relay_id. */
   mount: boolean;
   container: string;
+  /**
+   * With mount: the client asked for writes (StreamInfo.mount_read_write); the agent still refuses them
+   * on volumes mounted read-only (ConfigMaps, Secrets, projected tokens, readOnly mounts).
+   */
+  readWrite: boolean;
 }
 
 function createBaseVersionInfo(): VersionInfo {
@@ -3841,6 +3857,8 @@ function createBaseInterceptInfo(): InterceptInfo {
     environment: {},
     createdUnixMs: 0,
     container: "",
+    mountPoint: "",
+    mountReadWrite: false,
   };
 }
 
@@ -3872,6 +3890,12 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     }
     if (message.container !== "") {
       writer.uint32(74).string(message.container);
+    }
+    if (message.mountPoint !== "") {
+      writer.uint32(82).string(message.mountPoint);
+    }
+    if (message.mountReadWrite !== false) {
+      writer.uint32(88).bool(message.mountReadWrite);
     }
     return writer;
   },
@@ -3964,6 +3988,22 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
             message.container = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.mountPoint = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.mountReadWrite = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4008,6 +4048,16 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
         ? globalThis.Number(object.created_unix_ms)
         : 0,
       container: isSet(object.container) ? globalThis.String(object.container) : "",
+      mountPoint: isSet(object.mountPoint)
+        ? globalThis.String(object.mountPoint)
+        : isSet(object.mount_point)
+        ? globalThis.String(object.mount_point)
+        : "",
+      mountReadWrite: isSet(object.mountReadWrite)
+        ? globalThis.Boolean(object.mountReadWrite)
+        : isSet(object.mount_read_write)
+        ? globalThis.Boolean(object.mount_read_write)
+        : false,
     };
   },
 
@@ -4046,6 +4096,12 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     if (message.container !== "") {
       obj.container = message.container;
     }
+    if (message.mountPoint !== "") {
+      obj.mountPoint = message.mountPoint;
+    }
+    if (message.mountReadWrite !== false) {
+      obj.mountReadWrite = message.mountReadWrite;
+    }
     return obj;
   },
 
@@ -4073,6 +4129,8 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     );
     message.createdUnixMs = object.createdUnixMs ?? 0;
     message.container = object.container ?? "";
+    message.mountPoint = object.mountPoint ?? "";
+    message.mountReadWrite = object.mountReadWrite ?? false;
     return message;
   },
 };
@@ -5215,6 +5273,7 @@ function createBaseStreamInfo(): StreamInfo {
     interceptId: "",
     relayId: "",
     mount: false,
+    mountReadWrite: false,
   };
 }
 
@@ -5243,6 +5302,9 @@ export const StreamInfo: MessageFns<StreamInfo> = {
     }
     if (message.mount !== false) {
       writer.uint32(64).bool(message.mount);
+    }
+    if (message.mountReadWrite !== false) {
+      writer.uint32(72).bool(message.mountReadWrite);
     }
     return writer;
   },
@@ -5324,6 +5386,14 @@ export const StreamInfo: MessageFns<StreamInfo> = {
             message.mount = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.mountReadWrite = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5370,6 +5440,11 @@ export const StreamInfo: MessageFns<StreamInfo> = {
         ? globalThis.String(object.relay_id)
         : "",
       mount: isSet(object.mount) ? globalThis.Boolean(object.mount) : false,
+      mountReadWrite: isSet(object.mountReadWrite)
+        ? globalThis.Boolean(object.mountReadWrite)
+        : isSet(object.mount_read_write)
+        ? globalThis.Boolean(object.mount_read_write)
+        : false,
     };
   },
 
@@ -5399,6 +5474,9 @@ export const StreamInfo: MessageFns<StreamInfo> = {
     if (message.mount !== false) {
       obj.mount = message.mount;
     }
+    if (message.mountReadWrite !== false) {
+      obj.mountReadWrite = message.mountReadWrite;
+    }
     return obj;
   },
 
@@ -5417,6 +5495,7 @@ export const StreamInfo: MessageFns<StreamInfo> = {
     message.interceptId = object.interceptId ?? "";
     message.relayId = object.relayId ?? "";
     message.mount = object.mount ?? false;
+    message.mountReadWrite = object.mountReadWrite ?? false;
     return message;
   },
 };
@@ -5550,6 +5629,7 @@ function createBaseDialRequest(): DialRequest {
     dialTimeoutMs: 0,
     mount: false,
     container: "",
+    readWrite: false,
   };
 }
 
@@ -5578,6 +5658,9 @@ export const DialRequest: MessageFns<DialRequest> = {
     }
     if (message.container !== "") {
       writer.uint32(66).string(message.container);
+    }
+    if (message.readWrite !== false) {
+      writer.uint32(72).bool(message.readWrite);
     }
     return writer;
   },
@@ -5659,6 +5742,14 @@ export const DialRequest: MessageFns<DialRequest> = {
             message.container = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.readWrite = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5705,6 +5796,11 @@ export const DialRequest: MessageFns<DialRequest> = {
         : 0,
       mount: isSet(object.mount) ? globalThis.Boolean(object.mount) : false,
       container: isSet(object.container) ? globalThis.String(object.container) : "",
+      readWrite: isSet(object.readWrite)
+        ? globalThis.Boolean(object.readWrite)
+        : isSet(object.read_write)
+        ? globalThis.Boolean(object.read_write)
+        : false,
     };
   },
 
@@ -5734,6 +5830,9 @@ export const DialRequest: MessageFns<DialRequest> = {
     if (message.container !== "") {
       obj.container = message.container;
     }
+    if (message.readWrite !== false) {
+      obj.readWrite = message.readWrite;
+    }
     return obj;
   },
 
@@ -5752,6 +5851,7 @@ export const DialRequest: MessageFns<DialRequest> = {
     message.dialTimeoutMs = object.dialTimeoutMs ?? 0;
     message.mount = object.mount ?? false;
     message.container = object.container ?? "";
+    message.readWrite = object.readWrite ?? false;
     return message;
   },
 };

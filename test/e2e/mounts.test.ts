@@ -1,8 +1,12 @@
-// Issue 13 acceptance (remote mounts): an app container that mounts a ConfigMap, a Secret and the
-// service-account token; `tp intercept … --mount=DIR` shows the same bytes under DIR (read-only), TP_ROOT
-// in the env file; `tp leave` unmounts and leaves DIR empty; after kill -9 of the user daemon the next
-// `tp connect` removes what was left; the agent's memory with the file server idle stays in its budget.
-// (That another session cannot mount these volumes is checked against the manager in manager.test.ts.)
+// Issue 13 acceptance (remote mounts): an app container that mounts a ConfigMap, a Secret, the
+// service-account token and an emptyDir; `tp intercept … --mount=DIR` shows the same bytes under DIR
+// (read-only), TP_ROOT in the env file, tp status and tp list show DIR (ro); the manager pod deleted, the
+// mount comes back by itself; `tp leave` unmounts and leaves DIR empty; `tp ingest … --mount=DIR:rw`
+// writes into the emptyDir (the app container reads it) and not into the ConfigMap; a raw SFTP client in
+// sshfs's place (testbed/sftp-probe.ts) is refused `..`, absolute paths, /proc and symlinks; after
+// kill -9 of the user daemon the next `tp connect` removes what was left; the agent's memory with the
+// file server idle stays in its budget. (That another session cannot mount these volumes is checked
+// against the manager in manager.test.ts.)
 //
 // The workstation's commands run in private mount namespaces (`tp-lab exec`, lab/workstation.ts): the
 // user daemon's mounts live in its namespace, so the checks look there (nsenter --mount).
@@ -10,7 +14,11 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as assert from 'uvu/assert';
+import { FX } from '../../agent/sftp-filter.js';
 import { runCommand } from '../../lab/command.js';
+import { ESCAPES, type ProbeAnswer } from '../../testbed/sftp-probe.js';
+import { waitFor } from '../../testbed/wait.js';
+import { repoRoot } from './cluster.js';
 import {
   apply,
   ensureChart,
@@ -26,6 +34,7 @@ import { afterSetup, clusterSuite } from './suite.js';
 import { deployment, ECHO_PORT } from './workloads.js';
 
 const NS = 'tp-e2e-mounts';
+const MANAGER_NS = 'tp-system';
 const LOCAL_PORT = 18096;
 const TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 const CONFIG = 'a: 1\nb: "two"\n';
@@ -41,7 +50,14 @@ if (cluster) {
   const c = cluster;
   const scratch = '/tmp/tpk-e2e-mounts';
   const mnt = path.join(scratch, 'mnt');
+  const mntRw = path.join(scratch, 'mnt-rw');
   const tp = tpOnWorkstation(c, scratch);
+  // A second workstation session whose "sshfs" is the raw SFTP probe (test/e2e/README.md: its own run dir).
+  const probeScratch = path.join(scratch, 'probe');
+  const probeResult = path.join(probeScratch, 'answers.json');
+  const tpProbe = tpOnWorkstation(c, probeScratch, {
+    PATH: `${path.join(probeScratch, 'bin')}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+  });
   let installedChart = false;
 
   /** The user daemon's pid; when it does not answer, its log says why. */
@@ -91,6 +107,13 @@ if (cluster) {
   const scenario = afterSetup(test, async () => {
     fs.rmSync(scratch, { recursive: true, force: true });
     fs.mkdirSync(mnt, { recursive: true });
+    fs.mkdirSync(path.join(probeScratch, 'bin'), { recursive: true });
+    const probe = path.join(repoRoot, 'dist', 'testbed', 'sftp-probe.js');
+    fs.writeFileSync(
+      path.join(probeScratch, 'bin', 'sshfs'),
+      `#!/bin/sh\nexec ${process.execPath} ${probe} ${probeResult} etc/cfg/config.yaml\n`,
+      { mode: 0o755 },
+    );
     await freshNamespace(c, NS);
     const labels = { app: 'vol' };
     await apply(
@@ -108,6 +131,7 @@ if (cluster) {
           volumes: [
             { name: 'cfg', configMap: { name: 'cfg' } },
             { name: 'sec', secret: { secretName: 'sec' } },
+            { name: 'scratch', emptyDir: {} },
           ],
           containers: [
             {
@@ -119,6 +143,7 @@ if (cluster) {
               volumeMounts: [
                 { name: 'cfg', mountPath: '/etc/cfg' },
                 { name: 'sec', mountPath: '/etc/sec', readOnly: true },
+                { name: 'scratch', mountPath: '/data' },
               ],
             },
           ],
@@ -132,6 +157,7 @@ if (cluster) {
   });
 
   test.after(async () => {
+    await tpProbe(['quit'], { check: false }).catch(() => {});
     await tp(['quit'], { check: false }).catch(() => {});
     await kubectl(c, ['delete', 'namespace', NS, '--ignore-not-found', '--wait=false'], { check: false });
     if (installedChart) await tp(['helm', 'uninstall'], { check: false, timeoutMs: 300_000 }).catch(() => {});
@@ -218,12 +244,109 @@ if (cluster) {
     },
   );
 
+  /** This session's intercept or ingest `name` as tp status -o json shows it. */
+  const statusOf = async (name: string) => {
+    const st = JSON.parse((await tp(['status', '-o', 'json'])).stdout) as {
+      intercepts: {
+        name: string;
+        disposition: string;
+        mount: { mountPoint: string; access: string } | null;
+      }[];
+    };
+    return st.intercepts.find((i) => i.name === name);
+  };
+
+  scenario('tp status and tp list show the mount point, read-only', async () => {
+    assert.equal((await statusOf('vol'))?.mount, { mountPoint: mnt, access: 'ro' });
+    assert.match((await tp(['status'])).stdout, `volumes at ${mnt} (ro)`);
+    assert.match((await tp(['list', '-n', NS])).stdout, `volumes at ${mnt} (ro)`);
+    const yaml = (await tp(['list', '-n', NS, '-o', 'yaml'])).stdout;
+    assert.match(yaml, `mountPoint: ${mnt}`);
+  });
+
+  scenario('the manager pod deleted: the mount comes back by itself, the same files readable', async () => {
+    const pid = await daemonPid();
+    await kubectl(c, [
+      'delete',
+      'pod',
+      '-n',
+      MANAGER_NS,
+      '-l',
+      'app.kubernetes.io/name=traffic-manager',
+      '--wait=false',
+    ]);
+    let last = '';
+    await waitFor(
+      () => `the config file through the mount again (last: ${last})`,
+      async () => {
+        const r = await inDaemonNs(pid, ['sha256sum', path.join(mnt, 'etc/cfg/config.yaml')]);
+        last = r.code === 0 ? r.stdout.split(' ')[0]! : r.stderr.trim();
+        return r.code === 0 && last === sha256(CONFIG);
+      },
+      240_000,
+      2_000,
+    );
+    assert.equal((await statusOf('vol'))?.mount, { mountPoint: mnt, access: 'ro' });
+  });
+
   scenario('tp leave: unmounted, the mount point empty', async () => {
     const pid = await daemonPid();
     await tp(['leave', 'vol']);
     assert.not.ok(await mountedIn(pid, mnt));
     assert.equal(fs.readdirSync(mnt), []);
   });
+
+  scenario(
+    'tp ingest --mount=DIR:rw: a file written on the workstation is in the app container; the ConfigMap refuses',
+    async () => {
+      const r = await tp(['ingest', 'vol', '-n', NS, '-c', 'app', `--mount=${mntRw}:rw`]);
+      assert.match(r.stdout, `Volumes mounted read-write (where the volume allows it) at ${mntRw}`);
+      const pid = await daemonPid();
+      try {
+        const write = await inDaemonNs(pid, ['sh', '-c', `echo from-the-workstation > ${mntRw}/data/hello`]);
+        assert.is(write.code, 0, write.stderr);
+        // The echo image has node and no coreutils.
+        const read = await execInPod(
+          c,
+          NS,
+          await agentPod(),
+          ['node', '-e', "process.stdout.write(require('fs').readFileSync('/data/hello', 'utf8'))"],
+          { container: 'app' },
+        );
+        assert.is(read.stdout, 'from-the-workstation\n');
+        const cfg = await inDaemonNs(pid, ['sh', '-c', `echo x > ${mntRw}/etc/cfg/new`]);
+        assert.is.not(cfg.code, 0);
+        assert.match(cfg.stderr, /Permission denied/);
+        assert.equal((await statusOf('vol'))?.mount, { mountPoint: mntRw, access: 'rw' });
+      } finally {
+        await tp(['leave', 'vol'], { check: false });
+      }
+      assert.not.ok(await mountedIn(pid, mntRw));
+    },
+  );
+
+  scenario(
+    'an authenticated SFTP client is confined: `..`, absolute paths, /proc and symlinks out are refused',
+    async () => {
+      await tpProbe(['connect', '--no-vif']);
+      // Its "sshfs" speaks raw SFTP, writes the answers and exits: the mount fails, by design.
+      const r = await tpProbe(['ingest', 'vol', '-n', NS, '-c', 'app', '--mount'], { check: false });
+      assert.is.not(r.code, 0);
+      const answers = JSON.parse(fs.readFileSync(probeResult, 'utf8')) as ProbeAnswer[] | { error: string };
+      assert.ok(Array.isArray(answers), JSON.stringify(answers));
+      const list = answers as ProbeAnswer[];
+      const byPath = (p: string) => list.find((a) => a.path === p);
+      // The control: inside the volumes the same client is answered.
+      assert.is(byPath('etc/cfg/config.yaml')?.kind, 'attrs', JSON.stringify(list));
+      assert.is(byPath('.')?.kind, 'name');
+      for (const e of ESCAPES.filter((q) => q.path !== '.')) {
+        const a = byPath(e.path);
+        assert.is(a?.kind, 'status', `${e.op} ${e.path}: ${JSON.stringify(a)}`);
+        assert.is(a?.code, FX.PERMISSION_DENIED, `${e.op} ${e.path}: ${JSON.stringify(a)}`);
+      }
+      await tpProbe(['quit'], { check: false });
+    },
+  );
 
   scenario('kill -9 of the user daemon: the next tp connect removes the stale mount', async () => {
     await tp(['ingest', 'vol', '-n', NS, '-c', 'app', '--mount', '--env-json', `${scratch}/ingest.json`]);
