@@ -11,7 +11,7 @@
 // download runs beside them (head-of-line). Every server is the same small Node HTTP server (the pods'
 // and the workstation's). Prints the figures, CPU per request of each process on the path, and each mark.
 //
-//   node dist/bench/round-trip.js [--rounds 3] [--seconds 5] [--mib 100] [--hol-mib 1024] [--strict]
+//   node dist/bench/round-trip.js [--rounds 3] [--seconds 5] [--mib 100] [--hol-mib 2048] [--strict]
 //
 // Holds the lab's lock for the whole run; brings the lab up when it is down (and takes it down again),
 // installs the chart when it is missing (and uninstalls it again). Root, wrk and curl on the host.
@@ -236,7 +236,7 @@ function perRequest(before: Map<string, number>, after: Map<string, number>, req
 }
 
 async function main(): Promise<void> {
-  const flags = benchFlags({ rounds: 3, seconds: 5, mib: 100, 'hol-mib': 1024 }, ['strict']);
+  const flags = benchFlags({ rounds: 3, seconds: 5, mib: 100, 'hol-mib': 2048 }, ['strict']);
   if (externalKubeconfig())
     throw new Error(
       'bench/round-trip runs on the lab only (its cluster-side client is the lab node): unset TP_E2E_KUBECONFIG',

@@ -15,9 +15,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as assert from 'uvu/assert';
 import { FX } from '../../agent/sftp-filter.js';
+import { waitFor } from '../../command/wait.js';
 import { runCommand } from '../../lab/command.js';
 import { ESCAPES, type ProbeAnswer } from '../../testbed/sftp-probe.js';
-import { waitFor } from '../../testbed/wait.js';
 import { repoRoot } from './cluster.js';
 import {
   apply,
