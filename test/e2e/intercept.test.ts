@@ -20,6 +20,7 @@ import {
   type TpRunner,
   tpOnWorkstation,
   waitFor,
+  waitForEndpoints,
 } from './kube.js';
 import { afterSetup, clusterSuite } from './suite.js';
 import {
@@ -234,6 +235,9 @@ if (cluster) {
           ...svc.spec.selector,
           'app.kubernetes.io/name': svc.spec.selector['app.kubernetes.io/name']!,
         });
+        // The API server calls the webhook again only once the Service has its endpoint back: the next
+        // scenarios' pods must not start in that gap (on kind it lasts long enough to meet one).
+        await waitForEndpoints(c, MANAGER_NS, 'traffic-manager-webhook', 1);
       }
       const pods = await waitFor('2 ready echo pods without the agent', async () => {
         const ready = (await echoPods()).filter((p) => p.ready && p.phase === 'Running');
