@@ -20,7 +20,7 @@ import {
   type TpRunner,
   tpOnWorkstation,
   waitFor,
-  waitForEndpoints,
+  waitForWebhook,
 } from './kube.js';
 import { afterSetup, clusterSuite } from './suite.js';
 import {
@@ -230,21 +230,23 @@ if (cluster) {
         });
         assert.is.not(r.code, 0);
         assert.match(r.stderr, /agent not injected: webhook unreachable/);
+        // The refused intercept's rollout runs on after the error, every new pod without the agent: let it
+        // finish while the webhook is still away, so no pod of it starts once the webhook is back.
+        await rolloutStatus(c, NS, 'echo');
+        const pods = await waitFor('2 ready echo pods without the agent', async () => {
+          const ready = (await echoPods()).filter((p) => p.ready && p.phase === 'Running');
+          return ready.length === 2 ? ready : null;
+        });
+        assert.is(pods.length, 2);
+        assert.ok((await podSpecs()).every((p) => !injected(p)));
       } finally {
         await patchSelector({
           ...svc.spec.selector,
           'app.kubernetes.io/name': svc.spec.selector['app.kubernetes.io/name']!,
         });
-        // The API server calls the webhook again only once the Service has its endpoint back: the next
-        // scenarios' pods must not start in that gap (on kind it lasts long enough to meet one).
-        await waitForEndpoints(c, MANAGER_NS, 'traffic-manager-webhook', 1);
+        // The next scenarios' pods must not start before the API server reaches the webhook again.
+        await waitForWebhook(c, NS);
       }
-      const pods = await waitFor('2 ready echo pods without the agent', async () => {
-        const ready = (await echoPods()).filter((p) => p.ready && p.phase === 'Running');
-        return ready.length === 2 ? ready : null;
-      });
-      assert.is(pods.length, 2);
-      assert.ok((await podSpecs()).every((p) => !injected(p)));
       assert.ok(answersFromCluster(await curlFromClient()), 'the app still answers');
     },
   );

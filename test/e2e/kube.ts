@@ -4,6 +4,12 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { waitFor as pollFor } from '../../command/wait.js';
+import {
+  INJECT_ANNOTATION,
+  INJECT_ENABLED,
+  INJECTED_ANNOTATION,
+  NOT_INJECTED_ANNOTATION,
+} from '../../kube/annotations.js';
 import { cachedBinDir } from '../../lab/binaries.js';
 import { type CommandResult, runCommand } from '../../lab/command.js';
 import { type Cluster, repoRoot } from './cluster.js';
@@ -186,6 +192,34 @@ export async function waitForEndpoints(
     if (!addresses) return true;
     const ips = all.flatMap((e) => e.addresses).sort();
     return ips.join(',') === [...addresses].sort().join(',');
+  });
+}
+
+/**
+ * Waits until the API server calls tp's injection webhook again (after the webhook Service was without
+ * endpoints): a server-side dry run of a pod that asks for the agent comes back with tp's answer on it
+ * (injected, or refused with a reason). Endpoints alone are not enough: on kind the API server reaches the
+ * webhook through the Service's ClusterIP, which kube-proxy programs some seconds later.
+ */
+export async function waitForWebhook(c: Cluster, namespace: string): Promise<void> {
+  await waitFor('the API server to reach the injection webhook again', async () => {
+    const pod = await kubectlJson<{
+      metadata: { annotations?: Record<string, string> };
+      spec: { containers: { name: string }[] };
+    }>(c, [
+      'run',
+      'tp-webhook-probe',
+      '-n',
+      namespace,
+      '--image=lab/echo:1',
+      '--restart=Never',
+      '--dry-run=server',
+      `--annotations=${INJECT_ANNOTATION}=${INJECT_ENABLED}`,
+    ]);
+    const answered = Object.keys(pod.metadata.annotations ?? {}).some(
+      (k) => k === INJECTED_ANNOTATION || k === NOT_INJECTED_ANNOTATION,
+    );
+    return answered || pod.spec.containers.length > 1;
   });
 }
 
