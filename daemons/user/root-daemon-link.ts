@@ -7,6 +7,7 @@
 // no root daemon. The root daemon needs root: as root the user daemon starts it itself; otherwise it says
 // so (ConnectInfo.root_daemon_needed) and the CLI starts it through sudo, where a terminal can prompt.
 import * as grpc from '@grpc/grpc-js';
+import { waitFor } from '../../command/wait.js';
 import type { Logger } from '../../logging/logger.js';
 import type { DaemonStatus } from '../../rpc/gen/connector.js';
 import type { ClusterInfo } from '../../rpc/gen/manager.js';
@@ -133,7 +134,17 @@ export class RootDaemonLink {
             });
             daemon.close();
             daemon = this.daemon = undefined;
-            await waitForRootDaemonGone(ROOT_DAEMON_EXIT_WAIT_MS);
+            // Bounded: past it, the second attempt meets the old daemon and fails with its error.
+            await waitFor(
+              'the exiting root daemon to go',
+              async () => {
+                const running = await runningRootDaemon();
+                running?.close();
+                return !running;
+              },
+              ROOT_DAEMON_EXIT_WAIT_MS,
+              200,
+            ).catch(() => {});
             continue;
           }
           // A root daemon connected to nothing is of no use: nothing is left behind.
@@ -228,15 +239,3 @@ export class RootDaemonLink {
 
 /** How long a root daemon on its way out gets to put the workstation back and remove its socket. */
 const ROOT_DAEMON_EXIT_WAIT_MS = 15_000;
-
-/** Waits until no root daemon answers on the socket (bounded): a new one can then take the socket over. */
-async function waitForRootDaemonGone(timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const running = await runningRootDaemon();
-    if (!running) return;
-    running.close();
-    if (Date.now() > deadline) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
