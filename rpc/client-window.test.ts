@@ -1,32 +1,13 @@
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { startEchoTunnel } from '../testbed/echo-tunnel.js';
 import { sessionOfCall, widenConnectionWindow } from './client-window.js';
-import type { TunnelMessage } from './gen/manager.js';
 import { WORKSTATION_WINDOWS, workstationChannelOptions } from './grpc-options.js';
-import { ManagerClient, ManagerServiceDefinition } from './manager-service.js';
 import { sessionOf } from './server-window.js';
 
 test('a client call widens its connection, not its streams, past the channel option (grpc-js internals still in place)', async () => {
-  const server = new grpc.Server();
-  const calls: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>[] = [];
-  server.addService(ManagerServiceDefinition, {
-    tunnel: (call: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>) => {
-      calls.push(call);
-      call.on('data', (m: TunnelMessage) => call.write(m));
-      call.on('end', () => call.end());
-    },
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  const client = new ManagerClient(
-    `127.0.0.1:${port}`,
-    grpc.credentials.createInsecure(),
-    workstationChannelOptions(),
-  );
+  const { client, calls, close } = await startEchoTunnel({}, workstationChannelOptions());
   try {
     await new Promise<void>((resolve, reject) =>
       client.waitForReady(Date.now() + 5_000, (e) => (e ? reject(e) : resolve())),
@@ -53,8 +34,7 @@ test('a client call widens its connection, not its streams, past the channel opt
     );
     call.end();
   } finally {
-    client.close();
-    server.forceShutdown();
+    close();
   }
 });
 

@@ -2,13 +2,12 @@
 // received messages sent on unchanged (the server echoes each message object it got, as the manager's relay
 // does) arrive byte for byte, and grpc-js sent those frames as they were.
 import * as crypto from 'node:crypto';
-import * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { startEchoTunnel } from '../testbed/echo-tunnel.js';
 import { TunnelCode, type TunnelMessage } from './gen/manager.js';
 import { adoptFrame, framedBuffer, framedSends, frameOf } from './grpc-framing.js';
 import { managerChannelOptions, managerServerOptions } from './grpc-options.js';
-import { ManagerClient, ManagerServiceDefinition } from './manager-service.js';
 import { encodedDataMessage } from './tunnel-codec.js';
 
 test('grpc-js is patched on both sides (fails when a grpc-js upgrade moved its internals)', () => {
@@ -44,24 +43,8 @@ test('adoptFrame: only a view preceded by its own header, and only large message
 });
 
 test('framed and plain messages arrive byte for byte both ways, and the frames were sent as built', async () => {
-  const server = new grpc.Server(managerServerOptions());
-  server.addService(ManagerServiceDefinition, {
-    // Echo: every received message object sent back unchanged (a relay's send of what it received).
-    tunnel: (call: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>) => {
-      call.on('data', (m: TunnelMessage) => call.write(m));
-      call.on('end', () => call.end());
-    },
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  const client = new ManagerClient(
-    `127.0.0.1:${port}`,
-    grpc.credentials.createInsecure(),
-    managerChannelOptions(),
-  );
+  // The server echoes every received message object unchanged (a relay's send of what it received).
+  const { client, close } = await startEchoTunnel(managerServerOptions(), managerChannelOptions());
   try {
     const payloads = [1, 100, 4090, 4096, 70_000, 1 << 20].map((n) => crypto.randomBytes(n));
     const sent: TunnelMessage[] = [];
@@ -91,8 +74,7 @@ test('framed and plain messages arrive byte for byte both ways, and the frames w
     // Client: the 6 framed ones. Server: the echoes of the 3 framed and 3 plain messages of >= 4 KiB.
     assert.is(framedSends.sent - before, 6 + 6);
   } finally {
-    client.close();
-    server.forceShutdown();
+    close();
   }
 });
 

@@ -55,7 +55,7 @@ const ALLOWED: Record<string, string[]> = {
   probes: ['netaddr'],
   rpc: ['logging', 'netaddr'],
   spdy: [],
-  testbed: ['bpf/support.ts', 'command', 'dns', 'lab'],
+  testbed: ['bpf/support.ts', 'command', 'dns', 'lab', 'rpc'],
   tunnel: ['logging', 'rpc', 'version'],
   version: [],
   vif: ['command', 'logging', 'netaddr'],
