@@ -17,6 +17,8 @@ import {
   kubectl,
   kubectlJson,
   listPods,
+  MANAGER_NS,
+  MANAGER_SELECTOR,
   onWorkstation,
   rolloutStatus,
   startOnWorkstation,
@@ -26,7 +28,6 @@ import {
 } from './kube.js';
 import { ECHO_PORT, echoDeployment, echoService } from './workloads.js';
 
-export const MANAGER_NS = 'tp-system';
 const WORKLOAD = 'fecho';
 const LOCAL_PORT = 18090;
 const PROBE_INTERVAL_S = 0.25;
@@ -278,7 +279,7 @@ export class FaultRig {
   /** `kubectl delete pod` of the manager; over when the new manager pod is Ready. */
   managerPodDeleted(): Promise<FaultResult> {
     return this.measure('manager pod deleted', async () => {
-      const selector = 'app.kubernetes.io/name=traffic-manager';
+      const selector = MANAGER_SELECTOR;
       const old = (await listPods(this.c, MANAGER_NS, selector)).map((p) => p.name);
       await kubectl(this.c, ['delete', 'pod', '-n', MANAGER_NS, '--wait=false', ...old]);
       await waitFor(
@@ -481,7 +482,7 @@ export class FaultRig {
     this.probe?.stop();
     await this.removeIptablesRules().catch(() => {});
     for (const [name, ns, selector] of [
-      ['manager', MANAGER_NS, 'app.kubernetes.io/name=traffic-manager'],
+      ['manager', MANAGER_NS, MANAGER_SELECTOR],
       ['workload', this.namespace, `app=${WORKLOAD}`],
     ] as const) {
       const logs = await kubectl(

@@ -8,11 +8,13 @@ import * as assert from 'uvu/assert';
 import {
   apply,
   type Background,
+  deleteManagerPods,
   execInPod,
   freshNamespace,
   kubectl,
   kubectlJson,
   listPods,
+  MANAGER_NS,
   onWorkstation,
   rolloutStatus,
   startClientPod,
@@ -34,7 +36,6 @@ import {
 } from './workloads.js';
 
 const NS = 'tp-e2e-intercept';
-const MANAGER_NS = 'tp-system';
 const LOCAL_PORT = 18090;
 const MiB = 1024 * 1024;
 
@@ -386,15 +387,7 @@ if (cluster) {
     async () => {
       await alice.tp(['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`]);
       assert.is(await curlFromClient(), 'laptop');
-      await kubectl(c, [
-        'delete',
-        'pod',
-        '-n',
-        MANAGER_NS,
-        '-l',
-        'app.kubernetes.io/name=traffic-manager',
-        '--wait=false',
-      ]);
+      await deleteManagerPods(c);
       let last = '';
       const outcome = await waitFor(
         'the intercept to be restored',

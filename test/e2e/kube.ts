@@ -223,6 +223,15 @@ export async function waitForWebhook(c: Cluster, namespace: string): Promise<voi
   });
 }
 
+/** The chart's namespace in the e2e files, and the label of its manager pods. */
+export const MANAGER_NS = 'tp-system';
+export const MANAGER_SELECTOR = 'app.kubernetes.io/name=traffic-manager';
+
+/** `kubectl delete pod` of the manager pods, not waiting for them to go (the Deployment makes new ones). */
+export async function deleteManagerPods(c: Cluster): Promise<void> {
+  await kubectl(c, ['delete', 'pod', '-n', MANAGER_NS, '-l', MANAGER_SELECTOR, '--wait=false']);
+}
+
 /** `kubectl rollout status` of a Deployment, with a bound. */
 export async function rolloutStatus(c: Cluster, namespace: string, deployment: string): Promise<void> {
   await kubectl(c, ['rollout', 'status', '-n', namespace, `deploy/${deployment}`, '--timeout=180s'], {
@@ -282,6 +291,6 @@ export async function ensureChart(c: Cluster, tp: TpRunner): Promise<boolean> {
   const install = await tp(['helm', 'install'], { check: false, timeoutMs: 360_000 });
   if (install.code !== 0 && !/already installed/.test(install.stderr))
     throw new Error(`tp helm install failed: ${install.stderr.trim()}`);
-  await rolloutStatus(c, 'tp-system', 'traffic-manager');
+  await rolloutStatus(c, MANAGER_NS, 'traffic-manager');
   return install.code === 0;
 }

@@ -21,6 +21,7 @@ import { ESCAPES, type ProbeAnswer } from '../../testbed/sftp-probe.js';
 import { repoRoot } from './cluster.js';
 import {
   apply,
+  deleteManagerPods,
   ensureChart,
   execInPod,
   freshNamespace,
@@ -34,7 +35,6 @@ import { afterSetup, clusterSuite } from './suite.js';
 import { deployment, ECHO_PORT } from './workloads.js';
 
 const NS = 'tp-e2e-mounts';
-const MANAGER_NS = 'tp-system';
 const LOCAL_PORT = 18096;
 const TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 const CONFIG = 'a: 1\nb: "two"\n';
@@ -266,15 +266,7 @@ if (cluster) {
 
   scenario('the manager pod deleted: the mount comes back by itself, the same files readable', async () => {
     const pid = await daemonPid();
-    await kubectl(c, [
-      'delete',
-      'pod',
-      '-n',
-      MANAGER_NS,
-      '-l',
-      'app.kubernetes.io/name=traffic-manager',
-      '--wait=false',
-    ]);
+    await deleteManagerPods(c);
     let last = '';
     await waitFor(
       () => `the config file through the mount again (last: ${last})`,
