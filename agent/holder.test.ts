@@ -9,18 +9,11 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { freePort, freePorts } from '../testbed/loopback.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const HOLDER = path.join(here, 'holder-main.js');
 const AGENT = path.join(here, 'main.js');
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** One HTTP GET on a new connection: the body, or the error's code (ECONNREFUSED, ECONNRESET, …). */
 function get(port: number, pathname = '/', onConnect?: () => void): Promise<string> {
@@ -102,8 +95,7 @@ test('kill -9 of the worker: a connection made in the gap waits and is answered 
   const app = http.createServer((_req, res) => res.end('app\n'));
   await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
   const appPort = (app.address() as net.AddressInfo).port;
-  const agentPort = await freePort();
-  const probePort = await freePort();
+  const [agentPort, probePort] = await freePorts(2);
   const holder = startHolder([process.execPath, AGENT], {
     TP_MANAGER_ADDRESS: '127.0.0.1:1',
     TP_WORKLOAD_NAME: 'echo',

@@ -9,7 +9,7 @@
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { freePort, freePorts } from '../testbed/loopback.js';
+import { freePorts } from '../testbed/loopback.js';
 import { benchFlags, cpuSeconds, median, Processes, startIntercept, waitForListener } from './rig.js';
 
 const MiB = 1 << 20;
@@ -133,13 +133,8 @@ async function main(): Promise<void> {
   const bytes = mib * MiB;
   const p = new Processes();
   try {
-    const ports = {
-      app: await freePort(),
-      manager: await freePort(),
-      agent: await freePort(),
-      workloadApp: await freePort(),
-      relays: await freePorts(3),
-    };
+    const [app, manager, agent, workloadApp, ...relays] = await freePorts(7);
+    const ports = { app, manager, agent, workloadApp, relays };
     p.node('app', [self, '--role', 'app', String(ports.app)]);
     // The relay chain: r0 -> r1 -> r2 -> app, the same number of processes between client and app.
     const relayPids = ports.relays.map(

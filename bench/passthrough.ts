@@ -7,7 +7,7 @@
 // `--role app PORT` runs the HTTP app (a separate process, as in a pod).
 import * as http from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../testbed/loopback.js';
+import { freePorts } from '../testbed/loopback.js';
 import { benchFlags, median, Processes, rssMiB, startManagerAndAgent, waitForListener } from './rig.js';
 import { requireWrk, runWrk, type WrkRun } from './wrk.js';
 
@@ -30,7 +30,8 @@ async function main(): Promise<void> {
   };
   const p = new Processes();
   try {
-    const ports = { app: await freePort(), manager: await freePort(), agent: await freePort() };
+    const [app, manager, agent] = await freePorts(3);
+    const ports = { app, manager, agent };
     p.node('app', [self, '--role', 'app', String(ports.app)]);
     await waitForListener('the app', ports.app);
     const { agentPid } = await startManagerAndAgent(p, ports);

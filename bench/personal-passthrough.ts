@@ -7,7 +7,7 @@
 //   node dist/bench/personal-passthrough.js [--seconds 5] [--rounds 3] [--connections 16]
 import * as http from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../testbed/loopback.js';
+import { freePorts } from '../testbed/loopback.js';
 import { benchFlags, median, Processes, rssMiB, startIntercept, waitForListener } from './rig.js';
 import { requireWrk, runWrk, type WrkRun } from './wrk.js';
 
@@ -55,12 +55,8 @@ async function main(): Promise<void> {
   };
   const p = new Processes();
   try {
-    const ports = {
-      app: await freePort(),
-      manager: await freePort(),
-      agent: await freePort(),
-      local: await freePort(),
-    };
+    const [app, manager, agent, local] = await freePorts(4);
+    const ports = { app, manager, agent, local };
     p.node('app', [self, '--role', 'app', String(ports.app), 'app']);
     p.node('workstation', [self, '--role', 'app', String(ports.local), 'workstation']);
     await waitForListener('the app', ports.app);

@@ -115,7 +115,7 @@ export class Processes {
     TP_LOG_DIR: path.join(this.dir, 'log'),
     TP_LOG_LEVEL: 'warn',
   };
-  private readonly children: ChildProcess[] = [];
+  private readonly children: { name: string; child: ChildProcess }[] = [];
   private readonly extraPids: number[] = [];
 
   node(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
@@ -125,8 +125,43 @@ export class Processes {
       stdio: ['ignore', out, out],
     });
     fs.closeSync(out);
-    this.children.push(child);
+    this.children.push({ name, child });
     return child;
+  }
+
+  /**
+   * What went wrong while starting: each process that has already exited (and how), and the end of every
+   * log, so a bench that timed out in CI says why (the directory itself is removed by close()).
+   */
+  diagnosis(): string {
+    const lines: string[] = [];
+    for (const { name, child } of this.children) {
+      if (child.exitCode !== null || child.signalCode !== null)
+        lines.push(`${name} (pid ${child.pid}) exited: ${child.exitCode ?? child.signalCode}`);
+    }
+    const logs = [this.dir, path.join(this.dir, 'log')].flatMap((d) =>
+      fs.existsSync(d)
+        ? fs
+            .readdirSync(d)
+            .filter((f) => f.endsWith('.log'))
+            .map((f) => path.join(d, f))
+        : [],
+    );
+    for (const file of logs) {
+      const tail = fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-15).join('\n');
+      if (tail) lines.push(`--- ${path.relative(this.dir, file)}:\n${tail}`);
+    }
+    return lines.join('\n');
+  }
+
+  /** Runs `start`; a failure carries diagnosis(). */
+  async starting<T>(start: () => Promise<T>): Promise<T> {
+    try {
+      return await start();
+    } catch (e) {
+      (e as Error).message += `\n${this.diagnosis()}`;
+      throw e;
+    }
   }
 
   /** Runs the tp CLI to completion; throws with its stderr on failure. */
@@ -150,7 +185,8 @@ export class Processes {
         // gone
       }
     }
-    for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const { child } of this.children)
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     if (process.env.TP_KEEP_BENCH_DIRS !== '1') fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
@@ -183,8 +219,10 @@ export async function startManagerAndAgent(
     TP_PORTS: `${ports.app}:${ports.agent}`,
     TP_LISTEN_ADDRESS: '127.0.0.1',
   });
-  await waitForListener('the manager', ports.manager);
-  await waitForListener('the agent', ports.agent);
+  await p.starting(async () => {
+    await waitForListener('the manager', ports.manager);
+    await waitForListener('the agent', ports.agent);
+  });
   return { managerPid: manager.pid!, agentPid: agent.pid! };
 }
 
@@ -201,10 +239,12 @@ export async function startIntercept(
   p.tp('connect', '--manager-address', `127.0.0.1:${ports.manager}`);
   const daemonPid = (JSON.parse(p.tp('status', '-o', 'json')) as { daemon: { pid: number } }).daemon.pid;
   p.adopt(daemonPid);
-  await waitFor(
-    'the agent to arrive',
-    () => JSON.parse(p.tp('list', '-o', 'json')).workloads.length > 0,
-    STARTUP_TIMEOUT_MS,
+  await p.starting(() =>
+    waitFor(
+      'the agent to arrive',
+      () => JSON.parse(p.tp('list', '-o', 'json')).workloads.length > 0,
+      STARTUP_TIMEOUT_MS,
+    ),
   );
   p.tp('intercept', 'bench', '--port', `${ports.local}:${ports.app}`, ...interceptFlags);
   return { agentPid, managerPid, daemonPid };

@@ -10,14 +10,26 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** `count` ports nothing listens on right now, one after the other. */
 /** N numbers, as a tuple type, so destructuring `const [a, b] = await freePorts(2)` gives numbers. */
 type Ports<N extends number, T extends number[] = []> = T['length'] extends N ? T : Ports<N, [...T, number]>;
 
+/**
+ * `count` different ports nothing listens on right now: each is held until all are chosen, so two calls
+ * to bind(0) cannot hand out the same port twice (a bench whose agent port equals its manager port sees
+ * "the agent listens" and never sees the agent).
+ */
 export async function freePorts<N extends 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8>(count: N): Promise<Ports<N>> {
-  const ports: number[] = [];
-  for (let i = 0; i < count; i++) ports.push(await freePort());
-  return ports as Ports<N>;
+  const servers: net.Server[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const s = net.createServer();
+      servers.push(s);
+      await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    }
+    return servers.map((s) => (s.address() as net.AddressInfo).port) as Ports<N>;
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  }
 }
 
 /** Whether something accepts TCP connections on 127.0.0.1:port. */

@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { waitFor } from '../../command/wait.js';
 import { type AppProbe, encodeProbes } from '../../probes/spec.js';
-import { freePort, freePorts } from '../../testbed/loopback.js';
+import { freePorts } from '../../testbed/loopback.js';
 import { httpAnswer, httpApp, httpGet, Rig, withRig } from './harness.js';
 
 test('passes connections through while the manager is not there, and arrives once it is', () =>
@@ -159,9 +159,9 @@ test('a bad configuration stops the agent with one line naming the variable', as
     }
     // The agent port is taken.
     const blocker = net.createServer();
-    const port = await freePort();
+    const [port, managerPort, appPort] = await freePorts(3);
     await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', r));
-    const agent = rig.startAgent(await freePort(), await freePort(), port, {
+    const agent = rig.startAgent(managerPort, appPort, port, {
       TP_LISTEN_ADDRESS: '127.0.0.1',
     });
     await new Promise((r) => agent.once('exit', r));

@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { waitFor } from '../../command/wait.js';
-import { freePort } from '../../testbed/loopback.js';
+import { freePorts } from '../../testbed/loopback.js';
 import { httpApp, httpGet, withRig } from './harness.js';
 
 const MiB = 1 << 20;
@@ -83,12 +83,8 @@ function expectedHash(seed: string, n: number): string {
 
 test('100 MiB each way through an intercept, byte-exact; half-close carried end to end', () =>
   withRig(async (rig) => {
-    const ports = {
-      manager: await freePort(),
-      app: await freePort(),
-      laptop: await freePort(),
-      agent: await freePort(),
-    };
+    const [managerPort, appPort, laptopPort, agentPort] = await freePorts(4);
+    const ports = { manager: managerPort, app: appPort, laptop: laptopPort, agent: agentPort };
     const cluster = await httpApp(ports.app, 'cluster');
     const laptop = await hashingApp(ports.laptop, 100 * MiB);
     rig.closeWith(async () => {

@@ -2,7 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { waitFor } from '../../command/wait.js';
-import { freePort } from '../../testbed/loopback.js';
+import { freePorts } from '../../testbed/loopback.js';
 import { httpApp, httpGet, isRunning, type Rig, withRig } from './harness.js';
 
 interface StatusJson {
@@ -13,12 +13,8 @@ interface StatusJson {
 }
 
 async function setUp(rig: Rig, managerArgs: string[] = []) {
-  const ports = {
-    manager: await freePort(),
-    app: await freePort(),
-    laptop: await freePort(),
-    agent: await freePort(),
-  };
+  const [manager, app, laptop, agent] = await freePorts(4);
+  const ports = { manager, app, laptop, agent };
   const apps = [await httpApp(ports.app, 'cluster'), await httpApp(ports.laptop, 'laptop')];
   rig.closeWith(() => Promise.all(apps.map((a) => a.close())));
   await rig.startManager(ports.manager, managerArgs);
