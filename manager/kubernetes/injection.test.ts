@@ -38,7 +38,7 @@ const config: InjectionConfig = {
   tokenExpirationSeconds: 3600,
   logLevel: 'info',
   defaultMechanism: 'iptables',
-  agentResources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
+  agentResources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '192Mi' } },
 };
 
 interface Case {
