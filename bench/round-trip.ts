@@ -28,6 +28,7 @@ import {
   freshNamespace,
   kubectl,
   listPods,
+  MANAGER_NS,
   rolloutStatus,
   startOnWorkstation,
   tpOnWorkstation,
@@ -47,7 +48,6 @@ import {
 import { parseWrk, requireWrk, type WrkRun } from './wrk.js';
 
 const NS = 'tp-bench-round-trip';
-const MANAGER_NS = 'tp-system';
 const PORT = 8080;
 /** The workstation's app (the intercept's target) and the port-forwards' local ports, in tplab-ws. */
 const LOCAL_PORT = 18190;

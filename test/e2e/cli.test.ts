@@ -12,6 +12,7 @@ import {
   freshNamespace,
   kubectl,
   kubectlJson,
+  MANAGER_NS,
   onWorkstation,
   rolloutStatus,
   startClientPod,
@@ -23,7 +24,6 @@ import { afterSetup, clusterSuite } from './suite.js';
 import { echoDeployment, echoService } from './workloads.js';
 
 const NS = 'tp-e2e-cli';
-const MANAGER_NS = 'tp-system';
 const LOCAL_PORT = 18190;
 const METRICS_PORT = 9090;
 

@@ -12,6 +12,7 @@ import {
   freshNamespace,
   kubectl,
   kubectlJson,
+  MANAGER_NS,
   rolloutStatus,
   startClientPod,
   startOnWorkstation,
@@ -23,7 +24,6 @@ import { afterSetup, clusterSuite } from './suite.js';
 import { ECHO_PORT, echoDeployment, echoService } from './workloads.js';
 
 const NS = 'tp-e2e-ebpf';
-const MANAGER_NS = 'tp-system';
 const LOCAL_PORT = 18091;
 
 const { test, cluster } = await clusterSuite('kubernetes intercept with eBPF capture');

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { waitFor as pollFor } from '../../command/wait.js';
 import {
+  DEFAULT_MANAGER_NAMESPACE,
   INJECT_ANNOTATION,
   INJECT_ENABLED,
   INJECTED_ANNOTATION,
@@ -224,7 +225,7 @@ export async function waitForWebhook(c: Cluster, namespace: string): Promise<voi
 }
 
 /** The chart's namespace in the e2e files, and the label of its manager pods. */
-export const MANAGER_NS = 'tp-system';
+export const MANAGER_NS = DEFAULT_MANAGER_NAMESPACE;
 export const MANAGER_SELECTOR = 'app.kubernetes.io/name=traffic-manager';
 
 /** `kubectl delete pod` of the manager pods, not waiting for them to go (the Deployment makes new ones). */

@@ -11,6 +11,7 @@ import {
   execInPod,
   freshNamespace,
   kubectl,
+  MANAGER_NS,
   rolloutStatus,
   startClientPod,
   startOnWorkstation,
@@ -22,7 +23,6 @@ import { afterSetup, clusterSuite } from './suite.js';
 import { deployment } from './workloads.js';
 
 const NS = 'tp-e2e-personal';
-const MANAGER_NS = 'tp-system';
 const APP_PORT = 8080;
 const ALICE_PORT = 18190;
 const BOB_PORT = 18191;

@@ -16,6 +16,7 @@ import {
   freshNamespace,
   kubectl,
   kubectlJson,
+  MANAGER_NS,
   rolloutStatus,
   startClientPod,
   startOnWorkstation,
@@ -26,7 +27,6 @@ import { afterSetup, clusterSuite } from './suite.js';
 import { deployment } from './workloads.js';
 
 const NS = 'tp-e2e-real-node';
-const MANAGER_NS = 'tp-system';
 const LOCAL_PORT = 18095;
 const APP_PORT = 8080;
 const GRPC_PORT = 9090;

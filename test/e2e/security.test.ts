@@ -15,6 +15,7 @@ import {
   kubectl,
   kubectlJson,
   listPods,
+  MANAGER_NS,
   onWorkstation,
   rolloutStatus,
   startClientPod,
@@ -37,7 +38,6 @@ import { ECHO_PORT, echoDeployment, echoService } from './workloads.js';
 
 const A = 'tp-e2e-sec-a';
 const B = 'tp-e2e-sec-b';
-const MANAGER_NS = 'tp-system';
 const MANAGER = `traffic-manager.${MANAGER_NS}:8081`;
 const AUDIENCE = `tp-manager.${MANAGER_NS}`;
 const ALICE = 'tp-e2e-alice';
