@@ -236,16 +236,16 @@ export async function startIntercept(
   interceptFlags: string[] = [],
 ): Promise<{ agentPid: number; managerPid: number; daemonPid: number }> {
   const { managerPid, agentPid } = await startManagerAndAgent(p, ports);
-  p.tp('connect', '--manager-address', `127.0.0.1:${ports.manager}`);
-  const daemonPid = (JSON.parse(p.tp('status', '-o', 'json')) as { daemon: { pid: number } }).daemon.pid;
-  p.adopt(daemonPid);
-  await p.starting(() =>
-    waitFor(
+  return p.starting(async () => {
+    p.tp('connect', '--manager-address', `127.0.0.1:${ports.manager}`);
+    const daemonPid = (JSON.parse(p.tp('status', '-o', 'json')) as { daemon: { pid: number } }).daemon.pid;
+    p.adopt(daemonPid);
+    await waitFor(
       'the agent to arrive',
       () => JSON.parse(p.tp('list', '-o', 'json')).workloads.length > 0,
       STARTUP_TIMEOUT_MS,
-    ),
-  );
-  p.tp('intercept', 'bench', '--port', `${ports.local}:${ports.app}`, ...interceptFlags);
-  return { agentPid, managerPid, daemonPid };
+    );
+    p.tp('intercept', 'bench', '--port', `${ports.local}:${ports.app}`, ...interceptFlags);
+    return { agentPid, managerPid, daemonPid };
+  });
 }

@@ -15,6 +15,18 @@ test('a failed connection names what happened and where', () => {
     'no socket at /var/run/tp-root-daemon.socket',
   );
   assert.is(errorDetails(e('connect EACCES /run/x.sock')), 'EACCES from /run/x.sock');
+  assert.is(
+    errorDetails(
+      e(
+        'No connection established. Last error: read ECONNRESET (2026-12-04T23:09:14.766Z). Resolution note: ',
+      ),
+    ),
+    'no connection: the connection was reset as it opened (ECONNRESET)',
+  );
+  assert.is(
+    errorDetails(e('No connection established. Last error: TLS handshake failed. Resolution note: DNS ok')),
+    'no connection: TLS handshake failed (DNS ok)',
+  );
   assert.is(errorDetails(new Error('plain')), 'plain');
 });
 

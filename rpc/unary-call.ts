@@ -48,6 +48,19 @@ export function errorDetails(e: unknown): string {
     };
     return `${what[connect[1]!] ?? `${connect[1]} from`} ${connect[2]}`;
   }
+  // grpc-js: "No connection established. Last error: read ECONNRESET (2026-…Z). Resolution note: " (the note
+  // often empty): the failure and the note, without the timestamp.
+  const last =
+    /^No connection established\. Last error: (.*?)\.?(?: \(\d{4}-\d\d-\d\dT[^)]*\))?\.?(?: Resolution note: ?(.*))?$/s.exec(
+      text,
+    );
+  if (last) {
+    const reset = /^read ECONNRESET$/.test(last[1]!)
+      ? 'the connection was reset as it opened (ECONNRESET)'
+      : last[1];
+    const note = last[2]?.trim();
+    return `no connection: ${reset}${note ? ` (${note})` : ''}`;
+  }
   if (isServiceError(e) && e.code === status.DEADLINE_EXCEEDED) return `no answer in time (${text})`;
   return text;
 }
