@@ -18,7 +18,6 @@
 // port (probe-server.ts). So every connection here is a client's, passed through or intercepted.
 import * as net from 'node:net';
 import { createLogger } from '../logging/logger.js';
-import { AGENT_WINDOWS } from '../rpc/grpc-options.js';
 import { FlowDialRejected, openFlow, originate } from '../tunnel/flow.js';
 import {
   connectionIdOf,
@@ -26,7 +25,6 @@ import {
   isWorkstationUnavailable,
   streamInfo,
 } from '../tunnel/messages.js';
-import { TunnelStream } from '../tunnel/stream.js';
 import type { ConnectionCounters, PortCounts } from './connection-counters.js';
 import { socketPair } from './flow-socket.js';
 import type { PersonalPort } from './http-router.js';
@@ -183,7 +181,7 @@ export class PortListener {
         appPort,
         intercept: interceptId,
       });
-    const stream = TunnelStream.open(session.client, AGENT_WINDOWS);
+    const stream = session.spares.take(session.client, session.sessionId);
     let decided = false;
     const toApp = (reason: string) => {
       if (decided) return;

@@ -102,7 +102,10 @@ export class ManagerCore {
           outbound: !info.relayId && !info.interceptId,
           label: info.connId ? `${info.connId.dstIp}:${info.connId.dstPort}` : '',
         }),
-      (sessionId) => this.lost(sessionId),
+      {
+        dialStreamLost: (sessionId) => this.lost(sessionId),
+        provesSession: (session, metadata) => this.access.provesSession(session, metadata),
+      },
     );
     workloads.subscribe(() => this.feeds.changed());
     cluster?.onClusterInfoChange(() => this.feeds.changed());
