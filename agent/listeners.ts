@@ -18,6 +18,7 @@
 // port (probe-server.ts). So every connection here is a client's, passed through or intercepted.
 import * as net from 'node:net';
 import { createLogger } from '../logging/logger.js';
+import { AGENT_WINDOWS } from '../rpc/grpc-options.js';
 import { FlowDialRejected, openFlow, originate } from '../tunnel/flow.js';
 import {
   connectionIdOf,
@@ -25,6 +26,7 @@ import {
   isWorkstationUnavailable,
   streamInfo,
 } from '../tunnel/messages.js';
+import { TunnelStream } from '../tunnel/stream.js';
 import type { ConnectionCounters, PortCounts } from './connection-counters.js';
 import { socketPair } from './flow-socket.js';
 import type { PersonalPort } from './http-router.js';
@@ -181,7 +183,7 @@ export class PortListener {
         appPort,
         intercept: interceptId,
       });
-    const stream = session.spares.take(session.client, session.sessionId);
+    const stream = TunnelStream.open(session.client, AGENT_WINDOWS);
     let decided = false;
     const toApp = (reason: string) => {
       if (decided) return;

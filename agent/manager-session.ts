@@ -13,10 +13,9 @@ import {
   InterceptDisposition,
   type InterceptInfoSnapshot,
 } from '../rpc/gen/manager.js';
-import { AGENT_WINDOWS, managerChannelOptions } from '../rpc/grpc-options.js';
+import { managerChannelOptions } from '../rpc/grpc-options.js';
 import { ManagerClient } from '../rpc/manager-service.js';
 import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
-import { SpareStreams } from '../tunnel/spare-streams.js';
 import type { AppContainer } from './containers.js';
 import { type PersonalRoute, plan } from './intercept-routes.js';
 
@@ -52,8 +51,6 @@ export class AgentManagerSession {
    * run(). Unset: the agent does not watch for them.
    */
   onMountRequest: ((sessionId: string, req: DialRequest) => void) | undefined;
-  /** Tunnel streams opened ahead for intercepted connections (tunnel/spare-streams.ts). */
-  readonly spares = new SpareStreams(AGENT_WINDOWS);
   private stopped = false;
   private wakeUp: (() => void) | undefined;
   private current: { end: () => void } | undefined;
@@ -145,7 +142,6 @@ export class AgentManagerSession {
         this.client = this.newClient();
       } finally {
         this.sessionId = '';
-        this.spares.clear();
         this.setRoutes(new Map(), new Map());
       }
       await this.sleep(backoff + Math.floor(Math.random() * (backoff / 4)));
@@ -174,7 +170,6 @@ export class AgentManagerSession {
         2_000,
       ).catch(() => {});
     this.current?.end();
-    this.spares.close();
     this.client.close();
   }
 

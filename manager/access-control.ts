@@ -166,11 +166,6 @@ export class AccessControl {
     return allowed;
   }
 
-  /** Whether a call carries the session's credential (always, with access control off). */
-  provesSession(session: Session, metadata: Metadata | undefined): boolean {
-    return this.mode === 'off' || this.credentials.verifySession(session.id, bearerToken(metadata)).ok;
-  }
-
   /** Why a tunnel stream of this session may not open, or undefined when it may. */
   tunnelRefusal(
     session: Session,

@@ -102,10 +102,7 @@ export class ManagerCore {
           outbound: !info.relayId && !info.interceptId,
           label: info.connId ? `${info.connId.dstIp}:${info.connId.dstPort}` : '',
         }),
-      {
-        dialStreamLost: (sessionId) => this.lost(sessionId),
-        provesSession: (session, metadata) => this.access.provesSession(session, metadata),
-      },
+      { dialStreamLost: (sessionId) => this.lost(sessionId) },
     );
     workloads.subscribe(() => this.feeds.changed());
     cluster?.onClusterInfoChange(() => this.feeds.changed());

@@ -23,7 +23,6 @@ import { dialTcp } from '../tunnel/dial.js';
 import { readOpen, serveDial } from '../tunnel/flow.js';
 import { formatConnectionId, msg, type StreamInfo, WORKSTATION_UNAVAILABLE } from '../tunnel/messages.js';
 import { relay } from '../tunnel/relay.js';
-import { SPARE_METADATA, SPARE_OPEN_TIMEOUT_MS } from '../tunnel/spare-streams.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import { serveUdp, UDP_PROTOCOL } from '../tunnel/udp-flow.js';
 import type { InterceptTable } from './intercepts.js';
@@ -31,8 +30,6 @@ import type { Session, SessionRegistry } from './sessions.js';
 
 /** Why a stream of a known session may not open (its credential, where it goes), or undefined. */
 export type TunnelAdmission = (session: Session, info: StreamInfo, metadata: Metadata) => string | undefined;
-/** Whether a call's credential is the session's (a spare stream's, before its OPEN names the session). */
-export type SessionProof = (session: Session, metadata: Metadata) => boolean;
 
 const TCP_PROTOCOL = 6;
 /** How long a new Tunnel stream may take to send its OPEN. */
@@ -56,12 +53,8 @@ export interface TunnelRouterOptions {
    * port-forward closed, keepalives unanswered). The manager declares the session dead at once.
    */
   dialStreamLost?: (sessionId: string) => void;
-  /** Whether a spare stream's call carries its session's credential (access control). */
-  provesSession?: SessionProof;
   /** How long a new stream may take to send its OPEN. */
   openTimeoutMs?: number;
-  /** The same for a spare of a live session whose credential it carries (tunnel/spare-streams.ts). */
-  spareOpenTimeoutMs?: number;
 }
 
 interface PendingRelay {
@@ -92,13 +85,7 @@ export class TunnelRouter {
     private readonly admit: TunnelAdmission = () => undefined,
     options: TunnelRouterOptions = {},
   ) {
-    this.o = {
-      dialStreamLost: () => {},
-      provesSession: () => true,
-      openTimeoutMs: OPEN_TIMEOUT_MS,
-      spareOpenTimeoutMs: SPARE_OPEN_TIMEOUT_MS,
-      ...options,
-    };
+    this.o = { dialStreamLost: () => {}, openTimeoutMs: OPEN_TIMEOUT_MS, ...options };
   }
 
   /** Number of tunnel streams open now (for logs and tests). */
@@ -144,28 +131,15 @@ export class TunnelRouter {
     const forget = () => this.flows.delete(stream);
     stream.on('peer-end', forget);
     stream.on('failure', forget);
-    readOpen(stream, this.openTimeoutMs(call.metadata)).then(
+    readOpen(stream, this.o.openTimeoutMs).then(
       (info) => this.route(stream, info, call),
       (e: Error) => {
         this.log.debug('tunnel stream without a valid OPEN', { peer: stream.peer, reason: e.message });
         stream.onMessage(() => {});
-        // The peer ended or cancelled it before any OPEN (a spare no longer needed): end this side too.
+        // The peer ended or cancelled it before any OPEN: end this side too, or the call stays half open.
         stream.end();
       },
     );
-  }
-
-  /**
-   * How long a new stream may wait before its OPEN: a spare (tunnel/spare-streams.ts) of a live session
-   * whose credential it carries waits spareOpenTimeoutMs (60 s); any other stream openTimeoutMs (10 s).
-   */
-  private openTimeoutMs(metadata: Metadata): number {
-    const sessionId = metadata.get(SPARE_METADATA)[0];
-    if (typeof sessionId !== 'string' || !sessionId) return this.o.openTimeoutMs;
-    const session = this.sessions.get(sessionId);
-    return session && this.o.provesSession(session, metadata)
-      ? this.o.spareOpenTimeoutMs
-      : this.o.openTimeoutMs;
   }
 
   private route(

@@ -5,7 +5,7 @@
 // - a send budget in bytes: grpc-js buffers 16 messages before write() returns false, i.e. 16 MiB of
 //   1 MiB messages per flow; counting the bytes not yet handed to HTTP/2 keeps it to a few MiB.
 import { EventEmitter } from 'node:events';
-import type { ClientDuplexStream, Metadata, ServerDuplexStream } from '@grpc/grpc-js';
+import type { ClientDuplexStream, ServerDuplexStream } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import { widenConnectionWindow } from '../rpc/client-window.js';
 import type { FlowWindows } from '../rpc/grpc-options.js';
@@ -44,8 +44,8 @@ export class TunnelStream extends EventEmitter {
    * A new Tunnel call on `client`'s channel. Its connection's receive window is widened to
    * `windows.connection` (the channel was created with the stream window, rpc/grpc-options.ts).
    */
-  static open(client: ManagerClient, windows: FlowWindows, metadata?: Metadata): TunnelStream {
-    const call = metadata ? client.tunnel(metadata) : client.tunnel();
+  static open(client: ManagerClient, windows: FlowWindows): TunnelStream {
+    const call = client.tunnel();
     widenConnectionWindow(call as ClientDuplexStream<unknown, unknown>, windows.connection);
     return new TunnelStream(call);
   }

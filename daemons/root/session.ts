@@ -134,7 +134,6 @@ export class ConnectedSession {
     private readonly settings: DaemonSettings,
     private readonly req: ValidatedRequest,
     private readonly client: ManagerClient,
-    private readonly dialer: TunnelFlowDialer,
     private readonly vif: VirtualInterface,
     private readonly routes: RouteTable,
     private readonly resolver: DnsResolver,
@@ -189,7 +188,6 @@ export class ConnectedSession {
       undo.push(() => client.close());
       const sessionId = req.sessionId;
       const dialer = new TunnelFlowDialer({ client, sessionId: () => sessionId, log: log.child('tunnel') });
-      undo.push(() => dialer.close());
       const vif = await VirtualInterface.create({
         name: settings.vifName,
         mtu: settings.mtu,
@@ -239,17 +237,7 @@ export class ConnectedSession {
         { mode: settings.dnsMode, resolvConfPath: settings.resolvConfPath, stateDir: settings.stateDir, log },
         resolverTarget(vif.name, vif.address4, req.namespace, request.cluster),
       );
-      session = new ConnectedSession(
-        settings,
-        req,
-        client,
-        dialer,
-        vif,
-        routes,
-        resolver,
-        system,
-        request.cluster,
-      );
+      session = new ConnectedSession(settings, req, client, vif, routes, resolver, system, request.cluster);
       session.watchClusterInfo();
       log.info('connected', {
         vif: vif.name,
@@ -365,7 +353,7 @@ export class ConnectedSession {
     };
   }
 
-  /** Undoes everything, in reverse: resolver config, DNS server, routes, VIF, spare streams, manager channel. */
+  /** Undoes everything, in reverse: resolver config, DNS server, routes, VIF, manager channel. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
@@ -376,7 +364,6 @@ export class ConnectedSession {
       ['stop the DNS server', () => this.resolver.stop()],
       ['remove the routes', () => this.routes.removeAll()],
       ['remove the VIF', () => this.vif.close()],
-      ['cancel the spare tunnel streams', () => this.dialer.close()],
       ['close the manager channel', () => this.client.close()],
     ];
     for (const [what, step] of steps) {

@@ -9,8 +9,7 @@ import type { ManagerClient } from '../../rpc/gen/manager.js';
 import { WORKSTATION_WINDOWS } from '../../rpc/grpc-options.js';
 import { FlowDialRejected, openFlow, originate } from '../../tunnel/flow.js';
 import { msg, type StreamInfo, streamInfo } from '../../tunnel/messages.js';
-import { SpareStreams } from '../../tunnel/spare-streams.js';
-import type { TunnelStream } from '../../tunnel/stream.js';
+import { TunnelStream } from '../../tunnel/stream.js';
 import { DEFAULT_UDP_IDLE_TIMEOUT_MS, openUdp, UdpDialRejected } from '../../tunnel/udp-flow.js';
 import {
   DialRejectedError,
@@ -33,19 +32,7 @@ export interface TunnelDialerOptions {
 }
 
 export class TunnelFlowDialer implements FlowDialer {
-  /** Tunnel streams opened ahead, so a new connection's SYN waits for no call setup (tunnel/spare-streams.ts). */
-  private readonly spares = new SpareStreams(WORKSTATION_WINDOWS);
-
   constructor(private readonly o: TunnelDialerOptions) {}
-
-  /** Cancels the spare streams (the session ends). */
-  close(): void {
-    this.spares.close();
-  }
-
-  private stream(): TunnelStream {
-    return this.spares.take(this.o.client, this.o.sessionId());
-  }
 
   private info(id: FlowId, idleTimeoutMs?: number): StreamInfo {
     return streamInfo({
@@ -58,7 +45,7 @@ export class TunnelFlowDialer implements FlowDialer {
 
   async dialTcp(id: FlowId): Promise<TcpDial> {
     const info = this.info(id);
-    const stream = this.stream();
+    const stream = TunnelStream.open(this.o.client, WORKSTATION_WINDOWS);
     try {
       await openFlow(stream, info);
     } catch (e) {
@@ -85,7 +72,7 @@ export class TunnelFlowDialer implements FlowDialer {
 
   async dialUdp(id: FlowId): Promise<UdpFlow> {
     const info = this.info(id, this.o.udpIdleTimeoutMs ?? DEFAULT_UDP_IDLE_TIMEOUT_MS);
-    const stream = this.stream();
+    const stream = TunnelStream.open(this.o.client, WORKSTATION_WINDOWS);
     try {
       const flow = await openUdp(stream, info, { log: this.o.log });
       const out: UdpFlow = {

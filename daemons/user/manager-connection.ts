@@ -29,7 +29,6 @@ import { errorDetails, hasStatus, isServiceError, unary } from '../../rpc/unary-
 import { dialTcp } from '../../tunnel/dial.js';
 import { type FlowOutcome, originate, serveDial } from '../../tunnel/flow.js';
 import { DEFAULT_DIAL_TIMEOUT_MS, formatConnectionId, msg, streamInfo } from '../../tunnel/messages.js';
-import { SpareStreams } from '../../tunnel/spare-streams.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { VERSION } from '../../version/version.js';
 
@@ -121,8 +120,6 @@ export class ManagerConnection extends EventEmitter {
   /** The current session's credential, which the channel's interceptor adds to every call. */
   private credential = '';
   private readonly records = new Map<string, InterceptRecord>();
-  /** Tunnel streams opened ahead for intercepted connections (tunnel/spare-streams.ts). */
-  private readonly spares = new SpareStreams(WORKSTATION_WINDOWS);
   private lastSnapshot: InterceptInfo[] = [];
   private stopped = true;
   private endSession: ((reason: string) => void) | undefined;
@@ -181,7 +178,6 @@ export class ManagerConnection extends EventEmitter {
     this.endSession?.('disconnecting');
     this.wakeUp?.();
     await this.loopDone;
-    this.spares.clear();
     this.client?.close();
     this.client = undefined;
     this.identity = undefined;
@@ -714,7 +710,7 @@ export class ManagerConnection extends EventEmitter {
       dialTimeoutMs: timeoutMs,
     });
     const label = formatConnectionId(req.connId);
-    const stream = this.spares.take(client, sessionId);
+    const stream = TunnelStream.open(client, WORKSTATION_WINDOWS);
     stream.send(msg.open(info));
     void serveDial(
       stream,
