@@ -48,6 +48,7 @@ await esbuild.build({
   entryPoints: ['agent/holder-main.ts'],
   format: 'cjs',
   outfile: 'dist/bundle/tp-agent-holder.cjs',
+  external: ['koffi'],
 });
 // The manager and tp-init use top-level await: ESM, with require (for bundled CommonJS packages) and
 // __dirname/__filename defined as in CommonJS.

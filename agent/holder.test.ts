@@ -3,8 +3,10 @@
 // connection made before the new worker listens waits in the backlog and is answered by the app, never
 // refused; the probe port too. SIGTERM ends both with exit 0; a worker that keeps dying ends the holder.
 import { type ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
@@ -159,6 +161,33 @@ test('a worker that keeps dying ends the holder with its exit code', async () =>
     await holder.line(/keeps dying: stopping.*deathsInWindow=5/);
   } finally {
     holder.kill();
+  }
+});
+
+test('an orphan of a dead worker is reaped by the holder, not left a zombie', async () => {
+  const port = await freePort();
+  const mark = path.join(os.tmpdir(), `tp-holder-orphan-${process.pid}`);
+  fs.rmSync(mark, { force: true });
+  // The first worker starts a child that outlives it briefly (as a mount's sftp-server does) and dies; the
+  // second one stays.
+  const worker = `
+    const fs = require('fs');
+    if (!fs.existsSync(process.env.MARK)) {
+      const c = require('child_process').spawn('sleep', ['0.3'], { detached: true, stdio: 'ignore' });
+      fs.writeFileSync(process.env.MARK, String(c.pid));
+      process.exit(3);
+    }
+    setInterval(() => {}, 1000);`;
+  const holder = startHolder([process.execPath, '-e', worker], { TP_PORTS: `8080:${port}`, MARK: mark });
+  try {
+    await holder.line(/agent worker died/);
+    const orphan = Number(fs.readFileSync(mark, 'utf8'));
+    assert.ok(orphan > 0);
+    await holder.line(new RegExp(`reaped orphaned processes pids=${orphan}\\b`));
+    assert.not.ok(fs.existsSync(`/proc/${orphan}`), 'no zombie left: the pid is gone');
+  } finally {
+    holder.kill();
+    fs.rmSync(mark, { force: true });
   }
 });
 

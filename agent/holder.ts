@@ -6,8 +6,8 @@
 // connection itself: it only binds; the worker's listen() puts the socket in the listening state, which
 // belongs to the socket and so outlives the worker's fd.
 //
-// Kept small (a second Node process in the container): this file, holder-policy.ts, the logger and
-// netaddr/parse.ts are all it loads (dist/bundle/tp-agent-holder.cjs).
+// Kept small (a second Node process in the container): this file, holder-policy.ts, reaper.ts (with koffi,
+// for waitpid), the logger and netaddr/parse.ts are all it loads (dist/bundle/tp-agent-holder.cjs).
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as net from 'node:net';
 import { constants } from 'node:os';
@@ -22,6 +22,7 @@ import {
   RestartPolicy,
   type RestartPolicyOptions,
 } from './holder-policy.js';
+import { startReaper } from './reaper.js';
 
 /** A bound socket: the handle libuv made, which Node's cluster module also makes before its workers listen. */
 interface BoundHandle {
@@ -148,5 +149,7 @@ export function runHolder(o: HolderOptions): void {
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGUSR2', () => worker?.kill('SIGUSR2'));
+  // PID 1 adopts the worker's orphans (its sftp-servers, when it dies): reap them (reaper.ts).
+  startReaper({ isOwnChild: (pid) => pid === worker?.pid, log: o.log });
   start();
 }

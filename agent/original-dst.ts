@@ -1,8 +1,7 @@
 // SO_ORIGINAL_DST: the address a connection was sent to before iptables REDIRECT brought it to the agent.
-// Read with getsockopt through koffi on the socket's fd (no native addon). koffi is loaded on first use:
-// an agent whose listeners each serve one app port never needs it and stays smaller.
-import { createRequire } from 'node:module';
+// Read with getsockopt through koffi on the socket's fd (libc.ts: loaded on first use).
 import type * as net from 'node:net';
+import { loadLibc } from './libc.js';
 
 const SOL_IP = 0;
 const SOL_IPV6 = 41;
@@ -15,21 +14,10 @@ type GetSockOpt = (fd: number, level: number, name: number, value: Buffer, lengt
 let getsockopt: GetSockOpt | undefined;
 
 function load(): GetSockOpt {
-  if (getsockopt) return getsockopt;
-  // createRequire keeps this working both from dist/ (ESM) and from the esbuild bundle (CJS).
-  const require = createRequire(__filenameOrUrl());
-  const koffi = require('koffi');
-  const libc = koffi.load('libc.so.6');
-  getsockopt = libc.func(
+  getsockopt ??= loadLibc().func(
     'int getsockopt(int fd, int level, int name, _Out_ uint8_t *value, _Inout_ uint32_t *length)',
   ) as GetSockOpt;
   return getsockopt;
-}
-
-function __filenameOrUrl(): string {
-  // In the CJS bundle __filename exists; in ESM (dist/) the process's entry script is a fine anchor for
-  // resolving node_modules/koffi.
-  return typeof __filename === 'string' ? __filename : (process.argv[1] ?? `${process.cwd()}/`);
 }
 
 /** The file descriptor of a socket or a listening server: libuv keeps it on the private handle. */
