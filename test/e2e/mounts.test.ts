@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as assert from 'uvu/assert';
+import { parse } from 'yaml';
 import { FX } from '../../agent/sftp-filter.js';
 import { waitFor } from '../../command/wait.js';
 import { runCommand } from '../../lab/command.js';
@@ -39,8 +40,16 @@ const LOCAL_PORT = 18096;
 const TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 const CONFIG = 'a: 1\nb: "two"\n';
 const PASSWORD = Buffer.from([0, 1, 2, 255, 10, 39, 34]);
-/** The chart's agent.resources.limits.memory. */
-const AGENT_MEMORY_LIMIT = 128 * 1024 * 1024;
+/** The chart's agent.resources.limits.memory (in Mi). */
+const AGENT_MEMORY_LIMIT = (() => {
+  const values = parse(fs.readFileSync(path.join(repoRoot, 'charts', 'tp', 'values.yaml'), 'utf8')) as {
+    agent: { resources: { limits: { memory: string } } };
+  };
+  const m = /^(\d+)Mi$/.exec(values.agent.resources.limits.memory);
+  if (!m)
+    throw new Error(`the chart's agent memory limit is not in Mi: ${values.agent.resources.limits.memory}`);
+  return Number(m[1]) * 1024 * 1024;
+})();
 
 const { test, cluster } = await clusterSuite('remote mounts');
 
@@ -262,6 +271,38 @@ if (cluster) {
     assert.match((await tp(['list', '-n', NS])).stdout, `volumes at ${mnt} (ro)`);
     const yaml = (await tp(['list', '-n', NS, '-o', 'yaml'])).stdout;
     assert.match(yaml, `mountPoint: ${mnt}`);
+  });
+
+  // The worker's sftp-server outlives it briefly (its flow is gone) and is adopted by PID 1, the holder,
+  // which must reap it (agent/reaper.ts). The next scenario waits for the mount to come back.
+  scenario('kill -9 of the agent worker: its sftp-server is reaped, no zombie in the container', async () => {
+    const pod = await agentPod();
+    const inAgent = (script: string) =>
+      execInPod(c, NS, pod, ['sh', '-c', script], { container: 'tp-agent', check: false });
+    /** pid, name and state of every process in the container named `name` (every one for ""). */
+    const processes = async (name = '') =>
+      (await inAgent('cat /proc/[0-9]*/stat 2>/dev/null')).stdout
+        .split('\n')
+        .map((l) => /^(\d+) \((.*)\) (\S)/.exec(l))
+        .filter((m): m is RegExpExecArray => m !== null && (name === '' || m[2] === name))
+        .map((m) => ({ pid: Number(m[1]), name: m[2]!, state: m[3]! }));
+    const [worker] = await processes('tp-agent');
+    const sftp = await processes('sftp-server');
+    assert.ok(worker, 'the worker runs');
+    assert.ok(sftp.length > 0, 'a mount is served by an sftp-server');
+    await inAgent(`kill -9 ${worker!.pid}`);
+    let seen = '';
+    await waitFor(
+      () => `the old sftp-server gone and no zombie (last: ${seen})`,
+      async () => {
+        const now = await processes();
+        seen = now.map((p) => `${p.pid} ${p.name} ${p.state}`).join(', ');
+        return now.every((p) => p.state !== 'Z') && sftp.every((old) => !now.some((p) => p.pid === old.pid));
+      },
+      30_000,
+      500,
+    );
+    assert.is(await agentRestarts(), 0, 'the holder kept the container');
   });
 
   scenario('the manager pod deleted: the mount comes back by itself, the same files readable', async () => {
