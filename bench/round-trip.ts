@@ -9,7 +9,8 @@
 // For each: one connection with sequential requests (wrk -t1 -c1: req/s, p50, p99), a new connection per
 // request (p50, p99), 100 MiB each way (curl); and sequential requests through the VIF while a 1 GiB
 // download runs beside them (head-of-line). Every server is the same small Node HTTP server (the pods'
-// and the workstation's). Prints the figures, CPU per request of each process on the path, and each mark.
+// and the workstation's). Prints the figures, CPU per request and per MiB of each process on the path, and
+// each mark.
 //
 //   node dist/bench/round-trip.js [--rounds 3] [--seconds 5] [--mib 100] [--hol-mib 2048] [--strict]
 //
@@ -374,6 +375,8 @@ async function main(): Promise<void> {
     ) as never;
     const hol = { idle: [] as number[], loaded: [] as number[], download: [] as number[] };
     const cpu: Record<string, [string, number][]> = {};
+    /** CPU per MiB of the bulk transfers, by path and direction (last round). */
+    const bulkCpu: [string, [string, number][]][] = [];
     for (let round = 0; round < flags.rounds; round++) {
       for (const p of paths) {
         const before = probe();
@@ -383,8 +386,17 @@ async function main(): Promise<void> {
         runs[p].keepAlive.push(r);
         runs[p].newConnection.push(await wrk(c, side[p], `${url[p]}/`, flags.seconds, true));
         // The intercept's client is in the cluster: its downloads cross to the cluster, its uploads to the workstation.
+        const b0 = probe();
         const down = await download(c, side[p], url[p], n);
+        const b1 = probe();
         const up = await upload(c, side[p], url[p], file, n);
+        if (round === flags.rounds - 1) {
+          const b2 = probe();
+          const [downTo, upTo] =
+            side[p] === 'cluster' ? ['cluster', 'workstation'] : ['workstation', 'cluster'];
+          bulkCpu.push([`${p} to the ${downTo}`, perRequest(b0, b1, flags.mib)]);
+          bulkCpu.push([`${p} to the ${upTo}`, perRequest(b1, b2, flags.mib)]);
+        }
         if (side[p] === 'cluster') {
           runs[p].toCluster.push(down);
           runs[p].toWs.push(up);
@@ -453,6 +465,14 @@ async function main(): Promise<void> {
         ...paths.map(
           (p) =>
             `  ${p.padEnd(16)} ${cpu[p]!.filter(([, us]) => us >= 5)
+              .map(([name, us]) => `${name.trim()} ${us.toFixed(0)}`)
+              .join(', ')}`,
+        ),
+        'CPU per MiB, bulk (last round; µs):',
+        ...bulkCpu.map(
+          ([what, byProcess]) =>
+            `  ${what.padEnd(30)} ${byProcess
+              .filter(([, us]) => us >= 50)
               .map(([name, us]) => `${name.trim()} ${us.toFixed(0)}`)
               .join(', ')}`,
         ),
