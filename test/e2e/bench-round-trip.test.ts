@@ -25,7 +25,7 @@ if (cluster) {
     assert.is(r.status, 0, `bench/round-trip exited ${r.status ?? r.signal}:\n${out.slice(-4000)}`);
     for (const row of [/intercept/i, /VIF/, /kubectl port-forward/]) assert.match(out, row);
     assert.match(out, /\b(MET|BELOW)\b/);
-    assert.match(out, /CPU per MiB, bulk \(last round; µs\):\n {2}interceptAnchor to the cluster +\S/);
+    assert.match(out, /CPU per MiB, bulk \(last round; µs\):\n {2}interceptAnchor to the workstation +\S/);
     assert.match(out, /\n {2}intercept to the workstation +\S/);
   });
 }
