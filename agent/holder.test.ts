@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { freePort, freePorts } from '../testbed/loopback.js';
+import { pidExists } from '../testbed/processes.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const HOLDER = path.join(here, 'holder-main.js');
@@ -84,15 +85,6 @@ function startHolder(worker: string[], env: Record<string, string>): Holder {
   return new Holder(child);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 test('kill -9 of the worker: a connection made in the gap waits and is answered by the app', async () => {
   const app = http.createServer((_req, res) => res.end('app\n'));
   await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
@@ -134,7 +126,7 @@ test('kill -9 of the worker: a connection made in the gap waits and is answered 
       connectedAt >= 0 && connectedAt <= relistened && probeConnectedAt <= relistened,
       `connected (log line ${connectedAt}, probe ${probeConnectedAt}) before the new worker listened (line ${relistened})`,
     );
-    assert.not.ok(alive(pid), 'the killed worker is gone');
+    assert.not.ok(pidExists(pid), 'the killed worker is gone');
     const second = Number(
       /worker started pid=(\d+)/.exec(holder.lines.slice(died).find((l) => /worker started/.test(l))!)![1],
     );
@@ -144,7 +136,7 @@ test('kill -9 of the worker: a connection made in the gap waits and is answered 
     process.kill(holder.child.pid!, 'SIGTERM');
     assert.is(await holder.exited, 0);
     await holder.line(/agent worker stopped .*exit="exit code 0"/);
-    assert.not.ok(alive(second), 'the worker stopped with the holder');
+    assert.not.ok(pidExists(second), 'the worker stopped with the holder');
     assert.is(await get(agentPort), 'ECONNREFUSED');
   } finally {
     holder.kill();

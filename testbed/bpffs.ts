@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { bpffsMountFor } from '../bpf/support.js';
+import { pidExists } from './processes.js';
 
 export interface BpffsMount {
   /** True when the mount was made by a tp test or bench (it goes when its last user releases it). */
@@ -20,15 +21,6 @@ const LOCK = path.join(STATE_DIR, 'lock');
 const MARKER = 'mounted-by-tp-tests';
 let holderSeq = 0;
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Runs `fn` holding the lock file (created exclusively); a lock left by a dead process is taken over. */
 function locked<T>(fn: () => T): T {
   fs.mkdirSync(STATE_DIR, { recursive: true });
@@ -40,7 +32,7 @@ function locked<T>(fn: () => T): T {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       const owner = Number(fs.readFileSync(LOCK, 'utf8') || 0);
-      if (owner && !alive(owner)) fs.rmSync(LOCK, { force: true });
+      if (owner && !pidExists(owner)) fs.rmSync(LOCK, { force: true });
       else if (Date.now() > until) throw new Error(`${LOCK} is held by process ${owner}`);
       else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
     }
@@ -56,7 +48,7 @@ function locked<T>(fn: () => T): T {
 function holders(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
   return fs.readdirSync(dir).filter((name) => {
-    if (alive(Number(name.split('-')[0]))) return true;
+    if (pidExists(Number(name.split('-')[0]))) return true;
     fs.rmSync(path.join(dir, name), { force: true });
     return false;
   });

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import type { Test } from 'uvu';
 import { waitFor } from '../command/wait.js';
 import { type CommandResult, onPath, runCommand } from '../lab/command.js';
+import { pidExists } from './processes.js';
 import { requirementSuite } from './suite.js';
 
 const NAMESPACE = 'k8s.io';
@@ -62,15 +63,6 @@ export interface RunningContainer {
 
 function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export class ScratchContainerd {
@@ -285,12 +277,12 @@ export class ScratchContainerd {
       }
       for (const id of lines(['containers', 'ls', '-q'])) this.ctrSync(['containers', 'delete', id]);
       daemon.kill('SIGTERM');
-      for (let i = 0; i < 50 && alive(daemon.pid); i++) sleepSync(100);
-      if (alive(daemon.pid)) daemon.kill('SIGKILL');
+      for (let i = 0; i < 50 && pidExists(daemon.pid); i++) sleepSync(100);
+      if (pidExists(daemon.pid)) daemon.kill('SIGKILL');
     }
     const shims = this.shimPids();
     for (const pid of shims) process.kill(pid, 'SIGKILL');
-    for (let i = 0; i < 30 && shims.some(alive); i++) sleepSync(100);
+    for (let i = 0; i < 30 && shims.some(pidExists); i++) sleepSync(100);
     // Rootfs and snapshot mounts under our directory, deepest first.
     const mounts = fs
       .readFileSync('/proc/self/mountinfo', 'utf8')

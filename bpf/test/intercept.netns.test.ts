@@ -27,6 +27,7 @@ import {
   teardownEbpfBed,
   waitForLine,
 } from '../../testbed/pod-testbed.js';
+import { pidExists } from '../../testbed/processes.js';
 import { apply, cleanup, status } from '../mechanism.js';
 
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -159,15 +160,6 @@ const workerPids = () =>
     (m) => Number(m[1]),
   );
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function logs(): string {
   return fs
     .readdirSync(dir)
@@ -288,7 +280,7 @@ test('intercept through eBPF capture, end to end', async () => {
     agent!.kill('SIGKILL');
     await exited;
     process.kill(workerPids().at(-1)!, 'SIGKILL');
-    await waitFor('the worker to be gone', () => !alive(workerPids().at(-1)!), 5_000, 20);
+    await waitFor('the worker to be gone', () => !pidExists(workerPids().at(-1)!), 5_000, 20);
     assert.equal(await ask(), { who: 'app', peer: bed.clientIp, localPort: APP_PORT });
     assert.is(status({ netnsPath: bed.podNetnsPath, pinRoot }).ports[0]!.steering, false);
 

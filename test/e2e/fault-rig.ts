@@ -8,6 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runCommand } from '../../lab/command.js';
+import { pidExists } from '../../testbed/processes.js';
 import { type Cluster, tpLabMain } from './cluster.js';
 import {
   apply,
@@ -379,7 +380,7 @@ export class FaultRig {
       const st = JSON.parse((await this.tp(['status', '-o', 'json'])).stdout) as { daemon?: { pid: number } };
       if (!st.daemon) throw new Error('the user daemon is not running');
       process.kill(st.daemon.pid, 'SIGKILL');
-      await waitFor('the user daemon to die', () => !isAlive(st.daemon!.pid), 10_000, 50);
+      await waitFor('the user daemon to die', () => !pidExists(st.daemon!.pid), 10_000, 50);
       const killedAt = Date.now();
       await this.tp(['connect', '-n', this.namespace]);
       const connected = Date.now();
@@ -500,15 +501,6 @@ export class FaultRig {
     if (this.installedChart)
       await this.tp(['helm', 'uninstall'], { check: false, timeoutMs: 180_000 }).catch(() => {});
     process.off('exit', this.onExit);
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
