@@ -1,13 +1,11 @@
 // Every bench runs, with a tiny size, so none rots between the runs whose figures the docs show: each
 // must exit 0 and print its report (the figures and ratios users read in README.md). Sizes here say
 // nothing about speed; the benches' own runs do (bench/README in README.md's Measured table).
-import { spawnSync } from 'node:child_process';
-import * as path from 'node:path';
 import * as assert from 'uvu/assert';
 import { onPath } from '../command/command.js';
+import { runBench } from '../testbed/bench-run.js';
 import { notRoot, requirementSuite } from '../testbed/suite.js';
 
-const dist = path.resolve(import.meta.dirname, '..');
 const missingTools = ['wrk', 'haproxy', 'ip', 'iptables-restore'].filter((t) => !onPath(t));
 const why =
   notRoot('the benches’ network namespaces') ??
@@ -15,19 +13,7 @@ const why =
 const { test } = requirementSuite('benches, smoke-run with tiny sizes', why);
 
 /** Runs a bench as its docs show it (node dist/bench/NAME.js FLAGS) and returns what it printed. */
-function bench(name: string, args: string[]): string {
-  const r = spawnSync(process.execPath, ['--', path.join(dist, 'bench', `${name}.js`), ...args], {
-    encoding: 'utf8',
-    timeout: 180_000,
-  });
-  const out = `${r.stdout}${r.stderr}`;
-  assert.is(
-    r.status,
-    0,
-    `bench/${name} ${args.join(' ')} exited ${r.status ?? r.signal}:\n${out.slice(-3000)}`,
-  );
-  return out;
-}
+const bench = (name: string, args: string[]) => runBench(name, args, 180_000).out;
 
 test('passthrough: the agent against the app directly, both modes, and the agent’s RSS', () => {
   const out = bench('passthrough', ['--seconds', '1', '--rounds', '1']);

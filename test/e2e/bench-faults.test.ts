@@ -2,9 +2,8 @@
 // Reliability section shows cannot rot between its runs: it must exit 0 and print a row for each of the five
 // faults and that tp leave worked. The rig it drives is e2e/faults' (fault-rig.ts), whose scenarios assert
 // the outcomes; this run asserts the bench's own part: its flags, its lab session and its report.
-import { spawnSync } from 'node:child_process';
-import * as path from 'node:path';
 import * as assert from 'uvu/assert';
+import { runBench } from '../../testbed/bench-run.js';
 import { externalKubeconfig } from './cluster.js';
 import { clusterSuite, scenarioIf } from './suite.js';
 
@@ -16,13 +15,7 @@ if (cluster) {
     externalKubeconfig() ? 'the bench restarts the lab API server: it runs on the lab only' : undefined,
   );
   run('the bench injects each fault and prints its table row, then leaves', async () => {
-    const bench = path.resolve(import.meta.dirname, '..', '..', 'bench', 'faults.js');
-    const r = spawnSync(process.execPath, ['--', bench, '--drop-seconds', '2'], {
-      encoding: 'utf8',
-      timeout: 900_000,
-    });
-    const out = `${r.stdout}${r.stderr}`;
-    assert.is(r.status, 0, `bench/faults exited ${r.status ?? r.signal}:\n${out.slice(-4000)}`);
+    const r = runBench('faults', ['--drop-seconds', '2'], 900_000);
     assert.match(r.stdout, /node dist\/bench\/faults\.js --drop-seconds 2/);
     assert.match(r.stdout, /^\| fault \| failed requests \| intercept back after \| notes \|$/m);
     const rows = r.stdout.split('\n').filter((l) => /^\| [^-|]/.test(l) && !l.startsWith('| fault |'));

@@ -1,9 +1,8 @@
 // bench/round-trip, smoke-run with tiny sizes on the lab so it cannot rot between the runs whose figures
 // docs/kubernetes.md and README.md show: it must exit 0 and print each row with its ratio and mark.
 // Says nothing about speed (the bench's own full run does).
-import { spawnSync } from 'node:child_process';
-import * as path from 'node:path';
 import * as assert from 'uvu/assert';
+import { runBench } from '../../testbed/bench-run.js';
 import { externalKubeconfig } from './cluster.js';
 import { clusterSuite, scenarioIf } from './suite.js';
 
@@ -15,14 +14,11 @@ if (cluster) {
     externalKubeconfig() ? 'the bench runs on the lab only' : undefined,
   );
   run('the bench runs through the port-forward and prints every row with its ratio and mark', async () => {
-    const bench = path.resolve(import.meta.dirname, '..', '..', 'bench', 'round-trip.js');
-    const r = spawnSync(
-      process.execPath,
-      ['--', bench, '--rounds', '1', '--seconds', '1', '--mib', '1', '--hol-mib', '8'],
-      { encoding: 'utf8', timeout: 600_000 },
+    const { out } = runBench(
+      'round-trip',
+      ['--rounds', '1', '--seconds', '1', '--mib', '1', '--hol-mib', '8'],
+      600_000,
     );
-    const out = `${r.stdout}${r.stderr}`;
-    assert.is(r.status, 0, `bench/round-trip exited ${r.status ?? r.signal}:\n${out.slice(-4000)}`);
     for (const row of [/intercept/i, /VIF/, /kubectl port-forward/]) assert.match(out, row);
     assert.match(out, /\b(MET|BELOW)\b/);
     assert.match(out, /CPU per MiB, bulk \(last round; µs\):\n {2}interceptAnchor to the workstation +\S/);
