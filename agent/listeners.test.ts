@@ -8,19 +8,12 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { setLevel } from '../logging/logger.js';
 import { AgentInfo } from '../rpc/gen/manager.js';
+import { freePort } from '../testbed/loopback.js';
 import { ConnectionCounters } from './connection-counters.js';
 import { PortListener } from './listeners.js';
 import { AgentManagerSession } from './manager-session.js';
 
 setLevel('error');
-
-async function freePort(host = '127.0.0.1'): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, host, r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** An app that answers "<peer> said: <everything it read>" once the client half-closes, then closes. */
 async function startApp(host = '127.0.0.1'): Promise<{ port: number; server: net.Server }> {

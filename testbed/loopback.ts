@@ -1,10 +1,13 @@
 // Ports on 127.0.0.1 for the processes a test or bench starts on loopback.
 import * as net from 'node:net';
 
-/** A port nothing listens on right now (the kernel's pick; free until someone else takes it). */
-export async function freePort(): Promise<number> {
+/**
+ * A port nothing listens on right now (the kernel's pick; free until someone else takes it), on 127.0.0.1
+ * or `host`.
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
   const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  await new Promise<void>((r) => s.listen(0, host, r));
   const port = (s.address() as net.AddressInfo).port;
   await new Promise((r) => s.close(r));
   return port;
