@@ -2,13 +2,12 @@
 // after the OPEN timeout, and one its client cancels before OPEN is let go on the manager's side too (it was
 // left half open before: a call object on each side for good).
 import { setTimeout as sleep } from 'node:timers/promises';
-import * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger } from '../logging/logger.js';
 import { managerChannelOptions, managerServerOptions } from '../rpc/grpc-options.js';
-import { ManagerClient, ManagerServiceDefinition } from '../rpc/manager-service.js';
-import { codeName, type TunnelMessage } from '../tunnel/messages.js';
+import { startTunnelServer } from '../testbed/echo-tunnel.js';
+import { codeName } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import { InterceptTable } from './intercepts.js';
 import { SessionRegistry } from './sessions.js';
@@ -22,27 +21,15 @@ async function rig() {
   const router = new TunnelRouter(sessions, new InterceptTable(), createLogger('test'), () => undefined, {
     openTimeoutMs: OPEN_MS,
   });
-  const server = new grpc.Server(managerServerOptions());
-  server.addService(ManagerServiceDefinition, {
-    tunnel: (call: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>) => router.handle(call),
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  const manager = new ManagerClient(
-    `127.0.0.1:${port}`,
-    grpc.credentials.createInsecure(),
+  const { client: manager, close } = await startTunnelServer(
+    (call) => router.handle(call),
+    managerServerOptions(),
     managerChannelOptions(),
   );
   return {
     router,
     open: () => TunnelStream.open(manager, WINDOWS),
-    close() {
-      manager.close();
-      server.forceShutdown();
-    },
+    close,
   };
 }
 

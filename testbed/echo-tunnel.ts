@@ -1,5 +1,6 @@
 // A tp-manager stand-in on loopback whose Tunnel echoes every message object it receives (as the
-// manager's relay sends on what it got), and a client for it: for the tests of rpc/'s framing and windows.
+// manager's relay sends on what it got), and a client for it: for the tests of rpc/'s framing and windows;
+// startTunnelServer for a server with another Tunnel handler (manager/tunnel-router.test.ts).
 import * as grpc from '@grpc/grpc-js';
 import type { TunnelMessage } from '../rpc/gen/manager.js';
 import { ManagerClient, ManagerServiceDefinition } from '../rpc/manager-service.js';
@@ -14,19 +15,23 @@ export interface EchoTunnel {
   close(): void;
 }
 
-export async function startEchoTunnel(
+export interface TunnelServer {
+  client: ManagerClient;
+  /** Closes the client and shuts the server down. */
+  close(): void;
+}
+
+/**
+ * A gRPC server on 127.0.0.1 whose Tunnel calls go to `tunnel` (the manager's service definition, with
+ * its zero-copy codec), and a client of it.
+ */
+export async function startTunnelServer(
+  tunnel: (call: TunnelCall) => void,
   serverOptions: grpc.ServerOptions,
   channelOptions: grpc.ChannelOptions,
-): Promise<EchoTunnel> {
+): Promise<TunnelServer> {
   const server = new grpc.Server(serverOptions);
-  const calls: TunnelCall[] = [];
-  server.addService(ManagerServiceDefinition, {
-    tunnel: (call: TunnelCall) => {
-      calls.push(call);
-      call.on('data', (m: TunnelMessage) => call.write(m));
-      call.on('end', () => call.end());
-    },
-  });
+  server.addService(ManagerServiceDefinition, { tunnel });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
       e ? reject(e) : resolve(p),
@@ -35,10 +40,26 @@ export async function startEchoTunnel(
   const client = new ManagerClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), channelOptions);
   return {
     client,
-    calls,
     close() {
       client.close();
       server.forceShutdown();
     },
   };
+}
+
+export async function startEchoTunnel(
+  serverOptions: grpc.ServerOptions,
+  channelOptions: grpc.ChannelOptions,
+): Promise<EchoTunnel> {
+  const calls: TunnelCall[] = [];
+  const server = await startTunnelServer(
+    (call) => {
+      calls.push(call);
+      call.on('data', (m: TunnelMessage) => call.write(m));
+      call.on('end', () => call.end());
+    },
+    serverOptions,
+    channelOptions,
+  );
+  return { ...server, calls };
 }
