@@ -29,6 +29,13 @@ const CALL_TIMEOUT_MS = 5_000;
  * fits the 78-135 s agents took to come back after a manager restart, which the 5 s backoff cannot explain.
  */
 const ARRIVE_TIMEOUT_MS = 3_000;
+/**
+ * How long the channel may take to connect before the attempt starts over on a fresh one. Inside the
+ * cluster a connection takes milliseconds; one that takes longer went to the old manager pod's IP (the
+ * Service keeps a terminating pod's endpoint while no other is ready) and would hang until the arrival
+ * times out, up to 3 s after the new pod became Ready (seen in the fault suite, docs/faults.md).
+ */
+const CONNECT_TIMEOUT_MS = 1_000;
 const MIN_BACKOFF_MS = 250;
 /** Capped low: a restarted manager is found within a second of answering (docs/faults.md). */
 const MAX_BACKOFF_MS = 1_000;
@@ -107,6 +114,7 @@ export class AgentManagerSession {
     while (!this.stopped) {
       try {
         this.credential = '';
+        await channelReady(this.client, CONNECT_TIMEOUT_MS);
         const token = this.token();
         const arrival = unary<Arrival>(
           (md, o, cb) => this.client.arriveAsAgent(this.info, withBearer(md, token), o, cb),
@@ -283,4 +291,13 @@ export class AgentManagerSession {
       };
     });
   }
+}
+
+/** Resolves once `client`'s channel is connected; rejects after `ms` without a connection. */
+function channelReady(client: grpc.Client, ms: number): Promise<void> {
+  return new Promise((resolve, reject) =>
+    client.waitForReady(Date.now() + ms, (e) =>
+      e ? reject(new Error(`no connection within ${ms} ms (${e.message})`)) : resolve(),
+    ),
+  );
 }

@@ -64,6 +64,27 @@ helmTest('helm lint --strict passes, cluster-wide and namespaced', () => {
 });
 
 helmTest(
+  'the manager reads a 32-byte signing key from its own Secret (resume tokens survive a restart)',
+  () => {
+    const objs = render();
+    const secret = one<V1Secret>(objs, 'Secret', 'traffic-manager-signing-key');
+    assert.is(Buffer.from(secret.data!.key!, 'base64').length, 32);
+    assert.is.not(
+      one<V1Secret>(render(), 'Secret', 'traffic-manager-signing-key').data!.key,
+      secret.data!.key,
+      'a key of its own for each install (helm template cannot look up the one installed)',
+    );
+    const pod = one<V1Deployment>(objs, 'Deployment', 'traffic-manager').spec!.template.spec!;
+    const volume = pod.volumes!.find((v) => v.secret?.secretName === 'traffic-manager-signing-key');
+    assert.ok(volume, 'the Secret is mounted');
+    const manager = pod.containers.find((c) => c.name === 'manager')!;
+    const mount = manager.volumeMounts!.find((m) => m.name === volume!.name)!;
+    const file = manager.env!.find((e) => e.name === 'TP_SIGNING_KEY_FILE')!.value!;
+    assert.is(file, `${mount.mountPath}/key`);
+  },
+);
+
+helmTest(
   'the webhook trusts exactly the certificate the manager serves, for the Service name it calls',
   () => {
     const objs = render();

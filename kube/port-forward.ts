@@ -311,7 +311,12 @@ export async function forwardToManager(
           target = await readyPodBehindService(kc, namespace, MANAGER_SERVICE, 'grpc');
           targetAt = Date.now();
         }
+        const started = Date.now();
         await forwardSocket(kc, namespace, target.pod, target.port, local, log);
+        log.debug('forwarding a connection to the traffic manager', {
+          pod: target.pod,
+          openedInMs: Date.now() - started,
+        });
         local.resume();
       } catch (err) {
         targetAt = 0;

@@ -74,7 +74,7 @@ test('enforcing: no identity token, no session; a wrong credential, no call; mis
       e instanceof AccessDenied && e.code === 'unauthenticated' && /no identity token/.test(e.message),
   );
   assert.equal(
-    access.clientArrival(withBearer(new Metadata(), credentials.issueIdentity(alice).token)),
+    access.clientArrival(withBearer(new Metadata(), credentials.issueIdentity(alice).token)).identity,
     alice,
   );
   access.session(withSession, session, 'Remain');
@@ -103,7 +103,7 @@ test('enforcing: no identity token, no session; a wrong credential, no call; mis
 
 test('permissive: every refusal is logged as "would refuse" with its reason, and the call goes on', async () => {
   const { access, log, session } = gate('permissive');
-  assert.is(access.clientArrival(new Metadata()), undefined);
+  assert.equal(access.clientArrival(new Metadata()), {});
   access.session(new Metadata(), session, 'Remain');
   await access.authorize(
     session,
@@ -133,7 +133,7 @@ test('permissive: every refusal is logged as "would refuse" with its reason, and
 
 test('off (standalone): nothing is checked, nothing is logged', async () => {
   const { access, log, session } = gate('off');
-  assert.is(access.clientArrival(new Metadata()), undefined);
+  assert.equal(access.clientArrival(new Metadata()), {});
   access.session(new Metadata(), session, 'Remain');
   await access.authorize({ ...session, identity: undefined }, { kind: 'intercept', workload: echo }, 'x');
   assert.is(

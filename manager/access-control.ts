@@ -16,7 +16,7 @@ import { type Cidr, cidrContains } from '../netaddr/parse.js';
 import { bearerToken } from '../rpc/call-credentials.js';
 import type { AgentInfo } from '../rpc/gen/manager.js';
 import { type Action, decide, type ResourceCheck, requiredChecks } from './authorization.js';
-import type { CredentialAuthority, Identity, Verified } from './credentials.js';
+import { CredentialAuthority, type Identity, type Verified } from './credentials.js';
 import type { ClientSession, Session } from './sessions.js';
 
 export type SecurityMode = 'enforcing' | 'permissive' | 'off';
@@ -65,6 +65,8 @@ export interface AccessControlOptions {
 /** How to arrive, for a refused client: the one fix there is. */
 const CONNECT_HINT =
   'connect with `tp connect`, which authenticates you with your kubeconfig through the Kubernetes API server';
+/** A refused resume token: the client falls back to an identity token by itself. */
+const RESUME_HINT = 'arrive with an identity token (tp does so by itself)';
 
 export class AccessControl {
   readonly mode: SecurityMode;
@@ -100,14 +102,28 @@ export class AccessControl {
   }
 
   /** ArriveAsClient: the identity its token proves (undefined when off, or let through by permissive). */
-  clientArrival(metadata: Metadata | undefined): Identity | undefined {
-    if (this.mode === 'off') return undefined;
-    const v = this.credentials.verifyIdentity(bearerToken(metadata));
-    if (v.ok) return v.value;
+  clientArrival(metadata: Metadata | undefined): { identity?: Identity; resumes?: string } {
+    if (this.mode === 'off') return {};
+    const token = bearerToken(metadata);
+    if (CredentialAuthority.isResumeToken(token)) {
+      const r = this.credentials.verifyResume(token);
+      if (r.ok) return { identity: r.value.identity, resumes: r.value.sessionId };
+      this.refuse('unauthenticated', `cannot resume a client session: ${r.reason}; ${RESUME_HINT}`, {
+        call: 'ArriveAsClient',
+      });
+      return {};
+    }
+    const v = this.credentials.verifyIdentity(token);
+    if (v.ok) return { identity: v.value };
     this.refuse('unauthenticated', `cannot start a client session: ${v.reason}; ${CONNECT_HINT}`, {
       call: 'ArriveAsClient',
     });
-    return undefined;
+    return {};
+  }
+
+  /** A fresh resume token for a client session (Arrival, Remain); '' without authentication. */
+  resumeToken(s: { id: string; identity?: Identity }): string {
+    return s.identity ? this.credentials.issueResume(s.identity, s.id) : '';
   }
 
   /** ArriveAsAgent: what the cluster vouches for (undefined when off, or let through by permissive). */

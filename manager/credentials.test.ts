@@ -1,6 +1,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { CredentialAuthority, IDENTITY_TOKEN_TTL_MS, type Identity } from './credentials.js';
+import {
+  CredentialAuthority,
+  IDENTITY_TOKEN_TTL_MS,
+  type Identity,
+  RESUME_TOKEN_TTL_MS,
+} from './credentials.js';
 
 const alice: Identity = { user: 'alice', uid: 'u-1', groups: ['dev', 'system:authenticated'], extra: {} };
 
@@ -51,6 +56,34 @@ test("a session credential belongs to its session and to this manager's key", ()
     ca.verifySession('c-1', ca.issueIdentity(alice).token).ok,
     'an identity token opens no session',
   );
+});
+
+test('a resume token proves its user until it expires, again and again, at a manager with the same key', () => {
+  let now = 5_000;
+  const ca = new CredentialAuthority(Buffer.alloc(32, 1), () => now);
+  const token = ca.issueResume(alice, 'c-1');
+  assert.ok(CredentialAuthority.isResumeToken(token));
+  assert.equal(ca.verifyResume(token), { ok: true, value: { identity: alice, sessionId: 'c-1' } });
+  assert.ok(ca.verifyResume(token).ok, 'a client may need several tries to arrive');
+  // A restarted manager reads the same key from its Secret: the token still works there.
+  const restarted = new CredentialAuthority(Buffer.alloc(32, 1), () => now);
+  assert.ok(restarted.verifyResume(token).ok);
+  now += RESUME_TOKEN_TTL_MS;
+  assert.equal(ca.verifyResume(token), { ok: false, reason: 'the resume token expired' });
+});
+
+test('resume tokens of another key, tampered or of another kind are refused', () => {
+  const ca = new CredentialAuthority(Buffer.alloc(32, 1));
+  const foreign = new CredentialAuthority(Buffer.alloc(32, 2)).issueResume(alice, 'c-1');
+  assert.match(String((ca.verifyResume(foreign) as { reason: string }).reason), 'its key changed');
+  const [prefix, payload, mac] = ca.issueResume(alice, 'c-1').split('.') as [string, string, string];
+  const claims = JSON.parse(Buffer.from(payload, 'base64url').toString()) as Identity;
+  const forged = Buffer.from(JSON.stringify({ ...claims, groups: ['system:masters'] })).toString('base64url');
+  assert.not.ok(ca.verifyResume(`${prefix}.${forged}.${mac}`).ok, 'a changed group breaks the signature');
+  assert.not.ok(ca.verifyResume(ca.issueIdentity(alice).token).ok, 'an identity token is no resume token');
+  assert.not.ok(ca.verifyIdentity(ca.issueResume(alice, 'c-1')).ok, 'a resume token is no identity token');
+  assert.not.ok(ca.verifyResume(ca.sessionCredential('c-1')).ok);
+  assert.not.ok(ca.verifySession('c-1', ca.issueResume(alice, 'c-1')).ok, 'nor a session credential');
 });
 
 test.run();

@@ -9,6 +9,7 @@ import { VERSION } from '../version/version.js';
 import { CredentialAuthority } from './credentials.js';
 import { startMetricsServer } from './metrics.js';
 import { startManager } from './server.js';
+import { loadSigningKey } from './signing-key.js';
 
 const log = createLogger('manager');
 
@@ -87,8 +88,11 @@ async function serve(): Promise<void> {
     throw new UsageError('--standalone needs --listen HOST:PORT, e.g. --listen 127.0.0.1:8081');
   // Kubernetes mode: the chart's env configures sessions and the port unless a flag says otherwise.
   // Loaded only in Kubernetes mode: the Kubernetes client doubles the manager's start time and memory.
-  // One signing key for the identity tokens the session API issues and the sessions the gRPC API opens.
-  const credentials = new CredentialAuthority();
+  // One signing key for the identity tokens the session API issues, the sessions the gRPC API opens and
+  // the resume tokens of its clients: the chart's Secret, so that a restarted manager shares it.
+  const signingKey = loadSigningKey(process.env.TP_SIGNING_KEY_FILE || undefined);
+  log.info('signing key', { source: signingKey.source });
+  const credentials = new CredentialAuthority(signingKey.key);
   const kube = opts.standalone
     ? undefined
     : await (await import('./kubernetes/in-cluster.js')).startInClusterManager(opts, log, credentials);

@@ -2,6 +2,7 @@
 // (who may do what; which pod an agent token belongs to): every entry point refuses a caller without
 // credentials, a session's credential works for that session only, and each action is authorized as the
 // session's user. The same rules against the lab's real API server: test/e2e/security.test.ts.
+import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
@@ -13,6 +14,7 @@ import type {
   AgentInfo,
   Arrival,
   InterceptInfo,
+  RemainResponse,
   TunnelMessage,
   WorkloadInfoSnapshot,
 } from '../rpc/gen/manager.js';
@@ -49,15 +51,16 @@ let manager: RunningManager;
 let client: ManagerClient;
 const credentials = new CredentialAuthority();
 
-test.before(async () => {
-  manager = await startManager({
+/** A manager in enforcing mode on a free loopback port, with the fakes above, signing with `ca`. */
+function startEnforcing(ca: CredentialAuthority): Promise<RunningManager> {
+  return startManager({
     host: '127.0.0.1',
     port: 0,
     clientTtlMs: 15_000,
     agentTtlMs: 15_000,
     access: new AccessControl({
       mode: 'enforcing',
-      credentials,
+      credentials: ca,
       log: createLogger('access'),
       // alice may do everything in namespace a but revoke others' intercepts; bob everything in a and b.
       authorizer: {
@@ -82,11 +85,14 @@ test.before(async () => {
       reachable: () => [parseCidr('127.0.0.0/8')],
     }),
   });
-  client = new ManagerClient(
-    `127.0.0.1:${manager.port}`,
-    grpc.credentials.createInsecure(),
-    managerChannelOptions(),
-  );
+}
+
+const channelTo = (m: RunningManager) =>
+  new ManagerClient(`127.0.0.1:${m.port}`, grpc.credentials.createInsecure(), managerChannelOptions());
+
+test.before(async () => {
+  manager = await startEnforcing(credentials);
+  client = channelTo(manager);
 });
 
 test.after(async () => {
@@ -371,6 +377,59 @@ test('tunnel: only with the session credential, outbound only to reachable netwo
     assert.is(ok.code, TunnelCode.DIAL_OK);
   } finally {
     server.close();
+  }
+});
+
+test('a resume token arrives again as its user, also at a restarted manager with the same key', async () => {
+  const key = crypto.randomBytes(32);
+  const first = await startEnforcing(new CredentialAuthority(key));
+  const c1 = channelTo(first);
+  let token: string;
+  try {
+    const arrival = await call<Arrival>(
+      new CredentialAuthority(key).issueIdentity(user('alice')).token,
+      (md, o, cb) => c1.arriveAsClient(clientInfo, md, o, cb),
+    );
+    assert.ok(arrival.resumeToken, 'the Arrival carries a resume token');
+    const renewed = await call<RemainResponse>(arrival.credential, (md, o, cb) =>
+      c1.remain({ session: { sessionId: arrival.sessionId, remainIntervalMs: 0 } }, md, o, cb),
+    );
+    assert.ok(renewed.resumeToken, 'so does every Remain answer');
+    token = renewed.resumeToken;
+  } finally {
+    c1.close();
+    await first.stop();
+  }
+  // The manager restarted: same key (the chart's Secret), no sessions.
+  const restarted = await startEnforcing(new CredentialAuthority(key));
+  const c2 = channelTo(restarted);
+  const other = await startEnforcing(new CredentialAuthority(crypto.randomBytes(32)));
+  const c3 = channelTo(other);
+  try {
+    const again = await call<Arrival>(token, (md, o, cb) => c2.arriveAsClient(clientInfo, md, o, cb));
+    const claims = new CredentialAuthority(key).verifyResume(again.resumeToken);
+    assert.ok(claims.ok && claims.value.identity.user === 'alice', "the new session is alice's");
+    assert.ok(
+      await call(again.credential, (md, o, cb) =>
+        c2.remain({ session: { sessionId: again.sessionId, remainIntervalMs: 0 } }, md, o, cb),
+      ),
+    );
+    // Another key (a reinstalled manager) refuses it: the client then fetches an identity token.
+    await refused(
+      call<Arrival>(token, (md, o, cb) => c3.arriveAsClient(clientInfo, md, o, cb)),
+      grpc.status.UNAUTHENTICATED,
+      'cannot resume a client session: the resume token was not issued by this traffic manager',
+    );
+    // Agents get none: they arrive with their ServiceAccount token.
+    const a = await call<Arrival>('token-of:a/echo-0', (md, o, cb) =>
+      c2.arriveAsAgent(agent('echo', 'a'), md, o, cb),
+    );
+    assert.is(a.resumeToken, '');
+  } finally {
+    c2.close();
+    c3.close();
+    await restarted.stop();
+    await other.stop();
   }
 });
 

@@ -117,12 +117,14 @@ export class ManagerCore {
     this.feeds.closeAll();
   }
 
-  arriveClient(s: ClientSession): void {
+  /** `resumes`: the session (of this manager or of the one before) whose resume token it arrived with. */
+  arriveClient(s: ClientSession, resumes?: string): void {
     this.log.info('client arrived', {
       client: s.info.name,
       user: s.identity?.user,
       session: s.id,
       version: s.info.version,
+      ...(resumes === undefined ? {} : { resumes }),
     });
     this.feeds.changed();
   }
@@ -329,13 +331,14 @@ export function managerService(core: ManagerCore): ManagerServer {
     })),
 
     arriveAsClient: unary('ArriveAsClient', (info, call) => {
-      const identity = core.access.clientArrival(call.metadata);
+      const { identity, resumes } = core.access.clientArrival(call.metadata);
       const s = core.sessions.arriveClient({ ...info, name: clientLabel(info.name, identity) }, identity);
-      core.arriveClient(s);
+      core.arriveClient(s, resumes);
       return {
         sessionId: s.id,
         remainIntervalMs: core.sessions.remainIntervalFor('client'),
         credential: core.access.credentials.sessionCredential(s.id),
+        resumeToken: core.access.resumeToken(s),
       };
     }),
 
@@ -350,6 +353,7 @@ export function managerService(core: ManagerCore): ManagerServer {
         sessionId: s.id,
         remainIntervalMs: core.sessions.remainIntervalFor('agent'),
         credential: core.access.credentials.sessionCredential(s.id),
+        resumeToken: '',
       };
     }),
 
@@ -357,7 +361,8 @@ export function managerService(core: ManagerCore): ManagerServer {
       const id = req.session?.sessionId ?? '';
       core.callerSession(call.metadata, id, 'Remain'); // NOT_FOUND makes the caller arrive again
       core.sessions.remain(id);
-      return {};
+      const client = core.sessions.client(id);
+      return { resumeToken: client ? core.access.resumeToken(client) : '' };
     }),
 
     depart: unary('Depart', (req, call) => {

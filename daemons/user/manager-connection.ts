@@ -19,6 +19,7 @@ import {
   type InterceptInfoSnapshot,
   type InterceptSpec,
   type PreparedIntercept,
+  type RemainResponse,
   type SessionInfo,
   type VersionInfo,
   type WorkloadInfoSnapshot,
@@ -87,6 +88,8 @@ interface Session {
   remainIntervalMs: number;
   /** Carried by every call of the session (rpc/call-credentials.ts). */
   credential: string;
+  /** Arrival.resume_token: '' when the manager issues none (no authentication, or an older manager). */
+  resumeToken: string;
 }
 
 /**
@@ -119,6 +122,12 @@ export class ManagerConnection extends EventEmitter {
   private identity: IdentitySource | undefined;
   /** The current session's credential, which the channel's interceptor adds to every call. */
   private credential = '';
+  /**
+   * The latest resume token (Arrival, renewed by each heartbeat): after losing the session, arrive again
+   * with it rather than with a new identity token, which a restarted manager can issue only once the API
+   * server routes the session API to it (seconds after its pod is Ready). Kept until disconnect.
+   */
+  private resumeToken = '';
   private readonly records = new Map<string, InterceptRecord>();
   private lastSnapshot: InterceptInfo[] = [];
   private stopped = true;
@@ -182,6 +191,7 @@ export class ManagerConnection extends EventEmitter {
     this.client = undefined;
     this.identity = undefined;
     this.credential = '';
+    this.resumeToken = '';
     this.state = 'DISCONNECTED';
     this.sessionId = '';
     this.error = '';
@@ -459,6 +469,7 @@ export class ManagerConnection extends EventEmitter {
         this.error = '';
         this.sessionId = session.sessionId;
         this.credential = session.credential;
+        if (session.resumeToken) this.resumeToken = session.resumeToken;
         backoff = 250;
         // Our old session may still hold our intercepts (a network blip, not a restart): end it first,
         // or restoring would conflict with ourselves.
@@ -490,7 +501,7 @@ export class ManagerConnection extends EventEmitter {
       backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       if (this.stopped) break;
       try {
-        session = await this.arrive(this.client!, REARRIVE_TIMEOUT_MS);
+        session = await this.arrive(this.client!, REARRIVE_TIMEOUT_MS, this.resumeToken);
         if (this.outage) this.outage.backAt = Date.now();
         log.info('reconnected to the traffic manager', { manager: this.address, session: session.sessionId });
       } catch (e) {
@@ -504,8 +515,18 @@ export class ManagerConnection extends EventEmitter {
     }
   }
 
-  private async arrive(client: ManagerClient, timeoutMs = ARRIVE_TIMEOUT_MS): Promise<Session> {
+  /**
+   * Arrives: with `resumeToken` if given and the manager takes it, else with an identity token (or none,
+   * when the manager asks for none).
+   */
+  private async arrive(
+    client: ManagerClient,
+    timeoutMs = ARRIVE_TIMEOUT_MS,
+    resumeToken = '',
+  ): Promise<Session> {
+    const started = Date.now();
     const version = await unary<VersionInfo>((md, o, cb) => client.version({}, md, o, cb), timeoutMs);
+    const versionAt = Date.now();
     const info = {
       name: clientName(),
       installId: crypto
@@ -521,41 +542,69 @@ export class ManagerConnection extends EventEmitter {
         (md, o, cb) => client.arriveAsClient(info, withBearer(md, token), o, cb),
         CALL_TIMEOUT_MS,
       );
-    const identity = this.identity;
-    let session: Arrival;
-    if (identity && !identity.onDemand) session = await arriveWith(await this.identityToken(identity));
-    else {
-      try {
-        // No credential at all: the interceptor adds none while there is no session.
-        session = await arriveWith('');
-      } catch (e) {
-        if (!hasStatus(e, grpc.status.UNAUTHENTICATED)) throw e;
-        if (!identity)
-          throw new UserFacingError(
-            grpc.status.UNAUTHENTICATED,
-            `the traffic manager at ${client.getChannel().getTarget()} requires authentication (${errorDetails(e)}); connect through Kubernetes (without --manager-address) so tp can authenticate you with your kubeconfig`,
-          );
-        session = await arriveWith(await this.identityToken(identity));
-      }
-    }
+    const resumed = resumeToken ? await this.resume(arriveWith, resumeToken) : undefined;
+    const session = resumed ?? (await this.arriveFresh(arriveWith, client));
     this.managerVersion = version.version;
     log.info('arrived at the traffic manager', {
       manager: client.getChannel().getTarget(),
       session: session.sessionId,
+      ...(resumed ? { with: 'resume token' } : {}),
     });
+    // Where a slow (re)arrival spent its time: reaching the manager (the port-forward, the channel's
+    // connection) or arriving (the identity token, the manager's review of it).
+    log.debug('arrival took', { versionMs: versionAt - started, arriveMs: Date.now() - versionAt });
     return {
       sessionId: session.sessionId,
       remainIntervalMs: session.remainIntervalMs || 5_000,
       credential: session.credential,
+      resumeToken: session.resumeToken,
     };
+  }
+
+  /** Arrives with a resume token; undefined when the manager does not take it (expired, another key). */
+  private async resume(
+    arriveWith: (token: string) => Promise<Arrival>,
+    token: string,
+  ): Promise<Arrival | undefined> {
+    try {
+      return await arriveWith(token);
+    } catch (e) {
+      if (!hasStatus(e, grpc.status.UNAUTHENTICATED)) throw e;
+      log.debug('the traffic manager did not take the resume token', { reason: errorDetails(e) });
+      return undefined;
+    }
+  }
+
+  /** Arrives with a new identity token, or with none when the manager asks for none. */
+  private async arriveFresh(
+    arriveWith: (token: string) => Promise<Arrival>,
+    client: ManagerClient,
+  ): Promise<Arrival> {
+    const identity = this.identity;
+    if (identity && !identity.onDemand) return arriveWith(await this.identityToken(identity));
+    try {
+      // No credential at all: the interceptor adds none while there is no session.
+      return await arriveWith('');
+    } catch (e) {
+      if (!hasStatus(e, grpc.status.UNAUTHENTICATED)) throw e;
+      if (!identity)
+        throw new UserFacingError(
+          grpc.status.UNAUTHENTICATED,
+          `the traffic manager at ${client.getChannel().getTarget()} requires authentication (${errorDetails(e)}); connect through Kubernetes (without --manager-address) so tp can authenticate you with your kubeconfig`,
+        );
+      return arriveWith(await this.identityToken(identity));
+    }
   }
 
   /** A fresh identity token; its failures (RBAC, no manager, the kubeconfig's credentials) are the user's to fix. */
   private async identityToken(identity: IdentitySource): Promise<string> {
+    const started = Date.now();
     try {
       return await identity.token();
     } catch (e) {
       throw new UserFacingError(grpc.status.UNAUTHENTICATED, (e as Error).message);
+    } finally {
+      log.debug('identity token request took', { ms: Date.now() - started });
     }
   }
 
@@ -603,7 +652,13 @@ export class ManagerConnection extends EventEmitter {
       };
       this.endSession = end;
       const heartbeat = setInterval(() => {
-        unary((md, o, cb) => client.remain({ session: sessionInfo }, md, o, cb), CALL_TIMEOUT_MS).catch(
+        unary<RemainResponse>(
+          (md, o, cb) => client.remain({ session: sessionInfo }, md, o, cb),
+          CALL_TIMEOUT_MS,
+        ).then(
+          (r) => {
+            if (r.resumeToken && !over) this.resumeToken = r.resumeToken;
+          },
           (e) => {
             if (hasStatus(e, grpc.status.NOT_FOUND)) end('the traffic manager no longer knows this session');
             else log.debug('heartbeat failed', { reason: errorDetails(e) });

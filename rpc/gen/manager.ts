@@ -183,10 +183,21 @@ export interface Arrival {
    * in intercept ids).
    */
   credential: string;
+  /**
+   * A client's: arrive with it ("authorization: Bearer <resume_token>") after losing the session, also
+   * at a restarted traffic manager that shares the signing key, instead of fetching an identity token
+   * through the API server again. Valid for a few minutes; every Remain answer carries a fresh one.
+   */
+  resumeToken: string;
 }
 
 export interface RemainRequest {
   session: SessionInfo | undefined;
+}
+
+export interface RemainResponse {
+  /** A client's fresh resume token (Arrival.resume_token); empty for agents and without authentication. */
+  resumeToken: string;
 }
 
 export interface ClientInfo {
@@ -746,7 +757,7 @@ export const SessionInfo: MessageFns<SessionInfo> = {
 };
 
 function createBaseArrival(): Arrival {
-  return { sessionId: "", remainIntervalMs: 0, credential: "" };
+  return { sessionId: "", remainIntervalMs: 0, credential: "", resumeToken: "" };
 }
 
 export const Arrival: MessageFns<Arrival> = {
@@ -759,6 +770,9 @@ export const Arrival: MessageFns<Arrival> = {
     }
     if (message.credential !== "") {
       writer.uint32(26).string(message.credential);
+    }
+    if (message.resumeToken !== "") {
+      writer.uint32(34).string(message.resumeToken);
     }
     return writer;
   },
@@ -800,6 +814,14 @@ export const Arrival: MessageFns<Arrival> = {
             message.credential = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -825,6 +847,11 @@ export const Arrival: MessageFns<Arrival> = {
         ? globalThis.Number(object.remain_interval_ms)
         : 0,
       credential: isSet(object.credential) ? globalThis.String(object.credential) : "",
+      resumeToken: isSet(object.resumeToken)
+        ? globalThis.String(object.resumeToken)
+        : isSet(object.resume_token)
+        ? globalThis.String(object.resume_token)
+        : "",
     };
   },
 
@@ -839,6 +866,9 @@ export const Arrival: MessageFns<Arrival> = {
     if (message.credential !== "") {
       obj.credential = message.credential;
     }
+    if (message.resumeToken !== "") {
+      obj.resumeToken = message.resumeToken;
+    }
     return obj;
   },
 
@@ -850,6 +880,7 @@ export const Arrival: MessageFns<Arrival> = {
     message.sessionId = object.sessionId ?? "";
     message.remainIntervalMs = object.remainIntervalMs ?? 0;
     message.credential = object.credential ?? "";
+    message.resumeToken = object.resumeToken ?? "";
     return message;
   },
 };
@@ -919,6 +950,79 @@ export const RemainRequest: MessageFns<RemainRequest> = {
     message.session = (object.session !== undefined && object.session !== null)
       ? SessionInfo.fromPartial(object.session)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseRemainResponse(): RemainResponse {
+  return { resumeToken: "" };
+}
+
+export const RemainResponse: MessageFns<RemainResponse> = {
+  encode(message: RemainResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.resumeToken !== "") {
+      writer.uint32(10).string(message.resumeToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RemainResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRemainResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RemainResponse {
+    return {
+      resumeToken: isSet(object.resumeToken)
+        ? globalThis.String(object.resumeToken)
+        : isSet(object.resume_token)
+        ? globalThis.String(object.resume_token)
+        : "",
+    };
+  },
+
+  toJSON(message: RemainResponse): unknown {
+    const obj: any = {};
+    if (message.resumeToken !== "") {
+      obj.resumeToken = message.resumeToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RemainResponse>): RemainResponse {
+    return RemainResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RemainResponse>): RemainResponse {
+    const message = createBaseRemainResponse();
+    message.resumeToken = object.resumeToken ?? "";
     return message;
   },
 };
@@ -5897,8 +6001,8 @@ export const ManagerService = {
     responseStream: false as const,
     requestSerialize: (value: RemainRequest): Buffer => Buffer.from(RemainRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): RemainRequest => RemainRequest.decode(value),
-    responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
-    responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
+    responseSerialize: (value: RemainResponse): Buffer => Buffer.from(RemainResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RemainResponse => RemainResponse.decode(value),
   },
   depart: {
     path: "/tp.manager.Manager/Depart" as const,
@@ -6082,7 +6186,7 @@ export interface ManagerServer extends UntypedServiceImplementation {
    */
   arriveAsClient: handleUnaryCall<ClientInfo, Arrival>;
   arriveAsAgent: handleUnaryCall<AgentInfo, Arrival>;
-  remain: handleUnaryCall<RemainRequest, Empty>;
+  remain: handleUnaryCall<RemainRequest, RemainResponse>;
   depart: handleUnaryCall<SessionInfo, Empty>;
   /** Snapshots: each message is the whole current state, sent on every change. */
   watchAgents: handleServerStreamingCall<SessionInfo, AgentInfoSnapshot>;
@@ -6163,17 +6267,20 @@ export interface ManagerClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Arrival) => void,
   ): ClientUnaryCall;
-  remain(request: RemainRequest, callback: (error: ServiceError | null, response: Empty) => void): ClientUnaryCall;
+  remain(
+    request: RemainRequest,
+    callback: (error: ServiceError | null, response: RemainResponse) => void,
+  ): ClientUnaryCall;
   remain(
     request: RemainRequest,
     metadata: Metadata,
-    callback: (error: ServiceError | null, response: Empty) => void,
+    callback: (error: ServiceError | null, response: RemainResponse) => void,
   ): ClientUnaryCall;
   remain(
     request: RemainRequest,
     metadata: Metadata,
     options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: Empty) => void,
+    callback: (error: ServiceError | null, response: RemainResponse) => void,
   ): ClientUnaryCall;
   depart(request: SessionInfo, callback: (error: ServiceError | null, response: Empty) => void): ClientUnaryCall;
   depart(

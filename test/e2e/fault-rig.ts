@@ -279,9 +279,10 @@ export class FaultRig {
 
   /** `kubectl delete pod` of the manager; over when the new manager pod is Ready. */
   managerPodDeleted(): Promise<FaultResult> {
-    return this.measure('manager pod deleted', async () => {
+    return this.measure('manager pod deleted', async (notes) => {
       const selector = MANAGER_SELECTOR;
       const old = (await listPods(this.c, MANAGER_NS, selector)).map((p) => p.name);
+      const deleted = Date.now();
       await kubectl(this.c, ['delete', 'pod', '-n', MANAGER_NS, '--wait=false', ...old]);
       await waitFor(
         'a new manager pod to be Ready',
@@ -292,6 +293,7 @@ export class FaultRig {
         180_000,
         100,
       );
+      notes.push(`the new pod Ready ${((Date.now() - deleted) / 1000).toFixed(1)} s after the delete`);
       return Date.now();
     });
   }
