@@ -6,7 +6,12 @@ import * as assert from 'uvu/assert';
 import type { Logger } from '../logging/logger.js';
 import { parseCidr } from '../netaddr/parse.js';
 import { withBearer } from '../rpc/call-credentials.js';
-import { AccessControl, AccessDenied, type SecurityMode } from './access-control.js';
+import {
+  AccessControl,
+  AccessDenied,
+  AuthorizationUnavailable,
+  type SecurityMode,
+} from './access-control.js';
 import type { ResourceCheck } from './authorization.js';
 import { CredentialAuthority, type Identity } from './credentials.js';
 import type { ClientSession } from './sessions.js';
@@ -174,7 +179,7 @@ test('a session without a user (let in by permissive mode) is refused every acti
   }
 });
 
-test('an authorizer that cannot answer refuses, and says why in the log', async () => {
+test('an authorizer that cannot answer refuses as unavailable (try again), and says why in the log', async () => {
   const log = recordingLog();
   const access = new AccessControl({
     mode: 'enforcing',
@@ -185,7 +190,12 @@ test('an authorizer that cannot answer refuses, and says why in the log', async 
   const session = { ...gate('enforcing').session };
   await access.authorize(session, { kind: 'install-agent', workload: echo }, 'EnsureAgent').then(
     () => assert.unreachable(),
-    (e: Error) => assert.match(e.message, 'cannot patch deployments in a'),
+    (e: Error) => {
+      // Not "you may not": the API server did not answer (e.g. it restarts), so the client retries.
+      assert.instance(e, AuthorizationUnavailable);
+      assert.match(e.message, 'EnsureAgent: cannot check the permissions of alice');
+      assert.match(e.message, 'SubjectAccessReview failed: forbidden');
+    },
   );
   assert.ok(log.lines.some((l) => l.includes('cannot ask the cluster') && l.includes('forbidden')));
 });

@@ -52,6 +52,14 @@ export class AccessDenied extends Error {
   }
 }
 
+/**
+ * The cluster could not answer whether the user may act (the API server unreachable, e.g. while it
+ * restarts): not a refusal, so callers see UNAVAILABLE and try again.
+ */
+export class AuthorizationUnavailable extends Error {
+  override name = 'AuthorizationUnavailable';
+}
+
 export interface AccessControlOptions {
   mode: SecurityMode;
   credentials: CredentialAuthority;
@@ -160,8 +168,14 @@ export class AccessControl {
       this.refuse('permission-denied', `${call} refused: the session has no authenticated user`, { call });
       return;
     }
-    const decision = decide(identity, action, await this.answers(identity, requiredChecks(action)));
-    if (!decision.allowed) this.refuse('permission-denied', decision.message, { call, user: identity.user });
+    const { answers, unanswered } = await this.answers(identity, requiredChecks(action));
+    const decision = decide(identity, action, answers);
+    if (decision.allowed) return;
+    if (unanswered && this.mode === 'enforcing')
+      throw new AuthorizationUnavailable(
+        `${call}: cannot check the permissions of ${identity.user}: the Kubernetes API server did not answer the traffic manager (${unanswered}); try again`,
+      );
+    this.refuse('permission-denied', decision.message, { call, user: identity.user });
   }
 
   /** Whether the session's user may see an action's object (listing); permissive and off see all. */
@@ -170,7 +184,7 @@ export class AccessControl {
     const identity = session.identity;
     const allowed =
       identity !== undefined &&
-      decide(identity, action, await this.answers(identity, requiredChecks(action))).allowed;
+      decide(identity, action, (await this.answers(identity, requiredChecks(action))).answers).allowed;
     if (!allowed && this.mode === 'permissive') {
       this.log.warn('permissive: would hide', {
         user: identity?.user ?? '(none)',
@@ -203,19 +217,26 @@ export class AccessControl {
       : undefined;
   }
 
-  private async answers(identity: Identity, checks: ResourceCheck[]): Promise<boolean[]> {
+  /** The cluster's answer to each check (false where it gave none), and why one went unanswered. */
+  private async answers(
+    identity: Identity,
+    checks: ResourceCheck[],
+  ): Promise<{ answers: boolean[]; unanswered?: string }> {
     const authorizer = this.opts.authorizer;
-    if (!authorizer) return checks.map(() => false);
-    return Promise.all(
+    if (!authorizer) return { answers: checks.map(() => false) };
+    let unanswered: string | undefined;
+    const answers = await Promise.all(
       checks.map((c) =>
         authorizer.allowed(identity, c).catch((e: unknown) => {
           this.log.warn('cannot ask the cluster for an authorization decision', {
             user: identity.user,
             error: (e as Error).message,
           });
+          unanswered ??= (e as Error).message;
           return false;
         }),
       ),
     );
+    return { answers, unanswered };
   }
 }

@@ -17,7 +17,7 @@ import { managerChannelOptions } from '../rpc/grpc-options.js';
 import { ManagerClient } from '../rpc/manager-service.js';
 import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
 import { dialTcp } from '../tunnel/dial.js';
-import { originate, serveDial } from '../tunnel/flow.js';
+import { type FlowOutcome, openFlow, originate, serveDial } from '../tunnel/flow.js';
 import { msg, streamInfo, TunnelCode } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import { startManager } from './server.js';
@@ -84,94 +84,121 @@ async function listen(onConnection: (s: net.Socket) => void): Promise<{ server: 
   return { server, port: (server.address() as net.AddressInfo).port };
 }
 
-test('an intercepted connection: agent OPEN -> DialRequest -> client OPEN -> bytes both ways', async () => {
-  const r = await rig();
-  const laptop = await listen((s) =>
-    s.on('data', (d) => s.write(`laptop got ${d}`)).on('end', () => s.end()),
+type Rig = Awaited<ReturnType<typeof rig>>;
+
+/**
+ * An active intercept of the agent's app port 18080 by alice, to the laptop's `port`, and a listener
+ * (`front`) whose connections the "agent" originates through the manager, as agent/listeners.ts does.
+ */
+async function activeIntercept(r: Rig, port: number) {
+  const agent = await r.call<SessionInfo>((md, o, cb) => r.client.arriveAsAgent(agentInfo(18080), md, o, cb));
+  const alice = await r.call<SessionInfo>((md, o, cb) => r.client.arriveAsClient(clientInfo, md, o, cb));
+  assert.is(alice.remainIntervalMs, 5000);
+
+  // The client receives dial requests and answers them like the user daemon.
+  const dials = r.client.watchDial(session(alice.sessionId));
+  dials.on('data', (req: DialRequest) => {
+    const stream = new TunnelStream(r.client.tunnel());
+    const info = streamInfo({ connId: req.connId, sessionId: alice.sessionId, relayId: req.relayId });
+    stream.send(msg.open(info));
+    void serveDial(stream, info, (signal) => dialTcp(req.targetHost, req.targetPort, 1000, signal));
+  });
+  dials.on('error', () => {});
+
+  const created = await r.call<{ id: string; disposition: D }>((md, o, cb) =>
+    r.client.createIntercept(
+      {
+        session: session(alice.sessionId),
+        spec: {
+          name: '',
+          workload: 'echo',
+          namespace: 'default',
+          workloadKind: '',
+          mechanism: 'tcp',
+          remotePort: 0,
+          portName: '',
+          targetHost: '127.0.0.1',
+          targetPort: port,
+          client: '',
+          serviceName: '',
+          ingest: false,
+          container: '',
+          httpFilter: undefined,
+        },
+      },
+      md,
+      o,
+      cb,
+    ),
   );
-  try {
-    const agent = await r.call<SessionInfo>((md, o, cb) =>
-      r.client.arriveAsAgent(agentInfo(18080), md, o, cb),
-    );
-    const alice = await r.call<SessionInfo>((md, o, cb) => r.client.arriveAsClient(clientInfo, md, o, cb));
-    assert.is(alice.remainIntervalMs, 5000);
+  assert.is(created.disposition, D.WAITING);
 
-    // The client receives dial requests and answers them like the user daemon.
-    const dials = r.client.watchDial(session(alice.sessionId));
-    dials.on('data', (req: DialRequest) => {
-      const stream = new TunnelStream(r.client.tunnel());
-      const info = streamInfo({ connId: req.connId, sessionId: alice.sessionId, relayId: req.relayId });
-      stream.send(msg.open(info));
-      void serveDial(stream, info, (signal) => dialTcp(req.targetHost, req.targetPort, 1000, signal));
-    });
-    dials.on('error', () => {});
+  // The agent sees it, reviews it ACTIVE; the client's watch shows ACTIVE.
+  const agentWatch = r.client.watchIntercepts(session(agent.sessionId));
+  agentWatch.on('error', () => {});
+  const seen = await firstMessages(agentWatch, (s: InterceptInfoSnapshot) => s.intercepts.length === 1);
+  assert.is(seen.intercepts[0]!.id, created.id);
+  const clientWatch = r.client.watchIntercepts(session(alice.sessionId));
+  clientWatch.on('error', () => {});
+  const active = firstMessages(
+    clientWatch,
+    (s: InterceptInfoSnapshot) => s.intercepts[0]?.disposition === D.ACTIVE,
+  );
+  await r.call((md, o, cb) =>
+    r.client.reviewIntercept(
+      {
+        session: session(agent.sessionId),
+        interceptId: created.id,
+        disposition: D.ACTIVE,
+        message: '',
+        container: 'app',
+        environment: { APP: 'env' },
+      },
+      md,
+      o,
+      cb,
+    ),
+  );
+  const snapshot = await active;
+  assert.equal(snapshot.intercepts[0]!.environment, { APP: 'env' });
 
-    const created = await r.call<{ id: string; disposition: D }>((md, o, cb) =>
-      r.client.createIntercept(
-        {
-          session: session(alice.sessionId),
-          spec: {
-            name: '',
-            workload: 'echo',
-            namespace: 'default',
-            workloadKind: '',
-            mechanism: 'tcp',
-            remotePort: 0,
-            portName: '',
-            targetHost: '127.0.0.1',
-            targetPort: laptop.port,
-            client: '',
-            serviceName: '',
-            ingest: false,
-            container: '',
-            httpFilter: undefined,
-          },
-        },
-        md,
-        o,
-        cb,
-      ),
-    );
-    assert.is(created.disposition, D.WAITING);
-
-    // The agent sees it, reviews it ACTIVE; the client's watch shows ACTIVE.
-    const agentWatch = r.client.watchIntercepts(session(agent.sessionId));
-    const seen = await firstMessages(agentWatch, (s: InterceptInfoSnapshot) => s.intercepts.length === 1);
-    assert.is(seen.intercepts[0]!.id, created.id);
-    const clientWatch = r.client.watchIntercepts(session(alice.sessionId));
-    const active = firstMessages(
-      clientWatch,
-      (s: InterceptInfoSnapshot) => s.intercepts[0]?.disposition === D.ACTIVE,
-    );
-    await r.call((md, o, cb) =>
-      r.client.reviewIntercept(
-        {
-          session: session(agent.sessionId),
-          interceptId: created.id,
-          disposition: D.ACTIVE,
-          message: '',
-          container: 'app',
-          environment: { APP: 'env' },
-        },
-        md,
-        o,
-        cb,
-      ),
-    );
-    const snapshot = await active;
-    assert.equal(snapshot.intercepts[0]!.environment, { APP: 'env' });
-
-    // A connection accepted by the "agent" goes through the manager to the laptop.
-    const front = await listen((socket) => {
-      const connId = { protocol: 6, srcIp: '10.0.0.9', srcPort: 5555, dstIp: '127.0.0.1', dstPort: 18080 };
-      void originate(
+  const outcomes: Promise<FlowOutcome>[] = [];
+  const front = await listen((socket) => {
+    const connId = { protocol: 6, srcIp: '10.0.0.9', srcPort: 5555, dstIp: '127.0.0.1', dstPort: 18080 };
+    outcomes.push(
+      originate(
         socket,
         new TunnelStream(r.client.tunnel()),
         streamInfo({ connId, sessionId: agent.sessionId, interceptId: created.id }),
-      );
-    });
+      ),
+    );
+  });
+  return {
+    agent,
+    front,
+    outcomes,
+    agentWatch,
+    close: () => {
+      front.server.close();
+      agentWatch.cancel();
+      clientWatch.cancel();
+      dials.cancel();
+    },
+  };
+}
+
+/** A laptop app that answers each read with "laptop got <read>" and ends when the client does. */
+const laptopApp = () =>
+  listen((s) => s.on('data', (d) => s.write(`laptop got ${d}`)).on('end', () => s.end()));
+
+test('an intercepted connection: agent OPEN -> DialRequest -> client OPEN -> bytes both ways', async () => {
+  const r = await rig();
+  const laptop = await laptopApp();
+  try {
+    const it = await activeIntercept(r, laptop.port);
+    // A connection accepted by the "agent" goes through the manager to the laptop.
     const reply = await new Promise<string>((resolve, reject) => {
-      const s = net.connect({ port: front.port, host: '127.0.0.1', allowHalfOpen: true }, () =>
+      const s = net.connect({ port: it.front.port, host: '127.0.0.1', allowHalfOpen: true }, () =>
         s.end('hello'),
       );
       let text = '';
@@ -182,10 +209,64 @@ test('an intercepted connection: agent OPEN -> DialRequest -> client OPEN -> byt
       s.on('error', reject);
     });
     assert.is(reply, 'laptop got hello');
-    front.server.close();
-    agentWatch.cancel();
-    clientWatch.cancel();
-    dials.cancel();
+    it.close();
+  } finally {
+    laptop.server.close();
+    await r.close();
+  }
+});
+
+test('a draining manager (SIGTERM) lets a connection in progress finish and starts no new one', async () => {
+  const r = await rig();
+  const laptop = await laptopApp();
+  try {
+    const it = await activeIntercept(r, laptop.port);
+    const s = net.connect({ port: it.front.port, host: '127.0.0.1', allowHalfOpen: true });
+    s.on('error', () => {});
+    // The next answer, or why there is none (a reset connection must fail the test, not hang it).
+    const next = () =>
+      new Promise<string>((resolve, reject) => {
+        const gone = () => reject(new Error('the connection closed before the answer'));
+        s.once('close', gone);
+        s.once('data', (d) => {
+          s.off('close', gone);
+          resolve(String(d));
+        });
+      });
+    s.write('one');
+    assert.is(await next(), 'laptop got one');
+
+    let stopped = false;
+    const stopping = r.manager.stop(10_000).then(() => {
+      stopped = true;
+    });
+    // The agent is told to pass connections to its app: its watch ends.
+    await new Promise<void>((resolve) => {
+      it.agentWatch.on('end', resolve);
+      it.agentWatch.on('status', () => resolve());
+    });
+    // A new flow is not taken: refused as "workstation unavailable", or the call itself is refused.
+    const late = new TunnelStream(r.client.tunnel());
+    const connId = { protocol: 6, srcIp: '10.0.0.9', srcPort: 5556, dstIp: '127.0.0.1', dstPort: 18080 };
+    const refusal = await openFlow(
+      late,
+      streamInfo({ connId, sessionId: it.agent.sessionId, interceptId: 'any' }),
+    ).then(
+      () => 'opened',
+      (e: Error) => e.message,
+    );
+    assert.match(refusal, /shutting down|the tunnel failed|ended the stream/);
+
+    // The connection in progress still works both ways, and closes cleanly.
+    s.write('two');
+    assert.is(await next(), 'laptop got two');
+    assert.not.ok(stopped, 'the manager waits for the connection in progress');
+    const ended = new Promise<void>((resolve) => s.once('end', resolve));
+    s.end();
+    await ended;
+    assert.is((await it.outcomes[0]!).kind, 'closed');
+    await stopping;
+    it.close();
   } finally {
     laptop.server.close();
     await r.close();

@@ -24,7 +24,12 @@ export interface ManagerOptions extends SessionTtls {
 export interface RunningManager {
   port: number;
   core: ManagerCore;
-  stop(): Promise<void>;
+  /**
+   * Stops serving. With `drainMs` (SIGTERM, manager/main.ts): sessions are told to go and no new flow
+   * starts, but the flows in progress may finish for up to `drainMs` before the rest are reset, so a
+   * manager restart fails no request that was on its way. Without: every flow is reset at once.
+   */
+  stop(drainMs?: number): Promise<void>;
 }
 
 export async function startManager(options: ManagerOptions): Promise<RunningManager> {
@@ -63,17 +68,27 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
   return {
     port,
     core,
-    stop: () =>
+    stop: (drainMs = 0) =>
       new Promise<void>((resolve) => {
-        core.stop();
-        const timer = setTimeout(() => {
+        let stopped = false;
+        const finish = () => {
+          if (stopped) return;
+          stopped = true;
+          clearTimeout(timer);
+          core.stop();
           server.forceShutdown();
           resolve();
-        }, 2000);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
+        };
+        if (drainMs > 0) {
+          log.info('draining: new flows are refused, those in progress may finish', {
+            flows: core.router.openStreams,
+            forMs: drainMs,
+          });
+          core.drain();
+        } else core.stop();
+        const timer = setTimeout(finish, Math.max(drainMs, 2000));
+        // Refuses new calls and connections; calls back once every call in progress has ended.
+        server.tryShutdown(finish);
       }),
   };
 }

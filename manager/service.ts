@@ -19,7 +19,7 @@ import {
 import { grpcError } from '../rpc/unary-call.js';
 import { unaryHandlers } from '../rpc/unary-handler.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
-import { AccessControl, AccessDenied } from './access-control.js';
+import { AccessControl, AccessDenied, AuthorizationUnavailable } from './access-control.js';
 import type { Action, WorkloadRef } from './authorization.js';
 import type { ClusterIntegration } from './cluster.js';
 import { CredentialAuthority, type Identity } from './credentials.js';
@@ -114,6 +114,17 @@ export class ManagerCore {
   stop(): void {
     clearInterval(this.sweeper);
     this.router.closeAll();
+    this.feeds.closeAll();
+  }
+
+  /**
+   * Shutdown, first step: every session is told to go (its watches and dial stream end: agents pass
+   * connections to their apps and clients look for the next manager), no new flow starts, and the flows
+   * in progress go on. stop() ends what is left.
+   */
+  drain(): void {
+    clearInterval(this.sweeper);
+    this.router.drain();
     this.feeds.closeAll();
   }
 
@@ -254,6 +265,7 @@ function expectedStatus(e: unknown): status | undefined {
   if (e instanceof ClusterRefusal) return status.FAILED_PRECONDITION;
   if (e instanceof AccessDenied)
     return e.code === 'unauthenticated' ? status.UNAUTHENTICATED : status.PERMISSION_DENIED;
+  if (e instanceof AuthorizationUnavailable) return status.UNAVAILABLE;
   return undefined;
 }
 

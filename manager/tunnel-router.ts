@@ -69,6 +69,8 @@ export class TunnelRouter {
   private readonly pending = new Map<string, PendingRelay>();
   private readonly dialStreams = new Map<string, ServerWritableStream<SessionInfo, DialRequest>>();
   private readonly flows = new Set<TunnelStream>();
+  /** Shutting down (drain): flows in progress go on, new ones are refused. */
+  private draining = false;
   readonly stats: TunnelStats = {
     flows: { intercept: 0, outboundTcp: 0, outboundUdp: 0 },
     refused: 0,
@@ -148,6 +150,14 @@ export class TunnelRouter {
     call: ServerDuplexStream<TunnelMessage, TunnelMessage>,
   ): void {
     const label = formatConnectionId(info.connId);
+    if (this.draining) {
+      this.refuse(
+        stream,
+        `${info.interceptId ? WORKSTATION_UNAVAILABLE : ''}the traffic manager is shutting down`,
+        label,
+      );
+      return;
+    }
     const session = this.sessions.get(info.sessionId);
     if (!session) {
       // An agent's intercepted connection then goes to the app (the agent re-arrives meanwhile).
@@ -379,6 +389,20 @@ export class TunnelRouter {
     stream.end();
     // Read and drop whatever the peer still sends, so its end is seen and the stream forgotten.
     stream.onMessage(() => {});
+  }
+
+  /**
+   * Shutdown, first step: no new flows (an agent's intercepted connection then goes to its app, a
+   * workstation's is refused), nothing waits for a workstation any more, the dial streams end so that
+   * clients look for the next manager; the flows in progress go on until they end or closeAll().
+   */
+  drain(): void {
+    this.draining = true;
+    for (const id of [...this.pending.keys()])
+      this.refusePending(id, `${WORKSTATION_UNAVAILABLE}the traffic manager is shutting down`);
+    const dialStreams = [...this.dialStreams.values()];
+    this.dialStreams.clear();
+    for (const c of dialStreams) c.end();
   }
 
   /** Shutdown: reset every flow. */

@@ -57,6 +57,13 @@ const ACCEPT_TIMEOUT_MS = 30_000;
  * (agents reconnect with a backoff of at most 5 s). TP_RESTORE_GRACE_MS overrides it (tests use 1 s).
  */
 const RESTORE_GRACE_MS = Number(process.env.TP_RESTORE_GRACE_MS) || 30_000;
+/** The answers to a restoring CreateIntercept that mean "not yet" rather than "no". */
+const RESTORE_RETRIED = [
+  grpc.status.NOT_FOUND,
+  grpc.status.PERMISSION_DENIED,
+  grpc.status.UNAVAILABLE,
+  grpc.status.DEADLINE_EXCEEDED,
+];
 
 export type ConnectionState = 'DISCONNECTED' | 'CONNECTED' | 'RECONNECTING';
 
@@ -718,17 +725,16 @@ export class ManagerConnection extends EventEmitter {
           this.applySnapshot(this.lastSnapshot);
           break;
         } catch (e) {
-          // The workload's agent may not have re-arrived yet after a manager restart, and a kube-apiserver
-          // that has just restarted denies for a moment (its RBAC caches are still empty): the intercept
-          // was allowed a moment ago, so give both time.
-          if (
-            (hasStatus(e, grpc.status.NOT_FOUND) || hasStatus(e, grpc.status.PERMISSION_DENIED)) &&
-            Date.now() < until
-          ) {
+          // The workload's agent may not have re-arrived yet after a manager restart; a kube-apiserver that
+          // has just restarted denies for a moment (its RBAC caches are still empty) or does not answer the
+          // manager's access reviews at all (UNAVAILABLE, or this call's deadline). The intercept was
+          // allowed a moment ago, so give all of them time. A lost session ends this loop (above); its
+          // successor restores.
+          if (RESTORE_RETRIED.some((code) => hasStatus(e, code)) && Date.now() < until) {
+            log.debug('intercept not restored yet; retrying', { intercept: r.name, reason: errorDetails(e) });
             await new Promise((res) => setTimeout(res, 500));
             continue;
           }
-          if (hasStatus(e, grpc.status.UNAVAILABLE)) return; // the session loop reconnects and retries
           r.gone = `not restored after the connection to the traffic manager was lost: ${errorDetails(e)}`;
           log.warn('intercept not restored', { intercept: r.name, reason: errorDetails(e) });
           this.emit('intercepts');
