@@ -35,6 +35,12 @@ import type { AgentManagerSession } from './manager-session.js';
 import { fdOf, originalDst } from './original-dst.js';
 
 const log = createLogger('agent/listener');
+/**
+ * How much of what an intercepted client sent the agent keeps until the workstation's first byte, to give
+ * the connection to the app if the workstation vanishes before answering: a request's headers and a
+ * small body. A larger upload is not replayed; its connection is reset as before.
+ */
+const REPLAY_LIMIT_BYTES = 256 << 10;
 
 export interface ListenerOptions {
   agentPort: number;
@@ -207,7 +213,19 @@ export class PortListener {
         if (decided) return;
         decided = true;
         clearTimeout(deadline);
-        void originate(socket, stream, info, { log, dialed: true }).then((o) => {
+        const replay = {
+          limit: REPLAY_LIMIT_BYTES,
+          fallback: (client: net.Socket, sent: Buffer[], ended: boolean, reason: string) => {
+            counts.fellBack++;
+            log.info('the workstation went away before answering: passing the connection to the app', {
+              appPort,
+              intercept: interceptId,
+              reason,
+            });
+            replayToApp(client, sent, ended, this.loopbackFor(client), appPort, counts);
+          },
+        };
+        void originate(socket, stream, info, { log, dialed: true, replay }).then((o) => {
           if (log.enabled('debug')) log.debug('intercepted connection ended', { appPort, outcome: o.kind });
         });
       },
@@ -237,6 +255,25 @@ function ignore(): void {}
  */
 function passthrough(client: net.Socket, host: string, appPort: number, counts: PortCounts): void {
   splice(client, net.connect({ host, port: appPort, allowHalfOpen: true, noDelay: true }), appPort, counts);
+}
+
+/**
+ * A connection the workstation dropped before answering (tunnel/flow.ts, OriginateOptions.replay): what the
+ * client already sent goes to the app first, then the two are piped as any passthrough connection.
+ */
+function replayToApp(
+  client: net.Socket,
+  sent: Buffer[],
+  ended: boolean,
+  host: string,
+  appPort: number,
+  counts: PortCounts,
+): void {
+  const app = net.connect({ host, port: appPort, allowHalfOpen: true, noDelay: true });
+  for (const b of sent) app.write(b);
+  // The client's FIN was read by the tunnel's flow already: it will not be seen again.
+  if (ended) app.end();
+  splice(client, app, appPort, counts);
 }
 
 /** Pipes a client connection and its app connection (being dialed or up) both ways. */

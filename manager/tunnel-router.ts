@@ -190,7 +190,9 @@ export class TunnelRouter {
       this.pending.delete(info.relayId);
       this.log.debug('relaying intercepted connection', { flow: p.label, client: session.info.name });
       this.stats.flows.intercept++;
-      void relay(p.originator, stream, { label: p.label, log: this.log }).then((o) => {
+      // An intercepted connection whose workstation vanishes before answering can still go to the app.
+      const dialerGone = session.kind === 'client' ? WORKSTATION_UNAVAILABLE : undefined;
+      void relay(p.originator, stream, { label: p.label, log: this.log, dialerGone }).then((o) => {
         // The agent originates, the workstation dials: to the dialer is toward the workstation.
         if (o.kind === 'rejected') this.stats.dialFailures.intercept++;
         else {

@@ -29,6 +29,7 @@ import {
 import {
   DEFAULT_KEEPALIVE_INTERVAL_MS,
   formatConnectionId,
+  isWorkstationUnavailable,
   MAX_DATA_BYTES,
   msg,
   type StreamInfo,
@@ -42,7 +43,12 @@ export type FlowOutcome =
   /** Aborted: by this side (socket error, idle, protocol error) or by the peer (RESET, stream lost). */
   | { kind: 'reset'; by: 'local' | 'peer'; reason: string; bytesIn: number; bytesOut: number }
   /** The dial failed or timed out: the accepted socket was reset. */
-  | { kind: 'rejected'; reason: string };
+  | { kind: 'rejected'; reason: string }
+  /**
+   * The far side went away before it sent a byte (OriginateOptions.replay): the socket and what it had
+   * sent went to the replay's fallback instead of being reset.
+   */
+  | { kind: 'handed-over'; reason: string; bytesIn: number; bytesOut: 0 };
 
 export interface FlowOptions {
   /** Sends KEEPALIVE after this long without sending anything. */
@@ -58,6 +64,17 @@ export interface OriginateOptions extends FlowOptions {
    * sent meanwhile (a server that speaks first) wait in the stream's queue and are delivered first.
    */
   dialed?: boolean;
+  /**
+   * Until the far side sends its first byte, keep what the socket sent (up to `limit` bytes). If the flow
+   * is lost before that because the far side is unavailable — the stream fails or ends, or a RESET whose
+   * reason is WORKSTATION_UNAVAILABLE (the manager's relay lost the workstation) — the socket is not
+   * reset: `fallback` gets it, paused, with those bytes and whether the socket had ended, so that another
+   * destination can take the connection over as if nothing happened (agent/listeners.ts: the app).
+   */
+  replay?: {
+    limit: number;
+    fallback: (socket: net.Socket, sent: Buffer[], ended: boolean, reason: string) => void;
+  };
 }
 
 const defaultLog = createLogger('tunnel');
@@ -221,12 +238,17 @@ class Flow {
     this.resolve = r;
   });
   private done = false;
+  /** What the socket sent while a replay is still possible (OriginateOptions.replay); then undefined. */
+  private replaySent: Buffer[] | undefined;
+  private replayBytes = 0;
+  private socketEnded = false;
 
   constructor(
     private readonly stream: TunnelStream,
     private readonly info: StreamInfo,
-    private readonly options: FlowOptions,
+    private readonly options: OriginateOptions,
   ) {
+    if (options.replay) this.replaySent = [];
     this.coalescer = new Coalescer(options.maxDataBytes ?? MAX_DATA_BYTES, encodedDataMessage);
     this.reader = new DataReader(options.maxDataBytes ?? MAX_DATA_BYTES);
     this.onread = { buffer: this.reader.region, callback: this.onSocketRead };
@@ -339,6 +361,7 @@ class Flow {
         return;
       case 'data': {
         this.idleTimer?.refresh();
+        this.replaySent = undefined; // the far side answered: what it did cannot be done again elsewhere
         this.bytesOut += a.data.length;
         const socket = this.socket!;
         if (!socket.write(a.data) && !this.streamWaitsForSocket) {
@@ -353,6 +376,7 @@ class Flow {
         return;
       case 'reset':
         this.log.debug('peer reset the flow', { flow: this.label, reason: a.reason });
+        if (isWorkstationUnavailable(a.reason) && this.handOver(a.reason)) return;
         this.abortSocket();
         this.stream.end();
         this.finish(this.resetOutcome('peer', a.reason || 'reset by peer'));
@@ -379,6 +403,11 @@ class Flow {
 
   private readonly onSocketData = (chunk: Buffer): void => {
     this.bytesIn += chunk.length;
+    if (this.replaySent) {
+      this.replayBytes += chunk.length;
+      if (this.replayBytes > this.options.replay!.limit) this.replaySent = undefined;
+      else this.replaySent.push(chunk);
+    }
     for (const full of this.coalescer.push(chunk)) this.sendData(full);
     if (!this.flushScheduled && this.coalescer.pendingBytes > 0) {
       this.flushScheduled = true;
@@ -418,6 +447,7 @@ class Flow {
   }
 
   private readonly onSocketEnd = (): void => {
+    this.socketEnded = true;
     if (this.state.phase !== 'established') return;
     this.flush();
     this.send(msg.closeSend());
@@ -466,6 +496,7 @@ class Flow {
   private failFromPeer(reason: string): void {
     this.log.debug('tunnel stream lost', { flow: this.label, reason });
     const wasDialing = this.state.phase === 'awaiting-dial' || this.state.phase === 'dialing';
+    if (!wasDialing && this.handOver(reason)) return;
     this.state = abort(this.state);
     this.abortSocket();
     this.stream.end();
@@ -473,6 +504,34 @@ class Flow {
   }
 
   // --- endings
+
+  /**
+   * The far side is gone before it answered (OriginateOptions.replay): the socket, detached from this
+   * flow and paused, goes to the fallback with what it sent. False when a replay is not possible.
+   */
+  private handOver(reason: string): boolean {
+    const sent = this.replaySent;
+    const socket = this.socket;
+    if (!sent || this.done || !socket || socket.destroyed) return false;
+    socket.off('data', this.onSocketData);
+    socket.off('end', this.onSocketEnd);
+    socket.off('drain', this.onSocketDrain);
+    socket.off('error', this.onSocketError);
+    socket.off('close', this.onSocketClose);
+    socket.pause();
+    this.socket = undefined;
+    this.replaySent = undefined;
+    this.state = abort(this.state);
+    this.stream.end();
+    this.log.debug('the far side went away before answering: handing the connection over', {
+      flow: this.label,
+      reason,
+      bytes: this.replayBytes,
+    });
+    this.finish({ kind: 'handed-over', reason, bytesIn: this.bytesIn, bytesOut: 0 });
+    this.options.replay!.fallback(socket, sent, this.socketEnded, reason);
+    return true;
+  }
 
   /** Dial failed (reject, timeout, client gone before): reset the accepted socket. */
   private reject(reason: string, sendReset: boolean): void {

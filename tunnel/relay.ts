@@ -19,7 +19,15 @@ export type RelayOutcome =
 export function relay(
   originator: TunnelStream,
   dialer: TunnelStream,
-  options: { label: string; log?: Logger },
+  options: {
+    label: string;
+    log?: Logger;
+    /**
+     * What the originator's RESET reason starts with when the dialer's stream is lost (the intercept's
+     * relay: WORKSTATION_UNAVAILABLE, so that an agent can still give the connection to its app).
+     */
+    dialerGone?: string;
+  },
 ): Promise<RelayOutcome> {
   const log = options.log ?? createLogger('tunnel/relay');
   return new Promise((resolve) => {
@@ -41,7 +49,13 @@ export function relay(
       resolve(outcome);
     };
     const resetBoth = (reason: string, except?: TunnelStream) => {
-      for (const s of [originator, dialer]) if (s !== except) s.send(msg.reset(reason));
+      for (const s of [originator, dialer])
+        if (s !== except)
+          s.send(
+            msg.reset(
+              s === originator && except === dialer ? `${options.dialerGone ?? ''}${reason}` : reason,
+            ),
+          );
       finish({ kind: 'reset', reason, bytesToDialer: bytes.toDialer, bytesToOriginator: bytes.toOriginator });
     };
     const maybeClosed = () => {

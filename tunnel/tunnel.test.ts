@@ -13,7 +13,7 @@ import { AGENT_WINDOWS, managerChannelOptions, managerServerOptions } from '../r
 import { ManagerClient, ManagerServiceDefinition } from '../rpc/manager-service.js';
 import { dialTcp } from './dial.js';
 import { FlowDialRejected, type FlowOutcome, openFlow, originate, readOpen, serveDial } from './flow.js';
-import { msg, streamInfo, TunnelCode } from './messages.js';
+import { msg, streamInfo, TunnelCode, WORKSTATION_UNAVAILABLE } from './messages.js';
 import { relay } from './relay.js';
 import { TunnelStream } from './stream.js';
 
@@ -45,7 +45,7 @@ async function startServer(mode: ServerMode): Promise<{ server: grpc.Server; por
             // The first stream with a relay id waits for its partner, which dials.
             const other = waiting.get(info.relayId);
             if (!other) waiting.set(info.relayId, stream);
-            else void relay(other, stream, { label: info.relayId });
+            else void relay(other, stream, { label: info.relayId, dialerGone: WORKSTATION_UNAVAILABLE });
             return;
           }
           const port = info.connId!.dstPort;
@@ -421,6 +421,117 @@ test('relay: two streams paired by the server carry data and half-close', async 
   } finally {
     await r.close();
     target.server.close();
+  }
+});
+
+/**
+ * An originator with a replay (as the agent forwards an intercepted connection), relayed by the server
+ * to a hand-driven dialer (the workstation): returns the client's socket, the dialer's stream once it saw
+ * the client's first bytes, the flow's outcome and what the fallback received.
+ */
+async function replayRig(relayId: string) {
+  const { server, port } = await startServer('relay');
+  const client = new ManagerClient(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createInsecure(),
+    managerChannelOptions(),
+  );
+  const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: 9 };
+  let fallback: (v: { sent: string; ended: boolean; reason: string; socket: net.Socket }) => void;
+  const fellBack = new Promise<{ sent: string; ended: boolean; reason: string; socket: net.Socket }>((r) => {
+    fallback = r;
+  });
+  let outcome!: Promise<FlowOutcome>;
+  const front = await listen((socket) => {
+    outcome = originate(
+      socket,
+      TunnelStream.open(client, AGENT_WINDOWS),
+      streamInfo({ connId, sessionId: 'a', relayId }),
+      {
+        replay: {
+          limit: 1024,
+          fallback: (socket, sent, ended, reason) =>
+            fallback({ sent: Buffer.concat(sent).toString(), ended, reason, socket }),
+        },
+      },
+    );
+  });
+  const s = await connect(front.port);
+  s.on('error', () => {});
+  // The workstation: OPEN with the relay id, DIAL_OK, then the client's bytes arrive.
+  const dialer = TunnelStream.open(client, AGENT_WINDOWS);
+  dialer.on('failure', () => {});
+  const received: Buffer[] = [];
+  dialer.onMessage((m) => {
+    if (m.code === TunnelCode.DATA) received.push(m.data);
+  });
+  await eventually('the originator to open', () => outcome !== undefined);
+  dialer.send(msg.open(streamInfo({ connId, sessionId: 'w', relayId })));
+  dialer.send(msg.dialOk());
+  return {
+    s,
+    dialer,
+    received,
+    fellBack,
+    outcome: () => outcome,
+    close: () => {
+      s.destroy();
+      front.server.close();
+      client.close();
+      server.forceShutdown();
+    },
+  };
+}
+
+test('replay: the workstation gone before answering: the connection and what it sent go to the fallback', async () => {
+  const r = await replayRig('r-gone');
+  try {
+    r.s.end('GET / HTTP/1.1\r\n\r\n');
+    await eventually('the request to reach the workstation', () => Buffer.concat(r.received).length === 18);
+    // The workstation's daemon dies (kill -9): its stream is cancelled without a word.
+    r.dialer.abort('killed');
+    // Bounded: without a hand-over the client is reset and the fallback never runs.
+    const got = await Promise.race([
+      r.fellBack,
+      resetOf(r.s).then((how): never => {
+        throw new Error(`no hand-over: the client was ${how} instead`);
+      }),
+    ]);
+    assert.is(got.sent, 'GET / HTTP/1.1\r\n\r\n');
+    assert.ok(got.ended, 'the client had half-closed: the fallback must end the replayed request too');
+    assert.ok(got.reason.startsWith(WORKSTATION_UNAVAILABLE), got.reason);
+    assert.is((await r.outcome()).kind, 'handed-over');
+    // The fallback answers on the same connection: the client never saw a reset.
+    const reply = readAll(r.s);
+    got.socket.end('HTTP/1.1 200 OK from the app\r\n\r\n');
+    assert.is((await reply).toString(), 'HTTP/1.1 200 OK from the app\r\n\r\n');
+  } finally {
+    r.close();
+  }
+});
+
+test('replay: once the workstation answered, or when it reset the connection itself, the client is reset', async () => {
+  for (const how of ['answered, then gone', 'its app reset the connection'] as const) {
+    const r = await replayRig(`r-${how}`);
+    try {
+      let fellBack = false;
+      void r.fellBack.then(() => {
+        fellBack = true;
+      });
+      const reset = resetOf(r.s);
+      r.s.write('GET / HTTP/1.1\r\n\r\n');
+      await eventually('the request to reach the workstation', () => Buffer.concat(r.received).length === 18);
+      if (how === 'answered, then gone') {
+        r.dialer.send(msg.data(Buffer.from('HTTP/1.1 200')));
+        await eventually('the answer to start', () => r.s.bytesRead > 0);
+        r.dialer.abort('killed');
+      } else r.dialer.send(msg.reset('read ECONNRESET'));
+      assert.is(await reset, 'ECONNRESET', how);
+      assert.is((await r.outcome()).kind, 'reset', how);
+      assert.not.ok(fellBack, `${how}: no fallback`);
+    } finally {
+      r.close();
+    }
   }
 });
 
