@@ -51,6 +51,11 @@ export interface FaultResult {
   backSeconds: number | undefined;
   /** Fault-specific findings, for the report. */
   notes: string[];
+  /**
+   * The user daemon killed: who answered the request the workstation held when its daemon died ('app',
+   * 'workstation'), or how it failed.
+   */
+  heldRequest?: string;
   /** The agent killed: how often the kubelet restarted the tp-agent container meanwhile. */
   containerRestarts?: number;
 }
@@ -140,12 +145,20 @@ class ServiceProbe {
   };
 }
 
-/** The laptop app: answers "laptop" on 127.0.0.1:LOCAL_PORT in the workstation. */
-const laptopApp = `require('node:http').createServer((q, s) => s.end('laptop'))
-  .listen(${LOCAL_PORT}, '127.0.0.1', () => console.log('laptop app listening'));`;
+/**
+ * The laptop app: answers "laptop" on 127.0.0.1:LOCAL_PORT in the workstation; /slow after 3 s (a request
+ * the workstation holds while its daemon is killed), printing "slow request" when it arrives.
+ */
+const laptopApp = `require('node:http').createServer((q, s) => {
+    if (q.url !== '/slow') return s.end('laptop');
+    console.log('slow request');
+    setTimeout(() => s.end('laptop'), 3000);
+  }).listen(${LOCAL_PORT}, '127.0.0.1', () => console.log('laptop app listening'));`;
 
 export class FaultRig {
   private probe!: ServiceProbe;
+  /** The intercepted Service's URL from the node. */
+  private url = '';
   private laptop!: Background;
   private readonly tp: TpRunner;
   private installedChart = false;
@@ -208,7 +221,8 @@ export class FaultRig {
       '-n',
       this.namespace,
     ]);
-    this.probe = new ServiceProbe(`http://${svc.spec.clusterIP}:80/`);
+    this.url = `http://${svc.spec.clusterIP}:80/`;
+    this.probe = new ServiceProbe(this.url);
     if ((await this.probe.first('workstation', Date.now(), 60_000)) === undefined)
       throw new Error(`the intercepted Service never answered "laptop": ${this.lastSamples()}`);
     // A healthy intercept's requests, each on a new connection: their whole time bounds the agent's dial
@@ -377,27 +391,64 @@ export class FaultRig {
    * kill -9 of the user daemon (a laptop crash), then `tp connect` + `tp intercept` at once; over when the
    * intercept command returned.
    */
-  userDaemonKilled(): Promise<FaultResult> {
-    return this.measure('user daemon killed (-9), then tp connect + tp intercept', async (notes) => {
-      const st = JSON.parse((await this.tp(['status', '-o', 'json'])).stdout) as { daemon?: { pid: number } };
-      if (!st.daemon) throw new Error('the user daemon is not running');
-      process.kill(st.daemon.pid, 'SIGKILL');
-      await waitFor('the user daemon to die', () => !pidExists(st.daemon!.pid), 10_000, 50);
-      const killedAt = Date.now();
-      await this.tp(['connect', '-n', this.namespace]);
-      const connected = Date.now();
-      const r = await this.tp(
-        ['intercept', WORKLOAD, '-n', this.namespace, '--port', `${LOCAL_PORT}:${ECHO_PORT}`],
-        { check: false },
+  async userDaemonKilled(): Promise<FaultResult> {
+    let held: Promise<string> | undefined;
+    const result = await this.measure(
+      'user daemon killed (-9), then tp connect + tp intercept',
+      async (notes) => {
+        const st = JSON.parse((await this.tp(['status', '-o', 'json'])).stdout) as {
+          daemon?: { pid: number };
+        };
+        if (!st.daemon) throw new Error('the user daemon is not running');
+        // A request in the workstation's hands when the daemon dies (the laptop app answers it after 3 s).
+        held = this.nodeRequest(`${this.url}slow`);
+        await this.laptop.waitForOutput(/slow request/, 10_000);
+        process.kill(st.daemon.pid, 'SIGKILL');
+        await waitFor('the user daemon to die', () => !pidExists(st.daemon!.pid), 10_000, 50);
+        const killedAt = Date.now();
+        await this.tp(['connect', '-n', this.namespace]);
+        const connected = Date.now();
+        const r = await this.tp(
+          ['intercept', WORKLOAD, '-n', this.namespace, '--port', `${LOCAL_PORT}:${ECHO_PORT}`],
+          { check: false },
+        );
+        notes.push(
+          r.code === 0
+            ? `tp connect took ${((connected - killedAt) / 1000).toFixed(1)} s, tp intercept ${((Date.now() - connected) / 1000).toFixed(1)} s`
+            : `tp intercept failed: ${r.stderr.trim()}`,
+        );
+        if (r.code !== 0)
+          throw new Error(`tp intercept after the daemon was killed failed: ${r.stderr.trim()}`);
+        return Date.now();
+      },
+    );
+    const answer = held ? await held : 'not sent';
+    result.heldRequest = answer.startsWith(`${WORKLOAD}-`)
+      ? 'app'
+      : answer === 'laptop'
+        ? 'workstation'
+        : answer;
+    result.notes.push(
+      `the request the workstation held when its daemon died: answered by the ${result.heldRequest}`,
+    );
+    return result;
+  }
+
+  /** One request from the lab node: the body, or "FAILED curl exit N". */
+  private nodeRequest(url: string): Promise<string> {
+    return new Promise((resolve) => {
+      const child = spawn(
+        process.execPath,
+        [tpLabMain, 'exec', '--node', '--', 'curl', '-s', '-m', '10', url],
+        {
+          stdio: ['ignore', 'pipe', 'ignore'],
+        },
       );
-      notes.push(
-        r.code === 0
-          ? `tp connect took ${((connected - killedAt) / 1000).toFixed(1)} s, tp intercept ${((Date.now() - connected) / 1000).toFixed(1)} s`
-          : `tp intercept failed: ${r.stderr.trim()}`,
-      );
-      if (r.code !== 0)
-        throw new Error(`tp intercept after the daemon was killed failed: ${r.stderr.trim()}`);
-      return Date.now();
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+      });
+      child.on('close', (code) => resolve(code === 0 ? out : `FAILED curl exit ${code}`));
     });
   }
 
