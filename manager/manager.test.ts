@@ -10,6 +10,7 @@ import {
   InterceptDisposition as D,
   type DialRequest,
   type InterceptInfoSnapshot,
+  type InterceptSpec,
   type SessionInfo,
   type TunnelMessage,
 } from '../rpc/gen/manager.js';
@@ -44,6 +45,24 @@ const agentInfo = (appPort: number): AgentInfo => ({
 
 const clientInfo = { name: 'alice@laptop', installId: 'x', version: '0.1.0', namespace: '' };
 const session = (id: string): SessionInfo => ({ sessionId: id, remainIntervalMs: 0 });
+/** An intercept of the "echo" workload in "default" by TCP, with the fields a test sets. */
+const echoSpec = (fields: Partial<InterceptSpec>): InterceptSpec => ({
+  name: '',
+  workload: 'echo',
+  namespace: 'default',
+  workloadKind: '',
+  mechanism: 'tcp',
+  remotePort: 0,
+  portName: '',
+  targetHost: '',
+  targetPort: 0,
+  client: '',
+  serviceName: '',
+  ingest: false,
+  container: '',
+  httpFilter: undefined,
+  ...fields,
+});
 
 async function rig(ttls = { clientTtlMs: 15_000, agentTtlMs: 15_000 }) {
   const manager = await startManager({ host: '127.0.0.1', port: 0, ...ttls });
@@ -109,22 +128,7 @@ async function activeIntercept(r: Rig, port: number) {
     r.client.createIntercept(
       {
         session: session(alice.sessionId),
-        spec: {
-          name: '',
-          workload: 'echo',
-          namespace: 'default',
-          workloadKind: '',
-          mechanism: 'tcp',
-          remotePort: 0,
-          portName: '',
-          targetHost: '127.0.0.1',
-          targetPort: port,
-          client: '',
-          serviceName: '',
-          ingest: false,
-          container: '',
-          httpFilter: undefined,
-        },
+        spec: echoSpec({ targetHost: '127.0.0.1', targetPort: port }),
       },
       md,
       o,
@@ -360,22 +364,7 @@ test('sessions: Remain of an unknown session is NOT_FOUND; an expired client los
       r.client.createIntercept(
         {
           session: session(alice.sessionId),
-          spec: {
-            name: 'mine',
-            workload: 'echo',
-            namespace: 'default',
-            workloadKind: '',
-            mechanism: 'tcp',
-            remotePort: 18080,
-            portName: '',
-            targetHost: '',
-            targetPort: 1,
-            client: '',
-            serviceName: '',
-            ingest: false,
-            container: '',
-            httpFilter: undefined,
-          },
+          spec: echoSpec({ name: 'mine', remotePort: 18080, targetPort: 1 }),
         },
         md,
         o,
@@ -419,22 +408,7 @@ test('a mount flow: only the owning session, answered by the agent that accepted
       r.client.createIntercept(
         {
           session: session(alice.sessionId),
-          spec: {
-            name: 'env',
-            workload: 'echo',
-            namespace: 'default',
-            workloadKind: '',
-            mechanism: '',
-            remotePort: 0,
-            portName: '',
-            targetHost: '',
-            targetPort: 0,
-            client: '',
-            serviceName: '',
-            httpFilter: undefined,
-            ingest: true,
-            container: 'app',
-          },
+          spec: echoSpec({ name: 'env', mechanism: '', ingest: true, container: 'app' }),
         },
         md,
         o,
