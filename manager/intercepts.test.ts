@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { InterceptDisposition as D, type InterceptSpec } from '../rpc/gen/manager.js';
+import { echoSpec } from '../testbed/intercept-spec.js';
 import { InterceptError, InterceptTable } from './intercepts.js';
 import type { Workload } from './workloads.js';
 
@@ -23,23 +24,7 @@ const workload = (ports: number[]): Workload => ({
   mechanism: 'none',
 });
 
-const spec = (fields: Partial<InterceptSpec> = {}): InterceptSpec => ({
-  name: '',
-  workload: 'echo',
-  namespace: 'default',
-  workloadKind: '',
-  mechanism: 'tcp',
-  remotePort: 0,
-  portName: '',
-  targetHost: '',
-  targetPort: 18090,
-  client: '',
-  serviceName: '',
-  ingest: false,
-  container: '',
-  httpFilter: undefined,
-  ...fields,
-});
+const spec = echoSpec;
 
 const alice = { sessionId: 'c-alice', clientName: 'alice@laptop' };
 const bob = { sessionId: 'c-bob', clientName: 'bob@desk' };

@@ -10,13 +10,13 @@ import {
   InterceptDisposition as D,
   type DialRequest,
   type InterceptInfoSnapshot,
-  type InterceptSpec,
   type SessionInfo,
   type TunnelMessage,
 } from '../rpc/gen/manager.js';
 import { managerChannelOptions } from '../rpc/grpc-options.js';
 import { ManagerClient } from '../rpc/manager-service.js';
 import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
+import { echoSpec } from '../testbed/intercept-spec.js';
 import { dialTcp } from '../tunnel/dial.js';
 import { type FlowOutcome, openFlow, originate, serveDial } from '../tunnel/flow.js';
 import { msg, streamInfo, TunnelCode } from '../tunnel/messages.js';
@@ -45,24 +45,6 @@ const agentInfo = (appPort: number): AgentInfo => ({
 
 const clientInfo = { name: 'alice@laptop', installId: 'x', version: '0.1.0', namespace: '' };
 const session = (id: string): SessionInfo => ({ sessionId: id, remainIntervalMs: 0 });
-/** An intercept of the "echo" workload in "default" by TCP, with the fields a test sets. */
-const echoSpec = (fields: Partial<InterceptSpec>): InterceptSpec => ({
-  name: '',
-  workload: 'echo',
-  namespace: 'default',
-  workloadKind: '',
-  mechanism: 'tcp',
-  remotePort: 0,
-  portName: '',
-  targetHost: '',
-  targetPort: 0,
-  client: '',
-  serviceName: '',
-  ingest: false,
-  container: '',
-  httpFilter: undefined,
-  ...fields,
-});
 
 async function rig(ttls = { clientTtlMs: 15_000, agentTtlMs: 15_000 }) {
   const manager = await startManager({ host: '127.0.0.1', port: 0, ...ttls });
@@ -408,7 +390,7 @@ test('a mount flow: only the owning session, answered by the agent that accepted
       r.client.createIntercept(
         {
           session: session(alice.sessionId),
-          spec: echoSpec({ name: 'env', mechanism: '', ingest: true, container: 'app' }),
+          spec: echoSpec({ name: 'env', mechanism: '', targetPort: 0, ingest: true, container: 'app' }),
         },
         md,
         o,
