@@ -33,7 +33,9 @@ const ARRIVE_TIMEOUT_MS = 3_000;
  * How long the channel may take to connect before the attempt starts over on a fresh one. Inside the
  * cluster a connection takes milliseconds; one that takes longer went to the old manager pod's IP (the
  * Service keeps a terminating pod's endpoint while no other is ready) and would hang until the arrival
- * times out, up to 3 s after the new pod became Ready (seen in the fault suite, docs/faults.md).
+ * times out, up to 3 s after the new pod became Ready (seen in the fault suite, docs/faults.md). Attempts in
+ * a row allow 1, 2, 3, 1, 2, 3… s, so that a manager too busy to finish a connection within a second is
+ * still reached, while most attempts stay short.
  */
 const CONNECT_TIMEOUT_MS = 1_000;
 const MIN_BACKOFF_MS = 250;
@@ -111,10 +113,11 @@ export class AgentManagerSession {
   async run(): Promise<void> {
     let backoff = MIN_BACKOFF_MS;
     let lostLogged = false;
+    let failedAttempts = 0;
     while (!this.stopped) {
       try {
         this.credential = '';
-        await channelReady(this.client, CONNECT_TIMEOUT_MS);
+        await channelReady(this.client, CONNECT_TIMEOUT_MS * (1 + (failedAttempts % 3)));
         const token = this.token();
         const arrival = unary<Arrival>(
           (md, o, cb) => this.client.arriveAsAgent(this.info, withBearer(md, token), o, cb),
@@ -128,6 +131,7 @@ export class AgentManagerSession {
         if (this.stopped) break;
         backoff = MIN_BACKOFF_MS;
         lostLogged = false;
+        failedAttempts = 0;
         this.sessionId = session.sessionId;
         this.credential = session.credential;
         log.info('arrived at the traffic manager', { manager: this.address, session: session.sessionId });
@@ -145,6 +149,7 @@ export class AgentManagerSession {
           reason: errorDetails(e),
         });
         lostLogged = true;
+        failedAttempts++;
         // Whatever failed, the next attempt starts from a new connection (see ARRIVE_TIMEOUT_MS).
         this.client.close();
         this.client = this.newClient();
