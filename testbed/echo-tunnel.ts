@@ -1,6 +1,7 @@
 // A tp-manager stand-in on loopback whose Tunnel echoes every message object it receives (as the
 // manager's relay sends on what it got), and a client for it: for the tests of rpc/'s framing and windows;
-// startTunnelServer for a server with another Tunnel handler (manager/tunnel-router.test.ts).
+// startTunnelServer for a server with another Tunnel handler (manager/tunnel-router.test.ts, the UDP flows'
+// and the root daemon's tunnel dialer tests).
 import * as grpc from '@grpc/grpc-js';
 import type { TunnelMessage } from '../rpc/gen/manager.js';
 import { ManagerClient, ManagerServiceDefinition } from '../rpc/manager-service.js';

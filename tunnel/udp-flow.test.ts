@@ -1,12 +1,12 @@
 // UDP flows over real gRPC on loopback: the originating side (the root daemon's) and the dialing side
 // (the manager's serveUdp) with a real UDP echo server as the destination.
 import * as dgram from 'node:dgram';
-import * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { setLevel } from '../logging/logger.js';
-import { ManagerClient, ManagerService, type TunnelMessage } from '../rpc/gen/manager.js';
 import { managerChannelOptions, managerServerOptions } from '../rpc/grpc-options.js';
+import type { ManagerClient } from '../rpc/manager-service.js';
+import { startTunnelServer } from '../testbed/echo-tunnel.js';
 import { readOpen } from './flow.js';
 import { streamInfo } from './messages.js';
 import { TunnelStream } from './stream.js';
@@ -26,34 +26,25 @@ async function rig(idleTimeoutMs?: number): Promise<Rig> {
   echo.on('message', (m, r) => echo.send(Buffer.concat([Buffer.from('echo:'), m]), r.port, r.address));
   await new Promise<void>((r) => echo.bind(0, '127.0.0.1', r));
   const outcomes: Promise<UdpOutcome>[] = [];
-  const server = new grpc.Server(managerServerOptions());
-  server.addService(ManagerService, {
-    tunnel: (call: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>) => {
+  const server = await startTunnelServer(
+    (call) => {
       const stream = new TunnelStream(call);
       readOpen(stream, 5000).then(
         (info) => outcomes.push(serveUdp(stream, info, idleTimeoutMs ? { idleTimeoutMs } : {})),
         () => {},
       );
     },
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  const client = new ManagerClient(
-    `127.0.0.1:${port}`,
-    grpc.credentials.createInsecure(),
+    managerServerOptions(),
     managerChannelOptions(),
   );
+  const client = server.client;
   return {
     client,
     echoPort: echo.address().port,
     outcomes,
     close: async () => {
-      client.close();
+      server.close();
       echo.close();
-      await new Promise<void>((r) => server.tryShutdown(() => r()));
     },
   };
 }

@@ -2,12 +2,11 @@
 // manager does (tunnel/flow.ts serveDial for TCP, tunnel/udp-flow.ts serveUdp for UDP).
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
-import * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger, setLevel } from '../../logging/logger.js';
-import { ManagerClient, ManagerService, type TunnelMessage } from '../../rpc/gen/manager.js';
 import { managerChannelOptions, managerServerOptions } from '../../rpc/grpc-options.js';
+import { startTunnelServer } from '../../testbed/echo-tunnel.js';
 import { dialTcp } from '../../tunnel/dial.js';
 import { readOpen, serveDial } from '../../tunnel/flow.js';
 import { TunnelStream } from '../../tunnel/stream.js';
@@ -18,9 +17,8 @@ import { TunnelFlowDialer } from './tunnel-dialer.js';
 setLevel('error');
 
 async function manager() {
-  const server = new grpc.Server(managerServerOptions());
-  server.addService(ManagerService, {
-    tunnel: (call: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>) => {
+  const server = await startTunnelServer(
+    (call) => {
       const stream = new TunnelStream(call);
       readOpen(stream, 5000).then(
         (info) => {
@@ -34,23 +32,15 @@ async function manager() {
         () => {},
       );
     },
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  const client = new ManagerClient(
-    `127.0.0.1:${port}`,
-    grpc.credentials.createInsecure(),
+    managerServerOptions(),
     managerChannelOptions(),
   );
+  const client = server.client;
   const dialer = new TunnelFlowDialer({ client, sessionId: () => 'test', log: createLogger('test') });
   return {
     dialer,
     close: async () => {
-      client.close();
-      await new Promise<void>((r) => server.tryShutdown(() => r()));
+      server.close();
     },
   };
 }
