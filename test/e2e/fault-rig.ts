@@ -428,9 +428,9 @@ export class FaultRig {
       : answer === 'laptop'
         ? 'workstation'
         : answer;
-    result.notes.push(
-      `the request the workstation held when its daemon died: answered by the ${result.heldRequest}`,
-    );
+    const note = `the request the workstation held when its daemon died: answered by the ${result.heldRequest}`;
+    result.notes.push(note);
+    this.say(`  ${note}`);
     return result;
   }
 
