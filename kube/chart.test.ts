@@ -148,6 +148,7 @@ helmTest('the manager Deployment runs the tp image and its environment parses', 
   assert.is(config.injection.agentImage, 'tp/tp:0.1.0');
   assert.is(config.serviceCidr, '10.96.0.0/12');
   assert.is(config.agentArrivalTimeoutMs, 90_000);
+  assert.is(config.drainMs, 10_000);
   assert.equal(config.managedNamespaces, []);
   assert.equal(config.injection.agentResources?.requests, { cpu: '10m', memory: '32Mi' });
   const services = objs.filter((o) => o.kind === 'Service').map((o) => o.metadata.name);

@@ -8,11 +8,8 @@ import { parseDuration, parseHostPort, UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
 import { CredentialAuthority } from './credentials.js';
 import { startMetricsServer } from './metrics.js';
-import { startManager } from './server.js';
+import { DEFAULT_DRAIN_MS, startManager } from './server.js';
 import { loadSigningKey } from './signing-key.js';
-
-/** How long a stopping manager lets the flows in progress finish (docs/faults.md). */
-const DRAIN_MS = 10_000;
 
 const log = createLogger('manager');
 
@@ -122,13 +119,14 @@ async function serve(): Promise<void> {
     ? await startMetricsServer(manager.core, metricsAt.host, metricsAt.port, log.child('metrics'))
     : undefined;
   let stopping = false;
-  // A restart (SIGTERM: a rollout, a deleted pod) lets the flows in progress finish first, for at most
-  // DRAIN_MS, well within the pod's 30 s grace period; a second signal does not hurry it.
+  // A restart (SIGTERM: a rollout, a deleted pod) lets the flows in progress finish first, for at most the
+  // chart's timeouts.drain (docs/faults.md); a second signal does not hurry it.
+  const drainMs = kube?.config.drainMs ?? DEFAULT_DRAIN_MS;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
-    void Promise.all([manager.stop(DRAIN_MS), kube?.integration.stop(), metrics?.close()]).then(() =>
+    void Promise.all([manager.stop(drainMs), kube?.integration.stop(), metrics?.close()]).then(() =>
       process.exit(0),
     );
   };

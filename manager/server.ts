@@ -21,6 +21,12 @@ export interface ManagerOptions extends SessionTtls {
   access?: AccessControl;
 }
 
+/**
+ * How long a stopping manager (SIGTERM) lets the flows in progress finish by default (chart value
+ * timeouts.drain): well within a pod's 30 s termination grace period.
+ */
+export const DEFAULT_DRAIN_MS = 10_000;
+
 export interface RunningManager {
   port: number;
   core: ManagerCore;
