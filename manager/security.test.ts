@@ -21,6 +21,7 @@ import type {
 import { managerChannelOptions } from '../rpc/grpc-options.js';
 import { ManagerClient } from '../rpc/manager-service.js';
 import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
+import { echoSpec } from '../testbed/intercept-spec.js';
 import { msg, streamInfo, TunnelCode } from '../tunnel/messages.js';
 import { AccessControl } from './access-control.js';
 import { CredentialAuthority, type Identity } from './credentials.js';
@@ -188,22 +189,8 @@ test("a session's credential works for that session only; the user is authorized
     'not the one of session',
   );
 
-  const spec = (namespace: string) => ({
-    name: '',
-    workload: 'echo',
-    namespace,
-    workloadKind: '',
-    mechanism: 'tcp',
-    remotePort: 8080,
-    portName: '',
-    targetHost: '127.0.0.1',
-    targetPort: 18090,
-    client: '',
-    serviceName: '',
-    ingest: false,
-    container: '',
-    httpFilter: undefined,
-  });
+  const spec = (namespace: string) =>
+    echoSpec({ namespace, remotePort: 8080, targetHost: '127.0.0.1', targetPort: 18090 });
   const create = (token: string, sessionId: string, namespace: string) =>
     call<InterceptInfo>(token, (md, o, cb) =>
       client.createIntercept(
