@@ -222,7 +222,7 @@ export class PortListener {
               intercept: interceptId,
               reason,
             });
-            replayToApp(client, sent, ended, this.loopbackFor(client), appPort, counts);
+            passthrough(client, this.loopbackFor(client), appPort, counts, { sent, ended });
           },
         };
         void originate(socket, stream, info, { log, dialed: true, replay }).then((o) => {
@@ -252,27 +252,22 @@ function ignore(): void {}
  * Pipes the connection to the app on loopback, with half-close and resets carried both ways. The client
  * is read at once: what it sends before the app's connection is up waits in the app socket's write buffer
  * (which still applies backpressure), so no event-loop turn is spent waiting for 'connect' first.
+ * `replay`: what the client already sent to a workstation that dropped the connection before answering
+ * (tunnel/flow.ts, OriginateOptions.replay) goes to the app first, and its FIN if it had sent one (the
+ * tunnel's flow read it: it will not be seen again).
  */
-function passthrough(client: net.Socket, host: string, appPort: number, counts: PortCounts): void {
-  splice(client, net.connect({ host, port: appPort, allowHalfOpen: true, noDelay: true }), appPort, counts);
-}
-
-/**
- * A connection the workstation dropped before answering (tunnel/flow.ts, OriginateOptions.replay): what the
- * client already sent goes to the app first, then the two are piped as any passthrough connection.
- */
-function replayToApp(
+function passthrough(
   client: net.Socket,
-  sent: Buffer[],
-  ended: boolean,
   host: string,
   appPort: number,
   counts: PortCounts,
+  replay?: { sent: Buffer[]; ended: boolean },
 ): void {
   const app = net.connect({ host, port: appPort, allowHalfOpen: true, noDelay: true });
-  for (const b of sent) app.write(b);
-  // The client's FIN was read by the tunnel's flow already: it will not be seen again.
-  if (ended) app.end();
+  if (replay) {
+    for (const b of replay.sent) app.write(b);
+    if (replay.ended) app.end();
+  }
   splice(client, app, appPort, counts);
 }
 

@@ -49,13 +49,7 @@ export function relay(
       resolve(outcome);
     };
     const resetBoth = (reason: string, except?: TunnelStream) => {
-      for (const s of [originator, dialer])
-        if (s !== except)
-          s.send(
-            msg.reset(
-              s === originator && except === dialer ? `${options.dialerGone ?? ''}${reason}` : reason,
-            ),
-          );
+      for (const s of [originator, dialer]) if (s !== except) s.send(msg.reset(reason));
       finish({ kind: 'reset', reason, bytesToDialer: bytes.toDialer, bytesToOriginator: bytes.toOriginator });
     };
     const maybeClosed = () => {
@@ -125,7 +119,7 @@ export function relay(
     ] as const) {
       const lost = (reason?: string) => {
         if (done) return;
-        const why = `the ${name}'s stream ended: ${reason ?? 'ended without closing the flow'}`;
+        const why = `${name === 'dialer' ? (options.dialerGone ?? '') : ''}the ${name}'s stream ended: ${reason ?? 'ended without closing the flow'}`;
         log.debug('relay lost an end', { flow: options.label, reason: why });
         resetBoth(why, stream);
       };
