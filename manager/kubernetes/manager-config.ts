@@ -20,7 +20,6 @@ import {
 } from '../../netaddr/parse.js';
 import { VERSION } from '../../version/version.js';
 import { SECURITY_MODES, type SecurityMode } from '../access-control.js';
-import { DEFAULT_DRAIN_MS } from '../server.js';
 import type { InjectionConfig } from './injection.js';
 
 export interface KubeManagerConfig {
@@ -40,8 +39,8 @@ export interface KubeManagerConfig {
   agentSessionTtlMs: number;
   /** How long a lost client's intercepts are held for it to take back (chart timeouts.interceptGrace). */
   interceptGraceMs: number;
-  /** How long a stopping manager lets the flows in progress finish (chart timeouts.drain). */
-  drainMs: number;
+  /** How long a stopping manager lets the flows in progress finish (chart timeouts.drain); unset: the default. */
+  drainMs: number | undefined;
   dialTimeoutMs: number;
   serviceCidr: string;
   clusterDomain: string;
@@ -154,7 +153,7 @@ export function kubeManagerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): 
     clientSessionTtlMs: num(env, 'TP_CLIENT_SESSION_TTL', 30_000, parseDuration),
     agentSessionTtlMs: num(env, 'TP_AGENT_SESSION_TTL', 15_000, parseDuration),
     interceptGraceMs: num(env, 'TP_INTERCEPT_GRACE', 120_000, parseDuration),
-    drainMs: num(env, 'TP_DRAIN', DEFAULT_DRAIN_MS, parseDuration),
+    drainMs: env.TP_DRAIN ? parseDuration(env.TP_DRAIN, 'TP_DRAIN') : undefined,
     dialTimeoutMs: num(env, 'TP_DIAL_TIMEOUT', 10_000, parseDuration),
     serviceCidr,
     clusterDomain: env.TP_CLUSTER_DOMAIN || '',
