@@ -13,7 +13,7 @@ export const MAX_MESSAGE_BYTES = 8 << 20;
  *   holds. 1 MiB instead of HTTP/2's 64 KiB: 395 -> 480-500 MB/s server-to-client in the probes. A
  *   workstation's streams had 16 MiB while the API server's port-forward took 40 ms per round trip (no
  *   TCP_NODELAY); with 0.5-2 ms round trips 16 MiB only queued a bulk flow ahead of everything else (p99 of
- *   sequential requests beside a download: 160-440 ms on the lab).
+ *   sequential requests beside a download: 160-440 ms on the lab; WORKSTATION_WINDOWS below).
  * - The connection window bounds what all flows of the connection have in flight together (Node's
  *   HTTP/2 returns a connection's window as soon as data arrives, a stream's only when it is read, so a
  *   stalled reader holds its stream window, never the connection's). Equal to the stream window, two bulk
@@ -32,11 +32,14 @@ export const AGENT_WINDOWS: FlowWindows = { stream: 1 << 20, connection: 8 << 20
 
 /**
  * A workstation's connections (user daemon, root daemon), across a port-forward or a network. The stream
- * window is two DATA messages (1 MiB each, tunnel/messages.ts): HTTP/2 returns a window once half of it was
- * read, so with one message per window a flow waited a round trip after every message; the port-forward's
- * round trip under a bulk load is several ms.
+ * window bounds what a download has queued in the port-forward ahead of every other flow of the
+ * workstation: bench/round-trip, the p99 of sequential requests through the VIF beside a download
+ * (idle ~3-3.7 ms, same runs, 2026-12-05): 2 MiB 30-32 ms (8.8-10.4x), 1 MiB 17.5-18.7 ms (5.4x),
+ * 768 KiB 15-22 ms, 512 KiB 9.1-9.7 ms (2.7x). The download itself: 163, 152, 138, 137 MiB/s (CPU-bound
+ * on the lab's two cores, ±10% run to run). A DATA message (up to 1 MiB) larger than the window crosses in
+ * parts; HTTP/2 returns the window as the receiver reads.
  */
-export const WORKSTATION_WINDOWS: FlowWindows = { stream: 2 << 20, connection: 32 << 20 };
+export const WORKSTATION_WINDOWS: FlowWindows = { stream: 512 << 10, connection: 32 << 20 };
 
 /**
  * A peer that does not answer an HTTP/2 ping within KEEPALIVE_TIMEOUT_MS is dead; pings go every
