@@ -19,7 +19,7 @@
 import * as net from 'node:net';
 import { createLogger } from '../logging/logger.js';
 import { AGENT_WINDOWS } from '../rpc/grpc-options.js';
-import { FlowDialRejected, openFlow, originate } from '../tunnel/flow.js';
+import { FlowDialRejected, type FlowOutcome, openFlow, originate } from '../tunnel/flow.js';
 import {
   connectionIdOf,
   DEFAULT_DIAL_TIMEOUT_MS,
@@ -190,56 +190,57 @@ export class PortListener {
         intercept: interceptId,
       });
     const stream = TunnelStream.open(session.client, AGENT_WINDOWS);
+    const deadlineMs = this.o.workstationDialDeadlineMs;
+    const replay = {
+      limit: REPLAY_LIMIT_BYTES,
+      fallback: (client: net.Socket, sent: Buffer[], ended: boolean, reason: string) => {
+        counts.fellBack++;
+        log.info('the workstation cannot take an intercepted connection: passing it to the app', {
+          appPort,
+          intercept: interceptId,
+          reason,
+        });
+        if (!client.destroyed)
+          passthrough(client, this.loopbackFor(client), appPort, counts, { sent, ended });
+      },
+    };
+    const ended = (o: FlowOutcome) => {
+      if (o.kind === 'rejected' && o.refused) {
+        // The workstation is there and its local port refused: the client sees it, as the developer should.
+        counts.dialFailures++;
+        log.info('intercepted connection refused', { appPort, reason: o.reason });
+      } else if (log.enabled('debug'))
+        log.debug('intercepted connection ended', { appPort, outcome: o.kind });
+    };
+    if (session.managerTakesEarlyData) {
+      // The client's first bytes go right behind OPEN: no round trip between DIAL_OK and the request.
+      void originate(socket, stream, info, { log, replay, earlyData: true, dialDeadlineMs: deadlineMs }).then(
+        ended,
+      );
+      return;
+    }
+    // A manager without early data: the tunnel opens first, then the client is read.
     let decided = false;
-    const toApp = (reason: string) => {
-      if (decided) return;
+    const decide = () => {
+      if (decided) return false;
       decided = true;
       clearTimeout(deadline);
-      counts.fellBack++;
-      log.info('the workstation cannot take an intercepted connection: passing it to the app', {
-        appPort,
-        intercept: interceptId,
-        reason,
-      });
-      if (!socket.destroyed) passthrough(socket, this.loopbackFor(socket), appPort, counts);
+      return true;
     };
-    const deadlineMs = this.o.workstationDialDeadlineMs;
     const deadline = setTimeout(() => {
       stream.abort(`no DIAL_OK within the workstation dial deadline (${deadlineMs} ms)`);
-      toApp(`the tunnel was not open within ${deadlineMs} ms`);
+      if (decide()) replay.fallback(socket, [], false, `the tunnel was not open within ${deadlineMs} ms`);
     }, deadlineMs);
     openFlow(stream, info).then(
       () => {
-        if (decided) return;
-        decided = true;
-        clearTimeout(deadline);
-        const replay = {
-          limit: REPLAY_LIMIT_BYTES,
-          fallback: (client: net.Socket, sent: Buffer[], ended: boolean, reason: string) => {
-            counts.fellBack++;
-            log.info('the workstation went away before answering: passing the connection to the app', {
-              appPort,
-              intercept: interceptId,
-              reason,
-            });
-            passthrough(client, this.loopbackFor(client), appPort, counts, { sent, ended });
-          },
-        };
-        void originate(socket, stream, info, { log, dialed: true, replay }).then((o) => {
-          if (log.enabled('debug')) log.debug('intercepted connection ended', { appPort, outcome: o.kind });
-        });
+        if (decide()) void originate(socket, stream, info, { log, dialed: true, replay }).then(ended);
       },
       (e: Error) => {
-        const workstationRefused =
-          e instanceof FlowDialRejected && e.dialRejected && !isWorkstationUnavailable(e.message);
-        if (!workstationRefused) return toApp(e.message);
-        if (decided) return;
-        decided = true;
-        clearTimeout(deadline);
-        // The workstation is there and its local port refused: the client sees it, as the developer should.
-        counts.dialFailures++;
-        log.info('intercepted connection refused', { appPort, reason: e.message });
-        socket.resetAndDestroy();
+        if (!decide()) return;
+        if (e instanceof FlowDialRejected && e.dialRejected && !isWorkstationUnavailable(e.message)) {
+          socket.resetAndDestroy();
+          ended({ kind: 'rejected', reason: e.message, refused: true });
+        } else replay.fallback(socket, [], false, e.message);
       },
     );
   }

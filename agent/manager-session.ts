@@ -16,6 +16,7 @@ import {
 import { managerChannelOptions } from '../rpc/grpc-options.js';
 import { ManagerClient } from '../rpc/manager-service.js';
 import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
+import { EARLY_DATA_VERSION } from '../tunnel/messages.js';
 import type { AppContainer } from './containers.js';
 import { type PersonalRoute, plan } from './intercept-routes.js';
 
@@ -47,6 +48,11 @@ export class AgentManagerSession {
   client: ManagerClient;
   /** The current session id; empty while disconnected. */
   sessionId = '';
+  /**
+   * The current session's manager takes early data (tunnel/messages.ts EARLY_DATA_VERSION): an intercepted
+   * connection's first bytes go right behind its OPEN.
+   */
+  managerTakesEarlyData = false;
   /** The current session's credential: the channel adds it to every call (tunnel streams included). */
   private credential = '';
   /** The ArriveAsAgent call in flight, if any. */
@@ -134,6 +140,7 @@ export class AgentManagerSession {
         failedAttempts = 0;
         this.sessionId = session.sessionId;
         this.credential = session.credential;
+        this.managerTakesEarlyData = session.tunnelVersion >= EARLY_DATA_VERSION;
         log.info('arrived at the traffic manager', { manager: this.address, session: session.sessionId });
         const reason = await this.serve(session.sessionId, session.remainIntervalMs || 5_000);
         if (this.stopped) break;

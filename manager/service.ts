@@ -351,6 +351,7 @@ export function managerService(core: ManagerCore): ManagerServer {
         remainIntervalMs: core.sessions.remainIntervalFor('client'),
         credential: core.access.credentials.sessionCredential(s.id),
         resumeToken: core.access.resumeToken(s),
+        tunnelVersion: TUNNEL_VERSION,
       };
     }),
 
@@ -366,6 +367,7 @@ export function managerService(core: ManagerCore): ManagerServer {
         remainIntervalMs: core.sessions.remainIntervalFor('agent'),
         credential: core.access.credentials.sessionCredential(s.id),
         resumeToken: '',
+        tunnelVersion: TUNNEL_VERSION,
       };
     }),
 

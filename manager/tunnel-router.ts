@@ -21,7 +21,13 @@ import { AGENT_WINDOWS, WORKSTATION_WINDOWS } from '../rpc/grpc-options.js';
 import { widenReceiveWindow } from '../rpc/server-window.js';
 import { dialTcp } from '../tunnel/dial.js';
 import { readOpen, serveDial } from '../tunnel/flow.js';
-import { formatConnectionId, msg, type StreamInfo, WORKSTATION_UNAVAILABLE } from '../tunnel/messages.js';
+import {
+  EARLY_DATA_VERSION,
+  formatConnectionId,
+  msg,
+  type StreamInfo,
+  WORKSTATION_UNAVAILABLE,
+} from '../tunnel/messages.js';
 import { relay } from '../tunnel/relay.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import { serveUdp, UDP_PROTOCOL } from '../tunnel/udp-flow.js';
@@ -192,7 +198,13 @@ export class TunnelRouter {
       this.stats.flows.intercept++;
       // An intercepted connection whose workstation vanishes before answering can still go to the app.
       const dialerGone = session.kind === 'client' ? WORKSTATION_UNAVAILABLE : undefined;
-      void relay(p.originator, stream, { label: p.label, log: this.log, dialerGone }).then((o) => {
+      const dialerTakesEarlyData = info.version >= EARLY_DATA_VERSION;
+      void relay(p.originator, stream, {
+        label: p.label,
+        log: this.log,
+        dialerGone,
+        dialerTakesEarlyData,
+      }).then((o) => {
         // The agent originates, the workstation dials: to the dialer is toward the workstation.
         if (o.kind === 'rejected') this.stats.dialFailures.intercept++;
         else {

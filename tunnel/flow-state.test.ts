@@ -42,12 +42,20 @@ test('the originator waits for the dial, then data flows', () => {
   assert.is(rejected.state.phase, 'closed');
 });
 
-test('the dialing end accepts only RESET and KEEPALIVE until it has dialed', () => {
+test('the dialing end takes early data and its CLOSE_SEND, but no DIAL_OK or OPEN, until it has dialed', () => {
   assert.equal(run('dialing', msg.keepalive(), msg.reset('gave up')).actions, ['keepalive', 'reset']);
-  assert.equal(run('dialing', msg.data(Buffer.from('x'))).actions, [
-    'protocol-error: unexpected DATA while dialing',
+  const early = run('dialing', msg.data(Buffer.from('GET /')), msg.closeSend());
+  assert.equal(early.actions, ['data', 'close-send']);
+  assert.is(early.state.phase, 'dialing', 'still dialing: this end has sent nothing yet');
+  const established = dialed(early.state);
+  assert.is(established.phase, 'established');
+  assert.ok(established.receivedCloseSend, 'the early CLOSE_SEND is kept once dialed');
+  assert.equal(run('dialing', msg.closeSend(), msg.data(Buffer.from('x'))).actions, [
+    'close-send',
+    'protocol-error: DATA after CLOSE_SEND',
   ]);
-  assert.is(dialed(initialFlowState('dialing')).phase, 'established');
+  assert.equal(run('dialing', msg.dialOk()).actions, ['protocol-error: unexpected DIAL_OK while dialing']);
+  assert.equal(run('dialing', msg.open(info)).actions, ['protocol-error: unexpected OPEN while dialing']);
 });
 
 test('half-close: the flow ends after both CLOSE_SENDs, in either order', () => {

@@ -7,9 +7,12 @@ import { codeName, type StreamInfo, TunnelCode, type TunnelMessage } from './mes
 export type FlowPhase =
   /** The answering end, before the peer's OPEN. */
   | 'awaiting-open'
-  /** The answering end, dialing the destination: the originator sends nothing but RESET/KEEPALIVE. */
+  /**
+   * The answering end, dialing the destination. The originator may already send DATA and CLOSE_SEND
+   * (early data, tunnel version 3: EARLY_DATA_VERSION): the answering end keeps them until it has dialed.
+   */
   | 'dialing'
-  /** The originating end, after its OPEN, waiting for DIAL_OK or DIAL_REJECT. */
+  /** The originating end, after its OPEN, waiting for DIAL_OK or DIAL_REJECT (it may send early data). */
   | 'awaiting-dial'
   /** Data flows both ways until each side has sent CLOSE_SEND. */
   | 'established'
@@ -70,7 +73,7 @@ export function receive(s: FlowState, m: TunnelMessage): Transition {
       if (!m.open) return protocolError(s, 'OPEN without stream info');
       return { state: { ...s, phase: 'dialing' }, action: { kind: 'open', info: m.open } };
     case 'dialing':
-      return unexpected(s, m);
+      return dataOrCloseSend(s, m);
     case 'awaiting-dial':
       if (m.code === TunnelCode.DIAL_OK)
         return { state: { ...s, phase: 'established' }, action: { kind: 'dial-ok' } };
@@ -78,17 +81,22 @@ export function receive(s: FlowState, m: TunnelMessage): Transition {
         return { state: closed(s), action: { kind: 'dial-reject', reason: m.error || 'dial rejected' } };
       return unexpected(s, m);
     case 'established':
-      if (m.code === TunnelCode.DATA) {
-        if (s.receivedCloseSend) return protocolError(s, 'DATA after CLOSE_SEND');
-        return { state: s, action: { kind: 'data', data: m.data } };
-      }
-      if (m.code === TunnelCode.CLOSE_SEND) {
-        if (s.receivedCloseSend) return protocolError(s, 'CLOSE_SEND twice');
-        const next = { ...s, receivedCloseSend: true };
-        return { state: next.sentCloseSend ? closed(next) : next, action: { kind: 'close-send' } };
-      }
-      return unexpected(s, m);
+      return dataOrCloseSend(s, m);
   }
+}
+
+/** DATA and CLOSE_SEND, the messages of an established flow (and the early data of a dialing one). */
+function dataOrCloseSend(s: FlowState, m: TunnelMessage): Transition {
+  if (m.code === TunnelCode.DATA) {
+    if (s.receivedCloseSend) return protocolError(s, 'DATA after CLOSE_SEND');
+    return { state: s, action: { kind: 'data', data: m.data } };
+  }
+  if (m.code === TunnelCode.CLOSE_SEND) {
+    if (s.receivedCloseSend) return protocolError(s, 'CLOSE_SEND twice');
+    const next = { ...s, receivedCloseSend: true };
+    return { state: next.sentCloseSend ? closed(next) : next, action: { kind: 'close-send' } };
+  }
+  return unexpected(s, m);
 }
 
 /** This end dialed its destination and sends DIAL_OK. */

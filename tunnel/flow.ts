@@ -42,8 +42,11 @@ export type FlowOutcome =
   | { kind: 'closed'; bytesIn: number; bytesOut: number }
   /** Aborted: by this side (socket error, idle, protocol error) or by the peer (RESET, stream lost). */
   | { kind: 'reset'; by: 'local' | 'peer'; reason: string; bytesIn: number; bytesOut: number }
-  /** The dial failed or timed out: the accepted socket was reset. */
-  | { kind: 'rejected'; reason: string }
+  /**
+   * The dial failed or timed out: the accepted socket was reset. `refused`: the far side answered
+   * DIAL_REJECT (its destination refused), rather than going away or not answering.
+   */
+  | { kind: 'rejected'; reason: string; refused?: boolean }
   /**
    * The far side went away before it sent a byte (OriginateOptions.replay): the socket and what it had
    * sent went to the replay's fallback instead of being reset.
@@ -75,6 +78,15 @@ export interface OriginateOptions extends FlowOptions {
     limit: number;
     fallback: (socket: net.Socket, sent: Buffer[], ended: boolean, reason: string) => void;
   };
+  /**
+   * Early data (the far side speaks messages.ts EARLY_DATA_VERSION): the socket is read at once and what
+   * it sends goes right behind OPEN, before DIAL_OK, and so does its FIN. With `replay`, reading stops at
+   * the replay's limit until DIAL_OK, and a dial that fails for any reason but the far side's own refusal
+   * (DIAL_REJECT without WORKSTATION_UNAVAILABLE) hands the socket over as well.
+   */
+  earlyData?: boolean;
+  /** Wait at most this long for DIAL_OK (default and upper bound: info.dialTimeoutMs). */
+  dialDeadlineMs?: number;
 }
 
 const defaultLog = createLogger('tunnel');
@@ -242,6 +254,14 @@ class Flow {
   private replaySent: Buffer[] | undefined;
   private replayBytes = 0;
   private socketEnded = false;
+  /** The socket's 'data' and 'end' are handled (from DIAL_OK, or from OPEN with early data). */
+  private reading = false;
+  /** The originator paused its socket at the replay limit until DIAL_OK (early data). */
+  private earlyPaused = false;
+  /** The dialing side: early data from the originator, written once the destination is dialed. */
+  private early: Buffer[] = [];
+  private earlyBytes = 0;
+  private earlyHeld = false;
 
   constructor(
     private readonly stream: TunnelStream,
@@ -268,15 +288,16 @@ class Flow {
   originate(socket: net.Socket): Promise<FlowOutcome> {
     this.state = initialFlowState('awaiting-dial');
     this.socket = socket;
-    // Nothing is read from the client until the far side has dialed: the kernel holds it meanwhile.
-    socket.pause();
     socket.on('error', this.onSocketError);
     socket.on('close', this.onSocketClose);
     this.stream.onMessage(this.onMessage);
     this.stream.send(msg.open(this.info));
-    this.phaseTimer = setTimeout(() => {
-      this.reject(`no DIAL_OK within ${this.info.dialTimeoutMs} ms`, true);
-    }, this.info.dialTimeoutMs);
+    const waitMs = Math.min(this.options.dialDeadlineMs ?? Number.MAX_SAFE_INTEGER, this.info.dialTimeoutMs);
+    this.phaseTimer = setTimeout(() => this.reject(`no DIAL_OK within ${waitMs} ms`, true), waitMs);
+    // Without early data nothing is read from the client until the far side has dialed: the kernel holds
+    // it meanwhile.
+    if (this.options.earlyData) this.readSocket();
+    else socket.pause();
     return this.outcome;
   }
 
@@ -307,6 +328,7 @@ class Flow {
         socket.on('close', this.onSocketClose);
         this.state = dialed(this.state);
         this.stream.send(msg.dialOk());
+        this.writeEarlyData();
         this.startPump();
       },
       (e: Error) => {
@@ -322,11 +344,7 @@ class Flow {
   }
 
   private startPump(): void {
-    const socket = this.socket!;
     clearTimeout(this.phaseTimer);
-    socket.on('data', this.onSocketData);
-    socket.on('end', this.onSocketEnd);
-    socket.on('drain', this.onSocketDrain);
     const idle = this.info.idleTimeoutMs;
     if (idle > 0) {
       this.idleTimer = setTimeout(() => this.resetLocally(`idle for ${idle} ms`), idle);
@@ -339,44 +357,83 @@ class Flow {
       }, keepalive);
       this.keepaliveTimer.unref();
     }
+    if (!this.reading) this.readSocket();
+    else if (this.earlyPaused) {
+      this.earlyPaused = false;
+      if (!this.socketWaitsForStream) this.socket!.resume();
+    }
+  }
+
+  private readSocket(): void {
+    const socket = this.socket!;
+    this.reading = true;
+    socket.on('data', this.onSocketData);
+    socket.on('end', this.onSocketEnd);
+    socket.on('drain', this.onSocketDrain);
     socket.resume();
+  }
+
+  /** DATA may go out: the flow is established, or waits for DIAL_OK with early data; no CLOSE_SEND yet. */
+  private canSendData(): boolean {
+    const phase = this.state.phase;
+    const open = phase === 'established' || (phase === 'awaiting-dial' && this.options.earlyData === true);
+    return open && !this.state.sentCloseSend;
+  }
+
+  /** The dialing side, just dialed: what the originator sent early goes first, then its FIN if it came. */
+  private writeEarlyData(): void {
+    for (const b of this.early) this.writeToSocket(b);
+    this.early = [];
+    if (this.earlyHeld) {
+      this.earlyHeld = false;
+      if (!this.streamWaitsForSocket) this.stream.resume();
+    }
+    if (this.state.receivedCloseSend) this.socket!.end();
+  }
+
+  private writeToSocket(data: Buffer): void {
+    if (!this.socket!.write(data) && !this.streamWaitsForSocket) {
+      this.streamWaitsForSocket = true;
+      this.stream.pause();
+    }
   }
 
   // --- messages from the peer
 
   private readonly onMessage = (m: TunnelMessage): void => {
+    const before = this.state.phase;
     const t = receive(this.state, m);
     this.state = t.state;
-    this.act(t.action);
+    this.act(t.action, before);
   };
 
-  private act(a: FlowAction): void {
+  private act(a: FlowAction, before: FlowState['phase']): void {
     switch (a.kind) {
       case 'dial-ok':
         this.log.trace('dial ok', { flow: this.label });
         this.startPump();
         return;
       case 'dial-reject':
-        this.reject(a.reason, false);
+        this.reject(a.reason, false, true);
         return;
       case 'data': {
         this.idleTimer?.refresh();
         this.replaySent = undefined; // the far side answered: what it did cannot be done again elsewhere
         this.bytesOut += a.data.length;
-        const socket = this.socket!;
-        if (!socket.write(a.data) && !this.streamWaitsForSocket) {
-          this.streamWaitsForSocket = true;
-          this.stream.pause();
-        }
+        if (this.socket) this.writeToSocket(a.data);
+        else this.keepEarlyData(a.data);
         return;
       }
       case 'close-send':
-        if (!this.socket!.destroyed) this.socket!.end();
+        // Early (still dialing): writeEarlyData() ends the socket once it is there.
+        if (this.socket && !this.socket.destroyed) this.socket.end();
         this.finishIfClosed();
         return;
       case 'reset':
         this.log.debug('peer reset the flow', { flow: this.label, reason: a.reason });
-        if (isWorkstationUnavailable(a.reason) && this.handOver(a.reason)) return;
+        // Before DIAL_OK any reset means the far side could not take the flow (as a failed openFlow).
+        if ((before === 'awaiting-dial' || isWorkstationUnavailable(a.reason)) && this.handOver(a.reason))
+          return;
         this.abortSocket();
         this.stream.end();
         this.finish(this.resetOutcome('peer', a.reason || 'reset by peer'));
@@ -399,13 +456,31 @@ class Flow {
     }
   }
 
+  /** The dialing side: the originator's early data waits for the socket; a full 1 MiB pauses the stream. */
+  private keepEarlyData(data: Buffer): void {
+    this.early.push(data);
+    this.earlyBytes += data.length;
+    if (this.earlyBytes >= MAX_DATA_BYTES && !this.earlyHeld) {
+      this.earlyHeld = true;
+      this.stream.pause();
+    }
+  }
+
   // --- the socket
 
   private readonly onSocketData = (chunk: Buffer): void => {
     this.bytesIn += chunk.length;
     if (this.replaySent) {
       this.replayBytes += chunk.length;
-      if (this.replayBytes > this.options.replay!.limit) this.replaySent = undefined;
+      const limit = this.options.replay!.limit;
+      if (this.state.phase === 'awaiting-dial') {
+        // Early data: everything read before DIAL_OK can still go elsewhere; stop reading at the limit.
+        this.replaySent.push(chunk);
+        if (this.replayBytes >= limit && !this.earlyPaused) {
+          this.earlyPaused = true;
+          this.socket!.pause();
+        }
+      } else if (this.replayBytes > limit) this.replaySent = undefined;
       else this.replaySent.push(chunk);
     }
     for (const full of this.coalescer.push(chunk)) this.sendData(full);
@@ -421,14 +496,13 @@ class Flow {
     this.bytesIn += bytes;
     const m = this.reader.commit(bytes, into);
     // Its memory serves later reads once written, where grpc-js then keeps no reference (server calls).
-    if (this.state.phase === 'established' && !this.state.sentCloseSend)
-      this.sendData(m, this.stream.writesAreFinal ? dataWritten : undefined);
+    if (this.canSendData()) this.sendData(m, this.stream.writesAreFinal ? dataWritten : undefined);
     return true;
   };
 
   private readonly flush = (): void => {
     this.flushScheduled = false;
-    if (this.state.phase !== 'established' || this.state.sentCloseSend) return;
+    if (!this.canSendData()) return;
     const m = this.coalescer.take();
     if (m) this.sendData(m);
   };
@@ -448,7 +522,7 @@ class Flow {
 
   private readonly onSocketEnd = (): void => {
     this.socketEnded = true;
-    if (this.state.phase !== 'established') return;
+    if (!this.canSendData()) return;
     this.flush();
     this.send(msg.closeSend());
     this.state = sendCloseSend(this.state);
@@ -476,7 +550,7 @@ class Flow {
   private readonly onStreamDrain = (): void => {
     if (!this.socketWaitsForStream) return;
     this.socketWaitsForStream = false;
-    this.socket?.resume();
+    if (!this.earlyPaused) this.socket?.resume();
   };
 
   private readonly onStreamEnd = (): void => {
@@ -496,7 +570,7 @@ class Flow {
   private failFromPeer(reason: string): void {
     this.log.debug('tunnel stream lost', { flow: this.label, reason });
     const wasDialing = this.state.phase === 'awaiting-dial' || this.state.phase === 'dialing';
-    if (!wasDialing && this.handOver(reason)) return;
+    if (this.handOver(reason)) return;
     this.state = abort(this.state);
     this.abortSocket();
     this.stream.end();
@@ -509,10 +583,14 @@ class Flow {
    * The far side is gone before it answered (OriginateOptions.replay): the socket, detached from this
    * flow and paused, goes to the fallback with what it sent. False when a replay is not possible.
    */
+  private canHandOver(): boolean {
+    return this.replaySent !== undefined && !this.done && this.socket !== undefined && !this.socket.destroyed;
+  }
+
   private handOver(reason: string): boolean {
-    const sent = this.replaySent;
-    const socket = this.socket;
-    if (!sent || this.done || !socket || socket.destroyed) return false;
+    if (!this.canHandOver()) return false;
+    const sent = this.replaySent!;
+    const socket = this.socket!;
     socket.off('data', this.onSocketData);
     socket.off('end', this.onSocketEnd);
     socket.off('drain', this.onSocketDrain);
@@ -533,14 +611,24 @@ class Flow {
     return true;
   }
 
-  /** Dial failed (reject, timeout, client gone before): reset the accepted socket. */
-  private reject(reason: string, sendReset: boolean): void {
+  /**
+   * Dial failed (reject, timeout, client gone before): reset the accepted socket, or hand it over
+   * (replay) unless the far side itself refused (`refused`: DIAL_REJECT without WORKSTATION_UNAVAILABLE).
+   */
+  private reject(reason: string, sendReset: boolean, refused = false): void {
     if (this.done) return;
+    if ((!refused || isWorkstationUnavailable(reason)) && this.canHandOver()) {
+      // Our own timeout: cancel the stream, so that the manager drops the flow before a workstation
+      // receives what this side hands over.
+      if (sendReset) this.stream.abort(reason);
+      this.handOver(reason);
+      return;
+    }
     this.state = abort(this.state);
     if (sendReset) this.stream.send(msg.reset(reason));
     this.stream.end();
     this.abortSocket();
-    this.finish({ kind: 'rejected', reason });
+    this.finish(refused ? { kind: 'rejected', reason, refused } : { kind: 'rejected', reason });
   }
 
   private resetLocally(reason: string): void {

@@ -31,6 +31,15 @@ export function isWorkstationUnavailable(reason: string): boolean {
   return reason.startsWith(WORKSTATION_UNAVAILABLE);
 }
 
+/**
+ * The tunnel version from which an end takes early data: DATA and CLOSE_SEND from the originator before
+ * its DIAL_OK, kept until it has dialed. An agent sends its client's first bytes right behind OPEN when
+ * the manager's Arrival says at least this version; the manager's relay passes them on at once to a
+ * dialer whose OPEN says at least this version, and holds them until DIAL_OK for an older one. A new
+ * connection then costs no round trip between DIAL_OK and the request.
+ */
+export const EARLY_DATA_VERSION = 3;
+
 const EMPTY = Buffer.alloc(0);
 
 function message(code: TunnelCode, fields: Partial<TunnelMessage> = {}): TunnelMessage {

@@ -4,7 +4,7 @@
 // cannot confuse the other; backpressure is passed through (a slow reader pauses the far writer).
 import { createLogger, type Logger } from '../logging/logger.js';
 import { dialed, type FlowState, initialFlowState, receive } from './flow-state.js';
-import { msg, type TunnelMessage } from './messages.js';
+import { MAX_DATA_BYTES, msg, type TunnelMessage } from './messages.js';
 import type { TunnelStream } from './stream.js';
 
 export type RelayOutcome =
@@ -27,6 +27,11 @@ export function relay(
      * relay: WORKSTATION_UNAVAILABLE, so that an agent can still give the connection to its app).
      */
     dialerGone?: string;
+    /**
+     * The dialer's OPEN says it takes early data (messages.ts EARLY_DATA_VERSION): the originator's DATA
+     * and CLOSE_SEND go to it at once. Otherwise what the originator sends early waits here for DIAL_OK.
+     */
+    dialerTakesEarlyData?: boolean;
   },
 ): Promise<RelayOutcome> {
   const log = options.log ?? createLogger('tunnel/relay');
@@ -38,6 +43,9 @@ export function relay(
     /** Streams paused because the other side's send budget is spent. */
     const paused = new Set<TunnelStream>();
     let done = false;
+    /** The originator's early messages, for a dialer that takes none before its DIAL_OK. */
+    let held: TunnelMessage[] | undefined = options.dialerTakesEarlyData ? undefined : [];
+    let heldBytes = 0;
 
     const finish = (outcome: RelayOutcome) => {
       if (done) return;
@@ -77,7 +85,15 @@ export function relay(
       const t = receive(fromOriginator, m);
       fromOriginator = t.state;
       const a = t.action;
-      if (a.kind === 'data' || a.kind === 'keepalive') forward(originator, dialer, m);
+      if ((a.kind === 'data' || a.kind === 'close-send') && held) {
+        // Early data for a dialer that has not dialed and takes none: it goes after DIAL_OK.
+        held.push(m);
+        heldBytes += m.data.length;
+        if (heldBytes >= MAX_DATA_BYTES && !paused.has(originator)) {
+          paused.add(originator);
+          originator.pause();
+        }
+      } else if (a.kind === 'data' || a.kind === 'keepalive') forward(originator, dialer, m);
       else if (a.kind === 'close-send') {
         forward(originator, dialer, m);
         maybeClosed();
@@ -97,6 +113,11 @@ export function relay(
       if (a.kind === 'dial-ok') {
         fromOriginator = dialed(fromOriginator);
         forward(dialer, originator, m);
+        const early = held ?? [];
+        held = undefined;
+        if (paused.delete(originator)) originator.resume();
+        for (const e of early) forward(originator, dialer, e);
+        maybeClosed();
       } else if (a.kind === 'dial-reject') {
         originator.send(m);
         finish({ kind: 'rejected', reason: a.reason });

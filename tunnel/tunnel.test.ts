@@ -12,8 +12,16 @@ import type { TunnelMessage } from '../rpc/gen/manager.js';
 import { AGENT_WINDOWS, managerChannelOptions, managerServerOptions } from '../rpc/grpc-options.js';
 import { ManagerClient, ManagerServiceDefinition } from '../rpc/manager-service.js';
 import { dialTcp } from './dial.js';
-import { FlowDialRejected, type FlowOutcome, openFlow, originate, readOpen, serveDial } from './flow.js';
-import { msg, streamInfo, TunnelCode, WORKSTATION_UNAVAILABLE } from './messages.js';
+import {
+  FlowDialRejected,
+  type FlowOutcome,
+  type OriginateOptions,
+  openFlow,
+  originate,
+  readOpen,
+  serveDial,
+} from './flow.js';
+import { EARLY_DATA_VERSION, msg, streamInfo, TunnelCode, WORKSTATION_UNAVAILABLE } from './messages.js';
 import { relay } from './relay.js';
 import { TunnelStream } from './stream.js';
 
@@ -45,7 +53,13 @@ async function startServer(mode: ServerMode): Promise<{ server: grpc.Server; por
             // The first stream with a relay id waits for its partner, which dials.
             const other = waiting.get(info.relayId);
             if (!other) waiting.set(info.relayId, stream);
-            else void relay(other, stream, { label: info.relayId, dialerGone: WORKSTATION_UNAVAILABLE });
+            // As the manager: early data goes on at once to a dialer whose OPEN says it takes it.
+            else
+              void relay(other, stream, {
+                label: info.relayId,
+                dialerGone: WORKSTATION_UNAVAILABLE,
+                dialerTakesEarlyData: info.version >= EARLY_DATA_VERSION,
+              });
             return;
           }
           const port = info.connId!.dstPort;
@@ -72,6 +86,7 @@ async function rig(
   mode: ServerMode,
   targetPort: number,
   info: Partial<Parameters<typeof streamInfo>[0]> = {},
+  options: OriginateOptions = {},
 ): Promise<Rig> {
   const { server, port } = await startServer(mode);
   const client = new ManagerClient(
@@ -89,6 +104,7 @@ async function rig(
         socket,
         TunnelStream.open(client, AGENT_WINDOWS),
         streamInfo({ connId, sessionId: 'test', ...info }),
+        options,
       ),
     );
   });
@@ -429,7 +445,10 @@ test('relay: two streams paired by the server carry data and half-close', async 
  * to a hand-driven dialer (the workstation): returns the client's socket, the dialer's stream once it saw
  * the client's first bytes, the flow's outcome and what the fallback received.
  */
-async function replayRig(relayId: string) {
+async function replayRig(
+  relayId: string,
+  o: { earlyData?: boolean; dialerVersion?: number; deadlineMs?: number } = {},
+) {
   const { server, port } = await startServer('relay');
   const client = new ManagerClient(
     `127.0.0.1:${port}`,
@@ -453,25 +472,31 @@ async function replayRig(relayId: string) {
           fallback: (socket, sent, ended, reason) =>
             fallback({ sent: Buffer.concat(sent).toString(), ended, reason, socket }),
         },
+        earlyData: o.earlyData,
+        dialDeadlineMs: o.deadlineMs ?? 3_000,
       },
     );
   });
   const s = await connect(front.port);
   s.on('error', () => {});
-  // The workstation: OPEN with the relay id, DIAL_OK, then the client's bytes arrive.
+  // The workstation: OPEN with the relay id, DIAL_OK (not yet with early data), then the client's bytes.
   const dialer = TunnelStream.open(client, AGENT_WINDOWS);
   dialer.on('failure', () => {});
   const received: Buffer[] = [];
+  const codes: TunnelCode[] = [];
   dialer.onMessage((m) => {
+    codes.push(m.code);
     if (m.code === TunnelCode.DATA) received.push(m.data);
   });
   await eventually('the originator to open', () => outcome !== undefined);
-  dialer.send(msg.open(streamInfo({ connId, sessionId: 'w', relayId })));
-  dialer.send(msg.dialOk());
+  const version = o.dialerVersion ?? EARLY_DATA_VERSION;
+  dialer.send(msg.open(streamInfo({ connId, sessionId: 'w', relayId, version })));
+  if (!o.earlyData) dialer.send(msg.dialOk());
   return {
     s,
     dialer,
     received,
+    codes,
     fellBack,
     outcome: () => outcome,
     close: () => {
@@ -532,6 +557,110 @@ test('replay: once the workstation answered, or when it reset the connection its
     } finally {
       r.close();
     }
+  }
+});
+
+test('early data: the request and its FIN reach a dialer that takes them before its DIAL_OK', async () => {
+  const r = await replayRig('r-early', { earlyData: true });
+  try {
+    const reply = readAll(r.s);
+    r.s.end('GET / HTTP/1.1\r\n\r\n');
+    await eventually('the request and its FIN to reach the dialer, which has not answered yet', () =>
+      r.codes.includes(TunnelCode.CLOSE_SEND),
+    );
+    assert.is(Buffer.concat(r.received).toString(), 'GET / HTTP/1.1\r\n\r\n');
+    r.dialer.send(msg.dialOk());
+    r.dialer.send(msg.data(Buffer.from('HTTP/1.1 200 OK\r\n\r\n')));
+    r.dialer.send(msg.closeSend());
+    assert.is((await reply).toString(), 'HTTP/1.1 200 OK\r\n\r\n');
+    assert.is((await r.outcome()).kind, 'closed');
+  } finally {
+    r.close();
+  }
+});
+
+test('early data waits in the relay for a dialer that does not take it (tunnel version 2) until its DIAL_OK', async () => {
+  const r = await replayRig('r-early-v2', { earlyData: true, dialerVersion: EARLY_DATA_VERSION - 1 });
+  try {
+    r.s.write('GET / HTTP/1.1\r\n\r\n');
+    // Time for the bytes to cross, were they passed on: a version 2 dialer would break the flow on them.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(r.codes, [], 'nothing before DIAL_OK');
+    r.dialer.send(msg.dialOk());
+    await eventually('the request after DIAL_OK', () => Buffer.concat(r.received).length === 18);
+    assert.is(Buffer.concat(r.received).toString(), 'GET / HTTP/1.1\r\n\r\n');
+  } finally {
+    r.close();
+  }
+});
+
+test('early data: a workstation unavailable or silent before DIAL_OK hands the connection over; its own refusal resets it', async () => {
+  for (const how of ['unavailable', 'no answer', 'refused'] as const) {
+    const r = await replayRig(`r-early-${how}`, { earlyData: true, deadlineMs: 500 });
+    try {
+      let fellBack = false;
+      void r.fellBack.then(() => {
+        fellBack = true;
+      });
+      const reset = resetOf(r.s);
+      r.s.end('GET / HTTP/1.1\r\n\r\n');
+      await eventually('the request to reach the dialer', () => Buffer.concat(r.received).length === 18);
+      if (how === 'unavailable')
+        r.dialer.send(msg.dialReject(`${WORKSTATION_UNAVAILABLE}the intercept is gone`));
+      if (how === 'refused') r.dialer.send(msg.dialReject('connection refused by 127.0.0.1:8080'));
+      if (how === 'refused') {
+        assert.is(await reset, 'ECONNRESET');
+        const o = await r.outcome();
+        assert.ok(o.kind === 'rejected' && o.refused, `${how}: ${JSON.stringify(o)}`);
+        assert.not.ok(fellBack, 'a refusal is not handed over');
+        continue;
+      }
+      const got = await r.fellBack;
+      assert.is(got.sent, 'GET / HTTP/1.1\r\n\r\n', how);
+      assert.ok(got.ended, `${how}: the client's FIN, read early, is handed over too`);
+      assert.is((await r.outcome()).kind, 'handed-over', how);
+      if (how === 'no answer') {
+        assert.match(got.reason, 'no DIAL_OK within 500 ms');
+        // The originator cancelled its stream: the workstation's half of the flow is reset, not left open.
+        await eventually('the dialer to be reset', () => r.codes.includes(TunnelCode.RESET));
+      }
+      const reply = readAll(r.s);
+      got.socket.end('from the app');
+      assert.is((await reply).toString(), 'from the app', how);
+    } finally {
+      r.close();
+    }
+  }
+});
+
+test('early data: a dialer keeps what arrives while it dials (3 MiB, beyond its 1 MiB hold), then writes it in order', async () => {
+  const target = await listen((s) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c) => chunks.push(c));
+    s.on('end', () => s.end(`echo:${sha(Buffer.concat(chunks))}`));
+  });
+  const r = await rig('relay', target.port, { relayId: 'r-early-dial' }, { earlyData: true });
+  try {
+    const s = await connect(r.frontPort);
+    const reply = readAll(s);
+    const dialerStream = new TunnelStream(r.client.tunnel());
+    const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: target.port };
+    const info = streamInfo({ connId, sessionId: 'dialer', relayId: 'r-early-dial' });
+    await eventually('the originator to open', () => r.accepted.length === 1);
+    const payload = crypto.randomBytes(3 << 20);
+    s.end(payload);
+    dialerStream.send(msg.open(info));
+    // A slow dial: the early data piles up at the dialer meanwhile.
+    const dialerOutcome = serveDial(dialerStream, info, async (signal) => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return dialTcp('127.0.0.1', target.port, 1000, signal);
+    });
+    assert.is((await reply).toString(), `echo:${sha(payload)}`);
+    assert.is((await dialerOutcome).kind, 'closed');
+    assert.is((await r.outcomes[0]!).kind, 'closed');
+  } finally {
+    await r.close();
+    target.server.close();
   }
 });
 

@@ -1,3 +1,4 @@
 // The version every tp binary reports; the tunnel protocol version both sides negotiate.
 export const VERSION = '0.1.0';
-export const TUNNEL_VERSION = 2;
+// 3: early data (tunnel/messages.ts EARLY_DATA_VERSION).
+export const TUNNEL_VERSION = 3;

@@ -189,6 +189,11 @@ export interface Arrival {
    * through the API server again. Valid for a few minutes; every Remain answer carries a fresh one.
    */
   resumeToken: string;
+  /**
+   * The highest tunnel version the manager speaks (VersionInfo.tunnel_version); an agent sends early
+   * data (tunnel/messages.ts EARLY_DATA_VERSION) only to a manager that says so. 0 from older managers.
+   */
+  tunnelVersion: number;
 }
 
 export interface RemainRequest {
@@ -757,7 +762,7 @@ export const SessionInfo: MessageFns<SessionInfo> = {
 };
 
 function createBaseArrival(): Arrival {
-  return { sessionId: "", remainIntervalMs: 0, credential: "", resumeToken: "" };
+  return { sessionId: "", remainIntervalMs: 0, credential: "", resumeToken: "", tunnelVersion: 0 };
 }
 
 export const Arrival: MessageFns<Arrival> = {
@@ -773,6 +778,9 @@ export const Arrival: MessageFns<Arrival> = {
     }
     if (message.resumeToken !== "") {
       writer.uint32(34).string(message.resumeToken);
+    }
+    if (message.tunnelVersion !== 0) {
+      writer.uint32(40).uint32(message.tunnelVersion);
     }
     return writer;
   },
@@ -822,6 +830,14 @@ export const Arrival: MessageFns<Arrival> = {
             message.resumeToken = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.tunnelVersion = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -852,6 +868,11 @@ export const Arrival: MessageFns<Arrival> = {
         : isSet(object.resume_token)
         ? globalThis.String(object.resume_token)
         : "",
+      tunnelVersion: isSet(object.tunnelVersion)
+        ? globalThis.Number(object.tunnelVersion)
+        : isSet(object.tunnel_version)
+        ? globalThis.Number(object.tunnel_version)
+        : 0,
     };
   },
 
@@ -869,6 +890,9 @@ export const Arrival: MessageFns<Arrival> = {
     if (message.resumeToken !== "") {
       obj.resumeToken = message.resumeToken;
     }
+    if (message.tunnelVersion !== 0) {
+      obj.tunnelVersion = Math.round(message.tunnelVersion);
+    }
     return obj;
   },
 
@@ -881,6 +905,7 @@ export const Arrival: MessageFns<Arrival> = {
     message.remainIntervalMs = object.remainIntervalMs ?? 0;
     message.credential = object.credential ?? "";
     message.resumeToken = object.resumeToken ?? "";
+    message.tunnelVersion = object.tunnelVersion ?? 0;
     return message;
   },
 };
