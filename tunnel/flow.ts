@@ -579,14 +579,15 @@ class Flow {
 
   // --- endings
 
-  /**
-   * The far side is gone before it answered (OriginateOptions.replay): the socket, detached from this
-   * flow and paused, goes to the fallback with what it sent. False when a replay is not possible.
-   */
+  /** A replay is possible: kept bytes (the far side has sent none), a live socket, the flow not over. */
   private canHandOver(): boolean {
     return this.replaySent !== undefined && !this.done && this.socket !== undefined && !this.socket.destroyed;
   }
 
+  /**
+   * The far side is gone before it answered (OriginateOptions.replay): the socket, detached from this
+   * flow and paused, goes to the fallback with what it sent. False when a replay is not possible.
+   */
   private handOver(reason: string): boolean {
     if (!this.canHandOver()) return false;
     const sent = this.replaySent!;
