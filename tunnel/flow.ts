@@ -626,7 +626,10 @@ class Flow {
       return;
     }
     this.state = abort(this.state);
-    if (sendReset) this.stream.send(msg.reset(reason));
+    // With early data the manager may hold what the socket sent for a workstation still to come: cancel,
+    // so that it drops the flow at once, rather than a RESET that would wait behind that data.
+    if (sendReset && this.options.earlyData) this.stream.abort(reason);
+    else if (sendReset) this.stream.send(msg.reset(reason));
     this.stream.end();
     this.abortSocket();
     this.finish(refused ? { kind: 'rejected', reason, refused } : { kind: 'rejected', reason });
