@@ -410,27 +410,31 @@ test('malformed messages get a RESET with the reason; the server keeps serving',
   }
 });
 
-test('relay: two streams paired by the server carry data and half-close', async () => {
+/**
+ * A connection relayed by the server to a dialer that dials an echo of the sha256 of what it received, as
+ * the user daemon does it (OPEN with the relay id, dial, answer): 3 MiB and a half-close go through.
+ */
+async function relayedEcho(relayId: string, options: OriginateOptions, slowDialMs: number): Promise<void> {
   const target = await listen((s) => {
     const chunks: Buffer[] = [];
     s.on('data', (c) => chunks.push(c));
     s.on('end', () => s.end(`echo:${sha(Buffer.concat(chunks))}`));
   });
-  const r = await rig('relay', target.port, { relayId: 'r1' });
+  const r = await rig('relay', target.port, { relayId }, options);
   try {
     const s = await connect(r.frontPort);
     const reply = readAll(s);
-    // The dialing side, as the user daemon does it: OPEN with the relay id, dial, answer.
     const dialerStream = new TunnelStream(r.client.tunnel());
     const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: target.port };
-    const info = streamInfo({ connId, sessionId: 'dialer', relayId: 'r1' });
+    const info = streamInfo({ connId, sessionId: 'dialer', relayId });
     await eventually('the originator to open', () => r.accepted.length === 1);
-    dialerStream.send(msg.open(info));
-    const dialerOutcome = serveDial(dialerStream, info, (signal) =>
-      dialTcp('127.0.0.1', target.port, 1000, signal),
-    );
     const payload = crypto.randomBytes(3 << 20);
     s.end(payload);
+    dialerStream.send(msg.open(info));
+    const dialerOutcome = serveDial(dialerStream, info, async (signal) => {
+      await new Promise((resolve) => setTimeout(resolve, slowDialMs));
+      return dialTcp('127.0.0.1', target.port, 1000, signal);
+    });
     assert.is((await reply).toString(), `echo:${sha(payload)}`);
     assert.is((await dialerOutcome).kind, 'closed');
     assert.is((await r.outcomes[0]!).kind, 'closed');
@@ -438,6 +442,10 @@ test('relay: two streams paired by the server carry data and half-close', async 
     await r.close();
     target.server.close();
   }
+}
+
+test('relay: two streams paired by the server carry data and half-close', async () => {
+  await relayedEcho('r1', {}, 0);
 });
 
 /**
@@ -457,8 +465,12 @@ async function replayRig(
   );
   const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: 9 };
   let fallback: (v: { sent: string; ended: boolean; reason: string; socket: net.Socket }) => void;
+  let handedOver = false;
   const fellBack = new Promise<{ sent: string; ended: boolean; reason: string; socket: net.Socket }>((r) => {
-    fallback = r;
+    fallback = (v) => {
+      handedOver = true;
+      r(v);
+    };
   });
   let outcome!: Promise<FlowOutcome>;
   const front = await listen((socket) => {
@@ -498,6 +510,8 @@ async function replayRig(
     received,
     codes,
     fellBack,
+    /** Whether the fallback has run. */
+    handedOver: () => handedOver,
     outcome: () => outcome,
     close: () => {
       s.destroy();
@@ -539,10 +553,6 @@ test('replay: once the workstation answered, or when it reset the connection its
   for (const how of ['answered, then gone', 'its app reset the connection'] as const) {
     const r = await replayRig(`r-${how}`);
     try {
-      let fellBack = false;
-      void r.fellBack.then(() => {
-        fellBack = true;
-      });
       const reset = resetOf(r.s);
       r.s.write('GET / HTTP/1.1\r\n\r\n');
       await eventually('the request to reach the workstation', () => Buffer.concat(r.received).length === 18);
@@ -553,7 +563,7 @@ test('replay: once the workstation answered, or when it reset the connection its
       } else r.dialer.send(msg.reset('read ECONNRESET'));
       assert.is(await reset, 'ECONNRESET', how);
       assert.is((await r.outcome()).kind, 'reset', how);
-      assert.not.ok(fellBack, `${how}: no fallback`);
+      assert.not.ok(r.handedOver(), `${how}: no fallback`);
     } finally {
       r.close();
     }
@@ -598,10 +608,6 @@ test('early data: a workstation unavailable or silent before DIAL_OK hands the c
   for (const how of ['unavailable', 'no answer', 'refused'] as const) {
     const r = await replayRig(`r-early-${how}`, { earlyData: true, deadlineMs: 500 });
     try {
-      let fellBack = false;
-      void r.fellBack.then(() => {
-        fellBack = true;
-      });
       const reset = resetOf(r.s);
       r.s.end('GET / HTTP/1.1\r\n\r\n');
       await eventually('the request to reach the dialer', () => Buffer.concat(r.received).length === 18);
@@ -612,7 +618,7 @@ test('early data: a workstation unavailable or silent before DIAL_OK hands the c
         assert.is(await reset, 'ECONNRESET');
         const o = await r.outcome();
         assert.ok(o.kind === 'rejected' && o.refused, `${how}: ${JSON.stringify(o)}`);
-        assert.not.ok(fellBack, 'a refusal is not handed over');
+        assert.not.ok(r.handedOver(), 'a refusal is not handed over');
         continue;
       }
       const got = await r.fellBack;
@@ -634,34 +640,8 @@ test('early data: a workstation unavailable or silent before DIAL_OK hands the c
 });
 
 test('early data: a dialer keeps what arrives while it dials (3 MiB, beyond its 1 MiB hold), then writes it in order', async () => {
-  const target = await listen((s) => {
-    const chunks: Buffer[] = [];
-    s.on('data', (c) => chunks.push(c));
-    s.on('end', () => s.end(`echo:${sha(Buffer.concat(chunks))}`));
-  });
-  const r = await rig('relay', target.port, { relayId: 'r-early-dial' }, { earlyData: true });
-  try {
-    const s = await connect(r.frontPort);
-    const reply = readAll(s);
-    const dialerStream = new TunnelStream(r.client.tunnel());
-    const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: target.port };
-    const info = streamInfo({ connId, sessionId: 'dialer', relayId: 'r-early-dial' });
-    await eventually('the originator to open', () => r.accepted.length === 1);
-    const payload = crypto.randomBytes(3 << 20);
-    s.end(payload);
-    dialerStream.send(msg.open(info));
-    // A slow dial: the early data piles up at the dialer meanwhile.
-    const dialerOutcome = serveDial(dialerStream, info, async (signal) => {
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      return dialTcp('127.0.0.1', target.port, 1000, signal);
-    });
-    assert.is((await reply).toString(), `echo:${sha(payload)}`);
-    assert.is((await dialerOutcome).kind, 'closed');
-    assert.is((await r.outcomes[0]!).kind, 'closed');
-  } finally {
-    await r.close();
-    target.server.close();
-  }
+  // A slow dial: the early data piles up at the dialer meanwhile.
+  await relayedEcho('r-early-dial', { earlyData: true }, 300);
 });
 
 test('openFlow then originate(dialed): what the destination sent before the socket existed comes first', async () => {
