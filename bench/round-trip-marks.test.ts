@@ -5,6 +5,7 @@ import { type PathFigures, type RoundTripFigures, renderMarks, roundTripMarks } 
 const path = (rps: number, newP50Ms: number, mibs: number): PathFigures => ({
   keepAlive: { rps, p50Ms: 1000 / rps, p99Ms: 3000 / rps },
   newConnection: { rps: 1000 / newP50Ms, p50Ms: newP50Ms, p99Ms: newP50Ms * 2 },
+  parallel: { rps: rps * 4, p50Ms: 10, p99Ms: 30 },
   toWorkstationMiBs: mibs,
   toClusterMiBs: mibs,
 });

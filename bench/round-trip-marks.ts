@@ -1,7 +1,7 @@
 // The marks of bench/round-trip (issue 11), as a pure function of the figures it measured: each path
 // through tp (the intercept, the VIF) against `kubectl port-forward` alone to the same pod, in the same run.
 
-/** One connection (wrk -c1): requests per second and latency percentiles in milliseconds. */
+/** A wrk run (one connection: -c1): requests per second and latency percentiles in milliseconds. */
 export interface Sequential {
   rps: number;
   p50Ms: number;
@@ -14,6 +14,8 @@ export interface PathFigures {
   keepAlive: Sequential;
   /** A new connection per request. */
   newConnection: Sequential;
+  /** PARALLEL_CONNECTIONS connections at once, sequential requests on each (no mark: the issue's table). */
+  parallel: Sequential;
   /** Bulk transfer rates in MiB/s, by the direction the bytes cross the port-forward. */
   toWorkstationMiBs: number;
   toClusterMiBs: number;
@@ -35,6 +37,8 @@ export interface Mark {
   met: boolean;
 }
 
+/** The connections of the parallel row (wrk -t2 -c50). */
+export const PARALLEL_CONNECTIONS = 50;
 export const KEEP_ALIVE_FIRST_MARK = 0.5;
 export const KEEP_ALIVE_GOAL = 0.8;
 export const NEW_CONNECTION_SLACK_MS = 2;
@@ -105,6 +109,9 @@ export function renderFigures(f: RoundTripFigures): string[] {
     lines.push(`    one connection       tp ${seq(tp.keepAlive)}   port-forward ${seq(anchor.keepAlive)}`);
     lines.push(
       `    connection/request   tp ${seq(tp.newConnection)}   port-forward ${seq(anchor.newConnection)}`,
+    );
+    lines.push(
+      `    ${PARALLEL_CONNECTIONS} connections       tp ${seq(tp.parallel)}   port-forward ${seq(anchor.parallel)}`,
     );
     lines.push(
       `    bulk to workstation  tp ${mibs(tp.toWorkstationMiBs)}                         port-forward ${mibs(anchor.toWorkstationMiBs)}`,

@@ -7,7 +7,7 @@
 //   VIF        wrk on the workstation -> a pod's IP -> VIF -> root daemon -> port-forward -> manager ->
 //              the pod; anchor: port-forward to that pod
 // For each: one connection with sequential requests (wrk -t1 -c1: req/s, p50, p99), a new connection per
-// request (p50, p99), 100 MiB each way (curl); and sequential requests through the VIF while a 1 GiB
+// request (p50, p99), 50 connections at once (wrk -t2 -c50), 100 MiB each way (curl); and sequential requests through the VIF while a 1 GiB
 // download runs beside them (head-of-line). Every server is the same small Node HTTP server (the pods'
 // and the workstation's). Prints the figures, CPU per request and per MiB of each process on the path, and
 // each mark.
@@ -39,6 +39,7 @@ import { beginE2eRun, endE2eRun } from '../test/e2e/session.js';
 import { deployment } from '../test/e2e/workloads.js';
 import { benchFlags, cpuSeconds, median, treeCpuSeconds } from './rig.js';
 import {
+  PARALLEL_CONNECTIONS,
   type PathFigures,
   type RoundTripFigures,
   renderFigures,
@@ -127,11 +128,18 @@ function on(c: Cluster, side: Side, argv: string[]): string[] {
   return side === 'cluster' ? inCluster(argv) : [...c.workstationPrefix, ...argv];
 }
 
-async function wrk(c: Cluster, side: Side, url: string, seconds: number, close = false): Promise<WrkRun> {
+async function wrk(
+  c: Cluster,
+  side: Side,
+  url: string,
+  seconds: number,
+  close = false,
+  connections = 1,
+): Promise<WrkRun> {
   const argv = [
     'wrk',
-    '-t1',
-    '-c1',
+    `-t${Math.min(connections, 2)}`,
+    `-c${connections}`,
     `-d${seconds}s`,
     '--latency',
     ...(close ? ['-H', 'Connection: close'] : []),
@@ -369,9 +377,15 @@ async function main(): Promise<void> {
     for (const p of paths) await wrk(c, side[p], `${url[p]}/`, 2);
     const runs: Record<
       Path,
-      { keepAlive: WrkRun[]; newConnection: WrkRun[]; toWs: number[]; toCluster: number[] }
+      {
+        keepAlive: WrkRun[];
+        newConnection: WrkRun[];
+        parallel: WrkRun[];
+        toWs: number[];
+        toCluster: number[];
+      }
     > = Object.fromEntries(
-      paths.map((p) => [p, { keepAlive: [], newConnection: [], toWs: [], toCluster: [] }]),
+      paths.map((p) => [p, { keepAlive: [], newConnection: [], parallel: [], toWs: [], toCluster: [] }]),
     ) as never;
     const hol = { idle: [] as number[], loaded: [] as number[], download: [] as number[] };
     const cpu: Record<string, [string, number][]> = {};
@@ -385,6 +399,9 @@ async function main(): Promise<void> {
         if (round === flags.rounds - 1) cpu[p] = perRequest(before, probe(), requests);
         runs[p].keepAlive.push(r);
         runs[p].newConnection.push(await wrk(c, side[p], `${url[p]}/`, flags.seconds, true));
+        runs[p].parallel.push(
+          await wrk(c, side[p], `${url[p]}/`, flags.seconds, false, PARALLEL_CONNECTIONS),
+        );
         // The intercept's client is in the cluster: its downloads cross to the cluster, its uploads to the workstation.
         const b0 = probe();
         const down = await download(c, side[p], url[p], n);
@@ -441,6 +458,7 @@ async function main(): Promise<void> {
       return {
         keepAlive: seqMedian(runs[p].keepAlive),
         newConnection: seqMedian(runs[p].newConnection),
+        parallel: seqMedian(runs[p].parallel),
         toWorkstationMiBs: median(runs[p].toWs),
         toClusterMiBs: median(runs[p].toCluster),
       };
@@ -459,7 +477,7 @@ async function main(): Promise<void> {
     const marks = roundTripMarks(f);
     process.stdout.write(
       [
-        `bench/round-trip on the lab, ${new Date().toISOString().slice(0, 10)}: medians of ${flags.rounds} rounds; wrk -t1 -c1 ${flags.seconds} s; ${flags.mib} MiB each way; a ${flags['hol-mib']} MiB download beside the VIF's requests`,
+        `bench/round-trip on the lab, ${new Date().toISOString().slice(0, 10)}: medians of ${flags.rounds} rounds; wrk ${flags.seconds} s; ${flags.mib} MiB each way; a ${flags['hol-mib']} MiB download beside the VIF's requests`,
         ...renderFigures(f),
         'CPU per request, one connection (last round; µs):',
         ...paths.map(

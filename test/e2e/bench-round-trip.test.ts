@@ -21,6 +21,7 @@ if (cluster) {
     );
     for (const row of [/intercept/i, /VIF/, /kubectl port-forward/]) assert.match(out, row);
     assert.match(out, /\b(MET|BELOW)\b/);
+    assert.match(out, /\n {4}50 connections +tp +\d+ req\/s/, 'the row of 50 connections at once');
     assert.match(out, /CPU per MiB, bulk \(last round; µs\):\n {2}interceptAnchor to the workstation +\S/);
     assert.match(out, /\n {2}intercept to the workstation +\S/);
   });
