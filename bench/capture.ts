@@ -254,7 +254,7 @@ export async function runCaptureBench(
   say: (line: string) => void,
   memory: MemoryRow[] = [],
 ): Promise<BenchRow[]> {
-  const net = new PodNetwork('bench', 210);
+  const net = PodNetwork.ofThisProcess('bench', 210);
   const started: CaptureMechanism[] = [];
   try {
     await tuneNamespaces(net);

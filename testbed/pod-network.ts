@@ -27,6 +27,22 @@ export class PodNetwork {
   private destroyed = false;
   private readonly onExit = () => this.destroySync();
 
+  /**
+   * A network of this process alone: `name` and the PID, so that two runs of the same user at once (two
+   * benches) cannot remove each other's namespaces, as a fixed name does at construction. The namespaces
+   * of earlier runs of `name` whose process is gone (killed before their exit handler ran) are removed
+   * first; what those runs started is not touched.
+   */
+  static ofThisProcess(name: string, index: number): PodNetwork {
+    const earlier = new RegExp(`^tpc-${name}(\\d+)-(pod|cli)$`);
+    const present = fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns') : [];
+    for (const ns of present) {
+      const pid = Number(earlier.exec(ns)?.[1] ?? 0);
+      if (pid > 0 && !alive(pid)) execFileSync(IP, ['netns', 'del', ns], { stdio: 'ignore' });
+    }
+    return new PodNetwork(`${name}${process.pid}`, index);
+  }
+
   /** `name` keeps namespaces of concurrent users apart; `index` (1-250) picks the subnets and veth names. */
   constructor(name: string, index: number) {
     this.pod = `tpc-${name}-pod`;
@@ -126,5 +142,15 @@ export class PodNetwork {
     for (const ns of [this.pod, this.client]) {
       if (fs.existsSync(`/run/netns/${ns}`)) execFileSync(IP, ['netns', 'del', ns], { stdio: 'ignore' });
     }
+  }
+}
+
+/** Whether a process with this PID exists (signal 0 checks without sending anything). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
