@@ -618,18 +618,18 @@ class Flow {
    */
   private reject(reason: string, sendReset: boolean, refused = false): void {
     if (this.done) return;
-    if ((!refused || isWorkstationUnavailable(reason)) && this.canHandOver()) {
-      // Our own timeout: cancel the stream, so that the manager drops the flow before a workstation
-      // receives what this side hands over.
-      if (sendReset) this.stream.abort(reason);
+    const handOver = (!refused || isWorkstationUnavailable(reason)) && this.canHandOver();
+    // Closed first: the stream failure a cancel causes is this side's own doing, not a loss to act on.
+    this.state = abort(this.state);
+    // This side gives up. With early data the manager may hold what the socket sent for a workstation still
+    // to come: cancel, so that it drops the flow at once, rather than a RESET that would wait behind that
+    // data (and a connection handed over must not reach a workstation as well).
+    if (sendReset && this.options.earlyData) this.stream.abort(reason);
+    else if (sendReset) this.stream.send(msg.reset(reason));
+    if (handOver) {
       this.handOver(reason);
       return;
     }
-    this.state = abort(this.state);
-    // With early data the manager may hold what the socket sent for a workstation still to come: cancel,
-    // so that it drops the flow at once, rather than a RESET that would wait behind that data.
-    if (sendReset && this.options.earlyData) this.stream.abort(reason);
-    else if (sendReset) this.stream.send(msg.reset(reason));
     this.stream.end();
     this.abortSocket();
     this.finish(refused ? { kind: 'rejected', reason, refused } : { kind: 'rejected', reason });

@@ -626,7 +626,11 @@ test('early data: a workstation unavailable or silent before DIAL_OK hands the c
       assert.ok(got.ended, `${how}: the client's FIN, read early, is handed over too`);
       assert.is((await r.outcome()).kind, 'handed-over', how);
       if (how === 'no answer') {
-        assert.match(got.reason, 'no DIAL_OK within 500 ms');
+        assert.is(
+          got.reason,
+          'no DIAL_OK within 500 ms',
+          'the deadline is the reason, not the stream this side cancelled',
+        );
         // The originator cancelled its stream: the workstation's half of the flow is reset, not left open.
         await eventually('the dialer to be reset', () => r.codes.includes(TunnelCode.RESET));
       }
