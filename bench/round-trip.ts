@@ -7,8 +7,8 @@
 //   VIF        wrk on the workstation -> a pod's IP -> VIF -> root daemon -> port-forward -> manager ->
 //              the pod; anchor: port-forward to that pod
 // For each: one connection with sequential requests (wrk -t1 -c1: req/s, p50, p99), a new connection per
-// request (p50, p99), 50 connections at once (wrk -t2 -c50), 100 MiB each way (curl); and sequential requests through the VIF while a 1 GiB
-// download runs beside them (head-of-line). Every server is the same small Node HTTP server (the pods'
+// request (p50, p99), 50 connections at once (wrk -t2 -c50), 100 MiB each way (curl); and sequential
+// requests through the VIF while a 2 GiB download runs beside them (head-of-line). Every server is the same small Node HTTP server (the pods'
 // and the workstation's). Prints the figures, CPU per request and per MiB of each process on the path, and
 // each mark.
 //
