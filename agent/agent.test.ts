@@ -82,6 +82,7 @@ const intercept = (
   container: '',
   mountPoint: '',
   mountReadWrite: false,
+  directToken: '',
 });
 
 const app: AppContainer = { name: 'app', appPorts: [18080], environment: { WHO: 'app' } };
@@ -146,7 +147,7 @@ test('personal intercepts share a port as filters; a global one would take it wh
 test('a pod already reviewed ACTIVE by the manager is not reviewed again', () => {
   const sent = new Map<string, D>();
   const reviewed = intercept('i1', 18080, [
-    { podName: 'echo-0', podIp: '', disposition: D.ACTIVE, message: '' },
+    { podName: 'echo-0', podIp: '', disposition: D.ACTIVE, message: '', directPort: 0 },
   ]);
   const p = plan([reviewed], 'echo-0', [18080], sent, [app]);
   assert.equal(p.reviews, []);

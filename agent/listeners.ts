@@ -1,6 +1,7 @@
 // The agent's listeners: one per agent port. Each accepted connection is either passed through to the
-// app on loopback or, while an intercept of its app port is active here, forwarded through the manager
-// to the intercepting client. The decision is made per connection: existing connections keep their path.
+// app on loopback or, while an intercept of its app port is active here, forwarded to the intercepting
+// client: straight, when that client watches at the agent's direct service (direct.ts), else through the
+// manager. The decision is made per connection: existing connections keep their path.
 //
 // The accept path runs once per connection, and with a new connection per request that is once per
 // request: it asks the kernel only what it must (the original destination only when a listener serves
@@ -23,11 +24,13 @@ import { FlowDialRejected, type FlowOutcome, openFlow, originate } from '../tunn
 import {
   connectionIdOf,
   DEFAULT_DIAL_TIMEOUT_MS,
+  EARLY_DATA_VERSION,
   isWorkstationUnavailable,
   streamInfo,
 } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import type { ConnectionCounters, PortCounts } from './connection-counters.js';
+import type { DirectServer } from './direct.js';
 import { socketPair } from './flow-socket.js';
 import type { PersonalPort } from './http-router.js';
 import { listenOnPort } from './listen.js';
@@ -53,6 +56,8 @@ export interface ListenerOptions {
   counters: ConnectionCounters;
   /** An intercepted connection whose tunnel is not open within this long goes to the app. */
   workstationDialDeadlineMs: number;
+  /** Direct connections to the intercepting clients that watch here (agent/direct.ts); undefined: none. */
+  direct?: DirectServer;
 }
 
 /** The loopback address the passthrough dials, or 'by-family' on a dual-stack listener. */
@@ -174,6 +179,8 @@ export class PortListener {
     appPort: number,
     interceptId: string,
     counts: PortCounts,
+    /** Set when the direct path failed: through the manager, within what is left of the deadline. */
+    managerWithinMs?: number,
   ): void {
     const session = this.o.session;
     const connId = connectionIdOf(client, { address: unmapped(client.localAddress), port: appPort });
@@ -189,8 +196,7 @@ export class PortListener {
         appPort,
         intercept: interceptId,
       });
-    const stream = TunnelStream.open(session.client, AGENT_WINDOWS);
-    const deadlineMs = this.o.workstationDialDeadlineMs;
+    const deadlineMs = managerWithinMs ?? this.o.workstationDialDeadlineMs;
     const replay = {
       limit: REPLAY_LIMIT_BYTES,
       fallback: (client: net.Socket, sent: Buffer[], ended: boolean, reason: string) => {
@@ -212,6 +218,34 @@ export class PortListener {
       } else if (log.enabled('debug'))
         log.debug('intercepted connection ended', { appPort, outcome: o.kind });
     };
+    const direct = this.o.direct;
+    if (managerWithinMs === undefined && direct?.has(interceptId)) {
+      const started = Date.now();
+      void direct
+        .dial(interceptId, { connId, dialTimeoutMs: info.dialTimeoutMs }, deadlineMs)
+        .then((answer) => {
+          if ('stream' in answer) {
+            void originate(socket, answer.stream, info, {
+              log,
+              replay,
+              earlyData: answer.info.version >= EARLY_DATA_VERSION,
+              dialDeadlineMs: Math.max(1, deadlineMs - (Date.now() - started)),
+              openedByFarSide: true,
+            }).then(ended);
+            return;
+          }
+          // Nothing was read from the client: the connection is whole, for the manager's path or the app.
+          const left = deadlineMs - (Date.now() - started);
+          if (socket.destroyed) return;
+          if (answer.timedOut || left <= 0) replay.fallback(socket, [], false, answer.reason);
+          else {
+            log.debug('direct path lost: through the traffic manager', { appPort, reason: answer.reason });
+            this.forward(socket, client, appPort, interceptId, counts, left);
+          }
+        });
+      return;
+    }
+    const stream = TunnelStream.open(session.client, AGENT_WINDOWS);
     if (session.managerTakesEarlyData) {
       // The client's first bytes go right behind OPEN: no round trip between DIAL_OK and the request.
       void originate(socket, stream, info, { log, replay, earlyData: true, dialDeadlineMs: deadlineMs }).then(

@@ -9,6 +9,7 @@ import { listenersOf } from './config.js';
 import { ConnectionCounters } from './connection-counters.js';
 import { appContainers } from './containers.js';
 import { startCounterReports } from './counter-report.js';
+import { DirectServer } from './direct.js';
 import { openSteering } from './ebpf-steering.js';
 import { serveMount } from './file-server.js';
 import { PortListener } from './listeners.js';
@@ -41,7 +42,22 @@ async function main(): Promise<void> {
           log.child('ebpf'),
         )
       : undefined;
-  const session = new AgentManagerSession(
+  // The direct service first: the arrival tells the manager its port (0: none). A port the agent cannot
+  // take costs only the direct path; connections then go through the manager, as with an older agent.
+  let session: AgentManagerSession | undefined;
+  let direct: DirectServer | undefined;
+  if (config.directPort !== undefined) {
+    const d = new DirectServer(() => session?.direct ?? new Map(), log.child('direct'));
+    try {
+      await d.listen(config.directPort);
+      direct = d;
+    } catch (e) {
+      log.warn('no direct connections to intercepting clients: they go through the traffic manager', {
+        reason: (e as Error).message,
+      });
+    }
+  }
+  session = new AgentManagerSession(
     address,
     {
       name: config.workloadName,
@@ -67,6 +83,7 @@ async function main(): Promise<void> {
         environment: {},
       })),
       counters: undefined,
+      directPort: direct?.port ?? 0,
     },
     config.ports.map((p) => p.appPort),
     (name) => containers.find((c) => c.name === name)?.environment ?? {},
@@ -74,6 +91,7 @@ async function main(): Promise<void> {
     config.managerTokenFile,
     containers,
   );
+  if (direct) session.onRoutesChanged = () => direct.routesChanged();
   session.onMountRequest = (sessionId, req) =>
     serveMount(session.client, sessionId, req, {
       containers: containers.map((c) => c.name),
@@ -94,6 +112,7 @@ async function main(): Promise<void> {
         steered: steering !== undefined,
         counters,
         workstationDialDeadlineMs: config.workstationDialDeadlineMs,
+        direct,
       }),
   );
   let listening = false;
@@ -138,6 +157,7 @@ async function main(): Promise<void> {
     steering?.sync([]);
     listening = false;
     for (const l of listeners) l.close();
+    direct?.close();
     probeServer?.close();
     stopReports();
     await session.stop();

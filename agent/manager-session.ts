@@ -21,6 +21,16 @@ import type { AppContainer } from './containers.js';
 import { type PersonalRoute, plan } from './intercept-routes.js';
 
 const log = createLogger('agent/session');
+
+/** An accepted intercept, as its client's direct watch must prove it (agent/direct.ts). */
+export interface DirectIntercept {
+  /** InterceptInfo.direct_token. */
+  token: string;
+  clientSessionId: string;
+  /** Where the client dials each connection (the intercept's local target). */
+  targetHost: string;
+  targetPort: number;
+}
 const CALL_TIMEOUT_MS = 5_000;
 /**
  * An arrival not answered within this long is retried on a fresh channel: a connection attempt to a
@@ -61,6 +71,13 @@ export class AgentManagerSession {
   routes = new Map<number, string>();
   /** app port -> its personal intercepts (HTTP filters), for the intercepts this agent accepted. */
   personal = new Map<number, PersonalRoute[]>();
+  /**
+   * The intercepts this agent accepted, by id, with what their client shows to receive their connections
+   * directly (agent/direct.ts); emptied with the routes when the session is lost.
+   */
+  direct = new Map<string, DirectIntercept>();
+  /** Called after every change of the routes (agent/direct.ts drops the watches of vanished intercepts). */
+  onRoutesChanged: (() => void) | undefined;
   /**
    * Mount flows the manager asks this agent to serve (DialRequest.mount, agent/file-server.ts); set before
    * run(). Unset: the agent does not watch for them.
@@ -162,7 +179,7 @@ export class AgentManagerSession {
         this.client = this.newClient();
       } finally {
         this.sessionId = '';
-        this.setRoutes(new Map(), new Map());
+        this.setRoutes(new Map(), new Map(), new Map());
       }
       await this.sleep(backoff + Math.floor(Math.random() * (backoff / 4)));
       backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
@@ -222,7 +239,20 @@ export class AgentManagerSession {
       }, remainIntervalMs);
       watch.on('data', (snapshot: InterceptInfoSnapshot) => {
         const p = plan(snapshot.intercepts, this.info.podName, this.capturedAppPorts, sent, this.containers);
-        this.setRoutes(p.routes, p.personal);
+        const routed = new Set([
+          ...p.routes.values(),
+          ...[...p.personal.values()].flatMap((rs) => rs.map((r) => r.interceptId)),
+        ]);
+        const direct = new Map<string, DirectIntercept>();
+        for (const i of snapshot.intercepts)
+          if (routed.has(i.id) && i.directToken && i.spec)
+            direct.set(i.id, {
+              token: i.directToken,
+              clientSessionId: i.clientSessionId,
+              targetHost: i.spec.targetHost,
+              targetPort: i.spec.targetPort,
+            });
+        this.setRoutes(p.routes, p.personal, direct);
         for (const r of p.reviews) {
           log.info(
             r.disposition === InterceptDisposition.ACTIVE ? 'accepting intercept' : 'refusing intercept',
@@ -288,10 +318,16 @@ export class AgentManagerSession {
     };
   }
 
-  private setRoutes(routes: Map<number, string>, personal: Map<number, PersonalRoute[]>): void {
+  private setRoutes(
+    routes: Map<number, string>,
+    personal: Map<number, PersonalRoute[]>,
+    direct: Map<string, DirectIntercept>,
+  ): void {
     this.routes = routes;
     this.personal = personal;
+    this.direct = direct;
     this.onRoutes([...routes.keys(), ...personal.keys()]);
+    this.onRoutesChanged?.();
   }
 
   private sleep(ms: number): Promise<void> {

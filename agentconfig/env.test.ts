@@ -39,6 +39,7 @@ const echo: InjectedAgent = {
     { name: 'logger', envPrefix: appEnvPrefix(1), ports: [] },
   ],
   probePort: 15021,
+  directPort: 15022,
   probes: [
     {
       container: 'echo',
@@ -89,6 +90,7 @@ test('decode(encode(x)) gives back what the injector knew, plus the pod', () => 
   assert.is(c.mechanism, echo.mechanism);
   assert.equal(c.containers, echo.containers);
   assert.is(c.probePort, echo.probePort);
+  assert.is(c.directPort, echo.directPort);
   assert.equal(c.probes, echo.probes);
   assert.is(c.managerTokenFile, echo.managerTokenFile);
   assert.is(c.logLevel, 'info');
@@ -129,6 +131,7 @@ test('standalone: the defaults, no containers', () => {
   assert.is(c.mechanism, 'none');
   assert.is(c.workloadKind, 'Standalone');
   assert.is(c.probePort, undefined);
+  assert.is(c.directPort, undefined, 'no direct service unless asked for');
   assert.equal(c.probes, []);
   assert.is(c.containers, undefined);
   assert.is(c.listenAddress, '');
@@ -140,6 +143,9 @@ test('a malformed environment names the variable and the fix', () => {
     [{ TP_PROBES: probes }, /TP_PROBES is set but TP_PROBE_PORT is not/],
     [{ TP_PROBE_PORT: '15001' }, /TP_PROBE_PORT=15001 is also in TP_PORTS/],
     [{ TP_PROBE_PORT: '15021', TP_PROBES: '{' }, /TP_PROBES is not JSON/],
+    [{ TP_DIRECT_PORT: '15001' }, /TP_DIRECT_PORT=15001 is also in TP_PORTS or TP_PROBE_PORT/],
+    [{ TP_DIRECT_PORT: '15021', TP_PROBE_PORT: '15021' }, /the agent's direct port must be a port of its own/],
+    [{ TP_DIRECT_PORT: 'x' }, /TP_DIRECT_PORT/],
     [
       { TP_WORKLOAD_NAME: '' },
       /TP_WORKLOAD_NAME is not set: the agent needs it, e\.g\. TP_WORKLOAD_NAME=echo/,

@@ -31,6 +31,11 @@ export const ENV = {
   ports: 'TP_PORTS',
   /** The probe server's port (the kubelet's rewritten probes); unset: none. */
   probePort: 'TP_PROBE_PORT',
+  /**
+   * The port of the agent's own service on 127.0.0.1 (rpc/manager.proto Agent: intercepted connections
+   * straight to the owning client, through a port-forward); unset: none.
+   */
+  directPort: 'TP_DIRECT_PORT',
   /** The app's original kubelet probes, JSON (probes/spec.ts). */
   probes: 'TP_PROBES',
   /** iptables, ebpf or none (default). */
@@ -85,6 +90,7 @@ export interface InjectedAgent {
   mechanism: Exclude<Mechanism, 'none'>;
   containers: AgentContainer[];
   probePort: number;
+  directPort: number;
   probes: AppProbe[];
   managerTokenFile: string;
   logLevel: string;
@@ -115,6 +121,7 @@ export function encode(agent: InjectedAgent): EnvEntry[] {
     { name: ENV.mechanism, value: agent.mechanism },
     { name: ENV.containers, value: JSON.stringify(agent.containers) },
     { name: ENV.probePort, value: String(agent.probePort) },
+    { name: ENV.directPort, value: String(agent.directPort) },
     { name: ENV.managerTokenFile, value: agent.managerTokenFile },
   ];
   if (agent.probes.length > 0) env.push({ name: ENV.probes, value: encodeProbes(agent.probes) });
@@ -134,6 +141,8 @@ export interface AgentConfig {
   ports: PortMapping[];
   /** Where the probe server listens (the kubelet's rewritten probes); undefined: no probe server. */
   probePort: number | undefined;
+  /** Where the agent's own service listens on 127.0.0.1 (direct intercepted connections); undefined: none. */
+  directPort: number | undefined;
   /** The app's original probes, performed for the kubelet on the probe port. */
   probes: AppProbe[];
   mechanism: Mechanism;
@@ -196,6 +205,15 @@ export function decode(env: Record<string, string | undefined>): AgentConfig {
     throw new UsageError(
       `${ENV.probePort}=${probePort} is also in ${ENV.ports}: the probe port must be one capture leaves alone`,
     );
+  const directPortText = get(ENV.directPort);
+  const directPort = directPortText ? parsePort(directPortText, ENV.directPort) : undefined;
+  if (
+    directPort !== undefined &&
+    (directPort === probePort || ports.some((p) => p.agentPort === directPort || p.appPort === directPort))
+  )
+    throw new UsageError(
+      `${ENV.directPort}=${directPort} is also in ${ENV.ports} or ${ENV.probePort}: the agent's direct port must be a port of its own`,
+    );
   const listenAddress = get(ENV.listenAddress);
   const deadline = get(ENV.workstationDialDeadline);
   return {
@@ -210,6 +228,7 @@ export function decode(env: Record<string, string | undefined>): AgentConfig {
     podIp,
     ports,
     probePort,
+    directPort,
     probes,
     mechanism,
     containers: decodeContainers(get(ENV.containers)),

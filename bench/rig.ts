@@ -202,7 +202,7 @@ export async function waitForListener(what: string, port: number): Promise<void>
  */
 export async function startManagerAndAgent(
   p: Processes,
-  ports: { manager: number; app: number; agent: number },
+  ports: { manager: number; app: number; agent: number; direct?: number },
 ): Promise<{ managerPid: number; agentPid: number }> {
   const manager = p.node('manager', [
     path.join(dist, 'manager/main.js'),
@@ -218,6 +218,8 @@ export async function startManagerAndAgent(
     TP_POD_IP: '127.0.0.1',
     TP_PORTS: `${ports.app}:${ports.agent}`,
     TP_LISTEN_ADDRESS: '127.0.0.1',
+    // The agent's own service: an intercepting client on this machine takes its connections directly.
+    ...(ports.direct ? { TP_DIRECT_PORT: String(ports.direct) } : {}),
   });
   await p.starting(async () => {
     await waitForListener('the manager', ports.manager);
@@ -232,7 +234,7 @@ export async function startManagerAndAgent(
  */
 export async function startIntercept(
   p: Processes,
-  ports: { manager: number; app: number; agent: number; local: number },
+  ports: { manager: number; app: number; agent: number; local: number; direct?: number },
   interceptFlags: string[] = [],
 ): Promise<{ agentPid: number; managerPid: number; daemonPid: number }> {
   const { managerPid, agentPid } = await startManagerAndAgent(p, ports);

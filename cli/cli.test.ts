@@ -77,6 +77,7 @@ test('an intercept shows its filter and owner (status, describe, -o json)', () =
     container: '',
     mountPoint: '',
     mountReadWrite: false,
+    directToken: '',
   });
   assert.is(view.filter, 'x-dev=alice');
   assert.is(view.mount, null);

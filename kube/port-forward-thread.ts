@@ -26,7 +26,20 @@ export interface ForwardThread extends ManagerForward {
   namespace: string;
   server?: string;
   managerNamespace: string;
+  /**
+   * A local listener (127.0.0.1:PORT) whose every connection is forwarded to `port` of one pod, on this
+   * thread too: an agent's direct port (agent/direct.ts). close() removes it and its connections.
+   */
+  forwardToPod(namespace: string, pod: string, port: number): Promise<ManagerForward>;
 }
+
+/** Main thread -> port-forward thread. */
+type Request =
+  | 'close'
+  | { op: 'pod'; id: number; namespace: string; pod: string; port: number }
+  | { op: 'close-pod'; id: number };
+/** Port-forward thread -> main thread, after Started. */
+type Reply = { id: number; address?: string; error?: string };
 
 type Started =
   | {
@@ -62,11 +75,36 @@ export function startForwardThread(options: ForwardThreadOptions): Promise<Forwa
       }
       const { ok: _, ...facts } = m;
       const exited = new Promise<void>((done) => worker.once('exit', () => done()));
+      const waiting = new Map<number, (r: Reply) => void>();
+      let nextId = 1;
+      worker.on('message', (r: Reply) => {
+        waiting.get(r.id)?.(r);
+        waiting.delete(r.id);
+      });
+      worker.once('exit', () => {
+        for (const answer of waiting.values()) answer({ id: 0, error: 'the port-forward thread exited' });
+        waiting.clear();
+      });
+      const post = (r: Request) => worker.postMessage(r);
       resolve({
         ...facts,
         close: () => {
-          worker.postMessage('close');
+          post('close');
           return exited;
+        },
+        forwardToPod: (namespace, pod, port) => {
+          const id = nextId++;
+          return new Promise<ManagerForward>((done, fail) => {
+            waiting.set(id, (r) => {
+              if (r.error !== undefined || r.address === undefined) fail(new Error(r.error ?? 'no address'));
+              else
+                done({
+                  address: r.address,
+                  close: async () => post({ op: 'close-pod', id }),
+                });
+            });
+            post({ op: 'pod', id, namespace, pod, port });
+          });
         },
       });
     });
@@ -78,7 +116,7 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
   const [
     { createLogger, logToFile, setLevel },
     { loadKubeConfig },
-    { forwardToManager },
+    { forwardToManager, forwardToPod },
     { DEFAULT_MANAGER_NAMESPACE },
   ] = await Promise.all([
     import('../logging/logger.js'),
@@ -106,8 +144,31 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
     return;
   }
   // 'close': the listener and its connections go, then the thread (process.exit ends only this thread).
-  port.on('message', (m) => {
-    if (m === 'close') void forward.close().finally(() => process.exit(0));
+  const pods = new Map<number, Promise<ManagerForward | undefined>>();
+  port.on('message', (m: Request) => {
+    if (m === 'close') {
+      void Promise.all([...pods.values()].map((p) => p.then((f) => f?.close())))
+        .then(() => forward.close())
+        .finally(() => process.exit(0));
+      return;
+    }
+    if (m.op === 'pod') {
+      const opened = forwardToPod(loaded.kc, log, m.namespace, m.pod, m.port).then(
+        (f) => {
+          port.postMessage({ id: m.id, address: f.address } satisfies Reply);
+          return f;
+        },
+        (e: Error) => {
+          port.postMessage({ id: m.id, error: e.message } satisfies Reply);
+          return undefined;
+        },
+      );
+      pods.set(m.id, opened);
+    } else if (m.op === 'close-pod') {
+      const f = pods.get(m.id);
+      pods.delete(m.id);
+      void f?.then((x) => x?.close());
+    }
   });
   port.postMessage({
     ok: true,

@@ -300,6 +300,48 @@ export async function forwardToManager(
   // Fail now, with a message, when there is no manager to reach.
   let target = await readyPodBehindService(kc, namespace, MANAGER_SERVICE, 'grpc');
   let targetAt = Date.now();
+  const forward = await forwardingListener(kc, log, namespace, 'the traffic manager', {
+    target: async () => {
+      if (Date.now() - targetAt > 2000) {
+        target = await readyPodBehindService(kc, namespace, MANAGER_SERVICE, 'grpc');
+        targetAt = Date.now();
+      }
+      return target;
+    },
+    failed: () => {
+      targetAt = 0;
+    },
+  });
+  log.info('forwarding to the traffic manager through the API server', {
+    namespace,
+    pod: target.pod,
+    address: forward.address,
+  });
+  return forward;
+}
+
+/** A local listener whose every connection is forwarded to `port` of one pod through the API server. */
+export function forwardToPod(
+  kc: KubeConfig,
+  log: Logger,
+  namespace: string,
+  pod: string,
+  port: number,
+): Promise<ManagerForward> {
+  return forwardingListener(kc, log, namespace, `pod ${namespace}/${pod} port ${port}`, {
+    target: async () => ({ pod, port }),
+    failed: () => {},
+  });
+}
+
+/** Listens on 127.0.0.1 (a free port) and forwards each connection to where `how.target()` says. */
+async function forwardingListener(
+  kc: KubeConfig,
+  log: Logger,
+  namespace: string,
+  what: string,
+  how: { target: () => Promise<{ pod: string; port: number }>; failed: () => void },
+): Promise<ManagerForward> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ noDelay: true }, (local) => {
     sockets.add(local);
@@ -307,20 +349,17 @@ export async function forwardToManager(
     local.pause();
     void (async () => {
       try {
-        if (Date.now() - targetAt > 2000) {
-          target = await readyPodBehindService(kc, namespace, MANAGER_SERVICE, 'grpc');
-          targetAt = Date.now();
-        }
+        const target = await how.target();
         const started = Date.now();
         await forwardSocket(kc, namespace, target.pod, target.port, local, log);
-        log.debug('forwarding a connection to the traffic manager', {
+        log.debug(`forwarding a connection to ${what}`, {
           pod: target.pod,
           openedInMs: Date.now() - started,
         });
         local.resume();
       } catch (err) {
-        targetAt = 0;
-        log.debug('cannot forward to the traffic manager', { error: (err as Error).message });
+        how.failed();
+        log.debug(`cannot forward to ${what}`, { error: (err as Error).message });
         local.destroy();
       }
     })();
@@ -330,11 +369,6 @@ export async function forwardToManager(
     server.listen(0, '127.0.0.1', () => resolve());
   });
   const address = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
-  log.info('forwarding to the traffic manager through the API server', {
-    namespace,
-    pod: target.pod,
-    address,
-  });
   return {
     address,
     close: () =>

@@ -18,6 +18,7 @@
 // workstation is the client's install id: a name alone never takes someone's intercept.
 // Personal intercepts (an HTTP filter, http-filter/) share a port with each other unless their filters
 // are the same. Ingests take no port and conflict with nothing.
+import * as crypto from 'node:crypto';
 import { formatFilter, isPersonal, normalizeFilter, sameFilter } from '../http-filter/filter.js';
 import {
   InterceptDisposition as D,
@@ -67,6 +68,8 @@ export interface Review {
   environment: Record<string, string>;
   /** ACTIVE: the container the environment comes from ('' or absent: not said, an older agent). */
   container?: string;
+  /** The agent's direct port (AgentInfo.direct_port); 0: it has none. */
+  directPort?: number;
 }
 
 export const interceptId = (sessionId: string, name: string) => `${sessionId}:${name}`;
@@ -221,6 +224,8 @@ export class InterceptTable {
       container: '',
       mountPoint: '',
       mountReadWrite: false,
+      // An ingest takes no connections, so it needs no way to receive them.
+      directToken: resolved.ingest ? '' : crypto.randomBytes(24).toString('base64url'),
     };
     this.byId.set(info.id, info);
     const key = reclaimKeyOf(owner);
@@ -304,6 +309,7 @@ export class InterceptTable {
       podIp: r.podIp,
       disposition: r.disposition,
       message: r.message,
+      directPort: r.directPort ?? 0,
     };
     info.pods = [...info.pods.filter((p) => p.podName !== r.podName), pod].sort((a, b) =>
       a.podName.localeCompare(b.podName),

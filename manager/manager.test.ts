@@ -41,6 +41,7 @@ const agentInfo = (appPort: number): AgentInfo => ({
     },
   ],
   counters: undefined,
+  directPort: 0,
 });
 
 const clientInfo = { name: 'alice@laptop', installId: 'x', version: '0.1.0', namespace: '' };

@@ -69,6 +69,7 @@ const agentInfo: AgentInfo = {
   mechanism: 'none',
   containers: [],
   counters: undefined,
+  directPort: 0,
 };
 
 test('/metrics: sessions, agents by namespace, the counters an agent reported; 404 elsewhere', async () => {

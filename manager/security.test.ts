@@ -46,6 +46,7 @@ const agent = (name: string, namespace: string): AgentInfo => ({
     },
   ],
   counters: undefined,
+  directPort: 0,
 });
 
 let manager: RunningManager;

@@ -571,6 +571,7 @@ export function managerService(core: ManagerCore): ManagerServer {
         message: req.message,
         environment: req.environment,
         container: req.container,
+        directPort: s.info.directPort,
       });
       if (info) {
         log.info('intercept reviewed', {

@@ -13,6 +13,7 @@ const agent = {
   mechanism: 'none',
   containers: [],
   counters: undefined,
+  directPort: 0,
 };
 
 test('sessions expire after their TTL of silence, heartbeats keep them', () => {

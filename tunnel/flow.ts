@@ -87,6 +87,11 @@ export interface OriginateOptions extends FlowOptions {
   earlyData?: boolean;
   /** Wait at most this long for DIAL_OK (default and upper bound: info.dialTimeoutMs). */
   dialDeadlineMs?: number;
+  /**
+   * The far side opened the stream, answering a DialRequest of this side's (agent/direct.ts): its OPEN is
+   * read, and this side sends none; the flow is the same from there on.
+   */
+  openedByFarSide?: boolean;
 }
 
 const defaultLog = createLogger('tunnel');
@@ -291,7 +296,7 @@ class Flow {
     socket.on('error', this.onSocketError);
     socket.on('close', this.onSocketClose);
     this.stream.onMessage(this.onMessage);
-    this.stream.send(msg.open(this.info));
+    if (!this.options.openedByFarSide) this.stream.send(msg.open(this.info));
     const waitMs = Math.min(this.options.dialDeadlineMs ?? Number.MAX_SAFE_INTEGER, this.info.dialTimeoutMs);
     this.phaseTimer = setTimeout(() => this.reject(`no DIAL_OK within ${waitMs} ms`, true), waitMs);
     // Without early data nothing is read from the client until the far side has dialed: the kernel holds

@@ -9,7 +9,7 @@ import type { ClientDuplexStream, ServerDuplexStream } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import { widenConnectionWindow } from '../rpc/client-window.js';
 import type { FlowWindows } from '../rpc/grpc-options.js';
-import type { ManagerClient } from '../rpc/manager-service.js';
+import type { AgentClient, ManagerClient } from '../rpc/manager-service.js';
 import type { TunnelMessage } from './messages.js';
 
 export type TunnelCall =
@@ -44,7 +44,8 @@ export class TunnelStream extends EventEmitter {
    * A new Tunnel call on `client`'s channel. Its connection's receive window is widened to
    * `windows.connection` (the channel was created with the stream window, rpc/grpc-options.ts).
    */
-  static open(client: ManagerClient, windows: FlowWindows): TunnelStream {
+  /** A new Tunnel call on the manager's service, or on an agent's (agent/direct.ts). */
+  static open(client: ManagerClient | AgentClient, windows: FlowWindows): TunnelStream {
     const call = client.tunnel();
     widenConnectionWindow(call as ClientDuplexStream<unknown, unknown>, windows.connection);
     return new TunnelStream(call);

@@ -170,7 +170,16 @@ export function connectorService(
     if (conn.state === 'DISCONNECTED') requestedManagerNamespace = req.managerNamespace;
     if (req.managerAddress) {
       // A manager reached directly may be a standalone one: authenticate only when it asks.
-      await conn.connect(req.managerAddress, identityFromKubeconfig(req, true));
+      // An agent's direct port listens on its pod's loopback: reachable without Kubernetes only when that
+      // is this machine's (standalone agents beside the daemon).
+      await conn.connect(req.managerAddress, identityFromKubeconfig(req, true), (pod) =>
+        pod.podIp === '::1' || pod.podIp.startsWith('127.')
+          ? Promise.resolve({
+              address: pod.podIp.includes(':') ? `[${pod.podIp}]:${pod.port}` : `${pod.podIp}:${pod.port}`,
+              close: async () => {},
+            })
+          : undefined,
+      );
       namespace = req.namespace || namespace || 'default';
       return;
     }
@@ -225,7 +234,9 @@ export function connectorService(
     namespace = req.namespace || thread.namespace;
     keepOut = await apiServerAddresses(thread.server);
     try {
-      await conn.connect(thread.address, identity);
+      await conn.connect(thread.address, identity, (pod) =>
+        thread.forwardToPod(pod.namespace, pod.podName, pod.port),
+      );
     } catch (e) {
       await closeForward();
       throw e;

@@ -25,13 +25,14 @@ import {
   type WorkloadInfoSnapshot,
 } from '../../rpc/gen/manager.js';
 import { WORKSTATION_WINDOWS, workstationChannelOptions } from '../../rpc/grpc-options.js';
-import { ManagerClient } from '../../rpc/manager-service.js';
+import { type AgentClient, ManagerClient } from '../../rpc/manager-service.js';
 import { errorDetails, hasStatus, isServiceError, unary } from '../../rpc/unary-call.js';
 import { dialTcp } from '../../tunnel/dial.js';
 import { type FlowOutcome, originate, serveDial } from '../../tunnel/flow.js';
 import { DEFAULT_DIAL_TIMEOUT_MS, formatConnectionId, msg, streamInfo } from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { VERSION } from '../../version/version.js';
+import { type AgentRoute, DirectLinks } from './direct-links.js';
 
 const log = createLogger('connector/session');
 const CALL_TIMEOUT_MS = 5_000;
@@ -141,9 +142,17 @@ export class ManagerConnection extends EventEmitter {
   private endSession: ((reason: string) => void) | undefined;
   private wakeUp: (() => void) | undefined;
   private loopDone: Promise<void> = Promise.resolve();
+  /** How to reach an agent's direct port (connect()). */
+  private reach: AgentRoute | undefined;
+  /** The current session's direct watches. */
+  private direct: DirectLinks | undefined;
 
-  /** Arrives at the manager at address and keeps the session until disconnect(). */
-  async connect(address: string, identity?: IdentitySource): Promise<void> {
+  /**
+   * Arrives at the manager at address and keeps the session until disconnect(). `reach`: how to reach an
+   * agent's direct port (a port-forward to its pod): the session's intercepted connections then come
+   * straight from the agents (daemons/user/direct-links.ts); without it, all come through the manager.
+   */
+  async connect(address: string, identity?: IdentitySource, reach?: AgentRoute): Promise<void> {
     if (this.state !== 'DISCONNECTED') {
       if (address === this.address) return;
       throw new UserFacingError(
@@ -172,6 +181,7 @@ export class ManagerConnection extends EventEmitter {
     }
     this.client = client;
     this.address = address;
+    this.reach = reach;
     this.stopped = false;
     this.loopDone = this.run(session);
   }
@@ -429,12 +439,19 @@ export class ManagerConnection extends EventEmitter {
         clientSessionId: r.info?.clientSessionId ?? '',
         disposition: D.WAITING,
         message: '',
-        pods: r.info?.pods ?? [],
+        pods: (r.info?.pods ?? []).map((p) => {
+          // An accepted pod says how its connections arrive: straight from its agent, or through the manager.
+          const how =
+            r.info && p.disposition === D.ACTIVE ? this.direct?.state(r.info.id, p.podName) : undefined;
+          return how && !p.message ? { ...p, message: `connections ${how}` } : p;
+        }),
         environment: r.info?.environment ?? {},
         createdUnixMs: r.info?.createdUnixMs ?? 0,
         container: r.info?.container ?? '',
         mountPoint: '',
         mountReadWrite: false,
+        // The session's secret stays in the daemon.
+        directToken: '',
       };
       if (r.gone) return { ...base, id: '', pods: [], disposition: D.REMOVED, message: r.gone };
       if (this.state === 'RECONNECTING')
@@ -446,7 +463,7 @@ export class ManagerConnection extends EventEmitter {
       if (!r.info)
         return { ...base, message: 'being restored after the connection to the traffic manager was lost' };
       const message = [r.info.message, r.note].filter(Boolean).join('; ');
-      return { ...r.info, message };
+      return { ...r.info, pods: base.pods, directToken: '', message };
     });
   }
 
@@ -647,9 +664,15 @@ export class ManagerConnection extends EventEmitter {
       const watch = client.watchIntercepts(sessionInfo);
       const dials = client.watchDial(sessionInfo);
       const clusterWatch = client.watchClusterInfo(sessionInfo);
+      const direct = this.reach
+        ? new DirectLinks(session.sessionId, this.reach, (c, req) => this.dial(c, session.sessionId, req))
+        : undefined;
+      this.direct = direct;
       const end = (reason: string) => {
         if (over) return;
         over = true;
+        direct?.stop();
+        if (this.direct === direct) this.direct = undefined;
         this.endSession = undefined;
         clearInterval(heartbeat);
         watch.cancel();
@@ -672,7 +695,10 @@ export class ManagerConnection extends EventEmitter {
           },
         );
       }, session.remainIntervalMs);
-      watch.on('data', (s: InterceptInfoSnapshot) => this.applySnapshot(s.intercepts));
+      watch.on('data', (s: InterceptInfoSnapshot) => {
+        this.applySnapshot(s.intercepts);
+        direct?.sync(s.intercepts);
+      });
       watch.on('error', (e) => end(errorDetails(e)));
       watch.on('end', () => end('the traffic manager ended the intercept watch'));
       dials.on('data', (req: DialRequest) => this.dial(client, session.sessionId, req));
@@ -762,7 +788,7 @@ export class ManagerConnection extends EventEmitter {
   }
 
   /** An intercepted connection: open a tunnel for it and dial the local target. */
-  private dial(client: ManagerClient, sessionId: string, req: DialRequest): void {
+  private dial(client: ManagerClient | AgentClient, sessionId: string, req: DialRequest): void {
     const timeoutMs = req.dialTimeoutMs || DEFAULT_DIAL_TIMEOUT_MS;
     const info = streamInfo({
       connId: req.connId,

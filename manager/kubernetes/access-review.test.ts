@@ -27,6 +27,7 @@ const claim: AgentInfo = {
   mechanism: 'iptables',
   containers: [],
   counters: undefined,
+  directPort: 0,
 };
 
 const token: TokenFacts = {

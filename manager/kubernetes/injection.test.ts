@@ -33,6 +33,7 @@ const config: InjectionConfig = {
   agentUid: 7777,
   agentPort: 15001,
   probePort: 15021,
+  directPort: 15022,
   managerAddress: 'traffic-manager.tp-system:8081',
   tokenAudience: 'tp-manager.tp-system',
   tokenExpirationSeconds: 3600,

@@ -59,6 +59,11 @@ export interface InjectionConfig {
    * ports the pod uses or probes, the captured ports and the agent port.
    */
   probePort: number;
+  /**
+   * The first port of the agent's own service on 127.0.0.1 in the pod (direct intercepted connections,
+   * reached through a port-forward); moved up past the same ports and the probe port.
+   */
+  directPort: number;
   /** HOST:PORT where agents reach the traffic manager (its Service). */
   managerAddress: string;
   /** The audience of the agent's projected ServiceAccount token: the manager accepts no other. */
@@ -258,6 +263,7 @@ interface AgentPlan {
   ports: PortMapping[];
   containers: CapturedContainer[];
   probePort: number;
+  directPort: number;
   probes: AppProbe[];
 }
 
@@ -265,7 +271,7 @@ function agentContainer(
   config: InjectionConfig,
   pod: V1Pod,
   owner: OwnerWorkload,
-  { mechanism, ports, containers, probePort, probes }: AgentPlan,
+  { mechanism, ports, containers, probePort, directPort, probes }: AgentPlan,
 ): V1Container {
   const env: V1EnvVar[] = encode({
     workloadName: owner.name,
@@ -275,6 +281,7 @@ function agentContainer(
     mechanism,
     containers,
     probePort,
+    directPort,
     probes,
     managerTokenFile: AGENT_TOKEN_FILE,
     logLevel: config.logLevel,
@@ -408,6 +415,14 @@ export function planInjection(
     agentPort,
     ...probedPorts(pod),
   ]);
+  // Loopback only, so never declared; still moved past every port the pod declares or probes, in case
+  // a container listens on it.
+  const directPort = choosePodPort(pod, config.directPort, [
+    ...capturedNumbers,
+    agentPort,
+    probePort,
+    ...probedPorts(pod),
+  ]);
   const probes = rewriteProbes(pod, capturedNumbers, probePort);
   // One agent listener serves every captured port: the agent reads the original port from the socket.
   const ports: PortMapping[] = captured.map((c) => ({ appPort: c.port, agentPort }));
@@ -448,6 +463,7 @@ export function planInjection(
       ports,
       containers,
       probePort,
+      directPort,
       probes: probes.probes,
     }),
   });

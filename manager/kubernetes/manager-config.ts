@@ -139,6 +139,7 @@ export function kubeManagerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): 
       agentUid: env.TP_AGENT_UID ? uid(env.TP_AGENT_UID) : 7777,
       agentPort: num(env, 'TP_AGENT_PORT', 15001, parsePort),
       probePort: num(env, 'TP_AGENT_PROBE_PORT', 15021, parsePort),
+      directPort: num(env, 'TP_AGENT_DIRECT_PORT', 15022, parsePort),
       managerAddress: agentAddress,
       tokenAudience: env.TP_AGENT_TOKEN_AUDIENCE || defaultTokenAudience(namespace),
       tokenExpirationSeconds: tokenExpiration(env.TP_AGENT_TOKEN_EXPIRATION),

@@ -54,6 +54,7 @@ const agent = (podName: string): AgentInfo => ({
   mechanism: 'iptables',
   containers: [],
   counters: undefined,
+  directPort: 0,
 });
 
 test('installed only when every injected pod has an agent session', () => {

@@ -159,6 +159,14 @@ export function tunnelCodeToJSON(object: TunnelCode): string {
   }
 }
 
+export interface DirectDialWatch {
+  /** the client's session at the manager (the intercept's owner) */
+  sessionId: string;
+  interceptId: string;
+  /** InterceptInfo.direct_token */
+  token: string;
+}
+
 export interface VersionInfo {
   name: string;
   version: string;
@@ -259,7 +267,11 @@ export interface AgentInfo {
   mechanism: string;
   containers: AgentContainer[];
   /** set by the manager from the agent's last ReportAgentCounters */
-  counters: AgentCounters | undefined;
+  counters:
+    | AgentCounters
+    | undefined;
+  /** the Agent service's port on 127.0.0.1 in the pod; 0: none */
+  directPort: number;
 }
 
 export interface AgentPortCounters {
@@ -412,6 +424,8 @@ export interface InterceptPodState {
   podIp: string;
   disposition: InterceptDisposition;
   message: string;
+  /** The port the pod's agent serves the Agent service on (127.0.0.1 in the pod); 0: none (an older agent). */
+  directPort: number;
 }
 
 export interface InterceptInfo {
@@ -433,6 +447,11 @@ export interface InterceptInfo {
    */
   mountPoint: string;
   mountReadWrite: boolean;
+  /**
+   * A secret the manager makes for each intercept and sends only to its client and its workload's
+   * agents: the client shows it to an agent to receive that intercept's connections directly (Agent).
+   */
+  directToken: string;
 }
 
 export interface InterceptInfo_EnvironmentEntry {
@@ -562,6 +581,115 @@ export interface DialRequest {
    */
   readWrite: boolean;
 }
+
+function createBaseDirectDialWatch(): DirectDialWatch {
+  return { sessionId: "", interceptId: "", token: "" };
+}
+
+export const DirectDialWatch: MessageFns<DirectDialWatch> = {
+  encode(message: DirectDialWatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.interceptId !== "") {
+      writer.uint32(18).string(message.interceptId);
+    }
+    if (message.token !== "") {
+      writer.uint32(26).string(message.token);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DirectDialWatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDirectDialWatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.interceptId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.token = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DirectDialWatch {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      interceptId: isSet(object.interceptId)
+        ? globalThis.String(object.interceptId)
+        : isSet(object.intercept_id)
+        ? globalThis.String(object.intercept_id)
+        : "",
+      token: isSet(object.token) ? globalThis.String(object.token) : "",
+    };
+  },
+
+  toJSON(message: DirectDialWatch): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.interceptId !== "") {
+      obj.interceptId = message.interceptId;
+    }
+    if (message.token !== "") {
+      obj.token = message.token;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DirectDialWatch>): DirectDialWatch {
+    return DirectDialWatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DirectDialWatch>): DirectDialWatch {
+    const message = createBaseDirectDialWatch();
+    message.sessionId = object.sessionId ?? "";
+    message.interceptId = object.interceptId ?? "";
+    message.token = object.token ?? "";
+    return message;
+  },
+};
 
 function createBaseVersionInfo(): VersionInfo {
   return { name: "", version: "", tunnelVersion: 0 };
@@ -1646,6 +1774,7 @@ function createBaseAgentInfo(): AgentInfo {
     mechanism: "",
     containers: [],
     counters: undefined,
+    directPort: 0,
   };
 }
 
@@ -1677,6 +1806,9 @@ export const AgentInfo: MessageFns<AgentInfo> = {
     }
     if (message.counters !== undefined) {
       AgentCounters.encode(message.counters, writer.uint32(74).fork()).join();
+    }
+    if (message.directPort !== 0) {
+      writer.uint32(80).uint32(message.directPort);
     }
     return writer;
   },
@@ -1766,6 +1898,14 @@ export const AgentInfo: MessageFns<AgentInfo> = {
             message.counters = AgentCounters.decode(reader, reader.uint32());
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.directPort = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1799,6 +1939,11 @@ export const AgentInfo: MessageFns<AgentInfo> = {
         ? object.containers.map((e: any) => AgentContainer.fromJSON(e))
         : [],
       counters: isSet(object.counters) ? AgentCounters.fromJSON(object.counters) : undefined,
+      directPort: isSet(object.directPort)
+        ? globalThis.Number(object.directPort)
+        : isSet(object.direct_port)
+        ? globalThis.Number(object.direct_port)
+        : 0,
     };
   },
 
@@ -1831,6 +1976,9 @@ export const AgentInfo: MessageFns<AgentInfo> = {
     if (message.counters !== undefined) {
       obj.counters = AgentCounters.toJSON(message.counters);
     }
+    if (message.directPort !== 0) {
+      obj.directPort = Math.round(message.directPort);
+    }
     return obj;
   },
 
@@ -1850,6 +1998,7 @@ export const AgentInfo: MessageFns<AgentInfo> = {
     message.counters = (object.counters !== undefined && object.counters !== null)
       ? AgentCounters.fromPartial(object.counters)
       : undefined;
+    message.directPort = object.directPort ?? 0;
     return message;
   },
 };
@@ -3851,7 +4000,7 @@ export const PreparedIntercept: MessageFns<PreparedIntercept> = {
 };
 
 function createBaseInterceptPodState(): InterceptPodState {
-  return { podName: "", podIp: "", disposition: 0, message: "" };
+  return { podName: "", podIp: "", disposition: 0, message: "", directPort: 0 };
 }
 
 export const InterceptPodState: MessageFns<InterceptPodState> = {
@@ -3867,6 +4016,9 @@ export const InterceptPodState: MessageFns<InterceptPodState> = {
     }
     if (message.message !== "") {
       writer.uint32(34).string(message.message);
+    }
+    if (message.directPort !== 0) {
+      writer.uint32(40).uint32(message.directPort);
     }
     return writer;
   },
@@ -3916,6 +4068,14 @@ export const InterceptPodState: MessageFns<InterceptPodState> = {
             message.message = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.directPort = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3942,6 +4102,11 @@ export const InterceptPodState: MessageFns<InterceptPodState> = {
         : "",
       disposition: isSet(object.disposition) ? interceptDispositionFromJSON(object.disposition) : 0,
       message: isSet(object.message) ? globalThis.String(object.message) : "",
+      directPort: isSet(object.directPort)
+        ? globalThis.Number(object.directPort)
+        : isSet(object.direct_port)
+        ? globalThis.Number(object.direct_port)
+        : 0,
     };
   },
 
@@ -3959,6 +4124,9 @@ export const InterceptPodState: MessageFns<InterceptPodState> = {
     if (message.message !== "") {
       obj.message = message.message;
     }
+    if (message.directPort !== 0) {
+      obj.directPort = Math.round(message.directPort);
+    }
     return obj;
   },
 
@@ -3971,6 +4139,7 @@ export const InterceptPodState: MessageFns<InterceptPodState> = {
     message.podIp = object.podIp ?? "";
     message.disposition = object.disposition ?? 0;
     message.message = object.message ?? "";
+    message.directPort = object.directPort ?? 0;
     return message;
   },
 };
@@ -3988,6 +4157,7 @@ function createBaseInterceptInfo(): InterceptInfo {
     container: "",
     mountPoint: "",
     mountReadWrite: false,
+    directToken: "",
   };
 }
 
@@ -4025,6 +4195,9 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     }
     if (message.mountReadWrite !== false) {
       writer.uint32(88).bool(message.mountReadWrite);
+    }
+    if (message.directToken !== "") {
+      writer.uint32(98).string(message.directToken);
     }
     return writer;
   },
@@ -4133,6 +4306,14 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
             message.mountReadWrite = reader.bool();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.directToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4187,6 +4368,11 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
         : isSet(object.mount_read_write)
         ? globalThis.Boolean(object.mount_read_write)
         : false,
+      directToken: isSet(object.directToken)
+        ? globalThis.String(object.directToken)
+        : isSet(object.direct_token)
+        ? globalThis.String(object.direct_token)
+        : "",
     };
   },
 
@@ -4231,6 +4417,9 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     if (message.mountReadWrite !== false) {
       obj.mountReadWrite = message.mountReadWrite;
     }
+    if (message.directToken !== "") {
+      obj.directToken = message.directToken;
+    }
     return obj;
   },
 
@@ -4260,6 +4449,7 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     message.container = object.container ?? "";
     message.mountPoint = object.mountPoint ?? "";
     message.mountReadWrite = object.mountReadWrite ?? false;
+    message.directToken = object.directToken ?? "";
     return message;
   },
 };
@@ -6511,6 +6701,72 @@ export interface ManagerClient extends Client {
 export const ManagerClient = makeGenericClientConstructor(ManagerService, "tp.manager.Manager") as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): ManagerClient;
   service: typeof ManagerService;
+  serviceName: string;
+};
+
+/**
+ * The agent's own service, for the client that owns an intercept of its pod: it listens on 127.0.0.1 in
+ * the pod (InterceptPodState.direct_port) and the client reaches it through a port-forward to the pod,
+ * so the intercepted connections of that pod go straight to the workstation instead of through the
+ * traffic manager (the manager's Tunnel/WatchDial stay the path when this one is down).
+ */
+export type AgentService = typeof AgentService;
+export const AgentService = {
+  /**
+   * Intercepted connections to dial (relay_id names each); the watch is admitted with the intercept's
+   * direct_token, which only the owning client and the workload's agents learn from the manager.
+   */
+  watchDial: {
+    path: "/tp.manager.Agent/WatchDial" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: DirectDialWatch): Buffer => Buffer.from(DirectDialWatch.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DirectDialWatch => DirectDialWatch.decode(value),
+    responseSerialize: (value: DialRequest): Buffer => Buffer.from(DialRequest.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DialRequest => DialRequest.decode(value),
+  },
+  /** The client's answer to one DialRequest: OPEN with relay_id, then the flow as on Manager.Tunnel. */
+  tunnel: {
+    path: "/tp.manager.Agent/Tunnel" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: TunnelMessage): Buffer => Buffer.from(TunnelMessage.encode(value).finish()),
+    requestDeserialize: (value: Buffer): TunnelMessage => TunnelMessage.decode(value),
+    responseSerialize: (value: TunnelMessage): Buffer => Buffer.from(TunnelMessage.encode(value).finish()),
+    responseDeserialize: (value: Buffer): TunnelMessage => TunnelMessage.decode(value),
+  },
+} as const;
+
+export interface AgentServer extends UntypedServiceImplementation {
+  /**
+   * Intercepted connections to dial (relay_id names each); the watch is admitted with the intercept's
+   * direct_token, which only the owning client and the workload's agents learn from the manager.
+   */
+  watchDial: handleServerStreamingCall<DirectDialWatch, DialRequest>;
+  /** The client's answer to one DialRequest: OPEN with relay_id, then the flow as on Manager.Tunnel. */
+  tunnel: handleBidiStreamingCall<TunnelMessage, TunnelMessage>;
+}
+
+export interface AgentClient extends Client {
+  /**
+   * Intercepted connections to dial (relay_id names each); the watch is admitted with the intercept's
+   * direct_token, which only the owning client and the workload's agents learn from the manager.
+   */
+  watchDial(request: DirectDialWatch, options?: Partial<CallOptions>): ClientReadableStream<DialRequest>;
+  watchDial(
+    request: DirectDialWatch,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<DialRequest>;
+  /** The client's answer to one DialRequest: OPEN with relay_id, then the flow as on Manager.Tunnel. */
+  tunnel(): ClientDuplexStream<TunnelMessage, TunnelMessage>;
+  tunnel(options: Partial<CallOptions>): ClientDuplexStream<TunnelMessage, TunnelMessage>;
+  tunnel(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<TunnelMessage, TunnelMessage>;
+}
+
+export const AgentClient = makeGenericClientConstructor(AgentService, "tp.manager.Agent") as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): AgentClient;
+  service: typeof AgentService;
   serviceName: string;
 };
 

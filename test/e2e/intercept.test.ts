@@ -113,7 +113,12 @@ if (cluster) {
     (p.spec.initContainers ?? []).some((x) => x.name === 'tp-init');
   const interceptOf = async (w: Workstation, name: string) => {
     const st = JSON.parse((await w.tp(['status', '-o', 'json'])).stdout) as {
-      intercepts?: { name: string; disposition: string; message?: string; pods: { disposition: string }[] }[];
+      intercepts?: {
+        name: string;
+        disposition: string;
+        message?: string;
+        pods: { disposition: string; message?: string }[];
+      }[];
     };
     return st.intercepts?.find((i) => i.name === name);
   };
@@ -286,6 +291,23 @@ if (cluster) {
         60_000,
       );
       for (let i = 0; i < 10; i++) assert.is(await curlFromClient(), 'laptop', `request ${i + 1}`);
+      // Each pod's connections come straight from its agent, through a port-forward to the pod (the real
+      // kubelet and containerd reach the agent's loopback-only port), not through the manager: its debug
+      // log relays none of the next 10.
+      const direct = await waitFor('both pods to send their connections straight', async () => {
+        const pods = (await interceptOf(alice, 'echo'))?.pods ?? [];
+        return pods.filter((p) => /^connections straight from the agent/.test(p.message ?? '')).length === 2
+          ? pods
+          : null;
+      });
+      assert.is(direct.length, 2);
+      const relayed = async () =>
+        (await kubectl(c, ['logs', '-n', MANAGER_NS, 'deploy/traffic-manager'])).stdout.split(
+          'relaying intercepted connection',
+        ).length;
+      const relayedBefore = await relayed();
+      for (let i = 0; i < 10; i++) assert.is(await curlFromClient(), 'laptop', `direct request ${i + 1}`);
+      assert.is(await relayed(), relayedBefore, 'the manager relayed none of them');
       const env = await onWorkstation(c, ['cat', `${alice.runDir}/env.json`]);
       assert.is(JSON.parse(env.stdout).PORT, String(ECHO_PORT), "the intercepted container's environment");
     },

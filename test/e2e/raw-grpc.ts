@@ -111,6 +111,7 @@ export const encode = {
       mechanism: 'iptables',
       containers: [],
       counters: undefined,
+      directPort: 0,
       ...info,
     }).finish(),
   session: (sessionId: string) => SessionInfo.encode({ sessionId, remainIntervalMs: 0 }).finish(),

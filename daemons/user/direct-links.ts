@@ -1,0 +1,176 @@
+// Direct intercepted connections, the workstation's side (the agent's: agent/direct.ts). For each pod
+// whose agent accepted one of this session's intercepts and has a direct port, the daemon opens a
+// port-forward to that port (kube/port-forward-thread.ts) and watches there for the pod's intercepted
+// connections, which then reach the workstation without the traffic manager's relay. The watch shows the
+// intercept's direct_token, which only this session got from the manager. A watch that fails is opened
+// again while the intercept lasts; meanwhile the agent sends its connections through the manager.
+import * as grpc from '@grpc/grpc-js';
+import { createLogger } from '../../logging/logger.js';
+import { InterceptDisposition as D, type DialRequest, type InterceptInfo } from '../../rpc/gen/manager.js';
+import { workstationChannelOptions } from '../../rpc/grpc-options.js';
+import { AgentClient } from '../../rpc/manager-service.js';
+import { errorDetails } from '../../rpc/unary-call.js';
+
+const log = createLogger('connector/direct');
+const MIN_RETRY_MS = 500;
+const MAX_RETRY_MS = 5_000;
+
+/** An agent's direct port. */
+export interface AgentPort {
+  namespace: string;
+  podName: string;
+  podIp: string;
+  port: number;
+}
+
+/**
+ * How this daemon reaches an agent's direct port: a local address (a port-forward's listener) and how to
+ * close it. Undefined: this pod cannot be reached directly (its connections go through the manager).
+ */
+export type AgentRoute = (pod: AgentPort) => Promise<{ address: string; close(): Promise<void> }> | undefined;
+
+/** One pod's direct watch for one intercept. */
+class DirectLink {
+  /** How the connections arrive: straight from the agent while the watch is open, else why not. */
+  state = 'through the traffic manager (opening a port-forward to the agent)';
+  private watching = false;
+  private stopped = false;
+  private route: { address: string; close(): Promise<void> } | undefined;
+  private client: AgentClient | undefined;
+  private call: grpc.ClientReadableStream<DialRequest> | undefined;
+  private retryMs = MIN_RETRY_MS;
+  private timer: NodeJS.Timeout | undefined;
+
+  readonly interceptId: string;
+  readonly podName: string;
+
+  constructor(
+    readonly key: string,
+    private readonly o: {
+      sessionId: string;
+      interceptId: string;
+      token: string;
+      pod: AgentPort;
+      reach: AgentRoute;
+      dial: (client: AgentClient, req: DialRequest) => void;
+    },
+  ) {
+    this.interceptId = o.interceptId;
+    this.podName = o.pod.podName;
+    void this.open();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.call?.cancel();
+    this.client?.close();
+    void this.route?.close();
+  }
+
+  private async open(): Promise<void> {
+    if (this.stopped) return;
+    const { pod, interceptId } = this.o;
+    try {
+      if (!this.route) {
+        const route = await this.o.reach(pod);
+        if (!route) throw new Error('no route to the pod');
+        if (this.stopped) {
+          void route.close();
+          return;
+        }
+        this.route = route;
+        this.client = new AgentClient(route.address, grpc.credentials.createInsecure(), {
+          ...workstationChannelOptions(),
+          'grpc.use_local_subchannel_pool': 1,
+        });
+      }
+    } catch (e) {
+      this.retry(`cannot reach the agent's direct port: ${(e as Error).message}`);
+      return;
+    }
+    const call = this.client!.watchDial({ sessionId: this.o.sessionId, interceptId, token: this.o.token });
+    this.call = call;
+    call.on('metadata', () => {
+      this.state = 'straight from the agent (port-forward to the pod)';
+      this.watching = true;
+      this.retryMs = MIN_RETRY_MS;
+      log.info('intercepted connections come straight from the agent', {
+        pod: pod.podName,
+        intercept: interceptId,
+      });
+    });
+    call.on('data', (req: DialRequest) => this.o.dial(this.client!, req));
+    call.on('error', (e) => {
+      if (!this.stopped && this.call === call) this.retry(errorDetails(e));
+    });
+    call.on('end', () => {
+      if (!this.stopped && this.call === call) this.retry('the agent ended the watch');
+    });
+  }
+
+  private retry(reason: string): void {
+    if (this.stopped) return;
+    if (this.watching)
+      log.info('direct watch lost; the agent sends connections through the traffic manager meanwhile', {
+        pod: this.o.pod.podName,
+        reason,
+      });
+    else log.debug('direct watch not open', { pod: this.o.pod.podName, reason });
+    this.state = `through the traffic manager (${reason})`;
+    this.watching = false;
+    this.call = undefined;
+    this.timer = setTimeout(() => void this.open(), this.retryMs);
+    this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS);
+  }
+}
+
+/** The direct watches of one session, kept in step with its intercepts (sync() after every snapshot). */
+export class DirectLinks {
+  private readonly links = new Map<string, DirectLink>();
+
+  constructor(
+    private readonly sessionId: string,
+    private readonly reach: AgentRoute,
+    private readonly dial: (client: AgentClient, req: DialRequest) => void,
+  ) {}
+
+  /** Opens the watches the intercepts call for and stops the others. */
+  sync(intercepts: InterceptInfo[]): void {
+    const wanted = new Map<string, { interceptId: string; token: string; pod: AgentPort }>();
+    for (const i of intercepts) {
+      if (i.clientSessionId !== this.sessionId || !i.directToken || !i.spec) continue;
+      for (const p of i.pods) {
+        if (p.disposition !== D.ACTIVE || !p.directPort) continue;
+        wanted.set(`${i.id}/${p.podName}/${i.directToken}`, {
+          interceptId: i.id,
+          token: i.directToken,
+          pod: { namespace: i.spec.namespace, podName: p.podName, podIp: p.podIp, port: p.directPort },
+        });
+      }
+    }
+    for (const [key, link] of this.links)
+      if (!wanted.has(key)) {
+        link.stop();
+        this.links.delete(key);
+      }
+    for (const [key, w] of wanted)
+      if (!this.links.has(key))
+        this.links.set(
+          key,
+          new DirectLink(key, { ...w, sessionId: this.sessionId, reach: this.reach, dial: this.dial }),
+        );
+  }
+
+  /** How the pod's connections of the intercept arrive; undefined: no direct watch is wanted for it. */
+  state(interceptId: string, podName: string): string | undefined {
+    for (const l of this.links.values())
+      if (l.interceptId === interceptId && l.podName === podName) return l.state;
+    return undefined;
+  }
+
+  stop(): void {
+    for (const l of this.links.values()) l.stop();
+    this.links.clear();
+  }
+}
