@@ -225,6 +225,10 @@ export class PortListener {
         .dial(interceptId, { connId, dialTimeoutMs: info.dialTimeoutMs }, deadlineMs)
         .then((answer) => {
           if ('stream' in answer) {
+            if (socket.destroyed) {
+              answer.stream.abort('the client closed its connection before the workstation answered');
+              return;
+            }
             void originate(socket, answer.stream, info, {
               log,
               replay,

@@ -144,7 +144,10 @@ test('a malformed environment names the variable and the fix', () => {
     [{ TP_PROBE_PORT: '15001' }, /TP_PROBE_PORT=15001 is also in TP_PORTS/],
     [{ TP_PROBE_PORT: '15021', TP_PROBES: '{' }, /TP_PROBES is not JSON/],
     [{ TP_DIRECT_PORT: '15001' }, /TP_DIRECT_PORT=15001 is also in TP_PORTS or TP_PROBE_PORT/],
-    [{ TP_DIRECT_PORT: '15021', TP_PROBE_PORT: '15021' }, /the agent's direct port must be a port of its own/],
+    [
+      { TP_DIRECT_PORT: '15021', TP_PROBE_PORT: '15021' },
+      /the agent's direct port must be a port of its own/,
+    ],
     [{ TP_DIRECT_PORT: 'x' }, /TP_DIRECT_PORT/],
     [
       { TP_WORKLOAD_NAME: '' },

@@ -73,8 +73,13 @@ class DirectLink {
     const { pod, interceptId } = this.o;
     try {
       if (!this.route) {
-        const route = await this.o.reach(pod);
-        if (!route) throw new Error('no route to the pod');
+        const reaching = this.o.reach(pod);
+        if (!reaching) {
+          // Not to be tried again: this daemon has no way to the pod (a manager reached by address).
+          this.state = 'through the traffic manager (no port-forward to the pod from here)';
+          return;
+        }
+        const route = await reaching;
         if (this.stopped) {
           void route.close();
           return;
