@@ -11,6 +11,8 @@ export interface PortCounts {
   intercepted: number;
   /** Of the intercepted ones, those the workstation could not take, given to the app instead. */
   fellBack: number;
+  /** Of the intercepted ones, those that went straight to the workstation (agent/direct.ts). */
+  direct: number;
   /** The dial failed: the app refused a passthrough, or the workstation could not dial an intercepted one. */
   dialFailures: number;
 }
@@ -31,7 +33,7 @@ export class ConnectionCounters {
   /** `probes`: `container/kind` of each rewritten probe, in the order the status line lists them. */
   constructor(appPorts: readonly number[], probes: readonly string[] = []) {
     for (const port of [...appPorts].sort((a, b) => a - b))
-      this.ports.set(port, { passedThrough: 0, intercepted: 0, fellBack: 0, dialFailures: 0 });
+      this.ports.set(port, { passedThrough: 0, intercepted: 0, fellBack: 0, direct: 0, dialFailures: 0 });
     for (const probe of probes) this.probes.set(probe, { performed: 0, failed: 0 });
   }
 
@@ -61,14 +63,15 @@ export class ConnectionCounters {
 
   /**
    * One line, e.g. "app port 8080: 12 passed through, 3 intercepted, 0 dial failures; app port 9090: …;
-   * ("3 intercepted (1 given to the app: the workstation was unavailable)" when some fell back)
+   * ("3 intercepted (2 straight to the workstation, 1 given to the app: the workstation was unavailable)"
+   * when some went so)
    * probes: echo/readiness 40 (2 failed), echo/liveness 20 (0 failed)" (no probes part without probes).
    */
   format(): string {
     const parts = [...this.ports].map(
       ([port, c]) =>
         `app port ${port}: ${c.passedThrough} passed through, ${c.intercepted} intercepted` +
-        (c.fellBack > 0 ? ` (${c.fellBack} given to the app: the workstation was unavailable)` : '') +
+        interceptedDetail(c) +
         `, ${c.dialFailures} dial failures`,
     );
     if (this.probes.size > 0)
@@ -77,4 +80,13 @@ export class ConnectionCounters {
       );
     return parts.join('; ');
   }
+}
+
+/** " (2 straight to the workstation, 1 given to the app: …)", or "" when all went through the manager. */
+function interceptedDetail(c: PortCounts): string {
+  const parts = [
+    c.direct > 0 ? `${c.direct} straight to the workstation` : '',
+    c.fellBack > 0 ? `${c.fellBack} given to the app: the workstation was unavailable` : '',
+  ].filter(Boolean);
+  return parts.length > 0 ? ` (${parts.join(', ')})` : '';
 }

@@ -18,6 +18,7 @@ export function countersMessage(counters: ConnectionCounters): AgentCounters {
       passedThrough: c.passedThrough,
       intercepted: c.intercepted,
       dialFailures: c.dialFailures,
+      direct: c.direct,
     })),
     probes: [...counters.probeSnapshot()].map(([probe, c]) => ({
       probe,

@@ -97,7 +97,13 @@ async function party(who: string): Promise<Party> {
 interface Rig {
   port: number;
   routes: PersonalRoute[];
-  counts: { passedThrough: number; intercepted: number; fellBack: number; dialFailures: number };
+  counts: {
+    passedThrough: number;
+    intercepted: number;
+    fellBack: number;
+    direct: number;
+    dialFailures: number;
+  };
   close: () => void;
 }
 
@@ -105,7 +111,7 @@ async function rig(appPort: number, workstations: Record<string, number>): Promi
   const r: Rig = {
     port: 0,
     routes: [],
-    counts: { passedThrough: 0, intercepted: 0, fellBack: 0, dialFailures: 0 },
+    counts: { passedThrough: 0, intercepted: 0, fellBack: 0, direct: 0, dialFailures: 0 },
     close: () => {},
   };
   const personal: PersonalPort = {

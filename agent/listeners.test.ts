@@ -78,6 +78,7 @@ test('passthrough: the bytes and the half-close reach the app, and the connectio
         passedThrough: 2,
         intercepted: 0,
         fellBack: 0,
+        direct: 0,
         dialFailures: 0,
       });
       assert.is(counters.format(), `app port ${app.port}: 2 passed through, 0 intercepted, 0 dial failures`);
@@ -166,6 +167,7 @@ test('the app is down: the client is reset and the dial failure counted', async 
       passedThrough: 1,
       intercepted: 0,
       fellBack: 0,
+      direct: 0,
       dialFailures: 1,
     });
   });
@@ -216,6 +218,14 @@ test('the counters of several ports, in port order, then the probes in their ord
     'app port 8080: 3 passed through, 0 intercepted, 0 dial failures; ' +
       'app port 9090: 0 passed through, 1 intercepted, 1 dial failures; ' +
       'probes: echo/readiness 4 (1 failed), echo/liveness 1 (0 failed)',
+  );
+  // Of the intercepted: straight to the workstation, and given to the app.
+  counters.of(9090).intercepted += 3;
+  counters.of(9090).direct += 2;
+  counters.of(9090).fellBack++;
+  assert.match(
+    counters.format(),
+    'app port 9090: 0 passed through, 4 intercepted (2 straight to the workstation, 1 given to the app: the workstation was unavailable), 1 dial failures',
   );
   assert.throws(() => counters.of(7070), /app port 7070 is not one the agent serves/);
   assert.throws(() => counters.probe('echo/startup'), /probe echo\/startup is not one the agent performs/);

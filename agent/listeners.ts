@@ -229,6 +229,7 @@ export class PortListener {
               answer.stream.abort('the client closed its connection before the workstation answered');
               return;
             }
+            counts.direct++;
             void originate(socket, answer.stream, info, {
               log,
               replay,

@@ -421,6 +421,7 @@ test('every probe performed is counted, per container and kind, failures apart',
     passedThrough: 0,
     intercepted: 0,
     fellBack: 0,
+    direct: 0,
     dialFailures: 0,
   });
 });

@@ -81,7 +81,7 @@ test('tp describe shows them under the pod', () => {
         initLog: '',
         probes,
         agentCounters: {
-          ports: [{ appPort: 8080, passedThrough: 12, intercepted: 3, dialFailures: 0 }],
+          ports: [{ appPort: 8080, passedThrough: 12, intercepted: 3, dialFailures: 0, direct: 2 }],
           probes: [{ probe: 'api/readiness', performed: 40, failed: 2 }],
           reportedUnixMs: 1,
         },

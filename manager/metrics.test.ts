@@ -88,7 +88,7 @@ test('/metrics: sessions, agents by namespace, the counters an agent reported; 4
           {
             session: agent,
             counters: {
-              ports: [{ appPort: 8080, passedThrough: 7, intercepted: 2, dialFailures: 1 }],
+              ports: [{ appPort: 8080, passedThrough: 7, intercepted: 2, dialFailures: 1, direct: 1 }],
               probes: [{ probe: 'echo/readiness', performed: 5, failed: 1 }],
               reportedUnixMs: 0,
             },
@@ -108,6 +108,7 @@ test('/metrics: sessions, agents by namespace, the counters an agent reported; 4
     assert.is(m.get('tp_agents{namespace="shop"}'), 1);
     assert.is(m.get('tp_agent_connections_total{outcome="passed_through"}'), 7);
     assert.is(m.get('tp_agent_connections_total{outcome="intercepted"}'), 2);
+    assert.is(m.get('tp_agent_connections_total{outcome="intercepted_direct"}'), 1);
     assert.is(m.get('tp_agent_connections_total{outcome="dial_failure"}'), 1);
     assert.is(m.get('tp_agent_probes_total{result="failed"}'), 1);
     assert.is(m.get('tp_tunnel_flows_total{kind="outbound_tcp"}'), 0);

@@ -149,6 +149,8 @@ export function managerMetrics(core: ManagerCore): MetricFamily[] {
       samples: [
         { labels: { outcome: 'passed_through' }, value: sum(agentPorts.map((p) => p.passedThrough)) },
         { labels: { outcome: 'intercepted' }, value: sum(agentPorts.map((p) => p.intercepted)) },
+        // Of the intercepted: straight to the workstation, not through the manager (agent/direct.ts).
+        { labels: { outcome: 'intercepted_direct' }, value: sum(agentPorts.map((p) => p.direct)) },
         { labels: { outcome: 'dial_failure' }, value: sum(agentPorts.map((p) => p.dialFailures)) },
       ],
     },

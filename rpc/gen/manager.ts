@@ -281,6 +281,8 @@ export interface AgentPortCounters {
   /** forwarded to an intercepting workstation */
   intercepted: number;
   dialFailures: number;
+  /** of the intercepted, those that went straight to the workstation (Agent) */
+  direct: number;
 }
 
 export interface AgentProbeCounters {
@@ -2004,7 +2006,7 @@ export const AgentInfo: MessageFns<AgentInfo> = {
 };
 
 function createBaseAgentPortCounters(): AgentPortCounters {
-  return { appPort: 0, passedThrough: 0, intercepted: 0, dialFailures: 0 };
+  return { appPort: 0, passedThrough: 0, intercepted: 0, dialFailures: 0, direct: 0 };
 }
 
 export const AgentPortCounters: MessageFns<AgentPortCounters> = {
@@ -2020,6 +2022,9 @@ export const AgentPortCounters: MessageFns<AgentPortCounters> = {
     }
     if (message.dialFailures !== 0) {
       writer.uint32(32).uint64(message.dialFailures);
+    }
+    if (message.direct !== 0) {
+      writer.uint32(40).uint64(message.direct);
     }
     return writer;
   },
@@ -2069,6 +2074,14 @@ export const AgentPortCounters: MessageFns<AgentPortCounters> = {
             message.dialFailures = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.direct = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2099,6 +2112,7 @@ export const AgentPortCounters: MessageFns<AgentPortCounters> = {
         : isSet(object.dial_failures)
         ? globalThis.Number(object.dial_failures)
         : 0,
+      direct: isSet(object.direct) ? globalThis.Number(object.direct) : 0,
     };
   },
 
@@ -2116,6 +2130,9 @@ export const AgentPortCounters: MessageFns<AgentPortCounters> = {
     if (message.dialFailures !== 0) {
       obj.dialFailures = Math.round(message.dialFailures);
     }
+    if (message.direct !== 0) {
+      obj.direct = Math.round(message.direct);
+    }
     return obj;
   },
 
@@ -2128,6 +2145,7 @@ export const AgentPortCounters: MessageFns<AgentPortCounters> = {
     message.passedThrough = object.passedThrough ?? 0;
     message.intercepted = object.intercepted ?? 0;
     message.dialFailures = object.dialFailures ?? 0;
+    message.direct = object.direct ?? 0;
     return message;
   },
 };

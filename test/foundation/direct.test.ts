@@ -43,13 +43,17 @@ async function setUp(rig: Rig, agentEnv: (direct: number) => Record<string, stri
   return ports;
 }
 
-/** The manager's count of intercepted connections it relayed (tp_tunnel_flows_total{kind="intercept"}). */
-async function relayedByManager(metricsPort: number): Promise<number> {
+/** A sample of the manager's metrics, e.g. `tp_tunnel_flows_total{kind="intercept"}`. */
+async function metric(metricsPort: number, sample: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  const m = /^tp_tunnel_flows_total\{kind="intercept"\} (\d+)$/m.exec(text);
-  if (!m) throw new Error(`no tp_tunnel_flows_total{kind="intercept"} in:\n${text}`);
-  return Number(m[1]);
+  const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
+  if (!line) throw new Error(`no ${sample} in:\n${text}`);
+  return Number(line.slice(sample.length + 1));
 }
+
+/** The intercepted connections the manager relayed. */
+const relayedByManager = (metricsPort: number) =>
+  metric(metricsPort, 'tp_tunnel_flows_total{kind="intercept"}');
 
 async function podState(rig: Rig): Promise<PodJson> {
   const st = await rig.tpJson<StatusJson>('status');
@@ -69,6 +73,13 @@ test('an agent with a direct port sends its intercepted connections straight to 
     const before = await relayedByManager(ports.metrics);
     for (let n = 0; n < 20; n++) assert.is(await httpGet(ports.agent), 'laptop');
     assert.is(await relayedByManager(ports.metrics), before, 'the manager relayed none of the 20');
+    // The agent counts them (it reports every 10 s): an admin sees the direct path in the metrics.
+    await waitFor(
+      'the agent to report its direct connections',
+      async () =>
+        (await metric(ports.metrics, 'tp_agent_connections_total{outcome="intercepted_direct"}')) >= 20,
+      20_000,
+    );
 
     // Without the intercept's secret, or for another session, the agent sends nothing.
     const client = new AgentClient(
