@@ -101,7 +101,7 @@ export function managerMetrics(core: ManagerCore): MetricFamily[] {
     },
     {
       name: 'tp_tunnel_flows_total',
-      help: 'Tunnel flows admitted, by kind (intercept: a cluster client reaching a workstation; outbound: a workstation reaching the cluster).',
+      help: 'Tunnel flows admitted, by kind (intercept: a cluster client reaching a workstation through the manager, not straight from its agent; outbound: a workstation reaching the cluster).',
       type: 'counter',
       samples: [
         { labels: { kind: 'intercept' }, value: t.flows.intercept },

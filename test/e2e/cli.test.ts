@@ -197,7 +197,11 @@ if (cluster) {
     assert.is(m.get('tp_intercepts{disposition="ACTIVE"}'), 1);
     assert.ok((m.get('tp_sessions{kind="client"}') ?? 0) >= 1);
     assert.is(m.get(`tp_agents{namespace="${NS}"}`), 1);
-    assert.ok((m.get('tp_tunnel_flows_total{kind="intercept"}') ?? 0) >= 1);
+    // Through the manager's relay or straight from the agent (a port-forward to its pod, the usual path).
+    const relayed = m.get('tp_tunnel_flows_total{kind="intercept"}') ?? 0;
+    const direct = m.get('tp_agent_connections_total{outcome="intercepted_direct"}');
+    assert.ok(direct !== undefined, 'the direct connections are counted');
+    assert.ok(relayed + direct! >= 1);
     assert.ok(m.has('tp_authorization_refusals_total{code="permission_denied"}'));
   });
 
