@@ -77,11 +77,13 @@ export function startForwardThread(options: ForwardThreadOptions): Promise<Forwa
       const exited = new Promise<void>((done) => worker.once('exit', () => done()));
       const waiting = new Map<number, (r: Reply) => void>();
       let nextId = 1;
+      let gone = false;
       worker.on('message', (r: Reply) => {
         waiting.get(r.id)?.(r);
         waiting.delete(r.id);
       });
       worker.once('exit', () => {
+        gone = true;
         for (const answer of waiting.values()) answer({ id: 0, error: 'the port-forward thread exited' });
         waiting.clear();
       });
@@ -94,6 +96,7 @@ export function startForwardThread(options: ForwardThreadOptions): Promise<Forwa
         },
         forwardToPod: (namespace, pod, port) => {
           const id = nextId++;
+          if (gone) return Promise.reject(new Error('the port-forward thread exited'));
           return new Promise<ManagerForward>((done, fail) => {
             waiting.set(id, (r) => {
               if (r.error !== undefined || r.address === undefined) fail(new Error(r.error ?? 'no address'));

@@ -51,6 +51,8 @@ class DirectLink {
       interceptId: string;
       token: string;
       pod: AgentPort;
+      /** The intercept's local target, as this daemon asked for it. */
+      target: { host: string; port: number };
       reach: AgentRoute;
       dial: (client: AgentClient, req: DialRequest) => void;
     },
@@ -105,7 +107,17 @@ class DirectLink {
         intercept: interceptId,
       });
     });
-    call.on('data', (req: DialRequest) => this.o.dial(this.client!, req));
+    // Where to dial is this daemon's own intercept target, never what the other end says: whatever answers
+    // on the pod's port must not make the workstation connect elsewhere.
+    call.on('data', (req: DialRequest) =>
+      this.o.dial(this.client!, {
+        ...req,
+        interceptId,
+        targetHost: this.o.target.host,
+        targetPort: this.o.target.port,
+        mount: false,
+      }),
+    );
     call.on('error', (e) => {
       if (!this.stopped && this.call === call) this.retry(errorDetails(e));
     });
@@ -142,7 +154,10 @@ export class DirectLinks {
 
   /** Opens the watches the intercepts call for and stops the others. */
   sync(intercepts: InterceptInfo[]): void {
-    const wanted = new Map<string, { interceptId: string; token: string; pod: AgentPort }>();
+    const wanted = new Map<
+      string,
+      { interceptId: string; token: string; pod: AgentPort; target: { host: string; port: number } }
+    >();
     for (const i of intercepts) {
       if (i.clientSessionId !== this.sessionId || !i.directToken || !i.spec) continue;
       for (const p of i.pods) {
@@ -151,6 +166,7 @@ export class DirectLinks {
           interceptId: i.id,
           token: i.directToken,
           pod: { namespace: i.spec.namespace, podName: p.podName, podIp: p.podIp, port: p.directPort },
+          target: { host: i.spec.targetHost || '127.0.0.1', port: i.spec.targetPort },
         });
       }
     }

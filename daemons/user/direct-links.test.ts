@@ -1,0 +1,123 @@
+// The daemon's direct watches (direct-links.ts) against a stand-in for an agent's direct service, over real
+// gRPC on loopback: which intercepts get a watch, what the watch shows, and that whatever answers on the
+// pod's port cannot choose what the workstation dials.
+import * as grpc from '@grpc/grpc-js';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { waitFor } from '../../command/wait.js';
+import {
+  InterceptDisposition as D,
+  type DialRequest,
+  type DirectDialWatch,
+  type InterceptInfo,
+} from '../../rpc/gen/manager.js';
+import { AgentServiceDefinition } from '../../rpc/manager-service.js';
+import { DirectLinks } from './direct-links.js';
+
+function intercept(id: string, session: string, token: string, directPort = 15022): InterceptInfo {
+  return {
+    id,
+    spec: {
+      name: id,
+      workload: 'echo',
+      namespace: 'shop',
+      workloadKind: 'Deployment',
+      mechanism: 'tcp',
+      remotePort: 8080,
+      portName: '',
+      targetHost: '127.0.0.1',
+      targetPort: 18190,
+      client: 'alice@laptop',
+      serviceName: '',
+      ingest: false,
+      container: '',
+      httpFilter: undefined,
+    },
+    clientSessionId: session,
+    disposition: D.ACTIVE,
+    message: '',
+    pods: [{ podName: 'echo-0', podIp: '10.244.0.9', disposition: D.ACTIVE, message: '', directPort }],
+    environment: {},
+    createdUnixMs: 0,
+    container: '',
+    mountPoint: '',
+    mountReadWrite: false,
+    directToken: token,
+  };
+}
+
+test('a watch per accepted pod, with the secret; the workstation dials its own target whatever the far end asks', async () => {
+  const watches: { request: DirectDialWatch; cancelled: boolean }[] = [];
+  const server = new grpc.Server();
+  server.addService(AgentServiceDefinition, {
+    watchDial: (call: grpc.ServerWritableStream<DirectDialWatch, DialRequest>) => {
+      const w = { request: call.request, cancelled: false };
+      watches.push(w);
+      call.on('cancelled', () => {
+        w.cancelled = true;
+      });
+      call.sendMetadata(new grpc.Metadata());
+      // What a rogue listener on the pod's port might send: another host, another port, a mount.
+      call.write({
+        relayId: 'r1',
+        connId: undefined,
+        interceptId: 'someone-else',
+        targetHost: '10.9.9.9',
+        targetPort: 22,
+        dialTimeoutMs: 5000,
+        mount: true,
+        container: 'app',
+        readWrite: true,
+      });
+    },
+    tunnel: (call: grpc.ServerDuplexStream<unknown, unknown>) => call.end(),
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+  const reached: string[] = [];
+  const dials: DialRequest[] = [];
+  const links = new DirectLinks(
+    's1',
+    (pod) => {
+      reached.push(`${pod.namespace}/${pod.podName}:${pod.port}`);
+      return Promise.resolve({ address: `127.0.0.1:${port}`, close: async () => {} });
+    },
+    (_client, req) => dials.push(req),
+  );
+  try {
+    links.sync([
+      intercept('s1:echo', 's1', 'tok'),
+      // Not this session's, no secret (an older manager), no direct port (an older agent): no watch.
+      intercept('s2:echo', 's2', 'other'),
+      intercept('s1:old-manager', 's1', ''),
+      intercept('s1:old-agent', 's1', 'tok2', 0),
+    ]);
+    await waitFor('the dial request', async () => dials.length > 0 || undefined);
+    assert.equal(reached, ['shop/echo-0:15022']);
+    assert.equal(
+      watches.map((w) => w.request),
+      [{ sessionId: 's1', interceptId: 's1:echo', token: 'tok' }],
+    );
+    const d = dials[0]!;
+    assert.is(d.relayId, 'r1');
+    assert.is(d.interceptId, 's1:echo');
+    assert.is(d.targetHost, '127.0.0.1');
+    assert.is(d.targetPort, 18190);
+    assert.is(d.mount, false);
+    assert.match(links.state('s1:echo', 'echo-0') ?? '', /^straight from the agent/);
+    assert.is(links.state('s1:old-agent', 'echo-0'), undefined);
+
+    // The intercept gone from the snapshot: its watch is cancelled.
+    links.sync([]);
+    await waitFor('the watch to be cancelled', async () => watches[0]!.cancelled || undefined);
+    assert.is(links.state('s1:echo', 'echo-0'), undefined);
+  } finally {
+    links.stop();
+    server.forceShutdown();
+  }
+});
+
+test.run();
