@@ -90,6 +90,19 @@ test('an intercept shows its filter and owner (status, describe, -o json)', () =
     'Intercepts:',
     '  web: ACTIVE  ns/web port 8080 -> 127.0.0.1:18190, x-dev=alice, by alice@laptop, volumes at /tmp/web (rw)',
   ]);
+  // How the pods' connections arrive, as the daemon put it in each pod's message.
+  const pod = (name: string, message: string) => ({ pod: name, podIp: '', disposition: 'ACTIVE', message });
+  const straight = 'connections straight from the agent (port-forward to the pod)';
+  const relayed = 'connections through the traffic manager (the agent ended the watch)';
+  const line = (pods: ReturnType<typeof pod>[]) => interceptLines([{ ...view, pods }], '')[1];
+  assert.is(line([]), '  web: ACTIVE  ns/web port 8080 -> 127.0.0.1:18190, x-dev=alice, by alice@laptop');
+  assert.match(line([pod('a', straight)]) ?? '', /by alice@laptop, connections straight from the agent$/);
+  assert.match(line([pod('a', straight), pod('b', straight)]) ?? '', /straight from the agent \(2 pods\)$/);
+  assert.match(
+    line([pod('a', straight), pod('b', relayed)]) ?? '',
+    /straight from the agent in 1 of 2 pods \(the others through the traffic manager\)$/,
+  );
+  assert.match(line([pod('a', relayed)]) ?? '', /, connections through the traffic manager$/);
 });
 
 test('--mount[=DIR][:ro|:rw]: read-only unless :rw; =false mounts nothing', () => {

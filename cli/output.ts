@@ -226,6 +226,7 @@ export function interceptLines(all: InterceptView[], indent: string): string[] {
               `${indent}  ${i.name}: ${i.disposition}  ${i.namespace}/${i.workload} port ${i.remotePort} -> ${i.localAddress}, ${i.filter}, by ${i.client}` +
               (i.container ? ` (container ${i.container})` : '') +
               mountText(i) +
+              pathText(i) +
               (i.message ? `  (${i.message})` : ''),
           ),
         ];
@@ -240,6 +241,20 @@ export function interceptLines(all: InterceptView[], indent: string): string[] {
       ),
     );
   return lines;
+}
+
+/**
+ * How the pods' connections reach the workstation, as the daemon says in each pod's message: straight from
+ * their agents (a port-forward to the pod) or through the traffic manager; '' when it says nothing.
+ */
+function pathText(i: InterceptView): string {
+  const said = i.pods.filter((p) => p.message.startsWith('connections '));
+  if (said.length === 0) return '';
+  const straight = said.filter((p) => p.message.startsWith('connections straight from the agent')).length;
+  if (straight === 0) return ', connections through the traffic manager';
+  if (straight === said.length)
+    return `, connections straight from the agent${said.length > 1 ? ` (${said.length} pods)` : ''}`;
+  return `, connections straight from the agent in ${straight} of ${said.length} pods (the others through the traffic manager)`;
 }
 
 const mountText = (i: InterceptView) =>
