@@ -1,0 +1,166 @@
+// The agent's direct path (direct.ts with the listener) over real gRPC and sockets on loopback, with a
+// stand-in workstation (a direct watch that answers as the user daemon does, or not) and a stand-in
+// manager (its Tunnel answered by a dialer): a watched intercept's connection goes straight to the
+// workstation; one whose watch ends before answering goes through the manager; one whose watch is silent
+// goes to the app once the workstation dial deadline passes.
+import * as net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createLogger, setLevel } from '../logging/logger.js';
+import { AgentInfo, type DialRequest, type TunnelMessage } from '../rpc/gen/manager.js';
+import { workstationChannelOptions } from '../rpc/grpc-options.js';
+import { AgentClient, ManagerServiceDefinition } from '../rpc/manager-service.js';
+import { freePort } from '../testbed/loopback.js';
+import { dialTcp } from '../tunnel/dial.js';
+import { answer, serveDial } from '../tunnel/flow.js';
+import { msg, streamInfo } from '../tunnel/messages.js';
+import { TunnelStream } from '../tunnel/stream.js';
+import { ConnectionCounters } from './connection-counters.js';
+import { DirectServer } from './direct.js';
+import { PortListener } from './listeners.js';
+import { AgentManagerSession } from './manager-session.js';
+
+setLevel('error');
+const DEADLINE_MS = 400;
+
+/** A server that answers "<name>: <everything it read>" once the client half-closes. */
+async function named(name: string): Promise<{ port: number; close(): void }> {
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    let got = '';
+    s.on('data', (d) => {
+      got += d;
+    });
+    s.on('end', () => s.end(`${name}: ${got}`));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
+}
+
+function exchange(port: number, text: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }, () => s.end(text));
+    let got = '';
+    s.on('data', (d) => {
+      got += d;
+    });
+    s.on('error', (e) => resolve(`error: ${e.message}`));
+    s.on('end', () => resolve(got));
+  });
+}
+
+/** How the stand-in workstation treats the dial requests on its watch. */
+type Behaviour = 'answer' | 'end-watch' | 'silent';
+
+async function rig(
+  behaviour: Behaviour,
+  run: (agentPort: number, counters: ConnectionCounters) => Promise<void>,
+) {
+  const app = await named('app');
+  const laptop = await named('laptop');
+  const viaManager = await named('via the manager');
+  // The stand-in manager: every Tunnel it gets is dialed to "via the manager".
+  const manager = new grpc.Server();
+  manager.addService(ManagerServiceDefinition, {
+    tunnel: (call: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>) =>
+      void answer(
+        new TunnelStream(call),
+        (info) => (signal, onread) =>
+          dialTcp('127.0.0.1', viaManager.port, info.dialTimeoutMs, signal, onread),
+        2_000,
+      ),
+  } as never);
+  const managerPort = await new Promise<number>((resolve, reject) =>
+    manager.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+  const appPort = app.port;
+  // The agent's session as a snapshot would leave it: intercept i1 of client session c1 on the app port.
+  const session = new AgentManagerSession(
+    `127.0.0.1:${managerPort}`,
+    AgentInfo.fromPartial({}),
+    [appPort],
+    () => ({}),
+  );
+  session.sessionId = 'a1';
+  session.managerTakesEarlyData = true;
+  session.routes = new Map([[appPort, 'i1']]);
+  session.direct = new Map([
+    ['i1', { token: 'tok', clientSessionId: 'c1', targetHost: '127.0.0.1', targetPort: laptop.port }],
+  ]);
+  const direct = new DirectServer(() => session.direct, createLogger('test/direct'));
+  await direct.listen(0);
+  const counters = new ConnectionCounters([appPort]);
+  const agentPort = await freePort();
+  const listener = new PortListener({
+    agentPort,
+    appPorts: [appPort],
+    listenAddress: '127.0.0.1',
+    session,
+    steered: false,
+    counters,
+    workstationDialDeadlineMs: DEADLINE_MS,
+    direct,
+  });
+  await listener.listen();
+  // The stand-in workstation's watch.
+  const client = new AgentClient(
+    `127.0.0.1:${direct.port}`,
+    grpc.credentials.createInsecure(),
+    workstationChannelOptions(),
+  );
+  const watch = client.watchDial({ sessionId: 'c1', interceptId: 'i1', token: 'tok' });
+  watch.on('error', () => {});
+  watch.on('data', (req: DialRequest) => {
+    if (behaviour === 'end-watch') watch.cancel();
+    if (behaviour !== 'answer') return;
+    // As the user daemon does (daemons/user/manager-connection.ts dial()).
+    const info = streamInfo({ connId: req.connId, sessionId: 'c1', relayId: req.relayId });
+    const stream = TunnelStream.open(client, { stream: 1 << 20, connection: 8 << 20 });
+    stream.send(msg.open(info));
+    void serveDial(stream, info, (signal, onread) =>
+      dialTcp(req.targetHost, req.targetPort, info.dialTimeoutMs, signal, onread),
+    );
+  });
+  await new Promise<void>((r) => watch.once('metadata', () => r()));
+  try {
+    await run(agentPort, counters);
+  } finally {
+    watch.cancel();
+    client.close();
+    listener.close();
+    direct.close();
+    session.client.close();
+    manager.forceShutdown();
+    for (const s of [app, laptop, viaManager]) s.close();
+  }
+}
+
+test('a watched intercept: the connection goes straight to the workstation, counted as direct', () =>
+  rig('answer', async (agentPort, counters) => {
+    assert.is(await exchange(agentPort, 'hello'), 'laptop: hello');
+    assert.is(await exchange(agentPort, 'again'), 'laptop: again');
+    const c = counters.snapshot().values().next().value!;
+    assert.is(c.intercepted, 2);
+    assert.is(c.direct, 2);
+    assert.is(c.fellBack, 0);
+  }));
+
+test('the watch ends before the workstation answered: the connection goes through the manager', () =>
+  rig('end-watch', async (agentPort, counters) => {
+    assert.is(await exchange(agentPort, 'hello'), 'via the manager: hello');
+    const c = counters.snapshot().values().next().value!;
+    assert.is(c.direct, 0);
+    assert.is(c.fellBack, 0);
+  }));
+
+test('a silent watch: the connection goes to the app, whole, once the deadline passes', () =>
+  rig('silent', async (agentPort, counters) => {
+    assert.is(await exchange(agentPort, 'hello'), 'app: hello');
+    const c = counters.snapshot().values().next().value!;
+    assert.is(c.direct, 0);
+    assert.is(c.fellBack, 1);
+  }));
+
+test.run();
