@@ -20,7 +20,7 @@ import * as crypto from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
 import type { DialRequest, DirectDialWatch, StreamInfo, TunnelMessage } from '../rpc/gen/manager.js';
-import { managerServerOptions, WORKSTATION_WINDOWS } from '../rpc/grpc-options.js';
+import { DIRECT_WINDOWS, managerServerOptions } from '../rpc/grpc-options.js';
 import { AgentServiceDefinition } from '../rpc/manager-service.js';
 import { widenReceiveWindow } from '../rpc/server-window.js';
 import { readOpen } from '../tunnel/flow.js';
@@ -184,8 +184,8 @@ export class DirectServer {
   }
 
   private tunnel(call: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>): void {
-    // Across a port-forward, as the manager's streams of a workstation.
-    widenReceiveWindow(call as grpc.ServerDuplexStream<unknown, unknown>, WORKSTATION_WINDOWS);
+    // Across a port-forward: a workstation's stream window, an agent's connection window.
+    widenReceiveWindow(call as grpc.ServerDuplexStream<unknown, unknown>, DIRECT_WINDOWS);
     const stream = new TunnelStream(call);
     this.streams.add(stream);
     const forget = () => this.streams.delete(stream);

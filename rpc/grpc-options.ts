@@ -42,6 +42,16 @@ export const AGENT_WINDOWS: FlowWindows = { stream: 1 << 20, connection: 8 << 20
 export const WORKSTATION_WINDOWS: FlowWindows = { stream: 512 << 10, connection: 32 << 20 };
 
 /**
+ * What an agent's direct service (agent/direct.ts) takes in from a workstation: a workstation's stream
+ * window (the same port-forward, the same head-of-line bound), but an agent's connection window, since the
+ * connection carries one pod's flows only and what it holds counts against the agent container's memory.
+ */
+export const DIRECT_WINDOWS: FlowWindows = {
+  stream: WORKSTATION_WINDOWS.stream,
+  connection: AGENT_WINDOWS.connection,
+};
+
+/**
  * A peer that does not answer an HTTP/2 ping within KEEPALIVE_TIMEOUT_MS is dead; pings go every
  * KEEPALIVE_TIME_MS, calls or not, from both ends (the manager pings its clients and agents too). So a
  * peer that went silent without a FIN (a dropped network, a sleeping laptop) is found within 2.5 s, on
