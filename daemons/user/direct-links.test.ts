@@ -9,41 +9,20 @@ import {
   InterceptDisposition as D,
   type DialRequest,
   type DirectDialWatch,
-  type InterceptInfo,
+  InterceptInfo,
 } from '../../rpc/gen/manager.js';
 import { AgentServiceDefinition } from '../../rpc/manager-service.js';
 import { DirectLinks } from './direct-links.js';
 
 function intercept(id: string, session: string, token: string, directPort = 15022): InterceptInfo {
-  return {
+  return InterceptInfo.fromPartial({
     id,
-    spec: {
-      name: id,
-      workload: 'echo',
-      namespace: 'shop',
-      workloadKind: 'Deployment',
-      mechanism: 'tcp',
-      remotePort: 8080,
-      portName: '',
-      targetHost: '127.0.0.1',
-      targetPort: 18190,
-      client: 'alice@laptop',
-      serviceName: '',
-      ingest: false,
-      container: '',
-      httpFilter: undefined,
-    },
+    spec: { name: id, workload: 'echo', namespace: 'shop', targetHost: '127.0.0.1', targetPort: 18190 },
     clientSessionId: session,
     disposition: D.ACTIVE,
-    message: '',
     pods: [{ podName: 'echo-0', podIp: '10.244.0.9', disposition: D.ACTIVE, message: '', directPort }],
-    environment: {},
-    createdUnixMs: 0,
-    container: '',
-    mountPoint: '',
-    mountReadWrite: false,
     directToken: token,
-  };
+  });
 }
 
 test('a watch per accepted pod, with the secret; the workstation dials its own target whatever the far end asks', async () => {
