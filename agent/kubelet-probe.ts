@@ -9,6 +9,7 @@
 // same host name, at most 10 requests in all, and a redirect to another host ends the probe with that 3xx
 // answer (a success with a warning); at most 10 KiB of the body is read; HTTPS certificates are not
 // verified; gRPC success is SERVING only.
+import { formatHostPort } from '../netaddr/parse.js';
 import type { ProbeHeader } from '../probes/spec.js';
 
 /** The kubelet stops at the tenth request of a redirect chain ("stopped after 10 redirects"). */
@@ -40,11 +41,6 @@ export function probeUserAgent(incoming: string | undefined): string {
   return incoming?.startsWith('kube-probe/') ? incoming : FALLBACK_USER_AGENT;
 }
 
-/** host:port as a URL and a Host header write it ([v6]:port). */
-export function hostPort(host: string, port: number): string {
-  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
-}
-
 /** As Go's http.Header canonicalizes names (x-custom-header -> X-Custom-Header). */
 export function canonicalHeaderName(name: string): string {
   if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) return name;
@@ -70,7 +66,7 @@ export function probeRequest(
   userAgent: string,
 ): ProbeRequest {
   const url = new URL(
-    `${httpGet.scheme.toLowerCase()}://${hostPort(podIp, httpGet.port)}${httpGet.path || '/'}`,
+    `${httpGet.scheme.toLowerCase()}://${formatHostPort(podIp, httpGet.port)}${httpGet.path || '/'}`,
   );
   const given = httpGet.httpHeaders.map((h): [string, string] => [canonicalHeaderName(h.name), h.value]);
   const has = (name: string) => given.some(([n]) => n === name);

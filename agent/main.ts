@@ -2,7 +2,7 @@
 // file (dist/bundle/tp-agent.cjs), so it imports neither the manager nor the CLI.
 import { decode } from '../agentconfig/env.js';
 import { createLogger, setLevel } from '../logging/logger.js';
-import { UsageError } from '../netaddr/parse.js';
+import { formatHostPort, UsageError } from '../netaddr/parse.js';
 import { VERSION } from '../version/version.js';
 import { appEnvironment } from './app-env.js';
 import { listenersOf } from './config.js';
@@ -29,7 +29,7 @@ async function main(): Promise<void> {
     config.ports.map((p) => p.appPort),
     () => appEnvironment(config.appEnvFile, process.env),
   );
-  const address = `${config.managerAddress.host.includes(':') ? `[${config.managerAddress.host}]` : config.managerAddress.host}:${config.managerAddress.port}`;
+  const address = formatHostPort(config.managerAddress.host, config.managerAddress.port);
   // eBPF capture: only intercepted ports reach the agent, steered while their intercept is active. Where
   // tp-init fell back to iptables, connections arrive redirected as with TP_MECHANISM=iptables.
   let listeners: PortListener[] = [];

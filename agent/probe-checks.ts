@@ -6,6 +6,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
+import { formatHostPort } from '../netaddr/parse.js';
 import type { AppProbe } from '../probes/spec.js';
 import { dialTcp } from '../tunnel/dial.js';
 import {
@@ -15,7 +16,6 @@ import {
   servingStatusName,
 } from './grpc-health.js';
 import {
-  hostPort,
   httpProbeSucceeds,
   MAX_PROBE_BODY_BYTES,
   type ProbeRequest,
@@ -47,7 +47,7 @@ export async function performProbe(probe: AppProbe, context: ProbeContext): Prom
     return httpProbe(first, loopback, budgetMs, timedOut);
   }
   if ('tcpSocket' in probe) {
-    const where = hostPort(loopback, probe.tcpSocket.port);
+    const where = formatHostPort(loopback, probe.tcpSocket.port);
     try {
       (await dialTcp(loopback, probe.tcpSocket.port, budgetMs)).destroy();
       return { ok: true, message: `tcp ${where}: connected` };
@@ -129,7 +129,7 @@ function httpOnce(
 
 function reason(e: unknown, req: ProbeRequest, loopback: string): string {
   const err = e as NodeJS.ErrnoException;
-  const where = hostPort(loopback, Number(req.url.port) || (req.url.protocol === 'https:' ? 443 : 80));
+  const where = formatHostPort(loopback, Number(req.url.port) || (req.url.protocol === 'https:' ? 443 : 80));
   if (err.code === 'ECONNREFUSED') return `connection refused by ${where}`;
   if (err.code === 'ECONNRESET') return `connection reset by ${where}`;
   return err.message;
@@ -141,7 +141,7 @@ function grpcProbe(
   context: ProbeContext,
   budgetMs: number,
 ): Promise<ProbeResult> {
-  const address = hostPort(loopback, target.port);
+  const address = formatHostPort(loopback, target.port);
   const what = `grpc ${address} service "${target.service}"`;
   const client = new grpc.Client(
     `${net.isIPv6(loopback) ? 'ipv6' : 'ipv4'}:${address}`,
@@ -149,7 +149,7 @@ function grpcProbe(
     {
       'grpc.primary_user_agent': context.userAgent,
       // What the kubelet would send as :authority: the pod's address.
-      'grpc.default_authority': hostPort(context.podIp, target.port),
+      'grpc.default_authority': formatHostPort(context.podIp, target.port),
       // A channel of its own, closed after the check, like the kubelet's connection per probe.
       'grpc.use_local_subchannel_pool': 1,
     },

@@ -2,6 +2,7 @@
 // query: a random source port, and no id clashes between clients) or TCP (RFC 7766 framing).
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
+import { formatHostPort } from '../netaddr/parse.js';
 import { RCODE } from './wire.js';
 
 export interface Upstream {
@@ -11,10 +12,6 @@ export interface Upstream {
 
 /** Per upstream server; glibc waits 5 s per server, so a dead first server must not eat all of it. */
 export const UPSTREAM_TIMEOUT_MS = 2_000;
-
-function describe(u: Upstream): string {
-  return u.address.includes(':') ? `[${u.address}]:${u.port}` : `${u.address}:${u.port}`;
-}
 
 /**
  * Sends the query to each upstream in turn until one answers with something other than SERVFAIL or
@@ -37,7 +34,7 @@ export async function forwardQuery(
       if (rcode !== RCODE.SERVFAIL && rcode !== RCODE.REFUSED) return answer;
       last = answer;
     } catch (e) {
-      errors.push(`${describe(u)}: ${(e as Error).message}`);
+      errors.push(`${formatHostPort(u.address, u.port)}: ${(e as Error).message}`);
     }
   }
   if (last) return last;

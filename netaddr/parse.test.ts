@@ -5,6 +5,7 @@ import {
   cidrAddress,
   cidrContains,
   cidrsOverlap,
+  formatHostPort,
   ipToBytes,
   parseCidr,
   parseDuration,
@@ -20,6 +21,9 @@ test('ports and host:port', () => {
   assert.throws(() => parsePortList('8080,8080'), /listed twice/);
   assert.equal(parseHostPort('127.0.0.1:18081'), { host: '127.0.0.1', port: 18081 });
   assert.equal(parseHostPort('[::1]:80'), { host: '::1', port: 80 });
+  assert.is(formatHostPort('127.0.0.1', 18081), '127.0.0.1:18081');
+  assert.is(formatHostPort('::1', 80), '[::1]:80');
+  assert.equal(parseHostPort(formatHostPort('fd00::7', 15022)), { host: 'fd00::7', port: 15022 });
   assert.throws(
     () => parseHostPort('localhost'),
     (e: unknown) => e instanceof UsageError,

@@ -39,6 +39,11 @@ export function parseHostPort(value: string, what = 'address'): HostPort {
   return { host: m[1]!, port: parsePort(m[2]!, `${what} port`) };
 }
 
+/** HOST:PORT, an IPv6 host in brackets ([::1]:8081): what parseHostPort reads back. */
+export function formatHostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 export interface PortMapping {
   appPort: number;
   agentPort: number;

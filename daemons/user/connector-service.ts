@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import { status } from '@grpc/grpc-js';
 import { startForwardThread } from '../../kube/port-forward-thread.js';
 import { createLogger, logTarget } from '../../logging/logger.js';
-import { UsageError } from '../../netaddr/parse.js';
+import { formatHostPort, UsageError } from '../../netaddr/parse.js';
 import type { ConnectInfo, ConnectorServer, ConnectRequest, ListRequest } from '../../rpc/gen/connector.js';
 import {
   InterceptDisposition,
@@ -175,7 +175,7 @@ export function connectorService(
       await conn.connect(req.managerAddress, identityFromKubeconfig(req, true), (pod) =>
         pod.podIp === '::1' || pod.podIp.startsWith('127.')
           ? Promise.resolve({
-              address: pod.podIp.includes(':') ? `[${pod.podIp}]:${pod.port}` : `${pod.podIp}:${pod.port}`,
+              address: formatHostPort(pod.podIp, pod.port),
               close: async () => {},
             })
           : undefined,
