@@ -19,6 +19,7 @@
 import * as crypto from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
+import { sameSecret } from '../rpc/call-credentials.js';
 import type { DialRequest, DirectDialWatch, StreamInfo, TunnelMessage } from '../rpc/gen/manager.js';
 import { DIRECT_WINDOWS, managerServerOptions } from '../rpc/grpc-options.js';
 import { AgentServiceDefinition } from '../rpc/manager-service.js';
@@ -156,7 +157,7 @@ export class DirectServer {
   private watch(call: grpc.ServerWritableStream<DirectDialWatch, DialRequest>): void {
     const { sessionId, interceptId, token } = call.request;
     const i = this.intercepts().get(interceptId);
-    if (!i || i.clientSessionId !== sessionId || !sameSecret(i.token, token)) {
+    if (!i || i.clientSessionId !== sessionId || !sameSecret(token, i.token)) {
       this.log.info('refused a direct watch', { intercept: interceptId, session: sessionId });
       call.emit('error', {
         code: grpc.status.PERMISSION_DENIED,
@@ -209,10 +210,4 @@ export class DirectServer {
       },
     );
   }
-}
-
-function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && x.length > 0 && crypto.timingSafeEqual(x, y);
 }

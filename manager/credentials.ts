@@ -12,6 +12,7 @@
 // restarted manager accepts the resume tokens and identity tokens of the one before; standalone, the manager
 // draws one at start.
 import * as crypto from 'node:crypto';
+import { sameSecret } from '../rpc/call-credentials.js';
 
 /** A Kubernetes user as the API server authenticated it (what a SubjectAccessReview names). */
 export interface Identity {
@@ -123,7 +124,7 @@ export class CredentialAuthority {
     if (!token.startsWith(prefix))
       return { ok: false, reason: `the credential is not an ${what} of this traffic manager` };
     const [payload, mac] = token.slice(prefix.length).split('.');
-    if (!payload || !mac || !equal(mac, this.mac(purpose, payload)))
+    if (!payload || !mac || !sameSecret(mac, this.mac(purpose, payload)))
       return {
         ok: false,
         reason: `the ${what} was not issued by this traffic manager (it was reinstalled, or its key changed)`,
@@ -146,7 +147,7 @@ export class CredentialAuthority {
   verifySession(sessionId: string, credential: string): Verified<string> {
     if (!credential) return { ok: false, reason: 'the call carries no session credential' };
     if (!sessionId) return { ok: false, reason: 'the call names no session' };
-    if (!equal(credential, this.sessionCredential(sessionId)))
+    if (!sameSecret(credential, this.sessionCredential(sessionId)))
       return { ok: false, reason: `the credential is not the one of session ${sessionId}` };
     return { ok: true, value: sessionId };
   }
@@ -158,10 +159,4 @@ export class CredentialAuthority {
 
 function identityOf(c: Partial<Identity>): Identity {
   return { user: c.user ?? '', uid: c.uid ?? '', groups: c.groups ?? [], extra: c.extra ?? {} };
-}
-
-function equal(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && crypto.timingSafeEqual(x, y);
 }

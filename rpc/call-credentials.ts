@@ -2,6 +2,7 @@
 // proof of identity (a client's identity token, an agent's ServiceAccount token); every later call carries
 // the session's credential from the Arrival. A client interceptor adds it to every call of a channel, so
 // code that opens calls (tunnel streams, watches) never handles it.
+import * as crypto from 'node:crypto';
 import { InterceptingCall, type Interceptor, type Metadata } from '@grpc/grpc-js';
 
 export const AUTHORIZATION_METADATA = 'authorization';
@@ -31,4 +32,14 @@ export function bearerToken(metadata: Metadata | undefined): string {
   if (typeof value !== 'string') return '';
   const m = /^Bearer\s+(\S+)\s*$/i.exec(value);
   return m ? m[1]! : '';
+}
+
+/**
+ * Whether a presented secret is the expected one, in a time that does not depend on where they differ (a
+ * session credential at the manager, an intercept's direct token at an agent). An empty one never matches.
+ */
+export function sameSecret(presented: string, expected: string): boolean {
+  const x = Buffer.from(presented);
+  const y = Buffer.from(expected);
+  return x.length === y.length && x.length > 0 && crypto.timingSafeEqual(x, y);
 }
