@@ -196,18 +196,13 @@ export class DirectServer {
       (info) => {
         const p = this.pending.get(info.relayId);
         if (!p || p.sessionId !== info.sessionId) {
-          stream.send(msg.reset(`relay ${info.relayId} is unknown here or timed out`));
-          stream.end();
-          stream.onMessage(() => {});
+          stream.dismiss(msg.reset(`relay ${info.relayId} is unknown here or timed out`));
           return;
         }
         this.pending.delete(info.relayId);
         p.resolve({ stream, info });
       },
-      () => {
-        stream.onMessage(() => {});
-        stream.end();
-      },
+      () => stream.dismiss(),
     );
   }
 }

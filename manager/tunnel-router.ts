@@ -143,9 +143,8 @@ export class TunnelRouter {
       (info) => this.route(stream, info, call),
       (e: Error) => {
         this.log.debug('tunnel stream without a valid OPEN', { peer: stream.peer, reason: e.message });
-        stream.onMessage(() => {});
         // The peer ended or cancelled it before any OPEN: end this side too, or the call stays half open.
-        stream.end();
+        stream.dismiss();
       },
     );
   }
@@ -187,9 +186,7 @@ export class TunnelRouter {
     if (info.relayId) {
       const p = this.pending.get(info.relayId);
       if (!p || p.answererSessionId !== session.id) {
-        stream.send(msg.reset(`relay ${info.relayId} is unknown or timed out`));
-        stream.end();
-        stream.onMessage(() => {});
+        stream.dismiss(msg.reset(`relay ${info.relayId} is unknown or timed out`));
         return;
       }
       clearTimeout(p.timer);
@@ -399,10 +396,7 @@ export class TunnelRouter {
   private refuse(stream: TunnelStream, reason: string, label: string): void {
     this.stats.refused++;
     this.log.debug('refusing tunnel stream', { flow: label, reason });
-    stream.send(msg.dialReject(reason));
-    stream.end();
-    // Read and drop whatever the peer still sends, so its end is seen and the stream forgotten.
-    stream.onMessage(() => {});
+    stream.dismiss(msg.dialReject(reason));
   }
 
   /**

@@ -126,6 +126,16 @@ export class TunnelStream extends EventEmitter {
     this.call.end();
   }
 
+  /**
+   * Turns the stream away: sends `last` (a RESET or DIAL_REJECT saying why) if given, ends this side, and
+   * reads and drops whatever the peer still sends, so that its end is seen and the stream forgotten.
+   */
+  dismiss(last?: TunnelMessage): void {
+    if (last) this.send(last);
+    this.end();
+    this.onMessage(() => {});
+  }
+
   /** Ends the gRPC stream with an error: the client cancels, the server answers ABORTED. */
   abort(reason: string): void {
     this.ended = true;
