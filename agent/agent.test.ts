@@ -144,6 +144,44 @@ test('personal intercepts share a port as filters; a global one would take it wh
   assert.is(both.personal.size, 0);
 });
 
+test('the direct tokens of exactly the routed intercepts, global or personal, for their own client', () => {
+  const withToken = (i: InterceptInfo, token: string, session = 'c'): InterceptInfo => ({
+    ...i,
+    directToken: token,
+    clientSessionId: session,
+  });
+  const personal = withToken(intercept('p', 18080), 'tp', 'c2');
+  personal.spec!.httpFilter = {
+    headers: [{ name: 'x-dev', value: 'a' }],
+    pathPrefix: '',
+    pathEqual: '',
+    pathRegex: '',
+  };
+  const p = plan(
+    [
+      withToken(intercept('g', 18080), 'tg'),
+      withToken(intercept('other', 9999), 'to'), // refused: a port this agent does not capture
+      withToken(intercept('ing', 0, [], { container: 'app' }), 'ti'), // an ingest takes no connections
+      intercept('old', 18081), // no token: an older manager
+    ],
+    'echo-0',
+    [18080, 18081],
+    new Map(),
+    [{ ...app, appPorts: [18080, 18081] }],
+  );
+  assert.equal(
+    [...p.direct],
+    [['g', { token: 'tg', clientSessionId: 'c', targetHost: '127.0.0.1', targetPort: 1 }]],
+  );
+  // A personal intercept's token, when no global one takes its port.
+  const q = plan([personal], 'echo-0', [18080], new Map(), [app]);
+  assert.equal([...q.direct.keys()], ['p']);
+  assert.is(q.direct.get('p')!.clientSessionId, 'c2');
+  // The global one takes the port whole: the personal one's token goes with its route.
+  const both = plan([personal, withToken(intercept('g', 18080), 'tg')], 'echo-0', [18080], new Map(), [app]);
+  assert.equal([...both.direct.keys()], ['g']);
+});
+
 test('a pod already reviewed ACTIVE by the manager is not reviewed again', () => {
   const sent = new Map<string, D>();
   const reviewed = intercept('i1', 18080, [

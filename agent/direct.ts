@@ -27,7 +27,7 @@ import { widenReceiveWindow } from '../rpc/server-window.js';
 import { readOpen } from '../tunnel/flow.js';
 import { msg } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
-import type { DirectIntercept } from './manager-session.js';
+import type { DirectIntercept } from './intercept-routes.js';
 
 /** How long a client has to send its Tunnel stream's OPEN. */
 const OPEN_TIMEOUT_MS = 5_000;

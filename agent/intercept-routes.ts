@@ -20,6 +20,21 @@ export interface InterceptPlan {
   routes: Map<number, string>;
   /** app port -> its personal intercepts: the requests each filter matches go to its client. */
   personal: Map<number, PersonalRoute[]>;
+  /**
+   * The routed intercepts (either kind) by id, with what their client shows to receive their connections
+   * straight from this agent (agent/direct.ts); none for an intercept without a direct token.
+   */
+  direct: Map<string, DirectIntercept>;
+}
+
+/** An accepted intercept, as its client's direct watch must prove it (agent/direct.ts). */
+export interface DirectIntercept {
+  /** InterceptInfo.direct_token. */
+  token: string;
+  clientSessionId: string;
+  /** Where the client dials each connection (the intercept's local target). */
+  targetHost: string;
+  targetPort: number;
 }
 
 export interface PersonalRoute {
@@ -74,5 +89,18 @@ export function plan(
   // both, the global one takes the port whole, as before personal intercepts existed.
   for (const port of routes.keys()) personal.delete(port);
   for (const id of [...sent.keys()]) if (!present.has(id)) sent.delete(id);
-  return { reviews, routes, personal };
+  const routed = new Set([
+    ...routes.values(),
+    ...[...personal.values()].flatMap((rs) => rs.map((r) => r.interceptId)),
+  ]);
+  const direct = new Map<string, DirectIntercept>();
+  for (const i of intercepts)
+    if (routed.has(i.id) && i.directToken && i.spec)
+      direct.set(i.id, {
+        token: i.directToken,
+        clientSessionId: i.clientSessionId,
+        targetHost: i.spec.targetHost,
+        targetPort: i.spec.targetPort,
+      });
+  return { reviews, routes, personal, direct };
 }

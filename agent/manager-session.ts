@@ -18,19 +18,10 @@ import { ManagerClient } from '../rpc/manager-service.js';
 import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
 import { EARLY_DATA_VERSION } from '../tunnel/messages.js';
 import type { AppContainer } from './containers.js';
-import { type PersonalRoute, plan } from './intercept-routes.js';
+import { type DirectIntercept, type PersonalRoute, plan } from './intercept-routes.js';
 
 const log = createLogger('agent/session');
 
-/** An accepted intercept, as its client's direct watch must prove it (agent/direct.ts). */
-export interface DirectIntercept {
-  /** InterceptInfo.direct_token. */
-  token: string;
-  clientSessionId: string;
-  /** Where the client dials each connection (the intercept's local target). */
-  targetHost: string;
-  targetPort: number;
-}
 const CALL_TIMEOUT_MS = 5_000;
 /**
  * An arrival not answered within this long is retried on a fresh channel: a connection attempt to a
@@ -239,20 +230,7 @@ export class AgentManagerSession {
       }, remainIntervalMs);
       watch.on('data', (snapshot: InterceptInfoSnapshot) => {
         const p = plan(snapshot.intercepts, this.info.podName, this.capturedAppPorts, sent, this.containers);
-        const routed = new Set([
-          ...p.routes.values(),
-          ...[...p.personal.values()].flatMap((rs) => rs.map((r) => r.interceptId)),
-        ]);
-        const direct = new Map<string, DirectIntercept>();
-        for (const i of snapshot.intercepts)
-          if (routed.has(i.id) && i.directToken && i.spec)
-            direct.set(i.id, {
-              token: i.directToken,
-              clientSessionId: i.clientSessionId,
-              targetHost: i.spec.targetHost,
-              targetPort: i.spec.targetPort,
-            });
-        this.setRoutes(p.routes, p.personal, direct);
+        this.setRoutes(p.routes, p.personal, p.direct);
         for (const r of p.reviews) {
           log.info(
             r.disposition === InterceptDisposition.ACTIVE ? 'accepting intercept' : 'refusing intercept',
