@@ -29,6 +29,15 @@ export interface AgentPort {
  */
 export type AgentRoute = (pod: AgentPort) => Promise<{ address: string; close(): Promise<void> }> | undefined;
 
+/** What one watch is for: a pod of one of this session's intercepts. */
+interface LinkSpec {
+  interceptId: string;
+  token: string;
+  pod: AgentPort;
+  /** The intercept's local target, as this daemon asked for it. */
+  target: { host: string; port: number };
+}
+
 /** One pod's direct watch for one intercept. */
 class DirectLink {
   /** How the connections arrive: straight from the agent while the watch is open, else why not. */
@@ -41,24 +50,13 @@ class DirectLink {
   private retryMs = MIN_RETRY_MS;
   private timer: NodeJS.Timeout | undefined;
 
-  readonly interceptId: string;
-  readonly podName: string;
-
   constructor(
-    readonly key: string,
-    private readonly o: {
+    readonly o: LinkSpec & {
       sessionId: string;
-      interceptId: string;
-      token: string;
-      pod: AgentPort;
-      /** The intercept's local target, as this daemon asked for it. */
-      target: { host: string; port: number };
       reach: AgentRoute;
       dial: (client: AgentClient, req: DialRequest) => void;
     },
   ) {
-    this.interceptId = o.interceptId;
-    this.podName = o.pod.podName;
     void this.open();
   }
 
@@ -154,10 +152,7 @@ export class DirectLinks {
 
   /** Opens the watches the intercepts call for and stops the others. */
   sync(intercepts: InterceptInfo[]): void {
-    const wanted = new Map<
-      string,
-      { interceptId: string; token: string; pod: AgentPort; target: { host: string; port: number } }
-    >();
+    const wanted = new Map<string, LinkSpec>();
     for (const i of intercepts) {
       if (i.clientSessionId !== this.sessionId || !i.directToken || !i.spec) continue;
       for (const p of i.pods) {
@@ -179,14 +174,14 @@ export class DirectLinks {
       if (!this.links.has(key))
         this.links.set(
           key,
-          new DirectLink(key, { ...w, sessionId: this.sessionId, reach: this.reach, dial: this.dial }),
+          new DirectLink({ ...w, sessionId: this.sessionId, reach: this.reach, dial: this.dial }),
         );
   }
 
   /** How the pod's connections of the intercept arrive; undefined: no direct watch is wanted for it. */
   state(interceptId: string, podName: string): string | undefined {
     for (const l of this.links.values())
-      if (l.interceptId === interceptId && l.podName === podName) return l.state;
+      if (l.o.interceptId === interceptId && l.o.pod.podName === podName) return l.state;
     return undefined;
   }
 
