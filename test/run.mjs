@@ -1,6 +1,12 @@
 // Runs every compiled test file (dist/**/*.test.js) in its own process, so a test that crashes or
 // leaves a handle open cannot take the others down, and prints one closing line:
 // "N passed, N failed, N skipped". Usage: node test/run.mjs [substring filter…]
+//
+// Each file runs in a process group of its own, with testbed/exit-on-signal.ts preloaded. A file that runs
+// out of time (TP_TEST_FILE_TIMEOUT_MS, default 10 min), or a run interrupted with Ctrl-C or SIGTERM, gets
+// SIGTERM and 20 s to clean up (its rigs' and testbeds' exit handlers remove their network namespaces and
+// end their processes and daemons), then its group is killed. Processes a file leaves in its group when it
+// ends are named and killed.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -8,6 +14,10 @@ import * as path from 'node:path';
 const root = path.resolve(new URL('..', import.meta.url).pathname);
 const filters = process.argv.slice(2);
 const perFileTimeoutMs = Number(process.env.TP_TEST_FILE_TIMEOUT_MS ?? 10 * 60_000);
+/** How long a test file has to clean up after SIGTERM before its process group is killed. */
+const cleanupGraceMs = 20_000;
+// Every file runs with this preloaded: SIGTERM runs its 'exit' handlers (rigs, testbeds) before it ends.
+const exitOnSignal = path.join(root, 'dist', 'testbed', 'exit-on-signal.js');
 
 function find(dir, out = []) {
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
@@ -58,10 +68,65 @@ async function endE2e() {
   e2eRun = null;
   await e2eSession.endE2eRun(run);
 }
-for (const sig of ['SIGINT', 'SIGTERM']) {
+// The file running now: each runs in a process group of its own (the group's id is its pid), so what it
+// started and left behind can be ended with it, and a Ctrl-C reaches it only through this runner.
+let current = null;
+
+/** Asks the current file's process group to end (SIGTERM: its cleanup runs), then kills what is left. */
+function stopCurrent() {
+  const child = current;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  signalGroup(child.pid, 'SIGTERM');
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      signalGroup(child.pid, 'SIGKILL');
+      resolve();
+    }, cleanupGraceMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** Signals process group `pgid` (one this runner made); false when it has no process left. */
+function signalGroup(pgid, signal) {
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The live processes (not zombies) of group `pgid`, as "pid command". */
+function groupMembers(pgid) {
+  const found = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat;
+    try {
+      stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const close = stat.lastIndexOf(')');
+    const [state, , pgrp] = stat.slice(close + 2).split(' ');
+    if (Number(pgrp) === pgid && state !== 'Z')
+      found.push(`${entry} ${stat.slice(stat.indexOf('(') + 1, close)}`);
+  }
+  return found;
+}
+
+for (const [sig, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+]) {
   process.once(sig, async () => {
+    process.stdout.write(`\n# ${sig}: stopping the running test file, then the lab\n`);
+    await stopCurrent();
     await endE2e().catch(() => {});
-    process.exit(130);
+    process.exit(code);
   });
 }
 
@@ -77,22 +142,34 @@ async function runAll() {
     const rel = path.relative(path.join(root, 'dist'), file);
     process.stdout.write(`\n# ${rel}\n`);
     const result = await new Promise((resolve) => {
-      const child = spawn(process.execPath, ['--enable-source-maps', file], {
+      const child = spawn(process.execPath, ['--enable-source-maps', '--import', exitOnSignal, file], {
         cwd: root,
         env: childEnv,
         stdio: ['ignore', 'pipe', 'inherit'],
+        detached: true,
       });
+      current = child;
       let output = '';
       child.stdout.on('data', (d) => {
         output += d;
         process.stdout.write(d);
       });
       const timer = setTimeout(() => {
-        process.stdout.write(`\n# ${rel}: timed out after ${perFileTimeoutMs} ms\n`);
-        child.kill('SIGKILL');
+        process.stdout.write(`\n# ${rel}: timed out after ${perFileTimeoutMs} ms: stopping it\n`);
+        void stopCurrent();
       }, perFileTimeoutMs);
       child.on('exit', (code, signal) => {
         clearTimeout(timer);
+        current = null;
+        // What the file started in its own group and left running (not the daemons, which start a
+        // session of their own and which its rigs end) goes with it.
+        const left = groupMembers(child.pid);
+        if (left.length > 0) {
+          signalGroup(child.pid, 'SIGKILL');
+          process.stdout.write(
+            `\n# ${rel} left processes running in its group (${left.join(', ')}): killed them\n`,
+          );
+        }
         resolve({ code, signal, output });
       });
     });

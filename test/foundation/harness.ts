@@ -1,7 +1,7 @@
 // Runs the real tp binaries on loopback for the foundation tests: tp-manager, tp-agent (the bundle), the
 // tp CLI and the user daemon it starts, plus small apps. Each rig has its own run and log directories and
 // free ports, and kills every process it started (by pid) when it is closed.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
@@ -101,6 +101,8 @@ export class Rig {
   private readonly procs = new Map<string, ChildProcess>();
   private daemonPids = new Set<number>();
   private readonly closers: (() => unknown)[] = [];
+  /** close() for a process that ends before it (a test file stopped by the runner, SIGTERM). */
+  private readonly onExit = () => this.closeSync();
 
   constructor() {
     this.env = {
@@ -109,6 +111,7 @@ export class Rig {
       TP_LOG_DIR: path.join(this.dir, 'log'),
       TP_LOG_LEVEL: 'debug',
     };
+    process.on('exit', this.onExit);
   }
 
   /** Starts a process with its output in <dir>/<name>.log. */
@@ -224,6 +227,35 @@ export class Rig {
    * it when TP_KEEP_TEST_DIRS=1).
    */
   async close(): Promise<void> {
+    process.off('exit', this.onExit);
+    this.killDaemons();
+    for (const name of [...this.procs.keys()]) await this.kill(name, 'SIGKILL');
+    for (const closer of this.closers.splice(0)) await closer();
+    this.removeDir();
+  }
+
+  /**
+   * What close() does, synchronously, for the 'exit' of a test process that never reached close(): a user
+   * daemon the test did not note is asked to quit (`tp quit`, bounded), then every process is killed.
+   */
+  private closeSync(): void {
+    if (fs.existsSync(path.join(this.env.TP_RUN_DIR!, 'connector.sock'))) {
+      try {
+        execFileSync(process.execPath, [bins.cli, 'quit'], {
+          env: this.env,
+          stdio: 'ignore',
+          timeout: 10_000,
+        });
+      } catch {
+        // Killed below if noted; the message of the failing test says more than this would.
+      }
+    }
+    this.killDaemons();
+    for (const child of this.procs.values()) child.kill('SIGKILL');
+    this.removeDir();
+  }
+
+  private killDaemons(): void {
     for (const pid of this.daemonPids) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -231,8 +263,9 @@ export class Rig {
         // already gone
       }
     }
-    for (const name of [...this.procs.keys()]) await this.kill(name, 'SIGKILL');
-    for (const closer of this.closers.splice(0)) await closer();
+  }
+
+  private removeDir(): void {
     if (process.env.TP_KEEP_TEST_DIRS !== '1') fs.rmSync(this.dir, { recursive: true, force: true });
   }
 
