@@ -13,6 +13,8 @@ import * as path from 'node:path';
 
 const root = path.resolve(new URL('..', import.meta.url).pathname);
 const filters = process.argv.slice(2);
+// Where the compiled tests are: dist/, or another tree (test/runner.test.ts runs the runner on fixtures).
+const testDist = process.env.TP_TEST_DIST ? path.resolve(process.env.TP_TEST_DIST) : path.join(root, 'dist');
 const perFileTimeoutMs = Number(process.env.TP_TEST_FILE_TIMEOUT_MS ?? 10 * 60_000);
 /** How long a test file has to clean up after SIGTERM before its process group is killed. */
 const cleanupGraceMs = 20_000;
@@ -34,9 +36,9 @@ function find(dir, out = []) {
 const isE2e = (f) => f.includes('/e2e/');
 const order = (f) => (f.endsWith('/e2e/lab-down.test.js') ? 3 : isE2e(f) ? 2 : f.includes('.netns.') ? 1 : 0);
 // Filters match the path below dist/ (e.g. "lab/test", "/e2e/"), never the checkout's own directory name.
-const files = find(path.join(root, 'dist'))
+const files = find(testDist)
   .filter((f) => {
-    const rel = `/${path.relative(path.join(root, 'dist'), f)}`;
+    const rel = `/${path.relative(testDist, f)}`;
     return filters.length === 0 || filters.some((s) => rel.includes(s));
   })
   .sort((a, b) => order(a) - order(b) || a.localeCompare(b));
@@ -139,7 +141,7 @@ try {
 async function runAll() {
   for (const file of files) {
     if (isE2e(file) && !e2eRun) await beginE2e();
-    const rel = path.relative(path.join(root, 'dist'), file);
+    const rel = path.relative(testDist, file);
     process.stdout.write(`\n# ${rel}\n`);
     const result = await new Promise((resolve) => {
       const child = spawn(process.execPath, ['--enable-source-maps', '--import', exitOnSignal, file], {
