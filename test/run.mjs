@@ -73,6 +73,8 @@ async function endE2e() {
 // The file running now: each runs in a process group of its own (the group's id is its pid), so what it
 // started and left behind can be ended with it, and a Ctrl-C reaches it only through this runner.
 let current = null;
+/** Set by Ctrl-C or SIGTERM to the exit code: no further file starts. */
+let stopping = 0;
 
 /** Asks the current file's process group to end (SIGTERM: its cleanup runs), then kills what is left. */
 function stopCurrent() {
@@ -120,15 +122,17 @@ function groupMembers(pgid) {
   return found;
 }
 
+// Ctrl-C or SIGTERM: the running file is stopped (it cleans up), no further file starts, the lab is taken
+// down as after the last file, and the run exits with the signal's code. A second one exits at once.
 for (const [sig, code] of [
   ['SIGINT', 130],
   ['SIGTERM', 143],
 ]) {
-  process.once(sig, async () => {
+  process.on(sig, () => {
+    if (stopping) process.exit(code);
+    stopping = code;
     process.stdout.write(`\n# ${sig}: stopping the running test file, then the lab\n`);
-    await stopCurrent();
-    await endE2e().catch(() => {});
-    process.exit(code);
+    void stopCurrent();
   });
 }
 
@@ -140,7 +144,9 @@ try {
 
 async function runAll() {
   for (const file of files) {
+    if (stopping) return;
     if (isE2e(file) && !e2eRun) await beginE2e();
+    if (stopping) return;
     const rel = path.relative(testDist, file);
     process.stdout.write(`\n# ${rel}\n`);
     const result = await new Promise((resolve) => {
@@ -197,4 +203,4 @@ async function runAll() {
 
 if (failures.length) process.stdout.write(`\nFailed files:\n${failures.map((f) => `  ${f}`).join('\n')}\n`);
 process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
-process.exit(failed > 0 || files.length === 0 ? 1 : 0);
+process.exit(stopping || (failed > 0 || files.length === 0 ? 1 : 0));

@@ -2,12 +2,13 @@
 // with SIGTERM and cleans up (its exit handlers run, what it started goes with it), and a file that ends
 // leaving a process behind has that process named and ended. Each case runs the real runner on a fixture
 // tree of its own (TP_TEST_DIST), with a short per-file timeout.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor } from '../command/wait.js';
 import { repoRoot } from './e2e/cluster.js';
 import { isRunning } from './foundation/harness.js';
 
@@ -73,6 +74,42 @@ test('a file that ends leaving a process in its group: the runner names it and e
       ),
     );
     assert.not.ok(isRunning(r.sleeper), `sleep (pid ${r.sleeper}) still runs`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGTERM to the runner: the running file cleans up, no further file starts', async () => {
+  const dir = scratch();
+  try {
+    fixture(
+      dir,
+      'a-hang.test.js',
+      `process.on('exit', () => fs.writeFileSync(${JSON.stringify(path.join(dir, 'cleaned'))}, 'yes'));
+setInterval(() => {}, 1000);`,
+    );
+    fs.writeFileSync(
+      path.join(dir, 'b-next.test.js'),
+      `require('node:fs').writeFileSync(${JSON.stringify(path.join(dir, 'next-started'))}, 'yes');`,
+    );
+    const run = spawn(process.execPath, [path.join(repoRoot, 'test', 'run.mjs')], {
+      env: { ...process.env, TP_TEST_DIST: dir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    run.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    const exited = new Promise<number | null>((r) => run.on('exit', (code) => r(code)));
+    const pidFile = path.join(dir, 'sleeper.pid');
+    await waitFor('the first file to start', () => fs.existsSync(pidFile), 20_000);
+    const sleeper = Number(fs.readFileSync(pidFile, 'utf8'));
+    run.kill('SIGTERM');
+    assert.is(await exited, 143, stdout);
+    assert.match(stdout, /SIGTERM: stopping the running test file/);
+    assert.ok(fs.existsSync(path.join(dir, 'cleaned')), `the file's exit handler did not run:\n${stdout}`);
+    assert.not.ok(isRunning(sleeper), `sleep (pid ${sleeper}), started by the file, still runs`);
+    assert.not.ok(fs.existsSync(path.join(dir, 'next-started')), `the next file started:\n${stdout}`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
