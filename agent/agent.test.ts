@@ -83,6 +83,7 @@ const intercept = (
   mountPoint: '',
   mountReadWrite: false,
   directToken: '',
+  localMountPort: 0,
 });
 
 const app: AppContainer = { name: 'app', appPorts: [18080], environment: { WHO: 'app' } };

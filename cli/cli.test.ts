@@ -8,7 +8,7 @@ import type { ConnectInfo } from '../rpc/gen/connector.js';
 import type { WorkloadInfo } from '../rpc/gen/manager.js';
 import { checkEnvOutput, parseEnvSyntax, renderEnv, writeSecretFile } from './env-file.js';
 import { httpFilterOf, parseInterceptPort } from './intercept-port.js';
-import { mountedText, parseMountFlag } from './mount-flag.js';
+import { mountedText, parseMountFlag, withLocalMountPort } from './mount-flag.js';
 import { checkLabel, checkSubdomain } from './names.js';
 import {
   interceptLines,
@@ -78,6 +78,7 @@ test('an intercept shows its filter and owner (status, describe, -o json)', () =
     mountPoint: '',
     mountReadWrite: false,
     directToken: '',
+    localMountPort: 0,
   });
   assert.is(view.filter, 'x-dev=alice');
   assert.is(view.mount, null);
@@ -85,11 +86,16 @@ test('an intercept shows its filter and owner (status, describe, -o json)', () =
     '  Intercepts:',
     '    web: ACTIVE  ns/web port 8080 -> 127.0.0.1:18190, x-dev=alice, by alice@laptop',
   ]);
-  const mounted = { ...view, mount: { mountPoint: '/tmp/web', access: 'rw' as const } };
+  const mounted = { ...view, mount: { mountPoint: '/tmp/web', access: 'rw' as const, localMountPort: 0 } };
   assert.equal(interceptLines([mounted], ''), [
     'Intercepts:',
     '  web: ACTIVE  ns/web port 8080 -> 127.0.0.1:18190, x-dev=alice, by alice@laptop, volumes at /tmp/web (rw)',
   ]);
+  const served = { ...view, mount: { mountPoint: '', access: 'ro' as const, localMountPort: 2222 } };
+  assert.match(
+    interceptLines([served], '')[1] ?? '',
+    /by alice@laptop, volumes over SFTP on 127\.0\.0\.1:2222 \(ro\)$/,
+  );
   // How the pods' connections arrive, as the daemon put it in each pod's message.
   const pod = (name: string, message: string) => ({ pod: name, podIp: '', disposition: 'ACTIVE', message });
   const straight = 'connections straight from the agent (port-forward to the pod)';
@@ -106,17 +112,45 @@ test('an intercept shows its filter and owner (status, describe, -o json)', () =
 });
 
 test('--mount[=DIR][:ro|:rw]: read-only unless :rw; =false mounts nothing', () => {
-  const none = { mount: false, mountPoint: '', mountReadWrite: false };
+  const none = { mount: false, mountPoint: '', mountReadWrite: false, localMountPort: 0 };
+  const at = (mountPoint: string, mountReadWrite: boolean) => ({
+    ...none,
+    mount: true,
+    mountPoint,
+    mountReadWrite,
+  });
   assert.equal(parseMountFlag(undefined), none);
   assert.equal(parseMountFlag('false'), none);
-  assert.equal(parseMountFlag(true), { mount: true, mountPoint: '', mountReadWrite: false });
-  assert.equal(parseMountFlag(':rw'), { mount: true, mountPoint: '', mountReadWrite: true });
-  assert.equal(parseMountFlag('true:rw'), { mount: true, mountPoint: '', mountReadWrite: true });
-  assert.equal(parseMountFlag('m', '/w'), { mount: true, mountPoint: '/w/m', mountReadWrite: false });
-  assert.equal(parseMountFlag('/m:ro'), { mount: true, mountPoint: '/m', mountReadWrite: false });
-  assert.equal(parseMountFlag('/m:rw'), { mount: true, mountPoint: '/m', mountReadWrite: true });
+  assert.equal(parseMountFlag(true), at('', false));
+  assert.equal(parseMountFlag(':rw'), at('', true));
+  assert.equal(parseMountFlag('true:rw'), at('', true));
+  assert.equal(parseMountFlag('m', '/w'), at('/w/m', false));
+  assert.equal(parseMountFlag('/m:ro'), at('/m', false));
+  assert.equal(parseMountFlag('/m:rw'), at('/m', true));
   assert.throws(() => parseMountFlag('false:rw'), /takes no :rw/);
   assert.is(mountedText('/m', false), 'Volumes mounted read-only at /m (TP_ROOT)\n');
+});
+
+test('--local-mount-port PORT[:ro|:rw]: served instead of mounted; never with --mount', () => {
+  const none = parseMountFlag(undefined);
+  assert.equal(withLocalMountPort(none, undefined), none);
+  const served = (localMountPort: number, mountReadWrite: boolean) => ({
+    mount: false,
+    mountPoint: '',
+    mountReadWrite,
+    localMountPort,
+  });
+  assert.equal(withLocalMountPort(none, '2222'), served(2222, false));
+  assert.equal(withLocalMountPort(none, '2222:ro'), served(2222, false));
+  assert.equal(withLocalMountPort(none, '65535:rw'), served(65535, true));
+  assert.equal(withLocalMountPort(parseMountFlag('false'), '2222'), served(2222, false));
+  for (const bad of ['0', '65536', 'ssh', '2222:wr', '-1', ''])
+    assert.throws(() => withLocalMountPort(none, bad), /expected a port number 1-65535/, bad);
+  assert.throws(() => withLocalMountPort(parseMountFlag('/m'), '2222'), /pass one/);
+  assert.is(
+    mountedText('', false, 2222),
+    'Volumes served read-only over SFTP on 127.0.0.1:2222: mount them with e.g. sshfs -o directport=2222 localhost: DIR\n',
+  );
 });
 
 test('-o accepts json and yaml only', () => {

@@ -178,12 +178,13 @@ export class DaemonClient {
 
   /**
    * Creates an intercept (or ingest), showing the daemon's progress lines; resolves with the active
-   * intercept. `mount`: mount the container's volumes (at mountPoint, or where the daemon chooses).
+   * intercept. `mount`: mount the container's volumes (at mountPoint, or where the daemon chooses), or
+   * serve them on 127.0.0.1:localMountPort.
    */
   createIntercept(
     spec: InterceptSpec,
     progress: (line: string) => void,
-    mount: MountRequest = { mount: false, mountPoint: '', mountReadWrite: false },
+    mount: MountRequest = { mount: false, mountPoint: '', mountReadWrite: false, localMountPort: 0 },
   ): Promise<InterceptInfo> {
     return new Promise((resolve, reject) => {
       const call = this.client.createIntercept({ spec, ...mount });

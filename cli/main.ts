@@ -21,7 +21,7 @@ import {
 } from './env-file.js';
 import { httpFilterOf, parseInterceptPort } from './intercept-port.js';
 import { addKubeCommands, type KubeConnectFlags, kubeConnectSettings } from './kube-commands.js';
-import { mountedText, parseMountFlag } from './mount-flag.js';
+import { mountedText, parseMountFlag, withLocalMountPort } from './mount-flag.js';
 import { checkLabel, checkSubdomain } from './names.js';
 import {
   interceptView,
@@ -413,6 +413,10 @@ program
     "mount the container's volumes (at DIR; :rw writable where the volume allows, :ro by default; =false: do not); TP_ROOT in the env",
   )
   .option(
+    '--local-mount-port <port>',
+    "serve the container's volumes as SFTP on 127.0.0.1:PORT for your own mounter instead (PORT:rw writable where the volume allows)",
+  )
+  .option(
     '--http-header <NAME=VALUE>',
     'personal intercept: take only HTTP requests with this header (repeat: all must match)',
     (v: string, all: string[]) => [...all, v],
@@ -445,6 +449,7 @@ program
           envJson?: string;
           envSyntax: EnvSyntax;
           mount?: string | boolean;
+          localMountPort?: string;
           httpHeader: string[];
           httpPathPrefix?: string;
           httpPathEqual?: string;
@@ -462,6 +467,7 @@ program
           throw new UsageError(`mechanism "${opts.mechanism}" is not supported: use --mechanism tcp`);
         if (opts.envFile) checkEnvOutput(opts.envFile, '--env-file');
         if (opts.envJson) checkEnvOutput(opts.envJson, '--env-json');
+        const mount = withLocalMountPort(parseMountFlag(opts.mount), opts.localMountPort);
         const daemon = await DaemonClient.require();
         const result = await daemon.createIntercept(
           {
@@ -481,7 +487,7 @@ program
             httpFilter,
           },
           opts.output ? quiet : progress,
-          parseMountFlag(opts.mount),
+          mount,
         );
         writeEnvironment(result.environment, opts);
         const view = interceptView(result);
@@ -490,7 +496,7 @@ program
           view,
           () =>
             `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress}, ${view.filter} (intercept "${view.name}", ${view.disposition})\n` +
-            mountedText(result.mountPoint, result.mountReadWrite),
+            mountedText(result.mountPoint, result.mountReadWrite, result.localMountPort),
         );
       },
     ),
@@ -510,6 +516,10 @@ program
     '--mount [dir]',
     "mount the container's volumes (at DIR; :rw writable where the volume allows, :ro by default; =false: do not); TP_ROOT in the env",
   )
+  .option(
+    '--local-mount-port <port>',
+    "serve the container's volumes as SFTP on 127.0.0.1:PORT for your own mounter instead (PORT:rw writable where the volume allows)",
+  )
   .addOption(outputOption())
   .action(
     action(
@@ -524,6 +534,7 @@ program
           envJson?: string;
           envSyntax: EnvSyntax;
           mount?: string | boolean;
+          localMountPort?: string;
           output?: OutputFormat;
         },
       ) => {
@@ -533,6 +544,7 @@ program
         if (opts.container) checkLabel(opts.container, 'container name');
         if (opts.envFile) checkEnvOutput(opts.envFile, '--env-file');
         if (opts.envJson) checkEnvOutput(opts.envJson, '--env-json');
+        const mount = withLocalMountPort(parseMountFlag(opts.mount), opts.localMountPort);
         const daemon = await DaemonClient.require();
         const result = await daemon.createIntercept(
           {
@@ -552,7 +564,7 @@ program
             httpFilter: undefined,
           },
           opts.output ? quiet : progress,
-          parseMountFlag(opts.mount),
+          mount,
         );
         writeEnvironment(result.environment, opts);
         const view = interceptView(result);
@@ -561,7 +573,7 @@ program
           view,
           () =>
             `Ingesting ${view.namespace}/${view.workload} container ${view.container} (ingest "${view.name}", ${view.disposition})\n` +
-            mountedText(result.mountPoint, result.mountReadWrite),
+            mountedText(result.mountPoint, result.mountReadWrite, result.localMountPort),
         );
       },
     ),

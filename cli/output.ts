@@ -39,8 +39,11 @@ export interface InterceptView {
   pods: { pod: string; podIp: string; disposition: string; message: string }[];
   /** Only the variable count: the values may be secrets (tp intercept --env-file writes them). */
   environmentVariables: number;
-  /** This workstation's mount of the container's volumes (--mount): where, and ro or rw; null: none. */
-  mount: { mountPoint: string; access: 'ro' | 'rw' } | null;
+  /**
+   * This workstation's mount of the container's volumes (--mount): where, and ro or rw; or the loopback
+   * port serving them as SFTP (--local-mount-port; mountPoint ''); null: neither.
+   */
+  mount: { mountPoint: string; access: 'ro' | 'rw'; localMountPort: number } | null;
 }
 
 const dispositionName = (d: InterceptDisposition) => InterceptDisposition[d] ?? String(d);
@@ -68,7 +71,14 @@ export function interceptView(i: InterceptInfo): InterceptView {
       message: p.message,
     })),
     environmentVariables: Object.keys(i.environment).length,
-    mount: i.mountPoint ? { mountPoint: i.mountPoint, access: i.mountReadWrite ? 'rw' : 'ro' } : null,
+    mount:
+      i.mountPoint || i.localMountPort
+        ? {
+            mountPoint: i.mountPoint,
+            access: i.mountReadWrite ? 'rw' : 'ro',
+            localMountPort: i.localMountPort,
+          }
+        : null,
   };
 }
 
@@ -257,8 +267,12 @@ function pathText(i: InterceptView): string {
   return `, connections straight from the agent in ${straight} of ${said.length} pods (the others through the traffic manager)`;
 }
 
-const mountText = (i: InterceptView) =>
-  i.mount ? `, volumes at ${i.mount.mountPoint} (${i.mount.access})` : '';
+const mountText = (i: InterceptView) => {
+  if (!i.mount) return '';
+  if (i.mount.localMountPort)
+    return `, volumes over SFTP on 127.0.0.1:${i.mount.localMountPort} (${i.mount.access})`;
+  return `, volumes at ${i.mount.mountPoint} (${i.mount.access})`;
+};
 
 export function workloadView(w: WorkloadInfo) {
   return {

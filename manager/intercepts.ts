@@ -226,6 +226,7 @@ export class InterceptTable {
       mountReadWrite: false,
       // An ingest takes no connections, so it needs no way to receive them.
       directToken: resolved.ingest ? '' : crypto.randomBytes(24).toString('base64url'),
+      localMountPort: 0,
     };
     this.byId.set(info.id, info);
     const key = reclaimKeyOf(owner);

@@ -16,6 +16,7 @@ import { grpcError } from '../../rpc/unary-call.js';
 import { unaryHandlers } from '../../rpc/unary-handler.js';
 import { TUNNEL_VERSION, VERSION } from '../../version/version.js';
 import { type IdentitySource, type ManagerConnection, UserFacingError } from './manager-connection.js';
+import { LocalMountPorts } from './mount-ports.js';
 import type { RemoteMounts } from './mounts.js';
 import {
   commandNamespace,
@@ -106,13 +107,34 @@ export function connectorService(
       throw new UserFacingError(status.INVALID_ARGUMENT, (e as Error).message);
     }
   };
-  /** This workstation's mount of an intercept or ingest of this session, for status and list. */
+  /** The volumes served as SFTP on loopback ports (--local-mount-port), by intercept or ingest name. */
+  const mountPorts = new LocalMountPorts();
+  /** This workstation's mount (or SFTP port) of an intercept or ingest of this session, for status and list. */
   const withMount = (i: InterceptInfo): InterceptInfo => {
-    const m =
-      i.spec && (!i.clientSessionId || i.clientSessionId === conn.sessionId)
-        ? daemon.mounts.mountOf(i.spec.name)
-        : undefined;
-    return m ? { ...i, mountPoint: m.mountPoint, mountReadWrite: m.readWrite } : i;
+    const own = i.spec !== undefined && (!i.clientSessionId || i.clientSessionId === conn.sessionId);
+    const m = own ? daemon.mounts.mountOf(i.spec!.name) : undefined;
+    if (m) return { ...i, mountPoint: m.mountPoint, mountReadWrite: m.readWrite };
+    const p = own ? mountPorts.portOf(i.spec!.name) : undefined;
+    return p ? { ...i, localMountPort: p.port, mountReadWrite: p.readWrite } : i;
+  };
+  // An intercept that is gone (left elsewhere, revoked, its session lost for good) stops its SFTP port.
+  conn.on('intercepts', () => {
+    for (const name of mountPorts.names()) {
+      const current = conn.intercepts().find((i) => i.spec?.name === name);
+      if (!current || current.disposition === InterceptDisposition.REMOVED) void mountPorts.close(name);
+    }
+  });
+  /**
+   * A connection to an intercept's SFTP port: one mount flow for the intercept as it is now (restored
+   * after a manager restart, or not active: then the connection is closed and the log says why).
+   */
+  const openMountPortFlow = (name: string, readWrite: boolean) => (socket: net.Socket) => {
+    const current = conn.intercepts().find((i) => i.spec?.name === name);
+    if (conn.state !== 'CONNECTED' || current?.disposition !== InterceptDisposition.ACTIVE || !current.id)
+      return Promise.reject(
+        new Error(`intercept ${name} is not active now: ${current?.message || 'no intercept'}`),
+      );
+    return conn.openMountFlow(socket, current.id, readWrite);
   };
   /** Kubernetes: the API server's addresses (never routed into the VIF). */
   let keepOut: string[] = [];
@@ -245,6 +267,7 @@ export function connectorService(
 
   /** Disconnect and quit: the VIF first (it uses the session), then the session, then the port-forward. */
   const disconnectAll = async () => {
+    await mountPorts.closeAll();
     await daemon.mounts.unmountAll();
     await vif.stop();
     await conn.disconnect();
@@ -373,6 +396,22 @@ export function connectorService(
       conn
         .createIntercept({ ...spec, namespace: ns }, progress)
         .then(async (result) => {
+          const port = call.request.localMountPort;
+          if (port) {
+            try {
+              await mountPorts.serve(
+                name,
+                port,
+                call.request.mountReadWrite,
+                openMountPortFlow(name, call.request.mountReadWrite),
+              );
+            } catch (e) {
+              // Asked for and not there: nothing is left behind.
+              await conn.removeIntercept(name).catch(() => {});
+              throw new UserFacingError(status.FAILED_PRECONDITION, (e as Error).message);
+            }
+            return { ...result, localMountPort: port, mountReadWrite: call.request.mountReadWrite };
+          }
           if (!call.request.mount) return result;
           progress(`Mounting the volumes of container ${result.container || '?'}`);
           try {
@@ -407,6 +446,7 @@ export function connectorService(
     removeIntercept: unary('RemoveIntercept', async (req) => {
       // Unmounted first: sshfs ends cleanly before its flow goes.
       await daemon.mounts.unmount(req.name);
+      await mountPorts.close(req.name);
       await conn.removeIntercept(req.name);
       return {};
     }),

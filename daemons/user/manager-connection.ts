@@ -452,6 +452,7 @@ export class ManagerConnection extends EventEmitter {
         mountReadWrite: false,
         // The session's secret stays in the daemon.
         directToken: '',
+        localMountPort: 0,
       };
       if (r.gone) return { ...base, id: '', pods: [], disposition: D.REMOVED, message: r.gone };
       if (this.state === 'RECONNECTING')

@@ -114,6 +114,11 @@ export interface CreateInterceptRequest {
   mountPoint: string;
   /** Writable where the volume allows it (an emptyDir or claim the app mounts read-write); read-only else. */
   mountReadWrite: boolean;
+  /**
+   * Instead of mounting: serve the volumes as SFTP on 127.0.0.1:local_mount_port for the user's own
+   * mounter (mount must be false; mount_read_write applies).
+   */
+  localMountPort: number;
 }
 
 export interface InterceptProgress {
@@ -1081,7 +1086,7 @@ export const ListRequest: MessageFns<ListRequest> = {
 };
 
 function createBaseCreateInterceptRequest(): CreateInterceptRequest {
-  return { spec: undefined, mount: false, mountPoint: "", mountReadWrite: false };
+  return { spec: undefined, mount: false, mountPoint: "", mountReadWrite: false, localMountPort: 0 };
 }
 
 export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
@@ -1097,6 +1102,9 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
     }
     if (message.mountReadWrite !== false) {
       writer.uint32(32).bool(message.mountReadWrite);
+    }
+    if (message.localMountPort !== 0) {
+      writer.uint32(40).uint32(message.localMountPort);
     }
     return writer;
   },
@@ -1146,6 +1154,14 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
             message.mountReadWrite = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.localMountPort = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1172,6 +1188,11 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
         : isSet(object.mount_read_write)
         ? globalThis.Boolean(object.mount_read_write)
         : false,
+      localMountPort: isSet(object.localMountPort)
+        ? globalThis.Number(object.localMountPort)
+        : isSet(object.local_mount_port)
+        ? globalThis.Number(object.local_mount_port)
+        : 0,
     };
   },
 
@@ -1189,6 +1210,9 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
     if (message.mountReadWrite !== false) {
       obj.mountReadWrite = message.mountReadWrite;
     }
+    if (message.localMountPort !== 0) {
+      obj.localMountPort = Math.round(message.localMountPort);
+    }
     return obj;
   },
 
@@ -1203,6 +1227,7 @@ export const CreateInterceptRequest: MessageFns<CreateInterceptRequest> = {
     message.mount = object.mount ?? false;
     message.mountPoint = object.mountPoint ?? "";
     message.mountReadWrite = object.mountReadWrite ?? false;
+    message.localMountPort = object.localMountPort ?? 0;
     return message;
   },
 };

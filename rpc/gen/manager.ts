@@ -454,6 +454,11 @@ export interface InterceptInfo {
    * agents: the client shows it to an agent to receive that intercept's connections directly (Agent).
    */
   directToken: string;
+  /**
+   * Set by the user daemon like mount_point: the loopback port serving the volumes as SFTP
+   * (--local-mount-port), 0 when none.
+   */
+  localMountPort: number;
 }
 
 export interface InterceptInfo_EnvironmentEntry {
@@ -4176,6 +4181,7 @@ function createBaseInterceptInfo(): InterceptInfo {
     mountPoint: "",
     mountReadWrite: false,
     directToken: "",
+    localMountPort: 0,
   };
 }
 
@@ -4216,6 +4222,9 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     }
     if (message.directToken !== "") {
       writer.uint32(98).string(message.directToken);
+    }
+    if (message.localMountPort !== 0) {
+      writer.uint32(104).uint32(message.localMountPort);
     }
     return writer;
   },
@@ -4332,6 +4341,14 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
             message.directToken = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.localMountPort = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4391,6 +4408,11 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
         : isSet(object.direct_token)
         ? globalThis.String(object.direct_token)
         : "",
+      localMountPort: isSet(object.localMountPort)
+        ? globalThis.Number(object.localMountPort)
+        : isSet(object.local_mount_port)
+        ? globalThis.Number(object.local_mount_port)
+        : 0,
     };
   },
 
@@ -4438,6 +4460,9 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     if (message.directToken !== "") {
       obj.directToken = message.directToken;
     }
+    if (message.localMountPort !== 0) {
+      obj.localMountPort = Math.round(message.localMountPort);
+    }
     return obj;
   },
 
@@ -4468,6 +4493,7 @@ export const InterceptInfo: MessageFns<InterceptInfo> = {
     message.mountPoint = object.mountPoint ?? "";
     message.mountReadWrite = object.mountReadWrite ?? false;
     message.directToken = object.directToken ?? "";
+    message.localMountPort = object.localMountPort ?? 0;
     return message;
   },
 };

@@ -29,6 +29,7 @@ import {
   kubectl,
   kubectlJson,
   listPods,
+  onWorkstation,
   rolloutStatus,
   tpOnWorkstation,
 } from './kube.js';
@@ -37,6 +38,8 @@ import { deployment, ECHO_PORT } from './workloads.js';
 
 const NS = 'tp-e2e-mounts';
 const LOCAL_PORT = 18096;
+/** --local-mount-port. */
+const SFTP_PORT = 18097;
 const TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 const CONFIG = 'a: 1\nb: "two"\n';
 const PASSWORD = Buffer.from([0, 1, 2, 255, 10, 39, 34]);
@@ -266,7 +269,7 @@ if (cluster) {
   };
 
   scenario('tp status and tp list show the mount point, read-only', async () => {
-    assert.equal((await statusOf('vol'))?.mount, { mountPoint: mnt, access: 'ro' });
+    assert.equal((await statusOf('vol'))?.mount, { mountPoint: mnt, access: 'ro', localMountPort: 0 });
     assert.match((await tp(['status'])).stdout, `volumes at ${mnt} (ro)`);
     assert.match((await tp(['list', '-n', NS])).stdout, `volumes at ${mnt} (ro)`);
     const yaml = (await tp(['list', '-n', NS, '-o', 'yaml'])).stdout;
@@ -319,7 +322,7 @@ if (cluster) {
       240_000,
       2_000,
     );
-    assert.equal((await statusOf('vol'))?.mount, { mountPoint: mnt, access: 'ro' });
+    assert.equal((await statusOf('vol'))?.mount, { mountPoint: mnt, access: 'ro', localMountPort: 0 });
   });
 
   scenario('tp leave: unmounted, the mount point empty', async () => {
@@ -328,6 +331,80 @@ if (cluster) {
     assert.not.ok(await mountedIn(pid, mnt));
     assert.equal(fs.readdirSync(mnt), []);
   });
+
+  scenario(
+    'tp intercept --local-mount-port: the volumes as SFTP on 127.0.0.1 for sshfs -o directport, read-only; the port closes on tp leave',
+    async () => {
+      const r = await tp([
+        'intercept',
+        'vol',
+        '-n',
+        NS,
+        '--port',
+        `${LOCAL_PORT}:${ECHO_PORT}`,
+        '--local-mount-port',
+        String(SFTP_PORT),
+      ]);
+      assert.match(
+        r.stdout,
+        `Volumes served read-only over SFTP on 127.0.0.1:${SFTP_PORT}: mount them with e.g. sshfs -o directport=${SFTP_PORT} localhost: DIR`,
+      );
+      try {
+        assert.equal((await statusOf('vol'))?.mount, {
+          mountPoint: '',
+          access: 'ro',
+          localMountPort: SFTP_PORT,
+        });
+        assert.match((await tp(['status'])).stdout, `volumes over SFTP on 127.0.0.1:${SFTP_PORT} (ro)`);
+        // The port taken: an ingest asking for it is refused, naming it, and leaves no ingest behind.
+        const taken = await tp(
+          [
+            'ingest',
+            'vol',
+            '-n',
+            NS,
+            '-c',
+            'app',
+            '--name',
+            'vol-files',
+            '--local-mount-port',
+            String(SFTP_PORT),
+          ],
+          { check: false },
+        );
+        assert.is.not(taken.code, 0);
+        assert.match(taken.stderr, `127.0.0.1:${SFTP_PORT} is in use: choose another --local-mount-port`);
+        assert.is(await statusOf('vol-files'), undefined);
+        // The user's own mounter, as the output says. Each command on the workstation has a mount namespace
+        // of its own, so one shell mounts, reads, tries a write and unmounts.
+        const own = path.join(scratch, 'own');
+        fs.mkdirSync(own, { recursive: true });
+        const mounter = await onWorkstation(
+          c,
+          [
+            'sh',
+            '-c',
+            `sshfs -o directport=${SFTP_PORT},follow_symlinks localhost: ${own} || exit 9
+sha256sum ${own}/etc/cfg/config.yaml
+echo x > ${own}/etc/cfg/new; echo "write exit $?"
+fusermount -u ${own}`,
+          ],
+          { check: false },
+        );
+        assert.is(mounter.code, 0, `${mounter.stdout}${mounter.stderr}`);
+        assert.match(mounter.stdout, sha256(CONFIG));
+        assert.match(mounter.stdout, /write exit [1-9]/);
+      } finally {
+        await tp(['leave', 'vol'], { check: false });
+      }
+      const probe = await onWorkstation(c, [
+        process.execPath,
+        '-e',
+        `require('node:net').connect(${SFTP_PORT}, '127.0.0.1').on('connect', () => { console.log('open'); process.exit(0); }).on('error', (e) => console.log(e.code));`,
+      ]);
+      assert.is(probe.stdout.trim(), 'ECONNREFUSED');
+    },
+  );
 
   scenario(
     'tp ingest --mount=DIR:rw: a file written on the workstation is in the app container; the ConfigMap refuses',
@@ -350,7 +427,7 @@ if (cluster) {
         const cfg = await inDaemonNs(pid, ['sh', '-c', `echo x > ${mntRw}/etc/cfg/new`]);
         assert.is.not(cfg.code, 0);
         assert.match(cfg.stderr, /Permission denied/);
-        assert.equal((await statusOf('vol'))?.mount, { mountPoint: mntRw, access: 'rw' });
+        assert.equal((await statusOf('vol'))?.mount, { mountPoint: mntRw, access: 'rw', localMountPort: 0 });
       } finally {
         await tp(['leave', 'vol'], { check: false });
       }
