@@ -25,6 +25,16 @@ ${body}
   );
 }
 
+/** A fixture that never ends by itself; its exit handler leaves the file `cleaned` in `dir`. */
+function hanging(dir: string, name: string): void {
+  fixture(
+    dir,
+    name,
+    `process.on('exit', () => fs.writeFileSync(${JSON.stringify(path.join(dir, 'cleaned'))}, 'yes'));
+setInterval(() => {}, 1000);`,
+  );
+}
+
 function runner(dir: string): { code: number | null; stdout: string; sleeper: number } {
   const r = spawnSync(process.execPath, [path.join(repoRoot, 'test', 'run.mjs')], {
     env: { ...process.env, TP_TEST_DIST: dir, TP_TEST_FILE_TIMEOUT_MS: '3000' },
@@ -45,12 +55,7 @@ function scratch(): string {
 test('a file that runs out of time gets SIGTERM: its exit handlers run, then what it started ends', () => {
   const dir = scratch();
   try {
-    fixture(
-      dir,
-      'hang.test.js',
-      `process.on('exit', () => fs.writeFileSync(${JSON.stringify(path.join(dir, 'cleaned'))}, 'yes'));
-setInterval(() => {}, 1000);`,
-    );
+    hanging(dir, 'hang.test.js');
     const r = runner(dir);
     assert.is(r.code, 1, r.stdout);
     assert.match(r.stdout, /hang\.test\.js: timed out after 3000 ms: stopping it/);
@@ -82,12 +87,7 @@ test('a file that ends leaving a process in its group: the runner names it and e
 test('SIGTERM to the runner: the running file cleans up, no further file starts', async () => {
   const dir = scratch();
   try {
-    fixture(
-      dir,
-      'a-hang.test.js',
-      `process.on('exit', () => fs.writeFileSync(${JSON.stringify(path.join(dir, 'cleaned'))}, 'yes'));
-setInterval(() => {}, 1000);`,
-    );
+    hanging(dir, 'a-hang.test.js');
     fs.writeFileSync(
       path.join(dir, 'b-next.test.js'),
       `require('node:fs').writeFileSync(${JSON.stringify(path.join(dir, 'next-started'))}, 'yes');`,

@@ -114,6 +114,9 @@ if (cluster) {
     }>(c, ['get', 'pod', await agentPod(), '-n', NS]);
     return pod.status.containerStatuses.find((s) => s.name === 'tp-agent')?.restartCount ?? -1;
   };
+  /** tp intercept of the app's port, with `flags`. */
+  const interceptVol = (...flags: string[]) =>
+    tp(['intercept', 'vol', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`, ...flags]);
   const agentPod = async () => (await listPods(c, NS, 'app=vol')).find((p) => p.ready && !p.deleting)!.name;
 
   const scenario = afterSetup(test, async () => {
@@ -179,17 +182,7 @@ if (cluster) {
   scenario(
     'tp intercept --mount=DIR: the ConfigMap, the Secret and the token, byte for byte, read-only',
     async () => {
-      const r = await tp([
-        'intercept',
-        'vol',
-        '-n',
-        NS,
-        '--port',
-        `${LOCAL_PORT}:${ECHO_PORT}`,
-        `--mount=${mnt}`,
-        '--env-json',
-        `${scratch}/env.json`,
-      ]);
+      const r = await interceptVol(`--mount=${mnt}`, '--env-json', `${scratch}/env.json`);
       assert.match(r.stdout, `Volumes mounted read-only at ${mnt} (TP_ROOT)`);
       const env = JSON.parse(fs.readFileSync(`${scratch}/env.json`, 'utf8')) as Record<string, string>;
       assert.is(env.TP_ROOT, mnt);
@@ -335,16 +328,7 @@ if (cluster) {
   scenario(
     'tp intercept --local-mount-port: the volumes as SFTP on 127.0.0.1 for sshfs -o directport, read-only; the port closes on tp leave',
     async () => {
-      const r = await tp([
-        'intercept',
-        'vol',
-        '-n',
-        NS,
-        '--port',
-        `${LOCAL_PORT}:${ECHO_PORT}`,
-        '--local-mount-port',
-        String(SFTP_PORT),
-      ]);
+      const r = await interceptVol('--local-mount-port', String(SFTP_PORT));
       assert.match(
         r.stdout,
         `Volumes served read-only over SFTP on 127.0.0.1:${SFTP_PORT}: mount them with e.g. sshfs -o directport=${SFTP_PORT} localhost: DIR`,
