@@ -22,6 +22,7 @@ import {
   type TpRunner,
   tpOnWorkstation,
   waitFor,
+  waitForEndpoints,
   waitForWebhook,
 } from './kube.js';
 import { afterSetup, clusterSuite } from './suite.js';
@@ -284,7 +285,16 @@ if (cluster) {
       });
       assert.is(active.length, 2);
       // A rollout leaves kube-proxy a moment to drop the old endpoints (plain `kubectl rollout restart`
-      // shows the same on the lab): wait until the Service answers, then every request must be "laptop".
+      // shows the same on the lab): wait until the Service's endpoints are exactly the two injected pods
+      // (no terminating one kube-proxy may still pick: on kind a request to one timed out once) and the
+      // Service answers, then every request must be "laptop".
+      await waitForEndpoints(
+        c,
+        NS,
+        'echo',
+        2,
+        (await echoPods()).map((p) => p.ip),
+      );
       await waitFor(
         'the Service to answer "laptop"',
         async () => (await curlFromClient()) === 'laptop',
