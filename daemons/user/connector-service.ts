@@ -117,24 +117,32 @@ export function connectorService(
     const p = own ? mountPorts.portOf(i.spec!.name) : undefined;
     return p ? { ...i, localMountPort: p.port, mountReadWrite: p.readWrite } : i;
   };
+  /**
+   * The intercept or ingest `name` as its volumes see it: `gone` (removed for good: its mount or SFTP port
+   * goes too), or `activeId` while this session holds it active (a mount flow can be opened), and why not.
+   */
+  const volumesOf = (name: string): { gone: boolean; activeId?: string; why: string } => {
+    const current = conn.intercepts().find((i) => i.spec?.name === name);
+    const active =
+      conn.state === 'CONNECTED' && current?.disposition === InterceptDisposition.ACTIVE && current.id;
+    return {
+      gone: !current || current.disposition === InterceptDisposition.REMOVED,
+      activeId: active ? current.id : undefined,
+      why: current?.message || 'no intercept',
+    };
+  };
   // An intercept that is gone (left elsewhere, revoked, its session lost for good) stops its SFTP port.
   conn.on('intercepts', () => {
-    for (const name of mountPorts.names()) {
-      const current = conn.intercepts().find((i) => i.spec?.name === name);
-      if (!current || current.disposition === InterceptDisposition.REMOVED) void mountPorts.close(name);
-    }
+    for (const name of mountPorts.names()) if (volumesOf(name).gone) void mountPorts.close(name);
   });
   /**
    * A connection to an intercept's SFTP port: one mount flow for the intercept as it is now (restored
    * after a manager restart, or not active: then the connection is closed and the log says why).
    */
   const openMountPortFlow = (name: string, readWrite: boolean) => (socket: net.Socket) => {
-    const current = conn.intercepts().find((i) => i.spec?.name === name);
-    if (conn.state !== 'CONNECTED' || current?.disposition !== InterceptDisposition.ACTIVE || !current.id)
-      return Promise.reject(
-        new Error(`intercept ${name} is not active now: ${current?.message || 'no intercept'}`),
-      );
-    return conn.openMountFlow(socket, current.id, readWrite);
+    const { activeId, why } = volumesOf(name);
+    if (!activeId) return Promise.reject(new Error(`intercept ${name} is not active now: ${why}`));
+    return conn.openMountFlow(socket, activeId, readWrite);
   };
   /** Kubernetes: the API server's addresses (never routed into the VIF). */
   let keepOut: string[] = [];
@@ -282,19 +290,16 @@ export function connectorService(
   const remountWhenBack = async (name: string) => {
     const until = Date.now() + REMOUNT_GRACE_MS;
     while (daemon.mounts.isLost(name)) {
-      const current = conn.intercepts().find((i) => i.spec?.name === name);
-      if (!current || current.disposition === InterceptDisposition.REMOVED || Date.now() > until) {
-        log.warn('a lost mount is not mounted again', {
-          intercept: name,
-          reason: current?.message || 'no intercept',
-        });
+      const { gone, activeId, why } = volumesOf(name);
+      if (gone || Date.now() > until) {
+        log.warn('a lost mount is not mounted again', { intercept: name, reason: why });
         await daemon.mounts.unmount(name);
         return;
       }
-      if (conn.state === 'CONNECTED' && current.disposition === InterceptDisposition.ACTIVE && current.id) {
+      if (activeId) {
         const readWrite = daemon.mounts.mountOf(name)?.readWrite === true;
         try {
-          await daemon.mounts.remount(name, (socket) => conn.openMountFlow(socket, current.id, readWrite));
+          await daemon.mounts.remount(name, (socket) => conn.openMountFlow(socket, activeId, readWrite));
           log.info('mounted again', { intercept: name });
           return;
         } catch (e) {
