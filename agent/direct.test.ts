@@ -16,7 +16,7 @@ import { dialTcp } from '../tunnel/dial.js';
 import { answer, serveDial } from '../tunnel/flow.js';
 import { msg, streamInfo } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
-import { ConnectionCounters } from './connection-counters.js';
+import { ConnectionCounters, type PortCounts } from './connection-counters.js';
 import { DirectServer } from './direct.js';
 import { PortListener } from './listeners.js';
 import { AgentManagerSession } from './manager-session.js';
@@ -54,7 +54,8 @@ type Behaviour = 'answer' | 'end-watch' | 'silent';
 
 async function rig(
   behaviour: Behaviour,
-  run: (agentPort: number, counters: ConnectionCounters) => Promise<void>,
+  /** `counts`: the listener's counters of its one app port, as they are now. */
+  run: (agentPort: number, counts: () => PortCounts) => Promise<void>,
 ) {
   const app = await named('app');
   const laptop = await named('laptop');
@@ -125,7 +126,7 @@ async function rig(
   });
   await new Promise<void>((r) => watch.once('metadata', () => r()));
   try {
-    await run(agentPort, counters);
+    await run(agentPort, () => counters.snapshot().get(appPort)!);
   } finally {
     watch.cancel();
     client.close();
@@ -138,27 +139,27 @@ async function rig(
 }
 
 test('a watched intercept: the connection goes straight to the workstation, counted as direct', () =>
-  rig('answer', async (agentPort, counters) => {
+  rig('answer', async (agentPort, counts) => {
     assert.is(await exchange(agentPort, 'hello'), 'laptop: hello');
     assert.is(await exchange(agentPort, 'again'), 'laptop: again');
-    const c = counters.snapshot().values().next().value!;
+    const c = counts();
     assert.is(c.intercepted, 2);
     assert.is(c.direct, 2);
     assert.is(c.fellBack, 0);
   }));
 
 test('the watch ends before the workstation answered: the connection goes through the manager', () =>
-  rig('end-watch', async (agentPort, counters) => {
+  rig('end-watch', async (agentPort, counts) => {
     assert.is(await exchange(agentPort, 'hello'), 'via the manager: hello');
-    const c = counters.snapshot().values().next().value!;
+    const c = counts();
     assert.is(c.direct, 0);
     assert.is(c.fellBack, 0);
   }));
 
 test('a silent watch: the connection goes to the app, whole, once the deadline passes', () =>
-  rig('silent', async (agentPort, counters) => {
+  rig('silent', async (agentPort, counts) => {
     assert.is(await exchange(agentPort, 'hello'), 'app: hello');
-    const c = counters.snapshot().values().next().value!;
+    const c = counts();
     assert.is(c.direct, 0);
     assert.is(c.fellBack, 1);
   }));

@@ -93,13 +93,12 @@ function stopCurrent() {
   });
 }
 
-/** Signals process group `pgid` (one this runner made); false when it has no process left. */
+/** Signals process group `pgid` (one this runner made), if it still has a process. */
 function signalGroup(pgid, signal) {
   try {
     process.kill(-pgid, signal);
-    return true;
   } catch {
-    return false;
+    // no process left in the group
   }
 }
 
