@@ -14,9 +14,16 @@
 //   Tunnel: OPEN{relay_id, version} ──────▶ paired with the waiting connection (readOpen)
 //   ◀─ early DATA …  DIAL_OK ─▶  DATA ⇄ DATA  (tunnel/flow.ts, as through the manager)
 //
+// The port takes two kinds of connection, told apart by their first bytes: HTTP/2 (the gRPC service: the
+// watch, and Tunnel calls) and tunnel/framed-call.ts FLOW_MAGIC, one connection per flow carrying the
+// same OPEN and flow messages without HTTP/2. A client that reaches the pod through a port-forward
+// opens each flow as a SPDY stream of its own (kube/port-forward.ts PodStreams): the kubelet's side
+// connects here once per flow.
+//
 // A connection whose intercept has no direct watch goes through the manager as before; one whose watch
 // does not answer within the workstation dial deadline goes to the app (agent/listeners.ts).
 import * as crypto from 'node:crypto';
+import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
 import { sameSecret } from '../rpc/call-credentials.js';
@@ -25,11 +32,12 @@ import { DIRECT_WINDOWS, managerServerOptions } from '../rpc/grpc-options.js';
 import { AgentServiceDefinition } from '../rpc/manager-service.js';
 import { widenReceiveWindow } from '../rpc/server-window.js';
 import { readOpen } from '../tunnel/flow.js';
+import { FLOW_CONNECTIONS_METADATA, FLOW_MAGIC, FramedCall } from '../tunnel/framed-call.js';
 import { msg } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import type { DirectIntercept } from './intercept-routes.js';
 
-/** How long a client has to send its Tunnel stream's OPEN. */
+/** How long a client has to send its Tunnel stream's OPEN (and a new connection its first bytes). */
 const OPEN_TIMEOUT_MS = 5_000;
 
 /** The client's stream for one connection, or why there is none (`timedOut`: the whole wait was spent). */
@@ -53,6 +61,13 @@ export class DirectServer {
   /** relay id -> the connection waiting for the client's stream. */
   private readonly pending = new Map<string, Pending>();
   private readonly streams = new Set<TunnelStream>();
+  /**
+   * Flows on connections of their own, by their client's session. Nothing on such a connection notices a
+   * workstation that vanished (the kubelet's side of it stays up); the watch's gRPC keepalive does.
+   */
+  private readonly flowConnections = new Map<TunnelStream, string>();
+  private listener: net.Server | undefined;
+  private grpcConnections: grpc.ConnectionInjector | undefined;
   port = 0;
 
   constructor(
@@ -67,16 +82,64 @@ export class DirectServer {
   }
 
   /** Listens on 127.0.0.1:port only: the pod's own loopback, which a port-forward reaches. */
-  listen(port: number): Promise<void> {
-    return new Promise((resolve, reject) =>
-      this.server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (e, bound) => {
-        if (e) reject(new Error(`cannot listen on 127.0.0.1:${port}: ${e.message}`));
-        else {
-          this.port = bound;
-          resolve();
-        }
-      }),
+  async listen(port: number): Promise<void> {
+    const grpcConnections = this.server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    this.grpcConnections = grpcConnections;
+    const listener = net.createServer({ noDelay: true }, (socket) =>
+      this.sniff(socket, (http2) => grpcConnections.injectConnection(http2)),
     );
+    this.listener = listener;
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', (e: NodeJS.ErrnoException) =>
+        reject(
+          new Error(`cannot listen on 127.0.0.1:${port}: ${e.code === 'EADDRINUSE' ? 'in use' : e.message}`),
+        ),
+      );
+      listener.listen(port, '127.0.0.1', () => resolve());
+    });
+    this.port = (listener.address() as net.AddressInfo).port;
+  }
+
+  /**
+   * Tells a new connection's kind by its first bytes: FLOW_MAGIC makes it one flow (its OPEN follows),
+   * anything else is handed to the gRPC server with those bytes put back.
+   */
+  private sniff(socket: net.Socket, toGrpc: (socket: net.Socket) => void): void {
+    const seen: Buffer[] = [];
+    let length = 0;
+    const timer = setTimeout(() => socket.destroy(), OPEN_TIMEOUT_MS);
+    const decide = (kind: 'flow' | 'grpc') => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.pause();
+      const first = Buffer.concat(seen);
+      if (kind === 'grpc') {
+        socket.unshift(first);
+        toGrpc(socket);
+        return;
+      }
+      if (first.length > FLOW_MAGIC.length) socket.unshift(first.subarray(FLOW_MAGIC.length));
+      const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+      if (this.log.enabled('debug')) this.log.debug('a flow connection', { peer });
+      const call = new FramedCall(socket, peer);
+      this.accept(new TunnelStream(call), socket);
+      socket.resume();
+    };
+    const onData = (chunk: Buffer) => {
+      seen.push(chunk);
+      length += chunk.length;
+      const first = Buffer.concat(seen);
+      const n = Math.min(first.length, FLOW_MAGIC.length);
+      if (!first.subarray(0, n).equals(FLOW_MAGIC.subarray(0, n))) decide('grpc');
+      else if (length >= FLOW_MAGIC.length) decide('flow');
+    };
+    const onError = () => {
+      clearTimeout(timer);
+      socket.destroy();
+    };
+    socket.on('data', onData);
+    socket.once('error', onError);
   }
 
   /** Whether the intercept's client watches here now. */
@@ -141,6 +204,8 @@ export class DirectServer {
   close(): void {
     for (const [id, w] of this.watches) this.endWatch(id, w, 'the agent is stopping');
     for (const s of this.streams) s.abort('the agent is stopping');
+    this.listener?.close();
+    this.grpcConnections?.destroy();
     this.server.forceShutdown();
   }
 
@@ -169,8 +234,11 @@ export class DirectServer {
     if (previous) this.endWatch(interceptId, previous, 'replaced by a newer watch');
     const w: Watch = { sessionId, call };
     this.watches.set(interceptId, w);
-    // Headers now: the client learns at once that the watch is admitted (not at the first connection).
-    call.sendMetadata(new grpc.Metadata());
+    // Headers now: the client learns at once that the watch is admitted (not at the first connection), and
+    // that this port takes flow connections.
+    const md = new grpc.Metadata();
+    md.set(FLOW_CONNECTIONS_METADATA, '1');
+    call.sendMetadata(md);
     this.log.info('the intercepting client receives connections directly', { intercept: interceptId });
     const dropped = () => {
       if (this.watches.get(interceptId) !== w) return;
@@ -178,6 +246,11 @@ export class DirectServer {
         intercept: interceptId,
       });
       this.endWatch(interceptId, w, 'the client went away');
+      // Its flows go too, as a Tunnel call's go with its HTTP/2 connection: a connection that has not had
+      // a byte from the workstation yet is handed to the app (the replay), the others are reset.
+      if (![...this.watches.values()].some((o) => o.sessionId === sessionId))
+        for (const [s, session] of this.flowConnections)
+          if (session === sessionId) s.abort('the workstation went away (its direct watch ended)');
     };
     call.on('cancelled', dropped);
     call.on('close', dropped);
@@ -187,7 +260,11 @@ export class DirectServer {
   private tunnel(call: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>): void {
     // Across a port-forward: a workstation's stream window, an agent's connection window.
     widenReceiveWindow(call as grpc.ServerDuplexStream<unknown, unknown>, DIRECT_WINDOWS);
-    const stream = new TunnelStream(call);
+    this.accept(new TunnelStream(call));
+  }
+
+  /** A client's stream for one connection (a Tunnel call or a flow connection): paired by its OPEN. */
+  private accept(stream: TunnelStream, connection?: net.Socket): void {
     this.streams.add(stream);
     const forget = () => this.streams.delete(stream);
     stream.on('peer-end', forget);
@@ -200,6 +277,10 @@ export class DirectServer {
           return;
         }
         this.pending.delete(info.relayId);
+        if (connection) {
+          this.flowConnections.set(stream, info.sessionId);
+          connection.once('close', () => this.flowConnections.delete(stream));
+        }
         p.resolve({ stream, info });
       },
       () => stream.dismiss(),

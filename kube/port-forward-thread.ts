@@ -4,12 +4,19 @@
 // legs in turn (measured on the lab: the daemon's thread saturated at 2.9 CPU-seconds per 200 MiB, half of
 // it the TLS writes); on two they overlap. The Kubernetes client and its garbage stay off the main heap.
 //
+// The workstation's direct flows to agents (daemons/user/direct-links.ts) run here too, whole: each
+// intercepted connection is a stream of its own on a port-forward to the agent's pod, carrying the tunnel's
+// framed messages (tunnel/framed-call.ts), and this thread dials the local target and pumps the flow. So
+// such a connection's bytes cross no thread and no HTTP/2: the main thread only passes on the agent's
+// DialRequest.
+//
 // The thread takes the kubeconfig flags, not a KubeConfig: it loads the client itself, so the main thread
 // never imports it.
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { Level } from '../logging/logger.js';
 import { UsageError } from '../netaddr/parse.js';
-import type { ManagerForward } from './port-forward.js';
+import type { StreamInfo } from '../rpc/gen/manager.js';
+import type { ManagerForward, PodStreams } from './port-forward.js';
 
 export interface ForwardThreadOptions {
   kubeconfig?: string;
@@ -28,16 +35,23 @@ export interface ForwardThread extends ManagerForward {
   managerNamespace: string;
   /**
    * A local listener (127.0.0.1:PORT) whose every connection is forwarded to `port` of one pod, on this
-   * thread too: an agent's direct port (agent/direct.ts). close() removes it and its connections.
+   * thread too: an agent's direct port (agent/direct.ts). close() removes it and its connections. `flow`
+   * runs one intercepted connection on a port-forward stream of its own to that port, dialing `target`.
    */
-  forwardToPod(namespace: string, pod: string, port: number): Promise<ManagerForward>;
+  forwardToPod(namespace: string, pod: string, port: number): Promise<PodForward>;
+}
+
+export interface PodForward extends ManagerForward {
+  /** Resolves once the flow runs; rejects when no port-forward stream to the pod could be opened. */
+  flow(info: StreamInfo, target: { host: string; port: number }): Promise<void>;
 }
 
 /** Main thread -> port-forward thread. */
 type Request =
   | 'close'
   | { op: 'pod'; id: number; namespace: string; pod: string; port: number }
-  | { op: 'close-pod'; id: number };
+  | { op: 'close-pod'; id: number }
+  | { op: 'flow'; id: number; pod: number; info: StreamInfo; target: { host: string; port: number } };
 /** Port-forward thread -> main thread, after Started. */
 type Reply = { id: number; address?: string; error?: string };
 
@@ -95,18 +109,26 @@ export function startForwardThread(options: ForwardThreadOptions): Promise<Forwa
           return exited;
         },
         forwardToPod: (namespace, pod, port) => {
-          const id = nextId++;
           if (gone) return Promise.reject(new Error('the port-forward thread exited'));
-          return new Promise<ManagerForward>((done, fail) => {
-            waiting.set(id, (r) => {
+          const podId = nextId++;
+          return new Promise<PodForward>((done, fail) => {
+            waiting.set(podId, (r) => {
               if (r.error !== undefined || r.address === undefined) fail(new Error(r.error ?? 'no address'));
               else
                 done({
                   address: r.address,
-                  close: async () => post({ op: 'close-pod', id }),
+                  close: async () => post({ op: 'close-pod', id: podId }),
+                  flow: (info, target) => {
+                    if (gone) return Promise.reject(new Error('the port-forward thread exited'));
+                    const id = nextId++;
+                    return new Promise<void>((opened, failed) => {
+                      waiting.set(id, (f) => (f.error === undefined ? opened() : failed(new Error(f.error))));
+                      post({ op: 'flow', id, pod: podId, info, target });
+                    });
+                  },
                 });
             });
-            post({ op: 'pod', id, namespace, pod, port });
+            post({ op: 'pod', id: podId, namespace, pod, port });
           });
         },
       });
@@ -119,13 +141,19 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
   const [
     { createLogger, logToFile, setLevel },
     { loadKubeConfig },
-    { forwardToManager, forwardToPod },
+    { forwardToManager, forwardToPod, PodStreams: Streams },
     { DEFAULT_MANAGER_NAMESPACE },
+    { FramedCall },
+    { dialTarget },
+    { TunnelStream },
   ] = await Promise.all([
     import('../logging/logger.js'),
     import('./kubeconfig.js'),
     import('./port-forward.js'),
     import('./annotations.js'),
+    import('../tunnel/framed-call.js'),
+    import('../tunnel/flow.js'),
+    import('../tunnel/stream.js'),
   ]);
   if (options.log.file) logToFile(options.log.file);
   setLevel(options.log.level);
@@ -146,11 +174,13 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
     port.postMessage({ ok: false, usage: false, message: (e as Error).message } satisfies Started);
     return;
   }
-  // 'close': the listener and its connections go, then the thread (process.exit ends only this thread).
-  const pods = new Map<number, Promise<ManagerForward | undefined>>();
+  // 'close': the listeners and their connections go, then the thread (process.exit ends only this thread).
+  const pods = new Map<number, { forward: Promise<ManagerForward | undefined>; streams: PodStreams }>();
+  const flowLog = createLogger('connector/direct');
   port.on('message', (m: Request) => {
     if (m === 'close') {
-      void Promise.all([...pods.values()].map((p) => p.then((f) => f?.close())))
+      for (const p of pods.values()) p.streams.close();
+      void Promise.all([...pods.values()].map((p) => p.forward.then((f) => f?.close())))
         .then(() => forward.close())
         .finally(() => process.exit(0));
       return;
@@ -166,11 +196,29 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
           return undefined;
         },
       );
-      pods.set(m.id, opened);
+      const streams = new Streams(loaded.kc, log, m.namespace, m.pod, m.port);
+      // The first intercepted connection should not wait for the upgrade.
+      streams.warm();
+      pods.set(m.id, { forward: opened, streams });
     } else if (m.op === 'close-pod') {
-      const f = pods.get(m.id);
+      const p = pods.get(m.id);
       pods.delete(m.id);
-      void f?.then((x) => x?.close());
+      p?.streams.close();
+      void p?.forward.then((x) => x?.close());
+    } else if (m.op === 'flow') {
+      const p = pods.get(m.pod);
+      if (!p) {
+        port.postMessage({ id: m.id, error: 'the port-forward to the pod was closed' } satisfies Reply);
+        return;
+      }
+      p.streams.open().then(
+        (bytes) => {
+          const stream = new TunnelStream(FramedCall.open(bytes, `${p.streams.pod}:${p.streams.port}`));
+          void dialTarget(stream, m.info, m.target, flowLog);
+          port.postMessage({ id: m.id } satisfies Reply);
+        },
+        (e: Error) => port.postMessage({ id: m.id, error: e.message } satisfies Reply),
+      );
     }
   });
   port.postMessage({

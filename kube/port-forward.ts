@@ -10,7 +10,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
-import type { Duplex } from 'node:stream';
+import { Duplex } from 'node:stream';
 import { CoreV1Api, type KubeConfig, type V1Pod, type V1Service } from '@kubernetes/client-node';
 import type { Logger } from '../logging/logger.js';
 import { UsageError } from '../netaddr/parse.js';
@@ -18,14 +18,17 @@ import { UsageError } from '../netaddr/parse.js';
 import {
   encodeControlFrame,
   encodeDataFrameHeader,
+  encodePing,
   encodeRstStream,
   encodeSynStream,
   FLAG_FIN,
   FrameReader,
   FrameType,
   parseGoAway,
+  parsePing,
   parseRstStream,
   parseStreamHeaders,
+  RstStatus,
 } from '../spdy/frames.js';
 import { HeaderBlockDecoder, HeaderBlockEncoder } from '../spdy/header-compression.js';
 import { DEFAULT_MANAGER_NAMESPACE, MANAGER_SERVICE } from './annotations.js';
@@ -48,6 +51,9 @@ function relayWrite(from: Duplex, to: Duplex, data: Buffer): void {
   }
 }
 const UPGRADE_TIMEOUT_MS = 15_000;
+/** A port-forward with open streams is pinged this often; one that answered pings before and then none for PING_TIMEOUT_MS is dead. */
+const PING_INTERVAL_MS = 1_000;
+const PING_TIMEOUT_MS = 5_000;
 
 /** Opens the SPDY connection for one port-forward session to a pod. */
 async function upgrade(kc: KubeConfig, namespace: string, pod: string, port: number): Promise<Duplex> {
@@ -115,6 +121,264 @@ async function upgrade(kc: KubeConfig, namespace: string, pod: string, port: num
 }
 
 /**
+ * One SPDY connection of a port-forward to a pod: every stream() is one forwarded connection to `port`
+ * (an "error" and a "data" stream sharing a requestid, as kubectl opens per local connection). The manager's
+ * forward opens a session per connection; the workstation's direct flows to an agent (agent/direct.ts)
+ * share one per pod, so a new intercepted connection costs two SYN_STREAMs, not a TLS handshake and an
+ * upgrade.
+ *
+ * A stream's reader that does not keep up (more than MAX_BUFFERED waiting) pauses the whole connection:
+ * the SPDY peers do no flow control, so there is nothing finer. Sharers carry their own per-flow window
+ * (tunnel/framed-call.ts) and read on.
+ */
+export class PortForwardSession {
+  private readonly encoder = new HeaderBlockEncoder();
+  private readonly decoder = new HeaderBlockDecoder();
+  private readonly reader = new FrameReader({ streamData: true });
+  /** By the ids of both its SPDY streams. */
+  private readonly streams = new Map<number, ForwardedStream>();
+  private nextStreamId = 1;
+  private nextRequestId = 0;
+  private stalled = new Set<ForwardedStream>();
+  /** Why the connection ended; undefined while it is up. */
+  ended: string | undefined;
+  private readonly pinger: NodeJS.Timeout;
+  private nextPingId = 1;
+  /** When the peer last answered a ping; 0: it never has (then its silence proves nothing). */
+  private pongAt = 0;
+
+  private constructor(
+    readonly conn: Duplex,
+    readonly pod: string,
+    readonly port: number,
+    private readonly log: Logger,
+  ) {
+    conn.on('data', (chunk: Buffer) => this.received(chunk));
+    this.pinger = setInterval(() => this.ping(), PING_INTERVAL_MS);
+    this.pinger.unref();
+    conn.on('end', () => this.close('the port-forward connection ended'));
+    conn.on('error', (err) => this.close(`port-forward connection failed: ${err.message}`));
+    conn.on('close', () => this.close('the port-forward connection closed'));
+  }
+
+  /** Upgrades a new connection to the pod's port-forward. */
+  static async open(
+    kc: KubeConfig,
+    namespace: string,
+    pod: string,
+    port: number,
+    log: Logger,
+  ): Promise<PortForwardSession> {
+    return new PortForwardSession(await upgrade(kc, namespace, pod, port), pod, port, log);
+  }
+
+  /** A new forwarded connection to the pod's port. */
+  stream(): ForwardedStream {
+    if (this.ended) throw new Error(this.ended);
+    const errorId = this.nextStreamId;
+    const dataId = errorId + 2;
+    this.nextStreamId += 4;
+    const requestid = String(this.nextRequestId++);
+    const headers = (streamtype: string) => ({ streamtype, port: String(this.port), requestid });
+    this.conn.write(encodeSynStream(errorId, 0, this.encoder.encode(headers('error'))));
+    this.conn.write(encodeSynStream(dataId, 0, this.encoder.encode(headers('data'))));
+    const s = new ForwardedStream(this, dataId, errorId);
+    this.streams.set(dataId, s);
+    this.streams.set(errorId, s);
+    return s;
+  }
+
+  /** Ends the connection and every stream on it. */
+  close(reason = 'the port-forward was closed'): void {
+    if (this.ended) return;
+    this.ended = reason;
+    clearInterval(this.pinger);
+    this.log.debug('port-forward session ended', { pod: this.pod, port: this.port, reason });
+    this.decoder.close();
+    for (const s of new Set(this.streams.values())) s.destroy(new Error(reason));
+    this.streams.clear();
+    this.conn.destroy();
+  }
+
+  /**
+   * While streams are open: a PING each interval, and the connection given up when a peer that answers
+   * pings stops answering (the workstation's network dropped: the streams' own sides would wait for the
+   * kernel's TCP timeout). The manager's forward has gRPC keepalive inside; a pod's flows have only this.
+   */
+  private ping(): void {
+    if (this.ended || this.streams.size === 0) return;
+    if (this.pongAt > 0 && Date.now() - this.pongAt > PING_TIMEOUT_MS) {
+      this.close(`the port-forward answered no ping for ${PING_TIMEOUT_MS / 1000} s`);
+      return;
+    }
+    if (this.pongAt === 0 || Date.now() - this.pongAt >= PING_INTERVAL_MS) {
+      this.conn.write(encodePing(this.nextPingId));
+      this.nextPingId = this.nextPingId >= 0x7ffffff0 ? 1 : this.nextPingId + 2;
+    }
+  }
+
+  /** A stream is done: its ids are forgotten (and reset when it did not finish both ways). */
+  forget(s: ForwardedStream, reset: boolean): void {
+    this.streams.delete(s.dataId);
+    this.streams.delete(s.errorId);
+    this.unstall(s);
+    if (reset && !this.ended) {
+      this.conn.write(encodeRstStream(s.dataId, RstStatus.Cancel));
+      this.conn.write(encodeRstStream(s.errorId, RstStatus.Cancel));
+    }
+  }
+
+  /** Its reader holds more than MAX_BUFFERED: the connection stops until it has read. */
+  stall(s: ForwardedStream): void {
+    this.stalled.add(s);
+    this.conn.pause();
+  }
+
+  unstall(s: ForwardedStream): void {
+    if (this.stalled.delete(s) && this.stalled.size === 0) this.conn.resume();
+  }
+
+  private received(chunk: Buffer): void {
+    this.reader.push(chunk);
+    for (let frame = this.reader.next(); frame && !this.ended; frame = this.reader.next()) {
+      if (!frame.control) {
+        this.streams
+          .get(frame.streamId)
+          ?.received(frame.streamId, frame.data, (frame.flags & FLAG_FIN) !== 0);
+        continue;
+      }
+      switch (frame.type) {
+        case FrameType.SynReply:
+          // Keep the shared decompression context in step; the reply's headers carry nothing we need.
+          this.decoder
+            .decode(parseStreamHeaders(frame.body).headerBlock)
+            .catch((err: Error) => this.close(err.message));
+          break;
+        case FrameType.RstStream: {
+          const rst = parseRstStream(frame.body);
+          this.streams
+            .get(rst.streamId)
+            ?.destroy(new Error(`the API server reset the port-forward stream (status ${rst.status})`));
+          break;
+        }
+        case FrameType.Ping:
+          // Odd ids are ours (the client's): the peer's answer. The peer's own pings are answered.
+          if (parsePing(frame.body) % 2 === 1) this.pongAt = Date.now();
+          else this.conn.write(encodeControlFrame(FrameType.Ping, 0, frame.body));
+          break;
+        case FrameType.GoAway:
+          parseGoAway(frame.body);
+          this.close('the API server ended the port-forward session');
+          break;
+        case FrameType.SynStream:
+          // The server never opens streams in port-forward; refuse politely.
+          this.conn.write(encodeRstStream(frame.body.readUInt32BE(0) & 0x7fffffff, RstStatus.RefusedStream));
+          break;
+        default:
+          // SETTINGS, WINDOW_UPDATE, HEADERS, NOOP: nothing to do.
+          break;
+      }
+    }
+  }
+
+  get label(): string {
+    return `${this.pod}:${this.port}`;
+  }
+}
+
+/**
+ * One forwarded connection of a PortForwardSession: a Duplex of the pod's bytes. The pod's error message
+ * (the kubelet could not connect) destroys it with that message; end() sends FIN.
+ */
+export class ForwardedStream extends Duplex {
+  private errorText = '';
+  private remoteEnded = false;
+  private localEnded = false;
+
+  constructor(
+    private readonly session: PortForwardSession,
+    readonly dataId: number,
+    readonly errorId: number,
+  ) {
+    super({ readableHighWaterMark: MAX_BUFFERED });
+  }
+
+  received(streamId: number, data: Buffer, fin: boolean): void {
+    if (streamId === this.errorId) {
+      this.errorText += data.toString('utf8');
+      if (fin && this.errorText !== '')
+        this.destroy(new Error(`port-forward to ${this.session.label} failed: ${this.errorText.trim()}`));
+      return;
+    }
+    if (data.length > 0 && !this.push(data)) this.session.stall(this);
+    if (fin && !this.remoteEnded) {
+      this.remoteEnded = true;
+      this.push(null);
+      if (this.localEnded) this.session.forget(this, false);
+    }
+  }
+
+  override _read(): void {
+    this.session.unstall(this);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
+    this.send([chunk], done);
+  }
+
+  /** What was written while the connection was busy, in one go. */
+  override _writev(
+    chunks: { chunk: Buffer; encoding: BufferEncoding }[],
+    done: (error?: Error | null) => void,
+  ): void {
+    this.send(
+      chunks.map((c) => c.chunk),
+      done,
+    );
+  }
+
+  /**
+   * `done` runs once the connection has written the last byte (the TLS socket encrypted it): only then may
+   * a writer reuse the memory (a flow's read buffers, tunnel/framed-call.ts writesAreFinal).
+   */
+  private send(chunks: Buffer[], done: (error?: Error | null) => void): void {
+    const conn = this.session.conn;
+    const parts: Buffer[] = [];
+    for (const chunk of chunks)
+      for (let offset = 0; offset < chunk.length; offset += MAX_DATA_FRAME)
+        parts.push(chunk.subarray(offset, offset + MAX_DATA_FRAME));
+    if (parts.length === 0) {
+      done();
+      return;
+    }
+    // Each frame's header and payload leave in one write, not as a small record of their own.
+    conn.cork();
+    parts.forEach((part, i) => {
+      conn.write(encodeDataFrameHeader(this.dataId, 0, part.length));
+      if (i < parts.length - 1) conn.write(part);
+      else conn.write(part, (e) => done(e));
+    });
+    conn.uncork();
+  }
+
+  override _final(done: (error?: Error | null) => void): void {
+    this.localEnded = true;
+    if (!this.session.ended) {
+      this.session.conn.write(encodeDataFrameHeader(this.dataId, FLAG_FIN, 0));
+      // The error stream is ours to close too: the kubelet waits for both halves.
+      this.session.conn.write(encodeDataFrameHeader(this.errorId, FLAG_FIN, 0));
+    }
+    if (this.remoteEnded) this.session.forget(this, false);
+    done();
+  }
+
+  override _destroy(error: Error | null, done: (error?: Error | null) => void): void {
+    this.session.forget(this, !(this.localEnded && this.remoteEnded));
+    done(error);
+  }
+}
+
+/**
  * Forwards one local socket to a pod's port over a fresh SPDY connection. Resolves once the data
  * stream is open; the socket is closed with the pod's error message if the kubelet cannot connect.
  */
@@ -126,109 +390,32 @@ export async function forwardSocket(
   local: net.Socket,
   log: Logger,
 ): Promise<void> {
-  const conn = await upgrade(kc, namespace, pod, port);
-  const encoder = new HeaderBlockEncoder();
-  const decoder = new HeaderBlockDecoder();
-  const reader = new FrameReader({ streamData: true });
-  const ERROR_STREAM = 1;
-  const DATA_STREAM = 3;
-  let errorText = '';
+  const session = await PortForwardSession.open(kc, namespace, pod, port, log);
+  const remote = session.stream();
   let closed = false;
-  let localEnded = false;
-  let remoteEnded = false;
-
   const close = (why?: string) => {
     if (closed) return;
     closed = true;
-    decoder.close();
     if (why) {
       log.debug('port-forward connection closed', { pod, port, reason: why });
       local.destroy(new Error(why));
     } else local.end();
-    conn.destroy();
+    session.close();
   };
-  const headers = (streamtype: string) => ({ streamtype, port: String(port), requestid: '0' });
-  conn.write(encodeSynStream(ERROR_STREAM, 0, encoder.encode(headers('error'))));
-  conn.write(encodeSynStream(DATA_STREAM, 0, encoder.encode(headers('data'))));
-
-  // Remote -> local.
-  conn.on('data', (chunk: Buffer) => {
-    reader.push(chunk);
-    for (let frame = reader.next(); frame; frame = reader.next()) {
-      if (!frame.control) {
-        if (frame.streamId === DATA_STREAM) {
-          if (frame.data.length > 0) relayWrite(conn, local, frame.data);
-          if (frame.flags & FLAG_FIN) {
-            remoteEnded = true;
-            local.end();
-            if (localEnded) close();
-          }
-        } else if (frame.streamId === ERROR_STREAM) {
-          errorText += frame.data.toString('utf8');
-          if (frame.flags & FLAG_FIN && errorText !== '')
-            close(`port-forward to ${pod}:${port} failed: ${errorText.trim()}`);
-        }
-        continue;
-      }
-      switch (frame.type) {
-        case FrameType.SynReply: {
-          // Keep the shared decompression context in step; the reply's headers carry nothing we need.
-          decoder
-            .decode(parseStreamHeaders(frame.body).headerBlock)
-            .catch((err: Error) => close(err.message));
-          break;
-        }
-        case FrameType.RstStream: {
-          const rst = parseRstStream(frame.body);
-          close(`the API server reset the port-forward stream ${rst.streamId} (status ${rst.status})`);
-          break;
-        }
-        case FrameType.Ping:
-          conn.write(encodeControlFrame(FrameType.Ping, 0, frame.body));
-          break;
-        case FrameType.GoAway:
-          parseGoAway(frame.body);
-          if (!remoteEnded) close('the API server ended the port-forward session');
-          break;
-        case FrameType.SynStream:
-          // The server never opens streams in port-forward; refuse politely.
-          conn.write(encodeRstStream(frame.body.readUInt32BE(0) & 0x7fffffff, 3));
-          break;
-        default:
-          // SETTINGS, WINDOW_UPDATE, HEADERS, NOOP: nothing to do.
-          break;
-      }
-    }
-  });
-  conn.on('end', () => close(remoteEnded ? undefined : 'the port-forward connection ended'));
-  conn.on('error', (err) => close(`port-forward connection failed: ${err.message}`));
-  conn.on('close', () => close(remoteEnded && localEnded ? undefined : 'the port-forward connection closed'));
-
-  // Local -> remote.
-  local.on('data', (chunk: Buffer) => {
-    // Each frame's header and payload leave in one write, not as a small record of their own.
-    conn.cork();
-    for (let offset = 0; offset < chunk.length; offset += MAX_DATA_FRAME) {
-      const part = chunk.subarray(offset, offset + MAX_DATA_FRAME);
-      conn.write(encodeDataFrameHeader(DATA_STREAM, 0, part.length));
-      relayWrite(local, conn, part);
-    }
-    conn.uncork();
-  });
-  local.on('end', () => {
-    localEnded = true;
-    if (closed) return;
-    conn.write(encodeDataFrameHeader(DATA_STREAM, FLAG_FIN, 0));
-    // The error stream is ours to close too: the kubelet waits for both halves.
-    conn.write(encodeDataFrameHeader(ERROR_STREAM, FLAG_FIN, 0));
-    if (remoteEnded) close();
-  });
+  remote.on('data', (chunk: Buffer) => relayWrite(remote, local, chunk));
+  remote.on('end', () => local.end());
+  remote.on('error', (err) => close(err.message));
+  // After both directions finished (or an error, reported above).
+  remote.on('close', () =>
+    close(remote.readableEnded && remote.writableFinished ? undefined : 'the port-forward connection closed'),
+  );
+  local.on('data', (chunk: Buffer) => relayWrite(local, remote, chunk));
+  local.on('end', () => remote.end());
   local.on('error', () => close('local connection failed'));
   local.on('close', () => {
     if (!closed) {
       closed = true;
-      decoder.close();
-      conn.destroy();
+      session.close();
     }
   });
 }
@@ -377,4 +564,63 @@ async function forwardingListener(
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * Forwarded connections to one pod's port on a shared PortForwardSession, opened on first use and again
+ * after it ended (the API server restarted, the network dropped).
+ */
+export class PodStreams {
+  private session: Promise<PortForwardSession> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly kc: KubeConfig,
+    private readonly log: Logger,
+    readonly namespace: string,
+    readonly pod: string,
+    readonly port: number,
+  ) {}
+
+  /** A new forwarded connection; rejects when no port-forward to the pod can be opened. */
+  async open(): Promise<ForwardedStream> {
+    if (this.closed) throw new Error('the port-forward was closed');
+    let session = await this.current();
+    if (session.ended) {
+      this.session = undefined;
+      session = await this.current();
+    }
+    return session.stream();
+  }
+
+  /** Opens the session ahead of the first connection. */
+  warm(): void {
+    this.current().catch((e: Error) =>
+      this.log.debug('no port-forward for flows yet', { pod: this.pod, reason: e.message }),
+    );
+  }
+
+  close(): void {
+    this.closed = true;
+    void this.session?.then(
+      (s) => s.close(),
+      () => {},
+    );
+  }
+
+  private current(): Promise<PortForwardSession> {
+    if (!this.session) {
+      const opening = PortForwardSession.open(this.kc, this.namespace, this.pod, this.port, this.log);
+      this.session = opening;
+      opening.then(
+        (s) => {
+          if (this.closed) s.close();
+        },
+        () => {
+          if (this.session === opening) this.session = undefined;
+        },
+      );
+    }
+    return this.session;
+  }
 }

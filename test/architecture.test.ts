@@ -36,7 +36,7 @@ const ALLOWED: Record<string, string[]> = {
   image: ['agent/node-flags.ts', 'manager/node-flags.ts', 'netaddr', 'version'],
   'init-container': ['bpf', 'command', 'logging', 'netaddr', 'version'],
   kind: ['command', 'image', 'lab', 'logging', 'netaddr', 'version'],
-  kube: ['agentconfig', 'logging', 'netaddr', 'rpc', 'spdy'],
+  kube: ['agentconfig', 'logging', 'netaddr', 'rpc', 'spdy', 'tunnel'],
   lab: ['command', 'image', 'logging', 'netaddr', 'version'],
   logging: [],
   manager: [

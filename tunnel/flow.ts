@@ -16,7 +16,7 @@ import type * as net from 'node:net';
 import { createLogger, type Logger } from '../logging/logger.js';
 import { DataReader, dataWritten, encodedDataMessage } from '../rpc/tunnel-codec.js';
 import { Coalescer } from './coalescer.js';
-import type { Dialer, OnRead } from './dial.js';
+import { type Dialer, dialTcp, type OnRead } from './dial.js';
 import {
   abort,
   dialed,
@@ -196,6 +196,36 @@ export function serveDial(
 }
 
 /**
+ * The workstation's side of an intercepted connection, on a stream it opened itself (to the manager, or to
+ * an agent's direct port): sends OPEN, dials `target` (the daemon's own intercept target, never what the
+ * far side names), then as serveDial. Logs how the flow ended.
+ */
+export function dialTarget(
+  stream: TunnelStream,
+  info: StreamInfo,
+  target: { host: string; port: number },
+  log: Logger = defaultLog,
+): Promise<FlowOutcome> {
+  stream.send(msg.open(info));
+  const label = formatConnectionId(info.connId);
+  return serveDial(
+    stream,
+    info,
+    (signal, onread) => dialTcp(target.host, target.port, info.dialTimeoutMs, signal, onread),
+    { log },
+  ).then((o) => {
+    if (o.kind === 'rejected')
+      log.warn('could not dial the local target of an intercepted connection', {
+        flow: label,
+        target: `${target.host}:${target.port}`,
+        reason: o.reason,
+      });
+    else log.debug('intercepted connection ended', { flow: label, outcome: o.kind });
+    return o;
+  });
+}
+
+/**
  * Waits for the stream's first message, which must be OPEN. Anything else, or nothing in time, resets the
  * stream and rejects. After it resolves, the next messages wait for the next onMessage handler.
  */
@@ -295,7 +325,6 @@ class Flow {
     this.socket = socket;
     socket.on('error', this.onSocketError);
     socket.on('close', this.onSocketClose);
-    this.stream.onMessage(this.onMessage);
     if (!this.options.openedByFarSide) this.stream.send(msg.open(this.info));
     const waitMs = Math.min(this.options.dialDeadlineMs ?? Number.MAX_SAFE_INTEGER, this.info.dialTimeoutMs);
     this.phaseTimer = setTimeout(() => this.reject(`no DIAL_OK within ${waitMs} ms`, true), waitMs);
@@ -303,6 +332,9 @@ class Flow {
     // it meanwhile.
     if (this.options.earlyData) this.readSocket();
     else socket.pause();
+    // Last: a far side that opened the stream may have answered already (DIAL_OK waits in the stream's
+    // queue, delivered right here), and its answer must find the timer and the socket set up.
+    this.stream.onMessage(this.onMessage);
     return this.outcome;
   }
 

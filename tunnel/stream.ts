@@ -10,11 +10,14 @@ import { status } from '@grpc/grpc-js';
 import { widenConnectionWindow } from '../rpc/client-window.js';
 import type { FlowWindows } from '../rpc/grpc-options.js';
 import type { AgentClient, ManagerClient } from '../rpc/manager-service.js';
+import type { FramedCall } from './framed-call.js';
 import type { TunnelMessage } from './messages.js';
 
 export type TunnelCall =
   | ClientDuplexStream<TunnelMessage, TunnelMessage>
-  | ServerDuplexStream<TunnelMessage, TunnelMessage>;
+  | ServerDuplexStream<TunnelMessage, TunnelMessage>
+  /** A flow on a byte stream of its own (tunnel/framed-call.ts). */
+  | FramedCall;
 
 /** Bytes a flow may have queued in grpc-js before its producer pauses. */
 export const SEND_BUDGET_BYTES = 2 << 20;
@@ -53,12 +56,14 @@ export class TunnelStream extends EventEmitter {
 
   constructor(readonly call: TunnelCall) {
     super();
-    call.on('data', (m: TunnelMessage) => this.deliver(m));
-    call.on('end', () => this.finish('peer-end'));
-    call.on('error', (e: Error & { details?: string }) => this.finish('failure', e.details || e.message));
+    // The same events on every kind of call (their typings' overloads do not unite).
+    const events = call as EventEmitter;
+    events.on('data', (m: TunnelMessage) => this.deliver(m));
+    events.on('end', () => this.finish('peer-end'));
+    events.on('error', (e: Error & { details?: string }) => this.finish('failure', e.details || e.message));
     // A server call whose client went away (connection lost, call cancelled) emits only 'cancelled'.
-    call.on('cancelled', () => this.finish('failure', 'the peer cancelled the stream'));
-    call.on('close', () => this.finish('failure', 'the stream closed'));
+    events.on('cancelled', () => this.finish('failure', 'the peer cancelled the stream'));
+    events.on('close', () => this.finish('failure', 'the stream closed'));
   }
 
   /** Where this stream's messages go from now on; messages queued meanwhile are delivered first. */
@@ -76,9 +81,10 @@ export class TunnelStream extends EventEmitter {
 
   /**
    * True for the server call: once grpc-js reports a message written it keeps no reference to it. A client
-   * call may keep written messages for a transparent retry until the call commits.
+   * call may keep written messages for a transparent retry until the call commits. A FramedCall says.
    */
   get writesAreFinal(): boolean {
+    if ('writesAreFinal' in this.call) return this.call.writesAreFinal;
     return !('cancel' in this.call);
   }
 

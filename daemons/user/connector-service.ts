@@ -15,6 +15,7 @@ import {
 import { grpcError } from '../../rpc/unary-call.js';
 import { unaryHandlers } from '../../rpc/unary-handler.js';
 import { TUNNEL_VERSION, VERSION } from '../../version/version.js';
+import { tcpFlows } from './direct-links.js';
 import { type IdentitySource, type ManagerConnection, UserFacingError } from './manager-connection.js';
 import { LocalMountPorts } from './mount-ports.js';
 import type { RemoteMounts } from './mounts.js';
@@ -207,6 +208,7 @@ export function connectorService(
           ? Promise.resolve({
               address: formatHostPort(pod.podIp, pod.port),
               close: async () => {},
+              flow: tcpFlows(pod.podIp, pod.port),
             })
           : undefined,
       );

@@ -12,7 +12,8 @@ import {
   InterceptInfo,
 } from '../../rpc/gen/manager.js';
 import { AgentServiceDefinition } from '../../rpc/manager-service.js';
-import { DirectLinks } from './direct-links.js';
+import { FLOW_CONNECTIONS_METADATA } from '../../tunnel/framed-call.js';
+import { DirectLinks, type FlowOpener } from './direct-links.js';
 
 function intercept(id: string, session: string, token: string, directPort = 15022): InterceptInfo {
   return InterceptInfo.fromPartial({
@@ -25,7 +26,11 @@ function intercept(id: string, session: string, token: string, directPort = 1502
   });
 }
 
-test('a watch per accepted pod, with the secret; the workstation dials its own target whatever the far end asks', async () => {
+/**
+ * A stand-in for an agent's direct service: each watch answers with `metadata` and one DialRequest of what
+ * a rogue listener on the pod's port might send (another host, another port, a mount).
+ */
+async function standIn(metadata: Record<string, string>) {
   const watches: { request: DirectDialWatch; cancelled: boolean }[] = [];
   const server = new grpc.Server();
   server.addService(AgentServiceDefinition, {
@@ -35,8 +40,9 @@ test('a watch per accepted pod, with the secret; the workstation dials its own t
       call.on('cancelled', () => {
         w.cancelled = true;
       });
-      call.sendMetadata(new grpc.Metadata());
-      // What a rogue listener on the pod's port might send: another host, another port, a mount.
+      const md = new grpc.Metadata();
+      for (const [k, v] of Object.entries(metadata)) md.set(k, v);
+      call.sendMetadata(md);
       call.write({
         relayId: 'r1',
         connId: undefined,
@@ -56,16 +62,28 @@ test('a watch per accepted pod, with the secret; the workstation dials its own t
       e ? reject(e) : resolve(p),
     ),
   );
+  return { server, port, watches };
+}
+
+/** The daemon's links to the stand-in: where it reached, what it was asked to dial and how. */
+function linksTo(port: number) {
   const reached: string[] = [];
-  const dials: DialRequest[] = [];
+  const dials: { req: DialRequest; flow?: FlowOpener }[] = [];
+  const flow: FlowOpener = async () => {};
   const links = new DirectLinks(
     's1',
     (pod) => {
       reached.push(`${pod.namespace}/${pod.podName}:${pod.port}`);
-      return Promise.resolve({ address: `127.0.0.1:${port}`, close: async () => {} });
+      return Promise.resolve({ address: `127.0.0.1:${port}`, close: async () => {}, flow });
     },
-    (_client, req) => dials.push(req),
+    (_client, req, how) => dials.push({ req, flow: how }),
   );
+  return { links, reached, dials, flow };
+}
+
+test('a watch per accepted pod, with the secret; the workstation dials its own target whatever the far end asks', async () => {
+  const { server, port, watches } = await standIn({});
+  const { links, reached, dials } = linksTo(port);
   try {
     links.sync([
       intercept('s1:echo', 's1', 'tok'),
@@ -80,7 +98,9 @@ test('a watch per accepted pod, with the secret; the workstation dials its own t
       watches.map((w) => w.request),
       [{ sessionId: 's1', interceptId: 's1:echo', token: 'tok' }],
     );
-    const d = dials[0]!;
+    const d = dials[0]!.req;
+    // An agent that does not say it takes flow connections (an older one) gets Tunnel calls.
+    assert.is(dials[0]!.flow, undefined);
     assert.is(d.relayId, 'r1');
     assert.is(d.interceptId, 's1:echo');
     assert.is(d.targetHost, '127.0.0.1');
@@ -93,6 +113,20 @@ test('a watch per accepted pod, with the secret; the workstation dials its own t
     links.sync([]);
     await waitFor('the watch to be cancelled', async () => watches[0]!.cancelled || undefined);
     assert.is(links.state('s1:echo', 'echo-0'), undefined);
+  } finally {
+    links.stop();
+    server.forceShutdown();
+  }
+});
+
+test('an agent whose watch says it takes flow connections gets each connection on one of its own', async () => {
+  const { server, port } = await standIn({ [FLOW_CONNECTIONS_METADATA]: '1' });
+  const { links, dials, flow } = linksTo(port);
+  try {
+    links.sync([intercept('s1:echo', 's1', 'tok')]);
+    await waitFor('the dial request', async () => dials.length > 0 || undefined);
+    assert.is(dials[0]!.flow, flow);
+    assert.is(dials[0]!.req.targetPort, 18190);
   } finally {
     links.stop();
     server.forceShutdown();

@@ -4,12 +4,18 @@
 // connections, which then reach the workstation without the traffic manager's relay. The watch shows the
 // intercept's direct_token, which only this session got from the manager. A watch that fails is opened
 // again while the intercept lasts; meanwhile the agent sends its connections through the manager.
+import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../../logging/logger.js';
+import { formatHostPort } from '../../netaddr/parse.js';
 import { InterceptDisposition as D, type DialRequest, type InterceptInfo } from '../../rpc/gen/manager.js';
 import { workstationChannelOptions } from '../../rpc/grpc-options.js';
 import { AgentClient } from '../../rpc/manager-service.js';
 import { errorDetails } from '../../rpc/unary-call.js';
+import { dialTarget } from '../../tunnel/flow.js';
+import { FLOW_CONNECTIONS_METADATA, FramedCall } from '../../tunnel/framed-call.js';
+import type { StreamInfo } from '../../tunnel/messages.js';
+import { TunnelStream } from '../../tunnel/stream.js';
 
 const log = createLogger('connector/direct');
 const MIN_RETRY_MS = 500;
@@ -24,10 +30,38 @@ export interface AgentPort {
 }
 
 /**
- * How this daemon reaches an agent's direct port: a local address (a port-forward's listener) and how to
- * close it. Undefined: this pod cannot be reached directly (its connections go through the manager).
+ * Carries one intercepted connection on a connection of its own to the agent's direct port (a port-forward
+ * stream, or TCP to a standalone agent): resolves once the flow runs, rejects when that connection cannot
+ * be opened (the caller then uses a Tunnel call on the watch's channel).
  */
-export type AgentRoute = (pod: AgentPort) => Promise<{ address: string; close(): Promise<void> }> | undefined;
+export type FlowOpener = (info: StreamInfo, target: { host: string; port: number }) => Promise<void>;
+
+/** How this daemon reaches one agent's direct port. */
+export interface AgentReach {
+  /** The watch's channel dials this (a port-forward's local listener). */
+  address: string;
+  close(): Promise<void>;
+  /** How each connection gets a flow connection of its own; without it each is a Tunnel call. */
+  flow?: FlowOpener;
+}
+
+/** How to reach a pod's agent; undefined: not directly (its connections go through the manager). */
+export type AgentRoute = (pod: AgentPort) => Promise<AgentReach> | undefined;
+
+/** Flows on TCP connections of their own to an agent's direct port at host:port. */
+export function tcpFlows(host: string, port: number): FlowOpener {
+  return (info, target) =>
+    new Promise((resolve, reject) => {
+      const socket = net.connect({ host, port, noDelay: true });
+      socket.once('error', reject);
+      socket.once('connect', () => {
+        socket.off('error', reject);
+        const stream = new TunnelStream(FramedCall.open(socket, formatHostPort(host, port)));
+        void dialTarget(stream, info, target, log);
+        resolve();
+      });
+    });
+}
 
 /** What one watch is for: a pod of one of this session's intercepts. */
 interface LinkSpec {
@@ -44,7 +78,9 @@ class DirectLink {
   state = 'through the traffic manager (opening a port-forward to the agent)';
   private watching = false;
   private stopped = false;
-  private route: { address: string; close(): Promise<void> } | undefined;
+  private route: AgentReach | undefined;
+  /** The agent's port takes flow connections (its watch said so). */
+  private flows = false;
   private client: AgentClient | undefined;
   private call: grpc.ClientReadableStream<DialRequest> | undefined;
   private retryMs = MIN_RETRY_MS;
@@ -54,7 +90,7 @@ class DirectLink {
     readonly o: LinkSpec & {
       sessionId: string;
       reach: AgentRoute;
-      dial: (client: AgentClient, req: DialRequest) => void;
+      dial: (client: AgentClient, req: DialRequest, flow?: FlowOpener) => void;
     },
   ) {
     void this.open();
@@ -96,7 +132,9 @@ class DirectLink {
     }
     const call = this.client!.watchDial({ sessionId: this.o.sessionId, interceptId, token: this.o.token });
     this.call = call;
-    call.on('metadata', () => {
+    call.on('metadata', (md: grpc.Metadata) => {
+      // An agent that does not say it takes flow connections gets each connection as a Tunnel call.
+      this.flows = md.get(FLOW_CONNECTIONS_METADATA)[0] === '1';
       this.state = 'straight from the agent (port-forward to the pod)';
       this.watching = true;
       this.retryMs = MIN_RETRY_MS;
@@ -108,13 +146,17 @@ class DirectLink {
     // Where to dial is this daemon's own intercept target, never what the other end says: whatever answers
     // on the pod's port must not make the workstation connect elsewhere.
     call.on('data', (req: DialRequest) =>
-      this.o.dial(this.client!, {
-        ...req,
-        interceptId,
-        targetHost: this.o.target.host,
-        targetPort: this.o.target.port,
-        mount: false,
-      }),
+      this.o.dial(
+        this.client!,
+        {
+          ...req,
+          interceptId,
+          targetHost: this.o.target.host,
+          targetPort: this.o.target.port,
+          mount: false,
+        },
+        this.flows ? this.route?.flow : undefined,
+      ),
     );
     call.on('error', (e) => {
       if (!this.stopped && this.call === call) this.retry(errorDetails(e));
@@ -147,7 +189,7 @@ export class DirectLinks {
   constructor(
     private readonly sessionId: string,
     private readonly reach: AgentRoute,
-    private readonly dial: (client: AgentClient, req: DialRequest) => void,
+    private readonly dial: (client: AgentClient, req: DialRequest, flow?: FlowOpener) => void,
   ) {}
 
   /** Opens the watches the intercepts call for and stops the others. */

@@ -27,9 +27,13 @@ import {
 import { WORKSTATION_WINDOWS, workstationChannelOptions } from '../../rpc/grpc-options.js';
 import { type AgentClient, ManagerClient } from '../../rpc/manager-service.js';
 import { errorDetails, hasStatus, isServiceError, unary } from '../../rpc/unary-call.js';
-import { dialTcp } from '../../tunnel/dial.js';
-import { type FlowOutcome, originate, serveDial } from '../../tunnel/flow.js';
-import { DEFAULT_DIAL_TIMEOUT_MS, formatConnectionId, msg, streamInfo } from '../../tunnel/messages.js';
+import { dialTarget, type FlowOutcome, originate } from '../../tunnel/flow.js';
+import {
+  DEFAULT_DIAL_TIMEOUT_MS,
+  formatConnectionId,
+  type StreamInfo,
+  streamInfo,
+} from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { VERSION } from '../../version/version.js';
 import { type AgentRoute, DirectLinks } from './direct-links.js';
@@ -666,7 +670,9 @@ export class ManagerConnection extends EventEmitter {
       const dials = client.watchDial(sessionInfo);
       const clusterWatch = client.watchClusterInfo(sessionInfo);
       const direct = this.reach
-        ? new DirectLinks(session.sessionId, this.reach, (c, req) => this.dial(c, session.sessionId, req))
+        ? new DirectLinks(session.sessionId, this.reach, (c, req, flow) =>
+            this.dial(c, session.sessionId, req, flow),
+          )
         : undefined;
       this.direct = direct;
       const end = (reason: string) => {
@@ -789,30 +795,35 @@ export class ManagerConnection extends EventEmitter {
   }
 
   /** An intercepted connection: open a tunnel for it and dial the local target. */
-  private dial(client: ManagerClient | AgentClient, sessionId: string, req: DialRequest): void {
-    const timeoutMs = req.dialTimeoutMs || DEFAULT_DIAL_TIMEOUT_MS;
+  /**
+   * Serves one intercepted connection the manager or an agent asked for: on a flow connection of its own to
+   * the agent when `flow` is given (daemons/user/direct-links.ts), else (or when that cannot be opened) on
+   * a Tunnel call of `client`.
+   */
+  private dial(
+    client: ManagerClient | AgentClient,
+    sessionId: string,
+    req: DialRequest,
+    flow?: (info: StreamInfo, target: { host: string; port: number }) => Promise<void>,
+  ): void {
     const info = streamInfo({
       connId: req.connId,
       sessionId,
       relayId: req.relayId,
-      dialTimeoutMs: timeoutMs,
+      dialTimeoutMs: req.dialTimeoutMs || DEFAULT_DIAL_TIMEOUT_MS,
     });
-    const label = formatConnectionId(req.connId);
-    const stream = TunnelStream.open(client, WORKSTATION_WINDOWS);
-    stream.send(msg.open(info));
-    void serveDial(
-      stream,
-      info,
-      (signal, onread) => dialTcp(req.targetHost, req.targetPort, timeoutMs, signal, onread),
-      { log },
-    ).then((o) => {
-      if (o.kind === 'rejected')
-        log.warn('could not dial the local target of an intercepted connection', {
-          flow: label,
-          target: `${req.targetHost}:${req.targetPort}`,
-          reason: o.reason,
-        });
-      else log.debug('intercepted connection ended', { flow: label, outcome: o.kind });
+    const target = { host: req.targetHost, port: req.targetPort };
+    const onCall = () => void dialTarget(TunnelStream.open(client, WORKSTATION_WINDOWS), info, target, log);
+    if (!flow) {
+      onCall();
+      return;
+    }
+    flow(info, target).catch((e: Error) => {
+      log.debug('no flow connection to the agent: the connection goes on a Tunnel call', {
+        flow: formatConnectionId(req.connId),
+        reason: e.message,
+      });
+      onCall();
     });
   }
 

@@ -1,0 +1,282 @@
+// PortForwardSession against a stand-in for the kubelet's port-forward on loopback: HTTP upgraded to SPDY/3.1,
+// and for every stream pair a TCP connection to the pod's port, as containerd makes one. Many forwarded
+// connections share the session; each is byte-exact and independent of the others; a port nothing listens
+// on fails its stream with the kubelet's message and leaves the session to the rest. The lab's e2e tests
+// run the same code against the real kubelet and containerd.
+import * as crypto from 'node:crypto';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import { KubeConfig } from '@kubernetes/client-node';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { waitFor } from '../command/wait.js';
+import { createLogger, setLevel } from '../logging/logger.js';
+import {
+  encodeControlFrame,
+  encodeDataFrameHeader,
+  encodeSynReply,
+  FLAG_FIN,
+  FrameReader,
+  FrameType,
+  parseSynStream,
+} from '../spdy/frames.js';
+import { HeaderBlockDecoder, HeaderBlockEncoder } from '../spdy/header-compression.js';
+import { dialTarget, originate, readOpen } from '../tunnel/flow.js';
+import { FLOW_MAGIC, FramedCall } from '../tunnel/framed-call.js';
+import { streamInfo } from '../tunnel/messages.js';
+import { TunnelStream } from '../tunnel/stream.js';
+import { PortForwardSession } from './port-forward.js';
+
+setLevel('error');
+const log = createLogger('test');
+
+/** The kubelet's side: every data stream connects to 127.0.0.1:<its port header>. */
+async function fakeKubelet(): Promise<{
+  kc: KubeConfig;
+  upgrades: () => number;
+  freeze(): void;
+  close(): Promise<void>;
+}> {
+  const conns = new Set<net.Socket>();
+  let upgrades = 0;
+  /** Answers nothing and relays nothing any more: a network that dropped between the two. */
+  let frozen = false;
+  const server = http.createServer((_req, res) => res.writeHead(400).end());
+  server.on('upgrade', (_req, socket: net.Socket) => {
+    upgrades++;
+    conns.add(socket);
+    socket.write(
+      'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n' +
+        'X-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n',
+    );
+    const reader = new FrameReader({ streamData: true });
+    const decoder = new HeaderBlockDecoder();
+    const encoder = new HeaderBlockEncoder();
+    const pods = new Map<number, net.Socket>();
+    const errorStreams = new Map<string, number>();
+    const early = new Map<number, { data: Buffer; fin: boolean }[]>();
+    socket.on('close', () => {
+      decoder.close();
+      for (const p of pods.values()) p.destroy();
+    });
+    socket.on('error', () => {});
+    socket.on('data', (chunk: Buffer) => {
+      reader.push(chunk);
+      for (let f = reader.next(); f; f = reader.next()) {
+        if (!f.control) {
+          // Data may come before the stream's headers are decoded: it waits for the pod connection.
+          if (frozen) continue;
+          const pod = pods.get(f.streamId);
+          const data = Buffer.from(f.data);
+          const fin = (f.flags & FLAG_FIN) !== 0;
+          if (!pod) early.set(f.streamId, [...(early.get(f.streamId) ?? []), { data, fin }]);
+          else {
+            if (data.length > 0) pod.write(data);
+            if (fin) pod.end();
+          }
+          continue;
+        }
+        if (f.type === FrameType.Ping && !frozen) socket.write(encodeControlFrame(FrameType.Ping, 0, f.body));
+        if (f.type !== FrameType.SynStream) continue;
+        const syn = parseSynStream(f.body);
+        const id = syn.streamId;
+        // Decoded in order (the shared context); the reply and the pod connection follow.
+        decoder.decode(syn.headerBlock).then(
+          (h) => {
+            socket.write(encodeSynReply(id, 0, encoder.encode({})));
+            if (h.streamtype === 'error') {
+              errorStreams.set(h.requestid!, id);
+              return;
+            }
+            const pod = net.connect({ port: Number(h.port), host: '127.0.0.1', allowHalfOpen: true });
+            pods.set(id, pod);
+            for (const e of early.get(id) ?? []) {
+              if (e.data.length > 0) pod.write(e.data);
+              if (e.fin) pod.end();
+            }
+            early.delete(id);
+            pod.on('data', (d: Buffer) => {
+              socket.write(encodeDataFrameHeader(id, 0, d.length));
+              socket.write(d);
+            });
+            pod.on('end', () => socket.write(encodeDataFrameHeader(id, FLAG_FIN, 0)));
+            pod.on('error', (e) => {
+              const errorId = errorStreams.get(h.requestid!)!;
+              const text = Buffer.from(`error forwarding port ${h.port}: ${e.message}`);
+              socket.write(encodeDataFrameHeader(errorId, FLAG_FIN, text.length));
+              socket.write(text);
+            });
+          },
+          () => socket.destroy(),
+        ); // the connection closed while decoding
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [
+      {
+        name: 'c',
+        server: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+        skipTLSVerify: true,
+      },
+    ],
+    users: [{ name: 'u' }],
+    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+    currentContext: 'x',
+  });
+  return {
+    kc,
+    upgrades: () => upgrades,
+    freeze: () => {
+      frozen = true;
+    },
+    close: async () => {
+      for (const c of conns) c.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+async function listen(handler: (s: net.Socket) => void): Promise<{ port: number; server: net.Server }> {
+  // A peer that resets at the end of a case is no failure of the case.
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    handler(s);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as net.AddressInfo).port, server };
+}
+
+/** Sends `payload` on a forwarded connection, ends it, collects what comes back until the pod ends. */
+function exchange(stream: NodeJS.ReadWriteStream, payload: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const got: Buffer[] = [];
+    stream.on('data', (d: Buffer) => got.push(d));
+    stream.on('end', () => resolve(Buffer.concat(got)));
+    stream.on('error', reject);
+    stream.end(payload);
+  });
+}
+
+test('many forwarded connections share one upgrade, each byte-exact (20 × 2 MiB echoed at once)', async () => {
+  const kubelet = await fakeKubelet();
+  const echo = await listen((s) => s.pipe(s));
+  const session = await PortForwardSession.open(kubelet.kc, 'ns', 'pod', echo.port, log);
+  try {
+    const payloads = Array.from({ length: 20 }, () => crypto.randomBytes(2 << 20));
+    const echoed = await Promise.all(payloads.map((p) => exchange(session.stream(), p)));
+    for (const [i, e] of echoed.entries())
+      assert.ok(e.equals(payloads[i]!), `connection ${i} came back byte for byte`);
+    assert.is(kubelet.upgrades(), 1, 'one port-forward connection for all 20');
+    assert.is(session.ended, undefined, 'the session is still up');
+  } finally {
+    session.close();
+    echo.server.close();
+    await kubelet.close();
+  }
+});
+
+test('a connection the pod refuses fails with the kubelet message; the others on the session go on', async () => {
+  const kubelet = await fakeKubelet();
+  const echo = await listen((s) => s.pipe(s));
+  const closed = await listen(() => {});
+  const nothing = closed.port;
+  await new Promise((r) => closed.server.close(r));
+  const good = await PortForwardSession.open(kubelet.kc, 'ns', 'pod', echo.port, log);
+  const bad = await PortForwardSession.open(kubelet.kc, 'ns', 'pod', nothing, log);
+  try {
+    const failed = await exchange(bad.stream(), Buffer.from('hello')).then(
+      () => undefined,
+      (e: Error) => e.message,
+    );
+    assert.match(
+      failed ?? 'no error',
+      `port-forward to pod:${nothing} failed: error forwarding port ${nothing}`,
+    );
+    const first = good.stream();
+    const second = good.stream();
+    second.destroy();
+    assert.equal((await exchange(first, Buffer.from('still here'))).toString(), 'still here');
+    assert.is(good.ended, undefined);
+  } finally {
+    good.close();
+    bad.close();
+    echo.server.close();
+    await kubelet.close();
+  }
+});
+
+test('a port-forward that stops answering pings is given up, and its streams fail with the reason', async () => {
+  const kubelet = await fakeKubelet();
+  const echo = await listen((s) => s.pipe(s));
+  const session = await PortForwardSession.open(kubelet.kc, 'ns', 'pod', echo.port, log);
+  try {
+    const stream = session.stream();
+    const failed = new Promise<Error>((r) => stream.once('error', r));
+    const first = new Promise((r) => stream.once('data', r));
+    stream.write('before the drop');
+    await first;
+    // A second: the first ping has had its answer.
+    await new Promise((r) => setTimeout(r, 1_500));
+    kubelet.freeze();
+    assert.match((await failed).message, /answered no ping for 5 s/);
+    assert.match(session.ended ?? '', /answered no ping/);
+  } finally {
+    session.close();
+    echo.server.close();
+    await kubelet.close();
+  }
+});
+
+test('tunnel flows on forwarded connections: 64 MiB each way, byte-exact, read memory reused', async () => {
+  const kubelet = await fakeKubelet();
+  // The workstation's app: answers the sha256 of what it got, then sends `n` bytes of a pattern.
+  const n = 64 << 20;
+  const pattern = Buffer.alloc(n);
+  for (let i = 0; i < n; i += 4) pattern.writeUInt32BE(i, i);
+  const app = await listen((s) => {
+    const h = crypto.createHash('sha256');
+    s.on('data', (d: Buffer) => h.update(d));
+    s.on('end', () => s.end(Buffer.concat([Buffer.from(h.digest('hex')), pattern])));
+  });
+  // The agent's side: the direct port's flow connections, each originating the client's connection.
+  const front = await listen(() => {});
+  const clients: net.Socket[] = [];
+  front.server.on('connection', (s) => clients.push(s));
+  const agent = await listen((s) => {
+    s.once('readable', () => {
+      assert.equal(s.read(FLOW_MAGIC.length), FLOW_MAGIC);
+      const stream = new TunnelStream(new FramedCall(s, 'workstation'));
+      void readOpen(stream, 5000).then(async (info) => {
+        const client = await waitFor('the client', () => clients.shift());
+        await originate(client, stream, info, { openedByFarSide: true, log });
+      });
+    });
+  });
+  const session = await PortForwardSession.open(kubelet.kc, 'ns', 'pod', agent.port, log);
+  try {
+    const client = net.connect({ port: front.port, host: '127.0.0.1', allowHalfOpen: true });
+    await new Promise((r) => client.once('connect', r));
+    const info = streamInfo({ connId: undefined, sessionId: 's', relayId: 'r', dialTimeoutMs: 5000 });
+    const flow = dialTarget(
+      new TunnelStream(FramedCall.open(session.stream(), 'pod')),
+      info,
+      { host: '127.0.0.1', port: app.port },
+      log,
+    );
+    const upload = crypto.randomBytes(n);
+    const reply = await exchange(client, upload);
+    assert.is(reply.subarray(0, 64).toString(), crypto.createHash('sha256').update(upload).digest('hex'));
+    assert.ok(reply.subarray(64).equals(pattern), 'the download came back byte for byte');
+    assert.is((await flow).kind, 'closed');
+    client.destroy();
+  } finally {
+    session.close();
+    for (const s of [app, front, agent]) s.server.close();
+    await kubelet.close();
+  }
+});
+
+test.run();

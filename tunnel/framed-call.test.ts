@@ -1,0 +1,230 @@
+// Flows on byte streams of their own (tunnel/framed-call.ts) over real loopback TCP: the flow code as the
+// agent and the user daemon run it on a direct connection, the per-flow window, and what a broken or
+// hostile peer gets.
+import * as crypto from 'node:crypto';
+import * as net from 'node:net';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { waitFor } from '../command/wait.js';
+import { setLevel } from '../logging/logger.js';
+import { dialTcp } from './dial.js';
+import { dialTarget, type FlowOutcome, originate, readOpen, serveDial } from './flow.js';
+import { FLOW_MAGIC, FramedCall, WINDOW_BYTES } from './framed-call.js';
+import { msg, streamInfo, type TunnelMessage } from './messages.js';
+import { TunnelStream } from './stream.js';
+
+setLevel('error');
+
+/** A loopback connection: the opener's FramedCall and the accepted socket (magic not yet read). */
+async function connected(): Promise<{ opener: FramedCall; accepted: net.Socket; close(): void }> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  const acceptedP = new Promise<net.Socket>((r) => server.once('connection', r));
+  const socket = net.connect(port, '127.0.0.1');
+  await new Promise((r) => socket.once('connect', r));
+  const accepted = await acceptedP;
+  server.close();
+  const opener = FramedCall.open(socket, 'test');
+  // close() ends the test's connection from outside: a failure the cases that look for one see themselves.
+  opener.on('error', () => {});
+  return {
+    opener,
+    accepted,
+    close: () => {
+      socket.destroy();
+      accepted.destroy();
+    },
+  };
+}
+
+/** Reads FLOW_MAGIC off the accepted socket, then wraps it. */
+async function acceptFramed(socket: net.Socket): Promise<FramedCall> {
+  const magic = await new Promise<Buffer>((resolve) => {
+    const onReadable = () => {
+      const b = socket.read(FLOW_MAGIC.length) as Buffer | null;
+      if (b) {
+        socket.off('readable', onReadable);
+        resolve(b);
+      }
+    };
+    socket.on('readable', onReadable);
+  });
+  assert.equal(magic, FLOW_MAGIC);
+  const call = new FramedCall(socket, 'peer');
+  call.on('error', () => {});
+  return call;
+}
+
+function data(n: number, fill: number): TunnelMessage {
+  return msg.data(Buffer.alloc(n, fill));
+}
+
+test('a flow runs on it as on a gRPC call: 4 MiB each way, half-close, byte-exact', async () => {
+  const echo = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  const echoPort = (echo.address() as net.AddressInfo).port;
+  // The originating side (the agent): a client socket whose connection the flow carries.
+  const front = net.createServer({ allowHalfOpen: true });
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+  const frontPort = (front.address() as net.AddressInfo).port;
+  const c = await connected();
+  try {
+    const dialer = new TunnelStream(await acceptFramed(c.accepted));
+    const info = streamInfo({ connId: undefined, sessionId: 's', relayId: 'r', dialTimeoutMs: 2000 });
+    const served = readOpen(dialer, 2000).then((got) =>
+      serveDial(dialer, got, (signal, onread) => dialTcp('127.0.0.1', echoPort, 2000, signal, onread)),
+    );
+    let originated: Promise<FlowOutcome> | undefined;
+    front.once('connection', (s) => {
+      originated = originate(s, new TunnelStream(c.opener), info);
+    });
+    const client = net.connect({ port: frontPort, host: '127.0.0.1', allowHalfOpen: true });
+    const payload = crypto.randomBytes(4 << 20);
+    const got: Buffer[] = [];
+    client.on('data', (d: Buffer) => got.push(d));
+    const ended = new Promise((r) => client.once('end', r));
+    client.end(payload);
+    await ended;
+    assert.equal(Buffer.concat(got).equals(payload), true, 'the echo came back byte for byte');
+    const outcome = await served;
+    assert.equal(outcome.kind, 'closed');
+    assert.equal((await originated!).kind, 'closed');
+    client.destroy();
+  } finally {
+    c.close();
+    echo.close();
+    front.close();
+  }
+});
+
+test('the window: a receiver that stops taking stops its sender after WINDOW_BYTES, then all arrives', async () => {
+  const c = await connected();
+  try {
+    const receiver = await acceptFramed(c.accepted);
+    receiver.pause();
+    const received: TunnelMessage[] = [];
+    receiver.on('data', (m: TunnelMessage) => received.push(m));
+    const MESSAGE = 256 << 10;
+    const COUNT = 24; // 6 MiB: three windows
+    let written = 0;
+    for (let i = 0; i < COUNT; i++) c.opener.write(data(MESSAGE, i), () => written++);
+    // Everything the window allows reaches the wire; the rest waits with the sender.
+    await waitFor(
+      'the window was sent',
+      () => written >= Math.floor(WINDOW_BYTES / (MESSAGE + 16)),
+      5000,
+      20,
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(written * MESSAGE <= WINDOW_BYTES, `${written} messages went out past a paused receiver`);
+    assert.equal(received.length, 0, 'a paused receiver delivers nothing');
+    receiver.resume();
+    await waitFor('every message arrived', () => received.length === COUNT, 5000, 20);
+    assert.equal(
+      received.map((m) => m.data[0]),
+      Array.from({ length: COUNT }, (_, i) => i),
+      'in order',
+    );
+    assert.equal(written, COUNT);
+  } finally {
+    c.close();
+  }
+});
+
+test('half-close: END from one side leaves the other free to send; the byte stream closes after both', async () => {
+  const c = await connected();
+  try {
+    const b = await acceptFramed(c.accepted);
+    const got: TunnelMessage[] = [];
+    const ends: string[] = [];
+    c.opener.on('data', (m: TunnelMessage) => got.push(m));
+    c.opener.on('end', () => ends.push('opener saw end'));
+    b.on('end', () => ends.push('acceptor saw end'));
+    c.opener.on('error', (e: Error) => ends.push(`opener error ${e.message}`));
+    b.on('error', (e: Error) => ends.push(`acceptor error ${e.message}`));
+    c.opener.end();
+    await waitFor('the END arrived', () => ends.includes('acceptor saw end'), 2000, 20);
+    b.write(data(10, 7));
+    b.end();
+    await waitFor("the other side's END arrived", () => ends.includes('opener saw end'), 2000, 20);
+    assert.equal(got.length, 1, 'a message sent after the peer ended arrives');
+    await waitFor('the byte stream closed', () => c.accepted.destroyed, 2000, 20);
+    assert.equal(
+      ends.filter((e) => e.includes('error')),
+      [],
+      'a clean end is no failure',
+    );
+  } finally {
+    c.close();
+  }
+});
+
+test('a peer that cancels, sends garbage or vanishes fails the flow with the reason', async () => {
+  {
+    const c = await connected();
+    const b = await acceptFramed(c.accepted);
+    const failed = new Promise<Error>((r) => b.once('error', r));
+    c.opener.cancel('the workstation is leaving');
+    assert.match((await failed).message, 'the peer cancelled the flow: the workstation is leaving');
+    c.close();
+  }
+  {
+    const c = await connected();
+    const b = await acceptFramed(c.accepted);
+    const failed = new Promise<Error>((r) => b.once('error', r));
+    const opener = new Promise<Error>((r) => c.opener.once('error', r));
+    // A frame of type 9 and 4 GiB: refused before anything is buffered for it.
+    (c.opener as unknown as { bytes: net.Socket }).bytes.write(Buffer.from([9, 0xff, 0xff, 0xff, 0xff]));
+    assert.match((await failed).message, 'malformed flow frame (type 9');
+    assert.match((await opener).message, 'the peer cancelled the flow: malformed flow frame');
+    c.close();
+  }
+  {
+    const c = await connected();
+    const b = await acceptFramed(c.accepted);
+    const failed = new Promise<Error>((r) => b.once('error', r));
+    c.opener.write(data(10, 1));
+    (c.opener as unknown as { bytes: net.Socket }).bytes.destroy();
+    assert.match((await failed).message, /the connection (ended|closed)/);
+    c.close();
+  }
+});
+
+test('a far side that answered before originate(): its queued DIAL_OK starts the pump, no dial timeout', async () => {
+  const app = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    s.end('hello from the far side');
+  });
+  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+  const appPort = (app.address() as net.AddressInfo).port;
+  const front = net.createServer({ allowHalfOpen: true });
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+  const c = await connected();
+  try {
+    // The agent's side: OPEN is read, then it waits (as for its client) while DIAL_OK arrives and queues.
+    const agentSide = new TunnelStream(await acceptFramed(c.accepted));
+    const info = streamInfo({ connId: undefined, sessionId: 's', relayId: 'r', dialTimeoutMs: 1500 });
+    const opened = readOpen(agentSide, 2000);
+    const served = dialTarget(new TunnelStream(c.opener), info, { host: '127.0.0.1', port: appPort });
+    const got = await opened;
+    await waitFor('the far side to dial', () => served !== undefined, 1000, 20);
+    await new Promise((r) => setTimeout(r, 300));
+    const accepted = new Promise<net.Socket>((r) => front.once('connection', r));
+    const client = net.connect({ port: (front.address() as net.AddressInfo).port, host: '127.0.0.1' });
+    const outcome = originate(await accepted, agentSide, got, { openedByFarSide: true, earlyData: true });
+    const reply: Buffer[] = [];
+    client.on('data', (d: Buffer) => reply.push(d));
+    await new Promise((r) => client.once('end', r));
+    client.end();
+    assert.is(Buffer.concat(reply).toString(), 'hello from the far side');
+    assert.is((await outcome).kind, 'closed', 'not rejected by the dial timer');
+    client.destroy();
+  } finally {
+    c.close();
+    app.close();
+    front.close();
+  }
+});
+
+test.run();

@@ -1,0 +1,279 @@
+// A tunnel flow's stream on a byte stream of its own instead of a gRPC call: one TCP connection to the
+// agent's direct port, or one SPDY stream of a port-forward to it (kube/port-forward.ts PodStreams). The
+// flow code runs unchanged on it (TunnelStream wraps it as it wraps a call), but no HTTP/2 is in between:
+// on the intercept's path through the API server that was a third of the CPU of every round trip and
+// ~3.4 ms per MiB (docs/kubernetes.md).
+//
+// The opener writes FLOW_MAGIC, then both sides write frames of a 5-byte header (type, length) and a body:
+//
+//   MESSAGE  a TunnelMessage (rpc/tunnel-codec.ts); its header is laid out like gRPC's frame (flag 0 and
+//            the length), so a DATA message read straight into its frame (rpc/grpc-framing.ts) goes out
+//            without a copy
+//   CREDIT   u32: the receiver has taken that many bytes of MESSAGE frames (header included) off the wire
+//   END      this side sends nothing more (the call's half-close); the byte stream closes after both
+//   CANCEL   utf-8 reason: this side gives the flow up (the call's cancel)
+//
+// Flow control is per flow, the way HTTP/2's stream windows were: a side sends MESSAGE frames while the
+// peer has credited all but WINDOW_BYTES of them, and credits what its consumer took. A port-forward's
+// SPDY streams share one connection and neither the kubelet nor containerd honour SPDY's windows, so a
+// reader that stops reading must not make the connection stop: with the window its flow's sender stops
+// instead, and the others go on.
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { frameOf, HEADER_BYTES } from '../rpc/grpc-framing.js';
+import { deserializeTunnelMessage, serializeTunnelMessage } from '../rpc/tunnel-codec.js';
+import { MAX_DATA_BYTES, type TunnelMessage } from './messages.js';
+
+/**
+ * The metadata an agent's direct watch answers with when its port takes flow connections (an older agent's
+ * does not, and the workstation keeps to Tunnel calls with it).
+ */
+export const FLOW_CONNECTIONS_METADATA = 'tp-flow-connections';
+/** The first bytes on a flow's byte stream, from the side that opened it. */
+export const FLOW_MAGIC = Buffer.from('TPF1\n');
+/** Bytes of MESSAGE frames a side may have sent and not yet had credited. */
+export const WINDOW_BYTES = 2 << 20;
+/** A receiver credits once it has taken this many bytes (or all it holds when it pauses). */
+const CREDIT_BATCH_BYTES = 256 << 10;
+/** The largest frame body accepted: a DATA message of MAX_DATA_BYTES and its few bytes of fields. */
+const MAX_BODY_BYTES = MAX_DATA_BYTES + 1024;
+
+const T_MESSAGE = 0;
+const T_CREDIT = 1;
+const T_END = 2;
+const T_CANCEL = 3;
+
+function header(type: number, length: number): Buffer {
+  const h = Buffer.allocUnsafe(HEADER_BYTES);
+  h[0] = type;
+  h.writeUInt32BE(length, 1);
+  return h;
+}
+
+/** How long a closed byte stream may wait for the peer's side to close too. */
+const CLOSE_GRACE_MS = 5_000;
+
+function cancelFrame(reason: string): Buffer {
+  const why = Buffer.from(reason.slice(0, 200));
+  return Buffer.concat([header(T_CANCEL, why.length), why]);
+}
+
+interface Outgoing {
+  frames: Buffer[];
+  cost: number;
+  written?: (error?: Error | null) => void;
+}
+
+/** The error a FramedCall emits, shaped like grpc-js's (TunnelStream reads `details`). */
+function callError(details: string): Error & { details: string } {
+  return Object.assign(new Error(details), { details });
+}
+
+/**
+ * The call interface TunnelStream uses, on a byte stream. Events as a grpc-js call's: 'data' (a
+ * TunnelMessage), 'end' (the peer's half-close), 'error' (with `details`: the flow failed or the peer
+ * cancelled it; a byte stream that closes before both sides ended is a failure).
+ */
+export class FramedCall extends EventEmitter {
+  /** A write's callback runs once the byte stream took the frame: nothing keeps the message after it. */
+  readonly writesAreFinal = true;
+  private readonly pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private readonly inbox: { m: TunnelMessage; cost: number }[] = [];
+  private paused = false;
+  private uncredited = 0;
+  private outstanding = 0;
+  private readonly outbox: Outgoing[] = [];
+  private endQueued = false;
+  private sentEnd = false;
+  private gotEnd = false;
+  private over = false;
+
+  constructor(
+    private readonly bytes: Duplex,
+    private readonly peer: string,
+  ) {
+    super();
+    bytes.on('data', (chunk: Buffer) => this.received(chunk));
+    bytes.on('end', () => {
+      if (!this.gotEnd) this.fail('the connection ended in the middle of the flow');
+    });
+    bytes.on('error', (e: Error) => this.fail(`the connection failed: ${e.message}`));
+    bytes.on('close', () => this.fail('the connection closed'));
+  }
+
+  /** Opens the stream on `bytes` (the opener's side): writes FLOW_MAGIC first. */
+  static open(bytes: Duplex, peer: string): FramedCall {
+    bytes.write(FLOW_MAGIC);
+    return new FramedCall(bytes, peer);
+  }
+
+  write(m: TunnelMessage, written?: (error?: Error | null) => void): boolean {
+    if (this.endQueued || this.over) {
+      queueMicrotask(() => written?.(new Error('the flow stream has ended')));
+      return false;
+    }
+    const body = serializeTunnelMessage(m);
+    const frame = frameOf(body);
+    const frames = frame ? [frame] : [header(T_MESSAGE, body.length), body];
+    this.outbox.push({ frames, cost: HEADER_BYTES + body.length, written });
+    this.flush();
+    return true;
+  }
+
+  /** This side sends nothing more (after what is queued). */
+  end(): void {
+    if (this.endQueued || this.over) return;
+    this.endQueued = true;
+    this.flush();
+  }
+
+  /** Gives the flow up: tells the peer, closes the byte stream. */
+  cancel(reason = 'cancelled'): void {
+    if (this.over) return;
+    this.over = true;
+    this.closeWith(cancelFrame(reason));
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    while (!this.paused && this.inbox.length > 0) {
+      const { m, cost } = this.inbox.shift()!;
+      this.deliver(m, cost);
+    }
+    if (!this.paused && this.gotEnd && this.inbox.length === 0) this.emit('end');
+  }
+
+  getPeer(): string {
+    return this.peer;
+  }
+
+  private flush(): void {
+    while (this.outbox.length > 0 && !this.over) {
+      const next = this.outbox[0]!;
+      // One message larger than the window still goes when nothing else is outstanding.
+      if (this.outstanding > 0 && this.outstanding + next.cost > WINDOW_BYTES) return;
+      this.outbox.shift();
+      this.outstanding += next.cost;
+      const last = next.frames.length - 1;
+      for (let i = 0; i < last; i++) this.bytes.write(next.frames[i]);
+      this.bytes.write(next.frames[last], next.written);
+    }
+    if (this.endQueued && !this.sentEnd && this.outbox.length === 0 && !this.over) {
+      this.sentEnd = true;
+      this.bytes.write(header(T_END, 0));
+      this.closeIfDone();
+    }
+  }
+
+  private received(chunk: Buffer): void {
+    if (this.over) return;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    while (this.pendingBytes >= HEADER_BYTES && !this.over) {
+      let head = this.pending[0]!;
+      if (head.length < HEADER_BYTES) head = this.gather(HEADER_BYTES);
+      const type = head[0]!;
+      const length = head.readUInt32BE(1);
+      if (type > T_CANCEL || length > MAX_BODY_BYTES || (type === T_CREDIT && length !== 4)) {
+        this.fail(`malformed flow frame (type ${type}, ${length} bytes)`, true);
+        return;
+      }
+      if (this.pendingBytes < HEADER_BYTES + length) return;
+      const frame = this.take(HEADER_BYTES + length);
+      this.frame(type, frame.subarray(HEADER_BYTES));
+    }
+  }
+
+  /** Joins the first chunks so that the first holds at least `n` bytes (n ≤ pendingBytes). */
+  private gather(n: number): Buffer {
+    let have = 0;
+    let count = 0;
+    while (have < n) have += this.pending[count++]!.length;
+    const joined = Buffer.concat(this.pending.splice(0, count));
+    this.pending.unshift(joined);
+    return joined;
+  }
+
+  /** Removes the next `n` bytes; a view of the first chunk when it holds them all (no copy). */
+  private take(n: number): Buffer {
+    let first = this.pending[0]!;
+    if (first.length < n) first = this.gather(n);
+    this.pendingBytes -= n;
+    if (first.length === n) this.pending.shift();
+    else this.pending[0] = first.subarray(n);
+    return first.subarray(0, n);
+  }
+
+  private frame(type: number, body: Buffer): void {
+    switch (type) {
+      case T_MESSAGE: {
+        let m: TunnelMessage;
+        try {
+          m = deserializeTunnelMessage(body);
+        } catch (e) {
+          this.fail(`malformed flow message: ${(e as Error).message}`, true);
+          return;
+        }
+        const cost = HEADER_BYTES + body.length;
+        if (this.paused || this.inbox.length > 0) this.inbox.push({ m, cost });
+        else this.deliver(m, cost);
+        return;
+      }
+      case T_CREDIT:
+        this.outstanding = Math.max(0, this.outstanding - body.readUInt32BE(0));
+        this.flush();
+        return;
+      case T_END:
+        if (this.gotEnd) return;
+        this.gotEnd = true;
+        if (!this.paused && this.inbox.length === 0) this.emit('end');
+        this.closeIfDone();
+        return;
+      default:
+        this.fail(`the peer cancelled the flow: ${body.toString('utf8')}`);
+    }
+  }
+
+  private deliver(m: TunnelMessage, cost: number): void {
+    this.uncredited += cost;
+    if (this.uncredited >= CREDIT_BATCH_BYTES) {
+      const credit = Buffer.allocUnsafe(HEADER_BYTES + 4);
+      credit[0] = T_CREDIT;
+      credit.writeUInt32BE(4, 1);
+      credit.writeUInt32BE(this.uncredited, HEADER_BYTES);
+      this.uncredited = 0;
+      if (!this.over) this.bytes.write(credit);
+    }
+    this.emit('data', m);
+  }
+
+  /** Both sides have ended: the byte stream closes once the peer's frames are read. */
+  private closeIfDone(): void {
+    if (this.sentEnd && this.gotEnd && !this.over) {
+      this.over = true;
+      this.closeWith();
+    }
+  }
+
+  private fail(reason: string, tellPeer = false): void {
+    if (this.over) return;
+    this.over = true;
+    if (tellPeer) this.closeWith(cancelFrame(reason));
+    else this.bytes.destroy();
+    this.emit('error', callError(reason));
+  }
+
+  /** Ends the byte stream after `last`; destroys it if the peer does not close its side soon. */
+  private closeWith(last?: Buffer): void {
+    this.bytes.end(last);
+    const timer = setTimeout(() => this.bytes.destroy(), CLOSE_GRACE_MS);
+    timer.unref();
+    this.bytes.once('close', () => clearTimeout(timer));
+  }
+}
