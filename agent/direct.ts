@@ -39,6 +39,11 @@ import type { DirectIntercept } from './intercept-routes.js';
 
 /** How long a client has to send its Tunnel stream's OPEN (and a new connection its first bytes). */
 const OPEN_TIMEOUT_MS = 5_000;
+/**
+ * How long a flow connection may wait for its OPEN: a client keeps one open ahead of need (kube/
+ * port-forward.ts PodStreams, replaced after 20 s unused).
+ */
+const FLOW_OPEN_TIMEOUT_MS = 60_000;
 
 /** The client's stream for one connection, or why there is none (`timedOut`: the whole wait was spent). */
 export type DirectAnswer = { stream: TunnelStream; info: StreamInfo } | { reason: string; timedOut: boolean };
@@ -269,7 +274,7 @@ export class DirectServer {
     const forget = () => this.streams.delete(stream);
     stream.on('peer-end', forget);
     stream.on('failure', forget);
-    readOpen(stream, OPEN_TIMEOUT_MS).then(
+    readOpen(stream, connection ? FLOW_OPEN_TIMEOUT_MS : OPEN_TIMEOUT_MS).then(
       (info) => {
         const p = this.pending.get(info.relayId);
         if (!p || p.sessionId !== info.sessionId) {

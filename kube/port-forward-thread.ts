@@ -143,7 +143,7 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
     { loadKubeConfig },
     { forwardToManager, forwardToPod, PodStreams: Streams },
     { DEFAULT_MANAGER_NAMESPACE },
-    { FramedCall },
+    { FLOW_MAGIC, FramedCall },
     { dialTarget },
     { TunnelStream },
   ] = await Promise.all([
@@ -196,7 +196,9 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
           return undefined;
         },
       );
-      const streams = new Streams(loaded.kc, log, m.namespace, m.pod, m.port);
+      // Every connection to the agent's direct port is a flow connection: its magic goes first, so a spare
+      // one is ready at the agent, waiting for its OPEN.
+      const streams = new Streams(loaded.kc, log, m.namespace, m.pod, m.port, FLOW_MAGIC);
       // The first intercepted connection should not wait for the upgrade.
       streams.warm();
       pods.set(m.id, { forward: opened, streams });
@@ -213,7 +215,7 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
       }
       p.streams.open().then(
         (bytes) => {
-          const stream = new TunnelStream(FramedCall.open(bytes, `${p.streams.pod}:${p.streams.port}`));
+          const stream = new TunnelStream(new FramedCall(bytes, `${p.streams.pod}:${p.streams.port}`));
           void dialTarget(stream, m.info, m.target, flowLog);
           port.postMessage({ id: m.id } satisfies Reply);
         },

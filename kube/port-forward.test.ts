@@ -25,7 +25,7 @@ import { dialTarget, originate, readOpen } from '../tunnel/flow.js';
 import { FLOW_MAGIC, FramedCall } from '../tunnel/framed-call.js';
 import { streamInfo } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
-import { PortForwardSession } from './port-forward.js';
+import { PodStreams, PortForwardSession } from './port-forward.js';
 
 setLevel('error');
 const log = createLogger('test');
@@ -208,24 +208,67 @@ test('a connection the pod refuses fails with the kubelet message; the others on
   }
 });
 
-test('a port-forward that stops answering pings is given up, and its streams fail with the reason', async () => {
+test('a port-forward that stops answering pings is given up, and its streams fail with the reason; idle is no silence', async () => {
   const kubelet = await fakeKubelet();
   const echo = await listen((s) => s.pipe(s));
-  const session = await PortForwardSession.open(kubelet.kc, 'ns', 'pod', echo.port, log);
+  const liveness = { pingIntervalMs: 100, pingTimeoutMs: 500 };
+  const session = await PortForwardSession.open(kubelet.kc, 'ns', 'pod', echo.port, log, liveness);
   try {
-    const stream = session.stream();
-    const failed = new Promise<Error>((r) => stream.once('error', r));
-    const first = new Promise((r) => stream.once('data', r));
-    stream.write('before the drop');
-    await first;
-    // A second: the first ping has had its answer.
+    const echoed = (stream: NodeJS.ReadWriteStream) => {
+      const first = new Promise((r) => stream.once('data', r));
+      stream.write('hello');
+      return first;
+    };
+    const before = session.stream();
+    await echoed(before);
+    before.destroy();
+    // No stream for many timeouts: nothing is pinged, nothing is given up.
     await new Promise((r) => setTimeout(r, 1_500));
+    const stream = session.stream();
+    await echoed(stream);
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.is(session.ended, undefined, 'alive after an idle spell');
+    const failed = new Promise<Error>((r) => stream.once('error', r));
     kubelet.freeze();
-    assert.match((await failed).message, /answered no ping for 5 s/);
+    assert.match((await failed).message, /answered no ping for 0.5 s/);
     assert.match(session.ended ?? '', /answered no ping/);
   } finally {
     session.close();
     echo.server.close();
+    await kubelet.close();
+  }
+});
+
+test('PodStreams: every connection starts with the prelude, and one waits at the pod ahead of need', async () => {
+  const kubelet = await fakeKubelet();
+  const got: string[] = [];
+  const pod = await listen((s) => {
+    const i = got.push('') - 1;
+    s.on('data', (d: Buffer) => {
+      got[i] += d.toString();
+    });
+  });
+  const streams = new PodStreams(kubelet.kc, log, 'ns', 'pod', pod.port, Buffer.from('HELLO'));
+  try {
+    streams.warm();
+    await waitFor('the spare at the pod', () => got.length === 1 || undefined, 5000, 20);
+    // The first connection asked for is the spare: the pod had it before it was asked for.
+    const a = await streams.open();
+    // close() below ends them with an error.
+    a.on('error', () => {});
+    a.write(' from a');
+    await waitFor('its bytes', () => got[0] === 'HELLO from a' || undefined, 5000, 20);
+    await waitFor('a new spare', () => got.length === 2 || undefined, 5000, 20);
+    const b = await streams.open();
+    b.on('error', () => {});
+    b.write(' from b');
+    await waitFor('its bytes', () => got[1] === 'HELLO from b' || undefined, 5000, 20);
+    await waitFor('a third spare', () => got.length === 3 || undefined, 5000, 20);
+    assert.is(got[2], 'HELLO');
+    assert.is(kubelet.upgrades(), 1, 'one port-forward connection for all');
+  } finally {
+    streams.close();
+    pod.server.close();
     await kubelet.close();
   }
 });
