@@ -6,7 +6,7 @@
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { waitFor } from '../command/wait.js';
@@ -21,6 +21,7 @@ import {
   parseSynStream,
 } from '../spdy/frames.js';
 import { HeaderBlockDecoder, HeaderBlockEncoder } from '../spdy/header-compression.js';
+import { loopbackKubeConfig } from '../testbed/kubeconfig.js';
 import { dialTarget, originate, readOpen } from '../tunnel/flow.js';
 import { FLOW_MAGIC, FramedCall } from '../tunnel/framed-call.js';
 import { streamInfo } from '../tunnel/messages.js';
@@ -113,19 +114,7 @@ async function fakeKubelet(): Promise<{
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [
-      {
-        name: 'c',
-        server: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-        skipTLSVerify: true,
-      },
-    ],
-    users: [{ name: 'u' }],
-    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
-    currentContext: 'x',
-  });
+  const kc = loopbackKubeConfig((server.address() as net.AddressInfo).port);
   return {
     kc,
     upgrades: () => upgrades,

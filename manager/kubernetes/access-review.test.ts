@@ -2,10 +2,11 @@
 // SubjectAccessReviewer: its answers kept, a denial only briefly (against a plain HTTP server playing the API).
 import * as http from 'node:http';
 import type * as net from 'node:net';
-import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { AgentInfo } from '../../rpc/gen/manager.js';
+import { loopbackKubeConfig } from '../../testbed/kubeconfig.js';
 import {
   checkAgentClaim,
   POD_NAME_EXTRA,
@@ -151,19 +152,7 @@ test('an allowed answer is kept 10 s, a denial 1 s (a restarted API server denie
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   try {
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [
-        {
-          name: 'c',
-          server: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-          skipTLSVerify: true,
-        },
-      ],
-      users: [{ name: 'u' }],
-      contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
-      currentContext: 'x',
-    });
+    const kc = loopbackKubeConfig((server.address() as net.AddressInfo).port);
     let now = 0;
     const reviewer = new SubjectAccessReviewer(kc, () => now);
     const alice = { user: 'alice', uid: '', groups: [], extra: {} };
