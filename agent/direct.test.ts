@@ -13,7 +13,8 @@ import { workstationChannelOptions } from '../rpc/grpc-options.js';
 import { AgentClient, ManagerServiceDefinition } from '../rpc/manager-service.js';
 import { freePort } from '../testbed/loopback.js';
 import { dialTcp } from '../tunnel/dial.js';
-import { answer, serveDial } from '../tunnel/flow.js';
+import { answer, dialTarget } from '../tunnel/flow.js';
+import { FramedCall } from '../tunnel/framed-call.js';
 import { msg, streamInfo } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import { ConnectionCounters, type PortCounts } from './connection-counters.js';
@@ -49,8 +50,12 @@ function exchange(port: number, text: string): Promise<string> {
   });
 }
 
-/** How the stand-in workstation treats the dial requests on its watch. */
-type Behaviour = 'answer' | 'end-watch' | 'silent';
+/**
+ * How the stand-in workstation treats the dial requests on its watch: answers on a Tunnel call
+ * ('answer') or on a flow connection ('answer-flow'), ends the watch, stays silent, or answers DIAL_OK on
+ * a flow connection and then vanishes: its watch cancelled, its flow connection left open ('vanish').
+ */
+type Behaviour = 'answer' | 'answer-flow' | 'end-watch' | 'silent' | 'vanish';
 
 async function rig(
   behaviour: Behaviour,
@@ -113,21 +118,33 @@ async function rig(
   );
   const watch = client.watchDial({ sessionId: 'c1', interceptId: 'i1', token: 'tok' });
   watch.on('error', () => {});
+  const held: net.Socket[] = [];
   watch.on('data', (req: DialRequest) => {
     if (behaviour === 'end-watch') watch.cancel();
-    if (behaviour !== 'answer') return;
-    // As the user daemon does (daemons/user/manager-connection.ts dial()).
     const info = streamInfo({ connId: req.connId, sessionId: 'c1', relayId: req.relayId });
-    const stream = TunnelStream.open(client, { stream: 1 << 20, connection: 8 << 20 });
-    stream.send(msg.open(info));
-    void serveDial(stream, info, (signal, onread) =>
-      dialTcp(req.targetHost, req.targetPort, info.dialTimeoutMs, signal, onread),
-    );
+    const target = { host: req.targetHost, port: req.targetPort };
+    // As the user daemon does (daemons/user/manager-connection.ts dial(), direct-links.ts tcpFlows()).
+    if (behaviour === 'answer')
+      void dialTarget(TunnelStream.open(client, { stream: 1 << 20, connection: 8 << 20 }), info, target);
+    if (behaviour !== 'answer-flow' && behaviour !== 'vanish') return;
+    const socket = net.connect({ host: '127.0.0.1', port: direct.port }, () => {
+      const stream = new TunnelStream(FramedCall.open(socket, 'agent'));
+      if (behaviour === 'answer-flow') {
+        void dialTarget(stream, info, target);
+        return;
+      }
+      held.push(socket);
+      stream.send(msg.open(info));
+      stream.send(msg.dialOk());
+      setTimeout(() => watch.cancel(), 100);
+    });
+    socket.on('error', () => {});
   });
   await new Promise<void>((r) => watch.once('metadata', () => r()));
   try {
     await run(agentPort, () => counters.snapshot().get(appPort)!);
   } finally {
+    for (const h of held) h.destroy();
     watch.cancel();
     client.close();
     listener.close();
@@ -146,6 +163,21 @@ test('a watched intercept: the connection goes straight to the workstation, coun
     assert.is(c.intercepted, 2);
     assert.is(c.direct, 2);
     assert.is(c.fellBack, 0);
+  }));
+
+test('a watched intercept answered on a flow connection: straight to the workstation', () =>
+  rig('answer-flow', async (agentPort, counts) => {
+    assert.is(await exchange(agentPort, 'hello'), 'laptop: hello');
+    assert.is(await exchange(agentPort, 'again'), 'laptop: again');
+    assert.is(counts().direct, 2);
+  }));
+
+test("the workstation vanishes after DIAL_OK on a flow connection: its watch's end hands the connection to the app", () =>
+  rig('vanish', async (agentPort, counts) => {
+    assert.is(await exchange(agentPort, 'hello'), 'app: hello');
+    const c = counts();
+    assert.is(c.direct, 1);
+    assert.is(c.fellBack, 1);
   }));
 
 test('the watch ends before the workstation answered: the connection goes through the manager', () =>

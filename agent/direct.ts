@@ -56,6 +56,8 @@ interface Watch {
 interface Pending {
   interceptId: string;
   sessionId: string;
+  /** The watch that asked for the connection's stream. */
+  watch: Watch;
   resolve: (answer: DirectAnswer) => void;
 }
 
@@ -67,10 +69,10 @@ export class DirectServer {
   private readonly pending = new Map<string, Pending>();
   private readonly streams = new Set<TunnelStream>();
   /**
-   * Flows on connections of their own, by their client's session. Nothing on such a connection notices a
-   * workstation that vanished (the kubelet's side of it stays up); the watch's gRPC keepalive does.
+   * Flows on connections of their own, by the watch that asked for them. Nothing on such a connection
+   * notices a workstation that vanished (the kubelet's side of it stays up); the watch's gRPC keepalive does.
    */
-  private readonly flowConnections = new Map<TunnelStream, string>();
+  private readonly flowConnections = new Map<TunnelStream, Watch>();
   private listener: net.Server | undefined;
   private grpcConnections: grpc.ConnectionInjector | undefined;
   port = 0;
@@ -177,6 +179,7 @@ export class DirectServer {
       this.pending.set(relayId, {
         interceptId,
         sessionId: watch.sessionId,
+        watch,
         resolve: (answer) => {
           clearTimeout(timer);
           resolve(answer);
@@ -251,15 +254,18 @@ export class DirectServer {
         intercept: interceptId,
       });
       this.endWatch(interceptId, w, 'the client went away');
-      // Its flows go too, as a Tunnel call's go with its HTTP/2 connection: a connection that has not had
-      // a byte from the workstation yet is handed to the app (the replay), the others are reset.
-      if (![...this.watches.values()].some((o) => o.sessionId === sessionId))
-        for (const [s, session] of this.flowConnections)
-          if (session === sessionId) s.abort('the workstation went away (its direct watch ended)');
     };
-    call.on('cancelled', dropped);
+    // The client went away (its connection died, or it cancelled), also after a newer watch replaced this
+    // one: the flows this watch asked for go too, as Tunnel calls went with their HTTP/2 connection. One
+    // that has had no byte from the workstation yet goes to the app (the replay); the others are reset.
+    const gone = () => {
+      for (const [s, owner] of this.flowConnections)
+        if (owner === w) s.abort('the workstation went away (its direct watch ended)');
+      dropped();
+    };
+    call.on('cancelled', gone);
+    call.on('error', gone);
     call.on('close', dropped);
-    call.on('error', dropped);
   }
 
   private tunnel(call: grpc.ServerDuplexStream<TunnelMessage, TunnelMessage>): void {
@@ -283,7 +289,7 @@ export class DirectServer {
         }
         this.pending.delete(info.relayId);
         if (connection) {
-          this.flowConnections.set(stream, info.sessionId);
+          this.flowConnections.set(stream, p.watch);
           connection.once('close', () => this.flowConnections.delete(stream));
         }
         p.resolve({ stream, info });
