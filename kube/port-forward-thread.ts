@@ -44,6 +44,8 @@ export interface ForwardThread extends ManagerForward {
 export interface PodForward extends ManagerForward {
   /** Resolves once the flow runs; rejects when no port-forward stream to the pod could be opened. */
   flow(info: StreamInfo, target: { host: string; port: number }): Promise<void>;
+  /** The agent takes flow connections: open the port-forward for them (and a spare) ahead of need. */
+  warm(): void;
 }
 
 /** Main thread -> port-forward thread. */
@@ -51,6 +53,7 @@ type Request =
   | 'close'
   | { op: 'pod'; id: number; namespace: string; pod: string; port: number }
   | { op: 'close-pod'; id: number }
+  | { op: 'warm'; id: number }
   | { op: 'flow'; id: number; pod: number; info: StreamInfo; target: { host: string; port: number } };
 /** Port-forward thread -> main thread, after Started. */
 type Reply = { id: number; address?: string; error?: string };
@@ -118,6 +121,7 @@ export function startForwardThread(options: ForwardThreadOptions): Promise<Forwa
                 done({
                   address: r.address,
                   close: async () => post({ op: 'close-pod', id: podId }),
+                  warm: () => post({ op: 'warm', id: podId }),
                   flow: (info, target) => {
                     if (gone) return Promise.reject(new Error('the port-forward thread exited'));
                     const id = nextId++;
@@ -197,11 +201,14 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
         },
       );
       // Every connection to the agent's direct port is a flow connection: its magic goes first, so a spare
-      // one is ready at the agent, waiting for its OPEN.
-      const streams = new Streams(loaded.kc, log, m.namespace, m.pod, m.port, FLOW_MAGIC);
-      // The first intercepted connection should not wait for the upgrade.
-      streams.warm();
-      pods.set(m.id, { forward: opened, streams });
+      // one can wait at the agent for its OPEN.
+      pods.set(m.id, {
+        forward: opened,
+        streams: new Streams(loaded.kc, log, m.namespace, m.pod, m.port, FLOW_MAGIC),
+      });
+    } else if (m.op === 'warm') {
+      // The agent takes flow connections: the first intercepted connection should not wait for the upgrade.
+      pods.get(m.id)?.streams.warm();
     } else if (m.op === 'close-pod') {
       const p = pods.get(m.id);
       pods.delete(m.id);

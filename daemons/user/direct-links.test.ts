@@ -70,20 +70,28 @@ function linksTo(port: number) {
   const reached: string[] = [];
   const dials: { req: DialRequest; flow?: FlowOpener }[] = [];
   const flow: FlowOpener = async () => {};
+  const warmed = { count: 0 };
   const links = new DirectLinks(
     's1',
     (pod) => {
       reached.push(`${pod.namespace}/${pod.podName}:${pod.port}`);
-      return Promise.resolve({ address: `127.0.0.1:${port}`, close: async () => {}, flow });
+      return Promise.resolve({
+        address: `127.0.0.1:${port}`,
+        close: async () => {},
+        flow,
+        warm: () => {
+          warmed.count++;
+        },
+      });
     },
     (_client, req, how) => dials.push({ req, flow: how }),
   );
-  return { links, reached, dials, flow };
+  return { links, reached, dials, flow, warmed };
 }
 
 test('a watch per accepted pod, with the secret; the workstation dials its own target whatever the far end asks', async () => {
   const { server, port, watches } = await standIn({});
-  const { links, reached, dials } = linksTo(port);
+  const { links, reached, dials, warmed } = linksTo(port);
   try {
     links.sync([
       intercept('s1:echo', 's1', 'tok'),
@@ -101,6 +109,7 @@ test('a watch per accepted pod, with the secret; the workstation dials its own t
     const d = dials[0]!.req;
     // An agent that does not say it takes flow connections (an older one) gets Tunnel calls.
     assert.is(dials[0]!.flow, undefined);
+    assert.is(warmed.count, 0, 'no port-forward for flow connections it would refuse');
     assert.is(d.relayId, 'r1');
     assert.is(d.interceptId, 's1:echo');
     assert.is(d.targetHost, '127.0.0.1');
@@ -121,11 +130,12 @@ test('a watch per accepted pod, with the secret; the workstation dials its own t
 
 test('an agent whose watch says it takes flow connections gets each connection on one of its own', async () => {
   const { server, port } = await standIn({ [FLOW_CONNECTIONS_METADATA]: '1' });
-  const { links, dials, flow } = linksTo(port);
+  const { links, dials, flow, warmed } = linksTo(port);
   try {
     links.sync([intercept('s1:echo', 's1', 'tok')]);
     await waitFor('the dial request', async () => dials.length > 0 || undefined);
     assert.is(dials[0]!.flow, flow);
+    assert.is(warmed.count, 1, 'the port-forward for them opened ahead of the first');
     assert.is(dials[0]!.req.targetPort, 18190);
   } finally {
     links.stop();

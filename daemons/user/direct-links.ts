@@ -4,6 +4,12 @@
 // connections, which then reach the workstation without the traffic manager's relay. The watch shows the
 // intercept's direct_token, which only this session got from the manager. A watch that fails is opened
 // again while the intercept lasts; meanwhile the agent sends its connections through the manager.
+//
+// Each connection the watch asks for then gets a connection of its own to the agent's port, carrying the
+// flow's framed messages (tunnel/framed-call.ts): a port-forward stream, opened and run whole by the
+// port-forward thread (kube/port-forward-thread.ts), or TCP to a standalone agent on this machine. An
+// agent whose watch does not say it takes them (an older one), or a stream that cannot be opened, gets a
+// Tunnel call on the watch's channel instead.
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../../logging/logger.js';
@@ -43,6 +49,8 @@ export interface AgentReach {
   close(): Promise<void>;
   /** How each connection gets a flow connection of its own; without it each is a Tunnel call. */
   flow?: FlowOpener;
+  /** The agent said it takes flow connections: get ready for the first (a port-forward, a spare). */
+  warm?(): void;
 }
 
 /** How to reach a pod's agent; undefined: not directly (its connections go through the manager). */
@@ -135,6 +143,7 @@ class DirectLink {
     call.on('metadata', (md: grpc.Metadata) => {
       // An agent that does not say it takes flow connections gets each connection as a Tunnel call.
       this.flows = md.get(FLOW_CONNECTIONS_METADATA)[0] === '1';
+      if (this.flows) this.route?.warm?.();
       this.state = 'straight from the agent (port-forward to the pod)';
       this.watching = true;
       this.retryMs = MIN_RETRY_MS;
