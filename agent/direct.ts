@@ -129,9 +129,11 @@ export class DirectServer {
       if (first.length > FLOW_MAGIC.length) socket.unshift(first.subarray(FLOW_MAGIC.length));
       const peer = `${socket.remoteAddress}:${socket.remotePort}`;
       if (this.log.enabled('debug')) this.log.debug('a flow connection', { peer });
-      const call = new FramedCall(socket, peer);
-      this.accept(new TunnelStream(call), socket);
-      socket.resume();
+      const current: { stream?: TunnelStream } = {};
+      socket.once('close', () => {
+        if (current.stream) this.flowConnections.delete(current.stream);
+      });
+      this.serveFlows(socket, peer, current);
     };
     const onData = (chunk: Buffer) => {
       seen.push(chunk);
@@ -147,6 +149,18 @@ export class DirectServer {
     };
     socket.on('data', onData);
     socket.once('error', onError);
+  }
+
+  /** One flow on a flow connection, then (after a clean end on both sides) the next one on it. */
+  private serveFlows(socket: net.Socket, peer: string, current: { stream?: TunnelStream }): void {
+    const call = new FramedCall(socket, peer, { reusable: true });
+    const stream = new TunnelStream(call);
+    current.stream = stream;
+    call.once('reusable', () => {
+      this.flowConnections.delete(stream);
+      this.serveFlows(socket, peer, current);
+    });
+    this.accept(stream, true);
   }
 
   /** Whether the intercept's client watches here now. */
@@ -275,12 +289,13 @@ export class DirectServer {
   }
 
   /** A client's stream for one connection (a Tunnel call or a flow connection): paired by its OPEN. */
-  private accept(stream: TunnelStream, connection?: net.Socket): void {
+  private accept(stream: TunnelStream, flowConnection = false): void {
     this.streams.add(stream);
     const forget = () => this.streams.delete(stream);
     stream.on('peer-end', forget);
     stream.on('failure', forget);
-    readOpen(stream, connection ? FLOW_OPEN_TIMEOUT_MS : OPEN_TIMEOUT_MS).then(
+    stream.on('failure', () => this.flowConnections.delete(stream));
+    readOpen(stream, flowConnection ? FLOW_OPEN_TIMEOUT_MS : OPEN_TIMEOUT_MS).then(
       (info) => {
         const p = this.pending.get(info.relayId);
         if (!p || p.sessionId !== info.sessionId) {
@@ -288,10 +303,7 @@ export class DirectServer {
           return;
         }
         this.pending.delete(info.relayId);
-        if (connection) {
-          this.flowConnections.set(stream, p.watch);
-          connection.once('close', () => this.flowConnections.delete(stream));
-        }
+        if (flowConnection) this.flowConnections.set(stream, p.watch);
         p.resolve({ stream, info });
       },
       () => stream.dismiss(),

@@ -222,7 +222,10 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
       }
       p.streams.open().then(
         (bytes) => {
-          const stream = new TunnelStream(new FramedCall(bytes, `${p.streams.pod}:${p.streams.port}`));
+          // Reusable: when the flow ends cleanly the stream carries the pod's next one.
+          const call = new FramedCall(bytes, `${p.streams.pod}:${p.streams.port}`, { reusable: true });
+          call.once('reusable', () => p.streams.release(bytes));
+          const stream = new TunnelStream(call);
           void dialTarget(stream, m.info, m.target, flowLog);
           port.postMessage({ id: m.id } satisfies Reply);
         },

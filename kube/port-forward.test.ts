@@ -228,7 +228,7 @@ test('a port-forward that stops answering pings is given up, and its streams fai
   }
 });
 
-test('PodStreams: every connection starts with the prelude, and one waits at the pod ahead of need', async () => {
+test('PodStreams: every connection starts with the prelude, one waits at the pod ahead of need, one handed back goes out first', async () => {
   const kubelet = await fakeKubelet();
   const got: string[] = [];
   const pod = await listen((s) => {
@@ -254,7 +254,38 @@ test('PodStreams: every connection starts with the prelude, and one waits at the
     await waitFor('its bytes', () => got[1] === 'HELLO from b' || undefined, 5000, 20);
     await waitFor('a third spare', () => got.length === 3 || undefined, 5000, 20);
     assert.is(got[2], 'HELLO');
+    // A connection handed back is the next one out, before the spare; no new one at the pod.
+    streams.release(a);
+    assert.is(await streams.open(), a);
+    a.write(' again');
+    await waitFor('its bytes', () => got[0] === 'HELLO from a again' || undefined, 5000, 20);
+    assert.is(got.length, 3);
     assert.is(kubelet.upgrades(), 1, 'one port-forward connection for all');
+  } finally {
+    streams.close();
+    pod.server.close();
+    await kubelet.close();
+  }
+});
+
+test('PodStreams: a connection whose pod side ended while it waited (the agent restarted) is not handed out', async () => {
+  const kubelet = await fakeKubelet();
+  // The pod closes a connection on "bye", as an agent that restarts closes them all.
+  const pod = await listen((s) => s.on('data', (d: Buffer) => d.includes('bye') && s.end()));
+  const streams = new PodStreams(kubelet.kc, log, 'ns', 'pod', pod.port, Buffer.from('HELLO'));
+  try {
+    const a = await streams.open();
+    a.on('error', () => {});
+    streams.release(a);
+    const spareAndA = await streams.open();
+    assert.is(spareAndA, a, 'handed back, handed out');
+    streams.release(a);
+    a.write('bye');
+    await waitFor('the pod to end it', () => a.remoteEnded || undefined, 5000, 20);
+    const next = await streams.open();
+    next.on('error', () => {});
+    assert.is.not(next, a);
+    assert.ok(a.destroyed, 'dropped');
   } finally {
     streams.close();
     pod.server.close();

@@ -311,7 +311,8 @@ export class PortForwardSession {
  */
 export class ForwardedStream extends Duplex {
   private errorText = '';
-  private remoteEnded = false;
+  /** The pod's side ended (FIN): the stream can carry nothing new. Also announced as 'remote-end'. */
+  remoteEnded = false;
   private localEnded = false;
 
   constructor(
@@ -332,6 +333,8 @@ export class ForwardedStream extends Duplex {
     if (data.length > 0 && !this.push(data)) this.session.stall(this);
     if (fin && !this.remoteEnded) {
       this.remoteEnded = true;
+      // At once, even while nothing reads (a spare, an idle stream): 'end' waits for a reader.
+      this.emit('remote-end');
       this.push(null);
       if (this.localEnded) this.session.forget(this, false);
     }
@@ -599,6 +602,8 @@ export class PodStreams {
   private closed = false;
   private spare: { stream: ForwardedStream; timer: NodeJS.Timeout } | undefined;
   private sparing = false;
+  /** Connections handed back after a flow, newest last. */
+  private readonly idle: { stream: ForwardedStream; forget(): void }[] = [];
 
   constructor(
     private readonly kc: KubeConfig,
@@ -609,8 +614,16 @@ export class PodStreams {
     private readonly prelude?: Buffer,
   ) {}
 
-  /** A connection, its prelude written; rejects when no port-forward to the pod can be opened. */
+  /**
+   * A connection, its prelude written: one handed back (release()) if there is one, else the spare, else
+   * a new one; rejects when no port-forward to the pod can be opened.
+   */
   async open(): Promise<ForwardedStream> {
+    for (let idle = this.idle.pop(); idle; idle = this.idle.pop()) {
+      idle.forget();
+      if (usable(idle.stream)) return idle.stream;
+      idle.stream.destroy();
+    }
     const spare = this.takeSpare();
     if (spare) {
       this.keepSpare();
@@ -619,6 +632,39 @@ export class PodStreams {
     const s = await this.fresh();
     this.keepSpare();
     return s;
+  }
+
+  /**
+   * A connection whose flow ended cleanly, for the next open(): kept SPARE_MAX_AGE_MS, then closed, as its
+   * far side stops waiting for its next first message.
+   */
+  release(stream: ForwardedStream): void {
+    if (this.closed || !usable(stream)) {
+      stream.destroy();
+      return;
+    }
+    // Closed, or its pod side ended (the agent restarted): of no use any more.
+    const drop = () => {
+      entry.forget();
+      const i = this.idle.indexOf(entry);
+      if (i >= 0) this.idle.splice(i, 1);
+      stream.destroy();
+    };
+    const timer = setTimeout(drop, SPARE_MAX_AGE_MS);
+    timer.unref();
+    stream.on('error', ignore);
+    stream.once('close', drop);
+    stream.once('remote-end', drop);
+    const entry = {
+      stream,
+      forget: () => {
+        clearTimeout(timer);
+        stream.off('error', ignore);
+        stream.off('close', drop);
+        stream.off('remote-end', drop);
+      },
+    };
+    this.idle.push(entry);
   }
 
   /** Opens the session (and the spare) ahead of the first connection. */
@@ -633,6 +679,10 @@ export class PodStreams {
   close(): void {
     this.closed = true;
     this.takeSpare()?.destroy();
+    for (const idle of this.idle.splice(0)) {
+      idle.forget();
+      idle.stream.destroy();
+    }
     void this.session?.then(
       (s) => s.close(),
       () => {},
@@ -658,7 +708,9 @@ export class PodStreams {
     if (!spare) return undefined;
     clearTimeout(spare.timer);
     spare.stream.off('error', ignore);
-    return spare.stream.destroyed ? undefined : spare.stream;
+    if (usable(spare.stream)) return spare.stream;
+    spare.stream.destroy();
+    return undefined;
   }
 
   private keepSpare(): void {
@@ -671,14 +723,17 @@ export class PodStreams {
           stream.destroy();
           return;
         }
-        // Unused for long: replaced by a fresh one (its far side stops waiting for a first message).
-        const timer = setTimeout(() => {
+        // Replaced by a fresh one when unused for long (its far side stops waiting for a first message),
+        // or when its pod side ends (the agent restarted).
+        const replace = () => {
           if (this.spare?.stream !== stream) return;
           this.takeSpare()?.destroy();
           this.keepSpare();
-        }, SPARE_MAX_AGE_MS);
+        };
+        const timer = setTimeout(replace, SPARE_MAX_AGE_MS);
         timer.unref();
         stream.on('error', ignore);
+        stream.once('remote-end', replace);
         this.spare = { stream, timer };
       },
       (e: Error) => {
@@ -707,3 +762,8 @@ export class PodStreams {
 
 /** A spare's errors before it is taken: it is replaced, and its taker sees the stream destroyed. */
 function ignore(): void {}
+
+/** A stream a new flow can start on: open both ways. */
+function usable(s: ForwardedStream): boolean {
+  return !s.destroyed && !s.remoteEnded && !s.writableEnded;
+}

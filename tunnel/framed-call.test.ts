@@ -56,6 +56,15 @@ async function acceptFramed(socket: net.Socket): Promise<FramedCall> {
   return call;
 }
 
+/** Reads FLOW_MAGIC off `socket` (the rest of what came with it stays for the next reader). */
+async function magicRead(socket: net.Socket): Promise<net.Socket> {
+  const got = await new Promise<Buffer>((resolve) => socket.once('data', resolve));
+  socket.pause();
+  assert.equal(got.subarray(0, FLOW_MAGIC.length), FLOW_MAGIC);
+  if (got.length > FLOW_MAGIC.length) socket.unshift(got.subarray(FLOW_MAGIC.length));
+  return socket;
+}
+
 function data(n: number, fill: number): TunnelMessage {
   return msg.data(Buffer.alloc(n, fill));
 }
@@ -224,6 +233,44 @@ test('a far side that answered before originate(): its queued DIAL_OK starts the
     c.close();
     app.close();
     front.close();
+  }
+});
+
+test('reusable: after both ENDs the byte stream carries the next call, bytes right behind the END included', async () => {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const acceptedP = new Promise<net.Socket>((r) => server.once('connection', r));
+  const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  const accepted = await acceptedP;
+  server.close();
+  try {
+    const opener1 = FramedCall.open(socket, 'agent', { reusable: true });
+    const acceptor1 = new FramedCall(await magicRead(accepted), 'workstation', { reusable: true });
+    for (const call of [opener1, acceptor1]) call.on('error', (e: Error) => assert.unreachable(e.message));
+    const openerFree = new Promise((r) => opener1.once('reusable', r));
+    const acceptorFree = new Promise((r) => acceptor1.once('reusable', r));
+    // The accepting side ends first; the opener's END and its next call's first message then arrive
+    // together, and the accepting side's next call must get that message.
+    acceptor1.end();
+    await new Promise((r) => opener1.once('end', r));
+    opener1.end();
+    await openerFree;
+    const opener2 = new FramedCall(socket, 'agent', { reusable: true });
+    opener2.on('error', () => {}); // the end of the case closes the connection
+    opener2.write(data(5, 42));
+    await acceptorFree;
+    const acceptor2 = new FramedCall(accepted, 'workstation', { reusable: true });
+    acceptor2.on('error', () => {});
+    const m = await new Promise<TunnelMessage>((r) => acceptor2.once('data', r));
+    assert.equal([...m.data], [42, 42, 42, 42, 42]);
+    // And the other way on the reused connection.
+    const back = new Promise<TunnelMessage>((r) => opener2.once('data', r));
+    acceptor2.write(data(3, 7));
+    assert.equal([...(await back).data], [7, 7, 7]);
+    assert.is(socket.destroyed || accepted.destroyed, false, 'one connection throughout');
+  } finally {
+    socket.destroy();
+    accepted.destroy();
   }
 });
 

@@ -72,7 +72,8 @@ function callError(details: string): Error & { details: string } {
 /**
  * The call interface TunnelStream uses, on a byte stream. Events as a grpc-js call's: 'data' (a
  * TunnelMessage), 'end' (the peer's half-close), 'error' (with `details`: the flow failed or the peer
- * cancelled it; a byte stream that closes before both sides ended is a failure).
+ * cancelled it; a byte stream that closes before both sides ended is a failure); with `reusable`,
+ * 'reusable' (the byte stream, free for the next flow's call, once both sides ended).
  */
 export class FramedCall extends EventEmitter {
   /** A write's callback runs once the byte stream took the frame: nothing keeps the message after it. */
@@ -89,23 +90,30 @@ export class FramedCall extends EventEmitter {
   private gotEnd = false;
   private over = false;
 
+  private readonly handlers: Record<'data' | 'end' | 'error' | 'close', (arg?: unknown) => void> = {
+    data: (chunk) => this.received(chunk as Buffer),
+    end: () => {
+      if (!this.gotEnd) this.fail('the connection ended in the middle of the flow');
+    },
+    error: (e) => this.fail(`the connection failed: ${(e as Error).message}`),
+    close: () => this.fail('the connection closed'),
+  };
+
   constructor(
     private readonly bytes: Duplex,
     private readonly peer: string,
+    private readonly options: { reusable?: boolean } = {},
   ) {
     super();
-    bytes.on('data', (chunk: Buffer) => this.received(chunk));
-    bytes.on('end', () => {
-      if (!this.gotEnd) this.fail('the connection ended in the middle of the flow');
-    });
-    bytes.on('error', (e: Error) => this.fail(`the connection failed: ${e.message}`));
-    bytes.on('close', () => this.fail('the connection closed'));
+    for (const [event, handler] of Object.entries(this.handlers)) bytes.on(event, handler);
+    // A byte stream handed on by a call before this one was paused (see reusable).
+    bytes.resume();
   }
 
   /** Opens the stream on `bytes` (the opener's side): writes FLOW_MAGIC first. */
-  static open(bytes: Duplex, peer: string): FramedCall {
+  static open(bytes: Duplex, peer: string, options: { reusable?: boolean } = {}): FramedCall {
     bytes.write(FLOW_MAGIC);
-    return new FramedCall(bytes, peer);
+    return new FramedCall(bytes, peer, options);
   }
 
   write(m: TunnelMessage, written?: (error?: Error | null) => void): boolean {
@@ -253,12 +261,24 @@ export class FramedCall extends EventEmitter {
     this.emit('data', m);
   }
 
-  /** Both sides have ended: the byte stream closes once the peer's frames are read. */
+  /**
+   * Both sides have ended: the byte stream closes, or with `reusable` it is handed on ('reusable' event):
+   * paused, these listeners gone, any bytes already read of what follows put back. The next flow's call
+   * takes it from there, as HTTP/2 takes a new stream on a connection it keeps: a new connection then
+   * costs no new port-forward stream (the kubelet's work and the pod's dial).
+   */
   private closeIfDone(): void {
-    if (this.sentEnd && this.gotEnd && !this.over) {
-      this.over = true;
+    if (!this.sentEnd || !this.gotEnd || this.over) return;
+    this.over = true;
+    if (!this.options.reusable || this.bytes.destroyed) {
       this.closeWith();
+      return;
     }
+    this.bytes.pause();
+    for (const [event, handler] of Object.entries(this.handlers)) this.bytes.off(event, handler);
+    if (this.pendingBytes > 0) this.bytes.unshift(Buffer.concat(this.pending.splice(0)));
+    this.pendingBytes = 0;
+    queueMicrotask(() => this.emit('reusable', this.bytes));
   }
 
   private fail(reason: string, tellPeer = false): void {
