@@ -63,7 +63,7 @@ export interface Liveness {
   pingIntervalMs: number;
   pingTimeoutMs: number;
 }
-/** How long a spare connection of PodStreams waits unused before it is replaced. */
+/** How long a ready connection of PodStreams waits unused before it is dropped. */
 const SPARE_MAX_AGE_MS = 20_000;
 
 /** Opens the SPDY connection for one port-forward session to a pod. */
@@ -592,18 +592,19 @@ async function forwardingListener(
  * Forwarded connections to one pod's port on a shared PortForwardSession, opened on first use and again
  * after it ended (the API server restarted, the network dropped).
  *
- * With `prelude`, every connection starts with those bytes, and one connection is kept open ahead of need
- * (the spare): a new connection then costs nothing on the kubelet's side, which otherwise dials the pod
- * for each (measured on the lab: ~1 ms of a new intercepted connection's round trip). A spare is replaced
- * after SPARE_MAX_AGE_MS unused, well within what the far side waits for its first message.
+ * With `prelude`, every connection starts with those bytes, and at least one is kept ready ahead of need:
+ * the connections handed back after a flow (release()), else a spare opened for the purpose. A new
+ * connection then costs nothing on the kubelet's side, which otherwise sets up a stream and dials the pod
+ * for each (measured on the lab: ~1 ms of a new intercepted connection's round trip). A ready connection
+ * is dropped after SPARE_MAX_AGE_MS unused (well within what the far side waits for its first message) or
+ * when its pod side ends (the agent restarted), and the spare opened again if none is left.
  */
 export class PodStreams {
   private session: Promise<PortForwardSession> | undefined;
   private closed = false;
-  private spare: { stream: ForwardedStream; timer: NodeJS.Timeout } | undefined;
+  /** Connections ready for a flow (handed back, or the spare), newest last. */
+  private readonly ready: { stream: ForwardedStream; forget(): void }[] = [];
   private sparing = false;
-  /** Connections handed back after a flow, newest last. */
-  private readonly idle: { stream: ForwardedStream; forget(): void }[] = [];
 
   constructor(
     private readonly kc: KubeConfig,
@@ -615,56 +616,19 @@ export class PodStreams {
   ) {}
 
   /**
-   * A connection, its prelude written: one handed back (release()) if there is one, else the spare, else
-   * a new one; rejects when no port-forward to the pod can be opened.
+   * A connection, its prelude written: the newest ready one, else a new one; rejects when no port-forward
+   * to the pod can be opened.
    */
   async open(): Promise<ForwardedStream> {
-    for (let idle = this.idle.pop(); idle; idle = this.idle.pop()) {
-      idle.forget();
-      if (usable(idle.stream)) return idle.stream;
-      idle.stream.destroy();
-    }
-    const spare = this.takeSpare();
-    if (spare) {
-      this.keepSpare();
-      return spare;
-    }
-    const s = await this.fresh();
+    const stream = this.takeReady() ?? (await this.fresh());
     this.keepSpare();
-    return s;
+    return stream;
   }
 
-  /**
-   * A connection whose flow ended cleanly, for the next open(): kept SPARE_MAX_AGE_MS, then closed, as its
-   * far side stops waiting for its next first message.
-   */
+  /** A connection whose flow ended cleanly, ready for the next open(). */
   release(stream: ForwardedStream): void {
-    if (this.closed || !usable(stream)) {
-      stream.destroy();
-      return;
-    }
-    // Closed, or its pod side ended (the agent restarted): of no use any more.
-    const drop = () => {
-      entry.forget();
-      const i = this.idle.indexOf(entry);
-      if (i >= 0) this.idle.splice(i, 1);
-      stream.destroy();
-    };
-    const timer = setTimeout(drop, SPARE_MAX_AGE_MS);
-    timer.unref();
-    stream.on('error', ignore);
-    stream.once('close', drop);
-    stream.once('remote-end', drop);
-    const entry = {
-      stream,
-      forget: () => {
-        clearTimeout(timer);
-        stream.off('error', ignore);
-        stream.off('close', drop);
-        stream.off('remote-end', drop);
-      },
-    };
-    this.idle.push(entry);
+    if (this.closed || !usable(stream)) stream.destroy();
+    else this.keepReady(stream);
   }
 
   /** Opens the session (and the spare) ahead of the first connection. */
@@ -678,10 +642,9 @@ export class PodStreams {
 
   close(): void {
     this.closed = true;
-    this.takeSpare()?.destroy();
-    for (const idle of this.idle.splice(0)) {
-      idle.forget();
-      idle.stream.destroy();
+    for (const r of this.ready.splice(0)) {
+      r.forget();
+      r.stream.destroy();
     }
     void this.session?.then(
       (s) => s.close(),
@@ -701,40 +664,53 @@ export class PodStreams {
     return s;
   }
 
-  /** The spare, if it is still open. */
-  private takeSpare(): ForwardedStream | undefined {
-    const spare = this.spare;
-    this.spare = undefined;
-    if (!spare) return undefined;
-    clearTimeout(spare.timer);
-    spare.stream.off('error', ignore);
-    if (usable(spare.stream)) return spare.stream;
-    spare.stream.destroy();
+  private takeReady(): ForwardedStream | undefined {
+    for (let r = this.ready.pop(); r; r = this.ready.pop()) {
+      r.forget();
+      if (usable(r.stream)) return r.stream;
+      r.stream.destroy();
+    }
     return undefined;
   }
 
+  private keepReady(stream: ForwardedStream): void {
+    const drop = (reopen: boolean) => {
+      entry.forget();
+      const i = this.ready.indexOf(entry);
+      if (i >= 0) this.ready.splice(i, 1);
+      stream.destroy();
+      if (reopen) this.keepSpare();
+    };
+    // Unused for long, or its pod side ended: replaced if it was the last. Closed (the session ended):
+    // the next open() opens the session again.
+    const expire = () => drop(true);
+    const closed = () => drop(false);
+    const timer = setTimeout(expire, SPARE_MAX_AGE_MS);
+    timer.unref();
+    stream.on('error', ignore);
+    stream.once('close', closed);
+    stream.once('remote-end', expire);
+    const entry = {
+      stream,
+      forget: () => {
+        clearTimeout(timer);
+        stream.off('error', ignore);
+        stream.off('close', closed);
+        stream.off('remote-end', expire);
+      },
+    };
+    this.ready.push(entry);
+  }
+
+  /** Opens a spare when no connection is ready. */
   private keepSpare(): void {
-    if (!this.prelude || this.closed || this.spare || this.sparing) return;
+    if (!this.prelude || this.closed || this.ready.length > 0 || this.sparing) return;
     this.sparing = true;
     this.fresh().then(
       (stream) => {
         this.sparing = false;
-        if (this.closed || this.spare) {
-          stream.destroy();
-          return;
-        }
-        // Replaced by a fresh one when unused for long (its far side stops waiting for a first message),
-        // or when its pod side ends (the agent restarted).
-        const replace = () => {
-          if (this.spare?.stream !== stream) return;
-          this.takeSpare()?.destroy();
-          this.keepSpare();
-        };
-        const timer = setTimeout(replace, SPARE_MAX_AGE_MS);
-        timer.unref();
-        stream.on('error', ignore);
-        stream.once('remote-end', replace);
-        this.spare = { stream, timer };
+        if (this.closed) stream.destroy();
+        else this.keepReady(stream);
       },
       (e: Error) => {
         this.sparing = false;
@@ -760,7 +736,7 @@ export class PodStreams {
   }
 }
 
-/** A spare's errors before it is taken: it is replaced, and its taker sees the stream destroyed. */
+/** A ready connection's errors before it is taken: it is dropped, and its taker sees it destroyed. */
 function ignore(): void {}
 
 /** A stream a new flow can start on: open both ways. */
