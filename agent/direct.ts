@@ -112,15 +112,13 @@ export class DirectServer {
    * anything else is handed to the gRPC server with those bytes put back.
    */
   private sniff(socket: net.Socket, toGrpc: (socket: net.Socket) => void): void {
-    const seen: Buffer[] = [];
-    let length = 0;
+    let first = Buffer.alloc(0);
     const timer = setTimeout(() => socket.destroy(), OPEN_TIMEOUT_MS);
     const decide = (kind: 'flow' | 'grpc') => {
       clearTimeout(timer);
       socket.off('data', onData);
       socket.off('error', onError);
       socket.pause();
-      const first = Buffer.concat(seen);
       if (kind === 'grpc') {
         socket.unshift(first);
         toGrpc(socket);
@@ -136,12 +134,10 @@ export class DirectServer {
       this.serveFlows(socket, peer, current);
     };
     const onData = (chunk: Buffer) => {
-      seen.push(chunk);
-      length += chunk.length;
-      const first = Buffer.concat(seen);
+      first = Buffer.concat([first, chunk]);
       const n = Math.min(first.length, FLOW_MAGIC.length);
       if (!first.subarray(0, n).equals(FLOW_MAGIC.subarray(0, n))) decide('grpc');
-      else if (length >= FLOW_MAGIC.length) decide('flow');
+      else if (first.length >= FLOW_MAGIC.length) decide('flow');
     };
     const onError = () => {
       clearTimeout(timer);

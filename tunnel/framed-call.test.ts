@@ -15,8 +15,16 @@ import { TunnelStream } from './stream.js';
 
 setLevel('error');
 
-/** A loopback connection: the opener's FramedCall and the accepted socket (magic not yet read). */
-async function connected(): Promise<{ opener: FramedCall; accepted: net.Socket; close(): void }> {
+/**
+ * A loopback connection: the opener's FramedCall, its socket, and the accepted socket (magic not yet
+ * read).
+ */
+async function connected(options: { reusable?: boolean } = {}): Promise<{
+  opener: FramedCall;
+  socket: net.Socket;
+  accepted: net.Socket;
+  close(): void;
+}> {
   const server = net.createServer();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as net.AddressInfo).port;
@@ -25,11 +33,12 @@ async function connected(): Promise<{ opener: FramedCall; accepted: net.Socket; 
   await new Promise((r) => socket.once('connect', r));
   const accepted = await acceptedP;
   server.close();
-  const opener = FramedCall.open(socket, 'test');
+  const opener = FramedCall.open(socket, 'test', options);
   // close() ends the test's connection from outside: a failure the cases that look for one see themselves.
   opener.on('error', () => {});
   return {
     opener,
+    socket,
     accepted,
     close: () => {
       socket.destroy();
@@ -38,8 +47,8 @@ async function connected(): Promise<{ opener: FramedCall; accepted: net.Socket; 
   };
 }
 
-/** Reads FLOW_MAGIC off the accepted socket, then wraps it. */
-async function acceptFramed(socket: net.Socket): Promise<FramedCall> {
+/** Reads FLOW_MAGIC off the accepted socket, then wraps it (the rest of what came stays for the call). */
+async function acceptFramed(socket: net.Socket, options: { reusable?: boolean } = {}): Promise<FramedCall> {
   const magic = await new Promise<Buffer>((resolve) => {
     const onReadable = () => {
       const b = socket.read(FLOW_MAGIC.length) as Buffer | null;
@@ -51,18 +60,9 @@ async function acceptFramed(socket: net.Socket): Promise<FramedCall> {
     socket.on('readable', onReadable);
   });
   assert.equal(magic, FLOW_MAGIC);
-  const call = new FramedCall(socket, 'peer');
+  const call = new FramedCall(socket, 'peer', options);
   call.on('error', () => {});
   return call;
-}
-
-/** Reads FLOW_MAGIC off `socket` (the rest of what came with it stays for the next reader). */
-async function magicRead(socket: net.Socket): Promise<net.Socket> {
-  const got = await new Promise<Buffer>((resolve) => socket.once('data', resolve));
-  socket.pause();
-  assert.equal(got.subarray(0, FLOW_MAGIC.length), FLOW_MAGIC);
-  if (got.length > FLOW_MAGIC.length) socket.unshift(got.subarray(FLOW_MAGIC.length));
-  return socket;
 }
 
 function data(n: number, fill: number): TunnelMessage {
@@ -184,7 +184,7 @@ test('a peer that cancels, sends garbage or vanishes fails the flow with the rea
     const failed = new Promise<Error>((r) => b.once('error', r));
     const opener = new Promise<Error>((r) => c.opener.once('error', r));
     // A frame of type 9 and 4 GiB: refused before anything is buffered for it.
-    (c.opener as unknown as { bytes: net.Socket }).bytes.write(Buffer.from([9, 0xff, 0xff, 0xff, 0xff]));
+    c.socket.write(Buffer.from([9, 0xff, 0xff, 0xff, 0xff]));
     assert.match((await failed).message, 'malformed flow frame (type 9');
     assert.match((await opener).message, 'the peer cancelled the flow: malformed flow frame');
     c.close();
@@ -194,7 +194,7 @@ test('a peer that cancels, sends garbage or vanishes fails the flow with the rea
     const b = await acceptFramed(c.accepted);
     const failed = new Promise<Error>((r) => b.once('error', r));
     c.opener.write(data(10, 1));
-    (c.opener as unknown as { bytes: net.Socket }).bytes.destroy();
+    c.socket.destroy();
     assert.match((await failed).message, /the connection (ended|closed)/);
     c.close();
   }
@@ -237,15 +237,10 @@ test('a far side that answered before originate(): its queued DIAL_OK starts the
 });
 
 test('reusable: after both ENDs the byte stream carries the next call, bytes right behind the END included', async () => {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const acceptedP = new Promise<net.Socket>((r) => server.once('connection', r));
-  const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-  const accepted = await acceptedP;
-  server.close();
+  const c = await connected({ reusable: true });
   try {
-    const opener1 = FramedCall.open(socket, 'agent', { reusable: true });
-    const acceptor1 = new FramedCall(await magicRead(accepted), 'workstation', { reusable: true });
+    const opener1 = c.opener;
+    const acceptor1 = await acceptFramed(c.accepted, { reusable: true });
     for (const call of [opener1, acceptor1]) call.on('error', (e: Error) => assert.unreachable(e.message));
     const openerFree = new Promise((r) => opener1.once('reusable', r));
     const acceptorFree = new Promise((r) => acceptor1.once('reusable', r));
@@ -255,11 +250,11 @@ test('reusable: after both ENDs the byte stream carries the next call, bytes rig
     await new Promise((r) => opener1.once('end', r));
     opener1.end();
     await openerFree;
-    const opener2 = new FramedCall(socket, 'agent', { reusable: true });
+    const opener2 = new FramedCall(c.socket, 'agent', { reusable: true });
     opener2.on('error', () => {}); // the end of the case closes the connection
     opener2.write(data(5, 42));
     await acceptorFree;
-    const acceptor2 = new FramedCall(accepted, 'workstation', { reusable: true });
+    const acceptor2 = new FramedCall(c.accepted, 'workstation', { reusable: true });
     acceptor2.on('error', () => {});
     const m = await new Promise<TunnelMessage>((r) => acceptor2.once('data', r));
     assert.equal([...m.data], [42, 42, 42, 42, 42]);
@@ -267,10 +262,9 @@ test('reusable: after both ENDs the byte stream carries the next call, bytes rig
     const back = new Promise<TunnelMessage>((r) => opener2.once('data', r));
     acceptor2.write(data(3, 7));
     assert.equal([...(await back).data], [7, 7, 7]);
-    assert.is(socket.destroyed || accepted.destroyed, false, 'one connection throughout');
+    assert.is(c.socket.destroyed || c.accepted.destroyed, false, 'one connection throughout');
   } finally {
-    socket.destroy();
-    accepted.destroy();
+    c.close();
   }
 });
 

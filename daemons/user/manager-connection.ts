@@ -28,15 +28,10 @@ import { WORKSTATION_WINDOWS, workstationChannelOptions } from '../../rpc/grpc-o
 import { type AgentClient, ManagerClient } from '../../rpc/manager-service.js';
 import { errorDetails, hasStatus, isServiceError, unary } from '../../rpc/unary-call.js';
 import { dialTarget, type FlowOutcome, originate } from '../../tunnel/flow.js';
-import {
-  DEFAULT_DIAL_TIMEOUT_MS,
-  formatConnectionId,
-  type StreamInfo,
-  streamInfo,
-} from '../../tunnel/messages.js';
+import { DEFAULT_DIAL_TIMEOUT_MS, formatConnectionId, streamInfo } from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { VERSION } from '../../version/version.js';
-import { type AgentRoute, DirectLinks } from './direct-links.js';
+import { type AgentRoute, DirectLinks, type FlowOpener } from './direct-links.js';
 
 const log = createLogger('connector/session');
 const CALL_TIMEOUT_MS = 5_000;
@@ -804,7 +799,7 @@ export class ManagerConnection extends EventEmitter {
     client: ManagerClient | AgentClient,
     sessionId: string,
     req: DialRequest,
-    flow?: (info: StreamInfo, target: { host: string; port: number }) => Promise<void>,
+    flow?: FlowOpener,
   ): void {
     const info = streamInfo({
       connId: req.connId,
