@@ -97,7 +97,18 @@ export interface AgentInstallerOptions {
   arrivedPods: (namespace: string, name: string) => Set<string>;
   log: Logger;
   now?: () => Date;
+  /** How long after the last pod without the agent is gone EnsureAgent still waits (SERVICE_RULES_SETTLE_MS). */
+  serviceRulesSettleMs?: number;
 }
+
+/**
+ * A pod without the agent is gone from the API before every node has stopped sending it Service traffic:
+ * kube-proxy applies Service changes on its own schedule, at most once a second by default
+ * (--iptables-min-sync-period). An app that exits at SIGTERM leaves its address dead in between, and a
+ * request sent there waits for its connect timeout (seen in the demo: `curl --max-time 5` right after `tp
+ * intercept` returned, 1 run in 3). So after a rollout EnsureAgent waits this much longer.
+ */
+export const SERVICE_RULES_SETTLE_MS = 2_000;
 
 /**
  * Installed means more than pods with a sidecar: each live injected pod's agent has arrived, and no pod
@@ -205,12 +216,25 @@ export class AgentInstaller {
     } else if (agentsReady(w, arrived()).ready) {
       return w;
     }
-    return this.waitFor(namespace, name, (x) => {
+    let sawOldPods = false;
+    const installed = await this.waitFor(namespace, name, (x) => {
       // Until the cache shows our stamp, the state still describes the previous template.
       if (x.rollout !== rollout || !x.agentRequested) return false;
       if (x.agentState === 'ERROR') throw new AgentInstallError('failed-precondition', x.agentMessage);
-      return agentsReady(x, arrived()).ready;
+      const r = agentsReady(x, arrived());
+      if (r.oldPods.length > 0) sawOldPods = true;
+      return r.ready;
     });
+    const settleMs = this.opts.serviceRulesSettleMs ?? SERVICE_RULES_SETTLE_MS;
+    if (sawOldPods && settleMs > 0) {
+      log.info("the pods without the agent are gone: waiting for the nodes' Service rules to drop them", {
+        namespace,
+        workload: name,
+        ms: settleMs,
+      });
+      await new Promise((r) => setTimeout(r, settleMs));
+    }
+    return installed;
   }
 
   /** Removes the agent from the named workloads (or all that have it); resolves when their pods rolled. */
