@@ -123,7 +123,7 @@ async function rig(
     if (behaviour === 'end-watch') watch.cancel();
     const info = streamInfo({ connId: req.connId, sessionId: 'c1', relayId: req.relayId });
     const target = { host: req.targetHost, port: req.targetPort };
-    // As the user daemon does (daemons/user/manager-connection.ts dial(), direct-links.ts tcpFlows()).
+    // As the user daemon does (daemons/user/manager-connection.ts dial(), direct-links.ts tcpAgentReach()).
     if (behaviour === 'answer')
       void dialTarget(TunnelStream.open(client, { stream: 1 << 20, connection: 8 << 20 }), info, target);
     if (behaviour !== 'answer-flow' && behaviour !== 'vanish') return;

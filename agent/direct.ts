@@ -23,7 +23,6 @@
 // A connection whose intercept has no direct watch goes through the manager as before; one whose watch
 // does not answer within the workstation dial deadline goes to the app (agent/listeners.ts).
 import * as crypto from 'node:crypto';
-import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
 import { sameSecret } from '../rpc/call-credentials.js';
@@ -32,12 +31,17 @@ import { DIRECT_WINDOWS, managerServerOptions } from '../rpc/grpc-options.js';
 import { AgentServiceDefinition } from '../rpc/manager-service.js';
 import { widenReceiveWindow } from '../rpc/server-window.js';
 import { readOpen } from '../tunnel/flow.js';
-import { FLOW_CONNECTIONS_METADATA, FLOW_MAGIC, FramedCall } from '../tunnel/framed-call.js';
+import {
+  type FlowAndGrpcListener,
+  listenForFlowsAndGrpc,
+  serveFlowConnection,
+} from '../tunnel/flow-listener.js';
+import { FLOW_CONNECTIONS_METADATA } from '../tunnel/framed-call.js';
 import { msg } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import type { DirectIntercept } from './intercept-routes.js';
 
-/** How long a client has to send its Tunnel stream's OPEN (and a new connection its first bytes). */
+/** How long a client has to send its Tunnel stream's OPEN. */
 const OPEN_TIMEOUT_MS = 5_000;
 /**
  * How long a flow connection may wait for its OPEN: a client keeps one open ahead of need (kube/
@@ -73,8 +77,7 @@ export class DirectServer {
    * notices a workstation that vanished (the kubelet's side of it stays up); the watch's gRPC keepalive does.
    */
   private readonly flowConnections = new Map<TunnelStream, Watch>();
-  private listener: net.Server | undefined;
-  private grpcConnections: grpc.ConnectionInjector | undefined;
+  private listener: FlowAndGrpcListener | undefined;
   port = 0;
 
   constructor(
@@ -90,73 +93,28 @@ export class DirectServer {
 
   /** Listens on 127.0.0.1:port only: the pod's own loopback, which a port-forward reaches. */
   async listen(port: number): Promise<void> {
-    const grpcConnections = this.server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-    this.grpcConnections = grpcConnections;
-    const listener = net.createServer({ noDelay: true }, (socket) =>
-      this.sniff(socket, (http2) => grpcConnections.injectConnection(http2)),
-    );
-    this.listener = listener;
-    await new Promise<void>((resolve, reject) => {
-      listener.once('error', (e: NodeJS.ErrnoException) =>
-        reject(
-          new Error(`cannot listen on 127.0.0.1:${port}: ${e.code === 'EADDRINUSE' ? 'in use' : e.message}`),
-        ),
-      );
-      listener.listen(port, '127.0.0.1', () => resolve());
+    this.listener = await listenForFlowsAndGrpc({
+      server: this.server,
+      host: '127.0.0.1',
+      port,
+      log: this.log,
+      onFlowConnection: (socket, peer) => {
+        const current: { stream?: TunnelStream } = {};
+        socket.once('close', () => {
+          if (current.stream) this.flowConnections.delete(current.stream);
+        });
+        serveFlowConnection(
+          socket,
+          peer,
+          (stream) => {
+            current.stream = stream;
+            this.accept(stream, true);
+          },
+          (stream) => this.flowConnections.delete(stream),
+        );
+      },
     });
-    this.port = (listener.address() as net.AddressInfo).port;
-  }
-
-  /**
-   * Tells a new connection's kind by its first bytes: FLOW_MAGIC makes it one flow (its OPEN follows),
-   * anything else is handed to the gRPC server with those bytes put back.
-   */
-  private sniff(socket: net.Socket, toGrpc: (socket: net.Socket) => void): void {
-    let first = Buffer.alloc(0);
-    const timer = setTimeout(() => socket.destroy(), OPEN_TIMEOUT_MS);
-    const decide = (kind: 'flow' | 'grpc') => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('error', onError);
-      socket.pause();
-      if (kind === 'grpc') {
-        socket.unshift(first);
-        toGrpc(socket);
-        return;
-      }
-      if (first.length > FLOW_MAGIC.length) socket.unshift(first.subarray(FLOW_MAGIC.length));
-      const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-      if (this.log.enabled('debug')) this.log.debug('a flow connection', { peer });
-      const current: { stream?: TunnelStream } = {};
-      socket.once('close', () => {
-        if (current.stream) this.flowConnections.delete(current.stream);
-      });
-      this.serveFlows(socket, peer, current);
-    };
-    const onData = (chunk: Buffer) => {
-      first = Buffer.concat([first, chunk]);
-      const n = Math.min(first.length, FLOW_MAGIC.length);
-      if (!first.subarray(0, n).equals(FLOW_MAGIC.subarray(0, n))) decide('grpc');
-      else if (first.length >= FLOW_MAGIC.length) decide('flow');
-    };
-    const onError = () => {
-      clearTimeout(timer);
-      socket.destroy();
-    };
-    socket.on('data', onData);
-    socket.once('error', onError);
-  }
-
-  /** One flow on a flow connection, then (after a clean end on both sides) the next one on it. */
-  private serveFlows(socket: net.Socket, peer: string, current: { stream?: TunnelStream }): void {
-    const call = new FramedCall(socket, peer, { reusable: true });
-    const stream = new TunnelStream(call);
-    current.stream = stream;
-    call.once('reusable', () => {
-      this.flowConnections.delete(stream);
-      this.serveFlows(socket, peer, current);
-    });
-    this.accept(stream, true);
+    this.port = this.listener.port;
   }
 
   /** Whether the intercept's client watches here now. */
@@ -223,7 +181,6 @@ export class DirectServer {
     for (const [id, w] of this.watches) this.endWatch(id, w, 'the agent is stopping');
     for (const s of this.streams) s.abort('the agent is stopping');
     this.listener?.close();
-    this.grpcConnections?.destroy();
     this.server.forceShutdown();
   }
 

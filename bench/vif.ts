@@ -79,6 +79,7 @@ async function main(): Promise<void> {
         dnsIps: [],
         managerPodIp: ADDR.manager,
         managedNamespaces: [],
+        flowConnections: true,
       },
     });
 

@@ -257,6 +257,7 @@ const connected: ConnectInfo = {
     dnsIps: ['10.96.0.10'],
     managerPodIp: '10.244.0.5',
     managedNamespaces: [],
+    flowConnections: false,
   },
   intercepts: [],
   context: 'lab',

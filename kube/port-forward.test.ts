@@ -26,7 +26,7 @@ import { dialTarget, originate, readOpen } from '../tunnel/flow.js';
 import { FLOW_MAGIC, FramedCall } from '../tunnel/framed-call.js';
 import { streamInfo } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
-import { PodStreams, PortForwardSession } from './port-forward.js';
+import { forwardingListener, PodStreams, PortForwardSession } from './port-forward.js';
 
 setLevel('error');
 const log = createLogger('test');
@@ -338,6 +338,53 @@ test('tunnel flows on forwarded connections: 64 MiB each way, byte-exact, read m
   } finally {
     session.close();
     for (const s of [app, front, agent]) s.server.close();
+    await kubelet.close();
+  }
+});
+
+test("the manager's forward: flow connections share one port-forward, a gRPC connection gets its own", async () => {
+  const kubelet = await fakeKubelet();
+  const echo = await listen((s) => s.pipe(s));
+  const forward = await forwardingListener(kubelet.kc, log, 'ns', 'the test', {
+    target: async () => ({ pod: 'pod', port: echo.port }),
+    failed: () => {},
+    shareFlowConnections: true,
+  });
+  const [host, port] = forward.address.split(':') as [string, string];
+  /** A local connection that sends `first` and `rest` and reads until as much came back (the echo). */
+  const through = (first: Buffer, rest: Buffer) =>
+    new Promise<Buffer>((resolve, reject) => {
+      const want = first.length + rest.length;
+      const c = net.connect({ host, port: Number(port) }, () => c.write(Buffer.concat([first, rest])));
+      const got: Buffer[] = [];
+      let n = 0;
+      c.on('data', (d: Buffer) => {
+        got.push(d);
+        n += d.length;
+        if (n >= want) {
+          c.destroy();
+          resolve(Buffer.concat(got));
+        }
+      });
+      c.on('close', () => resolve(Buffer.concat(got)));
+      c.on('error', reject);
+    });
+  try {
+    const payloads = Array.from({ length: 5 }, () => crypto.randomBytes(256 << 10));
+    const flows = await Promise.all(payloads.map((p) => through(FLOW_MAGIC, p)));
+    for (const [i, f] of flows.entries())
+      assert.ok(f.equals(Buffer.concat([FLOW_MAGIC, payloads[i]!])), `flow connection ${i} byte for byte`);
+    assert.is(kubelet.upgrades(), 1, 'one port-forward for the 5 flow connections');
+    const preface = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+    assert.ok((await through(preface, Buffer.from('x'))).equals(Buffer.concat([preface, Buffer.from('x')])));
+    assert.is(kubelet.upgrades(), 2, 'the gRPC connection on a port-forward of its own');
+    assert.ok(
+      (await through(FLOW_MAGIC, Buffer.from('y'))).equals(Buffer.concat([FLOW_MAGIC, Buffer.from('y')])),
+    );
+    assert.is(kubelet.upgrades(), 2, 'the next flow connection on the shared one again');
+  } finally {
+    await forward.close();
+    echo.server.close();
     await kubelet.close();
   }
 });

@@ -31,6 +31,8 @@ import {
   RstStatus,
 } from '../spdy/frames.js';
 import { HeaderBlockDecoder, HeaderBlockEncoder } from '../spdy/header-compression.js';
+import { FlowConnectionPool } from '../tunnel/flow-pool.js';
+import { FLOW_MAGIC } from '../tunnel/framed-call.js';
 import { DEFAULT_MANAGER_NAMESPACE, MANAGER_SERVICE } from './annotations.js';
 import { apiErrorCode, apiErrorMessage } from './kubeconfig.js';
 
@@ -413,7 +415,18 @@ export async function forwardSocket(
   log: Logger,
 ): Promise<void> {
   const session = await PortForwardSession.open(kc, namespace, pod, port, log);
-  const remote = session.stream();
+  pipeForwarded(session.stream(), local, log, pod, port, () => session.close());
+}
+
+/** Relays a local connection and its forwarded stream both ways; `done` once both are over. */
+function pipeForwarded(
+  remote: ForwardedStream,
+  local: net.Socket,
+  log: Logger,
+  pod: string,
+  port: number,
+  done: () => void,
+): void {
   let closed = false;
   const close = (why?: string) => {
     if (closed) return;
@@ -422,7 +435,7 @@ export async function forwardSocket(
       log.debug('port-forward connection closed', { pod, port, reason: why });
       local.destroy(new Error(why));
     } else local.end();
-    session.close();
+    done();
   };
   remote.on('data', (chunk: Buffer) => relayWrite(remote, local, chunk));
   remote.on('end', () => local.end());
@@ -437,7 +450,8 @@ export async function forwardSocket(
   local.on('close', () => {
     if (!closed) {
       closed = true;
-      session.close();
+      remote.destroy();
+      done();
     }
   });
 }
@@ -497,9 +511,12 @@ export interface ManagerForward {
 }
 
 /**
- * A local listener whose every connection is forwarded to the traffic manager's gRPC port through
- * the API server. The manager pod is looked up again for each connection, so a restarted manager is
- * reached as soon as its new pod is ready.
+ * A local listener whose every connection is forwarded to the traffic manager's port through the API
+ * server. The manager pod is looked up again for each connection, so a restarted manager is reached as soon
+ * as its new pod is ready. A gRPC connection gets a port-forward of its own; flow connections (the root
+ * daemon's TCP flows, which start with FLOW_MAGIC) are streams of one shared port-forward, as `kubectl
+ * port-forward` opens one stream per connection: a new one costs the kubelet's stream set-up, not an
+ * upgrade through the API server.
  */
 export async function forwardToManager(
   kc: KubeConfig,
@@ -520,6 +537,7 @@ export async function forwardToManager(
     failed: () => {
       targetAt = 0;
     },
+    shareFlowConnections: true,
   });
   log.info('forwarding to the traffic manager through the API server', {
     namespace,
@@ -544,14 +562,37 @@ export function forwardToPod(
 }
 
 /** Listens on 127.0.0.1 (a free port) and forwards each connection to where `how.target()` says. */
-async function forwardingListener(
+export async function forwardingListener(
   kc: KubeConfig,
   log: Logger,
   namespace: string,
   what: string,
-  how: { target: () => Promise<{ pod: string; port: number }>; failed: () => void },
+  how: {
+    target: () => Promise<{ pod: string; port: number }>;
+    failed: () => void;
+    /** Connections that start with FLOW_MAGIC share one port-forward (per target). */
+    shareFlowConnections?: boolean;
+  },
 ): Promise<ManagerForward> {
   const sockets = new Set<net.Socket>();
+  let shared: { pod: string; port: number; session: Promise<PortForwardSession> } | undefined;
+  const sharedSession = async (target: { pod: string; port: number }): Promise<PortForwardSession> => {
+    if (shared && shared.pod === target.pod && shared.port === target.port) {
+      const s = await shared.session.catch(() => undefined);
+      if (s && !s.ended) return s;
+    }
+    const previous = shared;
+    const opening = PortForwardSession.open(kc, namespace, target.pod, target.port, log);
+    shared = { ...target, session: opening };
+    opening.catch(() => {
+      if (shared?.session === opening) shared = undefined;
+    });
+    void previous?.session.then(
+      (s) => s.close(),
+      () => {},
+    );
+    return opening;
+  };
   const server = net.createServer({ noDelay: true }, (local) => {
     sockets.add(local);
     local.on('close', () => sockets.delete(local));
@@ -560,7 +601,10 @@ async function forwardingListener(
       try {
         const target = await how.target();
         const started = Date.now();
-        await forwardSocket(kc, namespace, target.pod, target.port, local, log);
+        if (how.shareFlowConnections && startsWithMagic(await firstBytes(local))) {
+          const session = await sharedSession(target);
+          pipeForwarded(session.stream(), local, log, target.pod, target.port, () => {});
+        } else await forwardSocket(kc, namespace, target.pod, target.port, local, log);
         log.debug(`forwarding a connection to ${what}`, {
           pod: target.pod,
           openedInMs: Date.now() - started,
@@ -583,6 +627,10 @@ async function forwardingListener(
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
+        void shared?.session.then(
+          (s) => s.close(),
+          () => {},
+        );
         server.close(() => resolve());
       }),
   };
@@ -602,9 +650,7 @@ async function forwardingListener(
 export class PodStreams {
   private session: Promise<PortForwardSession> | undefined;
   private closed = false;
-  /** Connections ready for a flow (handed back, or the spare), newest last. */
-  private readonly ready: { stream: ForwardedStream; forget(): void }[] = [];
-  private sparing = false;
+  private readonly pool: FlowConnectionPool<ForwardedStream>;
 
   constructor(
     private readonly kc: KubeConfig,
@@ -613,27 +659,32 @@ export class PodStreams {
     readonly pod: string,
     readonly port: number,
     private readonly prelude?: Buffer,
-  ) {}
+  ) {
+    this.pool = new FlowConnectionPool({
+      connect: () => this.fresh(),
+      what: `pod ${namespace}/${pod}:${port}`,
+      log,
+      spare: prelude !== undefined,
+      maxIdleMs: SPARE_MAX_AGE_MS,
+    });
+  }
 
   /**
    * A connection, its prelude written: the newest ready one, else a new one; rejects when no port-forward
    * to the pod can be opened.
    */
   async open(): Promise<ForwardedStream> {
-    const stream = this.takeReady() ?? (await this.fresh());
-    this.keepSpare();
-    return stream;
+    return (await this.pool.open()).connection;
   }
 
   /** A connection whose flow ended cleanly, ready for the next open(). */
   release(stream: ForwardedStream): void {
-    if (this.closed || !usable(stream)) stream.destroy();
-    else this.keepReady(stream);
+    this.pool.release(stream);
   }
 
   /** Opens the session (and the spare) ahead of the first connection. */
   warm(): void {
-    if (this.prelude) this.keepSpare();
+    if (this.prelude) this.pool.warm();
     else
       this.current().catch((e: Error) =>
         this.log.debug('no port-forward for flows yet', { pod: this.pod, reason: e.message }),
@@ -642,10 +693,7 @@ export class PodStreams {
 
   close(): void {
     this.closed = true;
-    for (const r of this.ready.splice(0)) {
-      r.forget();
-      r.stream.destroy();
-    }
+    this.pool.close();
     void this.session?.then(
       (s) => s.close(),
       () => {},
@@ -662,61 +710,6 @@ export class PodStreams {
     const s = session.stream();
     if (this.prelude) s.write(this.prelude);
     return s;
-  }
-
-  private takeReady(): ForwardedStream | undefined {
-    for (let r = this.ready.pop(); r; r = this.ready.pop()) {
-      r.forget();
-      if (usable(r.stream)) return r.stream;
-      r.stream.destroy();
-    }
-    return undefined;
-  }
-
-  private keepReady(stream: ForwardedStream): void {
-    const drop = (reopen: boolean) => {
-      entry.forget();
-      const i = this.ready.indexOf(entry);
-      if (i >= 0) this.ready.splice(i, 1);
-      stream.destroy();
-      if (reopen) this.keepSpare();
-    };
-    // Unused for long, or its pod side ended: replaced if it was the last. Closed (the session ended):
-    // the next open() opens the session again.
-    const expire = () => drop(true);
-    const closed = () => drop(false);
-    const timer = setTimeout(expire, SPARE_MAX_AGE_MS);
-    timer.unref();
-    stream.on('error', ignore);
-    stream.once('close', closed);
-    stream.once('remote-end', expire);
-    const entry = {
-      stream,
-      forget: () => {
-        clearTimeout(timer);
-        stream.off('error', ignore);
-        stream.off('close', closed);
-        stream.off('remote-end', expire);
-      },
-    };
-    this.ready.push(entry);
-  }
-
-  /** Opens a spare when no connection is ready. */
-  private keepSpare(): void {
-    if (!this.prelude || this.closed || this.ready.length > 0 || this.sparing) return;
-    this.sparing = true;
-    this.fresh().then(
-      (stream) => {
-        this.sparing = false;
-        if (this.closed) stream.destroy();
-        else this.keepReady(stream);
-      },
-      (e: Error) => {
-        this.sparing = false;
-        this.log.debug('no spare port-forward connection', { pod: this.pod, reason: e.message });
-      },
-    );
   }
 
   private current(): Promise<PortForwardSession> {
@@ -736,10 +729,25 @@ export class PodStreams {
   }
 }
 
-/** A ready connection's errors before it is taken: it is dropped, and its taker sees it destroyed. */
-function ignore(): void {}
+/** A paused connection's first bytes, put back (empty if it ended first). */
+function firstBytes(local: net.Socket): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const done = (chunk: Buffer) => {
+      local.off('data', onData);
+      local.off('end', onEnd);
+      local.pause();
+      if (chunk.length > 0) local.unshift(chunk);
+      resolve(chunk);
+    };
+    const onData = (chunk: Buffer) => done(chunk);
+    const onEnd = () => done(Buffer.alloc(0));
+    local.on('data', onData);
+    local.once('end', onEnd);
+    local.resume();
+  });
+}
 
-/** A stream a new flow can start on: open both ways. */
-function usable(s: ForwardedStream): boolean {
-  return !s.destroyed && !s.remoteEnded && !s.writableEnded;
+function startsWithMagic(chunk: Buffer): boolean {
+  const n = Math.min(chunk.length, FLOW_MAGIC.length);
+  return n > 0 && chunk.subarray(0, n).equals(FLOW_MAGIC.subarray(0, n));
 }

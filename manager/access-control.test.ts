@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Logger } from '../logging/logger.js';
 import { parseCidr } from '../netaddr/parse.js';
-import { withBearer } from '../rpc/call-credentials.js';
+import { bearerToken, withBearer } from '../rpc/call-credentials.js';
 import {
   AccessControl,
   AccessDenied,
@@ -116,7 +116,7 @@ test('permissive: every refusal is logged as "would refuse" with its reason, and
     'CreateIntercept',
   );
   assert.is(
-    access.tunnelRefusal(session, new Metadata(), {
+    access.tunnelRefusal(session, bearerToken(new Metadata()), {
       dstIp: '10.88.0.5',
       outbound: true,
       label: '10.88.0.5:80',
@@ -141,28 +141,25 @@ test('off (standalone): nothing is checked, nothing is logged', async () => {
   assert.equal(access.clientArrival(new Metadata()), {});
   access.session(new Metadata(), session, 'Remain');
   await access.authorize({ ...session, identity: undefined }, { kind: 'intercept', workload: echo }, 'x');
-  assert.is(
-    access.tunnelRefusal(session, undefined, { dstIp: '8.8.8.8', outbound: true, label: '' }),
-    undefined,
-  );
+  assert.is(access.tunnelRefusal(session, '', { dstIp: '8.8.8.8', outbound: true, label: '' }), undefined);
   assert.equal(log.lines, []);
 });
 
 test('the tunnel: the session credential, and outbound only to the cluster networks', () => {
   const { access, session, withSession } = gate('enforcing');
   const flow = (dstIp: string, outbound = true) => ({ dstIp, outbound, label: `${dstIp}:80` });
-  assert.is(access.tunnelRefusal(session, withSession, flow('10.88.0.5')), undefined);
-  assert.is(access.tunnelRefusal(session, withSession, flow('10.96.0.10')), undefined);
+  assert.is(access.tunnelRefusal(session, bearerToken(withSession), flow('10.88.0.5')), undefined);
+  assert.is(access.tunnelRefusal(session, bearerToken(withSession), flow('10.96.0.10')), undefined);
   assert.match(
-    access.tunnelRefusal(session, withSession, flow('169.254.169.254')) ?? '',
+    access.tunnelRefusal(session, bearerToken(withSession), flow('169.254.169.254')) ?? '',
     "169.254.169.254 is not in the cluster's networks (10.88.0.0/16, 10.96.0.0/12)",
   );
   assert.match(
-    access.tunnelRefusal(session, new Metadata(), flow('10.88.0.5')) ?? '',
+    access.tunnelRefusal(session, bearerToken(new Metadata()), flow('10.88.0.5')) ?? '',
     'carries no session credential',
   );
   // Answering a dial request goes where the agent is, not where the client says.
-  assert.is(access.tunnelRefusal(session, withSession, flow('8.8.8.8', false)), undefined);
+  assert.is(access.tunnelRefusal(session, bearerToken(withSession), flow('8.8.8.8', false)), undefined);
 });
 
 test('a session without a user (let in by permissive mode) is refused every action when enforcing', async () => {

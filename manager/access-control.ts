@@ -196,14 +196,17 @@ export class AccessControl {
     return allowed;
   }
 
-  /** Why a tunnel stream of this session may not open, or undefined when it may. */
+  /**
+   * Why a tunnel stream of this session may not open, or undefined when it may. `credential`: what the
+   * stream carries (a Tunnel call's bearer token, a flow connection's OPEN.credential).
+   */
   tunnelRefusal(
     session: Session,
-    metadata: Metadata | undefined,
+    credential: string,
     flow: { dstIp: string; outbound: boolean; label: string },
   ): string | undefined {
     if (this.mode === 'off') return undefined;
-    const v = this.credentials.verifySession(session.id, bearerToken(metadata));
+    const v = this.credentials.verifySession(session.id, credential);
     let reason: string | undefined;
     if (!v.ok) reason = `tunnel refused: ${v.reason}`;
     else if (flow.outbound && session.kind === 'client') {

@@ -24,7 +24,8 @@ export interface ClusterIntegration {
   ensureAgent(name: string, namespace: string, mechanism: string): Promise<AgentInfo[]>;
   /** Removes the agent from the named workloads (or all); resolves when their pods rolled. */
   uninstallAgents(names: string[], namespace: string, all: boolean): Promise<string[]>;
-  clusterInfo(): ClusterInfo;
+  /** The cluster's facts (the manager adds what it serves itself: flow connections). */
+  clusterInfo(): Omit<ClusterInfo, 'flowConnections'>;
   onClusterInfoChange(listener: () => void): () => void;
   /** The cluster's DNS servers (the kube-dns Service): LookupDNS asks them (dns/cluster-lookup.ts). */
   dnsServers(): Upstream[];

@@ -110,6 +110,12 @@ export function managerMetrics(core: ManagerCore): MetricFamily[] {
       ],
     },
     {
+      name: 'tp_tunnel_flow_connections_total',
+      help: "Flow connections accepted: connections that carry tunnel flows one after another without HTTP/2 (the workstation VIF's TCP flows).",
+      type: 'counter',
+      samples: [{ value: t.flowConnections }],
+    },
+    {
       name: 'tp_tunnel_refused_total',
       help: 'Tunnel streams refused before any dial (unknown session, not admitted, intercept gone).',
       type: 'counter',

@@ -22,6 +22,8 @@ import { managerChannelOptions } from '../rpc/grpc-options.js';
 import { ManagerClient } from '../rpc/manager-service.js';
 import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
 import { echoSpec } from '../testbed/intercept-spec.js';
+import { connectFlowSocket } from '../tunnel/flow-pool.js';
+import { FramedCall } from '../tunnel/framed-call.js';
 import { msg, streamInfo, TunnelCode } from '../tunnel/messages.js';
 import { AccessControl } from './access-control.js';
 import { CredentialAuthority, type Identity } from './credentials.js';
@@ -362,6 +364,54 @@ test('tunnel: only with the session credential, outbound only to reachable netwo
     assert.is(outside.code, TunnelCode.DIAL_REJECT);
     assert.match(outside.error, "192.0.2.1 is not in the cluster's networks");
     const ok = await openTunnel(alice.credential, alice.sessionId, { ip: '127.0.0.1', port });
+    assert.is(ok.code, TunnelCode.DIAL_OK);
+  } finally {
+    server.close();
+  }
+});
+
+/** The same OPEN on a flow connection to the manager's port: the credential rides in the OPEN. */
+async function openFlowConnection(credential: string, sessionId: string, dst: { ip: string; port: number }) {
+  const socket = await connectFlowSocket('127.0.0.1', manager.port);
+  const call = new FramedCall(socket, 'manager');
+  const first = new Promise<TunnelMessage>((resolve, reject) => {
+    call.once('data', resolve);
+    call.on('error', reject);
+  });
+  call.write(
+    msg.open(
+      streamInfo({
+        connId: { protocol: 6, srcIp: '198.18.0.1', srcPort: 40000, dstIp: dst.ip, dstPort: dst.port },
+        sessionId,
+        credential,
+      }),
+    ),
+  );
+  return first.finally(() => socket.destroy());
+}
+
+test('a flow connection: only with the session credential in its OPEN, outbound only to reachable networks', async () => {
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    s.end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  try {
+    const alice = await arriveAs('alice');
+    const bob = await arriveAs('bob');
+    const bare = await openFlowConnection('', alice.sessionId, { ip: '127.0.0.1', port });
+    assert.is(bare.code, TunnelCode.DIAL_REJECT);
+    assert.match(bare.error, 'carries no session credential');
+    const stolen = await openFlowConnection(bob.credential, alice.sessionId, { ip: '127.0.0.1', port });
+    assert.is(stolen.code, TunnelCode.DIAL_REJECT);
+    const outside = await openFlowConnection(alice.credential, alice.sessionId, {
+      ip: '192.0.2.1',
+      port: 80,
+    });
+    assert.is(outside.code, TunnelCode.DIAL_REJECT);
+    assert.match(outside.error, "192.0.2.1 is not in the cluster's networks");
+    const ok = await openFlowConnection(alice.credential, alice.sessionId, { ip: '127.0.0.1', port });
     assert.is(ok.code, TunnelCode.DIAL_OK);
   } finally {
     server.close();

@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../logging/logger.js';
 import { managerServerOptions } from '../rpc/grpc-options.js';
 import { ManagerServiceDefinition } from '../rpc/manager-service.js';
+import { listenForFlowsAndGrpc } from '../tunnel/flow-listener.js';
 import { AccessControl } from './access-control.js';
 import type { ClusterIntegration } from './cluster.js';
 import { CredentialAuthority } from './credentials.js';
@@ -55,19 +56,20 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
   const core = new ManagerCore(options, cluster?.workloads ?? new AgentWorkloads(), log, cluster, access);
   const server = new grpc.Server(managerServerOptions());
   server.addService(ManagerServiceDefinition, managerService(core));
-  const address = options.host.includes(':')
-    ? `[${options.host}]:${options.port}`
-    : `${options.host}:${options.port}`;
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  ).catch((e: Error) => {
+  // The port takes the gRPC API and flow connections (the root daemon's TCP flows, without HTTP/2).
+  const listener = await listenForFlowsAndGrpc({
+    server,
+    host: options.host,
+    port: options.port,
+    log,
+    onFlowConnection: (socket, peer) => core.router.handleFlowConnection(socket, peer),
+  }).catch((e: Error) => {
     core.stop();
-    throw new Error(`cannot listen on ${address}: ${e.message}`);
+    throw e;
   });
+  const port = listener.port;
   log.info('traffic manager listening', {
-    address,
+    address: options.host.includes(':') ? `[${options.host}]:${port}` : `${options.host}:${port}`,
     mode: options.cluster ? 'kubernetes' : 'standalone',
     security: access.mode,
   });
@@ -82,6 +84,7 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
           stopped = true;
           clearTimeout(timer);
           core.stop();
+          listener.close();
           server.forceShutdown();
           resolve();
         };
@@ -92,6 +95,8 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
           });
           core.drain();
         } else core.stop();
+        // New connections are refused at once (clients look for the next manager), as new calls are.
+        listener.stopListening();
         const timer = setTimeout(finish, Math.max(drainMs, 2000));
         // Refuses new calls and connections; calls back once every call in progress has ended.
         server.tryShutdown(finish);

@@ -4,6 +4,7 @@ import { type Metadata, status } from '@grpc/grpc-js';
 import { lookupInCluster, systemNameservers } from '../dns/cluster-lookup.js';
 import type { Upstream } from '../dns/forwarder.js';
 import type { Logger } from '../logging/logger.js';
+import { bearerToken } from '../rpc/call-credentials.js';
 import {
   type AgentInfo,
   AgentInfoSnapshot,
@@ -97,7 +98,7 @@ export class ManagerCore {
       this.intercepts,
       log.child('tunnel'),
       (session, info, metadata) =>
-        this.access.tunnelRefusal(session, metadata, {
+        this.access.tunnelRefusal(session, bearerToken(metadata) || info.credential, {
           dstIp: info.connId?.dstIp ?? '',
           outbound: !info.relayId && !info.interceptId,
           label: info.connId ? `${info.connId.dstIp}:${info.connId.dstPort}` : '',
@@ -272,7 +273,7 @@ function expectedStatus(e: unknown): status | undefined {
 export function managerService(core: ManagerCore): ManagerServer {
   const log = core.log;
   const unary = unaryHandlers(log, expectedStatus);
-  const emptyCluster: ClusterInfo = {
+  const emptyCluster: Omit<ClusterInfo, 'flowConnections'> = {
     podSubnets: [],
     serviceSubnets: [],
     clusterDomain: 'cluster.local',
@@ -443,7 +444,8 @@ export function managerService(core: ManagerCore): ManagerServer {
       // Standalone mode knows no cluster subnets; the Kubernetes integration fills these in.
       core.feeds.watch(
         call,
-        () => core.cluster?.clusterInfo() ?? emptyCluster,
+        // The manager's port takes flow connections (server.ts): the root daemon's VIF opens its flows there.
+        (): ClusterInfo => ({ ...(core.cluster?.clusterInfo() ?? emptyCluster), flowConnections: true }),
         (v) => ClusterInfoFns.encode(v).finish(),
       );
     },

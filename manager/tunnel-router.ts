@@ -8,7 +8,10 @@
 //                                mount set on the agent's WatchDial) and wait for its stream;
 //   client, neither set       -> an outbound flow (the root daemon's VIF): the manager dials conn_id.dst
 //                                itself, TCP or UDP (conn_id.protocol 17: one datagram per DATA).
+// A stream is a Tunnel call or a flow on a flow connection (tunnel/framed-call.ts; the root daemon's TCP
+// flows come that way): both are routed alike, a flow connection's OPEN carrying the session's credential.
 import * as crypto from 'node:crypto';
+import type * as net from 'node:net';
 import type { Metadata, ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
 import {
@@ -21,6 +24,7 @@ import { AGENT_WINDOWS, WORKSTATION_WINDOWS } from '../rpc/grpc-options.js';
 import { widenReceiveWindow } from '../rpc/server-window.js';
 import { dialTcp } from '../tunnel/dial.js';
 import { readOpen, serveDial } from '../tunnel/flow.js';
+import { serveFlowConnection } from '../tunnel/flow-listener.js';
 import {
   EARLY_DATA_VERSION,
   formatConnectionId,
@@ -34,8 +38,15 @@ import { serveUdp, UDP_PROTOCOL } from '../tunnel/udp-flow.js';
 import type { InterceptTable } from './intercepts.js';
 import type { Session, SessionRegistry } from './sessions.js';
 
-/** Why a stream of a known session may not open (its credential, where it goes), or undefined. */
-export type TunnelAdmission = (session: Session, info: StreamInfo, metadata: Metadata) => string | undefined;
+/**
+ * Why a stream of a known session may not open (its credential, where it goes), or undefined. `metadata`:
+ * a Tunnel call's; a flow connection has none, its OPEN carries the credential.
+ */
+export type TunnelAdmission = (
+  session: Session,
+  info: StreamInfo,
+  metadata: Metadata | undefined,
+) => string | undefined;
 
 const TCP_PROTOCOL = 6;
 /** How long a new Tunnel stream may take to send its OPEN. */
@@ -47,6 +58,8 @@ export interface TunnelStats {
   flows: { intercept: number; outboundTcp: number; outboundUdp: number };
   /** Streams refused before any dial: unknown session, admission, bad OPEN, intercept gone. */
   refused: number;
+  /** Flow connections accepted (tunnel/framed-call.ts: flows without HTTP/2, one after another). */
+  flowConnections: number;
   /** Dials that failed: the manager's outbound dials, and workstations' dials of intercepted connections. */
   dialFailures: { intercept: number; outbound: number };
   /** Bytes of ended TCP flows: `toCluster` from the workstation side, `toWorkstation` back. */
@@ -80,6 +93,7 @@ export class TunnelRouter {
   readonly stats: TunnelStats = {
     flows: { intercept: 0, outboundTcp: 0, outboundUdp: 0 },
     refused: 0,
+    flowConnections: 0,
     dialFailures: { intercept: 0, outbound: 0 },
     bytes: { toCluster: 0, toWorkstation: 0 },
   };
@@ -132,9 +146,22 @@ export class TunnelRouter {
         this.refusePending(id, `${WORKSTATION_UNAVAILABLE}the answering session went away`);
   }
 
+  /** A Tunnel call. */
   handle(call: ServerDuplexStream<TunnelMessage, TunnelMessage>): void {
     widenReceiveWindow(call as ServerDuplexStream<unknown, unknown>, AGENT_WINDOWS);
-    const stream = new TunnelStream(call);
+    this.accept(new TunnelStream(call), call);
+  }
+
+  /**
+   * A flow connection (server.ts tells it apart on the manager's port): its flows, one after another, are
+   * routed as Tunnel calls are; their OPEN carries the session's credential.
+   */
+  handleFlowConnection(socket: net.Socket, peer: string): void {
+    this.stats.flowConnections++;
+    serveFlowConnection(socket, peer, (stream) => this.accept(stream));
+  }
+
+  private accept(stream: TunnelStream, call?: ServerDuplexStream<TunnelMessage, TunnelMessage>): void {
     this.flows.add(stream);
     const forget = () => this.flows.delete(stream);
     stream.on('peer-end', forget);
@@ -152,7 +179,7 @@ export class TunnelRouter {
   private route(
     stream: TunnelStream,
     info: StreamInfo,
-    call: ServerDuplexStream<TunnelMessage, TunnelMessage>,
+    call: ServerDuplexStream<TunnelMessage, TunnelMessage> | undefined,
   ): void {
     const label = formatConnectionId(info.connId);
     if (this.draining) {
@@ -173,14 +200,14 @@ export class TunnelRouter {
       );
       return;
     }
-    const refusal = this.admit(session, info, call.metadata);
+    const refusal = this.admit(session, info, call?.metadata);
     if (refusal) {
       this.refuse(stream, refusal, label);
       return;
     }
     // A workstation's connection carries all of its flows across a network (a port-forward via the API
     // server, a remote cluster): the same windows its own channel has.
-    if (session.kind === 'client') {
+    if (session.kind === 'client' && call) {
       widenReceiveWindow(call as ServerDuplexStream<unknown, unknown>, WORKSTATION_WINDOWS);
     }
     if (info.relayId) {

@@ -39,6 +39,7 @@ const samples: TunnelMessage[] = [
       mountReadWrite: true,
       interceptId: 'c-1:echo',
       relayId: '',
+      credential: 'a-1.secret',
     },
   }),
   base({ code: 99 as TunnelCode, data: Buffer.from('unknown code') }),

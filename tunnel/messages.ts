@@ -67,6 +67,7 @@ export function streamInfo(
     relayId: '',
     mount: false,
     mountReadWrite: false,
+    credential: '',
     ...fields,
   };
 }

@@ -28,6 +28,8 @@ import {
 import { payloadSha256 } from './test/payload.js';
 
 const lab = new NetnsLab();
+/** The standalone manager's Prometheus metrics, in the cluster namespace. */
+const METRICS_PORT = 18_701;
 const socketPath = path.join(lab.tmp, 'root-daemon.socket');
 const stateDir = path.join(lab.tmp, 'state');
 const logDir = path.join(lab.tmp, 'logs');
@@ -41,6 +43,8 @@ const cluster: ClusterInfo = {
   dnsIps: [ADDR.clusterDns],
   managerPodIp: ADDR.manager,
   managedNamespaces: ['default'],
+  // What the standalone manager says (WatchClusterInfo): its port takes flow connections.
+  flowConnections: true,
 };
 
 async function start(): Promise<RootDaemonHandle> {
@@ -92,7 +96,13 @@ async function leftovers(): Promise<string[]> {
 test.before(async () => {
   await lab.up();
   await lab.startClusterServers();
-  lab.node(NS.cl, 'manager/main.js', ['--standalone', '--listen', `${ADDR.manager}:${MANAGER_PORT}`]);
+  lab.node(NS.cl, 'manager/main.js', [
+    '--standalone',
+    '--listen',
+    `${ADDR.manager}:${MANAGER_PORT}`,
+    '--metrics-listen',
+    `${ADDR.manager}:${METRICS_PORT}`,
+  ]);
   const keeper = lab.node(NS.ws, 'daemons/root/test/session-keeper.js', [`${ADDR.manager}:${MANAGER_PORT}`]);
   sessionId = (await lab.waitForLine(keeper, /session (\S+)/))[1]!;
 });
@@ -161,6 +171,23 @@ test('200 concurrent connections all complete', async () => {
     await wsText(process.execPath, clientsJs(), 'concurrent', '200', ADDR.service, '80', '65536'),
   ) as { ok: number; failed: number };
   assert.equal(r, { ok: 200, failed: 0 });
+});
+
+test("the VIF's TCP flows ride flow connections to the manager's port, each carrying one flow after another", async () => {
+  const metrics = await wsText(
+    'curl',
+    '-sS',
+    '--max-time',
+    '5',
+    `http://${ADDR.manager}:${METRICS_PORT}/metrics`,
+  );
+  const sample = (name: string) =>
+    Number(metrics.match(new RegExp(`^${name} (\\d+)$`, 'm'))?.[1] ?? Number.NaN);
+  const connections = sample('tp_tunnel_flow_connections_total');
+  const flows = sample('tp_tunnel_flows_total\\{kind="outbound_tcp"\\}');
+  assert.ok(connections >= 1, `flow connections: ${connections}`);
+  // The tests before opened 200 at once and a few dozen one after another: those reused connections.
+  assert.ok(flows > connections, `${flows} TCP flows on ${connections} flow connections`);
 });
 
 test('a refused destination is a refused connection, at once', async () => {

@@ -25,6 +25,7 @@ import type { ConnectRequest } from '../../rpc/gen/daemon.js';
 import { type ClusterInfo, ManagerClient } from '../../rpc/gen/manager.js';
 import { workstationChannelOptions } from '../../rpc/grpc-options.js';
 import { errorDetails, unary } from '../../rpc/unary-call.js';
+import { type FlowConnectionPool, tcpFlowPool } from '../../tunnel/flow-pool.js';
 import { VERSION } from '../../version/version.js';
 import type { IpCommands } from '../../vif/ip-command.js';
 import { type ProxiedSubnet, planRoutes, type RoutePlan, RouteTable, readRoutes } from '../../vif/routes.js';
@@ -134,6 +135,7 @@ export class ConnectedSession {
     private readonly settings: DaemonSettings,
     private readonly req: ValidatedRequest,
     private readonly client: ManagerClient,
+    private readonly flowPool: FlowConnectionPool<net.Socket>,
     private readonly vif: VirtualInterface,
     private readonly routes: RouteTable,
     private readonly resolver: DnsResolver,
@@ -187,7 +189,20 @@ export class ConnectedSession {
       });
       undo.push(() => client.close());
       const sessionId = req.sessionId;
-      const dialer = new TunnelFlowDialer({ client, sessionId: () => sessionId, log: log.child('tunnel') });
+      // TCP flows on connections of their own to the manager's port, while it says it takes them.
+      const flowPool = tcpFlowPool(req.managerIp, req.managerPort, log.child('tunnel'));
+      undo.push(() => flowPool.close());
+      let session: ConnectedSession | undefined;
+      const dialer = new TunnelFlowDialer({
+        client,
+        sessionId: () => sessionId,
+        log: log.child('tunnel'),
+        flowConnections: {
+          pool: flowPool,
+          enabled: () => (session?.cluster ?? request.cluster)?.flowConnections === true,
+          credential,
+        },
+      });
       const vif = await VirtualInterface.create({
         name: settings.vifName,
         mtu: settings.mtu,
@@ -202,7 +217,6 @@ export class ConnectedSession {
       undo.push(() => routes.removeAll());
       await routes.apply(plan);
 
-      let session: ConnectedSession | undefined;
       const resolver = new DnsResolver({
         listen: [{ address: vif.address4, port: settings.dnsPort }],
         // Until the session exists (a query may come in between), answer for the connected namespace.
@@ -237,7 +251,17 @@ export class ConnectedSession {
         { mode: settings.dnsMode, resolvConfPath: settings.resolvConfPath, stateDir: settings.stateDir, log },
         resolverTarget(vif.name, vif.address4, req.namespace, request.cluster),
       );
-      session = new ConnectedSession(settings, req, client, vif, routes, resolver, system, request.cluster);
+      session = new ConnectedSession(
+        settings,
+        req,
+        client,
+        flowPool,
+        vif,
+        routes,
+        resolver,
+        system,
+        request.cluster,
+      );
       session.watchClusterInfo();
       log.info('connected', {
         vif: vif.name,
@@ -365,6 +389,7 @@ export class ConnectedSession {
       ['remove the routes', () => this.routes.removeAll()],
       ['remove the VIF', () => this.vif.close()],
       ['close the manager channel', () => this.client.close()],
+      ['close the flow connections', () => this.flowPool.close()],
     ];
     for (const [what, step] of steps) {
       try {

@@ -2,13 +2,17 @@
 // manager does (tunnel/flow.ts serveDial for TCP, tunnel/udp-flow.ts serveUdp for UDP).
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger, setLevel } from '../../logging/logger.js';
+import type { ManagerClient } from '../../rpc/gen/manager.js';
 import { managerChannelOptions, managerServerOptions } from '../../rpc/grpc-options.js';
 import { startTunnelServer } from '../../testbed/echo-tunnel.js';
 import { dialTcp } from '../../tunnel/dial.js';
 import { readOpen, serveDial } from '../../tunnel/flow.js';
+import { listenForFlowsAndGrpc, serveFlowConnection } from '../../tunnel/flow-listener.js';
+import { tcpFlowPool } from '../../tunnel/flow-pool.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { serveUdp } from '../../tunnel/udp-flow.js';
 import { DialRejectedError } from '../../vif/flows.js';
@@ -147,6 +151,123 @@ test('a UDP flow carries datagrams both ways', async () => {
   } finally {
     echo.close();
     await m.close();
+  }
+});
+
+/**
+ * A manager's port taking flow connections (tunnel/flow-listener.ts), answering OPENs as the manager does.
+ * `dropSecondFlow`: the first connection that carries a second flow is closed when that flow's OPEN comes,
+ * as a manager restart closes a connection that waited in the pool a moment before it was taken.
+ */
+async function flowManager(o: { dropSecondFlow?: boolean } = {}) {
+  const credentials: string[] = [];
+  let connections = 0;
+  let dropped = false;
+  const listener = await listenForFlowsAndGrpc({
+    server: new grpc.Server(),
+    host: '127.0.0.1',
+    port: 0,
+    log: createLogger('test'),
+    onFlowConnection: (socket, peer) => {
+      connections++;
+      let flows = 0;
+      serveFlowConnection(socket, peer, (stream) => {
+        readOpen(stream, 5000).then(
+          (info) => {
+            credentials.push(info.credential);
+            if (++flows === 2 && o.dropSecondFlow && !dropped) {
+              dropped = true;
+              socket.destroy();
+              return;
+            }
+            const dst = info.connId!;
+            void serveDial(stream, info, (signal) =>
+              dialTcp(dst.dstIp, dst.dstPort, info.dialTimeoutMs, signal),
+            );
+          },
+          () => {},
+        );
+      });
+    },
+  });
+  const pool = tcpFlowPool('127.0.0.1', listener.port, createLogger('test'));
+  const dialer = new TunnelFlowDialer({
+    // Tunnel calls are not used while the manager takes flow connections.
+    client: undefined as unknown as ManagerClient,
+    sessionId: () => 'test',
+    log: createLogger('test'),
+    flowConnections: { pool, enabled: () => true, credential: 'test.secret' },
+  });
+  return {
+    dialer,
+    credentials,
+    connections: () => connections,
+    close: () => {
+      pool.close();
+      listener.close();
+    },
+  };
+}
+
+/** One request through the dialer to an echo server: what came back. */
+async function exchange(dialer: TunnelFlowDialer, port: number, text: string): Promise<string> {
+  const dial = await dialer.dialTcp({
+    protocol: 6,
+    srcIp: '198.18.0.1',
+    srcPort: 1,
+    dstIp: '127.0.0.1',
+    dstPort: port,
+  });
+  const pair = await socketPair();
+  try {
+    dial.attach(pair.local);
+    const received = readAll(pair.client);
+    pair.client.end(text);
+    return await received;
+  } finally {
+    pair.close();
+  }
+}
+
+async function echoServer(): Promise<net.Server> {
+  const dest = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('data', (d) => s.write(d));
+    s.on('end', () => s.end());
+  });
+  await new Promise<void>((r) => dest.listen(0, '127.0.0.1', r));
+  return dest;
+}
+
+test('flow connections: TCP flows one after another share a connection, each OPEN carrying the credential', async () => {
+  const m = await flowManager();
+  const dest = await echoServer();
+  try {
+    for (let i = 0; i < 10; i++)
+      assert.is(
+        await exchange(m.dialer, (dest.address() as net.AddressInfo).port, `hello ${i}`),
+        `hello ${i}`,
+      );
+    assert.equal(m.credentials, Array(10).fill('test.secret'));
+    // The first flow's connection and the spare, then the ones handed back.
+    assert.ok(m.connections() <= 3, `${m.connections()} connections for 10 flows`);
+  } finally {
+    dest.close();
+    m.close();
+  }
+});
+
+test('flow connections: a connection the manager closed as it was taken is replaced, the flow is not lost', async () => {
+  const m = await flowManager({ dropSecondFlow: true });
+  const dest = await echoServer();
+  try {
+    for (let i = 0; i < 4; i++)
+      assert.is(
+        await exchange(m.dialer, (dest.address() as net.AddressInfo).port, `hello ${i}`),
+        `hello ${i}`,
+      );
+  } finally {
+    dest.close();
+    m.close();
   }
 });
 

@@ -3,11 +3,18 @@
 // TCP: the VIF holds the client's SYN until the destination answered, so this dials first (openFlow:
 // OPEN, then DIAL_OK or DIAL_REJECT) and only then gets the accepted socket to pump (originate with
 // `dialed`). What the destination sends in between (a server that speaks first) waits in the stream.
+//
+// A manager that takes flow connections (ClusterInfo.flow_connections) gets each TCP flow on a connection
+// of its own to its port (through the workstation's port-forward: a SPDY stream of its own), framed by
+// tunnel/framed-call.ts instead of a Tunnel call on the shared HTTP/2 connection, and the connection is
+// kept for the next flow (tunnel/flow-pool.ts). UDP flows stay Tunnel calls.
 import type * as net from 'node:net';
 import type { Logger } from '../../logging/logger.js';
 import type { ManagerClient } from '../../rpc/gen/manager.js';
 import { WORKSTATION_WINDOWS } from '../../rpc/grpc-options.js';
 import { FlowDialRejected, openFlow, originate } from '../../tunnel/flow.js';
+import type { FlowConnectionPool } from '../../tunnel/flow-pool.js';
+import { FramedCall } from '../../tunnel/framed-call.js';
 import { msg, type StreamInfo, streamInfo } from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { DEFAULT_UDP_IDLE_TIMEOUT_MS, openUdp, UdpDialRejected } from '../../tunnel/udp-flow.js';
@@ -29,6 +36,8 @@ export interface TunnelDialerOptions {
   log: Logger;
   dialTimeoutMs?: number;
   udpIdleTimeoutMs?: number;
+  /** Flow connections to the manager's port, and whether the manager takes them now. */
+  flowConnections?: { pool: FlowConnectionPool<net.Socket>; enabled: () => boolean; credential: string };
 }
 
 export class TunnelFlowDialer implements FlowDialer {
@@ -44,6 +53,8 @@ export class TunnelFlowDialer implements FlowDialer {
   }
 
   async dialTcp(id: FlowId): Promise<TcpDial> {
+    const flows = this.o.flowConnections;
+    if (flows?.enabled()) return this.dialOnFlowConnection(id, flows.pool, flows.credential);
     const info = this.info(id);
     const stream = TunnelStream.open(this.o.client, WORKSTATION_WINDOWS);
     try {
@@ -52,6 +63,52 @@ export class TunnelFlowDialer implements FlowDialer {
       if (e instanceof FlowDialRejected) throw new DialRejectedError(e.message);
       throw e;
     }
+    return this.established(id, stream, info);
+  }
+
+  private async dialOnFlowConnection(
+    id: FlowId,
+    pool: FlowConnectionPool<net.Socket>,
+    credential: string,
+  ): Promise<TcpDial> {
+    const info = { ...this.info(id), credential };
+    let { connection, waited } = await pool.open();
+    for (;;) {
+      const socket = connection;
+      const call = new FramedCall(socket, `${socket.remoteAddress}:${socket.remotePort}`, { reusable: true });
+      call.once('reusable', () => pool.release(socket));
+      const stream = new TunnelStream(call);
+      // The connection itself failed or ended before the answer (not a refusal, not a timeout).
+      let broke = false;
+      const onBroke = () => {
+        broke = true;
+      };
+      stream.once('failure', onBroke);
+      stream.once('peer-end', onBroke);
+      try {
+        await openFlow(stream, info);
+        return this.established(id, stream, info);
+      } catch (e) {
+        // A connection that waited in the pool may have been closed by the far side a moment ago (the
+        // manager restarted, the port-forward ended): once more on a new one.
+        if (broke && waited) {
+          this.o.log.debug('a ready flow connection was gone: opening a new one', {
+            reason: (e as Error).message,
+          });
+          connection = await pool.fresh();
+          waited = false;
+          continue;
+        }
+        if (e instanceof FlowDialRejected) throw new DialRejectedError(e.message);
+        throw e;
+      } finally {
+        stream.off('failure', onBroke);
+        stream.off('peer-end', onBroke);
+      }
+    }
+  }
+
+  private established(id: FlowId, stream: TunnelStream, info: StreamInfo): TcpDial {
     const log = this.o.log;
     return {
       attach(socket: net.Socket) {

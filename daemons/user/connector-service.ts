@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import { status } from '@grpc/grpc-js';
 import { startForwardThread } from '../../kube/port-forward-thread.js';
 import { createLogger, logTarget } from '../../logging/logger.js';
-import { formatHostPort, UsageError } from '../../netaddr/parse.js';
+import { UsageError } from '../../netaddr/parse.js';
 import type { ConnectInfo, ConnectorServer, ConnectRequest, ListRequest } from '../../rpc/gen/connector.js';
 import {
   InterceptDisposition,
@@ -15,7 +15,7 @@ import {
 import { grpcError } from '../../rpc/unary-call.js';
 import { unaryHandlers } from '../../rpc/unary-handler.js';
 import { TUNNEL_VERSION, VERSION } from '../../version/version.js';
-import { tcpFlows } from './direct-links.js';
+import { tcpAgentReach } from './direct-links.js';
 import { type IdentitySource, type ManagerConnection, UserFacingError } from './manager-connection.js';
 import { LocalMountPorts } from './mount-ports.js';
 import type { RemoteMounts } from './mounts.js';
@@ -205,11 +205,7 @@ export function connectorService(
       // is this machine's (standalone agents beside the daemon).
       await conn.connect(req.managerAddress, identityFromKubeconfig(req, true), (pod) =>
         pod.podIp === '::1' || pod.podIp.startsWith('127.')
-          ? Promise.resolve({
-              address: formatHostPort(pod.podIp, pod.port),
-              close: async () => {},
-              flow: tcpFlows(pod.podIp, pod.port),
-            })
+          ? Promise.resolve(tcpAgentReach(pod.podIp, pod.port))
           : undefined,
       );
       namespace = req.namespace || namespace || 'default';

@@ -10,7 +10,6 @@
 // port-forward thread (kube/port-forward-thread.ts), or TCP to a standalone agent on this machine. An
 // agent whose watch does not say it takes them (an older one), or a stream that cannot be opened, gets a
 // Tunnel call on the watch's channel instead.
-import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../../logging/logger.js';
 import { formatHostPort } from '../../netaddr/parse.js';
@@ -19,6 +18,7 @@ import { workstationChannelOptions } from '../../rpc/grpc-options.js';
 import { AgentClient } from '../../rpc/manager-service.js';
 import { errorDetails } from '../../rpc/unary-call.js';
 import { dialTarget } from '../../tunnel/flow.js';
+import { tcpFlowPool } from '../../tunnel/flow-pool.js';
 import { FLOW_CONNECTIONS_METADATA, FramedCall } from '../../tunnel/framed-call.js';
 import type { StreamInfo } from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
@@ -56,19 +56,23 @@ export interface AgentReach {
 /** How to reach a pod's agent; undefined: not directly (its connections go through the manager). */
 export type AgentRoute = (pod: AgentPort) => Promise<AgentReach> | undefined;
 
-/** Flows on TCP connections of their own to an agent's direct port at host:port. */
-export function tcpFlows(host: string, port: number): FlowOpener {
-  return (info, target) =>
-    new Promise((resolve, reject) => {
-      const socket = net.connect({ host, port, noDelay: true });
-      socket.once('error', reject);
-      socket.once('connect', () => {
-        socket.off('error', reject);
-        const stream = new TunnelStream(FramedCall.open(socket, formatHostPort(host, port)));
-        void dialTarget(stream, info, target, log);
-        resolve();
-      });
-    });
+/**
+ * How this daemon reaches a standalone agent's direct port at host:port (on this machine's loopback): flows
+ * on TCP connections of their own, each kept for the agent's next flow.
+ */
+export function tcpAgentReach(host: string, port: number): AgentReach {
+  const pool = tcpFlowPool(host, port, log);
+  return {
+    address: formatHostPort(host, port),
+    close: async () => pool.close(),
+    flow: async (info, target) => {
+      const { connection } = await pool.open();
+      const call = new FramedCall(connection, formatHostPort(host, port), { reusable: true });
+      call.once('reusable', () => pool.release(connection));
+      void dialTarget(new TunnelStream(call), info, target, log);
+    },
+    warm: () => pool.warm(),
+  };
 }
 
 /** What one watch is for: a pod of one of this session's intercepts. */

@@ -347,6 +347,12 @@ export interface ClusterInfo {
   dnsIps: string[];
   managerPodIp: string;
   managedNamespaces: string[];
+  /**
+   * The manager's port also takes flow connections (tunnel/framed-call.ts): one flow per connection,
+   * reused flow after flow, without HTTP/2. A manager without them leaves it unset: its clients keep
+   * to Tunnel calls.
+   */
+  flowConnections: boolean;
 }
 
 export interface EnsureAgentRequest {
@@ -558,6 +564,11 @@ export interface StreamInfo {
    * Unset: the agent serves the volumes read-only, whatever they are.
    */
   mountReadWrite: boolean;
+  /**
+   * On a flow connection, which carries no gRPC metadata: the opening session's credential (what its
+   * calls carry as `authorization: Bearer …`). Empty on Tunnel calls.
+   */
+  credential: string;
 }
 
 export interface TunnelMessage {
@@ -2935,7 +2946,15 @@ export const WorkloadInfoSnapshot: MessageFns<WorkloadInfoSnapshot> = {
 };
 
 function createBaseClusterInfo(): ClusterInfo {
-  return { podSubnets: [], serviceSubnets: [], clusterDomain: "", dnsIps: [], managerPodIp: "", managedNamespaces: [] };
+  return {
+    podSubnets: [],
+    serviceSubnets: [],
+    clusterDomain: "",
+    dnsIps: [],
+    managerPodIp: "",
+    managedNamespaces: [],
+    flowConnections: false,
+  };
 }
 
 export const ClusterInfo: MessageFns<ClusterInfo> = {
@@ -2957,6 +2976,9 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
     }
     for (const v of message.managedNamespaces) {
       writer.uint32(50).string(v!);
+    }
+    if (message.flowConnections !== false) {
+      writer.uint32(56).bool(message.flowConnections);
     }
     return writer;
   },
@@ -3022,6 +3044,14 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
             message.managedNamespaces.push(reader.string());
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.flowConnections = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3066,6 +3096,11 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
         : globalThis.Array.isArray(object?.managed_namespaces)
         ? object.managed_namespaces.map((e: any) => globalThis.String(e))
         : [],
+      flowConnections: isSet(object.flowConnections)
+        ? globalThis.Boolean(object.flowConnections)
+        : isSet(object.flow_connections)
+        ? globalThis.Boolean(object.flow_connections)
+        : false,
     };
   },
 
@@ -3089,6 +3124,9 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
     if (message.managedNamespaces?.length) {
       obj.managedNamespaces = message.managedNamespaces;
     }
+    if (message.flowConnections !== false) {
+      obj.flowConnections = message.flowConnections;
+    }
     return obj;
   },
 
@@ -3103,6 +3141,7 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
     message.dnsIps = object.dnsIps?.map((e) => e) || [];
     message.managerPodIp = object.managerPodIp ?? "";
     message.managedNamespaces = object.managedNamespaces?.map((e) => e) || [];
+    message.flowConnections = object.flowConnections ?? false;
     return message;
   },
 };
@@ -5637,6 +5676,7 @@ function createBaseStreamInfo(): StreamInfo {
     relayId: "",
     mount: false,
     mountReadWrite: false,
+    credential: "",
   };
 }
 
@@ -5668,6 +5708,9 @@ export const StreamInfo: MessageFns<StreamInfo> = {
     }
     if (message.mountReadWrite !== false) {
       writer.uint32(72).bool(message.mountReadWrite);
+    }
+    if (message.credential !== "") {
+      writer.uint32(82).string(message.credential);
     }
     return writer;
   },
@@ -5757,6 +5800,14 @@ export const StreamInfo: MessageFns<StreamInfo> = {
             message.mountReadWrite = reader.bool();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.credential = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5808,6 +5859,7 @@ export const StreamInfo: MessageFns<StreamInfo> = {
         : isSet(object.mount_read_write)
         ? globalThis.Boolean(object.mount_read_write)
         : false,
+      credential: isSet(object.credential) ? globalThis.String(object.credential) : "",
     };
   },
 
@@ -5840,6 +5892,9 @@ export const StreamInfo: MessageFns<StreamInfo> = {
     if (message.mountReadWrite !== false) {
       obj.mountReadWrite = message.mountReadWrite;
     }
+    if (message.credential !== "") {
+      obj.credential = message.credential;
+    }
     return obj;
   },
 
@@ -5859,6 +5914,7 @@ export const StreamInfo: MessageFns<StreamInfo> = {
     message.relayId = object.relayId ?? "";
     message.mount = object.mount ?? false;
     message.mountReadWrite = object.mountReadWrite ?? false;
+    message.credential = object.credential ?? "";
     return message;
   },
 };

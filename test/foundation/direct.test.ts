@@ -73,10 +73,12 @@ test('an agent with a direct port sends its intercepted connections straight to 
     const before = await relayedByManager(ports.metrics);
     for (let n = 0; n < 20; n++) assert.is(await httpGet(ports.agent), 'laptop');
     assert.is(await relayedByManager(ports.metrics), before, 'the manager relayed none of the 20');
-    // Each on a connection of its own to the direct port (tunnel/framed-call.ts), not a Tunnel call.
+    // On flow connections to the direct port (tunnel/framed-call.ts), not Tunnel calls, and a connection
+    // carries one flow after another (tunnel/flow-pool.ts): fewer connections than requests.
+    const flowConnections = (rig.log('agent').match(/a flow connection/g) ?? []).length;
     assert.ok(
-      (rig.log('agent').match(/a flow connection/g) ?? []).length >= 20,
-      'the 20 came on flow connections',
+      flowConnections >= 1 && flowConnections < 20,
+      `${flowConnections} flow connections for 20 requests`,
     );
     assert.not.match(rig.daemonLog(), /no flow connection to the agent/);
     // The agent counts them (it reports every 10 s): an admin sees the direct path in the metrics.

@@ -1,0 +1,114 @@
+// One port for a gRPC server and for flow connections (tunnel/framed-call.ts), told apart by the first
+// bytes: FLOW_MAGIC makes a connection a flow connection, anything else (HTTP/2's preface) goes to the gRPC
+// server through grpc-js's connection injector, with the bytes read put back. The agent's direct port and
+// the traffic manager's port both listen this way, so neither needs a second port, Service or chart value.
+import * as net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../logging/logger.js';
+import { FLOW_MAGIC, FramedCall } from './framed-call.js';
+import { TunnelStream } from './stream.js';
+
+/** How long a new connection may take to send its first bytes. */
+const FIRST_BYTES_TIMEOUT_MS = 5_000;
+
+export interface FlowAndGrpcListener {
+  port: number;
+  /** Takes no new connection; those open go on. */
+  stopListening(): void;
+  /** Stops listening, ends the gRPC connections and destroys the flow connections. */
+  close(): void;
+}
+
+export interface FlowAndGrpcOptions {
+  server: grpc.Server;
+  host: string;
+  port: number;
+  log: Logger;
+  /** A flow connection, its FLOW_MAGIC read (the bytes after it are put back). */
+  onFlowConnection(socket: net.Socket, peer: string): void;
+}
+
+export async function listenForFlowsAndGrpc(o: FlowAndGrpcOptions): Promise<FlowAndGrpcListener> {
+  const injector = o.server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  const flowSockets = new Set<net.Socket>();
+  const listener = net.createServer({ noDelay: true }, (socket) =>
+    sniff(socket, {
+      grpc: () => injector.injectConnection(socket),
+      flow: () => {
+        const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+        flowSockets.add(socket);
+        socket.once('close', () => flowSockets.delete(socket));
+        if (o.log.enabled('debug')) o.log.debug('a flow connection', { peer });
+        o.onFlowConnection(socket, peer);
+      },
+    }),
+  );
+  const address = o.host.includes(':') ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`;
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', (e: NodeJS.ErrnoException) =>
+      reject(new Error(`cannot listen on ${address}: ${e.code === 'EADDRINUSE' ? 'in use' : e.message}`)),
+    );
+    listener.listen(o.port, o.host, () => resolve());
+  });
+  return {
+    port: (listener.address() as net.AddressInfo).port,
+    stopListening() {
+      listener.close();
+    },
+    close() {
+      listener.close();
+      injector.destroy();
+      for (const s of flowSockets) s.destroy();
+    },
+  };
+}
+
+/** Tells a new connection's kind by its first bytes, then hands it on paused, the bytes after the magic put back. */
+function sniff(socket: net.Socket, to: { grpc(): void; flow(): void }): void {
+  let first = Buffer.alloc(0);
+  const timer = setTimeout(() => socket.destroy(), FIRST_BYTES_TIMEOUT_MS);
+  const decide = (kind: 'flow' | 'grpc') => {
+    clearTimeout(timer);
+    socket.off('data', onData);
+    socket.off('error', onError);
+    socket.pause();
+    if (kind === 'grpc') {
+      socket.unshift(first);
+      to.grpc();
+      return;
+    }
+    if (first.length > FLOW_MAGIC.length) socket.unshift(first.subarray(FLOW_MAGIC.length));
+    to.flow();
+  };
+  const onData = (chunk: Buffer) => {
+    first = Buffer.concat([first, chunk]);
+    const n = Math.min(first.length, FLOW_MAGIC.length);
+    if (!first.subarray(0, n).equals(FLOW_MAGIC.subarray(0, n))) decide('grpc');
+    else if (first.length >= FLOW_MAGIC.length) decide('flow');
+  };
+  const onError = () => {
+    clearTimeout(timer);
+    socket.destroy();
+  };
+  socket.on('data', onData);
+  socket.once('error', onError);
+}
+
+/**
+ * Serves one flow after another on a flow connection: `onFlow` gets each flow's stream (its OPEN not read
+ * yet); once a flow ended cleanly on both sides (`done` is told), the next one starts on the same connection.
+ */
+export function serveFlowConnection(
+  socket: net.Socket,
+  peer: string,
+  onFlow: (stream: TunnelStream) => void,
+  done?: (stream: TunnelStream) => void,
+): void {
+  const call = new FramedCall(socket, peer, { reusable: true });
+  const stream = new TunnelStream(call);
+  call.once('reusable', () => {
+    done?.(stream);
+    serveFlowConnection(socket, peer, onFlow, done);
+  });
+  onFlow(stream);
+}
