@@ -135,22 +135,30 @@ const arriveAs = (name: string) =>
 const arriveAgent = (info: AgentInfo, token = `token-of:${info.namespace}/${info.podName}`) =>
   call<Arrival>(token, (md, o, cb) => client.arriveAsAgent(info, md, o, cb));
 
-function openTunnel(token: string, sessionId: string, dst: { ip: string; port: number }) {
+function openTunnel(
+  token: string,
+  sessionId: string,
+  dst: { ip: string; port: number },
+): Promise<TunnelMessage> {
   const md = withBearer(new grpc.Metadata(), token);
   const t = client.tunnel(md);
   const first = new Promise<TunnelMessage>((resolve, reject) => {
     t.once('data', resolve);
     t.on('error', reject);
   });
-  t.write(
-    msg.open(
-      streamInfo({
-        connId: { protocol: 6, srcIp: '198.18.0.1', srcPort: 40000, dstIp: dst.ip, dstPort: dst.port },
-        sessionId,
-      }),
-    ),
-  );
+  t.write(outboundOpen(sessionId, dst));
   return first.finally(() => t.cancel());
+}
+
+/** A workstation's OPEN of an outbound TCP flow (a flow connection's carries the credential). */
+function outboundOpen(sessionId: string, dst: { ip: string; port: number }, credential = ''): TunnelMessage {
+  return msg.open(
+    streamInfo({
+      connId: { protocol: 6, srcIp: '198.18.0.1', srcPort: 40000, dstIp: dst.ip, dstPort: dst.port },
+      sessionId,
+      credential,
+    }),
+  );
 }
 
 test('no credentials: no client session, no agent session', async () => {
@@ -345,52 +353,22 @@ test("revoking others' intercepts is its own permission", async () => {
   assert.equal((await revoke(bob)).intercepts, [], 'nothing left');
 });
 
-test('tunnel: only with the session credential, outbound only to reachable networks', async () => {
-  const server = net.createServer((s) => {
-    s.on('error', () => {});
-    s.end();
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  try {
-    const alice = await arriveAs('alice');
-    const bob = await arriveAs('bob');
-    const bare = await openTunnel('', alice.sessionId, { ip: '127.0.0.1', port });
-    assert.is(bare.code, TunnelCode.DIAL_REJECT);
-    assert.match(bare.error, 'carries no session credential');
-    const stolen = await openTunnel(bob.credential, alice.sessionId, { ip: '127.0.0.1', port });
-    assert.is(stolen.code, TunnelCode.DIAL_REJECT);
-    const outside = await openTunnel(alice.credential, alice.sessionId, { ip: '192.0.2.1', port: 80 });
-    assert.is(outside.code, TunnelCode.DIAL_REJECT);
-    assert.match(outside.error, "192.0.2.1 is not in the cluster's networks");
-    const ok = await openTunnel(alice.credential, alice.sessionId, { ip: '127.0.0.1', port });
-    assert.is(ok.code, TunnelCode.DIAL_OK);
-  } finally {
-    server.close();
-  }
-});
+type Opener = (token: string, sessionId: string, dst: { ip: string; port: number }) => Promise<TunnelMessage>;
 
 /** The same OPEN on a flow connection to the manager's port: the credential rides in the OPEN. */
-async function openFlowConnection(credential: string, sessionId: string, dst: { ip: string; port: number }) {
+const openFlowConnection: Opener = async (credential, sessionId, dst) => {
   const socket = await connectFlowSocket('127.0.0.1', manager.port);
   const call = new FramedCall(socket, 'manager');
   const first = new Promise<TunnelMessage>((resolve, reject) => {
     call.once('data', resolve);
     call.on('error', reject);
   });
-  call.write(
-    msg.open(
-      streamInfo({
-        connId: { protocol: 6, srcIp: '198.18.0.1', srcPort: 40000, dstIp: dst.ip, dstPort: dst.port },
-        sessionId,
-        credential,
-      }),
-    ),
-  );
+  call.write(outboundOpen(sessionId, dst, credential));
   return first.finally(() => socket.destroy());
-}
+};
 
-test('a flow connection: only with the session credential in its OPEN, outbound only to reachable networks', async () => {
+/** A stream's OPEN is admitted only with its session's credential, and outbound only to reachable networks. */
+const admission = (open: Opener) => async () => {
   const server = net.createServer((s) => {
     s.on('error', () => {});
     s.end();
@@ -400,23 +378,27 @@ test('a flow connection: only with the session credential in its OPEN, outbound 
   try {
     const alice = await arriveAs('alice');
     const bob = await arriveAs('bob');
-    const bare = await openFlowConnection('', alice.sessionId, { ip: '127.0.0.1', port });
+    const bare = await open('', alice.sessionId, { ip: '127.0.0.1', port });
     assert.is(bare.code, TunnelCode.DIAL_REJECT);
     assert.match(bare.error, 'carries no session credential');
-    const stolen = await openFlowConnection(bob.credential, alice.sessionId, { ip: '127.0.0.1', port });
+    const stolen = await open(bob.credential, alice.sessionId, { ip: '127.0.0.1', port });
     assert.is(stolen.code, TunnelCode.DIAL_REJECT);
-    const outside = await openFlowConnection(alice.credential, alice.sessionId, {
-      ip: '192.0.2.1',
-      port: 80,
-    });
+    const outside = await open(alice.credential, alice.sessionId, { ip: '192.0.2.1', port: 80 });
     assert.is(outside.code, TunnelCode.DIAL_REJECT);
     assert.match(outside.error, "192.0.2.1 is not in the cluster's networks");
-    const ok = await openFlowConnection(alice.credential, alice.sessionId, { ip: '127.0.0.1', port });
+    const ok = await open(alice.credential, alice.sessionId, { ip: '127.0.0.1', port });
     assert.is(ok.code, TunnelCode.DIAL_OK);
   } finally {
     server.close();
   }
-});
+};
+
+test('tunnel: only with the session credential, outbound only to reachable networks', admission(openTunnel));
+
+test(
+  'a flow connection: only with the session credential in its OPEN, outbound only to reachable networks',
+  admission(openFlowConnection),
+);
 
 test('a resume token arrives again as its user, also at a restarted manager with the same key', async () => {
   const key = crypto.randomBytes(32);

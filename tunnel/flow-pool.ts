@@ -118,22 +118,22 @@ export class FlowConnectionPool<T extends Duplex> {
     const closed = () => drop(false);
     const timer = setTimeout(expire, this.o.maxIdleMs ?? READY_MAX_IDLE_MS);
     timer.unref();
-    connection.on('data', hold);
-    connection.on('end', expire);
-    connection.on('remote-end', expire);
-    connection.on('error', ignore);
-    connection.once('close', closed);
+    // 'remote-end': a port-forward's stream whose pod side ended (announced even while nothing reads).
+    const watch: [string, (arg: Buffer) => void][] = [
+      ['data', hold],
+      ['end', expire],
+      ['remote-end', expire],
+      ['error', ignore],
+      ['close', closed],
+    ];
+    for (const [event, handler] of watch) connection.on(event, handler);
     connection.resume();
     const entry: Ready<T> = {
       connection,
       take: () => {
         clearTimeout(timer);
         connection.pause();
-        connection.off('data', hold);
-        connection.off('end', expire);
-        connection.off('remote-end', expire);
-        connection.off('error', ignore);
-        connection.off('close', closed);
+        for (const [event, handler] of watch) connection.off(event, handler);
         return held.splice(0);
       },
     };

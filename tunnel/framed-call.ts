@@ -164,8 +164,10 @@ export class FramedCall extends EventEmitter {
   private flush(): void {
     while (this.outbox.length > 0 && !this.over) {
       const next = this.outbox[0]!;
-      // One message larger than the window still goes when nothing else is outstanding.
-      if (this.outstanding > 0 && this.outstanding + next.cost > WINDOW_BYTES) return;
+      // The receiver credits in batches: while less than a batch is outstanding no credit may come, so a
+      // message goes then whatever its size (at most a batch and one message are ever in flight past the
+      // window).
+      if (this.outstanding >= CREDIT_BATCH_BYTES && this.outstanding + next.cost > WINDOW_BYTES) return;
       this.outbox.shift();
       this.outstanding += next.cost;
       const last = next.frames.length - 1;
