@@ -418,7 +418,12 @@ export async function forwardSocket(
   pipeForwarded(session.stream(), local, log, pod, port, () => session.close());
 }
 
-/** Relays a local connection and its forwarded stream both ways; `done` once both are over. */
+/**
+ * Relays a local connection and its forwarded stream both ways; `done` once both are over. `windowed`: the
+ * bytes carry a flow of their own with its window (tunnel/framed-call.ts), which bounds what waits for the
+ * local side; the stream is then never paused, since pausing it would stop the whole shared port-forward
+ * (PortForwardSession.stall) and every other flow on it behind one slow reader.
+ */
 function pipeForwarded(
   remote: ForwardedStream,
   local: net.Socket,
@@ -426,6 +431,7 @@ function pipeForwarded(
   pod: string,
   port: number,
   done: () => void,
+  windowed = false,
 ): void {
   let closed = false;
   const close = (why?: string) => {
@@ -437,7 +443,7 @@ function pipeForwarded(
     } else local.end();
     done();
   };
-  remote.on('data', (chunk: Buffer) => relayWrite(remote, local, chunk));
+  remote.on('data', (chunk: Buffer) => (windowed ? local.write(chunk) : relayWrite(remote, local, chunk)));
   remote.on('end', () => local.end());
   remote.on('error', (err) => close(err.message));
   // After both directions finished (or an error, reported above).
@@ -603,7 +609,7 @@ export async function forwardingListener(
         const started = Date.now();
         if (how.shareFlowConnections && startsWithMagic(await firstBytes(local))) {
           const session = await sharedSession(target);
-          pipeForwarded(session.stream(), local, log, target.pod, target.port, () => {});
+          pipeForwarded(session.stream(), local, log, target.pod, target.port, () => {}, true);
         } else await forwardSocket(kc, namespace, target.pod, target.port, local, log);
         log.debug(`forwarding a connection to ${what}`, {
           pod: target.pod,

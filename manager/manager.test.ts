@@ -19,6 +19,8 @@ import { errorDetails, hasStatus, unary } from '../rpc/unary-call.js';
 import { echoSpec } from '../testbed/intercept-spec.js';
 import { dialTcp } from '../tunnel/dial.js';
 import { type FlowOutcome, openFlow, originate, serveDial } from '../tunnel/flow.js';
+import { connectFlowSocket } from '../tunnel/flow-pool.js';
+import { FramedCall } from '../tunnel/framed-call.js';
 import { msg, streamInfo, TunnelCode } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import { startManager } from './server.js';
@@ -256,6 +258,53 @@ test('a draining manager (SIGTERM) lets a connection in progress finish and star
     it.close();
   } finally {
     laptop.server.close();
+    await r.close();
+  }
+});
+
+test('a draining manager closes its flow connections that wait for a flow, and lets the flow on another finish', async () => {
+  const r = await rig();
+  const echo = await listen((s) => s.pipe(s));
+  try {
+    const alice = await r.call<SessionInfo>((md, o, cb) => r.client.arriveAsClient(clientInfo, md, o, cb));
+    const idle = await connectFlowSocket('127.0.0.1', r.manager.port);
+    const idleClosed = new Promise<void>((resolve) => idle.once('close', () => resolve()));
+    idle.on('error', () => {});
+    idle.resume();
+    // A flow in progress on another flow connection.
+    const busy = new TunnelStream(
+      new FramedCall(await connectFlowSocket('127.0.0.1', r.manager.port), 'manager'),
+    );
+    const connId = { protocol: 6, srcIp: '10.1.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: echo.port };
+    await openFlow(busy, streamInfo({ connId, sessionId: alice.sessionId }));
+    let closeSent: () => void = () => {};
+    const farClosed = new Promise<void>((resolve) => {
+      closeSent = resolve;
+    });
+    let echoedOne: (text: string) => void = () => {};
+    const echoed = new Promise<string>((resolve) => {
+      echoedOne = resolve;
+    });
+    busy.onMessage((m) => {
+      if (m.code === TunnelCode.DATA) echoedOne(String(m.data));
+      if (m.code === TunnelCode.CLOSE_SEND) closeSent();
+    });
+
+    let stopped = false;
+    const stopping = r.manager.stop(10_000).then(() => {
+      stopped = true;
+    });
+    await idleClosed;
+    assert.not.ok(stopped, 'the idle flow connection closed during the drain, not at its end');
+    busy.send(msg.data(Buffer.from('still here')));
+    assert.is(await echoed, 'still here');
+    // Ended as a flow ends: CLOSE_SEND each way, then the stream.
+    busy.send(msg.closeSend());
+    await farClosed;
+    busy.end();
+    await stopping;
+  } finally {
+    echo.server.close();
     await r.close();
   }
 });

@@ -98,8 +98,14 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
         // New connections are refused at once (clients look for the next manager), as new calls are.
         listener.stopListening();
         const timer = setTimeout(finish, Math.max(drainMs, 2000));
-        // Refuses new calls and connections; calls back once every call in progress has ended.
-        server.tryShutdown(finish);
+        // Refuses new calls; calls back once every call in progress has ended. The flows on flow
+        // connections are no calls: the router says when they have ended.
+        let waiting = 2;
+        const ended = () => {
+          if (--waiting === 0) finish();
+        };
+        server.tryShutdown(ended);
+        void core.router.flowConnectionsSettled().then(ended);
       }),
   };
 }

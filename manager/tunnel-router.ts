@@ -28,6 +28,7 @@ import { serveFlowConnection } from '../tunnel/flow-listener.js';
 import {
   EARLY_DATA_VERSION,
   formatConnectionId,
+  MANAGER_SHUTTING_DOWN,
   msg,
   type StreamInfo,
   WORKSTATION_UNAVAILABLE,
@@ -51,6 +52,11 @@ export type TunnelAdmission = (
 const TCP_PROTOCOL = 6;
 /** How long a new Tunnel stream may take to send its OPEN. */
 const OPEN_TIMEOUT_MS = 10_000;
+/**
+ * How long a flow connection may wait for its next flow's OPEN: a client keeps it ready for up to 20 s
+ * (tunnel/flow-pool.ts READY_MAX_IDLE_MS).
+ */
+const FLOW_OPEN_TIMEOUT_MS = 60_000;
 
 /** What the router counted since it started (the manager's metrics read it; manager/metrics.ts). */
 export interface TunnelStats {
@@ -88,6 +94,10 @@ export class TunnelRouter {
   private readonly pending = new Map<string, PendingRelay>();
   private readonly dialStreams = new Map<string, ServerWritableStream<SessionInfo, DialRequest>>();
   private readonly flows = new Set<TunnelStream>();
+  /** Flow connections, and whether each waits for its next flow's OPEN. */
+  private readonly flowConnections = new Map<net.Socket, { idle: boolean }>();
+  /** Waiting for no flow connection to carry a flow (flowConnectionsSettled). */
+  private readonly settledWaiters: (() => void)[] = [];
   /** Shutting down (drain): flows in progress go on, new ones are refused. */
   private draining = false;
   readonly stats: TunnelStats = {
@@ -158,16 +168,57 @@ export class TunnelRouter {
    */
   handleFlowConnection(socket: net.Socket, peer: string): void {
     this.stats.flowConnections++;
-    serveFlowConnection(socket, peer, (stream) => this.accept(stream));
+    const state = { idle: true };
+    this.flowConnections.set(socket, state);
+    socket.once('close', () => {
+      this.flowConnections.delete(socket);
+      this.checkSettled();
+    });
+    serveFlowConnection(socket, peer, (stream) => {
+      // Between flows while draining: closed, so that the client opens its next flow at the next manager.
+      if (this.draining) {
+        socket.destroy();
+        return;
+      }
+      state.idle = true;
+      this.checkSettled();
+      this.accept(stream, undefined, () => {
+        state.idle = false;
+      });
+    });
   }
 
-  private accept(stream: TunnelStream, call?: ServerDuplexStream<TunnelMessage, TunnelMessage>): void {
+  /**
+   * Resolves once no flow connection carries a flow: what a draining manager waits for besides its gRPC
+   * calls (a flow connection's flows are none of those).
+   */
+  flowConnectionsSettled(): Promise<void> {
+    return new Promise((resolve) => {
+      this.settledWaiters.push(resolve);
+      this.checkSettled();
+    });
+  }
+
+  private checkSettled(): void {
+    if (this.settledWaiters.length === 0) return;
+    for (const s of this.flowConnections.values()) if (!s.idle) return;
+    for (const resolve of this.settledWaiters.splice(0)) resolve();
+  }
+
+  private accept(
+    stream: TunnelStream,
+    call?: ServerDuplexStream<TunnelMessage, TunnelMessage>,
+    opened?: () => void,
+  ): void {
     this.flows.add(stream);
     const forget = () => this.flows.delete(stream);
     stream.on('peer-end', forget);
     stream.on('failure', forget);
-    readOpen(stream, this.o.openTimeoutMs).then(
-      (info) => this.route(stream, info, call),
+    readOpen(stream, call ? this.o.openTimeoutMs : FLOW_OPEN_TIMEOUT_MS).then(
+      (info) => {
+        opened?.();
+        this.route(stream, info, call);
+      },
       (e: Error) => {
         this.log.debug('tunnel stream without a valid OPEN', { peer: stream.peer, reason: e.message });
         // The peer ended or cancelled it before any OPEN: end this side too, or the call stays half open.
@@ -185,7 +236,7 @@ export class TunnelRouter {
     if (this.draining) {
       this.refuse(
         stream,
-        `${info.interceptId ? WORKSTATION_UNAVAILABLE : ''}the traffic manager is shutting down`,
+        `${info.interceptId ? WORKSTATION_UNAVAILABLE : ''}${MANAGER_SHUTTING_DOWN}`,
         label,
       );
       return;
@@ -433,8 +484,10 @@ export class TunnelRouter {
    */
   drain(): void {
     this.draining = true;
+    // Flow connections waiting for a flow: closed (their clients drop them); those in a flow, after it.
+    for (const [socket, state] of this.flowConnections) if (state.idle) socket.destroy();
     for (const id of [...this.pending.keys()])
-      this.refusePending(id, `${WORKSTATION_UNAVAILABLE}the traffic manager is shutting down`);
+      this.refusePending(id, `${WORKSTATION_UNAVAILABLE}${MANAGER_SHUTTING_DOWN}`);
     const dialStreams = [...this.dialStreams.values()];
     this.dialStreams.clear();
     for (const c of dialStreams) c.end();
@@ -443,8 +496,8 @@ export class TunnelRouter {
   /** Shutdown: reset every flow. */
   closeAll(): void {
     for (const id of [...this.pending.keys()])
-      this.refusePending(id, `${WORKSTATION_UNAVAILABLE}the traffic manager is shutting down`);
-    for (const s of this.flows) s.abort('the traffic manager is shutting down');
+      this.refusePending(id, `${WORKSTATION_UNAVAILABLE}${MANAGER_SHUTTING_DOWN}`);
+    for (const s of this.flows) s.abort(MANAGER_SHUTTING_DOWN);
     for (const c of this.dialStreams.values()) c.end();
     this.dialStreams.clear();
   }

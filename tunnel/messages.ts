@@ -26,6 +26,13 @@ export const MAX_DATA_BYTES = 1 << 20;
  */
 export const WORKSTATION_UNAVAILABLE = 'workstation unavailable: ';
 
+/**
+ * The reason a stopping manager refuses new flows with (behind WORKSTATION_UNAVAILABLE for an agent's): a
+ * workstation's flow that meets it on a flow connection goes as a Tunnel call instead, which the gRPC
+ * channel takes to the next manager.
+ */
+export const MANAGER_SHUTTING_DOWN = 'the traffic manager is shutting down';
+
 /** Whether a DIAL_REJECT reason says the workstation could not take the connection (see above). */
 export function isWorkstationUnavailable(reason: string): boolean {
   return reason.startsWith(WORKSTATION_UNAVAILABLE);

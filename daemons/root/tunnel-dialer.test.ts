@@ -6,13 +6,13 @@ import * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger, setLevel } from '../../logging/logger.js';
-import type { ManagerClient } from '../../rpc/gen/manager.js';
 import { managerChannelOptions, managerServerOptions } from '../../rpc/grpc-options.js';
 import { startTunnelServer } from '../../testbed/echo-tunnel.js';
 import { dialTcp } from '../../tunnel/dial.js';
 import { readOpen, serveDial } from '../../tunnel/flow.js';
 import { listenForFlowsAndGrpc, serveFlowConnection } from '../../tunnel/flow-listener.js';
 import { tcpFlowPool } from '../../tunnel/flow-pool.js';
+import { MANAGER_SHUTTING_DOWN, msg } from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { serveUdp } from '../../tunnel/udp-flow.js';
 import { DialRejectedError } from '../../vif/flows.js';
@@ -20,9 +20,11 @@ import { TunnelFlowDialer } from './tunnel-dialer.js';
 
 setLevel('error');
 
-async function manager() {
+/** A manager's gRPC side answering Tunnel calls; `onCall` counts them. */
+async function manager(onCall = () => {}) {
   const server = await startTunnelServer(
     (call) => {
+      onCall();
       const stream = new TunnelStream(call);
       readOpen(stream, 5000).then(
         (info) => {
@@ -43,6 +45,7 @@ async function manager() {
   const dialer = new TunnelFlowDialer({ client, sessionId: () => 'test', log: createLogger('test') });
   return {
     dialer,
+    client,
     close: async () => {
       server.close();
     },
@@ -159,7 +162,7 @@ test('a UDP flow carries datagrams both ways', async () => {
  * `dropSecondFlow`: the first connection that carries a second flow is closed when that flow's OPEN comes,
  * as a manager restart closes a connection that waited in the pool a moment before it was taken.
  */
-async function flowManager(o: { dropSecondFlow?: boolean } = {}) {
+async function flowManager(o: { dropSecondFlow?: boolean; shuttingDown?: boolean } = {}) {
   const credentials: string[] = [];
   let connections = 0;
   let dropped = false;
@@ -175,6 +178,10 @@ async function flowManager(o: { dropSecondFlow?: boolean } = {}) {
         readOpen(stream, 5000).then(
           (info) => {
             credentials.push(info.credential);
+            if (o.shuttingDown) {
+              stream.dismiss(msg.dialReject(MANAGER_SHUTTING_DOWN));
+              return;
+            }
             if (++flows === 2 && o.dropSecondFlow && !dropped) {
               dropped = true;
               socket.destroy();
@@ -191,9 +198,13 @@ async function flowManager(o: { dropSecondFlow?: boolean } = {}) {
     },
   });
   const pool = tcpFlowPool('127.0.0.1', listener.port, createLogger('test'));
+  // Its gRPC side (on a port of its own here): the Tunnel calls a flow falls back to.
+  let calls = 0;
+  const grpcSide = await manager(() => {
+    calls++;
+  });
   const dialer = new TunnelFlowDialer({
-    // Tunnel calls are not used while the manager takes flow connections.
-    client: undefined as unknown as ManagerClient,
+    client: grpcSide.client,
     sessionId: () => 'test',
     log: createLogger('test'),
     flowConnections: { pool, enabled: () => true, credential: 'test.secret' },
@@ -202,9 +213,11 @@ async function flowManager(o: { dropSecondFlow?: boolean } = {}) {
     dialer,
     credentials,
     connections: () => connections,
+    calls: () => calls,
     close: () => {
       pool.close();
       listener.close();
+      void grpcSide.close();
     },
   };
 }
@@ -250,6 +263,19 @@ test('flow connections: TCP flows one after another share a connection, each OPE
     assert.equal(m.credentials, Array(10).fill('test.secret'));
     // The first flow's connection and the spare, then the ones handed back.
     assert.ok(m.connections() <= 3, `${m.connections()} connections for 10 flows`);
+  } finally {
+    dest.close();
+    m.close();
+  }
+});
+
+test('flow connections: a manager that is stopping refuses the flow there, and it goes as a Tunnel call', async () => {
+  const m = await flowManager({ shuttingDown: true });
+  const dest = await echoServer();
+  try {
+    assert.is(await exchange(m.dialer, (dest.address() as net.AddressInfo).port, 'hello'), 'hello');
+    assert.is(m.credentials.length, 1, 'tried on a flow connection first');
+    assert.is(m.calls(), 1, 'then as a Tunnel call');
   } finally {
     dest.close();
     m.close();

@@ -15,7 +15,7 @@ import { WORKSTATION_WINDOWS } from '../../rpc/grpc-options.js';
 import { FlowDialRejected, openFlow, originate } from '../../tunnel/flow.js';
 import type { FlowConnectionPool } from '../../tunnel/flow-pool.js';
 import { FramedCall } from '../../tunnel/framed-call.js';
-import { msg, type StreamInfo, streamInfo } from '../../tunnel/messages.js';
+import { MANAGER_SHUTTING_DOWN, msg, type StreamInfo, streamInfo } from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { DEFAULT_UDP_IDLE_TIMEOUT_MS, openUdp, UdpDialRejected } from '../../tunnel/udp-flow.js';
 import {
@@ -54,7 +54,10 @@ export class TunnelFlowDialer implements FlowDialer {
 
   async dialTcp(id: FlowId): Promise<TcpDial> {
     const flows = this.o.flowConnections;
-    if (flows?.enabled()) return this.dialOnFlowConnection(id, flows.pool, flows.credential);
+    if (flows?.enabled()) {
+      const dial = await this.dialOnFlowConnection(id, flows.pool, flows.credential);
+      if (dial) return dial;
+    }
     const info = this.info(id);
     const stream = TunnelStream.open(this.o.client, WORKSTATION_WINDOWS);
     try {
@@ -66,13 +69,28 @@ export class TunnelFlowDialer implements FlowDialer {
     return this.established(id, stream, info);
   }
 
+  /**
+   * The flow on a flow connection; undefined when it should go as a Tunnel call instead: no flow connection
+   * could be had, or the manager is stopping (the gRPC channel finds the next one; the pool's connections
+   * still lead to this one).
+   */
   private async dialOnFlowConnection(
     id: FlowId,
     pool: FlowConnectionPool<net.Socket>,
     credential: string,
-  ): Promise<TcpDial> {
+  ): Promise<TcpDial | undefined> {
     const info = { ...this.info(id), credential };
-    let { connection, waited } = await pool.open();
+    const onCall = (why: string) => {
+      this.o.log.debug('the flow goes as a Tunnel call', { to: `${id.dstIp}:${id.dstPort}`, why });
+      return undefined;
+    };
+    let connection: net.Socket;
+    let waited: boolean;
+    try {
+      ({ connection, waited } = await pool.open());
+    } catch (e) {
+      return onCall(`no flow connection: ${(e as Error).message}`);
+    }
     for (;;) {
       const socket = connection;
       const call = new FramedCall(socket, `${socket.remoteAddress}:${socket.remotePort}`, { reusable: true });
@@ -95,10 +113,17 @@ export class TunnelFlowDialer implements FlowDialer {
           this.o.log.debug('a ready flow connection was gone: opening a new one', {
             reason: (e as Error).message,
           });
-          connection = await pool.fresh();
+          try {
+            connection = await pool.fresh();
+          } catch (e) {
+            return onCall(`no flow connection: ${(e as Error).message}`);
+          }
           waited = false;
           continue;
         }
+        if (broke) return onCall(`the flow connection broke: ${(e as Error).message}`);
+        if (e instanceof FlowDialRejected && e.message.includes(MANAGER_SHUTTING_DOWN))
+          return onCall(e.message);
         if (e instanceof FlowDialRejected) throw new DialRejectedError(e.message);
         throw e;
       } finally {
