@@ -136,9 +136,9 @@ async function upgrade(kc: KubeConfig, namespace: string, pod: string, port: num
 /**
  * One SPDY connection of a port-forward to a pod: every stream() is one forwarded connection to `port`
  * (an "error" and a "data" stream sharing a requestid, as kubectl opens per local connection). The manager's
- * forward opens a session per connection; the workstation's direct flows to an agent (agent/direct.ts)
- * share one per pod, so a new intercepted connection costs two SYN_STREAMs, not a TLS handshake and an
- * upgrade.
+ * forward opens a session per gRPC connection and shares one among the root daemon's flow connections; the
+ * workstation's direct flows to an agent (agent/direct.ts) share one per pod, so a new intercepted
+ * connection costs two SYN_STREAMs, not a TLS handshake and an upgrade.
  *
  * A stream's reader that does not keep up (more than MAX_BUFFERED waiting) pauses the whole connection:
  * the SPDY peers do no flow control, so there is nothing finer. Sharers carry their own per-flow window
