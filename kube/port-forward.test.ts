@@ -389,4 +389,25 @@ test("the manager's forward: flow connections share one port-forward, a gRPC con
   }
 });
 
+test('a retired port-forward lets its open streams finish, then closes; with none open it closes at once', async () => {
+  const kubelet = await fakeKubelet();
+  const echo = await listen((s) => s.pipe(s));
+  const busy = await PortForwardSession.open(kubelet.kc, 'ns', 'pod', echo.port, log);
+  const idle = await PortForwardSession.open(kubelet.kc, 'ns', 'pod', echo.port, log);
+  try {
+    const stream = busy.stream();
+    busy.retire();
+    idle.retire();
+    assert.ok(idle.ended, 'the one without streams closed');
+    assert.is(busy.ended, undefined, 'the one with a stream stays');
+    assert.is((await exchange(stream, Buffer.from('finishing'))).toString(), 'finishing');
+    await waitFor('the retired port-forward to close', async () => busy.ended !== undefined, 5000, 20);
+  } finally {
+    busy.close();
+    idle.close();
+    echo.server.close();
+    await kubelet.close();
+  }
+});
+
 test.run();

@@ -150,6 +150,8 @@ export class PortForwardSession {
   private readonly reader = new FrameReader({ streamData: true });
   /** By the ids of both its SPDY streams. */
   private readonly streams = new Map<number, ForwardedStream>();
+  /** retire() was called: close once the last stream is gone. */
+  private retiring = false;
   private nextStreamId = 1;
   private nextRequestId = 0;
   private stalled = new Set<ForwardedStream>();
@@ -245,6 +247,16 @@ export class PortForwardSession {
       this.conn.write(encodeRstStream(s.dataId, RstStatus.Cancel));
       this.conn.write(encodeRstStream(s.errorId, RstStatus.Cancel));
     }
+    if (this.retiring && this.streams.size === 0) this.close('no longer used');
+  }
+
+  /**
+   * Takes no new stream's place any more: closes once its streams have ended (at once if none is open),
+   * so connections in progress finish (a manager pod draining while its successor takes the new ones).
+   */
+  retire(): void {
+    this.retiring = true;
+    if (this.streams.size === 0) this.close('no longer used');
   }
 
   /** Its reader holds more than MAX_BUFFERED: the connection stops until it has read. */
@@ -593,8 +605,9 @@ export async function forwardingListener(
     opening.catch(() => {
       if (shared?.session === opening) shared = undefined;
     });
+    // The previous manager pod may still finish flows (its drain): its port-forward goes after them.
     void previous?.session.then(
-      (s) => s.close(),
+      (s) => s.retire(),
       () => {},
     );
     return opening;
