@@ -106,7 +106,7 @@ export interface AgentInstallerOptions {
  * kube-proxy applies Service changes on its own schedule, at most once a second by default
  * (--iptables-min-sync-period). An app that exits at SIGTERM leaves its address dead in between, and a
  * request sent there waits for its connect timeout (seen in the demo: `curl --max-time 5` right after `tp
- * intercept` returned, 1 run in 3). So after a rollout EnsureAgent waits this much longer.
+ * intercept` returned, 2 runs in 5). So after a rollout EnsureAgent waits this much longer.
  */
 export const SERVICE_RULES_SETTLE_MS = 2_000;
 
