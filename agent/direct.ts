@@ -36,6 +36,7 @@ import {
   listenForFlowsAndGrpc,
   serveFlowConnection,
 } from '../tunnel/flow-listener.js';
+import { FLOW_OPEN_TIMEOUT_MS } from '../tunnel/flow-pool.js';
 import { FLOW_CONNECTIONS_METADATA } from '../tunnel/framed-call.js';
 import { msg } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
@@ -43,11 +44,6 @@ import type { DirectIntercept } from './intercept-routes.js';
 
 /** How long a client has to send its Tunnel stream's OPEN. */
 const OPEN_TIMEOUT_MS = 5_000;
-/**
- * How long a flow connection may wait for its OPEN: a client keeps one open ahead of need (kube/
- * port-forward.ts PodStreams, replaced after 20 s unused).
- */
-const FLOW_OPEN_TIMEOUT_MS = 60_000;
 
 /** The client's stream for one connection, or why there is none (`timedOut`: the whole wait was spent). */
 export type DirectAnswer = { stream: TunnelStream; info: StreamInfo } | { reason: string; timedOut: boolean };

@@ -147,9 +147,8 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
     { loadKubeConfig },
     { forwardToManager, forwardToPod, PodStreams: Streams },
     { DEFAULT_MANAGER_NAMESPACE },
-    { FLOW_MAGIC, FramedCall },
+    { FLOW_MAGIC },
     { dialTarget },
-    { TunnelStream },
   ] = await Promise.all([
     import('../logging/logger.js'),
     import('./kubeconfig.js'),
@@ -157,7 +156,6 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
     import('./annotations.js'),
     import('../tunnel/framed-call.js'),
     import('../tunnel/flow.js'),
-    import('../tunnel/stream.js'),
   ]);
   if (options.log.file) logToFile(options.log.file);
   setLevel(options.log.level);
@@ -222,11 +220,8 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
       }
       p.streams.open().then(
         (bytes) => {
-          // Reusable: when the flow ends cleanly the stream carries the pod's next one.
-          const call = new FramedCall(bytes, `${p.streams.pod}:${p.streams.port}`, { reusable: true });
-          call.once('reusable', () => p.streams.release(bytes));
-          const stream = new TunnelStream(call);
-          void dialTarget(stream, m.info, m.target, flowLog);
+          // When the flow ends cleanly the stream carries the pod's next one.
+          void dialTarget(p.streams.flowStream(bytes), m.info, m.target, flowLog);
           port.postMessage({ id: m.id } satisfies Reply);
         },
         (e: Error) => port.postMessage({ id: m.id, error: e.message } satisfies Reply),

@@ -32,7 +32,8 @@ import {
 } from '../spdy/frames.js';
 import { HeaderBlockDecoder, HeaderBlockEncoder } from '../spdy/header-compression.js';
 import { FlowConnectionPool } from '../tunnel/flow-pool.js';
-import { FLOW_MAGIC } from '../tunnel/framed-call.js';
+import { agreesWithFlowMagic } from '../tunnel/framed-call.js';
+import type { TunnelStream } from '../tunnel/stream.js';
 import { DEFAULT_MANAGER_NAMESPACE, MANAGER_SERVICE } from './annotations.js';
 import { apiErrorCode, apiErrorMessage } from './kubeconfig.js';
 
@@ -620,7 +621,8 @@ export async function forwardingListener(
       try {
         const target = await how.target();
         const started = Date.now();
-        if (how.shareFlowConnections && startsWithMagic(await firstBytes(local))) {
+        const first = how.shareFlowConnections ? await firstBytes(local) : undefined;
+        if (first && first.length > 0 && agreesWithFlowMagic(first)) {
           const session = await sharedSession(target);
           pipeForwarded(session.stream(), local, log, target.pod, target.port, () => {}, true);
         } else await forwardSocket(kc, namespace, target.pod, target.port, local, log);
@@ -701,6 +703,11 @@ export class PodStreams {
     this.pool.release(stream);
   }
 
+  /** A flow's stream on a connection from open(): release()d after a clean end, for the pod's next flow. */
+  flowStream(bytes: ForwardedStream): TunnelStream {
+    return this.pool.flowStream(bytes, `${this.pod}:${this.port}`);
+  }
+
   /** Opens the session (and the spare) ahead of the first connection. */
   warm(): void {
     if (this.prelude) this.pool.warm();
@@ -764,9 +771,4 @@ function firstBytes(local: net.Socket): Promise<Buffer> {
     local.once('end', onEnd);
     local.resume();
   });
-}
-
-function startsWithMagic(chunk: Buffer): boolean {
-  const n = Math.min(chunk.length, FLOW_MAGIC.length);
-  return n > 0 && chunk.subarray(0, n).equals(FLOW_MAGIC.subarray(0, n));
 }

@@ -25,6 +25,7 @@ import { widenReceiveWindow } from '../rpc/server-window.js';
 import { dialTcp } from '../tunnel/dial.js';
 import { readOpen, serveDial } from '../tunnel/flow.js';
 import { serveFlowConnection } from '../tunnel/flow-listener.js';
+import { FLOW_OPEN_TIMEOUT_MS } from '../tunnel/flow-pool.js';
 import {
   EARLY_DATA_VERSION,
   formatConnectionId,
@@ -52,11 +53,6 @@ export type TunnelAdmission = (
 const TCP_PROTOCOL = 6;
 /** How long a new Tunnel stream may take to send its OPEN. */
 const OPEN_TIMEOUT_MS = 10_000;
-/**
- * How long a flow connection may wait for its next flow's OPEN: a client keeps it ready for up to 20 s
- * (tunnel/flow-pool.ts READY_MAX_IDLE_MS).
- */
-const FLOW_OPEN_TIMEOUT_MS = 60_000;
 
 /** What the router counted since it started (the manager's metrics read it; manager/metrics.ts). */
 export interface TunnelStats {

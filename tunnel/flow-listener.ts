@@ -5,7 +5,7 @@
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
-import { FLOW_MAGIC, FramedCall } from './framed-call.js';
+import { agreesWithFlowMagic, FLOW_MAGIC, FramedCall } from './framed-call.js';
 import { TunnelStream } from './stream.js';
 
 /** How long a new connection may take to send its first bytes. */
@@ -82,8 +82,7 @@ function sniff(socket: net.Socket, to: { grpc(): void; flow(): void }): void {
   };
   const onData = (chunk: Buffer) => {
     first = Buffer.concat([first, chunk]);
-    const n = Math.min(first.length, FLOW_MAGIC.length);
-    if (!first.subarray(0, n).equals(FLOW_MAGIC.subarray(0, n))) decide('grpc');
+    if (!agreesWithFlowMagic(first)) decide('grpc');
     else if (first.length >= FLOW_MAGIC.length) decide('flow');
   };
   const onError = () => {

@@ -10,10 +10,16 @@
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../logging/logger.js';
-import { FLOW_MAGIC } from './framed-call.js';
+import { FLOW_MAGIC, FramedCall } from './framed-call.js';
+import { TunnelStream } from './stream.js';
 
 /** How long a ready connection may wait for a flow. */
 export const READY_MAX_IDLE_MS = 20_000;
+/**
+ * How long the accepting side of a flow connection (an agent's direct port, the manager's port) waits for
+ * a flow's OPEN: well past READY_MAX_IDLE_MS, so a connection kept ready is not closed under its client.
+ */
+export const FLOW_OPEN_TIMEOUT_MS = 60_000;
 
 export interface FlowPoolOptions<T extends Duplex> {
   /** Opens a new connection, its FLOW_MAGIC written. */
@@ -62,6 +68,13 @@ export class FlowConnectionPool<T extends Duplex> {
   async fresh(): Promise<T> {
     if (this.closed) throw new Error(`the flow connections to ${this.o.what} were closed`);
     return this.o.connect();
+  }
+
+  /** A flow's stream on `connection` (from open()): the connection comes back here once the flow ended cleanly. */
+  flowStream(connection: T, peer: string): TunnelStream {
+    const call = new FramedCall(connection, peer, { reusable: true });
+    call.once('reusable', () => this.release(connection));
+    return new TunnelStream(call);
   }
 
   /** A connection whose flow ended cleanly (FramedCall 'reusable'): ready for the next open(). */

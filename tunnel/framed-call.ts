@@ -31,6 +31,12 @@ import { MAX_DATA_BYTES, type TunnelMessage } from './messages.js';
 export const FLOW_CONNECTIONS_METADATA = 'tp-flow-connections';
 /** The first bytes on a flow's byte stream, from the side that opened it. */
 export const FLOW_MAGIC = Buffer.from('TPF1\n');
+
+/** Whether a connection's first bytes agree with FLOW_MAGIC as far as they go (it may be a flow connection). */
+export function agreesWithFlowMagic(first: Buffer): boolean {
+  const n = Math.min(first.length, FLOW_MAGIC.length);
+  return first.subarray(0, n).equals(FLOW_MAGIC.subarray(0, n));
+}
 /** Bytes of MESSAGE frames a side may have sent and not yet had credited. */
 export const WINDOW_BYTES = 2 << 20;
 /** A receiver credits once it has taken this many bytes (or all it holds when it pauses). */

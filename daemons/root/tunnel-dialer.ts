@@ -14,7 +14,6 @@ import type { ManagerClient } from '../../rpc/gen/manager.js';
 import { WORKSTATION_WINDOWS } from '../../rpc/grpc-options.js';
 import { FlowDialRejected, openFlow, originate } from '../../tunnel/flow.js';
 import type { FlowConnectionPool } from '../../tunnel/flow-pool.js';
-import { FramedCall } from '../../tunnel/framed-call.js';
 import { MANAGER_SHUTTING_DOWN, msg, type StreamInfo, streamInfo } from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { DEFAULT_UDP_IDLE_TIMEOUT_MS, openUdp, UdpDialRejected } from '../../tunnel/udp-flow.js';
@@ -92,10 +91,7 @@ export class TunnelFlowDialer implements FlowDialer {
       return onCall(`no flow connection: ${(e as Error).message}`);
     }
     for (;;) {
-      const socket = connection;
-      const call = new FramedCall(socket, `${socket.remoteAddress}:${socket.remotePort}`, { reusable: true });
-      call.once('reusable', () => pool.release(socket));
-      const stream = new TunnelStream(call);
+      const stream = pool.flowStream(connection, `${connection.remoteAddress}:${connection.remotePort}`);
       // The connection itself failed or ended before the answer (not a refusal, not a timeout).
       let broke = false;
       const onBroke = () => {

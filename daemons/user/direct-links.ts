@@ -19,9 +19,8 @@ import { AgentClient } from '../../rpc/manager-service.js';
 import { errorDetails } from '../../rpc/unary-call.js';
 import { dialTarget } from '../../tunnel/flow.js';
 import { tcpFlowPool } from '../../tunnel/flow-pool.js';
-import { FLOW_CONNECTIONS_METADATA, FramedCall } from '../../tunnel/framed-call.js';
+import { FLOW_CONNECTIONS_METADATA } from '../../tunnel/framed-call.js';
 import type { StreamInfo } from '../../tunnel/messages.js';
-import { TunnelStream } from '../../tunnel/stream.js';
 
 const log = createLogger('connector/direct');
 const MIN_RETRY_MS = 500;
@@ -67,9 +66,7 @@ export function tcpAgentReach(host: string, port: number): AgentReach {
     close: async () => pool.close(),
     flow: async (info, target) => {
       const { connection } = await pool.open();
-      const call = new FramedCall(connection, formatHostPort(host, port), { reusable: true });
-      call.once('reusable', () => pool.release(connection));
-      void dialTarget(new TunnelStream(call), info, target, log);
+      void dialTarget(pool.flowStream(connection, formatHostPort(host, port)), info, target, log);
     },
     warm: () => pool.warm(),
   };
