@@ -1,6 +1,7 @@
 // Faults on the lab, one at a time (issue 19): per fault, the requests that failed of those a probe from the
-// lab node sent to the intercepted Service every 0.25 s, and the seconds from the end of the fault until
-// the workstation answered again. The harness is test/e2e/fault-rig.ts, shared with test/e2e/faults.test.ts.
+// lab node sent to the intercepted Service every 0.25 s, and of those the workstation sent through the VIF
+// to a Service nobody intercepts (with the slowest answered one), and the seconds from the end of the fault
+// until the workstation answered again. The harness is test/e2e/fault-rig.ts, shared with test/e2e/faults.test.ts.
 //
 //   node dist/bench/faults.js [--drop-seconds 30]
 //

@@ -1,12 +1,28 @@
 // A small TTL cache for the cluster's answers. Concurrent misses for the same key share one lookup, so a
 // burst of identical queries (A and AAAA from every getaddrinfo, retries) costs one round trip.
+//
+// Serve-stale (RFC 8767): an expired answer is kept for `staleMs` more, and given out only when the
+// lookup that should refresh it fails (the traffic manager restarting, the port-forward broken), with a
+// short TTL. A name that resolved a moment ago keeps resolving through a short outage instead of every
+// client's lookup failing.
 
 export interface CacheOptions {
   /** Upper bound of any entry's life (answers from the cluster change when pods move). */
   maxTtlMs: number;
   /** Entries kept; the oldest go first. */
   maxEntries: number;
+  /** How long past its expiry an entry may still answer when the lookup fails (0: never). */
+  staleMs?: number;
+  /** The TTL of a stale answer (RFC 8767 suggests 30 s; cluster answers change, so shorter). */
+  staleAnswerMs?: number;
   now?: () => number;
+}
+
+/** A cached value; `stale` when it expired and the lookup to refresh it failed. */
+export interface Cached<V> {
+  value: V;
+  remainingMs: number;
+  stale?: boolean;
 }
 
 interface Entry<V> {
@@ -24,15 +40,22 @@ export class TtlCache<V> {
   }
 
   /** The value and the ms it has left, or undefined when absent or expired. */
-  get(key: string): { value: V; remainingMs: number } | undefined {
+  get(key: string): Cached<V> | undefined {
     const e = this.entries.get(key);
     if (!e) return undefined;
     const remainingMs = e.expiresAt - this.now();
     if (remainingMs <= 0) {
-      this.entries.delete(key);
+      if (-remainingMs >= (this.options.staleMs ?? 0)) this.entries.delete(key);
       return undefined;
     }
     return { value: e.value, remainingMs };
+  }
+
+  /** An expired entry still within its stale window, as a stale answer. */
+  private stale(key: string): Cached<V> | undefined {
+    const e = this.entries.get(key);
+    if (!e || this.now() - e.expiresAt >= (this.options.staleMs ?? 0)) return undefined;
+    return { value: e.value, remainingMs: this.options.staleAnswerMs ?? 5_000, stale: true };
   }
 
   set(key: string, value: V, ttlMs: number): void {
@@ -46,11 +69,11 @@ export class TtlCache<V> {
     }
   }
 
-  /** The cached value, else the result of lookup() (shared by concurrent callers), cached for its ttl. */
-  async getOrLoad(
-    key: string,
-    lookup: () => Promise<{ value: V; ttlMs: number }>,
-  ): Promise<{ value: V; remainingMs: number }> {
+  /**
+   * The cached value, else the result of lookup() (shared by concurrent callers), cached for its ttl; when
+   * the lookup fails, an expired value within its stale window, else the lookup's error.
+   */
+  async getOrLoad(key: string, lookup: () => Promise<{ value: V; ttlMs: number }>): Promise<Cached<V>> {
     const hit = this.get(key);
     if (hit) return hit;
     let pending = this.inflight.get(key);
@@ -58,7 +81,14 @@ export class TtlCache<V> {
       pending = lookup().finally(() => this.inflight.delete(key));
       this.inflight.set(key, pending);
     }
-    const loaded = await pending;
+    let loaded: { value: V; ttlMs: number };
+    try {
+      loaded = await pending;
+    } catch (e) {
+      const stale = this.stale(key);
+      if (stale) return stale;
+      throw e;
+    }
     this.set(key, loaded.value, loaded.ttlMs);
     return { value: loaded.value, remainingMs: Math.min(loaded.ttlMs, this.options.maxTtlMs) };
   }

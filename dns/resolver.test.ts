@@ -1,3 +1,4 @@
+import * as dgram from 'node:dgram';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger } from '../logging/logger.js';
@@ -20,6 +21,8 @@ async function setup() {
   const clusterDns = await startZoneServer('127.0.0.1', 0, clusterZone);
   const original = await startZoneServer('127.0.0.1', 0, outsideZone);
   const asked: string[] = [];
+  const clusterLookup = (fqdn: string, qtype: number) =>
+    lookupInCluster(fqdn, qtype, [{ address: '127.0.0.1', port: clusterDns.port }]);
   const resolver = new DnsResolver({
     listen: [],
     scope: () => ({
@@ -32,7 +35,7 @@ async function setup() {
     cluster: {
       lookup: async (fqdn, qtype): Promise<ClusterAnswer> => {
         asked.push(`${qtype} ${fqdn}`);
-        return lookupInCluster(fqdn, qtype, [{ address: '127.0.0.1', port: clusterDns.port }]);
+        return clusterLookup(fqdn, qtype);
       },
     },
     upstream: () => [{ address: '127.0.0.1', port: original.port }],
@@ -42,6 +45,7 @@ async function setup() {
     resolver,
     asked,
     original,
+    clusterLookup,
     close: () => {
       clusterDns.close();
       original.close();
@@ -106,6 +110,77 @@ test('other names, and single labels the cluster does not know, go to the origin
   } finally {
     s.close();
   }
+});
+
+test('the manager unavailable: a name asked before keeps resolving from its expired answer (serve-stale), a new one fails', async () => {
+  const s = await setup();
+  let down = false;
+  const resolver = new DnsResolver({
+    listen: [],
+    scope: () => ({ clusterDomain: 'cluster.local', namespace: 'default', namespaces: [], subnets: [] }),
+    cluster: {
+      lookup: (fqdn, qtype) =>
+        down ? Promise.reject(new Error('manager unavailable')) : s.clusterLookup(fqdn, qtype),
+    },
+    upstream: () => [],
+    log,
+    // Answers expire at once and stay usable for 300 ms when the cluster cannot be asked.
+    maxTtlMs: 1,
+    staleMs: 300,
+  });
+  try {
+    assert.equal((await ask(resolver, 'echo.')).ips, ['10.96.0.10']);
+    await new Promise((r) => setTimeout(r, 20));
+    down = true;
+    const stale = await ask(resolver, 'echo.');
+    assert.equal([stale.rcode, stale.ips], [RCODE.NOERROR, ['10.96.0.10']], 'the expired answer');
+    assert.is(stale.m.answers[0]?.ttl, 5, 'with a short TTL');
+    assert.is(resolver.stats.staleAnswers, 1);
+    assert.is((await ask(resolver, 'db.team.')).rcode, RCODE.SERVFAIL, 'never asked: nothing to give');
+    await new Promise((r) => setTimeout(r, 400));
+    assert.is((await ask(resolver, 'echo.')).rcode, RCODE.SERVFAIL, 'past the stale window');
+    down = false;
+    assert.equal((await ask(resolver, 'echo.')).ips, ['10.96.0.10'], 'asked again once the cluster answers');
+  } finally {
+    resolver.stop();
+    s.close();
+  }
+});
+
+test('an answer that comes after stop() (a lookup waiting for the manager) is dropped, not a crash', async () => {
+  // A free port for both transports.
+  const probe = dgram.createSocket('udp4');
+  await new Promise<void>((r) => probe.bind(0, '127.0.0.1', r));
+  const port = probe.address().port;
+  probe.close();
+  let answerLookup: (a: ClusterAnswer) => void = () => {};
+  let asking: () => void = () => {};
+  const asked = new Promise<void>((r) => {
+    asking = r;
+  });
+  const resolver = new DnsResolver({
+    listen: [{ address: '127.0.0.1', port }],
+    scope: () => ({ clusterDomain: 'cluster.local', namespace: 'default', namespaces: [], subnets: [] }),
+    cluster: {
+      lookup: () =>
+        new Promise<ClusterAnswer>((r) => {
+          answerLookup = r;
+          asking();
+        }),
+    },
+    upstream: () => [],
+    log,
+  });
+  await resolver.start();
+  const client = dgram.createSocket('udp4');
+  client.send(buildQuery(7, 'echo.', TYPE.A), port, '127.0.0.1');
+  await asked;
+  resolver.stop();
+  client.close();
+  answerLookup({ rcode: RCODE.NOERROR, ips: ['10.96.0.10'], ttlSeconds: 5, raw: Buffer.alloc(0) });
+  // An uncaught ERR_SOCKET_DGRAM_NOT_RUNNING would end the run here.
+  await new Promise((r) => setTimeout(r, 50));
+  assert.is(resolver.stats.clusterQueries, 1);
 });
 
 test('a dead upstream or cluster gives SERVFAIL, garbage gives FORMERR or nothing', async () => {

@@ -48,26 +48,47 @@ export interface ResolverOptions {
   maxTtlMs?: number;
   /** Life of a cached "no such name". */
   negativeTtlMs?: number;
+  /** How long an expired cluster answer may still be given when the cluster cannot be asked (STALE_MS). */
+  staleMs?: number;
 }
+
+/**
+ * How long past its TTL a cluster answer is kept for when the traffic manager cannot be asked (serve-stale,
+ * RFC 8767: dns/cache.ts). Long enough for a manager restart on a slow node; short beside the days the RFC
+ * allows, because the cluster's addresses change as pods move.
+ */
+export const STALE_MS = 5 * 60_000;
 
 export interface ResolverStats {
   queries: number;
   clusterQueries: number;
   forwarded: number;
   failures: number;
+  /** Cluster queries answered from an expired answer because the lookup failed. */
+  staleAnswers: number;
 }
 
 const TCP_IDLE_MS = 10_000;
 
 export class DnsResolver {
-  readonly stats: ResolverStats = { queries: 0, clusterQueries: 0, forwarded: 0, failures: 0 };
+  readonly stats: ResolverStats = {
+    queries: 0,
+    clusterQueries: 0,
+    forwarded: 0,
+    failures: 0,
+    staleAnswers: 0,
+  };
   private readonly cache: TtlCache<ClusterAnswer>;
   private readonly udp: dgram.Socket[] = [];
   private readonly tcp: net.Server[] = [];
   private readonly connections = new Set<net.Socket>();
 
   constructor(private readonly o: ResolverOptions) {
-    this.cache = new TtlCache({ maxTtlMs: o.maxTtlMs ?? 30_000, maxEntries: 4096 });
+    this.cache = new TtlCache({
+      maxTtlMs: o.maxTtlMs ?? 30_000,
+      maxEntries: 4096,
+      staleMs: o.staleMs ?? STALE_MS,
+    });
   }
 
   /** Binds every listen address (UDP and TCP); on failure nothing stays bound. */
@@ -122,7 +143,11 @@ export class DnsResolver {
 
   private onUdp(socket: dgram.Socket, query: Buffer, rinfo: dgram.RemoteInfo): void {
     void this.answer(query, 'udp').then((response) => {
-      if (response) socket.send(response, rinfo.port, rinfo.address);
+      // The answer may come after stop() closed the socket (a lookup waiting for the manager).
+      if (!response || !this.udp.includes(socket)) return;
+      socket.send(response, rinfo.port, rinfo.address, (e) => {
+        if (e) this.o.log.debug('cannot send a DNS answer', { error: e.message });
+      });
     });
   }
 
@@ -168,20 +193,26 @@ export class DnsResolver {
       this.stats.clusterQueries++;
       let answer: ClusterAnswer;
       let remainingMs: number;
+      let stale: boolean | undefined;
       try {
-        ({ value: answer, remainingMs } = await this.cache.getOrLoad(
-          `${q.type} ${cluster.fqdn}`,
-          async () => {
-            const a = await this.o.cluster.lookup(cluster.fqdn, q.type);
-            const ttlMs =
-              a.rcode === RCODE.NXDOMAIN ? (this.o.negativeTtlMs ?? 5_000) : Math.max(1, a.ttlSeconds) * 1000;
-            return { value: a, ttlMs };
-          },
-        ));
+        ({
+          value: answer,
+          remainingMs,
+          stale,
+        } = await this.cache.getOrLoad(`${q.type} ${cluster.fqdn}`, async () => {
+          const a = await this.o.cluster.lookup(cluster.fqdn, q.type);
+          const ttlMs =
+            a.rcode === RCODE.NXDOMAIN ? (this.o.negativeTtlMs ?? 5_000) : Math.max(1, a.ttlSeconds) * 1000;
+          return { value: a, ttlMs };
+        }));
       } catch (e) {
         this.stats.failures++;
         this.o.log.warn('cluster DNS lookup failed', { name: cluster.fqdn, error: (e as Error).message });
         return encodeMessage(buildResponse(query, RCODE.SERVFAIL, []));
+      }
+      if (stale) {
+        this.stats.staleAnswers++;
+        this.o.log.debug('the cluster cannot be asked: an expired answer given', { name: cluster.fqdn });
       }
       if (!(answer.rcode === RCODE.NXDOMAIN && cluster.fallThrough)) {
         const response = clusterResponse(query, cluster.fqdn, answer, Math.ceil(remainingMs / 1000));

@@ -32,6 +32,7 @@ import {
   MANAGER_SHUTTING_DOWN,
   msg,
   type StreamInfo,
+  sessionUnknown,
   WORKSTATION_UNAVAILABLE,
 } from '../tunnel/messages.js';
 import { relay } from '../tunnel/relay.js';
@@ -242,7 +243,7 @@ export class TunnelRouter {
       // An agent's intercepted connection then goes to the app (the agent re-arrives meanwhile).
       this.refuse(
         stream,
-        `${info.interceptId ? WORKSTATION_UNAVAILABLE : ''}session ${info.sessionId || '(none)'} is unknown to the traffic manager (it expired or the manager restarted)`,
+        `${info.interceptId ? WORKSTATION_UNAVAILABLE : ''}${sessionUnknown(info.sessionId)}`,
         label,
       );
       return;

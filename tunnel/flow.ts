@@ -103,6 +103,11 @@ export class FlowDialRejected extends Error {
     message: string,
     /** The far side answered DIAL_REJECT (rather than resetting, going away or not answering). */
     readonly dialRejected = false,
+    /**
+     * The stream ended or failed before an answer: the far side went away or could not be reached (a
+     * manager restarting, a broken port-forward), which says nothing about the destination.
+     */
+    readonly gone = false,
   ) {
     super(message);
   }
@@ -133,7 +138,7 @@ export function openFlow(stream: TunnelStream, info: StreamInfo, graceMs = 2_000
   return new Promise((resolve, reject) => {
     let state = initialFlowState('awaiting-dial');
     let settled = false;
-    const settle = (error?: string, dialRejected = false) => {
+    const settle = (error?: string, dialRejected = false, gone = false) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -142,15 +147,15 @@ export function openFlow(stream: TunnelStream, info: StreamInfo, graceMs = 2_000
       stream.off('failure', onFailure);
       if (error === undefined) return resolve();
       stream.end();
-      reject(new FlowDialRejected(error, dialRejected));
+      reject(new FlowDialRejected(error, dialRejected, gone));
     };
     const waitMs = info.dialTimeoutMs + graceMs;
     const timer = setTimeout(() => {
       stream.send(msg.reset(`no answer to OPEN within ${waitMs} ms`));
       settle(`the far side did not answer within ${waitMs} ms`);
     }, waitMs);
-    const onEnd = () => settle('the far side ended the stream before answering');
-    const onFailure = (reason?: string) => settle(`the tunnel failed: ${reason ?? 'unknown'}`);
+    const onEnd = () => settle('the far side ended the stream before answering', false, true);
+    const onFailure = (reason?: string) => settle(`the tunnel failed: ${reason ?? 'unknown'}`, false, true);
     stream.once('peer-end', onEnd);
     stream.once('failure', onFailure);
     stream.onMessage((m) => {

@@ -33,6 +33,24 @@ export const WORKSTATION_UNAVAILABLE = 'workstation unavailable: ';
  */
 export const MANAGER_SHUTTING_DOWN = 'the traffic manager is shutting down';
 
+/**
+ * The reason the manager refuses a flow of a session it does not know (it expired, or the manager
+ * restarted and the workstation has not arrived again yet).
+ */
+export function sessionUnknown(sessionId: string): string {
+  return `session ${sessionId || '(none)'} ${SESSION_UNKNOWN}`;
+}
+const SESSION_UNKNOWN = 'is unknown to the traffic manager (it expired or the manager restarted)';
+
+/**
+ * Whether a refusal says the traffic manager cannot take flows now, rather than anything about the
+ * destination: it is stopping, or does not know the session yet (it restarted). A workstation's new flow
+ * waits for it (daemons/root/tunnel-dialer.ts).
+ */
+export function isManagerUnavailable(reason: string): boolean {
+  return reason.includes(MANAGER_SHUTTING_DOWN) || reason.includes(SESSION_UNKNOWN);
+}
+
 /** Whether a DIAL_REJECT reason says the workstation could not take the connection (see above). */
 export function isWorkstationUnavailable(reason: string): boolean {
   return reason.startsWith(WORKSTATION_UNAVAILABLE);

@@ -24,7 +24,7 @@ import type { DaemonStatus } from '../../rpc/gen/connector.js';
 import type { ConnectRequest } from '../../rpc/gen/daemon.js';
 import { type ClusterInfo, ManagerClient } from '../../rpc/gen/manager.js';
 import { workstationChannelOptions } from '../../rpc/grpc-options.js';
-import { errorDetails, unary } from '../../rpc/unary-call.js';
+import { errorDetails, hasStatus, unary } from '../../rpc/unary-call.js';
 import { type FlowConnectionPool, tcpFlowPool } from '../../tunnel/flow-pool.js';
 import { VERSION } from '../../version/version.js';
 import type { IpCommands } from '../../vif/ip-command.js';
@@ -64,6 +64,12 @@ interface ValidatedRequest {
 
 const CLUSTER_DOMAIN_DEFAULT = 'cluster.local';
 const LOOKUP_DNS_TIMEOUT_MS = 4_000;
+/**
+ * How long a cluster DNS query waits for a manager that cannot answer (restarting: UNAVAILABLE; restarted,
+ * the session not back yet: NOT_FOUND) before the resolver gives an expired answer or SERVFAIL. Below a
+ * stub resolver's 5 s timeout, so the client does not ask again meanwhile.
+ */
+const DNS_MANAGER_WAIT_MS = 3_000;
 const WATCH_RETRY_MS = 2_000;
 
 function parseList(values: string[], what: string): Cidr[] {
@@ -136,6 +142,7 @@ export class ConnectedSession {
     private readonly req: ValidatedRequest,
     private readonly client: ManagerClient,
     private readonly flowPool: FlowConnectionPool<net.Socket>,
+    private readonly dialer: TunnelFlowDialer,
     private readonly vif: VirtualInterface,
     private readonly routes: RouteTable,
     private readonly resolver: DnsResolver,
@@ -229,17 +236,26 @@ export class ConnectedSession {
           },
         cluster: {
           lookup: async (fqdn, qtype) => {
-            const r = await unary<{ rcode: number; ips: string[]; ttlSeconds: number; raw: Buffer }>(
-              (md, opts, cb) =>
-                client.lookupDns(
-                  { session: { sessionId, remainIntervalMs: 0 }, name: fqdn, qtype },
-                  md,
-                  opts,
-                  cb,
-                ),
-              LOOKUP_DNS_TIMEOUT_MS,
-            );
-            return r;
+            const until = Date.now() + DNS_MANAGER_WAIT_MS;
+            for (let pause = 100; ; pause = Math.min(pause * 2, 500)) {
+              try {
+                return await unary<{ rcode: number; ips: string[]; ttlSeconds: number; raw: Buffer }>(
+                  (md, opts, cb) =>
+                    client.lookupDns(
+                      { session: { sessionId, remainIntervalMs: 0 }, name: fqdn, qtype },
+                      md,
+                      opts,
+                      cb,
+                    ),
+                  LOOKUP_DNS_TIMEOUT_MS,
+                );
+              } catch (e) {
+                const unavailable =
+                  hasStatus(e, grpc.status.UNAVAILABLE) || hasStatus(e, grpc.status.NOT_FOUND);
+                if (!unavailable || Date.now() + pause > until) throw e;
+                await new Promise((r) => setTimeout(r, pause));
+              }
+            }
           },
         },
         upstream: () => session?.system.upstream ?? [],
@@ -256,6 +272,7 @@ export class ConnectedSession {
         req,
         client,
         flowPool,
+        dialer,
         vif,
         routes,
         resolver,
@@ -384,6 +401,8 @@ export class ConnectedSession {
     clearTimeout(this.watchTimer);
     this.watchCall?.cancel();
     const steps: Array<[string, () => Promise<void> | void]> = [
+      // Flows waiting for an unavailable manager give up (the VIF resets them as it goes).
+      ['end the waits for the manager', () => this.dialer.close()],
       ['restore the system resolver', () => this.system.restore()],
       ['stop the DNS server', () => this.resolver.stop()],
       ['remove the routes', () => this.routes.removeAll()],

@@ -12,7 +12,7 @@ import { dialTcp } from '../../tunnel/dial.js';
 import { readOpen, serveDial } from '../../tunnel/flow.js';
 import { listenForFlowsAndGrpc, serveFlowConnection } from '../../tunnel/flow-listener.js';
 import { tcpFlowPool } from '../../tunnel/flow-pool.js';
-import { MANAGER_SHUTTING_DOWN, msg } from '../../tunnel/messages.js';
+import { MANAGER_SHUTTING_DOWN, msg, sessionUnknown } from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { serveUdp } from '../../tunnel/udp-flow.js';
 import { DialRejectedError } from '../../vif/flows.js';
@@ -20,14 +20,28 @@ import { TunnelFlowDialer } from './tunnel-dialer.js';
 
 setLevel('error');
 
-/** A manager's gRPC side answering Tunnel calls; `onCall` counts them. */
-async function manager(onCall = () => {}) {
+/**
+ * A manager's gRPC side answering Tunnel calls; `onCall` counts them. `refusing(n)`, when given, is the
+ * DIAL_REJECT reason for the n-th call (from 1), or undefined to serve it.
+ */
+async function manager(
+  onCall = () => {},
+  refusing?: (n: number) => string | undefined,
+  managerGapMs?: number,
+) {
+  let calls = 0;
   const server = await startTunnelServer(
     (call) => {
       onCall();
+      const n = ++calls;
       const stream = new TunnelStream(call);
       readOpen(stream, 5000).then(
         (info) => {
+          const refusal = refusing?.(n);
+          if (refusal) {
+            stream.dismiss(msg.dialReject(refusal));
+            return;
+          }
           const dst = info.connId!;
           if (dst.protocol === 17) void serveUdp(stream, info);
           else
@@ -42,10 +56,16 @@ async function manager(onCall = () => {}) {
     managerChannelOptions(),
   );
   const client = server.client;
-  const dialer = new TunnelFlowDialer({ client, sessionId: () => 'test', log: createLogger('test') });
+  const dialer = new TunnelFlowDialer({
+    client,
+    sessionId: () => 'test',
+    log: createLogger('test'),
+    ...(managerGapMs !== undefined ? { managerGapMs } : {}),
+  });
   return {
     dialer,
     client,
+    calls: () => calls,
     close: async () => {
       server.close();
     },
@@ -127,7 +147,60 @@ test('a refused TCP destination rejects the dial', async () => {
   } catch (e) {
     assert.ok(e instanceof DialRejectedError);
     assert.match((e as Error).message, /refused/);
+    // The destination's refusal, not the manager's: the client's SYN gets its RST at once.
+    assert.is(m.calls(), 1, 'no second attempt');
   } finally {
+    await m.close();
+  }
+});
+
+test('a manager that cannot take flows yet (restarted, the session not back): the flow waits, then goes through', async () => {
+  // The new manager does not know the session until the user daemon arrives again; the old one is
+  // stopping: both are waited out.
+  const m = await manager(undefined, (n) =>
+    n === 1 ? MANAGER_SHUTTING_DOWN : n <= 3 ? sessionUnknown('test') : undefined,
+  );
+  const dest = await echoServer();
+  try {
+    assert.is(await exchange(m.dialer, (dest.address() as net.AddressInfo).port, 'after'), 'after');
+    assert.is(m.calls(), 4, 'three refused attempts, then the flow');
+  } finally {
+    dest.close();
+    await m.close();
+  }
+});
+
+test('a manager unavailable for longer than the wait: the flow is refused with the reason, after the wait', async () => {
+  const m = await manager(undefined, () => MANAGER_SHUTTING_DOWN, 700);
+  const dest = await echoServer();
+  try {
+    await exchange(m.dialer, (dest.address() as net.AddressInfo).port, 'never');
+    assert.unreachable('the dial must be rejected');
+  } catch (e) {
+    assert.ok(e instanceof DialRejectedError, String(e));
+    assert.match((e as Error).message, MANAGER_SHUTTING_DOWN);
+    assert.ok(m.calls() > 1, `retried (${m.calls()} attempts)`);
+  } finally {
+    dest.close();
+    await m.close();
+  }
+});
+
+test('a closed dialer (the session ends) stops waiting for the manager', async () => {
+  const m = await manager(undefined, () => MANAGER_SHUTTING_DOWN);
+  const dest = await echoServer();
+  try {
+    const dial = exchange(m.dialer, (dest.address() as net.AddressInfo).port, 'never');
+    await new Promise((r) => setTimeout(r, 300));
+    m.dialer.close();
+    const attempts = m.calls();
+    await dial.then(
+      () => assert.unreachable('the dial must be rejected'),
+      (e) => assert.ok(e instanceof DialRejectedError, String(e)),
+    );
+    assert.ok(m.calls() <= attempts + 1, 'at most the attempt in progress after close()');
+  } finally {
+    dest.close();
     await m.close();
   }
 });

@@ -8,13 +8,25 @@
 // of its own to its port (through the workstation's port-forward: a SPDY stream of its own), framed by
 // tunnel/framed-call.ts instead of a Tunnel call on the shared HTTP/2 connection, and the connection is
 // kept for the next flow (tunnel/flow-pool.ts). UDP flows stay Tunnel calls.
+//
+// While the manager cannot take flows — it is stopping (a rollout, a deleted pod), its new pod is not
+// Ready yet, it does not know the session yet (it restarted and the user daemon has not arrived again),
+// the port-forward to it broke — a new TCP flow waits for it, its SYN held, retrying for up to
+// MANAGER_GAP_MS, instead of being refused at once: a manager restart delays new connections by about
+// the time its new pod takes to be Ready (docs/faults.md), and fails none.
 import type * as net from 'node:net';
 import type { Logger } from '../../logging/logger.js';
 import type { ManagerClient } from '../../rpc/gen/manager.js';
 import { WORKSTATION_WINDOWS } from '../../rpc/grpc-options.js';
 import { FlowDialRejected, openFlow, originate } from '../../tunnel/flow.js';
 import type { FlowConnectionPool } from '../../tunnel/flow-pool.js';
-import { MANAGER_SHUTTING_DOWN, msg, type StreamInfo, streamInfo } from '../../tunnel/messages.js';
+import {
+  isManagerUnavailable,
+  MANAGER_SHUTTING_DOWN,
+  msg,
+  type StreamInfo,
+  streamInfo,
+} from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { DEFAULT_UDP_IDLE_TIMEOUT_MS, openUdp, UdpDialRejected } from '../../tunnel/udp-flow.js';
 import {
@@ -28,6 +40,21 @@ import {
 /** How long the manager may take to dial a destination in the cluster. */
 export const DIAL_TIMEOUT_MS = 5_000;
 
+/**
+ * How long a new TCP flow waits for a manager that cannot take it (see above). A deleted manager pod's
+ * successor is Ready about 2 s later on the lab; this leaves room for a slower node and the session's
+ * re-arrival, and ends the wait well before a client's own connect timeout would (Linux gives up on a
+ * SYN after about two minutes).
+ */
+export const MANAGER_GAP_MS = 10_000;
+/** The pauses between attempts while the manager is unavailable; the last one repeats. */
+const RETRY_PAUSES_MS = [100, 200, 300, 500];
+
+/** Whether a failed dial says the manager is unavailable (retry) rather than anything about the destination. */
+function managerUnavailable(e: unknown): e is FlowDialRejected {
+  return e instanceof FlowDialRejected && (e.gone || isManagerUnavailable(e.message));
+}
+
 export interface TunnelDialerOptions {
   client: ManagerClient;
   /** The client session the flows belong to (it can change when the user daemon reconnects). */
@@ -37,10 +64,21 @@ export interface TunnelDialerOptions {
   udpIdleTimeoutMs?: number;
   /** Flow connections to the manager's port, and whether the manager takes them now. */
   flowConnections?: { pool: FlowConnectionPool<net.Socket>; enabled: () => boolean; credential: string };
+  /** How long a new TCP flow waits for an unavailable manager (MANAGER_GAP_MS). */
+  managerGapMs?: number;
 }
 
 export class TunnelFlowDialer implements FlowDialer {
+  private closed = false;
+  /** Since when new flows wait for the manager (one log line per outage), and how many did. */
+  private outage: { since: number; reason: string; flows: number } | undefined;
+
   constructor(private readonly o: TunnelDialerOptions) {}
+
+  /** The session ends: flows waiting for the manager give up now. */
+  close(): void {
+    this.closed = true;
+  }
 
   private info(id: FlowId, idleTimeoutMs?: number): StreamInfo {
     return streamInfo({
@@ -52,6 +90,47 @@ export class TunnelFlowDialer implements FlowDialer {
   }
 
   async dialTcp(id: FlowId): Promise<TcpDial> {
+    const until = Date.now() + (this.o.managerGapMs ?? MANAGER_GAP_MS);
+    let counted = false;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const dial = await this.dialOnce(id);
+        this.managerAnswered();
+        return dial;
+      } catch (e) {
+        const pause = RETRY_PAUSES_MS[Math.min(attempt, RETRY_PAUSES_MS.length - 1)]!;
+        if (!managerUnavailable(e) || this.closed || Date.now() + pause > until) {
+          if (!managerUnavailable(e)) this.managerAnswered();
+          if (e instanceof FlowDialRejected) throw new DialRejectedError(e.message);
+          throw e;
+        }
+        if (!this.outage) {
+          this.outage = { since: Date.now(), reason: e.message, flows: 0 };
+          this.o.log.info('the traffic manager cannot take flows: new connections wait for it', {
+            reason: e.message,
+            upToMs: this.o.managerGapMs ?? MANAGER_GAP_MS,
+          });
+        }
+        if (!counted) this.outage.flows++;
+        counted = true;
+        await new Promise((r) => setTimeout(r, pause));
+      }
+    }
+  }
+
+  /** The manager answered a dial (either way): an outage is over. */
+  private managerAnswered(): void {
+    const o = this.outage;
+    if (!o) return;
+    this.outage = undefined;
+    this.o.log.info('the traffic manager takes flows again', {
+      afterMs: Date.now() - o.since,
+      flowsThatWaited: o.flows,
+    });
+  }
+
+  /** One attempt: on a flow connection when the manager takes them, else (or failing that) a Tunnel call. */
+  private async dialOnce(id: FlowId): Promise<TcpDial> {
     const flows = this.o.flowConnections;
     if (flows?.enabled()) {
       const dial = await this.dialOnFlowConnection(id, flows.pool, flows.credential);
@@ -59,12 +138,7 @@ export class TunnelFlowDialer implements FlowDialer {
     }
     const info = this.info(id);
     const stream = TunnelStream.open(this.o.client, WORKSTATION_WINDOWS);
-    try {
-      await openFlow(stream, info);
-    } catch (e) {
-      if (e instanceof FlowDialRejected) throw new DialRejectedError(e.message);
-      throw e;
-    }
+    await openFlow(stream, info);
     return this.established(id, stream, info);
   }
 
@@ -120,7 +194,6 @@ export class TunnelFlowDialer implements FlowDialer {
         if (broke) return onCall(`the flow connection broke: ${(e as Error).message}`);
         if (e instanceof FlowDialRejected && e.message.includes(MANAGER_SHUTTING_DOWN))
           return onCall(e.message);
-        if (e instanceof FlowDialRejected) throw new DialRejectedError(e.message);
         throw e;
       } finally {
         stream.off('failure', onBroke);

@@ -30,6 +30,8 @@ import {
 import { ECHO_PORT, echoDeployment, echoService } from './workloads.js';
 
 const WORKLOAD = 'fecho';
+/** A workload nobody intercepts: the workstation's probe reaches its Service through the VIF. */
+const VIF_WORKLOAD = 'vecho';
 const LOCAL_PORT = 18090;
 const PROBE_INTERVAL_S = 0.25;
 
@@ -49,6 +51,11 @@ export interface FaultResult {
   failed: ProbeSample[];
   /** Seconds from the end of the fault until the workstation answered again (undefined: it did not). */
   backSeconds: number | undefined;
+  /** The workstation's requests through the VIF to a Service nobody intercepts, and those that failed. */
+  vifRequests: number;
+  vifFailed: ProbeSample[];
+  /** The slowest of the workstation's answered requests through the VIF, seconds (a held connection). */
+  vifSlowestSeconds: number;
   /** Fault-specific findings, for the report. */
   notes: string[];
   /**
@@ -84,17 +91,22 @@ function memoryNote(c: AgentContainer): string {
   return parts.join(', ');
 }
 
-/** Requests every 0.25 s from the lab node (the cluster side) to the Service, until stop(). */
-class ServiceProbe {
+/**
+ * Requests every 0.25 s (`curl -m 3`) until stop(): from the lab node to the intercepted Service (the
+ * cluster side), or from the workstation through the VIF to a Service nobody intercepts.
+ */
+class Probe {
   readonly samples: ProbeSample[] = [];
   private readonly child;
   private rest = '';
 
-  constructor(url: string) {
+  /** `argv` runs a shell command (the loop) where the probe runs; `app` starts the bodies of the app's pods. */
+  constructor(argv: string[], url: string, app: string) {
     const loop =
       `while :; do t=$(date +%s%3N); r=$(curl -s -m 3 -w ' %{time_total}' ${url}) || r="FAILED curl exit $?"; ` +
-      `echo "$t $r"; sleep ${PROBE_INTERVAL_S}; done`;
-    this.child = spawn(process.execPath, [tpLabMain, 'exec', '--node', '--', 'sh', '-c', loop], {
+      // Unquoted: a body's newline becomes a space, so the line stays "TIME BODY SECONDS".
+      `echo "$t" $r; sleep ${PROBE_INTERVAL_S}; done`;
+    this.child = spawn(argv[0]!, [...argv.slice(1), loop], {
       stdio: ['ignore', 'pipe', 'ignore'],
       detached: true,
     });
@@ -104,9 +116,10 @@ class ServiceProbe {
       for (const line of lines) {
         const m = /^(\d+) (.*)$/.exec(line.trim());
         if (!m) continue;
-        const [body = '', time] = m[2]!.split(' ');
-        const outcome =
-          body === 'laptop' ? 'workstation' : body.startsWith(`${WORKLOAD}-`) ? 'app' : 'failed';
+        const words = m[2]!.split(' ');
+        const body = words[0] ?? '';
+        const time = words.at(-1);
+        const outcome = body === 'laptop' ? 'workstation' : body.startsWith(`${app}-`) ? 'app' : 'failed';
         const seconds = outcome === 'failed' ? undefined : Number(time);
         this.samples.push({
           at: Number(m[1]),
@@ -117,6 +130,16 @@ class ServiceProbe {
       }
     });
     process.on('exit', this.stop);
+  }
+
+  /** From the lab node. */
+  static fromNode(url: string, app: string): Probe {
+    return new Probe([process.execPath, tpLabMain, 'exec', '--node', '--', 'sh', '-c'], url, app);
+  }
+
+  /** From the workstation's namespace (through tp's VIF for a cluster address). */
+  static fromWorkstation(c: Cluster, url: string, app: string): Probe {
+    return new Probe([...c.workstationPrefix, 'sh', '-c'], url, app);
   }
 
   between(from: number, to: number): ProbeSample[] {
@@ -134,7 +157,7 @@ class ServiceProbe {
     }
   }
 
-  /** Ends the probe's whole process group: tp-lab exec, its nsenter, the shell loop and a running curl. */
+  /** Ends the probe's whole process group: tp-lab exec or nsenter, the shell loop and a running curl. */
   readonly stop = (): void => {
     process.off('exit', this.stop);
     try {
@@ -156,7 +179,8 @@ const laptopApp = `require('node:http').createServer((q, s) => {
   }).listen(${LOCAL_PORT}, '127.0.0.1', () => console.log('laptop app listening'));`;
 
 export class FaultRig {
-  private probe!: ServiceProbe;
+  private probe!: Probe;
+  private vifProbe!: Probe;
   /** The intercepted Service's URL from the node. */
   private url = '';
   private laptop!: Background;
@@ -207,24 +231,43 @@ export class FaultRig {
     const c = this.c;
     this.say(`namespace ${this.namespace}, Deployment ${WORKLOAD}`);
     await freshNamespace(c, this.namespace);
-    await apply(c, [echoDeployment(c, WORKLOAD, 1), echoService(WORKLOAD)], this.namespace);
+    await apply(
+      c,
+      [
+        echoDeployment(c, WORKLOAD, 1),
+        echoService(WORKLOAD),
+        echoDeployment(c, VIF_WORKLOAD, 1),
+        echoService(VIF_WORKLOAD),
+      ],
+      this.namespace,
+    );
     this.installedChart = await ensureChart(c, this.tp);
     await rolloutStatus(c, this.namespace, WORKLOAD);
+    await rolloutStatus(c, this.namespace, VIF_WORKLOAD);
     this.laptop = startOnWorkstation(c, [process.execPath, '-e', laptopApp]);
     await this.laptop.waitForOutput(/laptop app listening/);
     await this.connectAndIntercept();
     await rolloutStatus(c, this.namespace, WORKLOAD);
-    const svc = await kubectlJson<{ spec: { clusterIP: string } }>(c, [
-      'get',
-      'service',
-      WORKLOAD,
-      '-n',
-      this.namespace,
-    ]);
-    this.url = `http://${svc.spec.clusterIP}:80/`;
-    this.probe = new ServiceProbe(this.url);
+    const clusterIp = async (service: string) =>
+      (
+        await kubectlJson<{ spec: { clusterIP: string } }>(c, [
+          'get',
+          'service',
+          service,
+          '-n',
+          this.namespace,
+        ])
+      ).spec.clusterIP;
+    this.url = `http://${await clusterIp(WORKLOAD)}:80/`;
+    this.probe = Probe.fromNode(this.url, WORKLOAD);
+    // By name, as a user's app asks: the VIF's DNS is part of what must ride out a fault.
+    this.vifProbe = Probe.fromWorkstation(c, `http://${VIF_WORKLOAD}/`, VIF_WORKLOAD);
     if ((await this.probe.first('workstation', Date.now(), 60_000)) === undefined)
-      throw new Error(`the intercepted Service never answered "laptop": ${this.lastSamples()}`);
+      throw new Error(`the intercepted Service never answered "laptop": ${this.lastSamples(this.probe)}`);
+    if ((await this.vifProbe.first('app', Date.now(), 30_000)) === undefined)
+      throw new Error(
+        `the workstation never reached ${VIF_WORKLOAD} through the VIF: ${this.lastSamples(this.vifProbe)}`,
+      );
     // A healthy intercept's requests, each on a new connection: their whole time bounds the agent's dial
     // to the workstation from above (the workstation dial deadline must stay far above it).
     const from = Date.now();
@@ -253,8 +296,8 @@ export class FaultRig {
     await this.tp(['intercept', WORKLOAD, '-n', this.namespace, '--port', `${LOCAL_PORT}:${ECHO_PORT}`]);
   }
 
-  private lastSamples(): string {
-    return this.probe.samples
+  private lastSamples(probe: Probe): string {
+    return probe.samples
       .slice(-5)
       .map((s) => `${new Date(s.at).toISOString()} ${s.detail}`)
       .join('; ');
@@ -278,15 +321,24 @@ export class FaultRig {
     const back = await this.probe.first('workstation', over, backTimeoutMs);
     await sleep(settleMs);
     const seen = this.probe.between(began, Date.now());
+    const vif = this.vifProbe.between(began, Date.now());
     const result: FaultResult = {
       fault,
       requests: seen.length,
       failed: seen.filter((s) => s.outcome === 'failed'),
+      vifRequests: vif.length,
+      vifFailed: vif.filter((s) => s.outcome === 'failed'),
+      vifSlowestSeconds: Math.max(0, ...vif.map((s) => s.seconds ?? 0)),
       backSeconds: back === undefined ? undefined : Math.max(0, (back - over) / 1000),
       notes,
     };
+    const how = (failed: ProbeSample[]) => {
+      const counts = new Map<string, number>();
+      for (const f of failed) counts.set(f.detail, (counts.get(f.detail) ?? 0) + 1);
+      return [...counts].map(([d, n]) => ` (${d}: ${n})`).join('');
+    };
     this.say(
-      `  ${result.failed.length} of ${result.requests} requests failed; the intercept back ${result.backSeconds === undefined ? 'never' : `after ${result.backSeconds.toFixed(1)} s`}${notes.length ? `; ${notes.join('; ')}` : ''}`,
+      `  ${result.failed.length} of ${result.requests} requests failed${how(result.failed)}, ${result.vifFailed.length} of ${result.vifRequests} through the VIF${how(result.vifFailed)} (slowest ${result.vifSlowestSeconds.toFixed(1)} s); the intercept back ${result.backSeconds === undefined ? 'never' : `after ${result.backSeconds.toFixed(1)} s`}${notes.length ? `; ${notes.join('; ')}` : ''}`,
     );
     return result;
   }
@@ -534,6 +586,7 @@ export class FaultRig {
    */
   async stop(): Promise<void> {
     this.probe?.stop();
+    this.vifProbe?.stop();
     await this.removeIptablesRules().catch(() => {});
     for (const [name, ns, selector] of [
       ['manager', MANAGER_NS, MANAGER_SELECTOR],
@@ -565,9 +618,11 @@ function sleep(ms: number): Promise<void> {
 export function faultTable(results: FaultResult[]): string {
   const rows = results.map(
     (r) =>
-      `| ${r.fault} | ${r.failed.length} of ${r.requests} | ${r.backSeconds === undefined ? 'not back' : `${r.backSeconds.toFixed(1)} s`} | ${r.notes.join('; ')} |`,
+      `| ${r.fault} | ${r.failed.length} of ${r.requests} | ${r.vifFailed.length} of ${r.vifRequests} (slowest ${r.vifSlowestSeconds.toFixed(1)} s) | ${r.backSeconds === undefined ? 'not back' : `${r.backSeconds.toFixed(1)} s`} | ${r.notes.join('; ')} |`,
   );
-  return ['| fault | failed requests | intercept back after | notes |', '|---|---|---|---|', ...rows].join(
-    '\n',
-  );
+  return [
+    '| fault | failed requests | failed through the VIF | intercept back after | notes |',
+    '|---|---|---|---|---|',
+    ...rows,
+  ].join('\n');
 }
