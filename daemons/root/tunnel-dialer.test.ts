@@ -170,6 +170,32 @@ test('a manager that cannot take flows yet (restarted, the session not back): th
   }
 });
 
+test('many flows waiting for the manager: one at a time asks whether it is back, then all go through', async () => {
+  let down = true;
+  const m = await manager(undefined, () => (down ? MANAGER_SHUTTING_DOWN : undefined));
+  const dest = await echoServer();
+  try {
+    const port = (dest.address() as net.AddressInfo).port;
+    const flows: Promise<string>[] = [];
+    for (let i = 0; i < 20; i++) {
+      flows.push(exchange(m.dialer, port, `flow ${i}`));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await new Promise((r) => setTimeout(r, 1_000));
+    const whileDown = m.calls();
+    down = false;
+    assert.equal(
+      await Promise.all(flows),
+      flows.map((_, i) => `flow ${i}`),
+    );
+    // Each flow on its own would have asked every 0.1-0.5 s: about 20 x 4 times in this second and a half.
+    assert.ok(whileDown <= 20, `${whileDown} attempts while the manager was down`);
+  } finally {
+    dest.close();
+    await m.close();
+  }
+});
+
 test('a manager unavailable for longer than the wait: the flow is refused with the reason, after the wait', async () => {
   const m = await manager(undefined, () => MANAGER_SHUTTING_DOWN, 700);
   const dest = await echoServer();

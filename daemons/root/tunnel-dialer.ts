@@ -68,10 +68,32 @@ export interface TunnelDialerOptions {
   managerGapMs?: number;
 }
 
+/** A time the manager could not take flows, as the flows waiting it out see it. */
+interface Outage {
+  since: number;
+  reason: string;
+  /** Flows that waited in it (for the log line at its end). */
+  flows: number;
+  /** Failed attempts so far: the next pause. */
+  attempts: number;
+  /** Settles when the flow finding out whether the manager is back knows (the others wait for it). */
+  probe: Promise<void> | undefined;
+}
+
+/** Whether `p` settled before the time `until` (ms since the epoch). */
+function settledBefore(p: Promise<void>, until: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), Math.max(0, until - Date.now()));
+    void p.then(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
 export class TunnelFlowDialer implements FlowDialer {
   private closed = false;
-  /** Since when new flows wait for the manager (one log line per outage), and how many did. */
-  private outage: { since: number; reason: string; flows: number } | undefined;
+  private outage: Outage | undefined;
 
   constructor(private readonly o: TunnelDialerOptions) {}
 
@@ -91,31 +113,58 @@ export class TunnelFlowDialer implements FlowDialer {
 
   async dialTcp(id: FlowId): Promise<TcpDial> {
     const until = Date.now() + (this.o.managerGapMs ?? MANAGER_GAP_MS);
-    let counted = false;
-    for (let attempt = 0; ; attempt++) {
+    /** The outage this flow counted itself in. */
+    let counted: Outage | undefined;
+    const count = (o: Outage) => {
+      if (counted !== o) o.flows++;
+      counted = o;
+    };
+    for (;;) {
+      const outage = this.outage;
+      if (outage) {
+        count(outage);
+        if (this.closed) throw new DialRejectedError(outage.reason);
+        if (outage.probe) {
+          // One flow at a time finds out whether the manager is back (each attempt may cost the user
+          // daemon a port-forward and a lookup of the manager's pod); the others wait for its answer.
+          if (!(await settledBefore(outage.probe, until))) throw new DialRejectedError(outage.reason);
+          continue;
+        }
+      }
+      let answered = () => {};
+      if (outage)
+        outage.probe = new Promise<void>((r) => {
+          answered = r;
+        });
       try {
         const dial = await this.dialOnce(id);
         this.managerAnswered();
         return dial;
       } catch (e) {
-        const pause = RETRY_PAUSES_MS[Math.min(attempt, RETRY_PAUSES_MS.length - 1)]!;
-        if (!managerUnavailable(e) || this.closed || Date.now() + pause > until) {
-          if (!managerUnavailable(e)) this.managerAnswered();
-          if (e instanceof FlowDialRejected) throw new DialRejectedError(e.message);
-          throw e;
+        if (!managerUnavailable(e)) {
+          this.managerAnswered();
+          throw e instanceof FlowDialRejected ? new DialRejectedError(e.message) : e;
         }
-        if (!this.outage) {
-          this.outage = { since: Date.now(), reason: e.message, flows: 0 };
-          this.o.log.info('the traffic manager cannot take flows: new connections wait for it', {
-            reason: e.message,
-            upToMs: this.o.managerGapMs ?? MANAGER_GAP_MS,
-          });
-        }
-        if (!counted) this.outage.flows++;
-        counted = true;
+        const o = this.outage ?? this.outageBegins(e.message);
+        count(o);
+        const pause = RETRY_PAUSES_MS[Math.min(o.attempts++, RETRY_PAUSES_MS.length - 1)]!;
+        if (this.closed || Date.now() + pause > until) throw new DialRejectedError(e.message);
         await new Promise((r) => setTimeout(r, pause));
+      } finally {
+        if (outage) outage.probe = undefined;
+        answered();
       }
     }
+  }
+
+  private outageBegins(reason: string): Outage {
+    const o: Outage = { since: Date.now(), reason, flows: 0, attempts: 0, probe: undefined };
+    this.outage = o;
+    this.o.log.info('the traffic manager cannot take flows: new connections wait for it', {
+      reason,
+      upToMs: this.o.managerGapMs ?? MANAGER_GAP_MS,
+    });
+    return o;
   }
 
   /** The manager answered a dial (either way): an outage is over. */
