@@ -114,13 +114,18 @@ test('other names, and single labels the cluster does not know, go to the origin
 
 test('the manager unavailable: a name asked before keeps resolving from its expired answer (serve-stale), a new one fails', async () => {
   const s = await setup();
-  let down = false;
+  let down: 'no' | 'manager' | 'cluster dns' = 'no';
   const resolver = new DnsResolver({
     listen: [],
     scope: () => ({ clusterDomain: 'cluster.local', namespace: 'default', namespaces: [], subnets: [] }),
     cluster: {
       lookup: (fqdn, qtype) =>
-        down ? Promise.reject(new Error('manager unavailable')) : s.clusterLookup(fqdn, qtype),
+        down === 'manager'
+          ? Promise.reject(new Error('manager unavailable'))
+          : down === 'cluster dns'
+            ? // The manager answers, but no DNS server in the cluster did (manager/service.ts LookupDNS).
+              Promise.resolve({ rcode: RCODE.SERVFAIL, ips: [], ttlSeconds: 5, raw: Buffer.alloc(0) })
+            : s.clusterLookup(fqdn, qtype),
     },
     upstream: () => [],
     log,
@@ -131,15 +136,23 @@ test('the manager unavailable: a name asked before keeps resolving from its expi
   try {
     assert.equal((await ask(resolver, 'echo.')).ips, ['10.96.0.10']);
     await new Promise((r) => setTimeout(r, 20));
-    down = true;
+    down = 'manager';
     const stale = await ask(resolver, 'echo.');
     assert.equal([stale.rcode, stale.ips], [RCODE.NOERROR, ['10.96.0.10']], 'the expired answer');
     assert.is(stale.m.answers[0]?.ttl, 5, 'with a short TTL');
     assert.is(resolver.stats.staleAnswers, 1);
+    down = 'cluster dns';
+    const servfail = await ask(resolver, 'echo.');
+    assert.equal(
+      [servfail.rcode, servfail.ips],
+      [RCODE.NOERROR, ['10.96.0.10']],
+      "the cluster's DNS failing: the expired answer too",
+    );
+    down = 'manager';
     assert.is((await ask(resolver, 'db.team.')).rcode, RCODE.SERVFAIL, 'never asked: nothing to give');
     await new Promise((r) => setTimeout(r, 400));
     assert.is((await ask(resolver, 'echo.')).rcode, RCODE.SERVFAIL, 'past the stale window');
-    down = false;
+    down = 'no';
     assert.equal((await ask(resolver, 'echo.')).ips, ['10.96.0.10'], 'asked again once the cluster answers');
   } finally {
     resolver.stop();

@@ -201,6 +201,9 @@ export class DnsResolver {
           stale,
         } = await this.cache.getOrLoad(`${q.type} ${cluster.fqdn}`, async () => {
           const a = await this.o.cluster.lookup(cluster.fqdn, q.type);
+          // No DNS server in the cluster answered (CoreDNS unready, say during an API server restart): a
+          // failed lookup, so an expired answer is given instead (serve-stale), and nothing is cached.
+          if (a.rcode === RCODE.SERVFAIL) throw new Error("the cluster's DNS did not answer (SERVFAIL)");
           const ttlMs =
             a.rcode === RCODE.NXDOMAIN ? (this.o.negativeTtlMs ?? 5_000) : Math.max(1, a.ttlSeconds) * 1000;
           return { value: a, ttlMs };

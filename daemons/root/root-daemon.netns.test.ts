@@ -160,6 +160,36 @@ test('cluster services and pods answer by name and IP; other names resolve as be
   assert.is.not(missing.code, 0, 'an unknown cluster name does not resolve');
 });
 
+test('a new session of the same user daemon (it arrived again) is followed in place: the VIF, its DNS and a connection through it stay', async () => {
+  const keeper = lab.node(NS.ws, 'daemons/root/test/session-keeper.js', [`${ADDR.manager}:${MANAGER_PORT}`]);
+  const second = (await lab.waitForLine(keeper, /session (\S+)/))[1]!;
+  assert.is.not(second, sessionId);
+  const index = async () => /^(\d+):/.exec(await wsText('ip', '-o', 'link', 'show', 'dev', 'tp0'))?.[1];
+  const before = await index();
+  const resolv = fs.readFileSync(RESOLV_CONF, 'utf8');
+  const held = lab.node(NS.ws, 'daemons/root/test/clients.js', ['held', ADDR.service, '80']);
+  const first = JSON.parse((await lab.waitForLine(held, /(\{"first".*\})\n/))[1]!) as { first: string };
+  assert.is(first.first.trim(), 'hello from the pod');
+  const status = await connect(daemon!, { sessionId: second });
+  assert.is(status.vifName, 'tp0');
+  assert.is(await index(), before, 'the same interface, not a new one');
+  assert.is(fs.readFileSync(RESOLV_CONF, 'utf8'), resolv, 'resolv.conf untouched');
+  const answered = lab.waitForLine(held, /(\{"(?:second|error)".*\})\n/);
+  held.kill('SIGUSR2');
+  const after = JSON.parse((await answered)[1]!) as { second?: string; error?: string; sockets: number };
+  assert.equal(
+    { ...after, second: after.second?.trim() },
+    { second: 'hello from the pod', sockets: 1 },
+    'the connection opened before the change carried a request after it',
+  );
+  assert.is(await wsText('curl', '-sS', '--max-time', '20', 'http://echo.default/'), 'hello from the pod');
+  assert.match(
+    fs.readFileSync(path.join(logDir, 'daemon.log'), 'utf8'),
+    `following a new session of the same user daemon: the VIF stays session=${second}`,
+  );
+  sessionId = second;
+});
+
 test('100 MiB from a pod arrive byte for byte', async () => {
   const n = 100 * 1024 * 1024;
   const sum = await wsText('sh', '-c', `curl -sS --max-time 170 http://${ADDR.pod}/bytes?n=${n} | sha256sum`);

@@ -42,6 +42,11 @@ export class RootDaemon {
         throw new UsageError(
           `the VIF is in use by another tp session (its user daemon is pid ${this.ownerPid}): tp quit there first, or connect with --no-vif`,
         );
+      if (this.session?.follows(req)) {
+        await this.session.follow(req);
+        this.lastError = '';
+        return this.session.status();
+      }
       await this.stopSession();
       try {
         this.session = await ConnectedSession.start(this.settings, req);

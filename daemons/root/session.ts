@@ -53,7 +53,9 @@ interface ValidatedRequest {
   managerHost: string;
   managerIp: string;
   managerPort: number;
+  /** The client session and its credential: they change when the user daemon arrives again (follow()). */
   sessionId: string;
+  credential: string;
   namespace: string;
   alsoProxy: Cidr[];
   neverProxy: Cidr[];
@@ -74,6 +76,21 @@ const WATCH_RETRY_MS = 2_000;
 
 function parseList(values: string[], what: string): Cidr[] {
   return values.filter((v) => v.trim() !== '').map((v) => parseCidr(v, what));
+}
+
+/**
+ * Whether two cluster infos route and resolve alike: the same subnets, DNS domain, DNS servers and
+ * namespaces. A standalone manager's empty subnets keep the ones Connect gave, so they count as the same.
+ */
+function sameNetworks(a: ClusterInfo, b: ClusterInfo): boolean {
+  const same = (x: string[], y: string[]) => x.length === y.length && x.every((v, i) => v === y[i]);
+  const keepsSubnets = b.podSubnets.length === 0 && b.serviceSubnets.length === 0;
+  return (
+    (keepsSubnets || (same(a.podSubnets, b.podSubnets) && same(a.serviceSubnets, b.serviceSubnets))) &&
+    a.clusterDomain === b.clusterDomain &&
+    same(a.dnsIps, b.dnsIps) &&
+    same(a.managedNamespaces, b.managedNamespaces)
+  );
 }
 
 function clusterSubnets(info: ClusterInfo | undefined): ProxiedSubnet[] {
@@ -107,6 +124,7 @@ async function validate(req: ConnectRequest): Promise<ValidatedRequest> {
     managerIp,
     managerPort: port,
     sessionId: req.sessionId,
+    credential: req.sessionCredential,
     namespace: req.namespace || 'default',
     alsoProxy: parseList(req.alsoProxy, '--also-proxy CIDR'),
     neverProxy: parseList(req.neverProxy, '--never-proxy CIDR'),
@@ -147,9 +165,48 @@ export class ConnectedSession {
     private readonly routes: RouteTable,
     private readonly resolver: DnsResolver,
     private readonly system: SystemResolverConfig,
-    cluster: ClusterInfo | undefined,
+    /** The Connect this session answers (follow() replaces it). */
+    private origin: ConnectRequest,
   ) {
-    this.cluster = cluster;
+    this.cluster = origin.cluster;
+  }
+
+  /**
+   * Whether `request` asks for this very VIF under another session of the same user daemon: it arrived
+   * at the manager again (a resume gives a new session id). Then follow() keeps the VIF, its routes, the
+   * DNS configuration and the connections in progress, instead of a teardown and a new VIF.
+   */
+  follows(request: ConnectRequest): boolean {
+    const a = this.origin;
+    const same = (x: string[], y: string[]) => x.length === y.length && x.every((v, i) => v === y[i]);
+    return (
+      a.managerAddress === request.managerAddress &&
+      a.namespace === request.namespace &&
+      a.ownerPid === request.ownerPid &&
+      a.allowConflictingSubnets === request.allowConflictingSubnets &&
+      same(a.alsoProxy, request.alsoProxy) &&
+      same(a.neverProxy, request.neverProxy) &&
+      same(a.keepOut, request.keepOut)
+    );
+  }
+
+  /** Carries on under the request's session: its flows, DNS lookups and cluster info watch. */
+  async follow(request: ConnectRequest): Promise<void> {
+    if (!request.sessionId)
+      throw new UsageError('Connect needs the session id of the client session with the traffic manager');
+    this.settings.log.info('following a new session of the same user daemon: the VIF stays', {
+      session: request.sessionId,
+      was: this.req.sessionId,
+    });
+    this.origin = request;
+    this.req.sessionId = request.sessionId;
+    this.req.credential = request.sessionCredential;
+    clearTimeout(this.watchTimer);
+    const watch = this.watchCall;
+    this.watchCall = undefined;
+    watch?.cancel();
+    this.watchClusterInfo();
+    if (request.cluster) await this.applyClusterInfo(request.cluster);
   }
 
   /** Brings the session up, or throws with everything undone. */
@@ -188,26 +245,25 @@ export class ConnectedSession {
       const target = req.managerIp.includes(':')
         ? `[${req.managerIp}]:${req.managerPort}`
         : `${req.managerIp}:${req.managerPort}`;
-      // Every call (tunnel streams, LookupDNS, the cluster info watch) carries the session's credential.
-      const credential = request.sessionCredential;
+      // Every call (tunnel streams, LookupDNS, the cluster info watch) carries the session's credential;
+      // `req` holds the current session (follow() changes it).
       const client = new ManagerClient(target, grpc.credentials.createInsecure(), {
         ...workstationChannelOptions(),
-        interceptors: [bearerInterceptor(() => credential)],
+        interceptors: [bearerInterceptor(() => req.credential)],
       });
       undo.push(() => client.close());
-      const sessionId = req.sessionId;
       // TCP flows on connections of their own to the manager's port, while it says it takes them.
       const flowPool = tcpFlowPool(req.managerIp, req.managerPort, log.child('tunnel'));
       undo.push(() => flowPool.close());
       let session: ConnectedSession | undefined;
       const dialer = new TunnelFlowDialer({
         client,
-        sessionId: () => sessionId,
+        sessionId: () => req.sessionId,
         log: log.child('tunnel'),
         flowConnections: {
           pool: flowPool,
           enabled: () => (session?.cluster ?? request.cluster)?.flowConnections === true,
-          credential,
+          credential: () => req.credential,
         },
       });
       const vif = await VirtualInterface.create({
@@ -242,7 +298,7 @@ export class ConnectedSession {
                 return await unary<{ rcode: number; ips: string[]; ttlSeconds: number; raw: Buffer }>(
                   (md, opts, cb) =>
                     client.lookupDns(
-                      { session: { sessionId, remainIntervalMs: 0 }, name: fqdn, qtype },
+                      { session: { sessionId: req.sessionId, remainIntervalMs: 0 }, name: fqdn, qtype },
                       md,
                       opts,
                       cb,
@@ -277,7 +333,7 @@ export class ConnectedSession {
         routes,
         resolver,
         system,
-        request.cluster,
+        request,
       );
       session.watchClusterInfo();
       log.info('connected', {
@@ -332,6 +388,17 @@ export class ConnectedSession {
   }
 
   private async applyClusterInfo(info: ClusterInfo): Promise<void> {
+    // The watch says it all again whenever it starts (every new session, every retry): when nothing the
+    // routes and the DNS depend on changed, the cached answers stay (serve-stale needs them through an
+    // outage) and nothing is reapplied.
+    if (this.cluster && sameNetworks(this.cluster, info)) {
+      this.cluster = {
+        ...this.cluster,
+        flowConnections: info.flowConnections,
+        managerPodIp: info.managerPodIp,
+      };
+      return;
+    }
     // A manager that knows no subnets (standalone mode) does not take away the ones Connect gave.
     if (info.podSubnets.length === 0 && info.serviceSubnets.length === 0) {
       this.cluster = {

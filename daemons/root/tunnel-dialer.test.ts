@@ -306,7 +306,7 @@ async function flowManager(o: { dropSecondFlow?: boolean; shuttingDown?: boolean
     client: grpcSide.client,
     sessionId: () => 'test',
     log: createLogger('test'),
-    flowConnections: { pool, enabled: () => true, credential: 'test.secret' },
+    flowConnections: { pool, enabled: () => true, credential: () => 'test.secret' },
   });
   return {
     dialer,

@@ -63,7 +63,12 @@ export interface TunnelDialerOptions {
   dialTimeoutMs?: number;
   udpIdleTimeoutMs?: number;
   /** Flow connections to the manager's port, and whether the manager takes them now. */
-  flowConnections?: { pool: FlowConnectionPool<net.Socket>; enabled: () => boolean; credential: string };
+  flowConnections?: {
+    pool: FlowConnectionPool<net.Socket>;
+    enabled: () => boolean;
+    /** The session's credential, which each OPEN carries (it changes with the session). */
+    credential: () => string;
+  };
   /** How long a new TCP flow waits for an unavailable manager (MANAGER_GAP_MS). */
   managerGapMs?: number;
 }
@@ -182,7 +187,7 @@ export class TunnelFlowDialer implements FlowDialer {
   private async dialOnce(id: FlowId): Promise<TcpDial> {
     const flows = this.o.flowConnections;
     if (flows?.enabled()) {
-      const dial = await this.dialOnFlowConnection(id, flows.pool, flows.credential);
+      const dial = await this.dialOnFlowConnection(id, flows.pool, flows.credential());
       if (dial) return dial;
     }
     const info = this.info(id);

@@ -17,10 +17,13 @@ if (cluster) {
   run('the bench injects each fault and prints its table row, then leaves', async () => {
     const r = runBench('faults', ['--drop-seconds', '2'], 900_000);
     assert.match(r.stdout, /node dist\/bench\/faults\.js --drop-seconds 2/);
-    assert.match(r.stdout, /^\| fault \| failed requests \| intercept back after \| notes \|$/m);
+    assert.match(
+      r.stdout,
+      /^\| fault \| failed requests \| failed through the VIF \| intercept back after \| notes \|$/m,
+    );
     const rows = r.stdout.split('\n').filter((l) => /^\| [^-|]/.test(l) && !l.startsWith('| fault |'));
     assert.is(rows.length, 5, `one row per fault:\n${r.stdout}`);
-    for (const row of rows) assert.match(row, /\| \d+ of \d+ \| /);
+    for (const row of rows) assert.match(row, /\| \d+ of \d+ \| \d+ of \d+ \(slowest [\d.]+ s\) \| /);
     assert.match(r.stdout, /tp leave: worked; the app answers afterwards: yes/);
   });
 }

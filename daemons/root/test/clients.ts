@@ -2,6 +2,7 @@
 //   concurrent N HOST PORT BYTES  N connections at once, each downloads BYTES and checks them
 //   udp HOST PORT TEXT            one datagram out, its echo back
 //   refused HOST PORT             connect() must fail with ECONNREFUSED
+//   held HOST PORT                a GET on a keep-alive connection, and at SIGUSR2 another on the same one
 // Prints one JSON line with the result.
 import * as crypto from 'node:crypto';
 import * as dgram from 'node:dgram';
@@ -47,6 +48,38 @@ if (mode === 'concurrent') {
     s.close();
   });
   s.connect(port, host, () => s.send(text));
+} else if (mode === 'held') {
+  const [host, port] = [rest[0]!, Number(rest[1])];
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const sockets = new Set<net.Socket>();
+  const get = () =>
+    new Promise<string>((resolve, reject) => {
+      const req = http.get({ host, port, path: '/', agent, timeout: 20_000 }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          body += d;
+        });
+        res.on('end', () => resolve(body));
+      });
+      req.on('socket', (s) => sockets.add(s));
+      req.on('error', reject);
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+    });
+  // The agent's idle socket does not keep the process alive.
+  const alive = setInterval(() => {}, 1_000);
+  process.once('SIGUSR2', () => {
+    void get()
+      .then(
+        (second) => out({ second, sockets: sockets.size }),
+        (e: Error) => out({ error: e.message, sockets: sockets.size }),
+      )
+      .finally(() => {
+        clearInterval(alive);
+        agent.destroy();
+      });
+  });
+  out({ first: await get() });
 } else if (mode === 'refused') {
   const [host, port] = [rest[0]!, Number(rest[1])];
   const started = Date.now();
