@@ -15,6 +15,12 @@ export interface CacheOptions {
   staleMs?: number;
   /** The TTL of a stale answer (RFC 8767 suggests 30 s; cluster answers change, so shorter). */
   staleAnswerMs?: number;
+  /**
+   * RFC 8767's client response timer: with an expired entry at hand, a lookup that has not answered within
+   * this long (counted from its start, which concurrent callers share) gives the expired entry at once,
+   * and its answer, when it comes, still goes into the cache. Unset: wait for the lookup.
+   */
+  staleAfterMs?: number;
   now?: () => number;
 }
 
@@ -32,7 +38,10 @@ interface Entry<V> {
 
 export class TtlCache<V> {
   private readonly entries = new Map<string, Entry<V>>();
-  private readonly inflight = new Map<string, Promise<{ value: V; ttlMs: number }>>();
+  private readonly inflight = new Map<
+    string,
+    { loaded: Promise<{ value: V; ttlMs: number }>; startedAt: number }
+  >();
   private readonly now: () => number;
 
   constructor(private readonly options: CacheOptions) {
@@ -78,19 +87,30 @@ export class TtlCache<V> {
     if (hit) return hit;
     let pending = this.inflight.get(key);
     if (!pending) {
-      pending = lookup().finally(() => this.inflight.delete(key));
+      const loaded = lookup()
+        .then((l) => {
+          this.set(key, l.value, l.ttlMs);
+          return l;
+        })
+        .finally(() => this.inflight.delete(key));
+      // Nobody may be waiting for it any more (they had the stale answer): its failure is theirs to see.
+      loaded.catch(() => {});
+      pending = { loaded, startedAt: this.now() };
       this.inflight.set(key, pending);
     }
-    let loaded: { value: V; ttlMs: number };
+    const after = this.options.staleAfterMs;
+    const stale = after !== undefined ? this.stale(key) : undefined;
     try {
-      loaded = await pending;
+      const loaded = stale
+        ? await within(pending.loaded, Math.max(0, pending.startedAt + after! - this.now()))
+        : await pending.loaded;
+      if (loaded === undefined) return stale!;
+      return { value: loaded.value, remainingMs: Math.min(loaded.ttlMs, this.options.maxTtlMs) };
     } catch (e) {
-      const stale = this.stale(key);
-      if (stale) return stale;
+      const s = this.stale(key);
+      if (s) return s;
       throw e;
     }
-    this.set(key, loaded.value, loaded.ttlMs);
-    return { value: loaded.value, remainingMs: Math.min(loaded.ttlMs, this.options.maxTtlMs) };
   }
 
   clear(): void {
@@ -100,4 +120,21 @@ export class TtlCache<V> {
   get size(): number {
     return this.entries.size;
   }
+}
+
+/** What `p` settles with, or undefined when it has not within `ms`. */
+function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
 }

@@ -114,7 +114,8 @@ test('other names, and single labels the cluster does not know, go to the origin
 
 test('the manager unavailable: a name asked before keeps resolving from its expired answer (serve-stale), a new one fails', async () => {
   const s = await setup();
-  let down: 'no' | 'manager' | 'cluster dns' = 'no';
+  let down: 'no' | 'manager' | 'cluster dns' | 'hanging' = 'no';
+  let answerHanging: () => void = () => {};
   const resolver = new DnsResolver({
     listen: [],
     scope: () => ({ clusterDomain: 'cluster.local', namespace: 'default', namespaces: [], subnets: [] }),
@@ -122,16 +123,22 @@ test('the manager unavailable: a name asked before keeps resolving from its expi
       lookup: (fqdn, qtype) =>
         down === 'manager'
           ? Promise.reject(new Error('manager unavailable'))
-          : down === 'cluster dns'
-            ? // The manager answers, but no DNS server in the cluster did (manager/service.ts LookupDNS).
-              Promise.resolve({ rcode: RCODE.SERVFAIL, ips: [], ttlSeconds: 5, raw: Buffer.alloc(0) })
-            : s.clusterLookup(fqdn, qtype),
+          : down === 'hanging'
+            ? // The manager does not answer yet (a call waiting for its connection).
+              new Promise<ClusterAnswer>((r) => {
+                answerHanging = () => void s.clusterLookup(fqdn, qtype).then(r);
+              })
+            : down === 'cluster dns'
+              ? // The manager answers, but no DNS server in the cluster did (manager/service.ts LookupDNS).
+                Promise.resolve({ rcode: RCODE.SERVFAIL, ips: [], ttlSeconds: 5, raw: Buffer.alloc(0) })
+              : s.clusterLookup(fqdn, qtype),
     },
     upstream: () => [],
     log,
     // Answers expire at once and stay usable for 300 ms when the cluster cannot be asked.
     maxTtlMs: 1,
     staleMs: 300,
+    staleAfterMs: 50,
   });
   try {
     assert.equal((await ask(resolver, 'echo.')).ips, ['10.96.0.10']);
@@ -148,6 +155,16 @@ test('the manager unavailable: a name asked before keeps resolving from its expi
       [RCODE.NOERROR, ['10.96.0.10']],
       "the cluster's DNS failing: the expired answer too",
     );
+    // A lookup that hangs: the expired answer after staleAfterMs, while the lookup goes on.
+    down = 'hanging';
+    const waited = await ask(resolver, 'echo.');
+    assert.equal(
+      [waited.rcode, waited.ips],
+      [RCODE.NOERROR, ['10.96.0.10']],
+      'no answer yet: the expired one',
+    );
+    assert.is(resolver.stats.staleAnswers, 3);
+    answerHanging();
     down = 'manager';
     assert.is((await ask(resolver, 'db.team.')).rcode, RCODE.SERVFAIL, 'never asked: nothing to give');
     await new Promise((r) => setTimeout(r, 400));

@@ -50,6 +50,8 @@ export interface ResolverOptions {
   negativeTtlMs?: number;
   /** How long an expired cluster answer may still be given when the cluster cannot be asked (STALE_MS). */
   staleMs?: number;
+  /** How long a query with an expired answer at hand waits for the cluster before it gets that (STALE_AFTER_MS). */
+  staleAfterMs?: number;
 }
 
 /**
@@ -58,6 +60,13 @@ export interface ResolverOptions {
  * allows, because the cluster's addresses change as pods move.
  */
 export const STALE_MS = 5 * 60_000;
+
+/**
+ * RFC 8767's client response timer (it suggests 1.8 s): a query whose expired answer is at hand waits this
+ * long for the cluster, then gets the expired one while the lookup goes on. Under a stub resolver's and
+ * most clients' timeouts (curl -m 3 in the fault suite).
+ */
+export const STALE_AFTER_MS = 1_000;
 
 export interface ResolverStats {
   queries: number;
@@ -88,6 +97,7 @@ export class DnsResolver {
       maxTtlMs: o.maxTtlMs ?? 30_000,
       maxEntries: 4096,
       staleMs: o.staleMs ?? STALE_MS,
+      staleAfterMs: o.staleAfterMs ?? STALE_AFTER_MS,
     });
   }
 
