@@ -78,18 +78,23 @@ function parseList(values: string[], what: string): Cidr[] {
   return values.filter((v) => v.trim() !== '').map((v) => parseCidr(v, what));
 }
 
+/** Whether two lists hold the same strings in the same order. */
+function sameList(x: string[], y: string[]): boolean {
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}
+
 /**
  * Whether two cluster infos route and resolve alike: the same subnets, DNS domain, DNS servers and
  * namespaces. A standalone manager's empty subnets keep the ones Connect gave, so they count as the same.
  */
 function sameNetworks(a: ClusterInfo, b: ClusterInfo): boolean {
-  const same = (x: string[], y: string[]) => x.length === y.length && x.every((v, i) => v === y[i]);
   const keepsSubnets = b.podSubnets.length === 0 && b.serviceSubnets.length === 0;
   return (
-    (keepsSubnets || (same(a.podSubnets, b.podSubnets) && same(a.serviceSubnets, b.serviceSubnets))) &&
+    (keepsSubnets ||
+      (sameList(a.podSubnets, b.podSubnets) && sameList(a.serviceSubnets, b.serviceSubnets))) &&
     a.clusterDomain === b.clusterDomain &&
-    same(a.dnsIps, b.dnsIps) &&
-    same(a.managedNamespaces, b.managedNamespaces)
+    sameList(a.dnsIps, b.dnsIps) &&
+    sameList(a.managedNamespaces, b.managedNamespaces)
   );
 }
 
@@ -178,15 +183,14 @@ export class ConnectedSession {
    */
   follows(request: ConnectRequest): boolean {
     const a = this.origin;
-    const same = (x: string[], y: string[]) => x.length === y.length && x.every((v, i) => v === y[i]);
     return (
       a.managerAddress === request.managerAddress &&
       a.namespace === request.namespace &&
       a.ownerPid === request.ownerPid &&
       a.allowConflictingSubnets === request.allowConflictingSubnets &&
-      same(a.alsoProxy, request.alsoProxy) &&
-      same(a.neverProxy, request.neverProxy) &&
-      same(a.keepOut, request.keepOut)
+      sameList(a.alsoProxy, request.alsoProxy) &&
+      sameList(a.neverProxy, request.neverProxy) &&
+      sameList(a.keepOut, request.keepOut)
     );
   }
 
