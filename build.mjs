@@ -33,12 +33,27 @@ pruneStale('dist');
 // The bundles tp's image runs (image/tp-image.ts puts dist/bundle in /opt/tp) and the lab's echo server.
 // koffi carries a native module: it stays external and is loaded from node_modules at run time.
 const bundle = { bundle: true, platform: 'node', target: 'node20', minify: true, logLevel: 'warning' };
+// import.meta.url is the bundle's own URL, as it is each module's in dist/ (CommonJS has no import.meta).
+const cjsImportMeta = {
+  inject: ['agent/bundle-import-meta.ts'],
+  define: { 'import.meta.url': 'bundleImportMetaUrl' },
+};
 await esbuild.build({
   ...bundle,
+  ...cjsImportMeta,
   entryPoints: ['agent/main.ts'],
   format: 'cjs',
   outfile: 'dist/bundle/tp-agent.cjs',
   sourcemap: 'linked',
+  external: ['koffi'],
+});
+// The agent's passthrough thread (agent/passthrough-thread.ts): its own small bundle beside the agent's,
+// which starts it as a worker.
+await esbuild.build({
+  ...bundle,
+  entryPoints: ['agent/passthrough-thread.ts'],
+  format: 'cjs',
+  outfile: 'dist/bundle/tp-agent-passthrough.cjs',
   external: ['koffi'],
 });
 // PID 1 of the agent container: holds the listening sockets and runs tp-agent (agent/holder.ts). Its own

@@ -26,8 +26,12 @@ export interface ProbeCounts {
   failed: number;
 }
 
+/** Counts kept elsewhere (the passthrough thread's shared memory), added to a port's in every snapshot. */
+export type CountSource = () => Partial<PortCounts>;
+
 export class ConnectionCounters {
   private readonly ports = new Map<number, PortCounts>();
+  private readonly sources = new Map<number, CountSource[]>();
   private readonly probes = new Map<string, ProbeCounts>();
 
   /** `probes`: `container/kind` of each rewritten probe, in the order the status line lists them. */
@@ -44,6 +48,14 @@ export class ConnectionCounters {
     return counts;
   }
 
+  /** Adds what `source` counts to the port's counts in every snapshot and status line. */
+  addSource(appPort: number, source: CountSource): void {
+    this.of(appPort);
+    const list = this.sources.get(appPort) ?? [];
+    list.push(source);
+    this.sources.set(appPort, list);
+  }
+
   /** The counts of one probe (`container/kind`), live. */
   probe(id: string): ProbeCounts {
     const counts = this.probes.get(id);
@@ -53,7 +65,14 @@ export class ConnectionCounters {
 
   /** A copy of every port's counts, in port order. */
   snapshot(): Map<number, PortCounts> {
-    return new Map([...this.ports].map(([port, c]) => [port, { ...c }]));
+    return new Map([...this.ports].map(([port, c]) => [port, this.total(port, c)]));
+  }
+
+  private total(port: number, live: PortCounts): PortCounts {
+    const sum = { ...live };
+    for (const source of this.sources.get(port) ?? [])
+      for (const [kind, n] of Object.entries(source()) as [CountKind, number][]) sum[kind] += n;
+    return sum;
   }
 
   /** A copy of every probe's counts, in the order the status line lists them. */
@@ -68,7 +87,7 @@ export class ConnectionCounters {
    * probes: echo/readiness 40 (2 failed), echo/liveness 20 (0 failed)" (no probes part without probes).
    */
   format(): string {
-    const parts = [...this.ports].map(
+    const parts = [...this.snapshot()].map(
       ([port, c]) =>
         `app port ${port}: ${c.passedThrough} passed through, ${c.intercepted} intercepted` +
         interceptedDetail(c) +

@@ -6,6 +6,8 @@ import { createRequire } from 'node:module';
 /** A koffi library handle: `func('int name(int a, …)')` declares a C function. */
 export interface Libc {
   func(signature: string): (...args: unknown[]) => number;
+  /** errno as the last call through koffi on this thread left it. */
+  errno(): number;
 }
 
 let libc: Libc | undefined;
@@ -16,7 +18,11 @@ export function loadLibc(): Libc {
   // createRequire keeps this working both from dist/ (ESM) and from the esbuild bundles (CJS): in a bundle
   // __filename exists; in ESM the process's entry script is a fine anchor for resolving node_modules/koffi.
   const anchor = typeof __filename === 'string' ? __filename : (process.argv[1] ?? `${process.cwd()}/`);
-  const koffi = createRequire(anchor)('koffi') as { load(name: string): Libc };
-  libc = koffi.load('libc.so.6');
+  const koffi = createRequire(anchor)('koffi') as {
+    load(name: string): Pick<Libc, 'func'>;
+    errno(): number;
+  };
+  const lib = koffi.load('libc.so.6');
+  libc = { func: (signature) => lib.func(signature), errno: () => koffi.errno() };
   return libc;
 }

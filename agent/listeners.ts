@@ -17,7 +17,9 @@
 //
 // Kubelet probes do not arrive here: the webhook rewrote those of captured ports to the agent's probe
 // port (probe-server.ts). So every connection here is a client's, passed through or intercepted.
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import type { Passthrough } from '../agentconfig/env.js';
 import { createLogger } from '../logging/logger.js';
 import { AGENT_WINDOWS } from '../rpc/grpc-options.js';
 import { FlowDialRejected, type FlowOutcome, openFlow, originate } from '../tunnel/flow.js';
@@ -36,6 +38,7 @@ import type { PersonalPort } from './http-router.js';
 import { listenOnPort } from './listen.js';
 import type { AgentManagerSession } from './manager-session.js';
 import { fdOf, originalDst } from './original-dst.js';
+import { PassthroughThread } from './passthrough.js';
 
 const log = createLogger('agent/listener');
 /**
@@ -53,6 +56,8 @@ export interface ListenerOptions {
   session: AgentManagerSession;
   /** eBPF steering: no NAT, so the connection's local port is the app port. */
   steered: boolean;
+  /** Where connections that pass through are carried (TP_PASSTHROUGH); default the thread, unless steered. */
+  passthrough?: Passthrough;
   counters: ConnectionCounters;
   /** An intercepted connection whose tunnel is not open within this long goes to the app. */
   workstationDialDeadlineMs: number;
@@ -67,6 +72,11 @@ export class PortListener {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   private loopback: Loopback = '127.0.0.1';
+  /** Accepts and passes through instead of the server, under iptables capture (passthrough-thread.ts). */
+  private thread: PassthroughThread | undefined;
+  private threadStarted: Promise<void> | undefined;
+  private unwatchRoutes: (() => void) | undefined;
+  private closed = false;
   /** A 'close' listener shared by every accepted socket (called with the socket as `this`). */
   private readonly untrack: (this: net.Socket) => void;
 
@@ -85,6 +95,90 @@ export class PortListener {
     const host = await listenOnPort(this.server, agentPort, listenAddress, `agent port ${agentPort}`);
     this.loopback = host === '::' ? 'by-family' : net.isIPv6(host) ? '::1' : '127.0.0.1';
     log.info('listening', { port: agentPort, address: host, appPorts: appPorts.join(',') });
+    // eBPF steering needs the server's own socket, and brings only intercepted connections anyway. The
+    // server serves until the thread has started (tens of milliseconds): the listener is up at once.
+    if (!this.o.steered && this.o.passthrough !== 'main') this.threadStarted = this.startThread();
+  }
+
+  /** Resolves once connections that pass through go where they will stay: the thread, or this one. */
+  async passthroughReady(): Promise<'thread' | 'main thread'> {
+    await this.threadStarted;
+    return this.passthrough;
+  }
+
+  /**
+   * Moves accepting to the passthrough thread: it takes a duplicate of the listening socket, and the
+   * server closes its own (the socket stays listening through the duplicate; nothing queued is lost).
+   * A thread that cannot start leaves the server as it is.
+   */
+  private async startThread(): Promise<void> {
+    const fd = fdOf(this.server);
+    if (fd === undefined) return;
+    const session = this.o.session;
+    let thread: PassthroughThread;
+    try {
+      thread = PassthroughThread.start({
+        listenFd: fd,
+        appPorts: this.o.appPorts,
+        loopback: this.loopback,
+        routed: session.interceptedPorts(),
+        onHandover: (handed, appPort) => this.handedOver(handed, appPort),
+        onFailed: (listenFd, reason) => this.threadFailed(listenFd, reason),
+        log,
+      });
+    } catch (e) {
+      this.mainThreadPassthrough(e as Error);
+      return;
+    }
+    const unwatch = session.watchRoutes(() => thread.routed(session.interceptedPorts()));
+    try {
+      await thread.ready;
+    } catch (e) {
+      unwatch();
+      this.mainThreadPassthrough(e as Error);
+      return;
+    }
+    this.thread = thread;
+    this.unwatchRoutes = unwatch;
+    if (this.closed) {
+      unwatch();
+      thread.close();
+      return;
+    }
+    for (const port of this.o.appPorts) this.o.counters.addSource(port, () => thread.countsOf(port));
+    this.server.close();
+    log.info('passing connections through on the passthrough thread', { port: this.o.agentPort });
+  }
+
+  private mainThreadPassthrough(e: Error): void {
+    log.info('passing connections through on the main thread', { port: this.o.agentPort, reason: e.message });
+  }
+
+  /** An intercepted port's connection, accepted by the thread: the main thread's usual path from here. */
+  private handedOver(fd: number, appPort: number): void {
+    let socket: net.Socket;
+    try {
+      socket = new net.Socket({ fd, allowHalfOpen: true, pauseOnCreate: true } as net.SocketConstructorOpts);
+    } catch (e) {
+      log.warn('cannot take a connection from the passthrough thread', { reason: (e as Error).message });
+      fs.closeSync(fd);
+      return;
+    }
+    if (this.closed) {
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    this.accept(socket, appPort);
+  }
+
+  /** The thread died: the server takes the listening socket back (the thread's connections are lost). */
+  private threadFailed(listenFd: number, reason: string): void {
+    log.error('the passthrough thread failed: accepting on the main thread', { reason });
+    this.unwatchRoutes?.();
+    this.thread = undefined;
+    if (this.closed) return;
+    this.server.listen({ fd: listenFd });
   }
 
   /** The listening socket's fd, which eBPF capture puts in its steering map. */
@@ -94,21 +188,30 @@ export class PortListener {
     return fd;
   }
 
+  /** Where connections that pass through are carried. */
+  get passthrough(): 'thread' | 'main thread' {
+    return this.thread ? 'thread' : 'main thread';
+  }
+
   /** The app ports this listener serves. */
   get appPorts(): number[] {
     return this.o.appPorts;
   }
 
   close(): void {
+    this.closed = true;
+    this.unwatchRoutes?.();
+    this.thread?.close();
     this.server.close();
     for (const s of this.sockets) s.destroy();
   }
 
-  private accept(socket: net.Socket): void {
+  /** `knownPort`: the app port the passthrough thread found (it read SO_ORIGINAL_DST already). */
+  private accept(socket: net.Socket, knownPort?: number): void {
     this.sockets.add(socket);
     socket.once('close', this.untrack);
     socket.on('error', ignore);
-    const appPort = this.appPortOf(socket);
+    const appPort = knownPort ?? this.appPortOf(socket);
     if (appPort === undefined) {
       log.warn('cannot tell which app port a connection is for: resetting it', {
         from: socket.remoteAddress,

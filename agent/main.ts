@@ -110,6 +110,7 @@ async function main(): Promise<void> {
         listenAddress: config.listenAddress,
         session,
         steered: steering !== undefined,
+        passthrough: config.passthrough,
         counters,
         workstationDialDeadlineMs: config.workstationDialDeadlineMs,
         direct,

@@ -69,6 +69,7 @@ export class AgentManagerSession {
   direct = new Map<string, DirectIntercept>();
   /** Called after every change of the routes (agent/direct.ts drops the watches of vanished intercepts). */
   onRoutesChanged: (() => void) | undefined;
+  private readonly routeWatchers = new Set<() => void>();
   /**
    * Mount flows the manager asks this agent to serve (DialRequest.mount, agent/file-server.ts); set before
    * run(). Unset: the agent does not watch for them.
@@ -296,6 +297,17 @@ export class AgentManagerSession {
     };
   }
 
+  /** The app ports with an intercept here now, global or personal. */
+  interceptedPorts(): number[] {
+    return [...this.routes.keys(), ...this.personal.keys()];
+  }
+
+  /** Calls `watcher` after every change of the routes; returns the function that stops it. */
+  watchRoutes(watcher: () => void): () => void {
+    this.routeWatchers.add(watcher);
+    return () => this.routeWatchers.delete(watcher);
+  }
+
   private setRoutes(
     routes: Map<number, string>,
     personal: Map<number, PersonalRoute[]>,
@@ -304,7 +316,8 @@ export class AgentManagerSession {
     this.routes = routes;
     this.personal = personal;
     this.direct = direct;
-    this.onRoutes([...routes.keys(), ...personal.keys()]);
+    this.onRoutes(this.interceptedPorts());
+    for (const w of this.routeWatchers) w();
     this.onRoutesChanged?.();
   }
 

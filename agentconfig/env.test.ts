@@ -135,6 +135,8 @@ test('standalone: the defaults, no containers', () => {
   assert.equal(c.probes, []);
   assert.is(c.containers, undefined);
   assert.is(c.listenAddress, '');
+  assert.is(c.passthrough, 'thread', 'the passthrough thread unless asked otherwise');
+  assert.is(decode({ ...standalone, TP_PASSTHROUGH: 'main' }).passthrough, 'main');
 });
 
 test('a malformed environment names the variable and the fix', () => {
@@ -154,6 +156,7 @@ test('a malformed environment names the variable and the fix', () => {
       /TP_WORKLOAD_NAME is not set: the agent needs it, e\.g\. TP_WORKLOAD_NAME=echo/,
     ],
     [{ TP_MECHANISM: 'magic' }, /TP_MECHANISM="magic" is not known: use iptables, ebpf, none/],
+    [{ TP_PASSTHROUGH: 'node' }, /TP_PASSTHROUGH="node" is not known: use thread or main/],
     [{ TP_POD_IP: 'pod' }, /TP_POD_IP="pod" is not an IP/],
     [{ TP_LISTEN_ADDRESS: 'everywhere' }, /TP_LISTEN_ADDRESS="everywhere" is not an IP/],
     [{ TP_LOG_LEVEL: 'loud' }, /TP_LOG_LEVEL: unknown log level/],

@@ -57,6 +57,8 @@ export const ENV = {
   bpfPinRoot: 'TP_BPF_PIN_ROOT',
   /** Remote mounts: the directory holding each app container's volumes (default /tp/mounts). */
   mountsDir: 'TP_MOUNTS_DIR',
+  /** Where connections that pass through are carried: `thread` (default) or `main` (the benches compare). */
+  passthrough: 'TP_PASSTHROUGH',
 } as const;
 
 /**
@@ -71,6 +73,10 @@ export function appEnvPrefix(index: number): string {
 }
 
 export type Mechanism = 'iptables' | 'ebpf' | 'none';
+
+/** Where the agent carries the connections it passes through (agent/passthrough-thread.ts). */
+export type Passthrough = 'thread' | 'main';
+const PASSTHROUGHS: readonly Passthrough[] = ['thread', 'main'];
 const MECHANISMS: readonly Mechanism[] = ['iptables', 'ebpf', 'none'];
 
 /** One app container (its captured ports, possibly none), as TP_CONTAINERS carries it. */
@@ -159,6 +165,8 @@ export interface AgentConfig {
   mountsDir: string | undefined;
   /** The projected ServiceAccount token the agent arrives with (undefined: none, standalone). */
   managerTokenFile: string | undefined;
+  /** `thread`: the passthrough thread (default); `main`: net.Sockets on the main thread. */
+  passthrough: Passthrough;
   /**
    * An intercepted connection whose tunnel to the workstation is not open within this long goes to the
    * app instead (TP_WORKSTATION_DIAL_DEADLINE; chart value timeouts.workstationDial).
@@ -185,6 +193,11 @@ export function decode(env: Record<string, string | undefined>): AgentConfig {
   if (!MECHANISMS.includes(mechanism))
     throw new UsageError(
       `${ENV.mechanism}="${env[ENV.mechanism]}" is not known: use ${MECHANISMS.join(', ')}`,
+    );
+  const passthrough = (get(ENV.passthrough) ?? 'thread') as Passthrough;
+  if (!PASSTHROUGHS.includes(passthrough))
+    throw new UsageError(
+      `${ENV.passthrough}="${env[ENV.passthrough]}" is not known: use ${PASSTHROUGHS.join(' or ')}`,
     );
   const podIp = ip(ENV.podIp, required(ENV.podIp, '10.244.0.7'));
   let logLevel: Level;
@@ -238,6 +251,7 @@ export function decode(env: Record<string, string | undefined>): AgentConfig {
     bpfPinRoot: get(ENV.bpfPinRoot),
     mountsDir: get(ENV.mountsDir),
     managerTokenFile: get(ENV.managerTokenFile),
+    passthrough,
     workstationDialDeadlineMs: deadline
       ? parseDuration(deadline, ENV.workstationDialDeadline)
       : DEFAULT_WORKSTATION_DIAL_DEADLINE_MS,

@@ -40,6 +40,8 @@ const BUNDLES: Record<(typeof TP_BINARIES)[number], string> = {
   'tp-init': 'tp-init.mjs',
 };
 const BPF_OBJECTS = ['tp_steer.bpf.o'];
+/** Files the bundles load at run time: tp-agent starts its passthrough thread from this one. */
+const SUPPORT = ['tp-agent-passthrough.cjs'];
 
 /** The tp checkout this file belongs to (dist/image/tp-image.js -> ../..). */
 export function checkoutRoot(): string {
@@ -163,7 +165,7 @@ export async function tpImageSpec(options: TpImageOptions = {}): Promise<ImageSp
     );
   }
   const bundleDir = path.join(root, 'dist', 'bundle');
-  const bundled = [...Object.values(BUNDLES), ...BPF_OBJECTS];
+  const bundled = [...Object.values(BUNDLES), ...SUPPORT, ...BPF_OBJECTS];
   const absent = bundled.filter((f) => !fs.existsSync(path.join(bundleDir, f)));
   if (absent.length > 0)
     throw new UsageError(

@@ -150,7 +150,7 @@ helmTest('the manager Deployment runs the tp image and its environment parses', 
   assert.is(config.agentArrivalTimeoutMs, 90_000);
   assert.is(config.drainMs, 10_000);
   assert.equal(config.managedNamespaces, []);
-  assert.equal(config.injection.agentResources?.requests, { cpu: '10m', memory: '32Mi' });
+  assert.equal(config.injection.agentResources?.requests, { cpu: '10m', memory: '48Mi' });
   const services = objs.filter((o) => o.kind === 'Service').map((o) => o.metadata.name);
   assert.equal(services.sort(), ['traffic-manager', 'traffic-manager-webhook']);
 });

@@ -292,8 +292,10 @@ async function lifecycle(backend: Backend, index: number): Promise<void> {
     assert.match(asAgent.stderr, /kubectl logs -n \S+ \S+ -c tp-init/);
 
     // The agent counted what it passed through: on 8080 the first request of startAgent, IPv4, IPv6 and the
-    // in-pod call; on 9090 one. SIGUSR2 makes it log its counters.
+    // in-pod call; on 9090 one. SIGUSR2 makes it log its counters. Its passthrough thread carried them (it
+    // read each connection's port with SO_ORIGINAL_DST).
     const agent = processes[0]!;
+    assert.match(agent.output(), /passing connections through on the passthrough thread/);
     agent.child.kill('SIGUSR2');
     const counted = await waitFor('the agent to log its connection counters', async () =>
       /connections: (app port 8080: .*)/.exec(agent.output())?.at(1),

@@ -39,7 +39,7 @@ const config: InjectionConfig = {
   tokenExpirationSeconds: 3600,
   logLevel: 'info',
   defaultMechanism: 'iptables',
-  agentResources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '192Mi' } },
+  agentResources: { requests: { cpu: '10m', memory: '48Mi' }, limits: { memory: '192Mi' } },
 };
 
 interface Case {

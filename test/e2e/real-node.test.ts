@@ -339,6 +339,15 @@ if (cluster) {
     },
   );
 
+  scenario('kubectl logs -c tp-agent: the agent passes connections through on its own thread', async () => {
+    const { metadata } = await injectedPod();
+    const logs = await kubectl(c, ['logs', '-n', NS, metadata.name, '-c', 'tp-agent']);
+    // In tp's image, as its UID, without capabilities: the thread's bundle is beside the agent's and koffi
+    // loads (agent/passthrough-thread.ts); a thread that could not start would say so here.
+    assert.match(logs.stdout + logs.stderr, /passing connections through on the passthrough thread/);
+    assert.not.match(logs.stdout + logs.stderr, /passing connections through on the main thread/);
+  });
+
   if (c.kind === 'lab') {
     scenario("the injected pod runs tp's own image as `npm run image` built it", async () => {
       const p = await injectedPod();
