@@ -73,11 +73,11 @@ export function appEnvPrefix(index: number): string {
 }
 
 export type Mechanism = 'iptables' | 'ebpf' | 'none';
+const MECHANISMS: readonly Mechanism[] = ['iptables', 'ebpf', 'none'];
 
 /** Where the agent carries the connections it passes through (agent/passthrough-thread.ts). */
 export type Passthrough = 'thread' | 'main';
 const PASSTHROUGHS: readonly Passthrough[] = ['thread', 'main'];
-const MECHANISMS: readonly Mechanism[] = ['iptables', 'ebpf', 'none'];
 
 /** One app container (its captured ports, possibly none), as TP_CONTAINERS carries it. */
 export interface AgentContainer {
