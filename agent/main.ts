@@ -87,11 +87,14 @@ async function main(): Promise<void> {
     },
     config.ports.map((p) => p.appPort),
     (name) => containers.find((c) => c.name === name)?.environment ?? {},
-    (ports) => steering?.sync(ports),
     config.managerTokenFile,
     containers,
   );
-  if (direct) session.onRoutesChanged = () => direct.routesChanged();
+  // On every route change: eBPF capture steers exactly the intercepted ports; the direct service drops
+  // the watches of vanished intercepts. (A const for the closures: `session` is a variable.)
+  const agentSession = session;
+  if (steering) agentSession.watchRoutes(() => steering.sync(agentSession.interceptedPorts()));
+  if (direct) agentSession.watchRoutes(() => direct.routesChanged());
   session.onMountRequest = (sessionId, req) =>
     serveMount(session.client, sessionId, req, {
       containers: containers.map((c) => c.name),

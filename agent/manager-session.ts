@@ -67,8 +67,7 @@ export class AgentManagerSession {
    * directly (agent/direct.ts); emptied with the routes when the session is lost.
    */
   direct = new Map<string, DirectIntercept>();
-  /** Called after every change of the routes (agent/direct.ts drops the watches of vanished intercepts). */
-  onRoutesChanged: (() => void) | undefined;
+  /** Called after every change of the routes: watchRoutes(). */
   private readonly routeWatchers = new Set<() => void>();
   /**
    * Mount flows the manager asks this agent to serve (DialRequest.mount, agent/file-server.ts); set before
@@ -85,8 +84,6 @@ export class AgentManagerSession {
     private readonly capturedAppPorts: number[],
     /** The environment of the named app container (the one a review names). */
     private readonly environment: (container: string) => Record<string, string>,
-    /** Called with the intercepted app ports whenever the routes change (eBPF capture steers exactly these). */
-    private readonly onRoutes: (interceptedPorts: number[]) => void = () => {},
     /**
      * The pod's projected ServiceAccount token with the manager's audience (TP_MANAGER_TOKEN_FILE), read
      * again at every arrival: the kubelet rotates it. Undefined: none (standalone).
@@ -302,7 +299,11 @@ export class AgentManagerSession {
     return [...this.routes.keys(), ...this.personal.keys()];
   }
 
-  /** Calls `watcher` after every change of the routes; returns the function that stops it. */
+  /**
+   * Calls `watcher` after every change of the routes, in the order they were added (eBPF steering of the
+   * intercepted ports, agent/direct.ts dropping the watches of vanished intercepts, the passthrough
+   * thread's intercepted ports); returns the function that stops it.
+   */
   watchRoutes(watcher: () => void): () => void {
     this.routeWatchers.add(watcher);
     return () => this.routeWatchers.delete(watcher);
@@ -316,9 +317,7 @@ export class AgentManagerSession {
     this.routes = routes;
     this.personal = personal;
     this.direct = direct;
-    this.onRoutes(this.interceptedPorts());
     for (const w of this.routeWatchers) w();
-    this.onRoutesChanged?.();
   }
 
   private sleep(ms: number): Promise<void> {
