@@ -52,7 +52,12 @@ function exchange(port: number, text: string, host = '127.0.0.1'): Promise<strin
 async function withListener(
   appPort: number,
   options: { listenAddress?: string; mode: Mode },
-  run: (agentPort: number, counters: ConnectionCounters, session: AgentManagerSession) => Promise<void>,
+  run: (
+    agentPort: number,
+    counters: ConnectionCounters,
+    session: AgentManagerSession,
+    listener: PortListener,
+  ) => Promise<void>,
 ): Promise<void> {
   const agentPort = await freePort();
   const counters = new ConnectionCounters([appPort]);
@@ -71,7 +76,7 @@ async function withListener(
   await listener.listen();
   try {
     assert.is(await listener.passthroughReady(), options.mode);
-    await run(agentPort, counters, session);
+    await run(agentPort, counters, session, listener);
   } finally {
     listener.close();
     session.client.close();
@@ -238,6 +243,29 @@ for (const mode of MODES) {
       });
     } finally {
       filler.destroy();
+    }
+  });
+
+  test(`${mode}: closing the listener closes the connections it carries`, async () => {
+    const appSide: net.Socket[] = [];
+    const server = net.createServer((s) => {
+      appSide.push(s);
+      s.on('error', () => {});
+      s.resume(); // reads, so the agent's FIN is seen
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const appPort = (server.address() as net.AddressInfo).port;
+    try {
+      await withListener(appPort, { mode }, async (agentPort, _counters, _session, listener) => {
+        const client = net.connect({ host: '127.0.0.1', port: agentPort });
+        client.on('error', () => {});
+        client.write('x');
+        await waitUntil(() => appSide.length > 0);
+        listener.close();
+        await waitUntil(() => client.destroyed && appSide[0]!.destroyed);
+      });
+    } finally {
+      server.close();
     }
   });
 

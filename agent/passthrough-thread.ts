@@ -129,7 +129,6 @@ class Loop {
   private readonly linger = Buffer.alloc(8);
   private readonly slots: (Slot | undefined)[] = [];
   private readonly serials: number[] = [];
-  private readonly ends = new Set<End>();
   private nextSerial = 1;
   private listening = true;
   private resumeAcceptAt = 0;
@@ -177,12 +176,12 @@ class Loop {
     try {
       this.loop();
     } catch (e) {
-      for (const end of [...this.ends]) this.closeConn(end.conn, true);
+      this.closeAll(true);
       this.c.close(this.wake);
       this.c.close(this.ep);
       throw e;
     }
-    for (const end of [...this.ends]) this.closeConn(end.conn, false);
+    this.closeAll(false);
     this.c.close(this.init.listenFd);
     this.c.close(this.wake);
     this.c.close(this.ep);
@@ -311,8 +310,9 @@ class Loop {
     return -1;
   }
 
+  /** An end of `conn`; its peer is set by the caller, once both exist. */
   private end(fd: number, conn: Conn): End {
-    const end = {
+    return {
       fd,
       serial: 0,
       conn,
@@ -321,8 +321,6 @@ class Loop {
       shutSent: false,
       mask: 0,
     } as unknown as End;
-    this.ends.add(end);
-    return end;
   }
 
   private onEvent(end: End, mask: number): void {
@@ -435,13 +433,17 @@ class Loop {
     this.closeConn(conn, false);
   }
 
+  /** Closes every connection: each has both its ends in the slots from accept until it is closed. */
+  private closeAll(resetClients: boolean): void {
+    for (const slot of this.slots) if (typeof slot === 'object') this.closeConn(slot.conn, resetClients);
+  }
+
   /** Closes both ends; `resetClient`: the client gets an RST (the app could not be dialed). */
   private closeConn(conn: Conn, resetClient: boolean): void {
     if (conn.closed) return;
     conn.closed = true;
     if (resetClient) this.c.setsockopt(conn.client.fd, SOL_SOCKET, SO_LINGER, this.linger, 8);
     for (const end of [conn.client, conn.app]) {
-      this.ends.delete(end);
       this.slots[end.fd] = undefined;
       this.c.close(end.fd);
     }
