@@ -35,3 +35,24 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+/**
+ * What `p` settles with, or undefined when it has not within `ms` (it still goes on): a wait with a
+ * deadline that does not give up the work waited for (dns/cache.ts's serve-stale timer, the root daemon's
+ * flows waiting for the manager's answer).
+ */
+export function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}

@@ -6,6 +6,8 @@
 // short TTL. A name that resolved a moment ago keeps resolving through a short outage instead of every
 // client's lookup failing.
 
+import { within } from '../command/wait.js';
+
 export interface CacheOptions {
   /** Upper bound of any entry's life (answers from the cluster change when pods move). */
   maxTtlMs: number;
@@ -120,21 +122,4 @@ export class TtlCache<V> {
   get size(): number {
     return this.entries.size;
   }
-}
-
-/** What `p` settles with, or undefined when it has not within `ms`. */
-function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => resolve(undefined), ms);
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(timer);
-        reject(e);
-      },
-    );
-  });
 }

@@ -31,7 +31,7 @@ const ALLOWED: Record<string, string[]> = {
   cli: ['daemons/root/launch.ts', 'http-filter', 'kube', 'logging', 'netaddr', 'rpc', 'version'],
   command: ['netaddr'],
   daemons: ['command', 'dns', 'kube', 'logging', 'netaddr', 'rpc', 'tunnel', 'version', 'vif'],
-  dns: ['logging', 'netaddr'],
+  dns: ['command', 'logging', 'netaddr'],
   'http-filter': ['rpc'],
   image: ['agent/node-flags.ts', 'manager/node-flags.ts', 'netaddr', 'version'],
   'init-container': ['bpf', 'command', 'logging', 'netaddr', 'version'],

@@ -14,7 +14,9 @@
 // the port-forward to it broke — a new TCP flow waits for it, its SYN held, retrying for up to
 // MANAGER_GAP_MS, instead of being refused at once: a manager restart delays new connections by about
 // the time its new pod takes to be Ready (docs/faults.md), and fails none.
+
 import type * as net from 'node:net';
+import { within } from '../../command/wait.js';
 import type { Logger } from '../../logging/logger.js';
 import type { ManagerClient } from '../../rpc/gen/manager.js';
 import { WORKSTATION_WINDOWS } from '../../rpc/grpc-options.js';
@@ -85,17 +87,6 @@ interface Outage {
   probe: Promise<void> | undefined;
 }
 
-/** Whether `p` settled before the time `until` (ms since the epoch). */
-function settledBefore(p: Promise<void>, until: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), Math.max(0, until - Date.now()));
-    void p.then(() => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
-
 export class TunnelFlowDialer implements FlowDialer {
   private closed = false;
   private outage: Outage | undefined;
@@ -132,7 +123,11 @@ export class TunnelFlowDialer implements FlowDialer {
         if (outage.probe) {
           // One flow at a time finds out whether the manager is back (each attempt may cost the user
           // daemon a port-forward and a lookup of the manager's pod); the others wait for its answer.
-          if (!(await settledBefore(outage.probe, until))) throw new DialRejectedError(outage.reason);
+          const answered = await within(
+            outage.probe.then(() => true),
+            Math.max(0, until - Date.now()),
+          );
+          if (!answered) throw new DialRejectedError(outage.reason);
           continue;
         }
       }
