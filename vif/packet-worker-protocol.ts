@@ -10,6 +10,8 @@ export interface PacketWorkerFamily {
 export interface PacketWorkerInit {
   /** The worker's own duplicate of the TUN fd; the worker closes it. */
   fd: number;
+  /** The eventfd the main thread writes after each message (tun-device.ts Waker); the main thread closes it. */
+  wakeFd: number;
   families: { 4?: PacketWorkerFamily; 6?: PacketWorkerFamily };
 }
 

@@ -1,14 +1,16 @@
-// The VIF's packet loop, in a worker thread: it reads the TUN (epoll on its own event loop), runs the TCP
-// NAT and answers ICMP echo; UDP goes to the main thread, which holds the UDP flows. Keeping packets off
-// the main thread means a busy tunnel stream (decoding 1 MiB messages) does not delay the ACKs of every
-// TCP flow, and the kernel work each TUN write carries runs on a second core.
-import { parentPort, workerData } from 'node:worker_threads';
+// The VIF's packet loop, in a worker thread: it reads the TUN, runs the TCP NAT and answers ICMP echo; UDP
+// goes to the main thread, which holds the UDP flows. Keeping packets off the main thread means a busy
+// tunnel stream does not delay the ACKs of every TCP flow, and the kernel work each TUN write carries runs
+// on a second core. The loop is system calls through koffi (tun-device.ts TunLoop) and holds this thread
+// until it stops: the main thread's messages are drained with receiveMessageOnPort when its Waker wakes
+// the loop, and the timers below are the loop's ticks, not the event loop's.
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { ipToBytes } from '../netaddr/parse.js';
 import { PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, parsePacket } from './packet.js';
 import { isEchoRequest, toEchoReply } from './packet-rewrite.js';
 import type { PacketStats, PacketWorkerInit, ToMain, ToWorker } from './packet-worker-protocol.js';
 import { TcpNat } from './tcp-nat.js';
-import { TunReader, TunWriter } from './tun-device.js';
+import { closeFd, TunLoop, TunWriter } from './tun-device.js';
 
 const STATS_INTERVAL_MS = 2_000;
 const SWEEP_INTERVAL_MS = 5_000;
@@ -32,39 +34,35 @@ const nat = new TcpNat(
 let echoReplies = 0;
 let dropped = 0;
 
-const reader = new TunReader(
-  init.fd,
-  (p) => {
-    const info = parsePacket(p);
-    if (!info) {
+function packet(p: Buffer): void {
+  const info = parsePacket(p);
+  if (!info) {
+    dropped++;
+    return;
+  }
+  switch (info.protocol) {
+    case PROTO_TCP:
+      nat.handle(p, info);
+      return;
+    case PROTO_UDP:
+      post({ t: 'udp', packet: new Uint8Array(p.subarray(0, info.length)) });
+      return;
+    case PROTO_ICMP:
+    case PROTO_ICMPV6:
+      // Echo is answered here: the tunnel carries TCP and UDP only, so "the address is routed to the
+      // cluster" is the most a ping can tell. Other ICMP (router solicitations, MLD) is dropped.
+      if (isEchoRequest(p, info)) {
+        toEchoReply(p, info);
+        echoReplies++;
+        writer.write(p, info.length);
+        return;
+      }
       dropped++;
       return;
-    }
-    switch (info.protocol) {
-      case PROTO_TCP:
-        nat.handle(p, info);
-        return;
-      case PROTO_UDP:
-        post({ t: 'udp', packet: new Uint8Array(p.subarray(0, info.length)) });
-        return;
-      case PROTO_ICMP:
-      case PROTO_ICMPV6:
-        // Echo is answered here: the tunnel carries TCP and UDP only, so "the address is routed to the
-        // cluster" is the most a ping can tell. Other ICMP (router solicitations, MLD) is dropped.
-        if (isEchoRequest(p, info)) {
-          toEchoReply(p, info);
-          echoReplies++;
-          writer.write(p, info.length);
-          return;
-        }
-        dropped++;
-        return;
-      default:
-        dropped++;
-    }
-  },
-  (e) => post({ t: 'error', message: `reading the TUN device failed: ${e.message}` }),
-);
+    default:
+      dropped++;
+  }
+}
 
 function stats(): PacketStats {
   return {
@@ -78,10 +76,22 @@ function stats(): PacketStats {
   };
 }
 
-const statsTimer = setInterval(() => post({ t: 'stats', stats: stats() }), STATS_INTERVAL_MS);
-const sweepTimer = setInterval(() => nat.sweep(), SWEEP_INTERVAL_MS);
+let nextStats = Date.now() + STATS_INTERVAL_MS;
+let nextSweep = Date.now() + SWEEP_INTERVAL_MS;
 
-port.on('message', (m: ToWorker) => {
+function tick(): void {
+  const now = Date.now();
+  if (now >= nextStats) {
+    nextStats = now + STATS_INTERVAL_MS;
+    post({ t: 'stats', stats: stats() });
+  }
+  if (now >= nextSweep) {
+    nextSweep = now + SWEEP_INTERVAL_MS;
+    nat.sweep();
+  }
+}
+
+function message(m: ToWorker): void {
   switch (m.t) {
     case 'dialed':
       nat.dialed(m.key);
@@ -96,13 +106,22 @@ port.on('message', (m: ToWorker) => {
       nat.abandoned(m.key);
       return;
     case 'stop':
-      clearInterval(statsTimer);
-      clearInterval(sweepTimer);
       writer.stop();
-      reader.close(); // closes the worker's fd
-      port.close();
+      reader.stop();
       return;
   }
-});
+}
 
+const reader = new TunLoop(init.fd, init.wakeFd, {
+  packet,
+  wake: () => {
+    for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port))
+      message(m.message as ToWorker);
+  },
+  tick,
+  error: (e) => post({ t: 'error', message: e.message }),
+});
 post({ t: 'ready' });
+reader.run();
+closeFd(init.fd);
+port.close();

@@ -1,15 +1,17 @@
 // A TUN device from Node without a native addon: open /dev/net/tun and TUNSETIFF through koffi.
 //
-// Reading: the fd is non-blocking and wrapped in a libuv pipe handle, so epoll drives the reads on the
-// event loop of the thread that owns the reader (one packet per 'data' event); a blocking fs.read loop
-// would pin a libuv pool thread and keep the process from exiting. Writing: one packet per write(2). A
-// net.Socket write path may coalesce queued writes into one writev(), which a TUN takes as ONE packet:
-// the others are lost silently.
+// The packet loop (TunLoop) runs in a worker thread with its own duplicate of the fd (dupFd): each thread
+// owns and closes its own fd, and the interface disappears when the last one closes. It is a loop of
+// system calls through koffi, poll, read and write into one reused buffer, and never returns to the
+// thread's event loop until it stops: the other side of the thread talks to it through its MessagePort,
+// drained with receiveMessageOnPort, and an eventfd that wakes its poll (a Waker). Through Node's streams
+// (a libuv pipe handle, a 'data' event per packet, fs.writeSync) the same packet cost ~27 µs of the
+// thread's CPU, 57 % of it in Node and V8 (a Buffer, a stream push and a write request per packet),
+// measured on bench/vif's topology with one connection's requests (2 packets in, 2 out, each way per
+// request); see vif/README.md.
 //
-// The packet loop runs in a worker thread with its own duplicate of the fd (dupFd): each thread owns and
-// closes its own fd, and the interface disappears when the last one closes.
-import * as fs from 'node:fs';
-import * as net from 'node:net';
+// Writing: one packet per write(2). A net.Socket write path may coalesce queued writes into one writev(),
+// which a TUN takes as ONE packet: the others are lost silently.
 import koffi from 'koffi';
 import { UsageError } from '../netaddr/parse.js';
 
@@ -26,11 +28,32 @@ const ENOENT = 2;
 const EACCES = 13;
 const EBUSY = 16;
 
+const EINTR = 4;
+const EAGAIN = 11;
+const EFD_NONBLOCK = 0o4000;
+const EFD_CLOEXEC = 0o2000000;
+const POLLIN = 0x1;
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
+const POLLNVAL = 0x20;
+/** struct pollfd: int fd; short events; short revents. */
+const POLLFD_SIZE = 8;
+/** The loop's longest sleep: bounds how long a worker.terminate() or the process's exit waits for it. */
+const POLL_MS = 500;
+/** Packets read per wakeup before the messages are looked at again, so a flood does not starve them. */
+const READ_BATCH = 64;
+/** Larger than any packet a TUN hands over (the MTU is at most 65535). */
+const PACKET_BUFFER_BYTES = 65_536;
+
 interface Libc {
   open: (path: string, flags: number) => number;
   ioctl: (fd: number, request: number, ...args: unknown[]) => number;
   fcntl: (fd: number, cmd: number, ...args: unknown[]) => number;
   close: (fd: number) => number;
+  read: (fd: number, buf: Uint8Array, count: number) => number;
+  write: (fd: number, buf: Uint8Array, count: number) => number;
+  poll: (fds: Uint8Array, nfds: number, timeout: number) => number;
+  eventfd: (initval: number, flags: number) => number;
   strerror: (errno: number) => string;
 }
 
@@ -44,6 +67,10 @@ function loadLibc(): Libc {
     ioctl: lib.func('int ioctl(int fd, unsigned long request, ...)'),
     fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
     close: lib.func('int close(int fd)'),
+    read: lib.func('long read(int fd, void *buf, size_t count)'),
+    write: lib.func('long write(int fd, const void *buf, size_t count)'),
+    poll: lib.func('int poll(void *fds, unsigned long nfds, int timeout)'),
+    eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
     strerror: lib.func('const char *strerror(int errnum)'),
   };
   return libc;
@@ -105,43 +132,113 @@ export function closeFd(fd: number): void {
   loadLibc().close(fd);
 }
 
-// process.binding('pipe_wrap') is how a raw fd becomes an epoll-driven libuv stream: net.Socket({ fd })
-// refuses character devices. It is the documented-legacy binding; its Pipe(SOCKET) type has been stable
-// and it is available in worker threads.
-interface PipeHandle {
-  open(fd: number): number;
-}
-type PipeWrapBinding = { Pipe: new (type: number) => PipeHandle; constants: { SOCKET: number } };
+/**
+ * Wakes a TunLoop's poll from another thread: an eventfd. The creating thread closes it (close()) once the
+ * loop's thread has ended.
+ */
+export class Waker {
+  readonly fd: number;
+  private readonly one = new BigUint64Array([1n]);
 
-function pipeWrap(): PipeWrapBinding {
-  return (process as unknown as { binding(name: string): PipeWrapBinding }).binding('pipe_wrap');
-}
+  constructor() {
+    const c = loadLibc();
+    this.fd = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (this.fd < 0)
+      throw new Error(`cannot create an eventfd for the packet loop: ${c.strerror(koffi.errno())}`);
+  }
 
-/** Reads packets from a TUN fd on this thread's event loop; close() closes the fd. */
-export class TunReader {
-  packets = 0;
-  private readonly socket: net.Socket;
-  private closed = false;
-
-  constructor(fd: number, onPacket: (packet: Buffer) => void, onError: (e: Error) => void) {
-    const { Pipe, constants } = pipeWrap();
-    const handle = new Pipe(constants.SOCKET);
-    const rc = handle.open(fd);
-    if (rc !== 0) throw new Error(`cannot watch the TUN device for reads (libuv error ${rc})`);
-    this.socket = new net.Socket({ handle, readable: true, writable: false } as net.SocketConstructorOpts);
-    this.socket.on('data', (packet: Buffer) => {
-      this.packets++;
-      onPacket(packet);
-    });
-    this.socket.on('error', (e) => {
-      if (!this.closed) onError(e);
-    });
+  wake(): void {
+    loadLibc().write(this.fd, new Uint8Array(this.one.buffer), 8);
   }
 
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.socket.destroy();
+    loadLibc().close(this.fd);
+  }
+}
+
+export interface TunLoopHandlers {
+  /** One packet: a view of the loop's buffer, valid until this returns (copy what is kept). */
+  packet(packet: Buffer): void;
+  /** The waker was woken: look at the messages. */
+  wake(): void;
+  /** Every turn of the loop, at least every POLL_MS: run what is due. */
+  tick(): void;
+  /** Reading the TUN failed (not EAGAIN): the loop stops reading it and goes on waking. */
+  error(e: Error): void;
+}
+
+/**
+ * Reads packets from a TUN fd in a loop of system calls on this thread (a worker: run() blocks it until
+ * stop()). Does not close the fds.
+ */
+export class TunLoop {
+  packets = 0;
+  private stopped = false;
+  private readable = true;
+  private readonly buf = Buffer.allocUnsafe(PACKET_BUFFER_BYTES);
+  private readonly fds = Buffer.alloc(2 * POLLFD_SIZE);
+
+  constructor(
+    private readonly fd: number,
+    wakeFd: number,
+    private readonly on: TunLoopHandlers,
+  ) {
+    this.fds.writeInt32LE(wakeFd, 0);
+    this.fds.writeInt16LE(POLLIN, 4);
+    this.fds.writeInt32LE(fd, POLLFD_SIZE);
+    this.fds.writeInt16LE(POLLIN, POLLFD_SIZE + 4);
+  }
+
+  /** Until stop() (called from a handler). */
+  run(): void {
+    const c = loadLibc();
+    const scratch = new Uint8Array(8);
+    while (!this.stopped) {
+      const n = c.poll(this.fds, this.readable ? 2 : 1, POLL_MS);
+      if (n < 0) {
+        const errno = koffi.errno();
+        if (errno === EINTR) continue;
+        this.on.error(new Error(`poll on the TUN device failed: ${c.strerror(errno)}`));
+        return;
+      }
+      // The messages first, so a 'dialed' does not wait behind a batch of packets.
+      if (this.fds.readInt16LE(6) & POLLIN) {
+        c.read(this.fds.readInt32LE(0), scratch, 8);
+        this.on.wake();
+      }
+      if (
+        !this.stopped &&
+        this.readable &&
+        this.fds.readInt16LE(POLLFD_SIZE + 6) & (POLLIN | POLLERR | POLLHUP | POLLNVAL)
+      )
+        this.readBatch(c);
+      this.on.tick();
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  private readBatch(c: Libc): void {
+    for (let i = 0; i < READ_BATCH && !this.stopped; i++) {
+      const n = c.read(this.fd, this.buf, PACKET_BUFFER_BYTES);
+      if (n > 0) {
+        this.packets++;
+        this.on.packet(this.buf.subarray(0, n));
+        continue;
+      }
+      const errno = n < 0 ? koffi.errno() : 0;
+      if (errno === EAGAIN) return;
+      if (errno === EINTR) continue;
+      this.readable = false;
+      this.on.error(
+        new Error(
+          n === 0 ? 'the TUN device was closed' : `reading the TUN device failed: ${c.strerror(errno)}`,
+        ),
+      );
+      return;
+    }
   }
 }
 
@@ -157,16 +254,15 @@ export class TunWriter {
   /** Writes one packet; false when the kernel refused it (it is dropped, as a network would). */
   write(packet: Uint8Array, length = packet.length): boolean {
     if (!this.open) return false;
-    try {
-      fs.writeSync(this.fd, packet, 0, length);
+    const c = loadLibc();
+    if (c.write(this.fd, packet, length) === length) {
       this.packets++;
       return true;
-    } catch (e) {
-      // EAGAIN (queue full) or EINVAL (a malformed packet): TCP resends, UDP may drop.
-      this.errors++;
-      this.lastError = (e as Error).message;
-      return false;
     }
+    // EAGAIN (queue full) or EINVAL (a malformed packet): TCP resends, UDP may drop.
+    this.errors++;
+    this.lastError = c.strerror(koffi.errno());
+    return false;
   }
 
   /** No write after this (the fd is about to be closed by its owner). */

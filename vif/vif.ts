@@ -11,7 +11,7 @@ import { parsePacket } from './packet.js';
 import type { PacketStats, PacketWorkerInit, ToMain, ToWorker } from './packet-worker-protocol.js';
 import type { ExistingRoute } from './routes.js';
 import { TcpListener } from './tcp-listener.js';
-import { closeFd, dupFd, openTun, TunWriter } from './tun-device.js';
+import { closeFd, dupFd, openTun, TunWriter, Waker } from './tun-device.js';
 import { UdpRelay } from './udp-relay.js';
 
 /**
@@ -90,6 +90,7 @@ export class VirtualInterface {
     readonly mtu: number,
     private readonly writer: TunWriter,
     private readonly worker: Worker,
+    private readonly waker: Waker,
     private readonly tcp: TcpListener,
     private readonly udp: UdpRelay,
   ) {}
@@ -100,6 +101,7 @@ export class VirtualInterface {
     let workerFd: number | undefined;
     let tcp: TcpListener | undefined;
     let worker: Worker | undefined;
+    let waker: Waker | undefined;
     try {
       const address4 = cidrAddress(o.link4, 1);
       const address6 = o.link6 ? cidrAddress(o.link6, 1) : undefined;
@@ -124,8 +126,11 @@ export class VirtualInterface {
         o.log.child('tcp'),
       );
       workerFd = dupFd(tun.fd);
+      const wake = new Waker();
+      waker = wake;
       const init: PacketWorkerInit = {
         fd: workerFd,
+        wakeFd: wake.fd,
         families: {
           4: { listenerAddress: address4, listenerPort: tcp.ports[4]!, fakeAddresses: fakePeers(o.link4) },
           6:
@@ -138,10 +143,25 @@ export class VirtualInterface {
       worker = w;
       // The worker owns its fd from here on (it closes it when it stops, or the thread ends).
       workerFd = undefined;
-      toWorker = (m) => w.postMessage(m);
+      // The worker's loop sees a message when the waker wakes it (packet-worker.ts).
+      toWorker = (m) => {
+        w.postMessage(m);
+        wake.wake();
+      };
       const writer = new TunWriter(tun.fd);
       const udp = new UdpRelay((p) => writer.write(p), o.dialer, o.log.child('udp'), o.udpIdleMs);
-      const vif = new VirtualInterface(tun.name, tun.fd, address4, address6, o.mtu, writer, w, tcp, udp);
+      const vif = new VirtualInterface(
+        tun.name,
+        tun.fd,
+        address4,
+        address6,
+        o.mtu,
+        writer,
+        w,
+        wake,
+        tcp,
+        udp,
+      );
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(
           () => reject(new Error('the VIF packet worker did not start')),
@@ -171,6 +191,7 @@ export class VirtualInterface {
     } catch (e) {
       tcp?.stop();
       if (worker) await worker.terminate();
+      waker?.close();
       if (workerFd !== undefined) closeFd(workerFd);
       closeFd(tun.fd);
       throw e;
@@ -221,9 +242,11 @@ export class VirtualInterface {
     closeFd(this.fd);
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
     this.worker.postMessage({ t: 'stop' } satisfies ToWorker);
+    this.waker.wake();
     const timer = setTimeout(() => void this.worker.terminate(), 2_000);
     await exited;
     clearTimeout(timer);
+    this.waker.close();
   }
 }
 
