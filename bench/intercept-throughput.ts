@@ -1,8 +1,10 @@
 // Intercept throughput: 100 MiB through client -> agent -> manager -> user daemon -> local app, checked
 // by sha256, against a chain of plain Node TCP relays with the same hops (three relay processes) in the
-// same run. Prints MiB/s for both, each direction, and the ratio.
+// same run. Prints MiB/s for both, each direction, and the ratio. With --direct the intercept takes the
+// agent's direct port, as it does through the API server (client -> agent -> user daemon -> local app, on
+// a flow connection of its own: tunnel/framed-call.ts), against two relays.
 //
-//   node dist/bench/intercept-throughput.js [--mib 100] [--rounds 3]
+//   node dist/bench/intercept-throughput.js [--mib 100] [--rounds 3] [--direct]
 //
 // The same file also runs the helper processes: `--role app PORT` (the endpoint: hashes what it
 // receives, or sends a known stream) and `--role relay PORT NEXT_PORT` (a plain TCP relay).
@@ -129,11 +131,12 @@ async function download(port: number, n: number, expected: string): Promise<numb
 }
 
 async function main(): Promise<void> {
-  const { mib, rounds } = benchFlags({ mib: 100, rounds: 3 });
+  const { mib, rounds, direct } = benchFlags({ mib: 100, rounds: 3 }, ['direct']);
   const bytes = mib * MiB;
   const p = new Processes();
   try {
-    const [app, manager, agent, workloadApp, ...relays] = await freePorts(7);
+    // As many relays as the intercept has processes between the client and the app.
+    const [app, manager, agent, workloadApp, directPort, ...relays] = await freePorts(direct ? 7 : 8);
     const ports = { app, manager, agent, workloadApp, relays };
     p.node('app', [self, '--role', 'app', String(ports.app)]);
     // The relay chain: r0 -> r1 -> r2 -> app, the same number of processes between client and app.
@@ -150,12 +153,13 @@ async function main(): Promise<void> {
       app: ports.workloadApp,
       agent: ports.agent,
       local: ports.app,
+      ...(direct ? { direct: directPort } : {}),
     });
     const hops = {
       relays: relayPids.map((pid, i) => [`relay${i}`, pid] as const),
       intercept: [
         ['agent', tp.agentPid],
-        ['manager', tp.managerPid],
+        ...(direct ? [] : [['manager', tp.managerPid] as const]),
         ['user daemon', tp.daemonPid],
       ] as const,
     };
@@ -196,7 +200,9 @@ async function main(): Promise<void> {
       const tp = median(results.intercept![dir]);
       return `${label.padEnd(36)} relay chain ${fmt(relay).padStart(10)}   intercept ${fmt(tp).padStart(10)}   ratio ${(tp / relay).toFixed(2)}`;
     };
-    console.log(`intercept throughput, ${mib} MiB per transfer, sha256 checked, median of ${rounds}`);
+    console.log(
+      `intercept throughput${direct ? " through the agent's direct port" : ''}, ${mib} MiB per transfer, sha256 checked, median of ${rounds}`,
+    );
     console.log(line('up', 'client -> app (upload)'));
     console.log(line('down', 'app -> client (download)'));
     console.log(

@@ -28,6 +28,15 @@ test('intercept-throughput: both directions through an intercept against a relay
   assert.match(out, /app -> client \(download\) .*ratio/);
 });
 
+test("intercept-throughput --direct: through the agent's direct port, against two relays", () => {
+  const out = bench('intercept-throughput', ['--mib', '1', '--rounds', '1', '--direct']);
+  assert.match(out, /through the agent's direct port/);
+  assert.match(out, /client -> app \(upload\) .*ratio/);
+  // Two relays for the two processes in between (agent, user daemon); the manager carries no byte.
+  assert.match(out, /CPU seconds .*up relay0 [\d.]+, up relay1 [\d.]+, down relay0/);
+  assert.not.match(out, /relay2|manager/);
+});
+
 test('capture: iptables + agent and HAProxy against direct, with the marks', () => {
   const out = bench('capture', ['--seconds', '1', '--rounds', '1']);
   assert.match(out, /mark \(keep-alive\): agent [\d.]+ x direct/);
