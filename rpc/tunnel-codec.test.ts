@@ -178,4 +178,24 @@ test('DataReader: memory whose messages were all written serves later reads; mem
   assert.is(new Set(later).size, 4, 'nothing written: new memory each time');
 });
 
+test('encodedDataMessage with reuse: its memory serves the next such message once written, not before', () => {
+  const chunks = [Buffer.alloc(3000, 1), Buffer.alloc(5000, 2)];
+  const first = encodedDataMessage(chunks, 8000, true);
+  const second = encodedDataMessage(chunks, 8000, true);
+  assert.is.not(second.data.buffer, first.data.buffer, 'the first is not written yet');
+  dataWritten(first);
+  const third = encodedDataMessage([Buffer.alloc(8000, 3)], 8000, true);
+  assert.is(third.data.buffer, first.data.buffer, 'written: its memory is taken again');
+  assert.ok(third.data.equals(Buffer.alloc(8000, 3)));
+  assert.equal(
+    serializeTunnelMessage(third),
+    serializeTunnelMessage(base({ code: TunnelCode.DATA, data: third.data })),
+  );
+  assert.ok(second.data.equals(Buffer.concat(chunks)), 'an unwritten message keeps its bytes');
+  // Without reuse the memory stays the garbage collector's.
+  const plain = encodedDataMessage(chunks, 8000);
+  dataWritten(plain);
+  assert.is.not(encodedDataMessage(chunks, 8000, true).data.buffer, plain.data.buffer);
+});
+
 test.run();

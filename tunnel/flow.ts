@@ -309,7 +309,11 @@ class Flow {
     private readonly options: OriginateOptions,
   ) {
     if (options.replay) this.replaySent = [];
-    this.coalescer = new Coalescer(options.maxDataBytes ?? MAX_DATA_BYTES, encodedDataMessage);
+    // A full message's memory serves the next one once written (a bulk transfer's are all full).
+    const max = options.maxDataBytes ?? MAX_DATA_BYTES;
+    this.coalescer = new Coalescer(max, (chunks, bytes) =>
+      encodedDataMessage(chunks, bytes, bytes === max && stream.writesAreFinal),
+    );
     this.reader = new DataReader(options.maxDataBytes ?? MAX_DATA_BYTES);
     this.onread = { buffer: this.reader.region, callback: this.onSocketRead };
     this.log = options.log ?? defaultLog;
@@ -525,7 +529,8 @@ class Flow {
       } else if (this.replayBytes > limit) this.replaySent = undefined;
       else this.replaySent.push(chunk);
     }
-    for (const full of this.coalescer.push(chunk)) this.sendData(full);
+    // Only a message built to reuse its memory (writesAreFinal, above) has any for dataWritten to give back.
+    for (const full of this.coalescer.push(chunk)) this.sendData(full, dataWritten);
     if (!this.flushScheduled && this.coalescer.pendingBytes > 0) {
       this.flushScheduled = true;
       // setImmediate runs after the poll phase: the reads of this loop turn go out as one message.
@@ -546,7 +551,7 @@ class Flow {
     this.flushScheduled = false;
     if (!this.canSendData()) return;
     const m = this.coalescer.take();
-    if (m) this.sendData(m);
+    if (m) this.sendData(m, dataWritten);
   };
 
   private sendData(m: TunnelMessage, written?: (m: TunnelMessage) => void): void {
