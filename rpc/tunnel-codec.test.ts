@@ -4,9 +4,7 @@ import * as assert from 'uvu/assert';
 import { TunnelCode, TunnelMessage } from './gen/manager.js';
 import { frameOf } from './grpc-framing.js';
 import {
-  DATA_PREFIX_MAX,
   DataReader,
-  dataPrefixLength,
   dataWritten,
   deserializeTunnelMessage,
   encodedDataMessage,
@@ -84,29 +82,6 @@ test('a DATA message built from chunks encodes like the generated codec', () => 
   const m = encodedDataMessage(chunks, 70_103);
   assert.ok(m.data.equals(Buffer.concat(chunks)));
   assert.ok(serializeTunnelMessage(m).equals(Buffer.from(TunnelMessage.encode(m).finish())));
-});
-
-test('dataPrefixLength: where the bytes of a plain DATA message start, and 0 for every other message', () => {
-  const prefixOf = (m: TunnelMessage) => {
-    const bytes = Buffer.from(TunnelMessage.encode(m).finish());
-    return dataPrefixLength(bytes.subarray(0, DATA_PREFIX_MAX), bytes.length);
-  };
-  // code tag, DATA, data tag, the length's varint (1, 2 or 3 bytes).
-  assert.is(prefixOf(base({ code: TunnelCode.DATA, data: Buffer.alloc(100) })), 4);
-  assert.is(prefixOf(base({ code: TunnelCode.DATA, data: Buffer.alloc(300) })), 5);
-  assert.is(prefixOf(base({ code: TunnelCode.DATA, data: Buffer.alloc(1 << 20) })), 6);
-  assert.is(prefixOf(encodedDataMessage([Buffer.alloc(70_000)], 70_000)), 6);
-  // Not plain DATA: read whole.
-  assert.is(prefixOf(base({ code: TunnelCode.DATA, data: Buffer.alloc(100), error: 'x' })), 0);
-  assert.is(prefixOf(base({ data: Buffer.alloc(100) })), 0, 'code zero');
-  assert.is(prefixOf(base({ code: TunnelCode.RESET, error: 'a reason long enough' })), 0);
-  assert.is(prefixOf(samples.find((m) => m.open)!), 0, 'OPEN');
-  // A length that does not run to the message's end (a field after the data): not plain.
-  const bytes = Buffer.from(
-    TunnelMessage.encode(base({ code: TunnelCode.DATA, data: Buffer.alloc(100) })).finish(),
-  );
-  assert.is(dataPrefixLength(bytes, bytes.length + 3), 0);
-  assert.is(dataPrefixLength(bytes.subarray(0, 3), bytes.length), 0, 'too short to tell');
 });
 
 test('unknown fields are skipped', () => {

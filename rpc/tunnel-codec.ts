@@ -99,30 +99,6 @@ export function encodedDataMessage(chunks: readonly Buffer[], length: number, re
   return m;
 }
 
-/** The longest a plain DATA message's encoding runs before its bytes: code tag, DATA, data tag, the length. */
-export const DATA_PREFIX_MAX = 8;
-
-/**
- * Where the bytes of a plain DATA message start in its encoding, when the message of `length` bytes that
- * `prefix` begins (its first DATA_PREFIX_MAX bytes, or all of it) is one: code DATA and a non-empty data
- * field running to its end, nothing else (as serializeTunnelMessage and the DataReader lay it out). 0 when
- * it is not: the message must then be read whole. A receiver can hand such a message's bytes on as they
- * arrive, without waiting for (and copying together) all of it.
- */
-export function dataPrefixLength(prefix: Buffer, length: number): number {
-  if (prefix.length < 4 || prefix[0] !== TAG_CODE || prefix[1] !== TunnelCode.DATA || prefix[2] !== TAG_DATA)
-    return 0;
-  let n = 0;
-  let scale = 1;
-  for (let o = 3; o < Math.min(prefix.length, DATA_PREFIX_MAX); o++) {
-    const b = prefix[o]!;
-    n += (b & 0x7f) * scale;
-    scale *= 128;
-    if ((b & 0x80) === 0) return n > 0 && o + 1 + n === length ? o + 1 : 0;
-  }
-  return 0;
-}
-
 export function deserializeTunnelMessage(buf: Buffer): TunnelMessage {
   const reader = new BinaryReader(buf);
   const m: TunnelMessage = {

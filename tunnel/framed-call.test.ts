@@ -3,12 +3,10 @@
 // hostile peer gets.
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
-import { Duplex } from 'node:stream';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { waitFor } from '../command/wait.js';
 import { setLevel } from '../logging/logger.js';
-import { serializeTunnelMessage } from '../rpc/tunnel-codec.js';
 import { dialTcp } from './dial.js';
 import { dialTarget, type FlowOutcome, originate, readOpen, serveDial } from './flow.js';
 import { FLOW_MAGIC, FramedCall, WINDOW_BYTES } from './framed-call.js';
@@ -131,15 +129,10 @@ test('the window: a receiver that stops taking stops its sender after WINDOW_BYT
     assert.ok(written * MESSAGE <= WINDOW_BYTES, `${written} messages went out past a paused receiver`);
     assert.equal(received.length, 0, 'a paused receiver delivers nothing');
     receiver.resume();
-    // A DATA message's bytes are handed on as they arrive: the stream of bytes is what is kept.
-    const bytes = () => received.reduce((n, m) => n + m.data.length, 0);
-    await waitFor('every byte arrived', () => bytes() === COUNT * MESSAGE, 5000, 20);
-    const all = Buffer.concat(received.map((m) => m.data));
+    await waitFor('every message arrived', () => received.length === COUNT, 5000, 20);
     assert.equal(
-      Array.from({ length: COUNT }, (_, i) =>
-        all.subarray(i * MESSAGE, (i + 1) * MESSAGE).every((b) => b === i),
-      ),
-      Array.from({ length: COUNT }, () => true),
+      received.map((m) => m.data[0]),
+      Array.from({ length: COUNT }, (_, i) => i),
       'in order',
     );
     assert.equal(written, COUNT);
@@ -241,69 +234,6 @@ test('a far side that answered before originate(): its queued DIAL_OK starts the
     app.close();
     front.close();
   }
-});
-
-test('a DATA message is handed on as its bytes arrive, split anywhere; other frames are read whole', () => {
-  const frames: Buffer[] = [];
-  const frame = (type: number, body: Buffer) => {
-    const h = Buffer.alloc(5);
-    h[0] = type;
-    h.writeUInt32BE(body.length, 1);
-    frames.push(h, body);
-  };
-  const big = crypto.randomBytes(600 << 10);
-  frame(0, serializeTunnelMessage(msg.data(big)));
-  const open = msg.open(streamInfo({ connId: undefined, sessionId: 's', relayId: 'r' }));
-  frame(0, serializeTunnelMessage(open));
-  frame(0, serializeTunnelMessage(msg.data(Buffer.from('tiny')))); // shorter than a DATA prefix: whole
-  frame(0, serializeTunnelMessage(msg.data(Buffer.from('the rest of it'))));
-  frame(2, Buffer.alloc(0)); // END
-  const wire = Buffer.concat(frames);
-  const written: Buffer[] = [];
-  const bytes = new Duplex({
-    read() {},
-    write(chunk: Buffer, _encoding, done) {
-      written.push(chunk);
-      done();
-    },
-  });
-  const call = new FramedCall(bytes, 'test');
-  const got: TunnelMessage[] = [];
-  let ended = false;
-  call.on('data', (m: TunnelMessage) => got.push(m));
-  call.on('end', () => {
-    ended = true;
-  });
-  call.on('error', (e: Error) => assert.unreachable(e.message));
-  // Cuts inside the first frame's header, inside the DATA prefix, in its bytes, and byte by byte at the end.
-  const cuts = [2, 6, 9, 4096, 70_000, 300_000, wire.length - 40];
-  let at = 0;
-  for (const cut of cuts) {
-    call['received'](wire.subarray(at, cut));
-    at = cut;
-  }
-  for (; at < wire.length; at++) call['received'](wire.subarray(at, at + 1));
-  const datas = got.filter((m) => m.open === undefined);
-  assert.ok(datas.length > 4, 'the first DATA message arrived in pieces');
-  assert.ok(
-    datas.every((m) => m.code === msg.data(Buffer.alloc(1)).code),
-    'every piece is a DATA message',
-  );
-  assert.equal(
-    Buffer.concat(datas.map((m) => m.data)),
-    Buffer.concat([big, Buffer.from('tinythe rest of it')]),
-  );
-  const openAt = got.findIndex((m) => m.open !== undefined);
-  assert.equal(got[openAt]!.open, open.open, 'OPEN whole, in its place');
-  assert.equal(
-    Buffer.concat(got.slice(0, openAt).map((m) => m.data)),
-    big,
-    'after every byte of the DATA before it',
-  );
-  assert.ok(ended, 'END');
-  // The receiver credited what it took, in batches, never more than the MESSAGE frames it read.
-  const credited = written.filter((w) => w[0] === 1).reduce((n, w) => n + w.readUInt32BE(5), 0);
-  assert.ok(credited >= 512 << 10 && credited <= wire.length, `credited ${credited} of ${wire.length}`);
 });
 
 test('reusable: after both ENDs the byte stream carries the next call, bytes right behind the END included', async () => {

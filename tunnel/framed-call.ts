@@ -20,14 +20,8 @@
 // instead, and the others go on.
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { TunnelCode } from '../rpc/gen/manager.js';
 import { frameOf, HEADER_BYTES } from '../rpc/grpc-framing.js';
-import {
-  DATA_PREFIX_MAX,
-  dataPrefixLength,
-  deserializeTunnelMessage,
-  serializeTunnelMessage,
-} from '../rpc/tunnel-codec.js';
+import { deserializeTunnelMessage, serializeTunnelMessage } from '../rpc/tunnel-codec.js';
 import { MAX_DATA_BYTES, type TunnelMessage } from './messages.js';
 
 /**
@@ -92,12 +86,6 @@ export class FramedCall extends EventEmitter {
   readonly writesAreFinal = true;
   private readonly pending: Buffer[] = [];
   private pendingBytes = 0;
-  /**
-   * Bytes of a DATA message still to come, handed on as they arrive (received()); its frame's header and
-   * the message's own prefix count against the window with the first of them (streamingCost).
-   */
-  private streaming = 0;
-  private streamingCost = 0;
   private readonly inbox: { m: TunnelMessage; cost: number }[] = [];
   private paused = false;
   private uncredited = 0;
@@ -199,28 +187,11 @@ export class FramedCall extends EventEmitter {
     }
   }
 
-  /**
-   * A DATA message's bytes are handed on as they arrive, each read's worth a DATA message of its own (a view
-   * of the read, no copy): a flow's data is a byte stream, so where its messages split does not matter. Put
-   * together first, every message of up to 1 MiB cost an allocation and a copy of it, and the garbage
-   * collector the rest (the major collections of that memory were a quarter of the user daemon's CPU in an
-   * upload through an intercept). Other frames are read whole.
-   */
   private received(chunk: Buffer): void {
     if (this.over) return;
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
-    while (!this.over) {
-      if (this.streaming > 0) {
-        if (this.pendingBytes === 0) return;
-        const n = Math.min(this.pending[0]!.length, this.streaming);
-        this.streaming -= n;
-        const cost = this.streamingCost + n;
-        this.streamingCost = 0;
-        this.message({ code: TunnelCode.DATA, data: this.take(n), open: undefined, error: '' }, cost);
-        continue;
-      }
-      if (this.pendingBytes < HEADER_BYTES) return;
+    while (this.pendingBytes >= HEADER_BYTES && !this.over) {
       let head = this.pending[0]!;
       if (head.length < HEADER_BYTES) head = this.gather(HEADER_BYTES);
       const type = head[0]!;
@@ -228,18 +199,6 @@ export class FramedCall extends EventEmitter {
       if (type > T_CANCEL || length > MAX_BODY_BYTES || (type === T_CREDIT && length !== 4)) {
         this.fail(`malformed flow frame (type ${type}, ${length} bytes)`, true);
         return;
-      }
-      if (type === T_MESSAGE && length > DATA_PREFIX_MAX) {
-        const peek = HEADER_BYTES + DATA_PREFIX_MAX;
-        if (this.pendingBytes < peek) return;
-        if (head.length < peek) head = this.gather(peek);
-        const prefix = dataPrefixLength(head.subarray(HEADER_BYTES, peek), length);
-        if (prefix > 0) {
-          this.take(HEADER_BYTES + prefix);
-          this.streaming = length - prefix;
-          this.streamingCost = HEADER_BYTES + prefix;
-          continue;
-        }
       }
       if (this.pendingBytes < HEADER_BYTES + length) return;
       const frame = this.take(HEADER_BYTES + length);
@@ -277,7 +236,9 @@ export class FramedCall extends EventEmitter {
           this.fail(`malformed flow message: ${(e as Error).message}`, true);
           return;
         }
-        this.message(m, HEADER_BYTES + body.length);
+        const cost = HEADER_BYTES + body.length;
+        if (this.paused || this.inbox.length > 0) this.inbox.push({ m, cost });
+        else this.deliver(m, cost);
         return;
       }
       case T_CREDIT:
@@ -293,12 +254,6 @@ export class FramedCall extends EventEmitter {
       default:
         this.fail(`the peer cancelled the flow: ${body.toString('utf8')}`);
     }
-  }
-
-  /** A message for the consumer: now, or after what waits while it is paused. */
-  private message(m: TunnelMessage, cost: number): void {
-    if (this.paused || this.inbox.length > 0) this.inbox.push({ m, cost });
-    else this.deliver(m, cost);
   }
 
   private deliver(m: TunnelMessage, cost: number): void {

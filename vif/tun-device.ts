@@ -5,10 +5,10 @@
 // system calls through koffi, poll, read and write into one reused buffer, and never returns to the
 // thread's event loop until it stops: the other side of the thread talks to it through its MessagePort,
 // drained with receiveMessageOnPort, and an eventfd that wakes its poll (a Waker). Through Node's streams
-// (a libuv pipe handle, a 'data' event per packet, fs.writeSync) the same packet cost ~27 µs of the
-// thread's CPU, 57 % of it in Node and V8 (a Buffer, a stream push and a write request per packet),
-// measured on bench/vif's topology with one connection's requests (2 packets in, 2 out, each way per
-// request); see vif/README.md.
+// (a libuv pipe handle, a 'data' event per packet, fs.writeSync) a packet cost the thread ~30 µs of CPU,
+// 57 % of it in Node and V8 (a Buffer, a stream push and a write request per packet); in system calls ~19
+// (one connection's sequential requests on bench/vif's topology, a packet each way per request:
+// daemons/root/README.md).
 //
 // Writing: one packet per write(2). A net.Socket write path may coalesce queued writes into one writev(),
 // which a TUN takes as ONE packet: the others are lost silently.
@@ -138,7 +138,8 @@ export function closeFd(fd: number): void {
  */
 export class Waker {
   readonly fd: number;
-  private readonly one = new BigUint64Array([1n]);
+  /** The 8-byte 1 an eventfd write adds. */
+  private readonly one = new Uint8Array(new BigUint64Array([1n]).buffer);
 
   constructor() {
     const c = loadLibc();
@@ -148,7 +149,7 @@ export class Waker {
   }
 
   wake(): void {
-    loadLibc().write(this.fd, new Uint8Array(this.one.buffer), 8);
+    loadLibc().write(this.fd, this.one, 8);
   }
 
   close(): void {
