@@ -271,6 +271,11 @@ class Flow {
   /** For a socket the flow dials with `onread`: each read is one DATA message, no copy (rpc/tunnel-codec.ts). */
   private readonly reader: DataReader;
   private readonly onread: OnRead;
+  /**
+   * How a sent message's memory goes back for reuse once written (rpc/tunnel-codec.ts dataWritten): only
+   * where the stream keeps no reference to a written message (TunnelStream.writesAreFinal).
+   */
+  private readonly written: ((m: TunnelMessage) => void) | undefined;
   private readonly log: Logger;
   private readonly label: string;
   private flushScheduled = false;
@@ -309,12 +314,14 @@ class Flow {
     private readonly options: OriginateOptions,
   ) {
     if (options.replay) this.replaySent = [];
+    this.written = stream.writesAreFinal ? dataWritten : undefined;
     // A full message's memory serves the next one once written (a bulk transfer's are all full).
     const max = options.maxDataBytes ?? MAX_DATA_BYTES;
+    const reuse = this.written !== undefined;
     this.coalescer = new Coalescer(max, (chunks, bytes) =>
-      encodedDataMessage(chunks, bytes, bytes === max && stream.writesAreFinal),
+      encodedDataMessage(chunks, bytes, reuse && bytes === max),
     );
-    this.reader = new DataReader(options.maxDataBytes ?? MAX_DATA_BYTES);
+    this.reader = new DataReader(max);
     this.onread = { buffer: this.reader.region, callback: this.onSocketRead };
     this.log = options.log ?? defaultLog;
     this.label = formatConnectionId(info.connId);
@@ -529,8 +536,7 @@ class Flow {
       } else if (this.replayBytes > limit) this.replaySent = undefined;
       else this.replaySent.push(chunk);
     }
-    // Only a message built to reuse its memory (writesAreFinal, above) has any for dataWritten to give back.
-    for (const full of this.coalescer.push(chunk)) this.sendData(full, dataWritten);
+    for (const full of this.coalescer.push(chunk)) this.sendData(full, this.written);
     if (!this.flushScheduled && this.coalescer.pendingBytes > 0) {
       this.flushScheduled = true;
       // setImmediate runs after the poll phase: the reads of this loop turn go out as one message.
@@ -543,7 +549,7 @@ class Flow {
     this.bytesIn += bytes;
     const m = this.reader.commit(bytes, into);
     // Its memory serves later reads once written, where grpc-js then keeps no reference (server calls).
-    if (this.canSendData()) this.sendData(m, this.stream.writesAreFinal ? dataWritten : undefined);
+    if (this.canSendData()) this.sendData(m, this.written);
     return true;
   };
 
@@ -551,7 +557,7 @@ class Flow {
     this.flushScheduled = false;
     if (!this.canSendData()) return;
     const m = this.coalescer.take();
-    if (m) this.sendData(m, dataWritten);
+    if (m) this.sendData(m, this.written);
   };
 
   private sendData(m: TunnelMessage, written?: (m: TunnelMessage) => void): void {
