@@ -82,6 +82,9 @@ export class VirtualInterface {
   /** Set when the packet path broke: the status reports it. */
   failure: string | undefined;
 
+  /** Resolves once the packet worker has exited, whenever that was. */
+  private readonly workerExited: Promise<void>;
+
   private constructor(
     readonly name: string,
     private readonly fd: number,
@@ -93,7 +96,11 @@ export class VirtualInterface {
     private readonly waker: Waker,
     private readonly tcp: TcpListener,
     private readonly udp: UdpRelay,
-  ) {}
+  ) {
+    // Registered now, not at close(): a worker that died before (the status reports it) must not leave
+    // close() and `tp quit` waiting for an 'exit' that already happened.
+    this.workerExited = new Promise((resolve) => worker.once('exit', () => resolve()));
+  }
 
   /** Creates and configures the interface; on any failure nothing is left behind (the TUN goes with its fds). */
   static async create(o: VifOptions): Promise<VirtualInterface> {
@@ -240,11 +247,10 @@ export class VirtualInterface {
     this.udp.stop();
     this.writer.stop();
     closeFd(this.fd);
-    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
     this.worker.postMessage({ t: 'stop' } satisfies ToWorker);
     this.waker.wake();
     const timer = setTimeout(() => void this.worker.terminate(), 2_000);
-    await exited;
+    await this.workerExited;
     clearTimeout(timer);
     this.waker.close();
   }
