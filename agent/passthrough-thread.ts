@@ -39,11 +39,17 @@ const SHUT_WR = 1;
 const MSG_NOSIGNAL = 0x4000;
 const EPOLL_CTL_ADD = 1;
 const EPOLL_CTL_DEL = 2;
-const EPOLL_CTL_MOD = 3;
 const EPOLLIN = 0x1;
 const EPOLLOUT = 0x4;
 const EPOLLERR = 0x8;
 const EPOLLHUP = 0x10;
+const EPOLLRDHUP = 0x2000;
+const EPOLLET = 0x80000000;
+/**
+ * A connection's socket is registered once, edge-triggered, for everything (as HAProxy's poller does), and
+ * never changed: no epoll_ctl per state change (dialed, backpressure, half-close). Close removes it.
+ */
+const END_EVENTS = (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) >>> 0; // unsigned, as epoll_event's u32
 const EINTR = 4;
 const EAGAIN = 11;
 const EINPROGRESS = 115;
@@ -95,12 +101,18 @@ interface End {
   conn: Conn;
   /** Bytes read from the peer that this end has not taken yet (its socket buffer was full). */
   pending: Buffer | undefined;
+  /**
+   * It may have bytes (or its FIN, or an error) to read: set by a readable edge, cleared once a read finds
+   * it drained. Edge-triggered, nothing reports it again until more arrives, so an end left unread for
+   * backpressure stays readable until its peer has taken what waits.
+   */
+  readable: boolean;
+  /** Its FIN or an error arrived (RDHUP, HUP, ERR): a short read did not reach it, read on. */
+  hangup: boolean;
   /** Its FIN was read. */
   readEof: boolean;
   /** Its write side was shut down (FIN sent). */
   shutSent: boolean;
-  /** The epoll mask it is registered with; 0: not registered. */
-  mask: number;
 }
 
 interface Conn {
@@ -212,7 +224,7 @@ class Loop {
         const mask = events.readUInt32LE(at);
         if (slot === 'listener') this.acceptAll();
         else if (slot === 'wake') this.c.read(this.wake, this.buf, 8);
-        else if (slot.mask !== 0) this.onEvent(slot, mask);
+        else if (!slot.conn.closed) this.onEvent(slot, mask);
       }
     }
   }
@@ -293,8 +305,8 @@ class Loop {
     // within connect(), which still says EINPROGRESS): its first writable event says it is up, its first
     // error that the dial failed (abort: counted, the client reset). What the client sends meanwhile waits
     // in the app's pending bytes; its FIN waits for the connection (a shutdown before would abort it).
-    this.update(conn.app);
-    this.update(conn.client);
+    this.register(app, conn.app, END_EVENTS);
+    this.register(fd, conn.client, END_EVENTS);
   }
 
   /** The app port's index: the listener's only one, else SO_ORIGINAL_DST's port; -1 when it is none. */
@@ -317,14 +329,19 @@ class Loop {
       serial: 0,
       conn,
       pending: undefined,
+      readable: false,
+      hangup: false,
       readEof: false,
       shutSent: false,
-      mask: 0,
     } as unknown as End;
   }
 
   private onEvent(end: End, mask: number): void {
     const conn = end.conn;
+    if (mask & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      end.readable = true;
+      if (mask & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) end.hangup = true;
+    }
     if (!conn.dialed && end === conn.app) {
       if (mask & (EPOLLERR | EPOLLHUP)) {
         this.abort(conn, end, this.socketError(end));
@@ -332,17 +349,13 @@ class Loop {
       }
       if (!(mask & EPOLLOUT)) return;
       conn.dialed = true;
-      if (!end.pending) {
-        if (conn.client.readEof) this.finishDirection(conn.client);
-        else this.update(end);
-      }
+      if (!end.pending && conn.client.readEof) this.finishDirection(conn.client);
     }
     if (mask & EPOLLOUT && end.pending) this.flush(end);
     if (conn.closed) return;
-    if (end.mask & EPOLLIN) {
-      if (mask & (EPOLLIN | EPOLLERR | EPOLLHUP)) this.pump(end);
-    } else if (mask & (EPOLLERR | EPOLLHUP) && !(mask & EPOLLOUT))
-      this.abort(conn, end, this.socketError(end));
+    this.pump(end);
+    // An error not read (its peer cannot take more, or its FIN was read before): the connection is over.
+    if (!conn.closed && mask & EPOLLERR) this.abort(conn, end, this.socketError(end));
   }
 
   /** The socket's pending error (SO_ERROR), or errno when even that cannot be read. */
@@ -353,34 +366,46 @@ class Loop {
       : this.errno();
   }
 
-  /** Reads what `from` has and writes it to its peer; what the peer cannot take waits in its pending. */
+  /**
+   * Reads what `from` has and writes it to its peer, until it is drained, its FIN or an error, or its peer
+   * cannot take more: what the peer did not take waits in its pending, and reading `from` resumes once that
+   * is out (flush).
+   */
   private pump(from: End): void {
     const to = from.peer;
     const conn = from.conn;
-    const n = this.c.recv(from.fd, this.buf, BUFFER_BYTES, 0);
-    if (n > 0) {
-      let w = this.c.send(to.fd, this.buf, n, MSG_NOSIGNAL);
-      if (w === n) return;
-      if (w < 0) {
-        const e = this.errno();
-        if (e !== EAGAIN) {
-          this.abort(conn, to, e);
-          return;
+    while (from.readable && !from.readEof && to.pending === undefined) {
+      const n = this.c.recv(from.fd, this.buf, BUFFER_BYTES, 0);
+      if (n > 0) {
+        // A short read took all there was: more bytes bring a new edge. A FIN or an error that came with
+        // them does not: read on to it.
+        if (n < BUFFER_BYTES && !from.hangup) from.readable = false;
+        let w = this.c.send(to.fd, this.buf, n, MSG_NOSIGNAL);
+        if (w === n) continue;
+        if (w < 0) {
+          const e = this.errno();
+          if (e !== EAGAIN) {
+            this.abort(conn, to, e);
+            return;
+          }
+          w = 0;
         }
-        w = 0;
+        to.pending = Buffer.from(this.buf.subarray(w, n));
+        return;
       }
-      to.pending = Buffer.from(this.buf.subarray(w, n));
-      this.update(from);
-      this.update(to);
-      return;
+      if (n === 0) {
+        from.readEof = true;
+        from.readable = false;
+        this.finishDirection(from);
+        return;
+      }
+      const e = this.errno();
+      if (e === EAGAIN) from.readable = false;
+      else if (e !== EINTR) {
+        this.abort(conn, from, e);
+        return;
+      }
     }
-    if (n === 0) {
-      from.readEof = true;
-      this.finishDirection(from);
-      return;
-    }
-    const e = this.errno();
-    if (e !== EAGAIN && e !== EINTR) this.abort(conn, from, e);
   }
 
   /** Writes what waits for `to`; once all is out, reading its peer resumes (or its FIN follows). */
@@ -397,18 +422,15 @@ class Loop {
       return;
     }
     to.pending = undefined;
-    this.update(to);
     if (to.peer.readEof) this.finishDirection(to.peer);
-    else this.update(to.peer);
+    else this.pump(to.peer);
   }
 
   /** `from` sent its FIN and all it sent went to its peer: the FIN follows, and the connection may be done. */
   private finishDirection(from: End): void {
     const to = from.peer;
-    if (to.pending || (to === to.conn.app && !to.conn.dialed)) {
-      this.update(from);
-      return;
-    }
+    if (to.pending || (to === to.conn.app && !to.conn.dialed)) return; // flush or the dial finishes it
+
     if (to.readEof && from.shutSent) {
       // The other way is over too: close() sends the same FIN as shutdown() would, and ends the connection.
       this.closeConn(from.conn, false);
@@ -418,8 +440,6 @@ class Loop {
       this.c.shutdown(to.fd, SHUT_WR);
       to.shutSent = true;
     }
-    this.update(from);
-    this.update(to);
   }
 
   /**
@@ -447,29 +467,6 @@ class Loop {
       this.slots[end.fd] = undefined;
       this.c.close(end.fd);
     }
-  }
-
-  /** The mask an end wants now: reading while its peer can take more, writing while it has pending. */
-  private update(end: End): void {
-    const conn = end.conn;
-    if (conn.closed) return;
-    const reading = !end.readEof && end.peer.pending === undefined;
-    const done = end.readEof && end.shutSent;
-    const writing = end.pending !== undefined || (end === conn.app && !conn.dialed);
-    this.arm(end, done ? 0 : (reading ? EPOLLIN : 0) | (writing ? EPOLLOUT : 0));
-  }
-
-  /**
-   * Registers, changes or removes an end in epoll. An end with nothing to wait for is removed, not left
-   * with an empty mask: the kernel reports a hang-up regardless of the mask, and level-triggered it would
-   * report it on every wait.
-   */
-  private arm(end: End, mask: number): void {
-    if (mask === end.mask) return;
-    if (mask === 0) this.unregister(end.fd);
-    else if (end.mask === 0) this.register(end.fd, end, mask);
-    else this.ctl(EPOLL_CTL_MOD, end.fd, mask, end.serial);
-    end.mask = mask;
   }
 
   private register(fd: number, slot: Slot, mask: number): void {
