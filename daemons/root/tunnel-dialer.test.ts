@@ -261,7 +261,9 @@ test('a UDP flow carries datagrams both ways', async () => {
  * `dropSecondFlow`: the first connection that carries a second flow is closed when that flow's OPEN comes,
  * as a manager restart closes a connection that waited in the pool a moment before it was taken.
  */
-async function flowManager(o: { dropSecondFlow?: boolean; shuttingDown?: boolean } = {}) {
+async function flowManager(
+  o: { dropSecondFlow?: boolean; shuttingDown?: boolean; unknownSessionFlows?: number } = {},
+) {
   const credentials: string[] = [];
   let connections = 0;
   let dropped = false;
@@ -279,6 +281,11 @@ async function flowManager(o: { dropSecondFlow?: boolean; shuttingDown?: boolean
             credentials.push(info.credential);
             if (o.shuttingDown) {
               stream.dismiss(msg.dialReject(MANAGER_SHUTTING_DOWN));
+              return;
+            }
+            // As the manager refuses a session it does not know (yet): a DIAL_REJECT, then the flow's end.
+            if (credentials.length <= (o.unknownSessionFlows ?? 0)) {
+              stream.dismiss(msg.dialReject(sessionUnknown(info.sessionId)));
               return;
             }
             if (++flows === 2 && o.dropSecondFlow && !dropped) {
@@ -375,6 +382,41 @@ test('flow connections: a manager that is stopping refuses the flow there, and i
     assert.is(await exchange(m.dialer, (dest.address() as net.AddressInfo).port, 'hello'), 'hello');
     assert.is(m.credentials.length, 1, 'tried on a flow connection first');
     assert.is(m.calls(), 1, 'then as a Tunnel call');
+  } finally {
+    dest.close();
+    m.close();
+  }
+});
+
+test('flow connections: a refused destination is refused once, not dialed again as a Tunnel call', async () => {
+  const m = await flowManager();
+  const spare = net.createServer();
+  await new Promise<void>((r) => spare.listen(0, '127.0.0.1', r));
+  const port = (spare.address() as net.AddressInfo).port;
+  spare.close();
+  try {
+    const e = await exchange(m.dialer, port, 'hello').then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    assert.ok(e instanceof DialRejectedError, `rejected: ${e}`);
+    assert.match(e.message, /refused/);
+    assert.is(m.credentials.length, 1, 'one OPEN on a flow connection');
+    assert.is(m.calls(), 0, 'no Tunnel call');
+  } finally {
+    m.close();
+  }
+});
+
+test('flow connections: a session the manager does not know yet is waited for on flow connections, not tried as a Tunnel call', async () => {
+  // The user daemon arrived again (a new session) and the root daemon follows it a moment later; a Tunnel
+  // call would carry the same unknown session.
+  const m = await flowManager({ unknownSessionFlows: 3 });
+  const dest = await echoServer();
+  try {
+    assert.is(await exchange(m.dialer, (dest.address() as net.AddressInfo).port, 'after'), 'after');
+    assert.is(m.credentials.length, 4, 'three refusals, then the flow');
+    assert.is(m.calls(), 0, 'no Tunnel call');
   } finally {
     dest.close();
     m.close();

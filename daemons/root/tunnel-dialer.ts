@@ -215,17 +215,14 @@ export class TunnelFlowDialer implements FlowDialer {
     }
     for (;;) {
       const stream = pool.flowStream(connection, `${connection.remoteAddress}:${connection.remotePort}`);
-      // The connection itself failed or ended before the answer (not a refusal, not a timeout).
-      let broke = false;
-      const onBroke = () => {
-        broke = true;
-      };
-      stream.once('failure', onBroke);
-      stream.once('peer-end', onBroke);
       try {
         await openFlow(stream, info);
         return this.established(id, stream, info);
       } catch (e) {
+        // The connection itself failed or ended before the answer. Not a refusal (DIAL_REJECT, which the
+        // manager follows with the flow's end) nor a timeout: those are answers, and a Tunnel call would
+        // only dial a refused destination again, or carry the same unknown session.
+        const broke = e instanceof FlowDialRejected && e.gone;
         // A connection that waited in the pool may have been closed by the far side a moment ago (the
         // manager restarted, the port-forward ended): once more on a new one.
         if (broke && waited) {
@@ -244,9 +241,6 @@ export class TunnelFlowDialer implements FlowDialer {
         if (e instanceof FlowDialRejected && e.message.includes(MANAGER_SHUTTING_DOWN))
           return onCall(e.message);
         throw e;
-      } finally {
-        stream.off('failure', onBroke);
-        stream.off('peer-end', onBroke);
       }
     }
   }
