@@ -262,7 +262,12 @@ test('a UDP flow carries datagrams both ways', async () => {
  * as a manager restart closes a connection that waited in the pool a moment before it was taken.
  */
 async function flowManager(
-  o: { dropSecondFlow?: boolean; shuttingDown?: boolean; unknownSessionFlows?: number } = {},
+  o: {
+    dropSecondFlow?: boolean;
+    shuttingDown?: boolean;
+    unknownSessionFlows?: number;
+    brokenFlows?: number;
+  } = {},
 ) {
   const credentials: string[] = [];
   let connections = 0;
@@ -281,6 +286,11 @@ async function flowManager(
             credentials.push(info.credential);
             if (o.shuttingDown) {
               stream.dismiss(msg.dialReject(MANAGER_SHUTTING_DOWN));
+              return;
+            }
+            // The way to the manager broken (a port-forward cut): the connection ends before any answer.
+            if (credentials.length <= (o.brokenFlows ?? 0)) {
+              socket.destroy();
               return;
             }
             // As the manager refuses a session it does not know (yet): a DIAL_REJECT, then the flow's end.
@@ -416,6 +426,19 @@ test('flow connections: a session the manager does not know yet is waited for on
   try {
     assert.is(await exchange(m.dialer, (dest.address() as net.AddressInfo).port, 'after'), 'after');
     assert.is(m.credentials.length, 4, 'three refusals, then the flow');
+    assert.is(m.calls(), 0, 'no Tunnel call');
+  } finally {
+    dest.close();
+    m.close();
+  }
+});
+
+test('flow connections: while every connection breaks before its answer the flow waits (no Tunnel call), then goes through', async () => {
+  const m = await flowManager({ brokenFlows: 4 });
+  const dest = await echoServer();
+  try {
+    assert.is(await exchange(m.dialer, (dest.address() as net.AddressInfo).port, 'after'), 'after');
+    assert.is(m.credentials.length, 5, 'four broken, then the flow');
     assert.is(m.calls(), 0, 'no Tunnel call');
   } finally {
     dest.close();

@@ -194,7 +194,8 @@ export class TunnelFlowDialer implements FlowDialer {
   /**
    * The flow on a flow connection; undefined when it should go as a Tunnel call instead: no flow connection
    * could be had, or the manager is stopping (the gRPC channel finds the next one; the pool's connections
-   * still lead to this one).
+   * still lead to this one). A connection that breaks before the answer is replaced once; when the new one
+   * breaks too, the manager is unavailable (FlowDialRejected.gone) and dialTcp waits for it.
    */
   private async dialOnFlowConnection(
     id: FlowId,
@@ -237,7 +238,10 @@ export class TunnelFlowDialer implements FlowDialer {
           waited = false;
           continue;
         }
-        if (broke) return onCall(`the flow connection broke: ${(e as Error).message}`);
+        // A new connection broke too: the way to the manager is broken (the port-forward cut, the manager
+        // gone). Waited out like any outage (dialTcp retries); a Tunnel call would take the same way and
+        // wait for its channel to connect (seconds, in a fault run: 5 s, and then the flow was refused).
+        if (broke) throw e;
         if (e instanceof FlowDialRejected && e.message.includes(MANAGER_SHUTTING_DOWN))
           return onCall(e.message);
         throw e;
