@@ -1,6 +1,7 @@
 import * as dgram from 'node:dgram';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor, within } from '../command/wait.js';
 import { createLogger } from '../logging/logger.js';
 import { parseCidr } from '../netaddr/parse.js';
 import { startZoneServer } from '../testbed/zone-server.js';
@@ -171,6 +172,59 @@ test('the manager unavailable: a name asked before keeps resolving from its expi
     assert.is((await ask(resolver, 'echo.')).rcode, RCODE.SERVFAIL, 'past the stale window');
     down = 'no';
     assert.equal((await ask(resolver, 'echo.')).ips, ['10.96.0.10'], 'asked again once the cluster answers');
+  } finally {
+    resolver.stop();
+    s.close();
+  }
+});
+
+test('once a refresh failed, the expired answer comes at once while the cluster is asked again behind it', async () => {
+  const s = await setup();
+  let mode: 'up' | 'failing' | 'hanging' = 'up';
+  let lookups = 0;
+  let release: () => void = () => {};
+  const resolver = new DnsResolver({
+    listen: [],
+    scope: () => ({ clusterDomain: 'cluster.local', namespace: 'default', namespaces: [], subnets: [] }),
+    cluster: {
+      lookup: (fqdn, qtype) => {
+        lookups++;
+        if (mode === 'failing') return Promise.reject(new Error('manager unavailable'));
+        if (mode === 'up') return s.clusterLookup(fqdn, qtype);
+        // The manager does not answer yet (its port-forward being made again).
+        return new Promise<ClusterAnswer>((r) => {
+          release = () => void s.clusterLookup(fqdn, qtype).then(r);
+        });
+      },
+    },
+    upstream: () => [],
+    log,
+    maxTtlMs: 300,
+    // A client response timer far longer than the test waits: only the failure recheck answers in time.
+    staleAfterMs: 60_000,
+  });
+  const answeredWithin = (ms: number) => within(ask(resolver, 'echo.'), ms).then((a) => a ?? 'no answer');
+  try {
+    assert.equal((await ask(resolver, 'echo.')).ips, ['10.96.0.10']);
+    await new Promise((r) => setTimeout(r, 350));
+    mode = 'failing';
+    const failed = await ask(resolver, 'echo.');
+    assert.equal(failed.ips, ['10.96.0.10'], 'the refresh failed: the expired answer');
+    mode = 'hanging';
+    const before = lookups;
+    const stale = await answeredWithin(5_000);
+    assert.ok(stale !== 'no answer', 'answered without waiting for the hanging lookup');
+    assert.equal(stale.ips, ['10.96.0.10']);
+    assert.is(stale.m.answers[0]?.ttl, 5, 'as a stale answer, with its short TTL');
+    assert.is(lookups, before + 1, 'the cluster asked again behind it');
+    // Its answer refreshes the name: the next query gets it fresh, with no lookup of its own.
+    release();
+    const fresh = await waitFor('the name refreshed by the lookup behind it', async () => {
+      const a = await ask(resolver, 'echo.');
+      return a.m.answers[0]?.ttl !== 5 ? a : undefined;
+    });
+    assert.equal(fresh.ips, ['10.96.0.10']);
+    assert.is(lookups, before + 1, 'no lookup after the one behind the stale answers');
   } finally {
     resolver.stop();
     s.close();
