@@ -224,7 +224,7 @@ class Loop {
         const mask = events.readUInt32LE(at);
         if (slot === 'listener') this.acceptAll();
         else if (slot === 'wake') this.c.read(this.wake, this.buf, 8);
-        else if (!slot.conn.closed) this.onEvent(slot, mask);
+        else this.onEvent(slot, mask);
       }
     }
   }
@@ -430,7 +430,6 @@ class Loop {
   private finishDirection(from: End): void {
     const to = from.peer;
     if (to.pending || (to === to.conn.app && !to.conn.dialed)) return; // flush or the dial finishes it
-
     if (to.readEof && from.shutSent) {
       // The other way is over too: close() sends the same FIN as shutdown() would, and ends the connection.
       this.closeConn(from.conn, false);
