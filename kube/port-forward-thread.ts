@@ -39,6 +39,12 @@ export interface ForwardThread extends ManagerForward {
    * runs one intercepted connection on a port-forward stream of its own to that port, dialing `target`.
    */
   forwardToPod(namespace: string, pod: string, port: number): Promise<PodForward>;
+  /**
+   * The user's access to the cluster for the root daemon's own port-forward to the manager
+   * (kube/cluster-access.ts): resolved here, as the user, each time (an exec plugin's cached token until
+   * it expires); rejects when the credential is one the root daemon could not use.
+   */
+  access(): Promise<string>;
 }
 
 export interface PodForward extends ManagerForward {
@@ -54,9 +60,10 @@ type Request =
   | { op: 'pod'; id: number; namespace: string; pod: string; port: number }
   | { op: 'close-pod'; id: number }
   | { op: 'warm'; id: number }
+  | { op: 'access'; id: number }
   | { op: 'flow'; id: number; pod: number; info: StreamInfo; target: { host: string; port: number } };
 /** Port-forward thread -> main thread, after Started. */
-type Reply = { id: number; address?: string; error?: string };
+type Reply = { id: number; address?: string; access?: string; error?: string };
 
 type Started =
   | {
@@ -111,6 +118,16 @@ export function startForwardThread(options: ForwardThreadOptions): Promise<Forwa
           post('close');
           return exited;
         },
+        access: () => {
+          if (gone) return Promise.reject(new Error('the port-forward thread exited'));
+          const id = nextId++;
+          return new Promise<string>((done, fail) => {
+            waiting.set(id, (r) =>
+              r.access === undefined ? fail(new Error(r.error ?? 'no cluster access')) : done(r.access),
+            );
+            post({ op: 'access', id });
+          });
+        },
         forwardToPod: (namespace, pod, port) => {
           if (gone) return Promise.reject(new Error('the port-forward thread exited'));
           const podId = nextId++;
@@ -149,6 +166,7 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
     { DEFAULT_MANAGER_NAMESPACE },
     { FLOW_MAGIC },
     { dialTarget },
+    { exportClusterAccess },
   ] = await Promise.all([
     import('../logging/logger.js'),
     import('./kubeconfig.js'),
@@ -156,6 +174,7 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
     import('./annotations.js'),
     import('../tunnel/framed-call.js'),
     import('../tunnel/flow.js'),
+    import('./cluster-access.js'),
   ]);
   if (options.log.file) logToFile(options.log.file);
   setLevel(options.log.level);
@@ -187,7 +206,12 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
         .finally(() => process.exit(0));
       return;
     }
-    if (m.op === 'pod') {
+    if (m.op === 'access') {
+      exportClusterAccess(loaded.kc).then(
+        (access) => port.postMessage({ id: m.id, access } satisfies Reply),
+        (e: Error) => port.postMessage({ id: m.id, error: e.message } satisfies Reply),
+      );
+    } else if (m.op === 'pod') {
       const opened = forwardToPod(loaded.kc, log, m.namespace, m.pod, m.port).then(
         (f) => {
           port.postMessage({ id: m.id, address: f.address } satisfies Reply);
@@ -202,7 +226,7 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
       // one can wait at the agent for its OPEN.
       pods.set(m.id, {
         forward: opened,
-        streams: new Streams(loaded.kc, log, m.namespace, m.pod, m.port, FLOW_MAGIC),
+        streams: new Streams(loaded.kc, log, m.namespace, { pod: m.pod, port: m.port }, FLOW_MAGIC),
       });
     } else if (m.op === 'warm') {
       // The agent takes flow connections: the first intercepted connection should not wait for the upgrade.

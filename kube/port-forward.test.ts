@@ -35,6 +35,8 @@ const log = createLogger('test');
 async function fakeKubelet(): Promise<{
   kc: KubeConfig;
   upgrades: () => number;
+  /** The upgrade requests' paths (the pod each names), in order. */
+  paths: string[];
   freeze(): void;
   close(): Promise<void>;
 }> {
@@ -43,8 +45,10 @@ async function fakeKubelet(): Promise<{
   /** Answers nothing and relays nothing any more: a network that dropped between the two. */
   let frozen = false;
   const server = http.createServer((_req, res) => res.writeHead(400).end());
-  server.on('upgrade', (_req, socket: net.Socket) => {
+  const paths: string[] = [];
+  server.on('upgrade', (req, socket: net.Socket) => {
     upgrades++;
+    paths.push(req.url ?? '');
     conns.add(socket);
     socket.write(
       'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n' +
@@ -118,6 +122,7 @@ async function fakeKubelet(): Promise<{
   return {
     kc,
     upgrades: () => upgrades,
+    paths,
     freeze: () => {
       frozen = true;
     },
@@ -237,7 +242,7 @@ test('PodStreams: every connection starts with the prelude, one waits at the pod
       got[i] += d.toString();
     });
   });
-  const streams = new PodStreams(kubelet.kc, log, 'ns', 'pod', pod.port, Buffer.from('HELLO'));
+  const streams = new PodStreams(kubelet.kc, log, 'ns', { pod: 'pod', port: pod.port }, Buffer.from('HELLO'));
   try {
     streams.warm();
     await waitFor('the spare at the pod', () => got.length === 1 || undefined, 5000, 20);
@@ -272,7 +277,7 @@ test('PodStreams: a connection whose pod side ended while it waited (the agent r
   const kubelet = await fakeKubelet();
   // The pod closes a connection on "bye", as an agent that restarts closes them all.
   const pod = await listen((s) => s.on('data', (d: Buffer) => d.includes('bye') && s.end()));
-  const streams = new PodStreams(kubelet.kc, log, 'ns', 'pod', pod.port, Buffer.from('HELLO'));
+  const streams = new PodStreams(kubelet.kc, log, 'ns', { pod: 'pod', port: pod.port }, Buffer.from('HELLO'));
   try {
     const a = await streams.open();
     a.on('error', () => {});
@@ -409,5 +414,58 @@ test('a retired port-forward lets its open streams finish, then closes; with non
     await kubelet.close();
   }
 });
+
+test("PodStreams to the manager's pod as looked up: another pod gets a session of its own, the old one ends after its flows", async () => {
+  const kubelet = await fakeKubelet();
+  const echo = await listen((s) => s.pipe(s));
+  let target = { pod: 'manager-1', port: echo.port };
+  let failures = 0;
+  // The root daemon's case (managerTarget): the pod behind the Service, looked up again after a restart.
+  const streams = new PodStreams(kubelet.kc, log, 'tp-system', {
+    resolve: async () => target,
+    failed: () => failures++,
+  });
+  try {
+    const first = await streams.open();
+    first.write('one');
+    assert.is((await once(first, 'data')).toString(), 'one');
+    // The manager restarted: its new pod is the target now.
+    target = { pod: 'manager-2', port: echo.port };
+    const second = await streams.open();
+    assert.equal(
+      kubelet.paths.map((p) => p.replace(/\?.*/, '')),
+      [
+        '/api/v1/namespaces/tp-system/pods/manager-1/portforward',
+        '/api/v1/namespaces/tp-system/pods/manager-2/portforward',
+      ],
+    );
+    assert.is((await exchange(second, Buffer.from('two'))).toString(), 'two');
+    // The old pod's connection in progress finishes on its session (a draining manager).
+    first.write(' still');
+    assert.is((await once(first, 'data')).toString(), ' still');
+    assert.is(kubelet.upgrades(), 2);
+    assert.is(failures, 0);
+    // An upgrade that fails (the API server refuses it, or is gone) says so to the resolver: look again.
+    const refused = new PodStreams(loopbackKubeConfig(1), log, 'tp-system', {
+      resolve: async () => target,
+      failed: () => failures++,
+    });
+    await refused.open().then(
+      () => assert.unreachable('a port-forward through nothing opened'),
+      (e: Error) => assert.match(e.message, 'ECONNREFUSED'),
+    );
+    assert.is(failures, 1);
+    refused.close();
+  } finally {
+    streams.close();
+    echo.server.close();
+    await kubelet.close();
+  }
+});
+
+/** The next `event` of an emitter: its first argument. */
+function once(e: NodeJS.EventEmitter, event: string): Promise<Buffer> {
+  return new Promise((resolve) => e.once(event, resolve));
+}
 
 test.run();

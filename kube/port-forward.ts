@@ -11,7 +11,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
-import { CoreV1Api, type KubeConfig, type V1Pod, type V1Service } from '@kubernetes/client-node';
+import type { V1Pod, V1PodList, V1Service } from '@kubernetes/client-node';
 import type { Logger } from '../logging/logger.js';
 import { UsageError } from '../netaddr/parse.js';
 // The SPDY/3.1 framing and header compression are shared with the lab's kubelet (server side).
@@ -35,7 +35,6 @@ import { FlowConnectionPool } from '../tunnel/flow-pool.js';
 import { agreesWithFlowMagic } from '../tunnel/framed-call.js';
 import type { TunnelStream } from '../tunnel/stream.js';
 import { DEFAULT_MANAGER_NAMESPACE, MANAGER_SERVICE } from './annotations.js';
-import { apiErrorCode, apiErrorMessage } from './kubeconfig.js';
 
 const MAX_DATA_FRAME = 128 * 1024;
 /**
@@ -69,13 +68,78 @@ export interface Liveness {
 /** How long a ready connection of PodStreams waits unused before it is dropped. */
 const SPARE_MAX_AGE_MS = 20_000;
 
-/** Opens the SPDY connection for one port-forward session to a pod. */
-async function upgrade(kc: KubeConfig, namespace: string, pod: string, port: number): Promise<Duplex> {
+/**
+ * The user's access to the API server: a KubeConfig, or what the root daemon builds from the access the
+ * user daemon gave it (kube/cluster-access.ts), which loads no Kubernetes client.
+ */
+export interface ApiAccess {
+  getCurrentCluster(): { server: string } | null;
+  applyToHTTPSOptions(opts: https.RequestOptions): Promise<void>;
+}
+
+/** `apiPath` on the access's API server (after the server URL's own path, if it has one). */
+function apiUrl(kc: ApiAccess, apiPath: string): URL {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new UsageError('the kubeconfig has no current cluster: pass --context');
-  const url = new URL(
+  return new URL(cluster.server.replace(/\/+$/, '') + apiPath);
+}
+
+const API_GET_TIMEOUT_MS = 10_000;
+
+/** An API request the server answered with an error status, its Status message. */
+class ApiStatusError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** GETs an API path as JSON with the access's credentials. */
+async function apiGet<T>(kc: ApiAccess, apiPath: string): Promise<T> {
+  const url = apiUrl(kc, apiPath);
+  const opts: https.RequestOptions = { method: 'GET', headers: { Accept: 'application/json' } };
+  await kc.applyToHTTPSOptions(opts);
+  return new Promise<T>((resolve, reject) => {
+    const request = (url.protocol === 'https:' ? https : http).request(url, opts, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const body = Buffer.concat(chunks).toString('utf8');
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(body);
+        } catch {
+          parsed = undefined;
+        }
+        if (res.statusCode === 200 && parsed !== undefined) resolve(parsed as T);
+        else
+          reject(
+            new ApiStatusError(
+              res.statusCode ?? 0,
+              (parsed as { message?: string } | undefined)?.message ??
+                (body.trim() || `HTTP ${res.statusCode}`),
+            ),
+          );
+      });
+    });
+    request.setTimeout(API_GET_TIMEOUT_MS, () =>
+      request.destroy(new Error(`the API server did not answer within ${API_GET_TIMEOUT_MS / 1000} s`)),
+    );
+    request.on('error', (e: Error & { code?: string }) =>
+      reject(new Error(e.code && !e.message.includes(e.code) ? `${e.message} (${e.code})` : e.message)),
+    );
+    request.end();
+  });
+}
+
+/** Opens the SPDY connection for one port-forward session to a pod. */
+async function upgrade(kc: ApiAccess, namespace: string, pod: string, port: number): Promise<Duplex> {
+  const url = apiUrl(
+    kc,
     `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(pod)}/portforward`,
-    cluster.server,
   );
   url.searchParams.set('ports', String(port));
   const opts: https.RequestOptions = {
@@ -182,7 +246,7 @@ export class PortForwardSession {
 
   /** Upgrades a new connection to the pod's port-forward. */
   static async open(
-    kc: KubeConfig,
+    kc: ApiAccess,
     namespace: string,
     pod: string,
     port: number,
@@ -420,7 +484,7 @@ export class ForwardedStream extends Duplex {
  * stream is open; the socket is closed with the pod's error message if the kubelet cannot connect.
  */
 export async function forwardSocket(
-  kc: KubeConfig,
+  kc: ApiAccess,
   namespace: string,
   pod: string,
   port: number,
@@ -477,21 +541,21 @@ function pipeForwarded(
 
 /** The pod behind a Service that is running and ready, and the container port its targetPort names. */
 export async function readyPodBehindService(
-  kc: KubeConfig,
+  kc: ApiAccess,
   namespace: string,
   service: string,
   servicePortName?: string,
 ): Promise<{ pod: string; port: number }> {
-  const core = kc.makeApiClient(CoreV1Api);
+  const ns = `/api/v1/namespaces/${encodeURIComponent(namespace)}`;
   let svc: V1Service;
   try {
-    svc = await core.readNamespacedService({ name: service, namespace });
+    svc = await apiGet<V1Service>(kc, `${ns}/services/${encodeURIComponent(service)}`);
   } catch (err) {
-    if (apiErrorCode(err) === 404)
+    if (err instanceof ApiStatusError && err.code === 404)
       throw new UsageError(
         `no traffic manager in namespace ${namespace} (Service ${service} not found): install it with tp helm install (or pass --manager-namespace NS if it runs elsewhere)`,
       );
-    throw new UsageError(`cannot read Service ${namespace}/${service}: ${apiErrorMessage(err)}`);
+    throw new UsageError(`cannot read Service ${namespace}/${service}: ${(err as Error).message}`);
   }
   const selector = Object.entries(svc.spec?.selector ?? {})
     .map(([k, v]) => `${k}=${v}`)
@@ -499,7 +563,7 @@ export async function readyPodBehindService(
   const sp =
     svc.spec?.ports?.find((p) => !servicePortName || p.name === servicePortName) ?? svc.spec?.ports?.[0];
   if (!sp) throw new UsageError(`Service ${namespace}/${service} has no ports`);
-  const pods = await core.listNamespacedPod({ namespace, labelSelector: selector });
+  const pods = await apiGet<V1PodList>(kc, `${ns}/pods?labelSelector=${encodeURIComponent(selector)}`);
   const ready = pods.items.filter(
     (p: V1Pod) =>
       !p.metadata?.deletionTimestamp &&
@@ -538,37 +602,66 @@ export interface ManagerForward {
  * upgrade through the API server.
  */
 export async function forwardToManager(
-  kc: KubeConfig,
+  kc: ApiAccess,
   log: Logger,
   namespace = DEFAULT_MANAGER_NAMESPACE,
 ): Promise<ManagerForward> {
   // Fail now, with a message, when there is no manager to reach.
-  let target = await readyPodBehindService(kc, namespace, MANAGER_SERVICE, 'grpc');
-  let targetAt = Date.now();
+  const target = managerTarget(() => kc, namespace);
+  const first = await target.resolve();
   const forward = await forwardingListener(kc, log, namespace, 'the traffic manager', {
-    target: async () => {
-      if (Date.now() - targetAt > 2000) {
-        target = await readyPodBehindService(kc, namespace, MANAGER_SERVICE, 'grpc');
-        targetAt = Date.now();
-      }
-      return target;
-    },
-    failed: () => {
-      targetAt = 0;
-    },
+    target: () => target.resolve(),
+    failed: () => target.failed(),
     shareFlowConnections: true,
   });
   log.info('forwarding to the traffic manager through the API server', {
     namespace,
-    pod: target.pod,
+    pod: first.pod,
     address: forward.address,
   });
   return forward;
 }
 
+/** Where a port-forward goes: a pod and its port. */
+export interface ForwardTarget {
+  pod: string;
+  port: number;
+}
+
+/** Finds the pod a port-forward goes to now; failed(): the last one did not work, look again next time. */
+export interface TargetResolver {
+  resolve(): Promise<ForwardTarget>;
+  failed(): void;
+}
+
+/** How long the manager's pod, once looked up, is taken as the target without looking again. */
+const MANAGER_TARGET_TTL_MS = 2_000;
+
+/**
+ * The traffic manager's ready pod behind its Service, looked up again after MANAGER_TARGET_TTL_MS or a
+ * failure, so a restarted manager is reached as soon as its new pod is ready. `kc`: the credentials at the
+ * time of each lookup (the root daemon's are renewed).
+ */
+export function managerTarget(kc: () => ApiAccess, namespace: string): TargetResolver {
+  let known: ForwardTarget | undefined;
+  let at = 0;
+  return {
+    resolve: async () => {
+      if (!known || Date.now() - at > MANAGER_TARGET_TTL_MS) {
+        known = await readyPodBehindService(kc(), namespace, MANAGER_SERVICE, 'grpc');
+        at = Date.now();
+      }
+      return known;
+    },
+    failed: () => {
+      at = 0;
+    },
+  };
+}
+
 /** A local listener whose every connection is forwarded to `port` of one pod through the API server. */
 export function forwardToPod(
-  kc: KubeConfig,
+  kc: ApiAccess,
   log: Logger,
   namespace: string,
   pod: string,
@@ -582,7 +675,7 @@ export function forwardToPod(
 
 /** Listens on 127.0.0.1 (a free port) and forwards each connection to where `how.target()` says. */
 export async function forwardingListener(
-  kc: KubeConfig,
+  kc: ApiAccess,
   log: Logger,
   namespace: string,
   what: string,
@@ -659,7 +752,10 @@ export async function forwardingListener(
 
 /**
  * Forwarded connections to one pod's port on a shared PortForwardSession, opened on first use and again
- * after it ended (the API server restarted, the network dropped).
+ * after it ended (the API server restarted, the network dropped). The target is one pod, or a
+ * TargetResolver's (the traffic manager's current pod): when it names another pod, the next connection
+ * opens a session to that one, and the previous session closes once its connections have ended (a
+ * draining manager finishes them).
  *
  * With `prelude`, every connection starts with those bytes, and at least one is kept ready ahead of need:
  * the connections handed back after a flow (release()), else a spare opened for the purpose. A new
@@ -669,21 +765,31 @@ export async function forwardingListener(
  * when its pod side ends (the agent restarted), and the spare opened again if none is left.
  */
 export class PodStreams {
-  private session: Promise<PortForwardSession> | undefined;
+  private session: { target: ForwardTarget; session: Promise<PortForwardSession> } | undefined;
   private closed = false;
-  private readonly pool: FlowConnectionPool<ForwardedStream>;
+  private readonly target: TargetResolver;
+  /** The last target (logs and the flows' labels). */
+  private last: ForwardTarget | undefined;
+  /** The connections, for a flow dialer that takes them itself (daemons/root/tunnel-dialer.ts). */
+  readonly pool: FlowConnectionPool<ForwardedStream>;
 
+  /** `kc`: the credentials new sessions open with (the root daemon's are renewed: replace it). */
   constructor(
-    private readonly kc: KubeConfig,
+    public kc: ApiAccess,
     private readonly log: Logger,
     readonly namespace: string,
-    readonly pod: string,
-    readonly port: number,
+    target: ForwardTarget | TargetResolver,
     private readonly prelude?: Buffer,
   ) {
+    this.target = 'resolve' in target ? target : { resolve: async () => target, failed: () => {} };
+    if (!('resolve' in target)) this.last = target;
+    const what =
+      'resolve' in target
+        ? `the port-forward in namespace ${namespace}`
+        : `pod ${namespace}/${target.pod}:${target.port}`;
     this.pool = new FlowConnectionPool({
       connect: () => this.fresh(),
-      what: `pod ${namespace}/${pod}:${port}`,
+      what,
       log,
       spare: prelude !== undefined,
       maxIdleMs: SPARE_MAX_AGE_MS,
@@ -705,22 +811,30 @@ export class PodStreams {
 
   /** A flow's stream on a connection from open(): release()d after a clean end, for the pod's next flow. */
   flowStream(bytes: ForwardedStream): TunnelStream {
-    return this.pool.flowStream(bytes, `${this.pod}:${this.port}`);
+    return this.pool.flowStream(bytes, this.label);
+  }
+
+  /** POD:PORT of the last target. */
+  get label(): string {
+    return this.last ? `${this.last.pod}:${this.last.port}` : this.namespace;
   }
 
   /** Opens the session (and the spare) ahead of the first connection. */
   warm(): void {
     if (this.prelude) this.pool.warm();
     else
-      this.current().catch((e: Error) =>
-        this.log.debug('no port-forward for flows yet', { pod: this.pod, reason: e.message }),
-      );
+      this.target
+        .resolve()
+        .then((t) => this.current(t))
+        .catch((e: Error) =>
+          this.log.debug('no port-forward for flows yet', { to: this.label, reason: e.message }),
+        );
   }
 
   close(): void {
     this.closed = true;
     this.pool.close();
-    void this.session?.then(
+    void this.session?.session.then(
       (s) => s.close(),
       () => {},
     );
@@ -728,30 +842,45 @@ export class PodStreams {
 
   private async fresh(): Promise<ForwardedStream> {
     if (this.closed) throw new Error('the port-forward was closed');
-    let session = await this.current();
+    const target = await this.target.resolve();
+    let session = await this.current(target);
     if (session.ended) {
       this.session = undefined;
-      session = await this.current();
+      session = await this.current(target);
     }
+    if (this.closed) throw new Error('the port-forward was closed');
     const s = session.stream();
+    // Until its taker listens (the pool, a flow): the session failing meanwhile must not go unheard.
+    s.on('error', () => {});
     if (this.prelude) s.write(this.prelude);
     return s;
   }
 
-  private current(): Promise<PortForwardSession> {
+  private current(target: ForwardTarget): Promise<PortForwardSession> {
+    const previous = this.session;
+    if (previous && (previous.target.pod !== target.pod || previous.target.port !== target.port)) {
+      // Another pod (the manager restarted): the old session goes once its connections have ended.
+      this.session = undefined;
+      void previous.session.then(
+        (s) => s.retire(),
+        () => {},
+      );
+    }
     if (!this.session) {
-      const opening = PortForwardSession.open(this.kc, this.namespace, this.pod, this.port, this.log);
-      this.session = opening;
+      this.last = target;
+      const opening = PortForwardSession.open(this.kc, this.namespace, target.pod, target.port, this.log);
+      this.session = { target, session: opening };
       opening.then(
         (s) => {
           if (this.closed) s.close();
         },
         () => {
-          if (this.session === opening) this.session = undefined;
+          this.target.failed();
+          if (this.session?.session === opening) this.session = undefined;
         },
       );
     }
-    return this.session;
+    return this.session.session;
   }
 }
 

@@ -56,6 +56,11 @@ export class FlowConnectionPool<T extends Duplex> {
 
   constructor(private readonly o: FlowPoolOptions<T>) {}
 
+  /** What the connections go to (logs, a flow's peer). */
+  get what(): string {
+    return this.o.what;
+  }
+
   /** A connection for one flow: the newest ready one, else a new one; rejects when none can be opened. */
   async open(): Promise<PooledConnection<T>> {
     const taken = this.take();

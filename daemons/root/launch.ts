@@ -211,6 +211,7 @@ export async function connectRootDaemon(
     keepOut: [],
     ownerPid: 0,
     sessionCredential: '',
+    clusterAccess: undefined,
     ...req,
   };
   try {

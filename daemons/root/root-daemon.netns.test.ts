@@ -220,6 +220,28 @@ test("the VIF's TCP flows ride flow connections to the manager's port, each carr
   assert.ok(flows > connections, `${flows} TCP flows on ${connections} flow connections`);
 });
 
+test("with the user's cluster access the TCP flows take the root daemon's own port-forward; one that cannot be opened sends them to the manager's address", async () => {
+  // An API server that is not there: the manager's pod cannot be looked up, no port-forward opens.
+  const clusterAccess = {
+    kubeconfig: JSON.stringify({ server: 'https://127.0.0.1:1' }),
+    managerNamespace: 'tp-system',
+  };
+  const own = await connect(daemon!, { clusterAccess });
+  assert.match(
+    own.message,
+    /TCP flows on its own port-forward to the traffic manager in namespace tp-system/,
+  );
+  assert.is(await wsText('curl', '-sS', '--max-time', '20', 'http://echo.default/'), 'hello from the pod');
+  assert.match(
+    fs.readFileSync(path.join(logDir, 'daemon.log'), 'utf8'),
+    /the flow goes as a Tunnel call.*no flow connection: cannot read Service tp-system\/traffic-manager: connect ECONNREFUSED 127\.0\.0\.1:1/,
+  );
+  // Connected again without it: connections to the manager's address, as before.
+  const back = await connect(daemon!);
+  assert.match(back.message, new RegExp(`TCP flows on connections to ${ADDR.manager}:${MANAGER_PORT}`));
+  assert.is(await wsText('curl', '-sS', '--max-time', '20', 'http://echo.default/'), 'hello from the pod');
+});
+
 test('a refused destination is a refused connection, at once', async () => {
   const r = JSON.parse(await wsText(process.execPath, clientsJs(), 'refused', ADDR.pod, '81')) as {
     code?: string;
@@ -288,6 +310,11 @@ test('bad input is refused with a clear message and leaves nothing behind', asyn
   await rejects(
     connect(daemon, { neverProxy: ['10.0.0.0/33'] }),
     /invalid --never-proxy CIDR "10\.0\.0\.0\/33"/,
+  );
+  assert.equal(await leftovers(), []);
+  await rejects(
+    connect(daemon, { clusterAccess: { kubeconfig: '{"server":', managerNamespace: 'tp-system' } }),
+    /Connect's cluster access cannot be used: the cluster access is not JSON/,
   );
   assert.equal(await leftovers(), []);
   // --allow-conflicting-subnets proceeds.

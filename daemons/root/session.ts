@@ -7,6 +7,7 @@
 import * as dns from 'node:dns/promises';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import type { Duplex } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { clusterNameFor } from '../../dns/cluster-names.js';
 import { parseResolvConf } from '../../dns/resolv-conf.js';
@@ -17,6 +18,8 @@ import {
   type ResolverTarget,
   type SystemResolverConfig,
 } from '../../dns/system-resolver.js';
+import { importClusterAccess } from '../../kube/cluster-access.js';
+import { type ApiAccess, managerTarget, PodStreams } from '../../kube/port-forward.js';
 import type { Logger } from '../../logging/logger.js';
 import { type Cidr, parseCidr, parseHostPort, UsageError } from '../../netaddr/parse.js';
 import { bearerInterceptor } from '../../rpc/call-credentials.js';
@@ -26,6 +29,7 @@ import { type ClusterInfo, ManagerClient } from '../../rpc/gen/manager.js';
 import { workstationChannelOptions } from '../../rpc/grpc-options.js';
 import { errorDetails, hasStatus, unary } from '../../rpc/unary-call.js';
 import { type FlowConnectionPool, tcpFlowPool } from '../../tunnel/flow-pool.js';
+import { FLOW_MAGIC } from '../../tunnel/framed-call.js';
 import { VERSION } from '../../version/version.js';
 import type { IpCommands } from '../../vif/ip-command.js';
 import { type ProxiedSubnet, planRoutes, type RoutePlan, RouteTable, readRoutes } from '../../vif/routes.js';
@@ -62,6 +66,8 @@ interface ValidatedRequest {
   allowConflicts: boolean;
   /** Addresses that keep their path (the API server a port-forward to the manager goes through). */
   keepOut: string[];
+  /** The user's access to the cluster: TCP flows go on this daemon's own port-forward to the manager. */
+  access: { api: ApiAccess; text: string; managerNamespace: string } | undefined;
 }
 
 const CLUSTER_DOMAIN_DEFAULT = 'cluster.local';
@@ -141,6 +147,68 @@ async function validate(req: ConnectRequest): Promise<ValidatedRequest> {
         );
       return ip;
     }),
+    access: validAccess(req),
+  };
+}
+
+function validAccess(req: ConnectRequest): ValidatedRequest['access'] {
+  const access = req.clusterAccess;
+  if (!access?.kubeconfig) return undefined;
+  if (!access.managerNamespace)
+    throw new UsageError("Connect's cluster access names no traffic manager namespace");
+  try {
+    return {
+      api: importClusterAccess(access.kubeconfig),
+      text: access.kubeconfig,
+      managerNamespace: access.managerNamespace,
+    };
+  } catch (e) {
+    throw new UsageError(`Connect's cluster access cannot be used: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Where the VIF's TCP flows go: with the user's access, streams of this daemon's own port-forward to the
+ * manager's pod (looked up again when the manager restarts; no user daemon in the path); else TCP
+ * connections to the manager's address (the user daemon's forward, or --manager-address).
+ */
+interface FlowWay {
+  pool: FlowConnectionPool<Duplex>;
+  /** New credentials for the port-forwards still to open. */
+  renew(access: ValidatedRequest['access']): void;
+  close(): void;
+  /** For the status. */
+  description: string;
+}
+
+function flowWay(req: ValidatedRequest, log: Logger): FlowWay {
+  const access = req.access;
+  if (!access) {
+    const pool = tcpFlowPool(req.managerIp, req.managerPort, log);
+    return {
+      pool,
+      renew: () => {},
+      close: () => pool.close(),
+      description: `TCP flows on connections to ${req.managerHost}:${req.managerPort}`,
+    };
+  }
+  let api = access.api;
+  const streams = new PodStreams(
+    api,
+    log,
+    access.managerNamespace,
+    managerTarget(() => api, access.managerNamespace),
+    FLOW_MAGIC,
+  );
+  return {
+    pool: streams.pool,
+    renew: (next) => {
+      if (!next) return;
+      api = next.api;
+      streams.kc = next.api;
+    },
+    close: () => streams.close(),
+    description: `TCP flows on its own port-forward to the traffic manager in namespace ${access.managerNamespace}`,
   };
 }
 
@@ -164,7 +232,7 @@ export class ConnectedSession {
     private readonly settings: DaemonSettings,
     private readonly req: ValidatedRequest,
     private readonly client: ManagerClient,
-    private readonly flowPool: FlowConnectionPool<net.Socket>,
+    private readonly flows: FlowWay,
     private readonly dialer: TunnelFlowDialer,
     private readonly vif: VirtualInterface,
     private readonly routes: RouteTable,
@@ -190,7 +258,10 @@ export class ConnectedSession {
       a.allowConflictingSubnets === request.allowConflictingSubnets &&
       sameList(a.alsoProxy, request.alsoProxy) &&
       sameList(a.neverProxy, request.neverProxy) &&
-      sameList(a.keepOut, request.keepOut)
+      sameList(a.keepOut, request.keepOut) &&
+      // The same way to the manager (its own port-forward or not); a renewed credential is followed.
+      (a.clusterAccess?.managerNamespace ?? '') === (request.clusterAccess?.managerNamespace ?? '') &&
+      !a.clusterAccess?.kubeconfig === !request.clusterAccess?.kubeconfig
     );
   }
 
@@ -203,13 +274,22 @@ export class ConnectedSession {
       was: this.req.sessionId,
     });
     this.origin = request;
+    const access = validAccess(request);
+    if (access?.text !== this.req.access?.text && access && this.req.access) {
+      this.settings.log.info('the cluster credential was renewed');
+      this.flows.renew(access);
+      this.req.access = access;
+    }
+    const newSession = request.sessionId !== this.req.sessionId;
     this.req.sessionId = request.sessionId;
     this.req.credential = request.sessionCredential;
-    clearTimeout(this.watchTimer);
-    const watch = this.watchCall;
-    this.watchCall = undefined;
-    watch?.cancel();
-    this.watchClusterInfo();
+    if (newSession) {
+      clearTimeout(this.watchTimer);
+      const watch = this.watchCall;
+      this.watchCall = undefined;
+      watch?.cancel();
+      this.watchClusterInfo();
+    }
     if (request.cluster) await this.applyClusterInfo(request.cluster);
   }
 
@@ -257,15 +337,16 @@ export class ConnectedSession {
       });
       undo.push(() => client.close());
       // TCP flows on connections of their own to the manager's port, while it says it takes them.
-      const flowPool = tcpFlowPool(req.managerIp, req.managerPort, log.child('tunnel'));
-      undo.push(() => flowPool.close());
+      const flows = flowWay(req, log.child('tunnel'));
+      undo.push(() => flows.close());
+      log.info("the VIF's connections to the cluster", { way: flows.description });
       let session: ConnectedSession | undefined;
       const dialer = new TunnelFlowDialer({
         client,
         sessionId: () => req.sessionId,
         log: log.child('tunnel'),
         flowConnections: {
-          pool: flowPool,
+          pool: flows.pool,
           enabled: () => (session?.cluster ?? request.cluster)?.flowConnections === true,
           credential: () => req.credential,
         },
@@ -331,7 +412,7 @@ export class ConnectedSession {
         settings,
         req,
         client,
-        flowPool,
+        flows,
         dialer,
         vif,
         routes,
@@ -458,7 +539,7 @@ export class ConnectedSession {
       subnets: plan.routes.map((c) => c.text),
       dns: this.system.description,
       message:
-        `${health}; ${s.tcpConnections} TCP and ${s.udpFlowsOpen} UDP flows open; ` +
+        `${health}; ${s.tcpConnections} TCP and ${s.udpFlowsOpen} UDP flows open (${this.flows.description}); ` +
         `DNS ${this.resolver.stats.clusterQueries} cluster / ${this.resolver.stats.forwarded} forwarded queries` +
         (plan.throws.length ? `; never proxied: ${plan.throws.map((c) => c.text).join(', ')}` : '') +
         (plan.conflicts.length ? `; conflicts allowed: ${plan.conflicts.join('; ')}` : ''),
@@ -479,7 +560,7 @@ export class ConnectedSession {
       ['remove the routes', () => this.routes.removeAll()],
       ['remove the VIF', () => this.vif.close()],
       ['close the manager channel', () => this.client.close()],
-      ['close the flow connections', () => this.flowPool.close()],
+      ['close the flow connections', () => this.flows.close()],
     ];
     for (const [what, step] of steps) {
       try {

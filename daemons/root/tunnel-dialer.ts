@@ -16,6 +16,7 @@
 // the time its new pod takes to be Ready (docs/faults.md), and fails none.
 
 import type * as net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { within } from '../../command/wait.js';
 import type { Logger } from '../../logging/logger.js';
 import type { ManagerClient } from '../../rpc/gen/manager.js';
@@ -66,7 +67,7 @@ export interface TunnelDialerOptions {
   udpIdleTimeoutMs?: number;
   /** Flow connections to the manager's port, and whether the manager takes them now. */
   flowConnections?: {
-    pool: FlowConnectionPool<net.Socket>;
+    pool: FlowConnectionPool<Duplex>;
     enabled: () => boolean;
     /** The session's credential, which each OPEN carries (it changes with the session). */
     credential: () => string;
@@ -199,7 +200,7 @@ export class TunnelFlowDialer implements FlowDialer {
    */
   private async dialOnFlowConnection(
     id: FlowId,
-    pool: FlowConnectionPool<net.Socket>,
+    pool: FlowConnectionPool<Duplex>,
     credential: string,
   ): Promise<TcpDial | undefined> {
     const info = { ...this.info(id), credential };
@@ -207,7 +208,7 @@ export class TunnelFlowDialer implements FlowDialer {
       this.o.log.debug('the flow goes as a Tunnel call', { to: `${id.dstIp}:${id.dstPort}`, why });
       return undefined;
     };
-    let connection: net.Socket;
+    let connection: Duplex;
     let waited: boolean;
     try {
       ({ connection, waited } = await pool.open());
@@ -215,7 +216,7 @@ export class TunnelFlowDialer implements FlowDialer {
       return onCall(`no flow connection: ${(e as Error).message}`);
     }
     for (;;) {
-      const stream = pool.flowStream(connection, `${connection.remoteAddress}:${connection.remotePort}`);
+      const stream = pool.flowStream(connection, pool.what);
       try {
         await openFlow(stream, info);
         return this.established(id, stream, info);

@@ -73,7 +73,7 @@ export function connectorService(
   daemon: DaemonInfo,
 ): ConnectorServer {
   // Kubernetes: the port-forward to the manager and the settings it was made with (kube/port-forward.ts).
-  let forward: { close(): Promise<void> } | undefined;
+  let forward: { close(): Promise<void>; access(): Promise<string> } | undefined;
   let kube = { kubeconfig: '', context: '', managerNamespace: '' };
   /** The namespace of `tp connect -n` (single-label names resolve there; every command's default). */
   let namespace = '';
@@ -330,6 +330,12 @@ export function connectorService(
           managerAddress: conn.address,
           namespace,
           keepOut,
+          // Through Kubernetes: the root daemon opens the port-forward to the manager itself, for the VIF's
+          // TCP flows, with the user's credential as resolved here.
+          clusterAccess: forward && {
+            managerNamespace: kube.managerNamespace,
+            resolve: forward.access.bind(forward),
+          },
         });
         return { ...(await connectInfo()), rootDaemonNeeded: outcome.rootDaemonNeeded };
       } catch (e) {

@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { waitFor } from '../../command/wait.js';
 import type { Logger } from '../../logging/logger.js';
 import type { DaemonStatus } from '../../rpc/gen/connector.js';
+import type { ClusterAccess } from '../../rpc/gen/daemon.js';
 import type { ClusterInfo } from '../../rpc/gen/manager.js';
 import { errorDetails } from '../../rpc/unary-call.js';
 import {
@@ -35,6 +36,12 @@ export interface VifRequest {
   namespace: string;
   /** Addresses never routed into the VIF (the Kubernetes API server of the port-forward). */
   keepOut: string[];
+  /**
+   * Connected through Kubernetes: the root daemon opens its own port-forward to the manager for the VIF's
+   * TCP flows, with the user's access as `resolve` gives it (kube/cluster-access.ts), sent again whenever
+   * it changes.
+   */
+  clusterAccess?: { managerNamespace: string; resolve: () => Promise<string> };
 }
 
 export interface VifOutcome {
@@ -61,6 +68,9 @@ export class RootDaemonLink {
   /** The last failure to follow a new session, shown until the next success. */
   private followError = '';
   private queue: Promise<unknown> = Promise.resolve();
+  /** The cluster access the root daemon was last given ('' none), and the timer that renews it. */
+  private sentAccess = '';
+  private accessTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly conn: ManagerConnection,
@@ -153,8 +163,48 @@ export class RootDaemonLink {
         }
       }
       this.wanted = req;
+      this.renewAccess();
       return { rootDaemonNeeded: false };
     });
+  }
+
+  /**
+   * The root daemon's copy of the user's credential is renewed when it changes (an exec plugin's token
+   * expires in minutes to hours): checked every ACCESS_CHECK_MS, sent when different.
+   */
+  private renewAccess(): void {
+    clearInterval(this.accessTimer);
+    if (!this.wanted?.clusterAccess) return;
+    this.accessTimer = setInterval(() => {
+      void this.serialized(async () => {
+        const req = this.wanted;
+        if (!req?.clusterAccess || !this.daemon || !this.connectedSession) return;
+        const access = await req.clusterAccess.resolve().catch(() => '');
+        if (access === this.sentAccess) return;
+        this.log.info('the cluster credential changed: the root daemon gets the new one');
+        await this.connect(this.daemon, req, this.connectedSession, this.conn.cluster).catch((e) =>
+          this.log.warn("renewing the root daemon's cluster credential failed", { error: errorDetails(e) }),
+        );
+      });
+    }, ACCESS_CHECK_MS);
+    this.accessTimer.unref();
+  }
+
+  /** The access for the root daemon, or undefined (then it reaches the manager through this daemon). */
+  private async clusterAccess(req: VifRequest): Promise<ClusterAccess | undefined> {
+    if (!req.clusterAccess) return undefined;
+    try {
+      return {
+        kubeconfig: await req.clusterAccess.resolve(),
+        managerNamespace: req.clusterAccess.managerNamespace,
+      };
+    } catch (e) {
+      this.log.warn(
+        'the root daemon reaches the traffic manager through this daemon: the cluster credential cannot be handed on',
+        { error: (e as Error).message },
+      );
+      return undefined;
+    }
   }
 
   private async connect(
@@ -163,6 +213,7 @@ export class RootDaemonLink {
     sessionId: string,
     cluster: ClusterInfo | undefined,
   ): Promise<DaemonStatus> {
+    const clusterAccess = await this.clusterAccess(req);
     const status = await connectRootDaemon(daemon.client, {
       managerAddress: req.managerAddress,
       sessionId,
@@ -174,7 +225,9 @@ export class RootDaemonLink {
       allowConflictingSubnets: req.allowConflictingSubnets,
       keepOut: req.keepOut,
       ownerPid: process.pid,
+      clusterAccess,
     });
+    this.sentAccess = clusterAccess?.kubeconfig ?? '';
     this.connectedSession = sessionId;
     this.followError = '';
     this.log.info('VIF up', { vif: status.vifName, subnets: status.subnets.join(','), dns: status.dns });
@@ -220,6 +273,8 @@ export class RootDaemonLink {
     this.connectedSession = '';
     this.followError = '';
     this.offReason = reason;
+    this.sentAccess = '';
+    clearInterval(this.accessTimer);
     if (!daemon) return;
     let stop = ours;
     if (!stop && o.stopIdle) {
@@ -236,6 +291,9 @@ export class RootDaemonLink {
     }
   }
 }
+
+/** How often the user's cluster credential is checked for a renewal the root daemon needs. */
+const ACCESS_CHECK_MS = 60_000;
 
 /** How long a root daemon on its way out gets to put the workstation back and remove its socket. */
 const ROOT_DAEMON_EXIT_WAIT_MS = 15_000;

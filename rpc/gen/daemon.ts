@@ -64,6 +64,24 @@ export interface ConnectRequest {
    * manager (tunnel streams, LookupDNS) carry it.
    */
   sessionCredential: string;
+  /**
+   * How the root daemon reaches the manager itself, through the Kubernetes API server's port-forward, for
+   * the VIF's TCP flows (they then cross no user daemon); empty: every call and flow goes to
+   * manager_address.
+   */
+  clusterAccess: ClusterAccess | undefined;
+}
+
+/** The user's access to the cluster, for the root daemon's own port-forward to the traffic manager. */
+export interface ClusterAccess {
+  /**
+   * The API server, its CA and the user's credential, resolved by the user daemon as the user (an exec
+   * plugin runs there, never as root) and inline (no file paths): kube/cluster-access.ts. The user daemon
+   * sends it again when the credential changes (an exec plugin's token renewed).
+   */
+  kubeconfig: string;
+  /** The traffic manager's namespace. */
+  managerNamespace: string;
 }
 
 function createBaseConnectRequest(): ConnectRequest {
@@ -78,6 +96,7 @@ function createBaseConnectRequest(): ConnectRequest {
     keepOut: [],
     ownerPid: 0,
     sessionCredential: "",
+    clusterAccess: undefined,
   };
 }
 
@@ -112,6 +131,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     }
     if (message.sessionCredential !== "") {
       writer.uint32(82).string(message.sessionCredential);
+    }
+    if (message.clusterAccess !== undefined) {
+      ClusterAccess.encode(message.clusterAccess, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -209,6 +231,14 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
             message.sessionCredential = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.clusterAccess = ClusterAccess.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -265,6 +295,11 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         : isSet(object.session_credential)
         ? globalThis.String(object.session_credential)
         : "",
+      clusterAccess: isSet(object.clusterAccess)
+        ? ClusterAccess.fromJSON(object.clusterAccess)
+        : isSet(object.cluster_access)
+        ? ClusterAccess.fromJSON(object.cluster_access)
+        : undefined,
     };
   },
 
@@ -300,6 +335,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     if (message.sessionCredential !== "") {
       obj.sessionCredential = message.sessionCredential;
     }
+    if (message.clusterAccess !== undefined) {
+      obj.clusterAccess = ClusterAccess.toJSON(message.clusterAccess);
+    }
     return obj;
   },
 
@@ -320,6 +358,98 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     message.keepOut = object.keepOut?.map((e) => e) || [];
     message.ownerPid = object.ownerPid ?? 0;
     message.sessionCredential = object.sessionCredential ?? "";
+    message.clusterAccess = (object.clusterAccess !== undefined && object.clusterAccess !== null)
+      ? ClusterAccess.fromPartial(object.clusterAccess)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseClusterAccess(): ClusterAccess {
+  return { kubeconfig: "", managerNamespace: "" };
+}
+
+export const ClusterAccess: MessageFns<ClusterAccess> = {
+  encode(message: ClusterAccess, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kubeconfig !== "") {
+      writer.uint32(10).string(message.kubeconfig);
+    }
+    if (message.managerNamespace !== "") {
+      writer.uint32(18).string(message.managerNamespace);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClusterAccess {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClusterAccess();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kubeconfig = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.managerNamespace = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ClusterAccess {
+    return {
+      kubeconfig: isSet(object.kubeconfig) ? globalThis.String(object.kubeconfig) : "",
+      managerNamespace: isSet(object.managerNamespace)
+        ? globalThis.String(object.managerNamespace)
+        : isSet(object.manager_namespace)
+        ? globalThis.String(object.manager_namespace)
+        : "",
+    };
+  },
+
+  toJSON(message: ClusterAccess): unknown {
+    const obj: any = {};
+    if (message.kubeconfig !== "") {
+      obj.kubeconfig = message.kubeconfig;
+    }
+    if (message.managerNamespace !== "") {
+      obj.managerNamespace = message.managerNamespace;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ClusterAccess>): ClusterAccess {
+    return ClusterAccess.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ClusterAccess>): ClusterAccess {
+    const message = createBaseClusterAccess();
+    message.kubeconfig = object.kubeconfig ?? "";
+    message.managerNamespace = object.managerNamespace ?? "";
     return message;
   },
 };

@@ -267,6 +267,28 @@ if (cluster) {
     );
   });
 
+  scenario(
+    "the VIF's connections go on the root daemon's own port-forward, not through the user daemon",
+    async () => {
+      const s = await status();
+      assert.match(
+        s.vif!.rootDaemon.message,
+        /TCP flows on its own port-forward to the traffic manager in namespace tp-system/,
+      );
+      // What an admin sees: the root daemon holds a connection to the API server itself (its others, to the
+      // user daemon's forward and the DNS, are on loopback).
+      const pid = rootDaemonPid();
+      const established = (await wsText(['ss', '-Htnp', 'state', 'established'])).split('\n');
+      const toApiServer = established.filter(
+        (l) => l.includes(`pid=${pid},`) && !/^\S+\s+\S+\s+\S+\s+(127\.|\[::1\]|\[::ffff:127\.)/.test(l),
+      );
+      assert.ok(
+        toApiServer.length > 0,
+        `no connection of the root daemon (pid ${pid}) off loopback:\n${established.join('\n')}`,
+      );
+    },
+  );
+
   isolatedScenario(
     'cluster DNS answers as in a pod: no AAAA record is NOERROR, an unknown name NXDOMAIN',
     async () => {
