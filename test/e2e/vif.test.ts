@@ -5,6 +5,7 @@
 // and `tp-kind exec` bind-mount it), and the host's must never change.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
 import * as assert from 'uvu/assert';
 import type { StatusView } from '../../cli/output.js';
 import { repoRoot } from './cluster.js';
@@ -379,6 +380,90 @@ if (cluster) {
     await tp(['quit']);
     await waitFor('no leftovers', async () => (await leftovers()).length === 0, 20_000, 500);
   });
+
+  scenario(
+    "a kubeconfig user that is an exec plugin: it runs in the user daemon, never in the root daemon, whose own port-forward carries the VIF's connections",
+    async () => {
+      // The workstation's kubeconfig, its user's certificate handed out by an exec plugin instead (as cloud
+      // CLIs do), the plugin noting which process ran it.
+      const wsKubeconfig = (await wsText(['sh', '-c', 'echo "$KUBECONFIG"'])) || c.kubeconfig;
+      const kc = new KubeConfig();
+      kc.loadFromFile(wsKubeconfig.split(':')[0]!);
+      const user = kc.getCurrentUser()!;
+      const pem = (data?: string, file?: string) =>
+        data ? Buffer.from(data, 'base64').toString() : fs.readFileSync(file!, 'utf8');
+      const credential = JSON.stringify({
+        apiVersion: 'client.authentication.k8s.io/v1',
+        kind: 'ExecCredential',
+        status: {
+          clientCertificateData: pem(user.certData, user.certFile),
+          clientKeyData: pem(user.keyData, user.keyFile),
+          expirationTimestamp: new Date(Date.now() + 3_600_000).toISOString(),
+        },
+      });
+      const ran = `${scratch}/exec-plugin-ran`;
+      fs.rmSync(ran, { force: true });
+      fs.writeFileSync(`${scratch}/credential.json`, credential);
+      fs.writeFileSync(
+        `${scratch}/exec-plugin`,
+        `#!/bin/sh\necho "$PPID" >> ${ran}\ncat ${scratch}/credential.json\n`,
+        {
+          mode: 0o755,
+        },
+      );
+      const cluster = kc.getCurrentCluster()!;
+      const file = `${scratch}/exec-kubeconfig.json`;
+      fs.writeFileSync(
+        file,
+        JSON.stringify({
+          apiVersion: 'v1',
+          kind: 'Config',
+          clusters: [
+            {
+              name: 'c',
+              cluster: {
+                server: cluster.server,
+                'certificate-authority-data':
+                  cluster.caData ?? Buffer.from(fs.readFileSync(cluster.caFile!)).toString('base64'),
+              },
+            },
+          ],
+          users: [
+            {
+              name: 'u',
+              user: {
+                exec: {
+                  apiVersion: 'client.authentication.k8s.io/v1',
+                  command: `${scratch}/exec-plugin`,
+                  interactiveMode: 'Never',
+                },
+              },
+            },
+          ],
+          contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }],
+          'current-context': 'x',
+        }),
+      );
+      await tp(['connect', '-n', NS, '--kubeconfig', file]);
+      try {
+        const s = await status();
+        assert.match(s.vif!.rootDaemon.message, /TCP flows on its own port-forward to the traffic manager/);
+        assert.match(
+          await wsText(['curl', '-sS', '--max-time', '20', `http://${echoPodIp}:8080/`]),
+          /^echo-/,
+        );
+        const runners = new Set(fs.readFileSync(ran, 'utf8').trim().split('\n').map(Number));
+        assert.equal(
+          [...runners],
+          [s.daemon.pid],
+          `the plugin ran in ${[...runners]}, the user daemon is ${s.daemon.pid}, the root daemon ${rootDaemonPid()}`,
+        );
+      } finally {
+        await tp(['quit']);
+        await waitFor('no leftovers', async () => (await leftovers()).length === 0, 20_000, 500);
+      }
+    },
+  );
 
   scenario("the host's /etc/resolv.conf is byte-identical", async () => {
     assert.ok(fs.readFileSync('/etc/resolv.conf').equals(hostResolvBefore));
