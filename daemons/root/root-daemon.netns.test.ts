@@ -236,6 +236,21 @@ test("with the user's cluster access the TCP flows take the root daemon's own po
     fs.readFileSync(path.join(logDir, 'daemon.log'), 'utf8'),
     /the flow goes as a Tunnel call.*no flow connection: cannot read Service tp-system\/traffic-manager: connect ECONNREFUSED 127\.0\.0\.1:1/,
   );
+  // A renewed credential (the user daemon sends it when it changed) is taken in place: the same VIF.
+  const index = async () => /^(\d+):/.exec(await wsText('ip', '-o', 'link', 'show', 'dev', 'tp0'))?.[1];
+  const before = await index();
+  const renewed = { ...clusterAccess, kubeconfig: JSON.stringify({ server: 'https://127.0.0.1:2' }) };
+  assert.match((await connect(daemon!, { clusterAccess: renewed })).message, /its own port-forward/);
+  assert.is(await index(), before, 'the same interface, not a new one');
+  assert.match(
+    fs.readFileSync(path.join(logDir, 'daemon.log'), 'utf8'),
+    'the cluster credential was renewed',
+  );
+  assert.is(await wsText('curl', '-sS', '--max-time', '20', 'http://echo.default/'), 'hello from the pod');
+  assert.match(
+    fs.readFileSync(path.join(logDir, 'daemon.log'), 'utf8'),
+    /no flow connection: cannot read Service tp-system\/traffic-manager: connect ECONNREFUSED 127\.0\.0\.1:2/,
+  );
   // Connected again without it: connections to the manager's address, as before.
   const back = await connect(daemon!);
   assert.match(back.message, new RegExp(`TCP flows on connections to ${ADDR.manager}:${MANAGER_PORT}`));

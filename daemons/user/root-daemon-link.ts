@@ -179,8 +179,10 @@ export class RootDaemonLink {
       void this.serialized(async () => {
         const req = this.wanted;
         if (!req?.clusterAccess || !this.daemon || !this.connectedSession) return;
-        const access = await req.clusterAccess.resolve().catch(() => '');
-        if (access === this.sentAccess) return;
+        // A failure to resolve it now (an exec plugin that failed once) keeps the one sent: it may still be
+        // good, and a root daemon refused by the API server sends its flows through this daemon anyway.
+        const access = await req.clusterAccess.resolve().catch(() => undefined);
+        if (access === undefined || access === this.sentAccess) return;
         this.log.info('the cluster credential changed: the root daemon gets the new one');
         await this.connect(this.daemon, req, this.connectedSession, this.conn.cluster).catch((e) =>
           this.log.warn("renewing the root daemon's cluster credential failed", { error: errorDetails(e) }),
@@ -190,7 +192,11 @@ export class RootDaemonLink {
     this.accessTimer.unref();
   }
 
-  /** The access for the root daemon, or undefined (then it reaches the manager through this daemon). */
+  /**
+   * The access for the root daemon, or undefined (then it reaches the manager through this daemon). One
+   * that cannot be resolved now, after one was sent, is sent again as it was: without it the root daemon
+   * would make its VIF anew.
+   */
   private async clusterAccess(req: VifRequest): Promise<ClusterAccess | undefined> {
     if (!req.clusterAccess) return undefined;
     try {
@@ -199,9 +205,16 @@ export class RootDaemonLink {
         managerNamespace: req.clusterAccess.managerNamespace,
       };
     } catch (e) {
+      const error = (e as Error).message;
+      if (this.sentAccess && this.daemon) {
+        this.log.warn('the cluster credential cannot be resolved now: the root daemon keeps the one it has', {
+          error,
+        });
+        return { kubeconfig: this.sentAccess, managerNamespace: req.clusterAccess.managerNamespace };
+      }
       this.log.warn(
         'the root daemon reaches the traffic manager through this daemon: the cluster credential cannot be handed on',
-        { error: (e as Error).message },
+        { error },
       );
       return undefined;
     }
