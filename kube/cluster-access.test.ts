@@ -2,72 +2,21 @@
 // an API server checks: its own certificate verified against the kubeconfig's CA, the client certificate
 // or the bearer token. The kubeconfigs name files and an exec plugin; what reaches the root daemon must
 // name neither, and work.
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as https from 'node:https';
 import type * as net from 'node:net';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { testPki } from '../testbed/pki.js';
 import { exportClusterAccess, importClusterAccess } from './cluster-access.js';
 import { loadKubeConfig } from './kubeconfig.js';
 import { readyPodBehindService } from './port-forward.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-cluster-access-test-'));
-function openssl(...args: string[]) {
-  execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-}
-openssl(
-  'req',
-  '-x509',
-  '-newkey',
-  'rsa:2048',
-  '-nodes',
-  '-keyout',
-  'ca.key',
-  '-out',
-  'ca.crt',
-  '-days',
-  '1',
-  '-subj',
-  '/CN=tp-test-ca',
-);
-fs.writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
-for (const [name, cn, ext] of [
-  ['server', 'kube-apiserver', ['-extfile', 'san.ext']],
-  ['client', 'developer', []],
-] as const) {
-  openssl(
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.csr`,
-    '-subj',
-    `/CN=${cn}`,
-  );
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    `${name}.csr`,
-    '-CA',
-    'ca.crt',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-out',
-    `${name}.crt`,
-    '-days',
-    '1',
-    ...ext,
-  );
-}
-const file = (name: string) => path.join(dir, name);
+const pki = testPki('tp-cluster-access-test');
+pki.ca('ca');
+pki.cert('server', 'ca', 'kube-apiserver', 'subjectAltName=IP:127.0.0.1');
+pki.cert('client', 'ca', 'developer');
+const { file, dir } = pki;
 const EXEC_TOKEN = 'token-from-the-exec-plugin';
 
 /** What an API server checks, and the two objects readyPodBehindService reads; `prefix`: the server URL's path. */
@@ -109,6 +58,15 @@ async function apiServer(prefix = ''): Promise<{ url: string; requests: string[]
               status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] },
             },
           ],
+        });
+      // A manager not ready yet: the Service, and its pod still pending.
+      if (req.url === `${prefix}/api/v1/namespaces/starting/services/traffic-manager`)
+        return reply(200, {
+          spec: { selector: { app: 'traffic-manager' }, ports: [{ name: 'grpc', port: 8081 }] },
+        });
+      if (req.url?.startsWith(`${prefix}/api/v1/namespaces/starting/pods?`))
+        return reply(200, {
+          items: [{ metadata: { name: 'traffic-manager-2' }, status: { phase: 'Pending' } }],
         });
       if (req.url?.startsWith(`${prefix}/api/v1/namespaces/elsewhere/`))
         return reply(403, { kind: 'Status', message: `services is forbidden: User "${who}" cannot get` });
@@ -198,16 +156,24 @@ test('an exec plugin runs once, as the user daemon: the root daemon gets its tok
     // no second run.
     assert.is(await exportClusterAccess(kc), access);
     assert.is(fs.readFileSync(runs, 'utf8'), 'run\n');
-    // The API server's refusal is named.
-    try {
-      await readyPodBehindService(root, 'elsewhere', 'traffic-manager', 'grpc');
-      assert.unreachable('a forbidden read succeeded');
-    } catch (e) {
-      assert.match(
-        (e as Error).message,
-        'cannot read Service elsewhere/traffic-manager: services is forbidden: User "token" cannot get',
+    // What can be wrong with the manager is named, with the fix.
+    const failure = (namespace: string) =>
+      readyPodBehindService(root, namespace, 'traffic-manager', 'grpc').then(
+        () => assert.unreachable(`the manager in ${namespace} was found`),
+        (e: Error) => e.message,
       );
-    }
+    assert.is(
+      await failure('elsewhere'),
+      'cannot read Service elsewhere/traffic-manager: services is forbidden: User "token" cannot get',
+    );
+    assert.is(
+      await failure('nowhere'),
+      'no traffic manager in namespace nowhere (Service traffic-manager not found): install it with tp helm install (or pass --manager-namespace NS if it runs elsewhere)',
+    );
+    assert.is(
+      await failure('starting'),
+      'the traffic manager in namespace starting has no ready pod (pods: traffic-manager-2 Pending): see kubectl get pods -n starting',
+    );
   } finally {
     await api.close();
   }
@@ -225,6 +191,6 @@ test('an access the root daemon cannot use is refused with what is wrong', () =>
     assert.throws(() => importClusterAccess(text), new RegExp(message.replace(/[()]/g, '\\$&')));
 });
 
-test.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+test.after(() => pki.remove());
 
 test.run();

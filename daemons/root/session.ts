@@ -192,20 +192,18 @@ function flowWay(req: ValidatedRequest, log: Logger): FlowWay {
       description: `TCP flows on connections to ${req.managerHost}:${req.managerPort}`,
     };
   }
-  let api = access.api;
-  const streams = new PodStreams(
-    api,
+  // The manager's pod is looked up with the credential of the moment (renew() replaces it).
+  const streams: PodStreams = new PodStreams(
+    access.api,
     log,
     access.managerNamespace,
-    managerTarget(() => api, access.managerNamespace),
+    managerTarget(() => streams.kc, access.managerNamespace),
     FLOW_MAGIC,
   );
   return {
     pool: streams.pool,
     renew: (next) => {
-      if (!next) return;
-      api = next.api;
-      streams.kc = next.api;
+      if (next) streams.kc = next.api;
     },
     close: () => streams.close(),
     description: `TCP flows on its own port-forward to the traffic manager in namespace ${access.managerNamespace}`,
@@ -265,25 +263,27 @@ export class ConnectedSession {
     );
   }
 
-  /** Carries on under the request's session: its flows, DNS lookups and cluster info watch. */
+  /**
+   * Carries on under the request's session (its flows, DNS lookups and cluster info watch) and with its
+   * cluster access (renewed: the port-forwards still to open take it).
+   */
   async follow(request: ConnectRequest): Promise<void> {
     if (!request.sessionId)
       throw new UsageError('Connect needs the session id of the client session with the traffic manager');
-    this.settings.log.info('following a new session of the same user daemon: the VIF stays', {
-      session: request.sessionId,
-      was: this.req.sessionId,
-    });
-    this.origin = request;
     const access = validAccess(request);
-    if (access?.text !== this.req.access?.text && access && this.req.access) {
+    this.origin = request;
+    if (access && this.req.access && access.text !== this.req.access.text) {
       this.settings.log.info('the cluster credential was renewed');
       this.flows.renew(access);
       this.req.access = access;
     }
-    const newSession = request.sessionId !== this.req.sessionId;
-    this.req.sessionId = request.sessionId;
-    this.req.credential = request.sessionCredential;
-    if (newSession) {
+    if (request.sessionId !== this.req.sessionId) {
+      this.settings.log.info('following a new session of the same user daemon: the VIF stays', {
+        session: request.sessionId,
+        was: this.req.sessionId,
+      });
+      this.req.sessionId = request.sessionId;
+      this.req.credential = request.sessionCredential;
       clearTimeout(this.watchTimer);
       const watch = this.watchCall;
       this.watchCall = undefined;

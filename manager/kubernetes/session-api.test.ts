@@ -2,15 +2,12 @@
 // the API server uses — a client certificate signed by the requestheader CA, with an allowed name — gets an
 // identity token for the user its headers name; anyone else is refused, and the webhook on the same
 // server keeps answering callers without a certificate.
-import { execFileSync } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SESSION_API_VERSION, sessionApiGroup } from '../../kube/annotations.js';
 import { createLogger } from '../../logging/logger.js';
 import { httpsRequest } from '../../testbed/https.js';
+import { testPki } from '../../testbed/pki.js';
 import { CredentialAuthority } from '../credentials.js';
 import { kubeManagerConfigFromEnv } from './manager-config.js';
 import {
@@ -22,60 +19,8 @@ import {
 } from './session-api.js';
 import { startWebhookServer, WEBHOOK_PATH, type WebhookServer } from './webhook-server.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-session-api-test-'));
-const file = (name: string) => path.join(dir, name);
-function openssl(...args: string[]) {
-  execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-}
-function ca(name: string) {
-  openssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.crt`,
-    '-days',
-    '1',
-    '-subj',
-    `/CN=${name}`,
-  );
-}
-function cert(name: string, issuer: string, cn: string, ext: string) {
-  fs.writeFileSync(file(`${name}.ext`), `${ext}\n`);
-  openssl(
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.csr`,
-    '-subj',
-    `/CN=${cn}`,
-  );
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    `${name}.csr`,
-    '-CA',
-    `${issuer}.crt`,
-    '-CAkey',
-    `${issuer}.key`,
-    '-CAcreateserial',
-    '-out',
-    `${name}.crt`,
-    '-days',
-    '1',
-    '-extfile',
-    `${name}.ext`,
-  );
-}
+const pki = testPki('tp-session-api-test');
+const { ca, cert, file, read } = pki;
 ca('serving-ca');
 ca('front-proxy-ca');
 ca('rogue-ca');
@@ -85,7 +30,6 @@ cert('rogue', 'rogue-ca', 'front-proxy-client', 'extendedKeyUsage=clientAuth');
 cert('other-name', 'front-proxy-ca', 'someone-else', 'extendedKeyUsage=clientAuth');
 cert('server-only', 'front-proxy-ca', 'front-proxy-client', 'extendedKeyUsage=serverAuth');
 
-const read = (name: string) => fs.readFileSync(file(name));
 const GROUP = sessionApiGroup('tp-system');
 const TOKENS = `/apis/${GROUP}/${SESSION_API_VERSION}/sessiontokens`;
 
@@ -128,7 +72,7 @@ test.before(async () => {
 
 test.after(async () => {
   await server.close();
-  fs.rmSync(dir, { recursive: true, force: true });
+  pki.remove();
 });
 
 function request(

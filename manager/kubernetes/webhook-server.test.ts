@@ -1,14 +1,11 @@
 // The webhook server over real HTTPS (a CA and a serving certificate made with openssl, verified by
 // the client as the API server would): the answers the API server gets for the pods it sends.
-import { execFileSync } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger } from '../../logging/logger.js';
 import { httpsRequest } from '../../testbed/https.js';
+import { testPki } from '../../testbed/pki.js';
 import { applyJsonPatch, type InjectionConfig, type JsonPatchOperation } from './injection.js';
 import {
   type OwnerResolver,
@@ -17,59 +14,10 @@ import {
   type WebhookServer,
 } from './webhook-server.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-webhook-test-'));
-function openssl(...args: string[]) {
-  execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-}
-openssl(
-  'req',
-  '-x509',
-  '-newkey',
-  'rsa:2048',
-  '-nodes',
-  '-keyout',
-  'ca.key',
-  '-out',
-  'ca.crt',
-  '-days',
-  '1',
-  '-subj',
-  '/CN=tp-test-ca',
-);
-openssl(
-  'req',
-  '-newkey',
-  'rsa:2048',
-  '-nodes',
-  '-keyout',
-  'tls.key',
-  '-out',
-  'tls.csr',
-  '-subj',
-  '/CN=traffic-manager',
-);
-fs.writeFileSync(
-  path.join(dir, 'san.ext'),
-  'subjectAltName=DNS:traffic-manager.tp-system.svc,IP:127.0.0.1\n',
-);
-openssl(
-  'x509',
-  '-req',
-  '-in',
-  'tls.csr',
-  '-CA',
-  'ca.crt',
-  '-CAkey',
-  'ca.key',
-  '-CAcreateserial',
-  '-out',
-  'tls.crt',
-  '-days',
-  '1',
-  '-extfile',
-  'san.ext',
-);
-const ca = fs.readFileSync(path.join(dir, 'ca.crt'));
+const pki = testPki('tp-webhook-test');
+pki.ca('ca');
+pki.cert('tls', 'ca', 'traffic-manager', 'subjectAltName=DNS:traffic-manager.tp-system.svc,IP:127.0.0.1');
+const ca = pki.read('ca.crt');
 
 const config: InjectionConfig = {
   version: '0.1.0',
@@ -135,8 +83,8 @@ test.before(async () => {
   server = await startWebhookServer({
     host: '127.0.0.1',
     port: 0,
-    certFile: path.join(dir, 'tls.crt'),
-    keyFile: path.join(dir, 'tls.key'),
+    certFile: pki.file('tls.crt'),
+    keyFile: pki.file('tls.key'),
     config,
     owners,
     log: createLogger('webhook-test'),
@@ -146,7 +94,7 @@ test.before(async () => {
 
 test.after(async () => {
   await server?.close();
-  fs.rmSync(dir, { recursive: true, force: true });
+  pki.remove();
 });
 
 test('a pod asking for the agent gets the init container and the sidecar', async () => {
