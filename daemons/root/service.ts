@@ -12,6 +12,13 @@ import { ConnectedSession, type DaemonSettings } from './session.js';
 
 /** How often the root daemon checks that the user daemon it serves still runs. */
 const OWNER_CHECK_MS = 2_000;
+/**
+ * How long the VIF stays once its user daemon is gone, for a new one to take it over (tp connect after
+ * the daemon crashed or was killed: 2.4-2.6 s on the lab). Meanwhile the VIF's DNS still forwards the
+ * workstation's other names and answers cluster names from its cache, and its TCP flows go on its own
+ * port-forward.
+ */
+const OWNER_GRACE_MS = 8_000;
 
 export class RootDaemon {
   private session: ConnectedSession | undefined;
@@ -68,19 +75,31 @@ export class RootDaemon {
 
   /**
    * The VIF lives as long as the user daemon that connected it: when that process is gone (killed, crashed)
-   * nobody keeps its session with the manager alive, so the VIF would only break the workstation's DNS.
-   * Then this daemon puts everything back and exits, as on tp quit.
+   * nobody keeps its session with the manager alive. A new user daemon (tp connect) may take it over within
+   * OWNER_GRACE_MS (its Connect names another owner: watchOwner starts again); if none does, this daemon puts
+   * everything back and exits, as on tp quit.
    */
   private watchOwner(pid: number): void {
     this.ownerPid = pid;
     clearInterval(this.ownerWatch);
     if (!pid) return;
+    let goneSince: number | undefined;
     this.ownerWatch = setInterval(() => {
       if (this.ownerPid !== pid || processAlive(pid)) return;
+      if (goneSince === undefined) {
+        goneSince = Date.now();
+        this.settings.log.warn(
+          'the user daemon that connected the VIF is gone: the VIF waits for a new one',
+          {
+            pid,
+            upToMs: OWNER_GRACE_MS,
+          },
+        );
+        return;
+      }
+      if (Date.now() - goneSince < OWNER_GRACE_MS) return;
       clearInterval(this.ownerWatch);
-      this.settings.log.warn('the user daemon that connected the VIF is gone: disconnecting and exiting', {
-        pid,
-      });
+      this.settings.log.warn('no new user daemon took the VIF over: disconnecting and exiting', { pid });
       void this.quit();
     }, OWNER_CHECK_MS);
     this.ownerWatch.unref();
