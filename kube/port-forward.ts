@@ -687,25 +687,7 @@ export async function forwardingListener(
   },
 ): Promise<ManagerForward> {
   const sockets = new Set<net.Socket>();
-  let shared: { pod: string; port: number; session: Promise<PortForwardSession> } | undefined;
-  const sharedSession = async (target: { pod: string; port: number }): Promise<PortForwardSession> => {
-    if (shared && shared.pod === target.pod && shared.port === target.port) {
-      const s = await shared.session.catch(() => undefined);
-      if (s && !s.ended) return s;
-    }
-    const previous = shared;
-    const opening = PortForwardSession.open(kc, namespace, target.pod, target.port, log);
-    shared = { ...target, session: opening };
-    opening.catch(() => {
-      if (shared?.session === opening) shared = undefined;
-    });
-    // The previous manager pod may still finish flows (its drain): its port-forward goes after them.
-    void previous?.session.then(
-      (s) => s.retire(),
-      () => {},
-    );
-    return opening;
-  };
+  const shared = new SharedSession((t) => PortForwardSession.open(kc, namespace, t.pod, t.port, log));
   const server = net.createServer({ noDelay: true }, (local) => {
     sockets.add(local);
     local.on('close', () => sockets.delete(local));
@@ -716,7 +698,7 @@ export async function forwardingListener(
         const started = Date.now();
         const first = how.shareFlowConnections ? await firstBytes(local) : undefined;
         if (first && first.length > 0 && agreesWithFlowMagic(first)) {
-          const session = await sharedSession(target);
+          const session = await shared.get(target);
           pipeForwarded(session.stream(), local, log, target.pod, target.port, () => {}, true);
         } else await forwardSocket(kc, namespace, target.pod, target.port, local, log);
         log.debug(`forwarding a connection to ${what}`, {
@@ -741,13 +723,62 @@ export async function forwardingListener(
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
-        void shared?.session.then(
-          (s) => s.close(),
-          () => {},
-        );
+        shared.close();
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * The one PortForwardSession to a target that its connections share (the manager's flow connections,
+ * PodStreams): opened on first use, again once it ended or failed, and anew when the target names another
+ * pod; the previous one is retired, so it closes once its connections have ended (a draining manager
+ * finishes them). A caller that comes while one is being opened waits for that one, and fails with it.
+ */
+class SharedSession {
+  private current: { target: ForwardTarget; session: Promise<PortForwardSession> } | undefined;
+  private closed = false;
+
+  constructor(private readonly open: (target: ForwardTarget) => Promise<PortForwardSession>) {}
+
+  async get(target: ForwardTarget): Promise<PortForwardSession> {
+    const previous = this.current;
+    if (previous && (previous.target.pod !== target.pod || previous.target.port !== target.port)) {
+      this.current = undefined;
+      void previous.session.then(
+        (s) => s.retire(),
+        () => {},
+      );
+    }
+    const first = this.current ?? this.start(target);
+    const session = await first.session;
+    if (!session.ended) return session;
+    if (this.current === first) this.current = undefined;
+    return (this.current ?? this.start(target)).session;
+  }
+
+  close(): void {
+    this.closed = true;
+    void this.current?.session.then(
+      (s) => s.close(),
+      () => {},
+    );
+  }
+
+  private start(target: ForwardTarget): NonNullable<SharedSession['current']> {
+    const opening = this.open(target);
+    const started = { target, session: opening };
+    this.current = started;
+    opening.then(
+      (s) => {
+        if (this.closed) s.close();
+      },
+      () => {
+        if (this.current === started) this.current = undefined;
+      },
+    );
+    return started;
+  }
 }
 
 /**
@@ -765,7 +796,9 @@ export async function forwardingListener(
  * when its pod side ends (the agent restarted), and the spare opened again if none is left.
  */
 export class PodStreams {
-  private session: { target: ForwardTarget; session: Promise<PortForwardSession> } | undefined;
+  private readonly sessions = new SharedSession((t) =>
+    PortForwardSession.open(this.kc, this.namespace, t.pod, t.port, this.log),
+  );
   private closed = false;
   private readonly target: TargetResolver;
   /** The last target (logs and the flows' labels). */
@@ -825,7 +858,7 @@ export class PodStreams {
     else
       this.target
         .resolve()
-        .then((t) => this.current(t))
+        .then((t) => this.session(t))
         .catch((e: Error) =>
           this.log.debug('no port-forward for flows yet', { to: this.label, reason: e.message }),
         );
@@ -834,20 +867,12 @@ export class PodStreams {
   close(): void {
     this.closed = true;
     this.pool.close();
-    void this.session?.session.then(
-      (s) => s.close(),
-      () => {},
-    );
+    this.sessions.close();
   }
 
   private async fresh(): Promise<ForwardedStream> {
     if (this.closed) throw new Error('the port-forward was closed');
-    const target = await this.target.resolve();
-    let session = await this.current(target);
-    if (session.ended) {
-      this.session = undefined;
-      session = await this.current(target);
-    }
+    const session = await this.session(await this.target.resolve());
     if (this.closed) throw new Error('the port-forward was closed');
     const s = session.stream();
     // Until its taker listens (the pool, a flow): the session failing meanwhile must not go unheard.
@@ -856,31 +881,13 @@ export class PodStreams {
     return s;
   }
 
-  private current(target: ForwardTarget): Promise<PortForwardSession> {
-    const previous = this.session;
-    if (previous && (previous.target.pod !== target.pod || previous.target.port !== target.port)) {
-      // Another pod (the manager restarted): the old session goes once its connections have ended.
-      this.session = undefined;
-      void previous.session.then(
-        (s) => s.retire(),
-        () => {},
-      );
-    }
-    if (!this.session) {
-      this.last = target;
-      const opening = PortForwardSession.open(this.kc, this.namespace, target.pod, target.port, this.log);
-      this.session = { target, session: opening };
-      opening.then(
-        (s) => {
-          if (this.closed) s.close();
-        },
-        () => {
-          this.target.failed();
-          if (this.session?.session === opening) this.session = undefined;
-        },
-      );
-    }
-    return this.session.session;
+  /** The shared session to `target`; a failure to open it says so to the resolver (look again). */
+  private session(target: ForwardTarget): Promise<PortForwardSession> {
+    this.last = target;
+    return this.sessions.get(target).catch((e: unknown) => {
+      this.target.failed();
+      throw e;
+    });
   }
 }
 
