@@ -184,7 +184,7 @@ export class RootDaemonLink {
         const access = await req.clusterAccess.resolve().catch(() => undefined);
         if (access === undefined || access === this.sentAccess) return;
         this.log.info('the cluster credential changed: the root daemon gets the new one');
-        await this.connect(this.daemon, req, this.connectedSession, this.conn.cluster).catch((e) =>
+        await this.connect(this.daemon, req, this.connectedSession, this.conn.cluster, access).catch((e) =>
           this.log.warn("renewing the root daemon's cluster credential failed", { error: errorDetails(e) }),
         );
       });
@@ -197,11 +197,11 @@ export class RootDaemonLink {
    * that cannot be resolved now, after one was sent, is sent again as it was: without it the root daemon
    * would make its VIF anew.
    */
-  private async clusterAccess(req: VifRequest): Promise<ClusterAccess | undefined> {
+  private async clusterAccess(req: VifRequest, resolved?: string): Promise<ClusterAccess | undefined> {
     if (!req.clusterAccess) return undefined;
     try {
       return {
-        kubeconfig: await req.clusterAccess.resolve(),
+        kubeconfig: resolved ?? (await req.clusterAccess.resolve()),
         managerNamespace: req.clusterAccess.managerNamespace,
       };
     } catch (e) {
@@ -225,8 +225,10 @@ export class RootDaemonLink {
     req: VifRequest,
     sessionId: string,
     cluster: ClusterInfo | undefined,
+    /** The cluster access when the caller has just resolved it (the renewal). */
+    access?: string,
   ): Promise<DaemonStatus> {
-    const clusterAccess = await this.clusterAccess(req);
+    const clusterAccess = await this.clusterAccess(req, access);
     const status = await connectRootDaemon(daemon.client, {
       managerAddress: req.managerAddress,
       sessionId,
