@@ -685,8 +685,9 @@ test('openFlow then originate(dialed): what the destination sent before the sock
 });
 
 test('openFlow: a refused destination rejects with the reason, before any socket exists', async () => {
-  const spare = await listen(() => {});
-  spare.server.close();
+  // Port 1: nothing listens there, and no test can take it meanwhile (a port freed by closing a listener
+  // could be an ephemeral port another test file running beside this one binds: CI saw the dial succeed).
+  const refusedPort = 1;
   const { server, port } = await startServer('answer');
   const client = new ManagerClient(
     `127.0.0.1:${port}`,
@@ -694,7 +695,7 @@ test('openFlow: a refused destination rejects with the reason, before any socket
     managerChannelOptions(),
   );
   try {
-    const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: spare.port };
+    const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: refusedPort };
     const e = await openFlow(
       new TunnelStream(client.tunnel()),
       streamInfo({ connId, sessionId: 'test' }),
