@@ -35,6 +35,8 @@ const log = createLogger('test');
 async function fakeKubelet(): Promise<{
   kc: KubeConfig;
   upgrades: () => number;
+  /** Upgraded connections still open. */
+  openConnections: () => number;
   /** The upgrade requests' paths (the pod each names), in order. */
   paths: string[];
   freeze(): void;
@@ -122,6 +124,7 @@ async function fakeKubelet(): Promise<{
   return {
     kc,
     upgrades: () => upgrades,
+    openConnections: () => [...conns].filter((c) => !c.destroyed && !c.readableEnded).length,
     paths,
     freeze: () => {
       frozen = true;
@@ -375,7 +378,8 @@ test("the manager's forward: flow connections share one port-forward, a gRPC con
       c.on('error', reject);
     });
   try {
-    const payloads = Array.from({ length: 5 }, () => crypto.randomBytes(256 << 10));
+    // Below a bulk rate (kube/port-forward.ts BUSY_BYTES): all share the one session.
+    const payloads = Array.from({ length: 5 }, () => crypto.randomBytes(32 << 10));
     const flows = await Promise.all(payloads.map((p) => through(FLOW_MAGIC, p)));
     for (const [i, f] of flows.entries())
       assert.ok(f.equals(Buffer.concat([FLOW_MAGIC, payloads[i]!])), `flow connection ${i} byte for byte`);
@@ -457,6 +461,77 @@ test("PodStreams to the manager's pod as looked up: another pod gets a session o
     assert.is(failures, 1);
     refused.close();
   } finally {
+    streams.close();
+    echo.server.close();
+    await kubelet.close();
+  }
+});
+
+test('a connection that starts beside a transfer in bulk goes on a port-forward of its own, and those after it share that one; an idle extra one closes', async () => {
+  const kubelet = await fakeKubelet();
+  const echo = await listen((s) => s.pipe(s));
+  // The root daemon's case: flow connections to the manager, one kept ready ahead of need.
+  const streams = new PodStreams(kubelet.kc, log, 'ns', { pod: 'pod', port: echo.port }, FLOW_MAGIC);
+  let pumping = true;
+  try {
+    const bulk = await streams.open();
+    bulk.on('error', () => {});
+    // A download's worth of bytes, echoed, until told to stop.
+    const chunk = crypto.randomBytes(256 << 10);
+    let echoed = 0;
+    bulk.on('data', (d: Buffer) => {
+      echoed += d.length;
+    });
+    const pump = () => {
+      while (pumping && bulk.write(chunk)) {}
+      if (pumping) bulk.once('drain', pump);
+    };
+    pump();
+    await waitFor(
+      'the bulk transfer to make its session busy',
+      () => bulk.onBusySession || undefined,
+      10_000,
+      5,
+    );
+    const beside = await streams.open();
+    beside.on('error', () => {});
+    assert.is(kubelet.upgrades(), 2, 'the connection beside the transfer on a port-forward of its own');
+    assert.not.ok(beside.onBusySession);
+    const next = await streams.open();
+    next.on('error', () => {});
+    assert.is(kubelet.upgrades(), 2, 'the next connection shares the new one');
+    // Both carry their bytes while the transfer goes on.
+    beside.write('beside');
+    assert.is((await once(beside, 'data')).toString(), `${FLOW_MAGIC}beside`);
+    await waitFor('the transfer to go on beside them', () => echoed > 4 << 20 || undefined, 10_000, 20);
+    pumping = false;
+    beside.destroy();
+    next.destroy();
+    bulk.destroy();
+    await waitFor('the first session no longer busy', () => !bulk.onBusySession || undefined, 10_000, 20);
+    // The spare kept ready on the new session goes out; the next spare is on the first session again.
+    (await streams.open()).destroy();
+    await waitFor('a spare', () => streams.pool.readyCount > 0 || undefined, 5_000, 20);
+    // Without streams, the extra session closes (EXTRA_SESSION_IDLE_MS); the first stays.
+    await waitFor(
+      'the extra port-forward closed',
+      () => kubelet.openConnections() === 1 || undefined,
+      20_000,
+      100,
+    );
+    const after = await streams.open();
+    after.on('error', () => {});
+    let got = '';
+    after.on('data', (d: Buffer) => {
+      got += d.toString();
+    });
+    // A ready connection waits paused (the flow's call resumes it).
+    after.resume();
+    after.write('after');
+    await waitFor('its echo', () => got === `${FLOW_MAGIC}after` || undefined, 5_000, 20);
+    assert.is(kubelet.upgrades(), 2, 'on the first one');
+  } finally {
+    pumping = false;
     streams.close();
     echo.server.close();
     await kubelet.close();

@@ -67,6 +67,19 @@ export interface Liveness {
 }
 /** How long a ready connection of PodStreams waits unused before it is dropped. */
 const SPARE_MAX_AGE_MS = 20_000;
+/**
+ * A session whose streams carried this many bytes (both ways) within BUSY_WINDOW_MS, 10 MiB/s, carries a
+ * transfer in bulk: new connections go on another session. Behind a bulk flow, a connection sharing its
+ * session waits for what the flow has in flight (up to its window, tunnel/framed-call.ts WINDOW_BYTES:
+ * ~12 ms at 170 MiB/s, measured as head-of-line by bench/round-trip); on a TCP connection of its own it does
+ * not. Sequential requests and 50 connections' keep-alive traffic stay far below (~0.3 and ~3 MB/s).
+ */
+const BUSY_BYTES = 2 << 20;
+const BUSY_WINDOW_MS = 200;
+/** Sessions to one target at most; when every one is busy, a new connection takes the least busy. */
+const MAX_SHARED_SESSIONS = 4;
+/** A session beyond the first that has had no stream this long is closed. */
+const EXTRA_SESSION_IDLE_MS = 5_000;
 
 /**
  * The user's access to the API server: a KubeConfig, or what the root daemon builds from the access the
@@ -228,6 +241,12 @@ export class PortForwardSession {
   private pingSentAt: number | undefined;
   /** The peer has answered a ping: only then does its silence mean something. */
   private answersPings = false;
+  /** The streams' bytes both ways: this window's (from windowStart) and the one before. */
+  private windowStart = 0;
+  private windowBytes = 0;
+  private previousWindowBytes = 0;
+  /** When its last stream ended (Date.now()); undefined while it has one. */
+  idleSince: number | undefined = Date.now();
 
   private constructor(
     readonly conn: Duplex,
@@ -269,7 +288,38 @@ export class PortForwardSession {
     const s = new ForwardedStream(this, dataId, errorId);
     this.streams.set(dataId, s);
     this.streams.set(errorId, s);
+    this.idleSince = undefined;
     return s;
+  }
+
+  /** Counts bytes its streams carried. */
+  carried(bytes: number): void {
+    const now = Date.now();
+    const age = now - this.windowStart;
+    if (age >= BUSY_WINDOW_MS) {
+      this.previousWindowBytes = age < 2 * BUSY_WINDOW_MS ? this.windowBytes : 0;
+      this.windowStart = now;
+      this.windowBytes = 0;
+    }
+    this.windowBytes += bytes;
+  }
+
+  /** Its streams carried bytes at a bulk rate within the last BUSY_WINDOW_MS or so. */
+  get busy(): boolean {
+    return this.recentBytes >= BUSY_BYTES;
+  }
+
+  /** Bytes of the current window and the one before it, if they are recent. */
+  get recentBytes(): number {
+    const age = Date.now() - this.windowStart;
+    if (age >= 2 * BUSY_WINDOW_MS) return 0;
+    if (age >= BUSY_WINDOW_MS) return this.windowBytes;
+    return Math.max(this.windowBytes, this.previousWindowBytes);
+  }
+
+  /** Forwarded connections open on it. */
+  get streamCount(): number {
+    return this.streams.size / 2;
   }
 
   /** Ends the connection and every stream on it. */
@@ -308,6 +358,7 @@ export class PortForwardSession {
     this.streams.delete(s.dataId);
     this.streams.delete(s.errorId);
     this.unstall(s);
+    if (this.streams.size === 0) this.idleSince = Date.now();
     if (reset && !this.ended) {
       this.conn.write(encodeRstStream(s.dataId, RstStatus.Cancel));
       this.conn.write(encodeRstStream(s.errorId, RstStatus.Cancel));
@@ -336,8 +387,10 @@ export class PortForwardSession {
 
   private received(chunk: Buffer): void {
     this.reader.push(chunk);
+    let data = 0;
     for (let frame = this.reader.next(); frame && !this.ended; frame = this.reader.next()) {
       if (!frame.control) {
+        data += frame.data.length;
         this.streams
           .get(frame.streamId)
           ?.received(frame.streamId, frame.data, (frame.flags & FLAG_FIN) !== 0);
@@ -377,6 +430,7 @@ export class PortForwardSession {
           break;
       }
     }
+    if (data > 0) this.carried(data);
   }
 
   get label(): string {
@@ -423,6 +477,11 @@ export class ForwardedStream extends Duplex {
     this.session.unstall(this);
   }
 
+  /** Its session carries a transfer in bulk now: a new flow would wait behind it. */
+  get onBusySession(): boolean {
+    return this.session.busy;
+  }
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
     this.send([chunk], done);
   }
@@ -452,6 +511,9 @@ export class ForwardedStream extends Duplex {
       done();
       return;
     }
+    let bytes = 0;
+    for (const part of parts) bytes += part.length;
+    this.session.carried(bytes);
     // Each frame's header and payload leave in one write, not as a small record of their own.
     conn.cork();
     parts.forEach((part, i) => {
@@ -687,7 +749,7 @@ export async function forwardingListener(
   },
 ): Promise<ManagerForward> {
   const sockets = new Set<net.Socket>();
-  const shared = new SharedSession((t) => PortForwardSession.open(kc, namespace, t.pod, t.port, log));
+  const shared = new SharedSession((t) => PortForwardSession.open(kc, namespace, t.pod, t.port, log), log);
   const server = net.createServer({ noDelay: true }, (local) => {
     sockets.add(local);
     local.on('close', () => sockets.delete(local));
@@ -730,55 +792,123 @@ export async function forwardingListener(
 }
 
 /**
- * The one PortForwardSession to a target that its connections share (the manager's flow connections,
- * PodStreams): opened on first use, again once it ended or failed, and anew when the target names another
- * pod; the previous one is retired, so it closes once its connections have ended (a draining manager
- * finishes them). A caller that comes while one is being opened waits for that one, and fails with it.
+ * The PortForwardSessions to a target that its connections share (the manager's flow connections,
+ * PodStreams). A new connection goes on the oldest session not busy with a transfer in bulk; when every one
+ * is (or none is open), on a new session, up to MAX_SHARED_SESSIONS, beyond which it takes the least busy.
+ * So a download does not hold up the requests that start beside it (they would wait behind what it has in
+ * flight), and the connections that start meanwhile share the new session. One beyond the first is closed
+ * after EXTRA_SESSION_IDLE_MS without a stream.
+ *
+ * A session that ended or failed is opened again on the next use, and all are retired when the target names
+ * another pod: each closes once its connections have ended (a draining manager finishes them). Callers that
+ * come while a session is being opened wait for that one, and fail with it (unless another is open: they take
+ * that, busy or not).
  */
 class SharedSession {
-  private current: { target: ForwardTarget; session: Promise<PortForwardSession> } | undefined;
+  private target: ForwardTarget | undefined;
+  /** Open sessions to `target`, oldest first. */
+  private sessions: PortForwardSession[] = [];
+  private opening: Promise<PortForwardSession> | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
 
-  constructor(private readonly open: (target: ForwardTarget) => Promise<PortForwardSession>) {}
+  constructor(
+    private readonly open: (target: ForwardTarget) => Promise<PortForwardSession>,
+    private readonly log: Logger,
+  ) {}
 
   async get(target: ForwardTarget): Promise<PortForwardSession> {
-    const previous = this.current;
-    if (previous && (previous.target.pod !== target.pod || previous.target.port !== target.port)) {
-      this.current = undefined;
-      void previous.session.then(
-        (s) => s.retire(),
-        () => {},
-      );
+    if (!this.target || !sameTarget(this.target, target)) {
+      for (const s of this.sessions) s.retire();
+      this.sessions = [];
+      this.opening = undefined;
+      this.target = target;
     }
-    const first = this.current ?? this.start(target);
-    const session = await first.session;
-    if (!session.ended) return session;
-    if (this.current === first) this.current = undefined;
-    return (this.current ?? this.start(target)).session;
+    for (let attempt = 0; ; attempt++) {
+      if (this.closed) throw new Error('the port-forward was closed');
+      this.sessions = this.sessions.filter((s) => !s.ended);
+      const free = this.sessions.find((s) => !s.busy);
+      if (free) return free;
+      if (this.sessions.length >= MAX_SHARED_SESSIONS) return leastBusy(this.sessions);
+      const opening = this.opening ?? this.start(target);
+      try {
+        const session = await opening;
+        // Closed at once (the API server or the pod went away), or by close(): open again, once.
+        if (!session.ended || attempt > 0) return session;
+      } catch (err) {
+        const open = this.sessions.filter((s) => !s.ended);
+        if (open.length > 0) return leastBusy(open);
+        throw err;
+      }
+    }
+  }
+
+  /** Sessions open now (tests, status). */
+  get count(): number {
+    return this.sessions.filter((s) => !s.ended).length;
   }
 
   close(): void {
     this.closed = true;
-    void this.current?.session.then(
+    clearInterval(this.sweeper);
+    for (const s of this.sessions) s.close();
+    this.sessions = [];
+    void this.opening?.then(
       (s) => s.close(),
       () => {},
     );
   }
 
-  private start(target: ForwardTarget): NonNullable<SharedSession['current']> {
+  private start(target: ForwardTarget): Promise<PortForwardSession> {
+    if (this.sessions.length > 0)
+      this.log.debug('another port-forward session: the open ones carry transfers in bulk', {
+        pod: target.pod,
+        open: this.sessions.length,
+      });
     const opening = this.open(target);
-    const started = { target, session: opening };
-    this.current = started;
+    this.opening = opening;
     opening.then(
       (s) => {
+        if (this.opening === opening) this.opening = undefined;
         if (this.closed) s.close();
+        else if (this.target && sameTarget(this.target, target)) {
+          this.sessions.push(s);
+          this.sweep();
+        }
+        // Opened for a pod no longer the target: its callers take their connections first.
+        else setImmediate(() => s.retire());
       },
       () => {
-        if (this.current === started) this.current = undefined;
+        if (this.opening === opening) this.opening = undefined;
       },
     );
-    return started;
+    return opening;
   }
+
+  /** Closes the sessions beyond the first that have had no stream for EXTRA_SESSION_IDLE_MS; checks again while there are any. */
+  private sweep(): void {
+    const now = Date.now();
+    const [first, ...extra] = this.sessions.filter((s) => !s.ended);
+    const idle = extra.filter((s) => s.idleSince !== undefined && now - s.idleSince >= EXTRA_SESSION_IDLE_MS);
+    for (const s of idle) s.close('no longer used');
+    this.sessions = first ? [first, ...extra.filter((s) => !idle.includes(s))] : [];
+    if (this.sessions.length > 1 && !this.sweeper && !this.closed) {
+      this.sweeper = setInterval(() => this.sweep(), EXTRA_SESSION_IDLE_MS / 2);
+      this.sweeper.unref();
+    } else if (this.sessions.length <= 1 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+  }
+}
+
+function sameTarget(a: ForwardTarget, b: ForwardTarget): boolean {
+  return a.pod === b.pod && a.port === b.port;
+}
+
+/** The session whose streams carried the fewest bytes lately. */
+function leastBusy(sessions: PortForwardSession[]): PortForwardSession {
+  return sessions.reduce((a, b) => (b.recentBytes < a.recentBytes ? b : a));
 }
 
 /**
@@ -796,9 +926,7 @@ class SharedSession {
  * when its pod side ends (the agent restarted), and the spare opened again if none is left.
  */
 export class PodStreams {
-  private readonly sessions = new SharedSession((t) =>
-    PortForwardSession.open(this.kc, this.namespace, t.pod, t.port, this.log),
-  );
+  private readonly sessions: SharedSession;
   private closed = false;
   private readonly target: TargetResolver;
   /** The last target (logs and the flows' labels). */
@@ -814,6 +942,10 @@ export class PodStreams {
     target: ForwardTarget | TargetResolver,
     private readonly prelude?: Buffer,
   ) {
+    this.sessions = new SharedSession(
+      (t) => PortForwardSession.open(this.kc, this.namespace, t.pod, t.port, log),
+      log,
+    );
     this.target = 'resolve' in target ? target : { resolve: async () => target, failed: () => {} };
     if (!('resolve' in target)) this.last = target;
     const what =
@@ -826,6 +958,7 @@ export class PodStreams {
       log,
       spare: prelude !== undefined,
       maxIdleMs: SPARE_MAX_AGE_MS,
+      suits: (s) => !s.onBusySession,
     });
   }
 

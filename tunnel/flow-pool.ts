@@ -29,6 +29,11 @@ export interface FlowPoolOptions<T extends Duplex> {
   log: Logger;
   /** Keep one connection ready ahead of need (default true). */
   spare?: boolean;
+  /**
+   * Whether a ready connection suits a new flow now (default: all do); one that does not is closed instead of
+   * handed out (PodStreams: its port-forward carries a transfer in bulk, behind which the flow would wait).
+   */
+  suits?(connection: T): boolean;
   maxIdleMs?: number;
 }
 
@@ -109,7 +114,7 @@ export class FlowConnectionPool<T extends Duplex> {
   private take(): PooledConnection<T> | undefined {
     for (let r = this.ready.pop(); r; r = this.ready.pop()) {
       const held = r.take();
-      if (!usable(r.connection)) {
+      if (!usable(r.connection) || this.o.suits?.(r.connection) === false) {
         r.connection.destroy();
         continue;
       }
