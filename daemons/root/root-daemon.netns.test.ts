@@ -185,7 +185,7 @@ test('a new session of the same user daemon (it arrived again) is followed in pl
   assert.is(await wsText('curl', '-sS', '--max-time', '20', 'http://echo.default/'), 'hello from the pod');
   assert.match(
     fs.readFileSync(path.join(logDir, 'daemon.log'), 'utf8'),
-    `following a new session of the same user daemon: the VIF stays session=${second}`,
+    `following a new session: the VIF stays session=${second}`,
   );
   sessionId = second;
 });
@@ -254,6 +254,90 @@ test("with the user's cluster access the TCP flows take the root daemon's own po
   // Connected again without it: connections to the manager's address, as before.
   const back = await connect(daemon!);
   assert.match(back.message, new RegExp(`TCP flows on connections to ${ADDR.manager}:${MANAGER_PORT}`));
+  assert.is(await wsText('curl', '-sS', '--max-time', '20', 'http://echo.default/'), 'hello from the pod');
+});
+
+test("a new user daemon taking over a dead one's VIF is followed in place when the flows take the root daemon's own port-forward: the same VIF, a connection through it stays, calls go to the new daemon's forward", async () => {
+  // Each user daemon's forward to the manager: a relay on loopback of its own.
+  const relay = async (port: number) => {
+    const src = `const net=require('node:net');net.createServer((c)=>{const u=net.connect(${MANAGER_PORT},'${ADDR.manager}');c.pipe(u).pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy())}).listen(${port},'127.0.0.1',()=>console.log('listening'))`;
+    const p = lab.spawnIn(NS.ws, [process.execPath, '-e', src]);
+    await lab.waitForLine(p, /listening/);
+    return p;
+  };
+  const [forwardA, forwardB] = [await relay(18_711), await relay(18_712)];
+  const [ownerA, ownerB] = [lab.spawnIn(NS.ws, ['sleep', '600']), lab.spawnIn(NS.ws, ['sleep', '600'])];
+  // An API server that is not there: the flows go as Tunnel calls on the gRPC channel to the forward,
+  // which reaches the manager's address directly here (keepOut: as a user daemon keeps the API server's).
+  const keepOut = [ADDR.manager];
+  const clusterAccess = {
+    kubeconfig: JSON.stringify({ server: 'https://127.0.0.1:1' }),
+    managerNamespace: 'tp-system',
+  };
+  const index = async () => /^(\d+):/.exec(await wsText('ip', '-o', 'link', 'show', 'dev', 'tp0'))?.[1];
+  try {
+    await connect(daemon!, {
+      managerAddress: '127.0.0.1:18711',
+      clusterAccess,
+      keepOut,
+      ownerPid: ownerA.pid!,
+    });
+    const before = await index();
+    const held = lab.node(NS.ws, 'daemons/root/test/clients.js', ['held', ADDR.service, '80']);
+    const first = JSON.parse((await lab.waitForLine(held, /(\{"first".*\})\n/))[1]!) as { first: string };
+    assert.is(first.first.trim(), 'hello from the pod');
+    // The user daemon is killed; `tp connect` starts another, with a session and a forward of its own.
+    await lab.stop(ownerA, 'SIGKILL');
+    const keeper = lab.node(NS.ws, 'daemons/root/test/session-keeper.js', [
+      `${ADDR.manager}:${MANAGER_PORT}`,
+    ]);
+    const second = (await lab.waitForLine(keeper, /session (\S+)/))[1]!;
+    const status = await connect(daemon!, {
+      managerAddress: '127.0.0.1:18712',
+      sessionId: second,
+      clusterAccess,
+      keepOut,
+      ownerPid: ownerB.pid!,
+    });
+    assert.match(status.message, /its own port-forward/);
+    assert.is(await index(), before, 'the same interface, not a new one');
+    const answered = lab.waitForLine(held, /(\{"(?:second|error)".*\})\n/);
+    held.kill('SIGUSR2');
+    const after = JSON.parse((await answered)[1]!) as { second?: string; error?: string; sockets: number };
+    assert.equal(
+      { ...after, second: after.second?.trim() },
+      { second: 'hello from the pod', sockets: 1 },
+      'the connection opened before the takeover carried a request after it',
+    );
+    // The dead daemon's forward is gone: names and new connections go to the new one.
+    await lab.stop(forwardA, 'SIGKILL');
+    assert.is(await wsText('curl', '-sS', '--max-time', '20', 'http://echo.default/'), 'hello from the pod');
+    const log = fs.readFileSync(path.join(logDir, 'daemon.log'), 'utf8');
+    assert.match(log, `a new user daemon took the VIF over: the VIF stays pid=${ownerB.pid}`);
+    assert.match(log, "the traffic manager's address changed address=127.0.0.1:18712");
+    // Another user daemon while this one lives is refused, as before.
+    await connect(daemon!, {
+      managerAddress: '127.0.0.1:18712',
+      sessionId: second,
+      clusterAccess,
+      ownerPid: 1,
+    }).then(
+      () => assert.unreachable('a second live user daemon took the VIF'),
+      (e: Error) =>
+        assert.match(
+          e.message,
+          `the VIF is in use by another tp session (its user daemon is pid ${ownerB.pid})`,
+        ),
+    );
+  } finally {
+    await lab.stop(ownerB, 'SIGKILL');
+    await lab.stop(ownerA, 'SIGKILL');
+    await lab.stop(forwardA, 'SIGKILL');
+    await lab.stop(forwardB, 'SIGKILL');
+    // Back to the manager's address, without an owner (the tests after this one; a dead owner's VIF
+    // would be put back after its grace).
+    await connect(daemon!);
+  }
   assert.is(await wsText('curl', '-sS', '--max-time', '20', 'http://echo.default/'), 'hello from the pod');
 });
 

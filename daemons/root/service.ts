@@ -51,6 +51,7 @@ export class RootDaemon {
         );
       if (this.session?.follows(req)) {
         await this.session.follow(req);
+        if (req.ownerPid !== this.ownerPid) this.watchOwner(req.ownerPid);
         this.lastError = '';
         return this.session.status();
       }

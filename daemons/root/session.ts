@@ -210,6 +210,29 @@ function flowWay(req: ValidatedRequest, log: Logger): FlowWay {
   };
 }
 
+/**
+ * The gRPC client to the manager at `at`'s address. Every call (tunnel streams, LookupDNS, the cluster info
+ * watch) carries the session's credential; `session` holds the current one (follow() changes it).
+ */
+function managerClient(
+  at: Pick<ValidatedRequest, 'managerIp' | 'managerPort'>,
+  session: Pick<ValidatedRequest, 'credential'>,
+): ManagerClient {
+  const target = at.managerIp.includes(':')
+    ? `[${at.managerIp}]:${at.managerPort}`
+    : `${at.managerIp}:${at.managerPort}`;
+  return new ManagerClient(target, grpc.credentials.createInsecure(), {
+    ...workstationChannelOptions(),
+    interceptors: [bearerInterceptor(() => session.credential)],
+  });
+}
+
+/** Whether a manager address (HOST:PORT) names a loopback host. */
+function onLoopback(address: string): boolean {
+  const host = address.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+  return host.startsWith('127.') || host === '::1' || host === 'localhost';
+}
+
 /** The nameservers of a resolv.conf (they must keep their path, whatever the cluster's subnets are). */
 function currentNameservers(file: string): string[] {
   try {
@@ -229,7 +252,7 @@ export class ConnectedSession {
   private constructor(
     private readonly settings: DaemonSettings,
     private readonly req: ValidatedRequest,
-    private readonly client: ManagerClient,
+    private client: ManagerClient,
     private readonly flows: FlowWay,
     private readonly dialer: TunnelFlowDialer,
     private readonly vif: VirtualInterface,
@@ -249,10 +272,18 @@ export class ConnectedSession {
    */
   follows(request: ConnectRequest): boolean {
     const a = this.origin;
+    // A new user daemon (connect() refuses one while the owner lives: this one died) and its forward's new
+    // address are followed too when the TCP flows go on this daemon's own port-forward, which neither
+    // daemon carries, and both addresses are on loopback (neither routed nor kept out of the VIF).
+    const sameDaemon = a.managerAddress === request.managerAddress && a.ownerPid === request.ownerPid;
+    const takenOver =
+      !!a.clusterAccess?.kubeconfig &&
+      !!request.clusterAccess?.kubeconfig &&
+      onLoopback(a.managerAddress) &&
+      onLoopback(request.managerAddress);
     return (
-      a.managerAddress === request.managerAddress &&
+      (sameDaemon || takenOver) &&
       a.namespace === request.namespace &&
-      a.ownerPid === request.ownerPid &&
       a.allowConflictingSubnets === request.allowConflictingSubnets &&
       sameList(a.alsoProxy, request.alsoProxy) &&
       sameList(a.neverProxy, request.neverProxy) &&
@@ -271,17 +302,38 @@ export class ConnectedSession {
     if (!request.sessionId)
       throw new UsageError('Connect needs the session id of the client session with the traffic manager');
     const access = validAccess(request);
+    const moved = request.managerAddress !== this.origin.managerAddress;
+    const next = moved ? await validate(request) : undefined;
+    if (request.ownerPid !== this.origin.ownerPid)
+      this.settings.log.info('a new user daemon took the VIF over: the VIF stays', {
+        pid: request.ownerPid,
+        was: this.origin.ownerPid,
+      });
     this.origin = request;
+    if (next) {
+      // The gRPC channel (UDP flows, DNS lookups, the cluster info watch) goes to the new daemon's forward.
+      const old = this.client;
+      this.client = managerClient(next, this.req);
+      this.dialer.replaceClient(this.client);
+      Object.assign(this.req, {
+        managerHost: next.managerHost,
+        managerIp: next.managerIp,
+        managerPort: next.managerPort,
+      });
+      old.close();
+      this.settings.log.info("the traffic manager's address changed", { address: request.managerAddress });
+    }
     if (access && this.req.access && access.text !== this.req.access.text) {
       this.settings.log.info('the cluster credential was renewed');
       this.flows.renew(access);
       this.req.access = access;
     }
-    if (request.sessionId !== this.req.sessionId) {
-      this.settings.log.info('following a new session of the same user daemon: the VIF stays', {
-        session: request.sessionId,
-        was: this.req.sessionId,
-      });
+    if (request.sessionId !== this.req.sessionId || next) {
+      if (request.sessionId !== this.req.sessionId)
+        this.settings.log.info('following a new session: the VIF stays', {
+          session: request.sessionId,
+          was: this.req.sessionId,
+        });
       this.req.sessionId = request.sessionId;
       this.req.credential = request.sessionCredential;
       clearTimeout(this.watchTimer);
@@ -326,15 +378,7 @@ export class ConnectedSession {
 
     const undo: Array<() => Promise<void> | void> = [];
     try {
-      const target = req.managerIp.includes(':')
-        ? `[${req.managerIp}]:${req.managerPort}`
-        : `${req.managerIp}:${req.managerPort}`;
-      // Every call (tunnel streams, LookupDNS, the cluster info watch) carries the session's credential;
-      // `req` holds the current session (follow() changes it).
-      const client = new ManagerClient(target, grpc.credentials.createInsecure(), {
-        ...workstationChannelOptions(),
-        interceptors: [bearerInterceptor(() => req.credential)],
-      });
+      const client = managerClient(req, req);
       undo.push(() => client.close());
       // TCP flows on connections of their own to the manager's port, while it says it takes them.
       const flows = flowWay(req, log.child('tunnel'));
@@ -382,7 +426,7 @@ export class ConnectedSession {
               try {
                 return await unary<{ rcode: number; ips: string[]; ttlSeconds: number; raw: Buffer }>(
                   (md, opts, cb) =>
-                    client.lookupDns(
+                    (session?.client ?? client).lookupDns(
                       { session: { sessionId: req.sessionId, remainIntervalMs: 0 }, name: fqdn, qtype },
                       md,
                       opts,

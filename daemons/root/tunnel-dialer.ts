@@ -94,6 +94,11 @@ export class TunnelFlowDialer implements FlowDialer {
 
   constructor(private readonly o: TunnelDialerOptions) {}
 
+  /** Tunnel calls from now on go on `client` (a new user daemon took the VIF over: its forward's address). */
+  replaceClient(client: ManagerClient): void {
+    this.o.client = client;
+  }
+
   /** The session ends: flows waiting for the manager give up now. */
   close(): void {
     this.closed = true;
