@@ -2,9 +2,11 @@
 // manager (one datagram per DATA), protocols the tunnel does not carry, and LookupDNS in standalone mode
 // answered by a real DNS server (a zone server on loopback plays the cluster's DNS).
 import * as dgram from 'node:dgram';
+import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor } from '../command/wait.js';
 import { decodeMessage, TYPE } from '../dns/wire.js';
 import { setLevel } from '../logging/logger.js';
 import type { DNSResponse, SessionInfo, TunnelMessage } from '../rpc/gen/manager.js';
@@ -19,8 +21,14 @@ setLevel('error');
 
 const clientInfo = { name: 'alice@laptop', installId: 'x', version: '0.1.0', namespace: '' };
 
-async function rig() {
-  const manager = await startManager({ host: '127.0.0.1', port: 0, clientTtlMs: 15_000, agentTtlMs: 15_000 });
+async function rig(lostSessionLingerMs?: number) {
+  const manager = await startManager({
+    host: '127.0.0.1',
+    port: 0,
+    clientTtlMs: 15_000,
+    agentTtlMs: 15_000,
+    ...(lostSessionLingerMs !== undefined ? { lostSessionLingerMs } : {}),
+  });
   const client = new ManagerClient(
     `127.0.0.1:${manager.port}`,
     grpc.credentials.createInsecure(),
@@ -148,6 +156,65 @@ test('LookupDNS (standalone): a real query, so "no AAAA" is not "no such name", 
     assert.is(down.rcode, 2);
   } finally {
     if (!closed) zone.close();
+    await r.close();
+  }
+});
+
+test("a client session lost (its user daemon died) still takes the workstation's flows and DNS lookups a while, nothing else; then it is unknown", async () => {
+  const r = await rig(2_000);
+  const zone = await startZoneServer('127.0.0.1', 0, {
+    'echo.default.svc.cluster.local.': { A: ['10.96.0.20'] },
+  });
+  r.manager.core.dnsServers = () => [{ address: '127.0.0.1', port: zone.port }];
+  const target = net.createServer((s) => {
+    s.on('error', () => {});
+    s.end('hi');
+  });
+  await new Promise<void>((res) => target.listen(0, '127.0.0.1', res));
+  const port = (target.address() as net.AddressInfo).port;
+  const info = { sessionId: r.sessionId, remainIntervalMs: 0 };
+  const lookup = () =>
+    r.call<DNSResponse>((md, o, cb) =>
+      r.client.lookupDns(
+        { session: info, name: 'echo.default.svc.cluster.local.', qtype: TYPE.A },
+        md,
+        o,
+        cb,
+      ),
+    );
+  const remain = () => r.call<unknown>((md, o, cb) => r.client.remain({ session: info }, md, o, cb));
+  try {
+    // The user daemon's dial stream closes: the manager declares its session lost at once.
+    const dials = r.client.watchDial(info);
+    dials.on('error', () => {});
+    await new Promise((res) => setTimeout(res, 200));
+    dials.cancel();
+    await waitFor(
+      'the session lost',
+      () =>
+        remain().then(
+          () => undefined,
+          () => true,
+        ),
+      5_000,
+      50,
+    );
+    const flow = openRaw(r.client, r.sessionId, { protocol: 6, port });
+    await flow.next(TunnelCode.DIAL_OK);
+    flow.call.end();
+    assert.equal((await lookup()).ips, ['10.96.0.20'], 'a DNS lookup of the lost session');
+    // Past the linger: unknown, as a session that expired.
+    await new Promise((res) => setTimeout(res, 2_100));
+    const late = openRaw(r.client, r.sessionId, { protocol: 6, port });
+    assert.match((await late.next(TunnelCode.DIAL_REJECT)).error, /is unknown to the traffic manager/);
+    late.call.end();
+    await lookup().then(
+      () => assert.unreachable('a lookup of an unknown session was answered'),
+      (e: Error) => assert.match(e.message, /is not known to the traffic manager/),
+    );
+  } finally {
+    target.close();
+    zone.close();
     await r.close();
   }
 });

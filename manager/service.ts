@@ -193,7 +193,7 @@ export class ManagerCore {
 
   /** A client's dial stream closed: the workstation is gone, its session ends now. */
   private lost(sessionId: string): void {
-    const s = this.sessions.depart(sessionId);
+    const s = this.sessions.lose(sessionId);
     if (s) this.ended(s, 'lost');
   }
 
@@ -217,8 +217,9 @@ export class ManagerCore {
     };
   }
 
-  session(id: string): Session {
-    const s = this.sessions.get(id);
+  /** `workstation`: a client session lost lately counts too (SessionRegistry.forWorkstation). */
+  session(id: string, workstation = false): Session {
+    const s = workstation ? this.sessions.forWorkstation(id) : this.sessions.get(id);
     if (!s)
       throw new SessionGone(
         `session ${id || '(none)'} is not known to the traffic manager (it expired or the manager restarted): arrive again`,
@@ -243,8 +244,8 @@ export class ManagerCore {
   }
 
   /** The session a call names, which must carry its credential (AccessDenied otherwise, in enforcing mode). */
-  callerSession(metadata: Metadata | undefined, id: string, call: string): Session {
-    const s = this.session(id);
+  callerSession(metadata: Metadata | undefined, id: string, call: string, workstation = false): Session {
+    const s = this.session(id, workstation);
     this.access.session(metadata, s, call);
     return s;
   }
@@ -618,7 +619,9 @@ export function managerService(core: ManagerCore): ManagerServer {
     }),
 
     lookupDns: unary('LookupDNS', async (req, call) => {
-      core.callerSession(call.metadata, req.session?.sessionId ?? '', 'LookupDNS');
+      // The VIF's lookups are taken for a client session lost lately (its root daemon waits for a new user
+      // daemon meanwhile).
+      core.callerSession(call.metadata, req.session?.sessionId ?? '', 'LookupDNS', true);
       // A real DNS query, not getaddrinfo: "no AAAA record" stays NOERROR (getaddrinfo would say "not
       // found", and the workstation would then not even ask for A), and SRV, TXT, PTR… come back as the
       // server gave them.

@@ -48,6 +48,31 @@ test('an unknown session cannot heartbeat; depart forgets it', () => {
   assert.is(r.depart(c.id), undefined);
 });
 
+test("a lost client session is gone but for its workstation's flows, until its linger ends; a departed one and an agent's do not linger", () => {
+  let now = 0;
+  const r = new SessionRegistry(
+    { clientTtlMs: 3000, agentTtlMs: 3000, lostSessionLingerMs: 1000 },
+    () => now,
+  );
+  const lost = r.arriveClient(client);
+  const departed = r.arriveClient(client);
+  const a = r.arriveAgent(agent);
+  assert.is(r.lose(lost.id)?.id, lost.id);
+  r.depart(departed.id);
+  r.lose(a.id);
+  assert.is(r.client(lost.id), undefined, 'gone for everything else');
+  assert.not.ok(r.remain(lost.id));
+  assert.is(r.forWorkstation(lost.id)?.id, lost.id);
+  assert.is(r.forWorkstation(departed.id), undefined);
+  assert.is(r.forWorkstation(a.id), undefined);
+  now = 999;
+  r.expire();
+  assert.is(r.forWorkstation(lost.id)?.id, lost.id);
+  now = 1000;
+  assert.is(r.forWorkstation(lost.id), undefined);
+  assert.equal(r.clients(), []);
+});
+
 test('sessions are kept apart by kind', () => {
   const r = new SessionRegistry({ clientTtlMs: 3000, agentTtlMs: 3000 });
   const c = r.arriveClient(client);

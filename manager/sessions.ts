@@ -35,9 +35,20 @@ export interface SessionTtls {
    * are held for the same user and workstation to take back (default DEFAULT_INTERCEPT_GRACE_MS).
    */
   interceptGraceMs?: number;
+  /** How long a lost client session still takes its workstation's flows (default LOST_SESSION_LINGER_MS). */
+  lostSessionLingerMs?: number;
 }
 
 export const DEFAULT_INTERCEPT_GRACE_MS = 120_000;
+
+/**
+ * How long a lost client session (its dial stream closed: the user daemon died, its port-forward broke)
+ * still takes the workstation's own flows and DNS lookups: the root daemon keeps the VIF for a new user
+ * daemon (daemons/root/service.ts OWNER_GRACE_MS, checked every 2 s) and carries on under the new session
+ * it brings; meanwhile its connections to the cluster neither fail nor wait. Nothing else of the session
+ * lingers: its intercepts are held, its watches end, no call but those finds it.
+ */
+export const LOST_SESSION_LINGER_MS = 15_000;
 
 /** Heartbeats come every 5 s, or faster when a short TTL needs it (three chances before expiry). */
 export function remainIntervalMs(ttlMs: number): number {
@@ -46,6 +57,8 @@ export function remainIntervalMs(ttlMs: number): number {
 
 export class SessionRegistry {
   private readonly sessions = new Map<string, Session>();
+  /** Client sessions lost within LOST_SESSION_LINGER_MS, and when each stops lingering. */
+  private readonly lingering = new Map<string, { session: ClientSession; until: number }>();
 
   constructor(
     readonly ttls: SessionTtls,
@@ -91,12 +104,31 @@ export class SessionRegistry {
   depart(id: string): Session | undefined {
     const s = this.sessions.get(id);
     this.sessions.delete(id);
+    this.lingering.delete(id);
     return s;
+  }
+
+  /** A client session lost, not departed: gone, but its workstation's flows are taken a while longer. */
+  lose(id: string): Session | undefined {
+    const s = this.depart(id);
+    const linger = this.ttls.lostSessionLingerMs ?? LOST_SESSION_LINGER_MS;
+    if (s?.kind === 'client') this.lingering.set(id, { session: s, until: this.now() + linger });
+    return s;
+  }
+
+  /** The session a workstation's own flow or DNS lookup names: a live one, or a client session lost lately. */
+  forWorkstation(id: string): Session | undefined {
+    const live = this.sessions.get(id);
+    if (live) return live;
+    const lost = this.lingering.get(id);
+    if (lost && this.now() < lost.until) return lost.session;
+    return undefined;
   }
 
   /** Removes and returns the sessions silent for longer than their TTL. */
   expire(): Session[] {
     const t = this.now();
+    for (const [id, lost] of this.lingering) if (t >= lost.until) this.lingering.delete(id);
     const gone: Session[] = [];
     for (const s of this.sessions.values()) {
       const ttl = s.kind === 'client' ? this.ttls.clientTtlMs : this.ttls.agentTtlMs;

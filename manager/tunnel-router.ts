@@ -238,7 +238,11 @@ export class TunnelRouter {
       );
       return;
     }
-    const session = this.sessions.get(info.sessionId);
+    // A workstation's own flow is taken for a client session lost lately (its root daemon waits for a new
+    // user daemon meanwhile); an intercepted connection (interceptId) needs a live one.
+    const session = info.interceptId
+      ? this.sessions.get(info.sessionId)
+      : this.sessions.forWorkstation(info.sessionId);
     if (!session) {
       // An agent's intercepted connection then goes to the app (the agent re-arrives meanwhile).
       this.refuse(
