@@ -317,11 +317,6 @@ export class PortForwardSession {
     return Math.max(this.windowBytes, this.previousWindowBytes);
   }
 
-  /** Forwarded connections open on it. */
-  get streamCount(): number {
-    return this.streams.size / 2;
-  }
-
   /** Ends the connection and every stream on it. */
   close(reason = 'the port-forward was closed'): void {
     if (this.ended) return;
@@ -841,11 +836,6 @@ class SharedSession {
         throw err;
       }
     }
-  }
-
-  /** Sessions open now (tests, status). */
-  get count(): number {
-    return this.sessions.filter((s) => !s.ended).length;
   }
 
   close(): void {
