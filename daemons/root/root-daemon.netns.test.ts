@@ -79,6 +79,33 @@ async function wsText(...argv: string[]): Promise<string> {
   return r.stdout.trim();
 }
 
+/** The VIF's interface index: the same one means the VIF was kept, not made anew. */
+async function vifIndex(): Promise<string | undefined> {
+  return /^(\d+):/.exec(await wsText('ip', '-o', 'link', 'show', 'dev', 'tp0'))?.[1];
+}
+
+/**
+ * A connection through the VIF to the echo Service that has had its first answer; `again(why)` sends its
+ * second request and asserts it was answered on the same connection.
+ */
+async function heldConnection(): Promise<{ again(why: string): Promise<void> }> {
+  const held = lab.node(NS.ws, 'daemons/root/test/clients.js', ['held', ADDR.service, '80']);
+  const first = JSON.parse((await lab.waitForLine(held, /(\{"first".*\})\n/))[1]!) as { first: string };
+  assert.is(first.first.trim(), 'hello from the pod');
+  return {
+    again: async (why) => {
+      const answered = lab.waitForLine(held, /(\{"(?:second|error)".*\})\n/);
+      held.kill('SIGUSR2');
+      const after = JSON.parse((await answered)[1]!) as { second?: string; error?: string; sockets: number };
+      assert.equal(
+        { ...after, second: after.second?.trim() },
+        { second: 'hello from the pod', sockets: 1 },
+        why,
+      );
+    },
+  };
+}
+
 /** What tp may leave in the workstation namespace: must be nothing after quit or a refused connect. */
 async function leftovers(): Promise<string[]> {
   const found: string[] = [];
@@ -164,24 +191,14 @@ test('a new session of the same user daemon (it arrived again) is followed in pl
   const keeper = lab.node(NS.ws, 'daemons/root/test/session-keeper.js', [`${ADDR.manager}:${MANAGER_PORT}`]);
   const second = (await lab.waitForLine(keeper, /session (\S+)/))[1]!;
   assert.is.not(second, sessionId);
-  const index = async () => /^(\d+):/.exec(await wsText('ip', '-o', 'link', 'show', 'dev', 'tp0'))?.[1];
-  const before = await index();
+  const before = await vifIndex();
   const resolv = fs.readFileSync(RESOLV_CONF, 'utf8');
-  const held = lab.node(NS.ws, 'daemons/root/test/clients.js', ['held', ADDR.service, '80']);
-  const first = JSON.parse((await lab.waitForLine(held, /(\{"first".*\})\n/))[1]!) as { first: string };
-  assert.is(first.first.trim(), 'hello from the pod');
+  const held = await heldConnection();
   const status = await connect(daemon!, { sessionId: second });
   assert.is(status.vifName, 'tp0');
-  assert.is(await index(), before, 'the same interface, not a new one');
+  assert.is(await vifIndex(), before, 'the same interface, not a new one');
   assert.is(fs.readFileSync(RESOLV_CONF, 'utf8'), resolv, 'resolv.conf untouched');
-  const answered = lab.waitForLine(held, /(\{"(?:second|error)".*\})\n/);
-  held.kill('SIGUSR2');
-  const after = JSON.parse((await answered)[1]!) as { second?: string; error?: string; sockets: number };
-  assert.equal(
-    { ...after, second: after.second?.trim() },
-    { second: 'hello from the pod', sockets: 1 },
-    'the connection opened before the change carried a request after it',
-  );
+  await held.again('the connection opened before the change carried a request after it');
   assert.is(await wsText('curl', '-sS', '--max-time', '20', 'http://echo.default/'), 'hello from the pod');
   assert.match(
     fs.readFileSync(path.join(logDir, 'daemon.log'), 'utf8'),
@@ -237,11 +254,10 @@ test("with the user's cluster access the TCP flows take the root daemon's own po
     /the flow goes as a Tunnel call.*no flow connection: cannot read Service tp-system\/traffic-manager: connect ECONNREFUSED 127\.0\.0\.1:1/,
   );
   // A renewed credential (the user daemon sends it when it changed) is taken in place: the same VIF.
-  const index = async () => /^(\d+):/.exec(await wsText('ip', '-o', 'link', 'show', 'dev', 'tp0'))?.[1];
-  const before = await index();
+  const before = await vifIndex();
   const renewed = { ...clusterAccess, kubeconfig: JSON.stringify({ server: 'https://127.0.0.1:2' }) };
   assert.match((await connect(daemon!, { clusterAccess: renewed })).message, /its own port-forward/);
-  assert.is(await index(), before, 'the same interface, not a new one');
+  assert.is(await vifIndex(), before, 'the same interface, not a new one');
   assert.match(
     fs.readFileSync(path.join(logDir, 'daemon.log'), 'utf8'),
     'the cluster credential was renewed',
@@ -274,7 +290,6 @@ test("a new user daemon taking over a dead one's VIF is followed in place when t
     kubeconfig: JSON.stringify({ server: 'https://127.0.0.1:1' }),
     managerNamespace: 'tp-system',
   };
-  const index = async () => /^(\d+):/.exec(await wsText('ip', '-o', 'link', 'show', 'dev', 'tp0'))?.[1];
   try {
     await connect(daemon!, {
       managerAddress: '127.0.0.1:18711',
@@ -282,10 +297,8 @@ test("a new user daemon taking over a dead one's VIF is followed in place when t
       keepOut,
       ownerPid: ownerA.pid!,
     });
-    const before = await index();
-    const held = lab.node(NS.ws, 'daemons/root/test/clients.js', ['held', ADDR.service, '80']);
-    const first = JSON.parse((await lab.waitForLine(held, /(\{"first".*\})\n/))[1]!) as { first: string };
-    assert.is(first.first.trim(), 'hello from the pod');
+    const before = await vifIndex();
+    const held = await heldConnection();
     // The user daemon is killed; `tp connect` starts another, with a session and a forward of its own.
     await lab.stop(ownerA, 'SIGKILL');
     const keeper = lab.node(NS.ws, 'daemons/root/test/session-keeper.js', [
@@ -300,15 +313,8 @@ test("a new user daemon taking over a dead one's VIF is followed in place when t
       ownerPid: ownerB.pid!,
     });
     assert.match(status.message, /its own port-forward/);
-    assert.is(await index(), before, 'the same interface, not a new one');
-    const answered = lab.waitForLine(held, /(\{"(?:second|error)".*\})\n/);
-    held.kill('SIGUSR2');
-    const after = JSON.parse((await answered)[1]!) as { second?: string; error?: string; sockets: number };
-    assert.equal(
-      { ...after, second: after.second?.trim() },
-      { second: 'hello from the pod', sockets: 1 },
-      'the connection opened before the takeover carried a request after it',
-    );
+    assert.is(await vifIndex(), before, 'the same interface, not a new one');
+    await held.again('the connection opened before the takeover carried a request after it');
     // The dead daemon's forward is gone: names and new connections go to the new one.
     await lab.stop(forwardA, 'SIGKILL');
     assert.is(await wsText('curl', '-sS', '--max-time', '20', 'http://echo.default/'), 'hello from the pod');
