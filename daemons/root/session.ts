@@ -21,7 +21,7 @@ import {
 import { importClusterAccess } from '../../kube/cluster-access.js';
 import { type ApiAccess, managerTarget, PodStreams } from '../../kube/port-forward.js';
 import type { Logger } from '../../logging/logger.js';
-import { type Cidr, parseCidr, parseHostPort, UsageError } from '../../netaddr/parse.js';
+import { type Cidr, formatHostPort, parseCidr, parseHostPort, UsageError } from '../../netaddr/parse.js';
 import { bearerInterceptor } from '../../rpc/call-credentials.js';
 import type { DaemonStatus } from '../../rpc/gen/connector.js';
 import type { ConnectRequest } from '../../rpc/gen/daemon.js';
@@ -218,10 +218,7 @@ function managerClient(
   at: Pick<ValidatedRequest, 'managerIp' | 'managerPort'>,
   session: Pick<ValidatedRequest, 'credential'>,
 ): ManagerClient {
-  const target = at.managerIp.includes(':')
-    ? `[${at.managerIp}]:${at.managerPort}`
-    : `${at.managerIp}:${at.managerPort}`;
-  return new ManagerClient(target, grpc.credentials.createInsecure(), {
+  return new ManagerClient(formatHostPort(at.managerIp, at.managerPort), grpc.credentials.createInsecure(), {
     ...workstationChannelOptions(),
     interceptors: [bearerInterceptor(() => session.credential)],
   });
@@ -229,7 +226,12 @@ function managerClient(
 
 /** Whether a manager address (HOST:PORT) names a loopback host. */
 function onLoopback(address: string): boolean {
-  const host = address.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+  let host: string;
+  try {
+    host = parseHostPort(address).host;
+  } catch {
+    return false;
+  }
   return host.startsWith('127.') || host === '::1' || host === 'localhost';
 }
 
