@@ -192,8 +192,21 @@ export async function kindUp(
     env,
     progress,
   });
-  const clusters = await runCommand(['kind', 'get', 'clusters'], { env });
-  if (!clusters.stdout.split('\n').includes(CLUSTER_NAME)) {
+  if (await hasCluster(env)) {
+    const stale = docker.startedNow
+      ? `it is left in Docker's data (${p.dockerData}) by an engine that stopped without \`tp-kind down\` (a crash, a reboot, a killed run), and its node restarted from that state`
+      : await unhealthy(p.kubeconfig, labBin, env);
+    if (stale) {
+      progress(
+        `tp-kind: the ${CLUSTER_NAME} cluster found is not used: ${stale}; deleting it to create it anew`,
+      );
+      await runCommand(['kind', 'delete', 'cluster', '--name', CLUSTER_NAME, '--kubeconfig', p.kubeconfig], {
+        env,
+        timeoutMs: 300_000,
+      });
+    } else progress(`tp-kind: using the ${CLUSTER_NAME} cluster kept from an earlier \`tp-kind up\``);
+  }
+  if (!(await hasCluster(env))) {
     const networks = await runCommand(['docker', 'network', 'ls', '--format', '{{.Name}}'], { env });
     if (!networks.stdout.split('\n').includes(NETWORK))
       await runCommand(['docker', 'network', 'create', '--driver=bridge', NETWORK], { env });
@@ -263,6 +276,40 @@ export async function kindDown(p: KindPaths, progress: (line: string) => void): 
   for (const f of [p.kubeconfig, p.wsKubeconfig, p.workstation, p.clusterConfig])
     fs.rmSync(f, { force: true });
   return docker?.ours ? await dockerLeftovers(p, docker) : [];
+}
+
+async function hasCluster(env: NodeJS.ProcessEnv): Promise<boolean> {
+  const clusters = await runCommand(['kind', 'get', 'clusters'], { env });
+  return clusters.stdout.split('\n').includes(CLUSTER_NAME);
+}
+
+/**
+ * Why a cluster kept from an earlier `up` (Docker still running: TP_KIND_KEEP=1) cannot be used, or
+ * undefined when its API server lets kind's admin do everything within a minute.
+ */
+async function unhealthy(
+  kubeconfig: string,
+  labBin: string,
+  env: NodeJS.ProcessEnv,
+): Promise<string | undefined> {
+  if (!fs.existsSync(kubeconfig)) return `its kubeconfig ${kubeconfig} is gone`;
+  const kubectl = path.join(labBin, 'kubectl');
+  let last = '';
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const r = await runCommand(
+      [kubectl, '--kubeconfig', kubeconfig, 'auth', 'can-i', '*', '*', '--all-namespaces'],
+      {
+        env,
+        check: false,
+        timeoutMs: 15_000,
+      },
+    );
+    if (r.code === 0 && r.stdout.trim() === 'yes') return undefined;
+    last = (r.stderr || r.stdout).trim().split('\n').slice(-1)[0] ?? '';
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+  }
+  return `its API server did not grant its admin everything within 60 s (kubectl auth can-i '*' '*': ${last || 'no answer'})`;
 }
 
 async function kubernetesVersion(labBin: string): Promise<string> {

@@ -160,15 +160,21 @@ export function dockerEnv(state: DockerState): NodeJS.ProcessEnv {
   return { ...process.env, DOCKER_HOST: state.host };
 }
 
-/** Uses a running Docker engine, or starts one of our own. */
-export async function ensureDocker(p: KindPaths, progress: (line: string) => void): Promise<DockerState> {
+/**
+ * Uses a running Docker engine, or starts one of our own (`startedNow`: this call started it, so a container
+ * in its data root was left by an engine that stopped without `tp-kind down`).
+ */
+export async function ensureDocker(
+  p: KindPaths,
+  progress: (line: string) => void,
+): Promise<DockerState & { startedNow: boolean }> {
   const saved = readDockerState(p);
-  if (saved && (await answers(dockerEnv(saved)))) return saved;
+  if (saved && (await answers(dockerEnv(saved)))) return { ...saved, startedNow: false };
   const user = process.env.DOCKER_HOST || 'unix:///var/run/docker.sock';
   if (await answers({ ...process.env, DOCKER_HOST: user })) {
     const state: DockerState = { ours: false, host: user };
     writeDockerState(p, state);
-    return state;
+    return { ...state, startedNow: false };
   }
   const dockerd = ['/usr/sbin/dockerd', '/usr/bin/dockerd'].find((f) => fs.existsSync(f));
   if (!dockerd)
@@ -212,7 +218,7 @@ export async function ensureDocker(p: KindPaths, progress: (line: string) => voi
   ).catch((err: Error) => {
     throw new Error(`${err.message}; its log: ${p.dockerLog}`);
   });
-  return state;
+  return { ...state, startedNow: true };
 }
 
 export function readDockerState(p: KindPaths): DockerState | undefined {
