@@ -730,9 +730,12 @@ export function forwardToPod(
   });
 }
 
-/** Listens on 127.0.0.1 (a free port) and forwards each connection to where `how.target()` says. */
+/**
+ * Listens on 127.0.0.1 (a free port) and forwards each connection to where `how.target()` says. `kc`: the
+ * access, or a function giving the access of the moment (the root daemon's is renewed).
+ */
 export async function forwardingListener(
-  kc: ApiAccess,
+  kc: ApiAccess | (() => ApiAccess),
   log: Logger,
   namespace: string,
   what: string,
@@ -743,8 +746,12 @@ export async function forwardingListener(
     shareFlowConnections?: boolean;
   },
 ): Promise<ManagerForward> {
+  const access = typeof kc === 'function' ? kc : () => kc;
   const sockets = new Set<net.Socket>();
-  const shared = new SharedSession((t) => PortForwardSession.open(kc, namespace, t.pod, t.port, log), log);
+  const shared = new SharedSession(
+    (t) => PortForwardSession.open(access(), namespace, t.pod, t.port, log),
+    log,
+  );
   const server = net.createServer({ noDelay: true }, (local) => {
     sockets.add(local);
     local.on('close', () => sockets.delete(local));
@@ -757,7 +764,7 @@ export async function forwardingListener(
         if (first && first.length > 0 && agreesWithFlowMagic(first)) {
           const session = await shared.get(target);
           pipeForwarded(session.stream(), local, log, target.pod, target.port, () => {}, true);
-        } else await forwardSocket(kc, namespace, target.pod, target.port, local, log);
+        } else await forwardSocket(access(), namespace, target.pod, target.port, local, log);
         log.debug(`forwarding a connection to ${what}`, {
           pod: target.pod,
           openedInMs: Date.now() - started,

@@ -19,7 +19,13 @@ import {
   type SystemResolverConfig,
 } from '../../dns/system-resolver.js';
 import { importClusterAccess } from '../../kube/cluster-access.js';
-import { type ApiAccess, managerTarget, PodStreams } from '../../kube/port-forward.js';
+import {
+  type ApiAccess,
+  forwardingListener,
+  type ManagerForward,
+  managerTarget,
+  PodStreams,
+} from '../../kube/port-forward.js';
 import type { Logger } from '../../logging/logger.js';
 import { type Cidr, formatHostPort, parseCidr, parseHostPort, UsageError } from '../../netaddr/parse.js';
 import { bearerInterceptor } from '../../rpc/call-credentials.js';
@@ -176,49 +182,115 @@ interface FlowWay {
   pool: FlowConnectionPool<Duplex>;
   /** New credentials for the port-forwards still to open. */
   renew(access: ValidatedRequest['access']): void;
-  close(): void;
+  close(): Promise<void>;
   /** For the status. */
   description: string;
+  /**
+   * With the user's access: a loopback listener (HOST:PORT) whose connections go to the manager's gRPC port
+   * on this daemon's own port-forward, for the gRPC channel (chooseManagerClient()).
+   */
+  grpcAddress?: string;
 }
 
-function flowWay(req: ValidatedRequest, log: Logger): FlowWay {
+async function flowWay(req: ValidatedRequest, log: Logger): Promise<FlowWay> {
   const access = req.access;
   if (!access) {
     const pool = tcpFlowPool(req.managerIp, req.managerPort, log);
     return {
       pool,
       renew: () => {},
-      close: () => pool.close(),
+      close: async () => pool.close(),
       description: `TCP flows on connections to ${req.managerHost}:${req.managerPort}`,
     };
   }
-  // The manager's pod is looked up with the credential of the moment (renew() replaces it).
-  const streams: PodStreams = new PodStreams(
-    access.api,
-    log,
-    access.managerNamespace,
-    managerTarget(() => streams.kc, access.managerNamespace),
-    FLOW_MAGIC,
-  );
+  // The manager's pod is looked up with the credential of the moment (renew() replaces it), once for both.
+  const target = managerTarget(() => streams.kc, access.managerNamespace);
+  const streams: PodStreams = new PodStreams(access.api, log, access.managerNamespace, target, FLOW_MAGIC);
+  let grpcForward: ManagerForward;
+  try {
+    grpcForward = await forwardingListener(
+      () => streams.kc,
+      log,
+      access.managerNamespace,
+      'the traffic manager',
+      {
+        target: () => target.resolve(),
+        failed: () => target.failed(),
+      },
+    );
+  } catch (e) {
+    streams.close();
+    throw e;
+  }
   return {
     pool: streams.pool,
     renew: (next) => {
       if (next) streams.kc = next.api;
     },
-    close: () => streams.close(),
+    close: async () => {
+      streams.close();
+      await grpcForward.close();
+    },
     description: `TCP flows on its own port-forward to the traffic manager in namespace ${access.managerNamespace}`,
+    grpcAddress: grpcForward.address,
   };
 }
 
+/** How long the gRPC channel on the root daemon's own port-forward may take to come up at connect. */
+const OWN_CHANNEL_WAIT_MS = 10_000;
+
 /**
- * The gRPC client to the manager at `at`'s address. Every call (tunnel streams, LookupDNS, the cluster info
- * watch) carries the session's credential; `session` holds the current one (follow() changes it).
+ * The gRPC client to the manager (UDP flows, DNS lookups, the cluster info watch, Tunnel calls): on this
+ * daemon's own port-forward when it has the user's access and that channel comes up, so none of them
+ * depends on the user daemon (its death leaves names resolving while a new one takes over); else, or when
+ * that channel fails at connect, at the manager's address of the Connect (the user daemon's forward, or
+ * --manager-address).
  */
-function managerClient(
-  at: Pick<ValidatedRequest, 'managerIp' | 'managerPort'>,
-  session: Pick<ValidatedRequest, 'credential'>,
-): ManagerClient {
-  return new ManagerClient(formatHostPort(at.managerIp, at.managerPort), grpc.credentials.createInsecure(), {
+async function chooseManagerClient(
+  flows: FlowWay,
+  req: ValidatedRequest,
+  log: Logger,
+): Promise<{ client: ManagerClient; own: boolean }> {
+  if (flows.grpcAddress) {
+    const own = managerClient(flows.grpcAddress, req);
+    const failure = await channelFailure(own, OWN_CHANNEL_WAIT_MS);
+    if (!failure) return { client: own, own: true };
+    own.close();
+    log.warn(
+      "the gRPC channel on this daemon's own port-forward does not come up: it goes to the manager's address",
+      {
+        error: failure,
+        address: formatHostPort(req.managerIp, req.managerPort),
+      },
+    );
+  }
+  return { client: managerClient(formatHostPort(req.managerIp, req.managerPort), req), own: false };
+}
+
+/** Resolves once the channel is ready (undefined) or what kept it from being so: a failure, or `ms` passed. */
+function channelFailure(client: ManagerClient, ms: number): Promise<string | undefined> {
+  const channel = client.getChannel();
+  const deadline = Date.now() + ms;
+  return new Promise((resolve) => {
+    const check = () => {
+      const state = channel.getConnectivityState(true);
+      if (state === grpc.connectivityState.READY) return resolve(undefined);
+      if (state === grpc.connectivityState.TRANSIENT_FAILURE) return resolve('the connection failed');
+      if (state === grpc.connectivityState.SHUTDOWN) return resolve('the channel was closed');
+      channel.watchConnectivityState(state, deadline, (err) =>
+        err ? resolve(`not ready within ${ms / 1000} s`) : check(),
+      );
+    };
+    check();
+  });
+}
+
+/**
+ * The gRPC client to the manager at `address` (HOST:PORT). Every call (tunnel streams, LookupDNS, the
+ * cluster info watch) carries the session's credential; `session` holds the current one (follow() changes it).
+ */
+function managerClient(address: string, session: Pick<ValidatedRequest, 'credential'>): ManagerClient {
+  return new ManagerClient(address, grpc.credentials.createInsecure(), {
     ...workstationChannelOptions(),
     interceptors: [bearerInterceptor(() => session.credential)],
   });
@@ -255,6 +327,8 @@ export class ConnectedSession {
     private readonly settings: DaemonSettings,
     private readonly req: ValidatedRequest,
     private client: ManagerClient,
+    /** The client is on this daemon's own port-forward (chooseManagerClient()). */
+    private readonly ownChannel: boolean,
     private readonly flows: FlowWay,
     private readonly dialer: TunnelFlowDialer,
     private readonly vif: VirtualInterface,
@@ -313,17 +387,24 @@ export class ConnectedSession {
       });
     this.origin = request;
     if (next) {
-      // The gRPC channel (UDP flows, DNS lookups, the cluster info watch) goes to the new daemon's forward.
-      const old = this.client;
-      this.client = managerClient(next, this.req);
-      this.dialer.replaceClient(this.client);
       Object.assign(this.req, {
         managerHost: next.managerHost,
         managerIp: next.managerIp,
         managerPort: next.managerPort,
       });
-      old.close();
-      this.settings.log.info("the traffic manager's address changed", { address: request.managerAddress });
+      if (this.ownChannel)
+        this.settings.log.info(
+          "the traffic manager's address changed: the gRPC channel stays on this daemon's own port-forward",
+          { address: request.managerAddress },
+        );
+      else {
+        // The gRPC channel (UDP flows, DNS lookups, the cluster info watch) goes to the new daemon's forward.
+        const old = this.client;
+        this.client = managerClient(formatHostPort(next.managerIp, next.managerPort), this.req);
+        this.dialer.replaceClient(this.client);
+        old.close();
+        this.settings.log.info("the traffic manager's address changed", { address: request.managerAddress });
+      }
     }
     if (access && this.req.access && access.text !== this.req.access.text) {
       this.settings.log.info('the cluster credential was renewed');
@@ -380,12 +461,15 @@ export class ConnectedSession {
 
     const undo: Array<() => Promise<void> | void> = [];
     try {
-      const client = managerClient(req, req);
-      undo.push(() => client.close());
       // TCP flows on connections of their own to the manager's port, while it says it takes them.
-      const flows = flowWay(req, log.child('tunnel'));
+      const flows = await flowWay(req, log.child('tunnel'));
       undo.push(() => flows.close());
-      log.info("the VIF's connections to the cluster", { way: flows.description });
+      const { client, own } = await chooseManagerClient(flows, req, log);
+      undo.push(() => client.close());
+      log.info("the VIF's connections to the cluster", {
+        way: flows.description,
+        grpc: own ? "on this daemon's own port-forward" : formatHostPort(req.managerIp, req.managerPort),
+      });
       let session: ConnectedSession | undefined;
       const dialer = new TunnelFlowDialer({
         client,
@@ -458,6 +542,7 @@ export class ConnectedSession {
         settings,
         req,
         client,
+        own,
         flows,
         dialer,
         vif,
@@ -576,7 +661,9 @@ export class ConnectedSession {
       this.vif.failure ??
       (managerOk
         ? this.health
-        : `the traffic manager at ${this.req.managerHost}:${this.req.managerPort} is unreachable`);
+        : this.ownChannel
+          ? "the traffic manager is unreachable through this daemon's own port-forward"
+          : `the traffic manager at ${this.req.managerHost}:${this.req.managerPort} is unreachable`);
     const plan: RoutePlan = this.routes.current;
     return {
       running: true,
@@ -585,7 +672,8 @@ export class ConnectedSession {
       subnets: plan.routes.map((c) => c.text),
       dns: this.system.description,
       message:
-        `${health}; ${s.tcpConnections} TCP and ${s.udpFlowsOpen} UDP flows open (${this.flows.description}); ` +
+        `${health}; ${s.tcpConnections} TCP and ${s.udpFlowsOpen} UDP flows open (${this.flows.description}` +
+        `${this.ownChannel ? ', gRPC calls on it too' : ''}); ` +
         `DNS ${this.resolver.stats.clusterQueries} cluster / ${this.resolver.stats.forwarded} forwarded queries` +
         (plan.throws.length ? `; never proxied: ${plan.throws.map((c) => c.text).join(', ')}` : '') +
         (plan.conflicts.length ? `; conflicts allowed: ${plan.conflicts.join('; ')}` : ''),

@@ -45,10 +45,11 @@ if (cluster) {
   );
 
   scenario(
-    'the user daemon killed with -9: no request fails, not even the one it held; tp connect + tp intercept take it back',
+    "the user daemon killed with -9: no request fails, not even the one it held, nor the workstation's through the VIF; tp connect + tp intercept take it back",
     async () => {
       const r = await rig!.userDaemonKilled();
       assert.equal(failures(r), []);
+      assert.equal(failures(r, r.vifFailed), [], "the workstation's requests through the VIF");
       assert.ok(r.backSeconds !== undefined, 'the intercept answers again');
       // A request the workstation had taken but not answered is replayed to the app (docs/faults.md).
       assert.is(r.heldRequest, 'app', 'the request the workstation held when its daemon died');

@@ -269,23 +269,28 @@ if (cluster) {
   });
 
   scenario(
-    "the VIF's connections go on the root daemon's own port-forward, not through the user daemon",
+    "the VIF's connections and its gRPC calls go on the root daemon's own port-forward, not through the user daemon",
     async () => {
       const s = await status();
       assert.match(
         s.vif!.rootDaemon.message,
-        /TCP flows on its own port-forward to the traffic manager in namespace tp-system/,
+        /TCP flows on its own port-forward to the traffic manager in namespace tp-system, gRPC calls on it too/,
       );
-      // What an admin sees: the root daemon holds a connection to the API server itself (its others, to the
-      // user daemon's forward and the DNS, are on loopback).
+      // What an admin sees: the root daemon holds a connection to the API server itself (its others, to its
+      // own forward's listener and the DNS, are on loopback), and none to the user daemon's forward.
       const pid = rootDaemonPid();
       const established = (await wsText(['ss', '-Htnp', 'state', 'established'])).split('\n');
-      const toApiServer = established.filter(
-        (l) => l.includes(`pid=${pid},`) && !/^\S+\s+\S+\s+\S+\s+(127\.|\[::1\]|\[::ffff:127\.)/.test(l),
-      );
+      const ours = established.filter((l) => l.includes(`pid=${pid},`));
+      const toApiServer = ours.filter((l) => !/^\S+\s+\S+\s+\S+\s+(127\.|\[::1\]|\[::ffff:127\.)/.test(l));
       assert.ok(
         toApiServer.length > 0,
         `no connection of the root daemon (pid ${pid}) off loopback:\n${established.join('\n')}`,
+      );
+      const toUserForward = ours.filter((l) => l.split(/\s+/)[3] === s.managerAddress);
+      assert.equal(
+        toUserForward,
+        [],
+        `the root daemon's connections to the user daemon's forward ${s.managerAddress}`,
       );
     },
   );
