@@ -193,6 +193,57 @@ export function dataWritten(m: TunnelMessage): void {
   maybeSpare(memory);
 }
 
+/**
+ * Memory for received frames that came in pieces (tunnel/framed-call.ts): a byte stream delivers 16 KiB
+ * (TLS records) or 64 KiB (socket reads) at a time, and a DATA message of a bulk transfer is up to 1 MiB,
+ * so nearly every one of them was joined into a new allocation: half of what a receiving end allocated per
+ * byte, and so half of its full garbage collections (V8 starts one per 64 MiB of new external memory).
+ * Joined frames of JOIN_MIN_BYTES and more take memory in size classes of JOIN_CLASS_BYTES; once a flow
+ * wrote a message's DATA to its socket (receivedWritten) the memory serves the next frame of that class,
+ * JOIN_SPARE_BYTES kept in all. Data never reported written leaves its memory to the garbage collector.
+ */
+const JOIN_MIN_BYTES = 64 << 10;
+const JOIN_CLASS_BYTES = 64 << 10;
+const JOIN_SPARE_BYTES = 8 << 20;
+const spareJoins = new Map<number, Buffer[]>();
+let spareJoinBytes = 0;
+/** A received DATA payload that is a view of join memory, and that memory. */
+const joinOfData = new WeakMap<Buffer, Buffer>();
+
+/** Memory for joining a frame of `n` bytes, or undefined when it is too small to be worth pooling. */
+export function joinMemory(n: number): Buffer | undefined {
+  if (n < JOIN_MIN_BYTES) return undefined;
+  const size = Math.ceil(n / JOIN_CLASS_BYTES) * JOIN_CLASS_BYTES;
+  const spare = spareJoins.get(size)?.pop();
+  if (spare) {
+    spareJoinBytes -= size;
+    return spare;
+  }
+  return Buffer.allocUnsafe(size);
+}
+
+/** `m` was decoded from join memory: its DATA payload returns it once written (receivedWritten). */
+export function adoptJoined(m: TunnelMessage, memory: Buffer): void {
+  if (m.data.length > 0 && m.data.buffer === memory.buffer) joinOfData.set(m.data, memory);
+}
+
+/** Whether `data` (a received DATA payload) returns memory once written: the writer calls receivedWritten. */
+export function isJoined(data: Buffer): boolean {
+  return joinOfData.has(data);
+}
+
+/** A received DATA payload was written and nothing refers to it any more: its memory serves the next join. */
+export function receivedWritten(data: Buffer): void {
+  const memory = joinOfData.get(data);
+  if (!memory) return;
+  joinOfData.delete(data);
+  if (spareJoinBytes + memory.length > JOIN_SPARE_BYTES) return;
+  const list = spareJoins.get(memory.length) ?? [];
+  spareJoins.set(memory.length, list);
+  list.push(memory);
+  spareJoinBytes += memory.length;
+}
+
 export class DataReader {
   private memory: Buffer = Buffer.alloc(0);
   private record: ReadMemory | undefined;

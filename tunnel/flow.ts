@@ -14,7 +14,13 @@
 // and sends KEEPALIVE on quiet ones.
 import type * as net from 'node:net';
 import { createLogger, type Logger } from '../logging/logger.js';
-import { DataReader, dataWritten, encodedDataMessage } from '../rpc/tunnel-codec.js';
+import {
+  DataReader,
+  dataWritten,
+  encodedDataMessage,
+  isJoined,
+  receivedWritten,
+} from '../rpc/tunnel-codec.js';
 import { Coalescer } from './coalescer.js';
 import { type Dialer, dialTcp, type OnRead } from './dial.js';
 import {
@@ -445,7 +451,13 @@ class Flow {
   }
 
   private writeToSocket(data: Buffer): void {
-    if (!this.socket!.write(data) && !this.streamWaitsForSocket) {
+    // A payload joined into pooled memory (tunnel/framed-call.ts) returns it once the socket took it.
+    const took = isJoined(data)
+      ? this.socket!.write(data, (err) => {
+          if (!err) receivedWritten(data);
+        })
+      : this.socket!.write(data);
+    if (!took && !this.streamWaitsForSocket) {
       this.streamWaitsForSocket = true;
       this.stream.pause();
     }

@@ -7,6 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { waitFor } from '../command/wait.js';
 import { setLevel } from '../logging/logger.js';
+import { isJoined, receivedWritten } from '../rpc/tunnel-codec.js';
 import { dialTcp } from './dial.js';
 import { dialTarget, type FlowOutcome, originate, readOpen, serveDial } from './flow.js';
 import { FLOW_MAGIC, FramedCall, WINDOW_BYTES } from './framed-call.js';
@@ -104,6 +105,43 @@ test('a flow runs on it as on a gRPC call: 4 MiB each way, half-close, byte-exac
     c.close();
     echo.close();
     front.close();
+  }
+});
+
+test('a large message that arrives in pieces is joined into pooled memory, reused only once its payload was written', async () => {
+  const c = await connected();
+  try {
+    const receiver = await acceptFramed(c.accepted);
+    const got: TunnelMessage[] = [];
+    receiver.on('data', (m: TunnelMessage) => got.push(m));
+    const sent = [0, 1, 2].map(() => crypto.randomBytes(600 << 10));
+    c.opener.write(msg.data(sent[0]!));
+    c.opener.write(msg.data(sent[1]!));
+    await waitFor('two messages', async () => got.length === 2 || undefined, 5_000, 10);
+    const [first, second] = got as [TunnelMessage, TunnelMessage];
+    assert.ok(first.data.equals(sent[0]!) && second.data.equals(sent[1]!), 'both payloads byte for byte');
+    assert.ok(
+      isJoined(first.data) && isJoined(second.data),
+      'each came in pieces (64 KiB reads) and was joined',
+    );
+    assert.is.not(second.data.buffer, first.data.buffer, 'memory still to be written is not taken');
+    // The first payload was written (a Flow calls this from its socket's write callback): the next joined
+    // message of that size lands in its memory.
+    receivedWritten(first.data);
+    assert.not.ok(isJoined(first.data));
+    c.opener.write(msg.data(sent[2]!));
+    await waitFor('the third message', async () => got.length === 3 || undefined, 5_000, 10);
+    assert.is(got[2]!.data.buffer, first.data.buffer, "the first one's memory is reused");
+    assert.ok(
+      got[2]!.data.equals(sent[2]!) && second.data.equals(sent[1]!),
+      'the third arrived intact; the second untouched',
+    );
+    // A small message is not pooled (Buffer's own, as before).
+    c.opener.write(msg.data(crypto.randomBytes(1000)));
+    await waitFor('the small message', async () => got.length === 4 || undefined, 5_000, 10);
+    assert.not.ok(isJoined(got[3]!.data));
+  } finally {
+    c.close();
   }
 });
 

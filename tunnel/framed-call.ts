@@ -21,7 +21,12 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { frameOf, HEADER_BYTES } from '../rpc/grpc-framing.js';
-import { deserializeTunnelMessage, serializeTunnelMessage } from '../rpc/tunnel-codec.js';
+import {
+  adoptJoined,
+  deserializeTunnelMessage,
+  joinMemory,
+  serializeTunnelMessage,
+} from '../rpc/tunnel-codec.js';
 import { MAX_DATA_BYTES, type TunnelMessage } from './messages.js';
 
 /**
@@ -200,10 +205,28 @@ export class FramedCall extends EventEmitter {
         this.fail(`malformed flow frame (type ${type}, ${length} bytes)`, true);
         return;
       }
-      if (this.pendingBytes < HEADER_BYTES + length) return;
-      const frame = this.take(HEADER_BYTES + length);
-      this.frame(type, frame.subarray(HEADER_BYTES));
+      const n = HEADER_BYTES + length;
+      if (this.pendingBytes < n) return;
+      // A message that came in pieces is joined into pooled memory when it is large (a bulk transfer's).
+      const memory = type === T_MESSAGE && this.pending[0]!.length < n ? joinMemory(n) : undefined;
+      const frame = memory ? this.takeInto(n, memory) : this.take(n);
+      this.frame(type, frame.subarray(HEADER_BYTES), memory);
     }
+  }
+
+  /** Removes the next `n` bytes (n ≤ pendingBytes), copied to the start of `memory`. */
+  private takeInto(n: number, memory: Buffer): Buffer {
+    let o = 0;
+    while (o < n) {
+      const c = this.pending[0]!;
+      const k = Math.min(c.length, n - o);
+      memory.set(k === c.length ? c : c.subarray(0, k), o);
+      o += k;
+      if (k === c.length) this.pending.shift();
+      else this.pending[0] = c.subarray(k);
+    }
+    this.pendingBytes -= n;
+    return memory.subarray(0, n);
   }
 
   /** Joins the first chunks so that the first holds at least `n` bytes (n ≤ pendingBytes). */
@@ -226,7 +249,7 @@ export class FramedCall extends EventEmitter {
     return first.subarray(0, n);
   }
 
-  private frame(type: number, body: Buffer): void {
+  private frame(type: number, body: Buffer, memory?: Buffer): void {
     switch (type) {
       case T_MESSAGE: {
         let m: TunnelMessage;
@@ -236,6 +259,7 @@ export class FramedCall extends EventEmitter {
           this.fail(`malformed flow message: ${(e as Error).message}`, true);
           return;
         }
+        if (memory) adoptJoined(m, memory);
         const cost = HEADER_BYTES + body.length;
         if (this.paused || this.inbox.length > 0) this.inbox.push({ m, cost });
         else this.deliver(m, cost);
