@@ -12,7 +12,7 @@
 // DATA messages (a socket it dials with `onread` reads straight into them: rpc/tunnel-codec.ts DataReader),
 // carries half-close (FIN <-> CLOSE_SEND) and reset (RST <-> RESET), resets idle flows
 // and sends KEEPALIVE on quiet ones.
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import { createLogger, type Logger } from '../logging/logger.js';
 import {
   DataReader,
@@ -451,12 +451,14 @@ class Flow {
   }
 
   private writeToSocket(data: Buffer): void {
-    // A payload joined into pooled memory (tunnel/framed-call.ts) returns it once the socket took it.
-    const took = isJoined(data)
-      ? this.socket!.write(data, (err) => {
-          if (!err) receivedWritten(data);
-        })
-      : this.socket!.write(data);
+    // A payload joined into pooled memory (tunnel/framed-call.ts) returns it once a real socket took it (the
+    // kernel has the bytes); an in-memory end (agent/flow-socket.ts) calls back while its peer still holds them.
+    const took =
+      isJoined(data) && this.socket instanceof net.Socket
+        ? this.socket!.write(data, (err) => {
+            if (!err) receivedWritten(data);
+          })
+        : this.socket!.write(data);
     if (!took && !this.streamWaitsForSocket) {
       this.streamWaitsForSocket = true;
       this.stream.pause();

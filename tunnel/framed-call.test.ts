@@ -5,6 +5,7 @@ import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { socketPair } from '../agent/flow-socket.js';
 import { waitFor } from '../command/wait.js';
 import { setLevel } from '../logging/logger.js';
 import { isJoined, receivedWritten } from '../rpc/tunnel-codec.js';
@@ -140,6 +141,45 @@ test('a large message that arrives in pieces is joined into pooled memory, reuse
     c.opener.write(msg.data(crypto.randomBytes(1000)));
     await waitFor('the small message', async () => got.length === 4 || undefined, 5_000, 10);
     assert.not.ok(isJoined(got[3]!.data));
+  } finally {
+    c.close();
+  }
+});
+
+test("a flow into an in-memory end (a personal intercept's) leaves the joined memory to its reader", async () => {
+  const c = await connected();
+  try {
+    // The dialing side's "socket" is one end of agent/flow-socket.ts's pair; its reader keeps every chunk it
+    // is given (as node:http may, queued on a slow client's socket) without copying it.
+    const [theirs, ours] = socketPair();
+    theirs.on('error', () => {});
+    const got: Buffer[] = [];
+    let gotBytes = 0;
+    theirs.on('data', (d: Buffer) => {
+      got.push(d);
+      gotBytes += d.length;
+    });
+    const dialer = new TunnelStream(await acceptFramed(c.accepted));
+    void readOpen(dialer, 2000).then((open) =>
+      serveDial(dialer, open, async () => ours as unknown as net.Socket),
+    );
+    const origin = new TunnelStream(c.opener);
+    origin.send(
+      msg.open(streamInfo({ connId: undefined, sessionId: 's', relayId: 'r', dialTimeoutMs: 2000 })),
+    );
+    const answered = new Promise<TunnelMessage>((resolve) => origin.onMessage(resolve));
+    assert.is((await answered).code, msg.dialOk().code, 'the far side dialed');
+    const sent = [0, 1, 2, 3].map(() => crypto.randomBytes(600 << 10));
+    // The first payload is in the reader's hands before the others arrive: a join reusing its memory would
+    // overwrite what the reader holds.
+    origin.send(msg.data(sent[0]!));
+    await waitFor('the first payload read', async () => gotBytes >= sent[0]!.length || undefined, 5_000, 10);
+    for (const b of sent.slice(1)) origin.send(msg.data(b));
+    await waitFor('all read', async () => gotBytes >= 4 * sent[0]!.length || undefined, 5_000, 10);
+    assert.ok(
+      Buffer.concat(got).equals(Buffer.concat(sent)),
+      'byte for byte, none overwritten by a later join',
+    );
   } finally {
     c.close();
   }
