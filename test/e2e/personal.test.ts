@@ -3,6 +3,7 @@
 // `x-dev: alice` and bob with `x-dev: bob`; a client pod sends HTTP/1.1 (curl, keep-alive), h2c and gRPC
 // (wire format over node:http2) requests with each header and without; every answer must come from the
 // right party. The app in the pod and both workstations' apps speak HTTP/1.1 and h2c on one port.
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as assert from 'uvu/assert';
 import {
@@ -29,6 +30,22 @@ const BOB_PORT = 18191;
 
 const { test, cluster } = await clusterSuite('personal intercepts');
 
+/** BIG_BYTES of bytes no two parties share, from a hash chain: each end computes them alike. */
+const BIG_BYTES = 4 << 20;
+const bigBodySource = `function bigBody(who, hashes = require('node:crypto')) {
+  const out = Buffer.alloc(${BIG_BYTES});
+  let h = Buffer.from(who);
+  for (let o = 0; o < out.length; o += 32) {
+    h = hashes.createHash('sha256').update(h).digest();
+    h.copy(out, o);
+  }
+  return out;
+}`;
+const bigBody = new Function(`${bigBodySource}; return bigBody;`)() as (
+  who: string,
+  hashes: typeof crypto,
+) => Buffer;
+
 /**
  * Source (CommonJS, `node -e`) of a party: HTTP/1.1 and h2c on one port; answers its name; a gRPC request
  * (content-type application/grpc) gets one length-prefixed message with the name and grpc-status 0 in the
@@ -53,9 +70,11 @@ const handler = (req, res) => {
       res.addTrailers({ 'grpc-status': '0' });
       return res.end(frame);
     }
+    if (req.url === '/big') return res.end(bigBody(${JSON.stringify(who)}));
     res.end(${JSON.stringify(who)});
   });
 };
+${bigBodySource}
 const h1 = http.createServer(handler);
 const h2 = http2.createServer(handler);
 // node:http2 reads a socket's handle directly and would miss the bytes already read: replay them.
@@ -319,6 +338,34 @@ if (cluster) {
     assert.is(out.h2Streams, 50);
     assert.equal(out.grpc, { alice: 'alice status 0', bob: 'bob status 0', none: 'app status 0' });
   });
+
+  scenario(
+    '4 MiB answers through each personal intercept and from the app arrive byte for byte',
+    async () => {
+      for (const who of ['alice', 'bob', undefined]) {
+        const r = await execInPod(
+          c,
+          NS,
+          'client',
+          [
+            'sh',
+            '-c',
+            `curl -sS --max-time 30 ${who ? `-H 'x-dev: ${who}'` : ''} ${serviceUrl}/big | sha256sum`,
+          ],
+          { check: false },
+        );
+        const expected = crypto
+          .createHash('sha256')
+          .update(bigBody(who ?? 'app', crypto))
+          .digest('hex');
+        assert.is(
+          r.stdout.split(/\s/)[0],
+          expected,
+          `the answer for ${who ?? 'no header'} (${r.stderr.trim()})`,
+        );
+      }
+    },
+  );
 
   scenario("alice leaves: bob's intercept still works, alice's header reaches the app", async () => {
     await alice.tp(['leave', 'web']);
