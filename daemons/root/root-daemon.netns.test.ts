@@ -246,8 +246,20 @@ test("with the user's cluster access the TCP flows take the root daemon's own po
   const own = await connect(daemon!, { clusterAccess });
   assert.match(
     own.message,
-    /TCP flows on its own port-forward to the traffic manager in namespace tp-system/,
+    /TCP flows on its own port-forward to the traffic manager in namespace tp-system\)/,
+    'the gRPC calls are not on it',
   );
+  // The gRPC channel did not come up on the daemon's own port-forward: it went to the manager's address,
+  // and the listener it would have used is closed (only the DNS server's remain).
+  assert.match(
+    fs.readFileSync(path.join(logDir, 'daemon.log'), 'utf8'),
+    /the gRPC channel on this daemon's own port-forward does not come up: it goes to the manager's address/,
+  );
+  const listening = await wsText('ss', '-Htlnp');
+  const ours = listening
+    .split('\n')
+    .filter((l) => l.includes(`pid=${daemon!.pid},`) && /\s127\.0\.0\.1:/.test(l));
+  assert.equal(ours, [], "the daemon's loopback TCP listeners");
   assert.is(await wsText('curl', '-sS', '--max-time', '20', 'http://echo.default/'), 'hello from the pod');
   assert.match(
     fs.readFileSync(path.join(logDir, 'daemon.log'), 'utf8'),

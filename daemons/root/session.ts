@@ -190,6 +190,8 @@ interface FlowWay {
    * on this daemon's own port-forward, for the gRPC channel (chooseManagerClient()).
    */
   grpcAddress?: string;
+  /** Closes that listener (the channel did not come up on it). */
+  dropGrpc(): Promise<void>;
 }
 
 async function flowWay(req: ValidatedRequest, log: Logger): Promise<FlowWay> {
@@ -201,6 +203,7 @@ async function flowWay(req: ValidatedRequest, log: Logger): Promise<FlowWay> {
       renew: () => {},
       close: async () => pool.close(),
       description: `TCP flows on connections to ${req.managerHost}:${req.managerPort}`,
+      dropGrpc: async () => {},
     };
   }
   // The manager's pod is looked up with the credential of the moment (renew() replaces it), once for both.
@@ -233,6 +236,7 @@ async function flowWay(req: ValidatedRequest, log: Logger): Promise<FlowWay> {
     },
     description: `TCP flows on its own port-forward to the traffic manager in namespace ${access.managerNamespace}`,
     grpcAddress: grpcForward.address,
+    dropGrpc: () => grpcForward.close(),
   };
 }
 
@@ -256,6 +260,7 @@ async function chooseManagerClient(
     const failure = await channelFailure(own, OWN_CHANNEL_WAIT_MS);
     if (!failure) return { client: own, own: true };
     own.close();
+    await flows.dropGrpc();
     log.warn(
       "the gRPC channel on this daemon's own port-forward does not come up: it goes to the manager's address",
       {
