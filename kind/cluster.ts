@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse, stringify } from 'yaml';
+import { waitFor } from '../command/wait.js';
 import { cachedBinDir, ensureBinaries } from '../lab/binaries.js';
 import { runCommand } from '../lab/command.js';
 import { labExecArgv, WORKSTATION_RESOLV_CONF } from '../lab/workstation.js';
@@ -192,7 +193,8 @@ export async function kindUp(
     env,
     progress,
   });
-  if (await hasCluster(env)) {
+  let exists = await hasCluster(env);
+  if (exists) {
     const stale = docker.startedNow
       ? `it is left in Docker's data (${p.dockerData}) by an engine that stopped without \`tp-kind down\` (a crash, a reboot, a killed run), and its node restarted from that state`
       : await unhealthy(p.kubeconfig, labBin, env);
@@ -204,9 +206,10 @@ export async function kindUp(
         env,
         timeoutMs: 300_000,
       });
+      exists = false;
     } else progress(`tp-kind: using the ${CLUSTER_NAME} cluster kept from an earlier \`tp-kind up\``);
   }
-  if (!(await hasCluster(env))) {
+  if (!exists) {
     const networks = await runCommand(['docker', 'network', 'ls', '--format', '{{.Name}}'], { env });
     if (!networks.stdout.split('\n').includes(NETWORK))
       await runCommand(['docker', 'network', 'create', '--driver=bridge', NETWORK], { env });
@@ -294,22 +297,24 @@ async function unhealthy(
 ): Promise<string | undefined> {
   if (!fs.existsSync(kubeconfig)) return `its kubeconfig ${kubeconfig} is gone`;
   const kubectl = path.join(labBin, 'kubectl');
-  let last = '';
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    const r = await runCommand(
-      [kubectl, '--kubeconfig', kubeconfig, 'auth', 'can-i', '*', '*', '--all-namespaces'],
-      {
-        env,
-        check: false,
-        timeoutMs: 15_000,
+  try {
+    await waitFor(
+      "kind's admin to be granted everything (kubectl auth can-i '*' '*')",
+      async () => {
+        const r = await runCommand(
+          [kubectl, '--kubeconfig', kubeconfig, 'auth', 'can-i', '*', '*', '--all-namespaces'],
+          { env, check: false, timeoutMs: 15_000 },
+        );
+        if (r.code === 0 && r.stdout.trim() === 'yes') return true;
+        throw new Error((r.stderr || r.stdout).trim().split('\n').slice(-1)[0] || 'no answer');
       },
+      60_000,
+      2_000,
     );
-    if (r.code === 0 && r.stdout.trim() === 'yes') return undefined;
-    last = (r.stderr || r.stdout).trim().split('\n').slice(-1)[0] ?? '';
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    return undefined;
+  } catch (e) {
+    return `its API server did not grant its admin everything: ${(e as Error).message}`;
   }
-  return `its API server did not grant its admin everything within 60 s (kubectl auth can-i '*' '*': ${last || 'no answer'})`;
 }
 
 async function kubernetesVersion(labBin: string): Promise<string> {

@@ -255,6 +255,7 @@ async function chooseManagerClient(
   req: ValidatedRequest,
   log: Logger,
 ): Promise<{ client: ManagerClient; own: boolean }> {
+  const address = formatHostPort(req.managerIp, req.managerPort);
   if (flows.grpcAddress) {
     const own = managerClient(flows.grpcAddress, req);
     const failure = await channelFailure(own, OWN_CHANNEL_WAIT_MS);
@@ -263,13 +264,10 @@ async function chooseManagerClient(
     await flows.dropGrpc();
     log.warn(
       "the gRPC channel on this daemon's own port-forward does not come up: it goes to the manager's address",
-      {
-        error: failure,
-        address: formatHostPort(req.managerIp, req.managerPort),
-      },
+      { error: failure, address },
     );
   }
-  return { client: managerClient(formatHostPort(req.managerIp, req.managerPort), req), own: false };
+  return { client: managerClient(address, req), own: false };
 }
 
 /** Resolves once the channel is ready (undefined) or what kept it from being so: a failure, or `ms` passed. */
