@@ -1,6 +1,7 @@
 // Starts the traffic manager's gRPC server (used by main.ts and by tests that need a manager in-process).
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../logging/logger.js';
+import { formatHostPort } from '../netaddr/parse.js';
 import { managerServerOptions } from '../rpc/grpc-options.js';
 import { ManagerServiceDefinition } from '../rpc/manager-service.js';
 import { listenForFlowsAndGrpc } from '../tunnel/flow-listener.js';
@@ -69,7 +70,7 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
   });
   const port = listener.port;
   log.info('traffic manager listening', {
-    address: options.host.includes(':') ? `[${options.host}]:${port}` : `${options.host}:${port}`,
+    address: formatHostPort(options.host, port),
     mode: options.cluster ? 'kubernetes' : 'standalone',
     security: access.mode,
   });

@@ -56,7 +56,7 @@ const ALLOWED: Record<string, string[]> = {
   rpc: ['logging', 'netaddr'],
   spdy: [],
   testbed: ['bpf/support.ts', 'command', 'dns', 'lab', 'rpc'],
-  tunnel: ['logging', 'rpc', 'version'],
+  tunnel: ['logging', 'netaddr', 'rpc', 'version'],
   version: [],
   vif: ['command', 'logging', 'netaddr'],
 };

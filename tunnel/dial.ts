@@ -1,5 +1,6 @@
 // Dialing a TCP destination for a tunnel flow: with a timeout, cancellable, with a reason a user can read.
 import * as net from 'node:net';
+import { formatHostPort } from '../netaddr/parse.js';
 
 /** net's `onread`: the socket reads into memory the flow offers and hands it each read (tunnel/flow.ts). */
 export interface OnRead {
@@ -26,7 +27,7 @@ export function dialTcp(
   onread?: OnRead,
 ): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const where = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+    const where = formatHostPort(host, port);
     const socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true, onread });
     if (onread) socket.pause();
     const fail = (reason: string) => {

@@ -5,6 +5,7 @@
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
+import { formatHostPort } from '../netaddr/parse.js';
 import { agreesWithFlowMagic, FLOW_MAGIC, FramedCall } from './framed-call.js';
 import { TunnelStream } from './stream.js';
 
@@ -43,7 +44,7 @@ export async function listenForFlowsAndGrpc(o: FlowAndGrpcOptions): Promise<Flow
       },
     }),
   );
-  const address = o.host.includes(':') ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`;
+  const address = formatHostPort(o.host, o.port);
   await new Promise<void>((resolve, reject) => {
     listener.once('error', (e: NodeJS.ErrnoException) =>
       reject(new Error(`cannot listen on ${address}: ${e.code === 'EADDRINUSE' ? 'in use' : e.message}`)),

@@ -10,6 +10,7 @@
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../logging/logger.js';
+import { formatHostPort } from '../netaddr/parse.js';
 import { FLOW_MAGIC, FramedCall } from './framed-call.js';
 import { TunnelStream } from './stream.js';
 
@@ -211,7 +212,7 @@ export function connectFlowSocket(host: string, port: number): Promise<net.Socke
 export function tcpFlowPool(host: string, port: number, log: Logger): FlowConnectionPool<net.Socket> {
   return new FlowConnectionPool({
     connect: () => connectFlowSocket(host, port),
-    what: host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`,
+    what: formatHostPort(host, port),
     log,
   });
 }

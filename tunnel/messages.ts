@@ -1,5 +1,6 @@
 // Builders for the tunnel's messages (rpc/manager.proto: TunnelMessage) and the defaults both ends share.
 import type * as net from 'node:net';
+import { formatHostPort } from '../netaddr/parse.js';
 import { type ConnectionID, type StreamInfo, TunnelCode, type TunnelMessage } from '../rpc/gen/manager.js';
 import { TUNNEL_VERSION } from '../version/version.js';
 
@@ -119,8 +120,7 @@ export function connectionIdOf(socket: net.Socket, dst?: { address: string; port
 export function formatConnectionId(id: ConnectionID | undefined): string {
   if (!id) return '(no connection id)';
   const proto = id.protocol === TCP ? 'tcp' : id.protocol === 17 ? 'udp' : `proto ${id.protocol}`;
-  const hp = (ip: string, port: number) => (ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`);
-  return `${proto} ${hp(id.srcIp, id.srcPort)} -> ${hp(id.dstIp, id.dstPort)}`;
+  return `${proto} ${formatHostPort(id.srcIp, id.srcPort)} -> ${formatHostPort(id.dstIp, id.dstPort)}`;
 }
 
 function stripV4Mapped(ip: string): string {
