@@ -1,13 +1,14 @@
 // tp: the command line. Every command talks to the user daemon over its unix socket (Connector API);
 // `tp connect` starts the daemon when it is not running.
 import * as os from 'node:os';
+import * as grpc from '@grpc/grpc-js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startRootDaemon } from '../daemons/root/launch.js';
 import { logDir } from '../logging/logger.js';
 import { parseHostPort, parsePort, UsageError } from '../netaddr/parse.js';
 import { runDir } from '../rpc/connector-socket.js';
 import type { WorkloadInfoSnapshot } from '../rpc/gen/manager.js';
-import { errorDetails } from '../rpc/unary-call.js';
+import { errorDetails, hasStatus } from '../rpc/unary-call.js';
 import { TUNNEL_VERSION, VERSION } from '../version/version.js';
 import type { CommandSpec } from './completion.js';
 import { DaemonClient, waitForExit } from './daemon-client.js';
@@ -35,6 +36,7 @@ import {
   vifLines,
   workloadView,
 } from './output.js';
+import { commandAfterDashes, commandEnvironment, findProgram, runCommand } from './run-command.js';
 import { collectCidrs, vifFlags } from './vif-flags.js';
 
 // Progress goes to stdout with the result; stderr carries only the one-line error of a failure. With -o
@@ -99,14 +101,15 @@ function outputOption(): Option {
 }
 
 /** Runs a command body; a failure prints one line and exits non-zero. */
+/** A command's action: its errors become one line and exit 1; it may return its own exit status. */
 function action<A extends unknown[]>(
   name: string,
-  body: (...args: A) => Promise<void>,
+  body: (...args: A) => Promise<unknown>,
 ): (...args: A) => Promise<void> {
   return async (...args: A) => {
     try {
-      await body(...args);
-      process.exit(0);
+      const status = await body(...args);
+      process.exit(typeof status === 'number' ? status : 0);
     } catch (e) {
       const message = e instanceof UsageError ? e.message : errorDetails(e);
       process.stderr.write(`tp ${name}: ${message}\n`);
@@ -393,6 +396,11 @@ program
   .command('intercept')
   .description('send the traffic of a workload port to a local port')
   .argument('<workload>', 'the workload to intercept')
+  .usage('[options] <workload> [-- command...]')
+  .argument(
+    '[command...]',
+    "after --: a command to run with the container's environment; the intercept ends when it exits, and tp exits with its status",
+  )
   .requiredOption(
     '--port <LOCAL[:REMOTE]>',
     "the local port, and the workload's port when it has several: a container port or a Service port, by number or name",
@@ -431,13 +439,14 @@ program
   .addOption(outputOption())
   .addHelpText(
     'after',
-    '\nExamples:\n  tp intercept echo --port 8080            # the only port of echo\n  tp intercept echo --port 8080:http       # a container port or Service port named http\n  tp intercept echo --port 8080:80 --service echo-public',
+    "\nExamples:\n  tp intercept echo --port 8080            # the only port of echo\n  tp intercept echo --port 8080:http       # a container port or Service port named http\n  tp intercept echo --port 8080:80 --service echo-public\n  tp intercept echo --port 8080 -- npm start   # until npm exits, with the container's environment",
   )
   .action(
     action(
       'intercept',
       async (
         workload: string,
+        operands: string[],
         opts: {
           port: string;
           mechanism: string;
@@ -468,6 +477,8 @@ program
         if (opts.envFile) checkEnvOutput(opts.envFile, '--env-file');
         if (opts.envJson) checkEnvOutput(opts.envJson, '--env-json');
         const mount = withLocalMountPort(parseMountFlag(opts.mount), opts.localMountPort);
+        const command = commandAfterDashes('intercept', operands, process.argv.slice(2));
+        if (command) findProgram(command[0]!);
         const daemon = await DaemonClient.require();
         const result = await daemon.createIntercept(
           {
@@ -498,6 +509,7 @@ program
             `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress}, ${view.filter} (intercept "${view.name}", ${view.disposition})\n` +
             mountedText(result.mountPoint, result.mountReadWrite, result.localMountPort),
         );
+        if (command) return runThenLeave(command, result.environment, name, 'intercept');
       },
     ),
   );
@@ -506,6 +518,11 @@ program
   .command('ingest')
   .description("get a container's environment without taking any traffic")
   .argument('<workload>', 'the workload to ingest')
+  .usage('[options] <workload> [-- command...]')
+  .argument(
+    '[command...]',
+    "after --: a command to run with the container's environment; the ingest ends when it exits, and tp exits with its status",
+  )
   .option('-c, --container <name>', 'the container (needed when the pod has several)', '')
   .option('-n, --namespace <namespace>', "the workload's namespace (default: the connected one)")
   .option('--name <name>', 'the ingest name (default: the workload name)')
@@ -526,6 +543,7 @@ program
       'ingest',
       async (
         workload: string,
+        operands: string[],
         opts: {
           container: string;
           namespace?: string;
@@ -545,6 +563,8 @@ program
         if (opts.envFile) checkEnvOutput(opts.envFile, '--env-file');
         if (opts.envJson) checkEnvOutput(opts.envJson, '--env-json');
         const mount = withLocalMountPort(parseMountFlag(opts.mount), opts.localMountPort);
+        const command = commandAfterDashes('ingest', operands, process.argv.slice(2));
+        if (command) findProgram(command[0]!);
         const daemon = await DaemonClient.require();
         const result = await daemon.createIntercept(
           {
@@ -575,6 +595,7 @@ program
             `Ingesting ${view.namespace}/${view.workload} container ${view.container} (ingest "${view.name}", ${view.disposition})\n` +
             mountedText(result.mountPoint, result.mountReadWrite, result.localMountPort),
         );
+        if (command) return runThenLeave(command, result.environment, name, 'ingest');
       },
     ),
   );
@@ -680,6 +701,36 @@ program
   );
 
 /** --env-file (in --env-syntax) and --env-json; owner-only files (the values may be secrets). */
+/**
+ * `-- COMMAND`: runs it with the container's environment, then leaves the intercept (or ingest). Returns
+ * the command's exit status; when leaving fails, says so with the fix, and returns 1 if the command itself
+ * succeeded.
+ */
+async function runThenLeave(
+  command: string[],
+  environment: Record<string, string>,
+  name: string,
+  what: 'intercept' | 'ingest',
+): Promise<number> {
+  const status = await runCommand(command, commandEnvironment(process.env, environment));
+  try {
+    await (await DaemonClient.require()).removeIntercept(name);
+    process.stderr.write(`tp: ${command[0]} exited (status ${status}); left ${what} ${name}\n`);
+    return status;
+  } catch (e) {
+    if (hasStatus(e, grpc.status.NOT_FOUND)) {
+      process.stderr.write(
+        `tp: ${command[0]} exited (status ${status}); the ${what} ${name} had already ended\n`,
+      );
+      return status;
+    }
+    process.stderr.write(
+      `tp ${what}: ${command[0]} exited (status ${status}), but leaving ${what} ${name} failed: ${errorDetails(e)}; it may still be active: see tp status, end it with tp leave ${name}\n`,
+    );
+    return status === 0 ? 1 : status;
+  }
+}
+
 function writeEnvironment(
   env: Record<string, string>,
   opts: { envFile?: string; envJson?: string; envSyntax: EnvSyntax },

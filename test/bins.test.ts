@@ -57,6 +57,15 @@ for (const [args, error] of [
     /^tp intercept: --env-json \/: that is a directory/,
   ],
   [['leave', 'Bad_Name'], /^tp leave: invalid intercept name "Bad_Name"/],
+  [
+    ['intercept', 'echo', '--port', '1:2', 'npm', 'start'],
+    /^tp intercept: unexpected argument "npm" after the workload: to run a command with the intercept, put it after --/,
+  ],
+  [
+    ['intercept', 'echo', '--port', '1:2', '--', 'tp-no-such-program', '--port', '3'],
+    /^tp intercept: cannot run "tp-no-such-program": not found on PATH/,
+  ],
+  [['ingest', 'echo', '--'], /^tp ingest: nothing after --: give the command to run, or leave -- out/],
 ] as const) {
   test(`tp ${args.join(' ')}: one clear error, nothing else, before the daemon`, () => {
     const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-bins-'));

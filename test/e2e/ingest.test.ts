@@ -171,6 +171,38 @@ if (cluster) {
     );
     await tp(['leave', 'two-app']);
   });
+
+  scenario(
+    "tp ingest -c sidecar -- COMMAND: the command sees the sidecar's environment (values byte for byte); tp exits with its status and the ingest is gone",
+    async () => {
+      const r = await tp(
+        [
+          'ingest',
+          'two',
+          '-c',
+          'sidecar',
+          '-n',
+          NS,
+          '--name',
+          'two-run',
+          '--',
+          'sh',
+          '-c',
+          'printf "%s|%s" "$WHO" "$TRICKY" > "$0"; exit 7',
+          `${scratch}/seen`,
+        ],
+        { check: false },
+      );
+      assert.is(r.code, 7, r.stderr);
+      assert.match(r.stdout, /Ingesting tp-e2e-ingest\/two container sidecar/);
+      assert.match(r.stderr, /sh exited \(status 7\); left ingest two-run/);
+      assert.is(fs.readFileSync(`${scratch}/seen`, 'utf8'), `sidecar|${TRICKY}`);
+      const st = JSON.parse((await tp(['status', '-o', 'json'])).stdout) as {
+        intercepts: { name: string }[];
+      };
+      assert.equal(st.intercepts, []);
+    },
+  );
 }
 
 test.run();

@@ -20,6 +20,7 @@ import {
   startClientPod,
   startOnWorkstation,
   type TpRunner,
+  tpArgv,
   tpOnWorkstation,
   waitFor,
   waitForEndpoints,
@@ -412,6 +413,49 @@ if (cluster) {
     await alice.tp(['leave', 'echo']);
     await waitFor('the echo pods to answer', async () => answersFromCluster(await curlFromClient()));
     for (let i = 0; i < 5; i++) assert.ok(answersFromCluster(await curlFromClient()));
+  });
+
+  scenario(
+    "tp intercept … -- COMMAND: the command takes the traffic with the container's environment; when it exits, the intercept ends and tp exits with its status",
+    async () => {
+      const commandPort = LOCAL_PORT + 2;
+      // Answers with PORT, which the echo Deployment sets in its container and the workstation does not;
+      // /quit ends it with status 5.
+      const app = `require('node:http').createServer((q, s) => { s.end('command PORT=' + process.env.PORT); if (q.url === '/quit') setTimeout(() => process.exit(5), 100); }).listen(${commandPort}, '127.0.0.1', () => console.log('command listening'))`;
+      const run = startOnWorkstation(
+        c,
+        tpArgv(
+          c,
+          alice.runDir,
+        )(['intercept', 'echo', '-n', NS, '--port', `${commandPort}:${ECHO_PORT}`, '--', 'node', '-e', app]),
+      );
+      try {
+        await run.waitForOutput(/command listening/, 120_000);
+        assert.match(run.output(), /Intercepting tp-e2e-intercept\/echo port/);
+        await waitFor(
+          'the command to answer through the intercept',
+          async () => (await curlFromClient()) === `command PORT=${ECHO_PORT}`,
+        );
+        assert.is(await curlFromClient('/quit'), `command PORT=${ECHO_PORT}`);
+        assert.is(await run.exited(60_000), 5, run.output());
+        assert.match(run.output(), /node exited \(status 5\); left intercept echo/);
+        assert.is(await interceptOf(alice, 'echo'), undefined);
+        await waitFor('the echo pods to answer', async () => answersFromCluster(await curlFromClient()));
+      } finally {
+        await run.stop();
+      }
+    },
+  );
+
+  scenario('tp intercept … -- a program that is not there: refused before any intercept exists', async () => {
+    const r = await alice.tp(
+      ['intercept', 'echo', '-n', NS, '--port', `${LOCAL_PORT}:${ECHO_PORT}`, '--', 'tp-no-such-program'],
+      { check: false },
+    );
+    assert.is(r.code, 1);
+    assert.match(r.stderr, /cannot run "tp-no-such-program": not found on PATH/);
+    assert.is(r.stdout, '');
+    assert.is(await interceptOf(alice, 'echo'), undefined);
   });
 
   scenario(

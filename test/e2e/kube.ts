@@ -86,6 +86,20 @@ export type TpRunner = (
  * comes from PATH or TP_HELM), and any further environment.
  */
 export function tpOnWorkstation(c: Cluster, scratchDir: string, env: Record<string, string> = {}): TpRunner {
+  const argv = tpArgv(c, scratchDir, env);
+  return (args, opts = {}) =>
+    onWorkstation(c, argv(args), { timeoutMs: opts.timeoutMs ?? 180_000, check: opts.check });
+}
+
+/**
+ * The command line of `tp ARGS` as tpOnWorkstation runs it (for startOnWorkstation: a tp that keeps
+ * running, such as `tp intercept … -- COMMAND`).
+ */
+export function tpArgv(
+  c: Cluster,
+  scratchDir: string,
+  env: Record<string, string> = {},
+): (args: string[]) => string[] {
   const vars = {
     TP_RUN_DIR: `${scratchDir}/run`,
     TP_LOG_DIR: `${scratchDir}/logs`,
@@ -93,12 +107,14 @@ export function tpOnWorkstation(c: Cluster, scratchDir: string, env: Record<stri
     ...env,
   };
   const tpMain = path.join(repoRoot, 'dist', 'cli', 'main.js');
-  return (args, opts = {}) =>
-    onWorkstation(
-      c,
-      ['env', ...Object.entries(vars).map(([k, v]) => `${k}=${v}`), process.execPath, '--', tpMain, ...args],
-      { timeoutMs: opts.timeoutMs ?? 180_000, check: opts.check },
-    );
+  return (args) => [
+    'env',
+    ...Object.entries(vars).map(([k, v]) => `${k}=${v}`),
+    process.execPath,
+    '--',
+    tpMain,
+    ...args,
+  ];
 }
 
 export interface Background {
@@ -106,6 +122,8 @@ export interface Background {
   output(): string;
   /** Resolves when the combined output matches; rejects if the process exits first. */
   waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  /** Resolves with its exit code once it has ended by itself; rejects after timeoutMs. */
+  exited(timeoutMs?: number): Promise<number | null>;
   stop(): Promise<void>;
 }
 
@@ -144,6 +162,22 @@ export function startOnWorkstation(c: Cluster, argv: string[]): Background {
         timeoutMs,
         200,
       ).then(() => undefined),
+    exited: async (timeoutMs = 60_000) => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(new Error(`\`${argv.join(' ')}\` still runs after ${timeoutMs / 1000} s: ${out.trim()}`)),
+          timeoutMs,
+        );
+      });
+      try {
+        await Promise.race([closed, late]);
+      } finally {
+        clearTimeout(timer);
+      }
+      return child.exitCode;
+    },
     stop: async () => {
       if (exited) return;
       child.kill('SIGTERM');
