@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as tty from 'node:tty';
 import { UsageError } from '../netaddr/parse.js';
 
 /**
@@ -96,7 +97,8 @@ export function runCommand(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
     const handlers: [NodeJS.Signals, () => void][] = [
       ['SIGTERM', pass('SIGTERM')],
       ['SIGHUP', pass('SIGHUP')],
-      ['SIGINT', process.stdin.isTTY ? () => {} : pass('SIGINT')],
+      // isatty, not process.stdin: creating that stream could take input meant for the command.
+      ['SIGINT', tty.isatty(0) ? () => {} : pass('SIGINT')],
     ];
     for (const [signal, handler] of handlers) process.on(signal, handler);
     child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit', env });
