@@ -13,6 +13,7 @@ import {
   ConnectorClient,
   type InterceptProgress,
   type ListRequest,
+  type LogLevelResult,
 } from '../rpc/gen/connector.js';
 import type {
   InterceptInfo,
@@ -219,6 +220,11 @@ export class DaemonClient {
 
   removeIntercept(name: string): Promise<void> {
     return this.call((md, o, cb) => this.client.removeIntercept({ name }, md, o, cb)).then(() => {});
+  }
+
+  /** tp loglevel: the user daemon's and the root daemon's level, for `durationSeconds` (0: until they stop). */
+  setLogLevel(level: string, durationSeconds: number): Promise<LogLevelResult> {
+    return this.call((md, o, cb) => this.client.setLogLevel({ level, durationSeconds }, md, o, cb));
   }
 
   /** Ends the session (and the VIF); the daemon keeps running. */

@@ -22,6 +22,7 @@ import {
 } from './env-file.js';
 import { httpFilterOf, parseInterceptPort } from './intercept-port.js';
 import { addKubeCommands, type KubeConnectFlags, kubeConnectSettings } from './kube-commands.js';
+import { logLevelText, parseDurationSeconds, parseLogLevel } from './log-level.js';
 import { mountedText, parseMountFlag, withLocalMountPort } from './mount-flag.js';
 import { checkLabel, checkSubdomain } from './names.js';
 import {
@@ -629,6 +630,30 @@ program
       if (!(await waitForExit(daemonPid, 10_000)))
         throw new UsageError(`the user daemon (pid ${daemonPid}) did not exit within 10 s: see ${logFile}`);
       process.stdout.write('Disconnected; the tp user daemon has stopped\n');
+    }),
+  );
+
+program
+  .command('loglevel')
+  .description(
+    "change the log level of the user daemon and the root daemon (until they stop, or for --duration); the manager's and agents' is the chart's logLevel",
+  )
+  .argument('<level>', 'error, warn, info, debug or trace')
+  .option(
+    '-d, --duration <duration>',
+    'go back to the level before after this long (90s, 30m, 1h30m; at most 24h)',
+  )
+  .action(
+    action('loglevel', async (value: string, opts: { duration?: string }) => {
+      const level = parseLogLevel(value);
+      const seconds = opts.duration === undefined ? 0 : parseDurationSeconds(opts.duration);
+      const daemon = await DaemonClient.find();
+      if (!daemon)
+        throw new UsageError(
+          `tp is not running: tp connect starts the daemons (TP_LOG_LEVEL=${level} tp connect starts them at that level)`,
+        );
+      const result = await daemon.setLogLevel(level, seconds);
+      process.stdout.write(logLevelText(level, seconds, result));
     }),
   );
 

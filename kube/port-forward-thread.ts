@@ -45,6 +45,8 @@ export interface ForwardThread extends ManagerForward {
    * it expires); rejects when the credential is one the root daemon could not use.
    */
   access(): Promise<string>;
+  /** The thread logs at `level` from now on (tp loglevel). */
+  setLogLevel(level: Level): void;
 }
 
 export interface PodForward extends ManagerForward {
@@ -57,6 +59,7 @@ export interface PodForward extends ManagerForward {
 /** Main thread -> port-forward thread. */
 type Request =
   | 'close'
+  | { op: 'log-level'; level: Level }
   | { op: 'pod'; id: number; namespace: string; pod: string; port: number }
   | { op: 'close-pod'; id: number }
   | { op: 'warm'; id: number }
@@ -117,6 +120,9 @@ export function startForwardThread(options: ForwardThreadOptions): Promise<Forwa
         close: () => {
           post('close');
           return exited;
+        },
+        setLogLevel: (level) => {
+          if (!gone) post({ op: 'log-level', level });
         },
         access: () => {
           if (gone) return Promise.reject(new Error('the port-forward thread exited'));
@@ -206,7 +212,9 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
         .finally(() => process.exit(0));
       return;
     }
-    if (m.op === 'access') {
+    if (m.op === 'log-level') {
+      setLevel(m.level);
+    } else if (m.op === 'access') {
       exportClusterAccess(loaded.kc).then(
         (access) => port.postMessage({ id: m.id, access } satisfies Reply),
         (e: Error) => port.postMessage({ id: m.id, error: e.message } satisfies Reply),

@@ -37,6 +37,51 @@ export function setLevel(level: Level): void {
   sink.level = ranks[level];
 }
 
+/** A level set for a while (tp loglevel --duration): the level to go back to, and when. */
+let temporary: { previous: Level; timer: NodeJS.Timeout } | undefined;
+/** Told of every change setLevelFor makes (the daemon's other threads take the same level). */
+const levelListeners = new Set<(level: Level) => void>();
+
+/** Calls `listener` with each level setLevelFor sets, also when a duration has passed. Returns the undo. */
+export function onLevelChange(listener: (level: Level) => void): () => void {
+  levelListeners.add(listener);
+  return () => levelListeners.delete(listener);
+}
+
+/**
+ * Sets the level at run time (tp loglevel), saying so in the log. With `durationMs` the level before comes
+ * back once it has passed; a second change meanwhile replaces the first and keeps that same level to go
+ * back to. Returns the level that is (or would be) gone back to.
+ */
+export function setLevelFor(level: Level, durationMs = 0): Level {
+  const previous = temporary?.previous ?? logTarget().level;
+  if (temporary) clearTimeout(temporary.timer);
+  temporary = undefined;
+  const note = (text: string) => {
+    // Said whatever either level lets through: a log that goes quiet says why.
+    const saved = sink.level;
+    sink.level = ranks.info;
+    createLogger('logging').info(text);
+    sink.level = saved;
+  };
+  const apply = (l: Level) => {
+    setLevel(l);
+    for (const listener of levelListeners) listener(l);
+  };
+  apply(level);
+  if (durationMs > 0) {
+    const timer = setTimeout(() => {
+      temporary = undefined;
+      apply(previous);
+      note(`log level back to ${previous} (tp loglevel's duration has passed)`);
+    }, durationMs);
+    timer.unref();
+    temporary = { previous, timer };
+    note(`log level ${level} for ${Math.round(durationMs / 1000)} s (tp loglevel), then ${previous}`);
+  } else note(`log level ${level} (tp loglevel) until the daemon stops`);
+  return previous;
+}
+
 /** Sends every logger's output to a file (appending), creating its directory. */
 export function logToFile(file: string): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });

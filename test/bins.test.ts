@@ -66,6 +66,14 @@ for (const [args, error] of [
     /^tp intercept: cannot run "tp-no-such-program": not found on PATH/,
   ],
   [['ingest', 'echo', '--'], /^tp ingest: nothing after --: give the command to run, or leave -- out/],
+  [
+    ['loglevel', 'verbose'],
+    /^tp loglevel: unknown log level "verbose": use one of error, warn, info, debug, trace/,
+  ],
+  [
+    ['loglevel', 'debug', '--duration', '2d'],
+    /^tp loglevel: --duration "2d": expected a duration such as 90s/,
+  ],
 ] as const) {
   test(`tp ${args.join(' ')}: one clear error, nothing else, before the daemon`, () => {
     const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-bins-'));

@@ -1,8 +1,9 @@
 // The Daemon gRPC service (rpc/daemon.proto): connect/disconnect one session at a time, status, quit.
 import * as fs from 'node:fs';
 import { status as grpcStatus, type handleUnaryCall } from '@grpc/grpc-js';
+import { type Level, parseLevel, setLevelFor } from '../../logging/logger.js';
 import { UsageError } from '../../netaddr/parse.js';
-import type { DaemonStatus } from '../../rpc/gen/connector.js';
+import type { DaemonStatus, LogLevelRequest } from '../../rpc/gen/connector.js';
 import type { ConnectRequest, DaemonServer } from '../../rpc/gen/daemon.js';
 import type { Empty } from '../../rpc/gen/google/protobuf/empty.js';
 import { grpcError } from '../../rpc/unary-call.js';
@@ -168,6 +169,15 @@ export class RootDaemon {
         return {};
       }),
       status: unary('Status', () => this.status()),
+      setLogLevel: unary('SetLogLevel', async (req: LogLevelRequest) => {
+        let level: Level;
+        try {
+          level = parseLevel(req.level);
+        } catch (e) {
+          throw new UsageError((e as Error).message);
+        }
+        return { previous: setLevelFor(level, req.durationSeconds * 1000), rootDaemon: '' };
+      }),
       quit: unary('Quit', async () => {
         // Answer first, then tear down: the caller waits for the socket to go away.
         setImmediate(() => void this.quit());

@@ -4,7 +4,14 @@ import * as dns from 'node:dns/promises';
 import * as net from 'node:net';
 import { status } from '@grpc/grpc-js';
 import { startForwardThread } from '../../kube/port-forward-thread.js';
-import { createLogger, logTarget } from '../../logging/logger.js';
+import {
+  createLogger,
+  type Level,
+  logTarget,
+  onLevelChange,
+  parseLevel,
+  setLevelFor,
+} from '../../logging/logger.js';
 import { UsageError } from '../../netaddr/parse.js';
 import type { ConnectInfo, ConnectorServer, ConnectRequest, ListRequest } from '../../rpc/gen/connector.js';
 import {
@@ -73,7 +80,11 @@ export function connectorService(
   daemon: DaemonInfo,
 ): ConnectorServer {
   // Kubernetes: the port-forward to the manager and the settings it was made with (kube/port-forward.ts).
-  let forward: { close(): Promise<void>; access(): Promise<string> } | undefined;
+  let forward:
+    | { close(): Promise<void>; access(): Promise<string>; setLogLevel(level: Level): void }
+    | undefined;
+  // The port-forward thread logs at the daemon's level, also after tp loglevel (and when its duration ends).
+  onLevelChange((level) => forward?.setLogLevel(level));
   let kube = { kubeconfig: '', context: '', managerNamespace: '' };
   /** The namespace of `tp connect -n` (single-label names resolve there; every command's default). */
   let namespace = '';
@@ -467,6 +478,17 @@ export function connectorService(
     uninstall: unary('Uninstall', async (req) => {
       await conn.uninstallAgents(req.names, req.all ? req.namespace : namespaceFor(req.namespace), req.all);
       return {};
+    }),
+
+    setLogLevel: unary('SetLogLevel', async (req) => {
+      let level: Level;
+      try {
+        level = parseLevel(req.level);
+      } catch (e) {
+        throw new UserFacingError(status.INVALID_ARGUMENT, (e as Error).message);
+      }
+      const previous = setLevelFor(level, req.durationSeconds * 1000);
+      return { previous, rootDaemon: await vif.setLogLevel(req) };
     }),
 
     quit: (_call, callback) => {

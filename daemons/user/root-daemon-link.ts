@@ -9,10 +9,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { waitFor } from '../../command/wait.js';
 import type { Logger } from '../../logging/logger.js';
-import type { DaemonStatus } from '../../rpc/gen/connector.js';
+import type { DaemonStatus, LogLevelRequest, LogLevelResult } from '../../rpc/gen/connector.js';
 import type { ClusterAccess } from '../../rpc/gen/daemon.js';
 import type { ClusterInfo } from '../../rpc/gen/manager.js';
-import { errorDetails } from '../../rpc/unary-call.js';
+import { errorDetails, unary } from '../../rpc/unary-call.js';
 import {
   connectRootDaemon,
   type RootDaemonHandle,
@@ -258,6 +258,18 @@ export class RootDaemonLink {
     } catch (e) {
       this.followError = `the VIF could not follow the new session: ${errorDetails(e)}`;
       this.log.error('VIF: reconnecting the root daemon failed', { error: errorDetails(e) });
+    }
+  }
+
+  /** tp loglevel: the root daemon takes the level too. Answers '' when it did, else why not. */
+  async setLogLevel(req: LogLevelRequest): Promise<string> {
+    const daemon = this.daemon;
+    if (!daemon) return 'no root daemon is running (one that starts later logs at its TP_LOG_LEVEL)';
+    try {
+      await unary<LogLevelResult>((md, opts, cb) => daemon.client.setLogLevel(req, md, opts, cb), 5_000);
+      return '';
+    } catch (e) {
+      return `the root daemon did not take it: ${errorDetails(e)}`;
     }
   }
 

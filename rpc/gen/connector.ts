@@ -136,6 +136,20 @@ export interface RemoveInterceptRequest {
   name: string;
 }
 
+export interface LogLevelRequest {
+  /** error, warn, info, debug or trace */
+  level: string;
+  /** 0: until the daemon stops; else back to the level before after this long */
+  durationSeconds: number;
+}
+
+export interface LogLevelResult {
+  /** the level the daemons go back to after the duration */
+  previous: string;
+  /** The root daemon's part: empty when it took the level, else why not ("no root daemon is running"). */
+  rootDaemon: string;
+}
+
 export interface UninstallRequest {
   names: string[];
   namespace: string;
@@ -1402,6 +1416,184 @@ export const RemoveInterceptRequest: MessageFns<RemoveInterceptRequest> = {
   },
 };
 
+function createBaseLogLevelRequest(): LogLevelRequest {
+  return { level: "", durationSeconds: 0 };
+}
+
+export const LogLevelRequest: MessageFns<LogLevelRequest> = {
+  encode(message: LogLevelRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.level !== "") {
+      writer.uint32(10).string(message.level);
+    }
+    if (message.durationSeconds !== 0) {
+      writer.uint32(16).uint32(message.durationSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogLevelRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogLevelRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.level = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.durationSeconds = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogLevelRequest {
+    return {
+      level: isSet(object.level) ? globalThis.String(object.level) : "",
+      durationSeconds: isSet(object.durationSeconds)
+        ? globalThis.Number(object.durationSeconds)
+        : isSet(object.duration_seconds)
+        ? globalThis.Number(object.duration_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: LogLevelRequest): unknown {
+    const obj: any = {};
+    if (message.level !== "") {
+      obj.level = message.level;
+    }
+    if (message.durationSeconds !== 0) {
+      obj.durationSeconds = Math.round(message.durationSeconds);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LogLevelRequest>): LogLevelRequest {
+    return LogLevelRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LogLevelRequest>): LogLevelRequest {
+    const message = createBaseLogLevelRequest();
+    message.level = object.level ?? "";
+    message.durationSeconds = object.durationSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseLogLevelResult(): LogLevelResult {
+  return { previous: "", rootDaemon: "" };
+}
+
+export const LogLevelResult: MessageFns<LogLevelResult> = {
+  encode(message: LogLevelResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.previous !== "") {
+      writer.uint32(10).string(message.previous);
+    }
+    if (message.rootDaemon !== "") {
+      writer.uint32(18).string(message.rootDaemon);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogLevelResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogLevelResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.previous = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.rootDaemon = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogLevelResult {
+    return {
+      previous: isSet(object.previous) ? globalThis.String(object.previous) : "",
+      rootDaemon: isSet(object.rootDaemon)
+        ? globalThis.String(object.rootDaemon)
+        : isSet(object.root_daemon)
+        ? globalThis.String(object.root_daemon)
+        : "",
+    };
+  },
+
+  toJSON(message: LogLevelResult): unknown {
+    const obj: any = {};
+    if (message.previous !== "") {
+      obj.previous = message.previous;
+    }
+    if (message.rootDaemon !== "") {
+      obj.rootDaemon = message.rootDaemon;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LogLevelResult>): LogLevelResult {
+    return LogLevelResult.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LogLevelResult>): LogLevelResult {
+    const message = createBaseLogLevelResult();
+    message.previous = object.previous ?? "";
+    message.rootDaemon = object.rootDaemon ?? "";
+    return message;
+  },
+};
+
 function createBaseUninstallRequest(): UninstallRequest {
   return { names: [], namespace: "", all: false };
 }
@@ -1614,6 +1806,16 @@ export const ConnectorService = {
     responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
     responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
   },
+  /** Changes the log level of the user daemon and the root daemon (tp loglevel). */
+  setLogLevel: {
+    path: "/tp.connector.Connector/SetLogLevel" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: LogLevelRequest): Buffer => Buffer.from(LogLevelRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LogLevelRequest => LogLevelRequest.decode(value),
+    responseSerialize: (value: LogLevelResult): Buffer => Buffer.from(LogLevelResult.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LogLevelResult => LogLevelResult.decode(value),
+  },
 } as const;
 
 export interface ConnectorServer extends UntypedServiceImplementation {
@@ -1632,6 +1834,8 @@ export interface ConnectorServer extends UntypedServiceImplementation {
   uninstall: handleUnaryCall<UninstallRequest, Empty>;
   /** Stops the daemon (and the root daemon) after ending the session. */
   quit: handleUnaryCall<Empty, Empty>;
+  /** Changes the log level of the user daemon and the root daemon (tp loglevel). */
+  setLogLevel: handleUnaryCall<LogLevelRequest, LogLevelResult>;
 }
 
 export interface ConnectorClient extends Client {
@@ -1776,6 +1980,22 @@ export interface ConnectorClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  /** Changes the log level of the user daemon and the root daemon (tp loglevel). */
+  setLogLevel(
+    request: LogLevelRequest,
+    callback: (error: ServiceError | null, response: LogLevelResult) => void,
+  ): ClientUnaryCall;
+  setLogLevel(
+    request: LogLevelRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: LogLevelResult) => void,
+  ): ClientUnaryCall;
+  setLogLevel(
+    request: LogLevelRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: LogLevelResult) => void,
   ): ClientUnaryCall;
 }
 

@@ -18,7 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { DaemonStatus } from "./connector.js";
+import { DaemonStatus, LogLevelRequest, LogLevelResult } from "./connector.js";
 import { Empty } from "./google/protobuf/empty.js";
 import { ClusterInfo, VersionInfo } from "./manager.js";
 
@@ -507,6 +507,16 @@ export const DaemonService = {
     responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
     responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
   },
+  /** Changes its log level (tp loglevel, through the user daemon). */
+  setLogLevel: {
+    path: "/tp.daemon.Daemon/SetLogLevel" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: LogLevelRequest): Buffer => Buffer.from(LogLevelRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LogLevelRequest => LogLevelRequest.decode(value),
+    responseSerialize: (value: LogLevelResult): Buffer => Buffer.from(LogLevelResult.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LogLevelResult => LogLevelResult.decode(value),
+  },
 } as const;
 
 export interface DaemonServer extends UntypedServiceImplementation {
@@ -521,6 +531,8 @@ export interface DaemonServer extends UntypedServiceImplementation {
   status: handleUnaryCall<Empty, DaemonStatus>;
   /** Disconnects and exits. */
   quit: handleUnaryCall<Empty, Empty>;
+  /** Changes its log level (tp loglevel, through the user daemon). */
+  setLogLevel: handleUnaryCall<LogLevelRequest, LogLevelResult>;
 }
 
 export interface DaemonClient extends Client {
@@ -592,6 +604,22 @@ export interface DaemonClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  /** Changes its log level (tp loglevel, through the user daemon). */
+  setLogLevel(
+    request: LogLevelRequest,
+    callback: (error: ServiceError | null, response: LogLevelResult) => void,
+  ): ClientUnaryCall;
+  setLogLevel(
+    request: LogLevelRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: LogLevelResult) => void,
+  ): ClientUnaryCall;
+  setLogLevel(
+    request: LogLevelRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: LogLevelResult) => void,
   ): ClientUnaryCall;
 }
 
