@@ -101,7 +101,6 @@ function outputOption(): Option {
   });
 }
 
-/** Runs a command body; a failure prints one line and exits non-zero. */
 /** A command's action: its errors become one line and exit 1; it may return its own exit status. */
 function action<A extends unknown[]>(
   name: string,
