@@ -348,13 +348,18 @@ if (cluster) {
     'tp loglevel debug --duration 10s: both daemons take it (a refused dial through the VIF is logged), then go back to info by themselves',
     async () => {
       const r = await tp(['loglevel', 'debug', '--duration', '10s']);
-      assert.match(r.stdout, /^Log level debug for 10s \(then info\) on the user daemon and the root daemon$/m);
+      assert.match(
+        r.stdout,
+        /^Log level debug for 10s \(then info\) on the user daemon and the root daemon$/m,
+      );
       const log = (f: string) => fs.readFileSync(`${scratch}/logs/${f}`, 'utf8');
       for (const f of ['connector.log', 'daemon.log'])
         assert.match(log(f), /log level debug for 10 s \(tp loglevel\), then info/, f);
       // Nothing listens on port 1 of the pod: the dial is refused, which the root daemon logs at debug.
       await ws(['curl', '-sS', '--max-time', '5', `http://${echoPodIp}:1/`]);
-      await waitFor('the refused dial in the root daemon log', () => /DEBUG.*dial rejected/.test(log('daemon.log')));
+      await waitFor('the refused dial in the root daemon log', () =>
+        /DEBUG.*dial rejected/.test(log('daemon.log')),
+      );
       await waitFor(
         'both daemons back at info',
         () => ['connector.log', 'daemon.log'].every((f) => /log level back to info/.test(log(f))),
