@@ -213,6 +213,7 @@ test('status text says when the daemon is not running, and what is wrong when re
       rootDaemon: undefined,
       error: 'lost the traffic manager: connection refused',
       logFile: '/tmp/x.log',
+      logLevel: 'info',
       daemonPid: 42,
       rootDaemonNeeded: false,
       mappedNamespaces: [],
@@ -272,6 +273,7 @@ const connected: ConnectInfo = {
   },
   error: '',
   logFile: '/tmp/x.log',
+  logLevel: 'debug until 2026-12-06T21:40:00Z, then info',
   daemonPid: 42,
   rootDaemonNeeded: false,
   mappedNamespaces: [],
@@ -285,6 +287,11 @@ test('status shows the VIF: its name, subnets, DNS and the root daemon health (t
   assert.match(text, /VIF: +tp0 routing 10.244.0.0\/24, 10.96.0.0\/16/);
   assert.match(text, /DNS: +\/etc\/resolv.conf: nameserver 198.18.0.1/);
   assert.match(text, /root daemon: running \(0.1.0\): connected; 0 TCP/);
+  // tp loglevel --duration shows until when, so a forgotten trace level is seen.
+  assert.match(
+    text,
+    /daemon: +pid 42, log \/tmp\/x.log \(level debug until 2026-12-06T21:40:00Z, then info\)/,
+  );
   assert.match(
     text,
     /cluster: +pods 10.244.0.0\/24; services 10.96.0.0\/16; DNS 10.96.0.10 \(cluster.local\)/,

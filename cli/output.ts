@@ -109,7 +109,7 @@ export type StatusView =
       error: string;
       /** The last loss of the manager session and its recovery, in one line ('' if never lost). */
       lastOutage: string;
-      daemon: { pid: number; logFile: string };
+      daemon: { pid: number; logFile: string; logLevel: string };
       cluster: ClusterView | null;
       vif: VifView | null;
       intercepts: InterceptView[];
@@ -160,7 +160,7 @@ export function statusView(info: ConnectInfo | undefined, versions?: VersionsVie
     namespace: info.namespace,
     error: info.error,
     lastOutage: info.lastOutage,
-    daemon: { pid: info.daemonPid, logFile: info.logFile },
+    daemon: { pid: info.daemonPid, logFile: info.logFile, logLevel: info.logLevel },
     cluster: c
       ? {
           podSubnets: c.podSubnets,
@@ -212,7 +212,9 @@ export function statusText(v: StatusView): string {
       `  cluster:     pods ${c.podSubnets.join(', ') || '-'}; services ${c.serviceSubnets.join(', ') || '-'}; DNS ${c.dnsIps.join(', ') || '-'} (${c.clusterDomain})`,
     );
   lines.push(...vifLines(v.vif, '  '));
-  lines.push(`  daemon:      pid ${v.daemon.pid}, log ${v.daemon.logFile}`);
+  lines.push(
+    `  daemon:      pid ${v.daemon.pid}, log ${v.daemon.logFile}${v.daemon.logLevel ? ` (level ${v.daemon.logLevel})` : ''}`,
+  );
   if (v.versions) {
     const agents = v.versions.agents.map((a) => `${a.version} (${a.pods})`).join(', ') || 'none';
     lines.push(`  versions:    tp ${v.versions.client}, tp-manager ${v.versions.manager}, agents ${agents}`);

@@ -3,7 +3,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createLogger, logTarget, logToFile, onLevelChange, setLevel, setLevelFor } from './logger.js';
+import {
+  createLogger,
+  levelText,
+  logTarget,
+  logToFile,
+  onLevelChange,
+  setLevel,
+  setLevelFor,
+} from './logger.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-logger-'));
 const file = path.join(dir, 'daemon.log');
@@ -35,10 +43,12 @@ test('setLevelFor with a duration: back to the level before by itself; a second 
   assert.is(setLevelFor('debug', 200), 'warn');
   assert.is(setLevelFor('trace', 200), 'warn', 'the level to go back to is still the one before both');
   assert.is(logTarget().level, 'trace');
+  assert.match(levelText(), /^trace until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, then warn$/);
   // Said even though warn would hide an info line: a log that goes quiet says why.
   assert.match(text(), /log level trace for 0 s \(tp loglevel\), then warn/);
   await sleep(400);
   assert.is(logTarget().level, 'warn');
+  assert.is(levelText(), 'warn');
   assert.match(text(), /log level back to warn \(tp loglevel's duration has passed\)/);
   assert.equal(seen, ['debug', 'trace', 'warn']);
   log.info('hidden');

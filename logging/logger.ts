@@ -38,7 +38,7 @@ export function setLevel(level: Level): void {
 }
 
 /** A level set for a while (tp loglevel --duration): the level to go back to, and when. */
-let temporary: { previous: Level; timer: NodeJS.Timeout } | undefined;
+let temporary: { previous: Level; timer: NodeJS.Timeout; until: number } | undefined;
 /** Told of every change setLevelFor makes (the daemon's other threads take the same level). */
 const levelListeners = new Set<(level: Level) => void>();
 
@@ -76,10 +76,17 @@ export function setLevelFor(level: Level, durationMs = 0): Level {
       note(`log level back to ${previous} (tp loglevel's duration has passed)`);
     }, durationMs);
     timer.unref();
-    temporary = { previous, timer };
+    temporary = { previous, timer, until: Date.now() + durationMs };
     note(`log level ${level} for ${Math.round(durationMs / 1000)} s (tp loglevel), then ${previous}`);
   } else note(`log level ${level} (tp loglevel) until the daemon stops`);
   return previous;
+}
+
+/** The level now, in words: "info", or "debug until 2026-12-06T21:40:00Z, then info" during a duration. */
+export function levelText(): string {
+  const now = logTarget().level;
+  if (!temporary) return now;
+  return `${now} until ${new Date(temporary.until).toISOString().replace(/\.\d+Z$/, 'Z')}, then ${temporary.previous}`;
 }
 
 /** Sends every logger's output to a file (appending), creating its directory. */

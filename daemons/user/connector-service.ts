@@ -7,6 +7,7 @@ import { startForwardThread } from '../../kube/port-forward-thread.js';
 import {
   createLogger,
   type Level,
+  levelText,
   logTarget,
   onLevelChange,
   parseLevel,
@@ -177,6 +178,7 @@ export function connectorService(
     rootDaemon: conn.state === 'DISCONNECTED' ? undefined : await vif.status(),
     error: conn.error,
     logFile: daemon.logFile,
+    logLevel: levelText(),
     daemonPid: process.pid,
     rootDaemonNeeded: false,
     mappedNamespaces: mapped,

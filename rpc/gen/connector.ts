@@ -89,6 +89,11 @@ export interface ConnectInfo {
    * in one line for the user: "lost at … (why); back at … after N s; restored: …". Empty: never lost.
    */
   lastOutage: string;
+  /**
+   * The user daemon's log level, and while tp loglevel --duration runs, until when: "debug until
+   * 2026-12-06T21:40:00Z, then info".
+   */
+  logLevel: string;
 }
 
 export interface ListRequest {
@@ -580,6 +585,7 @@ function createBaseConnectInfo(): ConnectInfo {
     mappedNamespaces: [],
     managerNamespace: "",
     lastOutage: "",
+    logLevel: "",
   };
 }
 
@@ -635,6 +641,9 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     }
     if (message.lastOutage !== "") {
       writer.uint32(138).string(message.lastOutage);
+    }
+    if (message.logLevel !== "") {
+      writer.uint32(146).string(message.logLevel);
     }
     return writer;
   },
@@ -788,6 +797,14 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
             message.lastOutage = reader.string();
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.logLevel = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -861,6 +878,11 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
         : isSet(object.last_outage)
         ? globalThis.String(object.last_outage)
         : "",
+      logLevel: isSet(object.logLevel)
+        ? globalThis.String(object.logLevel)
+        : isSet(object.log_level)
+        ? globalThis.String(object.log_level)
+        : "",
     };
   },
 
@@ -917,6 +939,9 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     if (message.lastOutage !== "") {
       obj.lastOutage = message.lastOutage;
     }
+    if (message.logLevel !== "") {
+      obj.logLevel = message.logLevel;
+    }
     return obj;
   },
 
@@ -946,6 +971,7 @@ export const ConnectInfo: MessageFns<ConnectInfo> = {
     message.mappedNamespaces = object.mappedNamespaces?.map((e) => e) || [];
     message.managerNamespace = object.managerNamespace ?? "";
     message.lastOutage = object.lastOutage ?? "";
+    message.logLevel = object.logLevel ?? "";
     return message;
   },
 };

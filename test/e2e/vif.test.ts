@@ -345,16 +345,20 @@ if (cluster) {
   });
 
   scenario(
-    'tp loglevel debug --duration 10s: both daemons take it (a refused dial through the VIF is logged), then go back to info by themselves',
+    'tp loglevel debug --duration 20s: both daemons take it (a refused dial through the VIF is logged), then go back to info by themselves',
     async () => {
-      const r = await tp(['loglevel', 'debug', '--duration', '10s']);
+      const r = await tp(['loglevel', 'debug', '--duration', '20s']);
       assert.match(
         r.stdout,
-        /^Log level debug for 10s \(then info\) on the user daemon and the root daemon$/m,
+        /^Log level debug for 20s \(then info\) on the user daemon and the root daemon$/m,
+      );
+      assert.match(
+        (await tp(['status'])).stdout,
+        /daemon: +pid \d+, log \S+ \(level debug until \S+Z, then info\)/,
       );
       const log = (f: string) => fs.readFileSync(`${scratch}/logs/${f}`, 'utf8');
       for (const f of ['connector.log', 'daemon.log'])
-        assert.match(log(f), /log level debug for 10 s \(tp loglevel\), then info/, f);
+        assert.match(log(f), /log level debug for 20 s \(tp loglevel\), then info/, f);
       // Nothing listens on port 1 of the pod: the dial is refused, which the root daemon logs at debug.
       await ws(['curl', '-sS', '--max-time', '5', `http://${echoPodIp}:1/`]);
       await waitFor('the refused dial in the root daemon log', () =>
@@ -363,8 +367,9 @@ if (cluster) {
       await waitFor(
         'both daemons back at info',
         () => ['connector.log', 'daemon.log'].every((f) => /log level back to info/.test(log(f))),
-        30_000,
+        60_000,
       );
+      assert.match((await tp(['status'])).stdout, /daemon: +pid \d+, log \S+ \(level info\)/);
     },
   );
 
