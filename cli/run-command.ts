@@ -5,8 +5,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
 import * as tty from 'node:tty';
+import { findOnPath, isExecutableFile } from '../command/command.js';
 import { UsageError } from '../netaddr/parse.js';
 
 /**
@@ -34,29 +34,16 @@ export function commandAfterDashes(
  * Checked before the intercept is created.
  */
 export function findProgram(program: string, env: NodeJS.ProcessEnv = process.env): string {
-  const runnable = (file: string) => {
-    try {
-      const st = fs.statSync(file);
-      if (!st.isFile()) return false;
-      fs.accessSync(file, fs.constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  };
   if (program.includes('/')) {
-    if (runnable(program)) return program;
+    if (isExecutableFile(program)) return program;
     throw new UsageError(
       fs.existsSync(program)
         ? `cannot run "${program}": it is not an executable file`
         : `cannot run "${program}": no such file`,
     );
   }
-  for (const dir of (env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    const file = path.join(dir, program);
-    if (runnable(file)) return file;
-  }
+  const found = findOnPath(program, env);
+  if (found) return found;
   throw new UsageError(`cannot run "${program}": not found on PATH`);
 }
 

@@ -110,16 +110,28 @@ export function missingTool(tool: string, who = 'tp'): UsageError {
   );
 }
 
+/** Whether `file` is a regular file this process may execute. */
+export function isExecutableFile(file: string): boolean {
+  try {
+    if (!fs.statSync(file).isFile()) return false;
+    fs.accessSync(file, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Where `tool` is on `env`'s PATH (the first executable file of that name), or undefined. */
+export function findOnPath(tool: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  for (const dir of (env.PATH ?? '').split(path.delimiter)) {
+    if (!dir) continue;
+    const file = path.join(dir, tool);
+    if (isExecutableFile(file)) return file;
+  }
+  return undefined;
+}
+
 /** Whether an executable is on PATH. */
 export function onPath(tool: string): boolean {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    if (!dir) continue;
-    try {
-      fs.accessSync(path.join(dir, tool), fs.constants.X_OK);
-      return true;
-    } catch {
-      // Not in this directory.
-    }
-  }
-  return false;
+  return findOnPath(tool) !== undefined;
 }

@@ -5,6 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { findOnPath } from '../command/command.js';
 import { UsageError } from '../netaddr/parse.js';
 import { DEFAULT_MANAGER_NAMESPACE } from './annotations.js';
 import type { KubeFlags } from './kubeconfig.js';
@@ -43,16 +44,8 @@ export function findHelm(env: NodeJS.ProcessEnv = process.env): string {
       throw new UsageError(`TP_HELM=${env.TP_HELM} does not exist: point it at a helm 3 binary`);
     return env.TP_HELM;
   }
-  for (const dir of (env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    const candidate = path.join(dir, 'helm');
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // Not here.
-    }
-  }
+  const helm = findOnPath('helm', env);
+  if (helm) return helm;
   throw new UsageError(
     'helm is not installed: tp installs its traffic manager with helm 3. Install it (https://helm.sh/docs/intro/install/) or set TP_HELM to its path; with the lab, run eval "$(tp-lab env)"',
   );

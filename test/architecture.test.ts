@@ -28,7 +28,7 @@ const ALLOWED: Record<string, string[]> = {
   ],
   agentconfig: ['logging', 'netaddr', 'probes'],
   bpf: ['agentconfig', 'logging', 'netaddr', 'version'],
-  cli: ['daemons/root/launch.ts', 'http-filter', 'kube', 'logging', 'netaddr', 'rpc', 'version'],
+  cli: ['command', 'daemons/root/launch.ts', 'http-filter', 'kube', 'logging', 'netaddr', 'rpc', 'version'],
   command: ['netaddr'],
   daemons: ['command', 'dns', 'kube', 'logging', 'netaddr', 'rpc', 'tunnel', 'version', 'vif'],
   dns: ['command', 'logging', 'netaddr'],
@@ -36,7 +36,7 @@ const ALLOWED: Record<string, string[]> = {
   image: ['agent/node-flags.ts', 'manager/node-flags.ts', 'netaddr', 'version'],
   'init-container': ['bpf', 'command', 'logging', 'netaddr', 'version'],
   kind: ['command', 'image', 'lab', 'logging', 'netaddr', 'version'],
-  kube: ['agentconfig', 'logging', 'netaddr', 'rpc', 'spdy', 'tunnel'],
+  kube: ['agentconfig', 'command', 'logging', 'netaddr', 'rpc', 'spdy', 'tunnel'],
   lab: ['command', 'image', 'logging', 'netaddr', 'version'],
   logging: [],
   manager: [
