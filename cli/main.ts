@@ -509,7 +509,7 @@ program
             `Intercepting ${view.namespace}/${view.workload} port ${view.remotePort} -> ${view.localAddress}, ${view.filter} (intercept "${view.name}", ${view.disposition})\n` +
             mountedText(result.mountPoint, result.mountReadWrite, result.localMountPort),
         );
-        if (command) return runThenLeave(command, result.environment, name, 'intercept');
+        if (command) return runThenLeave(daemon, command, result.environment, name, 'intercept');
       },
     ),
   );
@@ -595,7 +595,7 @@ program
             `Ingesting ${view.namespace}/${view.workload} container ${view.container} (ingest "${view.name}", ${view.disposition})\n` +
             mountedText(result.mountPoint, result.mountReadWrite, result.localMountPort),
         );
-        if (command) return runThenLeave(command, result.environment, name, 'ingest');
+        if (command) return runThenLeave(daemon, command, result.environment, name, 'ingest');
       },
     ),
   );
@@ -731,6 +731,7 @@ program
  * succeeded.
  */
 async function runThenLeave(
+  daemon: DaemonClient,
   command: string[],
   environment: Record<string, string>,
   name: string,
@@ -738,7 +739,7 @@ async function runThenLeave(
 ): Promise<number> {
   const status = await runCommand(command, commandEnvironment(process.env, environment));
   try {
-    await (await DaemonClient.require()).removeIntercept(name);
+    await daemon.removeIntercept(name);
     process.stderr.write(`tp: ${command[0]} exited (status ${status}); left ${what} ${name}\n`);
     return status;
   } catch (e) {
