@@ -30,6 +30,7 @@ import {
   isWorkstationUnavailable,
   streamInfo,
 } from '../tunnel/messages.js';
+import { ReadSwitch } from '../tunnel/read-switch.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import type { ConnectionCounters, PortCounts } from './connection-counters.js';
 import type { DirectServer } from './direct.js';
@@ -154,11 +155,19 @@ export class PortListener {
     log.info('passing connections through on the main thread', { port: this.o.agentPort, reason: e.message });
   }
 
-  /** An intercepted port's connection, accepted by the thread: the main thread's usual path from here. */
+  /**
+   * An intercepted port's connection, accepted by the thread: the main thread's usual path from here. One
+   * the whole port's intercept takes is read through a ReadSwitch: its flow reads it straight into DATA
+   * messages (tunnel/flow.ts) instead of a fresh 64 KiB buffer per read, and the app still reads it as
+   * usual if the workstation cannot take it (a replay).
+   */
   private handedOver(fd: number, appPort: number): void {
+    const session = this.o.session;
+    const reads = session.routes.has(appPort) && session.sessionId ? new ReadSwitch() : undefined;
     let socket: net.Socket;
     try {
-      socket = new net.Socket({ fd, allowHalfOpen: true, pauseOnCreate: true } as net.SocketConstructorOpts);
+      const options = { fd, allowHalfOpen: true, pauseOnCreate: true, onread: reads };
+      socket = new net.Socket(options as net.SocketConstructorOpts);
     } catch (e) {
       log.warn('cannot take a connection from the passthrough thread', { reason: (e as Error).message });
       fs.closeSync(fd);
@@ -169,6 +178,7 @@ export class PortListener {
       return;
     }
     socket.setNoDelay(true);
+    if (reads) readSwitches.set(socket, reads.attach(socket));
     this.accept(socket, appPort);
   }
 
@@ -300,6 +310,7 @@ export class PortListener {
         intercept: interceptId,
       });
     const deadlineMs = managerWithinMs ?? this.o.workstationDialDeadlineMs;
+    const reads = readSwitches.get(socket);
     const replay = {
       limit: REPLAY_LIMIT_BYTES,
       fallback: (client: net.Socket, sent: Buffer[], ended: boolean, reason: string) => {
@@ -339,6 +350,7 @@ export class PortListener {
               earlyData: answer.info.version >= EARLY_DATA_VERSION,
               dialDeadlineMs: Math.max(1, deadlineMs - (Date.now() - started)),
               openedByFarSide: true,
+              reads,
             }).then(ended);
             return;
           }
@@ -356,9 +368,13 @@ export class PortListener {
     const stream = TunnelStream.open(session.client, AGENT_WINDOWS);
     if (session.managerTakesEarlyData) {
       // The client's first bytes go right behind OPEN: no round trip between DIAL_OK and the request.
-      void originate(socket, stream, info, { log, replay, earlyData: true, dialDeadlineMs: deadlineMs }).then(
-        ended,
-      );
+      void originate(socket, stream, info, {
+        log,
+        replay,
+        earlyData: true,
+        dialDeadlineMs: deadlineMs,
+        reads,
+      }).then(ended);
       return;
     }
     // A manager without early data: the tunnel opens first, then the client is read.
@@ -375,7 +391,7 @@ export class PortListener {
     }, deadlineMs);
     openFlow(stream, info).then(
       () => {
-        if (decide()) void originate(socket, stream, info, { log, dialed: true, replay }).then(ended);
+        if (decide()) void originate(socket, stream, info, { log, dialed: true, replay, reads }).then(ended);
       },
       (e: Error) => {
         if (!decide()) return;
@@ -387,6 +403,9 @@ export class PortListener {
     );
   }
 }
+
+/** The ReadSwitch of a connection created with one (Listeners.handedOver). */
+const readSwitches = new WeakMap<net.Socket, ReadSwitch>();
 
 /** An 'error' listener for sockets whose 'close' does the cleanup: one function, not one per connection. */
 function ignore(): void {}

@@ -9,9 +9,9 @@
 //
 // The pump moves bytes both ways with backpressure (the socket pauses while the stream's send budget is
 // spent; the stream pauses while the socket's write buffer is full), coalesces socket reads into large
-// DATA messages (a socket it dials with `onread` reads straight into them: rpc/tunnel-codec.ts DataReader),
-// carries half-close (FIN <-> CLOSE_SEND) and reset (RST <-> RESET), resets idle flows
-// and sends KEEPALIVE on quiet ones.
+// DATA messages (a socket it dials with `onread`, or one created with a read-switch.ts ReadSwitch, reads
+// straight into them: rpc/tunnel-codec.ts DataReader), carries half-close (FIN <-> CLOSE_SEND) and reset
+// (RST <-> RESET), resets idle flows and sends KEEPALIVE on quiet ones.
 import * as net from 'node:net';
 import { createLogger, type Logger } from '../logging/logger.js';
 import {
@@ -41,6 +41,7 @@ import {
   type StreamInfo,
   type TunnelMessage,
 } from './messages.js';
+import type { ReadSwitch } from './read-switch.js';
 import type { TunnelStream } from './stream.js';
 
 export type FlowOutcome =
@@ -98,6 +99,12 @@ export interface OriginateOptions extends FlowOptions {
    * read, and this side sends none; the flow is the same from there on.
    */
   openedByFarSide?: boolean;
+  /**
+   * The socket was created with this as its `onread` (read-switch.ts): the flow reads it straight into
+   * DATA messages, as a socket it dials, and gives its reads back to the socket's stream when it hands the
+   * socket over (`replay`).
+   */
+  reads?: ReadSwitch;
 }
 
 const defaultLog = createLogger('tunnel');
@@ -426,6 +433,7 @@ class Flow {
   private readSocket(): void {
     const socket = this.socket!;
     this.reading = true;
+    this.options.reads?.to(this.onread);
     socket.on('data', this.onSocketData);
     socket.on('end', this.onSocketEnd);
     socket.on('drain', this.onSocketDrain);
@@ -537,19 +545,7 @@ class Flow {
 
   private readonly onSocketData = (chunk: Buffer): void => {
     this.bytesIn += chunk.length;
-    if (this.replaySent) {
-      this.replayBytes += chunk.length;
-      const limit = this.options.replay!.limit;
-      if (this.state.phase === 'awaiting-dial') {
-        // Early data: everything read before DIAL_OK can still go elsewhere; stop reading at the limit.
-        this.replaySent.push(chunk);
-        if (this.replayBytes >= limit && !this.earlyPaused) {
-          this.earlyPaused = true;
-          this.socket!.pause();
-        }
-      } else if (this.replayBytes > limit) this.replaySent = undefined;
-      else this.replaySent.push(chunk);
-    }
+    if (this.replaySent) this.keepForReplay(chunk);
     for (const full of this.coalescer.push(chunk)) this.sendData(full, this.written);
     if (!this.flushScheduled && this.coalescer.pendingBytes > 0) {
       this.flushScheduled = true;
@@ -558,14 +554,38 @@ class Flow {
     }
   };
 
-  /** A read of a socket dialed with `onread` (no 'data' events then): sent as it is. */
+  /**
+   * A read of a socket created with `onread` (no 'data' events then): a socket the flow dialed, or one
+   * it reads through OriginateOptions.reads. Sent as it is.
+   */
   private readonly onSocketRead = (bytes: number, into: Uint8Array): boolean => {
     this.bytesIn += bytes;
     const m = this.reader.commit(bytes, into);
-    // Its memory serves later reads once written, where grpc-js then keeps no reference (server calls).
-    if (this.canSendData()) this.sendData(m, this.written);
+    // A copy: the message's memory may serve later reads once it is written.
+    if (this.replaySent) this.keepForReplay(Buffer.from(m.data));
+    if (!this.canSendData()) return true;
+    // Reads of the socket's stream before the flow took its reads go first.
+    if (this.coalescer.pendingBytes > 0) this.flush();
+    // Its memory serves later reads once written, where the stream then keeps no reference.
+    this.sendData(m, this.written);
     return true;
   };
+
+  /** What the socket sent while a replay is still possible (OriginateOptions.replay), up to its limit. */
+  private keepForReplay(chunk: Buffer): void {
+    const sent = this.replaySent!;
+    this.replayBytes += chunk.length;
+    const limit = this.options.replay!.limit;
+    if (this.state.phase === 'awaiting-dial') {
+      // Early data: everything read before DIAL_OK can still go elsewhere; stop reading at the limit.
+      sent.push(chunk);
+      if (this.replayBytes >= limit && !this.earlyPaused) {
+        this.earlyPaused = true;
+        this.socket!.pause();
+      }
+    } else if (this.replayBytes > limit) this.replaySent = undefined;
+    else sent.push(chunk);
+  }
 
   private readonly flush = (): void => {
     this.flushScheduled = false;
@@ -665,6 +685,7 @@ class Flow {
     socket.off('error', this.onSocketError);
     socket.off('close', this.onSocketClose);
     socket.pause();
+    this.options.reads?.to(undefined);
     this.socket = undefined;
     this.replaySent = undefined;
     this.state = abort(this.state);

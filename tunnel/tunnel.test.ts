@@ -22,6 +22,7 @@ import {
   serveDial,
 } from './flow.js';
 import { EARLY_DATA_VERSION, msg, streamInfo, TunnelCode, WORKSTATION_UNAVAILABLE } from './messages.js';
+import { ReadSwitch } from './read-switch.js';
 import { relay } from './relay.js';
 import { TunnelStream } from './stream.js';
 
@@ -36,6 +37,8 @@ interface Rig {
   /** The sockets the front listener accepted (the originating side's sockets). */
   accepted: net.Socket[];
   outcomes: Promise<FlowOutcome>[];
+  /** A client connection whose other end a flow originates on. */
+  connect(): Promise<net.Socket>;
   close(): Promise<void>;
 }
 
@@ -81,12 +84,18 @@ async function startServer(mode: ServerMode): Promise<{ server: grpc.Server; por
   return { server, port };
 }
 
-/** Connections to the front listener are originated towards targetPort with the given stream info. */
+/**
+ * Connections to the front listener are originated towards targetPort with the given stream info. With
+ * `readSwitch` the flow's socket is created with a ReadSwitch (as the agent creates a connection its
+ * passthrough thread hands over): connect() dials the front listener with it, and the flow originates on
+ * that end while the caller gets the accepted one.
+ */
 async function rig(
   mode: ServerMode,
   targetPort: number,
   info: Partial<Parameters<typeof streamInfo>[0]> = {},
   options: OriginateOptions = {},
+  readSwitch = false,
 ): Promise<Rig> {
   const { server, port } = await startServer(mode);
   const client = new ManagerClient(
@@ -96,7 +105,7 @@ async function rig(
   );
   const accepted: net.Socket[] = [];
   const outcomes: Promise<FlowOutcome>[] = [];
-  const front = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+  const originateOn = (socket: net.Socket, reads?: ReadSwitch) => {
     accepted.push(socket);
     const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: targetPort };
     outcomes.push(
@@ -104,9 +113,15 @@ async function rig(
         socket,
         TunnelStream.open(client, AGENT_WINDOWS),
         streamInfo({ connId, sessionId: 'test', ...info }),
-        options,
+        { ...options, reads },
       ),
     );
+  };
+  let clientEnd: ((s: net.Socket) => void) | undefined;
+  const front = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+    if (!readSwitch) return originateOn(socket);
+    socket.resume();
+    clientEnd?.(socket);
   });
   await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
   const frontPort = (front.address() as net.AddressInfo).port;
@@ -116,6 +131,18 @@ async function rig(
     frontPort,
     accepted,
     outcomes,
+    connect: async () => {
+      if (!readSwitch) return connect(frontPort);
+      const theirs = new Promise<net.Socket>((r) => {
+        clientEnd = r;
+      });
+      const reads = new ReadSwitch();
+      const ours = net.connect({ port: frontPort, host: '127.0.0.1', allowHalfOpen: true, onread: reads });
+      ours.pause();
+      reads.attach(ours);
+      originateOn(ours, reads);
+      return theirs;
+    },
     close: async () => {
       for (const s of accepted) s.destroy();
       front.close();
@@ -166,24 +193,25 @@ const eventually = (what: string, check: () => boolean, timeoutMs = 10_000) =>
 
 const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
 
-test('data both ways arrives byte-exact (8 MiB echoed)', async () => {
-  const echo = await listen((s) => s.pipe(s));
-  const r = await rig('answer', echo.port);
-  try {
-    const payload = crypto.randomBytes(8 << 20);
-    const s = await connect(r.frontPort);
-    const reply = readAll(s);
-    s.end(payload);
-    const got = await reply;
-    assert.is(got.length, payload.length);
-    assert.is(sha(got), sha(payload));
-    const outcome = await r.outcomes[0]!;
-    assert.is(outcome.kind, 'closed');
-  } finally {
-    await r.close();
-    echo.server.close();
-  }
-});
+for (const readSwitch of [false, true])
+  test(`data both ways arrives byte-exact (8 MiB echoed)${readSwitch ? ', read through a ReadSwitch' : ''}`, async () => {
+    const echo = await listen((s) => s.pipe(s));
+    const r = await rig('answer', echo.port, {}, {}, readSwitch);
+    try {
+      const payload = crypto.randomBytes(8 << 20);
+      const s = await r.connect();
+      const reply = readAll(s);
+      s.end(payload);
+      const got = await reply;
+      assert.is(got.length, payload.length);
+      assert.is(sha(got), sha(payload));
+      const outcome = await r.outcomes[0]!;
+      assert.is(outcome.kind, 'closed');
+    } finally {
+      await r.close();
+      echo.server.close();
+    }
+  });
 
 test('half-close: a client that shuts its write side still gets the whole reply', async () => {
   const target = await listen((s) => {
@@ -414,15 +442,20 @@ test('malformed messages get a RESET with the reason; the server keeps serving',
  * A connection relayed by the server to a dialer that dials an echo of the sha256 of what it received, as
  * the user daemon does it (OPEN with the relay id, dial, answer): 3 MiB and a half-close go through.
  */
-async function relayedEcho(relayId: string, options: OriginateOptions, slowDialMs: number): Promise<void> {
+async function relayedEcho(
+  relayId: string,
+  options: OriginateOptions,
+  slowDialMs: number,
+  readSwitch = false,
+): Promise<void> {
   const target = await listen((s) => {
     const chunks: Buffer[] = [];
     s.on('data', (c) => chunks.push(c));
     s.on('end', () => s.end(`echo:${sha(Buffer.concat(chunks))}`));
   });
-  const r = await rig('relay', target.port, { relayId }, options);
+  const r = await rig('relay', target.port, { relayId }, options, readSwitch);
   try {
-    const s = await connect(r.frontPort);
+    const s = await r.connect();
     const reply = readAll(s);
     const dialerStream = new TunnelStream(r.client.tunnel());
     const connId = { protocol: 6, srcIp: '127.0.0.1', srcPort: 1, dstIp: '127.0.0.1', dstPort: target.port };
@@ -455,7 +488,7 @@ test('relay: two streams paired by the server carry data and half-close', async 
  */
 async function replayRig(
   relayId: string,
-  o: { earlyData?: boolean; dialerVersion?: number; deadlineMs?: number } = {},
+  o: { earlyData?: boolean; dialerVersion?: number; deadlineMs?: number; reads?: boolean } = {},
 ) {
   const { server, port } = await startServer('relay');
   const client = new ManagerClient(
@@ -473,7 +506,7 @@ async function replayRig(
     };
   });
   let outcome!: Promise<FlowOutcome>;
-  const front = await listen((socket) => {
+  const flowOf = (socket: net.Socket, reads?: ReadSwitch) => {
     outcome = originate(
       socket,
       TunnelStream.open(client, AGENT_WINDOWS),
@@ -486,10 +519,30 @@ async function replayRig(
         },
         earlyData: o.earlyData,
         dialDeadlineMs: o.deadlineMs ?? 3_000,
+        reads,
       },
     );
-  });
-  const s = await connect(front.port);
+  };
+  // With `reads` the flow's socket is created with a ReadSwitch (as the agent creates a connection handed
+  // over by its passthrough thread): here the dialing end of a loopback pair, the client the accepted one.
+  let s: net.Socket;
+  let front: { server: net.Server; port: number };
+  if (o.reads) {
+    let accepted!: (c: net.Socket) => void;
+    const client = new Promise<net.Socket>((r) => {
+      accepted = r;
+    });
+    front = await listen(accepted);
+    const reads = new ReadSwitch();
+    const ours = net.connect({ port: front.port, host: '127.0.0.1', allowHalfOpen: true, onread: reads });
+    ours.pause();
+    reads.attach(ours);
+    flowOf(ours, reads);
+    s = await client;
+  } else {
+    front = await listen((socket) => flowOf(socket));
+    s = await connect(front.port);
+  }
   s.on('error', () => {});
   // The workstation: OPEN with the relay id, DIAL_OK (not yet with early data), then the client's bytes.
   const dialer = TunnelStream.open(client, AGENT_WINDOWS);
@@ -522,32 +575,60 @@ async function replayRig(
   };
 }
 
-test('replay: the workstation gone before answering: the connection and what it sent go to the fallback', async () => {
-  const r = await replayRig('r-gone');
-  try {
-    r.s.end('GET / HTTP/1.1\r\n\r\n');
-    await eventually('the request to reach the workstation', () => Buffer.concat(r.received).length === 18);
-    // The workstation's daemon dies (kill -9): its stream is cancelled without a word.
-    r.dialer.abort('killed');
-    // Bounded: without a hand-over the client is reset and the fallback never runs.
-    const got = await Promise.race([
-      r.fellBack,
-      resetOf(r.s).then((how): never => {
-        throw new Error(`no hand-over: the client was ${how} instead`);
-      }),
-    ]);
-    assert.is(got.sent, 'GET / HTTP/1.1\r\n\r\n');
-    assert.ok(got.ended, 'the client had half-closed: the fallback must end the replayed request too');
-    assert.ok(got.reason.startsWith(WORKSTATION_UNAVAILABLE), got.reason);
-    assert.is((await r.outcome()).kind, 'handed-over');
-    // The fallback answers on the same connection: the client never saw a reset.
-    const reply = readAll(r.s);
-    got.socket.end('HTTP/1.1 200 OK from the app\r\n\r\n');
-    assert.is((await reply).toString(), 'HTTP/1.1 200 OK from the app\r\n\r\n');
-  } finally {
-    r.close();
-  }
-});
+for (const reads of [false, true])
+  test(`replay: the workstation gone before answering: the connection and what it sent go to the fallback${reads ? ' (read through a ReadSwitch)' : ''}`, async () => {
+    const r = await replayRig(`r-gone-${reads}`, { reads });
+    try {
+      r.s.end('GET / HTTP/1.1\r\n\r\n');
+      await eventually('the request to reach the workstation', () => Buffer.concat(r.received).length === 18);
+      // The workstation's daemon dies (kill -9): its stream is cancelled without a word.
+      r.dialer.abort('killed');
+      // Bounded: without a hand-over the client is reset and the fallback never runs.
+      const got = await Promise.race([
+        r.fellBack,
+        resetOf(r.s).then((how): never => {
+          throw new Error(`no hand-over: the client was ${how} instead`);
+        }),
+      ]);
+      assert.is(got.sent, 'GET / HTTP/1.1\r\n\r\n');
+      assert.ok(got.ended, 'the client had half-closed: the fallback must end the replayed request too');
+      assert.ok(got.reason.startsWith(WORKSTATION_UNAVAILABLE), got.reason);
+      assert.is((await r.outcome()).kind, 'handed-over');
+      // The fallback answers on the same connection: the client never saw a reset.
+      const reply = readAll(r.s);
+      got.socket.end('HTTP/1.1 200 OK from the app\r\n\r\n');
+      assert.is((await reply).toString(), 'HTTP/1.1 200 OK from the app\r\n\r\n');
+    } finally {
+      r.close();
+    }
+  });
+
+for (const reads of [false, true])
+  test(`replay: after the hand-over the fallback reads the rest of the connection as any socket${reads ? ' (read through a ReadSwitch)' : ''}`, async () => {
+    const r = await replayRig(`r-rest-${reads}`, { reads });
+    try {
+      r.s.write('POST / HTTP/1.1\r\n');
+      await eventually(
+        'the first bytes to reach the workstation',
+        () => Buffer.concat(r.received).length === 17,
+      );
+      r.dialer.abort('killed');
+      const got = await r.fellBack;
+      assert.is(got.sent, 'POST / HTTP/1.1\r\n');
+      assert.not.ok(got.ended);
+      // The app's side: 'data' and 'end' as on any socket, 2 MiB of body behind the replayed bytes.
+      const rest = readAll(got.socket);
+      got.socket.resume();
+      const body = crypto.randomBytes(2 << 20);
+      r.s.end(body);
+      assert.is(sha(await rest), sha(body));
+      const reply = readAll(r.s);
+      got.socket.end('HTTP/1.1 200 OK\r\n\r\n');
+      assert.is((await reply).toString(), 'HTTP/1.1 200 OK\r\n\r\n');
+    } finally {
+      r.close();
+    }
+  });
 
 test('replay: once the workstation answered, or when it reset the connection itself, the client is reset', async () => {
   for (const how of ['answered, then gone', 'its app reset the connection'] as const) {
@@ -605,8 +686,12 @@ test('early data waits in the relay for a dialer that does not take it (tunnel v
 });
 
 test('early data: a workstation unavailable or silent before DIAL_OK hands the connection over; its own refusal resets it', async () => {
-  for (const how of ['unavailable', 'no answer', 'refused'] as const) {
-    const r = await replayRig(`r-early-${how}`, { earlyData: true, deadlineMs: 500 });
+  // Each both ways: the flow's socket read as any socket, and through a ReadSwitch.
+  const cases = (['unavailable', 'no answer', 'refused'] as const).flatMap((how) =>
+    [false, true].map((reads) => ({ how, reads })),
+  );
+  for (const { how, reads } of cases) {
+    const r = await replayRig(`r-early-${how}-${reads}`, { earlyData: true, deadlineMs: 500, reads });
     try {
       const reset = resetOf(r.s);
       r.s.end('GET / HTTP/1.1\r\n\r\n');
@@ -646,6 +731,7 @@ test('early data: a workstation unavailable or silent before DIAL_OK hands the c
 test('early data: a dialer keeps what arrives while it dials (3 MiB, beyond its 1 MiB hold), then writes it in order', async () => {
   // A slow dial: the early data piles up at the dialer meanwhile.
   await relayedEcho('r-early-dial', { earlyData: true }, 300);
+  await relayedEcho('r-early-dial-switch', { earlyData: true }, 300, true);
 });
 
 test('openFlow then originate(dialed): what the destination sent before the socket existed comes first', async () => {

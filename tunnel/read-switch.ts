@@ -1,0 +1,64 @@
+// A socket's `onread` that can change hands. net takes `onread` only when it creates a socket, and a
+// socket created with it emits no 'data': its reads go to the callback. The agent creates an intercepted
+// connection handed over by its passthrough thread with a ReadSwitch, so that the tunnel flow reads it
+// straight into DATA messages (tunnel/flow.ts, OriginateOptions.reads) as it reads the sockets it dials;
+// before a flow takes it, and once a flow hands it over to the app (a replay), its reads go to the socket's
+// own stream as usual ('data', pipe, backpressure), each copied out of one shared buffer.
+import type * as net from 'node:net';
+import type { OnRead } from './dial.js';
+
+/** The default reads land here and are copied out at once: one buffer serves every switch. */
+const SHARED_BYTES = 64 << 10;
+let shared: Buffer | undefined;
+
+export class ReadSwitch implements OnRead {
+  private target: OnRead | undefined;
+  private socket: net.Socket | undefined;
+  /** The memory the socket reads into next, and whose it is (undefined: the shared buffer). */
+  private offered: Uint8Array | undefined;
+  private offeredBy: OnRead | undefined;
+
+  /** The socket created with this switch as its `onread`: its stream gets the reads no target takes. */
+  attach(socket: net.Socket): this {
+    this.socket = socket;
+    return this;
+  }
+
+  /** Reads go to `target` from now on; undefined: to the socket's own stream. */
+  to(target: OnRead | undefined): void {
+    this.target = target;
+  }
+
+  readonly buffer = (): Uint8Array => {
+    this.offeredBy = this.target;
+    if (this.target) this.offered = this.target.buffer();
+    else {
+      shared ??= Buffer.allocUnsafe(SHARED_BYTES);
+      this.offered = shared;
+    }
+    return this.offered;
+  };
+
+  readonly callback = (bytes: number, into: Uint8Array): boolean => {
+    const target = this.target;
+    if (target && target === this.offeredBy && into === this.offered) return target.callback(bytes, into);
+    // The memory was offered before the switch changed hands: what was read moves to where reads go now.
+    if (target) return this.copyTo(target, into.subarray(0, bytes));
+    const socket = this.socket;
+    if (!socket) throw new Error('ReadSwitch: a read before attach()');
+    // As net does for a socket without onread: false stops reading until the stream wants more.
+    return socket.push(Buffer.from(into.subarray(0, bytes)));
+  };
+
+  private copyTo(target: OnRead, bytes: Uint8Array): boolean {
+    let more = true;
+    for (let at = 0; at < bytes.length; ) {
+      const region = target.buffer();
+      const n = Math.min(region.length, bytes.length - at);
+      region.set(bytes.subarray(at, at + n));
+      at += n;
+      more = target.callback(n, region) && more;
+    }
+    return more;
+  }
+}
