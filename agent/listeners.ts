@@ -404,7 +404,7 @@ export class PortListener {
   }
 }
 
-/** The ReadSwitch of a connection created with one (Listeners.handedOver). */
+/** The ReadSwitch of a connection created with one (PortListener.handedOver). */
 const readSwitches = new WeakMap<net.Socket, ReadSwitch>();
 
 /** An 'error' listener for sockets whose 'close' does the cleanup: one function, not one per connection. */
