@@ -11,15 +11,20 @@ test('tp loglevel LEVEL: the logger levels, any case; others refused with the li
   );
 });
 
-test('--duration: Go-style whole seconds, more than 0 and at most 24h', () => {
+test('--duration: the duration syntax of every tp flag, in whole seconds, more than 0 and at most 24h', () => {
   assert.is(parseDurationSeconds('90s'), 90);
   assert.is(parseDurationSeconds('30m'), 1800);
   assert.is(parseDurationSeconds('1h30m'), 5400);
+  assert.is(parseDurationSeconds('1.5h'), 5400);
   assert.is(parseDurationSeconds('24h'), 86_400);
-  for (const bad of ['', '30', '1.5h', '5x', 'm', '-1m'])
-    assert.throws(() => parseDurationSeconds(bad), /expected a duration such as 90s, 30m or 1h30m/, bad);
-  assert.throws(() => parseDurationSeconds('0s'), /more than 0s and at most 24h/);
-  assert.throws(() => parseDurationSeconds('25h'), /more than 0s and at most 24h/);
+  assert.is(parseDurationSeconds('1500ms'), 2, 'a fraction of a second rounds up');
+  for (const bad of ['', '30', '5x', 'm', '-1m', '0s'])
+    assert.throws(
+      () => parseDurationSeconds(bad),
+      /invalid --duration ".*": expected a duration such as 15s, 500ms or 2m/,
+      bad,
+    );
+  assert.throws(() => parseDurationSeconds('25h'), /--duration "25h": must be at most 24h/);
   assert.is(formatDuration(5400), '1h30m');
   assert.is(formatDuration(90), '1m30s');
   assert.is(formatDuration(10), '10s');

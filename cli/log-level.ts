@@ -1,6 +1,6 @@
 // tp loglevel: the level and the duration as typed, checked before anything is sent.
 import { type Level, parseLevel } from '../logging/logger.js';
-import { UsageError } from '../netaddr/parse.js';
+import { parseDuration, UsageError } from '../netaddr/parse.js';
 
 /** The longest --duration: a level meant for one debugging session, not a setting. */
 const MAX_DURATION_SECONDS = 24 * 3600;
@@ -13,14 +13,13 @@ export function parseLogLevel(value: string): Level {
   }
 }
 
-/** `--duration`: Go's duration syntax for whole seconds (90s, 30m, 1h30m); 0 < d ≤ 24h. */
+/**
+ * `--duration`: a duration as every tp flag takes one (netaddr/parse.ts: 90s, 30m, 1h30m, 1.5h), in whole
+ * seconds (a fraction rounds up); at most 24h.
+ */
 export function parseDurationSeconds(value: string): number {
-  const m = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(value);
-  if (!m || value === '')
-    throw new UsageError(`--duration "${value}": expected a duration such as 90s, 30m or 1h30m`);
-  const seconds = Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0);
-  if (seconds <= 0 || seconds > MAX_DURATION_SECONDS)
-    throw new UsageError(`--duration "${value}": must be more than 0s and at most 24h`);
+  const seconds = Math.ceil(parseDuration(value, '--duration') / 1000);
+  if (seconds > MAX_DURATION_SECONDS) throw new UsageError(`--duration "${value}": must be at most 24h`);
   return seconds;
 }
 

@@ -72,7 +72,7 @@ for (const [args, error] of [
   ],
   [
     ['loglevel', 'debug', '--duration', '2d'],
-    /^tp loglevel: --duration "2d": expected a duration such as 90s/,
+    /^tp loglevel: invalid --duration "2d": expected a duration such as 15s/,
   ],
 ] as const) {
   test(`tp ${args.join(' ')}: one clear error, nothing else, before the daemon`, () => {
