@@ -118,8 +118,11 @@ async function rig(
     );
   };
   let clientEnd: ((s: net.Socket) => void) | undefined;
+  /** With `readSwitch`: the client ends, the front listener's side. */
+  const clientEnds: net.Socket[] = [];
   const front = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
     if (!readSwitch) return originateOn(socket);
+    clientEnds.push(socket);
     socket.resume();
     clientEnd?.(socket);
   });
@@ -144,7 +147,7 @@ async function rig(
       return theirs;
     },
     close: async () => {
-      for (const s of accepted) s.destroy();
+      for (const s of [...accepted, ...clientEnds]) s.destroy();
       front.close();
       client.close();
       server.forceShutdown();
