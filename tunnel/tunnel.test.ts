@@ -120,10 +120,10 @@ async function rig(
   let clientEnd: ((s: net.Socket) => void) | undefined;
   /** With `readSwitch`: the client ends, the front listener's side. */
   const clientEnds: net.Socket[] = [];
-  const front = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+  // The flow's side starts paused; a client end is read as any socket (what comes before its reader waits).
+  const front = net.createServer({ allowHalfOpen: true, pauseOnConnect: !readSwitch }, (socket) => {
     if (!readSwitch) return originateOn(socket);
     clientEnds.push(socket);
-    socket.resume();
     clientEnd?.(socket);
   });
   await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
