@@ -162,8 +162,7 @@ export class PortListener {
    * usual if the workstation cannot take it (a replay).
    */
   private handedOver(fd: number, appPort: number): void {
-    const session = this.o.session;
-    const reads = session.routes.has(appPort) && session.sessionId ? new ReadSwitch() : undefined;
+    const reads = this.wholeIntercept(appPort) ? new ReadSwitch() : undefined;
     let socket: net.Socket;
     try {
       const options = { fd, allowHalfOpen: true, pauseOnCreate: true, onread: reads };
@@ -232,8 +231,8 @@ export class PortListener {
     }
     const counts = this.o.counters.of(appPort);
     const session = this.o.session;
-    const interceptId = session.routes.get(appPort);
-    if (interceptId && session.sessionId) {
+    const interceptId = this.wholeIntercept(appPort);
+    if (interceptId) {
       counts.intercepted++;
       this.forward(socket, socket, appPort, interceptId, counts);
     } else if (session.personal.has(appPort) && session.sessionId) {
@@ -243,6 +242,12 @@ export class PortListener {
       counts.passedThrough++;
       passthrough(socket, this.loopbackFor(socket), appPort, counts);
     }
+  }
+
+  /** The intercept that takes every connection to `appPort` now (with a manager session), if any. */
+  private wholeIntercept(appPort: number): string | undefined {
+    const session = this.o.session;
+    return session.sessionId ? session.routes.get(appPort) : undefined;
   }
 
   /**

@@ -14,9 +14,11 @@ let shared: Buffer | undefined;
 export class ReadSwitch implements OnRead {
   private target: OnRead | undefined;
   private socket: net.Socket | undefined;
-  /** The memory the socket reads into next, and whose it is (undefined: the shared buffer). */
+  /**
+   * The memory the current owner of the reads offered for the next one; undefined once the reads changed
+   * hands, until they offer again.
+   */
   private offered: Uint8Array | undefined;
-  private offeredBy: OnRead | undefined;
 
   /** The socket created with this switch as its `onread`: its stream gets the reads no target takes. */
   attach(socket: net.Socket): this {
@@ -27,10 +29,10 @@ export class ReadSwitch implements OnRead {
   /** Reads go to `target` from now on; undefined: to the socket's own stream. */
   to(target: OnRead | undefined): void {
     this.target = target;
+    this.offered = undefined;
   }
 
   readonly buffer = (): Uint8Array => {
-    this.offeredBy = this.target;
     if (this.target) this.offered = this.target.buffer();
     else {
       shared ??= Buffer.allocUnsafe(SHARED_BYTES);
@@ -41,8 +43,8 @@ export class ReadSwitch implements OnRead {
 
   readonly callback = (bytes: number, into: Uint8Array): boolean => {
     const target = this.target;
-    if (target && target === this.offeredBy && into === this.offered) return target.callback(bytes, into);
-    // The memory was offered before the switch changed hands: what was read moves to where reads go now.
+    if (target && into === this.offered) return target.callback(bytes, into);
+    // The memory was offered before the reads changed hands: what was read moves to where they go now.
     if (target) return this.copyTo(target, into.subarray(0, bytes));
     const socket = this.socket;
     if (!socket) throw new Error('ReadSwitch: a read before attach()');

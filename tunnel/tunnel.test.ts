@@ -85,6 +85,18 @@ async function startServer(mode: ServerMode): Promise<{ server: grpc.Server; por
 }
 
 /**
+ * A connection to 127.0.0.1:port created with a ReadSwitch as its `onread`, paused, as the agent creates a
+ * connection its passthrough thread hands over: a flow that originates on it reads it through the switch.
+ */
+function dialWithReadSwitch(port: number): { socket: net.Socket; reads: ReadSwitch } {
+  const reads = new ReadSwitch();
+  const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true, onread: reads });
+  socket.pause();
+  reads.attach(socket);
+  return { socket, reads };
+}
+
+/**
  * Connections to the front listener are originated towards targetPort with the given stream info. With
  * `readSwitch` the flow's socket is created with a ReadSwitch (as the agent creates a connection its
  * passthrough thread hands over): connect() dials the front listener with it, and the flow originates on
@@ -139,11 +151,8 @@ async function rig(
       const theirs = new Promise<net.Socket>((r) => {
         clientEnd = r;
       });
-      const reads = new ReadSwitch();
-      const ours = net.connect({ port: frontPort, host: '127.0.0.1', allowHalfOpen: true, onread: reads });
-      ours.pause();
-      reads.attach(ours);
-      originateOn(ours, reads);
+      const { socket, reads } = dialWithReadSwitch(frontPort);
+      originateOn(socket, reads);
       return theirs;
     },
     close: async () => {
@@ -536,11 +545,8 @@ async function replayRig(
       accepted = r;
     });
     front = await listen(accepted);
-    const reads = new ReadSwitch();
-    const ours = net.connect({ port: front.port, host: '127.0.0.1', allowHalfOpen: true, onread: reads });
-    ours.pause();
-    reads.attach(ours);
-    flowOf(ours, reads);
+    const { socket, reads } = dialWithReadSwitch(front.port);
+    flowOf(socket, reads);
     s = await client;
   } else {
     front = await listen((socket) => flowOf(socket));
