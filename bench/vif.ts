@@ -80,6 +80,7 @@ async function main(): Promise<void> {
         managerPodIp: ADDR.manager,
         managedNamespaces: [],
         flowConnections: true,
+        flowWindows: true,
       },
     });
 

@@ -259,6 +259,7 @@ const connected: ConnectInfo = {
     managerPodIp: '10.244.0.5',
     managedNamespaces: [],
     flowConnections: false,
+    flowWindows: false,
   },
   intercepts: [],
   context: 'lab',

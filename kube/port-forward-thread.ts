@@ -50,8 +50,11 @@ export interface ForwardThread extends ManagerForward {
 }
 
 export interface PodForward extends ManagerForward {
-  /** Resolves once the flow runs; rejects when no port-forward stream to the pod could be opened. */
-  flow(info: StreamInfo, target: { host: string; port: number }): Promise<void>;
+  /**
+   * Resolves once the flow runs; rejects when no port-forward stream to the pod could be opened.
+   * `peerTakesWindows`: the agent takes WINDOW frames (tunnel/framed-call.ts).
+   */
+  flow(info: StreamInfo, target: { host: string; port: number }, peerTakesWindows: boolean): Promise<void>;
   /** The agent takes flow connections: open the port-forward for them (and a spare) ahead of need. */
   warm(): void;
 }
@@ -64,7 +67,14 @@ type Request =
   | { op: 'close-pod'; id: number }
   | { op: 'warm'; id: number }
   | { op: 'access'; id: number }
-  | { op: 'flow'; id: number; pod: number; info: StreamInfo; target: { host: string; port: number } };
+  | {
+      op: 'flow';
+      id: number;
+      pod: number;
+      info: StreamInfo;
+      target: { host: string; port: number };
+      peerTakesWindows: boolean;
+    };
 /** Port-forward thread -> main thread, after Started. */
 type Reply = { id: number; address?: string; access?: string; error?: string };
 
@@ -145,12 +155,12 @@ export function startForwardThread(options: ForwardThreadOptions): Promise<Forwa
                   address: r.address,
                   close: async () => post({ op: 'close-pod', id: podId }),
                   warm: () => post({ op: 'warm', id: podId }),
-                  flow: (info, target) => {
+                  flow: (info, target, peerTakesWindows) => {
                     if (gone) return Promise.reject(new Error('the port-forward thread exited'));
                     const id = nextId++;
                     return new Promise<void>((opened, failed) => {
                       waiting.set(id, (f) => (f.error === undefined ? opened() : failed(new Error(f.error))));
-                      post({ op: 'flow', id, pod: podId, info, target });
+                      post({ op: 'flow', id, pod: podId, info, target, peerTakesWindows });
                     });
                   },
                 });
@@ -170,7 +180,7 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
     { loadKubeConfig },
     { forwardToManager, forwardToPod, PodStreams: Streams },
     { DEFAULT_MANAGER_NAMESPACE },
-    { FLOW_MAGIC },
+    { FLOW_MAGIC, FlowWindowGroup },
     { dialTarget },
     { exportClusterAccess },
   ] = await Promise.all([
@@ -204,6 +214,8 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
   // 'close': the listeners and their connections go, then the thread (process.exit ends only this thread).
   const pods = new Map<number, { forward: Promise<ManagerForward | undefined>; streams: PodStreams }>();
   const flowLog = createLogger('connector/direct');
+  // The intercepted connections' flows, to every pod, share this thread and the API server: their windows.
+  const windows = new FlowWindowGroup();
   port.on('message', (m: Request) => {
     if (m === 'close') {
       for (const p of pods.values()) p.streams.close();
@@ -234,7 +246,7 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
       // one can wait at the agent for its OPEN.
       pods.set(m.id, {
         forward: opened,
-        streams: new Streams(loaded.kc, log, m.namespace, { pod: m.pod, port: m.port }, FLOW_MAGIC),
+        streams: new Streams(loaded.kc, log, m.namespace, { pod: m.pod, port: m.port }, FLOW_MAGIC, windows),
       });
     } else if (m.op === 'warm') {
       // The agent takes flow connections: the first intercepted connection should not wait for the upgrade.
@@ -253,7 +265,7 @@ async function runThread(options: ForwardThreadOptions): Promise<void> {
       p.streams.open().then(
         (bytes) => {
           // When the flow ends cleanly the stream carries the pod's next one.
-          void dialTarget(p.streams.flowStream(bytes), m.info, m.target, flowLog);
+          void dialTarget(p.streams.flowStream(bytes, m.peerTakesWindows), m.info, m.target, flowLog);
           port.postMessage({ id: m.id } satisfies Reply);
         },
         (e: Error) => port.postMessage({ id: m.id, error: e.message } satisfies Reply),

@@ -32,7 +32,7 @@ import {
 } from '../spdy/frames.js';
 import { HeaderBlockDecoder, HeaderBlockEncoder } from '../spdy/header-compression.js';
 import { FlowConnectionPool } from '../tunnel/flow-pool.js';
-import { agreesWithFlowMagic } from '../tunnel/framed-call.js';
+import { agreesWithFlowMagic, type FlowWindowGroup } from '../tunnel/framed-call.js';
 import type { TunnelStream } from '../tunnel/stream.js';
 import { DEFAULT_MANAGER_NAMESPACE, MANAGER_SERVICE } from './annotations.js';
 
@@ -938,6 +938,8 @@ export class PodStreams {
     readonly namespace: string,
     target: ForwardTarget | TargetResolver,
     private readonly prelude?: Buffer,
+    /** The windows of the flows on these connections (tunnel/framed-call.ts FlowWindowGroup). */
+    windows?: FlowWindowGroup,
   ) {
     this.sessions = new SharedSession(
       (t) => PortForwardSession.open(this.kc, this.namespace, t.pod, t.port, log),
@@ -956,6 +958,7 @@ export class PodStreams {
       spare: prelude !== undefined,
       maxIdleMs: SPARE_MAX_AGE_MS,
       suits: (s) => !s.onBusySession,
+      windows,
     });
   }
 
@@ -972,9 +975,12 @@ export class PodStreams {
     this.pool.release(stream);
   }
 
-  /** A flow's stream on a connection from open(): release()d after a clean end, for the pod's next flow. */
-  flowStream(bytes: ForwardedStream): TunnelStream {
-    return this.pool.flowStream(bytes, this.label);
+  /**
+   * A flow's stream on a connection from open(): release()d after a clean end, for the pod's next flow.
+   * `peerTakesWindows`: the far side takes WINDOW frames (tunnel/framed-call.ts).
+   */
+  flowStream(bytes: ForwardedStream, peerTakesWindows = false): TunnelStream {
+    return this.pool.flowStream(bytes, this.label, peerTakesWindows);
   }
 
   /** POD:PORT of the last target. */

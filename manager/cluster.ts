@@ -25,7 +25,7 @@ export interface ClusterIntegration {
   /** Removes the agent from the named workloads (or all); resolves when their pods rolled. */
   uninstallAgents(names: string[], namespace: string, all: boolean): Promise<string[]>;
   /** The cluster's facts (the manager adds what it serves itself: flow connections). */
-  clusterInfo(): Omit<ClusterInfo, 'flowConnections'>;
+  clusterInfo(): Omit<ClusterInfo, 'flowConnections' | 'flowWindows'>;
   onClusterInfoChange(listener: () => void): () => void;
   /** The cluster's DNS servers (the kube-dns Service): LookupDNS asks them (dns/cluster-lookup.ts). */
   dnsServers(): Upstream[];

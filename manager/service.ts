@@ -274,7 +274,7 @@ function expectedStatus(e: unknown): status | undefined {
 export function managerService(core: ManagerCore): ManagerServer {
   const log = core.log;
   const unary = unaryHandlers(log, expectedStatus);
-  const emptyCluster: Omit<ClusterInfo, 'flowConnections'> = {
+  const emptyCluster: Omit<ClusterInfo, 'flowConnections' | 'flowWindows'> = {
     podSubnets: [],
     serviceSubnets: [],
     clusterDomain: 'cluster.local',
@@ -446,7 +446,11 @@ export function managerService(core: ManagerCore): ManagerServer {
       core.feeds.watch(
         call,
         // The manager's port takes flow connections (server.ts): the root daemon's VIF opens its flows there.
-        (): ClusterInfo => ({ ...(core.cluster?.clusterInfo() ?? emptyCluster), flowConnections: true }),
+        (): ClusterInfo => ({
+          ...(core.cluster?.clusterInfo() ?? emptyCluster),
+          flowConnections: true,
+          flowWindows: true,
+        }),
         (v) => ClusterInfoFns.encode(v).finish(),
       );
     },

@@ -11,7 +11,7 @@ import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../logging/logger.js';
 import { formatHostPort } from '../netaddr/parse.js';
-import { FLOW_MAGIC, FramedCall } from './framed-call.js';
+import { FLOW_MAGIC, type FlowWindowGroup, FramedCall } from './framed-call.js';
 import { TunnelStream } from './stream.js';
 
 /** How long a ready connection may wait for a flow. */
@@ -36,6 +36,8 @@ export interface FlowPoolOptions<T extends Duplex> {
    */
   suits?(connection: T): boolean;
   maxIdleMs?: number;
+  /** The group whose windows the flows take (framed-call.ts FlowWindowGroup), shared by a process's pools. */
+  windows?: FlowWindowGroup;
 }
 
 interface Ready<T> {
@@ -81,9 +83,16 @@ export class FlowConnectionPool<T extends Duplex> {
     return this.o.connect();
   }
 
-  /** A flow's stream on `connection` (from open()): the connection comes back here once the flow ended cleanly. */
-  flowStream(connection: T, peer: string): TunnelStream {
-    const call = new FramedCall(connection, peer, { reusable: true });
+  /**
+   * A flow's stream on `connection` (from open()): the connection comes back here once the flow ended
+   * cleanly. `peerTakesWindows`: the far side said it takes WINDOW frames (framed-call.ts).
+   */
+  flowStream(connection: T, peer: string, peerTakesWindows = false): TunnelStream {
+    const call = new FramedCall(connection, peer, {
+      reusable: true,
+      windows: this.o.windows,
+      peerTakesWindows,
+    });
     call.once('reusable', () => this.release(connection));
     return new TunnelStream(call);
   }
@@ -209,10 +218,16 @@ export function connectFlowSocket(host: string, port: number): Promise<net.Socke
 }
 
 /** Flow connections over TCP to host:port, one kept ready ahead of need. */
-export function tcpFlowPool(host: string, port: number, log: Logger): FlowConnectionPool<net.Socket> {
+export function tcpFlowPool(
+  host: string,
+  port: number,
+  log: Logger,
+  windows?: FlowWindowGroup,
+): FlowConnectionPool<net.Socket> {
   return new FlowConnectionPool({
     connect: () => connectFlowSocket(host, port),
     what: formatHostPort(host, port),
     log,
+    windows,
   });
 }

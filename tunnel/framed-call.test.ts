@@ -11,7 +11,14 @@ import { setLevel } from '../logging/logger.js';
 import { isJoined, receivedWritten } from '../rpc/tunnel-codec.js';
 import { dialTcp } from './dial.js';
 import { dialTarget, type FlowOutcome, originate, readOpen, serveDial } from './flow.js';
-import { FLOW_MAGIC, FramedCall, WINDOW_BYTES } from './framed-call.js';
+import {
+  FLOW_MAGIC,
+  FlowWindowGroup,
+  FramedCall,
+  type FramedCallOptions,
+  LONE_WINDOW_BYTES,
+  WINDOW_BYTES,
+} from './framed-call.js';
 import { msg, streamInfo, type TunnelMessage } from './messages.js';
 import { TunnelStream } from './stream.js';
 
@@ -21,7 +28,7 @@ setLevel('error');
  * A loopback connection: the opener's FramedCall, its socket, and the accepted socket (magic not yet
  * read).
  */
-async function connected(options: { reusable?: boolean } = {}): Promise<{
+async function connected(options: FramedCallOptions = {}): Promise<{
   opener: FramedCall;
   socket: net.Socket;
   accepted: net.Socket;
@@ -219,6 +226,104 @@ test('the window: a receiver that stops taking stops its sender after WINDOW_BYT
   }
 });
 
+/** The bytes sentToPaused queues: twice the largest window. */
+const QUEUED = LONE_WINDOW_BYTES * 2;
+
+/**
+ * How many bytes of QUEUED, in 256 KiB messages, `sender` puts on the wire to a `receiver` that takes
+ * nothing: written until no more go for a while (each write's callback runs once the byte stream took its
+ * frame).
+ */
+async function sentToPaused(sender: FramedCall, receiver: FramedCall, fill: number): Promise<number> {
+  const MESSAGE = 256 << 10;
+  receiver.pause();
+  let written = 0;
+  for (let i = 0; i < QUEUED / MESSAGE; i++)
+    sender.write(data(MESSAGE, fill), (e) => {
+      if (!e) written += MESSAGE;
+    });
+  let last = -1;
+  while (written !== last) {
+    last = written;
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  return written;
+}
+
+/** Lets `receiver` take what sentToPaused queued to it, and waits until all of it came. */
+async function drain(receiver: FramedCall): Promise<void> {
+  let got = 0;
+  const count = (m: TunnelMessage) => {
+    got += m.data.length;
+  };
+  receiver.on('data', count);
+  receiver.resume();
+  await waitFor('the rest arrived', () => got >= QUEUED, 5000, 20);
+  receiver.off('data', count);
+}
+
+test("windows: a workstation's only flow gets LONE_WINDOW_BYTES both ways from a peer that takes them; with a second flow WINDOW_BYTES, and back when it ends", async () => {
+  const windows = new FlowWindowGroup();
+  const one = await connected({ windows, peerTakesWindows: true });
+  const two = await connected({ windows, peerTakesWindows: true });
+  try {
+    const far1 = await acceptFramed(one.accepted);
+    await acceptFramed(two.accepted);
+    assert.is(windows.size, 2);
+    // Two flows: each side of the first holds the other to WINDOW_BYTES (the far side granted more).
+    let toWorkstation = await sentToPaused(far1, one.opener, 1);
+    assert.ok(toWorkstation <= WINDOW_BYTES, `${toWorkstation} bytes sent to a paused workstation`);
+    let toCluster = await sentToPaused(one.opener, far1, 2);
+    assert.ok(toCluster <= WINDOW_BYTES, `${toCluster} bytes sent to a paused far side`);
+    await drain(one.opener);
+    await drain(far1);
+    // The second flow ends: the first is alone, and 8 MiB may be in flight each way.
+    two.opener.cancel('done');
+    assert.is(windows.size, 1);
+    toWorkstation = await sentToPaused(far1, one.opener, 3);
+    assert.ok(toWorkstation > WINDOW_BYTES * 2, `only ${toWorkstation} bytes sent to a paused workstation`);
+    assert.ok(toWorkstation <= LONE_WINDOW_BYTES, `${toWorkstation} bytes sent past the lone window`);
+    toCluster = await sentToPaused(one.opener, far1, 4);
+    assert.ok(toCluster > WINDOW_BYTES * 2, `only ${toCluster} bytes sent to a paused far side`);
+    assert.ok(toCluster <= LONE_WINDOW_BYTES, `${toCluster} bytes sent past the lone window`);
+  } finally {
+    one.close();
+    two.close();
+  }
+  await waitFor('both flows left the group', () => windows.size === 0, 2000, 20);
+});
+
+test('windows: a peer not known to take WINDOW frames gets none, and each side keeps WINDOW_BYTES', async () => {
+  for (const peerTakesWindows of [false, true]) {
+    const windows = new FlowWindowGroup();
+    const c = await connected({ windows, peerTakesWindows });
+    try {
+      // The first frame on the wire after the magic: WINDOW (type 4, 8 MiB) only for a peer that takes it.
+      c.opener.write(data(10, 1));
+      const first = await new Promise<Buffer>((resolve) => {
+        const chunks: Buffer[] = [];
+        c.accepted.on('data', (b: Buffer) => {
+          chunks.push(b);
+          const all = Buffer.concat(chunks);
+          if (all.length >= FLOW_MAGIC.length + 9) resolve(all.subarray(FLOW_MAGIC.length));
+        });
+      });
+      if (peerTakesWindows) {
+        assert.is(first[0], 4, 'a WINDOW frame first');
+        assert.is(first.readUInt32BE(5), LONE_WINDOW_BYTES);
+      } else assert.is(first[0], 0, 'the message first: no WINDOW frame to an older peer');
+      // A far side that never credits (it answers no WINDOW): the opener stops at WINDOW_BYTES.
+      let written = 0;
+      for (let i = 0; i < 32; i++) c.opener.write(data(256 << 10, 2), () => (written += 256 << 10));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(written <= WINDOW_BYTES, `${written} bytes sent to a far side that granted no window`);
+      assert.ok(written >= WINDOW_BYTES / 2, `only ${written} bytes sent`);
+    } finally {
+      c.close();
+    }
+  }
+});
+
 test('half-close: END from one side leaves the other free to send; the byte stream closes after both', async () => {
   const c = await connected();
   try {
@@ -264,6 +369,17 @@ test('a peer that cancels, sends garbage or vanishes fails the flow with the rea
     // A frame of type 9 and 4 GiB: refused before anything is buffered for it.
     c.socket.write(Buffer.from([9, 0xff, 0xff, 0xff, 0xff]));
     assert.match((await failed).message, 'malformed flow frame (type 9');
+    assert.match((await opener).message, 'the peer cancelled the flow: malformed flow frame');
+    c.close();
+  }
+  {
+    const c = await connected();
+    const b = await acceptFramed(c.accepted);
+    const failed = new Promise<Error>((r) => b.once('error', r));
+    const opener = new Promise<Error>((r) => c.opener.once('error', r));
+    // A window of 1,000 bytes (below a credit batch: the flow would crawl).
+    c.socket.write(Buffer.from([4, 0, 0, 0, 4, 0, 0, 0x03, 0xe8]));
+    assert.match((await failed).message, 'malformed flow frame (a window of 1000 bytes)');
     assert.match((await opener).message, 'the peer cancelled the flow: malformed flow frame');
     c.close();
   }

@@ -12,12 +12,26 @@
 //   CREDIT   u32: the receiver has taken that many bytes of MESSAGE frames (header included) off the wire
 //   END      this side sends nothing more (the call's half-close); the byte stream closes after both
 //   CANCEL   utf-8 reason: this side gives the flow up (the call's cancel)
+//   WINDOW   u32: the peer may have that many bytes of MESSAGE frames outstanding to this side from now on
+//            (version 2 of the flow connections: sent only to a peer known to take it, below)
 //
 // Flow control is per flow, the way HTTP/2's stream windows were: a side sends MESSAGE frames while the
-// peer has credited all but WINDOW_BYTES of them, and credits what its consumer took. A port-forward's
-// SPDY streams share one connection and neither the kubelet nor containerd honour SPDY's windows, so a
-// reader that stops reading must not make the connection stop: with the window its flow's sender stops
-// instead, and the others go on.
+// peer has credited all but its window of them (WINDOW_BYTES until the peer sets one), and credits what
+// its consumer took. A port-forward's SPDY streams share one connection and neither the kubelet nor
+// containerd honour SPDY's windows, so a reader that stops reading must not make the connection stop:
+// with the window its flow's sender stops instead, and the others go on.
+//
+// The window a flow needs depends on what shares its way. A flow's rate is at most its window per round
+// trip, and through the API server, the kubelet and the runtime that round trip is 10-20 ms under a bulk
+// load: 2 MiB holds a download at ~150 MiB/s where 8 MiB lets it reach the port-forward's own rate. But
+// every byte a flow has in flight is a byte the others' answers wait behind, and CPU the two cores spend
+// on it: with 8 MiB, the requests beside a download took 3 times as long (docs/kubernetes.md). So the
+// workstation, which opens the flow connections and sees all its flows, sets the window of each
+// (FlowWindowGroup): LONE_WINDOW_BYTES both ways while a flow is its only one, WINDOW_BYTES as soon as
+// another starts. It sends WINDOW at the start of every flow to a peer that said it takes them (an agent's
+// watch metadata FLOW_CONNECTIONS_METADATA = FLOW_WINDOWS_VERSION, the manager's ClusterInfo.flow_windows);
+// the accepting side answers a flow's first WINDOW with its own, LONE_WINDOW_BYTES, and the workstation
+// sends within the smaller of that and its own. Older peers never see the frame and keep WINDOW_BYTES.
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { frameOf, HEADER_BYTES } from '../rpc/grpc-framing.js';
@@ -42,8 +56,17 @@ export function agreesWithFlowMagic(first: Buffer): boolean {
   const n = Math.min(first.length, FLOW_MAGIC.length);
   return first.subarray(0, n).equals(FLOW_MAGIC.subarray(0, n));
 }
-/** Bytes of MESSAGE frames a side may have sent and not yet had credited. */
+/** Bytes of MESSAGE frames a side may have sent and not yet had credited, until the peer sets its window. */
 export const WINDOW_BYTES = 2 << 20;
+/** The window of a workstation's only flow, and the one an accepting side grants (see above). */
+export const LONE_WINDOW_BYTES = 8 << 20;
+/** The value of FLOW_CONNECTIONS_METADATA from an agent whose flow connections take WINDOW frames. */
+export const FLOW_WINDOWS_VERSION = 2;
+/**
+ * The smallest window a WINDOW frame may set (below: a malformed frame); a side sends at most
+ * LONE_WINDOW_BYTES ahead whatever the peer allows (its own memory: what it sent sits in its write buffers).
+ */
+const MIN_WINDOW_BYTES = 256 << 10;
 /** A receiver credits once it has taken this many bytes (or all it holds when it pauses). */
 const CREDIT_BATCH_BYTES = 256 << 10;
 /** The largest frame body accepted: a DATA message of MAX_DATA_BYTES and its few bytes of fields. */
@@ -53,6 +76,13 @@ const T_MESSAGE = 0;
 const T_CREDIT = 1;
 const T_END = 2;
 const T_CANCEL = 3;
+const T_WINDOW = 4;
+
+function u32(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n);
+  return b;
+}
 
 function header(type: number, length: number): Buffer {
   const h = Buffer.allocUnsafe(HEADER_BYTES);
@@ -73,6 +103,51 @@ interface Outgoing {
   frames: Buffer[];
   cost: number;
   written?: (error?: Error | null) => void;
+}
+
+export interface FramedCallOptions {
+  /** Hand the byte stream on once both sides ended ('reusable'), instead of closing it. */
+  reusable?: boolean;
+  /** The opener's flows that share a way (their windows, FlowWindowGroup). */
+  windows?: FlowWindowGroup;
+  /** The peer takes WINDOW frames (it said so: FLOW_WINDOWS_VERSION, ClusterInfo.flow_windows). */
+  peerTakesWindows?: boolean;
+}
+
+/**
+ * The flows a workstation process opens, which share its way to the cluster (the port-forwards, the API
+ * server, its CPU): while one flow is the only one it gets LONE_WINDOW_BYTES both ways, and as soon as there
+ * are more each gets WINDOW_BYTES, so none waits behind another's bulk (see the top of this file).
+ */
+export class FlowWindowGroup {
+  private readonly calls = new Set<FramedCall>();
+
+  /** Flows open now (tests, status). */
+  get size(): number {
+    return this.calls.size;
+  }
+
+  /** The window of each flow now. */
+  get window(): number {
+    return this.calls.size <= 1 ? LONE_WINDOW_BYTES : WINDOW_BYTES;
+  }
+
+  join(call: FramedCall): void {
+    const was = this.window;
+    this.calls.add(call);
+    if (this.window === was) call.setWindow(was);
+    else this.apply();
+  }
+
+  leave(call: FramedCall): void {
+    const was = this.window;
+    if (this.calls.delete(call) && this.window !== was) this.apply();
+  }
+
+  private apply(): void {
+    const window = this.window;
+    for (const c of this.calls) c.setWindow(window);
+  }
 }
 
 /** The error a FramedCall emits, shaped like grpc-js's (TunnelStream reads `details`). */
@@ -100,6 +175,10 @@ export class FramedCall extends EventEmitter {
   private sentEnd = false;
   private gotEnd = false;
   private over = false;
+  /** The peer's window (its WINDOW frame), this side's own (setWindow), and the last one told to the peer. */
+  private peerWindow = WINDOW_BYTES;
+  private ownWindow = Number.POSITIVE_INFINITY;
+  private toldWindow = 0;
 
   private readonly handlers: Record<'data' | 'end' | 'error' | 'close', (arg?: unknown) => void> = {
     data: (chunk) => this.received(chunk as Buffer),
@@ -113,18 +192,35 @@ export class FramedCall extends EventEmitter {
   constructor(
     private readonly bytes: Duplex,
     private readonly peer: string,
-    private readonly options: { reusable?: boolean } = {},
+    private readonly options: FramedCallOptions = {},
   ) {
     super();
     for (const [event, handler] of Object.entries(this.handlers)) bytes.on(event, handler);
     // A byte stream handed on by a call before this one was paused (see reusable).
     bytes.resume();
+    options.windows?.join(this);
   }
 
   /** Opens the stream on `bytes` (the opener's side): writes FLOW_MAGIC first. */
-  static open(bytes: Duplex, peer: string, options: { reusable?: boolean } = {}): FramedCall {
+  static open(bytes: Duplex, peer: string, options: FramedCallOptions = {}): FramedCall {
     bytes.write(FLOW_MAGIC);
     return new FramedCall(bytes, peer, options);
+  }
+
+  /** What this side may have outstanding now: the peer's window, within this side's own (its group's). */
+  get sendWindow(): number {
+    return Math.min(this.peerWindow, this.ownWindow);
+  }
+
+  /**
+   * This flow's window both ways (FlowWindowGroup): the peer is told when it takes WINDOW frames (the first
+   * time in any case, which is how it learns that this side takes them too), and this side sends within it.
+   */
+  setWindow(bytes: number): void {
+    if (this.over) return;
+    this.ownWindow = bytes;
+    if (this.options.peerTakesWindows && bytes !== this.toldWindow) this.tellWindow(bytes);
+    this.flush();
   }
 
   write(m: TunnelMessage, written?: (error?: Error | null) => void): boolean {
@@ -150,7 +246,7 @@ export class FramedCall extends EventEmitter {
   /** Gives the flow up: tells the peer, closes the byte stream. */
   cancel(reason = 'cancelled'): void {
     if (this.over) return;
-    this.over = true;
+    this.finish();
     this.closeWith(cancelFrame(reason));
   }
 
@@ -178,7 +274,7 @@ export class FramedCall extends EventEmitter {
       // The receiver credits in batches: while less than a batch is outstanding no credit may come, so a
       // message goes then whatever its size (at most a batch and one message are ever in flight past the
       // window).
-      if (this.outstanding >= CREDIT_BATCH_BYTES && this.outstanding + next.cost > WINDOW_BYTES) return;
+      if (this.outstanding >= CREDIT_BATCH_BYTES && this.outstanding + next.cost > this.sendWindow) return;
       this.outbox.shift();
       this.outstanding += next.cost;
       const last = next.frames.length - 1;
@@ -201,7 +297,11 @@ export class FramedCall extends EventEmitter {
       if (head.length < HEADER_BYTES) head = this.gather(HEADER_BYTES);
       const type = head[0]!;
       const length = head.readUInt32BE(1);
-      if (type > T_CANCEL || length > MAX_BODY_BYTES || (type === T_CREDIT && length !== 4)) {
+      if (
+        type > T_WINDOW ||
+        length > MAX_BODY_BYTES ||
+        ((type === T_CREDIT || type === T_WINDOW) && length !== 4)
+      ) {
         this.fail(`malformed flow frame (type ${type}, ${length} bytes)`, true);
         return;
       }
@@ -269,6 +369,18 @@ export class FramedCall extends EventEmitter {
         this.outstanding = Math.max(0, this.outstanding - body.readUInt32BE(0));
         this.flush();
         return;
+      case T_WINDOW: {
+        const window = body.readUInt32BE(0);
+        if (window < MIN_WINDOW_BYTES) {
+          this.fail(`malformed flow frame (a window of ${window} bytes)`, true);
+          return;
+        }
+        this.peerWindow = Math.min(window, LONE_WINDOW_BYTES);
+        // The opener takes WINDOW frames: an accepting side that has not set a window answers with its grant.
+        if (this.toldWindow === 0) this.tellWindow(LONE_WINDOW_BYTES);
+        this.flush();
+        return;
+      }
       case T_END:
         if (this.gotEnd) return;
         this.gotEnd = true;
@@ -301,7 +413,7 @@ export class FramedCall extends EventEmitter {
    */
   private closeIfDone(): void {
     if (!this.sentEnd || !this.gotEnd || this.over) return;
-    this.over = true;
+    this.finish();
     if (!this.options.reusable || this.bytes.destroyed) {
       this.closeWith();
       return;
@@ -315,10 +427,22 @@ export class FramedCall extends EventEmitter {
 
   private fail(reason: string, tellPeer = false): void {
     if (this.over) return;
-    this.over = true;
+    this.finish();
     if (tellPeer) this.closeWith(cancelFrame(reason));
     else this.bytes.destroy();
     this.emit('error', callError(reason));
+  }
+
+  /** The flow is over: it writes nothing more, and no longer counts among its group's flows. */
+  private finish(): void {
+    this.over = true;
+    this.options.windows?.leave(this);
+  }
+
+  private tellWindow(bytes: number): void {
+    this.toldWindow = bytes;
+    const frame = header(T_WINDOW, 4);
+    this.bytes.write(Buffer.concat([frame, u32(bytes)]));
   }
 
   /** Ends the byte stream after `last`; destroys it if the peer does not close its side soon. */

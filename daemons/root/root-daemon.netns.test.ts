@@ -45,6 +45,7 @@ const cluster: ClusterInfo = {
   managedNamespaces: ['default'],
   // What the standalone manager says (WatchClusterInfo): its port takes flow connections.
   flowConnections: true,
+  flowWindows: true,
 };
 
 async function start(): Promise<RootDaemonHandle> {

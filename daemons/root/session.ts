@@ -35,7 +35,7 @@ import { type ClusterInfo, ManagerClient } from '../../rpc/gen/manager.js';
 import { workstationChannelOptions } from '../../rpc/grpc-options.js';
 import { errorDetails, hasStatus, unary } from '../../rpc/unary-call.js';
 import { type FlowConnectionPool, tcpFlowPool } from '../../tunnel/flow-pool.js';
-import { FLOW_MAGIC } from '../../tunnel/framed-call.js';
+import { FLOW_MAGIC, FlowWindowGroup } from '../../tunnel/framed-call.js';
 import { VERSION } from '../../version/version.js';
 import type { IpCommands } from '../../vif/ip-command.js';
 import { type ProxiedSubnet, planRoutes, type RoutePlan, RouteTable, readRoutes } from '../../vif/routes.js';
@@ -196,8 +196,10 @@ interface FlowWay {
 
 async function flowWay(req: ValidatedRequest, log: Logger): Promise<FlowWay> {
   const access = req.access;
+  // The VIF's TCP flows share one way to the manager: their windows (tunnel/framed-call.ts).
+  const windows = new FlowWindowGroup();
   if (!access) {
-    const pool = tcpFlowPool(req.managerIp, req.managerPort, log);
+    const pool = tcpFlowPool(req.managerIp, req.managerPort, log, windows);
     return {
       pool,
       renew: () => {},
@@ -208,7 +210,14 @@ async function flowWay(req: ValidatedRequest, log: Logger): Promise<FlowWay> {
   }
   // The manager's pod is looked up with the credential of the moment (renew() replaces it), once for both.
   const target = managerTarget(() => streams.kc, access.managerNamespace);
-  const streams: PodStreams = new PodStreams(access.api, log, access.managerNamespace, target, FLOW_MAGIC);
+  const streams: PodStreams = new PodStreams(
+    access.api,
+    log,
+    access.managerNamespace,
+    target,
+    FLOW_MAGIC,
+    windows,
+  );
   let grpcForward: ManagerForward;
   try {
     grpcForward = await forwardingListener(
@@ -481,6 +490,7 @@ export class ConnectedSession {
         flowConnections: {
           pool: flows.pool,
           enabled: () => (session?.cluster ?? request.cluster)?.flowConnections === true,
+          windows: () => (session?.cluster ?? request.cluster)?.flowWindows === true,
           credential: () => req.credential,
         },
       });
@@ -614,6 +624,7 @@ export class ConnectedSession {
       this.cluster = {
         ...this.cluster,
         flowConnections: info.flowConnections,
+        flowWindows: info.flowWindows,
         managerPodIp: info.managerPodIp,
       };
       return;

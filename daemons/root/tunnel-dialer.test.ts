@@ -12,6 +12,7 @@ import { dialTcp } from '../../tunnel/dial.js';
 import { readOpen, serveDial } from '../../tunnel/flow.js';
 import { listenForFlowsAndGrpc, serveFlowConnection } from '../../tunnel/flow-listener.js';
 import { tcpFlowPool } from '../../tunnel/flow-pool.js';
+import { FlowWindowGroup } from '../../tunnel/framed-call.js';
 import { MANAGER_SHUTTING_DOWN, msg, sessionUnknown } from '../../tunnel/messages.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { serveUdp } from '../../tunnel/udp-flow.js';
@@ -267,9 +268,13 @@ async function flowManager(
     shuttingDown?: boolean;
     unknownSessionFlows?: number;
     brokenFlows?: number;
+    /** The manager says its flow connections take WINDOW frames (ClusterInfo.flow_windows). */
+    windows?: boolean;
   } = {},
 ) {
   const credentials: string[] = [];
+  /** The type of the first frame on each connection (tunnel/framed-call.ts: 0 MESSAGE, 4 WINDOW). */
+  const firstFrames: number[] = [];
   let connections = 0;
   let dropped = false;
   const listener = await listenForFlowsAndGrpc({
@@ -279,6 +284,7 @@ async function flowManager(
     log: createLogger('test'),
     onFlowConnection: (socket, peer) => {
       connections++;
+      socket.once('data', (b: Buffer) => firstFrames.push(b[0]!));
       let flows = 0;
       serveFlowConnection(socket, peer, (stream) => {
         readOpen(stream, 5000).then(
@@ -313,7 +319,7 @@ async function flowManager(
       });
     },
   });
-  const pool = tcpFlowPool('127.0.0.1', listener.port, createLogger('test'));
+  const pool = tcpFlowPool('127.0.0.1', listener.port, createLogger('test'), new FlowWindowGroup());
   // Its gRPC side (on a port of its own here): the Tunnel calls a flow falls back to.
   let calls = 0;
   const grpcSide = await manager(() => {
@@ -323,11 +329,17 @@ async function flowManager(
     client: grpcSide.client,
     sessionId: () => 'test',
     log: createLogger('test'),
-    flowConnections: { pool, enabled: () => true, credential: () => 'test.secret' },
+    flowConnections: {
+      pool,
+      enabled: () => true,
+      windows: () => o.windows === true,
+      credential: () => 'test.secret',
+    },
   });
   return {
     dialer,
     credentials,
+    firstFrames,
     connections: () => connections,
     calls: () => calls,
     close: () => {
@@ -382,6 +394,23 @@ test('flow connections: TCP flows one after another share a connection, each OPE
   } finally {
     dest.close();
     m.close();
+  }
+});
+
+test("flow connections: a flow to a manager that takes WINDOW frames starts with the flow's window; to one that does not, with its OPEN", async () => {
+  const dest = await echoServer();
+  try {
+    for (const windows of [true, false]) {
+      const m = await flowManager({ windows });
+      try {
+        assert.is(await exchange(m.dialer, (dest.address() as net.AddressInfo).port, 'hello'), 'hello');
+        assert.equal(m.firstFrames.slice(0, 1), [windows ? 4 : 0], `windows: ${windows}`);
+      } finally {
+        m.close();
+      }
+    }
+  } finally {
+    dest.close();
   }
 });
 

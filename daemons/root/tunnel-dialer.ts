@@ -69,6 +69,8 @@ export interface TunnelDialerOptions {
   flowConnections?: {
     pool: FlowConnectionPool<Duplex>;
     enabled: () => boolean;
+    /** Whether the manager's flow connections take WINDOW frames now (ClusterInfo.flow_windows). */
+    windows?: () => boolean;
     /** The session's credential, which each OPEN carries (it changes with the session). */
     credential: () => string;
   };
@@ -188,7 +190,12 @@ export class TunnelFlowDialer implements FlowDialer {
   private async dialOnce(id: FlowId): Promise<TcpDial> {
     const flows = this.o.flowConnections;
     if (flows?.enabled()) {
-      const dial = await this.dialOnFlowConnection(id, flows.pool, flows.credential());
+      const dial = await this.dialOnFlowConnection(
+        id,
+        flows.pool,
+        flows.credential(),
+        flows.windows?.() === true,
+      );
       if (dial) return dial;
     }
     const info = this.info(id);
@@ -207,6 +214,7 @@ export class TunnelFlowDialer implements FlowDialer {
     id: FlowId,
     pool: FlowConnectionPool<Duplex>,
     credential: string,
+    peerTakesWindows: boolean,
   ): Promise<TcpDial | undefined> {
     const info = { ...this.info(id), credential };
     const onCall = (why: string) => {
@@ -221,7 +229,7 @@ export class TunnelFlowDialer implements FlowDialer {
       return onCall(`no flow connection: ${(e as Error).message}`);
     }
     for (;;) {
-      const stream = pool.flowStream(connection, pool.what);
+      const stream = pool.flowStream(connection, pool.what, peerTakesWindows);
       try {
         await openFlow(stream, info);
         return this.established(id, stream, info);

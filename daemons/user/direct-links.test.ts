@@ -12,7 +12,8 @@ import {
   InterceptInfo,
 } from '../../rpc/gen/manager.js';
 import { AgentServiceDefinition } from '../../rpc/manager-service.js';
-import { FLOW_CONNECTIONS_METADATA } from '../../tunnel/framed-call.js';
+import { FLOW_CONNECTIONS_METADATA, FLOW_WINDOWS_VERSION } from '../../tunnel/framed-call.js';
+import { streamInfo } from '../../tunnel/messages.js';
 import { DirectLinks, type FlowOpener } from './direct-links.js';
 
 function intercept(id: string, session: string, token: string, directPort = 15022): InterceptInfo {
@@ -69,7 +70,11 @@ async function standIn(metadata: Record<string, string>) {
 function linksTo(port: number) {
   const reached: string[] = [];
   const dials: { req: DialRequest; flow?: FlowOpener }[] = [];
-  const flow: FlowOpener = async () => {};
+  /** Each flow connection the daemon asked the reach for: whether it sets the flow's windows. */
+  const flows: boolean[] = [];
+  const flow = async (_info: unknown, _target: unknown, peerTakesWindows: boolean) => {
+    flows.push(peerTakesWindows);
+  };
   const warmed = { count: 0 };
   const links = new DirectLinks(
     's1',
@@ -86,7 +91,7 @@ function linksTo(port: number) {
     },
     (_client, req, how) => dials.push({ req, flow: how }),
   );
-  return { links, reached, dials, flow, warmed };
+  return { links, reached, dials, flows, warmed };
 }
 
 test('a watch per accepted pod, with the secret; the workstation dials its own target whatever the far end asks', async () => {
@@ -128,18 +133,28 @@ test('a watch per accepted pod, with the secret; the workstation dials its own t
   }
 });
 
-test('an agent whose watch says it takes flow connections gets each connection on one of its own', async () => {
-  const { server, port } = await standIn({ [FLOW_CONNECTIONS_METADATA]: '1' });
-  const { links, dials, flow, warmed } = linksTo(port);
-  try {
-    links.sync([intercept('s1:echo', 's1', 'tok')]);
-    await waitFor('the dial request', async () => dials.length > 0 || undefined);
-    assert.is(dials[0]!.flow, flow);
-    assert.is(warmed.count, 1, 'the port-forward for them opened ahead of the first');
-    assert.is(dials[0]!.req.targetPort, 18190);
-  } finally {
-    links.stop();
-    server.forceShutdown();
+test('an agent whose watch says it takes flow connections gets each connection on one of its own; windows from version 2', async () => {
+  for (const [version, windows] of [
+    ['1', false],
+    [String(FLOW_WINDOWS_VERSION), true],
+  ] as const) {
+    const { server, port } = await standIn({ [FLOW_CONNECTIONS_METADATA]: version });
+    const { links, dials, flows, warmed } = linksTo(port);
+    try {
+      links.sync([intercept('s1:echo', 's1', 'tok')]);
+      await waitFor('the dial request', async () => dials.length > 0 || undefined);
+      assert.ok(dials[0]!.flow, `version ${version}: a flow connection of its own`);
+      await dials[0]!.flow!(streamInfo({ connId: undefined, sessionId: 's1' }), {
+        host: '127.0.0.1',
+        port: 18190,
+      });
+      assert.equal(flows, [windows], `version ${version}: the flow's windows set: ${windows}`);
+      assert.is(warmed.count, 1, 'the port-forward for them opened ahead of the first');
+      assert.is(dials[0]!.req.targetPort, 18190);
+    } finally {
+      links.stop();
+      server.forceShutdown();
+    }
   }
 });
 

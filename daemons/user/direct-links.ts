@@ -19,7 +19,11 @@ import { AgentClient } from '../../rpc/manager-service.js';
 import { errorDetails } from '../../rpc/unary-call.js';
 import { dialTarget } from '../../tunnel/flow.js';
 import { tcpFlowPool } from '../../tunnel/flow-pool.js';
-import { FLOW_CONNECTIONS_METADATA } from '../../tunnel/framed-call.js';
+import {
+  FLOW_CONNECTIONS_METADATA,
+  FLOW_WINDOWS_VERSION,
+  FlowWindowGroup,
+} from '../../tunnel/framed-call.js';
 import type { StreamInfo } from '../../tunnel/messages.js';
 
 const log = createLogger('connector/direct');
@@ -46,8 +50,11 @@ export interface AgentReach {
   /** The watch's channel dials this (a port-forward's local listener). */
   address: string;
   close(): Promise<void>;
-  /** How each connection gets a flow connection of its own; without it each is a Tunnel call. */
-  flow?: FlowOpener;
+  /**
+   * How each connection gets a flow connection of its own; without it each is a Tunnel call.
+   * `peerTakesWindows`: the agent said its flow connections take WINDOW frames (tunnel/framed-call.ts).
+   */
+  flow?(info: StreamInfo, target: { host: string; port: number }, peerTakesWindows: boolean): Promise<void>;
   /** The agent said it takes flow connections: get ready for the first (a port-forward, a spare). */
   warm?(): void;
 }
@@ -55,18 +62,22 @@ export interface AgentReach {
 /** How to reach a pod's agent; undefined: not directly (its connections go through the manager). */
 export type AgentRoute = (pod: AgentPort) => Promise<AgentReach> | undefined;
 
+/** The windows of this daemon's flows to standalone agents (its flows through port-forwards: the thread's). */
+const standaloneWindows = new FlowWindowGroup();
+
 /**
  * How this daemon reaches a standalone agent's direct port at host:port (on this machine's loopback): flows
  * on TCP connections of their own, each kept for the agent's next flow.
  */
 export function tcpAgentReach(host: string, port: number): AgentReach {
-  const pool = tcpFlowPool(host, port, log);
+  const pool = tcpFlowPool(host, port, log, standaloneWindows);
   return {
     address: formatHostPort(host, port),
     close: async () => pool.close(),
-    flow: async (info, target) => {
+    flow: async (info, target, peerTakesWindows) => {
       const { connection } = await pool.open();
-      void dialTarget(pool.flowStream(connection, formatHostPort(host, port)), info, target, log);
+      const stream = pool.flowStream(connection, formatHostPort(host, port), peerTakesWindows);
+      void dialTarget(stream, info, target, log);
     },
     warm: () => pool.warm(),
   };
@@ -88,8 +99,8 @@ class DirectLink {
   private watching = false;
   private stopped = false;
   private route: AgentReach | undefined;
-  /** The agent's port takes flow connections (its watch said so). */
-  private flows = false;
+  /** How a connection gets a flow connection of its own, when the agent's port takes them (its watch said so). */
+  private flow: FlowOpener | undefined;
   private client: AgentClient | undefined;
   private call: grpc.ClientReadableStream<DialRequest> | undefined;
   private retryMs = MIN_RETRY_MS;
@@ -142,9 +153,15 @@ class DirectLink {
     const call = this.client!.watchDial({ sessionId: this.o.sessionId, interceptId, token: this.o.token });
     this.call = call;
     call.on('metadata', (md: grpc.Metadata) => {
-      // An agent that does not say it takes flow connections gets each connection as a Tunnel call.
-      this.flows = md.get(FLOW_CONNECTIONS_METADATA)[0] === '1';
-      if (this.flows) this.route?.warm?.();
+      // An agent that does not say it takes flow connections gets each connection as a Tunnel call; one
+      // that says FLOW_WINDOWS_VERSION also takes the windows this daemon sets.
+      const version = Number(md.get(FLOW_CONNECTIONS_METADATA)[0] ?? 0);
+      const route = this.route;
+      this.flow =
+        version >= 1 && route?.flow
+          ? (info, target) => route.flow!(info, target, version >= FLOW_WINDOWS_VERSION)
+          : undefined;
+      if (this.flow) route?.warm?.();
       this.state = 'straight from the agent (port-forward to the pod)';
       this.watching = true;
       this.retryMs = MIN_RETRY_MS;
@@ -165,7 +182,7 @@ class DirectLink {
           targetPort: this.o.target.port,
           mount: false,
         },
-        this.flows ? this.route?.flow : undefined,
+        this.flow,
       ),
     );
     call.on('error', (e) => {

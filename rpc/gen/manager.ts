@@ -353,6 +353,11 @@ export interface ClusterInfo {
    * to Tunnel calls.
    */
   flowConnections: boolean;
+  /**
+   * Its flow connections also take WINDOW frames (tunnel/framed-call.ts): the workstation sets each flow's
+   * window. A manager without them leaves it unset: its clients keep the fixed window.
+   */
+  flowWindows: boolean;
 }
 
 export interface EnsureAgentRequest {
@@ -2954,6 +2959,7 @@ function createBaseClusterInfo(): ClusterInfo {
     managerPodIp: "",
     managedNamespaces: [],
     flowConnections: false,
+    flowWindows: false,
   };
 }
 
@@ -2979,6 +2985,9 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
     }
     if (message.flowConnections !== false) {
       writer.uint32(56).bool(message.flowConnections);
+    }
+    if (message.flowWindows !== false) {
+      writer.uint32(64).bool(message.flowWindows);
     }
     return writer;
   },
@@ -3052,6 +3061,14 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
             message.flowConnections = reader.bool();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.flowWindows = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3101,6 +3118,11 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
         : isSet(object.flow_connections)
         ? globalThis.Boolean(object.flow_connections)
         : false,
+      flowWindows: isSet(object.flowWindows)
+        ? globalThis.Boolean(object.flowWindows)
+        : isSet(object.flow_windows)
+        ? globalThis.Boolean(object.flow_windows)
+        : false,
     };
   },
 
@@ -3127,6 +3149,9 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
     if (message.flowConnections !== false) {
       obj.flowConnections = message.flowConnections;
     }
+    if (message.flowWindows !== false) {
+      obj.flowWindows = message.flowWindows;
+    }
     return obj;
   },
 
@@ -3142,6 +3167,7 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
     message.managerPodIp = object.managerPodIp ?? "";
     message.managedNamespaces = object.managedNamespaces?.map((e) => e) || [];
     message.flowConnections = object.flowConnections ?? false;
+    message.flowWindows = object.flowWindows ?? false;
     return message;
   },
 };
