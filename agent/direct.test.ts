@@ -7,6 +7,7 @@ import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import type { Passthrough } from '../agentconfig/env.js';
 import { createLogger, setLevel } from '../logging/logger.js';
 import { AgentInfo, type DialRequest, type TunnelMessage } from '../rpc/gen/manager.js';
 import { workstationChannelOptions } from '../rpc/grpc-options.js';
@@ -59,6 +60,11 @@ type Behaviour = 'answer' | 'answer-flow' | 'end-watch' | 'silent' | 'vanish';
 
 async function rig(
   behaviour: Behaviour,
+  /**
+   * Who accepts: the passthrough thread hands intercepted connections over; 'main' (as under eBPF steering)
+   * has the listener's own server accept them, and move each to a socket with a ReadSwitch.
+   */
+  passthrough: Passthrough,
   /** `counts`: the listener's counters of its one app port, as they are now. */
   run: (agentPort: number, counts: () => PortCounts) => Promise<void>,
 ) {
@@ -105,6 +111,7 @@ async function rig(
     listenAddress: '127.0.0.1',
     session,
     steered: false,
+    passthrough,
     counters,
     workstationDialDeadlineMs: DEADLINE_MS,
     direct,
@@ -155,45 +162,47 @@ async function rig(
   }
 }
 
-test('a watched intercept: the connection goes straight to the workstation, counted as direct', () =>
-  rig('answer', async (agentPort, counts) => {
-    assert.is(await exchange(agentPort, 'hello'), 'laptop: hello');
-    assert.is(await exchange(agentPort, 'again'), 'laptop: again');
-    const c = counts();
-    assert.is(c.intercepted, 2);
-    assert.is(c.direct, 2);
-    assert.is(c.fellBack, 0);
-  }));
+for (const passthrough of ['thread', 'main'] as const) {
+  test(`${passthrough}: a watched intercept: the connection goes straight to the workstation, counted as direct`, () =>
+    rig('answer', passthrough, async (agentPort, counts) => {
+      assert.is(await exchange(agentPort, 'hello'), 'laptop: hello');
+      assert.is(await exchange(agentPort, 'again'), 'laptop: again');
+      const c = counts();
+      assert.is(c.intercepted, 2);
+      assert.is(c.direct, 2);
+      assert.is(c.fellBack, 0);
+    }));
 
-test('a watched intercept answered on a flow connection: straight to the workstation', () =>
-  rig('answer-flow', async (agentPort, counts) => {
-    assert.is(await exchange(agentPort, 'hello'), 'laptop: hello');
-    assert.is(await exchange(agentPort, 'again'), 'laptop: again');
-    assert.is(counts().direct, 2);
-  }));
+  test(`${passthrough}: a watched intercept answered on a flow connection: straight to the workstation`, () =>
+    rig('answer-flow', passthrough, async (agentPort, counts) => {
+      assert.is(await exchange(agentPort, 'hello'), 'laptop: hello');
+      assert.is(await exchange(agentPort, 'again'), 'laptop: again');
+      assert.is(counts().direct, 2);
+    }));
 
-test("the workstation vanishes after DIAL_OK on a flow connection: its watch's end hands the connection to the app", () =>
-  rig('vanish', async (agentPort, counts) => {
-    assert.is(await exchange(agentPort, 'hello'), 'app: hello');
-    const c = counts();
-    assert.is(c.direct, 1);
-    assert.is(c.fellBack, 1);
-  }));
+  test(`${passthrough}: the workstation vanishes after DIAL_OK on a flow connection: its watch's end hands the connection to the app`, () =>
+    rig('vanish', passthrough, async (agentPort, counts) => {
+      assert.is(await exchange(agentPort, 'hello'), 'app: hello');
+      const c = counts();
+      assert.is(c.direct, 1);
+      assert.is(c.fellBack, 1);
+    }));
 
-test('the watch ends before the workstation answered: the connection goes through the manager', () =>
-  rig('end-watch', async (agentPort, counts) => {
-    assert.is(await exchange(agentPort, 'hello'), 'via the manager: hello');
-    const c = counts();
-    assert.is(c.direct, 0);
-    assert.is(c.fellBack, 0);
-  }));
+  test(`${passthrough}: the watch ends before the workstation answered: the connection goes through the manager`, () =>
+    rig('end-watch', passthrough, async (agentPort, counts) => {
+      assert.is(await exchange(agentPort, 'hello'), 'via the manager: hello');
+      const c = counts();
+      assert.is(c.direct, 0);
+      assert.is(c.fellBack, 0);
+    }));
 
-test('a silent watch: the connection goes to the app, whole, once the deadline passes', () =>
-  rig('silent', async (agentPort, counts) => {
-    assert.is(await exchange(agentPort, 'hello'), 'app: hello');
-    const c = counts();
-    assert.is(c.direct, 0);
-    assert.is(c.fellBack, 1);
-  }));
+  test(`${passthrough}: a silent watch: the connection goes to the app, whole, once the deadline passes`, () =>
+    rig('silent', passthrough, async (agentPort, counts) => {
+      assert.is(await exchange(agentPort, 'hello'), 'app: hello');
+      const c = counts();
+      assert.is(c.direct, 0);
+      assert.is(c.fellBack, 1);
+    }));
+}
 
 test.run();

@@ -36,6 +36,7 @@ import type { ConnectionCounters, PortCounts } from './connection-counters.js';
 import type { DirectServer } from './direct.js';
 import { socketPair } from './flow-socket.js';
 import type { PersonalPort } from './http-router.js';
+import { loadLibc } from './libc.js';
 import { listenOnPort } from './listen.js';
 import type { AgentManagerSession } from './manager-session.js';
 import { fdOf, originalDst } from './original-dst.js';
@@ -87,7 +88,7 @@ export class PortListener {
       sockets.delete(this);
     };
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) =>
-      this.accept(s),
+      this.acceptedHere(s),
     );
   }
 
@@ -156,7 +157,8 @@ export class PortListener {
   }
 
   /**
-   * An intercepted port's connection, accepted by the thread: the main thread's usual path from here. One
+   * An intercepted port's connection, accepted by the thread (or by this thread's server: acceptedHere),
+   * its descriptor handed over: the main thread's usual path from here. One
    * the whole port's intercept takes is read through a ReadSwitch: its flow reads it straight into DATA
    * messages (tunnel/flow.ts) instead of a fresh 64 KiB buffer per read, and the app still reads it as
    * usual if the workstation cannot take it (a replay).
@@ -179,6 +181,24 @@ export class PortListener {
     socket.setNoDelay(true);
     if (reads) readSwitches.set(socket, reads.attach(socket));
     this.accept(socket, appPort);
+  }
+
+  /**
+   * A connection this thread's server accepted (eBPF steering, TP_PASSTHROUGH=main, or before the thread
+   * took over). One the whole port's intercept takes gets a ReadSwitch as the thread's hand-overs do; net
+   * takes `onread` only when it creates a socket, so the connection moves to a new one on a duplicate of its
+   * descriptor (the accepted socket, paused since it was accepted, has read nothing, and closing it leaves
+   * the connection to the duplicate).
+   */
+  private acceptedHere(socket: net.Socket): void {
+    const appPort = this.appPortOf(socket);
+    const fd = appPort !== undefined && this.wholeIntercept(appPort) ? duplicate(socket) : undefined;
+    if (fd === undefined) {
+      this.accept(socket, appPort);
+      return;
+    }
+    socket.destroy();
+    this.handedOver(fd, appPort!);
   }
 
   /** The thread died: the server takes the listening socket back (the thread's connections are lost). */
@@ -407,6 +427,23 @@ export class PortListener {
       },
     );
   }
+}
+
+type Dup = (fd: number) => number;
+let dup: Dup | undefined;
+
+/** A duplicate of a socket's descriptor; undefined when there is none (no koffi: the socket stays as it is). */
+function duplicate(socket: net.Socket): number | undefined {
+  const fd = fdOf(socket);
+  if (fd === undefined) return undefined;
+  try {
+    dup ??= loadLibc().func('int dup(int fd)') as Dup;
+  } catch (e) {
+    log.debug('cannot duplicate a connection for a ReadSwitch', { reason: (e as Error).message });
+    return undefined;
+  }
+  const copy = dup(fd);
+  return copy >= 0 ? copy : undefined;
 }
 
 /** The ReadSwitch of a connection created with one (PortListener.handedOver). */
