@@ -15,7 +15,7 @@ import { AgentClient, ManagerServiceDefinition } from '../rpc/manager-service.js
 import { freePort } from '../testbed/loopback.js';
 import { dialTcp } from '../tunnel/dial.js';
 import { answer, dialTarget } from '../tunnel/flow.js';
-import { FramedCall } from '../tunnel/framed-call.js';
+import { FLOW_CONNECTIONS_METADATA, FLOW_WINDOWS_METADATA, FramedCall } from '../tunnel/framed-call.js';
 import { msg, streamInfo } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import { ConnectionCounters, type PortCounts } from './connection-counters.js';
@@ -147,8 +147,11 @@ async function rig(
     });
     socket.on('error', () => {});
   });
-  await new Promise<void>((r) => watch.once('metadata', () => r()));
+  const md = await new Promise<grpc.Metadata>((r) => watch.once('metadata', r));
   try {
+    // What the workstation reads to send flow connections, and their windows (daemons/user/direct-links.ts).
+    assert.equal(md.get(FLOW_CONNECTIONS_METADATA), ['1']);
+    assert.equal(md.get(FLOW_WINDOWS_METADATA), ['1']);
     await run(agentPort, () => counters.snapshot().get(appPort)!);
   } finally {
     for (const h of held) h.destroy();

@@ -37,7 +37,7 @@ import {
   serveFlowConnection,
 } from '../tunnel/flow-listener.js';
 import { FLOW_OPEN_TIMEOUT_MS } from '../tunnel/flow-pool.js';
-import { FLOW_CONNECTIONS_METADATA, FLOW_WINDOWS_VERSION } from '../tunnel/framed-call.js';
+import { FLOW_CONNECTIONS_METADATA, FLOW_WINDOWS_METADATA } from '../tunnel/framed-call.js';
 import { msg } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import type { DirectIntercept } from './intercept-routes.js';
@@ -208,7 +208,8 @@ export class DirectServer {
     // Headers now: the client learns at once that the watch is admitted (not at the first connection), and
     // that this port takes flow connections.
     const md = new grpc.Metadata();
-    md.set(FLOW_CONNECTIONS_METADATA, String(FLOW_WINDOWS_VERSION));
+    md.set(FLOW_CONNECTIONS_METADATA, '1');
+    md.set(FLOW_WINDOWS_METADATA, '1');
     call.sendMetadata(md);
     this.log.info('the intercepting client receives connections directly', { intercept: interceptId });
     const dropped = () => {

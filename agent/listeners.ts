@@ -157,11 +157,11 @@ export class PortListener {
   }
 
   /**
-   * An intercepted port's connection, accepted by the thread (or by this thread's server: acceptedHere),
-   * its descriptor handed over: the main thread's usual path from here. One
-   * the whole port's intercept takes is read through a ReadSwitch: its flow reads it straight into DATA
-   * messages (tunnel/flow.ts) instead of a fresh 64 KiB buffer per read, and the app still reads it as
-   * usual if the workstation cannot take it (a replay).
+   * An intercepted port's connection as a descriptor, accepted by the thread (or by this thread's server:
+   * acceptedHere): the main thread's usual path from here. One the whole port's intercept takes is read
+   * through a ReadSwitch: its flow reads it straight into DATA messages (tunnel/flow.ts) instead of a fresh
+   * 64 KiB buffer per read, and the app still reads it as usual if the workstation cannot take it (a
+   * replay).
    */
   private handedOver(fd: number, appPort: number): void {
     const reads = this.wholeIntercept(appPort) ? new ReadSwitch() : undefined;
@@ -430,19 +430,24 @@ export class PortListener {
 }
 
 type Dup = (fd: number) => number;
-let dup: Dup | undefined;
+/** dup(2) once loaded; null when it cannot be (no koffi: intercepted connections keep the server's socket). */
+let dup: Dup | null | undefined;
 
-/** A duplicate of a socket's descriptor; undefined when there is none (no koffi: the socket stays as it is). */
+/** A duplicate of a socket's descriptor; undefined when there is none. */
 function duplicate(socket: net.Socket): number | undefined {
   const fd = fdOf(socket);
   if (fd === undefined) return undefined;
-  try {
-    dup ??= loadLibc().func('int dup(int fd)') as Dup;
-  } catch (e) {
-    log.debug('cannot duplicate a connection for a ReadSwitch', { reason: (e as Error).message });
-    return undefined;
+  if (dup === undefined) {
+    try {
+      dup = loadLibc().func('int dup(int fd)') as Dup;
+    } catch (e) {
+      dup = null;
+      log.info('intercepted connections are read through the socket stream: no dup(2)', {
+        reason: (e as Error).message,
+      });
+    }
   }
-  const copy = dup(fd);
+  const copy = dup ? dup(fd) : -1;
   return copy >= 0 ? copy : undefined;
 }
 

@@ -29,7 +29,7 @@
 // workstation, which opens the flow connections and sees all its flows, sets the window of each
 // (FlowWindowGroup): LONE_WINDOW_BYTES both ways while a flow is its only one, WINDOW_BYTES as soon as
 // another starts. It sends WINDOW at the start of every flow to a peer that said it takes them (an agent's
-// watch metadata FLOW_CONNECTIONS_METADATA = FLOW_WINDOWS_VERSION, the manager's ClusterInfo.flow_windows);
+// watch metadata FLOW_WINDOWS_METADATA, the manager's ClusterInfo.flow_windows);
 // the accepting side answers a flow's first WINDOW with its own, LONE_WINDOW_BYTES, and the workstation
 // sends within the smaller of that and its own. Older peers never see the frame and keep WINDOW_BYTES.
 import { EventEmitter } from 'node:events';
@@ -60,8 +60,11 @@ export function agreesWithFlowMagic(first: Buffer): boolean {
 export const WINDOW_BYTES = 2 << 20;
 /** The window of a workstation's only flow, and the one an accepting side grants (see above). */
 export const LONE_WINDOW_BYTES = 8 << 20;
-/** The value of FLOW_CONNECTIONS_METADATA from an agent whose flow connections take WINDOW frames. */
-export const FLOW_WINDOWS_VERSION = 2;
+/**
+ * The metadata ('1') an agent's direct watch answers with when its flow connections also take WINDOW frames:
+ * a key of its own, so that a workstation from before them still reads FLOW_CONNECTIONS_METADATA's '1'.
+ */
+export const FLOW_WINDOWS_METADATA = 'tp-flow-windows';
 /**
  * The smallest window a WINDOW frame may set (below: a malformed frame); a side sends at most
  * LONE_WINDOW_BYTES ahead whatever the peer allows (its own memory: what it sent sits in its write buffers).
@@ -110,7 +113,7 @@ export interface FramedCallOptions {
   reusable?: boolean;
   /** The opener's flows that share a way (their windows, FlowWindowGroup). */
   windows?: FlowWindowGroup;
-  /** The peer takes WINDOW frames (it said so: FLOW_WINDOWS_VERSION, ClusterInfo.flow_windows). */
+  /** The peer takes WINDOW frames (it said so: FLOW_WINDOWS_METADATA, ClusterInfo.flow_windows). */
   peerTakesWindows?: boolean;
 }
 

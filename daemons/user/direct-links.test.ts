@@ -12,7 +12,7 @@ import {
   InterceptInfo,
 } from '../../rpc/gen/manager.js';
 import { AgentServiceDefinition } from '../../rpc/manager-service.js';
-import { FLOW_CONNECTIONS_METADATA, FLOW_WINDOWS_VERSION } from '../../tunnel/framed-call.js';
+import { FLOW_CONNECTIONS_METADATA, FLOW_WINDOWS_METADATA } from '../../tunnel/framed-call.js';
 import { streamInfo } from '../../tunnel/messages.js';
 import { DirectLinks, type FlowOpener } from './direct-links.js';
 
@@ -133,22 +133,23 @@ test('a watch per accepted pod, with the secret; the workstation dials its own t
   }
 });
 
-test('an agent whose watch says it takes flow connections gets each connection on one of its own; windows from version 2', async () => {
-  for (const [version, windows] of [
-    ['1', false],
-    [String(FLOW_WINDOWS_VERSION), true],
+test('an agent whose watch says it takes flow connections gets each connection on one of its own; the windows when it says it takes them too', async () => {
+  const takesFlows = { [FLOW_CONNECTIONS_METADATA]: '1' };
+  for (const [metadata, windows] of [
+    [takesFlows, false],
+    [{ ...takesFlows, [FLOW_WINDOWS_METADATA]: '1' }, true],
   ] as const) {
-    const { server, port } = await standIn({ [FLOW_CONNECTIONS_METADATA]: version });
+    const { server, port } = await standIn(metadata);
     const { links, dials, flows, warmed } = linksTo(port);
     try {
       links.sync([intercept('s1:echo', 's1', 'tok')]);
       await waitFor('the dial request', async () => dials.length > 0 || undefined);
-      assert.ok(dials[0]!.flow, `version ${version}: a flow connection of its own`);
+      assert.ok(dials[0]!.flow, 'a flow connection of its own');
       await dials[0]!.flow!(streamInfo({ connId: undefined, sessionId: 's1' }), {
         host: '127.0.0.1',
         port: 18190,
       });
-      assert.equal(flows, [windows], `version ${version}: the flow's windows set: ${windows}`);
+      assert.equal(flows, [windows], `the flow's windows set: ${windows}`);
       assert.is(warmed.count, 1, 'the port-forward for them opened ahead of the first');
       assert.is(dials[0]!.req.targetPort, 18190);
     } finally {

@@ -21,7 +21,7 @@ import { dialTarget } from '../../tunnel/flow.js';
 import { tcpFlowPool } from '../../tunnel/flow-pool.js';
 import {
   FLOW_CONNECTIONS_METADATA,
-  FLOW_WINDOWS_VERSION,
+  FLOW_WINDOWS_METADATA,
   FlowWindowGroup,
 } from '../../tunnel/framed-call.js';
 import type { StreamInfo } from '../../tunnel/messages.js';
@@ -154,13 +154,11 @@ class DirectLink {
     this.call = call;
     call.on('metadata', (md: grpc.Metadata) => {
       // An agent that does not say it takes flow connections gets each connection as a Tunnel call; one
-      // that says FLOW_WINDOWS_VERSION also takes the windows this daemon sets.
-      const version = Number(md.get(FLOW_CONNECTIONS_METADATA)[0] ?? 0);
+      // that says it takes WINDOW frames too gets the windows this daemon sets.
+      const flows = md.get(FLOW_CONNECTIONS_METADATA)[0] === '1';
+      const windows = md.get(FLOW_WINDOWS_METADATA)[0] === '1';
       const route = this.route;
-      this.flow =
-        version >= 1 && route?.flow
-          ? (info, target) => route.flow!(info, target, version >= FLOW_WINDOWS_VERSION)
-          : undefined;
+      this.flow = flows && route?.flow ? (info, target) => route.flow!(info, target, windows) : undefined;
       if (this.flow) route?.warm?.();
       this.state = 'straight from the agent (port-forward to the pod)';
       this.watching = true;
