@@ -13,7 +13,8 @@
 //   END      this side sends nothing more (the call's half-close); the byte stream closes after both
 //   CANCEL   utf-8 reason: this side gives the flow up (the call's cancel)
 //   WINDOW   u32: the peer may have that many bytes of MESSAGE frames outstanding to this side from now on
-//            (version 2 of the flow connections: sent only to a peer known to take it, below)
+//            (sent only to a peer known to take it: an agent's direct watch says so with the metadata key
+//            FLOW_WINDOWS_METADATA, the manager with ClusterInfo.flow_windows; below)
 //
 // Flow control is per flow, the way HTTP/2's stream windows were: a side sends MESSAGE frames while the
 // peer has credited all but its window of them (WINDOW_BYTES until the peer sets one), and credits what
@@ -81,10 +82,13 @@ const T_END = 2;
 const T_CANCEL = 3;
 const T_WINDOW = 4;
 
-function u32(n: number): Buffer {
-  const b = Buffer.allocUnsafe(4);
-  b.writeUInt32BE(n);
-  return b;
+/** A CREDIT or WINDOW frame: the header and its u32 body in one buffer. */
+function u32Frame(type: number, value: number): Buffer {
+  const frame = Buffer.allocUnsafe(HEADER_BYTES + 4);
+  frame[0] = type;
+  frame.writeUInt32BE(4, 1);
+  frame.writeUInt32BE(value, HEADER_BYTES);
+  return frame;
 }
 
 function header(type: number, length: number): Buffer {
@@ -398,10 +402,7 @@ export class FramedCall extends EventEmitter {
   private deliver(m: TunnelMessage, cost: number): void {
     this.uncredited += cost;
     if (this.uncredited >= CREDIT_BATCH_BYTES) {
-      const credit = Buffer.allocUnsafe(HEADER_BYTES + 4);
-      credit[0] = T_CREDIT;
-      credit.writeUInt32BE(4, 1);
-      credit.writeUInt32BE(this.uncredited, HEADER_BYTES);
+      const credit = u32Frame(T_CREDIT, this.uncredited);
       this.uncredited = 0;
       if (!this.over) this.bytes.write(credit);
     }
@@ -444,8 +445,7 @@ export class FramedCall extends EventEmitter {
 
   private tellWindow(bytes: number): void {
     this.toldWindow = bytes;
-    const frame = header(T_WINDOW, 4);
-    this.bytes.write(Buffer.concat([frame, u32(bytes)]));
+    this.bytes.write(u32Frame(T_WINDOW, bytes));
   }
 
   /** Ends the byte stream after `last`; destroys it if the peer does not close its side soon. */
