@@ -28,6 +28,9 @@ export interface LibBpf {
   attachNetns(prog: Pointer, netnsFd: number): Pointer;
   linkPin(link: Pointer, path: string): number;
   linkDestroy(link: Pointer): number;
+  /** bpf_link_create: attaches a loaded program by fd (tcx and other fd-based links); returns the link's fd. */
+  linkCreate(progFd: number, targetFd: number, attachType: number): number;
+  numPossibleCpus(): number;
   objGet(path: string): number;
   mapUpdate(fd: number, key: Buffer, value: Buffer, flags: bigint): number;
   mapLookup(fd: number, key: Buffer, value: Buffer): number;
@@ -50,6 +53,8 @@ export const BPF_STATS_RUN_TIME = 0;
 // enum bpf_link_type / bpf_attach_type (linux/bpf.h).
 export const BPF_LINK_TYPE_NETNS = 5;
 export const BPF_SK_LOOKUP = 36;
+/** tcx, the fd-based tc hook (Linux 6.6); Debian 12's headers predate it. */
+export const BPF_TCX_EGRESS = 47;
 
 // enum libbpf_print_level: LIBBPF_WARN = 0, LIBBPF_INFO = 1, LIBBPF_DEBUG = 2.
 const LIBBPF_INFO = 1;
@@ -92,6 +97,7 @@ export function libbpf(): LibBpf {
 
   const openFile = f('void *bpf_object__open_file(const char *path, void *opts)');
   const probe = f('int libbpf_probe_bpf_prog_type(int prog_type, void *opts)');
+  const linkCreate = f('int bpf_link_create(int prog_fd, int target_fd, int attach_type, void *opts)');
   lib = {
     objectOpenFile: (path) => openFile(path, null),
     objectLoad: f('int bpf_object__load(void *obj)'),
@@ -105,6 +111,8 @@ export function libbpf(): LibBpf {
     attachNetns: f('void *bpf_program__attach_netns(void *prog, int netns_fd)'),
     linkPin: f('int bpf_link__pin(void *link, const char *path)'),
     linkDestroy: f('int bpf_link__destroy(void *link)'),
+    linkCreate: (progFd, targetFd, attachType) => linkCreate(progFd, targetFd, attachType, null),
+    numPossibleCpus: f('int libbpf_num_possible_cpus(void)'),
     objGet: f('int bpf_obj_get(const char *pathname)'),
     mapUpdate: f('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)'),
     mapLookup: f('int bpf_map_lookup_elem(int fd, const void *key, void *value)'),

@@ -58,7 +58,7 @@ const ALLOWED: Record<string, string[]> = {
   testbed: ['bpf/support.ts', 'command', 'dns', 'lab', 'rpc'],
   tunnel: ['logging', 'netaddr', 'rpc', 'version'],
   version: [],
-  vif: ['command', 'logging', 'netaddr'],
+  vif: ['bpf/libbpf.ts', 'command', 'logging', 'netaddr'],
 };
 
 /** Harnesses: they drive the real bins and may import what they need, but no folder's private test/. */

@@ -23,7 +23,7 @@ export interface NatEntry<T> {
   value: T;
 }
 
-export interface NatTableOptions {
+export interface NatTableOptions<T> {
   /** Fake peer addresses (all of one family, never local addresses). */
   fakeAddresses: Buffer[];
   firstPort?: number;
@@ -31,6 +31,8 @@ export interface NatTableOptions {
   lingerMs?: number;
   reuseDelayMs?: number;
   now?: () => number;
+  /** Called when a flow leaves the table (replaced, removed, swept). */
+  onRetire?: (entry: NatEntry<T>) => void;
 }
 
 export class NatExhaustedError extends Error {
@@ -52,9 +54,10 @@ export class NatTable<T> {
   private readonly lingerMs: number;
   private readonly reuseDelayMs: number;
   private readonly now: () => number;
+  private readonly onRetire: ((entry: NatEntry<T>) => void) | undefined;
   private cursor = 0;
 
-  constructor(options: NatTableOptions) {
+  constructor(options: NatTableOptions<T>) {
     if (options.fakeAddresses.length === 0)
       throw new RangeError('the NAT table needs at least one fake address');
     this.fakeAddresses = options.fakeAddresses.map((a) => Buffer.from(a));
@@ -64,6 +67,7 @@ export class NatTable<T> {
     this.lingerMs = options.lingerMs ?? DEFAULT_LINGER_MS;
     this.reuseDelayMs = Math.max(options.reuseDelayMs ?? DEFAULT_REUSE_DELAY_MS, this.lingerMs);
     this.now = options.now ?? Date.now;
+    this.onRetire = options.onRetire;
   }
 
   /** Flows in the table, lingering ones included. */
@@ -144,6 +148,7 @@ export class NatTable<T> {
       if (this.byKey.get(entry.key) === entry) this.byKey.delete(entry.key);
       const fk = fakeKey(entry.fake, entry.fakePort);
       if (this.byFake.get(fk) === entry) this.byFake.delete(fk);
+      this.onRetire?.(entry);
       return;
     }
     this.retire(entry);
@@ -173,6 +178,7 @@ export class NatTable<T> {
       this.byFake.delete(fk);
       this.quarantine.set(fk, (entry.closedAt ?? this.now()) + this.reuseDelayMs);
     }
+    this.onRetire?.(entry);
   }
 }
 

@@ -3,9 +3,12 @@
 // tunnel stream does not delay the ACKs of every TCP flow, and the kernel work each TUN write carries runs
 // on a second core. The loop is system calls through koffi (tun-device.ts TunLoop) and holds this thread
 // until it stops: the main thread's messages are drained with receiveMessageOnPort when its Waker wakes
-// the loop, and the timers below are the loop's ticks, not the event loop's.
+// the loop, and the timers below are the loop's ticks, not the event loop's. When the kernel NAT attaches
+// (kernel-nat.ts), an established flow's packets other than its FIN and RST no longer come here: the
+// loop then sees each flow's SYNs, FINs and RSTs, UDP, ICMP, and whatever the kernel did not rewrite.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { ipToBytes } from '../netaddr/parse.js';
+import { KernelNat } from './kernel-nat.js';
 import { PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, parsePacket } from './packet.js';
 import { isEchoRequest, toEchoReply } from './packet-rewrite.js';
 import type { PacketStats, PacketWorkerInit, ToMain, ToWorker } from './packet-worker-protocol.js';
@@ -26,10 +29,22 @@ const family = (f: PacketWorkerInit['families'][4]) =>
     listenerPort: f.listenerPort,
     fakeAddresses: f.fakeAddresses.map(ipToBytes),
   };
+let kernel: KernelNat | undefined;
+let kernelNatOff: string | undefined;
+if (!init.kernelNat) kernelNatOff = 'turned off (the root daemon runs with --kernel-nat off)';
+else {
+  try {
+    kernel = KernelNat.attach(init.ifname);
+  } catch (e) {
+    kernelNatOff = (e as Error).message;
+  }
+}
 const nat = new TcpNat(
   { 4: family(init.families[4]), 6: family(init.families[6]) },
   (p) => writer.write(p),
   (flow) => post({ t: 'open', flow }),
+  Date.now,
+  kernel,
 );
 let echoReplies = 0;
 let dropped = 0;
@@ -73,6 +88,8 @@ function stats(): PacketStats {
     tcpResetsSent: nat.stats.resetsSent,
     echoReplies,
     dropped: dropped + nat.stats.dropped,
+    kernelNat: kernel && { ...kernel.refresh() },
+    kernelNatOff,
   };
 }
 
@@ -106,6 +123,7 @@ function message(m: ToWorker): void {
       nat.abandoned(m.key);
       return;
     case 'stop':
+      kernel?.close();
       writer.stop();
       reader.stop();
       return;
@@ -121,7 +139,8 @@ const reader = new TunLoop(init.fd, init.wakeFd, {
   tick,
   error: (e) => post({ t: 'error', message: e.message }),
 });
-post({ t: 'ready' });
+post({ t: 'ready', kernelNatOff });
 reader.run();
+kernel?.close();
 closeFd(init.fd);
 port.close();

@@ -14,7 +14,7 @@ import {
   tcpAck,
   tcpFlags,
 } from './packet.js';
-import { type OpenedFlow, TcpNat } from './tcp-nat.js';
+import { type FlowOffload, type OpenedFlow, type Rewrite, TcpNat } from './tcp-nat.js';
 
 const CLIENT = '198.18.0.1';
 const LISTENER_PORT = 40_001;
@@ -39,7 +39,27 @@ function tcp(src: string, sport: number, dst: string, dport: number, flags: numb
   return p;
 }
 
-function rig() {
+/** A FlowOffload that records what it holds, as "src:port>dst:port" -> "src:port>dst:port". */
+class RecordingOffload implements FlowOffload {
+  readonly held = new Map<string, string>();
+  full = false;
+  add(forward: { from: Rewrite; to: Rewrite }, reverse: { from: Rewrite; to: Rewrite }): boolean {
+    if (this.full) return false;
+    this.held.set(text(forward.from), text(forward.to));
+    this.held.set(text(reverse.from), text(reverse.to));
+    return true;
+  }
+  remove(forward: Rewrite, reverse: Rewrite): void {
+    assert.ok(this.held.delete(text(forward)), `removes only what it added: ${text(forward)}`);
+    assert.ok(this.held.delete(text(reverse)), `removes only what it added: ${text(reverse)}`);
+  }
+}
+
+function text(r: Rewrite): string {
+  return `${bytesToIp(r.src)}:${r.srcPort}>${bytesToIp(r.dst)}:${r.dstPort}`;
+}
+
+function rig(offload?: FlowOffload) {
   const written: Buffer[] = [];
   const opened: OpenedFlow[] = [];
   const now = { t: 0 };
@@ -57,6 +77,7 @@ function rig() {
     },
     (f) => opened.push(f),
     () => now.t,
+    offload,
   );
   const send = (p: Buffer) => nat.handle(p, parsePacket(p)!);
   const last = () => {
@@ -135,6 +156,60 @@ test('a closed flow lingers for late packets, then is forgotten', () => {
   r.nat.sweep();
   r.send(tcp(CLIENT, 50004, '10.96.0.10', 80, TCP_ACK));
   assert.is(tcpFlags(r.last().p, r.last().info as ParsedPacket), TCP_RST);
+});
+
+test('a flow is offloaded once its SYN went to the listener, both directions, and taken back when it leaves the table', () => {
+  const offload = new RecordingOffload();
+  const r = rig(offload);
+  r.send(tcp(CLIENT, 50010, '10.96.0.10', 80, TCP_SYN));
+  const f = r.opened[0]!;
+  assert.is(offload.held.size, 0, 'not while the destination is dialed');
+  r.nat.dialed(f.key);
+  const fake = `${f.fakeIp}:${f.fakePort}`;
+  assert.equal(
+    [...offload.held],
+    [
+      [`${CLIENT}:50010>10.96.0.10:80`, `${fake}>${CLIENT}:${LISTENER_PORT}`],
+      [`${CLIENT}:${LISTENER_PORT}>${fake}`, `10.96.0.10:80>${CLIENT}:50010`],
+    ],
+  );
+  // What the offload does not rewrite (a FIN, or any packet it passed on) still comes here and is rewritten.
+  r.send(tcp(CLIENT, 50010, '10.96.0.10', 80, TCP_ACK));
+  assert.is(r.last().dst, `${CLIENT}:${LISTENER_PORT}`);
+  r.nat.closed(f.key);
+  r.now.t += 5_000;
+  r.nat.sweep();
+  assert.is(offload.held.size, 2, 'kept while the flow lingers');
+  r.now.t += 60_000;
+  r.nat.sweep();
+  assert.is(offload.held.size, 0, 'gone with the flow');
+});
+
+test('a new SYN on a lingering flow takes the old one out of the offload; an abandoned flow goes too; a full offload keeps nothing', () => {
+  const offload = new RecordingOffload();
+  const r = rig(offload);
+  r.send(tcp(CLIENT, 50011, '10.96.0.10', 80, TCP_SYN));
+  r.nat.dialed(r.opened[0]!.key);
+  r.nat.closed(r.opened[0]!.key);
+  r.send(tcp(CLIENT, 50011, '10.96.0.10', 80, TCP_SYN, 5000));
+  assert.is(offload.held.size, 0, 'the lingering flow was replaced');
+  assert.is(r.opened.length, 2);
+  r.nat.dialed(r.opened[1]!.key);
+  assert.is(offload.held.size, 2);
+  r.nat.abandoned(r.opened[1]!.key);
+  assert.is(offload.held.size, 0);
+  // A refused dial never reached the offload.
+  r.send(tcp(CLIENT, 50012, '10.96.0.10', 81, TCP_SYN));
+  r.nat.rejected(r.opened[2]!.key);
+  assert.is(offload.held.size, 0);
+  // Full: the flow stays with the worker, and leaving the table asks nothing of the offload.
+  offload.full = true;
+  r.send(tcp(CLIENT, 50013, '10.96.0.10', 80, TCP_SYN));
+  r.nat.dialed(r.opened[3]!.key);
+  r.send(tcp(CLIENT, 50013, '10.96.0.10', 80, TCP_ACK));
+  assert.is(r.last().dst, `${CLIENT}:${LISTENER_PORT}`);
+  r.nat.abandoned(r.opened[3]!.key);
+  assert.is(offload.held.size, 0);
 });
 
 test.run();

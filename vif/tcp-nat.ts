@@ -53,9 +53,30 @@ export interface TcpNatStats {
   dropped: number;
 }
 
+/** One direction of a flow: packets from src:srcPort to dst:dstPort (4- or 16-byte addresses). */
+export interface Rewrite {
+  src: Uint8Array;
+  srcPort: number;
+  dst: Uint8Array;
+  dstPort: number;
+}
+
+/**
+ * Something else that rewrites an established flow's packets (kernel-nat.ts: a BPF program on the TUN's
+ * egress). The TCP NAT still decides: it adds a flow once its SYN went to the listener and removes it when
+ * the flow leaves the table; packets the other side does not rewrite still come here.
+ */
+export interface FlowOffload {
+  /** False when it cannot take the flow (full): the flow's packets keep coming here. */
+  add(forward: { from: Rewrite; to: Rewrite }, reverse: { from: Rewrite; to: Rewrite }): boolean;
+  remove(forward: Rewrite, reverse: Rewrite): void;
+}
+
 interface FlowState {
   /** The client's latest SYN while the destination is dialed; undefined once it went to the listener. */
   syn: Buffer | undefined;
+  /** Its packets are rewritten by the FlowOffload. */
+  offloaded: boolean;
 }
 
 interface Family {
@@ -76,15 +97,27 @@ export class TcpNat {
     private readonly write: (packet: Buffer) => boolean,
     private readonly open: (flow: OpenedFlow) => void,
     now: () => number = Date.now,
+    private readonly offload?: FlowOffload,
   ) {
     for (const v of [4, 6] as const) {
       const f = families[v];
       if (!f) continue;
+      const listenerAddress = f.listenerAddress;
+      const listenerPort = f.listenerPort;
       this.families.set(v, {
-        listenerAddress: f.listenerAddress,
-        listenerText: f.listenerAddress.toString('latin1'),
-        listenerPort: f.listenerPort,
-        nat: new NatTable<FlowState>({ fakeAddresses: f.fakeAddresses, now }),
+        listenerAddress,
+        listenerText: listenerAddress.toString('latin1'),
+        listenerPort,
+        nat: new NatTable<FlowState>({
+          fakeAddresses: f.fakeAddresses,
+          now,
+          onRetire: (entry) => {
+            if (!entry.value.offloaded) return;
+            entry.value.offloaded = false;
+            const [forward, reverse] = directions(entry, listenerAddress, listenerPort);
+            this.offload?.remove(forward.from, reverse.from);
+          },
+        }),
       });
     }
   }
@@ -144,7 +177,7 @@ export class TcpNat {
         info.srcPort,
         p.subarray(info.dstOffset, info.dstOffset + info.addressLength),
         info.dstPort,
-        { syn: Buffer.from(p) },
+        { syn: Buffer.from(p), offloaded: false },
       );
     } catch (e) {
       if (!(e instanceof NatExhaustedError)) throw e;
@@ -176,6 +209,12 @@ export class TcpNat {
     if (!f || !syn) return;
     f.entry.value.syn = undefined;
     this.stats.flowsOpened++;
+    // From here on the flow's other packets may be rewritten elsewhere; its SYN, FIN and RST still come
+    // here (kernel-nat.ts), so the flow begins and ends in this table as before.
+    if (this.offload) {
+      const [forward, reverse] = directions(f.entry, f.family.listenerAddress, f.family.listenerPort);
+      f.entry.value.offloaded = this.offload.add(forward, reverse);
+    }
     const info = parsePacket(syn)!;
     rewriteFlow(syn, info, f.entry.fake, f.entry.fakePort, f.family.listenerAddress, f.family.listenerPort);
     this.write(syn);
@@ -229,4 +268,22 @@ export class TcpNat {
     this.stats.resetsSent++;
     this.write(rst);
   }
+}
+
+/** A flow's two rewrites: the client's packets to the listener from the fake peer, the listener's back. */
+function directions(
+  e: NatEntry<FlowState>,
+  listener: Buffer,
+  listenerPort: number,
+): [{ from: Rewrite; to: Rewrite }, { from: Rewrite; to: Rewrite }] {
+  return [
+    {
+      from: { src: e.client, srcPort: e.clientPort, dst: e.target, dstPort: e.targetPort },
+      to: { src: e.fake, srcPort: e.fakePort, dst: listener, dstPort: listenerPort },
+    },
+    {
+      from: { src: listener, srcPort: listenerPort, dst: e.fake, dstPort: e.fakePort },
+      to: { src: e.target, srcPort: e.targetPort, dst: e.client, dstPort: e.clientPort },
+    },
+  ];
 }

@@ -58,6 +58,8 @@ export interface VifOptions {
   run: IpCommands;
   log: Logger;
   udpIdleMs?: number;
+  /** Rewrite established flows' packets in the kernel when it can (kernel-nat.ts); default true. */
+  kernelNat?: boolean;
 }
 
 export interface VifStats extends PacketStats {
@@ -77,6 +79,8 @@ export class VirtualInterface {
     tcpResetsSent: 0,
     echoReplies: 0,
     dropped: 0,
+    kernelNat: undefined,
+    kernelNatOff: undefined,
   };
   private closed = false;
   /** Set when the packet path broke: the status reports it. */
@@ -137,6 +141,8 @@ export class VirtualInterface {
       waker = wake;
       const init: PacketWorkerInit = {
         fd: workerFd,
+        ifname: tun.name,
+        kernelNat: o.kernelNat ?? true,
         wakeFd: wake.fd,
         families: {
           4: { listenerAddress: address4, listenerPort: tcp.ports[4]!, fakeAddresses: fakePeers(o.link4) },
@@ -177,6 +183,13 @@ export class VirtualInterface {
         w.on('message', (m: ToMain) => {
           if (m.t === 'ready') {
             clearTimeout(timer);
+            vif.packetStats.kernelNatOff = m.kernelNatOff;
+            if (m.kernelNatOff)
+              o.log.info('kernel NAT off: the packet worker rewrites every TCP packet', {
+                vif: tun.name,
+                reason: m.kernelNatOff,
+              });
+            else o.log.info('kernel NAT attached to the egress of the VIF', { vif: tun.name });
             resolve();
           } else vif.fromWorker(m, o.log);
         });

@@ -33,6 +33,11 @@ export function rootDaemonSocketPath(): string {
 }
 
 const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
+/**
+ * TP_VIF_KERNEL_NAT=0 starts the root daemon with `--kernel-nat off`: the VIF's packet worker rewrites every
+ * packet (vif/kernel-nat.ts), to compare or to rule the kernel's part out.
+ */
+export const KERNEL_NAT_ENV = 'TP_VIF_KERNEL_NAT';
 /** Node flags the root daemon runs with (see startRootDaemon). */
 export const ROOT_DAEMON_NODE_FLAGS = ['--single-threaded-gc'];
 const SUDO_PROMPT =
@@ -141,6 +146,8 @@ export async function startRootDaemon(o: RootDaemonLaunch = {}): Promise<RootDae
     '--log-dir',
     dir,
   ];
+  // sudo drops the environment: the switch goes as a flag.
+  if (process.env[KERNEL_NAT_ENV] === '0') args.push('--kernel-nat', 'off');
   const stateDir = o.stateDir ?? process.env.TP_ROOT_DAEMON_STATE_DIR;
   if (stateDir) args.push('--state-dir', stateDir);
   args.push(...(o.extraArgs ?? []));

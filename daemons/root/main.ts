@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_RESOLV_CONF, type DnsMode } from '../../dns/system-resolver.js';
 import { createLogger, logDir, logToFile, parseLevel, setLevel } from '../../logging/logger.js';
 import { UsageError } from '../../netaddr/parse.js';
@@ -44,6 +44,14 @@ const program = new Command('tp-root-daemon')
   .option('--vif-name <name>', 'name of the TUN interface', DEFAULT_VIF_NAME)
   .option('--mtu <bytes>', 'MTU of the TUN interface', integer(1280, 65535, '--mtu'), DEFAULT_MTU)
   .option('--dns-mode <mode>', 'auto, systemd-resolved or resolv.conf', 'auto')
+  .addOption(
+    new Option(
+      '--kernel-nat <on|off>',
+      "rewrite established TCP flows' packets in the kernel (eBPF on the VIF's egress) when it can",
+    )
+      .choices(['on', 'off'])
+      .default('on'),
+  )
   .option(
     '--resolv-conf <path>',
     'the resolv.conf to manage when systemd-resolved is not used',
@@ -60,6 +68,7 @@ const opts = program.opts<{
   logLevel: string;
   vifName: string;
   mtu: number;
+  kernelNat: 'on' | 'off';
   dnsMode: string;
   resolvConf: string;
 }>();
@@ -109,6 +118,7 @@ async function main(): Promise<void> {
   const settings = {
     vifName: opts.vifName,
     mtu: opts.mtu,
+    kernelNat: opts.kernelNat === 'on',
     stateDir: path.resolve(opts.stateDir),
     resolvConfPath: opts.resolvConf,
     dnsMode: opts.dnsMode as DnsMode,

@@ -214,6 +214,33 @@ test('100 MiB from a pod arrive byte for byte', async () => {
   assert.is(sum.split(/\s/)[0], payloadSha256(n));
 });
 
+test("past their SYN, the flows' packets are rewritten in the kernel (tp_vif on the VIF's egress), IPv4 and IPv6, byte for byte", async () => {
+  // The packet worker's counters reach the status every 2 s.
+  const rewritten = async () => {
+    let m = '';
+    for (let i = 0; i < 30; i++) {
+      m = (await rootDaemonStatus(daemon!.client)).message;
+      const n = /kernel NAT: (\d+) packets rewritten in the kernel/.exec(m)?.[1];
+      if (n !== undefined) return Number(n);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.unreachable(`the status does not say the kernel NAT is attached: ${m}`);
+    return 0;
+  };
+  const n = 16 * 1024 * 1024;
+  for (const host of [ADDR.pod, `[${ADDR.pod6}]`]) {
+    const before = await rewritten();
+    const sum = await wsText('sh', '-c', `curl -sS --max-time 60 'http://${host}/bytes?n=${n}' | sha256sum`);
+    assert.is(sum.split(/\s/)[0], payloadSha256(n), host);
+    let after = before;
+    for (let i = 0; i < 30 && after === before; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      after = await rewritten();
+    }
+    assert.ok(after > before + 100, `${host}: ${after - before} packets rewritten in the kernel`);
+  }
+});
+
 test('200 concurrent connections all complete', async () => {
   const r = JSON.parse(
     await wsText(process.execPath, clientsJs(), 'concurrent', '200', ADDR.service, '80', '65536'),
@@ -415,6 +442,34 @@ test('after kill -9 the next start clears the leftovers first', async () => {
   assert.ok(left.includes('ip rule 7470') && left.includes('resolv.conf changed'), `left behind: ${left}`);
   daemon = await start();
   assert.equal(await leftovers(), [], 'cleared at start, before any connect');
+});
+
+test('TP_VIF_KERNEL_NAT=0: the root daemon starts with --kernel-nat off, the packet worker rewrites every packet, and the status says so', async () => {
+  await stopRootDaemon(socketPath);
+  daemon?.close();
+  daemon = undefined;
+  process.env.TP_VIF_KERNEL_NAT = '0';
+  try {
+    daemon = await start();
+  } finally {
+    delete process.env.TP_VIF_KERNEL_NAT;
+  }
+  await connect(daemon);
+  const n = 4 * 1024 * 1024;
+  const sum = await wsText(
+    'sh',
+    '-c',
+    `curl -sS --max-time 60 'http://${ADDR.pod}/bytes?n=${n}' | sha256sum`,
+  );
+  assert.is(sum.split(/\s/)[0], payloadSha256(n));
+  assert.match(
+    (await rootDaemonStatus(daemon.client)).message,
+    'kernel NAT off (turned off (the root daemon runs with --kernel-nat off))',
+  );
+  await stopRootDaemon(socketPath);
+  daemon.close();
+  daemon = undefined;
+  assert.equal(await leftovers(), []);
 });
 
 test('bad input is refused with a clear message and leaves nothing behind', async () => {

@@ -50,6 +50,8 @@ import { TunnelFlowDialer } from './tunnel-dialer.js';
 export interface DaemonSettings {
   vifName: string;
   mtu: number;
+  /** Established TCP flows' packets rewritten in the kernel when it can (vif/kernel-nat.ts). */
+  kernelNat: boolean;
   stateDir: string;
   resolvConfPath: string;
   dnsMode: DnsMode;
@@ -497,6 +499,7 @@ export class ConnectedSession {
       const vif = await VirtualInterface.create({
         name: settings.vifName,
         mtu: settings.mtu,
+        kernelNat: settings.kernelNat,
         link4,
         link6,
         dialer,
@@ -688,7 +691,13 @@ export class ConnectedSession {
       message:
         `${health}; ${s.tcpConnections} TCP and ${s.udpFlowsOpen} UDP flows open (${this.flows.description}` +
         `${this.ownChannel ? ', gRPC calls on it too' : ''}); ` +
-        `DNS ${this.resolver.stats.clusterQueries} cluster / ${this.resolver.stats.forwarded} forwarded queries` +
+        `DNS ${this.resolver.stats.clusterQueries} cluster / ${this.resolver.stats.forwarded} forwarded queries; ` +
+        (s.kernelNat
+          ? `kernel NAT: ${s.kernelNat.packets} packets rewritten in the kernel` +
+            (s.kernelNat.full + s.kernelNat.failed
+              ? ` (${s.kernelNat.full + s.kernelNat.failed} flows left to the packet worker: ${s.kernelNat.lastError ?? 'its map was full'})`
+              : '')
+          : `kernel NAT off (${s.kernelNatOff ?? 'starting'})`) +
         (plan.throws.length ? `; never proxied: ${plan.throws.map((c) => c.text).join(', ')}` : '') +
         (plan.conflicts.length ? `; conflicts allowed: ${plan.conflicts.join('; ')}` : ''),
     };
