@@ -100,6 +100,19 @@ static __always_inline int fast_flags(struct tcphdr *tcp) {
   return !(flags & (TCP_SYN | TCP_FIN | TCP_RST));
 }
 
+// Completes the key with the segment's ports and the family; rewrites the packet when its flow is in the
+// map, else leaves it to the TUN (and the packet worker).
+static __always_inline int steer(struct __sk_buff *skb, struct tp_vif_key *key, struct tcphdr *tcp, __u32 alen,
+                                 __u32 l3_bytes) {
+  key->sport = tcp->source;
+  key->dport = tcp->dest;
+  key->family = alen == 4 ? 4 : 6;
+  struct tp_vif_rewrite *r = bpf_map_lookup_elem(&tp_vif_nat, key);
+  if (!r) return TC_ACT_OK;
+  if (alen == 4) return rewrite(skb, r, offsetof(struct iphdr, saddr), 4, l3_bytes, 1);
+  return rewrite(skb, r, offsetof(struct ipv6hdr, saddr), 16, l3_bytes, 0);
+}
+
 static __always_inline int egress_v4(struct __sk_buff *skb) {
   void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
   struct iphdr *ip = data;
@@ -111,12 +124,7 @@ static __always_inline int egress_v4(struct __sk_buff *skb) {
   struct tp_vif_key key = {};
   __builtin_memcpy(key.src, &ip->saddr, 4);
   __builtin_memcpy(key.dst, &ip->daddr, 4);
-  key.sport = tcp->source;
-  key.dport = tcp->dest;
-  key.family = 4;
-  struct tp_vif_rewrite *r = bpf_map_lookup_elem(&tp_vif_nat, &key);
-  if (!r) return TC_ACT_OK;
-  return rewrite(skb, r, offsetof(struct iphdr, saddr), 4, sizeof(struct iphdr), 1);
+  return steer(skb, &key, tcp, 4, sizeof(struct iphdr));
 }
 
 static __always_inline int egress_v6(struct __sk_buff *skb) {
@@ -130,12 +138,7 @@ static __always_inline int egress_v6(struct __sk_buff *skb) {
   struct tp_vif_key key = {};
   __builtin_memcpy(key.src, &ip->saddr, 16);
   __builtin_memcpy(key.dst, &ip->daddr, 16);
-  key.sport = tcp->source;
-  key.dport = tcp->dest;
-  key.family = 6;
-  struct tp_vif_rewrite *r = bpf_map_lookup_elem(&tp_vif_nat, &key);
-  if (!r) return TC_ACT_OK;
-  return rewrite(skb, r, offsetof(struct ipv6hdr, saddr), 16, sizeof(struct ipv6hdr), 0);
+  return steer(skb, &key, tcp, 16, sizeof(struct ipv6hdr));
 }
 
 SEC("tc")

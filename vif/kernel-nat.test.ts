@@ -3,7 +3,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ipToBytes } from '../netaddr/parse.js';
-import { KEY_BYTES, natKey, natValue, VALUE_BYTES } from './kernel-nat.js';
+import { notRoot, requirementSuite } from '../testbed/suite.js';
+import { KEY_BYTES, KernelNat, natKey, natValue, VALUE_BYTES } from './kernel-nat.js';
 
 test('an IPv4 key: addresses in the first 4 bytes of their 16, ports in network order, family 4', () => {
   const key = natKey(ipToBytes('198.18.0.1'), 50000, ipToBytes('10.96.0.10'), 80);
@@ -35,4 +36,17 @@ test('a value packs the new addresses (IPv4: 4 + 4 bytes), the ports at byte 32'
   assert.is(v6.subarray(32).toString('hex'), '00500002');
 });
 
+test('a missing program file: the error names it and how to build it', () => {
+  assert.throws(
+    () => KernelNat.attach('tp0', '/nonexistent/tp_vif.bpf.o'),
+    /\/nonexistent\/tp_vif\.bpf\.o is missing: build it with `node build\.mjs` \(needs clang, libbpf-dev\)/,
+  );
+});
+
 test.run();
+
+const root = requirementSuite('the kernel NAT with the BPF API', notRoot('loading BPF programs'));
+root.test('an interface that does not exist: the error names it', () => {
+  assert.throws(() => KernelNat.attach('tp-no-such-if'), /interface tp-no-such-if not found/);
+});
+root.test.run();

@@ -72,9 +72,9 @@ function interfaceIndex(name: string): number {
   return index;
 }
 
-/** The compiled program (dist/bpf/tp_vif.bpf.o), unless TP_VIF_BPF_OBJECT names another. */
+/** The compiled program, beside the compiled bpf/ modules (dist/bpf/tp_vif.bpf.o). */
 export function defaultObjectPath(): string {
-  return process.env.TP_VIF_BPF_OBJECT || fileURLToPath(new URL('../bpf/tp_vif.bpf.o', import.meta.url));
+  return fileURLToPath(new URL('../bpf/tp_vif.bpf.o', import.meta.url));
 }
 
 export class KernelNat implements FlowOffload {
