@@ -23,9 +23,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-// Keep in step with vif/kernel-nat.ts (KEY_BYTES, VALUE_BYTES, MAX_ENTRIES).
+// Two entries per flow; a flow that finds the map full stays with the packet worker.
 #define TP_VIF_MAX_ENTRIES 16384
 
+// Keep the layouts in step with vif/kernel-nat.ts (KEY_BYTES, VALUE_BYTES, natKey, natValue).
 struct tp_vif_key {
   __u8 src[16]; // IPv4: the first 4 bytes, the rest zero
   __u8 dst[16];

@@ -17,10 +17,12 @@ import koffi from 'koffi';
 import { BPF_ANY, BPF_TCX_EGRESS, BpfError, check, checkPointer, errnoName, libbpf } from '../bpf/libbpf.js';
 import type { FlowOffload, Rewrite } from './tcp-nat.js';
 
-/** Keep in step with struct tp_vif_key, struct tp_vif_rewrite and TP_VIF_MAX_ENTRIES in bpf/tp_vif.bpf.c. */
+/**
+ * Keep in step with struct tp_vif_key and struct tp_vif_rewrite in bpf/tp_vif.bpf.c (its map holds
+ * TP_VIF_MAX_ENTRIES = 16,384 entries, two per flow: past 8,192 flows at once the worker takes the rest).
+ */
 export const KEY_BYTES = 40;
 export const VALUE_BYTES = 36;
-export const MAX_ENTRIES = 16_384;
 const PROGRAM = 'tp_vif_egress';
 const NAT_MAP = 'tp_vif_nat';
 const STATS_MAP = 'tp_vif_stats';
