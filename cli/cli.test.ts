@@ -271,6 +271,7 @@ const connected: ConnectInfo = {
     subnets: ['10.244.0.0/24', '10.96.0.0/16'],
     dns: '/etc/resolv.conf: nameserver 198.18.0.1 (forwarding to 127.0.0.1)',
     message: 'connected; 0 TCP and 0 UDP flows open',
+    kernelNat: { attached: true, offReason: '', packets: 5120, bytes: 7_340_032, flows: 3, leftToWorker: 0 },
   },
   error: '',
   logFile: '/tmp/x.log',
@@ -304,6 +305,7 @@ test('status shows the VIF: its name, subnets, DNS and the root daemon health (t
     subnets: ['10.244.0.0/24', '10.96.0.0/16'],
     dns: '/etc/resolv.conf: nameserver 198.18.0.1 (forwarding to 127.0.0.1)',
     rootDaemon: { running: true, version: '0.1.0', message: 'connected; 0 TCP and 0 UDP flows open' },
+    kernelNat: { attached: true, offReason: '', packets: 5120, bytes: 7_340_032, flows: 3, leftToWorker: 0 },
   });
   assert.equal(json.cluster.podSubnets, ['10.244.0.0/24']);
   assert.is(json.namespace, 'default');
@@ -319,6 +321,7 @@ test('status says why there is no VIF', () => {
       subnets: [],
       dns: '',
       message: 'off (tp connect --no-vif)',
+      kernelNat: undefined,
     },
   });
   assert.match(statusText(view), /VIF: +off \(tp connect --no-vif\)/);

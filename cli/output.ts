@@ -3,7 +3,7 @@
 import * as YAML from 'yaml';
 import { formatFilter } from '../http-filter/filter.js';
 import { UsageError } from '../netaddr/parse.js';
-import type { ConnectInfo } from '../rpc/gen/connector.js';
+import type { ConnectInfo, KernelNatStatus } from '../rpc/gen/connector.js';
 import { InterceptDisposition, type InterceptInfo, type WorkloadInfo } from '../rpc/gen/manager.js';
 
 export type OutputFormat = 'text' | 'json' | 'yaml';
@@ -89,6 +89,8 @@ export interface VifView {
   subnets: string[];
   dns: string;
   rootDaemon: { running: boolean; version: string; message: string };
+  /** The kernel NAT of the VIF (docs/vif.md#connections); null without a VIF. */
+  kernelNat: KernelNatStatus | null;
 }
 
 export interface ClusterView {
@@ -176,6 +178,7 @@ export function statusView(info: ConnectInfo | undefined, versions?: VersionsVie
           subnets: r.subnets,
           dns: r.dns,
           rootDaemon: { running: r.running, version: r.version, message: r.message },
+          kernelNat: r.kernelNat ?? null,
         }
       : null,
     intercepts: info.intercepts.map(interceptView),

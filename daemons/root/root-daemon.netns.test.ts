@@ -219,9 +219,15 @@ test("past their SYN, the flows' packets are rewritten in the kernel (tp_vif on 
   const rewritten = async () => {
     let m = '';
     for (let i = 0; i < 30; i++) {
-      m = (await rootDaemonStatus(daemon!.client)).message;
+      const status = await rootDaemonStatus(daemon!.client);
+      m = status.message;
       const n = /kernel NAT: (\d+) packets rewritten in the kernel/.exec(m)?.[1];
-      if (n !== undefined) return Number(n);
+      if (n !== undefined) {
+        // tp status -o json has the same, structured.
+        assert.ok(status.kernelNat?.attached, 'attached in the structured status');
+        assert.is(status.kernelNat.packets, Number(n));
+        return Number(n);
+      }
       await new Promise((r) => setTimeout(r, 200));
     }
     assert.unreachable(`the status does not say the kernel NAT is attached: ${m}`);
@@ -462,9 +468,11 @@ test('TP_VIF_KERNEL_NAT=0: the root daemon starts with --kernel-nat off, the pac
     `curl -sS --max-time 60 'http://${ADDR.pod}/bytes?n=${n}' | sha256sum`,
   );
   assert.is(sum.split(/\s/)[0], payloadSha256(n));
-  assert.match(
-    (await rootDaemonStatus(daemon.client)).message,
-    'kernel NAT off (turned off (the root daemon runs with --kernel-nat off))',
+  const off = await rootDaemonStatus(daemon.client);
+  assert.match(off.message, 'kernel NAT off (turned off (the root daemon runs with --kernel-nat off))');
+  assert.equal(
+    [off.kernelNat?.attached, off.kernelNat?.offReason],
+    [false, 'turned off (the root daemon runs with --kernel-nat off)'],
   );
   await stopRootDaemon(socketPath);
   daemon.close();

@@ -129,6 +129,7 @@ export class RootDaemon {
       subnets: [],
       dns: '',
       message: this.lastError ? `not connected: ${this.lastError}` : 'not connected',
+      kernelNat: undefined,
     };
   }
 

@@ -700,6 +700,14 @@ export class ConnectedSession {
           : `kernel NAT off (${s.kernelNatOff ?? 'starting'})`) +
         (plan.throws.length ? `; never proxied: ${plan.throws.map((c) => c.text).join(', ')}` : '') +
         (plan.conflicts.length ? `; conflicts allowed: ${plan.conflicts.join('; ')}` : ''),
+      kernelNat: {
+        attached: s.kernelNat !== undefined,
+        offReason: s.kernelNatOff ?? '',
+        packets: s.kernelNat?.packets ?? 0,
+        bytes: s.kernelNat?.bytes ?? 0,
+        flows: s.kernelNat?.flows ?? 0,
+        leftToWorker: (s.kernelNat?.full ?? 0) + (s.kernelNat?.failed ?? 0),
+      },
     };
   }
 

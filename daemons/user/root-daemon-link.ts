@@ -50,7 +50,7 @@ export interface VifOutcome {
 }
 
 function notRunning(message: string): DaemonStatus {
-  return { running: false, version: '', vifName: '', subnets: [], dns: '', message };
+  return { running: false, version: '', vifName: '', subnets: [], dns: '', message, kernelNat: undefined };
 }
 
 function sameRequest(a: VifRequest | undefined, b: VifRequest): boolean {

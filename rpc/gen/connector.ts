@@ -59,6 +59,25 @@ export interface DaemonStatus {
   subnets: string[];
   dns: string;
   message: string;
+  /** Unset when the root daemon has no VIF up. */
+  kernelNat: KernelNatStatus | undefined;
+}
+
+/**
+ * The VIF's kernel NAT (vif/kernel-nat.ts): an eBPF program on the VIF's egress that rewrites established
+ * TCP flows' packets instead of the packet worker.
+ */
+export interface KernelNatStatus {
+  attached: boolean;
+  /** Why it is not attached (empty while it is, or while the VIF starts). */
+  offReason: string;
+  /** Packets and bytes rewritten in the kernel since the VIF came up. */
+  packets: number;
+  bytes: number;
+  /** Flows whose rewrites are in its map now. */
+  flows: number;
+  /** Flows its map could not take (full or refused): the packet worker carries them. */
+  leftToWorker: number;
 }
 
 export interface ConnectInfo {
@@ -414,7 +433,7 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
 };
 
 function createBaseDaemonStatus(): DaemonStatus {
-  return { running: false, version: "", vifName: "", subnets: [], dns: "", message: "" };
+  return { running: false, version: "", vifName: "", subnets: [], dns: "", message: "", kernelNat: undefined };
 }
 
 export const DaemonStatus: MessageFns<DaemonStatus> = {
@@ -436,6 +455,9 @@ export const DaemonStatus: MessageFns<DaemonStatus> = {
     }
     if (message.message !== "") {
       writer.uint32(50).string(message.message);
+    }
+    if (message.kernelNat !== undefined) {
+      KernelNatStatus.encode(message.kernelNat, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -501,6 +523,14 @@ export const DaemonStatus: MessageFns<DaemonStatus> = {
             message.message = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.kernelNat = KernelNatStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -525,6 +555,11 @@ export const DaemonStatus: MessageFns<DaemonStatus> = {
       subnets: globalThis.Array.isArray(object?.subnets) ? object.subnets.map((e: any) => globalThis.String(e)) : [],
       dns: isSet(object.dns) ? globalThis.String(object.dns) : "",
       message: isSet(object.message) ? globalThis.String(object.message) : "",
+      kernelNat: isSet(object.kernelNat)
+        ? KernelNatStatus.fromJSON(object.kernelNat)
+        : isSet(object.kernel_nat)
+        ? KernelNatStatus.fromJSON(object.kernel_nat)
+        : undefined,
     };
   },
 
@@ -548,6 +583,9 @@ export const DaemonStatus: MessageFns<DaemonStatus> = {
     if (message.message !== "") {
       obj.message = message.message;
     }
+    if (message.kernelNat !== undefined) {
+      obj.kernelNat = KernelNatStatus.toJSON(message.kernelNat);
+    }
     return obj;
   },
 
@@ -562,6 +600,166 @@ export const DaemonStatus: MessageFns<DaemonStatus> = {
     message.subnets = object.subnets?.map((e) => e) || [];
     message.dns = object.dns ?? "";
     message.message = object.message ?? "";
+    message.kernelNat = (object.kernelNat !== undefined && object.kernelNat !== null)
+      ? KernelNatStatus.fromPartial(object.kernelNat)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseKernelNatStatus(): KernelNatStatus {
+  return { attached: false, offReason: "", packets: 0, bytes: 0, flows: 0, leftToWorker: 0 };
+}
+
+export const KernelNatStatus: MessageFns<KernelNatStatus> = {
+  encode(message: KernelNatStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.attached !== false) {
+      writer.uint32(8).bool(message.attached);
+    }
+    if (message.offReason !== "") {
+      writer.uint32(18).string(message.offReason);
+    }
+    if (message.packets !== 0) {
+      writer.uint32(24).uint64(message.packets);
+    }
+    if (message.bytes !== 0) {
+      writer.uint32(32).uint64(message.bytes);
+    }
+    if (message.flows !== 0) {
+      writer.uint32(40).uint32(message.flows);
+    }
+    if (message.leftToWorker !== 0) {
+      writer.uint32(48).uint32(message.leftToWorker);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KernelNatStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseKernelNatStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.attached = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.offReason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.packets = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.flows = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.leftToWorker = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): KernelNatStatus {
+    return {
+      attached: isSet(object.attached) ? globalThis.Boolean(object.attached) : false,
+      offReason: isSet(object.offReason)
+        ? globalThis.String(object.offReason)
+        : isSet(object.off_reason)
+        ? globalThis.String(object.off_reason)
+        : "",
+      packets: isSet(object.packets) ? globalThis.Number(object.packets) : 0,
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+      flows: isSet(object.flows) ? globalThis.Number(object.flows) : 0,
+      leftToWorker: isSet(object.leftToWorker)
+        ? globalThis.Number(object.leftToWorker)
+        : isSet(object.left_to_worker)
+        ? globalThis.Number(object.left_to_worker)
+        : 0,
+    };
+  },
+
+  toJSON(message: KernelNatStatus): unknown {
+    const obj: any = {};
+    if (message.attached !== false) {
+      obj.attached = message.attached;
+    }
+    if (message.offReason !== "") {
+      obj.offReason = message.offReason;
+    }
+    if (message.packets !== 0) {
+      obj.packets = Math.round(message.packets);
+    }
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    if (message.flows !== 0) {
+      obj.flows = Math.round(message.flows);
+    }
+    if (message.leftToWorker !== 0) {
+      obj.leftToWorker = Math.round(message.leftToWorker);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<KernelNatStatus>): KernelNatStatus {
+    return KernelNatStatus.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<KernelNatStatus>): KernelNatStatus {
+    const message = createBaseKernelNatStatus();
+    message.attached = object.attached ?? false;
+    message.offReason = object.offReason ?? "";
+    message.packets = object.packets ?? 0;
+    message.bytes = object.bytes ?? 0;
+    message.flows = object.flows ?? 0;
+    message.leftToWorker = object.leftToWorker ?? 0;
     return message;
   },
 };
@@ -2039,6 +2237,17 @@ export type DeepPartial<T> = T extends Builtin ? T
   : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
   : Partial<T>;
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;

@@ -262,6 +262,13 @@ if (cluster) {
       const body = await wsText(['curl', '-sS', '--max-time', '20', url]);
       assert.match(body, /^echo-/, url);
     }
+    // Past their SYN, those connections' packets were rewritten in the kernel (docs/vif.md#connections).
+    let nat = (await status()).vif?.kernelNat;
+    for (let i = 0; i < 20 && !(nat && nat.packets > 0); i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      nat = (await status()).vif?.kernelNat;
+    }
+    assert.ok(nat?.attached && nat.packets > 0, `tp status -o json, vif.kernelNat: ${JSON.stringify(nat)}`);
     assert.match(
       await wsText(['getent', 'hosts', `echo.${NS}`]),
       new RegExp(`^${clusterIp.replace(/\./g, '\\.')}\\s`),
