@@ -84,6 +84,7 @@ export class KernelNat implements FlowOffload {
   private closed = false;
   private readonly cpus: number;
   private readonly statsValue: Buffer;
+  private readonly statsKey = Buffer.alloc(4);
 
   private constructor(
     private readonly obj: unknown,
@@ -172,7 +173,7 @@ export class KernelNat implements FlowOffload {
   /** Reads the program's counters (summed over the CPUs) into `stats`. */
   refresh(): KernelNatStats {
     if (this.closed) return this.stats;
-    if (libbpf().mapLookup(this.statsFd, Buffer.alloc(4), this.statsValue) === 0) {
+    if (libbpf().mapLookup(this.statsFd, this.statsKey, this.statsValue) === 0) {
       let packets = 0n;
       let bytes = 0n;
       for (let cpu = 0; cpu < this.cpus; cpu++) {

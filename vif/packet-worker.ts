@@ -88,7 +88,7 @@ function stats(): PacketStats {
     tcpResetsSent: nat.stats.resetsSent,
     echoReplies,
     dropped: dropped + nat.stats.dropped,
-    kernelNat: kernel && { ...kernel.refresh() },
+    kernelNat: kernel?.refresh(),
     kernelNatOff,
   };
 }
@@ -123,7 +123,6 @@ function message(m: ToWorker): void {
       nat.abandoned(m.key);
       return;
     case 'stop':
-      kernel?.close();
       writer.stop();
       reader.stop();
       return;

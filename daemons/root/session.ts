@@ -682,6 +682,15 @@ export class ConnectedSession {
           ? "the traffic manager is unreachable through this daemon's own port-forward"
           : `the traffic manager at ${this.req.managerHost}:${this.req.managerPort} is unreachable`);
     const plan: RoutePlan = this.routes.current;
+    const k = s.kernelNat;
+    const kernelNat = {
+      attached: k !== undefined,
+      offReason: s.kernelNatOff ?? '',
+      packets: k?.packets ?? 0,
+      bytes: k?.bytes ?? 0,
+      flows: k?.flows ?? 0,
+      leftToWorker: (k?.full ?? 0) + (k?.failed ?? 0),
+    };
     return {
       running: true,
       version: VERSION,
@@ -692,22 +701,15 @@ export class ConnectedSession {
         `${health}; ${s.tcpConnections} TCP and ${s.udpFlowsOpen} UDP flows open (${this.flows.description}` +
         `${this.ownChannel ? ', gRPC calls on it too' : ''}); ` +
         `DNS ${this.resolver.stats.clusterQueries} cluster / ${this.resolver.stats.forwarded} forwarded queries; ` +
-        (s.kernelNat
-          ? `kernel NAT: ${s.kernelNat.packets} packets rewritten in the kernel` +
-            (s.kernelNat.full + s.kernelNat.failed
-              ? ` (${s.kernelNat.full + s.kernelNat.failed} flows left to the packet worker: ${s.kernelNat.lastError ?? 'its map was full'})`
+        (kernelNat.attached
+          ? `kernel NAT: ${kernelNat.packets} packets rewritten in the kernel` +
+            (kernelNat.leftToWorker
+              ? ` (${kernelNat.leftToWorker} flows left to the packet worker: ${k?.lastError ?? 'its map was full'})`
               : '')
-          : `kernel NAT off (${s.kernelNatOff ?? 'starting'})`) +
+          : `kernel NAT off (${kernelNat.offReason || 'starting'})`) +
         (plan.throws.length ? `; never proxied: ${plan.throws.map((c) => c.text).join(', ')}` : '') +
         (plan.conflicts.length ? `; conflicts allowed: ${plan.conflicts.join('; ')}` : ''),
-      kernelNat: {
-        attached: s.kernelNat !== undefined,
-        offReason: s.kernelNatOff ?? '',
-        packets: s.kernelNat?.packets ?? 0,
-        bytes: s.kernelNat?.bytes ?? 0,
-        flows: s.kernelNat?.flows ?? 0,
-        leftToWorker: (s.kernelNat?.full ?? 0) + (s.kernelNat?.failed ?? 0),
-      },
+      kernelNat,
     };
   }
 
