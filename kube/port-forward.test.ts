@@ -6,7 +6,7 @@
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig, V1Pod } from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { waitFor } from '../command/wait.js';
@@ -26,7 +26,7 @@ import { dialTarget, originate, readOpen } from '../tunnel/flow.js';
 import { FLOW_MAGIC, FramedCall } from '../tunnel/framed-call.js';
 import { streamInfo } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
-import { forwardingListener, PodStreams, PortForwardSession } from './port-forward.js';
+import { forwardingListener, PodStreams, PortForwardSession, podToForwardTo } from './port-forward.js';
 
 setLevel('error');
 const log = createLogger('test');
@@ -542,5 +542,35 @@ test('a connection that starts beside a transfer in bulk goes on a port-forward 
 function once(e: NodeJS.EventEmitter, event: string): Promise<Buffer> {
   return new Promise((resolve) => e.once(event, resolve));
 }
+
+test("podToForwardTo: a Ready pod first; else one whose containers all started (a new manager before its probe's period); never one being deleted", () => {
+  const pod = (
+    name: string,
+    o: { phase?: string; ready?: boolean; started?: boolean[]; deleting?: boolean } = {},
+  ): V1Pod => ({
+    metadata: { name, ...(o.deleting ? { deletionTimestamp: new Date() } : {}) },
+    status: {
+      phase: o.phase ?? 'Running',
+      conditions: [{ type: 'Ready', status: o.ready ? 'True' : 'False' }],
+      containerStatuses: (o.started ?? [true]).map((started, i) => ({
+        name: `c${i}`,
+        image: 'tp',
+        imageID: '',
+        ready: o.ready === true,
+        restartCount: 0,
+        started,
+      })),
+    },
+  });
+  const chosen = (...pods: V1Pod[]) => podToForwardTo(pods)?.metadata?.name;
+  // A rollout: the old pod still Ready, the new one started: the Ready one.
+  assert.is(chosen(pod('new'), pod('old', { ready: true })), 'old');
+  // A deleted pod's successor, started, its probe not run yet: tried.
+  assert.is(chosen(pod('old', { ready: true, deleting: true }), pod('new')), 'new');
+  // Not while one of its containers has not started, nor while it is Pending.
+  assert.is(chosen(pod('new', { started: [true, false] })), undefined);
+  assert.is(chosen(pod('new', { phase: 'Pending', started: [] })), undefined);
+  assert.is(chosen(), undefined);
+});
 
 test.run();

@@ -596,7 +596,25 @@ function pipeForwarded(
   });
 }
 
-/** The pod behind a Service that is running and ready, and the container port its targetPort names. */
+/**
+ * The pod a port-forward to a Service's pods goes to: a Ready one; when none is (a deleted or crashed
+ * manager's successor starting), one that runs with every container started, not yet through its
+ * readiness probe. The manager's probe is a TCP connect to the same port (charts/tp), done once per
+ * periodSeconds, so the workstation trying the port itself reaches a new manager up to a period sooner,
+ * and a port nothing listens on yet only fails that one try. Never a pod that is being deleted.
+ */
+export function podToForwardTo(pods: V1Pod[]): V1Pod | undefined {
+  const running = pods.filter((p) => !p.metadata?.deletionTimestamp && p.status?.phase === 'Running');
+  return (
+    running.find((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')) ??
+    running.find((p) => {
+      const statuses = p.status?.containerStatuses ?? [];
+      return statuses.length > 0 && statuses.every((c) => c.started === true);
+    })
+  );
+}
+
+/** The pod behind a Service that podToForwardTo chooses, and the container port its targetPort names. */
 export async function readyPodBehindService(
   kc: ApiAccess,
   namespace: string,
@@ -621,19 +639,13 @@ export async function readyPodBehindService(
     svc.spec?.ports?.find((p) => !servicePortName || p.name === servicePortName) ?? svc.spec?.ports?.[0];
   if (!sp) throw new UsageError(`Service ${namespace}/${service} has no ports`);
   const pods = await apiGet<V1PodList>(kc, `${ns}/pods?labelSelector=${encodeURIComponent(selector)}`);
-  const ready = pods.items.filter(
-    (p: V1Pod) =>
-      !p.metadata?.deletionTimestamp &&
-      p.status?.phase === 'Running' &&
-      p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
-  );
-  if (ready.length === 0) {
+  const pod = podToForwardTo(pods.items);
+  if (!pod) {
     const states = pods.items.map((p) => `${p.metadata?.name} ${p.status?.phase}`).join(', ') || 'none';
     throw new UsageError(
       `the traffic manager in namespace ${namespace} has no ready pod (pods: ${states}): see kubectl get pods -n ${namespace}`,
     );
   }
-  const pod = ready[0]!;
   const target = sp.targetPort ?? sp.port;
   let port = Number(target);
   if (!Number.isInteger(port)) {

@@ -433,6 +433,8 @@ export class ConnectedSession {
         });
       this.req.sessionId = request.sessionId;
       this.req.credential = request.sessionCredential;
+      // Arrived again: the flows waiting for the manager (their SYN held) need not finish their pause.
+      this.dialer.tryAgainNow();
       clearTimeout(this.watchTimer);
       const watch = this.watchCall;
       this.watchCall = undefined;

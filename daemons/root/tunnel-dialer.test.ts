@@ -29,6 +29,7 @@ async function manager(
   onCall = () => {},
   refusing?: (n: number) => string | undefined,
   managerGapMs?: number,
+  retryPausesMs?: number[],
 ) {
   let calls = 0;
   const server = await startTunnelServer(
@@ -62,6 +63,7 @@ async function manager(
     sessionId: () => 'test',
     log: createLogger('test'),
     ...(managerGapMs !== undefined ? { managerGapMs } : {}),
+    ...(retryPausesMs ? { retryPausesMs } : {}),
   });
   return {
     dialer,
@@ -191,6 +193,39 @@ test('many flows waiting for the manager: one at a time asks whether it is back,
     );
     // Each flow on its own would have asked every 0.1-0.5 s: about 20 x 4 times in this second and a half.
     assert.ok(whileDown <= 20, `${whileDown} attempts while the manager was down`);
+  } finally {
+    dest.close();
+    await m.close();
+  }
+});
+
+test('the user daemon arrived again (tryAgainNow): a flow waiting for the manager tries at once, not after its pause', async () => {
+  let down = true;
+  let refused!: () => void;
+  const firstRefusal = new Promise<void>((r) => {
+    refused = r;
+  });
+  // Pauses of a minute: the flow goes through within the test only if it is woken.
+  const m = await manager(
+    undefined,
+    () => {
+      if (!down) return undefined;
+      refused();
+      return MANAGER_SHUTTING_DOWN;
+    },
+    120_000,
+    [60_000],
+  );
+  const dest = await echoServer();
+  try {
+    const flow = exchange(m.dialer, (dest.address() as net.AddressInfo).port, 'woken');
+    await firstRefusal;
+    await new Promise((r) => setTimeout(r, 100)); // into its pause
+    down = false;
+    m.dialer.tryAgainNow();
+    const bound = new Promise<string>((r) => setTimeout(() => r('still waiting after 10 s'), 10_000).unref());
+    assert.is(await Promise.race([flow, bound]), 'woken');
+    assert.is(m.calls(), 2, 'one refused attempt, then the flow');
   } finally {
     dest.close();
     await m.close();

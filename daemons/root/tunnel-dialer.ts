@@ -76,6 +76,8 @@ export interface TunnelDialerOptions {
   };
   /** How long a new TCP flow waits for an unavailable manager (MANAGER_GAP_MS). */
   managerGapMs?: number;
+  /** The pauses between attempts while the manager is unavailable (RETRY_PAUSES_MS; tests). */
+  retryPausesMs?: readonly number[];
 }
 
 /** A time the manager could not take flows, as the flows waiting it out see it. */
@@ -93,6 +95,8 @@ interface Outage {
 export class TunnelFlowDialer implements FlowDialer {
   private closed = false;
   private outage: Outage | undefined;
+  /** Ends the pause before the next attempt of the flows waiting for the manager. */
+  private wakeWaiting = new Set<() => void>();
 
   constructor(private readonly o: TunnelDialerOptions) {}
 
@@ -104,6 +108,16 @@ export class TunnelFlowDialer implements FlowDialer {
   /** The session ends: flows waiting for the manager give up now. */
   close(): void {
     this.closed = true;
+    this.tryAgainNow();
+  }
+
+  /**
+   * The manager may take flows again (the user daemon arrived at it again: a new session): the flows
+   * waiting for it try now rather than after their pause.
+   */
+  tryAgainNow(): void {
+    for (const wake of this.wakeWaiting) wake();
+    this.wakeWaiting.clear();
   }
 
   private info(id: FlowId, idleTimeoutMs?: number): StreamInfo {
@@ -155,9 +169,18 @@ export class TunnelFlowDialer implements FlowDialer {
         }
         const o = this.outage ?? this.outageBegins(e.message);
         count(o);
-        const pause = RETRY_PAUSES_MS[Math.min(o.attempts++, RETRY_PAUSES_MS.length - 1)]!;
+        const pauses = this.o.retryPausesMs ?? RETRY_PAUSES_MS;
+        const pause = pauses[Math.min(o.attempts++, pauses.length - 1)]!;
         if (this.closed || Date.now() + pause > until) throw new DialRejectedError(e.message);
-        await new Promise((r) => setTimeout(r, pause));
+        await new Promise<void>((r) => {
+          const wake = () => {
+            clearTimeout(timer);
+            this.wakeWaiting.delete(wake);
+            r();
+          };
+          const timer = setTimeout(wake, pause);
+          this.wakeWaiting.add(wake);
+        });
       } finally {
         if (outage) outage.probe = undefined;
         answered();

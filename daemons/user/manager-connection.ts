@@ -48,6 +48,14 @@ const ARRIVE_TIMEOUT_MS = 20_000;
  */
 const REARRIVE_TIMEOUT_MS = 4_000;
 const MAX_BACKOFF_MS = 1_000;
+/**
+ * The pause between re-arrivals for the first seconds after a loss: a restarted manager (a deleted pod, a
+ * rollout) listens again within seconds, and the root daemon's new connections wait for it (their SYN
+ * held), so each pause adds to every one of them. Each failed attempt is cheap (the forward looks the pod
+ * up: two reads of the API server). Later, the pauses double up to MAX_BACKOFF_MS.
+ */
+const QUICK_BACKOFF_MS = 250;
+const QUICK_RETRIES_FOR_MS = 5_000;
 /** How long installing an agent (Kubernetes: a rollout) may take. */
 const ENSURE_AGENT_TIMEOUT_MS = 120_000;
 /** How long an intercept may wait for an agent to accept it. */
@@ -486,7 +494,7 @@ export class ManagerConnection extends EventEmitter {
   private async run(first: Session): Promise<void> {
     let session: Session | undefined = first;
     let previous: Session | undefined;
-    let backoff = 250;
+    let backoff = QUICK_BACKOFF_MS;
     while (!this.stopped) {
       if (session) {
         this.state = 'CONNECTED';
@@ -494,7 +502,7 @@ export class ManagerConnection extends EventEmitter {
         this.sessionId = session.sessionId;
         this.credential = session.credential;
         if (session.resumeToken) this.resumeToken = session.resumeToken;
-        backoff = 250;
+        backoff = QUICK_BACKOFF_MS;
         // Our old session may still hold our intercepts (a network blip, not a restart): end it first,
         // or restoring would conflict with ourselves.
         if (previous) await this.depart(previous.sessionId, previous.credential);
@@ -522,7 +530,8 @@ export class ManagerConnection extends EventEmitter {
         session = undefined;
       }
       await this.sleep(backoff);
-      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      const lostFor = Date.now() - (this.outage?.lostAt ?? 0);
+      backoff = lostFor < QUICK_RETRIES_FOR_MS ? QUICK_BACKOFF_MS : Math.min(backoff * 2, MAX_BACKOFF_MS);
       if (this.stopped) break;
       try {
         session = await this.arrive(this.client!, REARRIVE_TIMEOUT_MS, this.resumeToken);

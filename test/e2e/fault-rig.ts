@@ -7,6 +7,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { MANAGER_GAP_MS } from '../../daemons/root/tunnel-dialer.js';
 import { runCommand } from '../../lab/command.js';
 import { pidExists } from '../../testbed/processes.js';
 import { type Cluster, tpLabMain } from './cluster.js';
@@ -92,8 +93,11 @@ function memoryNote(c: AgentContainer): string {
 }
 
 /**
- * Requests every 0.25 s (`curl -m 3`) until stop(): from the lab node to the intercepted Service (the
- * cluster side), or from the workstation through the VIF to a Service nobody intercepts.
+ * Requests every 0.25 s until stop(): from the lab node to the intercepted Service (the cluster side,
+ * `curl -m 3`), or from the workstation through the VIF to a Service nobody intercepts. Through the VIF a
+ * new connection waits for a manager that is being replaced, its SYN held, for up to MANAGER_GAP_MS (the
+ * new pod's start: 1-3 s on the lab): that probe's client waits as long, so what fails it is tp refusing
+ * or losing the request, not a node slow to start a pod; how long the slowest took is reported.
  */
 class Probe {
   readonly samples: ProbeSample[] = [];
@@ -101,9 +105,9 @@ class Probe {
   private rest = '';
 
   /** `argv` runs a shell command (the loop) where the probe runs; `app` starts the bodies of the app's pods. */
-  constructor(argv: string[], url: string, app: string) {
+  constructor(argv: string[], url: string, app: string, timeoutS = 3) {
     const loop =
-      `while :; do t=$(date +%s%3N); r=$(curl -s -m 3 -w ' %{time_total}' ${url}) || r="FAILED curl exit $?"; ` +
+      `while :; do t=$(date +%s%3N); r=$(curl -s -m ${timeoutS} -w ' %{time_total}' ${url}) || r="FAILED curl exit $?"; ` +
       // Unquoted: a body's newline becomes a space, so the line stays "TIME BODY SECONDS".
       `echo "$t" $r; sleep ${PROBE_INTERVAL_S}; done`;
     this.child = spawn(argv[0]!, [...argv.slice(1), loop], {
@@ -139,7 +143,7 @@ class Probe {
 
   /** From the workstation's namespace (through tp's VIF for a cluster address). */
   static fromWorkstation(c: Cluster, url: string, app: string): Probe {
-    return new Probe([...c.workstationPrefix, 'sh', '-c'], url, app);
+    return new Probe([...c.workstationPrefix, 'sh', '-c'], url, app, MANAGER_GAP_MS / 1000);
   }
 
   between(from: number, to: number): ProbeSample[] {
