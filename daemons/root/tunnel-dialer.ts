@@ -96,7 +96,7 @@ export class TunnelFlowDialer implements FlowDialer {
   private closed = false;
   private outage: Outage | undefined;
   /** Ends the pause before the next attempt of the flows waiting for the manager. */
-  private wakeWaiting = new Set<() => void>();
+  private readonly wakeWaiting = new Set<() => void>();
 
   constructor(private readonly o: TunnelDialerOptions) {}
 
@@ -105,7 +105,7 @@ export class TunnelFlowDialer implements FlowDialer {
     this.o.client = client;
   }
 
-  /** The session ends: flows waiting for the manager give up now. */
+  /** The session ends: flows waiting for the manager give up now, in their pause too. */
   close(): void {
     this.closed = true;
     this.tryAgainNow();
