@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { waitFor } from '../../command/wait.js';
 import type { ClusterInfo } from '../../rpc/gen/manager.js';
 import {
   ADDR,
@@ -218,31 +219,36 @@ test("past their SYN, the flows' packets are rewritten in the kernel (tp_vif on 
   // The packet worker's counters reach the status every 2 s.
   const rewritten = async () => {
     let m = '';
-    for (let i = 0; i < 30; i++) {
-      const status = await rootDaemonStatus(daemon!.client);
-      m = status.message;
-      const n = /kernel NAT: (\d+) packets rewritten in the kernel/.exec(m)?.[1];
-      if (n !== undefined) {
-        // tp status -o json has the same, structured.
-        assert.ok(status.kernelNat?.attached, 'attached in the structured status');
-        assert.is(status.kernelNat.packets, Number(n));
-        return Number(n);
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    assert.unreachable(`the status does not say the kernel NAT is attached: ${m}`);
-    return 0;
+    const { status, n } = await waitFor(
+      () => `the status to say the kernel NAT is attached (it says: ${m})`,
+      async () => {
+        const status = await rootDaemonStatus(daemon!.client);
+        m = status.message;
+        const n = /kernel NAT: (\d+) packets rewritten in the kernel/.exec(m)?.[1];
+        return n === undefined ? undefined : { status, n: Number(n) };
+      },
+      6_000,
+      200,
+    );
+    // tp status -o json has the same, structured.
+    assert.ok(status.kernelNat?.attached, 'attached in the structured status');
+    assert.is(status.kernelNat.packets, n);
+    return n;
   };
   const n = 16 * 1024 * 1024;
   for (const host of [ADDR.pod, `[${ADDR.pod6}]`]) {
     const before = await rewritten();
     const sum = await wsText('sh', '-c', `curl -sS --max-time 60 'http://${host}/bytes?n=${n}' | sha256sum`);
     assert.is(sum.split(/\s/)[0], payloadSha256(n), host);
-    let after = before;
-    for (let i = 0; i < 30 && after === before; i++) {
-      await new Promise((r) => setTimeout(r, 200));
-      after = await rewritten();
-    }
+    const after = await waitFor(
+      `${host}: the count of packets rewritten in the kernel to move from ${before}`,
+      async () => {
+        const now = await rewritten();
+        return now !== before ? now : undefined;
+      },
+      6_000,
+      200,
+    );
     assert.ok(after > before + 100, `${host}: ${after - before} packets rewritten in the kernel`);
   }
 });

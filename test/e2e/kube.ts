@@ -20,7 +20,7 @@ import { type Cluster, repoRoot } from './cluster.js';
  * (null, '', 0) counting as not yet.
  */
 export function waitFor<T>(
-  what: string,
+  what: string | (() => string),
   probe: () => Promise<T | null | undefined | false> | T | null | undefined | false,
   timeoutMs = 120_000,
   intervalMs = 1_000,

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import * as assert from 'uvu/assert';
-import type { StatusView } from '../../cli/output.js';
+import type { StatusView, VifView } from '../../cli/output.js';
 import { repoRoot } from './cluster.js';
 import {
   apply,
@@ -263,11 +263,16 @@ if (cluster) {
       assert.match(body, /^echo-/, url);
     }
     // Past their SYN, those connections' packets were rewritten in the kernel (docs/vif.md#connections).
-    let nat = (await status()).vif?.kernelNat;
-    for (let i = 0; i < 20 && !(nat && nat.packets > 0); i++) {
-      await new Promise((r) => setTimeout(r, 250));
-      nat = (await status()).vif?.kernelNat;
-    }
+    let nat: VifView['kernelNat'] | undefined;
+    nat = await waitFor(
+      () => `tp status -o json to count packets in vif.kernelNat (it shows ${JSON.stringify(nat)})`,
+      async () => {
+        nat = (await status()).vif?.kernelNat;
+        return nat && nat.packets > 0 ? nat : undefined;
+      },
+      5_000,
+      250,
+    );
     assert.ok(nat?.attached && nat.packets > 0, `tp status -o json, vif.kernelNat: ${JSON.stringify(nat)}`);
     assert.match(
       await wsText(['getent', 'hosts', `echo.${NS}`]),
