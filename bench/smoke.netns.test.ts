@@ -37,7 +37,7 @@ test("intercept-throughput --direct: through the agent's direct port, against tw
   assert.not.match(out, /relay2|manager/);
 });
 
-test('capture: iptables + agent and HAProxy against direct, with the marks', () => {
+test('capture: iptables + agent and HAProxy (addressed, and behind the same REDIRECT) against direct, with the marks', () => {
   const out = bench('capture', ['--seconds', '1', '--rounds', '1']);
   assert.match(out, /mark \(keep-alive\): agent [\d.]+ x direct/);
   assert.match(
@@ -47,6 +47,12 @@ test('capture: iptables + agent and HAProxy against direct, with the marks', () 
   // The CPU per request of the agent and HAProxy, each mode.
   assert.match(out, /keep-alive +iptables \+ agent .* [\d.]+(us|ms)\n/);
   assert.match(out, /new connection haproxy \(tcp\) .* [\d.]+(us|ms)\n/);
+  // HAProxy behind the same REDIRECT as the agent: answered (no errors), its CPU shown, compared.
+  assert.match(out, /keep-alive +iptables \+ haproxy +\d+ .* 0 +[\d.]+(us|ms)\n/);
+  assert.match(
+    out,
+    /goal \(new connection\): .*like for like, haproxy behind the same REDIRECT [\d.]+ x direct: (met|NOT met)/,
+  );
 });
 
 test('capture-ebpf: the sk_lookup program idle and steering, against direct', () => {
