@@ -8,4 +8,11 @@
 // idle at several times the CPU.) Its price, measured again 2026-12-04 as CPU time per request (docs/capture.md):
 // none with keep-alive, ~13 % per new connection (217-243 instead of 202-218 us), against 79-89 MiB after
 // the load without it.
+// Measured again 2026-12-07, with the passthrough on its own thread (node dist/bench/capture.js --rounds 2
+// and node dist/bench/personal-passthrough.js, the flag in turns, four sittings each): the thread's CPU per
+// request is the flag's within the noise (keep-alive 28-35 us with it, 25-31 without, 28-29 with
+// --max-semi-space-size=1; HAProxy's in the same runs moved as much), and so is its RSS (idle 65.8, peak
+// 71 MiB either way): what the flag still saves is the main thread's memory under an intercept's load
+// (a personal intercept's requests without the header: RSS after the load 78-79 MiB with it, 82-84 with
+// --max-semi-space-size=1, 91-92 without). Kept.
 export const AGENT_NODE_FLAGS: readonly [string] = ['--optimize-for-size'];
