@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { waitFor } from '../../command/wait.js';
+import type { DaemonStatus } from '../../rpc/gen/connector.js';
 import type { ClusterInfo } from '../../rpc/gen/manager.js';
 import {
   ADDR,
@@ -216,38 +217,39 @@ test('100 MiB from a pod arrive byte for byte', async () => {
 });
 
 test("past their SYN, the flows' packets are rewritten in the kernel (tp_vif on the VIF's egress), IPv4 and IPv6, byte for byte", async () => {
-  // The packet worker's counters reach the status every 2 s.
-  const rewritten = async () => {
-    let m = '';
-    const { status, n } = await waitFor(
-      () => `the status to say the kernel NAT is attached (it says: ${m})`,
-      async () => {
-        const status = await rootDaemonStatus(daemon!.client);
-        m = status.message;
-        const n = /kernel NAT: (\d+) packets rewritten in the kernel/.exec(m)?.[1];
-        return n === undefined ? undefined : { status, n: Number(n) };
-      },
-      6_000,
-      200,
-    );
-    // tp status -o json has the same, structured.
+  // The packet worker's counters reach the status every 2 s. One read, no wait and no assertion, so
+  // that both waits below retry only "not there yet" and an assertion fails at once.
+  let m = '';
+  const read = async () => {
+    const status = await rootDaemonStatus(daemon!.client);
+    m = status.message;
+    const n = /kernel NAT: (\d+) packets rewritten in the kernel/.exec(m)?.[1];
+    return n === undefined ? undefined : { status, n: Number(n) };
+  };
+  // tp status -o json has the same, structured.
+  const structured = ({ status, n }: { status: DaemonStatus; n: number }) => {
     assert.ok(status.kernelNat?.attached, 'attached in the structured status');
     assert.is(status.kernelNat.packets, n);
     return n;
   };
   const n = 16 * 1024 * 1024;
   for (const host of [ADDR.pod, `[${ADDR.pod6}]`]) {
-    const before = await rewritten();
+    const before = structured(
+      await waitFor(() => `the status to say the kernel NAT is attached (it says: ${m})`, read, 6_000, 200),
+    );
     const sum = await wsText('sh', '-c', `curl -sS --max-time 60 'http://${host}/bytes?n=${n}' | sha256sum`);
     assert.is(sum.split(/\s/)[0], payloadSha256(n), host);
-    const after = await waitFor(
-      `${host}: the count of packets rewritten in the kernel to move from ${before}`,
-      async () => {
-        const now = await rewritten();
-        return now !== before ? now : undefined;
-      },
-      6_000,
-      200,
+    const after = structured(
+      await waitFor(
+        () =>
+          `${host}: the count of packets rewritten in the kernel to move from ${before} (the status says: ${m})`,
+        async () => {
+          const now = await read();
+          return now && now.n !== before ? now : undefined;
+        },
+        6_000,
+        200,
+      ),
     );
     assert.ok(after > before + 100, `${host}: ${after - before} packets rewritten in the kernel`);
   }
