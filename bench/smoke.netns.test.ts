@@ -64,6 +64,7 @@ test('vif: bulk and keep-alive through the VIF against a direct veth', () => {
   const out = bench('vif', ['--mib', '1', '--rounds', '1', '--seconds', '1']);
   assert.match(out, /bulk +VIF\+tunnel +\d+ MB\/s +direct veth +\d+ MB\/s +ratio [\d.]+/);
   assert.match(out, /keep-alive +VIF\+tunnel +\d+ req\/s/);
+  assert.match(out, /CPU +per GB of the VIF's bulk rounds: the manager [\d.]+ s, the root daemon [\d.]+ s/);
 });
 
 test('personal-passthrough: requests without the header, direct / plain passthrough / personal intercept', () => {

@@ -8,8 +8,8 @@
 //                          [--manager-parallel-gc]
 //
 // The manager runs with the Node flags of tp's image (manager/node-flags.ts); --manager-parallel-gc runs
-// it without them (V8's GC helper threads, as before 2026-12-04), to compare. The manager's CPU per GB
-// of the VIF's bulk rounds is printed beside the figures.
+// it without them (V8's GC helper threads, as before 2026-12-04), to compare. The CPU per GB of the VIF's
+// bulk rounds of the two relays, the manager and the root daemon, is printed beside the figures.
 //
 // Uses the netns topology of the root daemon's tests (namespaces tpv-ws, tpv-cl, tpv-pod); needs root,
 // curl and wrk. Everything it creates is removed at the end.
@@ -106,12 +106,12 @@ async function main(): Promise<void> {
           '300',
           '-w',
           '%{size_download} %{speed_download}',
-          `http://${host}/zeros?n=${mib << 20}`,
+          `http://${host}/zeros?n=${mib * 2 ** 20}`,
         ],
         320_000,
       );
       const [size, speed] = r.stdout.trim().split(' ').map(Number);
-      if (r.code !== 0 || size !== mib << 20)
+      if (r.code !== 0 || size !== mib * 2 ** 20)
         throw new Error(`bulk download from ${host} failed: ${r.stderr || r.stdout}`);
       return speed! / 1e6;
     };
@@ -129,11 +129,16 @@ async function main(): Promise<void> {
     const reqs: Record<Path, number[]> = { direct: [], vif: [], tunnel: [] };
     // `ip netns exec` execs the command: the child's pid is the manager's.
     let managerCpu = 0;
+    let daemonCpu = 0;
+    const daemonPid = daemon.pid!;
     for (let i = 0; i < rounds; i++) {
       for (const p of order) {
-        const before = p === 'vif' ? cpuSeconds(manager.pid!) : 0;
+        const before = p === 'vif' ? [cpuSeconds(manager.pid!), cpuSeconds(daemonPid)] : [0, 0];
         bulkMBs[p].push(await bulk(paths[p]));
-        if (p === 'vif') managerCpu += cpuSeconds(manager.pid!) - before;
+        if (p === 'vif') {
+          managerCpu += cpuSeconds(manager.pid!) - before[0]!;
+          daemonCpu += cpuSeconds(daemonPid) - before[1]!;
+        }
       }
       for (const p of order) reqs[p].push(await requests(paths[p]));
       process.stderr.write(
@@ -144,6 +149,7 @@ async function main(): Promise<void> {
     const b = { direct: median(bulkMBs.direct), vif: median(bulkMBs.vif), tunnel: median(bulkMBs.tunnel) };
     const r = { direct: median(reqs.direct), vif: median(reqs.vif), tunnel: median(reqs.tunnel) };
     const bulkRatio = b.vif / b.direct;
+    const gb = (rounds * mib * 2 ** 20) / 1e9;
     const col = (n: number) => n.toFixed(0).padStart(6);
     process.stdout.write(
       [
@@ -151,7 +157,7 @@ async function main(): Promise<void> {
         `  bulk        VIF+tunnel ${col(b.vif)} MB/s   direct veth ${col(b.direct)} MB/s   ratio ${bulkRatio.toFixed(2)}  ${bulkRatio >= 1 / 3 ? 'PASS' : 'BELOW'} (mark: >= 0.33)`,
         `  keep-alive  VIF+tunnel ${col(r.vif)} req/s  direct veth ${col(r.direct)} req/s  ratio ${(r.vif / r.direct).toFixed(2)}`,
         `  reference   tunnel alone, no VIF: ${b.tunnel.toFixed(0)} MB/s, ${r.tunnel.toFixed(0)} req/s (VIF+tunnel / tunnel alone: ${(b.vif / b.tunnel).toFixed(2)}, ${(r.vif / r.tunnel).toFixed(2)})`,
-        `  manager     ${(managerCpu / ((rounds * mib * 2 ** 20) / 1e9)).toFixed(2)} CPU-s per GB of the VIF's bulk rounds`,
+        `  CPU         per GB of the VIF's bulk rounds: the manager ${(managerCpu / gb).toFixed(2)} s, the root daemon ${(daemonCpu / gb).toFixed(2)} s`,
         '',
       ].join('\n'),
     );
