@@ -30,7 +30,7 @@ import {
   isWorkstationUnavailable,
   streamInfo,
 } from '../tunnel/messages.js';
-import { ReadSwitch } from '../tunnel/read-switch.js';
+import { ReadSwitch, readSwitchOf } from '../tunnel/read-switch.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import type { ConnectionCounters, PortCounts } from './connection-counters.js';
 import type { DirectServer } from './direct.js';
@@ -179,7 +179,7 @@ export class PortListener {
       return;
     }
     socket.setNoDelay(true);
-    if (reads) readSwitches.set(socket, reads.attach(socket));
+    reads?.attach(socket);
     this.accept(socket, appPort);
   }
 
@@ -335,7 +335,7 @@ export class PortListener {
         intercept: interceptId,
       });
     const deadlineMs = managerWithinMs ?? this.o.workstationDialDeadlineMs;
-    const reads = readSwitches.get(socket);
+    const reads = readSwitchOf(socket);
     const replay = {
       limit: REPLAY_LIMIT_BYTES,
       fallback: (client: net.Socket, sent: Buffer[], ended: boolean, reason: string) => {
@@ -450,9 +450,6 @@ function duplicate(socket: net.Socket): number | undefined {
   const copy = dup ? dup(fd) : -1;
   return copy >= 0 ? copy : undefined;
 }
-
-/** The ReadSwitch of a connection created with one (PortListener.handedOver). */
-const readSwitches = new WeakMap<net.Socket, ReadSwitch>();
 
 /** An 'error' listener for sockets whose 'close' does the cleanup: one function, not one per connection. */
 function ignore(): void {}

@@ -12,6 +12,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from '../logging/logger.js';
 import { formatHostPort } from '../netaddr/parse.js';
 import { FLOW_MAGIC, type FlowWindowGroup, FramedCall } from './framed-call.js';
+import { ReadSwitch } from './read-switch.js';
 import { TunnelStream } from './stream.js';
 
 /** How long a ready connection may wait for a flow. */
@@ -204,10 +205,15 @@ function usable(c: Duplex): boolean {
   );
 }
 
-/** A flow connection over TCP to host:port, FLOW_MAGIC written. */
+/**
+ * A flow connection over TCP to host:port, FLOW_MAGIC written. Created with a ReadSwitch, so that each
+ * flow's call reads large messages straight into their memory (framed-call.ts).
+ */
 export function connectFlowSocket(host: string, port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port, noDelay: true });
+    const reads = new ReadSwitch();
+    const socket = net.connect({ host, port, noDelay: true, onread: reads });
+    reads.attach(socket);
     socket.once('error', reject);
     socket.once('connect', () => {
       socket.off('error', reject);

@@ -3,14 +3,16 @@
 // hostile peer gets.
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
+import { Duplex } from 'node:stream';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { socketPair } from '../agent/flow-socket.js';
 import { waitFor } from '../command/wait.js';
-import { setLevel } from '../logging/logger.js';
+import { createLogger, setLevel } from '../logging/logger.js';
 import { isJoined, receivedWritten } from '../rpc/tunnel-codec.js';
 import { dialTcp } from './dial.js';
 import { dialTarget, type FlowOutcome, originate, readOpen, serveDial } from './flow.js';
+import { connectFlowSocket, FlowConnectionPool } from './flow-pool.js';
 import {
   FLOW_MAGIC,
   FlowWindowGroup,
@@ -20,6 +22,7 @@ import {
   WINDOW_BYTES,
 } from './framed-call.js';
 import { msg, streamInfo, type TunnelMessage } from './messages.js';
+import { readSwitchOf } from './read-switch.js';
 import { TunnelStream } from './stream.js';
 
 setLevel('error');
@@ -72,6 +75,21 @@ async function acceptFramed(socket: net.Socket, options: { reusable?: boolean } 
   const call = new FramedCall(socket, 'peer', options);
   call.on('error', () => {});
   return call;
+}
+
+/** The bytes a FramedCall sends for `messages`: frames to write to a connection piece by piece. */
+function framesOf(messages: TunnelMessage[]): Buffer {
+  const chunks: Buffer[] = [];
+  const capture = new Duplex({
+    read() {},
+    write(chunk: Buffer, _encoding, done) {
+      chunks.push(chunk);
+      done();
+    },
+  });
+  const call = new FramedCall(capture, 'capture', { peerTakesWindows: false });
+  for (const m of messages) call.write(m);
+  return Buffer.concat(chunks);
 }
 
 function data(n: number, fill: number): TunnelMessage {
@@ -459,6 +477,96 @@ test('reusable: after both ENDs the byte stream carries the next call, bytes rig
     assert.is(c.socket.destroyed || c.accepted.destroyed, false, 'one connection throughout');
   } finally {
     c.close();
+  }
+});
+
+test('a flow connection the workstation opens (connectFlowSocket) reads large messages into their memory: every size byte for byte, in order, across reused calls, with bytes read before a call took over', async () => {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const acceptedP = new Promise<net.Socket>((r) => server.once('connection', r));
+  const socket = await connectFlowSocket('127.0.0.1', (server.address() as net.AddressInfo).port);
+  const accepted = await acceptedP;
+  server.close();
+  // A call failing before the case ends its connection fails the case.
+  let ending = false;
+  const failOnError = (call: FramedCall) =>
+    call.on('error', (e: Error) => {
+      if (!ending) assert.unreachable(e.message);
+    });
+  try {
+    assert.ok(readSwitchOf(socket), 'created with a ReadSwitch, so a call can take its reads');
+    const sender1 = await acceptFramed(accepted, { reusable: true });
+    const receiver1 = new FramedCall(socket, 'manager', { reusable: true });
+    failOnError(receiver1);
+    const got: TunnelMessage[] = [];
+    receiver1.on('data', (m: TunnelMessage) => got.push(m));
+    // Sizes around the edges: below and at the pooled size (64 KiB), a read's size, pieces, the largest.
+    const sizes = [1, 70_000, 100, 65_536, 1 << 20, 0, 600_000, 3, 1 << 20, 131_072, 65_535, 5000];
+    const sent = sizes.map((n) => crypto.randomBytes(n));
+    for (const b of sent) sender1.write(msg.data(b));
+    await waitFor(
+      `${sent.length} messages (got ${got.length})`,
+      () => got.length === sent.length || undefined,
+      10_000,
+      10,
+    );
+    for (const [i, m] of got.entries()) {
+      assert.ok(m.data.equals(sent[i]!), `message ${i} (${sizes[i]} bytes) byte for byte`);
+    }
+    assert.ok(isJoined(got[4]!.data), 'a large message landed in pooled memory');
+
+    // Both end, and the connection waits in the pool (which reads what arrives meanwhile). The peer's next
+    // call has begun a large message: its first 300,000 bytes were read while it waited, the rest comes
+    // once a call took the reads. The next call reads both, in order.
+    const free = Promise.all([
+      new Promise((r) => receiver1.once('reusable', r)),
+      new Promise((r) => sender1.once('reusable', r)),
+    ]);
+    sender1.end();
+    receiver1.end();
+    await free;
+    const pool = new FlowConnectionPool<net.Socket>({
+      connect: () => Promise.reject(new Error('no new connection in this case')),
+      what: 'test',
+      log: createLogger('test'),
+      spare: false,
+    });
+    pool.release(socket);
+    const big = crypto.randomBytes((1 << 20) - 100);
+    const after = crypto.randomBytes(200_000);
+    const frames = framesOf([msg.data(big), msg.data(after)]);
+    const cut = 300_000;
+    const readBefore = socket.bytesRead;
+    accepted.write(frames.subarray(0, cut));
+    await waitFor(
+      'the first bytes to be read while the connection waits in the pool',
+      () => socket.bytesRead >= readBefore + cut || undefined,
+      5_000,
+      10,
+    );
+    const { connection } = await pool.open();
+    assert.is(connection, socket, 'the pool hands the same connection back');
+    const receiver2 = new FramedCall(connection, 'manager', { reusable: true });
+    failOnError(receiver2);
+    const got2: TunnelMessage[] = [];
+    receiver2.on('data', (m: TunnelMessage) => got2.push(m));
+    accepted.write(frames.subarray(cut));
+    await waitFor('both messages on the reused connection', () => got2.length === 2 || undefined, 10_000, 10);
+    assert.ok(got2[0]!.data.equals(big), 'the message begun before the call took the reads, byte for byte');
+    assert.ok(got2[1]!.data.equals(after), 'and the next one');
+    pool.close();
+    const sender2 = new FramedCall(accepted, 'workstation', { reusable: true });
+    failOnError(sender2);
+    // And back the other way on the same connection.
+    const back = new Promise<TunnelMessage>((r) => sender2.once('data', r));
+    const up = crypto.randomBytes(300_000);
+    receiver2.write(msg.data(up));
+    assert.ok((await back).data.equals(up), 'the other way, byte for byte');
+    assert.is(socket.destroyed || accepted.destroyed, false, 'one connection throughout');
+  } finally {
+    ending = true;
+    socket.destroy();
+    accepted.destroy();
   }
 });
 

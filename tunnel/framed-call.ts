@@ -42,7 +42,9 @@ import {
   joinMemory,
   serializeTunnelMessage,
 } from '../rpc/tunnel-codec.js';
+import type { OnRead } from './dial.js';
 import { MAX_DATA_BYTES, type TunnelMessage } from './messages.js';
+import { type ReadSwitch, readSwitchOf } from './read-switch.js';
 
 /**
  * The metadata an agent's direct watch answers with when its port takes flow connections (an older agent's
@@ -104,6 +106,20 @@ const CLOSE_GRACE_MS = 5_000;
 function cancelFrame(reason: string): Buffer {
   const why = Buffer.from(reason.slice(0, 200));
   return Buffer.concat([header(T_CANCEL, why.length), why]);
+}
+
+/**
+ * Where the reads of a byte stream whose reads a call takes (below) land when no large message is being
+ * read: copied out at once, so one buffer serves every call.
+ */
+const SCRATCH_BYTES = 64 << 10;
+let scratch: Buffer | undefined;
+
+/** A large MESSAGE frame read straight into its memory: `at` of its `n` bytes (header included) are in. */
+interface Filling {
+  memory: Buffer;
+  at: number;
+  n: number;
 }
 
 interface Outgoing {
@@ -186,6 +202,30 @@ export class FramedCall extends EventEmitter {
   private peerWindow = WINDOW_BYTES;
   private ownWindow = Number.POSITIVE_INFINITY;
   private toldWindow = 0;
+  /**
+   * The byte stream's reads, when it is a socket created with a ReadSwitch (tunnel/flow-pool.ts
+   * connectFlowSocket): the rest of a large MESSAGE frame is read straight into the memory it is delivered
+   * in (joinMemory), instead of socket reads of 64 KiB each joined into it, a copy and an allocation per
+   * read. What else is read lands in one scratch buffer and is copied out.
+   */
+  private readonly reads: ReadSwitch | undefined;
+  private filling: Filling | undefined;
+  /** The memory this call offered for the stream's next read. */
+  private offered: Uint8Array | undefined;
+  private readonly frameReads: OnRead = {
+    buffer: () => {
+      const f = this.filling;
+      scratch ??= Buffer.allocUnsafe(SCRATCH_BYTES);
+      this.offered = f ? f.memory.subarray(f.at, f.n) : scratch;
+      return this.offered;
+    },
+    callback: (bytes, into) => {
+      if (this.over) return true;
+      if (this.filling && into === this.offered) this.filled(bytes);
+      else this.received(Buffer.from(into.subarray(0, bytes)));
+      return true;
+    },
+  };
 
   private readonly handlers: Record<'data' | 'end' | 'error' | 'close', (arg?: unknown) => void> = {
     data: (chunk) => this.received(chunk as Buffer),
@@ -203,6 +243,10 @@ export class FramedCall extends EventEmitter {
   ) {
     super();
     for (const [event, handler] of Object.entries(this.handlers)) bytes.on(event, handler);
+    // Reads from now on come here; what the stream already holds (bytes put back by the call before, or
+    // by the pool) comes first, as 'data' once it resumes, before any read: I/O waits for the next turn.
+    this.reads = readSwitchOf(bytes);
+    this.reads?.to(this.frameReads);
     // A byte stream handed on by a call before this one was paused (see reusable).
     bytes.resume();
     options.windows?.join(this);
@@ -297,6 +341,15 @@ export class FramedCall extends EventEmitter {
 
   private received(chunk: Buffer): void {
     if (this.over) return;
+    const f = this.filling;
+    if (f) {
+      // Bytes the stream held before its reads came here (put back by the call before) go on the frame.
+      const k = Math.min(chunk.length, f.n - f.at);
+      f.memory.set(chunk.subarray(0, k), f.at);
+      this.filled(k);
+      if (k === chunk.length) return;
+      chunk = chunk.subarray(k);
+    }
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
     while (this.pendingBytes >= HEADER_BYTES && !this.over) {
@@ -313,12 +366,26 @@ export class FramedCall extends EventEmitter {
         return;
       }
       const n = HEADER_BYTES + length;
-      if (this.pendingBytes < n) return;
+      if (this.pendingBytes < n) {
+        // The rest of a large message is read straight into its memory (`reads`).
+        const memory = type === T_MESSAGE && this.reads ? joinMemory(n) : undefined;
+        if (memory) this.filling = { memory, at: this.takeInto(this.pendingBytes, memory).length, n };
+        return;
+      }
       // A message that came in pieces is joined into pooled memory when it is large (a bulk transfer's).
       const memory = type === T_MESSAGE && this.pending[0]!.length < n ? joinMemory(n) : undefined;
       const frame = memory ? this.takeInto(n, memory) : this.take(n);
       this.frame(type, frame.subarray(HEADER_BYTES), memory);
     }
+  }
+
+  /** `bytes` more of the frame being filled are in: delivered once it is whole. */
+  private filled(bytes: number): void {
+    const f = this.filling!;
+    f.at += bytes;
+    if (f.at < f.n) return;
+    this.filling = undefined;
+    this.frame(T_MESSAGE, f.memory.subarray(HEADER_BYTES, f.n), f.memory);
   }
 
   /** Removes the next `n` bytes (n ≤ pendingBytes), copied to the start of `memory`. */
@@ -424,6 +491,13 @@ export class FramedCall extends EventEmitter {
     }
     this.bytes.pause();
     for (const [event, handler] of Object.entries(this.handlers)) this.bytes.off(event, handler);
+    // Reads go to the stream again; a frame begun after both ENDs (none should be) goes back with the rest.
+    this.reads?.to(undefined);
+    if (this.filling) {
+      this.pending.unshift(this.filling.memory.subarray(0, this.filling.at));
+      this.pendingBytes += this.filling.at;
+      this.filling = undefined;
+    }
     if (this.pendingBytes > 0) this.bytes.unshift(Buffer.concat(this.pending.splice(0)));
     this.pendingBytes = 0;
     queueMicrotask(() => this.emit('reusable', this.bytes));

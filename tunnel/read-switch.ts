@@ -7,6 +7,17 @@
 import type * as net from 'node:net';
 import type { OnRead } from './dial.js';
 
+/** The switch each socket was created with (readSwitchOf). */
+const switches = new WeakMap<object, ReadSwitch>();
+
+/**
+ * The ReadSwitch `stream` was created with (attach), if any: whoever takes over its reads (a flow's
+ * FramedCall, tunnel/framed-call.ts) may read it into memory of its choosing.
+ */
+export function readSwitchOf(stream: object): ReadSwitch | undefined {
+  return switches.get(stream);
+}
+
 /** The default reads land here and are copied out at once: one buffer serves every switch. */
 const SHARED_BYTES = 64 << 10;
 let shared: Buffer | undefined;
@@ -23,6 +34,7 @@ export class ReadSwitch implements OnRead {
   /** The socket created with this switch as its `onread`: its stream gets the reads no target takes. */
   attach(socket: net.Socket): this {
     this.socket = socket;
+    switches.set(socket, this);
     return this;
   }
 
