@@ -41,6 +41,7 @@ import { FLOW_CONNECTIONS_METADATA, FLOW_WINDOWS_METADATA } from '../tunnel/fram
 import { msg } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import type { DirectIntercept } from './intercept-routes.js';
+import { duplicate } from './listeners.js';
 
 /** How long a client has to send its Tunnel stream's OPEN. */
 const OPEN_TIMEOUT_MS = 5_000;
@@ -94,6 +95,7 @@ export class DirectServer {
       host: '127.0.0.1',
       port,
       log: this.log,
+      duplicate,
       onFlowConnection: (socket, peer) => {
         const current: { stream?: TunnelStream } = {};
         socket.once('close', () => {

@@ -434,7 +434,7 @@ type Dup = (fd: number) => number;
 let dup: Dup | null | undefined;
 
 /** A duplicate of a socket's descriptor; undefined when there is none. */
-function duplicate(socket: net.Socket): number | undefined {
+export function duplicate(socket: net.Socket): number | undefined {
   const fd = fdOf(socket);
   if (fd === undefined) return undefined;
   if (dup === undefined) {

@@ -2,11 +2,13 @@
 // bytes: FLOW_MAGIC makes a connection a flow connection, anything else (HTTP/2's preface) goes to the gRPC
 // server through grpc-js's connection injector, with the bytes read put back. The agent's direct port and
 // the traffic manager's port both listen this way, so neither needs a second port, Service or chart value.
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
 import { formatHostPort } from '../netaddr/parse.js';
 import { agreesWithFlowMagic, FLOW_MAGIC, FramedCall } from './framed-call.js';
+import { ReadSwitch } from './read-switch.js';
 import { TunnelStream } from './stream.js';
 
 /** How long a new connection may take to send its first bytes. */
@@ -27,6 +29,14 @@ export interface FlowAndGrpcOptions {
   log: Logger;
   /** A flow connection, its FLOW_MAGIC read (the bytes after it are put back). */
   onFlowConnection(socket: net.Socket, peer: string): void;
+  /**
+   * A duplicate of a socket's descriptor, undefined when there is none (agent/listeners.ts duplicate).
+   * Given, a flow connection moves to a socket created on the duplicate with a ReadSwitch, so that each
+   * flow's call reads large messages straight into their memory (framed-call.ts), as it does on the
+   * connections the workstation opens: net takes `onread` only when it creates a socket, and the server
+   * created this one.
+   */
+  duplicate?(socket: net.Socket): number | undefined;
 }
 
 export async function listenForFlowsAndGrpc(o: FlowAndGrpcOptions): Promise<FlowAndGrpcListener> {
@@ -35,12 +45,14 @@ export async function listenForFlowsAndGrpc(o: FlowAndGrpcOptions): Promise<Flow
   const listener = net.createServer({ noDelay: true }, (socket) =>
     sniff(socket, {
       grpc: () => injector.injectConnection(socket),
-      flow: () => {
+      flow: (rest) => {
         const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-        flowSockets.add(socket);
-        socket.once('close', () => flowSockets.delete(socket));
+        const flowSocket = (o.duplicate && readThroughSwitch(socket, o.duplicate, o.log)) || socket;
+        if (rest.length > 0) flowSocket.unshift(rest);
+        flowSockets.add(flowSocket);
+        flowSocket.once('close', () => flowSockets.delete(flowSocket));
         if (o.log.enabled('debug')) o.log.debug('a flow connection', { peer });
-        o.onFlowConnection(socket, peer);
+        o.onFlowConnection(flowSocket, peer);
       },
     }),
   );
@@ -64,8 +76,36 @@ export async function listenForFlowsAndGrpc(o: FlowAndGrpcOptions): Promise<Flow
   };
 }
 
-/** Tells a new connection's kind by its first bytes, then hands it on paused, the bytes after the magic put back. */
-function sniff(socket: net.Socket, to: { grpc(): void; flow(): void }): void {
+/**
+ * The connection on a socket of its own, created on a duplicate of its descriptor with a ReadSwitch; the
+ * accepted socket, paused after the bytes it read (sniff), is closed, which leaves the connection to the
+ * duplicate. Undefined (the accepted socket goes on) when no duplicate can be had.
+ */
+function readThroughSwitch(
+  socket: net.Socket,
+  duplicate: (socket: net.Socket) => number | undefined,
+  log: Logger,
+): net.Socket | undefined {
+  const fd = duplicate(socket);
+  if (fd === undefined) return undefined;
+  const reads = new ReadSwitch();
+  let moved: net.Socket;
+  try {
+    const options = { fd, pauseOnCreate: true, onread: reads };
+    moved = new net.Socket(options as net.SocketConstructorOpts);
+  } catch (e) {
+    log.debug('a flow connection is read through its stream', { reason: (e as Error).message });
+    fs.closeSync(fd);
+    return undefined;
+  }
+  reads.attach(moved);
+  moved.setNoDelay(true);
+  socket.destroy();
+  return moved;
+}
+
+/** Tells a new connection's kind by its first bytes, then hands it on paused: gRPC's with the bytes put back, a flow's with those after the magic. */
+function sniff(socket: net.Socket, to: { grpc(): void; flow(rest: Buffer): void }): void {
   let first = Buffer.alloc(0);
   const timer = setTimeout(() => socket.destroy(), FIRST_BYTES_TIMEOUT_MS);
   const decide = (kind: 'flow' | 'grpc') => {
@@ -78,8 +118,7 @@ function sniff(socket: net.Socket, to: { grpc(): void; flow(): void }): void {
       to.grpc();
       return;
     }
-    if (first.length > FLOW_MAGIC.length) socket.unshift(first.subarray(FLOW_MAGIC.length));
-    to.flow();
+    to.flow(first.subarray(FLOW_MAGIC.length));
   };
   const onData = (chunk: Buffer) => {
     first = Buffer.concat([first, chunk]);

@@ -3,7 +3,6 @@
 // hostile peer gets.
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
-import { Duplex } from 'node:stream';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { socketPair } from '../agent/flow-socket.js';
@@ -24,6 +23,7 @@ import {
 import { msg, streamInfo, type TunnelMessage } from './messages.js';
 import { readSwitchOf } from './read-switch.js';
 import { TunnelStream } from './stream.js';
+import { framesOf } from './test/frames.js';
 
 setLevel('error');
 
@@ -75,21 +75,6 @@ async function acceptFramed(socket: net.Socket, options: { reusable?: boolean } 
   const call = new FramedCall(socket, 'peer', options);
   call.on('error', () => {});
   return call;
-}
-
-/** The bytes a FramedCall sends for `messages`: frames to write to a connection piece by piece. */
-function framesOf(messages: TunnelMessage[]): Buffer {
-  const chunks: Buffer[] = [];
-  const capture = new Duplex({
-    read() {},
-    write(chunk: Buffer, _encoding, done) {
-      chunks.push(chunk);
-      done();
-    },
-  });
-  const call = new FramedCall(capture, 'capture', { peerTakesWindows: false });
-  for (const m of messages) call.write(m);
-  return Buffer.concat(chunks);
 }
 
 function data(n: number, fill: number): TunnelMessage {
