@@ -30,6 +30,7 @@ import type { DialRequest, DirectDialWatch, StreamInfo, TunnelMessage } from '..
 import { DIRECT_WINDOWS, managerServerOptions } from '../rpc/grpc-options.js';
 import { AgentServiceDefinition } from '../rpc/manager-service.js';
 import { widenReceiveWindow } from '../rpc/server-window.js';
+import { duplicate } from '../sys/descriptor.js';
 import { readOpen } from '../tunnel/flow.js';
 import {
   type FlowAndGrpcListener,
@@ -41,7 +42,6 @@ import { FLOW_CONNECTIONS_METADATA, FLOW_WINDOWS_METADATA } from '../tunnel/fram
 import { msg } from '../tunnel/messages.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import type { DirectIntercept } from './intercept-routes.js';
-import { duplicate } from './listeners.js';
 
 /** How long a client has to send its Tunnel stream's OPEN. */
 const OPEN_TIMEOUT_MS = 5_000;

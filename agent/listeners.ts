@@ -22,6 +22,7 @@ import * as net from 'node:net';
 import type { Passthrough } from '../agentconfig/env.js';
 import { createLogger } from '../logging/logger.js';
 import { AGENT_WINDOWS } from '../rpc/grpc-options.js';
+import { duplicate, fdOf } from '../sys/descriptor.js';
 import { FlowDialRejected, type FlowOutcome, openFlow, originate } from '../tunnel/flow.js';
 import {
   connectionIdOf,
@@ -36,10 +37,9 @@ import type { ConnectionCounters, PortCounts } from './connection-counters.js';
 import type { DirectServer } from './direct.js';
 import { socketPair } from './flow-socket.js';
 import type { PersonalPort } from './http-router.js';
-import { loadLibc } from './libc.js';
 import { listenOnPort } from './listen.js';
 import type { AgentManagerSession } from './manager-session.js';
-import { fdOf, originalDst } from './original-dst.js';
+import { originalDst } from './original-dst.js';
 import { PassthroughThread } from './passthrough.js';
 
 const log = createLogger('agent/listener');
@@ -427,28 +427,6 @@ export class PortListener {
       },
     );
   }
-}
-
-type Dup = (fd: number) => number;
-/** dup(2) once loaded; null when it cannot be (no koffi: intercepted connections keep the server's socket). */
-let dup: Dup | null | undefined;
-
-/** A duplicate of a socket's descriptor; undefined when there is none. */
-export function duplicate(socket: net.Socket): number | undefined {
-  const fd = fdOf(socket);
-  if (fd === undefined) return undefined;
-  if (dup === undefined) {
-    try {
-      dup = loadLibc().func('int dup(int fd)') as Dup;
-    } catch (e) {
-      dup = null;
-      log.info('intercepted connections are read through the socket stream: no dup(2)', {
-        reason: (e as Error).message,
-      });
-    }
-  }
-  const copy = dup ? dup(fd) : -1;
-  return copy >= 0 ? copy : undefined;
 }
 
 /** An 'error' listener for sockets whose 'close' does the cleanup: one function, not one per connection. */

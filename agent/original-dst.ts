@@ -1,7 +1,8 @@
 // SO_ORIGINAL_DST: the address a connection was sent to before iptables REDIRECT brought it to the agent.
-// Read with getsockopt through koffi on the socket's fd (libc.ts: loaded on first use).
+// Read with getsockopt through koffi on the socket's fd (sys/libc.ts: loaded on first use).
 import type * as net from 'node:net';
-import { loadLibc } from './libc.js';
+import { fdOf } from '../sys/descriptor.js';
+import { loadLibc } from '../sys/libc.js';
 
 const SOL_IP = 0;
 const SOL_IPV6 = 41;
@@ -18,12 +19,6 @@ function load(): GetSockOpt {
     'int getsockopt(int fd, int level, int name, _Out_ uint8_t *value, _Inout_ uint32_t *length)',
   ) as GetSockOpt;
   return getsockopt;
-}
-
-/** The file descriptor of a socket or a listening server: libuv keeps it on the private handle. */
-export function fdOf(handleOwner: net.Socket | net.Server): number | undefined {
-  const fd = (handleOwner as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
 export interface OriginalDst {

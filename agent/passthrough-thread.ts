@@ -11,7 +11,7 @@
 // the main thread talks to it through shared memory (which ports to hand over, the counters, stop) and an
 // eventfd that wakes epoll_wait; it talks back with postMessage (handed-over connections, log lines).
 import { parentPort, workerData } from 'node:worker_threads';
-import { loadLibc } from './libc.js';
+import { loadLibc } from '../sys/libc.js';
 import {
   CONTROL_STOP,
   COUNT_DIAL_FAILURES,

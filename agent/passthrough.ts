@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../logging/logger.js';
-import { loadLibc } from './libc.js';
+import { loadLibc } from '../sys/libc.js';
 import {
   CONTROL_STOP,
   COUNT_DIAL_FAILURES,

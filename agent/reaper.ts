@@ -10,7 +10,7 @@
 // anywhere but as PID 1 (a pod with shareProcessNamespace, a test), the holder makes itself the child
 // subreaper, so the worker's orphans come to it all the same.
 import type { Logger } from '../logging/logger.js';
-import { loadLibc } from './libc.js';
+import { loadLibc } from '../sys/libc.js';
 
 const P_ALL = 0;
 const WNOHANG = 1;

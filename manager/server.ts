@@ -4,6 +4,7 @@ import { createLogger } from '../logging/logger.js';
 import { formatHostPort } from '../netaddr/parse.js';
 import { managerServerOptions } from '../rpc/grpc-options.js';
 import { ManagerServiceDefinition } from '../rpc/manager-service.js';
+import { duplicate } from '../sys/descriptor.js';
 import { listenForFlowsAndGrpc } from '../tunnel/flow-listener.js';
 import { AccessControl } from './access-control.js';
 import type { ClusterIntegration } from './cluster.js';
@@ -63,6 +64,9 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
     host: options.host,
     port: options.port,
     log,
+    // Flow connections (the root daemon's, through a port-forward or directly) read large messages
+    // straight into their memory (tunnel/README.md).
+    duplicate,
     onFlowConnection: (socket, peer) => core.router.handleFlowConnection(socket, peer),
   }).catch((e: Error) => {
     core.stop();

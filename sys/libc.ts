@@ -1,6 +1,7 @@
-// The C library through koffi (no native addon of tp's own), loaded on first use: an agent that never needs
-// it (one app port per listener, no orphans to reap) stays smaller. original-dst.ts (getsockopt) and
-// reaper.ts (waitid, waitpid, prctl) declare their functions on it.
+// The C library through koffi (no native addon of tp's own), loaded on first use: a process that never
+// needs it (an agent with one app port per listener and no orphans to reap) stays smaller.
+// agent/original-dst.ts (getsockopt), agent/reaper.ts (waitid, waitpid, prctl), agent/passthrough*.ts and
+// descriptor.ts (dup) declare their functions on it.
 import { createRequire } from 'node:module';
 
 /** A koffi library handle: `func('int name(int a, …)')` declares a C function. */
