@@ -31,7 +31,7 @@ import {
   isWorkstationUnavailable,
   streamInfo,
 } from '../tunnel/messages.js';
-import { ReadSwitch, readSwitchOf } from '../tunnel/read-switch.js';
+import { ReadSwitch, readSwitchOf, socketOnDescriptor } from '../tunnel/read-switch.js';
 import { TunnelStream } from '../tunnel/stream.js';
 import type { ConnectionCounters, PortCounts } from './connection-counters.js';
 import type { DirectServer } from './direct.js';
@@ -167,8 +167,7 @@ export class PortListener {
     const reads = this.wholeIntercept(appPort) ? new ReadSwitch() : undefined;
     let socket: net.Socket;
     try {
-      const options = { fd, allowHalfOpen: true, pauseOnCreate: true, onread: reads };
-      socket = new net.Socket(options as net.SocketConstructorOpts);
+      socket = socketOnDescriptor(fd, true, reads);
     } catch (e) {
       log.warn('cannot take a connection from the passthrough thread', { reason: (e as Error).message });
       fs.closeSync(fd);
@@ -179,7 +178,6 @@ export class PortListener {
       return;
     }
     socket.setNoDelay(true);
-    reads?.attach(socket);
     this.accept(socket, appPort);
   }
 

@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
 import { formatHostPort } from '../netaddr/parse.js';
 import { agreesWithFlowMagic, FLOW_MAGIC, FramedCall } from './framed-call.js';
-import { ReadSwitch } from './read-switch.js';
+import { ReadSwitch, socketOnDescriptor } from './read-switch.js';
 import { TunnelStream } from './stream.js';
 
 /** How long a new connection may take to send its first bytes. */
@@ -30,7 +30,7 @@ export interface FlowAndGrpcOptions {
   /** A flow connection, its FLOW_MAGIC read (the bytes after it are put back). */
   onFlowConnection(socket: net.Socket, peer: string): void;
   /**
-   * A duplicate of a socket's descriptor, undefined when there is none (agent/listeners.ts duplicate).
+   * A duplicate of a socket's descriptor, undefined when there is none (sys/descriptor.ts duplicate).
    * Given, a flow connection moves to a socket created on the duplicate with a ReadSwitch, so that each
    * flow's call reads large messages straight into their memory (framed-call.ts), as it does on the
    * connections the workstation opens: net takes `onread` only when it creates a socket, and the server
@@ -88,17 +88,14 @@ function readThroughSwitch(
 ): net.Socket | undefined {
   const fd = duplicate(socket);
   if (fd === undefined) return undefined;
-  const reads = new ReadSwitch();
   let moved: net.Socket;
   try {
-    const options = { fd, pauseOnCreate: true, onread: reads };
-    moved = new net.Socket(options as net.SocketConstructorOpts);
+    moved = socketOnDescriptor(fd, false, new ReadSwitch());
   } catch (e) {
     log.debug('a flow connection is read through its stream', { reason: (e as Error).message });
     fs.closeSync(fd);
     return undefined;
   }
-  reads.attach(moved);
   moved.setNoDelay(true);
   socket.destroy();
   return moved;

@@ -4,7 +4,7 @@
 // straight into DATA messages (tunnel/flow.ts, OriginateOptions.reads) as it reads the sockets it dials;
 // before a flow takes it, and once a flow hands it over to the app (a replay), its reads go to the socket's
 // own stream as usual ('data', pipe, backpressure), each copied out of one shared buffer.
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import type { OnRead } from './dial.js';
 
 /** The switch each socket was created with (readSwitchOf). */
@@ -16,6 +16,17 @@ const switches = new WeakMap<object, ReadSwitch>();
  */
 export function readSwitchOf(stream: object): ReadSwitch | undefined {
   return switches.get(stream);
+}
+
+/**
+ * A socket created on `fd`, a connection's descriptor (handed over by another thread, or a `dup` of one a
+ * server accepted), paused; with `reads` as its `onread` (attached) when given. Throws as net does.
+ */
+export function socketOnDescriptor(fd: number, allowHalfOpen: boolean, reads?: ReadSwitch): net.Socket {
+  const options = { fd, allowHalfOpen, pauseOnCreate: true, onread: reads };
+  const socket = new net.Socket(options as net.SocketConstructorOpts);
+  reads?.attach(socket);
+  return socket;
 }
 
 /** The default reads land here and are copied out at once: one buffer serves every switch. */
