@@ -21,6 +21,7 @@ import { AGENT_NODE_FLAGS } from '../agent/node-flags.js';
 import { waitFor } from '../command/wait.js';
 import { type NamespaceProcess, PodNetwork } from '../testbed/pod-network.js';
 import { EBPF_BENCH_PORTS, ebpfCaptureMechanisms } from './capture-ebpf.js';
+import { haproxyConfig } from './haproxy.js';
 import { anonymousMiB, benchFlags, cpuSeconds, dist, median, rssMiB } from './rig.js';
 import { runWrk, type WrkRun } from './wrk.js';
 
@@ -155,27 +156,6 @@ function iptablesAgent(): CaptureMechanism {
   };
 }
 
-/** HAProxy's configuration: TCP mode, one thread, `bind` where it listens, to the app on loopback. */
-function haproxyConfig(bind: string): string {
-  return [
-    'global',
-    // One thread: the agent is one Node thread too.
-    '  nbthread 1',
-    '  maxconn 4000',
-    'defaults',
-    '  mode tcp',
-    '  timeout connect 5s',
-    '  timeout client 60s',
-    '  timeout server 60s',
-    'frontend capture',
-    `  bind ${bind}`,
-    '  default_backend app',
-    'backend app',
-    `  server app 127.0.0.1:${DIRECT_PORT}`,
-    '',
-  ].join('\n');
-}
-
 /** The REDIRECT of the client's connections to REDIRECTED_APP_PORT: one rule in PREROUTING, as iptables-restore input. */
 function redirectRule(op: '-A' | '-D'): string {
   return `*nat\n${op} PREROUTING -p tcp --dport ${REDIRECTED_APP_PORT} -j REDIRECT --to-ports ${REDIRECTED_PORT}\nCOMMIT\n`;
@@ -196,7 +176,7 @@ function haproxy(redirected: boolean): CaptureMechanism {
       dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpc-bench-'));
       const config = path.join(dir, 'haproxy.cfg');
       const bind = redirected ? `*:${REDIRECTED_PORT}` : `${net.podIp}:${HAPROXY_PORT}`;
-      fs.writeFileSync(config, haproxyConfig(bind));
+      fs.writeFileSync(config, haproxyConfig({ bind, server: `127.0.0.1:${DIRECT_PORT}`, maxconn: 4000 }));
       if (redirected) {
         await mustSucceed(net, net.pod, 'iptables-restore', ['--noflush'], redirectRule('-A'));
         ruleAdded = true;

@@ -60,10 +60,18 @@ test('capture-ebpf: the sk_lookup program idle and steering, against direct', ()
   assert.match(out, /mark \(throughput, keep-alive\): ebpf idle within 5% of direct: (MET|MISSED)/);
 });
 
-test('vif: bulk and keep-alive through the VIF against a direct veth', () => {
+test('vif: bulk and keep-alive through the VIF against a direct veth and two HAProxy relays', () => {
   const out = bench('vif', ['--mib', '1', '--rounds', '1', '--seconds', '1']);
   assert.match(out, /bulk +VIF\+tunnel +\d+ MB\/s +direct veth +\d+ MB\/s +ratio [\d.]+/);
   assert.match(out, /keep-alive +VIF\+tunnel +\d+ req\/s/);
+  assert.match(out, /goal +bulk >= 0\.5 x direct: (met|NOT met)/);
+  for (const kind of ['splice', 'no splice'])
+    assert.match(
+      out,
+      new RegExp(
+        `two HAProxy relays on the VIF's hops, ${kind}: \\d+ MB/s, \\d+ req/s \\(ratio [\\d.]+, [\\d.]+; VIF\\+tunnel / them: [\\d.]+, [\\d.]+\\)`,
+      ),
+    );
   assert.match(out, /CPU +per GB of the VIF's bulk rounds: the manager [\d.]+ s, the root daemon [\d.]+ s/);
 });
 

@@ -1,8 +1,12 @@
 // VIF throughput: from the workstation namespace to a pod through the VIF and the tunnel (TUN -> system
 // stack -> gRPC tunnel -> traffic manager -> pod), against a direct veth route to the same pod, in the same
 // run (interleaved rounds, medians). Prints MB/s (bulk HTTP download) and keep-alive requests/s (wrk), and
-// the ratios. First mark: bulk through the VIF at least a third of direct. A third path, the tunnel alone
-// (a local forwarder that originates tunnel streams, no VIF), shows which part costs what.
+// the ratios. First mark: bulk through the VIF at least a third of direct; goal: half. A third path, the
+// tunnel alone (a local forwarder that originates tunnel streams, no VIF), shows which part costs what.
+// Two more are the reference for the relays: two HAProxy relays in series on the VIF's hops (one on the
+// workstation's loopback, one in the manager's namespace, to the pod), with the kernel's splice(2) and
+// without (bench/haproxy.ts): what a relay written for the job reaches where tp's root daemon and manager
+// relay, without the TUN.
 //
 //   node dist/bench/vif.js [--mib 300] [--rounds 3] [--seconds 5] [--connections 16] [--mtu 65000]
 //                          [--manager-parallel-gc]
@@ -13,7 +17,9 @@
 //
 // Uses the netns topology of the root daemon's tests (namespaces tpv-ws, tpv-cl, tpv-pod); needs root,
 // curl and wrk. Everything it creates is removed at the end.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { waitFor } from '../command/wait.js';
 import {
   connectRootDaemon,
   type RootDaemonHandle,
@@ -30,8 +36,37 @@ import {
   POD_SUBNET,
   SERVICE_SUBNET,
 } from '../testbed/netns-topology.js';
+import { haproxyConfig } from './haproxy.js';
 import { benchFlags, cpuSeconds, median } from './rig.js';
 import { runWrk } from './wrk.js';
+
+/** The two HAProxy relays of each kind: the workstation's port on its loopback, the next one's port. */
+const RELAY_PORTS = { splice: [18081, 18082], copy: [18083, 18084] } as const;
+
+/** Starts the reference relays (bench/haproxy.ts); lab.down() ends them. Resolves once each answers. */
+async function startRelays(lab: NetnsLab): Promise<void> {
+  for (const [kind, [front, next]] of Object.entries(RELAY_PORTS)) {
+    const splice = kind === 'splice';
+    const relays = [
+      { ns: NS.cl, bind: `${ADDR.manager}:${next}`, server: `${ADDR.pod}:80` },
+      { ns: NS.ws, bind: `127.0.0.1:${front}`, server: `${ADDR.manager}:${next}` },
+    ];
+    for (const { ns, bind, server } of relays) {
+      const config = path.join(lab.tmp, `haproxy-${kind}-${ns}.cfg`);
+      fs.writeFileSync(config, haproxyConfig({ bind, server, splice }));
+      const proc = lab.spawnIn(ns, ['haproxy', '-db', '-f', config]);
+      proc.on('exit', (code) => {
+        if (code) process.stderr.write(`bench/vif: haproxy (${bind}) exited ${code}\n`);
+      });
+    }
+    await waitFor(
+      `the HAProxy relays on ports ${front} and ${next} to answer`,
+      async () =>
+        (await lab.exec(NS.ws, ['curl', '-sS', '--max-time', '2', `http://127.0.0.1:${front}/`])).code === 0,
+      30_000,
+    );
+  }
+}
 
 async function main(): Promise<void> {
   const flags = benchFlags({ mib: 300, rounds: 3, seconds: 5, connections: 16, mtu: 65_000 }, [
@@ -93,7 +128,14 @@ async function main(): Promise<void> {
       '80',
     ]);
     await lab.waitForLine(forwarder, /ready/);
-    const paths = { vif: ADDR.pod, direct: ADDR.podDirect, tunnel: '127.0.0.1:18080' } as const;
+    await startRelays(lab);
+    const paths = {
+      vif: ADDR.pod,
+      direct: ADDR.podDirect,
+      tunnel: '127.0.0.1:18080',
+      splice: `127.0.0.1:${RELAY_PORTS.splice[0]}`,
+      copy: `127.0.0.1:${RELAY_PORTS.copy[0]}`,
+    } as const;
     const bulk = async (host: string): Promise<number> => {
       const r = await lab.exec(
         NS.ws,
@@ -124,9 +166,9 @@ async function main(): Promise<void> {
     // Warm up every path (connections, JIT), then interleave the rounds so noise hits all alike.
     for (const host of Object.values(paths)) await bulk(host);
     type Path = keyof typeof paths;
-    const order: Path[] = ['direct', 'vif', 'tunnel'];
-    const bulkMBs: Record<Path, number[]> = { direct: [], vif: [], tunnel: [] };
-    const reqs: Record<Path, number[]> = { direct: [], vif: [], tunnel: [] };
+    const order: Path[] = ['direct', 'vif', 'tunnel', 'splice', 'copy'];
+    const bulkMBs: Record<Path, number[]> = { direct: [], vif: [], tunnel: [], splice: [], copy: [] };
+    const reqs: Record<Path, number[]> = { direct: [], vif: [], tunnel: [], splice: [], copy: [] };
     // `ip netns exec` execs the command: the child's pid is the manager's.
     let managerCpu = 0;
     let daemonCpu = 0;
@@ -146,9 +188,13 @@ async function main(): Promise<void> {
           `keep-alive req/s ${order.map((p) => `${p} ${reqs[p][i]!.toFixed(0)}`).join(', ')}\n`,
       );
     }
-    const b = { direct: median(bulkMBs.direct), vif: median(bulkMBs.vif), tunnel: median(bulkMBs.tunnel) };
-    const r = { direct: median(reqs.direct), vif: median(reqs.vif), tunnel: median(reqs.tunnel) };
+    const medians = (of: Record<Path, number[]>) =>
+      Object.fromEntries(order.map((p) => [p, median(of[p])])) as Record<Path, number>;
+    const b = medians(bulkMBs);
+    const r = medians(reqs);
     const bulkRatio = b.vif / b.direct;
+    const relayLine = (p: 'splice' | 'copy') =>
+      `${b[p].toFixed(0)} MB/s, ${r[p].toFixed(0)} req/s (ratio ${(b[p] / b.direct).toFixed(2)}, ${(r[p] / r.direct).toFixed(2)}; VIF+tunnel / them: ${(b.vif / b[p]).toFixed(2)}, ${(r.vif / r[p]).toFixed(2)})`;
     const gb = (rounds * mib * 2 ** 20) / 1e9;
     const col = (n: number) => n.toFixed(0).padStart(6);
     process.stdout.write(
@@ -156,7 +202,10 @@ async function main(): Promise<void> {
         `bench/vif: ${mib} MiB bulk x${rounds}, wrk -c${connections} ${seconds}s x${rounds}, TUN MTU ${mtu} (medians); manager: node ${managerFlags.join(' ') || '(no flags)'}`,
         `  bulk        VIF+tunnel ${col(b.vif)} MB/s   direct veth ${col(b.direct)} MB/s   ratio ${bulkRatio.toFixed(2)}  ${bulkRatio >= 1 / 3 ? 'PASS' : 'BELOW'} (mark: >= 0.33)`,
         `  keep-alive  VIF+tunnel ${col(r.vif)} req/s  direct veth ${col(r.direct)} req/s  ratio ${(r.vif / r.direct).toFixed(2)}`,
+        `  goal        bulk >= 0.5 x direct: ${bulkRatio >= 0.5 ? 'met' : 'NOT met'}`,
         `  reference   tunnel alone, no VIF: ${b.tunnel.toFixed(0)} MB/s, ${r.tunnel.toFixed(0)} req/s (VIF+tunnel / tunnel alone: ${(b.vif / b.tunnel).toFixed(2)}, ${(r.vif / r.tunnel).toFixed(2)})`,
+        `  reference   two HAProxy relays on the VIF's hops, splice: ${relayLine('splice')}`,
+        `  reference   two HAProxy relays on the VIF's hops, no splice: ${relayLine('copy')}`,
         `  CPU         per GB of the VIF's bulk rounds: the manager ${(managerCpu / gb).toFixed(2)} s, the root daemon ${(daemonCpu / gb).toFixed(2)} s`,
         '',
       ].join('\n'),
