@@ -12,8 +12,9 @@
 //                          [--manager-parallel-gc]
 //
 // The manager runs with the Node flags of tp's image (manager/node-flags.ts); --manager-parallel-gc runs
-// it without them (V8's GC helper threads, as before 2026-12-04), to compare. The CPU per GB of the VIF's
-// bulk rounds of the two relays, the manager and the root daemon, is printed beside the figures.
+// it without them (V8's GC helper threads, as before 2026-12-04), to compare. The two relays' CPU, the
+// manager's and the root daemon's, is printed beside the figures: per GB of the VIF's bulk rounds and per
+// request of its keep-alive rounds (steadier than the rates on a shared machine).
 //
 // Uses the netns topology of the root daemon's tests (namespaces tpv-ws, tpv-cl, tpv-pod); needs root,
 // curl and wrk. Everything it creates is removed at the end.
@@ -169,20 +170,26 @@ async function main(): Promise<void> {
     const order: Path[] = ['direct', 'vif', 'tunnel', 'splice', 'copy'];
     const bulkMBs: Record<Path, number[]> = { direct: [], vif: [], tunnel: [], splice: [], copy: [] };
     const reqs: Record<Path, number[]> = { direct: [], vif: [], tunnel: [], splice: [], copy: [] };
-    // `ip netns exec` execs the command: the child's pid is the manager's.
-    let managerCpu = 0;
-    let daemonCpu = 0;
-    const daemonPid = daemon.pid!;
+    // The relays' CPU in the VIF's rounds (`ip netns exec` execs the command: the child's pid is the manager's).
+    const relayPids = [manager.pid!, daemon.pid!];
+    const cpu = { bulk: [0, 0], requests: [0, 0] };
+    let vifRequests = 0;
+    const onVif = async <T>(p: Path, kind: keyof typeof cpu, work: () => Promise<T>): Promise<T> => {
+      if (p !== 'vif') return work();
+      const before = relayPids.map(cpuSeconds);
+      const out = await work();
+      relayPids.forEach((pid, i) => {
+        cpu[kind][i]! += cpuSeconds(pid) - before[i]!;
+      });
+      return out;
+    };
     for (let i = 0; i < rounds; i++) {
+      for (const p of order) bulkMBs[p].push(await onVif(p, 'bulk', () => bulk(paths[p])));
       for (const p of order) {
-        const before = p === 'vif' ? [cpuSeconds(manager.pid!), cpuSeconds(daemonPid)] : [0, 0];
-        bulkMBs[p].push(await bulk(paths[p]));
-        if (p === 'vif') {
-          managerCpu += cpuSeconds(manager.pid!) - before[0]!;
-          daemonCpu += cpuSeconds(daemonPid) - before[1]!;
-        }
+        const rate = await onVif(p, 'requests', () => requests(paths[p]));
+        reqs[p].push(rate);
+        if (p === 'vif') vifRequests += rate * seconds;
       }
-      for (const p of order) reqs[p].push(await requests(paths[p]));
       process.stderr.write(
         `round ${i + 1}: bulk MB/s ${order.map((p) => `${p} ${bulkMBs[p][i]!.toFixed(0)}`).join(', ')}; ` +
           `keep-alive req/s ${order.map((p) => `${p} ${reqs[p][i]!.toFixed(0)}`).join(', ')}\n`,
@@ -196,6 +203,7 @@ async function main(): Promise<void> {
     const relayLine = (p: 'splice' | 'copy') =>
       `${b[p].toFixed(0)} MB/s, ${r[p].toFixed(0)} req/s (ratio ${(b[p] / b.direct).toFixed(2)}, ${(r[p] / r.direct).toFixed(2)}; VIF+tunnel / them: ${(b.vif / b[p]).toFixed(2)}, ${(r.vif / r[p]).toFixed(2)})`;
     const gb = (rounds * mib * 2 ** 20) / 1e9;
+    const micros = (seconds: number) => ((seconds / vifRequests) * 1e6).toFixed(0);
     const col = (n: number) => n.toFixed(0).padStart(6);
     process.stdout.write(
       [
@@ -206,7 +214,8 @@ async function main(): Promise<void> {
         `  reference   tunnel alone, no VIF: ${b.tunnel.toFixed(0)} MB/s, ${r.tunnel.toFixed(0)} req/s (VIF+tunnel / tunnel alone: ${(b.vif / b.tunnel).toFixed(2)}, ${(r.vif / r.tunnel).toFixed(2)})`,
         `  reference   two HAProxy relays on the VIF's hops, splice: ${relayLine('splice')}`,
         `  reference   two HAProxy relays on the VIF's hops, no splice: ${relayLine('copy')}`,
-        `  CPU         per GB of the VIF's bulk rounds: the manager ${(managerCpu / gb).toFixed(2)} s, the root daemon ${(daemonCpu / gb).toFixed(2)} s`,
+        `  CPU         per GB of the VIF's bulk rounds: the manager ${(cpu.bulk[0]! / gb).toFixed(2)} s, the root daemon ${(cpu.bulk[1]! / gb).toFixed(2)} s; ` +
+          `per request of its keep-alive rounds: the manager ${micros(cpu.requests[0]!)} µs, the root daemon ${micros(cpu.requests[1]!)} µs`,
         '',
       ].join('\n'),
     );
