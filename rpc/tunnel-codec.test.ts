@@ -153,6 +153,18 @@ test('DataReader: memory whose messages were all written serves later reads; mem
   assert.is(new Set(later).size, 4, 'nothing written: new memory each time');
 });
 
+test('a message reported written twice, or a copy of it reported too, returns its memory once', () => {
+  const chunks = [Buffer.alloc(8000, 4)];
+  const message = encodedDataMessage(chunks, 8000, true);
+  const copy = { ...message };
+  dataWritten(message);
+  dataWritten(message);
+  dataWritten(copy);
+  const taken = [1, 2].map(() => encodedDataMessage([Buffer.alloc(8000, 5)], 8000, true).data.buffer);
+  assert.is(taken[0], message.data.buffer, 'written: its memory is taken again');
+  assert.is.not(taken[1], message.data.buffer, 'and only once');
+});
+
 test('encodedDataMessage with reuse: its memory serves the next such message once written, not before', () => {
   const chunks = [Buffer.alloc(3000, 1), Buffer.alloc(5000, 2)];
   const first = encodedDataMessage(chunks, 8000, true);

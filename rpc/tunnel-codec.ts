@@ -35,13 +35,31 @@ function writeVarint(buf: Buffer, offset: number, n: number): number {
 }
 
 /**
- * The bytes each decoded message came from. The manager's relay forwards decoded messages unchanged, so
- * their encoding is already at hand: reusing it saves the relay a 1 MiB allocation and copy per message.
+ * What this codec remembers of a message it made, kept on the message under symbols (as grpc-framing.ts
+ * keeps a frame; WeakMaps cost a set per message in V8's ephemeron tables, 6-8 % of a relay's CPU per small
+ * message):
+ *   ENCODED      the bytes a decoded message came from, or an encoded one was built in. The manager's relay
+ *                forwards decoded messages unchanged, so their encoding is already at hand: reusing it
+ *                saves the relay a 1 MiB allocation and copy per message. Checked against the message's
+ *                fields before use, so a changed message or a copy with other fields is encoded anew.
+ *   READ_MEMORY  the read memory a DataReader's or encodedDataMessage's message lies in (dataWritten); the
+ *                claim names its message, so a copy of the message (a spread) cannot return it twice.
  */
-const encodedAs = new WeakMap<TunnelMessage, { bytes: Buffer; code: number; data: Buffer; error: string }>();
+const ENCODED = Symbol('encoded as');
+const READ_MEMORY = Symbol('read memory');
+interface Encoded {
+  bytes: Buffer;
+  code: number;
+  data: Buffer;
+  error: string;
+}
+interface Remembered extends TunnelMessage {
+  [ENCODED]?: Encoded;
+  [READ_MEMORY]?: { memory: ReadMemory; of: TunnelMessage | undefined };
+}
 
 export function serializeTunnelMessage(m: TunnelMessage): Buffer {
-  const known = encodedAs.get(m);
+  const known = (m as Remembered)[ENCODED];
   if (
     known &&
     known.code === m.code &&
@@ -88,20 +106,20 @@ export function encodedDataMessage(chunks: readonly Buffer[], length: number, re
     bytes.set(c, o);
     o += c.length;
   }
-  const m: TunnelMessage = {
+  const m: Remembered = {
     code: TunnelCode.DATA,
     data: bytes.subarray(header),
     open: undefined,
     error: '',
   };
-  encodedAs.set(m, { bytes, code: m.code, data: m.data, error: '' });
-  if (memory) memoryOfMessage.set(m, { buffer: memory, unsent: 1, current: false });
+  m[ENCODED] = { bytes, code: m.code, data: m.data, error: '' };
+  if (memory) m[READ_MEMORY] = { memory: { buffer: memory, unsent: 1, current: false }, of: m };
   return m;
 }
 
 export function deserializeTunnelMessage(buf: Buffer): TunnelMessage {
   const reader = new BinaryReader(buf);
-  const m: TunnelMessage = {
+  const m: Remembered = {
     code: TunnelCode.TUNNEL_UNSPECIFIED,
     data: Buffer.alloc(0),
     open: undefined,
@@ -131,7 +149,7 @@ export function deserializeTunnelMessage(buf: Buffer): TunnelMessage {
   }
   // Only DATA is worth remembering (and only it is reused: OPEN and errors are small and rare).
   if (m.data.length > 0 && m.open === undefined) {
-    encodedAs.set(m, { bytes: buf, code: m.code, data: m.data, error: m.error });
+    m[ENCODED] = { bytes: buf, code: m.code, data: m.data, error: m.error };
     adoptFrame(buf);
   }
   return m;
@@ -167,7 +185,6 @@ interface ReadMemory {
 /** Read memory that no message refers to any more, by size: the next allocations of that size take it. */
 const spareMemory = new Map<number, Buffer[]>();
 const SPARE_PER_SIZE = 8;
-const memoryOfMessage = new WeakMap<TunnelMessage, ReadMemory>();
 
 function takeMemory(size: number): Buffer {
   return spareMemory.get(size)?.pop() ?? Buffer.allocUnsafe(size);
@@ -186,11 +203,11 @@ function maybeSpare(memory: ReadMemory): void {
  * reported leaves its memory to the garbage collector, as any buffer.
  */
 export function dataWritten(m: TunnelMessage): void {
-  const memory = memoryOfMessage.get(m);
-  if (!memory) return;
-  memoryOfMessage.delete(m);
-  memory.unsent--;
-  maybeSpare(memory);
+  const claim = (m as Remembered)[READ_MEMORY];
+  if (claim?.of !== m) return;
+  claim.of = undefined;
+  claim.memory.unsent--;
+  maybeSpare(claim.memory);
 }
 
 /**
@@ -207,8 +224,9 @@ const JOIN_CLASS_BYTES = 64 << 10;
 const JOIN_SPARE_BYTES = 8 << 20;
 const spareJoins = new Map<number, Buffer[]>();
 let spareJoinBytes = 0;
-/** A received DATA payload that is a view of join memory, and that memory. */
-const joinOfData = new WeakMap<Buffer, Buffer>();
+/** On a received DATA payload that is a view of join memory: that memory (a symbol, as ENCODED above). */
+const JOIN = Symbol('join memory');
+type Joined = Buffer & { [JOIN]?: Buffer };
 
 /** Memory for joining a frame of `n` bytes, or undefined when it is too small to be worth pooling. */
 export function joinMemory(n: number): Buffer | undefined {
@@ -224,19 +242,19 @@ export function joinMemory(n: number): Buffer | undefined {
 
 /** `m` was decoded from join memory: its DATA payload returns it once written (receivedWritten). */
 export function adoptJoined(m: TunnelMessage, memory: Buffer): void {
-  if (m.data.length > 0 && m.data.buffer === memory.buffer) joinOfData.set(m.data, memory);
+  if (m.data.length > 0 && m.data.buffer === memory.buffer) (m.data as Joined)[JOIN] = memory;
 }
 
 /** Whether `data` (a received DATA payload) returns memory once written: the writer calls receivedWritten. */
 export function isJoined(data: Buffer): boolean {
-  return joinOfData.has(data);
+  return (data as Joined)[JOIN] !== undefined;
 }
 
 /** A received DATA payload was written and nothing refers to it any more: its memory serves the next join. */
 export function receivedWritten(data: Buffer): void {
-  const memory = joinOfData.get(data);
+  const memory = (data as Joined)[JOIN];
   if (!memory) return;
-  joinOfData.delete(data);
+  (data as Joined)[JOIN] = undefined;
   if (spareJoinBytes + memory.length > JOIN_SPARE_BYTES) return;
   const list = spareJoins.get(memory.length) ?? [];
   spareJoins.set(memory.length, list);
@@ -295,15 +313,15 @@ export class DataReader {
     bytes[o++] = TAG_DATA;
     writeVarint(bytes, o, n);
     this.next = start + n;
-    const m: TunnelMessage = {
+    const m: Remembered = {
       code: TunnelCode.DATA,
       data: bytes.subarray(header),
       open: undefined,
       error: '',
     };
-    encodedAs.set(m, { bytes, code: m.code, data: m.data, error: '' });
+    m[ENCODED] = { bytes, code: m.code, data: m.data, error: '' };
     this.record!.unsent++;
-    memoryOfMessage.set(m, this.record!);
+    m[READ_MEMORY] = { memory: this.record!, of: m };
     return m;
   }
 }
