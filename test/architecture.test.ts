@@ -31,7 +31,7 @@ const ALLOWED: Record<string, string[]> = {
   bpf: ['agentconfig', 'logging', 'netaddr', 'version'],
   cli: ['command', 'daemons/root/launch.ts', 'http-filter', 'kube', 'logging', 'netaddr', 'rpc', 'version'],
   command: ['netaddr'],
-  daemons: ['command', 'dns', 'kube', 'logging', 'netaddr', 'rpc', 'tunnel', 'version', 'vif'],
+  daemons: ['command', 'dns', 'kube', 'logging', 'netaddr', 'rpc', 'sys', 'tunnel', 'version', 'vif'],
   dns: ['command', 'logging', 'netaddr'],
   'http-filter': ['rpc'],
   image: ['agent/node-flags.ts', 'manager/node-flags.ts', 'netaddr', 'version'],

@@ -2,13 +2,12 @@
 // bytes: FLOW_MAGIC makes a connection a flow connection, anything else (HTTP/2's preface) goes to the gRPC
 // server through grpc-js's connection injector, with the bytes read put back. The agent's direct port and
 // the traffic manager's port both listen this way, so neither needs a second port, Service or chart value.
-import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../logging/logger.js';
 import { formatHostPort } from '../netaddr/parse.js';
 import { agreesWithFlowMagic, FLOW_MAGIC, FramedCall } from './framed-call.js';
-import { ReadSwitch, socketOnDescriptor } from './read-switch.js';
+import { movedToReadSwitch } from './read-switch.js';
 import { TunnelStream } from './stream.js';
 
 /** How long a new connection may take to send its first bytes. */
@@ -47,7 +46,10 @@ export async function listenForFlowsAndGrpc(o: FlowAndGrpcOptions): Promise<Flow
       grpc: () => injector.injectConnection(socket),
       flow: (rest) => {
         const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-        const flowSocket = (o.duplicate && readThroughSwitch(socket, o.duplicate, o.log)) || socket;
+        const why = (reason: string) =>
+          o.log.debug('a flow connection is read through its stream', { reason });
+        const moved = o.duplicate && movedToReadSwitch(socket, o.duplicate, { allowHalfOpen: false, why });
+        const flowSocket = moved || socket;
         if (rest.length > 0) flowSocket.unshift(rest);
         flowSockets.add(flowSocket);
         flowSocket.once('close', () => flowSockets.delete(flowSocket));
@@ -74,31 +76,6 @@ export async function listenForFlowsAndGrpc(o: FlowAndGrpcOptions): Promise<Flow
       for (const s of flowSockets) s.destroy();
     },
   };
-}
-
-/**
- * The connection on a socket of its own, created on a duplicate of its descriptor with a ReadSwitch; the
- * accepted socket, paused after the bytes it read (sniff), is closed, which leaves the connection to the
- * duplicate. Undefined (the accepted socket goes on) when no duplicate can be had.
- */
-function readThroughSwitch(
-  socket: net.Socket,
-  duplicate: (socket: net.Socket) => number | undefined,
-  log: Logger,
-): net.Socket | undefined {
-  const fd = duplicate(socket);
-  if (fd === undefined) return undefined;
-  let moved: net.Socket;
-  try {
-    moved = socketOnDescriptor(fd, false, new ReadSwitch());
-  } catch (e) {
-    log.debug('a flow connection is read through its stream', { reason: (e as Error).message });
-    fs.closeSync(fd);
-    return undefined;
-  }
-  moved.setNoDelay(true);
-  socket.destroy();
-  return moved;
 }
 
 /** Tells a new connection's kind by its first bytes, then hands it on paused: gRPC's with the bytes put back, a flow's with those after the magic. */

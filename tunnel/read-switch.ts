@@ -3,7 +3,11 @@
 // connection handed over by its passthrough thread with a ReadSwitch, so that the tunnel flow reads it
 // straight into DATA messages (tunnel/flow.ts, OriginateOptions.reads) as it reads the sockets it dials;
 // before a flow takes it, and once a flow hands it over to the app (a replay), its reads go to the socket's
-// own stream as usual ('data', pipe, backpressure), each copied out of one shared buffer.
+// own stream as usual ('data', pipe, backpressure), each copied out of one shared buffer. A connection a
+// server accepted moves to a socket created with one on a duplicate of its descriptor (movedToReadSwitch):
+// the manager's and the agent's flow connections (tunnel/flow-listener.ts), the root daemon's VIF
+// connections (daemons/root/tunnel-dialer.ts).
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { OnRead } from './dial.js';
 
@@ -27,6 +31,34 @@ export function socketOnDescriptor(fd: number, allowHalfOpen: boolean, reads?: R
   const socket = new net.Socket(options as net.SocketConstructorOpts);
   reads?.attach(socket);
   return socket;
+}
+
+/**
+ * `socket`'s connection on a socket of its own, created on a duplicate of its descriptor with a ReadSwitch
+ * (net takes `onread` only when it creates a socket, and a server creates the sockets it accepts without
+ * one). `socket` must be paused and hold no bytes a caller still wants (or the caller takes them first): it
+ * is closed, which leaves the connection to the new socket. Undefined, `socket` untouched, when there is no
+ * duplicate (`duplicate`: sys/descriptor.ts's, passed in) or no socket can be created on it (`why` hears
+ * why).
+ */
+export function movedToReadSwitch(
+  socket: net.Socket,
+  duplicate: (socket: net.Socket) => number | undefined,
+  options: { allowHalfOpen: boolean; why?: (reason: string) => void },
+): net.Socket | undefined {
+  const fd = duplicate(socket);
+  if (fd === undefined) return undefined;
+  let moved: net.Socket;
+  try {
+    moved = socketOnDescriptor(fd, options.allowHalfOpen, new ReadSwitch());
+  } catch (e) {
+    options.why?.((e as Error).message);
+    fs.closeSync(fd);
+    return undefined;
+  }
+  moved.setNoDelay(true);
+  socket.destroy();
+  return moved;
 }
 
 /** The default reads land here and are copied out at once: one buffer serves every switch. */

@@ -38,4 +38,11 @@ export interface FlowDialer {
   /** Resolves when the destination accepted the connection; rejects with DialRejectedError when not. */
   dialTcp(id: FlowId): Promise<TcpDial>;
   dialUdp(id: FlowId): Promise<UdpFlow>;
+  /**
+   * The socket to serve a connection the listener accepted for a dialed flow on, before anything reads it
+   * (the listener accepts paused): `socket` itself, or a socket the dialer created on a duplicate of its
+   * descriptor and closed `socket` for (to read it its own way: the root daemon reads it straight into the
+   * flow's messages). Without it, `socket`.
+   */
+  adopt?(socket: net.Socket): net.Socket;
 }

@@ -54,7 +54,8 @@ export class TcpListener {
         // The default write high-water mark (16 KiB) is kept on purpose: the tunnel stream pauses after a
         // 1 MiB message until the kernel took it, which bounds each flow's memory to about its HTTP/2
         // window; a 4 MiB mark measured no faster here and would cost 4 MiB per flow.
-        const server = net.createServer({ allowHalfOpen: true, noDelay: true });
+        // Paused: nothing is read before the dialer adopted the connection (FlowDialer.adopt).
+        const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true });
         server.maxConnections = 65_000;
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);
@@ -111,16 +112,17 @@ export class TcpListener {
     );
   }
 
-  private accepted(socket: net.Socket): void {
-    const fake = `${socket.remoteAddress}|${socket.remotePort}`;
+  private accepted(accepted: net.Socket): void {
+    const fake = `${accepted.remoteAddress}|${accepted.remotePort}`;
     const p = this.pending.get(fake);
     if (!p) {
       // A local process connected to the listener directly, or a flow that timed out: not ours.
-      socket.resetAndDestroy();
+      accepted.resetAndDestroy();
       return;
     }
     clearTimeout(p.timer);
     this.pending.delete(fake);
+    const socket = this.dialer.adopt?.(accepted) ?? accepted;
     this.sockets.add(socket);
     socket.on('close', () => {
       this.sockets.delete(socket);

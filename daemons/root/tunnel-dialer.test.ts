@@ -14,6 +14,7 @@ import { listenForFlowsAndGrpc, serveFlowConnection } from '../../tunnel/flow-li
 import { tcpFlowPool } from '../../tunnel/flow-pool.js';
 import { FlowWindowGroup } from '../../tunnel/framed-call.js';
 import { MANAGER_SHUTTING_DOWN, msg, sessionUnknown } from '../../tunnel/messages.js';
+import { readSwitchOf } from '../../tunnel/read-switch.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { serveUdp } from '../../tunnel/udp-flow.js';
 import { DialRejectedError } from '../../vif/flows.js';
@@ -75,9 +76,12 @@ async function manager(
   };
 }
 
-/** A connected socket pair on loopback: `local` plays the accepted connection of the VIF's listener. */
-async function socketPair(): Promise<{ local: net.Socket; client: net.Socket; close(): void }> {
-  const server = net.createServer({ allowHalfOpen: true });
+/**
+ * A connected socket pair on loopback: `local` plays the accepted connection of the VIF's listener (which
+ * accepts `paused`).
+ */
+async function socketPair(paused = false): Promise<{ local: net.Socket; client: net.Socket; close(): void }> {
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: paused });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
   const client = net.connect({
@@ -127,6 +131,54 @@ test('a TCP flow is dialed first, then pumps; what the destination sent before t
     assert.is(await received, 'banner\nhello');
     pair.close();
   } finally {
+    dest.close();
+    await m.close();
+  }
+});
+
+test('an adopted VIF connection is read straight into the flow: what it sent before, 3 MiB each way, both ends', async () => {
+  const m = await manager();
+  const dest = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.pipe(s);
+  });
+  await new Promise<void>((r) => dest.listen(0, '127.0.0.1', r));
+  const port = (dest.address() as net.AddressInfo).port;
+  const pair = await socketPair(true);
+  try {
+    const dial = await m.dialer.dialTcp({
+      protocol: 6,
+      srcIp: '198.18.0.1',
+      srcPort: 2,
+      dstIp: '127.0.0.1',
+      dstPort: port,
+    });
+    // The client speaks before the listener's socket is adopted: its bytes wait in the kernel.
+    const payload = Buffer.alloc(3 << 20);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 7 + (i >> 12)) & 0xff;
+    const echoed = new Promise<Buffer>((resolve) => {
+      const chunks: Buffer[] = [];
+      pair.client.on('data', (d) => chunks.push(d));
+      pair.client.on('end', () => resolve(Buffer.concat(chunks)));
+    });
+    pair.client.write(payload.subarray(0, 1000));
+    await new Promise((r) => setTimeout(r, 50));
+    const adopted = m.dialer.adopt(pair.local);
+    assert.is.not(adopted, pair.local, 'a socket of its own');
+    assert.ok(pair.local.destroyed, 'the accepted socket is closed');
+    assert.ok(readSwitchOf(adopted), 'created with a ReadSwitch');
+    let throughStream = 0;
+    adopted.on('data', (d: Buffer) => {
+      throughStream += d.length;
+    });
+    dial.attach(adopted);
+    pair.client.end(payload.subarray(1000));
+    const back = await echoed;
+    assert.is(back.length, payload.length);
+    assert.ok(back.equals(payload), 'every byte, in order');
+    assert.is(throughStream, 0, "no read went through the socket's stream");
+  } finally {
+    pair.client.destroy();
+    pair.close();
     dest.close();
     await m.close();
   }

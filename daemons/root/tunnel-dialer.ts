@@ -21,6 +21,7 @@ import { within } from '../../command/wait.js';
 import type { Logger } from '../../logging/logger.js';
 import type { ManagerClient } from '../../rpc/gen/manager.js';
 import { WORKSTATION_WINDOWS } from '../../rpc/grpc-options.js';
+import { duplicate } from '../../sys/descriptor.js';
 import { FlowDialRejected, openFlow, originate } from '../../tunnel/flow.js';
 import type { FlowConnectionPool } from '../../tunnel/flow-pool.js';
 import {
@@ -30,6 +31,7 @@ import {
   type StreamInfo,
   streamInfo,
 } from '../../tunnel/messages.js';
+import { movedToReadSwitch, readSwitchOf } from '../../tunnel/read-switch.js';
 import { TunnelStream } from '../../tunnel/stream.js';
 import { DEFAULT_UDP_IDLE_TIMEOUT_MS, openUdp, UdpDialRejected } from '../../tunnel/udp-flow.js';
 import {
@@ -118,6 +120,18 @@ export class TunnelFlowDialer implements FlowDialer {
   tryAgainNow(): void {
     for (const wake of this.wakeWaiting) wake();
     this.wakeWaiting.clear();
+  }
+
+  /**
+   * A VIF connection moves to a socket created with a ReadSwitch on a duplicate of its descriptor, so that
+   * its flow reads it straight into DATA messages (tunnel/flow.ts, OriginateOptions.reads) instead of
+   * through the socket's stream: no 64 KiB allocation per read, no copy into the message, no turn of the
+   * event loop to gather a message from the reads. Without dup(2) (no koffi) it is read as before.
+   */
+  adopt(socket: net.Socket): net.Socket {
+    const why = (reason: string) =>
+      this.o.log.debug('a VIF connection is read through its stream', { reason });
+    return movedToReadSwitch(socket, duplicate, { allowHalfOpen: true, why }) ?? socket;
   }
 
   private info(id: FlowId, idleTimeoutMs?: number): StreamInfo {
@@ -290,7 +304,8 @@ export class TunnelFlowDialer implements FlowDialer {
     const log = this.o.log;
     return {
       attach(socket: net.Socket) {
-        void originate(socket, stream, info, { log, dialed: true }).then((outcome) => {
+        const reads = readSwitchOf(socket);
+        void originate(socket, stream, info, { log, dialed: true, reads }).then((outcome) => {
           if (outcome.kind === 'reset' && outcome.by === 'peer')
             log.debug('flow reset by the cluster side', {
               to: `${id.dstIp}:${id.dstPort}`,
