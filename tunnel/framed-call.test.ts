@@ -229,6 +229,37 @@ test('the window: a receiver that stops taking stops its sender after WINDOW_BYT
   }
 });
 
+test("each message's written callback runs once, in order; those the stream could not write get its error", async () => {
+  const c = await connected();
+  try {
+    const receiver = await acceptFramed(c.accepted);
+    const received: TunnelMessage[] = [];
+    receiver.on('data', (m: TunnelMessage) => received.push(m));
+    const calls: [number, boolean][] = [];
+    const sizes = [10, 300_000, 20, 1 << 20, 30, 5, 70_000];
+    for (const [i, n] of sizes.entries()) c.opener.write(data(n, i), (e) => calls.push([i, !e]));
+    await waitFor('every message arrived', () => received.length === sizes.length, 5000, 20);
+    await waitFor('every callback ran', () => calls.length === sizes.length, 5000, 20);
+    assert.equal(
+      calls,
+      sizes.map((_, i) => [i, true]),
+      'once each, in order, without an error',
+    );
+    // The byte stream is gone: what is written now fails, each callback once, in order.
+    c.socket.destroy();
+    const late: [number, boolean][] = [];
+    for (let i = 0; i < 3; i++) c.opener.write(data(100, i), (e) => late.push([i, !e]));
+    await waitFor('the late callbacks ran', () => late.length === 3, 5000, 20);
+    assert.equal(late, [
+      [0, false],
+      [1, false],
+      [2, false],
+    ]);
+  } finally {
+    c.close();
+  }
+});
+
 /** The bytes sentToPaused queues: twice the largest window. */
 const QUEUED = LONE_WINDOW_BYTES * 2;
 
