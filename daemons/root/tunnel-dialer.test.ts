@@ -138,10 +138,7 @@ test('a TCP flow is dialed first, then pumps; what the destination sent before t
 
 test('an adopted VIF connection is read straight into the flow: what it sent before, 3 MiB each way, both ends', async () => {
   const m = await manager();
-  const dest = net.createServer({ allowHalfOpen: true }, (s) => {
-    s.pipe(s);
-  });
-  await new Promise<void>((r) => dest.listen(0, '127.0.0.1', r));
+  const dest = await echoServer();
   const port = (dest.address() as net.AddressInfo).port;
   const pair = await socketPair(true);
   try {
