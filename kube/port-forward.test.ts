@@ -31,8 +31,13 @@ import { forwardingListener, PodStreams, PortForwardSession, podToForwardTo } fr
 setLevel('error');
 const log = createLogger('test');
 
-/** The kubelet's side: every data stream connects to 127.0.0.1:<its port header>. */
-async function fakeKubelet(): Promise<{
+/**
+ * The kubelet's side: every data stream connects to 127.0.0.1:<its port header>. With
+ * `failedStreamStopsConnection`, a connection whose stream could not reach the pod takes no new stream
+ * afterwards (no SYN_REPLY, no pod connection), as containerd's port-forward up to 1.7 (Debian 12's 1.6.20,
+ * the lab node's: containerd#8849); pings are still answered.
+ */
+async function fakeKubelet(opts: { failedStreamStopsConnection?: boolean } = {}): Promise<{
   kc: KubeConfig;
   upgrades: () => number;
   /** Upgraded connections still open. */
@@ -40,12 +45,15 @@ async function fakeKubelet(): Promise<{
   /** The upgrade requests' paths (the pod each names), in order. */
   paths: string[];
   freeze(): void;
+  /** Accepts no new stream from now on, on any connection (pings are still answered). */
+  stopAccepting(): void;
   close(): Promise<void>;
 }> {
   const conns = new Set<net.Socket>();
   let upgrades = 0;
   /** Answers nothing and relays nothing any more: a network that dropped between the two. */
   let frozen = false;
+  let accepting = true;
   const server = http.createServer((_req, res) => res.writeHead(400).end());
   const paths: string[] = [];
   server.on('upgrade', (req, socket: net.Socket) => {
@@ -62,6 +70,8 @@ async function fakeKubelet(): Promise<{
     const pods = new Map<number, net.Socket>();
     const errorStreams = new Map<string, number>();
     const early = new Map<number, { data: Buffer; fin: boolean }[]>();
+    /** A stream of this connection could not reach the pod (failedStreamStopsConnection). */
+    let stuck = false;
     socket.on('close', () => {
       decoder.close();
       for (const p of pods.values()) p.destroy();
@@ -90,6 +100,7 @@ async function fakeKubelet(): Promise<{
         // Decoded in order (the shared context); the reply and the pod connection follow.
         decoder.decode(syn.headerBlock).then(
           (h) => {
+            if (stuck || !accepting) return;
             socket.write(encodeSynReply(id, 0, encoder.encode({})));
             if (h.streamtype === 'error') {
               errorStreams.set(h.requestid!, id);
@@ -108,6 +119,7 @@ async function fakeKubelet(): Promise<{
             });
             pod.on('end', () => socket.write(encodeDataFrameHeader(id, FLAG_FIN, 0)));
             pod.on('error', (e) => {
+              if (opts.failedStreamStopsConnection) stuck = true;
               const errorId = errorStreams.get(h.requestid!)!;
               const text = Buffer.from(`error forwarding port ${h.port}: ${e.message}`);
               socket.write(encodeDataFrameHeader(errorId, FLAG_FIN, text.length));
@@ -129,6 +141,9 @@ async function fakeKubelet(): Promise<{
     freeze: () => {
       frozen = true;
     },
+    stopAccepting: () => {
+      accepting = false;
+    },
     close: async () => {
       for (const c of conns) c.destroy();
       await new Promise((r) => server.close(r));
@@ -136,13 +151,19 @@ async function fakeKubelet(): Promise<{
   };
 }
 
-async function listen(handler: (s: net.Socket) => void): Promise<{ port: number; server: net.Server }> {
+async function listen(
+  handler: (s: net.Socket) => void,
+  port = 0,
+): Promise<{ port: number; server: net.Server }> {
   // A peer that resets at the end of a case is no failure of the case.
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
     s.on('error', () => {});
     handler(s);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  await new Promise<void>((r, j) => {
+    server.once('error', j);
+    server.listen(port, '127.0.0.1', r);
+  });
   return { port: (server.address() as net.AddressInfo).port, server };
 }
 
@@ -229,6 +250,79 @@ test('a port-forward that stops answering pings is given up, and its streams fai
     kubelet.freeze();
     assert.match((await failed).message, /answered no ping for 0.5 s/);
     assert.match(session.ended ?? '', /answered no ping/);
+  } finally {
+    session.close();
+    echo.server.close();
+    await kubelet.close();
+  }
+});
+
+/** Rejects when `p` has not settled within `ms`: a connection that would wait for good fails the test instead. */
+function orNoAnswer<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
+test('after a stream the pod refused (containerd up to 1.7 then takes no new stream on that connection), the next connection goes on a new port-forward and reaches the pod', async () => {
+  const kubelet = await fakeKubelet({ failedStreamStopsConnection: true });
+  const probe = await listen(() => {});
+  const port = probe.port;
+  await new Promise((r) => probe.server.close(r));
+  // A pod that does not listen yet (a new manager pod dialed before it listens).
+  const streams = new PodStreams(kubelet.kc, log, 'ns', { pod: 'pod', port }, Buffer.from('HELLO'));
+  let pod: Awaited<ReturnType<typeof listen>> | undefined;
+  try {
+    const refused = await exchange(await streams.open(), Buffer.from(' first')).then(
+      () => 'no error',
+      (e: Error) => e.message,
+    );
+    assert.match(refused, `port-forward to pod:${port} failed: error forwarding port ${port}`);
+    // Now it listens.
+    pod = await listen((s) => s.pipe(s), port);
+    const echoed = await orNoAnswer(
+      streams.open().then((c) => exchange(c, Buffer.from(' second'))),
+      5_000,
+      'the connection after the refused one',
+    );
+    assert.is(echoed.toString(), 'HELLO second');
+    assert.is(kubelet.upgrades(), 2, 'a new port-forward connection for it');
+  } finally {
+    streams.close();
+    pod?.server.close();
+    await kubelet.close();
+  }
+});
+
+test('a stream the kubelet does not accept in time fails and taints its port-forward: no new stream on it, the one that heard from the pod goes on, and it closes after that one', async () => {
+  const kubelet = await fakeKubelet();
+  const echo = await listen((s) => s.pipe(s));
+  const liveness = { pingIntervalMs: 100, pingTimeoutMs: 5_000, streamReplyTimeoutMs: 300 };
+  const session = await PortForwardSession.open(kubelet.kc, 'ns', 'pod', echo.port, log, liveness);
+  try {
+    const working = session.stream();
+    const first = new Promise((r) => working.once('data', r));
+    working.write('hello');
+    await first;
+    kubelet.stopAccepting();
+    const unaccepted = session.stream();
+    const failed = await new Promise<Error>((r) => unaccepted.once('error', r));
+    assert.match(failed.message, /the kubelet did not accept a new stream within 0.3 s/);
+    assert.is(session.takesNewStreams, false);
+    assert.throws(() => session.stream(), /did not accept a new stream/);
+    assert.is(session.ended, undefined, 'it still carries the stream that heard from the pod');
+    assert.is((await exchange(working, Buffer.from(' again'))).toString(), ' again');
+    await waitFor('the tainted port-forward to close', async () => session.ended !== undefined, 5000, 20);
   } finally {
     session.close();
     echo.server.close();

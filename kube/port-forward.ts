@@ -59,11 +59,21 @@ const UPGRADE_TIMEOUT_MS = 15_000;
  */
 const PING_INTERVAL_MS = 1_000;
 const PING_TIMEOUT_MS = 5_000;
+/**
+ * How long the kubelet may take to accept a new stream (its SYN_REPLY: a round trip to the node, through a
+ * remote API server too). Past it, the connection takes no new stream (see taint()); a stream mistaken for
+ * unaccepted (a reply stuck behind a transfer in bulk on a slow link) costs its flow a retry on a new one.
+ */
+const STREAM_REPLY_TIMEOUT_MS = 2_000;
 
-/** How a PortForwardSession tells that its peer is gone (PING_INTERVAL_MS, PING_TIMEOUT_MS). */
+/**
+ * How a PortForwardSession tells that its peer is gone (PING_INTERVAL_MS, PING_TIMEOUT_MS) or takes no new
+ * stream (STREAM_REPLY_TIMEOUT_MS).
+ */
 export interface Liveness {
   pingIntervalMs: number;
   pingTimeoutMs: number;
+  streamReplyTimeoutMs?: number;
 }
 /** How long a ready connection of PodStreams waits unused before it is dropped. */
 const SPARE_MAX_AGE_MS = 20_000;
@@ -221,6 +231,9 @@ async function upgrade(kc: ApiAccess, namespace: string, pod: string, port: numb
  * A stream's reader that does not keep up (more than MAX_BUFFERED waiting) pauses the whole connection:
  * the SPDY peers do no flow control, so there is nothing finer. Sharers carry their own per-flow window
  * (tunnel/framed-call.ts) and read on.
+ *
+ * A connection on which the kubelet failed a stream (it could not connect to the pod's port, or reset the
+ * stream), or did not accept a new one within STREAM_REPLY_TIMEOUT_MS, takes no new stream: see taint().
  */
 export class PortForwardSession {
   private readonly encoder = new HeaderBlockEncoder();
@@ -230,6 +243,8 @@ export class PortForwardSession {
   private readonly streams = new Map<number, ForwardedStream>();
   /** retire() was called: close once the last stream is gone. */
   private retiring = false;
+  /** Why the connection takes no new stream after a stream failed (taint()); undefined while it does. */
+  tainted: string | undefined;
   private nextStreamId = 1;
   private nextRequestId = 0;
   private stalled = new Set<ForwardedStream>();
@@ -275,9 +290,15 @@ export class PortForwardSession {
     return new PortForwardSession(await upgrade(kc, namespace, pod, port), pod, port, log, liveness);
   }
 
+  /** Whether a new stream may go on this connection: it is up, not retired, not tainted. */
+  get takesNewStreams(): boolean {
+    return !this.ended && !this.retiring;
+  }
+
   /** A new forwarded connection to the pod's port. */
   stream(): ForwardedStream {
     if (this.ended) throw new Error(this.ended);
+    if (this.retiring) throw new Error(this.tainted ?? 'the port-forward takes no new connections');
     const errorId = this.nextStreamId;
     const dataId = errorId + 2;
     this.nextStreamId += 4;
@@ -288,6 +309,8 @@ export class PortForwardSession {
     const s = new ForwardedStream(this, dataId, errorId);
     this.streams.set(dataId, s);
     this.streams.set(errorId, s);
+    const replyTimeoutMs = this.liveness.streamReplyTimeoutMs ?? STREAM_REPLY_TIMEOUT_MS;
+    setTimeout(() => this.checkAccepted(s, replyTimeoutMs), replyTimeoutMs).unref();
     this.idleSince = undefined;
     return s;
   }
@@ -348,6 +371,41 @@ export class PortForwardSession {
     this.nextPingId = this.nextPingId >= 0x7ffffff0 ? 1 : this.nextPingId + 2;
   }
 
+  /** A stream still open and not accepted by the kubelet after `timeoutMs` taints the connection (and fails). */
+  private checkAccepted(s: ForwardedStream, timeoutMs: number): void {
+    if (!s.accepted && this.streams.get(s.dataId) === s)
+      this.taint(`the kubelet did not accept a new stream within ${timeoutMs / 1000} s`);
+  }
+
+  /**
+   * The kubelet failed a stream, or did not accept one in time: this connection takes no new stream, and its
+   * streams that never heard from the pod are given up (their flows try again on a new connection: the pool
+   * and SharedSession open one); those that did go on, and the connection closes after the last.
+   *
+   * containerd's port-forward up to 1.7 (Debian 12's 1.6.20 is the lab's; containerd#8849) stops serving a
+   * connection's new streams after one failed: it closes a failed stream without resetting it, and a frame
+   * of ours for that stream (its prelude) then holds one of spdystream's frame workers, which serve streams
+   * by id. On the lab, the streams after it got no SYN_REPLY, or one and then neither the pod nor an error.
+   * kubectl port-forward closes its connection after such an error (kubernetes#128319). A new manager pod
+   * is dialed before it listens (podToForwardTo takes one whose containers started): without this, every
+   * VIF flow after the first failed stream waited 7 s for an answer that never came, until the connection
+   * ended.
+   */
+  taint(reason: string): void {
+    if (this.ended) return;
+    if (!this.tainted) {
+      this.tainted = reason;
+      this.log.debug('port-forward session takes no new connections', {
+        pod: this.pod,
+        port: this.port,
+        reason,
+      });
+    }
+    for (const s of new Set(this.streams.values()))
+      if (!s.heardFromPod) s.destroy(new Error(`port-forward to ${this.label}: ${reason}`));
+    this.retire();
+  }
+
   /** A stream is done: its ids are forgotten (and reset when it did not finish both ways). */
   forget(s: ForwardedStream, reset: boolean): void {
     this.streams.delete(s.dataId);
@@ -393,6 +451,7 @@ export class PortForwardSession {
       }
       switch (frame.type) {
         case FrameType.SynReply:
+          this.streams.get(frame.body.readUInt32BE(0) & 0x7fffffff)?.replied();
           // Keep the shared decompression context in step; the reply's headers carry nothing we need.
           this.decoder
             .decode(parseStreamHeaders(frame.body).headerBlock)
@@ -400,9 +459,12 @@ export class PortForwardSession {
           break;
         case FrameType.RstStream: {
           const rst = parseRstStream(frame.body);
-          this.streams
-            .get(rst.streamId)
-            ?.destroy(new Error(`the API server reset the port-forward stream (status ${rst.status})`));
+          const reset = this.streams.get(rst.streamId);
+          if (reset) {
+            const reason = `the kubelet reset a stream (status ${rst.status})`;
+            reset.destroy(new Error(`port-forward to ${this.label}: ${reason}`));
+            this.taint(reason);
+          }
           break;
         }
         case FrameType.Ping:
@@ -442,6 +504,10 @@ export class ForwardedStream extends Duplex {
   /** The pod's side ended (FIN): the stream can carry nothing new. Also announced as 'remote-end'. */
   remoteEnded = false;
   private localEnded = false;
+  /** How many of its two SPDY streams the kubelet accepted (SYN_REPLY). */
+  private replies = 0;
+  /** Bytes came from the pod: the kubelet connected it. */
+  heardFromPod = false;
 
   constructor(
     private readonly session: PortForwardSession,
@@ -451,13 +517,32 @@ export class ForwardedStream extends Duplex {
     super({ readableHighWaterMark: MAX_BUFFERED });
   }
 
+  /** The kubelet accepted one of its two SPDY streams. */
+  replied(): void {
+    this.replies++;
+  }
+
+  /** The kubelet accepted both of its SPDY streams. */
+  get accepted(): boolean {
+    return this.replies >= 2;
+  }
+
+  /** Its session takes new streams (PodStreams hands out no ready connection on one that does not). */
+  get onUsableSession(): boolean {
+    return this.session.takesNewStreams;
+  }
+
   received(streamId: number, data: Buffer, fin: boolean): void {
     if (streamId === this.errorId) {
       this.errorText += data.toString('utf8');
-      if (fin && this.errorText !== '')
-        this.destroy(new Error(`port-forward to ${this.session.label} failed: ${this.errorText.trim()}`));
+      if (fin && this.errorText !== '') {
+        const message = this.errorText.trim();
+        this.destroy(new Error(`port-forward to ${this.session.label} failed: ${message}`));
+        this.session.taint(`a stream failed: ${message}`);
+      }
       return;
     }
+    if (data.length > 0) this.heardFromPod = true;
     if (data.length > 0 && !this.push(data)) this.session.stall(this);
     if (fin && !this.remoteEnded) {
       this.remoteEnded = true;
@@ -825,6 +910,8 @@ class SharedSession {
   private opening: Promise<PortForwardSession> | undefined;
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Sessions that take no new stream but may still carry some (retired, tainted): closed by close(). */
+  private readonly retired = new Set<PortForwardSession>();
 
   constructor(
     private readonly open: (target: ForwardTarget) => Promise<PortForwardSession>,
@@ -834,23 +921,24 @@ class SharedSession {
   async get(target: ForwardTarget): Promise<PortForwardSession> {
     if (!this.target || !sameTarget(this.target, target)) {
       for (const s of this.sessions) s.retire();
-      this.sessions = [];
+      this.dropUnusable(true);
       this.opening = undefined;
       this.target = target;
     }
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw new Error('the port-forward was closed');
-      this.sessions = this.sessions.filter((s) => !s.ended);
+      this.dropUnusable();
       const free = this.sessions.find((s) => !s.busy);
       if (free) return free;
       if (this.sessions.length >= MAX_SHARED_SESSIONS) return leastBusy(this.sessions);
       const opening = this.opening ?? this.start(target);
       try {
         const session = await opening;
-        // Closed at once (the API server or the pod went away), or by close(): open again, once.
-        if (!session.ended || attempt > 0) return session;
+        // Closed at once (the API server or the pod went away), tainted, or closed by close(): open again,
+        // once.
+        if (session.takesNewStreams || attempt > 0) return session;
       } catch (err) {
-        const open = this.sessions.filter((s) => !s.ended);
+        const open = this.sessions.filter((s) => s.takesNewStreams);
         if (open.length > 0) return leastBusy(open);
         throw err;
       }
@@ -860,8 +948,9 @@ class SharedSession {
   close(): void {
     this.closed = true;
     clearInterval(this.sweeper);
-    for (const s of this.sessions) s.close();
+    for (const s of [...this.sessions, ...this.retired]) s.close();
     this.sessions = [];
+    this.retired.clear();
     void this.opening?.then(
       (s) => s.close(),
       () => {},
@@ -885,7 +974,10 @@ class SharedSession {
           this.sweep();
         }
         // Opened for a pod no longer the target: its callers take their connections first.
-        else setImmediate(() => s.retire());
+        else {
+          this.retired.add(s);
+          setImmediate(() => s.retire());
+        }
       },
       () => {
         if (this.opening === opening) this.opening = undefined;
@@ -894,10 +986,21 @@ class SharedSession {
     return opening;
   }
 
+  /**
+   * Keeps in `sessions` those that take new streams (all of them with `all`); the others are kept in `retired`
+   * until they have ended.
+   */
+  private dropUnusable(all = false): void {
+    for (const s of this.retired) if (s.ended) this.retired.delete(s);
+    for (const s of this.sessions) if ((all || !s.takesNewStreams) && !s.ended) this.retired.add(s);
+    this.sessions = all ? [] : this.sessions.filter((s) => s.takesNewStreams);
+  }
+
   /** Closes the sessions beyond the first that have had no stream for EXTRA_SESSION_IDLE_MS; checks again while there are any. */
   private sweep(): void {
     const now = Date.now();
-    const [first, ...extra] = this.sessions.filter((s) => !s.ended);
+    this.dropUnusable();
+    const [first, ...extra] = this.sessions;
     const idle = extra.filter((s) => s.idleSince !== undefined && now - s.idleSince >= EXTRA_SESSION_IDLE_MS);
     for (const s of idle) s.close('no longer used');
     this.sessions = first ? [first, ...extra.filter((s) => !idle.includes(s))] : [];
@@ -969,7 +1072,7 @@ export class PodStreams {
       log,
       spare: prelude !== undefined,
       maxIdleMs: SPARE_MAX_AGE_MS,
-      suits: (s) => !s.onBusySession,
+      suits: (s) => s.onUsableSession && !s.onBusySession,
       windows,
     });
   }

@@ -33,7 +33,8 @@ export interface FlowPoolOptions<T extends Duplex> {
   spare?: boolean;
   /**
    * Whether a ready connection suits a new flow now (default: all do); one that does not is closed instead of
-   * handed out (PodStreams: its port-forward carries a transfer in bulk, behind which the flow would wait).
+   * handed out (PodStreams: its port-forward carries a transfer in bulk, behind which the flow would wait,
+   * or takes no new stream since the kubelet failed one of its streams).
    */
   suits?(connection: T): boolean;
   maxIdleMs?: number;

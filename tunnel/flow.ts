@@ -151,7 +151,8 @@ export function openFlow(stream: TunnelStream, info: StreamInfo, graceMs = 2_000
   return new Promise((resolve, reject) => {
     let state = initialFlowState('awaiting-dial');
     let settled = false;
-    const settle = (error?: string, dialRejected = false, gone = false) => {
+    /** `abandon`: the far side never answered; the stream is aborted, not ended (nothing waits for its end). */
+    const settle = (error?: string, dialRejected = false, gone = false, abandon = false) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -159,14 +160,18 @@ export function openFlow(stream: TunnelStream, info: StreamInfo, graceMs = 2_000
       stream.off('peer-end', onEnd);
       stream.off('failure', onFailure);
       if (error === undefined) return resolve();
-      stream.end();
+      if (abandon) stream.abort(error);
+      else stream.end();
       reject(new FlowDialRejected(error, dialRejected, gone));
     };
     const waitMs = info.dialTimeoutMs + graceMs;
-    const timer = setTimeout(() => {
-      stream.send(msg.reset(`no answer to OPEN within ${waitMs} ms`));
-      settle(`the far side did not answer within ${waitMs} ms`);
-    }, waitMs);
+    // A far side that answers nothing within its own dial timeout is not there (a port-forward stream the
+    // kubelet never connected, a manager that hangs): the stream is aborted, and a flow connection with it
+    // (framed-call.ts cancel), rather than ended and kept for a next flow that would wait as long.
+    const timer = setTimeout(
+      () => settle(`the far side did not answer within ${waitMs} ms`, false, false, true),
+      waitMs,
+    );
     const onEnd = () => settle('the far side ended the stream before answering', false, true);
     const onFailure = (reason?: string) => settle(`the tunnel failed: ${reason ?? 'unknown'}`, false, true);
     stream.once('peer-end', onEnd);

@@ -38,7 +38,9 @@ const PROBE_INTERVAL_S = 0.25;
 
 /** One probe request: who answered (the workstation, the app in the cluster) or that it failed. */
 export interface ProbeSample {
+  /** When the request was sent, and when it was over (answered or failed). */
   at: number;
+  end: number;
   outcome: 'workstation' | 'app' | 'failed';
   detail: string;
   /** The request's whole time (curl's time_total), seconds; undefined for a failed one. */
@@ -108,8 +110,8 @@ class Probe {
   constructor(argv: string[], url: string, app: string, timeoutS = 3) {
     const loop =
       `while :; do t=$(date +%s%3N); r=$(curl -s -m ${timeoutS} -w ' %{time_total}' ${url}) || r="FAILED curl exit $?"; ` +
-      // Unquoted: a body's newline becomes a space, so the line stays "TIME BODY SECONDS".
-      `echo "$t" $r; sleep ${PROBE_INTERVAL_S}; done`;
+      // Unquoted: a body's newline becomes a space, so the line stays "SENT OVER BODY SECONDS".
+      `echo "$t $(date +%s%3N)" $r; sleep ${PROBE_INTERVAL_S}; done`;
     this.child = spawn(argv[0]!, [...argv.slice(1), loop], {
       stdio: ['ignore', 'pipe', 'ignore'],
       detached: true,
@@ -118,17 +120,18 @@ class Probe {
       const lines = (this.rest + d).split('\n');
       this.rest = lines.pop() ?? '';
       for (const line of lines) {
-        const m = /^(\d+) (.*)$/.exec(line.trim());
+        const m = /^(\d+) (\d+) (.*)$/.exec(line.trim());
         if (!m) continue;
-        const words = m[2]!.split(' ');
+        const words = m[3]!.split(' ');
         const body = words[0] ?? '';
         const time = words.at(-1);
         const outcome = body === 'laptop' ? 'workstation' : body.startsWith(`${app}-`) ? 'app' : 'failed';
         const seconds = outcome === 'failed' ? undefined : Number(time);
         this.samples.push({
           at: Number(m[1]),
+          end: Number(m[2]),
           outcome,
-          detail: outcome === 'failed' ? m[2]! : body,
+          detail: outcome === 'failed' ? m[3]! : body,
           seconds,
         });
       }
@@ -146,15 +149,26 @@ class Probe {
     return new Probe([...c.workstationPrefix, 'sh', '-c'], url, app, MANAGER_GAP_MS / 1000);
   }
 
+  /**
+   * The requests in progress at any time from `from` to `to`: sent then, or sent before and over after
+   * `from` (a request held across the start of a fault, which the fault may fail).
+   */
   between(from: number, to: number): ProbeSample[] {
-    return this.samples.filter((s) => s.at >= from && s.at <= to);
+    return this.samples.filter((s) => s.at <= to && s.end >= from);
   }
 
-  /** Waits for the first answer of `outcome` sent at or after `from`; its time, or undefined after timeoutMs. */
-  async first(outcome: ProbeSample['outcome'], from: number, timeoutMs: number): Promise<number | undefined> {
+  /**
+   * Waits for the first answer of `outcome` (any, when undefined) sent at or after `from`; its time, or
+   * undefined after timeoutMs. The probe sends one request at a time, so every one sent before is over then.
+   */
+  async first(
+    outcome: ProbeSample['outcome'] | undefined,
+    from: number,
+    timeoutMs: number,
+  ): Promise<number | undefined> {
     const until = Date.now() + timeoutMs;
     for (;;) {
-      const s = this.samples.find((x) => x.at >= from && x.outcome === outcome);
+      const s = this.samples.find((x) => x.at >= from && (outcome === undefined || x.outcome === outcome));
       if (s) return s.at;
       if (Date.now() > until) return undefined;
       await sleep(100);
@@ -324,6 +338,8 @@ export class FaultRig {
     const over = await inject(notes);
     const back = await this.probe.first('workstation', over, backTimeoutMs);
     await sleep(settleMs);
+    // A request through the VIF held across the fault (up to MANAGER_GAP_MS) counts in this fault's window.
+    await this.vifProbe.first(undefined, over, MANAGER_GAP_MS + 5_000);
     const seen = this.probe.between(began, Date.now());
     const vif = this.vifProbe.between(began, Date.now());
     const result: FaultResult = {
