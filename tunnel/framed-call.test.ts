@@ -10,7 +10,15 @@ import { waitFor } from '../command/wait.js';
 import { createLogger, setLevel } from '../logging/logger.js';
 import { isJoined, receivedWritten } from '../rpc/tunnel-codec.js';
 import { dialTcp } from './dial.js';
-import { dialTarget, type FlowOutcome, originate, readOpen, serveDial } from './flow.js';
+import {
+  dialTarget,
+  FlowDialRejected,
+  type FlowOutcome,
+  openFlow,
+  originate,
+  readOpen,
+  serveDial,
+} from './flow.js';
 import { connectFlowSocket, FlowConnectionPool } from './flow-pool.js';
 import {
   FLOW_MAGIC,
@@ -461,6 +469,32 @@ test('a far side that answered before originate(): its queued DIAL_OK starts the
     c.close();
     app.close();
     front.close();
+  }
+});
+
+test('a flow whose far side never answers its OPEN gives the connection up: closed, not handed back for the next flow', async () => {
+  const c = await connected({ reusable: true });
+  try {
+    // The far side reads the OPEN and answers nothing (a port-forward stream the kubelet never connected
+    // behaves alike: nothing comes back).
+    const far = new TunnelStream(await acceptFramed(c.accepted, { reusable: true }));
+    const info = streamInfo({ connId: undefined, sessionId: 's', dialTimeoutMs: 100 });
+    let reusable = false;
+    c.opener.once('reusable', () => {
+      reusable = true;
+    });
+    const opened = readOpen(far, 2000);
+    const e = await openFlow(new TunnelStream(c.opener), info, 100).then(
+      () => undefined,
+      (err: Error) => err,
+    );
+    await opened;
+    assert.ok(e instanceof FlowDialRejected, String(e));
+    assert.match(e!.message, /did not answer within 200 ms/);
+    await waitFor('the connection to close', () => c.socket.destroyed || undefined, 5000, 20);
+    assert.is(reusable, false, 'not handed back for a next flow');
+  } finally {
+    c.close();
   }
 });
 
