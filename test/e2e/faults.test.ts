@@ -26,6 +26,7 @@ if (cluster) {
     async () => {
       const r = await rig!.managerPodDeleted();
       assert.equal(failures(r), []);
+      assert.ok(r.vifRequests > 0, 'the workstation sent requests through the VIF during the fault');
       assert.equal(failures(r, r.vifFailed), [], "the workstation's requests through the VIF");
       assert.ok(r.backSeconds !== undefined, 'the intercept came back');
     },
@@ -49,6 +50,7 @@ if (cluster) {
     async () => {
       const r = await rig!.userDaemonKilled();
       assert.equal(failures(r), []);
+      assert.ok(r.vifRequests > 0, 'the workstation sent requests through the VIF during the fault');
       assert.equal(failures(r, r.vifFailed), [], "the workstation's requests through the VIF");
       assert.ok(r.backSeconds !== undefined, 'the intercept answers again');
       // A request the workstation had taken but not answered is replayed to the app (docs/faults.md).
