@@ -244,7 +244,7 @@ export class PortForwardSession {
   /** retire() was called: close once the last stream is gone. */
   private retiring = false;
   /** Why the connection takes no new stream after a stream failed (taint()); undefined while it does. */
-  tainted: string | undefined;
+  private tainted: string | undefined;
   private nextStreamId = 1;
   private nextRequestId = 0;
   private stalled = new Set<ForwardedStream>();
@@ -921,7 +921,7 @@ class SharedSession {
   async get(target: ForwardTarget): Promise<PortForwardSession> {
     if (!this.target || !sameTarget(this.target, target)) {
       for (const s of this.sessions) s.retire();
-      this.dropUnusable(true);
+      this.dropUnusable();
       this.opening = undefined;
       this.target = target;
     }
@@ -986,14 +986,11 @@ class SharedSession {
     return opening;
   }
 
-  /**
-   * Keeps in `sessions` those that take new streams (all of them with `all`); the others are kept in `retired`
-   * until they have ended.
-   */
-  private dropUnusable(all = false): void {
+  /** Keeps in `sessions` those that take new streams; the others are kept in `retired` until they have ended. */
+  private dropUnusable(): void {
     for (const s of this.retired) if (s.ended) this.retired.delete(s);
-    for (const s of this.sessions) if ((all || !s.takesNewStreams) && !s.ended) this.retired.add(s);
-    this.sessions = all ? [] : this.sessions.filter((s) => s.takesNewStreams);
+    for (const s of this.sessions) if (!s.takesNewStreams && !s.ended) this.retired.add(s);
+    this.sessions = this.sessions.filter((s) => s.takesNewStreams);
   }
 
   /** Closes the sessions beyond the first that have had no stream for EXTRA_SESSION_IDLE_MS; checks again while there are any. */
